@@ -1,0 +1,20 @@
+//! ringi's gRPC contracts. The `.proto` files beside this crate are the
+//! source of truth and document every message; this crate only compiles them.
+
+/// `ringi.signer.v1`: the API of a signer node, called by the coordinator.
+pub mod signer {
+    pub mod v1 {
+        tonic::include_proto!("ringi.signer.v1");
+    }
+}
+
+/// `ringi.coordinator.v1`: the API of the coordinator, called by wallet
+/// services and the `ringi` CLI.
+pub mod coordinator {
+    pub mod v1 {
+        tonic::include_proto!("ringi.coordinator.v1");
+    }
+}
+
+pub mod transport;
+pub mod key_id;
