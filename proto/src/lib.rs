@@ -16,5 +16,5 @@ pub mod coordinator {
     }
 }
 
-pub mod transport;
 pub mod key_id;
+pub mod transport;

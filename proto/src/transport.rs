@@ -67,15 +67,30 @@ mod tests {
         assert!(check_plaintext_listen("127.0.0.1:0".parse().unwrap()).is_ok());
         assert!(check_plaintext_listen("[::1]:7000".parse().unwrap()).is_ok());
         let err = check_plaintext_listen("0.0.0.0:7000".parse().unwrap()).unwrap_err();
-        assert!(matches!(err, TransportError::NotLoopback { action: "listen on", .. }));
+        assert!(matches!(
+            err,
+            TransportError::NotLoopback {
+                action: "listen on",
+                ..
+            }
+        ));
         assert!(check_plaintext_listen("10.1.2.3:7000".parse().unwrap()).is_err());
     }
 
     #[test]
     fn dial_accepts_loopback_forms() {
-        assert_eq!(check_plaintext_dial("127.0.0.1:7101").unwrap(), "http://127.0.0.1:7101");
-        assert_eq!(check_plaintext_dial("http://127.0.0.1:7101/").unwrap(), "http://127.0.0.1:7101");
-        assert_eq!(check_plaintext_dial("localhost:7101").unwrap(), "http://localhost:7101");
+        assert_eq!(
+            check_plaintext_dial("127.0.0.1:7101").unwrap(),
+            "http://127.0.0.1:7101"
+        );
+        assert_eq!(
+            check_plaintext_dial("http://127.0.0.1:7101/").unwrap(),
+            "http://127.0.0.1:7101"
+        );
+        assert_eq!(
+            check_plaintext_dial("localhost:7101").unwrap(),
+            "http://localhost:7101"
+        );
     }
 
     #[test]
@@ -92,6 +107,9 @@ mod tests {
             check_plaintext_dial("127.0.0.1"),
             Err(TransportError::BadAddress { .. })
         ));
-        assert!(matches!(check_plaintext_dial(""), Err(TransportError::BadAddress { .. })));
+        assert!(matches!(
+            check_plaintext_dial(""),
+            Err(TransportError::BadAddress { .. })
+        ));
     }
 }

@@ -1,1 +1,118 @@
-fn main(){}
+//! `ringi-signer`: the signer node binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ringi_signer::config::{self, FileConfig, Overrides};
+use ringi_signer::token::Token;
+use ringi_signer::vault::{ShareVault, TokenVault};
+use zeroize::Zeroizing;
+
+/// A ringi signer node: holds FROST key shares sealed by a PKCS#11 token.
+///
+/// The token PIN is read from RINGI_PKCS11_PIN or from a PIN file, never
+/// from the command line.
+#[derive(Parser)]
+#[command(name = "ringi-signer", version)]
+struct Cli {
+    /// TOML config file.
+    #[arg(long, global = true, env = "RINGI_SIGNER_CONFIG")]
+    config: Option<PathBuf>,
+    /// PKCS#11 module (shared library) path.
+    #[arg(long, global = true, env = "RINGI_PKCS11_MODULE")]
+    module: Option<PathBuf>,
+    /// Label of the token holding this node's keys.
+    #[arg(long, global = true, env = "RINGI_TOKEN_LABEL")]
+    token_label: Option<String>,
+    /// File holding the token's user PIN.
+    #[arg(long, global = true, env = "RINGI_PKCS11_PIN_FILE")]
+    pin_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this node's keys in the token (share KEK, DKG transport key) if missing.
+    Init,
+    /// Print this node's DKG public key and the key shares it holds.
+    Info,
+    /// Serve ringi.signer.v1 over gRPC.
+    Serve {
+        /// Address to listen on (plaintext: loopback only).
+        #[arg(long, env = "RINGI_SIGNER_LISTEN")]
+        listen: Option<SocketAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringi-signer: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        module: cli.module.clone(),
+        token_label: cli.token_label.clone(),
+        pin_file: cli.pin_file.clone(),
+    };
+    let pin_env = std::env::var(config::PIN_ENV).ok().map(Zeroizing::new);
+    let token_config = config::token_config(&file, &overrides, pin_env)?;
+    match cli.command {
+        Command::Init => {
+            let token = Token::open(&token_config)?;
+            let created = token.initialize_keys()?;
+            if created.is_empty() {
+                println!(
+                    "token {:?} already holds ringi's keys; nothing created",
+                    token_config.token_label
+                );
+            }
+            for label in created {
+                println!("created {label} in token {:?}", token_config.token_label);
+            }
+            Ok(())
+        }
+        Command::Info => {
+            let token = std::sync::Arc::new(Token::open(&token_config)?);
+            let vault = std::sync::Arc::new(TokenVault::open(token.clone())?);
+            let dkg = ringi_signer::dkg::DkgRuns::new(vault.clone(), token)?;
+            println!("dkg_public_key {}", hex::encode(dkg.public_key()));
+            for share in vault.shares() {
+                println!(
+                    "key {} identifier {} group_public_key {}",
+                    share.key_id,
+                    share.identifier,
+                    hex::encode(share.group_key)
+                );
+            }
+            Ok(())
+        }
+        Command::Serve { listen } => {
+            let listen = listen
+                .or(file.listen)
+                .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid default"));
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(ringi_signer::server::run(token_config, listen))
+        }
+    }
+}

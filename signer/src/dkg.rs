@@ -1,0 +1,500 @@
+//! This node's side of distributed key generation (frost `keys::dkg`, the
+//! Pedersen DKG with proofs of knowledge of Komlo and Goldberg, as in the
+//! FROST paper, section 5.1).
+//!
+//! A run has three steps, each a gRPC call from the coordinator:
+//! 1. [`DkgRuns::round1`]: draw a secret polynomial, return its public
+//!    commitments (broadcast by the coordinator).
+//! 2. [`DkgRuns::round2`]: given every peer's commitments, compute one secret
+//!    share per peer and seal each to its recipient ([`crate::dkg_envelope`]).
+//! 3. [`DkgRuns::finish`]: open the shares addressed to this node, verify
+//!    them, derive the key share and seal it into the vault.
+//!
+//! The secret polynomial lives in this process's memory between steps (a
+//! stock token cannot compute it) and is zeroized when the run ends or is
+//! abandoned. Runs are keyed by key id; a new round 1 for a key id replaces
+//! an unfinished run, and runs older than [`RUN_TTL`] are dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use frost_secp256k1::Identifier;
+use frost_secp256k1::keys::dkg::{self, round1, round2};
+use k256::elliptic_curve::sec1::ToEncodedPoint;
+
+use crate::dkg_envelope::{self, Binding, EnvelopeError};
+use crate::rng;
+use crate::token::{Token, TokenError};
+use crate::vault::{ShareInfo, ShareVault, VaultError, identifier};
+
+/// How long an unfinished run is kept.
+pub const RUN_TTL: Duration = Duration::from_secs(600);
+/// Most participants in one run.
+pub const MAX_PARTICIPANTS: usize = 255;
+/// Length of a DKG session id.
+pub const SESSION_ID_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DkgError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("a key share for key id {0:?} exists on this node already")]
+    KeyExists(String),
+    #[error("no DKG run in progress for key id {0:?} with this session id")]
+    NoRun(String),
+    #[error("DKG run for key id {key_id:?} is not at this step (it expects {expected})")]
+    OutOfOrder {
+        key_id: String,
+        expected: &'static str,
+    },
+    #[error("DKG package from participant {culprit} failed verification: {reason}")]
+    PeerInvalid { culprit: String, reason: String },
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// One participant as the coordinator describes it.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    pub identifier: u32,
+    /// DKG transport public key, SEC1 (compressed or uncompressed).
+    pub dkg_public_key: Vec<u8>,
+}
+
+/// The request of step 1.
+#[derive(Debug, Clone)]
+pub struct Round1Request {
+    pub key_id: String,
+    pub session_id: Vec<u8>,
+    pub me: u32,
+    pub min_signers: u32,
+    pub participants: Vec<Participant>,
+}
+
+enum Step {
+    Round1(round1::SecretPackage),
+    Round2 {
+        secret: round2::SecretPackage,
+        round1_packages: BTreeMap<Identifier, round1::Package>,
+    },
+}
+
+struct Run {
+    session_id: Vec<u8>,
+    me: u16,
+    /// Peers' transport keys (SEC1 uncompressed), by identifier; self excluded.
+    peers: BTreeMap<u16, Vec<u8>>,
+    step: Option<Step>,
+    started: Instant,
+}
+
+/// The DKG runs in progress on this node.
+pub struct DkgRuns {
+    vault: Arc<dyn ShareVault>,
+    token: Arc<Token>,
+    /// This node's transport key, SEC1 uncompressed.
+    own_key: Vec<u8>,
+    runs: Mutex<HashMap<String, Run>>,
+}
+
+impl DkgRuns {
+    pub fn new(vault: Arc<dyn ShareVault>, token: Arc<Token>) -> Result<Self, TokenError> {
+        let own_key = token.dkg_public_key()?;
+        Ok(DkgRuns {
+            vault,
+            token,
+            own_key,
+            runs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// This node's DKG transport public key, SEC1 compressed.
+    pub fn public_key(&self) -> Vec<u8> {
+        k256::PublicKey::from_sec1_bytes(&self.own_key)
+            .map(|k| k.to_encoded_point(true).as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Step 1: returns this node's serialized round-1 package.
+    pub fn round1(&self, req: Round1Request) -> Result<Vec<u8>, DkgError> {
+        let checked = check_round1(&req, &self.own_key)?;
+        if self.vault.contains(&req.key_id) {
+            return Err(DkgError::KeyExists(req.key_id));
+        }
+        let rng = rng::hedged(&self.token)?;
+        let (secret, package) = dkg::part1(
+            identifier(checked.me),
+            checked.max_signers,
+            checked.min_signers,
+            rng,
+        )
+        .map_err(|e| DkgError::InvalidArgument(format!("FROST refused the parameters: {e}")))?;
+        let bytes = package
+            .serialize()
+            .map_err(|e| DkgError::InvalidArgument(e.to_string()))?;
+        let mut runs = self.lock();
+        runs.retain(|_, run| run.started.elapsed() < RUN_TTL);
+        runs.insert(
+            req.key_id,
+            Run {
+                session_id: req.session_id,
+                me: checked.me,
+                peers: checked.peers,
+                step: Some(Step::Round1(secret)),
+                started: Instant::now(),
+            },
+        );
+        Ok(bytes)
+    }
+
+    /// Step 2: given each peer's round-1 package, returns this node's round-2
+    /// package for each peer, sealed to it.
+    pub fn round2(
+        &self,
+        key_id: &str,
+        session_id: &[u8],
+        round1_packages: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, DkgError> {
+        let (me, peers, secret) = {
+            let mut runs = self.lock();
+            let run = find_run(&mut runs, key_id, session_id)?;
+            check_peer_set(&run.peers, round1_packages.keys(), "round-1 packages")?;
+            match run.step.take() {
+                Some(Step::Round1(secret)) => (run.me, run.peers.clone(), secret),
+                other => {
+                    run.step = other;
+                    return Err(DkgError::OutOfOrder {
+                        key_id: key_id.to_string(),
+                        expected: "DkgFinish",
+                    });
+                }
+            }
+        };
+        let decoded = decode_round1(round1_packages)?;
+        let (secret2, packages) = dkg::part2(secret, &decoded).map_err(peer_error)?;
+        let mut sealed = BTreeMap::new();
+        for (peer, peer_key) in &peers {
+            let package =
+                packages
+                    .get(&identifier(*peer))
+                    .ok_or_else(|| DkgError::PeerInvalid {
+                        culprit: peer.to_string(),
+                        reason: "FROST produced no round-2 package for it".into(),
+                    })?;
+            let plaintext = zeroize::Zeroizing::new(
+                package
+                    .serialize()
+                    .map_err(|e| DkgError::InvalidArgument(e.to_string()))?,
+            );
+            let shared = self.token.dkg_shared_secret(peer_key)?;
+            let binding = Binding {
+                key_id,
+                session_id,
+                sender: me,
+                recipient: *peer,
+            };
+            sealed.insert(
+                u32::from(*peer),
+                dkg_envelope::seal(&binding, &shared, &plaintext)?,
+            );
+        }
+        let mut runs = self.lock();
+        let run = find_run(&mut runs, key_id, session_id)?;
+        run.step = Some(Step::Round2 {
+            secret: secret2,
+            round1_packages: decoded,
+        });
+        Ok(sealed)
+    }
+
+    /// Step 3: opens and verifies the round-2 packages addressed to this
+    /// node, stores the key share, and returns the public key package.
+    pub fn finish(
+        &self,
+        key_id: &str,
+        session_id: &[u8],
+        sealed_packages: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(frost_secp256k1::keys::PublicKeyPackage, ShareInfo), DkgError> {
+        let (me, peers, secret, round1_packages) = {
+            let mut runs = self.lock();
+            let run = find_run(&mut runs, key_id, session_id)?;
+            check_peer_set(
+                &run.peers,
+                sealed_packages.keys(),
+                "sealed round-2 packages",
+            )?;
+            match run.step.take() {
+                Some(Step::Round2 {
+                    secret,
+                    round1_packages,
+                }) => (run.me, run.peers.clone(), secret, round1_packages),
+                other => {
+                    run.step = other;
+                    return Err(DkgError::OutOfOrder {
+                        key_id: key_id.to_string(),
+                        expected: "DkgRound2",
+                    });
+                }
+            }
+        };
+        // Whatever happens next, this run is over.
+        self.lock().remove(key_id);
+        let mut round2_packages = BTreeMap::new();
+        for (sender, peer_key) in &peers {
+            let sealed = &sealed_packages[&u32::from(*sender)];
+            let shared = self.token.dkg_shared_secret(peer_key)?;
+            let binding = Binding {
+                key_id,
+                session_id,
+                sender: *sender,
+                recipient: me,
+            };
+            let plaintext = dkg_envelope::open(&binding, &shared, sealed)?;
+            let package =
+                round2::Package::deserialize(&plaintext).map_err(|e| DkgError::PeerInvalid {
+                    culprit: sender.to_string(),
+                    reason: e.to_string(),
+                })?;
+            round2_packages.insert(identifier(*sender), package);
+        }
+        let (key_package, public_package) =
+            dkg::part3(&secret, &round1_packages, &round2_packages).map_err(peer_error)?;
+        let info = self.vault.store(key_id, me, &key_package)?;
+        Ok((public_package, info))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
+        self.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct CheckedRound1 {
+    me: u16,
+    min_signers: u16,
+    max_signers: u16,
+    peers: BTreeMap<u16, Vec<u8>>,
+}
+
+/// Validates a round-1 request without touching the token.
+fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, DkgError> {
+    let bad = |m: String| Err(DkgError::InvalidArgument(m));
+    ringi_proto::key_id::validate_key_id(&req.key_id)
+        .map_err(|e| DkgError::InvalidArgument(e.to_string()))?;
+    if req.session_id.len() != SESSION_ID_LEN {
+        return bad(format!(
+            "session id must be {SESSION_ID_LEN} bytes, got {}",
+            req.session_id.len()
+        ));
+    }
+    let n = req.participants.len();
+    if !(2..=MAX_PARTICIPANTS).contains(&n) {
+        return bad(format!(
+            "a DKG needs 2..={MAX_PARTICIPANTS} participants, got {n}"
+        ));
+    }
+    let min = req.min_signers as usize;
+    if !(2..=n).contains(&min) {
+        return bad(format!(
+            "threshold must be 2..={n} (the number of participants), got {min}"
+        ));
+    }
+    let me = participant_number(req.me)?;
+    let mut peers = BTreeMap::new();
+    let mut seen_self = false;
+    for p in &req.participants {
+        let id = participant_number(p.identifier)?;
+        let key = k256::PublicKey::from_sec1_bytes(&p.dkg_public_key)
+            .map_err(|_| {
+                DkgError::InvalidArgument(format!(
+                    "participant {id}: DKG public key is not a secp256k1 point"
+                ))
+            })?
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
+        if id == me {
+            if seen_self {
+                return bad(format!("identifier {id} appears twice"));
+            }
+            seen_self = true;
+            if key != own_key {
+                return bad(format!(
+                    "participant {id} is this node, but its DKG public key is not this node's"
+                ));
+            }
+        } else {
+            if key == own_key {
+                return bad(format!("participant {id} has this node's DKG public key"));
+            }
+            if peers.insert(id, key).is_some() {
+                return bad(format!("identifier {id} appears twice"));
+            }
+        }
+    }
+    if !seen_self {
+        return bad(format!(
+            "this node's identifier {me} is not among the participants"
+        ));
+    }
+    Ok(CheckedRound1 {
+        me,
+        min_signers: min as u16,
+        max_signers: n as u16,
+        peers,
+    })
+}
+
+fn participant_number(n: u32) -> Result<u16, DkgError> {
+    u16::try_from(n)
+        .ok()
+        .filter(|n| *n != 0)
+        .ok_or_else(|| DkgError::InvalidArgument(format!("identifier {n} is outside 1..=65535")))
+}
+
+fn find_run<'a>(
+    runs: &'a mut HashMap<String, Run>,
+    key_id: &str,
+    session_id: &[u8],
+) -> Result<&'a mut Run, DkgError> {
+    match runs.get_mut(key_id) {
+        Some(run) if run.session_id == session_id && run.started.elapsed() < RUN_TTL => Ok(run),
+        _ => Err(DkgError::NoRun(key_id.to_string())),
+    }
+}
+
+fn check_peer_set<'a>(
+    peers: &BTreeMap<u16, Vec<u8>>,
+    got: impl Iterator<Item = &'a u32>,
+    what: &str,
+) -> Result<(), DkgError> {
+    let got: Vec<u32> = got.copied().collect();
+    let want: Vec<u32> = peers.keys().map(|p| u32::from(*p)).collect();
+    if got != want {
+        return Err(DkgError::InvalidArgument(format!(
+            "{what} must come from exactly the other participants {want:?}, got {got:?}"
+        )));
+    }
+    Ok(())
+}
+
+fn decode_round1(
+    packages: &BTreeMap<u32, Vec<u8>>,
+) -> Result<BTreeMap<Identifier, round1::Package>, DkgError> {
+    packages
+        .iter()
+        .map(|(id, bytes)| {
+            let package = round1::Package::deserialize(bytes).map_err(|e| {
+                DkgError::InvalidArgument(format!(
+                    "round-1 package of participant {id} is malformed: {e}"
+                ))
+            })?;
+            Ok((identifier(*id as u16), package))
+        })
+        .collect()
+}
+
+fn peer_error(e: frost_secp256k1::Error) -> DkgError {
+    let culprit = e
+        .culprits()
+        .iter()
+        .map(|c| identifier_number(c).map_or_else(|| format!("{c:?}"), |n| n.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if culprit.is_empty() {
+        DkgError::InvalidArgument(format!("FROST refused the packages: {e}"))
+    } else {
+        DkgError::PeerInvalid {
+            culprit,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The participant number of an identifier created from a u16.
+pub fn identifier_number(id: &Identifier) -> Option<u16> {
+    let bytes = id.serialize();
+    let (high, low) = bytes.split_at(bytes.len() - 2);
+    high.iter()
+        .all(|b| *b == 0)
+        .then(|| u16::from_be_bytes([low[0], low[1]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> Vec<u8> {
+        let secret = k256::SecretKey::from_slice(&[seed; 32]).unwrap();
+        secret
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    fn request(participants: &[(u32, u8)], me: u32, min: u32) -> Round1Request {
+        Round1Request {
+            key_id: "k".into(),
+            session_id: vec![1; SESSION_ID_LEN],
+            me,
+            min_signers: min,
+            participants: participants
+                .iter()
+                .map(|(id, seed)| Participant {
+                    identifier: *id,
+                    dkg_public_key: key(*seed),
+                })
+                .collect(),
+        }
+    }
+
+    fn refusal(req: &Round1Request) -> String {
+        match check_round1(req, &key(1)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted {req:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_well_formed_request() {
+        let checked = check_round1(&request(&[(1, 1), (2, 2), (3, 3)], 1, 2), &key(1)).unwrap();
+        assert_eq!(checked.me, 1);
+        assert_eq!((checked.min_signers, checked.max_signers), (2, 3));
+        assert_eq!(
+            checked.peers.keys().copied().collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+    }
+
+    #[test]
+    fn refuses_bad_thresholds_and_sets() {
+        assert!(refusal(&request(&[(1, 1), (2, 2)], 1, 0)).contains("threshold must be 2..=2"));
+        assert!(refusal(&request(&[(1, 1), (2, 2)], 1, 3)).contains("threshold must be 2..=2"));
+        assert!(refusal(&request(&[(1, 1)], 1, 1)).contains("needs 2..="));
+        assert!(refusal(&request(&[(1, 1), (2, 2), (2, 3)], 1, 2)).contains("appears twice"));
+        assert!(
+            refusal(&request(&[(1, 1), (2, 2)], 3, 2)).contains("has this node's DKG public key")
+        );
+        assert!(refusal(&request(&[(2, 2), (3, 3)], 1, 2)).contains("not among"));
+        assert!(refusal(&request(&[(1, 2), (2, 3)], 1, 2)).contains("not this node's"));
+        assert!(refusal(&request(&[(0, 1), (2, 2)], 1, 2)).contains("outside 1..=65535"));
+        let mut short_session = request(&[(1, 1), (2, 2)], 1, 2);
+        short_session.session_id = vec![1; 4];
+        assert!(refusal(&short_session).contains("session id"));
+        let mut bad_key = request(&[(1, 1), (2, 2)], 1, 2);
+        bad_key.participants[1].dkg_public_key = vec![9; 33];
+        assert!(refusal(&bad_key).contains("not a secp256k1 point"));
+    }
+
+    #[test]
+    fn identifier_numbers_round_trip() {
+        for n in [1u16, 2, 255, 256, 65535] {
+            assert_eq!(identifier_number(&identifier(n)), Some(n));
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Starting the node: open the token, open the vault, bind, serve until
+//! SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ringi_proto::signer::v1::signer_server::SignerServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::dkg::DkgRuns;
+use crate::service::SignerService;
+use crate::token::{Token, TokenConfig};
+use crate::vault::{ShareVault, TokenVault};
+
+/// Opens the token and vault, then serves `ringi.signer.v1` on `listen`
+/// until a shutdown signal. Prints `ringi-signer listening on ADDR` on
+/// stdout once the socket is bound (scripts and tests wait for that line).
+pub async fn run(token_config: TokenConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    ringi_proto::transport::check_plaintext_listen(listen)?;
+    let (vault, dkg) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let token = Arc::new(Token::open(&token_config)?);
+        let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
+        let dkg = Arc::new(DkgRuns::new(vault.clone(), token)?);
+        Ok((vault, dkg))
+    })
+    .await??;
+    let shares = vault.shares();
+    tracing::info!(
+        key_shares = shares.len(),
+        dkg_public_key = %hex::encode(dkg.public_key()),
+        "token opened"
+    );
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    println!("ringi-signer listening on {local}");
+    tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
+    let vault: Arc<dyn ShareVault> = vault;
+    let service = SignerService::new(vault, dkg);
+    let incoming = TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(SignerServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,182 @@
+//! The `ringi.signer.v1.Signer` gRPC service: thin handlers that decode the
+//! request, call the vault or the DKG runs on a blocking thread (the token
+//! and FROST arithmetic are synchronous CPU/HSM work), and map errors to
+//! statuses. Every refusal is logged with its reason.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use frost_secp256k1::SigningPackage;
+use ringi_proto::key_id::validate_key_id;
+use ringi_proto::signer::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::dkg::{DkgRuns, Participant, Round1Request};
+use crate::vault::ShareVault;
+
+pub struct SignerService {
+    vault: Arc<dyn ShareVault>,
+    dkg: Arc<DkgRuns>,
+}
+
+impl SignerService {
+    pub fn new(vault: Arc<dyn ShareVault>, dkg: Arc<DkgRuns>) -> Self {
+        SignerService { vault, dkg }
+    }
+}
+
+fn check_key_id(key_id: &str) -> Result<(), Status> {
+    validate_key_id(key_id).map_err(|e| Status::invalid_argument(format!("key_id: {e}")))
+}
+
+/// Runs blocking token/FROST work off the async runtime and logs refusals.
+async fn blocking<T: Send + 'static>(
+    rpc: &'static str,
+    key_id: String,
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let result = tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("worker failed: {e}"))));
+    if let Err(status) = &result {
+        tracing::warn!(rpc, key_id = %key_id, code = ?status.code(), reason = status.message(), "refused");
+    }
+    result
+}
+
+#[tonic::async_trait]
+impl pb::signer_server::Signer for SignerService {
+    async fn get_node_info(
+        &self,
+        _request: Request<pb::GetNodeInfoRequest>,
+    ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
+        let key_shares = self
+            .vault
+            .shares()
+            .into_iter()
+            .map(|s| pb::KeyShareInfo {
+                key_id: s.key_id,
+                identifier: u32::from(s.identifier),
+                group_public_key: s.group_key.to_vec(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetNodeInfoResponse {
+            dkg_public_key: self.dkg.public_key(),
+            key_shares,
+        }))
+    }
+
+    async fn dkg_round1(
+        &self,
+        request: Request<pb::DkgRound1Request>,
+    ) -> Result<Response<pb::DkgRound1Response>, Status> {
+        let req = request.into_inner();
+        let key_id = req.key_id.clone();
+        let dkg = self.dkg.clone();
+        let round1_package = blocking("DkgRound1", key_id.clone(), move || {
+            check_key_id(&req.key_id)?;
+            let participants = req
+                .participants
+                .into_iter()
+                .map(|p| Participant {
+                    identifier: p.identifier,
+                    dkg_public_key: p.dkg_public_key,
+                })
+                .collect();
+            Ok(dkg.round1(Round1Request {
+                key_id: req.key_id,
+                session_id: req.session_id,
+                me: req.identifier,
+                min_signers: req.min_signers,
+                participants,
+            })?)
+        })
+        .await?;
+        tracing::info!(key_id = %key_id, "DKG round 1 done");
+        Ok(Response::new(pb::DkgRound1Response { round1_package }))
+    }
+
+    async fn dkg_round2(
+        &self,
+        request: Request<pb::DkgRound2Request>,
+    ) -> Result<Response<pb::DkgRound2Response>, Status> {
+        let req = request.into_inner();
+        let key_id = req.key_id.clone();
+        let dkg = self.dkg.clone();
+        let sealed_round2_packages = blocking("DkgRound2", key_id.clone(), move || {
+            check_key_id(&req.key_id)?;
+            Ok(dkg.round2(&req.key_id, &req.session_id, &req.round1_packages)?)
+        })
+        .await?;
+        tracing::info!(key_id = %key_id, "DKG round 2 done");
+        Ok(Response::new(pb::DkgRound2Response {
+            sealed_round2_packages,
+        }))
+    }
+
+    async fn dkg_finish(
+        &self,
+        request: Request<pb::DkgFinishRequest>,
+    ) -> Result<Response<pb::DkgFinishResponse>, Status> {
+        let req = request.into_inner();
+        let key_id = req.key_id.clone();
+        let dkg = self.dkg.clone();
+        let (public_key_package, info) = blocking("DkgFinish", key_id.clone(), move || {
+            check_key_id(&req.key_id)?;
+            let packages: BTreeMap<u32, Vec<u8>> = req.sealed_round2_packages;
+            let (public, info) = dkg.finish(&req.key_id, &req.session_id, &packages)?;
+            let bytes = public
+                .serialize()
+                .map_err(|e| Status::internal(format!("public key package: {e}")))?;
+            Ok((bytes, info))
+        })
+        .await?;
+        tracing::info!(key_id = %key_id, identifier = info.identifier, group_key = %hex::encode(info.group_key), "DKG finished; share sealed in the token");
+        Ok(Response::new(pb::DkgFinishResponse {
+            public_key_package,
+            group_public_key: info.group_key.to_vec(),
+        }))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let req = request.into_inner();
+        let vault = self.vault.clone();
+        let key_id = req.key_id.clone();
+        let (identifier, commitments) = blocking("Commit", key_id, move || {
+            check_key_id(&req.key_id)?;
+            let (id, commitments) = vault.commit(&req.key_id)?;
+            let bytes = commitments
+                .serialize()
+                .map_err(|e| Status::internal(format!("commitments: {e}")))?;
+            Ok((id, bytes))
+        })
+        .await?;
+        Ok(Response::new(pb::CommitResponse {
+            identifier: u32::from(identifier),
+            commitments,
+        }))
+    }
+
+    async fn sign(
+        &self,
+        request: Request<pb::SignRequest>,
+    ) -> Result<Response<pb::SignResponse>, Status> {
+        let req = request.into_inner();
+        let vault = self.vault.clone();
+        let key_id = req.key_id.clone();
+        let signature_share = blocking("Sign", key_id.clone(), move || {
+            check_key_id(&req.key_id)?;
+            let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
+                Status::invalid_argument(format!("signing_package is malformed: {e}"))
+            })?;
+            let share = vault.sign(&req.key_id, &package)?;
+            Ok(share.serialize())
+        })
+        .await?;
+        tracing::info!(key_id = %key_id, "signature share released");
+        Ok(Response::new(pb::SignResponse { signature_share }))
+    }
+}

@@ -1,0 +1,598 @@
+//! The node's PKCS#11 token: the only code that talks to the HSM.
+//!
+//! What lives in the token:
+//! - the share KEK: an AES-256 key generated inside the token, sensitive and
+//!   non-extractable, allowed only CKM_AES_GCM. Key shares are sealed and
+//!   unsealed with it inside the token (see [`crate::sealed_share`]);
+//! - the DKG transport key: a secp256k1 key pair generated inside the token
+//!   whose private half can only derive (CKM_ECDH1_DERIVE). Round-2 DKG
+//!   packages are encrypted between nodes with it (see [`crate::dkg_envelope`]);
+//! - one private CKO_DATA object per key id holding that key's sealed share.
+//!
+//! The process logs in once (C_Login costs ~2 ms in SoftHSM) and keeps that
+//! session open for its whole life, because closing the last session of a
+//! token logs it out. Work sessions come from a small pool. Object handles are
+//! looked up once and cached; a handle that went stale is looked up again.
+//!
+//! Nothing here logs or formats a PIN or a plaintext secret: the PIN is a
+//! [`SecretString`], decrypted data is returned in [`Zeroizing`] buffers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+/// CKA_LABEL of the share key-encryption key.
+pub const KEK_LABEL: &str = "ringi-share-kek";
+/// CKA_LABEL of both halves of the DKG transport key pair.
+pub const DKG_KEY_LABEL: &str = "ringi-dkg-transport";
+/// CKA_APPLICATION of every data object ringi creates.
+pub const APPLICATION: &str = "ringi";
+/// CKA_LABEL prefix of sealed-share data objects; the key id follows.
+pub const SHARE_LABEL_PREFIX: &str = "ringi-share:";
+
+/// DER OID of secp256k1, the CKA_EC_PARAMS of the DKG transport key.
+const SECP256K1_OID: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
+/// Length of an AES-GCM IV; SoftHSM uses the caller's IV verbatim, so every
+/// seal draws a fresh one.
+pub const GCM_IV_LEN: usize = 12;
+/// Work sessions kept open for reuse. Beyond this, extra sessions are closed
+/// after use (more threads than cores only add latency on the token).
+const MAX_IDLE_SESSIONS: usize = 8;
+
+/// Where the token is and how to log in.
+pub struct TokenConfig {
+    /// Path of the PKCS#11 module (e.g. `/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// CKA_LABEL of the token (slot ids change when tokens are added, labels do not).
+    pub token_label: String,
+    /// The user PIN. Never logged.
+    pub pin: SecretString,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("module", &self.module)
+            .field("token_label", &self.token_label)
+            .field("pin", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What went wrong with the token. Messages name the operation and the
+/// PKCS#11 return value, never data.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("PKCS#11 module {0}: file not found")]
+    ModuleNotFound(PathBuf),
+    #[error("cannot load PKCS#11 module {path}: {reason}")]
+    ModuleLoad { path: PathBuf, reason: String },
+    #[error("no token labelled {0:?} in any slot of the PKCS#11 module")]
+    TokenNotFound(String),
+    #[error("the token refused the PIN ({0:?})")]
+    BadPin(RvError),
+    #[error(
+        "the token has no ringi keys ({0} missing): run `ringi-signer init` once to create them"
+    )]
+    NotInitialized(&'static str),
+    #[error("the token holds a sealed share for key id {0:?} already")]
+    ShareExists(String),
+    #[error(
+        "the token could not unseal the data (wrong key, wrong binding, or tampered ciphertext)"
+    )]
+    Unseal,
+    #[error("the token returned an unexpected {what}")]
+    Unexpected { what: &'static str },
+    #[error("PKCS#11 {function} failed: {rv}")]
+    Pkcs11 { function: String, rv: String },
+}
+
+impl TokenError {
+    fn from_ck(e: CkError) -> Self {
+        match e {
+            CkError::Pkcs11(rv, function) => TokenError::Pkcs11 {
+                function: format!("{function:?}"),
+                rv: format!("{rv:?}"),
+            },
+            other => TokenError::Pkcs11 {
+                function: "call".into(),
+                rv: other.to_string(),
+            },
+        }
+    }
+
+    fn is_stale_handle(e: &CkError) -> bool {
+        matches!(
+            e,
+            CkError::Pkcs11(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid, _)
+        )
+    }
+}
+
+/// A sealed share as found on the token: its key id and stored bytes.
+pub struct StoredShare {
+    pub key_id: String,
+    pub sealed: Vec<u8>,
+}
+
+/// An open, logged-in token.
+pub struct Token {
+    ctx: Pkcs11,
+    slot: Slot,
+    /// The session that holds the login. Never used for work, never closed.
+    _login: Mutex<Session>,
+    idle: Mutex<Vec<Session>>,
+    handles: Mutex<Handles>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Handles {
+    kek: Option<ObjectHandle>,
+    dkg_private: Option<ObjectHandle>,
+}
+
+/// One PKCS#11 context per module per process: C_Initialize may run only once
+/// per process, and tests run many tokens in one process.
+fn context(module: &Path) -> Result<Pkcs11, TokenError> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut map = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(ctx) = map.get(module) {
+        return Ok(ctx.clone());
+    }
+    if !module.exists() {
+        return Err(TokenError::ModuleNotFound(module.to_path_buf()));
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| TokenError::ModuleLoad {
+        path: module.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    // OS_LOCKING_OK: without it SoftHSM turns its internal locking off and a
+    // multi-threaded server corrupts its state.
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(TokenError::from_ck(e)),
+    }
+    map.insert(module.to_path_buf(), ctx.clone());
+    Ok(ctx)
+}
+
+impl Token {
+    /// Loads the module, finds the token by label and logs in as user.
+    pub fn open(config: &TokenConfig) -> Result<Self, TokenError> {
+        let ctx = context(&config.module)?;
+        let slot = find_slot(&ctx, &config.token_label)?;
+        let login = ctx.open_rw_session(slot).map_err(TokenError::from_ck)?;
+        match login.login(UserType::User, Some(&config.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect
+                | RvError::PinInvalid
+                | RvError::PinLenRange
+                | RvError::PinLocked
+                | RvError::PinExpired),
+                _,
+            )) => return Err(TokenError::BadPin(rv)),
+            Err(e) => return Err(TokenError::from_ck(e)),
+        }
+        Ok(Token {
+            ctx,
+            slot,
+            _login: Mutex::new(login),
+            idle: Mutex::new(Vec::new()),
+            handles: Mutex::new(Handles::default()),
+        })
+    }
+
+    /// Runs `f` with a logged-in work session from the pool.
+    pub fn with_session<T>(
+        &self,
+        f: impl FnOnce(&Session) -> Result<T, TokenError>,
+    ) -> Result<T, TokenError> {
+        let session = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let session = match session {
+            Some(s) => s,
+            None => self
+                .ctx
+                .open_rw_session(self.slot)
+                .map_err(TokenError::from_ck)?,
+        };
+        let result = f(&session);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_SESSIONS {
+            idle.push(session);
+        }
+        result
+    }
+
+    /// Creates the share KEK and the DKG transport key pair if they are
+    /// missing. Returns what it created. Idempotent.
+    pub fn initialize_keys(&self) -> Result<Vec<&'static str>, TokenError> {
+        let mut created = Vec::new();
+        self.with_session(|s| {
+            if find_one(s, &key_template(ObjectClass::SECRET_KEY, KEK_LABEL))?.is_none() {
+                let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+                s.generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Encrypt(true),
+                        Attribute::Decrypt(true),
+                        Attribute::Wrap(false),
+                        Attribute::Unwrap(false),
+                        Attribute::Sign(false),
+                        Attribute::Verify(false),
+                        Attribute::Derive(false),
+                        Attribute::Modifiable(false),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::AllowedMechanisms(vec![MechanismType::AES_GCM]),
+                        Attribute::Label(KEK_LABEL.into()),
+                        Attribute::Id(id),
+                    ],
+                )
+                .map_err(TokenError::from_ck)?;
+                created.push(KEK_LABEL);
+            }
+            if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, DKG_KEY_LABEL))?.is_none() {
+                let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+                s.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(false),
+                        Attribute::EcParams(SECP256K1_OID.to_vec()),
+                        Attribute::Label(DKG_KEY_LABEL.into()),
+                        Attribute::Id(id.clone()),
+                        Attribute::Verify(false),
+                        Attribute::Encrypt(false),
+                        Attribute::Wrap(false),
+                        Attribute::Derive(false),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Derive(true),
+                        Attribute::Sign(false),
+                        Attribute::Decrypt(false),
+                        Attribute::Unwrap(false),
+                        Attribute::Modifiable(false),
+                        Attribute::Label(DKG_KEY_LABEL.into()),
+                        Attribute::Id(id),
+                    ],
+                )
+                .map_err(TokenError::from_ck)?;
+                created.push(DKG_KEY_LABEL);
+            }
+            Ok(())
+        })?;
+        Ok(created)
+    }
+
+    /// Checks that `ringi-signer init` has run and caches the key handles.
+    pub fn require_keys(&self) -> Result<(), TokenError> {
+        self.kek()?;
+        self.dkg_private()?;
+        Ok(())
+    }
+
+    fn kek(&self) -> Result<ObjectHandle, TokenError> {
+        self.cached(|h| &mut h.kek, ObjectClass::SECRET_KEY, KEK_LABEL)
+    }
+
+    fn dkg_private(&self) -> Result<ObjectHandle, TokenError> {
+        self.cached(
+            |h| &mut h.dkg_private,
+            ObjectClass::PRIVATE_KEY,
+            DKG_KEY_LABEL,
+        )
+    }
+
+    fn cached(
+        &self,
+        slot: impl Fn(&mut Handles) -> &mut Option<ObjectHandle>,
+        class: ObjectClass,
+        label: &'static str,
+    ) -> Result<ObjectHandle, TokenError> {
+        if let Some(h) = *slot(&mut self.handles.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(h);
+        }
+        let found = self
+            .with_session(|s| find_one(s, &key_template(class, label)))?
+            .ok_or(TokenError::NotInitialized(label))?;
+        *slot(&mut self.handles.lock().unwrap_or_else(|p| p.into_inner())) = Some(found);
+        Ok(found)
+    }
+
+    fn forget_handles(&self) {
+        *self.handles.lock().unwrap_or_else(|p| p.into_inner()) = Handles::default();
+    }
+
+    /// Runs a key operation, looking the key up again once if its cached
+    /// handle went stale. The outer error is the lookup, the inner the operation.
+    fn with_key<T>(
+        &self,
+        key: impl Fn(&Self) -> Result<ObjectHandle, TokenError>,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<Result<T, CkError>, TokenError> {
+        let handle = key(self)?;
+        match self.with_session(|s| Ok(op(s, handle)))? {
+            Err(e) if TokenError::is_stale_handle(&e) => {
+                self.forget_handles();
+                let handle = key(self)?;
+                self.with_session(|s| Ok(op(s, handle)))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Fills `buf` from the token's RNG (C_GenerateRandom).
+    pub fn random(&self, buf: &mut [u8]) -> Result<(), TokenError> {
+        self.with_session(|s| s.generate_random_slice(buf).map_err(TokenError::from_ck))
+    }
+
+    /// AES-256-GCM encryption under the KEK, inside the token.
+    /// Returns ciphertext ‖ 16-byte tag.
+    pub fn seal(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        self.with_key(Self::kek, |s, kek| {
+            let mut iv = *iv;
+            let params = GcmParams::new(&mut iv, aad, 128.into())?;
+            s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+        })?
+        .map_err(TokenError::from_ck)
+    }
+
+    /// AES-256-GCM decryption under the KEK, inside the token. A wrong tag or
+    /// AAD is [`TokenError::Unseal`] (SoftHSM reports it as CKR_GENERAL_ERROR).
+    pub fn unseal(
+        &self,
+        iv: &[u8; GCM_IV_LEN],
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        self.with_key(Self::kek, |s, kek| {
+            let mut iv = *iv;
+            let params = GcmParams::new(&mut iv, aad, 128.into())?;
+            s.decrypt(&Mechanism::AesGcm(params), kek, sealed)
+                .map(Zeroizing::new)
+        })?
+        .map_err(|e| match e {
+            CkError::Pkcs11(
+                RvError::GeneralError
+                | RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange,
+                _,
+            ) => TokenError::Unseal,
+            other => TokenError::from_ck(other),
+        })
+    }
+
+    /// The DKG transport public key, SEC1 uncompressed (65 bytes).
+    pub fn dkg_public_key(&self) -> Result<Vec<u8>, TokenError> {
+        self.with_session(|s| {
+            let handle = find_one(s, &key_template(ObjectClass::PUBLIC_KEY, DKG_KEY_LABEL))?
+                .ok_or(TokenError::NotInitialized(DKG_KEY_LABEL))?;
+            let attrs = s
+                .get_attributes(handle, &[AttributeType::EcPoint])
+                .map_err(TokenError::from_ck)?;
+            match attrs.first() {
+                Some(Attribute::EcPoint(der)) => unwrap_der_octet_string(der)
+                    .map(<[u8]>::to_vec)
+                    .ok_or(TokenError::Unexpected {
+                        what: "CKA_EC_POINT encoding",
+                    }),
+                _ => Err(TokenError::Unexpected {
+                    what: "CKA_EC_POINT",
+                }),
+            }
+        })
+    }
+
+    /// ECDH (CKM_ECDH1_DERIVE, no KDF) between the DKG transport private key
+    /// and `peer_point` (SEC1 uncompressed). Returns the shared x-coordinate;
+    /// callers must run a KDF over it.
+    pub fn dkg_shared_secret(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        self.with_key(Self::dkg_private, |s, private| {
+            let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
+            let derived = s.derive_key(
+                &Mechanism::Ecdh1Derive(params),
+                private,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ],
+            )?;
+            let value = s.get_attributes(derived, &[AttributeType::Value]);
+            // The derived object is a session object; destroy it at once
+            // rather than wait for the session to close.
+            let _ = s.destroy_object(derived);
+            match value?.into_iter().next() {
+                Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
+                _ => Err(CkError::InvalidValue),
+            }
+        })?
+        .map_err(TokenError::from_ck)
+    }
+
+    /// Stores a sealed share as a private data object. Refuses to overwrite.
+    pub fn store_share(&self, key_id: &str, sealed: &[u8]) -> Result<(), TokenError> {
+        let label = format!("{SHARE_LABEL_PREFIX}{key_id}");
+        self.with_session(|s| {
+            if find_one(s, &data_template(&label))?.is_some() {
+                return Err(TokenError::ShareExists(key_id.to_string()));
+            }
+            let mut template = data_template(&label);
+            template.extend([
+                Attribute::Private(true),
+                Attribute::Modifiable(false),
+                Attribute::Value(sealed.to_vec()),
+            ]);
+            s.create_object(&template).map_err(TokenError::from_ck)?;
+            Ok(())
+        })
+    }
+
+    /// Reads every sealed share on the token.
+    pub fn load_shares(&self) -> Result<Vec<StoredShare>, TokenError> {
+        self.with_session(|s| {
+            let handles = s
+                .find_objects(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Token(true),
+                    Attribute::Application(APPLICATION.into()),
+                ])
+                .map_err(TokenError::from_ck)?;
+            let mut shares = Vec::new();
+            for handle in handles {
+                let attrs = s
+                    .get_attributes(handle, &[AttributeType::Label, AttributeType::Value])
+                    .map_err(TokenError::from_ck)?;
+                let (mut label, mut value) = (None, None);
+                for attr in attrs {
+                    match attr {
+                        Attribute::Label(l) => label = Some(l),
+                        Attribute::Value(v) => value = Some(v),
+                        _ => {}
+                    }
+                }
+                let Some(key_id) = label
+                    .as_deref()
+                    .and_then(|l| std::str::from_utf8(l).ok())
+                    .and_then(|l| l.strip_prefix(SHARE_LABEL_PREFIX))
+                else {
+                    continue;
+                };
+                let sealed = value.ok_or(TokenError::Unexpected {
+                    what: "share object without CKA_VALUE",
+                })?;
+                shares.push(StoredShare {
+                    key_id: key_id.to_string(),
+                    sealed,
+                });
+            }
+            Ok(shares)
+        })
+    }
+
+    /// CKA_ID of the KEK: bound into every sealed share so a blob sealed under
+    /// one KEK is never mistaken for one sealed under another.
+    pub fn kek_id(&self) -> Result<Vec<u8>, TokenError> {
+        let kek = self.kek()?;
+        self.with_session(|s| {
+            match s
+                .get_attributes(kek, &[AttributeType::Id])
+                .map_err(TokenError::from_ck)?
+                .into_iter()
+                .next()
+            {
+                Some(Attribute::Id(id)) => Ok(id),
+                _ => Err(TokenError::Unexpected {
+                    what: "KEK without CKA_ID",
+                }),
+            }
+        })
+    }
+}
+
+fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, TokenError> {
+    for slot in ctx.get_slots_with_token().map_err(TokenError::from_ck)? {
+        let info = ctx.get_token_info(slot).map_err(TokenError::from_ck)?;
+        if info.label().trim_end() == label {
+            return Ok(slot);
+        }
+    }
+    Err(TokenError::TokenNotFound(label.to_string()))
+}
+
+fn key_template(class: ObjectClass, label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(class),
+        Attribute::Token(true),
+        Attribute::Label(label.into()),
+    ]
+}
+
+fn data_template(label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Application(APPLICATION.into()),
+        Attribute::Label(label.into()),
+    ]
+}
+
+fn find_one(s: &Session, template: &[Attribute]) -> Result<Option<ObjectHandle>, TokenError> {
+    let found = s.find_objects(template).map_err(TokenError::from_ck)?;
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(Some(found[0])),
+        _ => Err(TokenError::Unexpected {
+            what: "duplicate objects with one label",
+        }),
+    }
+}
+
+/// CKA_EC_POINT is a DER OCTET STRING around the SEC1 point.
+fn unwrap_der_octet_string(der: &[u8]) -> Option<&[u8]> {
+    match der {
+        [0x04, len, rest @ ..] if (*len as usize) == rest.len() && *len < 0x80 => Some(rest),
+        [0x04, 0x81, len, rest @ ..] if (*len as usize) == rest.len() => Some(rest),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_octet_string_unwraps_short_and_long_forms() {
+        let point = [4u8; 65];
+        let mut short = vec![0x04, 65];
+        short.extend_from_slice(&point);
+        assert_eq!(unwrap_der_octet_string(&short), Some(&point[..]));
+        let mut long = vec![0x04, 0x81, 65];
+        long.extend_from_slice(&point);
+        assert_eq!(unwrap_der_octet_string(&long), Some(&point[..]));
+        assert_eq!(unwrap_der_octet_string(&[0x04, 3, 1]), None);
+        assert_eq!(unwrap_der_octet_string(&[]), None);
+    }
+
+    #[test]
+    fn config_debug_hides_pin() {
+        let config = TokenConfig {
+            module: "/x.so".into(),
+            token_label: "t".into(),
+            pin: SecretString::from("246810"),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("246810"));
+        assert!(shown.contains("<redacted>"));
+    }
+}
