@@ -8,7 +8,10 @@
 //! 2. [`DkgRuns::round2`]: given every peer's commitments, compute one secret
 //!    share per peer and seal each to its recipient ([`crate::dkg_envelope`]).
 //! 3. [`DkgRuns::finish`]: open the shares addressed to this node, verify
-//!    them, derive the key share and seal it into the vault.
+//!    them and derive the key share, held in memory until step 4.
+//! 4. [`DkgRuns::commit`]: once the coordinator has seen every participant
+//!    finish with the same group key, seal the share into the vault. Storing
+//!    only now means a run that fails on any node leaves no share anywhere.
 //!
 //! The secret polynomial lives in this process's memory between steps (a
 //! stock token cannot compute it) and is zeroized when the run ends or is
@@ -20,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use frost_secp256k1::Identifier;
+use frost_secp256k1::keys::KeyPackage;
 use frost_secp256k1::keys::dkg::{self, round1, round2};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 
@@ -48,6 +52,8 @@ pub enum DkgError {
         key_id: String,
         expected: &'static str,
     },
+    #[error("the group key {given} is not the one this node computed ({computed}); nothing stored")]
+    GroupKeyMismatch { given: String, computed: String },
     #[error("DKG package from participant {culprit} failed verification: {reason}")]
     PeerInvalid { culprit: String, reason: String },
     #[error(transparent)]
@@ -82,6 +88,7 @@ enum Step {
         secret: round2::SecretPackage,
         round1_packages: BTreeMap<Identifier, round1::Package>,
     },
+    Finished(KeyPackage),
 }
 
 struct Run {
@@ -213,13 +220,14 @@ impl DkgRuns {
     }
 
     /// Step 3: opens and verifies the round-2 packages addressed to this
-    /// node, stores the key share, and returns the public key package.
+    /// node, derives the key share and keeps it for [`Self::commit`].
+    /// Returns the public key package.
     pub fn finish(
         &self,
         key_id: &str,
         session_id: &[u8],
         sealed_packages: &BTreeMap<u32, Vec<u8>>,
-    ) -> Result<(frost_secp256k1::keys::PublicKeyPackage, ShareInfo), DkgError> {
+    ) -> Result<frost_secp256k1::keys::PublicKeyPackage, DkgError> {
         let (me, peers, secret, round1_packages) = {
             let mut runs = self.lock();
             let run = find_run(&mut runs, key_id, session_id)?;
@@ -242,10 +250,44 @@ impl DkgRuns {
                 }
             }
         };
-        // Whatever happens next, this run is over.
-        self.lock().remove(key_id);
+        let result = self.open_and_verify(
+            key_id,
+            session_id,
+            me,
+            &peers,
+            &secret,
+            &round1_packages,
+            sealed_packages,
+        );
+        let mut runs = self.lock();
+        match result {
+            Ok((key_package, public_package)) => {
+                if let Ok(run) = find_run(&mut runs, key_id, session_id) {
+                    run.step = Some(Step::Finished(key_package));
+                }
+                Ok(public_package)
+            }
+            Err(e) => {
+                // A run whose packages fail verification cannot be resumed.
+                runs.remove(key_id);
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_and_verify(
+        &self,
+        key_id: &str,
+        session_id: &[u8],
+        me: u16,
+        peers: &BTreeMap<u16, Vec<u8>>,
+        secret: &round2::SecretPackage,
+        round1_packages: &BTreeMap<Identifier, round1::Package>,
+        sealed_packages: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(KeyPackage, frost_secp256k1::keys::PublicKeyPackage), DkgError> {
         let mut round2_packages = BTreeMap::new();
-        for (sender, peer_key) in &peers {
+        for (sender, peer_key) in peers {
             let sealed = &sealed_packages[&u32::from(*sender)];
             let shared = self.token.dkg_shared_secret(peer_key)?;
             let binding = Binding {
@@ -262,10 +304,54 @@ impl DkgRuns {
                 })?;
             round2_packages.insert(identifier(*sender), package);
         }
-        let (key_package, public_package) =
-            dkg::part3(&secret, &round1_packages, &round2_packages).map_err(peer_error)?;
-        let info = self.vault.store(key_id, me, &key_package)?;
-        Ok((public_package, info))
+        dkg::part3(secret, round1_packages, &round2_packages).map_err(peer_error)
+    }
+
+    /// Step 4: stores the share from step 3 if `group_key` is the group key
+    /// this node computed. Ends the run either way.
+    pub fn commit(
+        &self,
+        key_id: &str,
+        session_id: &[u8],
+        group_key: &[u8],
+    ) -> Result<ShareInfo, DkgError> {
+        let (me, key_package) = {
+            let mut runs = self.lock();
+            let run = find_run(&mut runs, key_id, session_id)?;
+            match run.step.take() {
+                Some(Step::Finished(key_package)) => {
+                    let me = run.me;
+                    runs.remove(key_id);
+                    (me, key_package)
+                }
+                other => {
+                    run.step = other;
+                    return Err(DkgError::OutOfOrder {
+                        key_id: key_id.to_string(),
+                        expected: "an earlier step",
+                    });
+                }
+            }
+        };
+        let computed = key_package
+            .verifying_key()
+            .serialize()
+            .map_err(|e| DkgError::InvalidArgument(e.to_string()))?;
+        if computed != group_key {
+            return Err(DkgError::GroupKeyMismatch {
+                given: hex::encode(group_key),
+                computed: hex::encode(computed),
+            });
+        }
+        Ok(self.vault.store(key_id, me, &key_package)?)
+    }
+
+    /// Abandons the run for `key_id` if its session id matches.
+    pub fn abort(&self, key_id: &str, session_id: &[u8]) {
+        let mut runs = self.lock();
+        if runs.get(key_id).is_some_and(|r| r.session_id == session_id) {
+            runs.remove(key_id);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {

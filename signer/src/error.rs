@@ -44,7 +44,9 @@ impl From<DkgError> for Status {
             DkgError::InvalidArgument(_) => Code::InvalidArgument,
             DkgError::KeyExists(_) => Code::AlreadyExists,
             DkgError::NoRun(_) => Code::NotFound,
-            DkgError::OutOfOrder { .. } | DkgError::PeerInvalid { .. } => Code::FailedPrecondition,
+            DkgError::OutOfOrder { .. }
+            | DkgError::PeerInvalid { .. }
+            | DkgError::GroupKeyMismatch { .. } => Code::FailedPrecondition,
             DkgError::Envelope(EnvelopeError::Malformed(_)) => Code::InvalidArgument,
             DkgError::Envelope(_) => Code::FailedPrecondition,
             DkgError::Vault(_) | DkgError::Token(_) => {

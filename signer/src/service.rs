@@ -3,7 +3,6 @@
 //! and FROST arithmetic are synchronous CPU/HSM work), and map errors to
 //! statuses. Every refusal is logged with its reason.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use frost_secp256k1::SigningPackage;
@@ -121,21 +120,49 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let key_id = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let (public_key_package, info) = blocking("DkgFinish", key_id.clone(), move || {
-            check_key_id(&req.key_id)?;
-            let packages: BTreeMap<u32, Vec<u8>> = req.sealed_round2_packages;
-            let (public, info) = dkg.finish(&req.key_id, &req.session_id, &packages)?;
-            let bytes = public
-                .serialize()
-                .map_err(|e| Status::internal(format!("public key package: {e}")))?;
-            Ok((bytes, info))
-        })
-        .await?;
-        tracing::info!(key_id = %key_id, identifier = info.identifier, group_key = %hex::encode(info.group_key), "DKG finished; share sealed in the token");
+        let (public_key_package, group_public_key) =
+            blocking("DkgFinish", key_id.clone(), move || {
+                check_key_id(&req.key_id)?;
+                let public =
+                    dkg.finish(&req.key_id, &req.session_id, &req.sealed_round2_packages)?;
+                let encode_err = |e: frost_secp256k1::Error| {
+                    Status::internal(format!("public key package: {e}"))
+                };
+                let group = public.verifying_key().serialize().map_err(encode_err)?;
+                Ok((public.serialize().map_err(encode_err)?, group))
+            })
+            .await?;
+        tracing::info!(key_id = %key_id, group_key = %hex::encode(&group_public_key), "DKG finished; share waits for commit");
         Ok(Response::new(pb::DkgFinishResponse {
             public_key_package,
-            group_public_key: info.group_key.to_vec(),
+            group_public_key,
         }))
+    }
+
+    async fn dkg_commit(
+        &self,
+        request: Request<pb::DkgCommitRequest>,
+    ) -> Result<Response<pb::DkgCommitResponse>, Status> {
+        let req = request.into_inner();
+        let key_id = req.key_id.clone();
+        let dkg = self.dkg.clone();
+        let info = blocking("DkgCommit", key_id.clone(), move || {
+            check_key_id(&req.key_id)?;
+            Ok(dkg.commit(&req.key_id, &req.session_id, &req.group_public_key)?)
+        })
+        .await?;
+        tracing::info!(key_id = %key_id, identifier = info.identifier, "key share sealed in the token");
+        Ok(Response::new(pb::DkgCommitResponse {}))
+    }
+
+    async fn dkg_abort(
+        &self,
+        request: Request<pb::DkgAbortRequest>,
+    ) -> Result<Response<pb::DkgAbortResponse>, Status> {
+        let req = request.into_inner();
+        self.dkg.abort(&req.key_id, &req.session_id);
+        tracing::info!(key_id = %req.key_id, "DKG run aborted by the coordinator");
+        Ok(Response::new(pb::DkgAbortResponse {}))
     }
 
     async fn commit(

@@ -1,0 +1,78 @@
+//! The coordinator's configuration file.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7000"
+//! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
+//!
+//! [[signers]]
+//! name = "signer-1"
+//! address = "127.0.0.1:7101"
+//! identifier = 1                    # FROST identifier, 1..=65535, unique
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub signers: Vec<SignerEntry>,
+}
+
+/// One signer node in the registry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SignerEntry {
+    pub name: String,
+    pub address: String,
+    pub identifier: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path} is invalid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("no data directory: set data_dir in the config, or HOME or XDG_DATA_HOME")]
+    NoDataDir,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The data directory: configured, or the XDG data home.
+    pub fn data_dir(&self) -> Result<PathBuf, ConfigError> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(xdg).join("ringi"));
+        }
+        std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| PathBuf::from(home).join(".local/share/ringi"))
+            .ok_or(ConfigError::NoDataDir)
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"))
+    }
+}

@@ -1,0 +1,21 @@
+//! ringi coordinator: runs DKG and FROST signing rounds across signer nodes.
+//! It holds only public data.
+//!
+//! - [`config`], [`registry`]: which signers exist and how to reach them.
+//! - [`store`]: the SQLite database of keys' public data.
+//! - [`keygen`]: the coordinator's side of the DKG.
+//! - [`signing`]: one signing with any `t` reachable signers.
+//! - [`service`], [`server`], [`error`]: the gRPC edge.
+//! - [`cli`]: the `ringi` command-line client.
+//! - [`bench`]: `ringi bench`.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod keygen;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod signing;
+pub mod store;
