@@ -1,0 +1,117 @@
+//! End to end over real processes: DKG and t-of-n signing with every subset,
+//! a signer down, a coordinator restart. Signatures are checked with frost and
+//! with an independent RFC 9591 verifier.
+
+mod support;
+
+use support::*;
+
+fn check_signature(group_key: &[u8], message: &[u8], signature: &[u8]) {
+    assert_eq!(signature.len(), 65);
+    assert!(
+        frost_verify(group_key, message, signature),
+        "frost rejects the signature"
+    );
+    assert!(
+        independent_verify(group_key, message, signature),
+        "the RFC 9591 check rejects the signature"
+    );
+    let mut other = message.to_vec();
+    other[0] ^= 1;
+    assert!(
+        !independent_verify(group_key, &other, signature),
+        "the verifier accepts a wrong message"
+    );
+}
+
+#[test]
+fn two_of_three_every_subset_then_a_signer_down_then_a_restart() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
+    assert_eq!(group_key.len(), 33);
+    assert_eq!(
+        cluster.ringi_ok(&["pubkey", "--key-id", "hot-1"]),
+        hex::encode(&group_key)
+    );
+
+    for subset in subsets(3, 2) {
+        let names: Vec<&str> = subset
+            .iter()
+            .map(|i| cluster.signers[*i].name.as_str())
+            .collect();
+        let message = format!("pay 1 BTC, signed by {names:?}").into_bytes();
+        let signature = cluster.sign("hot-1", &message, &names);
+        check_signature(&group_key, &message, &signature);
+    }
+
+    // One signer down: any two others still sign.
+    cluster.signers[2].stop();
+    for round in 0..4 {
+        let message = format!("signer-3 is down, round {round}").into_bytes();
+        let out = cluster.ringi(&[
+            "sign",
+            "--key-id",
+            "hot-1",
+            "--message-hex",
+            &hex::encode(&message),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("signer-3,") && !stderr.trim_end().ends_with("signer-3"),
+            "{stderr}"
+        );
+        let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        check_signature(&group_key, &message, &signature);
+    }
+    // Two down: the threshold cannot be met, and the error names why.
+    cluster.signers[1].stop();
+    let err = cluster.ringi_err(&["sign", "--key-id", "hot-1", "--message-hex", "00"]);
+    assert!(
+        err.contains("Unavailable") && err.contains("signer-2"),
+        "{err}"
+    );
+
+    // The coordinator keeps keys across a restart; the signers keep shares.
+    cluster.signers[1].start();
+    cluster.signers[2].start();
+    cluster.stop_coordinator();
+    cluster.start_coordinator();
+    assert_eq!(
+        cluster.ringi_ok(&["pubkey", "--key-id", "hot-1"]),
+        hex::encode(&group_key)
+    );
+    let message = b"after restarts".to_vec();
+    check_signature(
+        &group_key,
+        &message,
+        &cluster.sign("hot-1", &message, &["signer-2", "signer-3"]),
+    );
+}
+
+#[test]
+fn three_of_five_every_subset() {
+    let cluster = Cluster::start(5);
+    let all: Vec<&str> = cluster.signers.iter().map(|s| s.name.as_str()).collect();
+    let group_key = cluster.keygen("cold-1", 3, &all);
+    let subsets = subsets(5, 3);
+    assert_eq!(subsets.len(), 10);
+    for subset in subsets {
+        let names: Vec<&str> = subset.iter().map(|i| all[*i]).collect();
+        let message = format!("3-of-5 by {names:?}").into_bytes();
+        check_signature(
+            &group_key,
+            &message,
+            &cluster.sign("cold-1", &message, &names),
+        );
+    }
+    let listed = cluster.ringi_ok(&["keys", "--output", "json"]);
+    let keys: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(keys[0]["key_id"], "cold-1");
+    assert_eq!(keys[0]["threshold"], 3);
+    assert_eq!(keys[0]["signers"].as_array().unwrap().len(), 5);
+}
