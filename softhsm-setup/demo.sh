@@ -18,48 +18,11 @@ cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
 bin="$root/target/debug"
 
 work=${RINGI_DEMO_DIR:-$(mktemp -d -t ringi-demo.XXXXXX)}
-pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+PIDS=()
+trap stop_stack EXIT
 
-step "tokens: one SoftHSM2 token per signer in $work"
-"$here/init-tokens.sh" "$work" 3
-
-step "signers: create each node's keys in its token and start it"
-for i in 1 2 3; do
-  (
-    . "$work/signer-$i/env"
-    "$bin/ringi-signer" init
-  )
-  (
-    . "$work/signer-$i/env"
-    exec "$bin/ringi-signer" serve --listen 127.0.0.1:0
-  ) > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &
-  pids+=($!)
-done
-signer_pids=("${pids[@]}")
-addresses=()
-for i in 1 2 3; do
-  line=$(wait_for_line "$work/signer-$i/stdout" 'listening on' 20)
-  addresses+=("${line##* }")
-  echo "signer-$i listening on ${line##* }"
-done
-
-step "coordinator"
-cat > "$work/coordinator.toml" <<TOML
-listen = "127.0.0.1:0"
-data_dir = "$work/coordinator"
-$(for i in 1 2 3; do printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "${addresses[$((i - 1))]}" "$i"; done)
-TOML
-"$bin/ringi" serve --config "$work/coordinator.toml" > "$work/coordinator.stdout" 2> "$work/coordinator.log" &
-pids+=($!)
-line=$(wait_for_line "$work/coordinator.stdout" 'listening on' 20)
-export RINGI_COORDINATOR="${line##* }"
-echo "coordinator listening on $RINGI_COORDINATOR"
+step "tokens, signers and coordinator: one SoftHSM2 token per signer in $work"
+start_stack "$bin" "$work" 3
 
 step "DKG: key demo-hot, 2-of-3"
 group_key=$("$bin/ringi" keygen --key-id demo-hot --threshold 2 --signers signer-1,signer-2,signer-3)
@@ -75,8 +38,8 @@ step "verify with an independent RFC 9591 verifier (Python, no shared code)"
 python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature"
 
 step "stop signer-3; signing goes on with the other two"
-kill -TERM "${signer_pids[2]}"
-wait "${signer_pids[2]}" 2>/dev/null || true
+kill -TERM "${SIGNER_PIDS[2]}"
+wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
 signature2=$("$bin/ringi" sign --key-id demo-hot --message-hex "$message")
 python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature2"
 
@@ -88,6 +51,5 @@ step "the token holds no plaintext share (pkcs11-tool, an independent PKCS#11 cl
 )
 
 step "shut down"
-cleanup
-pids=()
+stop_stack
 echo "demo finished: DKG, two signings (one with a signer down), both verified independently"

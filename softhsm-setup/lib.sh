@@ -29,3 +29,42 @@ wait_for_line() {
   echo "softhsm-setup: timed out waiting for '$pattern' in $file" >&2
   return 1
 }
+
+# start_stack BIN_DIR WORK_DIR COUNT: creates COUNT tokens under WORK_DIR,
+# initialises and starts one ringi-signer per token and a coordinator that
+# knows them all, on loopback ports chosen by the OS. Sets:
+#   PIDS (all started processes), SIGNER_PIDS, RINGI_COORDINATOR (exported).
+start_stack() {
+  local bin=$1 work=$2 count=$3 i line here
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  PIDS=()
+  "$here/init-tokens.sh" "$work" "$count"
+  for ((i = 1; i <= count; i++)); do
+    (. "$work/signer-$i/env"; "$bin/ringi-signer" init)
+    (. "$work/signer-$i/env"; exec "$bin/ringi-signer" serve --listen 127.0.0.1:0) \
+      > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &
+    PIDS+=($!)
+  done
+  SIGNER_PIDS=("${PIDS[@]}")
+  {
+    printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\n' "$work/coordinator"
+    for ((i = 1; i <= count; i++)); do
+      line=$(wait_for_line "$work/signer-$i/stdout" 'listening on' 20)
+      printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "${line##* }" "$i"
+      echo "signer-$i listening on ${line##* }" >&2
+    done
+  } > "$work/coordinator.toml"
+  "$bin/ringi" serve --config "$work/coordinator.toml" > "$work/coordinator.stdout" 2> "$work/coordinator.log" &
+  PIDS+=($!)
+  line=$(wait_for_line "$work/coordinator.stdout" 'listening on' 20)
+  export RINGI_COORDINATOR="${line##* }"
+  echo "coordinator listening on $RINGI_COORDINATOR (config $work/coordinator.toml)" >&2
+}
+
+# stop_stack: SIGTERM to every process in PIDS, then wait for them.
+stop_stack() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}

@@ -88,7 +88,7 @@ enum Step {
         secret: round2::SecretPackage,
         round1_packages: BTreeMap<Identifier, round1::Package>,
     },
-    Finished(KeyPackage),
+    Finished(Box<KeyPackage>),
 }
 
 struct Run {
@@ -263,7 +263,7 @@ impl DkgRuns {
         match result {
             Ok((key_package, public_package)) => {
                 if let Ok(run) = find_run(&mut runs, key_id, session_id) {
-                    run.step = Some(Step::Finished(key_package));
+                    run.step = Some(Step::Finished(Box::new(key_package)));
                 }
                 Ok(public_package)
             }

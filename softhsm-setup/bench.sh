@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Latency of one 2-of-3 signing over the real stack (SoftHSM tokens, three
+# signer processes, gRPC on loopback) next to the in-process FROST floor,
+# measured in the same run. Release build: figures from debug builds mean
+# nothing.
+#
+# Usage: softhsm-setup/bench.sh [ITERATIONS]   (default 500)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
+
+iterations=${1:-500}
+"$here/install-deps.sh"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
+bin="$root/target/release"
+work=$(mktemp -d -t ringi-bench.XXXXXX)
+PIDS=()
+trap 'stop_stack; rm -rf "$work"' EXIT
+start_stack "$bin" "$work" 3 2>/dev/null
+"$bin/ringi" keygen --key-id bench --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
+RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --iterations "$iterations" --through-daemon
