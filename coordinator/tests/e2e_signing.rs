@@ -115,3 +115,41 @@ fn three_of_five_every_subset() {
     assert_eq!(keys[0]["threshold"], 3);
     assert_eq!(keys[0]["signers"].as_array().unwrap().len(), 5);
 }
+
+/// Many signings at once through the coordinator: each signer serves
+/// concurrent rounds from one logged-in token, and every signature verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_signings_all_verify() {
+    use ringi_proto::coordinator::v1 as pb;
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let client = pb::admin_signing_service_client::AdminSigningServiceClient::new(channel);
+    let tasks: Vec<_> = (0..40u32)
+        .map(|i| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let message = format!("concurrent payment {i}").into_bytes();
+                let signed = client
+                    .sign_message(pb::SignMessageRequest {
+                        key_id: "busy".into(),
+                        message: message.clone(),
+                        signers: vec![],
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                (message, signed.signature)
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (message, signature) = task.await.unwrap();
+        check_signature(&group_key, &message, &signature);
+    }
+}
