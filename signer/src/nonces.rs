@@ -112,6 +112,15 @@ impl NonceStore {
         }
     }
 
+    /// Deletes (and so zeroizes) every expired nonce pair. Returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let before = pending.len();
+        pending.retain(|_, p| p.expires > now);
+        before - pending.len()
+    }
+
     /// Number of nonce pairs waiting (expired ones included until swept).
     pub fn len(&self) -> usize {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -158,6 +167,20 @@ mod tests {
         let (nonces, commitments) = fresh();
         store.insert("k", &commitments, nonces).unwrap();
         assert!(store.take("k", &commitments).is_none());
+    }
+
+    #[test]
+    fn sweeping_deletes_only_expired_nonces() {
+        let expired = NonceStore::new(Duration::from_millis(0), 10);
+        let (n, c) = fresh();
+        expired.insert("k", &c, n).unwrap();
+        assert_eq!(expired.sweep_expired(), 1);
+        assert!(expired.is_empty());
+        let live = NonceStore::default();
+        let (n, c) = fresh();
+        live.insert("k", &c, n).unwrap();
+        assert_eq!(live.sweep_expired(), 0);
+        assert_eq!(live.len(), 1);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::service::SignerService;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 
+/// How often expired round-1 nonces are deleted.
+const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Opens the token and vault, then serves `ringi.signer.v1` on `listen`
 /// until a shutdown signal. Prints `ringi-signer listening on ADDR` on
 /// stdout once the socket is bound (scripts and tests wait for that line).
@@ -35,6 +38,18 @@ pub async fn run(token_config: TokenConfig, listen: SocketAddr) -> anyhow::Resul
     let local = listener.local_addr()?;
     println!("ringi-signer listening on {local}");
     tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
+    // Unused nonces are deleted when they expire, not only when the store fills.
+    let sweeper = vault.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(NONCE_SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let swept = sweeper.sweep_expired_nonces();
+            if swept > 0 {
+                tracing::info!(swept, "expired round-1 nonces deleted");
+            }
+        }
+    });
     let vault: Arc<dyn ShareVault> = vault;
     let service = SignerService::new(vault, dkg);
     let incoming = TcpListenerStream::new(listener);

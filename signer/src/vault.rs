@@ -119,6 +119,11 @@ impl TokenVault {
         &self.token
     }
 
+    /// Deletes expired round-1 nonces; the server calls this periodically.
+    pub fn sweep_expired_nonces(&self) -> usize {
+        self.nonces.sweep_expired()
+    }
+
     /// Unseals `key_id`'s share inside the token and checks it matches its
     /// public header. The result zeroizes itself when dropped.
     fn unseal(&self, key_id: &str) -> Result<KeyPackage, VaultError> {
