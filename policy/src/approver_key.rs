@@ -1,0 +1,88 @@
+//! Approver public keys and signature checks.
+//!
+//! Approvers sign with ECDSA P-256 over SHA-256, which every PKCS#11 smart
+//! card and HSM supports (hash on the host, CKM_ECDSA in the token). Keys are
+//! written `p256:` followed by the SEC1 point in hex (compressed or not);
+//! signatures are the 64-byte raw `r ‖ s` that CKM_ECDSA returns.
+
+use p256::ecdsa::signature::Verifier;
+use p256::ecdsa::{Signature, VerifyingKey};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("approver key must start with \"p256:\"")]
+    UnknownAlgorithm,
+    #[error("approver key is not hex")]
+    NotHex,
+    #[error("approver key is not a P-256 point")]
+    NotAPoint,
+}
+
+/// An approver's public key. Equality is by the point, whatever the encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverKey {
+    key: VerifyingKey,
+}
+
+impl ApproverKey {
+    /// Parses `p256:<hex SEC1 point>`.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let hex_point = text
+            .strip_prefix("p256:")
+            .ok_or(KeyError::UnknownAlgorithm)?;
+        let bytes = hex::decode(hex_point).map_err(|_| KeyError::NotHex)?;
+        Self::from_sec1(&bytes)
+    }
+
+    pub fn from_sec1(bytes: &[u8]) -> Result<Self, KeyError> {
+        VerifyingKey::from_sec1_bytes(bytes)
+            .map(|key| ApproverKey { key })
+            .map_err(|_| KeyError::NotAPoint)
+    }
+
+    /// SEC1 compressed (33 bytes): the canonical form used in statements.
+    pub fn to_sec1(&self) -> Vec<u8> {
+        self.key.to_encoded_point(true).as_bytes().to_vec()
+    }
+
+    /// `p256:<hex compressed point>`.
+    pub fn to_text(&self) -> String {
+        format!("p256:{}", hex::encode(self.to_sec1()))
+    }
+
+    /// Checks a 64-byte `r ‖ s` ECDSA-SHA256 signature over `message`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        Signature::from_slice(signature)
+            .map(|sig| self.key.verify(message, &sig).is_ok())
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::Signer;
+
+    #[test]
+    fn parses_verifies_and_refuses() {
+        let sk = SigningKey::random(&mut rand::rngs::OsRng);
+        let text = format!(
+            "p256:{}",
+            hex::encode(sk.verifying_key().to_encoded_point(false).as_bytes())
+        );
+        let key = ApproverKey::parse(&text).unwrap();
+        assert_eq!(ApproverKey::parse(&key.to_text()).unwrap(), key);
+        let sig: Signature = sk.sign(b"statement");
+        assert!(key.verify(b"statement", &sig.to_bytes()));
+        assert!(!key.verify(b"statement!", &sig.to_bytes()));
+        assert!(!key.verify(b"statement", &[0u8; 64]));
+        assert!(!key.verify(b"statement", &[1u8; 10]));
+        assert_eq!(
+            ApproverKey::parse("ed25519:00"),
+            Err(KeyError::UnknownAlgorithm)
+        );
+        assert_eq!(ApproverKey::parse("p256:zz"), Err(KeyError::NotHex));
+        assert_eq!(ApproverKey::parse("p256:0102"), Err(KeyError::NotAPoint));
+    }
+}

@@ -1,0 +1,21 @@
+//! What the coordinator and every signer must agree on before a signature
+//! share is released:
+//!
+//! - [`policy`]: departments, approvers, per-key quorums and amount tiers,
+//!   validated at load and identified by the file's SHA-256;
+//! - [`request`]: a signing request and its id (a hash over every field);
+//! - [`statement`]: what an approver signs to approve or reject;
+//! - [`approver_key`]: approver keys (ECDSA P-256) and signature checks;
+//! - [`evaluate`]: the decision — approved, pending, rejected, or which rule
+//!   an approval breaks;
+//! - [`encoding`]: the canonical encoding the hashes and signatures cover.
+//!
+//! Everything here is pure: no I/O, no clock (callers pass `now`), so the
+//! coordinator and the signers run exactly the same checks.
+
+pub mod approver_key;
+pub mod encoding;
+pub mod evaluate;
+pub mod policy;
+pub mod request;
+pub mod statement;

@@ -1,0 +1,547 @@
+//! The approval policy: departments and their approvers, and per key id the
+//! quorums each department must reach, stricter above amount thresholds.
+//!
+//! ```toml
+//! version = 1
+//!
+//! [[departments]]
+//! name = "treasury"
+//! approvers = [
+//!   { name = "alice", key = "p256:03ab..." },
+//!   { name = "bob",   key = "p256:02cd..." },
+//! ]
+//!
+//! [keys.hot-1]
+//! request_ttl_secs = 86400     # a request expires after at most this long
+//! approval_ttl_secs = 3600     # each approval is valid for at most this long
+//! # separation_of_duties = true  (default; set false only deliberately)
+//! require = { treasury = 1, compliance = 1 }
+//! tiers = [
+//!   { above = 100000000, require = { treasury = 2, compliance = 1, security = 1 } },
+//! ]
+//! ```
+//!
+//! A rule names how many distinct approvers of each department must approve
+//! (AND across departments). A tier applies when the request's amount is
+//! strictly above its `above`; the highest matching tier wins, and every tier
+//! must be at least as strict as the rule below it.
+//!
+//! Loading refuses, with a precise [`PolicyError`]: a quorum of 0, an empty
+//! rule, a department or approver unknown or duplicated, a key listed twice
+//! (one person counts for one department), a quorum larger than its
+//! department, tiers that are not increasing or not stricter, zero TTLs.
+//!
+//! The policy's identity is the SHA-256 of the file's bytes: signers pin it,
+//! and every request names it. (Changing the policy under a quorum of its own
+//! is a later issue; a new file simply has a new hash.)
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Deserialize;
+
+use crate::approver_key::ApproverKey;
+use crate::encoding::sha256;
+
+pub const POLICY_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error("policy is not valid TOML for this format: {0}")]
+    Syntax(String),
+    #[error("policy version {0} is not supported (this ringi reads version {POLICY_VERSION})")]
+    UnsupportedVersion(u32),
+    #[error("department {0:?} is defined twice")]
+    DuplicateDepartment(String),
+    #[error("department {0:?} has no approvers")]
+    EmptyDepartment(String),
+    #[error("approver {approver:?} in department {department:?}: {reason}")]
+    BadApproverKey {
+        department: String,
+        approver: String,
+        reason: String,
+    },
+    #[error("approver name {0:?} is used twice")]
+    DuplicateApproverName(String),
+    #[error(
+        "the key of approver {second:?} ({second_department}) is also the key of {first:?} ({first_department}): one person counts for one department"
+    )]
+    DuplicateApproverKey {
+        first: String,
+        first_department: String,
+        second: String,
+        second_department: String,
+    },
+    #[error("key id {0:?} is not a valid key id")]
+    BadKeyId(String),
+    #[error("key {key_id:?}: {rule} requires no department at all")]
+    EmptyRule { key_id: String, rule: String },
+    #[error(
+        "key {key_id:?}: {rule} sets a quorum of 0 for department {department:?}; a quorum must be at least 1"
+    )]
+    ZeroQuorum {
+        key_id: String,
+        rule: String,
+        department: String,
+    },
+    #[error("key {key_id:?}: {rule} names unknown department {department:?}")]
+    UnknownDepartment {
+        key_id: String,
+        rule: String,
+        department: String,
+    },
+    #[error(
+        "key {key_id:?}: {rule} needs {need} approvers from {department:?}, which has only {have}"
+    )]
+    QuorumTooLarge {
+        key_id: String,
+        rule: String,
+        department: String,
+        need: u32,
+        have: usize,
+    },
+    #[error("key {key_id:?}: tier thresholds must be strictly increasing")]
+    TiersNotIncreasing { key_id: String },
+    #[error(
+        "key {key_id:?}: {rule} is less strict than the rule below it for department {department:?}"
+    )]
+    TierNotStricter {
+        key_id: String,
+        rule: String,
+        department: String,
+    },
+    #[error("key {key_id:?}: {field} must be at least 1 second")]
+    ZeroTtl { key_id: String, field: &'static str },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    version: u32,
+    #[serde(default)]
+    departments: Vec<DepartmentFile>,
+    #[serde(default)]
+    keys: BTreeMap<String, KeyFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DepartmentFile {
+    name: String,
+    approvers: Vec<ApproverFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApproverFile {
+    name: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    request_ttl_secs: u64,
+    approval_ttl_secs: u64,
+    #[serde(default = "default_true")]
+    separation_of_duties: bool,
+    require: BTreeMap<String, u32>,
+    #[serde(default)]
+    tiers: Vec<TierFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    above: u128,
+    require: BTreeMap<String, u32>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One approver: a person with a key, in exactly one department.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approver {
+    pub name: String,
+    pub department: String,
+    pub key: ApproverKey,
+}
+
+/// Department name → number of distinct approvers required.
+pub type Quorums = BTreeMap<String, u32>;
+
+/// The rules of one key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRules {
+    pub request_ttl_secs: u64,
+    pub approval_ttl_secs: u64,
+    pub separation_of_duties: bool,
+    pub base: Quorums,
+    /// (above, quorums), increasing by `above`.
+    pub tiers: Vec<(u128, Quorums)>,
+}
+
+impl KeyRules {
+    /// The quorums for `amount`: the highest tier whose `above` is below it,
+    /// or the base rule.
+    pub fn quorums_for(&self, amount: u128) -> &Quorums {
+        self.tiers
+            .iter()
+            .rev()
+            .find(|(above, _)| amount > *above)
+            .map(|(_, q)| q)
+            .unwrap_or(&self.base)
+    }
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    hash: [u8; 32],
+    approvers: Vec<Approver>,
+    keys: BTreeMap<String, KeyRules>,
+}
+
+impl Policy {
+    /// Parses and validates a policy file's bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let file: PolicyFile =
+            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        if file.version != POLICY_VERSION {
+            return Err(PolicyError::UnsupportedVersion(file.version));
+        }
+        let mut departments: HashMap<String, usize> = HashMap::new();
+        let mut approvers: Vec<Approver> = Vec::new();
+        for dept in file.departments {
+            if departments.contains_key(&dept.name) {
+                return Err(PolicyError::DuplicateDepartment(dept.name));
+            }
+            if dept.approvers.is_empty() {
+                return Err(PolicyError::EmptyDepartment(dept.name));
+            }
+            departments.insert(dept.name.clone(), dept.approvers.len());
+            for a in dept.approvers {
+                let key = ApproverKey::parse(&a.key).map_err(|e| PolicyError::BadApproverKey {
+                    department: dept.name.clone(),
+                    approver: a.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                if let Some(first) = approvers.iter().find(|x| x.key == key) {
+                    return Err(PolicyError::DuplicateApproverKey {
+                        first: first.name.clone(),
+                        first_department: first.department.clone(),
+                        second: a.name,
+                        second_department: dept.name.clone(),
+                    });
+                }
+                if approvers.iter().any(|x| x.name == a.name) {
+                    return Err(PolicyError::DuplicateApproverName(a.name));
+                }
+                approvers.push(Approver {
+                    name: a.name,
+                    department: dept.name.clone(),
+                    key,
+                });
+            }
+        }
+        let mut keys = BTreeMap::new();
+        for (key_id, k) in file.keys {
+            if !valid_key_id(&key_id) {
+                return Err(PolicyError::BadKeyId(key_id));
+            }
+            for (field, value) in [
+                ("request_ttl_secs", k.request_ttl_secs),
+                ("approval_ttl_secs", k.approval_ttl_secs),
+            ] {
+                if value == 0 {
+                    return Err(PolicyError::ZeroTtl { key_id, field });
+                }
+            }
+            check_rule(&key_id, "the base rule", &k.require, &departments)?;
+            let mut below = &k.require;
+            let mut last_above: Option<u128> = None;
+            for tier in &k.tiers {
+                let rule = format!("the tier above {}", tier.above);
+                check_rule(&key_id, &rule, &tier.require, &departments)?;
+                if last_above.is_some_and(|prev| tier.above <= prev) {
+                    return Err(PolicyError::TiersNotIncreasing { key_id });
+                }
+                for (department, need) in below {
+                    if tier.require.get(department).is_none_or(|n| n < need) {
+                        return Err(PolicyError::TierNotStricter {
+                            key_id,
+                            rule,
+                            department: department.clone(),
+                        });
+                    }
+                }
+                last_above = Some(tier.above);
+                below = &tier.require;
+            }
+            keys.insert(
+                key_id,
+                KeyRules {
+                    request_ttl_secs: k.request_ttl_secs,
+                    approval_ttl_secs: k.approval_ttl_secs,
+                    separation_of_duties: k.separation_of_duties,
+                    base: k.require.clone(),
+                    tiers: k.tiers.into_iter().map(|t| (t.above, t.require)).collect(),
+                },
+            );
+        }
+        Ok(Policy {
+            hash: sha256(bytes),
+            approvers,
+            keys,
+        })
+    }
+
+    /// SHA-256 of the policy file.
+    pub fn hash(&self) -> [u8; 32] {
+        self.hash
+    }
+
+    pub fn key(&self, key_id: &str) -> Option<&KeyRules> {
+        self.keys.get(key_id)
+    }
+
+    /// The approver holding `key`, if any.
+    pub fn approver(&self, key: &ApproverKey) -> Option<&Approver> {
+        self.approvers.iter().find(|a| &a.key == key)
+    }
+
+    pub fn approvers(&self) -> &[Approver] {
+        &self.approvers
+    }
+}
+
+fn valid_key_id(key_id: &str) -> bool {
+    (1..=64).contains(&key_id.len())
+        && key_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn check_rule(
+    key_id: &str,
+    rule: &str,
+    require: &Quorums,
+    departments: &HashMap<String, usize>,
+) -> Result<(), PolicyError> {
+    if require.is_empty() {
+        return Err(PolicyError::EmptyRule {
+            key_id: key_id.to_string(),
+            rule: rule.to_string(),
+        });
+    }
+    for (department, need) in require {
+        let have = *departments
+            .get(department)
+            .ok_or_else(|| PolicyError::UnknownDepartment {
+                key_id: key_id.to_string(),
+                rule: rule.to_string(),
+                department: department.clone(),
+            })?;
+        if *need == 0 {
+            return Err(PolicyError::ZeroQuorum {
+                key_id: key_id.to_string(),
+                rule: rule.to_string(),
+                department: department.clone(),
+            });
+        }
+        if *need as usize > have {
+            return Err(PolicyError::QuorumTooLarge {
+                key_id: key_id.to_string(),
+                rule: rule.to_string(),
+                department: department.clone(),
+                need: *need,
+                have,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use p256::ecdsa::SigningKey;
+
+    pub struct Keys {
+        pub signing: Vec<(String, SigningKey)>,
+    }
+
+    impl Keys {
+        pub fn new(names: &[&str]) -> Self {
+            Keys {
+                signing: names
+                    .iter()
+                    .map(|n| (n.to_string(), SigningKey::random(&mut rand::rngs::OsRng)))
+                    .collect(),
+            }
+        }
+
+        pub fn public(&self, name: &str) -> String {
+            let sk = &self.signing.iter().find(|(n, _)| n == name).unwrap().1;
+            format!(
+                "p256:{}",
+                hex::encode(sk.verifying_key().to_encoded_point(true).as_bytes())
+            )
+        }
+
+        pub fn secret(&self, name: &str) -> &SigningKey {
+            &self.signing.iter().find(|(n, _)| n == name).unwrap().1
+        }
+    }
+
+    /// treasury: alice, bob; compliance: carol, dave; security: erin.
+    pub fn policy_text(keys: &Keys, key_section: &str) -> String {
+        format!(
+            r#"version = 1
+
+[[departments]]
+name = "treasury"
+approvers = [{{ name = "alice", key = "{}" }}, {{ name = "bob", key = "{}" }}]
+
+[[departments]]
+name = "compliance"
+approvers = [{{ name = "carol", key = "{}" }}, {{ name = "dave", key = "{}" }}]
+
+[[departments]]
+name = "security"
+approvers = [{{ name = "erin", key = "{}" }}]
+
+{key_section}
+"#,
+            keys.public("alice"),
+            keys.public("bob"),
+            keys.public("carol"),
+            keys.public("dave"),
+            keys.public("erin"),
+        )
+    }
+
+    pub const HOT: &str = r#"[keys.hot-1]
+request_ttl_secs = 86400
+approval_ttl_secs = 3600
+require = { treasury = 1, compliance = 1 }
+tiers = [{ above = 100000000, require = { treasury = 2, compliance = 1, security = 1 } }]
+"#;
+
+    pub fn keys() -> Keys {
+        Keys::new(&["alice", "bob", "carol", "dave", "erin", "mallory"])
+    }
+
+    fn refusal(keys: &Keys, section: &str) -> PolicyError {
+        Policy::from_bytes(policy_text(keys, section).as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn loads_a_valid_policy() {
+        let keys = keys();
+        let policy = Policy::from_bytes(policy_text(&keys, HOT).as_bytes()).unwrap();
+        let rules = policy.key("hot-1").unwrap();
+        assert!(rules.separation_of_duties);
+        assert_eq!(rules.quorums_for(5).len(), 2);
+        assert_eq!(rules.quorums_for(100_000_000).len(), 2);
+        assert_eq!(rules.quorums_for(100_000_001).len(), 3);
+        let alice = ApproverKey::parse(&keys.public("alice")).unwrap();
+        assert_eq!(policy.approver(&alice).unwrap().department, "treasury");
+        assert_eq!(policy.hash(), sha256(policy_text(&keys, HOT).as_bytes()));
+    }
+
+    #[test]
+    fn refuses_a_quorum_of_zero() {
+        let keys = keys();
+        let e = refusal(
+            &keys,
+            &HOT.replace("compliance = 1 }\ntiers", "compliance = 0 }\ntiers"),
+        );
+        assert!(
+            matches!(e, PolicyError::ZeroQuorum { ref department, .. } if department == "compliance"),
+            "{e}"
+        );
+        let e = refusal(
+            &keys,
+            "[keys.k]\nrequest_ttl_secs = 1\napproval_ttl_secs = 1\nrequire = {}\n",
+        );
+        assert!(matches!(e, PolicyError::EmptyRule { .. }), "{e}");
+    }
+
+    #[test]
+    fn refuses_one_key_in_two_departments() {
+        let keys = keys();
+        let text = policy_text(&keys, HOT).replace(&keys.public("erin"), &keys.public("alice"));
+        let e = Policy::from_bytes(text.as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, PolicyError::DuplicateApproverKey { ref first, ref second, .. } if first == "alice" && second == "erin"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_other_mistakes() {
+        let keys = keys();
+        let unknown = HOT.replace(
+            "treasury = 1, compliance = 1 }\ntiers",
+            "treasury = 1, legal = 1 }\ntiers",
+        );
+        assert!(matches!(
+            refusal(&keys, &unknown),
+            PolicyError::UnknownDepartment { .. }
+        ));
+        let too_many = HOT.replace("security = 1", "security = 2");
+        assert!(matches!(
+            refusal(&keys, &too_many),
+            PolicyError::QuorumTooLarge {
+                need: 2,
+                have: 1,
+                ..
+            }
+        ));
+        let weaker = HOT.replace(
+            "treasury = 2, compliance = 1, security = 1",
+            "treasury = 2, security = 1",
+        );
+        assert!(
+            matches!(refusal(&keys, &weaker), PolicyError::TierNotStricter { ref department, .. } if department == "compliance")
+        );
+        let zero_ttl = HOT.replace("approval_ttl_secs = 3600", "approval_ttl_secs = 0");
+        assert!(matches!(
+            refusal(&keys, &zero_ttl),
+            PolicyError::ZeroTtl {
+                field: "approval_ttl_secs",
+                ..
+            }
+        ));
+        let decreasing = HOT.replace(
+            "tiers = [{ above = 100000000,",
+            "tiers = [{ above = 5, require = { treasury = 2, compliance = 1 } }, { above = 4,",
+        );
+        assert!(matches!(
+            refusal(&keys, &decreasing),
+            PolicyError::TiersNotIncreasing { .. }
+        ));
+        let text = policy_text(&keys, HOT).replacen("version = 1", "version = 2", 1);
+        assert_eq!(
+            Policy::from_bytes(text.as_bytes()).unwrap_err(),
+            PolicyError::UnsupportedVersion(2)
+        );
+        let text = policy_text(&keys, HOT).replace("\"carol\"", "\"alice\"");
+        assert!(matches!(
+            Policy::from_bytes(text.as_bytes()).unwrap_err(),
+            PolicyError::DuplicateApproverName(_)
+        ));
+        let text = policy_text(&keys, HOT).replace(&keys.public("bob"), "p256:0102");
+        assert!(matches!(
+            Policy::from_bytes(text.as_bytes()).unwrap_err(),
+            PolicyError::BadApproverKey { .. }
+        ));
+        assert!(matches!(
+            Policy::from_bytes(b"version = 1\nbogus = 2").unwrap_err(),
+            PolicyError::Syntax(_)
+        ));
+    }
+}
