@@ -82,6 +82,14 @@ pub struct Round1Request {
     pub participants: Vec<Participant>,
 }
 
+/// Round 2's secret, the decoded round-1 packages, and the sealed packages
+/// by recipient.
+type Round2Output = (
+    round2::SecretPackage,
+    BTreeMap<Identifier, round1::Package>,
+    BTreeMap<u32, Vec<u8>>,
+);
+
 enum Step {
     Round1(round1::SecretPackage),
     Round2 {
@@ -182,10 +190,39 @@ impl DkgRuns {
                 }
             }
         };
+        let result = self.compute_round2(key_id, session_id, me, &peers, secret, round1_packages);
+        let mut runs = self.lock();
+        match result {
+            Ok((secret2, decoded, sealed)) => {
+                let run = find_run(&mut runs, key_id, session_id)?;
+                run.step = Some(Step::Round2 {
+                    secret: secret2,
+                    round1_packages: decoded,
+                });
+                Ok(sealed)
+            }
+            Err(e) => {
+                // A run whose round 2 failed cannot be resumed.
+                runs.remove(key_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// part2 and the sealing of each package to its recipient.
+    fn compute_round2(
+        &self,
+        key_id: &str,
+        session_id: &[u8],
+        me: u16,
+        peers: &BTreeMap<u16, Vec<u8>>,
+        secret: round1::SecretPackage,
+        round1_packages: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<Round2Output, DkgError> {
         let decoded = decode_round1(round1_packages)?;
         let (secret2, packages) = dkg::part2(secret, &decoded).map_err(peer_error)?;
         let mut sealed = BTreeMap::new();
-        for (peer, peer_key) in &peers {
+        for (peer, peer_key) in peers {
             let package =
                 packages
                     .get(&identifier(*peer))
@@ -210,13 +247,7 @@ impl DkgRuns {
                 dkg_envelope::seal(&binding, &shared, &plaintext)?,
             );
         }
-        let mut runs = self.lock();
-        let run = find_run(&mut runs, key_id, session_id)?;
-        run.step = Some(Step::Round2 {
-            secret: secret2,
-            round1_packages: decoded,
-        });
-        Ok(sealed)
+        Ok((secret2, decoded, sealed))
     }
 
     /// Step 3: opens and verifies the round-2 packages addressed to this
