@@ -130,13 +130,13 @@ pub async fn run(
     let floor_summary = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
 
     for _ in 0..warmup {
-        signing::sign(&coordinator.registry, &key, &message(), &[]).await?;
+        signing::sign(&coordinator.registry, &key, &message(), &[], None).await?;
     }
     let mut stack = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let msg = message();
         let start = Instant::now();
-        signing::sign(&coordinator.registry, &key, &msg, &[]).await?;
+        signing::sign(&coordinator.registry, &key, &msg, &[], None).await?;
         stack.push(start.elapsed());
     }
 

@@ -182,7 +182,7 @@ impl pb::admin_signing_service_server::AdminSigningService for AdminSigningServi
     ) -> Result<Response<pb::SignMessageResponse>, Status> {
         let req = request.into_inner();
         let key = self.0.key(&req.key_id).await?;
-        match signing::sign(&self.0.registry, &key, &req.message, &req.signers).await {
+        match signing::sign(&self.0.registry, &key, &req.message, &req.signers, None).await {
             Ok(signed) => {
                 tracing::info!(key_id = %req.key_id, signers = ?signed.signers, "signed");
                 Ok(Response::new(pb::SignMessageResponse {

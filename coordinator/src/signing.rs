@@ -94,11 +94,14 @@ pub fn candidates(key: &KeyRecord, requested: &[String]) -> Result<Vec<(String, 
 }
 
 /// Signs `message` with `key`, using the requested signers or any `t`.
+/// `bundle` (the approved request and its approvals) goes to every signer in
+/// both rounds; each signer checks it against its own pinned policy.
 pub async fn sign(
     registry: &Registry,
     key: &LoadedKey,
     message: &[u8],
     requested: &[String],
+    bundle: Option<&pb::ApprovalBundle>,
 ) -> Result<Signed> {
     if message.is_empty() || message.len() > MAX_MESSAGE_LEN {
         return Err(Error::InvalidArgument(format!(
@@ -127,7 +130,7 @@ pub async fn sign(
                 }
             })
             .collect();
-        match attempt(key, message, pool).await {
+        match attempt(key, message, pool, bundle).await {
             Ok(signed) => return Ok(signed),
             Err(AttemptError::Fatal(e)) => return Err(e),
             Err(AttemptError::Retry { failed, reasons }) => {
@@ -156,6 +159,7 @@ async fn attempt(
     key: &LoadedKey,
     message: &[u8],
     pool: Vec<Signer>,
+    bundle: Option<&pb::ApprovalBundle>,
 ) -> Result<Signed, AttemptError> {
     let t = key.record.threshold as usize;
     let key_id = &key.record.key_id;
@@ -173,6 +177,7 @@ async fn attempt(
         let results = join_all(batch.iter().cloned().map(|mut s| {
             let req = pb::CommitRequest {
                 key_id: key_id.clone(),
+                approval_bundle: bundle.cloned(),
             };
             async move { s.client.commit(req).await.map(|r| r.into_inner()) }
         }))
@@ -208,6 +213,7 @@ async fn attempt(
         let req = pb::SignRequest {
             key_id: key_id.clone(),
             signing_package: package_bytes.clone(),
+            approval_bundle: bundle.cloned(),
         };
         async move { client.sign(req).await.map(|r| r.into_inner()) }
     }))

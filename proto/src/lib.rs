@@ -16,5 +16,6 @@ pub mod coordinator {
     }
 }
 
+pub mod bundle;
 pub mod key_id;
 pub mod transport;
