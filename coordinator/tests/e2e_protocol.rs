@@ -25,7 +25,10 @@ async fn a_nonce_is_refused_the_second_time() {
     let mut commitments = BTreeMap::new();
     for (n, client) in [(1u16, &mut s1), (2, &mut s2)] {
         let r = client
-            .commit(pb::CommitRequest { key_id: "k".into() })
+            .commit(pb::CommitRequest {
+                key_id: "k".into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -39,6 +42,7 @@ async fn a_nonce_is_refused_the_second_time() {
     let sign = |package: &SigningPackage| pb::SignRequest {
         key_id: "k".into(),
         signing_package: package.serialize().unwrap(),
+        ..Default::default()
     };
     s1.sign(sign(&package))
         .await
@@ -76,6 +80,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
     let err = s1
         .commit(pb::CommitRequest {
             key_id: "nope".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -85,6 +90,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
     let err = s1
         .commit(pb::CommitRequest {
             key_id: "bad key".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -94,6 +100,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         .sign(pb::SignRequest {
             key_id: "k".into(),
             signing_package: vec![0xde, 0xad, 0xbe, 0xef],
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -110,7 +117,10 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
     let mut commitments = BTreeMap::new();
     for (n, client) in [(2u16, &mut s2), (3, &mut s3)] {
         let r = client
-            .commit(pb::CommitRequest { key_id: "k".into() })
+            .commit(pb::CommitRequest {
+                key_id: "k".into(),
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -124,6 +134,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         .sign(pb::SignRequest {
             key_id: "k".into(),
             signing_package: package.serialize().unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -136,7 +147,10 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
 
     // Commitments the node never issued.
     let r = s1
-        .commit(pb::CommitRequest { key_id: "k".into() })
+        .commit(pb::CommitRequest {
+            key_id: "k".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -147,7 +161,10 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         SigningCommitments::new(*real.binding(), *real.hiding()),
     );
     let r2 = s2
-        .commit(pb::CommitRequest { key_id: "k".into() })
+        .commit(pb::CommitRequest {
+            key_id: "k".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -159,6 +176,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         .sign(pb::SignRequest {
             key_id: "k".into(),
             signing_package: SigningPackage::new(forged_map, b"m").serialize().unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
