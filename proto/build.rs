@@ -3,6 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "ringi/approval/v1/approval.proto",
         "ringi/signer/v1/signer.proto",
         "ringi/coordinator/v1/coordinator.proto",
     ];

@@ -101,7 +101,7 @@ pub async fn sign(
     key: &LoadedKey,
     message: &[u8],
     requested: &[String],
-    bundle: Option<&pb::ApprovalBundle>,
+    bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>,
 ) -> Result<Signed> {
     if message.is_empty() || message.len() > MAX_MESSAGE_LEN {
         return Err(Error::InvalidArgument(format!(
@@ -159,7 +159,7 @@ async fn attempt(
     key: &LoadedKey,
     message: &[u8],
     pool: Vec<Signer>,
-    bundle: Option<&pb::ApprovalBundle>,
+    bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>,
 ) -> Result<Signed, AttemptError> {
     let t = key.record.threshold as usize;
     let key_id = &key.record.key_id;

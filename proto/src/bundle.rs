@@ -1,12 +1,12 @@
 //! Conversions between the wire form of signing requests and approvals
-//! (`ringi.signer.v1.ApprovalBundle`) and the `ringi-policy` types the rules
+//! (`ringi.approval.v1.ApprovalBundle`) and the `ringi-policy` types the rules
 //! run on. Decoding refuses malformed fields with a message naming them.
 
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::request::{Metadata, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
 
-use crate::signer::v1 as pb;
+use crate::approval::v1 as pb;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("approval bundle: {0}")]

@@ -1,6 +1,14 @@
 //! ringi's gRPC contracts. The `.proto` files beside this crate are the
 //! source of truth and document every message; this crate only compiles them.
 
+/// `ringi.approval.v1`: signing requests and signed approvals, shared by the
+/// signer and coordinator APIs.
+pub mod approval {
+    pub mod v1 {
+        tonic::include_proto!("ringi.approval.v1");
+    }
+}
+
 /// `ringi.signer.v1`: the API of a signer node, called by the coordinator.
 pub mod signer {
     pub mod v1 {
