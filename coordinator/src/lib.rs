@@ -17,6 +17,7 @@ pub mod error;
 pub mod keygen;
 pub mod registry;
 pub mod request_state;
+pub mod request_store;
 pub mod server;
 pub mod service;
 pub mod signing;

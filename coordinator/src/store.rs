@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Bumped when the schema changes; migrations run in [`Store::open`].
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// A key's public record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,10 +87,57 @@ impl Store {
             )?;
             tx.commit()?;
         }
+        if version < 2 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE requests (
+                    request_id   BLOB PRIMARY KEY,
+                    key_id       TEXT NOT NULL,
+                    message      BLOB NOT NULL,
+                    asset        TEXT NOT NULL,
+                    amount       TEXT NOT NULL,
+                    destination  TEXT NOT NULL,
+                    memo         TEXT NOT NULL,
+                    requester    TEXT NOT NULL,
+                    created_at   INTEGER NOT NULL,
+                    expires_at   INTEGER NOT NULL,
+                    policy_hash  BLOB NOT NULL,
+                    signers      TEXT NOT NULL,
+                    state        TEXT NOT NULL,
+                    state_reason TEXT NOT NULL,
+                    signature    BLOB
+                );
+                CREATE INDEX requests_by_state ON requests(state);
+                CREATE TABLE approvals (
+                    request_id     BLOB NOT NULL REFERENCES requests(request_id),
+                    approver_key   BLOB NOT NULL,
+                    department     TEXT NOT NULL,
+                    decision       TEXT NOT NULL,
+                    reason         TEXT NOT NULL,
+                    issued_at      INTEGER NOT NULL,
+                    expires_at     INTEGER NOT NULL,
+                    content_digest BLOB NOT NULL,
+                    signature      BLOB NOT NULL,
+                    received_at    INTEGER NOT NULL,
+                    PRIMARY KEY (request_id, approver_key)
+                );
+                CREATE TABLE transitions (
+                    request_id BLOB NOT NULL REFERENCES requests(request_id),
+                    seq        INTEGER NOT NULL,
+                    from_state TEXT NOT NULL,
+                    to_state   TEXT NOT NULL,
+                    reason     TEXT NOT NULL,
+                    at         INTEGER NOT NULL,
+                    PRIMARY KEY (request_id, seq)
+                );
+                PRAGMA user_version = 2;",
+            )?;
+            tx.commit()?;
+        }
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

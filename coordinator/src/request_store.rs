@@ -1,0 +1,545 @@
+//! Signing requests, their approvals and their state history in the
+//! coordinator's SQLite database (tables created in [`crate::store`]).
+//!
+//! Every change is one transaction that checks the state it starts from
+//! (compare-and-set), writes the change and its transition record together:
+//! a crash or a concurrent writer never leaves an approval without its state
+//! change, or a state change without its history.
+
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::request::{Metadata, SigningRequest};
+use ringi_policy::statement::{Approval, Decision, Statement};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::error::{Error, Result};
+use crate::request_state::State;
+use crate::store::Store;
+
+/// Most requests one listing returns.
+pub const LIST_LIMIT: usize = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRecord {
+    /// Empty for the first record (submission).
+    pub from: String,
+    pub to: State,
+    pub reason: String,
+    pub at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub id: [u8; 32],
+    pub request: SigningRequest,
+    /// Operator routing: the signers to use, or empty for any.
+    pub signers: Vec<String>,
+    pub state: State,
+    pub state_reason: String,
+    pub signature: Option<Vec<u8>>,
+    pub approvals: Vec<Approval>,
+    pub transitions: Vec<TransitionRecord>,
+}
+
+/// A state change to make together with another write.
+pub struct Change<'a> {
+    pub from: State,
+    pub to: State,
+    pub reason: &'a str,
+}
+
+impl Store {
+    /// Records a new request in PENDING_APPROVAL. ALREADY_EXISTS if its id
+    /// exists (the id hashes every field, so that is the same request).
+    pub fn insert_request(
+        &self,
+        request: &SigningRequest,
+        signers: &[String],
+        now: u64,
+    ) -> Result<[u8; 32]> {
+        let id = request.id();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let exists: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM requests WHERE request_id = ?1",
+                [&id[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if exists.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "request {} exists already",
+                hex::encode(id)
+            )));
+        }
+        let m = &request.metadata;
+        tx.execute(
+            "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
+                                   created_at, expires_at, policy_hash, signers, state, state_reason)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
+            params![
+                &id[..],
+                request.key_id,
+                request.message,
+                m.asset,
+                m.amount.to_string(),
+                m.destination,
+                m.memo,
+                request.requester,
+                request.created_at as i64,
+                request.expires_at as i64,
+                &request.policy_hash[..],
+                signers.join(","),
+                State::PendingApproval.as_str(),
+            ],
+        )?;
+        insert_transition(&tx, &id, "", State::PendingApproval, "submitted", now)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The request, or NOT_FOUND.
+    pub fn request(&self, id: &[u8; 32]) -> Result<RequestRecord> {
+        let conn = self.lock();
+        load_request(&conn, id)?
+            .ok_or_else(|| Error::NotFound(format!("request {} does not exist", hex::encode(id))))
+    }
+
+    /// Requests, newest first, at most [`LIST_LIMIT`].
+    pub fn list_requests(
+        &self,
+        pending_only: bool,
+        key_id: Option<&str>,
+    ) -> Result<Vec<RequestRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT request_id FROM requests
+             WHERE (?1 = 0 OR state = 'PENDING_APPROVAL') AND (?2 IS NULL OR key_id = ?2)
+             ORDER BY created_at DESC, request_id LIMIT ?3",
+        )?;
+        let ids: Vec<Vec<u8>> = stmt
+            .query_map(
+                params![pending_only as i64, key_id, LIST_LIMIT as i64],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        ids.iter()
+            .filter_map(|id| <[u8; 32]>::try_from(id.as_slice()).ok())
+            .filter_map(|id| load_request(&conn, &id).transpose())
+            .collect()
+    }
+
+    /// Ids of requests in any of `states`.
+    pub fn requests_in(&self, states: &[State]) -> Result<Vec<[u8; 32]>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT request_id, state FROM requests")?;
+        let rows: Vec<(Vec<u8>, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, s)| State::parse(s).is_some_and(|s| states.contains(&s)))
+            .filter_map(|(id, _)| <[u8; 32]>::try_from(id.as_slice()).ok())
+            .collect())
+    }
+
+    /// Stores an approval (and a state change, if any) while the request is
+    /// still in `expected`. ALREADY_EXISTS if this approver decided already.
+    pub fn record_decision(
+        &self,
+        id: &[u8; 32],
+        expected: State,
+        approval: &Approval,
+        change: Option<Change<'_>>,
+        now: u64,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        check_state(&tx, id, expected)?;
+        let key = approval.approver.to_sec1();
+        let dup: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                params![&id[..], key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if dup.is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "approver key {} has already decided on request {}",
+                approval.approver.to_text(),
+                hex::encode(id)
+            )));
+        }
+        let s = &approval.statement;
+        tx.execute(
+            "INSERT INTO approvals (request_id, approver_key, department, decision, reason, issued_at, expires_at,
+                                    content_digest, signature, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                &id[..],
+                key,
+                s.department,
+                s.decision.as_str(),
+                s.reason,
+                s.issued_at as i64,
+                s.expires_at as i64,
+                &s.content_digest[..],
+                approval.signature,
+                now as i64,
+            ],
+        )?;
+        if let Some(change) = change {
+            apply_change(&tx, id, &change, None, now)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves the request from `change.from` to `change.to` (compare-and-set),
+    /// storing `signature` if given. FAILED_PRECONDITION if its state moved.
+    pub fn transition(
+        &self,
+        id: &[u8; 32],
+        change: Change<'_>,
+        signature: Option<&[u8]>,
+        now: u64,
+    ) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        check_state(&tx, id, change.from)?;
+        apply_change(&tx, id, &change, signature, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn check_state(tx: &Transaction<'_>, id: &[u8; 32], expected: State) -> Result<()> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match state {
+        None => Err(Error::NotFound(format!(
+            "request {} does not exist",
+            hex::encode(id)
+        ))),
+        Some(s) if s == expected.as_str() => Ok(()),
+        Some(s) => Err(Error::FailedPrecondition(format!(
+            "request {} is {s}, not {expected}",
+            hex::encode(id)
+        ))),
+    }
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    id: &[u8; 32],
+    change: &Change<'_>,
+    signature: Option<&[u8]>,
+    now: u64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE requests SET state = ?2, state_reason = ?3, signature = COALESCE(?4, signature) WHERE request_id = ?1",
+        params![&id[..], change.to.as_str(), change.reason, signature],
+    )?;
+    insert_transition(tx, id, change.from.as_str(), change.to, change.reason, now)
+}
+
+fn insert_transition(
+    tx: &Transaction<'_>,
+    id: &[u8; 32],
+    from: &str,
+    to: State,
+    reason: &str,
+    now: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (request_id, seq, from_state, to_state, reason, at)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE request_id = ?1), ?2, ?3, ?4, ?5)",
+        params![&id[..], from, to.as_str(), reason, now as i64],
+    )?;
+    Ok(())
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Internal(format!("database holds a malformed {what}"))
+}
+
+fn load_request(conn: &Connection, id: &[u8; 32]) -> Result<Option<RequestRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT key_id, message, asset, amount, destination, memo, requester, created_at, expires_at,
+                    policy_hash, signers, state, state_reason, signature
+             FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    (r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?),
+                    (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, Vec<u8>>(9)?),
+                    (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?, r.get::<_, Option<Vec<u8>>>(13)?),
+                ))
+            },
+        )
+        .optional()?;
+    let Some((
+        (key_id, message, asset, amount),
+        (destination, memo, requester),
+        (created_at, expires_at, policy_hash),
+        (signers, state, state_reason, signature),
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let request = SigningRequest {
+        key_id,
+        message,
+        metadata: Metadata {
+            asset,
+            amount: amount.parse().map_err(|_| corrupt("amount"))?,
+            destination,
+            memo,
+        },
+        requester,
+        created_at: created_at as u64,
+        expires_at: expires_at as u64,
+        policy_hash: policy_hash.try_into().map_err(|_| corrupt("policy hash"))?,
+    };
+    let mut stmt = conn.prepare(
+        "SELECT approver_key, department, decision, reason, issued_at, expires_at, content_digest, signature
+         FROM approvals WHERE request_id = ?1 ORDER BY received_at, approver_key",
+    )?;
+    let approvals = stmt
+        .query_map([&id[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(
+            |(key, department, decision, reason, issued_at, expires_at, digest, signature)| {
+                Ok(Approval {
+                    statement: Statement {
+                        request_id: *id,
+                        content_digest: digest.try_into().map_err(|_| corrupt("content digest"))?,
+                        key_id: request.key_id.clone(),
+                        department,
+                        decision: match decision.as_str() {
+                            "approve" => Decision::Approve,
+                            "reject" => Decision::Reject,
+                            _ => return Err(corrupt("decision")),
+                        },
+                        reason,
+                        issued_at: issued_at as u64,
+                        expires_at: expires_at as u64,
+                    },
+                    approver: ApproverKey::from_sec1(&key).map_err(|_| corrupt("approver key"))?,
+                    signature,
+                })
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let mut stmt =
+        conn.prepare("SELECT from_state, to_state, reason, at FROM transitions WHERE request_id = ?1 ORDER BY seq")?;
+    let transitions = stmt
+        .query_map([&id[..]], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(from, to, reason, at)| {
+            Ok(TransitionRecord {
+                from,
+                to: State::parse(&to).ok_or_else(|| corrupt("state"))?,
+                reason,
+                at: at as u64,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(RequestRecord {
+        id: *id,
+        request,
+        signers: signers
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        state: State::parse(&state).ok_or_else(|| corrupt("state"))?,
+        state_reason,
+        signature,
+        approvals,
+        transitions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> SigningRequest {
+        SigningRequest {
+            key_id: "hot-1".into(),
+            message: vec![1; 32],
+            metadata: Metadata {
+                asset: "BTC".into(),
+                amount: 123_456_789_012_345_678_901_234_567,
+                destination: "bc1q".into(),
+                memo: "rebalance".into(),
+            },
+            requester: "wallet".into(),
+            created_at: 100,
+            expires_at: 200,
+            policy_hash: [9; 32],
+        }
+    }
+
+    fn approval(request: &SigningRequest, decision: Decision) -> Approval {
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        Approval {
+            statement: Statement::for_request(request, "treasury", decision, "why", 110, 150),
+            approver: ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes())
+                .unwrap(),
+            signature: vec![7; 64],
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn a_request_and_its_decisions_survive_reopening() {
+        let (dir, store) = store();
+        let r = request();
+        let id = store
+            .insert_request(&r, &["s1".into(), "s2".into()], 100)
+            .unwrap();
+        assert_eq!(id, r.id());
+        let a = approval(&r, Decision::Approve);
+        store
+            .record_decision(&id, State::PendingApproval, &a, None, 120)
+            .unwrap();
+        let b = approval(&r, Decision::Approve);
+        let change = Change {
+            from: State::PendingApproval,
+            to: State::Approved,
+            reason: "quorum met",
+        };
+        store
+            .record_decision(&id, State::PendingApproval, &b, Some(change), 121)
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.request, r);
+        assert_eq!(rec.signers, vec!["s1", "s2"]);
+        assert_eq!(rec.state, State::Approved);
+        assert_eq!(rec.approvals, vec![a, b]);
+        let states: Vec<State> = rec.transitions.iter().map(|t| t.to).collect();
+        assert_eq!(states, vec![State::PendingApproval, State::Approved]);
+        assert_eq!(rec.transitions[1].reason, "quorum met");
+        assert_eq!(store.requests_in(&[State::Approved]).unwrap(), vec![id]);
+    }
+
+    #[test]
+    fn the_same_approver_cannot_decide_twice_and_nothing_is_half_written() {
+        let (_dir, store) = store();
+        let r = request();
+        let id = store.insert_request(&r, &[], 100).unwrap();
+        let a = approval(&r, Decision::Approve);
+        store
+            .record_decision(&id, State::PendingApproval, &a, None, 120)
+            .unwrap();
+        let change = Change {
+            from: State::PendingApproval,
+            to: State::Approved,
+            reason: "x",
+        };
+        let err = store
+            .record_decision(&id, State::PendingApproval, &a, Some(change), 121)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::AlreadyExists(ref m) if m.contains("has already decided")),
+            "{err}"
+        );
+        let rec = store.request(&id).unwrap();
+        assert_eq!(
+            rec.state,
+            State::PendingApproval,
+            "the state change rolled back with the approval"
+        );
+        assert_eq!(rec.approvals.len(), 1);
+        assert_eq!(rec.transitions.len(), 1);
+    }
+
+    #[test]
+    fn changes_are_compare_and_set() {
+        let (_dir, store) = store();
+        let r = request();
+        let id = store.insert_request(&r, &[], 100).unwrap();
+        let wrong = Change {
+            from: State::Approved,
+            to: State::Signing,
+            reason: "",
+        };
+        assert!(matches!(
+            store.transition(&id, wrong, None, 101),
+            Err(Error::FailedPrecondition(_))
+        ));
+        let late = approval(&r, Decision::Approve);
+        assert!(matches!(
+            store.record_decision(&id, State::Approved, &late, None, 101),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(store.request(&id).unwrap().approvals.is_empty());
+        assert!(matches!(
+            store.insert_request(&r, &[], 100),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(store.request(&[0; 32]), Err(Error::NotFound(_))));
+        let sig = [5u8; 65];
+        for (from, to) in [
+            (State::PendingApproval, State::Approved),
+            (State::Approved, State::Signing),
+            (State::Signing, State::Signed),
+        ] {
+            store
+                .transition(
+                    &id,
+                    Change {
+                        from,
+                        to,
+                        reason: "",
+                    },
+                    (to == State::Signed).then_some(&sig[..]),
+                    102,
+                )
+                .unwrap();
+        }
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.signature.as_deref(), Some(&sig[..]));
+        assert_eq!(store.list_requests(true, None).unwrap().len(), 0);
+        assert_eq!(store.list_requests(false, Some("hot-1")).unwrap().len(), 1);
+        assert_eq!(store.list_requests(false, Some("other")).unwrap().len(), 0);
+    }
+}
