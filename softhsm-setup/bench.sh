@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Latency of one 2-of-3 signing over the real stack (SoftHSM tokens, three
-# signer processes, gRPC on loopback) next to the in-process FROST floor,
+# signer processes checking two department approvals, gRPC on loopback) next to the in-process FROST floor,
 # measured in the same run. Release build: figures from debug builds mean
 # nothing.
 #
@@ -17,6 +17,22 @@ bin="$root/target/release"
 work=$(mktemp -d -t ringi-bench.XXXXXX)
 PIDS=()
 trap 'stop_stack; rm -rf "$work"' EXIT
-start_stack "$bin" "$work" 3 2>/dev/null
+alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
+carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
+cat > "$work/policy.toml" <<TOML
+version = 1
+[[departments]]
+name = "treasury"
+approvers = [{ name = "alice", key = "$alice" }]
+[[departments]]
+name = "compliance"
+approvers = [{ name = "carol", key = "$carol" }]
+[keys.bench]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+TOML
+start_stack "$bin" "$work" 3 "$work/policy.toml" 2>/dev/null >/dev/null
 "$bin/ringi" keygen --key-id bench --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
-RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --iterations "$iterations" --through-daemon
+RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --iterations "$iterations" \
+  --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"

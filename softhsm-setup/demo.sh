@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole flow on SoftHSM, on loopback: 3 signer nodes, each with its own
-# token; a coordinator; a 2-of-3 DKG; a signing verified by an independent
-# RFC 9591 verifier; a signing with one signer stopped; a clean shutdown.
+# token; a coordinator; an approval policy with three departments; a 2-of-3
+# DKG; a withdrawal request approved by treasury (key file) and compliance
+# (key in a SoftHSM token, like a smart card), signed, and verified by an
+# independent RFC 9591 verifier; a request vetoed by security; a signing with
+# one signer stopped; a clean shutdown.
 #
 # Usage: softhsm-setup/demo.sh            (work directory: a fresh temp dir)
 #        RINGI_DEMO_DIR=DIR softhsm-setup/demo.sh
@@ -21,27 +24,85 @@ work=${RINGI_DEMO_DIR:-$(mktemp -d -t ringi-demo.XXXXXX)}
 PIDS=()
 trap stop_stack EXIT
 
+step "approvers: alice (treasury, key file), carol (compliance, SoftHSM token), erin (security, key file)"
+alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
+erin=$("$bin/ringi" approver-key generate --out "$work/erin.pem" 2>/dev/null)
+carol_env=$("$here/approver-token.sh" "$work" carol)
+carol=$(. "$carol_env"; "$bin/ringi" approver-key show --pkcs11-module "$RINGI_APPROVER_PKCS11_MODULE" --token approver-carol --key-label carol)
+echo "alice $alice"
+echo "carol $carol"
+echo "erin  $erin"
+
+step "policy: demo-hot needs treasury 1 and compliance 1; above 1 BTC also security"
+cat > "$work/policy.toml" <<TOML
+version = 1
+
+[[departments]]
+name = "treasury"
+approvers = [{ name = "alice", key = "$alice" }]
+
+[[departments]]
+name = "compliance"
+approvers = [{ name = "carol", key = "$carol" }]
+
+[[departments]]
+name = "security"
+approvers = [{ name = "erin", key = "$erin" }]
+
+[keys.demo-hot]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+tiers = [{ above = 100000000, require = { treasury = 1, compliance = 1, security = 1 } }]
+TOML
+echo "policy sha256 $(sha256sum "$work/policy.toml" | cut -d' ' -f1)"
+
 step "tokens, signers and coordinator: one SoftHSM2 token per signer in $work"
-start_stack "$bin" "$work" 3
+start_stack "$bin" "$work" 3 "$work/policy.toml"
 
 step "DKG: key demo-hot, 2-of-3"
 group_key=$("$bin/ringi" keygen --key-id demo-hot --threshold 2 --signers signer-1,signer-2,signer-3)
 echo "group public key: $group_key"
 
-step "sign: SHA-256 of a withdrawal description"
-message=$(printf 'withdraw 1.5 BTC to bc1qexample' | sha256sum | cut -d' ' -f1)
-signature=$("$bin/ringi" sign --key-id demo-hot --message-hex "$message")
-echo "message:   $message"
+approve_carol() {
+  (. "$carol_env"; "$bin/ringi" approve "$1" --department compliance \
+     --pkcs11-module "$RINGI_APPROVER_PKCS11_MODULE" --token approver-carol --key-label carol)
+}
+
+step "request: withdraw 0.5 BTC (the message is the transaction's sighash)"
+message=$(printf 'withdraw 0.5 BTC to bc1qexample' | sha256sum | cut -d' ' -f1)
+id=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$message" --asset BTC \
+      --amount 50000000 --destination bc1qexample --memo "exchange rebalance" --requester wallet-service)
+"$bin/ringi" requests show "$id"
+
+step "treasury approves (alice, key file)"
+"$bin/ringi" approve "$id" --department treasury --key-file "$work/alice.pem" 2>&1 | grep -v WARNING
+
+step "compliance approves (carol, key inside her token); the quorum is met and signing starts"
+approve_carol "$id"
+signature=$("$bin/ringi" requests wait "$id")
 echo "signature: $signature"
 
 step "verify with an independent RFC 9591 verifier (Python, no shared code)"
 python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature"
 
-step "stop signer-3; signing goes on with the other two"
+step "request above 1 BTC, vetoed by security (erin): no signer will sign it"
+id2=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$(printf 'withdraw 5 BTC' | sha256sum | cut -d' ' -f1)" \
+       --asset BTC --amount 500000000 --destination bc1qunknown --requester wallet-service)
+"$bin/ringi" approve "$id2" --department treasury --key-file "$work/alice.pem" 2>/dev/null
+"$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" 2>/dev/null
+"$bin/ringi" requests show "$id2" | grep -E '^(state|decision)'
+
+step "stop signer-3; an approved request is still signed by the other two"
 kill -TERM "${SIGNER_PIDS[2]}"
 wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
-signature2=$("$bin/ringi" sign --key-id demo-hot --message-hex "$message")
-python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature2"
+message3=$(printf 'withdraw 0.1 BTC' | sha256sum | cut -d' ' -f1)
+id3=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$message3" --asset BTC \
+       --amount 10000000 --destination bc1qexample --requester wallet-service)
+"$bin/ringi" approve "$id3" --department treasury --key-file "$work/alice.pem" 2>/dev/null
+approve_carol "$id3" 2>/dev/null
+signature3=$("$bin/ringi" requests wait "$id3")
+python3 "$here/verify_frost_signature.py" "$group_key" "$message3" "$signature3"
 
 step "the token holds no plaintext share (pkcs11-tool, an independent PKCS#11 client)"
 (
@@ -52,4 +113,4 @@ step "the token holds no plaintext share (pkcs11-tool, an independent PKCS#11 cl
 
 step "shut down"
 stop_stack
-echo "demo finished: DKG, two signings (one with a signer down), both verified independently"
+echo "demo finished: DKG, approvals by two departments (one on a token), a veto, signing with a signer down, signatures verified independently"

@@ -30,24 +30,25 @@ wait_for_line() {
   return 1
 }
 
-# start_stack BIN_DIR WORK_DIR COUNT: creates COUNT tokens under WORK_DIR,
-# initialises and starts one ringi-signer per token and a coordinator that
-# knows them all, on loopback ports chosen by the OS. Sets:
+# start_stack BIN_DIR WORK_DIR COUNT POLICY_FILE: creates COUNT tokens under
+# WORK_DIR, initialises and starts one ringi-signer per token, each pinned to
+# POLICY_FILE, and a coordinator that knows them all, on loopback ports chosen
+# by the OS. Sets:
 #   PIDS (all started processes), SIGNER_PIDS, RINGI_COORDINATOR (exported).
 start_stack() {
-  local bin=$1 work=$2 count=$3 i line here
+  local bin=$1 work=$2 count=$3 policy=$4 i line here
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   PIDS=()
   "$here/init-tokens.sh" "$work" "$count"
   for ((i = 1; i <= count; i++)); do
     (. "$work/signer-$i/env"; "$bin/ringi-signer" init)
-    (. "$work/signer-$i/env"; exec "$bin/ringi-signer" serve --listen 127.0.0.1:0) \
+    (. "$work/signer-$i/env"; exec "$bin/ringi-signer" serve --listen 127.0.0.1:0 --policy-file "$policy") \
       > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &
     PIDS+=($!)
   done
   SIGNER_PIDS=("${PIDS[@]}")
   {
-    printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\n' "$work/coordinator"
+    printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$work/coordinator" "$policy"
     for ((i = 1; i <= count; i++)); do
       line=$(wait_for_line "$work/signer-$i/stdout" 'listening on' 20)
       printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "${line##* }" "$i"

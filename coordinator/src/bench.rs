@@ -5,8 +5,10 @@
 //!   round 1, round 2 and the aggregation (which verifies) in this process;
 //! - stack: the coordinator's signing engine in this process, driving the
 //!   configured signer nodes over gRPC (token unseal, nonces, both rounds);
-//! - daemon (optional): `SignMessage` through the running coordinator, one
-//!   more gRPC hop.
+//!
+//! Signers release shares only for approved requests, so each signing carries
+//! an approval bundle signed by the approver key files given on the command
+//! line (made before the clock starts; the signers' checks of it are timed).
 //!
 //! Calls are sequential, so the figures are latencies, not throughput.
 
@@ -105,23 +107,85 @@ pub fn floor(t: u16, n: u16, iterations: usize) -> Option<Summary> {
 fn print_row(name: &str, s: Option<Summary>) {
     match s {
         Some(s) => println!(
-            "{name:<44} {:>6} {:>10.3} {:>10.3} {:>10.3}",
+            "{name:<52} {:>6} {:>10.3} {:>10.3} {:>10.3}",
             s.n,
             s.p50.as_secs_f64() * 1e3,
             s.p99.as_secs_f64() * 1e3,
             s.mean.as_secs_f64() * 1e3
         ),
-        None => println!("{name:<44} (no samples)"),
+        None => println!("{name:<52} (no samples)"),
     }
+}
+
+/// One approver for the bench: a development key file and its department.
+pub struct BenchApprover {
+    pub signer: crate::approver::ApproverSigner,
+    pub department: String,
+}
+
+/// A request for `message`, approved by every bench approver.
+fn approved_bundle(
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    message: &[u8],
+    approvers: &[BenchApprover],
+) -> anyhow::Result<ringi_proto::approval::v1::ApprovalBundle> {
+    use ringi_policy::request::{Metadata, SigningRequest};
+    use ringi_policy::statement::{Approval, Decision, Statement};
+    let rules = policy
+        .key(key_id)
+        .ok_or_else(|| anyhow::anyhow!("the policy has no rules for key {key_id:?}"))?;
+    let now = crate::requests::now();
+    let request = SigningRequest {
+        key_id: key_id.to_string(),
+        message: message.to_vec(),
+        metadata: Metadata {
+            asset: "BENCH".into(),
+            amount: 1,
+            destination: "bench".into(),
+            memo: String::new(),
+        },
+        requester: "ringi-bench".into(),
+        created_at: now,
+        expires_at: now + rules.request_ttl_secs,
+        policy_hash: policy.hash(),
+    };
+    let mut approvals = Vec::new();
+    for a in approvers {
+        let statement = Statement::for_request(
+            &request,
+            &a.department,
+            Decision::Approve,
+            "",
+            now,
+            now + rules.approval_ttl_secs,
+        );
+        let approver = a.signer.public_key();
+        let signature = a.signer.sign(&statement.signed_bytes(&approver))?;
+        approvals.push(ringi_proto::bundle::approval_to_pb(&Approval {
+            statement,
+            approver,
+            signature,
+        }));
+    }
+    Ok(ringi_proto::approval::v1::ApprovalBundle {
+        request: Some(ringi_proto::bundle::request_to_pb(&request)),
+        approvals,
+    })
 }
 
 pub async fn run(
     config: &Config,
     key_id: &str,
     iterations: usize,
-    daemon: Option<&str>,
+    approvers: &[BenchApprover],
 ) -> anyhow::Result<()> {
     let coordinator = crate::server::coordinator(config)?;
+    let policy = coordinator.policy.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the bench needs the coordinator's policy_file: signers sign only approved requests"
+        )
+    })?;
     let key = coordinator.key(key_id).await?;
     let t = key.record.threshold;
     let n = key.record.signers.len() as u16;
@@ -129,58 +193,32 @@ pub async fn run(
 
     let floor_summary = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
 
-    for _ in 0..warmup {
-        signing::sign(&coordinator.registry, &key, &message(), &[], None).await?;
-    }
+    // Approvals are made before the clock starts: the figure is the signing
+    // round, including every signer's check of the approvals.
     let mut stack = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
+    for i in 0..warmup + iterations {
         let msg = message();
+        let bundle = approved_bundle(&policy, key_id, &msg, approvers)?;
         let start = Instant::now();
-        signing::sign(&coordinator.registry, &key, &msg, &[], None).await?;
-        stack.push(start.elapsed());
-    }
-
-    let daemon_summary = match daemon {
-        Some(address) => {
-            use ringi_proto::coordinator::v1 as pb;
-            let channel = crate::cli::connect(address).await?;
-            let mut client =
-                pb::admin_signing_service_client::AdminSigningServiceClient::new(channel);
-            let request = |m: [u8; 32]| pb::SignMessageRequest {
-                key_id: key_id.to_string(),
-                message: m.to_vec(),
-                signers: vec![],
-            };
-            for _ in 0..warmup {
-                client.sign_message(request(message())).await?;
-            }
-            let mut samples = Vec::with_capacity(iterations);
-            for _ in 0..iterations {
-                let req = request(message());
-                let start = Instant::now();
-                client.sign_message(req).await?;
-                samples.push(start.elapsed());
-            }
-            summarize(samples)
+        signing::sign(&coordinator.registry, &key, &msg, &[], Some(&bundle)).await?;
+        if i >= warmup {
+            stack.push(start.elapsed());
         }
-        None => None,
-    };
+    }
 
     println!(
-        "ringi bench: key {key_id:?}, {t}-of-{n}, {iterations} sequential signings of 32-byte messages"
+        "ringi bench: key {key_id:?}, {t}-of-{n}, {iterations} sequential signings of 32-byte messages, {} approvals each",
+        approvers.len()
     );
     println!(
-        "{:<44} {:>6} {:>10} {:>10} {:>10}",
+        "{:<52} {:>6} {:>10} {:>10} {:>10}",
         "path", "n", "p50 ms", "p99 ms", "mean ms"
     );
     print_row("in-process FROST floor (no network, no HSM)", floor_summary);
     print_row(
-        "stack: coordinator engine -> signers (gRPC)",
+        "stack: engine -> signers (gRPC, approvals, HSM)",
         summarize(stack),
     );
-    if daemon.is_some() {
-        print_row("daemon: client -> coordinator -> signers", daemon_summary);
-    }
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 //! code and message.
 
 use ringi_proto::coordinator::v1 as pb;
-use ringi_proto::coordinator::v1::admin_signing_service_client::AdminSigningServiceClient;
 use ringi_proto::coordinator::v1::key_service_client::KeyServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -95,28 +94,6 @@ pub async fn keygen(
     })
 }
 
-/// `ringi sign`: prints the 65-byte signature as hex.
-pub async fn sign(
-    channel: Channel,
-    key_id: String,
-    message_hex: &str,
-    signers: Vec<String>,
-) -> Result<(), CliError> {
-    let message = hex::decode(message_hex.trim())
-        .map_err(|e| CliError::Usage(format!("--message-hex is not hex: {e}")))?;
-    let response = AdminSigningServiceClient::new(channel)
-        .sign_message(pb::SignMessageRequest {
-            key_id,
-            message,
-            signers,
-        })
-        .await?
-        .into_inner();
-    eprintln!("ringi: signed by {}", response.signers.join(", "));
-    println!("{}", hex::encode(response.signature));
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct KeyJson {
     key_id: String,
@@ -200,4 +177,343 @@ pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
 
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+// ---- signing requests and approvals -------------------------------------
+
+use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
+
+use crate::approver::ApproverSigner;
+
+/// `ringi requests submit`: prints the request id.
+pub async fn requests_submit(
+    channel: Channel,
+    request: pb::SubmitSigningRequestRequest,
+) -> Result<(), CliError> {
+    let view = RequestServiceClient::new(channel)
+        .submit_signing_request(request)
+        .await?
+        .into_inner();
+    eprintln!("ringi: request submitted, state {}", view.state);
+    println!("{}", view.request_id);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct RequestJson {
+    request_id: String,
+    state: String,
+    state_reason: String,
+    key_id: String,
+    message_hex: String,
+    message_sha256: String,
+    asset: String,
+    amount: String,
+    destination: String,
+    memo: String,
+    requester: String,
+    created_at: u64,
+    expires_at: u64,
+    policy_sha256: String,
+    content_digest: String,
+    decisions: Vec<DecisionJson>,
+    still_needed: Vec<NeededJson>,
+    signature: String,
+    transitions: Vec<TransitionJson>,
+}
+
+#[derive(Serialize)]
+struct DecisionJson {
+    approver: String,
+    department: String,
+    decision: String,
+    reason: String,
+    expires_at: u64,
+}
+
+#[derive(Serialize)]
+struct NeededJson {
+    department: String,
+    have: u32,
+    need: u32,
+}
+
+#[derive(Serialize)]
+struct TransitionJson {
+    from: String,
+    to: String,
+    reason: String,
+    at: u64,
+}
+
+fn request_json(v: &pb::SigningRequestView) -> RequestJson {
+    use sha2::Digest;
+    let r = v.request.clone().unwrap_or_default();
+    RequestJson {
+        request_id: v.request_id.clone(),
+        state: v.state.clone(),
+        state_reason: v.state_reason.clone(),
+        message_sha256: hex::encode(sha2::Sha256::digest(&r.message)),
+        message_hex: hex::encode(&r.message),
+        key_id: r.key_id,
+        asset: r.asset,
+        amount: r.amount,
+        destination: r.destination,
+        memo: r.memo,
+        requester: r.requester,
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        policy_sha256: hex::encode(r.policy_hash),
+        content_digest: v.content_digest.clone(),
+        decisions: v
+            .decisions
+            .iter()
+            .map(|d| DecisionJson {
+                approver: d.approver.clone(),
+                department: d.department.clone(),
+                decision: d.decision.clone(),
+                reason: d.reason.clone(),
+                expires_at: d.expires_at,
+            })
+            .collect(),
+        still_needed: v
+            .still_needed
+            .iter()
+            .map(|n| NeededJson {
+                department: n.department.clone(),
+                have: n.have,
+                need: n.need,
+            })
+            .collect(),
+        signature: hex::encode(&v.signature),
+        transitions: v
+            .transitions
+            .iter()
+            .map(|t| TransitionJson {
+                from: t.from_state.clone(),
+                to: t.to_state.clone(),
+                reason: t.reason.clone(),
+                at: t.at,
+            })
+            .collect(),
+    }
+}
+
+fn print_request_text(j: &RequestJson) {
+    println!("request      {}", j.request_id);
+    if j.state_reason.is_empty() {
+        println!("state        {}", j.state);
+    } else {
+        println!("state        {} ({})", j.state, j.state_reason);
+    }
+    println!("key          {}", j.key_id);
+    println!(
+        "signs        {} bytes, SHA-256 {}",
+        j.message_hex.len() / 2,
+        j.message_sha256
+    );
+    println!("asset        {}", j.asset);
+    println!("amount       {}", j.amount);
+    println!("destination  {}", j.destination);
+    println!("memo         {}", j.memo);
+    println!("requester    {}", j.requester);
+    println!("expires at   {}", j.expires_at);
+    println!("policy       {}", j.policy_sha256);
+    for d in &j.decisions {
+        let reason = if d.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", d.reason)
+        };
+        println!(
+            "decision     {} ({}) {}{}",
+            d.approver, d.department, d.decision, reason
+        );
+    }
+    if !j.still_needed.is_empty() {
+        let needed: Vec<String> = j
+            .still_needed
+            .iter()
+            .map(|n| format!("{} {} of {}", n.department, n.have, n.need))
+            .collect();
+        println!("still needed {}", needed.join(", "));
+    }
+    if !j.signature.is_empty() {
+        println!("signature    {}", j.signature);
+    }
+}
+
+fn parse_id(id: &str) -> Result<[u8; 32], CliError> {
+    hex::decode(id)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| CliError::Usage(format!("request id {id:?} is not 64 hex digits")))
+}
+
+async fn fetch(channel: Channel, id: &str) -> Result<pb::SigningRequestView, CliError> {
+    parse_id(id)?;
+    Ok(RequestServiceClient::new(channel)
+        .get_signing_request(pb::GetSigningRequestRequest {
+            request_id: id.to_string(),
+        })
+        .await?
+        .into_inner())
+}
+
+/// `ringi requests show`.
+pub async fn requests_show(channel: Channel, id: &str, output: Output) -> Result<(), CliError> {
+    let view = fetch(channel, id).await?;
+    let j = request_json(&view);
+    match output {
+        Output::Text => print_request_text(&j),
+        Output::Json => println!("{}", json(&j)),
+    }
+    Ok(())
+}
+
+/// `ringi requests list`.
+pub async fn requests_list(
+    channel: Channel,
+    pending_only: bool,
+    key_id: Option<String>,
+    output: Output,
+) -> Result<(), CliError> {
+    let list = RequestServiceClient::new(channel)
+        .list_signing_requests(pb::ListSigningRequestsRequest {
+            pending_only,
+            key_id: key_id.unwrap_or_default(),
+        })
+        .await?
+        .into_inner()
+        .requests;
+    let list: Vec<RequestJson> = list.iter().map(request_json).collect();
+    match output {
+        Output::Text => {
+            for j in &list {
+                println!(
+                    "{}\t{}\t{}\t{} {}\t{}",
+                    j.request_id, j.state, j.key_id, j.amount, j.asset, j.destination
+                );
+            }
+        }
+        Output::Json => println!("{}", json(&list)),
+    }
+    Ok(())
+}
+
+/// `ringi requests wait`: waits for a terminal state; prints the signature
+/// if SIGNED, fails with the reason otherwise.
+pub async fn requests_wait(
+    channel: Channel,
+    id: &str,
+    timeout: std::time::Duration,
+) -> Result<(), CliError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let view = fetch(channel.clone(), id).await?;
+        match view.state.as_str() {
+            "SIGNED" => {
+                println!("{}", hex::encode(&view.signature));
+                return Ok(());
+            }
+            "REJECTED" | "EXPIRED" | "FAILED" => {
+                return Err(CliError::Status {
+                    code: tonic::Code::FailedPrecondition,
+                    message: format!("request {id} is {}: {}", view.state, view.state_reason),
+                });
+            }
+            _ if std::time::Instant::now() >= deadline => {
+                return Err(CliError::Status {
+                    code: tonic::Code::DeadlineExceeded,
+                    message: format!(
+                        "request {id} is still {} after {} s",
+                        view.state,
+                        timeout.as_secs()
+                    ),
+                });
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// `ringi approve` / `ringi reject`: signs a statement about exactly what
+/// the coordinator shows, after recomputing the request id from it.
+pub async fn decide(
+    channel: Channel,
+    id: &str,
+    department: &str,
+    decision: ringi_policy::statement::Decision,
+    reason: &str,
+    signer: ApproverSigner,
+) -> Result<(), CliError> {
+    let expected = parse_id(id)?;
+    let view = fetch(channel.clone(), id).await?;
+    let request = ringi_proto::bundle::request_from_pb(&view.request.clone().unwrap_or_default())
+        .map_err(|e| {
+        CliError::Usage(format!("the coordinator returned a malformed request: {e}"))
+    })?;
+    if request.id() != expected {
+        return Err(CliError::Usage(format!(
+            "the coordinator's copy of request {id} does not hash to that id; refusing to sign it"
+        )));
+    }
+    if view.state != "PENDING_APPROVAL" {
+        return Err(CliError::Status {
+            code: tonic::Code::FailedPrecondition,
+            message: format!(
+                "request {id} is {}: already decided or expired {}",
+                view.state, view.state_reason
+            ),
+        });
+    }
+    let now = crate::requests::now();
+    let statement = ringi_policy::statement::Statement::for_request(
+        &request,
+        department,
+        decision,
+        reason,
+        now,
+        now + view.approval_ttl_secs,
+    );
+    let approver = signer.public_key();
+    let signature = signer
+        .sign(&statement.signed_bytes(&approver))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    eprintln!(
+        "ringi: {} request {id} for {} {} to {} as {} ({})",
+        decision.as_str(),
+        request.metadata.amount,
+        request.metadata.asset,
+        request.metadata.destination,
+        approver.to_text(),
+        department
+    );
+    let approval = ringi_policy::statement::Approval {
+        statement,
+        approver,
+        signature,
+    };
+    let view = RequestServiceClient::new(channel)
+        .decide(pb::DecideRequest {
+            approval: Some(ringi_proto::bundle::approval_to_pb(&approval)),
+        })
+        .await?
+        .into_inner();
+    let needed: Vec<String> = view
+        .still_needed
+        .iter()
+        .map(|n| format!("{} {} of {}", n.department, n.have, n.need))
+        .collect();
+    if needed.is_empty() {
+        eprintln!("ringi: request is now {}", view.state);
+    } else {
+        eprintln!(
+            "ringi: request is now {}; still needed: {}",
+            view.state,
+            needed.join(", ")
+        );
+    }
+    println!("{}", view.state);
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! ```toml
 //! listen = "127.0.0.1:7000"
 //! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
+//! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
 //! [[signers]]
 //! name = "signer-1"
@@ -22,6 +23,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7000";
 pub struct Config {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    /// The approval policy (TOML). Signers must pin the same file's hash.
+    pub policy_file: Option<PathBuf>,
     #[serde(default)]
     pub signers: Vec<SignerEntry>,
 }

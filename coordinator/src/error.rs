@@ -16,6 +16,9 @@ pub enum Error {
     /// Too few signers answered.
     #[error("{0}")]
     Unavailable(String),
+    /// A signature, roster, department, requester or expiry rule is broken.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A signer refused a step for a reason other than its availability.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -34,6 +37,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -10,6 +10,7 @@
 //! - [`cli`]: the `ringi` command-line client.
 //! - [`bench`]: `ringi bench`.
 
+pub mod approver;
 pub mod bench;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod keygen;
 pub mod registry;
 pub mod request_state;
 pub mod request_store;
+pub mod requests;
 pub mod server;
 pub mod service;
 pub mod signing;

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ringi::approver::ApproverSigner;
 use ringi::cli::{self, Output};
 use ringi::config::Config;
+use ringi_policy::statement::Decision;
 
 /// ringi: HSM-backed FROST threshold signing.
 #[derive(Parser)]
@@ -42,17 +44,31 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         signers: Vec<String>,
     },
-    /// Sign a message (temporary admin path: no approvals yet).
-    Sign {
+    /// Signing requests: submit, list, show, wait.
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+    /// Approve a signing request for your department (signs an approval statement).
+    Approve {
+        /// Request id (hex).
+        request_id: String,
         #[arg(long)]
-        key_id: String,
-        /// The bytes to sign, hex-encoded.
-        #[arg(long)]
-        message_hex: String,
-        /// Exactly `threshold` signer names to use (default: any reachable).
-        #[arg(long, value_delimiter = ',')]
-        signers: Vec<String>,
+        department: String,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
     },
+    /// Reject a signing request for your department: a veto.
+    Reject {
+        request_id: String,
+        #[arg(long)]
+        department: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+    },
+    /// Approver keys: create a development key file, or show a key's public key.
+    #[command(subcommand)]
+    ApproverKey(ApproverKeyCommand),
     /// Print a key's group public key (SEC1 compressed, hex).
     Pubkey {
         #[arg(long)]
@@ -74,10 +90,124 @@ enum Command {
         key_id: String,
         #[arg(long, default_value_t = 300)]
         iterations: usize,
-        /// Also time signing through the coordinator daemon's API.
-        #[arg(long)]
-        through_daemon: bool,
+        /// Approver key files to approve each bench request, as DEPARTMENT=KEYFILE.
+        #[arg(long = "approver", value_name = "DEPARTMENT=KEYFILE")]
+        approvers: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum RequestsCommand {
+    /// Submit a signing request (it waits for approvals).
+    Submit {
+        #[arg(long)]
+        key_id: String,
+        /// The exact bytes to sign, hex-encoded.
+        #[arg(long)]
+        message_hex: String,
+        #[arg(long)]
+        asset: String,
+        /// In the asset's smallest unit.
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        destination: String,
+        #[arg(long, default_value = "")]
+        memo: String,
+        /// Who asks, as the policy names them.
+        #[arg(long)]
+        requester: String,
+        /// Route to exactly `threshold` named signers (default: any reachable).
+        #[arg(long, value_delimiter = ',')]
+        signers: Vec<String>,
+    },
+    /// List requests, newest first.
+    List {
+        /// Only requests waiting for approvals.
+        #[arg(long)]
+        pending: bool,
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show exactly what a request will sign, who approved, what is still needed.
+    Show {
+        request_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Wait until a request is signed (prints the signature) or ends otherwise.
+    Wait {
+        request_id: String,
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApproverKeyCommand {
+    /// Create a P-256 key FILE (development only) and print its public key.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key (as the policy file writes it) of a key file or token key.
+    Show {
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+    },
+}
+
+/// Where the approver's key is: a PKCS#11 token, or (development) a file.
+#[derive(clap::Args)]
+struct ApproverKeyArgs {
+    /// Development only: a PKCS#8 PEM P-256 key file.
+    #[arg(long, conflicts_with_all = ["pkcs11_module", "token", "key_label"])]
+    key_file: Option<PathBuf>,
+    /// PKCS#11 module of the approver's token.
+    #[arg(long, env = "RINGI_APPROVER_PKCS11_MODULE")]
+    pkcs11_module: Option<PathBuf>,
+    /// Label of the approver's token.
+    #[arg(long)]
+    token: Option<String>,
+    /// Label of the EC P-256 key pair in the token.
+    #[arg(long)]
+    key_label: Option<String>,
+    /// File holding the token PIN (otherwise RINGI_APPROVER_PIN, otherwise a prompt).
+    #[arg(long, env = "RINGI_APPROVER_PIN_FILE")]
+    pin_file: Option<PathBuf>,
+}
+
+impl ApproverKeyArgs {
+    fn open(&self) -> anyhow::Result<ApproverSigner> {
+        if let Some(path) = &self.key_file {
+            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
+            return Ok(ApproverSigner::from_file(path)?);
+        }
+        let (Some(module), Some(token), Some(label)) =
+            (&self.pkcs11_module, &self.token, &self.key_label)
+        else {
+            anyhow::bail!(
+                "name the approver key: --key-file, or --pkcs11-module, --token and --key-label"
+            );
+        };
+        let pin = match (&self.pin_file, std::env::var("RINGI_APPROVER_PIN").ok()) {
+            (Some(path), _) => {
+                let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read PIN file {}: {e}", path.display())
+                })?);
+                secrecy::SecretString::from(text.trim_end_matches(['\r', '\n']))
+            }
+            (None, Some(pin)) => secrecy::SecretString::from(pin),
+            (None, None) => secrecy::SecretString::from(
+                rpassword::prompt_password(format!("PIN for token {token}: ")).map_err(|e| {
+                    anyhow::anyhow!("no PIN: give --pin-file, or run in a terminal ({e})")
+                })?,
+            ),
+        };
+        Ok(ApproverSigner::from_token(module, token, label, &pin)?)
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,11 +252,101 @@ async fn run(args: Args) -> anyhow::Result<()> {
             threshold,
             signers,
         } => Ok(cli::keygen(cli::connect(&address).await?, key_id, threshold, signers).await?),
-        Command::Sign {
-            key_id,
-            message_hex,
-            signers,
-        } => Ok(cli::sign(cli::connect(&address).await?, key_id, &message_hex, signers).await?),
+        Command::Requests(cmd) => {
+            let channel = cli::connect(&address).await?;
+            match cmd {
+                RequestsCommand::Submit {
+                    key_id,
+                    message_hex,
+                    asset,
+                    amount,
+                    destination,
+                    memo,
+                    requester,
+                    signers,
+                } => {
+                    let message = hex::decode(message_hex.trim())
+                        .map_err(|e| anyhow::anyhow!("--message-hex is not hex: {e}"))?;
+                    let request = ringi_proto::coordinator::v1::SubmitSigningRequestRequest {
+                        key_id,
+                        message,
+                        asset,
+                        amount,
+                        destination,
+                        memo,
+                        requester,
+                        signers,
+                    };
+                    Ok(cli::requests_submit(channel, request).await?)
+                }
+                RequestsCommand::List {
+                    pending,
+                    key_id,
+                    output,
+                } => Ok(cli::requests_list(channel, pending, key_id, output).await?),
+                RequestsCommand::Show { request_id, output } => {
+                    Ok(cli::requests_show(channel, &request_id, output).await?)
+                }
+                RequestsCommand::Wait {
+                    request_id,
+                    timeout_secs,
+                } => Ok(cli::requests_wait(
+                    channel,
+                    &request_id,
+                    std::time::Duration::from_secs(timeout_secs),
+                )
+                .await?),
+            }
+        }
+        Command::Approve {
+            request_id,
+            department,
+            key,
+        } => {
+            let signer = key.open()?;
+            let channel = cli::connect(&address).await?;
+            Ok(cli::decide(
+                channel,
+                &request_id,
+                &department,
+                Decision::Approve,
+                "",
+                signer,
+            )
+            .await?)
+        }
+        Command::Reject {
+            request_id,
+            department,
+            reason,
+            key,
+        } => {
+            let signer = key.open()?;
+            let channel = cli::connect(&address).await?;
+            Ok(cli::decide(
+                channel,
+                &request_id,
+                &department,
+                Decision::Reject,
+                &reason,
+                signer,
+            )
+            .await?)
+        }
+        Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {
+            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
+            let public = ringi::approver::generate_key_file(&out)?;
+            eprintln!(
+                "ringi: key written to {} (mode 0600); its public key, for the policy file:",
+                out.display()
+            );
+            println!("{}", public.to_text());
+            Ok(())
+        }
+        Command::ApproverKey(ApproverKeyCommand::Show { key }) => {
+            println!("{}", key.open()?.public_key().to_text());
+            Ok(())
+        }
         Command::Pubkey { key_id, output } => {
             Ok(cli::pubkey(cli::connect(&address).await?, key_id, output).await?)
         }
@@ -135,14 +355,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
             config,
             key_id,
             iterations,
-            through_daemon,
+            approvers,
         } => {
-            let daemon = if through_daemon {
-                Some(address.as_str())
-            } else {
-                None
-            };
-            ringi::bench::run(&Config::load(&config)?, &key_id, iterations, daemon).await
+            let approvers = approvers
+                .iter()
+                .map(|spec| {
+                    let (department, file) = spec.split_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("--approver takes DEPARTMENT=KEYFILE, got {spec:?}")
+                    })?;
+                    Ok(ringi::bench::BenchApprover {
+                        signer: ApproverSigner::from_file(std::path::Path::new(file))?,
+                        department: department.to_string(),
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            ringi::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
         }
     }
 }

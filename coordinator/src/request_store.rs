@@ -311,7 +311,7 @@ fn load_request(conn: &Connection, id: &[u8; 32]) -> Result<Option<RequestRecord
     };
     let mut stmt = conn.prepare(
         "SELECT approver_key, department, decision, reason, issued_at, expires_at, content_digest, signature
-         FROM approvals WHERE request_id = ?1 ORDER BY received_at, approver_key",
+         FROM approvals WHERE request_id = ?1 ORDER BY rowid",
     )?;
     let approvals = stmt
         .query_map([&id[..]], |r| {

@@ -2,15 +2,20 @@
 
 use std::sync::Arc;
 
-use ringi_proto::coordinator::v1::admin_signing_service_server::AdminSigningServiceServer;
 use ringi_proto::coordinator::v1::key_service_server::KeyServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::Config;
 use crate::registry::Registry;
-use crate::service::{AdminSigningService, Coordinator, KeyService};
+use crate::requests;
+use crate::service::{Coordinator, KeyService, RequestService};
 use crate::store::Store;
+use ringi_policy::policy::Policy;
+use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
+
+/// How often overdue requests are expired.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
@@ -19,10 +24,24 @@ pub const DATABASE_FILE: &str = "ringi.sqlite3";
 /// opened and migrated).
 pub fn coordinator(config: &Config) -> anyhow::Result<Arc<Coordinator>> {
     let registry = Registry::new(&config.signers)?;
+    let policy = match &config.policy_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("cannot read policy file {}: {e}", path.display()))?;
+            let policy = Policy::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("policy file {} refused: {e}", path.display()))?;
+            tracing::info!(policy = %path.display(), policy_sha256 = %hex::encode(policy.hash()), "approval policy loaded");
+            Some(Arc::new(policy))
+        }
+        None => {
+            tracing::warn!("no policy_file configured: signing requests will be refused");
+            None
+        }
+    };
     let db = config.data_dir()?.join(DATABASE_FILE);
     let store = Arc::new(Store::open(&db)?);
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    Ok(Arc::new(Coordinator::new(registry, store)))
+    Ok(Arc::new(Coordinator::new(registry, store, policy)))
 }
 
 /// Serves until SIGINT/SIGTERM. Prints `ringi listening on ADDR` on stdout
@@ -34,13 +53,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     println!("ringi listening on {local}");
+    // Expire overdue requests and resume signings a restart interrupted,
+    // then keep expiring.
+    let sweeper = coordinator.clone();
+    tokio::spawn(async move {
+        let mut resume = true;
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = requests::sweep(&sweeper, resume).await {
+                tracing::warn!(error = %e, "request sweep failed");
+            }
+            resume = false;
+        }
+    });
     tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(KeyServiceServer::new(KeyService(coordinator.clone())))
-        .add_service(AdminSigningServiceServer::new(AdminSigningService(
-            coordinator,
-        )))
+        .add_service(RequestServiceServer::new(RequestService(coordinator)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
         .await?;
     tracing::info!("stopped");

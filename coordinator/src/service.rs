@@ -12,22 +12,30 @@ use tonic::{Request, Response, Status};
 use crate::error::Error;
 use crate::keygen::{self, KeygenRequest, Progress};
 use crate::registry::Registry;
-use crate::signing::{self, LoadedKey};
+use crate::requests;
+use crate::signing::LoadedKey;
 use crate::store::{KeyRecord, Store};
 
 /// State shared by the services.
 pub struct Coordinator {
     pub registry: Registry,
     pub store: Arc<Store>,
+    /// The approval policy; requests are refused without one.
+    pub policy: Option<Arc<ringi_policy::policy::Policy>>,
     /// Parsed keys, so a signing touches neither SQLite nor the decoder.
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
 }
 
 impl Coordinator {
-    pub fn new(registry: Registry, store: Arc<Store>) -> Self {
+    pub fn new(
+        registry: Registry,
+        store: Arc<Store>,
+        policy: Option<Arc<ringi_policy::policy::Policy>>,
+    ) -> Self {
         Coordinator {
             registry,
             store,
+            policy,
             keys: RwLock::new(HashMap::new()),
         }
     }
@@ -171,27 +179,138 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 }
 
-/// `AdminSigningService` (temporary: signs without approvals).
-pub struct AdminSigningService(pub Arc<Coordinator>);
+/// `RequestService`.
+pub struct RequestService(pub Arc<Coordinator>);
+
+fn parse_request_id(text: &str) -> Result<[u8; 32], Status> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            Status::invalid_argument(format!("request_id {text:?} is not 64 hex digits"))
+        })
+}
+
+/// The API view of a stored request.
+pub fn view(c: &Coordinator, r: &crate::request_store::RequestRecord) -> pb::SigningRequestView {
+    let now = requests::now();
+    let approval_ttl_secs = c
+        .policy
+        .as_ref()
+        .and_then(|p| p.key(&r.request.key_id))
+        .map_or(0, |k| k.approval_ttl_secs);
+    pb::SigningRequestView {
+        request_id: hex::encode(r.id),
+        request: Some(ringi_proto::bundle::request_to_pb(&r.request)),
+        state: r.state.as_str().to_string(),
+        state_reason: r.state_reason.clone(),
+        content_digest: hex::encode(r.request.content_digest()),
+        approvals: r
+            .approvals
+            .iter()
+            .map(ringi_proto::bundle::approval_to_pb)
+            .collect(),
+        still_needed: requests::still_needed(c, r, now)
+            .into_iter()
+            .map(|(department, have, need)| pb::Needed {
+                department,
+                have,
+                need,
+            })
+            .collect(),
+        approval_ttl_secs,
+        signature: r.signature.clone().unwrap_or_default(),
+        decisions: r
+            .approvals
+            .iter()
+            .map(|a| pb::DecisionSummary {
+                approver: c
+                    .policy
+                    .as_ref()
+                    .and_then(|p| p.approver(&a.approver))
+                    .map_or_else(|| a.approver.to_text(), |x| x.name.clone()),
+                department: a.statement.department.clone(),
+                decision: a.statement.decision.as_str().to_string(),
+                reason: a.statement.reason.clone(),
+                issued_at: a.statement.issued_at,
+                expires_at: a.statement.expires_at,
+            })
+            .collect(),
+        transitions: r
+            .transitions
+            .iter()
+            .map(|t| pb::Transition {
+                from_state: t.from.clone(),
+                to_state: t.to.as_str().to_string(),
+                reason: t.reason.clone(),
+                at: t.at,
+            })
+            .collect(),
+    }
+}
 
 #[tonic::async_trait]
-impl pb::admin_signing_service_server::AdminSigningService for AdminSigningService {
-    async fn sign_message(
+impl pb::request_service_server::RequestService for RequestService {
+    async fn submit_signing_request(
         &self,
-        request: Request<pb::SignMessageRequest>,
-    ) -> Result<Response<pb::SignMessageResponse>, Status> {
-        let req = request.into_inner();
-        let key = self.0.key(&req.key_id).await?;
-        match signing::sign(&self.0.registry, &key, &req.message, &req.signers, None).await {
-            Ok(signed) => {
-                tracing::info!(key_id = %req.key_id, signers = ?signed.signers, "signed");
-                Ok(Response::new(pb::SignMessageResponse {
-                    signature: signed.signature,
-                    signers: signed.signers,
-                }))
-            }
+        request: Request<pb::SubmitSigningRequestRequest>,
+    ) -> Result<Response<pb::SigningRequestView>, Status> {
+        let r = request.into_inner();
+        let record = requests::submit(
+            &self.0,
+            requests::Submission {
+                key_id: r.key_id,
+                message: r.message,
+                asset: r.asset,
+                amount: r.amount,
+                destination: r.destination,
+                memo: r.memo,
+                requester: r.requester,
+                signers: r.signers,
+            },
+        )
+        .await?;
+        Ok(Response::new(view(&self.0, &record)))
+    }
+
+    async fn get_signing_request(
+        &self,
+        request: Request<pb::GetSigningRequestRequest>,
+    ) -> Result<Response<pb::SigningRequestView>, Status> {
+        let id = parse_request_id(&request.into_inner().request_id)?;
+        let record = requests::get(&self.0, id).await?;
+        Ok(Response::new(view(&self.0, &record)))
+    }
+
+    async fn list_signing_requests(
+        &self,
+        request: Request<pb::ListSigningRequestsRequest>,
+    ) -> Result<Response<pb::ListSigningRequestsResponse>, Status> {
+        let r = request.into_inner();
+        let store = self.0.store.clone();
+        let key_id = (!r.key_id.is_empty()).then_some(r.key_id);
+        let records = tokio::task::spawn_blocking(move || {
+            store.list_requests(r.pending_only, key_id.as_deref())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(pb::ListSigningRequestsResponse {
+            requests: records.iter().map(|r| view(&self.0, r)).collect(),
+        }))
+    }
+
+    async fn decide(
+        &self,
+        request: Request<pb::DecideRequest>,
+    ) -> Result<Response<pb::SigningRequestView>, Status> {
+        let approval = request
+            .into_inner()
+            .approval
+            .ok_or_else(|| Status::invalid_argument("approval is missing"))?;
+        match requests::decide(&self.0, &approval).await {
+            Ok(record) => Ok(Response::new(view(&self.0, &record))),
             Err(e) => {
-                tracing::warn!(key_id = %req.key_id, error = %e, "signing failed");
+                tracing::warn!(error = %e, department = %approval.department, "decision refused");
                 Err(e.into())
             }
         }

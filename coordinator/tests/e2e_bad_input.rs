@@ -7,6 +7,29 @@ use std::process::Command;
 use ringi_proto::signer::v1 as pb;
 use support::*;
 
+/// `ringi requests submit` expected to fail; returns stderr.
+fn submit_err(cluster: &Cluster, key: &str, msg: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "requests",
+        "submit",
+        "--key-id",
+        key,
+        "--message-hex",
+        msg,
+        "--asset",
+        "BTC",
+        "--amount",
+        "5",
+        "--destination",
+        "d",
+    ];
+    if !extra.contains(&"--requester") {
+        args.extend(["--requester", "wallet-service"]);
+    }
+    args.extend_from_slice(extra);
+    cluster.ringi_err(&args)
+}
+
 async fn assert_nothing_written(cluster: &Cluster) {
     assert_eq!(cluster.ringi_ok(&["keys", "--output", "json"]), "[]");
     for i in 0..cluster.signers.len() {
@@ -83,7 +106,7 @@ async fn bad_keygen_sign_and_pubkey_requests() {
     );
     assert_nothing_written(&cluster).await;
 
-    let err = cluster.ringi_err(&["sign", "--key-id", "ghost", "--message-hex", "00ff"]);
+    let err = submit_err(&cluster, "ghost", "00ff", &[]);
     assert!(
         err.contains("key id \"ghost\" does not exist") && err.contains("NotFound"),
         "{err}"
@@ -93,7 +116,7 @@ async fn bad_keygen_sign_and_pubkey_requests() {
         err.contains("does not exist") && err.contains("NotFound"),
         "{err}"
     );
-    let err = cluster.ringi_err(&["sign", "--key-id", "ghost", "--message-hex", "zz"]);
+    let err = submit_err(&cluster, "ghost", "zz", &[]);
     assert!(err.contains("--message-hex is not hex"), "{err}");
     assert_nothing_written(&cluster).await;
 
@@ -132,18 +155,17 @@ async fn bad_keygen_sign_and_pubkey_requests() {
         err.contains("exists already") && err.contains("AlreadyExists"),
         "{err}"
     );
-    let err = cluster.ringi_err(&[
-        "sign",
-        "--key-id",
-        "k",
-        "--message-hex",
-        "00",
-        "--signers",
-        "signer-1",
-    ]);
+    let err = submit_err(&cluster, "k", "00", &["--signers", "signer-1"]);
     assert!(err.contains("exactly 2 signers"), "{err}");
-    let err = cluster.ringi_err(&["sign", "--key-id", "k", "--message-hex", ""]);
+    let err = submit_err(&cluster, "k", "", &[]);
     assert!(err.contains("message must be 1..="), "{err}");
+    let err = submit_err(&cluster, "k", "00", &["--requester", ""]);
+    assert!(err.contains("requester is empty"), "{err}");
+    assert_eq!(
+        cluster.ringi_ok(&["requests", "list", "--output", "json"]),
+        "[]",
+        "nothing was recorded"
+    );
 }
 
 fn signer_failure(node: &SignerNode, configure: impl FnOnce(&mut Command)) -> String {
@@ -211,6 +233,32 @@ fn signer_refuses_bad_token_configuration_without_leaking_the_pin() {
         c.env_remove("RINGI_PKCS11_PIN_FILE");
     });
     assert!(err.contains("no PIN"), "{err}");
+
+    // No policy: a signer never serves without one; a pinned hash must match.
+    let err = signer_failure(node, |c| {
+        c.env_remove("RINGI_POLICY_FILE");
+    });
+    assert!(err.contains("no approval policy"), "{err}");
+    let err = signer_failure(node, |c| {
+        c.env("RINGI_POLICY_SHA256", "00".repeat(32));
+    });
+    assert!(err.contains("but this node is pinned to 0000"), "{err}");
+    let zero_quorum = cluster.dir.path().join("zero.toml");
+    let text = std::fs::read_to_string(&cluster.policy_path)
+        .unwrap()
+        .replacen(
+            "treasury = 1, compliance = 1",
+            "treasury = 1, compliance = 0",
+            1,
+        );
+    std::fs::write(&zero_quorum, text).unwrap();
+    let err = signer_failure(node, |c| {
+        c.env("RINGI_POLICY_FILE", &zero_quorum);
+    });
+    assert!(
+        err.contains("sets a quorum of 0 for department \"compliance\""),
+        "{err}"
+    );
 
     // Plaintext outside loopback is refused before anything is opened.
     let out = node

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use frost_secp256k1::round1::SigningCommitments;
 use frost_secp256k1::{Identifier, SigningPackage};
+use ringi_proto::approval::v1::ApprovalBundle;
 use ringi_proto::signer::v1 as pb;
 use support::*;
 use tonic::Code;
@@ -15,20 +16,36 @@ fn id(n: u16) -> Identifier {
     Identifier::try_from(n).unwrap()
 }
 
+const APPROVED: [(&str, &str); 2] = [("alice", "treasury"), ("carol", "compliance")];
+
+fn commit_req(key_id: &str, bundle: &ApprovalBundle) -> pb::CommitRequest {
+    pb::CommitRequest {
+        key_id: key_id.into(),
+        approval_bundle: Some(bundle.clone()),
+    }
+}
+
+fn sign_req(key_id: &str, package: &SigningPackage, bundle: &ApprovalBundle) -> pb::SignRequest {
+    pb::SignRequest {
+        key_id: key_id.into(),
+        signing_package: package.serialize().unwrap(),
+        approval_bundle: Some(bundle.clone()),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nonce_is_refused_the_second_time() {
     let cluster = Cluster::start(3);
     cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
     let mut s1 = cluster.signer_client(0).await;
     let mut s2 = cluster.signer_client(1).await;
+    let (_, first) = cluster.bundle("k", b"first message", &APPROVED);
+    let (_, second) = cluster.bundle("k", b"second message", &APPROVED);
 
     let mut commitments = BTreeMap::new();
     for (n, client) in [(1u16, &mut s1), (2, &mut s2)] {
         let r = client
-            .commit(pb::CommitRequest {
-                key_id: "k".into(),
-                ..Default::default()
-            })
+            .commit(commit_req("k", &first))
             .await
             .unwrap()
             .into_inner();
@@ -39,17 +56,12 @@ async fn a_nonce_is_refused_the_second_time() {
         );
     }
     let package = SigningPackage::new(commitments.clone(), b"first message");
-    let sign = |package: &SigningPackage| pb::SignRequest {
-        key_id: "k".into(),
-        signing_package: package.serialize().unwrap(),
-        ..Default::default()
-    };
-    s1.sign(sign(&package))
+    s1.sign(sign_req("k", &package, &first))
         .await
         .expect("first round 2 succeeds");
 
     // The same commitments again, same message: refused.
-    let replay = s1.sign(sign(&package)).await.unwrap_err();
+    let replay = s1.sign(sign_req("k", &package, &first)).await.unwrap_err();
     assert_eq!(replay.code(), Code::FailedPrecondition, "{replay:?}");
     assert!(
         replay.message().contains("used at most once"),
@@ -57,16 +69,26 @@ async fn a_nonce_is_refused_the_second_time() {
         replay.message()
     );
 
-    // The same commitments with another message (the attack that leaks the
-    // share): refused.
+    // The same commitments for another, also approved, message (the attack
+    // that leaks the share): refused.
     let other = SigningPackage::new(commitments, b"second message");
-    let replay = s1.sign(sign(&other)).await.unwrap_err();
+    let replay = s1.sign(sign_req("k", &other, &second)).await.unwrap_err();
     assert_eq!(replay.code(), Code::FailedPrecondition);
+    assert!(
+        replay.message().contains("used at most once"),
+        "{}",
+        replay.message()
+    );
 
     // signer-2 never signed: its nonces are still usable exactly once.
-    s2.sign(sign(&package)).await.expect("signer-2 signs once");
+    s2.sign(sign_req("k", &package, &first))
+        .await
+        .expect("signer-2 signs once");
     assert_eq!(
-        s2.sign(sign(&package)).await.unwrap_err().code(),
+        s2.sign(sign_req("k", &package, &first))
+            .await
+            .unwrap_err()
+            .code(),
         Code::FailedPrecondition
     );
 }
@@ -76,31 +98,22 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
     let cluster = Cluster::start(3);
     cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
     let mut s1 = cluster.signer_client(0).await;
+    let (_, bundle) = cluster.bundle("k", b"m", &APPROVED);
 
-    let err = s1
-        .commit(pb::CommitRequest {
-            key_id: "nope".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    // A key the policy knows but this node holds no share of.
+    let (_, cold) = cluster.bundle("cold-1", b"m", &APPROVED);
+    let err = s1.commit(commit_req("cold-1", &cold)).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("nope"));
+    assert!(err.message().contains("cold-1"));
 
-    let err = s1
-        .commit(pb::CommitRequest {
-            key_id: "bad key".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = s1.commit(commit_req("bad key", &bundle)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 
     let err = s1
         .sign(pb::SignRequest {
             key_id: "k".into(),
             signing_package: vec![0xde, 0xad, 0xbe, 0xef],
-            ..Default::default()
+            approval_bundle: Some(bundle.clone()),
         })
         .await
         .unwrap_err();
@@ -117,10 +130,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
     let mut commitments = BTreeMap::new();
     for (n, client) in [(2u16, &mut s2), (3, &mut s3)] {
         let r = client
-            .commit(pb::CommitRequest {
-                key_id: "k".into(),
-                ..Default::default()
-            })
+            .commit(commit_req("k", &bundle))
             .await
             .unwrap()
             .into_inner();
@@ -130,14 +140,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         );
     }
     let package = SigningPackage::new(commitments, b"m");
-    let err = s1
-        .sign(pb::SignRequest {
-            key_id: "k".into(),
-            signing_package: package.serialize().unwrap(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let err = s1.sign(sign_req("k", &package, &bundle)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("no commitments from this node"),
@@ -147,10 +150,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
 
     // Commitments the node never issued.
     let r = s1
-        .commit(pb::CommitRequest {
-            key_id: "k".into(),
-            ..Default::default()
-        })
+        .commit(commit_req("k", &bundle))
         .await
         .unwrap()
         .into_inner();
@@ -161,10 +161,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         SigningCommitments::new(*real.binding(), *real.hiding()),
     );
     let r2 = s2
-        .commit(pb::CommitRequest {
-            key_id: "k".into(),
-            ..Default::default()
-        })
+        .commit(commit_req("k", &bundle))
         .await
         .unwrap()
         .into_inner();
@@ -173,11 +170,11 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
         SigningCommitments::deserialize(&r2.commitments).unwrap(),
     );
     let err = s1
-        .sign(pb::SignRequest {
-            key_id: "k".into(),
-            signing_package: SigningPackage::new(forged_map, b"m").serialize().unwrap(),
-            ..Default::default()
-        })
+        .sign(sign_req(
+            "k",
+            &SigningPackage::new(forged_map, b"m"),
+            &bundle,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);

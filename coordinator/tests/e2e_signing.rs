@@ -48,31 +48,23 @@ fn two_of_three_every_subset_then_a_signer_down_then_a_restart() {
     cluster.signers[2].stop();
     for round in 0..4 {
         let message = format!("signer-3 is down, round {round}").into_bytes();
-        let out = cluster.ringi(&[
-            "sign",
-            "--key-id",
-            "hot-1",
-            "--message-hex",
-            &hex::encode(&message),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !stderr.contains("signer-3,") && !stderr.trim_end().ends_with("signer-3"),
-            "{stderr}"
-        );
-        let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        let signature = cluster.sign("hot-1", &message, &[]);
         check_signature(&group_key, &message, &signature);
     }
-    // Two down: the threshold cannot be met, and the error names why.
+    // Two down: the threshold cannot be met; the request ends FAILED and
+    // says why.
     cluster.signers[1].stop();
-    let err = cluster.ringi_err(&["sign", "--key-id", "hot-1", "--message-hex", "00"]);
+    let id = cluster.submit("hot-1", b"two signers down", 1000, "wallet-service", &[]);
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let out = cluster.wait(&id);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Unavailable") && err.contains("signer-2"),
+        err.contains("is FAILED")
+            && err.contains("could not gather 2 signature shares")
+            && err.contains("signer-2"),
         "{err}"
     );
 
@@ -116,12 +108,14 @@ fn three_of_five_every_subset() {
     assert_eq!(keys[0]["signers"].as_array().unwrap().len(), 5);
 }
 
-/// Many signings at once through the coordinator: each signer serves
-/// concurrent rounds from one logged-in token, and every signature verifies.
+/// Many requests approved at once: the coordinator runs their signings
+/// concurrently, each signer serves concurrent rounds from one logged-in
+/// token, and every signature verifies.
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_signings_all_verify() {
+    use ringi_policy::statement::Decision;
     use ringi_proto::coordinator::v1 as pb;
-    let cluster = Cluster::start(3);
+    let cluster = std::sync::Arc::new(Cluster::start(3));
     let group_key = cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
@@ -129,22 +123,59 @@ async fn concurrent_signings_all_verify() {
             .connect()
             .await
             .unwrap();
-    let client = pb::admin_signing_service_client::AdminSigningServiceClient::new(channel);
-    let tasks: Vec<_> = (0..40u32)
+    let client = pb::request_service_client::RequestServiceClient::new(channel);
+    let tasks: Vec<_> = (0..30u32)
         .map(|i| {
             let mut client = client.clone();
+            let cluster = cluster.clone();
             tokio::spawn(async move {
                 let message = format!("concurrent payment {i}").into_bytes();
-                let signed = client
-                    .sign_message(pb::SignMessageRequest {
+                let view = client
+                    .submit_signing_request(pb::SubmitSigningRequestRequest {
                         key_id: "busy".into(),
                         message: message.clone(),
+                        asset: "BTC".into(),
+                        amount: "1000".into(),
+                        destination: "bc1q".into(),
+                        memo: String::new(),
+                        requester: "wallet-service".into(),
                         signers: vec![],
                     })
                     .await
                     .unwrap()
                     .into_inner();
-                (message, signed.signature)
+                let request =
+                    ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+                for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+                    client
+                        .decide(pb::DecideRequest {
+                            approval: Some(cluster.approval(
+                                &request,
+                                who,
+                                dept,
+                                Decision::Approve,
+                            )),
+                        })
+                        .await
+                        .unwrap();
+                }
+                for _ in 0..300 {
+                    let view = client
+                        .get_signing_request(pb::GetSigningRequestRequest {
+                            request_id: view.request_id.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    match view.state.as_str() {
+                        "SIGNED" => return (message, view.signature),
+                        "PENDING_APPROVAL" | "APPROVED" | "SIGNING" => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                        }
+                        other => panic!("request ended {other}: {}", view.state_reason),
+                    }
+                }
+                panic!("request not signed in time");
             })
         })
         .collect();

@@ -30,6 +30,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7101";
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
+    /// The approval policy this node enforces.
+    pub policy_file: Option<PathBuf>,
+    /// Optional pin: hex SHA-256 the policy file must have.
+    pub policy_sha256: Option<String>,
     #[serde(default)]
     pub pkcs11: Pkcs11File,
 }
@@ -64,6 +68,20 @@ pub enum ConfigError {
     PinFile { path: PathBuf, reason: String },
     #[error("PIN file {0} is empty")]
     EmptyPin(PathBuf),
+    #[error(
+        "no approval policy: set RINGI_POLICY_FILE, --policy-file or policy_file (a signer never signs without one)"
+    )]
+    NoPolicy,
+    #[error("cannot read policy file {path}: {reason}")]
+    PolicyRead { path: PathBuf, reason: String },
+    #[error("policy file {path} refused: {reason}")]
+    PolicyInvalid { path: PathBuf, reason: String },
+    #[error("policy file {path} has SHA-256 {actual}, but this node is pinned to {pinned}")]
+    PolicyPin {
+        path: PathBuf,
+        actual: String,
+        pinned: String,
+    },
 }
 
 impl FileConfig {
@@ -120,6 +138,35 @@ pub fn token_config(
     })
 }
 
+/// Loads the approval policy and checks it against the pinned hash, if any.
+pub fn load_policy(
+    path: Option<&Path>,
+    pinned: Option<&str>,
+) -> Result<ringi_policy::policy::Policy, ConfigError> {
+    let path = path.ok_or(ConfigError::NoPolicy)?;
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::PolicyRead {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let policy = ringi_policy::policy::Policy::from_bytes(&bytes).map_err(|e| {
+        ConfigError::PolicyInvalid {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let actual = hex::encode(policy.hash());
+    if let Some(pinned) = pinned
+        && !pinned.eq_ignore_ascii_case(&actual)
+    {
+        return Err(ConfigError::PolicyPin {
+            path: path.to_path_buf(),
+            actual,
+            pinned: pinned.to_string(),
+        });
+    }
+    Ok(policy)
+}
+
 fn read_pin_file(path: &Path) -> Result<SecretString, ConfigError> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path).map_err(|e| ConfigError::PinFile {
@@ -142,6 +189,8 @@ mod tests {
     fn file(module: Option<&str>, label: Option<&str>) -> FileConfig {
         FileConfig {
             listen: None,
+            policy_file: None,
+            policy_sha256: None,
             pkcs11: Pkcs11File {
                 module: module.map(PathBuf::from),
                 token_label: label.map(String::from),

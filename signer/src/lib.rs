@@ -10,8 +10,11 @@
 //! - [`rng`]: randomness hedged between the token and the OS.
 //! - [`dkg`] and [`dkg_envelope`]: this node's side of key generation, with
 //!   round-2 packages sealed end to end between nodes.
+//! - [`authorize`]: the node's own check of a request's approvals against
+//!   its pinned policy, before any token use for that request.
 //! - [`service`], [`error`], [`server`]: the gRPC edge.
 
+pub mod authorize;
 pub mod config;
 pub mod dkg;
 pub mod dkg_envelope;

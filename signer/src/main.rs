@@ -29,6 +29,12 @@ struct Cli {
     /// File holding the token's user PIN.
     #[arg(long, global = true, env = "RINGI_PKCS11_PIN_FILE")]
     pin_file: Option<PathBuf>,
+    /// The approval policy (TOML) this node enforces before signing.
+    #[arg(long, global = true, env = "RINGI_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// Pin: the hex SHA-256 the policy file must have.
+    #[arg(long, global = true, env = "RINGI_POLICY_SHA256")]
+    policy_sha256: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -109,10 +115,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let listen = listen
                 .or(file.listen)
                 .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid default"));
+            let policy = config::load_policy(
+                cli.policy_file.as_deref().or(file.policy_file.as_deref()),
+                cli.policy_sha256
+                    .as_deref()
+                    .or(file.policy_sha256.as_deref()),
+            )?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(ringi_signer::server::run(token_config, listen))
+                .block_on(ringi_signer::server::run(token_config, policy, listen))
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::dkg::DkgRuns;
 use crate::service::SignerService;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
+use ringi_policy::policy::Policy;
 
 /// How often expired round-1 nonces are deleted.
 const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -19,8 +20,13 @@ const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// Opens the token and vault, then serves `ringi.signer.v1` on `listen`
 /// until a shutdown signal. Prints `ringi-signer listening on ADDR` on
 /// stdout once the socket is bound (scripts and tests wait for that line).
-pub async fn run(token_config: TokenConfig, listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(
+    token_config: TokenConfig,
+    policy: Policy,
+    listen: SocketAddr,
+) -> anyhow::Result<()> {
     ringi_proto::transport::check_plaintext_listen(listen)?;
+    tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let (vault, dkg) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let token = Arc::new(Token::open(&token_config)?);
         let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
@@ -51,7 +57,7 @@ pub async fn run(token_config: TokenConfig, listen: SocketAddr) -> anyhow::Resul
         }
     });
     let vault: Arc<dyn ShareVault> = vault;
-    let service = SignerService::new(vault, dkg);
+    let service = SignerService::new(vault, dkg, Arc::new(policy));
     let incoming = TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -10,17 +10,21 @@ use ringi_proto::key_id::validate_key_id;
 use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use crate::authorize::{authorize, check_message, now};
 use crate::dkg::{DkgRuns, Participant, Round1Request};
 use crate::vault::ShareVault;
+use ringi_policy::policy::Policy;
 
 pub struct SignerService {
     vault: Arc<dyn ShareVault>,
     dkg: Arc<DkgRuns>,
+    /// The pinned approval policy every signing request must satisfy.
+    policy: Arc<Policy>,
 }
 
 impl SignerService {
-    pub fn new(vault: Arc<dyn ShareVault>, dkg: Arc<DkgRuns>) -> Self {
-        SignerService { vault, dkg }
+    pub fn new(vault: Arc<dyn ShareVault>, dkg: Arc<DkgRuns>, policy: Arc<Policy>) -> Self {
+        SignerService { vault, dkg, policy }
     }
 }
 
@@ -171,9 +175,11 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let req = request.into_inner();
         let vault = self.vault.clone();
+        let policy = self.policy.clone();
         let key_id = req.key_id.clone();
         let (identifier, commitments) = blocking("Commit", key_id, move || {
             check_key_id(&req.key_id)?;
+            authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
             let (id, commitments) = vault.commit(&req.key_id)?;
             let bytes = commitments
                 .serialize()
@@ -193,17 +199,22 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::SignResponse>, Status> {
         let req = request.into_inner();
         let vault = self.vault.clone();
+        let policy = self.policy.clone();
         let key_id = req.key_id.clone();
-        let signature_share = blocking("Sign", key_id.clone(), move || {
+        let (signature_share, request_id) = blocking("Sign", key_id.clone(), move || {
             check_key_id(&req.key_id)?;
+            // Approvals first: nothing touches the token (or the nonces)
+            // for a request this node has not seen approved.
+            let approved = authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
             let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
                 Status::invalid_argument(format!("signing_package is malformed: {e}"))
             })?;
+            check_message(&approved, package.message())?;
             let share = vault.sign(&req.key_id, &package)?;
-            Ok(share.serialize())
+            Ok((share.serialize(), hex::encode(approved.id())))
         })
         .await?;
-        tracing::info!(key_id = %key_id, "signature share released");
+        tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
         Ok(Response::new(pb::SignResponse { signature_share }))
     }
 }

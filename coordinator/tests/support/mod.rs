@@ -148,8 +148,61 @@ impl SignerNode {
     }
 }
 
+/// The approvers of the test policy: (name, department).
+pub const APPROVERS: [(&str, &str); 5] = [
+    ("alice", "treasury"),
+    ("bob", "treasury"),
+    ("carol", "compliance"),
+    ("dave", "compliance"),
+    ("erin", "security"),
+];
+
+/// Key ids the test policy has rules for. All require treasury 1 and
+/// compliance 1, and above 1 000 000 also a second treasurer and security;
+/// `short-req` requests live 2 s, `short-appr` approvals 1 s.
+pub const POLICY_KEYS: [&str; 8] = [
+    "hot-1",
+    "cold-1",
+    "busy",
+    "k",
+    "hot",
+    "tiered",
+    "short-req",
+    "short-appr",
+];
+
+/// Writes approver key files and the policy into `dir`; returns the policy path.
+pub fn write_policy(dir: &Path) -> PathBuf {
+    let mut text = String::from("version = 1\n");
+    for dept in ["treasury", "compliance", "security"] {
+        text.push_str(&format!(
+            "\n[[departments]]\nname = \"{dept}\"\napprovers = [\n"
+        ));
+        for (name, _) in APPROVERS.iter().filter(|(_, d)| *d == dept) {
+            let public =
+                ringi::approver::generate_key_file(&dir.join(format!("{name}.pem"))).unwrap();
+            text.push_str(&format!(
+                "  {{ name = \"{name}\", key = \"{}\" }},\n",
+                public.to_text()
+            ));
+        }
+        text.push_str("]\n");
+    }
+    for key in POLICY_KEYS {
+        let request_ttl = if key == "short-req" { 2 } else { 3600 };
+        let approval_ttl = if key == "short-appr" { 1 } else { 600 };
+        text.push_str(&format!(
+            "\n[keys.{key}]\nrequest_ttl_secs = {request_ttl}\napproval_ttl_secs = {approval_ttl}\nrequire = {{ treasury = 1, compliance = 1 }}\ntiers = [{{ above = 1000000, require = {{ treasury = 2, compliance = 1, security = 1 }} }}]\n"
+        ));
+    }
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    pub policy_path: PathBuf,
     pub signers: Vec<SignerNode>,
     pub coordinator: Option<Child>,
     pub coordinator_address: String,
@@ -166,12 +219,18 @@ impl Cluster {
             .status()
             .unwrap();
         assert!(status.success(), "init-tokens.sh failed");
+        let policy_path = write_policy(dir.path());
         let mut signers = Vec::new();
         for i in 1..=n {
             let node_dir = dir.path().join(format!("signer-{i}"));
+            let mut env = node_env(&node_dir);
+            env.push((
+                "RINGI_POLICY_FILE".into(),
+                policy_path.display().to_string(),
+            ));
             let node = SignerNode {
                 name: format!("signer-{i}"),
-                env: node_env(&node_dir),
+                env,
                 dir: node_dir,
                 address: String::new(),
                 child: None,
@@ -189,6 +248,7 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             dir,
+            policy_path,
             signers,
             coordinator: None,
             coordinator_address: String::new(),
@@ -204,8 +264,9 @@ impl Cluster {
 
     fn write_coordinator_config(&self) {
         let mut toml = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            self.dir.path().join("coordinator").display()
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npolicy_file = \"{}\"\n",
+            self.dir.path().join("coordinator").display(),
+            self.policy_path.display()
         );
         for (i, s) in self.signers.iter().enumerate() {
             toml.push_str(&format!(
@@ -274,14 +335,162 @@ impl Cluster {
         .unwrap()
     }
 
-    pub fn sign(&self, key_id: &str, message: &[u8], signers: &[&str]) -> Vec<u8> {
+    /// Submits a request (amount 1000 unless given) and returns its id.
+    pub fn submit(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        amount: u128,
+        requester: &str,
+        signers: &[&str],
+    ) -> String {
         let msg = hex::encode(message);
-        let mut args = vec!["sign", "--key-id", key_id, "--message-hex", &msg];
+        let amount = amount.to_string();
         let names = signers.join(",");
+        let mut args = vec![
+            "requests",
+            "submit",
+            "--key-id",
+            key_id,
+            "--message-hex",
+            &msg,
+            "--asset",
+            "BTC",
+            "--amount",
+            &amount,
+            "--destination",
+            "bc1qdestination",
+            "--memo",
+            "test",
+            "--requester",
+            requester,
+        ];
         if !signers.is_empty() {
             args.extend(["--signers", &names]);
         }
-        hex::decode(self.ringi_ok(&args)).unwrap()
+        self.ringi_ok(&args)
+    }
+
+    pub fn key_file(&self, approver: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("{approver}.pem"))
+            .display()
+            .to_string()
+    }
+
+    /// `ringi approve` with the approver's key file.
+    pub fn approve(&self, id: &str, approver: &str, department: &str) -> Output {
+        let key = self.key_file(approver);
+        self.ringi(&[
+            "approve",
+            id,
+            "--department",
+            department,
+            "--key-file",
+            &key,
+        ])
+    }
+
+    /// Waits for a terminal state; the signature if SIGNED.
+    pub fn wait(&self, id: &str) -> Output {
+        self.ringi(&["requests", "wait", id, "--timeout-secs", "30"])
+    }
+
+    /// Submits, has treasury (alice) and compliance (carol) approve, waits,
+    /// and returns the signature.
+    pub fn sign(&self, key_id: &str, message: &[u8], signers: &[&str]) -> Vec<u8> {
+        let id = self.submit(key_id, message, 1000, "wallet-service", signers);
+        for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+            let out = self.approve(&id, who, dept);
+            assert!(
+                out.status.success(),
+                "approve: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = self.wait(&id);
+        assert!(
+            out.status.success(),
+            "wait: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    }
+
+    /// The signing request and approvals a coordinator would send to the
+    /// signers, built in the test with the approvers' key files.
+    pub fn bundle(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        approvers: &[(&str, &str)],
+    ) -> (
+        ringi_policy::request::SigningRequest,
+        ringi_proto::approval::v1::ApprovalBundle,
+    ) {
+        let policy =
+            ringi_policy::policy::Policy::from_bytes(&std::fs::read(&self.policy_path).unwrap())
+                .unwrap();
+        let now = ringi::requests::now();
+        let request = ringi_policy::request::SigningRequest {
+            key_id: key_id.into(),
+            message: message.to_vec(),
+            metadata: ringi_policy::request::Metadata {
+                asset: "BTC".into(),
+                amount: 1000,
+                destination: "bc1q".into(),
+                memo: String::new(),
+            },
+            requester: "wallet-service".into(),
+            created_at: now,
+            expires_at: now + 600,
+            policy_hash: policy.hash(),
+        };
+        let approvals = approvers
+            .iter()
+            .map(|(who, dept)| {
+                self.approval(
+                    &request,
+                    who,
+                    dept,
+                    ringi_policy::statement::Decision::Approve,
+                )
+            })
+            .collect();
+        let bundle = ringi_proto::approval::v1::ApprovalBundle {
+            request: Some(ringi_proto::bundle::request_to_pb(&request)),
+            approvals,
+        };
+        (request, bundle)
+    }
+
+    /// One signed approval statement by `who`'s key file.
+    pub fn approval(
+        &self,
+        request: &ringi_policy::request::SigningRequest,
+        who: &str,
+        department: &str,
+        decision: ringi_policy::statement::Decision,
+    ) -> ringi_proto::approval::v1::Approval {
+        let signer =
+            ringi::approver::ApproverSigner::from_file(Path::new(&self.key_file(who))).unwrap();
+        let now = ringi::requests::now();
+        let statement = ringi_policy::statement::Statement::for_request(
+            request,
+            department,
+            decision,
+            "",
+            now,
+            now + 300,
+        );
+        let approver = signer.public_key();
+        let signature = signer.sign(&statement.signed_bytes(&approver)).unwrap();
+        ringi_proto::bundle::approval_to_pb(&ringi_policy::statement::Approval {
+            statement,
+            approver,
+            signature,
+        })
     }
 
     pub async fn signer_client(
