@@ -159,7 +159,7 @@ pub const APPROVERS: [(&str, &str); 5] = [
 
 /// Key ids the test policy has rules for. All require treasury 1 and
 /// compliance 1, and above 1 000 000 also a second treasurer and security;
-/// `short-req` requests live 2 s, `short-appr` approvals 1 s.
+/// `short-req` requests live 2 s, `short-appr` approvals 3 s.
 pub const POLICY_KEYS: [&str; 8] = [
     "hot-1",
     "cold-1",
@@ -171,26 +171,30 @@ pub const POLICY_KEYS: [&str; 8] = [
     "short-appr",
 ];
 
-/// Writes approver key files and the policy into `dir`; returns the policy path.
-pub fn write_policy(dir: &Path) -> PathBuf {
+/// Writes approver key files and the policy into `dir`; returns the policy
+/// path. `token_approver`'s key is generated in a SoftHSM token instead (by
+/// softhsm-setup/approver-token.sh) and read back through `ringi approver-key show`.
+pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
     let mut text = String::from("version = 1\n");
     for dept in ["treasury", "compliance", "security"] {
         text.push_str(&format!(
             "\n[[departments]]\nname = \"{dept}\"\napprovers = [\n"
         ));
         for (name, _) in APPROVERS.iter().filter(|(_, d)| *d == dept) {
-            let public =
-                ringi::approver::generate_key_file(&dir.join(format!("{name}.pem"))).unwrap();
-            text.push_str(&format!(
-                "  {{ name = \"{name}\", key = \"{}\" }},\n",
-                public.to_text()
-            ));
+            let public = if token_approver == Some(*name) {
+                approver_token_public_key(dir, name)
+            } else {
+                ringi::approver::generate_key_file(&dir.join(format!("{name}.pem")))
+                    .unwrap()
+                    .to_text()
+            };
+            text.push_str(&format!("  {{ name = \"{name}\", key = \"{public}\" }},\n"));
         }
         text.push_str("]\n");
     }
     for key in POLICY_KEYS {
         let request_ttl = if key == "short-req" { 2 } else { 3600 };
-        let approval_ttl = if key == "short-appr" { 1 } else { 600 };
+        let approval_ttl = if key == "short-appr" { 3 } else { 600 };
         text.push_str(&format!(
             "\n[keys.{key}]\nrequest_ttl_secs = {request_ttl}\napproval_ttl_secs = {approval_ttl}\nrequire = {{ treasury = 1, compliance = 1 }}\ntiers = [{{ above = 1000000, require = {{ treasury = 2, compliance = 1, security = 1 }} }}]\n"
         ));
@@ -198,6 +202,39 @@ pub fn write_policy(dir: &Path) -> PathBuf {
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// Creates `name`'s approver token under `dir` and returns its public key.
+fn approver_token_public_key(dir: &Path, name: &str) -> String {
+    let out = Command::new(repo_root().join("softhsm-setup/approver-token.sh"))
+        .arg(dir)
+        .arg(name)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "approver-token.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = node_env(&dir.join(format!("approver-{name}")));
+    let out = Command::new(ringi_bin())
+        .envs(env)
+        .args([
+            "approver-key",
+            "show",
+            "--token",
+            &format!("approver-{name}"),
+            "--key-label",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "approver-key show: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 pub struct Cluster {
@@ -211,6 +248,11 @@ pub struct Cluster {
 impl Cluster {
     /// `n` signers (started) and a coordinator (started) knowing all of them.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, None)
+    }
+
+    /// Like [`Cluster::start`], with `token_approver`'s key in a SoftHSM token.
+    pub fn start_with(n: usize, token_approver: Option<&str>) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new(repo_root().join("softhsm-setup/init-tokens.sh"))
             .arg(dir.path())
@@ -219,7 +261,7 @@ impl Cluster {
             .status()
             .unwrap();
         assert!(status.success(), "init-tokens.sh failed");
-        let policy_path = write_policy(dir.path());
+        let policy_path = write_policy(dir.path(), token_approver);
         let mut signers = Vec::new();
         for i in 1..=n {
             let node_dir = dir.path().join(format!("signer-{i}"));
