@@ -231,6 +231,48 @@ fn every_refusal_path_through_the_cli() {
     );
     assert_eq!(show(&cluster, &id)["state"], "EXPIRED");
 
+    // A key that is not in the roster.
+    let id = cluster.submit("hot-1", b"m6", 1000, "wallet-service", &[]);
+    let mallory = cluster.dir.path().join("mallory.pem");
+    ringi::approver::generate_key_file(&mallory).unwrap();
+    let out = cluster.ringi(&[
+        "approve",
+        &id,
+        "--department",
+        "treasury",
+        "--key-file",
+        mallory.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr_of(&out).contains("not in the policy's roster")
+            && stderr_of(&out).contains("PermissionDenied"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        show(&cluster, &id)["decisions"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "nothing recorded"
+    );
+    // A key file that is not a key.
+    let junk = cluster.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    let out = cluster.ringi(&[
+        "approve",
+        &id,
+        "--department",
+        "treasury",
+        "--key-file",
+        junk.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr_of(&out).contains("is not a PKCS#8 PEM P-256 private key"),
+        "{}",
+        stderr_of(&out)
+    );
+
     // Unknown request.
     let out = cluster.approve(&"ab".repeat(32), "alice", "treasury");
     assert!(
