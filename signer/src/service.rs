@@ -10,7 +10,7 @@ use ringi_proto::key_id::validate_key_id;
 use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::authorize::{authorize, check_message, now};
+use crate::authorize::{ApprovedBundles, check_message, now};
 use crate::dkg::{DkgRuns, Participant, Round1Request};
 use crate::vault::ShareVault;
 use ringi_policy::policy::Policy;
@@ -20,11 +20,18 @@ pub struct SignerService {
     dkg: Arc<DkgRuns>,
     /// The pinned approval policy every signing request must satisfy.
     policy: Arc<Policy>,
+    /// Bundles already found approved (round 1), so round 2 is cheaper.
+    approved: Arc<ApprovedBundles>,
 }
 
 impl SignerService {
     pub fn new(vault: Arc<dyn ShareVault>, dkg: Arc<DkgRuns>, policy: Arc<Policy>) -> Self {
-        SignerService { vault, dkg, policy }
+        SignerService {
+            vault,
+            dkg,
+            policy,
+            approved: Arc::new(ApprovedBundles::default()),
+        }
     }
 }
 
@@ -176,10 +183,11 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let vault = self.vault.clone();
         let policy = self.policy.clone();
+        let approved = self.approved.clone();
         let key_id = req.key_id.clone();
         let (identifier, commitments) = blocking("Commit", key_id, move || {
             check_key_id(&req.key_id)?;
-            authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
+            approved.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
             let (id, commitments) = vault.commit(&req.key_id)?;
             let bytes = commitments
                 .serialize()
@@ -200,12 +208,14 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let vault = self.vault.clone();
         let policy = self.policy.clone();
+        let remembered = self.approved.clone();
         let key_id = req.key_id.clone();
         let (signature_share, request_id) = blocking("Sign", key_id.clone(), move || {
             check_key_id(&req.key_id)?;
             // Approvals first: nothing touches the token (or the nonces)
             // for a request this node has not seen approved.
-            let approved = authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
+            let approved =
+                remembered.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
             let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
                 Status::invalid_argument(format!("signing_package is malformed: {e}"))
             })?;
