@@ -371,22 +371,35 @@ pub async fn requests_show(channel: Channel, id: &str, output: Output) -> Result
     Ok(())
 }
 
-/// `ringi requests list`.
+/// `ringi requests list`: every page.
 pub async fn requests_list(
     channel: Channel,
     pending_only: bool,
     key_id: Option<String>,
+    state: Option<String>,
     output: Output,
 ) -> Result<(), CliError> {
-    let list = RequestServiceClient::new(channel)
-        .list_signing_requests(pb::ListSigningRequestsRequest {
-            pending_only,
-            key_id: key_id.unwrap_or_default(),
-        })
-        .await?
-        .into_inner()
-        .requests;
-    let list: Vec<RequestJson> = list.iter().map(request_json).collect();
+    let mut client = RequestServiceClient::new(channel);
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_signing_requests(pb::ListSigningRequestsRequest {
+                pending_only,
+                key_id: key_id.clone().unwrap_or_default(),
+                state: state.clone().unwrap_or_default(),
+                page_size: 0,
+                page_token,
+            })
+            .await?
+            .into_inner();
+        all.extend(page.requests);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let list: Vec<RequestJson> = all.iter().map(request_json).collect();
     match output {
         Output::Text => {
             for j in &list {

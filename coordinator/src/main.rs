@@ -120,6 +120,9 @@ enum RequestsCommand {
         /// Route to exactly `threshold` named signers (default: any reachable).
         #[arg(long, value_delimiter = ',')]
         signers: Vec<String>,
+        /// Retries with the same key return the same request (default: a fresh random key).
+        #[arg(long)]
+        idempotency_key: Option<String>,
     },
     /// List requests, newest first.
     List {
@@ -128,6 +131,9 @@ enum RequestsCommand {
         pending: bool,
         #[arg(long)]
         key_id: Option<String>,
+        /// Only requests in this state (e.g. SIGNED).
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -264,7 +270,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     memo,
                     requester,
                     signers,
+                    idempotency_key,
                 } => {
+                    let idempotency_key = idempotency_key.unwrap_or_else(|| {
+                        use rand::RngCore;
+                        let mut bytes = [0u8; 16];
+                        rand::rngs::OsRng.fill_bytes(&mut bytes);
+                        hex::encode(bytes)
+                    });
                     let message = hex::decode(message_hex.trim())
                         .map_err(|e| anyhow::anyhow!("--message-hex is not hex: {e}"))?;
                     let request = ringi_proto::coordinator::v1::SubmitSigningRequestRequest {
@@ -276,14 +289,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         memo,
                         requester,
                         signers,
+                        idempotency_key,
                     };
                     Ok(cli::requests_submit(channel, request).await?)
                 }
                 RequestsCommand::List {
                     pending,
                     key_id,
+                    state,
                     output,
-                } => Ok(cli::requests_list(channel, pending, key_id, output).await?),
+                } => Ok(cli::requests_list(channel, pending, key_id, state, output).await?),
                 RequestsCommand::Show { request_id, output } => {
                     Ok(cli::requests_show(channel, &request_id, output).await?)
                 }

@@ -40,6 +40,43 @@ pub struct RequestRecord {
     pub transitions: Vec<TransitionRecord>,
 }
 
+/// Which requests a listing returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter<'a> {
+    pub pending_only: bool,
+    pub key_id: Option<&'a str>,
+    pub state: Option<State>,
+    pub page_size: usize,
+    pub after: Option<Position>,
+}
+
+/// Where a page ended: listings continue strictly after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub created_at: u64,
+    pub request_id: [u8; 32],
+}
+
+impl Position {
+    /// The opaque page token: hex of created_at (8 bytes) ‖ request id.
+    pub fn token(&self) -> String {
+        let mut bytes = self.created_at.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.request_id);
+        hex::encode(bytes)
+    }
+
+    pub fn parse(token: &str) -> Option<Position> {
+        let bytes = hex::decode(token).ok()?;
+        if bytes.len() != 40 {
+            return None;
+        }
+        Some(Position {
+            created_at: u64::from_be_bytes(bytes[..8].try_into().ok()?),
+            request_id: bytes[8..].try_into().ok()?,
+        })
+    }
+}
+
 /// A state change to make together with another write.
 pub struct Change<'a> {
     pub from: State,
@@ -56,48 +93,100 @@ impl Store {
         signers: &[String],
         now: u64,
     ) -> Result<[u8; 32]> {
-        let id = request.id();
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let exists: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM requests WHERE request_id = ?1",
-                [&id[..]],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if exists.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "request {} exists already",
-                hex::encode(id)
-            )));
-        }
-        let m = &request.metadata;
-        tx.execute(
-            "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
-                                   created_at, expires_at, policy_hash, signers, state, state_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
-            params![
-                &id[..],
-                request.key_id,
-                request.message,
-                m.asset,
-                m.amount.to_string(),
-                m.destination,
-                m.memo,
-                request.requester,
-                request.created_at as i64,
-                request.expires_at as i64,
-                &request.policy_hash[..],
-                signers.join(","),
-                State::PendingApproval.as_str(),
-            ],
-        )?;
-        insert_transition(&tx, &id, "", State::PendingApproval, "submitted", now)?;
+        let id = insert_request_tx(&tx, request, signers, now)?;
         tx.commit()?;
         Ok(id)
     }
 
+    /// Records a new request under the caller's idempotency key, in one
+    /// transaction: if (requester, key) is known with the same
+    /// `content_hash`, returns the existing request id and `false`; with
+    /// another content hash, ALREADY_EXISTS; otherwise inserts both and
+    /// returns the new id and `true`.
+    pub fn insert_request_idempotent(
+        &self,
+        request: &SigningRequest,
+        signers: &[String],
+        idempotency_key: &str,
+        content_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<([u8; 32], bool)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let known: Option<(Vec<u8>, Vec<u8>)> = tx
+            .query_row(
+                "SELECT content_hash, request_id FROM idempotency_keys WHERE requester = ?1 AND idempotency_key = ?2",
+                params![request.requester, idempotency_key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((hash, id)) = known {
+            if hash != content_hash {
+                return Err(Error::AlreadyExists(format!(
+                    "idempotency key {idempotency_key:?} of {:?} was used for a request with different content",
+                    request.requester
+                )));
+            }
+            return Ok((id.try_into().map_err(|_| corrupt("request id"))?, false));
+        }
+        let id = insert_request_tx(&tx, request, signers, now)?;
+        tx.execute(
+            "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES (?1, ?2, ?3, ?4)",
+            params![request.requester, idempotency_key, &content_hash[..], &id[..]],
+        )?;
+        tx.commit()?;
+        Ok((id, true))
+    }
+}
+
+fn insert_request_tx(
+    tx: &Transaction<'_>,
+    request: &SigningRequest,
+    signers: &[String],
+    now: u64,
+) -> Result<[u8; 32]> {
+    let id = request.id();
+    let exists: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_some() {
+        return Err(Error::AlreadyExists(format!(
+            "request {} exists already",
+            hex::encode(id)
+        )));
+    }
+    let m = &request.metadata;
+    tx.execute(
+        "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
+                               created_at, expires_at, policy_hash, signers, state, state_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
+        params![
+            &id[..],
+            request.key_id,
+            request.message,
+            m.asset,
+            m.amount.to_string(),
+            m.destination,
+            m.memo,
+            request.requester,
+            request.created_at as i64,
+            request.expires_at as i64,
+            &request.policy_hash[..],
+            signers.join(","),
+            State::PendingApproval.as_str(),
+        ],
+    )?;
+    insert_transition(tx, &id, "", State::PendingApproval, "submitted", now)?;
+    Ok(id)
+}
+
+impl Store {
     /// The request, or NOT_FOUND.
     pub fn request(&self, id: &[u8; 32]) -> Result<RequestRecord> {
         let conn = self.lock();
@@ -105,28 +194,53 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("request {} does not exist", hex::encode(id))))
     }
 
-    /// Requests, newest first, at most [`LIST_LIMIT`].
+    /// Requests, newest first: at most `page_size` (1..=[`LIST_LIMIT`])
+    /// after the `after` position, and the position to continue from if
+    /// there may be more.
     pub fn list_requests(
         &self,
-        pending_only: bool,
-        key_id: Option<&str>,
-    ) -> Result<Vec<RequestRecord>> {
+        filter: &ListFilter<'_>,
+    ) -> Result<(Vec<RequestRecord>, Option<Position>)> {
+        let page_size = filter.page_size.clamp(1, LIST_LIMIT);
         let conn = self.lock();
+        let (after_time, after_id) = match &filter.after {
+            Some(p) => (p.created_at as i64, p.request_id.to_vec()),
+            None => (i64::MAX, vec![0xff; 33]),
+        };
         let mut stmt = conn.prepare(
-            "SELECT request_id FROM requests
-             WHERE (?1 = 0 OR state = 'PENDING_APPROVAL') AND (?2 IS NULL OR key_id = ?2)
-             ORDER BY created_at DESC, request_id LIMIT ?3",
+            "SELECT request_id, created_at FROM requests
+             WHERE (?1 = 0 OR state = 'PENDING_APPROVAL') AND (?2 IS NULL OR key_id = ?2) AND (?3 IS NULL OR state = ?3)
+               AND (created_at, request_id) < (?4, ?5)
+             ORDER BY created_at DESC, request_id DESC LIMIT ?6",
         )?;
-        let ids: Vec<Vec<u8>> = stmt
+        let rows: Vec<(Vec<u8>, i64)> = stmt
             .query_map(
-                params![pending_only as i64, key_id, LIST_LIMIT as i64],
-                |r| r.get(0),
+                params![
+                    filter.pending_only as i64,
+                    filter.key_id,
+                    filter.state.map(State::as_str),
+                    after_time,
+                    after_id,
+                    page_size as i64
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )?
             .collect::<Result<_, _>>()?;
-        ids.iter()
-            .filter_map(|id| <[u8; 32]>::try_from(id.as_slice()).ok())
+        let next = (rows.len() == page_size)
+            .then(|| rows.last())
+            .flatten()
+            .and_then(|(id, t)| {
+                Some(Position {
+                    created_at: *t as u64,
+                    request_id: <[u8; 32]>::try_from(id.as_slice()).ok()?,
+                })
+            });
+        let records = rows
+            .iter()
+            .filter_map(|(id, _)| <[u8; 32]>::try_from(id.as_slice()).ok())
             .filter_map(|id| load_request(&conn, &id).transpose())
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((records, next))
     }
 
     /// Ids of requests in any of `states`.
@@ -493,6 +607,66 @@ mod tests {
     }
 
     #[test]
+    fn pages_cover_every_request_once_newest_first() {
+        let (_dir, store) = store();
+        let mut ids = Vec::new();
+        for i in 0..7u64 {
+            let mut r = request();
+            r.created_at = 100 + i / 2; // several requests per second
+            r.message = vec![i as u8; 4];
+            ids.push(store.insert_request(&r, &[], 100).unwrap());
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let filter = ListFilter {
+                page_size: 3,
+                after,
+                ..Default::default()
+            };
+            let (page, next) = store.list_requests(&filter).unwrap();
+            seen.extend(page.iter().map(|r| (r.request.created_at, r.id)));
+            match next {
+                Some(p) => after = Some(Position::parse(&p.token()).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen, sorted, "newest first, no repeats");
+        assert!(Position::parse("zz").is_none());
+    }
+
+    #[test]
+    fn idempotency_keys_return_the_first_request_or_refuse_other_content() {
+        let (_dir, store) = store();
+        let r = request();
+        let (id, created) = store
+            .insert_request_idempotent(&r, &[], "k1", &[1; 32], 100)
+            .unwrap();
+        assert!(created);
+        let mut later = r.clone();
+        later.created_at += 5;
+        let (again, created) = store
+            .insert_request_idempotent(&later, &[], "k1", &[1; 32], 105)
+            .unwrap();
+        assert_eq!((again, created), (id, false));
+        assert!(matches!(
+            store.insert_request_idempotent(&later, &[], "k1", &[2; 32], 105),
+            Err(Error::AlreadyExists(_))
+        ));
+        let mut other_requester = later.clone();
+        other_requester.requester = "other".into();
+        assert!(
+            store
+                .insert_request_idempotent(&other_requester, &[], "k1", &[2; 32], 105)
+                .unwrap()
+                .1
+        );
+    }
+
+    #[test]
     fn changes_are_compare_and_set() {
         let (_dir, store) = store();
         let r = request();
@@ -538,8 +712,20 @@ mod tests {
         }
         let rec = store.request(&id).unwrap();
         assert_eq!(rec.signature.as_deref(), Some(&sig[..]));
-        assert_eq!(store.list_requests(true, None).unwrap().len(), 0);
-        assert_eq!(store.list_requests(false, Some("hot-1")).unwrap().len(), 1);
-        assert_eq!(store.list_requests(false, Some("other")).unwrap().len(), 0);
+        let list = |pending_only, key_id, state| {
+            let filter = ListFilter {
+                pending_only,
+                key_id,
+                state,
+                page_size: 10,
+                after: None,
+            };
+            store.list_requests(&filter).unwrap().0.len()
+        };
+        assert_eq!(list(true, None, None), 0);
+        assert_eq!(list(false, Some("hot-1"), None), 1);
+        assert_eq!(list(false, Some("other"), None), 0);
+        assert_eq!(list(false, None, Some(State::Signed)), 1);
+        assert_eq!(list(false, None, Some(State::Failed)), 0);
     }
 }

@@ -41,6 +41,27 @@ pub struct Submission {
     pub memo: String,
     pub requester: String,
     pub signers: Vec<String>,
+    pub idempotency_key: String,
+}
+
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// What an idempotency key must always map to: every field the caller
+/// chose (times excluded, since a retry comes later).
+fn content_hash(s: &Submission, amount: u128) -> [u8; 32] {
+    let mut c = ringi_policy::encoding::Canonical::new("ringi submission v1")
+        .str(&s.key_id)
+        .bytes(&s.message)
+        .str(&s.asset)
+        .u128(amount)
+        .str(&s.destination)
+        .str(&s.memo)
+        .str(&s.requester);
+    for signer in &s.signers {
+        c = c.str(signer);
+    }
+    ringi_policy::encoding::sha256(&c.finish())
 }
 
 fn policy(c: &Coordinator) -> Result<&Arc<Policy>> {
@@ -83,6 +104,12 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     if s.requester.is_empty() {
         return Err(Error::InvalidArgument("requester is empty".into()));
     }
+    if s.idempotency_key.is_empty() || s.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "idempotency_key must be 1..={MAX_IDEMPOTENCY_KEY_LEN} characters"
+        )));
+    }
+    let hash = content_hash(&s, amount);
     if !s.signers.is_empty() {
         signing::candidates(&key.record, &s.signers)?;
     }
@@ -102,12 +129,23 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         policy_hash: policy.hash(),
     };
     let store = c.store.clone();
-    let record = blocking(move || {
-        let id = store.insert_request(&request, &s.signers, created_at)?;
-        store.request(&id)
+    let (record, created) = blocking(move || {
+        let (id, created) = store.insert_request_idempotent(
+            &request,
+            &s.signers,
+            &s.idempotency_key,
+            &hash,
+            created_at,
+        )?;
+        Ok((store.request(&id)?, created))
     })
     .await?;
-    tracing::info!(request_id = %hex::encode(record.id), key_id = %record.request.key_id, requester = %record.request.requester, "request submitted");
+    if created {
+        tracing::info!(request_id = %hex::encode(record.id), key_id = %record.request.key_id, requester = %record.request.requester, "request submitted");
+        c.notify(record.id);
+    } else {
+        tracing::info!(request_id = %hex::encode(record.id), "request resubmitted with its idempotency key; returning it");
+    }
     Ok(record)
 }
 
@@ -146,7 +184,12 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
         store.request(&id)
     })
     .await
-    .inspect(|_| tracing::info!(request_id = %hex::encode(id), "request expired"))
+    .inspect(|r| {
+        if r.state == State::Expired {
+            tracing::info!(request_id = %hex::encode(id), "request expired");
+            c.notify(id);
+        }
+    })
 }
 
 /// Records a signed approval or rejection.
@@ -268,6 +311,12 @@ pub async fn run_signing(c: &Arc<Coordinator>, id: [u8; 32]) {
 }
 
 async fn try_run_signing(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
+    let result = sign_and_record(c, id).await;
+    c.notify(id);
+    result
+}
+
+async fn sign_and_record(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
     let store = c.store.clone();
     let record = blocking(move || {
         let record = store.request(&id)?;
@@ -289,6 +338,7 @@ async fn try_run_signing(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
     if !matches!(record.state, State::Approved | State::Signing) {
         return Ok(());
     }
+    c.notify(id);
     let outcome = match c.key(&record.request.key_id).await {
         Ok(key) => {
             let bundle = bundle_of(&record, now());

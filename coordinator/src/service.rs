@@ -12,6 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::error::Error;
 use crate::keygen::{self, KeygenRequest, Progress};
 use crate::registry::Registry;
+use crate::request_state::State;
+use crate::request_store::{self, ListFilter, Position};
 use crate::requests;
 use crate::signing::LoadedKey;
 use crate::store::{KeyRecord, Store};
@@ -24,6 +26,9 @@ pub struct Coordinator {
     pub policy: Option<Arc<ringi_policy::policy::Policy>>,
     /// Parsed keys, so a signing touches neither SQLite nor the decoder.
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
+    /// The id of every request whose state or approvals just changed
+    /// (watchers reload it from the store).
+    changes: tokio::sync::broadcast::Sender<[u8; 32]>,
 }
 
 impl Coordinator {
@@ -37,7 +42,18 @@ impl Coordinator {
             store,
             policy,
             keys: RwLock::new(HashMap::new()),
+            changes: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Tells watchers that request `id` changed.
+    pub fn notify(&self, id: [u8; 32]) {
+        let _ = self.changes.send(id);
+    }
+
+    /// Subscribes to request changes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<[u8; 32]> {
+        self.changes.subscribe()
     }
 
     /// The key, from the cache or the database.
@@ -191,6 +207,17 @@ fn parse_request_id(text: &str) -> Result<[u8; 32], Status> {
         })
 }
 
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SigningRequestEvent, Status>> + Send>>;
+
+fn transition(t: &crate::request_store::TransitionRecord) -> pb::Transition {
+    pb::Transition {
+        from_state: t.from.clone(),
+        to_state: t.to.as_str().to_string(),
+        reason: t.reason.clone(),
+        at: t.at,
+    }
+}
+
 /// The API view of a stored request.
 pub fn view(c: &Coordinator, r: &crate::request_store::RequestRecord) -> pb::SigningRequestView {
     let now = requests::now();
@@ -236,16 +263,7 @@ pub fn view(c: &Coordinator, r: &crate::request_store::RequestRecord) -> pb::Sig
                 expires_at: a.statement.expires_at,
             })
             .collect(),
-        transitions: r
-            .transitions
-            .iter()
-            .map(|t| pb::Transition {
-                from_state: t.from.clone(),
-                to_state: t.to.as_str().to_string(),
-                reason: t.reason.clone(),
-                at: t.at,
-            })
-            .collect(),
+        transitions: r.transitions.iter().map(transition).collect(),
     }
 }
 
@@ -267,6 +285,7 @@ impl pb::request_service_server::RequestService for RequestService {
                 memo: r.memo,
                 requester: r.requester,
                 signers: r.signers,
+                idempotency_key: r.idempotency_key,
             },
         )
         .await?;
@@ -287,16 +306,102 @@ impl pb::request_service_server::RequestService for RequestService {
         request: Request<pb::ListSigningRequestsRequest>,
     ) -> Result<Response<pb::ListSigningRequestsResponse>, Status> {
         let r = request.into_inner();
+        let state = match r.state.as_str() {
+            "" => None,
+            s => Some(State::parse(s).ok_or_else(|| {
+                Status::invalid_argument(format!("state {s:?} is not a request state"))
+            })?),
+        };
+        let after = match r.page_token.as_str() {
+            "" => None,
+            t => Some(Position::parse(t).ok_or_else(|| {
+                Status::invalid_argument("page_token is not one this server issued")
+            })?),
+        };
+        let page_size = match r.page_size {
+            0 => 100,
+            n => n as usize,
+        };
+        if page_size > request_store::LIST_LIMIT {
+            return Err(Status::invalid_argument(format!(
+                "page_size must be 1..={}",
+                request_store::LIST_LIMIT
+            )));
+        }
         let store = self.0.store.clone();
-        let key_id = (!r.key_id.is_empty()).then_some(r.key_id);
-        let records = tokio::task::spawn_blocking(move || {
-            store.list_requests(r.pending_only, key_id.as_deref())
+        let (records, next) = tokio::task::spawn_blocking(move || {
+            let key_id = (!r.key_id.is_empty()).then_some(r.key_id.as_str());
+            store.list_requests(&ListFilter {
+                pending_only: r.pending_only,
+                key_id,
+                state,
+                page_size,
+                after,
+            })
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(pb::ListSigningRequestsResponse {
             requests: records.iter().map(|r| view(&self.0, r)).collect(),
+            next_page_token: next.map(|p| p.token()).unwrap_or_default(),
         }))
+    }
+
+    type WatchSigningRequestStream = WatchStream;
+
+    async fn watch_signing_request(
+        &self,
+        request: Request<pb::WatchSigningRequestRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let id = parse_request_id(&request.into_inner().request_id)?;
+        // Subscribe before the first read, so no change falls in between.
+        let mut changes = self.0.subscribe();
+        let first = requests::get(&self.0, id).await?;
+        let coordinator = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut sent = 0usize;
+            let mut record = first;
+            loop {
+                for (i, t) in record.transitions.iter().enumerate().skip(sent) {
+                    let event = pb::SigningRequestEvent {
+                        seq: i as u32 + 1,
+                        transition: Some(transition(t)),
+                        request: Some(view(&coordinator, &record)),
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        return; // the watcher went away
+                    }
+                }
+                sent = record.transitions.len();
+                if record.state.is_terminal() {
+                    return;
+                }
+                // Wait for a change to this request; reload at least every
+                // second in case a notification was missed.
+                let wait = async {
+                    loop {
+                        match changes.recv().await {
+                            Ok(changed) if changed == id => return,
+                            Ok(_) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wait).await;
+                record = match requests::get(&coordinator, id).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn decide(

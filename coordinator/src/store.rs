@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::error::{Error, Result};
 
 /// Bumped when the schema changes; migrations run in [`Store::open`].
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// A key's public record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,21 @@ impl Store {
                     PRIMARY KEY (request_id, seq)
                 );
                 PRAGMA user_version = 2;",
+            )?;
+            tx.commit()?;
+        }
+        if version < 3 {
+            let tx = conn.transaction()?;
+            tx.execute_batch(
+                "CREATE TABLE idempotency_keys (
+                    requester       TEXT NOT NULL,
+                    idempotency_key TEXT NOT NULL,
+                    content_hash    BLOB NOT NULL,
+                    request_id      BLOB NOT NULL REFERENCES requests(request_id),
+                    PRIMARY KEY (requester, idempotency_key)
+                );
+                CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
+                PRAGMA user_version = 3;",
             )?;
             tx.commit()?;
         }

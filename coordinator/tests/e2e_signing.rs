@@ -140,6 +140,7 @@ async fn concurrent_signings_all_verify() {
                         memo: String::new(),
                         requester: "wallet-service".into(),
                         signers: vec![],
+                        idempotency_key: format!("concurrent-{i}"),
                     })
                     .await
                     .unwrap()

@@ -1,0 +1,203 @@
+//! The wallet-service API over real processes: idempotent submission under
+//! concurrent retries, and the watch stream.
+
+mod support;
+
+use std::sync::Arc;
+
+use ringi_policy::statement::Decision;
+use ringi_proto::coordinator::v1 as pb;
+use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
+use support::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+async fn client(cluster: &Cluster) -> RequestServiceClient<Channel> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    RequestServiceClient::new(channel)
+}
+
+fn submission(message: &[u8], idempotency_key: &str) -> pb::SubmitSigningRequestRequest {
+    pb::SubmitSigningRequestRequest {
+        key_id: "hot-1".into(),
+        message: message.to_vec(),
+        asset: "BTC".into(),
+        amount: "1000".into(),
+        destination: "bc1qdest".into(),
+        memo: "payout".into(),
+        requester: "wallet-service".into(),
+        signers: vec![],
+        idempotency_key: idempotency_key.into(),
+    }
+}
+
+async fn approve_both(
+    cluster: &Cluster,
+    client: &mut RequestServiceClient<Channel>,
+    view: &pb::SigningRequestView,
+) {
+    let request = ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        client
+            .decide(pb::DecideRequest {
+                approval: Some(cluster.approval(&request, who, dept, Decision::Approve)),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_concurrent_retries_make_one_request_and_one_signature() {
+    let cluster = Arc::new(Cluster::start(3));
+    let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
+    let c = client(&cluster).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move {
+                c.submit_signing_request(submission(b"pay once", "order-42"))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap().unwrap().into_inner().request_id);
+    }
+    assert_eq!(ids.len(), 1, "one request for one idempotency key");
+    let id = ids.into_iter().next().unwrap();
+
+    // The same key with other content is refused, and creates nothing.
+    let mut c2 = c.clone();
+    let err = c2
+        .submit_signing_request(submission(b"pay twice", "order-42"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    assert!(
+        err.message().contains("different content"),
+        "{}",
+        err.message()
+    );
+    let err = c2
+        .submit_signing_request(submission(b"no key", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let listed = c2
+        .list_signing_requests(pb::ListSigningRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.requests.len(), 1);
+
+    let view = c2
+        .get_signing_request(pb::GetSigningRequestRequest {
+            request_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    approve_both(&cluster, &mut c2, &view).await;
+    let out = cluster.wait(&id);
+    assert!(out.status.success());
+    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert!(independent_verify(&group_key, b"pay once", &signature));
+
+    // Retrying after it was signed returns the same signed request: no
+    // second request, no second signing.
+    let again = c2
+        .submit_signing_request(submission(b"pay once", "order-42"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.request_id, id);
+    assert_eq!(again.state, "SIGNED");
+    assert_eq!(again.signature, signature);
+    let signed_transitions = again
+        .transitions
+        .iter()
+        .filter(|t| t.to_state == "SIGNED")
+        .count();
+    assert_eq!(signed_transitions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_streams_every_transition_in_order_until_the_end() {
+    let cluster = Cluster::start(3);
+    cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
+    let mut c = client(&cluster).await;
+    let view = c
+        .submit_signing_request(submission(b"watched", "w-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = c
+        .watch_signing_request(pb::WatchSigningRequestRequest {
+            request_id: view.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.transition.unwrap().to_state, "PENDING_APPROVAL");
+
+    approve_both(&cluster, &mut c, &view).await;
+    let mut states = Vec::new();
+    let mut last = None;
+    while let Some(event) = stream.message().await.unwrap() {
+        assert_eq!(
+            event.seq as usize,
+            states.len() + 2,
+            "in order, none skipped"
+        );
+        states.push(event.transition.unwrap().to_state);
+        last = event.request;
+    }
+    assert_eq!(states, ["APPROVED", "SIGNING", "SIGNED"]);
+    assert_eq!(
+        last.unwrap().signature.len(),
+        65,
+        "the stream ends with the signed request"
+    );
+
+    // A rejected request's stream ends at REJECTED.
+    let view = c
+        .submit_signing_request(submission(b"vetoed", "w-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    let request = ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+    let mut stream = c
+        .watch_signing_request(pb::WatchSigningRequestRequest {
+            request_id: view.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    c.decide(pb::DecideRequest {
+        approval: Some(cluster.approval(&request, "erin", "security", Decision::Reject)),
+    })
+    .await
+    .unwrap();
+    let mut states = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        states.push(event.transition.unwrap().to_state);
+    }
+    assert_eq!(states, ["PENDING_APPROVAL", "REJECTED"]);
+
+    let err = c
+        .watch_signing_request(pb::WatchSigningRequestRequest {
+            request_id: "00".repeat(32),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
