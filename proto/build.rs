@@ -8,6 +8,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ringi/coordinator/v1/coordinator.proto",
     ];
     let fds = protox::compile(protos, ["."])?;
+    // The encoded descriptors, for gRPC server reflection.
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("ringi_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
     tonic_prost_build::configure()
         .btree_map(".")
         .compile_fds(fds)?;

@@ -68,8 +68,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
     tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
+    let (health, reflection) = ringi_proto::ops::health_and_reflection(&[
+        "ringi.coordinator.v1.KeyService",
+        "ringi.coordinator.v1.RequestService",
+    ])
+    .await?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
         .add_service(KeyServiceServer::new(KeyService(coordinator.clone())))
         .add_service(RequestServiceServer::new(RequestService(coordinator)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())

@@ -26,4 +26,10 @@ pub mod coordinator {
 
 pub mod bundle;
 pub mod key_id;
+/// Every ringi proto file, encoded as a `FileDescriptorSet`, for gRPC server
+/// reflection (so `grpcurl` and similar tools can list and call the API).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/ringi_descriptor.bin"));
+
+pub mod ops;
 pub mod transport;

@@ -59,8 +59,12 @@ pub async fn run(
     let vault: Arc<dyn ShareVault> = vault;
     let service = SignerService::new(vault, dkg, Arc::new(policy));
     let incoming = TcpListenerStream::new(listener);
+    let (health, reflection) =
+        ringi_proto::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .add_service(health)
+        .add_service(reflection)
         .add_service(SignerServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await?;
