@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ringi's whole test suite: installs SoftHSM2 and opensc from Debian's
-# packages if missing, builds every binary (the integration tests start the
+# packages if missing, grpcio for the Python example client (from PyPI, into
+# a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
 # integration, plus formatting and lint checks.
 set -euo pipefail
@@ -9,6 +10,13 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 "$here/install-deps.sh"
+# The Python example client's test needs grpcio: a virtualenv under target/.
+if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
+  python3 -m venv target/python
+  target/python/bin/pip install --quiet -r examples/python/requirements.txt
+fi
+export RINGI_PYTHON="$root/target/python/bin/python"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet

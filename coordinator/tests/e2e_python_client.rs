@@ -1,0 +1,112 @@
+//! The Python example client (examples/python/wallet_client.py, stubs
+//! generated from proto/ by grpcio-tools) against a real cluster: read the
+//! public key, submit idempotently, watch while approvers approve with the
+//! CLI, and verify the signature it receives.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+/// The Python with grpcio installed: RINGI_PYTHON, or the virtualenv that
+/// softhsm-setup/run-tests.sh creates in target/python.
+fn python() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("RINGI_PYTHON") {
+        return p.into();
+    }
+    let venv = repo_root().join("target/python/bin/python");
+    assert!(
+        venv.exists(),
+        "no Python with grpcio: run softhsm-setup/run-tests.sh (it creates target/python) or set RINGI_PYTHON"
+    );
+    venv
+}
+
+fn client(cluster: &Cluster) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("examples/python/wallet_client.py"))
+        .args(["--coordinator", &cluster.coordinator_address]);
+    cmd
+}
+
+fn run_ok(mut cmd: Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn python_wallet_submits_watches_and_verifies() {
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
+
+    let mut pubkey = client(&cluster);
+    pubkey.args(["pubkey", "--key-id", "hot-1"]);
+    assert_eq!(run_ok(pubkey), hex::encode(&group_key));
+
+    let message = "5f".repeat(32);
+    let submit = || {
+        let mut cmd = client(&cluster);
+        cmd.args([
+            "submit",
+            "--key-id",
+            "hot-1",
+            "--message-hex",
+            &message,
+            "--asset",
+            "BTC",
+            "--amount",
+            "25000",
+            "--destination",
+            "bc1qpython",
+            "--requester",
+            "wallet-service",
+            "--idempotency-key",
+            "py-1",
+        ]);
+        run_ok(cmd)
+    };
+    let id = submit();
+    assert_eq!(submit(), id, "a retry returns the same request");
+
+    let watcher = client(&cluster)
+        .args(["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let out = watcher.wait_with_output().unwrap();
+    let transitions = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{transitions}");
+    for state in ["PENDING_APPROVAL", "APPROVED", "SIGNING", "SIGNED"] {
+        assert!(
+            transitions.contains(&format!("-> {state}")),
+            "{transitions}"
+        );
+    }
+    let signature_hex = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let signature = hex::decode(&signature_hex).unwrap();
+    assert!(independent_verify(
+        &group_key,
+        &hex::decode(&message).unwrap(),
+        &signature
+    ));
+    let verified = Command::new(python())
+        .arg(repo_root().join("softhsm-setup/verify_frost_signature.py"))
+        .args([&hex::encode(&group_key), &message, &signature_hex])
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
