@@ -6,7 +6,8 @@
 #   DIR/signer-N/pin             the user PIN (random, mode 0600)
 #   DIR/signer-N/so-pin          the security officer PIN (random, mode 0600)
 #   DIR/signer-N/env             exports for ringi-signer: SOFTHSM2_CONF, RINGI_PKCS11_MODULE,
-#                                RINGI_TOKEN_LABEL, RINGI_PKCS11_PIN_FILE (a path, never the PIN)
+#                                RINGI_TOKEN_LABEL, RINGI_PKCS11_PIN_FILE (a path, never the PIN),
+#                                RINGI_SIGNER_DATA_DIR (the node's spending ledger)
 # Each signer gets its own SOFTHSM2_CONF, so no signer can see another's
 # token. Installs SoftHSM2 and opensc first if missing. PINs are never printed.
 #
@@ -41,6 +42,7 @@ export SOFTHSM2_CONF='$node/softhsm2.conf'
 export RINGI_PKCS11_MODULE='$module'
 export RINGI_TOKEN_LABEL='$label'
 export RINGI_PKCS11_PIN_FILE='$node/pin'
+export RINGI_SIGNER_DATA_DIR='$node/data'
 ENV
   echo "softhsm-setup: token '$label' initialised in $node/tokens (SOFTHSM2_CONF=$node/softhsm2.conf, PIN in $node/pin)"
 done

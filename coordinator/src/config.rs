@@ -25,6 +25,8 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// The approval policy (TOML). Signers must pin the same file's hash.
     pub policy_file: Option<PathBuf>,
+    /// Operators' daily-volume figures, for caps set as a share of them.
+    pub daily_volume_file: Option<PathBuf>,
     #[serde(default)]
     pub signers: Vec<SignerEntry>,
 }

@@ -16,6 +16,9 @@ pub enum Error {
     /// Too few signers answered.
     #[error("{0}")]
     Unavailable(String),
+    /// A spending cap would be exceeded.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A signature, roster, department, requester or expiry rule is broken.
     #[error("{0}")]
     PermissionDenied(String),
@@ -38,6 +41,7 @@ impl From<Error> for Status {
             Error::Unavailable(_) => Code::Unavailable,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -7,6 +7,7 @@
 //! change, or a state change without its history.
 
 use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::limits::{Limits, Usage, check};
 use ringi_policy::request::{Metadata, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -105,12 +106,19 @@ impl Store {
     /// `content_hash`, returns the existing request id and `false`; with
     /// another content hash, ALREADY_EXISTS; otherwise inserts both and
     /// returns the new id and `true`.
+    ///
+    /// A new request must also fit the key's window caps, counted over the
+    /// requests of the window that may still be or have been signed, in the
+    /// same transaction (so concurrent submissions cannot overshoot).
+    #[allow(clippy::too_many_arguments)]
     pub fn insert_request_idempotent(
         &self,
         request: &SigningRequest,
         signers: &[String],
         idempotency_key: &str,
         content_hash: &[u8; 32],
+        limits: &Limits,
+        daily_volume: Option<u128>,
         now: u64,
     ) -> Result<([u8; 32], bool)> {
         let mut conn = self.lock();
@@ -131,6 +139,24 @@ impl Store {
             }
             return Ok((id.try_into().map_err(|_| corrupt("request id"))?, false));
         }
+        let mut usage = Usage::default();
+        if limits.has_window() {
+            let since = now.saturating_sub(limits.window_secs) as i64;
+            let mut stmt = tx.prepare(
+                "SELECT amount FROM requests WHERE key_id = ?1 AND created_at > ?2
+                 AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
+            )?;
+            let amounts =
+                stmt.query_map(params![request.key_id, since], |r| r.get::<_, String>(0))?;
+            for a in amounts {
+                let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
+                usage.amount = usage.amount.saturating_add(a);
+                usage.requests += 1;
+            }
+        }
+        check(limits, request.metadata.amount, usage, daily_volume).map_err(|e| {
+            Error::ResourceExhausted(format!("spending cap of key {:?}: {e}", request.key_id))
+        })?;
         let id = insert_request_tx(&tx, request, signers, now)?;
         tx.execute(
             "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES (?1, ?2, ?3, ?4)",
@@ -643,24 +669,40 @@ mod tests {
         let (_dir, store) = store();
         let r = request();
         let (id, created) = store
-            .insert_request_idempotent(&r, &[], "k1", &[1; 32], 100)
+            .insert_request_idempotent(&r, &[], "k1", &[1; 32], &Limits::default(), None, 100)
             .unwrap();
         assert!(created);
         let mut later = r.clone();
         later.created_at += 5;
         let (again, created) = store
-            .insert_request_idempotent(&later, &[], "k1", &[1; 32], 105)
+            .insert_request_idempotent(&later, &[], "k1", &[1; 32], &Limits::default(), None, 105)
             .unwrap();
         assert_eq!((again, created), (id, false));
         assert!(matches!(
-            store.insert_request_idempotent(&later, &[], "k1", &[2; 32], 105),
+            store.insert_request_idempotent(
+                &later,
+                &[],
+                "k1",
+                &[2; 32],
+                &Limits::default(),
+                None,
+                105
+            ),
             Err(Error::AlreadyExists(_))
         ));
         let mut other_requester = later.clone();
         other_requester.requester = "other".into();
         assert!(
             store
-                .insert_request_idempotent(&other_requester, &[], "k1", &[2; 32], 105)
+                .insert_request_idempotent(
+                    &other_requester,
+                    &[],
+                    "k1",
+                    &[2; 32],
+                    &Limits::default(),
+                    None,
+                    105
+                )
                 .unwrap()
                 .1
         );

@@ -110,6 +110,16 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         )));
     }
     let hash = content_hash(&s, amount);
+    if rules.quorums_for(amount, &s.destination).is_none() {
+        return Err(Error::PermissionDenied(format!(
+            "destination {:?} is not on the allowlist of key {:?}",
+            s.destination, s.key_id
+        )));
+    }
+    let limits = rules.limits.clone();
+    let daily_volume =
+        ringi_policy::volumes::daily_volume(c.daily_volume_file.as_deref(), &s.key_id)
+            .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
     if !s.signers.is_empty() {
         signing::candidates(&key.record, &s.signers)?;
     }
@@ -135,6 +145,8 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
             &s.signers,
             &s.idempotency_key,
             &hash,
+            &limits,
+            daily_volume,
             created_at,
         )?;
         Ok((store.request(&id)?, created))

@@ -41,7 +41,9 @@ pub fn coordinator(config: &Config) -> anyhow::Result<Arc<Coordinator>> {
     let db = config.data_dir()?.join(DATABASE_FILE);
     let store = Arc::new(Store::open(&db)?);
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    Ok(Arc::new(Coordinator::new(registry, store, policy)))
+    let mut coordinator = Coordinator::new(registry, store, policy);
+    coordinator.daily_volume_file = config.daily_volume_file.clone();
+    Ok(Arc::new(coordinator))
 }
 
 /// Serves until SIGINT/SIGTERM. Prints `ringi listening on ADDR` on stdout

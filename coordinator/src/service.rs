@@ -24,6 +24,8 @@ pub struct Coordinator {
     pub store: Arc<Store>,
     /// The approval policy; requests are refused without one.
     pub policy: Option<Arc<ringi_policy::policy::Policy>>,
+    /// Operators' daily-volume figures, if configured.
+    pub daily_volume_file: Option<std::path::PathBuf>,
     /// Parsed keys, so a signing touches neither SQLite nor the decoder.
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     /// The id of every request whose state or approvals just changed
@@ -41,6 +43,7 @@ impl Coordinator {
             registry,
             store,
             policy,
+            daily_volume_file: None,
             keys: RwLock::new(HashMap::new()),
             changes: tokio::sync::broadcast::channel(1024).0,
         }

@@ -84,6 +84,8 @@ pub enum Violation {
         "approval #{index}: {approver} made this request and may not approve it (separation of duties)"
     )]
     RequesterApproved { index: usize, approver: String },
+    #[error("destination {0:?} is not on the key's allowlist")]
+    DestinationNotAllowed(String),
 }
 
 /// Evaluates `request` with `approvals` under `policy` at time `now`.
@@ -115,6 +117,9 @@ pub fn evaluate(
             now,
         });
     }
+    let quorums = rules
+        .quorums_for(request.metadata.amount, &request.metadata.destination)
+        .ok_or_else(|| Violation::DestinationNotAllowed(request.metadata.destination.clone()))?;
     let request_id = request.id();
     let content = request.content_digest();
     let mut approved_by: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -191,8 +196,7 @@ pub fn evaluate(
             reason,
         });
     }
-    let missing: BTreeMap<String, (u32, u32)> = rules
-        .quorums_for(request.metadata.amount)
+    let missing: BTreeMap<String, (u32, u32)> = quorums
         .iter()
         .filter_map(|(department, need)| {
             let have = approved_by

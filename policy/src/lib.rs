@@ -6,6 +6,7 @@
 //! - [`request`]: a signing request and its id (a hash over every field);
 //! - [`statement`]: what an approver signs to approve or reject;
 //! - [`approver_key`]: approver keys (ECDSA P-256) and signature checks;
+//! - [`limits`]: spending caps, checked by coordinator and signers alike;
 //! - [`evaluate`]: the decision — approved, pending, rejected, or which rule
 //!   an approval breaks;
 //! - [`encoding`]: the canonical encoding the hashes and signatures cover.
@@ -16,6 +17,8 @@
 pub mod approver_key;
 pub mod encoding;
 pub mod evaluate;
+pub mod limits;
 pub mod policy;
 pub mod request;
 pub mod statement;
+pub mod volumes;

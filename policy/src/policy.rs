@@ -41,6 +41,7 @@ use serde::Deserialize;
 
 use crate::approver_key::ApproverKey;
 use crate::encoding::sha256;
+use crate::limits::Limits;
 
 pub const POLICY_VERSION: u32 = 1;
 
@@ -111,6 +112,10 @@ pub enum PolicyError {
     },
     #[error("key {key_id:?}: {field} must be at least 1 second")]
     ZeroTtl { key_id: String, field: &'static str },
+    #[error("key {key_id:?}: limits: {reason}")]
+    BadLimits { key_id: String, reason: String },
+    #[error("key {key_id:?}: destinations: {reason}")]
+    BadDestinations { key_id: String, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -147,6 +152,30 @@ struct KeyFile {
     require: BTreeMap<String, u32>,
     #[serde(default)]
     tiers: Vec<TierFile>,
+    #[serde(default)]
+    limits: Option<LimitsFile>,
+    #[serde(default)]
+    destinations: Option<DestinationsFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_amount_per_request: Option<u128>,
+    #[serde(default)]
+    window_secs: u64,
+    max_amount_per_window: Option<u128>,
+    max_requests_per_window: Option<u64>,
+    max_window_percent_of_daily_volume: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationsFile {
+    allowed: Vec<String>,
+    /// Departments (and quorums) that must approve in addition when the
+    /// destination is not listed. Absent: unlisted destinations are refused.
+    unlisted_require: Option<BTreeMap<String, u32>>,
 }
 
 #[derive(Deserialize)]
@@ -171,6 +200,14 @@ pub struct Approver {
 /// Department name → number of distinct approvers required.
 pub type Quorums = BTreeMap<String, u32>;
 
+/// A destination allowlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destinations {
+    pub allowed: std::collections::BTreeSet<String>,
+    /// Extra quorums for a destination not on the list; `None`: refused.
+    pub unlisted_require: Option<Quorums>,
+}
+
 /// The rules of one key id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRules {
@@ -180,18 +217,38 @@ pub struct KeyRules {
     pub base: Quorums,
     /// (above, quorums), increasing by `above`.
     pub tiers: Vec<(u128, Quorums)>,
+    /// Spending caps (see [`crate::limits`]).
+    pub limits: Limits,
+    /// Destination allowlist, if any.
+    pub destinations: Option<Destinations>,
 }
 
 impl KeyRules {
     /// The quorums for `amount`: the highest tier whose `above` is below it,
     /// or the base rule.
-    pub fn quorums_for(&self, amount: u128) -> &Quorums {
+    pub fn amount_quorums(&self, amount: u128) -> &Quorums {
         self.tiers
             .iter()
             .rev()
             .find(|(above, _)| amount > *above)
             .map(|(_, q)| q)
             .unwrap_or(&self.base)
+    }
+
+    /// The quorums a request of `amount` to `destination` needs, or `None`
+    /// if the allowlist refuses the destination outright.
+    pub fn quorums_for(&self, amount: u128, destination: &str) -> Option<Quorums> {
+        let mut quorums = self.amount_quorums(amount).clone();
+        match &self.destinations {
+            Some(d) if !d.allowed.contains(destination) => {
+                for (department, need) in d.unlisted_require.as_ref()? {
+                    let q = quorums.entry(department.clone()).or_insert(0);
+                    *q = (*q).max(*need);
+                }
+                Some(quorums)
+            }
+            _ => Some(quorums),
+        }
     }
 }
 
@@ -280,6 +337,33 @@ impl Policy {
                 last_above = Some(tier.above);
                 below = &tier.require;
             }
+            let limits = match &k.limits {
+                Some(l) => check_limits(&key_id, l)?,
+                None => Limits::default(),
+            };
+            let destinations = match &k.destinations {
+                Some(d) => {
+                    if d.allowed.is_empty() {
+                        return Err(PolicyError::BadDestinations {
+                            key_id,
+                            reason: "the allowlist is empty".into(),
+                        });
+                    }
+                    if let Some(extra) = &d.unlisted_require {
+                        check_rule(
+                            &key_id,
+                            "destinations.unlisted_require",
+                            extra,
+                            &departments,
+                        )?;
+                    }
+                    Some(Destinations {
+                        allowed: d.allowed.iter().cloned().collect(),
+                        unlisted_require: d.unlisted_require.clone(),
+                    })
+                }
+                None => None,
+            };
             keys.insert(
                 key_id,
                 KeyRules {
@@ -288,6 +372,8 @@ impl Policy {
                     separation_of_duties: k.separation_of_duties,
                     base: k.require.clone(),
                     tiers: k.tiers.into_iter().map(|t| (t.above, t.require)).collect(),
+                    limits,
+                    destinations,
                 },
             );
         }
@@ -315,6 +401,44 @@ impl Policy {
     pub fn approvers(&self) -> &[Approver] {
         &self.approvers
     }
+}
+
+fn check_limits(key_id: &str, l: &LimitsFile) -> Result<Limits, PolicyError> {
+    let bad = |reason: String| PolicyError::BadLimits {
+        key_id: key_id.to_string(),
+        reason,
+    };
+    let bps = match l.max_window_percent_of_daily_volume {
+        Some(p) if p.is_finite() && p > 0.0 && p <= 100.0 => Some((p * 100.0).round() as u32),
+        Some(p) => {
+            return Err(bad(format!(
+                "max_window_percent_of_daily_volume {p} is not in (0, 100]"
+            )));
+        }
+        None => None,
+    };
+    let limits = Limits {
+        max_amount_per_request: l.max_amount_per_request,
+        window_secs: l.window_secs,
+        max_amount_per_window: l.max_amount_per_window,
+        max_requests_per_window: l.max_requests_per_window,
+        window_bps_of_daily_volume: bps,
+    };
+    if limits.has_window() && limits.window_secs == 0 {
+        return Err(bad("a window cap needs window_secs of at least 1".into()));
+    }
+    if !limits.has_window() && limits.window_secs != 0 {
+        return Err(bad("window_secs is set but no window cap is".into()));
+    }
+    if limits.max_amount_per_request == Some(0)
+        || limits.max_amount_per_window == Some(0)
+        || limits.max_requests_per_window == Some(0)
+    {
+        return Err(bad(
+            "a cap of 0 would refuse everything; remove the key instead".into(),
+        ));
+    }
+    Ok(limits)
 }
 
 fn valid_key_id(key_id: &str) -> bool {
@@ -444,12 +568,72 @@ tiers = [{ above = 100000000, require = { treasury = 2, compliance = 1, security
         let policy = Policy::from_bytes(policy_text(&keys, HOT).as_bytes()).unwrap();
         let rules = policy.key("hot-1").unwrap();
         assert!(rules.separation_of_duties);
-        assert_eq!(rules.quorums_for(5).len(), 2);
-        assert_eq!(rules.quorums_for(100_000_000).len(), 2);
-        assert_eq!(rules.quorums_for(100_000_001).len(), 3);
+        assert_eq!(rules.amount_quorums(5).len(), 2);
+        assert_eq!(rules.amount_quorums(100_000_000).len(), 2);
+        assert_eq!(rules.amount_quorums(100_000_001).len(), 3);
+        assert_eq!(
+            rules.quorums_for(5, "anywhere").unwrap().len(),
+            2,
+            "no allowlist"
+        );
         let alice = ApproverKey::parse(&keys.public("alice")).unwrap();
         assert_eq!(policy.approver(&alice).unwrap().department, "treasury");
         assert_eq!(policy.hash(), sha256(policy_text(&keys, HOT).as_bytes()));
+    }
+
+    #[test]
+    fn allowlists_refuse_or_add_departments() {
+        let keys = keys();
+        let refuse = format!("{HOT}[keys.hot-1.destinations]\nallowed = [\"bc1qcold\"]\n");
+        let policy = Policy::from_bytes(policy_text(&keys, &refuse).as_bytes()).unwrap();
+        let rules = policy.key("hot-1").unwrap();
+        assert_eq!(rules.quorums_for(5, "bc1qcold").unwrap().len(), 2);
+        assert_eq!(rules.quorums_for(5, "bc1qother"), None);
+        let extra = format!(
+            "{HOT}[keys.hot-1.destinations]\nallowed = [\"bc1qcold\"]\nunlisted_require = {{ security = 1 }}\n"
+        );
+        let policy = Policy::from_bytes(policy_text(&keys, &extra).as_bytes()).unwrap();
+        let q = policy
+            .key("hot-1")
+            .unwrap()
+            .quorums_for(5, "bc1qother")
+            .unwrap();
+        assert_eq!(q.get("security"), Some(&1));
+        assert_eq!(q.get("treasury"), Some(&1));
+        let empty = format!("{HOT}[keys.hot-1.destinations]\nallowed = []\n");
+        assert!(matches!(
+            refusal(&keys, &empty),
+            PolicyError::BadDestinations { .. }
+        ));
+    }
+
+    #[test]
+    fn limits_are_checked_at_load() {
+        let keys = keys();
+        let ok = format!(
+            "{HOT}[keys.hot-1.limits]\nmax_amount_per_request = 10\nwindow_secs = 60\nmax_amount_per_window = 20\nmax_window_percent_of_daily_volume = 2.5\n"
+        );
+        let policy = Policy::from_bytes(policy_text(&keys, &ok).as_bytes()).unwrap();
+        assert_eq!(
+            policy
+                .key("hot-1")
+                .unwrap()
+                .limits
+                .window_bps_of_daily_volume,
+            Some(250)
+        );
+        for bad in [
+            "max_amount_per_window = 20\n",
+            "window_secs = 60\n",
+            "max_amount_per_request = 0\n",
+            "window_secs = 60\nmax_window_percent_of_daily_volume = 150.0\n",
+        ] {
+            let text = format!("{HOT}[keys.hot-1.limits]\n{bad}");
+            assert!(
+                matches!(refusal(&keys, &text), PolicyError::BadLimits { .. }),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct FileConfig {
     pub policy_file: Option<PathBuf>,
     /// Optional pin: hex SHA-256 the policy file must have.
     pub policy_sha256: Option<String>,
+    /// Where the node keeps its spending ledger.
+    pub data_dir: Option<PathBuf>,
+    /// Operators' daily-volume figures (for percentage caps).
+    pub daily_volume_file: Option<PathBuf>,
     #[serde(default)]
     pub pkcs11: Pkcs11File,
 }
@@ -68,6 +72,8 @@ pub enum ConfigError {
     PinFile { path: PathBuf, reason: String },
     #[error("PIN file {0} is empty")]
     EmptyPin(PathBuf),
+    #[error("no data directory: set RINGI_SIGNER_DATA_DIR, --data-dir or data_dir, or HOME")]
+    NoDataDir,
     #[error(
         "no approval policy: set RINGI_POLICY_FILE, --policy-file or policy_file (a signer never signs without one)"
     )]
@@ -138,6 +144,24 @@ pub fn token_config(
     })
 }
 
+/// The node's data directory: configured, or per token label under the
+/// XDG data home.
+pub fn data_dir(configured: Option<&Path>, token_label: &str) -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = configured {
+        return Ok(dir.to_path_buf());
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .ok_or(ConfigError::NoDataDir)?;
+    Ok(base.join("ringi-signer").join(token_label))
+}
+
 /// Loads the approval policy and checks it against the pinned hash, if any.
 pub fn load_policy(
     path: Option<&Path>,
@@ -191,6 +215,8 @@ mod tests {
             listen: None,
             policy_file: None,
             policy_sha256: None,
+            data_dir: None,
+            daily_volume_file: None,
             pkcs11: Pkcs11File {
                 module: module.map(PathBuf::from),
                 token_label: label.map(String::from),

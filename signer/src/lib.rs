@@ -12,6 +12,7 @@
 //!   round-2 packages sealed end to end between nodes.
 //! - [`authorize`]: the node's own check of a request's approvals against
 //!   its pinned policy, before any token use for that request.
+//! - [`spending`]: the node's own durable spending counters and caps.
 //! - [`service`], [`error`], [`server`]: the gRPC edge.
 
 pub mod authorize;
@@ -24,5 +25,6 @@ pub mod rng;
 pub mod sealed_share;
 pub mod server;
 pub mod service;
+pub mod spending;
 pub mod token;
 pub mod vault;

@@ -35,6 +35,13 @@ struct Cli {
     /// Pin: the hex SHA-256 the policy file must have.
     #[arg(long, global = true, env = "RINGI_POLICY_SHA256")]
     policy_sha256: Option<String>,
+    /// Directory for the node's spending ledger (default: per token label
+    /// under $XDG_DATA_HOME/ringi-signer).
+    #[arg(long, global = true, env = "RINGI_SIGNER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Operators' daily-volume figures, for caps set as a percentage of it.
+    #[arg(long, global = true, env = "RINGI_DAILY_VOLUME_FILE")]
+    daily_volume_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -121,10 +128,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .as_deref()
                     .or(file.policy_sha256.as_deref()),
             )?;
+            let data_dir = config::data_dir(
+                cli.data_dir.as_deref().or(file.data_dir.as_deref()),
+                &token_config.token_label,
+            )?;
+            let settings = ringi_signer::server::ServeSettings {
+                listen,
+                policy,
+                ledger_path: data_dir.join("spending.sqlite3"),
+                daily_volume_file: cli
+                    .daily_volume_file
+                    .clone()
+                    .or(file.daily_volume_file.clone()),
+            };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(ringi_signer::server::run(token_config, policy, listen))
+                .block_on(ringi_signer::server::run(token_config, settings))
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::dkg::DkgRuns;
 use crate::service::SignerService;
+use crate::spending::SpendingLedger;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 use ringi_policy::policy::Policy;
@@ -20,12 +21,25 @@ const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 /// Opens the token and vault, then serves `ringi.signer.v1` on `listen`
 /// until a shutdown signal. Prints `ringi-signer listening on ADDR` on
 /// stdout once the socket is bound (scripts and tests wait for that line).
-pub async fn run(
-    token_config: TokenConfig,
-    policy: Policy,
-    listen: SocketAddr,
-) -> anyhow::Result<()> {
+/// What `ringi-signer serve` needs besides the token.
+pub struct ServeSettings {
+    pub listen: SocketAddr,
+    pub policy: Policy,
+    /// The node's spending ledger (SQLite file).
+    pub ledger_path: std::path::PathBuf,
+    pub daily_volume_file: Option<std::path::PathBuf>,
+}
+
+pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
+    let ServeSettings {
+        listen,
+        policy,
+        ledger_path,
+        daily_volume_file,
+    } = settings;
     ringi_proto::transport::check_plaintext_listen(listen)?;
+    let ledger = Arc::new(SpendingLedger::open(&ledger_path)?);
+    tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let (vault, dkg) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let token = Arc::new(Token::open(&token_config)?);
@@ -57,7 +71,7 @@ pub async fn run(
         }
     });
     let vault: Arc<dyn ShareVault> = vault;
-    let service = SignerService::new(vault, dkg, Arc::new(policy));
+    let service = SignerService::new(vault, dkg, Arc::new(policy), ledger, daily_volume_file);
     let incoming = TcpListenerStream::new(listener);
     let (health, reflection) =
         ringi_proto::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorize::{ApprovedBundles, check_message, now};
 use crate::dkg::{DkgRuns, Participant, Round1Request};
+use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::ShareVault;
 use ringi_policy::policy::Policy;
 
@@ -22,15 +23,27 @@ pub struct SignerService {
     policy: Arc<Policy>,
     /// Bundles already found approved (round 1), so round 2 is cheaper.
     approved: Arc<ApprovedBundles>,
+    /// What this node has signed, for its own check of the spending caps.
+    ledger: Arc<SpendingLedger>,
+    /// Operators' daily-volume figures for percentage caps, if configured.
+    daily_volume_file: Option<Arc<std::path::PathBuf>>,
 }
 
 impl SignerService {
-    pub fn new(vault: Arc<dyn ShareVault>, dkg: Arc<DkgRuns>, policy: Arc<Policy>) -> Self {
+    pub fn new(
+        vault: Arc<dyn ShareVault>,
+        dkg: Arc<DkgRuns>,
+        policy: Arc<Policy>,
+        ledger: Arc<SpendingLedger>,
+        daily_volume_file: Option<std::path::PathBuf>,
+    ) -> Self {
         SignerService {
             vault,
             dkg,
             policy,
             approved: Arc::new(ApprovedBundles::default()),
+            ledger,
+            daily_volume_file: daily_volume_file.map(Arc::new),
         }
     }
 }
@@ -209,6 +222,8 @@ impl pb::signer_server::Signer for SignerService {
         let vault = self.vault.clone();
         let policy = self.policy.clone();
         let remembered = self.approved.clone();
+        let ledger = self.ledger.clone();
+        let volume_file = self.daily_volume_file.clone();
         let key_id = req.key_id.clone();
         let (signature_share, request_id) = blocking("Sign", key_id.clone(), move || {
             check_key_id(&req.key_id)?;
@@ -220,6 +235,31 @@ impl pb::signer_server::Signer for SignerService {
                 Status::invalid_argument(format!("signing_package is malformed: {e}"))
             })?;
             check_message(&approved, package.message())?;
+            // The node's own caps, counted in its own ledger, in the same
+            // transaction that records this request as signed.
+            let now = now();
+            let limits = policy
+                .key(&req.key_id)
+                .map(|k| k.limits.clone())
+                .unwrap_or_default();
+            let volume = ringi_policy::volumes::daily_volume(
+                volume_file.as_deref().map(|p| p.as_path()),
+                &req.key_id,
+            )
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+            ledger
+                .record(
+                    &req.key_id,
+                    &approved.id(),
+                    approved.metadata.amount,
+                    now,
+                    &limits,
+                    volume,
+                )
+                .map_err(|e| match e {
+                    LedgerError::Cap(_) => Status::resource_exhausted(e.to_string()),
+                    LedgerError::Store(_) => Status::unavailable(e.to_string()),
+                })?;
             let share = vault.sign(&req.key_id, &package)?;
             Ok((share.serialize(), hex::encode(approved.id())))
         })

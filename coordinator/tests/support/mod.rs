@@ -199,6 +199,22 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
             "\n[keys.{key}]\nrequest_ttl_secs = {request_ttl}\napproval_ttl_secs = {approval_ttl}\nrequire = {{ treasury = 1, compliance = 1 }}\ntiers = [{{ above = 1000000, require = {{ treasury = 2, compliance = 1, security = 1 }} }}]\n"
         ));
     }
+    // Caps: at most 2000 a request, 2500 in any 4 s.
+    text.push_str(
+        "\n[keys.capped]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
+         [keys.capped.limits]\nmax_amount_per_request = 2000\nwindow_secs = 4\nmax_amount_per_window = 2500\nmax_requests_per_window = 10\n",
+    );
+    // Allowlists: `listed` lets other destinations through with security's
+    // approval too; `listed-strict` refuses them.
+    for (key, extra) in [
+        ("listed", "unlisted_require = { security = 1 }\n"),
+        ("listed-strict", ""),
+    ] {
+        text.push_str(&format!(
+            "\n[keys.{key}]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\n\
+             [keys.{key}.destinations]\nallowed = [\"bc1qlisted\"]\n{extra}"
+        ));
+    }
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path
