@@ -180,7 +180,7 @@ pub async fn run(
     iterations: usize,
     approvers: &[BenchApprover],
 ) -> anyhow::Result<()> {
-    let coordinator = crate::server::coordinator(config)?;
+    let coordinator = crate::server::coordinator(config, false)?;
     let policy = coordinator.policy.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "the bench needs the coordinator's policy_file: signers sign only approved requests"

@@ -69,6 +69,9 @@ enum Command {
     /// Approver keys: create a development key file, or show a key's public key.
     #[command(subcommand)]
     ApproverKey(ApproverKeyCommand),
+    /// Audit logs (coordinator's or a signer's): verify offline, export for a SIEM.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a key's group public key (SEC1 compressed, hex).
     Pubkey {
         #[arg(long)]
@@ -148,6 +151,24 @@ enum RequestsCommand {
         request_id: String,
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every link of a log; report the first broken entry.
+    Verify {
+        path: PathBuf,
+        /// The key that must have signed every checkpoint (a signer's audit key, `p256:...`).
+        #[arg(long)]
+        checkpoint_key: Option<String>,
+    },
+    /// Verify, then print one flat JSON object per entry (JSON lines).
+    Export {
+        path: PathBuf,
+        /// Name of the node the log belongs to, added to every line.
+        #[arg(long, default_value = "")]
+        node: String,
     },
 }
 
@@ -358,6 +379,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", public.to_text());
             Ok(())
         }
+        Command::Audit(AuditCommand::Verify {
+            path,
+            checkpoint_key,
+        }) => {
+            let key = checkpoint_key
+                .map(|k| ringi_policy::approver_key::ApproverKey::parse(&k))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--checkpoint-key: {e}"))?;
+            let lines = read_lines(&path)?;
+            let v = ringi_policy::audit::verify(&lines, key.as_ref())
+                .map_err(|b| anyhow::anyhow!("audit log {} is broken: {b}", path.display()))?;
+            println!(
+                "ok: {} entries, {} signed checkpoints{}, head {}",
+                v.entries,
+                v.checkpoints,
+                if v.checkpoint_keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", v.checkpoint_keys.join(", "))
+                },
+                hex::encode(v.head)
+            );
+            Ok(())
+        }
+        Command::Audit(AuditCommand::Export { path, node }) => {
+            let lines = read_lines(&path)?;
+            ringi_policy::audit::verify(&lines, None).map_err(|b| {
+                anyhow::anyhow!("audit log {} is broken, not exporting: {b}", path.display())
+            })?;
+            for line in lines.iter().filter(|l| !l.trim().is_empty()) {
+                let entry: ringi_policy::audit::Entry = serde_json::from_str(line)?;
+                println!("{}", ringi_policy::audit::export_line(&node, &entry));
+            }
+            Ok(())
+        }
         Command::ApproverKey(ApproverKeyCommand::Show { key }) => {
             println!("{}", key.open()?.public_key().to_text());
             Ok(())
@@ -387,4 +443,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ringi::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
         }
     }
+}
+
+fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    Ok(text.lines().map(String::from).collect())
 }

@@ -154,6 +154,22 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     .await?;
     if created {
         tracing::info!(request_id = %hex::encode(record.id), key_id = %record.request.key_id, requester = %record.request.requester, "request submitted");
+        let r = &record.request;
+        c.audit(
+            "request_submitted",
+            &[
+                ("request_id", hex::encode(record.id)),
+                ("key_id", r.key_id.clone()),
+                (
+                    "message_sha256",
+                    hex::encode(ringi_policy::encoding::sha256(&r.message)),
+                ),
+                ("asset", r.metadata.asset.clone()),
+                ("amount", r.metadata.amount.to_string()),
+                ("destination", r.metadata.destination.clone()),
+                ("requester", r.requester.clone()),
+            ],
+        );
         c.notify(record.id);
     } else {
         tracing::info!(request_id = %hex::encode(record.id), "request resubmitted with its idempotency key; returning it");
@@ -199,6 +215,7 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
     .inspect(|r| {
         if r.state == State::Expired {
             tracing::info!(request_id = %hex::encode(id), "request expired");
+            c.audit("request_expired", &[("request_id", hex::encode(id))]);
             c.notify(id);
         }
     })
@@ -286,6 +303,19 @@ pub async fn decide(c: &Arc<Coordinator>, approval: &apb::Approval) -> Result<Re
         .approver(&approval.approver)
         .map(|a| a.name.clone())
         .unwrap_or_default();
+    c.notify(id);
+    c.audit(
+        "decision_recorded",
+        &[
+            ("request_id", short.clone()),
+            ("approver", who.clone()),
+            ("approver_key", approval.approver.to_text()),
+            ("department", approval.statement.department.clone()),
+            ("decision", approval.statement.decision.as_str().to_string()),
+            ("reason", approval.statement.reason.clone()),
+            ("state", updated.state.as_str().to_string()),
+        ],
+    );
     tracing::info!(
         request_id = %short,
         approver = %who,
@@ -351,6 +381,13 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
         return Ok(());
     }
     c.notify(id);
+    c.audit(
+        "signing_started",
+        &[
+            ("request_id", hex::encode(id)),
+            ("approvals", record.approvals.len().to_string()),
+        ],
+    );
     let outcome = match c.key(&record.request.key_id).await {
         Ok(key) => {
             let bundle = bundle_of(&record, now());
@@ -370,6 +407,14 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
     match outcome {
         Ok(signed) => {
             tracing::info!(request_id = %short, signers = ?signed.signers, "request signed");
+            c.audit(
+                "signature_produced",
+                &[
+                    ("request_id", short.clone()),
+                    ("signers", signed.signers.join(",")),
+                    ("signature", hex::encode(&signed.signature)),
+                ],
+            );
             let reason = format!("signed by {}", signed.signers.join(", "));
             blocking(move || {
                 store.transition(
@@ -387,6 +432,10 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: [u8; 32]) -> Result<()> {
         }
         Err(e) => {
             tracing::warn!(request_id = %short, error = %e, "signing failed");
+            c.audit(
+                "signing_failed",
+                &[("request_id", short.clone()), ("reason", e.to_string())],
+            );
             let reason = e.to_string();
             blocking(move || {
                 store.transition(

@@ -17,12 +17,15 @@ use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
 /// How often overdue requests are expired.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// File name of the audit log inside the data directory.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
 
 /// Builds the coordinator state from the config (registry checked, database
 /// opened and migrated).
-pub fn coordinator(config: &Config) -> anyhow::Result<Arc<Coordinator>> {
+pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
     let registry = Registry::new(&config.signers)?;
     let policy = match &config.policy_file {
         Some(path) => {
@@ -43,6 +46,11 @@ pub fn coordinator(config: &Config) -> anyhow::Result<Arc<Coordinator>> {
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
     let mut coordinator = Coordinator::new(registry, store, policy);
     coordinator.daily_volume_file = config.daily_volume_file.clone();
+    if with_audit {
+        let path = config.data_dir()?.join(AUDIT_FILE);
+        coordinator.audit = Some(Arc::new(ringi_policy::audit::AuditLog::open(&path)?));
+        tracing::info!(audit = %path.display(), "audit log opened");
+    }
     Ok(Arc::new(coordinator))
 }
 
@@ -51,7 +59,7 @@ pub fn coordinator(config: &Config) -> anyhow::Result<Arc<Coordinator>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen();
     ringi_proto::transport::check_plaintext_listen(listen)?;
-    let coordinator = coordinator(&config)?;
+    let coordinator = coordinator(&config, true)?;
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     println!("ringi listening on {local}");

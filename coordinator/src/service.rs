@@ -26,6 +26,9 @@ pub struct Coordinator {
     pub policy: Option<Arc<ringi_policy::policy::Policy>>,
     /// Operators' daily-volume figures, if configured.
     pub daily_volume_file: Option<std::path::PathBuf>,
+    /// The coordinator's audit trail (absent for tools such as the bench,
+    /// which must not write to the daemon's log).
+    pub audit: Option<Arc<ringi_policy::audit::AuditLog>>,
     /// Parsed keys, so a signing touches neither SQLite nor the decoder.
     keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
     /// The id of every request whose state or approvals just changed
@@ -44,8 +47,20 @@ impl Coordinator {
             store,
             policy,
             daily_volume_file: None,
+            audit: None,
             keys: RwLock::new(HashMap::new()),
             changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    /// Appends an entry to the audit trail. Failures are logged: the
+    /// coordinator's trail is a record; the signers' trails, which they
+    /// write before releasing a share, are the enforcement point.
+    pub fn audit(&self, event: &str, fields: &[(&str, String)]) {
+        if let Some(log) = &self.audit
+            && let Err(e) = log.append(crate::requests::now(), event, fields)
+        {
+            tracing::error!(error = %e, event, "audit log write failed");
         }
     }
 
@@ -159,12 +174,27 @@ impl pb::key_service_server::KeyService for KeyService {
             let last = match result {
                 Ok(record) => {
                     tracing::info!(key_id = %key_id, group_key = %hex::encode(&record.group_public_key), "DKG finished; key stored");
+                    let signers: Vec<String> =
+                        record.signers.iter().map(|(n, _)| n.clone()).collect();
+                    coordinator.audit(
+                        "key_created",
+                        &[
+                            ("key_id", key_id.clone()),
+                            ("threshold", record.threshold.to_string()),
+                            ("signers", signers.join(",")),
+                            ("group_public_key", hex::encode(&record.group_public_key)),
+                        ],
+                    );
                     Ok(pb::CreateKeyEvent {
                         event: Some(pb::create_key_event::Event::Created(public_key(&record))),
                     })
                 }
                 Err(e) => {
                     tracing::warn!(key_id = %key_id, error = %e, "DKG failed");
+                    coordinator.audit(
+                        "key_creation_failed",
+                        &[("key_id", key_id.clone()), ("reason", e.to_string())],
+                    );
                     Err(Status::from(e))
                 }
             };

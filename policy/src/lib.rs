@@ -9,12 +9,16 @@
 //! - [`limits`]: spending caps, checked by coordinator and signers alike;
 //! - [`evaluate`]: the decision — approved, pending, rejected, or which rule
 //!   an approval breaks;
+//! - [`audit`]: the hash-chained audit log both sides append to, and its
+//!   offline verification;
 //! - [`encoding`]: the canonical encoding the hashes and signatures cover.
 //!
-//! Everything here is pure: no I/O, no clock (callers pass `now`), so the
-//! coordinator and the signers run exactly the same checks.
+//! Everything here but the audit log's file handling is pure: no I/O, no
+//! clock (callers pass `now`), so the coordinator and the signers run
+//! exactly the same checks.
 
 pub mod approver_key;
+pub mod audit;
 pub mod encoding;
 pub mod evaluate;
 pub mod limits;

@@ -12,6 +12,8 @@
 //!   round-2 packages sealed end to end between nodes.
 //! - [`authorize`]: the node's own check of a request's approvals against
 //!   its pinned policy, before any token use for that request.
+//! - [`node_audit`]: the node's hash-chained audit trail, checkpoints signed
+//!   by its token.
 //! - [`spending`]: the node's own durable spending counters and caps.
 //! - [`service`], [`error`], [`server`]: the gRPC edge.
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod dkg;
 pub mod dkg_envelope;
 pub mod error;
+pub mod node_audit;
 pub mod nonces;
 pub mod rng;
 pub mod sealed_share;

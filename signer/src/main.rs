@@ -108,6 +108,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let vault = std::sync::Arc::new(TokenVault::open(token.clone())?);
             let dkg = ringi_signer::dkg::DkgRuns::new(vault.clone(), token)?;
             println!("dkg_public_key {}", hex::encode(dkg.public_key()));
+            let audit_key = ringi_policy::approver_key::ApproverKey::from_sec1(
+                &vault.token().audit_public_key()?,
+            )
+            .map_err(|e| anyhow::anyhow!("audit key: {e}"))?;
+            println!("audit_key {}", audit_key.to_text());
             for share in vault.shares() {
                 println!(
                     "key {} identifier {} group_public_key {}",
@@ -136,6 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 policy,
                 ledger_path: data_dir.join("spending.sqlite3"),
+                audit_path: data_dir.join("audit.jsonl"),
                 daily_volume_file: cli
                     .daily_volume_file
                     .clone()

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::dkg::DkgRuns;
+use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
 use crate::service::SignerService;
 use crate::spending::SpendingLedger;
 use crate::token::{Token, TokenConfig};
@@ -27,6 +28,8 @@ pub struct ServeSettings {
     pub policy: Policy,
     /// The node's spending ledger (SQLite file).
     pub ledger_path: std::path::PathBuf,
+    /// The node's audit log (JSON lines).
+    pub audit_path: std::path::PathBuf,
     pub daily_volume_file: Option<std::path::PathBuf>,
 }
 
@@ -35,19 +38,41 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         listen,
         policy,
         ledger_path,
+        audit_path,
         daily_volume_file,
     } = settings;
     ringi_proto::transport::check_plaintext_listen(listen)?;
     let ledger = Arc::new(SpendingLedger::open(&ledger_path)?);
     tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
-    let (vault, dkg) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (vault, dkg, audit) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let token = Arc::new(Token::open(&token_config)?);
         let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
-        let dkg = Arc::new(DkgRuns::new(vault.clone(), token)?);
-        Ok((vault, dkg))
+        let dkg = Arc::new(DkgRuns::new(vault.clone(), token.clone())?);
+        let audit = Arc::new(NodeAudit::open(&audit_path, token)?);
+        Ok((vault, dkg, audit))
     })
     .await??;
+    audit.record(
+        "node_started",
+        &[
+            ("policy_sha256", hex::encode(policy.hash())),
+            ("dkg_public_key", hex::encode(dkg.public_key())),
+            ("audit_key", audit.public_key().to_string()),
+        ],
+    )?;
+    tracing::info!(audit_key = %audit.public_key(), "audit log opened");
+    let checkpointer = audit.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        loop {
+            tick.tick().await;
+            let a = checkpointer.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.checkpoint_if_new()).await {
+                tracing::error!(error = %e, "audit checkpoint failed");
+            }
+        }
+    });
     let shares = vault.shares();
     tracing::info!(
         key_shares = shares.len(),
@@ -71,7 +96,14 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         }
     });
     let vault: Arc<dyn ShareVault> = vault;
-    let service = SignerService::new(vault, dkg, Arc::new(policy), ledger, daily_volume_file);
+    let service = SignerService::new(
+        vault,
+        dkg,
+        Arc::new(policy),
+        ledger,
+        daily_volume_file,
+        audit.clone(),
+    );
     let incoming = TcpListenerStream::new(listener);
     let (health, reflection) =
         ringi_proto::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
@@ -82,6 +114,9 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         .add_service(SignerServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await?;
+    if let Err(e) = audit.checkpoint_if_new() {
+        tracing::error!(error = %e, "final audit checkpoint failed");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorize::{ApprovedBundles, check_message, now};
 use crate::dkg::{DkgRuns, Participant, Round1Request};
+use crate::node_audit::NodeAudit;
 use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::ShareVault;
 use ringi_policy::policy::Policy;
@@ -27,6 +28,8 @@ pub struct SignerService {
     ledger: Arc<SpendingLedger>,
     /// Operators' daily-volume figures for percentage caps, if configured.
     daily_volume_file: Option<Arc<std::path::PathBuf>>,
+    /// The node's audit trail.
+    audit: Arc<NodeAudit>,
 }
 
 impl SignerService {
@@ -36,6 +39,7 @@ impl SignerService {
         policy: Arc<Policy>,
         ledger: Arc<SpendingLedger>,
         daily_volume_file: Option<std::path::PathBuf>,
+        audit: Arc<NodeAudit>,
     ) -> Self {
         SignerService {
             vault,
@@ -44,6 +48,7 @@ impl SignerService {
             approved: Arc::new(ApprovedBundles::default()),
             ledger,
             daily_volume_file: daily_volume_file.map(Arc::new),
+            audit,
         }
     }
 }
@@ -52,8 +57,10 @@ fn check_key_id(key_id: &str) -> Result<(), Status> {
     validate_key_id(key_id).map_err(|e| Status::invalid_argument(format!("key_id: {e}")))
 }
 
-/// Runs blocking token/FROST work off the async runtime and logs refusals.
+/// Runs blocking token/FROST work off the async runtime, and logs and
+/// audits refusals.
 async fn blocking<T: Send + 'static>(
+    audit: &Arc<NodeAudit>,
     rpc: &'static str,
     key_id: String,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
@@ -63,8 +70,24 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(Status::internal(format!("worker failed: {e}"))));
     if let Err(status) = &result {
         tracing::warn!(rpc, key_id = %key_id, code = ?status.code(), reason = status.message(), "refused");
+        let fields = [
+            ("rpc", rpc.to_string()),
+            ("key_id", key_id),
+            ("code", format!("{:?}", status.code())),
+            ("reason", status.message().to_string()),
+        ];
+        if let Err(e) = audit.record("refused", &fields) {
+            tracing::error!(error = %e, "audit log write failed");
+        }
     }
     result
+}
+
+/// Appends an audit entry from inside a handler; a failure refuses the call.
+fn audited(audit: &NodeAudit, event: &str, fields: &[(&str, String)]) -> Result<(), Status> {
+    audit
+        .record(event, fields)
+        .map_err(|e| Status::unavailable(format!("audit log unavailable, refusing: {e}")))
 }
 
 #[tonic::async_trait]
@@ -96,7 +119,7 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let key_id = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let round1_package = blocking("DkgRound1", key_id.clone(), move || {
+        let round1_package = blocking(&self.audit, "DkgRound1", key_id.clone(), move || {
             check_key_id(&req.key_id)?;
             let participants = req
                 .participants
@@ -126,11 +149,12 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let key_id = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let sealed_round2_packages = blocking("DkgRound2", key_id.clone(), move || {
-            check_key_id(&req.key_id)?;
-            Ok(dkg.round2(&req.key_id, &req.session_id, &req.round1_packages)?)
-        })
-        .await?;
+        let sealed_round2_packages =
+            blocking(&self.audit, "DkgRound2", key_id.clone(), move || {
+                check_key_id(&req.key_id)?;
+                Ok(dkg.round2(&req.key_id, &req.session_id, &req.round1_packages)?)
+            })
+            .await?;
         tracing::info!(key_id = %key_id, "DKG round 2 done");
         Ok(Response::new(pb::DkgRound2Response {
             sealed_round2_packages,
@@ -145,7 +169,7 @@ impl pb::signer_server::Signer for SignerService {
         let key_id = req.key_id.clone();
         let dkg = self.dkg.clone();
         let (public_key_package, group_public_key) =
-            blocking("DkgFinish", key_id.clone(), move || {
+            blocking(&self.audit, "DkgFinish", key_id.clone(), move || {
                 check_key_id(&req.key_id)?;
                 let public =
                     dkg.finish(&req.key_id, &req.session_id, &req.sealed_round2_packages)?;
@@ -170,9 +194,20 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let key_id = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let info = blocking("DkgCommit", key_id.clone(), move || {
+        let audit = self.audit.clone();
+        let info = blocking(&self.audit, "DkgCommit", key_id.clone(), move || {
             check_key_id(&req.key_id)?;
-            Ok(dkg.commit(&req.key_id, &req.session_id, &req.group_public_key)?)
+            let info = dkg.commit(&req.key_id, &req.session_id, &req.group_public_key)?;
+            audited(
+                &audit,
+                "dkg_share_stored",
+                &[
+                    ("key_id", info.key_id.clone()),
+                    ("identifier", info.identifier.to_string()),
+                    ("group_public_key", hex::encode(info.group_key)),
+                ],
+            )?;
+            Ok(info)
         })
         .await?;
         tracing::info!(key_id = %key_id, identifier = info.identifier, "key share sealed in the token");
@@ -198,10 +233,20 @@ impl pb::signer_server::Signer for SignerService {
         let policy = self.policy.clone();
         let approved = self.approved.clone();
         let key_id = req.key_id.clone();
-        let (identifier, commitments) = blocking("Commit", key_id, move || {
+        let audit = self.audit.clone();
+        let (identifier, commitments) = blocking(&self.audit, "Commit", key_id, move || {
             check_key_id(&req.key_id)?;
-            approved.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
+            let request =
+                approved.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
             let (id, commitments) = vault.commit(&req.key_id)?;
+            audited(
+                &audit,
+                "commit_issued",
+                &[
+                    ("key_id", req.key_id.clone()),
+                    ("request_id", hex::encode(request.id())),
+                ],
+            )?;
             let bytes = commitments
                 .serialize()
                 .map_err(|e| Status::internal(format!("commitments: {e}")))?;
@@ -224,46 +269,66 @@ impl pb::signer_server::Signer for SignerService {
         let remembered = self.approved.clone();
         let ledger = self.ledger.clone();
         let volume_file = self.daily_volume_file.clone();
+        let audit = self.audit.clone();
         let key_id = req.key_id.clone();
-        let (signature_share, request_id) = blocking("Sign", key_id.clone(), move || {
-            check_key_id(&req.key_id)?;
-            // Approvals first: nothing touches the token (or the nonces)
-            // for a request this node has not seen approved.
-            let approved =
-                remembered.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
-            let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
-                Status::invalid_argument(format!("signing_package is malformed: {e}"))
-            })?;
-            check_message(&approved, package.message())?;
-            // The node's own caps, counted in its own ledger, in the same
-            // transaction that records this request as signed.
-            let now = now();
-            let limits = policy
-                .key(&req.key_id)
-                .map(|k| k.limits.clone())
-                .unwrap_or_default();
-            let volume = ringi_policy::volumes::daily_volume(
-                volume_file.as_deref().map(|p| p.as_path()),
-                &req.key_id,
-            )
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
-            ledger
-                .record(
+        let (signature_share, request_id) =
+            blocking(&self.audit, "Sign", key_id.clone(), move || {
+                check_key_id(&req.key_id)?;
+                // Approvals first: nothing touches the token (or the nonces)
+                // for a request this node has not seen approved.
+                let approved = remembered.authorize(
+                    &policy,
                     &req.key_id,
-                    &approved.id(),
-                    approved.metadata.amount,
-                    now,
-                    &limits,
-                    volume,
-                )
-                .map_err(|e| match e {
-                    LedgerError::Cap(_) => Status::resource_exhausted(e.to_string()),
-                    LedgerError::Store(_) => Status::unavailable(e.to_string()),
+                    req.approval_bundle.as_ref(),
+                    now(),
+                )?;
+                let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
+                    Status::invalid_argument(format!("signing_package is malformed: {e}"))
                 })?;
-            let share = vault.sign(&req.key_id, &package)?;
-            Ok((share.serialize(), hex::encode(approved.id())))
-        })
-        .await?;
+                check_message(&approved, package.message())?;
+                // The node's own caps, counted in its own ledger, in the same
+                // transaction that records this request as signed.
+                let now = now();
+                let limits = policy
+                    .key(&req.key_id)
+                    .map(|k| k.limits.clone())
+                    .unwrap_or_default();
+                let volume = ringi_policy::volumes::daily_volume(
+                    volume_file.as_deref().map(|p| p.as_path()),
+                    &req.key_id,
+                )
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
+                ledger
+                    .record(
+                        &req.key_id,
+                        &approved.id(),
+                        approved.metadata.amount,
+                        now,
+                        &limits,
+                        volume,
+                    )
+                    .map_err(|e| match e {
+                        LedgerError::Cap(_) => Status::resource_exhausted(e.to_string()),
+                        LedgerError::Store(_) => Status::unavailable(e.to_string()),
+                    })?;
+                let share = vault.sign(&req.key_id, &package)?;
+                let request_id = hex::encode(approved.id());
+                // Written before the share leaves: no audit entry, no share.
+                audited(
+                    &audit,
+                    "share_released",
+                    &[
+                        ("key_id", req.key_id.clone()),
+                        ("request_id", request_id.clone()),
+                        ("asset", approved.metadata.asset.clone()),
+                        ("amount", approved.metadata.amount.to_string()),
+                        ("destination", approved.metadata.destination.clone()),
+                        ("requester", approved.requester.clone()),
+                    ],
+                )?;
+                Ok((share.serialize(), request_id))
+            })
+            .await?;
         tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
         Ok(Response::new(pb::SignResponse { signature_share }))
     }

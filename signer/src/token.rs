@@ -7,6 +7,8 @@
 //! - the DKG transport key: a secp256k1 key pair generated inside the token
 //!   whose private half can only derive (CKM_ECDH1_DERIVE). Round-2 DKG
 //!   packages are encrypted between nodes with it (see [`crate::dkg_envelope`]);
+//! - the audit key: a P-256 key pair generated inside the token whose private
+//!   half can only sign; it signs the audit log's checkpoints;
 //! - one private CKO_DATA object per key id holding that key's sealed share.
 //!
 //! The process logs in once (C_Login costs ~2 ms in SoftHSM) and keeps that
@@ -36,6 +38,8 @@ use zeroize::Zeroizing;
 pub const KEK_LABEL: &str = "ringi-share-kek";
 /// CKA_LABEL of both halves of the DKG transport key pair.
 pub const DKG_KEY_LABEL: &str = "ringi-dkg-transport";
+/// CKA_LABEL of both halves of the audit checkpoint key pair (P-256, sign).
+pub const AUDIT_KEY_LABEL: &str = "ringi-audit";
 /// CKA_APPLICATION of every data object ringi creates.
 pub const APPLICATION: &str = "ringi";
 /// CKA_LABEL prefix of sealed-share data objects; the key id follows.
@@ -43,6 +47,8 @@ pub const SHARE_LABEL_PREFIX: &str = "ringi-share:";
 
 /// DER OID of secp256k1, the CKA_EC_PARAMS of the DKG transport key.
 const SECP256K1_OID: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
+/// DER OID of P-256, the CKA_EC_PARAMS of the audit key.
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 /// Length of an AES-GCM IV; SoftHSM uses the caller's IV verbatim, so every
 /// seal draws a fresh one.
 pub const GCM_IV_LEN: usize = 12;
@@ -281,15 +287,70 @@ impl Token {
                 .map_err(TokenError::from_ck)?;
                 created.push(DKG_KEY_LABEL);
             }
+            if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, AUDIT_KEY_LABEL))?.is_none() {
+                let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+                s.generate_key_pair(
+                    &Mechanism::EccKeyPairGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(false),
+                        Attribute::EcParams(P256_OID.to_vec()),
+                        Attribute::Label(AUDIT_KEY_LABEL.into()),
+                        Attribute::Id(id.clone()),
+                        Attribute::Verify(true),
+                        Attribute::Encrypt(false),
+                        Attribute::Wrap(false),
+                        Attribute::Derive(false),
+                    ],
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Sign(true),
+                        Attribute::Derive(false),
+                        Attribute::Decrypt(false),
+                        Attribute::Unwrap(false),
+                        Attribute::Modifiable(false),
+                        Attribute::Label(AUDIT_KEY_LABEL.into()),
+                        Attribute::Id(id),
+                    ],
+                )
+                .map_err(TokenError::from_ck)?;
+                created.push(AUDIT_KEY_LABEL);
+            }
             Ok(())
         })?;
         Ok(created)
+    }
+
+    /// The audit checkpoint public key, SEC1 uncompressed P-256.
+    pub fn audit_public_key(&self) -> Result<Vec<u8>, TokenError> {
+        self.ec_public_key(AUDIT_KEY_LABEL)
+    }
+
+    /// ECDSA P-256 over SHA-256(`statement`) with the audit key, inside the
+    /// token. Returns r ‖ s (64 bytes).
+    pub fn audit_sign(&self, statement: &[u8]) -> Result<Vec<u8>, TokenError> {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(statement);
+        self.with_key(
+            |t| {
+                t.with_session(|s| {
+                    find_one(s, &key_template(ObjectClass::PRIVATE_KEY, AUDIT_KEY_LABEL))
+                })?
+                .ok_or(TokenError::NotInitialized(AUDIT_KEY_LABEL))
+            },
+            |s, key| s.sign(&Mechanism::Ecdsa, key, &digest),
+        )?
+        .map_err(TokenError::from_ck)
     }
 
     /// Checks that `ringi-signer init` has run and caches the key handles.
     pub fn require_keys(&self) -> Result<(), TokenError> {
         self.kek()?;
         self.dkg_private()?;
+        self.audit_public_key()?;
         Ok(())
     }
 
@@ -391,9 +452,14 @@ impl Token {
 
     /// The DKG transport public key, SEC1 uncompressed (65 bytes).
     pub fn dkg_public_key(&self) -> Result<Vec<u8>, TokenError> {
+        self.ec_public_key(DKG_KEY_LABEL)
+    }
+
+    /// The SEC1 point of the EC public key labelled `label`.
+    fn ec_public_key(&self, label: &'static str) -> Result<Vec<u8>, TokenError> {
         self.with_session(|s| {
-            let handle = find_one(s, &key_template(ObjectClass::PUBLIC_KEY, DKG_KEY_LABEL))?
-                .ok_or(TokenError::NotInitialized(DKG_KEY_LABEL))?;
+            let handle = find_one(s, &key_template(ObjectClass::PUBLIC_KEY, label))?
+                .ok_or(TokenError::NotInitialized(label))?;
             let attrs = s
                 .get_attributes(handle, &[AttributeType::EcPoint])
                 .map_err(TokenError::from_ck)?;

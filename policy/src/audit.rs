@@ -1,0 +1,515 @@
+//! The audit trail: an append-only, hash-chained log of every decision, one
+//! JSON object per line, that an auditor can verify offline.
+//!
+//! ```text
+//! {"seq":1,"at":1795400000,"event":"request_submitted","fields":{...},"prev":"00…00","hash":"…"}
+//! hash = SHA-256(Canonical("ringi audit entry v1",
+//!                seq (u64), at (u64), event, field names and values in order, prev (32 bytes)))
+//! ```
+//!
+//! Each entry names the hash of the one before it (`prev`; zeros for the
+//! first), so editing, deleting or reordering any entry breaks the chain at
+//! that entry. Signer nodes also append `checkpoint` entries signed by a key
+//! held in their token (ECDSA P-256 over SHA-256 of
+//! `Canonical("ringi audit checkpoint v1", seq of the head, head hash)`), so
+//! rewriting a whole log from some point needs that key too.
+//!
+//! Entries carry ids, amounts, names, decisions and reasons: never a share,
+//! a nonce, a PIN or a private key.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::approver_key::ApproverKey;
+use crate::encoding::{Canonical, sha256};
+
+/// Event name of a signed checkpoint entry.
+pub const CHECKPOINT: &str = "checkpoint";
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub seq: u64,
+    pub at: u64,
+    pub event: String,
+    pub fields: BTreeMap<String, String>,
+    /// Hex SHA-256 of the previous entry (64 zeros for the first).
+    pub prev: String,
+    /// Hex SHA-256 of this entry.
+    pub hash: String,
+}
+
+fn entry_hash(
+    seq: u64,
+    at: u64,
+    event: &str,
+    fields: &BTreeMap<String, String>,
+    prev: &[u8; 32],
+) -> [u8; 32] {
+    let mut c = Canonical::new("ringi audit entry v1")
+        .u64(seq)
+        .u64(at)
+        .str(event);
+    for (k, v) in fields {
+        c = c.str(k).str(v);
+    }
+    sha256(&c.bytes(prev).finish())
+}
+
+/// What a checkpoint signs: the position and hash of the head it covers.
+pub fn checkpoint_statement(head_seq: u64, head: &[u8; 32]) -> Vec<u8> {
+    Canonical::new("ringi audit checkpoint v1")
+        .u64(head_seq)
+        .bytes(head)
+        .finish()
+}
+
+/// Where and why a log fails verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    #[error("line {line}: not a log entry ({reason})")]
+    Malformed { line: usize, reason: String },
+    #[error(
+        "line {line}: entry seq {found}, expected {expected} (an entry was deleted, inserted or reordered)"
+    )]
+    Sequence {
+        line: usize,
+        expected: u64,
+        found: u64,
+    },
+    #[error("line {line} (seq {seq}): prev does not match the hash of the entry before it")]
+    Link { line: usize, seq: u64 },
+    #[error("line {line} (seq {seq}): the entry's content does not match its hash (it was edited)")]
+    Hash { line: usize, seq: u64 },
+    #[error("line {line} (seq {seq}): checkpoint signature does not verify")]
+    Checkpoint { line: usize, seq: u64 },
+    #[error(
+        "line {line} (seq {seq}): checkpoint signed by {found}, not the expected key {expected}"
+    )]
+    CheckpointKey {
+        line: usize,
+        seq: u64,
+        found: String,
+        expected: String,
+    },
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub head: [u8; 32],
+    /// Keys that signed checkpoints.
+    pub checkpoint_keys: Vec<String>,
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    hex::decode(s).ok()?.try_into().ok()
+}
+
+/// Verifies a whole log, given its lines. `expected_key`, if given, must
+/// have signed every checkpoint.
+pub fn verify<I, S>(lines: I, expected_key: Option<&ApproverKey>) -> Result<Verified, Broken>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let mut prev = [0u8; 32];
+    let mut seq = 0u64;
+    let mut checkpoints = 0;
+    let mut keys: Vec<String> = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let line_no = i + 1;
+        let text = line.as_ref();
+        if text.trim().is_empty() {
+            continue;
+        }
+        let e: Entry = serde_json::from_str(text).map_err(|err| Broken::Malformed {
+            line: line_no,
+            reason: err.to_string(),
+        })?;
+        if e.seq != seq + 1 {
+            return Err(Broken::Sequence {
+                line: line_no,
+                expected: seq + 1,
+                found: e.seq,
+            });
+        }
+        if hex32(&e.prev) != Some(prev) {
+            return Err(Broken::Link {
+                line: line_no,
+                seq: e.seq,
+            });
+        }
+        let hash = entry_hash(e.seq, e.at, &e.event, &e.fields, &prev);
+        if hex32(&e.hash) != Some(hash) {
+            return Err(Broken::Hash {
+                line: line_no,
+                seq: e.seq,
+            });
+        }
+        if e.event == CHECKPOINT {
+            let bad = || Broken::Checkpoint {
+                line: line_no,
+                seq: e.seq,
+            };
+            let field = |k: &str| e.fields.get(k).cloned().ok_or_else(bad);
+            let key = ApproverKey::parse(&field("key")?).map_err(|_| bad())?;
+            let signature = hex::decode(field("signature")?).map_err(|_| bad())?;
+            let head_seq: u64 = field("head_seq")?.parse().map_err(|_| bad())?;
+            let head = hex32(&field("head")?).ok_or_else(bad)?;
+            if head_seq != e.seq - 1
+                || head != prev
+                || !key.verify(&checkpoint_statement(head_seq, &head), &signature)
+            {
+                return Err(bad());
+            }
+            if let Some(expected) = expected_key
+                && &key != expected
+            {
+                return Err(Broken::CheckpointKey {
+                    line: line_no,
+                    seq: e.seq,
+                    found: key.to_text(),
+                    expected: expected.to_text(),
+                });
+            }
+            if !keys.contains(&key.to_text()) {
+                keys.push(key.to_text());
+            }
+            checkpoints += 1;
+        }
+        prev = hash;
+        seq = e.seq;
+    }
+    Ok(Verified {
+        entries: seq,
+        checkpoints,
+        head: prev,
+        checkpoint_keys: keys,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+    #[error("audit log {path} is broken, refusing to append to it: {broken}")]
+    Broken { path: PathBuf, broken: Broken },
+}
+
+struct Tail {
+    file: File,
+    seq: u64,
+    head: [u8; 32],
+    since_checkpoint: u64,
+}
+
+/// An open log, appending after its verified head.
+pub struct AuditLog {
+    path: PathBuf,
+    tail: Mutex<Tail>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log and verifies it; a broken log is refused.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let io = |e: std::io::Error| AuditError::Io {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let (seq, head) = if path.exists() {
+            let lines: Vec<String> = BufReader::new(File::open(path).map_err(io)?)
+                .lines()
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            let v = verify(&lines, None).map_err(|broken| AuditError::Broken {
+                path: path.to_path_buf(),
+                broken,
+            })?;
+            (v.entries, v.head)
+        } else {
+            (0, [0u8; 32])
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        Ok(AuditLog {
+            path: path.to_path_buf(),
+            tail: Mutex::new(Tail {
+                file,
+                seq,
+                head,
+                since_checkpoint: 0,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Entries appended since the last checkpoint (or since opening).
+    pub fn since_checkpoint(&self) -> u64 {
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .since_checkpoint
+    }
+
+    /// Appends one entry. Returns the number of entries since the last
+    /// checkpoint (callers decide when to checkpoint).
+    pub fn append(
+        &self,
+        at: u64,
+        event: &str,
+        fields: &[(&str, String)],
+    ) -> Result<u64, AuditError> {
+        let fields: BTreeMap<String, String> = fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        self.write(&mut tail, at, event, fields, false)?;
+        Ok(tail.since_checkpoint)
+    }
+
+    /// Appends a checkpoint over the current head, signed by `sign` (which
+    /// returns `(public key text, signature)` for the statement it is given),
+    /// and syncs the file to disk.
+    pub fn checkpoint(
+        &self,
+        at: u64,
+        sign: impl FnOnce(&[u8]) -> Result<(String, Vec<u8>), String>,
+    ) -> Result<(), AuditError> {
+        let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let statement = checkpoint_statement(tail.seq, &tail.head);
+        let (key, signature) = sign(&statement).map_err(|reason| AuditError::Io {
+            path: self.path.clone(),
+            reason: format!("checkpoint signing failed: {reason}"),
+        })?;
+        let fields = BTreeMap::from([
+            ("head".to_string(), hex::encode(tail.head)),
+            ("head_seq".to_string(), tail.seq.to_string()),
+            ("key".to_string(), key),
+            ("signature".to_string(), hex::encode(signature)),
+        ]);
+        self.write(&mut tail, at, CHECKPOINT, fields, true)
+    }
+
+    fn write(
+        &self,
+        tail: &mut Tail,
+        at: u64,
+        event: &str,
+        fields: BTreeMap<String, String>,
+        sync: bool,
+    ) -> Result<(), AuditError> {
+        let seq = tail.seq + 1;
+        let hash = entry_hash(seq, at, event, &fields, &tail.head);
+        let entry = Entry {
+            seq,
+            at,
+            event: event.to_string(),
+            fields,
+            prev: hex::encode(tail.head),
+            hash: hex::encode(hash),
+        };
+        let mut line = serde_json::to_string(&entry).map_err(|e| AuditError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        line.push('\n');
+        let io = |e: std::io::Error| AuditError::Io {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        tail.file.write_all(line.as_bytes()).map_err(io)?;
+        tail.file.flush().map_err(io)?;
+        if sync {
+            tail.file.sync_data().map_err(io)?;
+        }
+        tail.seq = seq;
+        tail.head = hash;
+        tail.since_checkpoint = if event == CHECKPOINT {
+            0
+        } else {
+            tail.since_checkpoint + 1
+        };
+        Ok(())
+    }
+}
+
+/// One entry flattened for a SIEM: its fields merged with seq, time, event,
+/// node and hash.
+pub fn export_line(node: &str, e: &Entry) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("node".into(), node.into());
+    obj.insert("seq".into(), e.seq.into());
+    obj.insert("at".into(), e.at.into());
+    obj.insert("event".into(), e.event.clone().into());
+    for (k, v) in &e.fields {
+        obj.entry(k.clone()).or_insert_with(|| v.clone().into());
+    }
+    obj.insert("hash".into(), e.hash.clone().into());
+    serde_json::Value::Object(obj).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+
+    fn write_log(dir: &Path) -> (PathBuf, ApproverKey) {
+        let path = dir.join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let key =
+            ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        for i in 0..5u64 {
+            log.append(
+                100 + i,
+                "share_released",
+                &[("request_id", format!("{i:064x}")), ("key_id", "k".into())],
+            )
+            .unwrap();
+            if i == 2 {
+                log.checkpoint(103, |statement| {
+                    let sig: p256::ecdsa::Signature = sk.sign(statement);
+                    Ok((key.to_text(), sig.to_bytes().to_vec()))
+                })
+                .unwrap();
+            }
+        }
+        (path, key)
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn an_intact_log_verifies_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, key) = write_log(dir.path());
+        let v = verify(lines(&path), Some(&key)).unwrap();
+        assert_eq!((v.entries, v.checkpoints), (6, 1));
+        // Reopening continues the chain.
+        AuditLog::open(&path)
+            .unwrap()
+            .append(200, "x", &[])
+            .unwrap();
+        assert_eq!(verify(lines(&path), Some(&key)).unwrap().entries, 7);
+    }
+
+    #[test]
+    fn edits_deletions_and_reorders_are_caught_at_the_first_broken_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_log(dir.path());
+        let original = lines(&path);
+
+        let mut edited = original.clone();
+        edited[1] = edited[1].replace("\"key_id\":\"k\"", "\"key_id\":\"z\"");
+        assert_eq!(verify(&edited, None), Err(Broken::Hash { line: 2, seq: 2 }));
+
+        let mut deleted = original.clone();
+        deleted.remove(1);
+        assert_eq!(
+            verify(&deleted, None),
+            Err(Broken::Sequence {
+                line: 2,
+                expected: 2,
+                found: 3
+            })
+        );
+
+        let mut reordered = original.clone();
+        reordered.swap(1, 2);
+        assert!(matches!(
+            verify(&reordered, None),
+            Err(Broken::Sequence { line: 2, .. })
+        ));
+
+        // Rewriting from an entry on, renumbered and rehashed, still fails at
+        // the checkpoint: its signature covers the old head.
+        let mut forged = original.clone();
+        let mut e: Entry = serde_json::from_str(&forged[0]).unwrap();
+        e.fields.insert("key_id".into(), "z".into());
+        let mut prev = [0u8; 32];
+        let mut rewritten = Vec::new();
+        for (i, line) in forged.iter().enumerate() {
+            let mut x: Entry = if i == 0 {
+                e.clone()
+            } else {
+                serde_json::from_str(line).unwrap()
+            };
+            x.prev = hex::encode(prev);
+            let h = entry_hash(x.seq, x.at, &x.event, &x.fields, &prev);
+            x.hash = hex::encode(h);
+            prev = h;
+            rewritten.push(serde_json::to_string(&x).unwrap());
+        }
+        forged = rewritten;
+        assert_eq!(
+            verify(&forged, None),
+            Err(Broken::Checkpoint { line: 4, seq: 4 })
+        );
+
+        assert!(matches!(
+            verify(["not json"], None),
+            Err(Broken::Malformed { line: 1, .. })
+        ));
+        // A broken log is not appended to.
+        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            AuditLog::open(&path),
+            Err(AuditError::Broken { .. })
+        ));
+    }
+
+    #[test]
+    fn checkpoints_from_another_key_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_log(dir.path());
+        let other = ApproverKey::parse(
+            "p256:036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296",
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(lines(&path), Some(&other)),
+            Err(Broken::CheckpointKey { seq: 4, .. })
+        ));
+    }
+
+    #[test]
+    fn export_flattens_fields() {
+        let e = Entry {
+            seq: 3,
+            at: 9,
+            event: "share_released".into(),
+            fields: BTreeMap::from([("request_id".into(), "ab".into())]),
+            prev: "00".into(),
+            hash: "ff".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&export_line("signer-1", &e)).unwrap();
+        assert_eq!(v["node"], "signer-1");
+        assert_eq!(v["request_id"], "ab");
+        assert_eq!(v["seq"], 3);
+    }
+}

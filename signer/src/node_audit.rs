@@ -1,0 +1,75 @@
+//! This node's audit trail: every decision it makes (commitments issued,
+//! shares released or refused and why, DKG shares stored) appended to the
+//! hash-chained log of `ringi_policy::audit`, with a checkpoint signed by the
+//! token's audit key every [`CHECKPOINT_EVERY`] entries, every
+//! [`CHECKPOINT_INTERVAL`] with new entries, and at shutdown.
+//!
+//! A share is returned only after its `share_released` entry is written: if
+//! the log cannot be written, the node refuses to sign.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::audit::{AuditError, AuditLog};
+
+use crate::authorize::now;
+use crate::token::Token;
+
+/// Entries between two checkpoints.
+pub const CHECKPOINT_EVERY: u64 = 50;
+/// At most this long between a new entry and its checkpoint.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+pub struct NodeAudit {
+    log: AuditLog,
+    token: Arc<Token>,
+    public_key: String,
+}
+
+impl NodeAudit {
+    pub fn open(path: &Path, token: Arc<Token>) -> Result<Self, anyhow::Error> {
+        let log = AuditLog::open(path)?;
+        let public_key = ApproverKey::from_sec1(&token.audit_public_key()?)
+            .map_err(|e| anyhow::anyhow!("audit key: {e}"))?
+            .to_text();
+        Ok(NodeAudit {
+            log,
+            token,
+            public_key,
+        })
+    }
+
+    /// The key that signs this node's checkpoints (`p256:...`).
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// Appends an entry, checkpointing when due.
+    pub fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        if self.log.append(now(), event, fields)? >= CHECKPOINT_EVERY {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Appends a checkpoint signed by the token's audit key.
+    pub fn checkpoint(&self) -> Result<(), AuditError> {
+        self.log.checkpoint(now(), |statement| {
+            let signature = self
+                .token
+                .audit_sign(statement)
+                .map_err(|e| e.to_string())?;
+            Ok((self.public_key.clone(), signature))
+        })
+    }
+
+    /// Checkpoints if anything was appended since the last checkpoint.
+    pub fn checkpoint_if_new(&self) -> Result<(), AuditError> {
+        if self.log.since_checkpoint() > 0 {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+}
