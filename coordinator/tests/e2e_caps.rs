@@ -194,3 +194,28 @@ async fn destination_allowlists() {
         err.message()
     );
 }
+
+/// A cap set as a share of the daily volume follows the figure operators
+/// update, without a restart or a new policy.
+#[test]
+fn a_cap_as_a_share_of_the_daily_volume() {
+    let cluster = Cluster::start(3);
+    cluster.keygen("volume-capped", 2, &["signer-1", "signer-2", "signer-3"]);
+    let id = cluster.ringi_ok(&submit_args("volume-capped", "01", "1500", "bc1q"));
+    assert!(approve_and_wait(&cluster, &id, &APPROVED).status.success());
+    let err = cluster.ringi_err(&submit_args("volume-capped", "02", "1000", "bc1q"));
+    assert!(
+        err.contains("above 10.00% of the daily volume 20000 (2000)"),
+        "{err}"
+    );
+    std::fs::write(
+        cluster.dir.path().join("volumes.toml"),
+        "volume-capped = 40000\n",
+    )
+    .unwrap();
+    let id = cluster.ringi_ok(&submit_args("volume-capped", "02", "1000", "bc1q"));
+    assert!(
+        approve_and_wait(&cluster, &id, &APPROVED).status.success(),
+        "the signers read the new figure too"
+    );
+}

@@ -204,6 +204,12 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
         "\n[keys.capped]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
          [keys.capped.limits]\nmax_amount_per_request = 2000\nwindow_secs = 4\nmax_amount_per_window = 2500\nmax_requests_per_window = 10\n",
     );
+    // A window cap of 10% of an operator-updated daily volume.
+    text.push_str(
+        "\n[keys.volume-capped]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
+         [keys.volume-capped.limits]\nwindow_secs = 3600\nmax_window_percent_of_daily_volume = 10.0\n",
+    );
+    std::fs::write(dir.join("volumes.toml"), "volume-capped = 20000\n").unwrap();
     // Allowlists: `listed` lets other destinations through with security's
     // approval too; `listed-strict` refuses them.
     for (key, extra) in [
@@ -286,6 +292,10 @@ impl Cluster {
                 "RINGI_POLICY_FILE".into(),
                 policy_path.display().to_string(),
             ));
+            env.push((
+                "RINGI_DAILY_VOLUME_FILE".into(),
+                dir.path().join("volumes.toml").display().to_string(),
+            ));
             let node = SignerNode {
                 name: format!("signer-{i}"),
                 env,
@@ -322,9 +332,10 @@ impl Cluster {
 
     fn write_coordinator_config(&self) {
         let mut toml = format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npolicy_file = \"{}\"\n",
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npolicy_file = \"{}\"\ndaily_volume_file = \"{}\"\n",
             self.dir.path().join("coordinator").display(),
-            self.policy_path.display()
+            self.policy_path.display(),
+            self.dir.path().join("volumes.toml").display()
         );
         for (i, s) in self.signers.iter().enumerate() {
             toml.push_str(&format!(
