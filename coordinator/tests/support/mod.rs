@@ -199,10 +199,10 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
             "\n[keys.{key}]\nrequest_ttl_secs = {request_ttl}\napproval_ttl_secs = {approval_ttl}\nrequire = {{ treasury = 1, compliance = 1 }}\ntiers = [{{ above = 1000000, require = {{ treasury = 2, compliance = 1, security = 1 }} }}]\n"
         ));
     }
-    // Caps: at most 2000 a request, 2500 in any 4 s.
+    // Caps: at most 2000 a request, 2500 in any 8 s (long enough for a slow CI machine to sign twice inside it).
     text.push_str(
         "\n[keys.capped]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
-         [keys.capped.limits]\nmax_amount_per_request = 2000\nwindow_secs = 4\nmax_amount_per_window = 2500\nmax_requests_per_window = 10\n",
+         [keys.capped.limits]\nmax_amount_per_request = 2000\nwindow_secs = 8\nmax_amount_per_window = 2500\nmax_requests_per_window = 10\n",
     );
     // A window cap of 10% of an operator-updated daily volume.
     text.push_str(
