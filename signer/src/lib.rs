@@ -29,5 +29,6 @@ pub mod sealed_share;
 pub mod server;
 pub mod service;
 pub mod spending;
+pub mod tls_key;
 pub mod token;
 pub mod vault;

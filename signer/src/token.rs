@@ -9,6 +9,7 @@
 //!   packages are encrypted between nodes with it (see [`crate::dkg_envelope`]);
 //! - the audit key: a P-256 key pair generated inside the token whose private
 //!   half can only sign; it signs the audit log's checkpoints;
+//! - the TLS key: likewise, the node's TLS identity (mutual TLS);
 //! - one private CKO_DATA object per key id holding that key's sealed share.
 //!
 //! The process logs in once (C_Login costs ~2 ms in SoftHSM) and keeps that
@@ -40,6 +41,8 @@ pub const KEK_LABEL: &str = "ringi-share-kek";
 pub const DKG_KEY_LABEL: &str = "ringi-dkg-transport";
 /// CKA_LABEL of both halves of the audit checkpoint key pair (P-256, sign).
 pub const AUDIT_KEY_LABEL: &str = "ringi-audit";
+/// CKA_LABEL of both halves of the node's TLS identity key pair (P-256, sign).
+pub const TLS_KEY_LABEL: &str = "ringi-tls";
 /// CKA_APPLICATION of every data object ringi creates.
 pub const APPLICATION: &str = "ringi";
 /// CKA_LABEL prefix of sealed-share data objects; the key id follows.
@@ -287,37 +290,11 @@ impl Token {
                 .map_err(TokenError::from_ck)?;
                 created.push(DKG_KEY_LABEL);
             }
-            if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, AUDIT_KEY_LABEL))?.is_none() {
-                let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
-                s.generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(false),
-                        Attribute::EcParams(P256_OID.to_vec()),
-                        Attribute::Label(AUDIT_KEY_LABEL.into()),
-                        Attribute::Id(id.clone()),
-                        Attribute::Verify(true),
-                        Attribute::Encrypt(false),
-                        Attribute::Wrap(false),
-                        Attribute::Derive(false),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Sign(true),
-                        Attribute::Derive(false),
-                        Attribute::Decrypt(false),
-                        Attribute::Unwrap(false),
-                        Attribute::Modifiable(false),
-                        Attribute::Label(AUDIT_KEY_LABEL.into()),
-                        Attribute::Id(id),
-                    ],
-                )
-                .map_err(TokenError::from_ck)?;
-                created.push(AUDIT_KEY_LABEL);
+            for label in [AUDIT_KEY_LABEL, TLS_KEY_LABEL] {
+                if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, label))?.is_none() {
+                    generate_p256_signing_pair(s, label)?;
+                    created.push(label);
+                }
             }
             Ok(())
         })?;
@@ -332,14 +309,27 @@ impl Token {
     /// ECDSA P-256 over SHA-256(`statement`) with the audit key, inside the
     /// token. Returns r ‖ s (64 bytes).
     pub fn audit_sign(&self, statement: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.p256_sign(AUDIT_KEY_LABEL, statement)
+    }
+
+    /// The TLS identity public key, SEC1 uncompressed P-256.
+    pub fn tls_public_key(&self) -> Result<Vec<u8>, TokenError> {
+        self.ec_public_key(TLS_KEY_LABEL)
+    }
+
+    /// ECDSA P-256 over SHA-256(`message`) with the TLS identity key, inside
+    /// the token. Returns r ‖ s (64 bytes).
+    pub fn tls_sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        self.p256_sign(TLS_KEY_LABEL, message)
+    }
+
+    fn p256_sign(&self, label: &'static str, message: &[u8]) -> Result<Vec<u8>, TokenError> {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(statement);
+        let digest = sha2::Sha256::digest(message);
         self.with_key(
             |t| {
-                t.with_session(|s| {
-                    find_one(s, &key_template(ObjectClass::PRIVATE_KEY, AUDIT_KEY_LABEL))
-                })?
-                .ok_or(TokenError::NotInitialized(AUDIT_KEY_LABEL))
+                t.with_session(|s| find_one(s, &key_template(ObjectClass::PRIVATE_KEY, label)))?
+                    .ok_or(TokenError::NotInitialized(label))
             },
             |s, key| s.sign(&Mechanism::Ecdsa, key, &digest),
         )?
@@ -584,6 +574,41 @@ impl Token {
             }
         })
     }
+}
+
+/// Generates a P-256 key pair labelled `label` whose private half is
+/// sensitive, non-extractable and can only sign.
+fn generate_p256_signing_pair(s: &Session, label: &str) -> Result<(), TokenError> {
+    let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+    s.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &[
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::EcParams(P256_OID.to_vec()),
+            Attribute::Label(label.into()),
+            Attribute::Id(id.clone()),
+            Attribute::Verify(true),
+            Attribute::Encrypt(false),
+            Attribute::Wrap(false),
+            Attribute::Derive(false),
+        ],
+        &[
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            Attribute::Derive(false),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Modifiable(false),
+            Attribute::Label(label.into()),
+            Attribute::Id(id),
+        ],
+    )
+    .map_err(TokenError::from_ck)?;
+    Ok(())
 }
 
 fn find_slot(ctx: &Pkcs11, label: &str) -> Result<Slot, TokenError> {
