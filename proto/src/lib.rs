@@ -32,4 +32,5 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ringi_descriptor.bin"));
 
 pub mod ops;
+pub mod tls;
 pub mod transport;

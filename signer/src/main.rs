@@ -52,6 +52,13 @@ enum Command {
     Init,
     /// Print this node's DKG public key and the key shares it holds.
     Info,
+    /// Print a certificate signing request for this node's TLS key (made
+    /// inside the token) for a CA, e.g. `ringi dev-certs --signer-csr`.
+    TlsCsr {
+        /// The node's name: the certificate's DNS name and common name.
+        #[arg(long)]
+        name: String,
+    },
     /// Serve ringi.signer.v1 over gRPC.
     Serve {
         /// Address to listen on (plaintext: loopback only).
@@ -121,6 +128,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     hex::encode(share.group_key)
                 );
             }
+            Ok(())
+        }
+        Command::TlsCsr { name } => {
+            let token = std::sync::Arc::new(Token::open(&token_config)?);
+            token.require_keys()?;
+            let key = ringi_signer::tls_key::TokenCsrKey::new(token)?;
+            print!("{}", key.csr_pem(&name)?);
             Ok(())
         }
         Command::Serve { listen } => {

@@ -83,3 +83,49 @@ impl Signer for TokenTlsKey {
         SignatureScheme::ECDSA_NISTP256_SHA256
     }
 }
+
+/// The token's TLS key as rcgen sees it, to sign a certificate signing
+/// request for it (the CSR proves possession; the key never leaves).
+pub struct TokenCsrKey {
+    token: Arc<Token>,
+    point: Vec<u8>,
+}
+
+impl TokenCsrKey {
+    pub fn new(token: Arc<Token>) -> Result<Self, TokenError> {
+        let point = token.tls_public_key()?;
+        Ok(TokenCsrKey { token, point })
+    }
+
+    /// A PEM CSR for `name` (its DNS subject alternative name and common
+    /// name), signed inside the token.
+    pub fn csr_pem(&self, name: &str) -> Result<String, rcgen::Error> {
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.serialize_request(self)?.pem()
+    }
+}
+
+impl rcgen::PublicKeyData for TokenCsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.point
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for TokenCsrKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let raw = self
+            .token
+            .tls_sign(msg)
+            .map_err(|_| rcgen::Error::RemoteKeyError)?;
+        let signature =
+            p256::ecdsa::Signature::from_slice(&raw).map_err(|_| rcgen::Error::RemoteKeyError)?;
+        Ok(signature.to_der().as_bytes().to_vec())
+    }
+}

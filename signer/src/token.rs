@@ -341,6 +341,7 @@ impl Token {
         self.kek()?;
         self.dkg_private()?;
         self.audit_public_key()?;
+        self.tls_public_key()?;
         Ok(())
     }
 

@@ -1,0 +1,244 @@
+//! Mutual TLS for every ringi hop (groundwork for issue 5; not yet wired
+//! into the servers): rustls with the ring provider chosen explicitly,
+//! TLS 1.3 only, both sides authenticated by certificates from one
+//! configured CA, and the peer identified by the DNS name in its
+//! certificate.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: {what}")]
+    Content { path: String, what: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The crypto provider every ringi TLS endpoint uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut bytes.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Content {
+            path: path.display().to_string(),
+            what: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Content {
+            path: path.display().to_string(),
+            what: "no certificate".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A private key file (PKCS#8 PEM), as a rustls signing key.
+pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, TlsError> {
+    let bytes = read(path)?;
+    let content = |what: String| TlsError::Content {
+        path: path.display().to_string(),
+        what,
+    };
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut bytes.as_slice())
+        .map_err(|e| content(e.to_string()))?
+        .ok_or_else(|| content("no private key".into()))?;
+    provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| content(e.to_string()))
+}
+
+fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in ca {
+        store
+            .add(cert.clone())
+            .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// A server that presents `chain` (signed by `key`, possibly held in a
+/// token) and requires a client certificate from `ca`.
+pub fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<dyn SigningKey>,
+    ca: &[CertificateDer<'static>],
+) -> Result<ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(CertifiedKey::new(
+            chain, key,
+        ))));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// A client that presents `chain` (signed by `key`) and trusts servers
+/// certified by `ca`.
+pub fn client_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<dyn SigningKey>,
+    ca: &[CertificateDer<'static>],
+) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca)?)
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(CertifiedKey::new(
+            chain, key,
+        ))));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The identity a certificate names: its first DNS subject alternative
+/// name, else its common name.
+pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    if let Ok(Some(san)) = parsed.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                return Some(dns.to_string());
+            }
+        }
+    }
+    parsed
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(String::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256,
+    };
+    use rustls::pki_types::ServerName;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Pki {
+        ca: CertifiedIssuer<'static, KeyPair>,
+    }
+
+    impl Pki {
+        fn new() -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            Pki {
+                ca: CertifiedIssuer::self_signed(
+                    params,
+                    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+                )
+                .unwrap(),
+            }
+        }
+
+        fn leaf(&self, name: &str) -> (Vec<CertificateDer<'static>>, Arc<dyn SigningKey>) {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let cert = CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .signed_by(&key, &self.ca)
+                .unwrap();
+            let der = PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+            (
+                vec![cert.der().clone()],
+                provider().key_provider.load_private_key(der).unwrap(),
+            )
+        }
+    }
+
+    /// Runs one mutual-TLS handshake; returns the client identity the
+    /// server saw, or the error.
+    async fn handshake(
+        server: ServerConfig,
+        client: ClientConfig,
+        name: &str,
+    ) -> Result<Option<String>, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(identity);
+            let mut b = [0u8; 1];
+            tls.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(peer)
+        });
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let client_result = async {
+            let mut tls = connector
+                .connect(ServerName::try_from(name.to_string()).unwrap(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            tls.write_all(b"x").await.map_err(|e| e.to_string())?;
+            tls.flush().await.map_err(|e| e.to_string())
+        }
+        .await;
+        let server_result = server.await.unwrap();
+        client_result?;
+        server_result
+    }
+
+    #[tokio::test]
+    async fn both_sides_authenticate_and_the_peer_is_named() {
+        let pki = Pki::new();
+        let ca = vec![pki.ca.der().clone()];
+        let (server_chain, server_key) = pki.leaf("signer-1");
+        let (client_chain, client_key) = pki.leaf("coordinator");
+        let server = server_config(server_chain.clone(), server_key.clone(), &ca).unwrap();
+        let client = client_config(client_chain, client_key, &ca).unwrap();
+        assert_eq!(
+            handshake(server, client, "signer-1").await,
+            Ok(Some("coordinator".into()))
+        );
+
+        // A client certified by another CA is refused.
+        let other = Pki::new();
+        let (rogue_chain, rogue_key) = other.leaf("coordinator");
+        let client = client_config(rogue_chain, rogue_key, &ca).unwrap();
+        let server = server_config(server_chain.clone(), server_key.clone(), &ca).unwrap();
+        assert!(handshake(server, client, "signer-1").await.is_err());
+
+        // A server presenting another name is refused by the client.
+        let (client_chain, client_key) = pki.leaf("coordinator");
+        let client = client_config(client_chain, client_key, &ca).unwrap();
+        let server = server_config(server_chain, server_key, &ca).unwrap();
+        assert!(handshake(server, client, "signer-2").await.is_err());
+    }
+}
