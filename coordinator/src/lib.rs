@@ -14,6 +14,7 @@ pub mod approver;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod dev_certs;
 pub mod error;
 pub mod keygen;
 pub mod registry;

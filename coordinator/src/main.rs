@@ -69,6 +69,20 @@ enum Command {
     /// Approver keys: create a development key file, or show a key's public key.
     #[command(subcommand)]
     ApproverKey(ApproverKeyCommand),
+    /// Write a development CA and certificates (coordinator, signers, clients).
+    DevCerts {
+        #[arg(long)]
+        out: PathBuf,
+        /// File-key certificates for signer-1..N (when no --signer-csr is given).
+        #[arg(long, default_value_t = 3)]
+        signers: usize,
+        /// A CSR made inside a signer's token by `ringi-signer tls-csr` (repeatable).
+        #[arg(long = "signer-csr")]
+        signer_csrs: Vec<PathBuf>,
+        /// Client identities (wallet services, approvers, operators), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "wallet-service,operator")]
+        clients: Vec<String>,
+    },
     /// Audit logs (coordinator's or a signer's): verify offline, export for a SIEM.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -377,6 +391,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 out.display()
             );
             println!("{}", public.to_text());
+            Ok(())
+        }
+        Command::DevCerts {
+            out,
+            signers,
+            signer_csrs,
+            clients,
+        } => {
+            eprintln!(
+                "ringi: development certificates: the CA key is a file; do not use it in production"
+            );
+            let written = ringi::dev_certs::generate(&ringi::dev_certs::DevCertsRequest {
+                out,
+                signers,
+                signer_csrs,
+                clients,
+            })?;
+            for path in written {
+                println!("{}", path.display());
+            }
             Ok(())
         }
         Command::Audit(AuditCommand::Verify {
