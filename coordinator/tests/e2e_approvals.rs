@@ -100,10 +100,7 @@ fn signs_only_after_every_required_department_with_a_token_approver() {
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let private = listing
-        .split("Private Key Object")
-        .nth(1)
-        .expect("private key listed");
+    let private = pkcs11_object(&listing, "Private Key Object", "carol");
     assert!(private.contains("sensitive"), "{listing}");
 }
 

@@ -62,10 +62,7 @@ fn the_token_holds_no_plaintext_share() {
         .unwrap();
     assert!(listing.status.success());
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let kek = listing
-        .split("Secret Key Object")
-        .nth(1)
-        .expect("KEK listed");
+    let kek = pkcs11_object(&listing, "Secret Key Object", "ringi-share-kek");
     assert!(
         kek.contains("ringi-share-kek") && kek.contains("AES length 32"),
         "{listing}"

@@ -136,6 +136,128 @@ pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
         .map(String::from)
 }
 
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts TCP connections (with TCP_NODELAY: without it a handshake waits
+/// ~40 ms on delayed ACKs), runs each TLS handshake on its own task so a
+/// slow or hostile client cannot hold up the others, and yields the
+/// established streams for `serve_with_incoming`. Failed handshakes (no
+/// client certificate, another CA, plaintext) are logged and dropped.
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+    config: Arc<ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let sender = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = sender.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
+                    Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A gRPC interceptor that lets through only peers whose certificate names
+/// one of `allowed` (the TLS layer has already checked the CA).
+pub fn allow_only(
+    allowed: Vec<String>,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |request: tonic::Request<()>| {
+        let name = request
+            .peer_certs()
+            .and_then(|certs| certs.first().and_then(identity));
+        match name {
+            Some(n) if allowed.iter().any(|a| a == &n) => Ok(request),
+            Some(n) => Err(tonic::Status::permission_denied(format!(
+                "client {n:?} may not call this service"
+            ))),
+            None => Err(tonic::Status::unauthenticated("no client certificate")),
+        }
+    }
+}
+
+/// Dials `address` over TLS, expecting the server to be `server_name`
+/// (the name in its certificate, whatever address it listens on).
+pub async fn connect(
+    address: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(5));
+    endpoint
+        .connect_with_connector(connector(address, server_name, config)?)
+        .await
+        .map_err(|e| TlsError::Config(format!("cannot connect to {server_name} at {address}: {e}")))
+}
+
+/// A lazily connecting TLS channel (see [`connect`]).
+pub fn connect_lazy(
+    address: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, TlsError> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .timeout(std::time::Duration::from_secs(10));
+    Ok(endpoint.connect_with_connector_lazy(connector(address, server_name, config)?))
+}
+
+type Connector = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Uri,
+    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    std::io::Error,
+>;
+
+fn connector(
+    address: &str,
+    server_name: &str,
+    config: Arc<ClientConfig>,
+) -> Result<Connector, TlsError> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| TlsError::Config(format!("server name {server_name:?}: {e}")))?;
+    let address = address.to_string();
+    let tls = tokio_rustls::TlsConnector::from(config);
+    Ok(tower::util::BoxCloneSyncService::new(tower::service_fn(
+        move |_uri| {
+            let (address, name, tls) = (address.clone(), name.clone(), tls.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(&address).await?;
+                tcp.set_nodelay(true)?;
+                let stream = tls.connect(name, tcp).await?;
+                Ok(hyper_util::rt::TokioIo::new(stream))
+            }
+        },
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

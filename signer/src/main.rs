@@ -64,6 +64,20 @@ enum Command {
         /// Address to listen on (plaintext: loopback only).
         #[arg(long, env = "RINGI_SIGNER_LISTEN")]
         listen: Option<SocketAddr>,
+        /// This node's TLS certificate (for its token's TLS key); enables mutual TLS.
+        #[arg(long, env = "RINGI_TLS_CERT", requires = "tls_ca")]
+        tls_cert: Option<PathBuf>,
+        /// The CA that certifies clients.
+        #[arg(long, env = "RINGI_TLS_CA", requires = "tls_cert")]
+        tls_ca: Option<PathBuf>,
+        /// Client identities allowed to call the signer API.
+        #[arg(
+            long,
+            env = "RINGI_TLS_ALLOWED_CLIENTS",
+            value_delimiter = ',',
+            default_value = "coordinator"
+        )]
+        tls_allowed_clients: Vec<String>,
     },
 }
 
@@ -137,7 +151,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", key.csr_pem(&name)?);
             Ok(())
         }
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            tls_cert,
+            tls_ca,
+            tls_allowed_clients,
+        } => {
             let listen = listen
                 .or(file.listen)
                 .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid default"));
@@ -160,6 +179,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .daily_volume_file
                     .clone()
                     .or(file.daily_volume_file.clone()),
+                tls: match (tls_cert, tls_ca) {
+                    (Some(cert), Some(ca)) => Some(ringi_signer::server::TlsSettings {
+                        cert,
+                        ca,
+                        allowed_clients: tls_allowed_clients,
+                    }),
+                    _ => None,
+                },
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -12,6 +12,7 @@ use crate::dkg::DkgRuns;
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
 use crate::service::SignerService;
 use crate::spending::SpendingLedger;
+use crate::tls_key::TokenTlsKey;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 use ringi_policy::policy::Policy;
@@ -31,6 +32,16 @@ pub struct ServeSettings {
     /// The node's audit log (JSON lines).
     pub audit_path: std::path::PathBuf,
     pub daily_volume_file: Option<std::path::PathBuf>,
+    /// Mutual TLS; without it the node serves plaintext on loopback only.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The node's TLS identity: a certificate for its token's TLS key, the CA
+/// its clients must be certified by, and the client names it serves.
+pub struct TlsSettings {
+    pub cert: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub allowed_clients: Vec<String>,
 }
 
 pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
@@ -40,17 +51,30 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         ledger_path,
         audit_path,
         daily_volume_file,
+        tls,
     } = settings;
-    ringi_proto::transport::check_plaintext_listen(listen)?;
+    if tls.is_none() {
+        ringi_proto::transport::check_plaintext_listen(listen)?;
+    }
+    // Certificates are read before anything else is opened, so a bad path
+    // is reported at once.
+    let tls_files = match &tls {
+        Some(t) => Some((
+            ringi_proto::tls::load_certs(&t.cert)?,
+            ringi_proto::tls::load_certs(&t.ca)?,
+            t.allowed_clients.clone(),
+        )),
+        None => None,
+    };
     let ledger = Arc::new(SpendingLedger::open(&ledger_path)?);
     tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
-    let (vault, dkg, audit) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (vault, dkg, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let token = Arc::new(Token::open(&token_config)?);
         let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
         let dkg = Arc::new(DkgRuns::new(vault.clone(), token.clone())?);
-        let audit = Arc::new(NodeAudit::open(&audit_path, token)?);
-        Ok((vault, dkg, audit))
+        let audit = Arc::new(NodeAudit::open(&audit_path, token.clone())?);
+        Ok((vault, dkg, audit, token))
     })
     .await??;
     audit.record(
@@ -82,7 +106,6 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     println!("ringi-signer listening on {local}");
-    tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
     // Unused nonces are deleted when they expire, not only when the store fills.
     let sweeper = vault.clone();
     tokio::spawn(async move {
@@ -104,16 +127,42 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         daily_volume_file,
         audit.clone(),
     );
-    let incoming = TcpListenerStream::new(listener);
     let (health, reflection) =
         ringi_proto::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
-    tonic::transport::Server::builder()
+    // Under TLS only the allowed client identities (the coordinator) may
+    // call the signer API; health and reflection answer any client the CA
+    // certified.
+    let allowed = tls_files.as_ref().map(|(_, _, allowed)| allowed.clone());
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
-        .add_service(SignerServer::new(service))
-        .serve_with_incoming_shutdown(incoming, shutdown_signal())
-        .await?;
+        .add_service(SignerServer::with_interceptor(
+            service,
+            move |request: tonic::Request<()>| match &allowed {
+                Some(names) => ringi_proto::tls::allow_only(names.clone())(request),
+                None => Ok(request),
+            },
+        ));
+    match tls_files {
+        Some((chain, ca, allowed)) => {
+            let key = Arc::new(TokenTlsKey::new(token));
+            let config = ringi_proto::tls::server_config(chain, key, &ca)?;
+            tracing::info!(%local, ?allowed, "serving ringi.signer.v1 over mutual TLS (key in the token)");
+            router
+                .serve_with_incoming_shutdown(
+                    ringi_proto::tls::incoming(listener, Arc::new(config)),
+                    shutdown_signal(),
+                )
+                .await?;
+        }
+        None => {
+            tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .await?;
+        }
+    }
     if let Err(e) = audit.checkpoint_if_new() {
         tracing::error!(error = %e, "final audit checkpoint failed");
     }

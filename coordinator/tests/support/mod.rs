@@ -644,3 +644,32 @@ pub fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
     out.extend(with_last);
     out
 }
+
+/// `pkcs11-tool --list-objects` output split into one block per object
+/// (blocks start at unindented header lines; their order varies).
+pub fn pkcs11_objects(listing: &str) -> Vec<String> {
+    let mut blocks: Vec<String> = Vec::new();
+    for line in listing.lines() {
+        if !line.starts_with(' ') {
+            blocks.push(String::new());
+        }
+        if let Some(b) = blocks.last_mut() {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    blocks
+}
+
+/// The block of the object whose header starts with `kind` and whose label
+/// is `label`.
+pub fn pkcs11_object(listing: &str, kind: &str, label: &str) -> String {
+    pkcs11_objects(listing)
+        .into_iter()
+        .find(|b| {
+            b.starts_with(kind)
+                && b.lines()
+                    .any(|l| l.trim_start().starts_with("label:") && l.contains(label))
+        })
+        .unwrap_or_else(|| panic!("no {kind} labelled {label} in:\n{listing}"))
+}
