@@ -36,7 +36,31 @@ impl From<tonic::Status> for CliError {
     }
 }
 
-pub async fn connect(address: &str) -> Result<Channel, CliError> {
+/// The CLI's TLS identity, for a coordinator that runs mutual TLS.
+pub struct ClientTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    /// The name in the coordinator's certificate.
+    pub server_name: String,
+}
+
+pub async fn connect(address: &str, tls: Option<&ClientTls>) -> Result<Channel, CliError> {
+    if let Some(tls) = tls {
+        let usage = |e: ringi_proto::tls::TlsError| CliError::Usage(e.to_string());
+        let config = ringi_proto::tls::client_config(
+            ringi_proto::tls::load_certs(&tls.cert).map_err(usage)?,
+            ringi_proto::tls::load_key(&tls.key).map_err(usage)?,
+            &ringi_proto::tls::load_certs(&tls.ca).map_err(usage)?,
+        )
+        .map_err(usage)?;
+        return ringi_proto::tls::connect(address, &tls.server_name, std::sync::Arc::new(config))
+            .await
+            .map_err(|e| CliError::Connect {
+                address: address.to_string(),
+                reason: e.to_string(),
+            });
+    }
     let uri = ringi_proto::transport::check_plaintext_dial(address)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let connect_err = |reason: String| CliError::Connect {

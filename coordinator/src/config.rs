@@ -5,6 +5,16 @@
 //! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
 //! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
+//! [tls]                             # optional: mutual TLS on every hop
+//! cert = "coordinator.pem"
+//! key = "coordinator.key"
+//! ca = "ca.pem"
+//!
+//! [[clients]]                       # under TLS: who may do what
+//! name = "wallet-service"            # the name in its certificate
+//! roles = ["wallet"]                 # wallet | approver | admin
+//! key_ids = ["hot-1"]                # keys a wallet may submit for ("*": all)
+//!
 //! [[signers]]
 //! name = "signer-1"
 //! address = "127.0.0.1:7101"
@@ -29,6 +39,55 @@ pub struct Config {
     pub daily_volume_file: Option<PathBuf>,
     #[serde(default)]
     pub signers: Vec<SignerEntry>,
+    /// Mutual TLS for every hop; without it, plaintext on loopback only.
+    pub tls: Option<TlsConfig>,
+    /// Under TLS: the client identities allowed in, and what each may do.
+    #[serde(default)]
+    pub clients: Vec<ClientEntry>,
+}
+
+/// One client identity (the name in its certificate) and its permissions.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientEntry {
+    pub name: String,
+    /// Any of "wallet" (submit requests), "approver" (decide), "admin"
+    /// (create keys). Every configured client may read.
+    pub roles: Vec<Role>,
+    /// For wallets: the key ids it may submit requests for ("*": all).
+    #[serde(default)]
+    pub key_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Wallet,
+    Approver,
+    Admin,
+}
+
+impl ClientEntry {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn may_use_key(&self, key_id: &str) -> bool {
+        self.key_ids.iter().any(|k| k == "*" || k == key_id)
+    }
+}
+
+/// The coordinator's TLS identity and trust.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate (PEM) naming `coordinator`, for serving and for dialling
+    /// signers.
+    pub cert: PathBuf,
+    /// Its private key (PKCS#8 PEM file; development) .
+    pub key: PathBuf,
+    /// The CA that certifies signers and clients.
+    pub ca: PathBuf,
 }
 
 /// One signer node in the registry.

@@ -10,6 +10,7 @@
 //! - [`cli`]: the `ringi` command-line client.
 //! - [`bench`]: `ringi bench`.
 
+pub mod access;
 pub mod approver;
 pub mod bench;
 pub mod cli;

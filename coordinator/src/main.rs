@@ -21,6 +21,23 @@ struct Args {
         default_value = "127.0.0.1:7000"
     )]
     coordinator: String,
+    /// Client certificate for a coordinator that runs mutual TLS.
+    #[arg(long, global = true, env = "RINGI_TLS_CLIENT_CERT", requires_all = ["tls_client_key", "tls_ca"])]
+    tls_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "RINGI_TLS_CLIENT_KEY")]
+    tls_client_key: Option<PathBuf>,
+    /// The CA that certifies the coordinator.
+    #[arg(long, global = true, env = "RINGI_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name in the coordinator's certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGI_COORDINATOR_NAME",
+        default_value = "coordinator"
+    )]
+    coordinator_name: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -131,8 +148,9 @@ enum RequestsCommand {
         destination: String,
         #[arg(long, default_value = "")]
         memo: String,
-        /// Who asks, as the policy names them.
-        #[arg(long)]
+        /// Who asks, as the policy names them (under mutual TLS: the caller's
+        /// certified identity, filled in by the coordinator).
+        #[arg(long, default_value = "")]
         requester: String,
         /// Route to exactly `threshold` named signers (default: any reachable).
         #[arg(long, value_delimiter = ',')]
@@ -286,15 +304,31 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let address = args.coordinator;
+    let tls = match (args.tls_client_cert, args.tls_client_key, args.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(cli::ClientTls {
+            cert,
+            key,
+            ca,
+            server_name: args.coordinator_name,
+        }),
+        _ => None,
+    };
+    let tls = tls.as_ref();
     match args.command {
         Command::Serve { config } => ringi::server::run(Config::load(&config)?).await,
         Command::Keygen {
             key_id,
             threshold,
             signers,
-        } => Ok(cli::keygen(cli::connect(&address).await?, key_id, threshold, signers).await?),
+        } => Ok(cli::keygen(
+            cli::connect(&address, tls).await?,
+            key_id,
+            threshold,
+            signers,
+        )
+        .await?),
         Command::Requests(cmd) => {
-            let channel = cli::connect(&address).await?;
+            let channel = cli::connect(&address, tls).await?;
             match cmd {
                 RequestsCommand::Submit {
                     key_id,
@@ -354,7 +388,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key,
         } => {
             let signer = key.open()?;
-            let channel = cli::connect(&address).await?;
+            let channel = cli::connect(&address, tls).await?;
             Ok(cli::decide(
                 channel,
                 &request_id,
@@ -372,7 +406,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key,
         } => {
             let signer = key.open()?;
-            let channel = cli::connect(&address).await?;
+            let channel = cli::connect(&address, tls).await?;
             Ok(cli::decide(
                 channel,
                 &request_id,
@@ -453,9 +487,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Pubkey { key_id, output } => {
-            Ok(cli::pubkey(cli::connect(&address).await?, key_id, output).await?)
+            Ok(cli::pubkey(cli::connect(&address, tls).await?, key_id, output).await?)
         }
-        Command::Keys { output } => Ok(cli::keys(cli::connect(&address).await?, output).await?),
+        Command::Keys { output } => {
+            Ok(cli::keys(cli::connect(&address, tls).await?, output).await?)
+        }
         Command::Bench {
             config,
             key_id,

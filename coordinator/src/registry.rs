@@ -3,6 +3,7 @@
 //! once at start so a bad entry stops the coordinator instead of a signing.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringi_proto::signer::v1::signer_client::SignerClient;
@@ -46,7 +47,24 @@ pub struct Registry {
 impl Registry {
     /// Checks the entries and prepares one channel per signer. No connection
     /// is made yet: a signer that is down does not stop the coordinator.
+    /// Plaintext, so loopback only.
     pub fn new(entries: &[SignerEntry]) -> Result<Self, RegistryError> {
+        Self::build(entries, None)
+    }
+
+    /// Like [`Registry::new`], dialling every signer over mutual TLS with
+    /// `tls`, and accepting it only if its certificate names it.
+    pub fn with_tls(
+        entries: &[SignerEntry],
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<Self, RegistryError> {
+        Self::build(entries, Some(tls))
+    }
+
+    fn build(
+        entries: &[SignerEntry],
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, RegistryError> {
         let mut signers = BTreeMap::new();
         let mut identifiers = HashSet::new();
         for entry in entries {
@@ -67,14 +85,22 @@ impl Registry {
                 name: entry.name.clone(),
                 reason,
             };
-            let uri = ringi_proto::transport::check_plaintext_dial(&entry.address)
-                .map_err(|e| address_error(e.to_string()))?;
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|e| address_error(e.to_string()))?
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(CALL_TIMEOUT)
-                .tcp_nodelay(true)
-                .connect_lazy();
+            let channel = match &tls {
+                Some(config) => {
+                    ringi_proto::tls::connect_lazy(&entry.address, &entry.name, config.clone())
+                        .map_err(|e| address_error(e.to_string()))?
+                }
+                None => {
+                    let uri = ringi_proto::transport::check_plaintext_dial(&entry.address)
+                        .map_err(|e| address_error(e.to_string()))?;
+                    Endpoint::from_shared(uri)
+                        .map_err(|e| address_error(e.to_string()))?
+                        .connect_timeout(CONNECT_TIMEOUT)
+                        .timeout(CALL_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .connect_lazy()
+                }
+            };
             let signer = Signer {
                 name: entry.name.clone(),
                 address: entry.address.clone(),

@@ -6,6 +6,7 @@ use ringi_proto::coordinator::v1::key_service_server::KeyServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::access;
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::requests;
@@ -23,10 +24,21 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
 
+/// The coordinator's TLS client configuration (for dialling signers).
+pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
+    let chain = ringi_proto::tls::load_certs(&tls.cert)?;
+    let key = ringi_proto::tls::load_key(&tls.key)?;
+    let ca = ringi_proto::tls::load_certs(&tls.ca)?;
+    Ok(ringi_proto::tls::client_config(chain, key, &ca)?)
+}
+
 /// Builds the coordinator state from the config (registry checked, database
 /// opened and migrated).
 pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
-    let registry = Registry::new(&config.signers)?;
+    let registry = match &config.tls {
+        Some(tls) => Registry::with_tls(&config.signers, Arc::new(client_tls(tls)?))?,
+        None => Registry::new(&config.signers)?,
+    };
     let policy = match &config.policy_file {
         Some(path) => {
             let bytes = std::fs::read(path)
@@ -58,7 +70,17 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
 /// once bound.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen();
-    ringi_proto::transport::check_plaintext_listen(listen)?;
+    if config.tls.is_none() {
+        ringi_proto::transport::check_plaintext_listen(listen)?;
+    }
+    let server_tls = match &config.tls {
+        Some(tls) => Some(Arc::new(ringi_proto::tls::server_config(
+            ringi_proto::tls::load_certs(&tls.cert)?,
+            ringi_proto::tls::load_key(&tls.key)?,
+            &ringi_proto::tls::load_certs(&tls.ca)?,
+        )?)),
+        None => None,
+    };
     let coordinator = coordinator(&config, true)?;
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
@@ -77,20 +99,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             resume = false;
         }
     });
-    tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
     let (health, reflection) = ringi_proto::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
     ])
     .await?;
-    tonic::transport::Server::builder()
+    // Under TLS, only configured client identities get in; handlers check
+    // their roles and key ids (see access.rs).
+    let clients = server_tls
+        .as_ref()
+        .map(|_| Arc::new(config.clients.clone()));
+    let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
-        .add_service(KeyServiceServer::new(KeyService(coordinator.clone())))
-        .add_service(RequestServiceServer::new(RequestService(coordinator)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
-        .await?;
+        .add_service(KeyServiceServer::with_interceptor(
+            KeyService(coordinator.clone()),
+            access::interceptor(clients.clone()),
+        ))
+        .add_service(RequestServiceServer::with_interceptor(
+            RequestService(coordinator),
+            access::interceptor(clients),
+        ));
+    match server_tls {
+        Some(tls) => {
+            tracing::info!(%local, "serving ringi.coordinator.v1 over mutual TLS");
+            router
+                .serve_with_incoming_shutdown(
+                    ringi_proto::tls::incoming(listener, tls),
+                    shutdown_signal(),
+                )
+                .await?;
+        }
+        None => {
+            tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .await?;
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -9,6 +9,8 @@ use ringi_proto::coordinator::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::access;
+use crate::config::Role;
 use crate::error::Error;
 use crate::keygen::{self, KeygenRequest, Progress};
 use crate::registry::Registry;
@@ -131,6 +133,7 @@ impl pb::key_service_server::KeyService for KeyService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        access::require(&request, Role::Admin)?;
         let req = request.into_inner();
         let coordinator = self.0.clone();
         // Refuse bad input before opening the stream, so the caller gets the
@@ -306,7 +309,20 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::SubmitSigningRequestRequest>,
     ) -> Result<Response<pb::SigningRequestView>, Status> {
-        let r = request.into_inner();
+        access::require(&request, Role::Wallet)?;
+        access::require_key(&request, &request.get_ref().key_id)?;
+        // Under TLS the requester is the caller's certified identity.
+        let certified = access::caller(&request).map(|c| c.name.clone());
+        let mut r = request.into_inner();
+        if let Some(name) = certified {
+            if !r.requester.is_empty() && r.requester != name {
+                return Err(Status::permission_denied(format!(
+                    "requester {:?} is not the caller's identity {name:?}",
+                    r.requester
+                )));
+            }
+            r.requester = name;
+        }
         let record = requests::submit(
             &self.0,
             requests::Submission {
@@ -441,6 +457,7 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::SigningRequestView>, Status> {
+        access::require(&request, Role::Approver)?;
         let approval = request
             .into_inner()
             .approval

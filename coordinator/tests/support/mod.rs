@@ -259,9 +259,14 @@ fn approver_token_public_key(dir: &Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// Client identities `ringi dev-certs` makes for a TLS cluster.
+pub const TLS_CLIENTS: &str = "operator,wallet-service,limited-wallet,stranger";
+
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub policy_path: PathBuf,
+    /// Under mutual TLS: the directory of certificates (ca.pem, <name>.pem/.key).
+    pub certs: Option<PathBuf>,
     pub signers: Vec<SignerNode>,
     pub coordinator: Option<Child>,
     pub coordinator_address: String,
@@ -275,6 +280,17 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `token_approver`'s key in a SoftHSM token.
     pub fn start_with(n: usize, token_approver: Option<&str>) -> Cluster {
+        Self::start_full(n, token_approver, false)
+    }
+
+    /// Like [`Cluster::start`], with mutual TLS on every hop: each signer's
+    /// certificate is issued from a CSR made in its token; the CLI calls as
+    /// `operator` (admin, wallet and approver roles).
+    pub fn start_tls(n: usize) -> Cluster {
+        Self::start_full(n, None, true)
+    }
+
+    fn start_full(n: usize, token_approver: Option<&str>, tls: bool) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new(repo_root().join("softhsm-setup/init-tokens.sh"))
             .arg(dir.path())
@@ -311,12 +327,59 @@ impl Cluster {
             );
             signers.push(node);
         }
+        let certs = tls.then(|| {
+            let certs = dir.path().join("certs");
+            let mut cmd = Command::new(ringi_bin());
+            cmd.args([
+                "dev-certs",
+                "--out",
+                certs.to_str().unwrap(),
+                "--clients",
+                TLS_CLIENTS,
+            ]);
+            for node in &signers {
+                let out = node
+                    .command()
+                    .args(["tls-csr", "--name", &node.name])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "tls-csr: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let csr = node.dir.join("tls.csr");
+                std::fs::write(&csr, &out.stdout).unwrap();
+                cmd.arg("--signer-csr").arg(&csr);
+            }
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "dev-certs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for node in &mut signers {
+                node.env.push((
+                    "RINGI_TLS_CERT".into(),
+                    certs
+                        .join(format!("{}.pem", node.name))
+                        .display()
+                        .to_string(),
+                ));
+                node.env.push((
+                    "RINGI_TLS_CA".into(),
+                    certs.join("ca.pem").display().to_string(),
+                ));
+            }
+            certs
+        });
         for node in &mut signers {
             node.start();
         }
         let mut cluster = Cluster {
             dir,
             policy_path,
+            certs,
             signers,
             coordinator: None,
             coordinator_address: String::new(),
@@ -337,6 +400,21 @@ impl Cluster {
             self.policy_path.display(),
             self.dir.path().join("volumes.toml").display()
         );
+        if let Some(certs) = &self.certs {
+            toml.push_str(&format!(
+                "\n[tls]\ncert = \"{0}/coordinator.pem\"\nkey = \"{0}/coordinator.key\"\nca = \"{0}/ca.pem\"\n",
+                certs.display()
+            ));
+            for (name, roles, keys) in [
+                ("operator", "\"admin\", \"wallet\", \"approver\"", "\"*\""),
+                ("wallet-service", "\"wallet\"", "\"*\""),
+                ("limited-wallet", "\"wallet\"", "\"hot-1\""),
+            ] {
+                toml.push_str(&format!(
+                    "\n[[clients]]\nname = \"{name}\"\nroles = [{roles}]\nkey_ids = [{keys}]\n"
+                ));
+            }
+        }
         for (i, s) in self.signers.iter().enumerate() {
             toml.push_str(&format!(
                 "\n[[signers]]\nname = \"{}\"\naddress = \"{}\"\nidentifier = {}\n",
@@ -364,11 +442,25 @@ impl Cluster {
 
     /// Runs the `ringi` CLI against this cluster's coordinator.
     pub fn ringi(&self, args: &[&str]) -> Output {
-        Command::new(ringi_bin())
-            .env("RINGI_COORDINATOR", &self.coordinator_address)
-            .args(args)
-            .output()
-            .unwrap()
+        self.ringi_as("operator", args)
+    }
+
+    /// Runs the CLI with `identity`'s client certificate (under TLS).
+    pub fn ringi_as(&self, identity: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(ringi_bin());
+        cmd.env("RINGI_COORDINATOR", &self.coordinator_address);
+        if let Some(certs) = &self.certs {
+            cmd.env(
+                "RINGI_TLS_CLIENT_CERT",
+                certs.join(format!("{identity}.pem")),
+            )
+            .env(
+                "RINGI_TLS_CLIENT_KEY",
+                certs.join(format!("{identity}.key")),
+            )
+            .env("RINGI_TLS_CA", certs.join("ca.pem"));
+        }
+        cmd.args(args).output().unwrap()
     }
 
     /// Runs the CLI and returns its stdout, failing the test if it fails.
@@ -431,12 +523,21 @@ impl Cluster {
             "bc1qdestination",
             "--memo",
             "test",
-            "--requester",
-            requester,
         ];
         if !signers.is_empty() {
             args.extend(["--signers", &names]);
         }
+        if self.certs.is_some() {
+            // Under TLS the requester is the caller's certificate.
+            let out = self.ringi_as(requester, &args);
+            assert!(
+                out.status.success(),
+                "submit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return String::from_utf8(out.stdout).unwrap().trim().to_string();
+        }
+        args.extend(["--requester", requester]);
         self.ringi_ok(&args)
     }
 
