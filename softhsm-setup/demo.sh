@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole flow on SoftHSM, on loopback: 3 signer nodes, each with its own
+# The whole flow on SoftHSM, on loopback, every hop on mutual TLS (each
+# signer's TLS key inside its token): 3 signer nodes, each with its own
 # token; a coordinator; an approval policy with three departments; a 2-of-3
 # DKG; a withdrawal request approved by treasury (key file) and compliance
 # (key in a SoftHSM token, like a smart card), signed, and verified by an
@@ -57,8 +58,8 @@ tiers = [{ above = 100000000, require = { treasury = 1, compliance = 1, security
 TOML
 echo "policy sha256 $(sha256sum "$work/policy.toml" | cut -d' ' -f1)"
 
-step "tokens, signers and coordinator: one SoftHSM2 token per signer in $work"
-start_stack "$bin" "$work" 3 "$work/policy.toml"
+step "tokens, signers and coordinator over mutual TLS: one SoftHSM2 token per signer in $work"
+start_stack "$bin" "$work" 3 "$work/policy.toml" tls
 
 step "DKG: key demo-hot, 2-of-3"
 group_key=$("$bin/ringi" keygen --key-id demo-hot --threshold 2 --signers signer-1,signer-2,signer-3)
@@ -71,8 +72,11 @@ approve_carol() {
 
 step "request: withdraw 0.5 BTC (the message is the transaction's sighash)"
 message=$(printf 'withdraw 0.5 BTC to bc1qexample' | sha256sum | cut -d' ' -f1)
-id=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$message" --asset BTC \
-      --amount 50000000 --destination bc1qexample --memo "exchange rebalance" --requester wallet-service)
+as_wallet() {
+  RINGI_TLS_CLIENT_CERT="$work/certs/wallet-service.pem" RINGI_TLS_CLIENT_KEY="$work/certs/wallet-service.key" "$bin/ringi" "$@"
+}
+id=$(as_wallet requests submit --key-id demo-hot --message-hex "$message" --asset BTC \
+      --amount 50000000 --destination bc1qexample --memo "exchange rebalance")
 "$bin/ringi" requests show "$id"
 
 step "treasury approves (alice, key file)"
@@ -87,8 +91,8 @@ step "verify with an independent RFC 9591 verifier (Python, no shared code)"
 python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature"
 
 step "request above 1 BTC, vetoed by security (erin): no signer will sign it"
-id2=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$(printf 'withdraw 5 BTC' | sha256sum | cut -d' ' -f1)" \
-       --asset BTC --amount 500000000 --destination bc1qunknown --requester wallet-service)
+id2=$(as_wallet requests submit --key-id demo-hot --message-hex "$(printf 'withdraw 5 BTC' | sha256sum | cut -d' ' -f1)" \
+       --asset BTC --amount 500000000 --destination bc1qunknown)
 "$bin/ringi" approve "$id2" --department treasury --key-file "$work/alice.pem" 2>/dev/null
 "$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" 2>/dev/null
 "$bin/ringi" requests show "$id2" | grep -E '^(state|decision)'
@@ -97,8 +101,8 @@ step "stop signer-3; an approved request is still signed by the other two"
 kill -TERM "${SIGNER_PIDS[2]}"
 wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
 message3=$(printf 'withdraw 0.1 BTC' | sha256sum | cut -d' ' -f1)
-id3=$("$bin/ringi" requests submit --key-id demo-hot --message-hex "$message3" --asset BTC \
-       --amount 10000000 --destination bc1qexample --requester wallet-service)
+id3=$(as_wallet requests submit --key-id demo-hot --message-hex "$message3" --asset BTC \
+       --amount 10000000 --destination bc1qexample)
 "$bin/ringi" approve "$id3" --department treasury --key-file "$work/alice.pem" 2>/dev/null
 approve_carol "$id3" 2>/dev/null
 signature3=$("$bin/ringi" requests wait "$id3")
@@ -111,6 +115,11 @@ step "the token holds no plaintext share (pkcs11-tool, an independent PKCS#11 cl
     | grep -iE 'object|label|access' | sed 's/^/  /'
 )
 
-step "shut down"
+step "audit: each signer's hash-chained log, checkpoints signed by its token"
 stop_stack
-echo "demo finished: DKG, approvals by two departments (one on a token), a veto, signing with a signer down, signatures verified independently"
+audit_key=$(. "$work/signer-1/env"; "$bin/ringi-signer" info | sed -n 's/^audit_key //p')
+"$bin/ringi" audit verify "$work/signer-1/data/audit.jsonl" --checkpoint-key "$audit_key"
+"$bin/ringi" audit verify "$work/coordinator/audit.jsonl"
+
+step "shut down"
+echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto, signing with a signer down, signatures verified independently, audit logs verified"

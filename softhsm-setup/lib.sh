@@ -30,36 +30,68 @@ wait_for_line() {
   return 1
 }
 
-# start_stack BIN_DIR WORK_DIR COUNT POLICY_FILE: creates COUNT tokens under
-# WORK_DIR, initialises and starts one ringi-signer per token, each pinned to
-# POLICY_FILE, and a coordinator that knows them all, on loopback ports chosen
-# by the OS. Sets:
-#   PIDS (all started processes), SIGNER_PIDS, RINGI_COORDINATOR (exported).
+# start_stack BIN_DIR WORK_DIR COUNT POLICY_FILE [tls]: creates COUNT tokens
+# under WORK_DIR, initialises and starts one ringi-signer per token, each
+# pinned to POLICY_FILE, and a coordinator that knows them all, on ports
+# chosen by the OS. With "tls": every hop runs mutual TLS; each signer's TLS
+# key is generated in its token and certified from a CSR the token signs
+# (`ringi dev-certs` in WORK_DIR/certs); the CLI presents the `operator`
+# identity and wallets `wallet-service`. Sets:
+#   PIDS (all started processes), SIGNER_PIDS, RINGI_COORDINATOR (exported),
+#   and under TLS the RINGI_TLS_CLIENT_* variables for `operator`.
 start_stack() {
-  local bin=$1 work=$2 count=$3 policy=$4 i line here
+  local bin=$1 work=$2 count=$3 policy=$4 tls=${5:-} i line here listen csrs=()
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   PIDS=()
   "$here/init-tokens.sh" "$work" "$count"
   for ((i = 1; i <= count; i++)); do
     (. "$work/signer-$i/env"; "$bin/ringi-signer" init)
-    (. "$work/signer-$i/env"; exec "$bin/ringi-signer" serve --listen 127.0.0.1:0 --policy-file "$policy") \
-      > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &
+    if [ "$tls" = tls ]; then
+      (. "$work/signer-$i/env"; "$bin/ringi-signer" tls-csr --name "signer-$i") > "$work/signer-$i/tls.csr"
+      csrs+=(--signer-csr "$work/signer-$i/tls.csr")
+    fi
+  done
+  if [ "$tls" = tls ]; then
+    "$bin/ringi" dev-certs --out "$work/certs" "${csrs[@]}" --clients operator,wallet-service >/dev/null 2>&1
+    echo "certificates: $work/certs (CA, coordinator, signers from their token CSRs, operator, wallet-service)" >&2
+  fi
+  for ((i = 1; i <= count; i++)); do
+    (
+      . "$work/signer-$i/env"
+      if [ "$tls" = tls ]; then
+        export RINGI_TLS_CERT="$work/certs/signer-$i.pem" RINGI_TLS_CA="$work/certs/ca.pem"
+      fi
+      exec "$bin/ringi-signer" serve --listen 127.0.0.1:0 --policy-file "$policy"
+    ) > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &
     PIDS+=($!)
   done
   SIGNER_PIDS=("${PIDS[@]}")
   {
     printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$work/coordinator" "$policy"
+    if [ "$tls" = tls ]; then
+      printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' \
+        "$work/certs/coordinator.pem" "$work/certs/coordinator.key" "$work/certs/ca.pem"
+      printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
+      printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
+    fi
     for ((i = 1; i <= count; i++)); do
       line=$(wait_for_line "$work/signer-$i/stdout" 'listening on' 20)
-      printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "${line##* }" "$i"
-      echo "signer-$i listening on ${line##* }" >&2
+      listen=${line##* }
+      printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "$listen" "$i"
+      echo "signer-$i listening on $listen" >&2
     done
   } > "$work/coordinator.toml"
   "$bin/ringi" serve --config "$work/coordinator.toml" > "$work/coordinator.stdout" 2> "$work/coordinator.log" &
   PIDS+=($!)
   line=$(wait_for_line "$work/coordinator.stdout" 'listening on' 20)
   export RINGI_COORDINATOR="${line##* }"
-  echo "coordinator listening on $RINGI_COORDINATOR (config $work/coordinator.toml)" >&2
+  if [ "$tls" = tls ]; then
+    export RINGI_TLS_CLIENT_CERT="$work/certs/operator.pem" RINGI_TLS_CLIENT_KEY="$work/certs/operator.key" \
+           RINGI_TLS_CA="$work/certs/ca.pem"
+    echo "coordinator listening on $RINGI_COORDINATOR over mutual TLS (config $work/coordinator.toml)" >&2
+  else
+    echo "coordinator listening on $RINGI_COORDINATOR (config $work/coordinator.toml)" >&2
+  fi
 }
 
 # stop_stack: SIGTERM to every process in PIDS, then wait for them.
