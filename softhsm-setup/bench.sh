@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Latency of one 2-of-3 signing over the real stack (SoftHSM tokens, three
-# signer processes checking two department approvals, gRPC on loopback) next to the in-process FROST floor,
-# measured in the same run. Release build: figures from debug builds mean
-# nothing.
+# signer processes checking two department approvals, gRPC over mutual TLS
+# on loopback) next to the in-process FROST floor, and the cost of a new TLS
+# connection (handshake signed in the signer's token) versus a call on a
+# reused one, all measured in the same run. Release build: figures from debug
+# builds mean nothing.
 #
-# Usage: softhsm-setup/bench.sh [ITERATIONS]   (default 500)
+# Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain]   (default 500 tls)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 . "$here/lib.sh"
 
 iterations=${1:-500}
+mode=${2:-tls}
+[ "$mode" = plain ] && mode=""
 "$here/install-deps.sh"
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
 bin="$root/target/release"
@@ -32,7 +36,7 @@ request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
 TOML
-start_stack "$bin" "$work" 3 "$work/policy.toml" 2>/dev/null >/dev/null
+start_stack "$bin" "$work" 3 "$work/policy.toml" $mode 2>/dev/null >/dev/null
 "$bin/ringi" keygen --key-id bench --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
 RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --iterations "$iterations" \
   --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"

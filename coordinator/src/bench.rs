@@ -206,8 +206,57 @@ pub async fn run(
         }
     }
 
+    // Connection costs to one signer: a new connection (TCP, and the TLS
+    // handshake with the signer's key in its token, when TLS is on) plus its
+    // first call, and a call on a reused connection.
+    let signer = key
+        .record
+        .signers
+        .first()
+        .and_then(|(name, _)| coordinator.registry.get(name))
+        .ok_or_else(|| anyhow::anyhow!("the key's first signer is not in the registry"))?
+        .clone();
+    let tls = match &config.tls {
+        Some(t) => Some(std::sync::Arc::new(crate::server::client_tls(t)?)),
+        None => None,
+    };
+    let connection_rounds = iterations.min(200);
+    let mut fresh = Vec::with_capacity(connection_rounds);
+    for _ in 0..connection_rounds {
+        let start = Instant::now();
+        let channel = match &tls {
+            Some(config) => {
+                ringi_proto::tls::connect(&signer.address, &signer.name, config.clone()).await?
+            }
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{}", signer.address))?
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await?
+            }
+        };
+        ringi_proto::signer::v1::signer_client::SignerClient::new(channel)
+            .get_node_info(ringi_proto::signer::v1::GetNodeInfoRequest {})
+            .await?;
+        fresh.push(start.elapsed());
+    }
+    let mut reused = Vec::with_capacity(connection_rounds);
+    let mut client = signer.client.clone();
+    for _ in 0..connection_rounds {
+        let start = Instant::now();
+        client
+            .get_node_info(ringi_proto::signer::v1::GetNodeInfoRequest {})
+            .await?;
+        reused.push(start.elapsed());
+    }
+    let transport = if tls.is_some() {
+        "mutual TLS 1.3"
+    } else {
+        "plaintext"
+    };
+
     println!(
-        "ringi bench: key {key_id:?}, {t}-of-{n}, {iterations} sequential signings of 32-byte messages, {} approvals each",
+        "ringi bench: key {key_id:?}, {t}-of-{n}, {iterations} sequential signings of 32-byte messages, {} approvals each, {transport}",
         approvers.len()
     );
     println!(
@@ -219,6 +268,8 @@ pub async fn run(
         "stack: engine -> signers (gRPC, approvals, HSM)",
         summarize(stack),
     );
+    print_row("signer call: new connection + first call", summarize(fresh));
+    print_row("signer call: reused connection", summarize(reused));
     Ok(())
 }
 
