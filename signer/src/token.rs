@@ -258,41 +258,15 @@ impl Token {
                 .map_err(TokenError::from_ck)?;
                 created.push(KEK_LABEL);
             }
-            if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, DKG_KEY_LABEL))?.is_none() {
-                let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
-                s.generate_key_pair(
-                    &Mechanism::EccKeyPairGen,
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(false),
-                        Attribute::EcParams(SECP256K1_OID.to_vec()),
-                        Attribute::Label(DKG_KEY_LABEL.into()),
-                        Attribute::Id(id.clone()),
-                        Attribute::Verify(false),
-                        Attribute::Encrypt(false),
-                        Attribute::Wrap(false),
-                        Attribute::Derive(false),
-                    ],
-                    &[
-                        Attribute::Token(true),
-                        Attribute::Private(true),
-                        Attribute::Sensitive(true),
-                        Attribute::Extractable(false),
-                        Attribute::Derive(true),
-                        Attribute::Sign(false),
-                        Attribute::Decrypt(false),
-                        Attribute::Unwrap(false),
-                        Attribute::Modifiable(false),
-                        Attribute::Label(DKG_KEY_LABEL.into()),
-                        Attribute::Id(id),
-                    ],
-                )
-                .map_err(TokenError::from_ck)?;
-                created.push(DKG_KEY_LABEL);
-            }
-            for label in [AUDIT_KEY_LABEL, TLS_KEY_LABEL] {
+            // The DKG transport key only derives (ECDH); the audit and TLS
+            // keys only sign.
+            for (label, oid, usage) in [
+                (DKG_KEY_LABEL, SECP256K1_OID, KeyUse::Derive),
+                (AUDIT_KEY_LABEL, P256_OID, KeyUse::Sign),
+                (TLS_KEY_LABEL, P256_OID, KeyUse::Sign),
+            ] {
                 if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, label))?.is_none() {
-                    generate_p256_signing_pair(s, label)?;
+                    generate_ec_pair(s, label, oid, usage)?;
                     created.push(label);
                 }
             }
@@ -577,19 +551,27 @@ impl Token {
     }
 }
 
-/// Generates a P-256 key pair labelled `label` whose private half is
-/// sensitive, non-extractable and can only sign.
-fn generate_p256_signing_pair(s: &Session, label: &str) -> Result<(), TokenError> {
+/// What an EC private key may do: exactly one thing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    Derive,
+    Sign,
+}
+
+/// Generates an EC key pair on the curve `oid`, labelled `label`, whose
+/// private half is sensitive, non-extractable and allowed only `usage`.
+fn generate_ec_pair(s: &Session, label: &str, oid: &[u8], usage: KeyUse) -> Result<(), TokenError> {
     let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+    let sign = usage == KeyUse::Sign;
     s.generate_key_pair(
         &Mechanism::EccKeyPairGen,
         &[
             Attribute::Token(true),
             Attribute::Private(false),
-            Attribute::EcParams(P256_OID.to_vec()),
+            Attribute::EcParams(oid.to_vec()),
             Attribute::Label(label.into()),
             Attribute::Id(id.clone()),
-            Attribute::Verify(true),
+            Attribute::Verify(sign),
             Attribute::Encrypt(false),
             Attribute::Wrap(false),
             Attribute::Derive(false),
@@ -599,8 +581,8 @@ fn generate_p256_signing_pair(s: &Session, label: &str) -> Result<(), TokenError
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Derive(false),
+            Attribute::Sign(sign),
+            Attribute::Derive(!sign),
             Attribute::Decrypt(false),
             Attribute::Unwrap(false),
             Attribute::Modifiable(false),

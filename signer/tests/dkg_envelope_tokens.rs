@@ -6,26 +6,14 @@
 //! One test in this binary: it sets SOFTHSM2_CONF before PKCS#11 is
 //! initialised, before any other thread runs.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use frost_secp256k1::Identifier;
 use frost_secp256k1::keys::dkg;
 use rand::rngs::OsRng;
 use ringi_signer::dkg_envelope::{self, Binding};
-use ringi_signer::token::{Token, TokenConfig};
-use secrecy::SecretString;
-
-fn module() -> String {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("SoftHSM2 is installed (softhsm-setup/install-deps.sh)")
-    .to_string()
-}
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -34,50 +22,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[test]
 fn sealed_round2_packages_open_only_at_their_recipient() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tokens")).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.path().join("tokens").display()
-        ),
-    )
-    .unwrap();
-    // SAFETY: single test in this binary; no other thread is running.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-    // SoftHSM lists its slots once, at C_Initialize: create every token first.
-    for label in ["node-a", "node-b", "relay"] {
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--pin",
-                "1234",
-                "--so-pin",
-                "5678",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let open = |label: &str| {
-        let token = Token::open(&TokenConfig {
-            module: module().into(),
-            token_label: label.into(),
-            pin: SecretString::from("1234"),
-        })
-        .unwrap();
-        token.initialize_keys().unwrap();
-        token
-    };
-    let (a, b, relay) = (open("node-a"), open("node-b"), open("relay"));
+    let mut tokens = common::tokens(dir.path(), &["node-a", "node-b", "relay"]).into_iter();
+    let (a, b, relay) = (
+        tokens.next().unwrap(),
+        tokens.next().unwrap(),
+        tokens.next().unwrap(),
+    );
     let (a_pub, b_pub, relay_pub) = (
         a.dkg_public_key().unwrap(),
         b.dkg_public_key().unwrap(),

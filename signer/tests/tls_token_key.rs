@@ -6,8 +6,9 @@
 //! One test in this binary: it sets SOFTHSM2_CONF before PKCS#11 is
 //! initialised, before any other thread runs.
 
-use std::process::Command;
 use std::sync::Arc;
+
+mod common;
 
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use rcgen::{
@@ -15,61 +16,14 @@ use rcgen::{
     SubjectPublicKeyInfo,
 };
 use ringi_signer::tls_key::TokenTlsKey;
-use ringi_signer::token::{Token, TokenConfig};
 use rustls::pki_types::ServerName;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use secrecy::SecretString;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn module() -> String {
-    [
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    ]
-    .into_iter()
-    .find(|p| std::path::Path::new(p).exists())
-    .expect("SoftHSM2 is installed (softhsm-setup/install-deps.sh)")
-    .to_string()
-}
 
 #[test]
 fn tls_handshake_with_the_server_key_in_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tokens")).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\n",
-            dir.path().join("tokens").display()
-        ),
-    )
-    .unwrap();
-    // SAFETY: single test in this binary; no other thread is running yet.
-    unsafe { std::env::set_var("SOFTHSM2_CONF", &conf) };
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "signer-1",
-            "--pin",
-            "1234",
-            "--so-pin",
-            "5678",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let token = Arc::new(
-        Token::open(&TokenConfig {
-            module: module().into(),
-            token_label: "signer-1".into(),
-            pin: SecretString::from("1234"),
-        })
-        .unwrap(),
-    );
-    token.initialize_keys().unwrap();
+    let token = Arc::new(common::tokens(dir.path(), &["signer-1"]).remove(0));
 
     // The private half is sensitive and never extractable.
     token
