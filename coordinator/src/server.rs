@@ -127,31 +127,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             router
                 .serve_with_incoming_shutdown(
                     ringi_proto::tls::incoming(listener, tls),
-                    shutdown_signal(),
+                    ringi_proto::transport::shutdown_signal(),
                 )
                 .await?;
         }
         None => {
             tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    ringi_proto::transport::shutdown_signal(),
+                )
                 .await?;
         }
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

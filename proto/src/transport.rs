@@ -1,4 +1,4 @@
-//! Where plaintext gRPC is allowed.
+//! Where plaintext gRPC is allowed, and how every ringi server is stopped.
 //!
 //! Until mutual TLS is configured, ringi speaks plaintext gRPC, and only over
 //! loopback: a listener on, or a connection to, any other address is refused
@@ -56,6 +56,21 @@ pub fn check_plaintext_dial(endpoint: &str) -> Result<String, TransportError> {
         });
     }
     Ok(format!("http://{host_port}"))
+}
+
+/// Resolves on SIGINT or SIGTERM: every ringi server stops on either.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 #[cfg(test)]

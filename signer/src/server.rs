@@ -152,14 +152,17 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
             router
                 .serve_with_incoming_shutdown(
                     ringi_proto::tls::incoming(listener, Arc::new(config)),
-                    shutdown_signal(),
+                    ringi_proto::transport::shutdown_signal(),
                 )
                 .await?;
         }
         None => {
             tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    ringi_proto::transport::shutdown_signal(),
+                )
                 .await?;
         }
     }
@@ -168,28 +171,4 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
