@@ -37,6 +37,7 @@ impl From<tonic::Status> for CliError {
 }
 
 /// The CLI's TLS identity, for a coordinator that runs mutual TLS.
+#[derive(Clone)]
 pub struct ClientTls {
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
@@ -553,4 +554,27 @@ pub async fn decide(
     }
     println!("{}", view.state);
     Ok(())
+}
+
+/// `ringi health`: prints the server's serving status; an error unless it
+/// is SERVING (so a container health check can run it as is).
+pub async fn health(channel: Channel, service: String) -> Result<(), CliError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.clone(),
+        })
+        .await?
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    if status == ServingStatus::Serving {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "service {service:?} is {}",
+            status.as_str_name()
+        )))
+    }
 }

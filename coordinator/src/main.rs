@@ -110,6 +110,20 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Ask a ringi server (the coordinator, or a signer with --address and
+    /// --server-name) whether it is serving: grpc.health.v1, over the same
+    /// mutual TLS as every other call. Exits non-zero unless SERVING.
+    Health {
+        /// Server address (default: the coordinator's).
+        #[arg(long)]
+        address: Option<String>,
+        /// The name in the server's certificate (default: the coordinator's).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// Service to ask about; empty for the server as a whole.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
     /// List keys.
     Keys {
         #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -488,6 +502,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Pubkey { key_id, output } => {
             Ok(cli::pubkey(cli::connect(&address, tls).await?, key_id, output).await?)
+        }
+        Command::Health {
+            address: health_address,
+            server_name,
+            service,
+        } => {
+            let address = health_address.unwrap_or(address);
+            let tls = tls.map(|t| cli::ClientTls {
+                server_name: server_name.clone().unwrap_or_else(|| t.server_name.clone()),
+                ..t.clone()
+            });
+            Ok(cli::health(cli::connect(&address, tls.as_ref()).await?, service).await?)
         }
         Command::Keys { output } => {
             Ok(cli::keys(cli::connect(&address, tls).await?, output).await?)

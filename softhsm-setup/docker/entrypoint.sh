@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# Entry point of the ringi-softhsm image. One image, one role per container:
+#
+#   signer        a ringi-signer node. On first start it creates its SoftHSM2
+#                 token (random PINs, never printed) and ringi's keys inside
+#                 it, then asks for a TLS certificate with a CSR its token
+#                 signs; then it serves over mutual TLS.
+#   setup         one-shot, idempotent: development approver keys, the
+#                 approval policy, and a development CA that certifies the
+#                 signers' token keys (from their CSRs), the coordinator and
+#                 the clients. Does nothing once everything exists.
+#   coordinator   the coordinator daemon, over mutual TLS, dialling the
+#                 signers by name on the compose network.
+#   cli ARGS...   the `ringi` CLI as the `operator` identity (add
+#                 `--as wallet-service` first to act as the wallet service).
+#   export-credentials
+#                 a tar stream (stdout) of what a client on the host needs:
+#                 CA certificate, operator and wallet-service certificates
+#                 and keys, the development approver key files.
+#   healthcheck   grpc.health.v1 over mutual TLS against this container's
+#                 server (the compose health check).
+#
+# Layout (volumes, see compose.yaml):
+#   /var/lib/ringi/token     a signer's SoftHSM2 token directory and its PIN files
+#   /var/lib/ringi/data      a signer's ledger and audit log / the coordinator's database
+#   /var/lib/ringi/public    CA certificate, signer certificates, probe identity, policy
+#   /var/lib/ringi/csr       signers' CSRs, read by setup
+#   /var/lib/ringi/ca        the CA's key and everything it issued (setup only)
+#   /var/lib/ringi/secrets   the coordinator's TLS key (coordinator only)
+#   /var/lib/ringi/clients   operator/wallet credentials and approver keys (cli only)
+set -euo pipefail
+
+state=/var/lib/ringi
+public=$state/public
+port=${RINGI_PORT:-50051}
+signers=${RINGI_SIGNERS:-signer-1,signer-2,signer-3}
+key_id=${RINGI_KEY_ID:-demo-hot}
+
+log() { printf 'ringi-entrypoint: %s\n' "$*" >&2; }
+
+# wait_for FILE SECONDS WHAT
+wait_for() {
+  local i
+  for ((i = 0; i < $2 * 2; i++)); do
+    [ -s "$1" ] && return 0
+    sleep 0.5
+  done
+  log "timed out after $2 s waiting for $3 ($1)"
+  return 1
+}
+
+# put SRC DEST MODE: copies atomically (a reader never sees half a file).
+put() {
+  install -m "$3" "$1" "$2.tmp.$$"
+  mv -f "$2.tmp.$$" "$2"
+}
+
+softhsm_module() {
+  local m
+  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
+           /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
+    [ -f "$m" ] && { echo "$m"; return 0; }
+  done
+  log "libsofthsm2.so not found"
+  return 1
+}
+
+random_pin() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
+
+# The signer's token settings. With RINGI_PKCS11_MODULE set to another
+# module, the tester provides RINGI_TOKEN_LABEL and RINGI_PKCS11_PIN_FILE for
+# a token that exists; otherwise a SoftHSM2 token is created in the volume.
+signer_token() {
+  local name=$1
+  if [ -n "${RINGI_PKCS11_MODULE:-}" ] && [[ "$RINGI_PKCS11_MODULE" != *libsofthsm2.so ]]; then
+    : "${RINGI_TOKEN_LABEL:?RINGI_TOKEN_LABEL must name the token in $RINGI_PKCS11_MODULE}"
+    : "${RINGI_PKCS11_PIN_FILE:?RINGI_PKCS11_PIN_FILE must name a file holding the token PIN}"
+    log "using PKCS#11 module $RINGI_PKCS11_MODULE, token $RINGI_TOKEN_LABEL"
+    return 0
+  fi
+  export RINGI_PKCS11_MODULE=${RINGI_PKCS11_MODULE:-$(softhsm_module)}
+  export RINGI_TOKEN_LABEL=${RINGI_TOKEN_LABEL:-$name}
+  export RINGI_PKCS11_PIN_FILE=$state/token/pin
+  export SOFTHSM2_CONF=$state/token/softhsm2.conf
+  if [ ! -s "$state/token/pin" ]; then
+    log "first start: creating SoftHSM2 token $RINGI_TOKEN_LABEL (PINs in the token volume, never printed)"
+    mkdir -p "$state/token/tokens"
+    chmod 700 "$state/token" "$state/token/tokens"
+    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+      "$state/token/tokens" > "$SOFTHSM2_CONF"
+    (umask 077; random_pin > "$state/token/so-pin.tmp"; random_pin > "$state/token/pin.tmp")
+    softhsm2-util --init-token --free --label "$RINGI_TOKEN_LABEL" \
+      --pin "$(cat "$state/token/pin.tmp")" --so-pin "$(cat "$state/token/so-pin.tmp")" >/dev/null
+    mv "$state/token/so-pin.tmp" "$state/token/so-pin"
+    # The PIN file appears last: its presence means the token exists.
+    mv "$state/token/pin.tmp" "$state/token/pin"
+  fi
+}
+
+run_signer() {
+  local name=${RINGI_SIGNER_NAME:?RINGI_SIGNER_NAME must name this signer (e.g. signer-1)}
+  signer_token "$name"
+  export RINGI_SIGNER_DATA_DIR=$state/data
+  # Idempotent: creates only the keys the token does not hold yet.
+  ringi-signer init >&2
+  if [ ! -s "$public/$name.pem" ]; then
+    log "asking for a TLS certificate: CSR signed inside the token"
+    ringi-signer tls-csr --name "$name" > "$state/csr/$name.csr.tmp"
+    mv -f "$state/csr/$name.csr.tmp" "$state/csr/$name.csr"
+  fi
+  wait_for "$public/$name.pem" 300 "this signer's certificate from setup"
+  wait_for "$public/policy.toml" 300 "the approval policy from setup"
+  export RINGI_TLS_CERT=$public/$name.pem RINGI_TLS_CA=$public/ca.pem
+  exec ringi-signer serve --listen "0.0.0.0:$port" --policy-file "$public/policy.toml"
+}
+
+run_setup() {
+  local issued=$state/ca/issued name csrs=() clients=$state/clients
+  mkdir -p "$state/ca/approvers"
+  # Development approver keys (files): alice (treasury), carol (compliance),
+  # erin (security). Production approvers keep theirs in tokens.
+  for name in alice carol erin; do
+    if [ ! -s "$state/ca/approvers/$name.pub" ]; then
+      rm -f "$state/ca/approvers/$name.pem"
+      ringi approver-key generate --out "$state/ca/approvers/$name.pem" 2>/dev/null \
+        > "$state/ca/approvers/$name.pub.tmp"
+      mv "$state/ca/approvers/$name.pub.tmp" "$state/ca/approvers/$name.pub"
+    fi
+  done
+  if [ ! -s "$public/policy.toml" ]; then
+    cat > "$public/policy.toml.tmp" <<TOML
+# Generated by the ringi-softhsm setup container (development approver keys).
+version = 1
+
+[[departments]]
+name = "treasury"
+approvers = [{ name = "alice", key = "$(cat "$state/ca/approvers/alice.pub")" }]
+
+[[departments]]
+name = "compliance"
+approvers = [{ name = "carol", key = "$(cat "$state/ca/approvers/carol.pub")" }]
+
+[[departments]]
+name = "security"
+approvers = [{ name = "erin", key = "$(cat "$state/ca/approvers/erin.pub")" }]
+
+[keys.$key_id]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+tiers = [{ above = 100000000, require = { treasury = 1, compliance = 1, security = 1 } }]
+TOML
+    chmod 644 "$public/policy.toml.tmp"
+    mv "$public/policy.toml.tmp" "$public/policy.toml"
+    log "policy written: sha256 $(sha256sum "$public/policy.toml" | cut -d' ' -f1)"
+  fi
+  if [ -s "$public/ca.pem" ]; then
+    log "certificates already issued; nothing to do"
+    return 0
+  fi
+  IFS=, read -r -a names <<< "$signers"
+  for name in "${names[@]}"; do
+    wait_for "$state/csr/$name.csr" 300 "$name's CSR"
+    csrs+=(--signer-csr "$state/csr/$name.csr")
+  done
+  rm -rf "$issued"
+  ringi dev-certs --out "$issued" "${csrs[@]}" --clients operator,wallet-service,healthcheck >/dev/null
+  mkdir -p "$state/secrets"
+  put "$issued/coordinator.pem" "$state/secrets/coordinator.pem" 644
+  put "$issued/coordinator.key" "$state/secrets/coordinator.key" 600
+  for name in operator wallet-service; do
+    put "$issued/$name.pem" "$clients/$name.pem" 644
+    put "$issued/$name.key" "$clients/$name.key" 600
+  done
+  for name in alice carol erin; do
+    put "$state/ca/approvers/$name.pem" "$clients/$name.pem" 600
+  done
+  put "$issued/ca.pem" "$clients/ca.pem" 644
+  # The probe identity may only ask for health: no signer lets it call the
+  # signer API and the coordinator gives it no role.
+  put "$issued/healthcheck.pem" "$public/healthcheck.pem" 644
+  put "$issued/healthcheck.key" "$public/healthcheck.key" 600
+  for name in "${names[@]}"; do
+    put "$issued/$name.pem" "$public/$name.pem" 644
+  done
+  # ca.pem last: its presence means everything is issued.
+  put "$issued/ca.pem" "$public/ca.pem" 644
+  log "certificates issued for ${names[*]}, coordinator, operator, wallet-service"
+}
+
+run_coordinator() {
+  local config=/tmp/coordinator.toml name i=0
+  wait_for "$public/ca.pem" 300 "certificates from setup"
+  {
+    printf 'listen = "0.0.0.0:%s"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$port" "$state/data" "$public/policy.toml"
+    printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' \
+      "$state/secrets/coordinator.pem" "$state/secrets/coordinator.key" "$public/ca.pem"
+    printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
+    printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
+    IFS=, read -r -a names <<< "$signers"
+    for name in "${names[@]}"; do
+      i=$((i + 1))
+      printf '\n[[signers]]\nname = "%s"\naddress = "%s:%s"\nidentifier = %d\n' "$name" "$name" "$port" "$i"
+    done
+  } > "$config"
+  exec ringi serve --config "$config"
+}
+
+run_cli() {
+  local who=operator
+  if [ "${1:-}" = --as ]; then who=$2; shift 2; fi
+  export RINGI_COORDINATOR=${RINGI_COORDINATOR:-coordinator:$port}
+  export RINGI_TLS_CA=$state/clients/ca.pem
+  export RINGI_TLS_CLIENT_CERT=$state/clients/$who.pem RINGI_TLS_CLIENT_KEY=$state/clients/$who.key
+  exec ringi "$@"
+}
+
+healthcheck() {
+  local name=${RINGI_SIGNER_NAME:-coordinator}
+  RINGI_TLS_CA=$public/ca.pem RINGI_TLS_CLIENT_CERT=$public/healthcheck.pem \
+    RINGI_TLS_CLIENT_KEY=$public/healthcheck.key \
+    exec ringi health --address "127.0.0.1:$port" --server-name "$name"
+}
+
+role=${1:-}
+[ $# -gt 0 ] && shift
+case "$role" in
+  signer) run_signer ;;
+  setup) run_setup ;;
+  coordinator) run_coordinator ;;
+  cli) run_cli "$@" ;;
+  export-credentials)
+    tar -C "$state/clients" -cf - ca.pem operator.pem operator.key wallet-service.pem wallet-service.key \
+      alice.pem carol.pem erin.pem ;;
+  healthcheck) healthcheck ;;
+  *)
+    echo "usage: ringi-entrypoint signer|setup|coordinator|cli ARGS|export-credentials|healthcheck" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,46 @@
+# Shared helpers for the Docker scripts (sourced, not run).
+#
+# RINGI_COMPOSE_PROJECT   compose project name (default: ringi); volumes,
+#                         networks and containers are prefixed with it
+# RINGI_IMAGE             image the compose file runs (default: ringi-softhsm:dev)
+
+docker_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+docker_root=$(cd "$docker_here/../.." && pwd)
+export RINGI_COMPOSE_PROJECT=${RINGI_COMPOSE_PROJECT:-ringi}
+export RINGI_IMAGE=${RINGI_IMAGE:-ringi-softhsm:dev}
+
+# compose ARGS: Compose v2 (`docker compose`) where installed, else v1.
+compose() {
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -p "$RINGI_COMPOSE_PROJECT" -f "$docker_here/compose.yaml" "$@"
+  else
+    docker-compose -p "$RINGI_COMPOSE_PROJECT" -f "$docker_here/compose.yaml" "$@"
+  fi
+}
+
+# ringi_cli ARGS: the ringi CLI in a throwaway container on the stack's
+# network, as the operator (or `--as wallet-service ARGS`).
+ringi_cli() {
+  compose run --rm --no-deps -T cli "$@"
+}
+
+# wait_healthy SERVICE SECONDS: waits until the service's container reports healthy.
+wait_healthy() {
+  local service=$1 seconds=$2 id status i
+  for ((i = 0; i < seconds; i++)); do
+    id=$(compose ps -q "$service" 2>/dev/null || true)
+    if [ -n "$id" ]; then
+      status=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id" 2>/dev/null || true)
+      [ "$status" = healthy ] && return 0
+    fi
+    sleep 1
+  done
+  echo "docker: $service is not healthy after $seconds s (status: ${status:-no container}); its log:" >&2
+  compose logs --tail 40 "$service" >&2 || true
+  return 1
+}
+
+# docker_engine_answers: true when a Docker engine and Compose are usable.
+docker_engine_answers() {
+  docker info >/dev/null 2>&1 && { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; }
+}
