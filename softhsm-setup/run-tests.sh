@@ -3,7 +3,9 @@
 # packages if missing, grpcio for the Python example client (from PyPI, into
 # a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
-# integration, plus formatting and lint checks.
+# integration, plus formatting and lint checks, then the Docker end-to-end
+# test (softhsm-setup/docker/test-e2e.sh: the compose stack on the real
+# engine; skipped, saying so, only when no engine answers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -30,4 +32,6 @@ cargo test --workspace 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+
+"$here/docker/test-e2e.sh"

@@ -3,6 +3,9 @@
 # RINGI_COMPOSE_PROJECT   compose project name (default: ringi); volumes,
 #                         networks and containers are prefixed with it
 # RINGI_IMAGE             image the compose file runs (default: ringi-softhsm:dev)
+# RINGI_COMPOSE_FILES     extra compose files (override files such as
+#                         compose.other-module.yaml), space-separated, relative
+#                         to softhsm-setup/docker/ or absolute
 
 docker_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 docker_root=$(cd "$docker_here/../.." && pwd)
@@ -11,10 +14,17 @@ export RINGI_IMAGE=${RINGI_IMAGE:-ringi-softhsm:dev}
 
 # compose ARGS: Compose v2 (`docker compose`) where installed, else v1.
 compose() {
+  local files=(-f "$docker_here/compose.yaml") extra
+  for extra in ${RINGI_COMPOSE_FILES:-}; do
+    case "$extra" in
+      /*) files+=(-f "$extra") ;;
+      *) files+=(-f "$docker_here/$extra") ;;
+    esac
+  done
   if docker compose version >/dev/null 2>&1; then
-    docker compose -p "$RINGI_COMPOSE_PROJECT" -f "$docker_here/compose.yaml" "$@"
+    docker compose -p "$RINGI_COMPOSE_PROJECT" "${files[@]}" "$@"
   else
-    docker-compose -p "$RINGI_COMPOSE_PROJECT" -f "$docker_here/compose.yaml" "$@"
+    docker-compose -p "$RINGI_COMPOSE_PROJECT" "${files[@]}" "$@"
   fi
 }
 

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Usage: softhsm-setup/docker/test-e2e.sh
+#
+# End-to-end test of the Docker stack on a real engine (run by
+# softhsm-setup/run-tests.sh, hence by .ci/run). In its own compose project
+# (ringi-e2e-PID) with the coordinator on a free loopback port:
+#   1. builds the image (locally built base, the binaries the test run built),
+#      brings the stack up, runs a 2-of-3 DKG; signer-1 and signer-2 keep
+#      their shares in SoftHSM2 tokens their entrypoints create in volumes,
+#      signer-3 in a token of "another" PKCS#11 module, initialised
+#      beforehand by its owner (SoftHSM2's library copied under another name
+#      and mounted from the host, as compose.other-module.yaml documents);
+#   2. signs a request approved by two departments, from a CLI container and
+#      from the host; every signature goes through an independent verifier;
+#   3. stops signer-1 and signs with the other two; restarts it and signs with
+#      signer-1 and signer-2;
+#   4. `down` without --volumes and up again: the same key, from the same
+#      tokens, signs (with signer-1 and signer-3);
+#   5. checks that the signers are unreachable from outside the private
+#      network and that no log line holds a token PIN;
+#   6. tears down and checks that no container, network or volume is left.
+# Skipped, saying so, only when no Docker engine answers.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+
+if ! docker_engine_answers; then
+  echo "docker e2e: SKIPPED: no Docker engine (or Compose) answers here ('docker info' failed)"
+  exit 0
+fi
+
+export RINGI_COMPOSE_PROJECT=ringi-e2e-$$
+export RINGI_COORDINATOR_PUBLISH=127.0.0.1:
+export RINGI_IMAGE=ringi-softhsm:e2e-$$
+export RINGI_DOCKER_BIN_DIR=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
+project=$RINGI_COMPOSE_PROJECT
+checks=0
+work=$(mktemp -d -t ringi-docker-e2e.XXXXXX)
+
+pass() { checks=$((checks + 1)); echo "docker e2e: ok: $*"; }
+fail() { echo "docker e2e: FAILED: $*" >&2; exit 1; }
+
+leftovers() {
+  {
+    docker ps -aq --filter "label=com.docker.compose.project=$project"
+    docker network ls -q --filter "label=com.docker.compose.project=$project"
+    docker volume ls -q --filter "label=com.docker.compose.project=$project"
+  } | sort -u
+}
+
+teardown() {
+  local status=$?
+  if [ "$status" != 0 ]; then
+    echo "docker e2e: failed; the stack's last log lines:" >&2
+    compose logs --no-color --tail 30 >&2 2>/dev/null || true
+  fi
+  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
+  docker rmi "$RINGI_IMAGE" >/dev/null 2>&1 || true
+  rm -rf "$work"
+  exit "$status"
+}
+trap teardown EXIT
+
+if [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi" ] || [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi-signer" ]; then
+  cargo build --quiet --manifest-path "$docker_root/Cargo.toml" --bins
+fi
+
+# signer-3's module: a token initialised on the host by its "owner", the
+# module under a vendor-like name, the PIN as a compose secret.
+. "$here/../lib.sh"
+"$here/../install-deps.sh" >/dev/null
+other=$work/other-module
+mkdir -p "$other/tokens"
+cp "$(softhsm_module)" "$other/libvendor-pkcs11.so"
+printf 'directories.tokendir = /opt/pkcs11/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' > "$other/softhsm2.conf"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$other/tokens" > "$work/host-softhsm2.conf"
+(umask 077; random_pin > "$work/signer-3.pin"; random_pin > "$work/signer-3.so-pin")
+SOFTHSM2_CONF=$work/host-softhsm2.conf softhsm2-util --init-token --free --label vendor-signer-3 \
+  --pin "$(cat "$work/signer-3.pin")" --so-pin "$(cat "$work/signer-3.so-pin")" >/dev/null
+echo "SOFTHSM2_CONF=/opt/pkcs11/softhsm2.conf" > "$work/signer-3-module.env"
+chown -R 10001:10001 "$other" "$work/signer-3.pin"
+export SIGNER3_PKCS11_DIR=$other SIGNER3_PKCS11_MODULE=/opt/pkcs11/libvendor-pkcs11.so \
+  SIGNER3_TOKEN_LABEL=vendor-signer-3 SIGNER3_PIN_FILE=$work/signer-3.pin \
+  SIGNER3_MODULE_ENV=$work/signer-3-module.env RINGI_COMPOSE_FILES=compose.other-module.yaml
+
+# sign LABEL [sign.sh args]: a signed request, verified against the group key.
+sign() {
+  local label=$1 text signature
+  shift
+  text="docker e2e $label $(date +%s%N)"
+  signature=$("$here/sign.sh" "$@" "$text" 2> "$work/sign.err") \
+    || { cat "$work/sign.err" >&2; fail "$label: no signature"; }
+  python3 "$here/../verify_frost_signature.py" "$group_key" \
+    "$(printf '%s' "$text" | sha256sum | cut -d' ' -f1)" "$signature" >/dev/null \
+    || fail "$label: signature does not verify under $group_key"
+  pass "$label: signature verifies under the group key"
+}
+
+running() {
+  docker inspect -f '{{.State.Running}}' "$(compose ps -q "$1")" 2>/dev/null
+}
+
+echo "docker e2e: project $project"
+group_key=$("$here/up.sh" 2> "$work/up.err" | tail -n1) || { cat "$work/up.err" >&2; fail "up.sh"; }
+[[ "$group_key" =~ ^0[23][0-9a-f]{64}$ ]] || { cat "$work/up.err" >&2; fail "up.sh printed no group key: '$group_key'"; }
+pass "stack up over mutual TLS, 2-of-3 DKG, group key $group_key"
+compose logs --no-color signer-3 2>&1 | grep -q "using PKCS#11 module /opt/pkcs11/libvendor-pkcs11.so, token vendor-signer-3" \
+  || fail "signer-3 did not use the other module"
+SOFTHSM2_CONF=$work/host-softhsm2.conf pkcs11-tool --module "$(softhsm_module)" --token-label vendor-signer-3 \
+  --login --pin "$(cat "$work/signer-3.pin")" --list-objects 2>/dev/null | grep -q "ringi-share-kek" \
+  || fail "no ringi key in signer-3's token of the other module"
+pass "signer-3 serves from a token of another PKCS#11 module (mounted, PIN as a secret)"
+
+sign "approved by treasury and compliance, from a CLI container"
+sign "from the host over the published port" --from-host
+
+compose stop signer-1 >/dev/null 2>&1
+[ "$(running signer-1)" = false ] || fail "signer-1 still running after stop"
+sign "signer-1 stopped, signed by signer-2 and signer-3"
+
+compose start signer-1 >/dev/null 2>&1
+wait_healthy signer-1 120 || fail "signer-1 not healthy after restart"
+RINGI_SIGN_SIGNERS=signer-1,signer-2 sign "signer-1 restarted, signed by signer-1 and signer-2"
+
+compose --profile cli down >/dev/null 2>&1
+[ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$project")" ] || fail "containers left after down"
+[ -n "$(docker volume ls -q --filter "label=com.docker.compose.project=$project")" ] || fail "volumes gone after down"
+again=$("$here/up.sh" 2> "$work/up.err" | tail -n1) || { cat "$work/up.err" >&2; fail "up.sh after down"; }
+grep -q "key demo-hot exists" "$work/up.err" || fail "up.sh ran a new DKG after down/up"
+[ "$again" = "$group_key" ] || fail "group key changed across down/up: $again"
+RINGI_SIGN_SIGNERS=signer-1,signer-3 sign "after down and up, the same tokens sign (signer-1 and signer-3)"
+RINGI_SIGN_SIGNERS=signer-2,signer-3 sign "after down and up, signer-2 and signer-3 sign too"
+
+# The signers are on an internal network: a container outside it (the CLI's)
+# reaches the coordinator but cannot even resolve them.
+ringi_cli health >/dev/null 2>&1 || fail "the coordinator's health check fails from the CLI container"
+if ringi_cli health --address signer-1:50051 --server-name signer-1 >/dev/null 2>&1; then
+  fail "signer-1 answered from outside the private network"
+fi
+pass "signers unreachable from outside the private network"
+
+compose logs --no-color > "$work/logs" 2>&1
+pins=("$(cat "$work/signer-3.pin")" "$(cat "$work/signer-3.so-pin")")
+for i in 1 2; do
+  for pin_file in pin so-pin; do
+    pins+=("$(compose exec -T "signer-$i" cat "/var/lib/ringi/token/$pin_file")")
+  done
+done
+for pin in "${pins[@]}"; do
+  [ ${#pin} -ge 16 ] || fail "a PIN file is missing or short"
+  if grep -qF -- "$pin" "$work/logs"; then fail "a token PIN appears in the logs"; fi
+done
+pass "no token PIN in any container's log"
+
+compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1
+left=$(leftovers)
+[ -z "$left" ] || fail "left behind after teardown: $left"
+pass "teardown left no container, network or volume"
+
+echo "docker e2e: $checks checks passed"
