@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the Docker scripts (sourced, not run).
 #
 # RINGI_COMPOSE_PROJECT   compose project name (default: ringi); volumes,
@@ -8,6 +9,7 @@
 #                         to softhsm-setup/docker/ or absolute
 
 docker_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export docker_root
 docker_root=$(cd "$docker_here/../.." && pwd)
 export RINGI_COMPOSE_PROJECT=${RINGI_COMPOSE_PROJECT:-ringi}
 export RINGI_IMAGE=${RINGI_IMAGE:-ringi-softhsm:dev}

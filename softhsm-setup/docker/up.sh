@@ -10,7 +10,8 @@
 # when the engine has no Debian image). The ringi binaries are built on the
 # host with cargo (debug, the same build the tests use) and copied into the
 # image; RINGI_DOCKER_COMPILE=1 compiles inside Docker instead (needs the
-# rust:1-bookworm image). RINGI_DOCKER_BIN_DIR=DIR uses binaries already built.
+# rust:1-bookworm image, or RINGI_RUST_IMAGE). RINGI_DOCKER_BIN_DIR=DIR uses
+# binaries already built.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -23,7 +24,8 @@ build_image() {
   base=$("$here/base-image.sh")
   if [ "${RINGI_DOCKER_COMPILE:-0}" = 1 ]; then
     step "image $RINGI_IMAGE: compiling inside Docker on $base"
-    docker build -q --build-arg BASE="$base" -t "$RINGI_IMAGE" -f "$here/Dockerfile" "$docker_root" >/dev/null
+    docker build -q --build-arg BASE="$base" --build-arg RUST_IMAGE="${RINGI_RUST_IMAGE:-rust:1-bookworm}" \
+      -t "$RINGI_IMAGE" -f "$here/Dockerfile" "$docker_root" >/dev/null
     return
   fi
   bin=${RINGI_DOCKER_BIN_DIR:-}
