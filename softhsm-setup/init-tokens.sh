@@ -31,12 +31,7 @@ for ((i = 1; i <= count; i++)); do
     echo "softhsm-setup: $node exists; leaving token $label as it is"
     continue
   fi
-  mkdir -p "$node/tokens"
-  chmod 700 "$node" "$node/tokens"
-  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$node/tokens" > "$node/softhsm2.conf"
-  (umask 077; random_pin > "$node/pin"; random_pin > "$node/so-pin")
-  SOFTHSM2_CONF="$node/softhsm2.conf" softhsm2-util --init-token --free --label "$label" \
-    --pin "$(cat "$node/pin")" --so-pin "$(cat "$node/so-pin")" >/dev/null
+  softhsm_token "$node" "$label"
   cat > "$node/env" <<ENV
 export SOFTHSM2_CONF='$node/softhsm2.conf'
 export RINGI_PKCS11_MODULE='$module'

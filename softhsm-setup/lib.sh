@@ -17,6 +17,40 @@ random_pin() {
   od -An -N8 -tx1 /dev/urandom | tr -d ' \n'
 }
 
+# softhsm_token DIR LABEL: creates SoftHSM2 token LABEL with its files in
+# DIR/tokens, DIR/softhsm2.conf pointing there, and random user and SO PINs
+# in DIR/pin and DIR/so-pin (mode 0600, never printed). DIR/pin appears last:
+# once it exists, so does the token. Test tokens only: softhsm2-util takes
+# the PINs as arguments for the few milliseconds it runs.
+softhsm_token() {
+  local dir=$1 label=$2
+  mkdir -p "$dir/tokens"
+  chmod 700 "$dir" "$dir/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$dir/tokens" > "$dir/softhsm2.conf"
+  (umask 077; random_pin > "$dir/so-pin.tmp"; random_pin > "$dir/pin.tmp")
+  SOFTHSM2_CONF="$dir/softhsm2.conf" softhsm2-util --init-token --free --label "$label" \
+    --pin "$(cat "$dir/pin.tmp")" --so-pin "$(cat "$dir/so-pin.tmp")" >/dev/null
+  mv "$dir/so-pin.tmp" "$dir/so-pin"
+  mv "$dir/pin.tmp" "$dir/pin"
+}
+
+# coordinator_config LISTEN DATA_DIR POLICY [CERT KEY CA]: prints a
+# coordinator config without its signers; with CERT KEY CA, mutual TLS and
+# two clients: `operator` (admin, wallet, approver) and `wallet-service`.
+coordinator_config() {
+  printf 'listen = "%s"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$1" "$2" "$3"
+  if [ $# -ge 6 ]; then
+    printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' "$4" "$5" "$6"
+    printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
+    printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
+  fi
+}
+
+# signer_entry NAME ADDRESS IDENTIFIER: a [[signers]] entry of that config.
+signer_entry() {
+  printf '\n[[signers]]\nname = "%s"\naddress = "%s"\nidentifier = %d\n' "$1" "$2" "$3"
+}
+
 # wait_for_line FILE PATTERN SECONDS: waits until FILE has a line matching
 # PATTERN and prints it.
 wait_for_line() {
@@ -67,17 +101,16 @@ start_stack() {
   done
   SIGNER_PIDS=("${PIDS[@]}")
   {
-    printf 'listen = "127.0.0.1:0"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$work/coordinator" "$policy"
     if [ "$tls" = tls ]; then
-      printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' \
+      coordinator_config 127.0.0.1:0 "$work/coordinator" "$policy" \
         "$work/certs/coordinator.pem" "$work/certs/coordinator.key" "$work/certs/ca.pem"
-      printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
-      printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
+    else
+      coordinator_config 127.0.0.1:0 "$work/coordinator" "$policy"
     fi
     for ((i = 1; i <= count; i++)); do
       line=$(wait_for_line "$work/signer-$i/stdout" 'listening on' 20)
       listen=${line##* }
-      printf '\n[[signers]]\nname = "signer-%d"\naddress = "%s"\nidentifier = %d\n' "$i" "$listen" "$i"
+      signer_entry "signer-$i" "$listen" "$i"
       echo "signer-$i listening on $listen" >&2
     done
   } > "$work/coordinator.toml"

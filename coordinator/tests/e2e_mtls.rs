@@ -198,3 +198,50 @@ fn an_impersonated_signer_is_not_used() {
         std::fs::read_to_string(cluster.dir.path().join("coordinator.log")).unwrap_or_default();
     let _ = log;
 }
+
+/// `ringi health` (the Docker health check) asks grpc.health.v1 over mutual
+/// TLS: the coordinator and each signer answer SERVING to any client of the
+/// CA (here one with no role anywhere), by the name in their certificates;
+/// an unknown service, a wrong server
+/// name or a closed port exit non-zero.
+#[test]
+fn health_probe_over_mutual_tls() {
+    let cluster = Cluster::start_tls(1);
+    let signer = &cluster.signers[0];
+    let health = |args: &[&str]| {
+        let mut all = vec!["health"];
+        all.extend_from_slice(args);
+        cluster.ringi_as("stranger", &all)
+    };
+
+    let out = health(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+    let out = health(&["--service", "ringi.coordinator.v1.RequestService"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = health(&[
+        "--address",
+        &signer.address,
+        "--server-name",
+        "signer-1",
+        "--service",
+        "ringi.signer.v1.Signer",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "SERVING");
+
+    let out = health(&["--service", "ringi.nothing.v1.Nothing"]);
+    assert!(!out.status.success(), "an unknown service reported healthy");
+    assert!(stderr(&out).contains("NotFound"), "{}", stderr(&out));
+
+    let out = health(&["--address", &signer.address, "--server-name", "signer-2"]);
+    assert!(!out.status.success(), "a wrong server name was accepted");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = health(&["--address", &address]);
+    assert!(!out.status.success(), "a closed port reported healthy");
+    assert!(stderr(&out).contains("cannot reach"), "{}", stderr(&out));
+}

@@ -36,6 +36,10 @@ port=${RINGI_PORT:-50051}
 signers=${RINGI_SIGNERS:-signer-1,signer-2,signer-3}
 key_id=${RINGI_KEY_ID:-demo-hot}
 
+# softhsm_module, random_pin, softhsm_token, coordinator_config,
+# signer_entry: the same helpers the host scripts use (softhsm-setup/lib.sh).
+. /usr/local/lib/ringi/lib.sh
+
 log() { printf 'ringi-entrypoint: %s\n' "$*" >&2; }
 
 # wait_for FILE SECONDS WHAT
@@ -55,18 +59,6 @@ put() {
   mv -f "$2.tmp.$$" "$2"
 }
 
-softhsm_module() {
-  local m
-  for m in /usr/lib/softhsm/libsofthsm2.so /usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so \
-           /usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so; do
-    [ -f "$m" ] && { echo "$m"; return 0; }
-  done
-  log "libsofthsm2.so not found"
-  return 1
-}
-
-random_pin() { od -An -N8 -tx1 /dev/urandom | tr -d ' \n'; }
-
 # The signer's token settings. With RINGI_PKCS11_MODULE set to another
 # module, the tester provides RINGI_TOKEN_LABEL and RINGI_PKCS11_PIN_FILE for
 # a token that exists; otherwise a SoftHSM2 token is created in the volume.
@@ -84,16 +76,10 @@ signer_token() {
   export SOFTHSM2_CONF=$state/token/softhsm2.conf
   if [ ! -s "$state/token/pin" ]; then
     log "first start: creating SoftHSM2 token $RINGI_TOKEN_LABEL (PINs in the token volume, never printed)"
-    mkdir -p "$state/token/tokens"
-    chmod 700 "$state/token" "$state/token/tokens"
-    printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
-      "$state/token/tokens" > "$SOFTHSM2_CONF"
-    (umask 077; random_pin > "$state/token/so-pin.tmp"; random_pin > "$state/token/pin.tmp")
-    softhsm2-util --init-token --free --label "$RINGI_TOKEN_LABEL" \
-      --pin "$(cat "$state/token/pin.tmp")" --so-pin "$(cat "$state/token/so-pin.tmp")" >/dev/null
-    mv "$state/token/so-pin.tmp" "$state/token/so-pin"
-    # The PIN file appears last: its presence means the token exists.
-    mv "$state/token/pin.tmp" "$state/token/pin"
+    # Without the PIN file no token finished initialising: whatever an
+    # interrupted first start left is unusable, so start over.
+    rm -rf "$state/token/tokens" "$state/token/pin.tmp" "$state/token/so-pin.tmp"
+    softhsm_token "$state/token" "$RINGI_TOKEN_LABEL"
   fi
 }
 
@@ -108,8 +94,10 @@ run_signer() {
     ringi-signer tls-csr --name "$name" > "$state/csr/$name.csr.tmp"
     mv -f "$state/csr/$name.csr.tmp" "$state/csr/$name.csr"
   fi
-  wait_for "$public/$name.pem" 300 "this signer's certificate from setup"
-  wait_for "$public/policy.toml" 300 "the approval policy from setup"
+  # ca.pem is the last file setup writes: once it is there, so are this
+  # signer's certificate and the policy.
+  wait_for "$public/ca.pem" 300 "certificates from setup"
+  [ -s "$public/$name.pem" ] || { log "setup issued no certificate for $name (is it in RINGI_SIGNERS?)"; exit 1; }
   export RINGI_TLS_CERT=$public/$name.pem RINGI_TLS_CA=$public/ca.pem
   exec ringi-signer serve --listen "0.0.0.0:$port" --policy-file "$public/policy.toml"
 }
@@ -192,15 +180,12 @@ run_coordinator() {
   local config=/tmp/coordinator.toml name i=0
   wait_for "$public/ca.pem" 300 "certificates from setup"
   {
-    printf 'listen = "0.0.0.0:%s"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$port" "$state/data" "$public/policy.toml"
-    printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' \
+    coordinator_config "0.0.0.0:$port" "$state/data" "$public/policy.toml" \
       "$state/secrets/coordinator.pem" "$state/secrets/coordinator.key" "$public/ca.pem"
-    printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
-    printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
     IFS=, read -r -a names <<< "$signers"
     for name in "${names[@]}"; do
       i=$((i + 1))
-      printf '\n[[signers]]\nname = "%s"\naddress = "%s:%s"\nidentifier = %d\n' "$name" "$name" "$port" "$i"
+      signer_entry "$name" "$name:$port" "$i"
     done
   } > "$config"
   exec ringi serve --config "$config"

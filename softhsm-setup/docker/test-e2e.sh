@@ -70,15 +70,16 @@ fi
 . "$here/../lib.sh"
 "$here/../install-deps.sh" >/dev/null
 other=$work/other-module
-mkdir -p "$other/tokens"
+softhsm_token "$other" vendor-signer-3
+mv "$other/pin" "$work/signer-3.pin"
+mv "$other/so-pin" "$work/signer-3.so-pin"
+mv "$other/softhsm2.conf" "$work/host-softhsm2.conf"
 cp "$(softhsm_module)" "$other/libvendor-pkcs11.so"
 printf 'directories.tokendir = /opt/pkcs11/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' > "$other/softhsm2.conf"
-printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$other/tokens" > "$work/host-softhsm2.conf"
-(umask 077; random_pin > "$work/signer-3.pin"; random_pin > "$work/signer-3.so-pin")
-SOFTHSM2_CONF=$work/host-softhsm2.conf softhsm2-util --init-token --free --label vendor-signer-3 \
-  --pin "$(cat "$work/signer-3.pin")" --so-pin "$(cat "$work/signer-3.so-pin")" >/dev/null
 echo "SOFTHSM2_CONF=/opt/pkcs11/softhsm2.conf" > "$work/signer-3-module.env"
-chown -R 10001:10001 "$other" "$work/signer-3.pin"
+# The image's user (uid 10001) reads the PIN and writes the token files.
+chown -R 10001:10001 "$other" "$work/signer-3.pin" 2>/dev/null \
+  || chmod -R a+rwX "$other" "$work/signer-3.pin"
 export SIGNER3_PKCS11_DIR=$other SIGNER3_PKCS11_MODULE=/opt/pkcs11/libvendor-pkcs11.so \
   SIGNER3_TOKEN_LABEL=vendor-signer-3 SIGNER3_PIN_FILE=$work/signer-3.pin \
   SIGNER3_MODULE_ENV=$work/signer-3-module.env RINGI_COMPOSE_FILES=compose.other-module.yaml

@@ -41,7 +41,9 @@ build_image() {
   strip --strip-debug -o "$ctx/bin/ringi" "$bin/ringi"
   strip --strip-debug -o "$ctx/bin/ringi-signer" "$bin/ringi-signer"
   cp "$here/entrypoint.sh" "$ctx/softhsm-setup/docker/"
-  docker build -q --target prebuilt --build-arg BASE="$base" -t "$RINGI_IMAGE" -f "$here/Dockerfile" "$ctx" >/dev/null
+  cp "$here/../lib.sh" "$ctx/softhsm-setup/"
+  docker build -q --build-arg PREBUILT=1 --build-arg RUST_IMAGE="$base" --build-arg BASE="$base" \
+    -t "$RINGI_IMAGE" -f "$here/Dockerfile" "$ctx" >/dev/null
   rm -rf "$ctx"
 }
 
