@@ -18,7 +18,8 @@
 #      tokens, signs (with signer-1 and signer-3);
 #   5. checks that the signers are unreachable from outside the private
 #      network and that no log line holds a token PIN;
-#   6. tears down and checks that no container, network or volume is left.
+#   6. tears down and checks that no container, network or volume is left
+#      (and removes its image; the base image stays, a cache for the next run).
 # Skipped, saying so, only when no Docker engine answers.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +57,7 @@ teardown() {
   fi
   compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
   docker rmi "$RINGI_IMAGE" >/dev/null 2>&1 || true
+  docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null 2>&1 || true
   rm -rf "$work"
   exit "$status"
 }

@@ -45,6 +45,8 @@ build_image() {
   docker build -q --build-arg PREBUILT=1 --build-arg RUST_IMAGE="$base" --build-arg BASE="$base" \
     -t "$RINGI_IMAGE" -f "$here/Dockerfile" "$ctx" >/dev/null
   rm -rf "$ctx"
+  # The binaries stage of a prebuilt image is no cache worth keeping.
+  docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null
 }
 
 if ! docker_engine_answers; then
