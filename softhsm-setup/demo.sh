@@ -22,6 +22,7 @@ cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
 bin="$root/target/debug"
 
 work=${RINGI_DEMO_DIR:-$(mktemp -d -t ringi-demo.XXXXXX)}
+mkdir -p "$work"
 PIDS=()
 trap stop_stack EXIT
 

@@ -94,6 +94,9 @@ start_stack() {
       . "$work/signer-$i/env"
       if [ "$tls" = tls ]; then
         export RINGI_TLS_CERT="$work/certs/signer-$i.pem" RINGI_TLS_CA="$work/certs/ca.pem"
+        # The only identities this signer runs a DKG with.
+        RINGI_DKG_PEERS=$(seq -f 'signer-%g' -s, 1 "$count")
+        export RINGI_DKG_PEERS
       fi
       exec "$bin/ringi-signer" serve --listen 127.0.0.1:0 --policy-file "$policy"
     ) > "$work/signer-$i/stdout" 2> "$work/signer-$i/log" &

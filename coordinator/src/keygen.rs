@@ -121,7 +121,7 @@ pub async fn run(
     };
 
     let (s, t0) = timed("node info: DKG transport keys");
-    let transport_keys = run.node_info().await?;
+    let participants = run.node_info().await?;
     progress(Progress::Finished {
         step: s,
         elapsed_ms: ms(t0),
@@ -129,7 +129,7 @@ pub async fn run(
 
     let result = async {
         let (s, t0) = timed("round 1: commitments");
-        let round1 = run.round1(&transport_keys).await?;
+        let round1 = run.round1(&participants).await?;
         progress(Progress::Finished {
             step: s,
             elapsed_ms: ms(t0),
@@ -255,7 +255,9 @@ impl Run<'_> {
         )
     }
 
-    async fn node_info(&self) -> Result<Vec<Vec<u8>>> {
+    /// Each signer's DKG transport key with its attestation (certificate
+    /// and signature; empty without TLS), relayed unchanged to the others.
+    async fn node_info(&self) -> Result<Vec<pb::DkgParticipant>> {
         let infos = self
             .on_all(|mut s| async move {
                 Ok(s.client
@@ -272,21 +274,18 @@ impl Run<'_> {
                     signer.name, self.key_id
                 )));
             }
-            keys.push(info.dkg_public_key);
+            keys.push(pb::DkgParticipant {
+                identifier: u32::from(signer.identifier),
+                dkg_public_key: info.dkg_public_key,
+                dkg_key_certificate: info.dkg_key_certificate,
+                dkg_key_signature: info.dkg_key_signature,
+            });
         }
         Ok(keys)
     }
 
-    async fn round1(&self, transport_keys: &[Vec<u8>]) -> Result<BTreeMap<u32, Vec<u8>>> {
-        let participants: Vec<pb::DkgParticipant> = self
-            .signers
-            .iter()
-            .zip(transport_keys)
-            .map(|(s, key)| pb::DkgParticipant {
-                identifier: u32::from(s.identifier),
-                dkg_public_key: key.clone(),
-            })
-            .collect();
+    async fn round1(&self, participants: &[pb::DkgParticipant]) -> Result<BTreeMap<u32, Vec<u8>>> {
+        let participants = participants.to_vec();
         let packages = self
             .on_all(|mut s| {
                 let req = pb::DkgRound1Request {

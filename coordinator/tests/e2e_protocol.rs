@@ -199,6 +199,8 @@ async fn the_relay_cannot_read_alter_or_redirect_dkg_shares() {
         participants.push(pb::DkgParticipant {
             identifier: i as u32 + 1,
             dkg_public_key: info.dkg_public_key,
+            dkg_key_certificate: info.dkg_key_certificate,
+            dkg_key_signature: info.dkg_key_signature,
         });
     }
     let session_id = vec![7u8; 16];

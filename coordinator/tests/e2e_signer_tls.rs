@@ -1,7 +1,7 @@
 //! A signer serving over mutual TLS with its TLS key inside its SoftHSM
 //! token: only the coordinator's identity may call it; plaintext, another
 //! CA, another client identity and a wrong server name all fail.
-//! (The coordinator does not dial signers over TLS yet: issue 5 goes on.)
+//! (The whole system over mutual TLS is `e2e_mtls.rs`.)
 
 mod support;
 

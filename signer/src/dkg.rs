@@ -28,6 +28,7 @@ use frost_secp256k1::keys::dkg::{self, round1, round2};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 
 use crate::dkg_envelope::{self, Binding, EnvelopeError};
+use crate::dkg_peer::{Attestation, PeerCheck};
 use crate::rng;
 use crate::token::{Token, TokenError};
 use crate::vault::{ShareInfo, ShareVault, VaultError, identifier};
@@ -56,6 +57,17 @@ pub enum DkgError {
     GroupKeyMismatch { given: String, computed: String },
     #[error("DKG package from participant {culprit} failed verification: {reason}")]
     PeerInvalid { culprit: String, reason: String },
+    #[error("participant {participant} is not a trusted DKG peer: {reason}")]
+    UntrustedPeer {
+        participant: u16,
+        reason: crate::dkg_peer::PeerError,
+    },
+    #[error("participants {first} and {second} are both {name:?}")]
+    DuplicatePeer {
+        first: u16,
+        second: u16,
+        name: String,
+    },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -70,6 +82,8 @@ pub struct Participant {
     pub identifier: u32,
     /// DKG transport public key, SEC1 (compressed or uncompressed).
     pub dkg_public_key: Vec<u8>,
+    /// Its certified identity's signature over it (under mutual TLS).
+    pub attestation: Option<Attestation>,
 }
 
 /// The request of step 1.
@@ -114,6 +128,9 @@ pub struct DkgRuns {
     token: Arc<Token>,
     /// This node's transport key, SEC1 uncompressed.
     own_key: Vec<u8>,
+    /// Under mutual TLS: which peers this node accepts, and its own
+    /// attestation to hand out (see `dkg_peer.rs`).
+    peers: Option<(PeerCheck, Attestation)>,
     runs: Mutex<HashMap<String, Run>>,
 }
 
@@ -124,8 +141,21 @@ impl DkgRuns {
             vault,
             token,
             own_key,
+            peers: None,
             runs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Requires every other participant of a run to pass `check`, and hands
+    /// out `own` with this node's transport key.
+    pub fn with_peer_check(mut self, check: PeerCheck, own: Attestation) -> Self {
+        self.peers = Some((check, own));
+        self
+    }
+
+    /// This node's attestation of its transport key, under mutual TLS.
+    pub fn attestation(&self) -> Option<&Attestation> {
+        self.peers.as_ref().map(|(_, own)| own)
     }
 
     /// This node's DKG transport public key, SEC1 compressed.
@@ -138,6 +168,9 @@ impl DkgRuns {
     /// Step 1: returns this node's serialized round-1 package.
     pub fn round1(&self, req: Round1Request) -> Result<Vec<u8>, DkgError> {
         let checked = check_round1(&req, &self.own_key)?;
+        if let Some((check, _)) = &self.peers {
+            check_peers(&req, check)?;
+        }
         if self.vault.contains(&req.key_id) {
             return Err(DkgError::KeyExists(req.key_id));
         }
@@ -466,6 +499,29 @@ fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, Dk
     })
 }
 
+/// Checks every other participant's attestation (`dkg_peer.rs`): each a
+/// trusted, allowed, distinct identity vouching for its own transport key.
+fn check_peers(req: &Round1Request, check: &PeerCheck) -> Result<(), DkgError> {
+    let mut names: BTreeMap<String, u16> = BTreeMap::new();
+    for p in req.participants.iter().filter(|p| p.identifier != req.me) {
+        let id = participant_number(p.identifier)?;
+        let name = check
+            .verify(&p.dkg_public_key, p.attestation.as_ref())
+            .map_err(|reason| DkgError::UntrustedPeer {
+                participant: id,
+                reason,
+            })?;
+        if let Some(first) = names.insert(name.clone(), id) {
+            return Err(DkgError::DuplicatePeer {
+                first,
+                second: id,
+                name,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn participant_number(n: u32) -> Result<u16, DkgError> {
     u16::try_from(n)
         .ok()
@@ -565,6 +621,7 @@ mod tests {
                 .map(|(id, seed)| Participant {
                     identifier: *id,
                     dkg_public_key: key(*seed),
+                    attestation: None,
                 })
                 .collect(),
         }

@@ -43,6 +43,9 @@ impl From<DkgError> for Status {
         let code = match &e {
             DkgError::InvalidArgument(_) => Code::InvalidArgument,
             DkgError::KeyExists(_) => Code::AlreadyExists,
+            DkgError::UntrustedPeer { .. } | DkgError::DuplicatePeer { .. } => {
+                Code::PermissionDenied
+            }
             DkgError::NoRun(_) => Code::NotFound,
             DkgError::OutOfOrder { .. }
             | DkgError::PeerInvalid { .. }

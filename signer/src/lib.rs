@@ -21,6 +21,7 @@ pub mod authorize;
 pub mod config;
 pub mod dkg;
 pub mod dkg_envelope;
+pub mod dkg_peer;
 pub mod error;
 pub mod node_audit;
 pub mod nonces;

@@ -78,6 +78,11 @@ enum Command {
             default_value = "coordinator"
         )]
         tls_allowed_clients: Vec<String>,
+        /// Under mutual TLS: the certified names of the other signers this
+        /// node will run a DKG with (e.g. signer-1,signer-2,signer-3). Without
+        /// it, any name the CA certified except the allowed clients.
+        #[arg(long, env = "RINGI_DKG_PEERS", value_delimiter = ',')]
+        dkg_peers: Option<Vec<String>>,
     },
 }
 
@@ -156,6 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_ca,
             tls_allowed_clients,
+            dkg_peers,
         } => {
             let listen = listen
                 .or(file.listen)
@@ -184,6 +190,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         cert,
                         ca,
                         allowed_clients: tls_allowed_clients,
+                        dkg_peers,
                     }),
                     _ => None,
                 },

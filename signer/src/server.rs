@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::dkg::DkgRuns;
+use crate::dkg_peer::{Attestation, PeerCheck, Peers};
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
 use crate::service::SignerService;
 use crate::spending::SpendingLedger;
@@ -42,6 +43,9 @@ pub struct TlsSettings {
     pub cert: std::path::PathBuf,
     pub ca: std::path::PathBuf,
     pub allowed_clients: Vec<String>,
+    /// The other signers this node runs a DKG with, by certified name;
+    /// `None`: any certified name except `allowed_clients`.
+    pub dkg_peers: Option<Vec<String>>,
 }
 
 pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
@@ -66,13 +70,25 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         )),
         None => None,
     };
+    let dkg_peers = tls.as_ref().map(|t| match &t.dkg_peers {
+        Some(names) => Peers::Only(names.clone()),
+        None => Peers::AnyExcept(t.allowed_clients.clone()),
+    });
     let ledger = Arc::new(SpendingLedger::open(&ledger_path)?);
     tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
+    let tls_chain = tls_files.clone();
     let (vault, dkg, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
         let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
-        let dkg = Arc::new(DkgRuns::new(vault.clone(), token.clone())?);
+        let mut dkg = DkgRuns::new(vault.clone(), token.clone())?;
+        if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, dkg_peers) {
+            let (check, own) = dkg_peer_check(&token, &dkg.public_key(), chain, ca, peers)?;
+            tracing::info!(name = %own.0, peers = ?check.peers(), "DKG peers must attest their transport keys");
+            dkg = dkg.with_peer_check(check, own.1);
+        }
+        let dkg = Arc::new(dkg);
         let audit = Arc::new(NodeAudit::open(&audit_path, token.clone())?);
         Ok((vault, dkg, audit, token))
     })
@@ -171,4 +187,34 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The node's DKG peer rule, and its own attestation: its token's TLS key
+/// signs the statement for its transport key, and the result must pass the
+/// node's own certificate checks (so a certificate for another key, or from
+/// another CA, stops the node here rather than failing every DKG later).
+fn dkg_peer_check(
+    token: &Arc<Token>,
+    dkg_public_key: &[u8],
+    chain: &[rustls::pki_types::CertificateDer<'static>],
+    ca: &[rustls::pki_types::CertificateDer<'static>],
+    peers: Peers,
+) -> anyhow::Result<(PeerCheck, (String, Attestation))> {
+    use rustls::sign::Signer;
+    let own_cert = chain
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the TLS certificate file holds no certificate"))?;
+    let name = ringi_proto::tls::identity(own_cert)
+        .ok_or_else(|| anyhow::anyhow!("this node's TLS certificate names no identity"))?;
+    let signature = TokenTlsKey::new(token.clone())
+        .sign(&crate::dkg_peer::statement(&name, dkg_public_key))
+        .map_err(|e| anyhow::anyhow!("cannot attest the DKG key: {e}"))?;
+    let own = Attestation {
+        certificate: own_cert.to_vec(),
+        signature,
+    };
+    PeerCheck::new(ca, Peers::AnyExcept(Vec::new()))?
+        .verify(dkg_public_key, Some(&own))
+        .map_err(|e| anyhow::anyhow!("this node's own DKG key attestation fails: {e}"))?;
+    Ok((PeerCheck::new(ca, peers)?, (name, own)))
 }

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authorize::{ApprovedBundles, check_message, now};
 use crate::dkg::{DkgRuns, Participant, Round1Request};
+use crate::dkg_peer::Attestation;
 use crate::node_audit::NodeAudit;
 use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::ShareVault;
@@ -106,9 +107,16 @@ impl pb::signer_server::Signer for SignerService {
                 group_public_key: s.group_key.to_vec(),
             })
             .collect();
+        let (dkg_key_certificate, dkg_key_signature) = self
+            .dkg
+            .attestation()
+            .map(|a| (a.certificate.clone(), a.signature.clone()))
+            .unwrap_or_default();
         Ok(Response::new(pb::GetNodeInfoResponse {
             dkg_public_key: self.dkg.public_key(),
             key_shares,
+            dkg_key_certificate,
+            dkg_key_signature,
         }))
     }
 
@@ -127,6 +135,12 @@ impl pb::signer_server::Signer for SignerService {
                 .map(|p| Participant {
                     identifier: p.identifier,
                     dkg_public_key: p.dkg_public_key,
+                    attestation: (!p.dkg_key_certificate.is_empty()
+                        || !p.dkg_key_signature.is_empty())
+                    .then_some(Attestation {
+                        certificate: p.dkg_key_certificate,
+                        signature: p.dkg_key_signature,
+                    }),
                 })
                 .collect();
             Ok(dkg.round1(Round1Request {

@@ -98,7 +98,8 @@ run_signer() {
   # signer's certificate and the policy.
   wait_for "$public/ca.pem" 300 "certificates from setup"
   [ -s "$public/$name.pem" ] || { log "setup issued no certificate for $name (is it in RINGI_SIGNERS?)"; exit 1; }
-  export RINGI_TLS_CERT=$public/$name.pem RINGI_TLS_CA=$public/ca.pem
+  # DKG peers: exactly the stack's signers (see signer/src/dkg_peer.rs).
+  export RINGI_TLS_CERT=$public/$name.pem RINGI_TLS_CA=$public/ca.pem RINGI_DKG_PEERS=$signers
   exec ringi-signer serve --listen "0.0.0.0:$port" --policy-file "$public/policy.toml"
 }
 
