@@ -107,11 +107,16 @@ echo "docker e2e: project $project"
 group_key=$("$here/up.sh" 2> "$work/up.err" | tail -n1) || { cat "$work/up.err" >&2; fail "up.sh"; }
 [[ "$group_key" =~ ^0[23][0-9a-f]{64}$ ]] || { cat "$work/up.err" >&2; fail "up.sh printed no group key: '$group_key'"; }
 pass "stack up over mutual TLS, 2-of-3 DKG, group key $group_key"
-compose logs --no-color signer-3 2>&1 | grep -q "using PKCS#11 module /opt/pkcs11/libvendor-pkcs11.so, token vendor-signer-3" \
+# (Output is captured before grep reads it: with pipefail, `grep -q` quitting
+# early would fail the pipeline with SIGPIPE.)
+compose logs --no-color signer-3 > "$work/signer-3.log" 2>&1
+grep -qF "using PKCS#11 module /opt/pkcs11/libvendor-pkcs11.so, token vendor-signer-3" "$work/signer-3.log" \
   || fail "signer-3 did not use the other module"
 SOFTHSM2_CONF=$work/host-softhsm2.conf pkcs11-tool --module "$(softhsm_module)" --token-label vendor-signer-3 \
-  --login --pin "$(cat "$work/signer-3.pin")" --list-objects 2>/dev/null | grep -q "ringi-share-kek" \
-  || fail "no ringi key in signer-3's token of the other module"
+  --login --pin "$(cat "$work/signer-3.pin")" --list-objects > "$work/signer-3.objects" 2>/dev/null
+grep -q "ringi-share-kek" "$work/signer-3.objects" || fail "no ringi key in signer-3's token of the other module"
+grep -qF 'DKG peers must attest their transport keys name=signer-3 peers=Only(["signer-1", "signer-2", "signer-3"])' \
+  "$work/signer-3.log" || fail "signer-3 does not pin its DKG peers"
 pass "signer-3 serves from a token of another PKCS#11 module (mounted, PIN as a secret)"
 
 sign "approved by treasury and compliance, from a CLI container"

@@ -62,7 +62,8 @@ for service in signer-1 signer-2 signer-3 coordinator; do
 done
 compose ps >&2
 
-if ringi_cli keys | grep -qw -- "$key_id"; then
+keys=$(ringi_cli keys)
+if grep -qw -- "$key_id" <<< "$keys"; then
   step "key $key_id exists (its shares are in the signers' tokens)"
   ringi_cli pubkey --key-id "$key_id"
 else
