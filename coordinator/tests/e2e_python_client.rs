@@ -24,9 +24,32 @@ fn python() -> std::path::PathBuf {
 }
 
 fn client(cluster: &Cluster) -> Command {
+    client_as(cluster, "wallet-service")
+}
+
+/// The client with `identity`'s certificate when the cluster runs mutual TLS.
+fn client_as(cluster: &Cluster, identity: &str) -> Command {
     let mut cmd = Command::new(python());
     cmd.arg(repo_root().join("examples/python/wallet_client.py"))
         .args(["--coordinator", &cluster.coordinator_address]);
+    for var in [
+        "RINGI_TLS_CA",
+        "RINGI_TLS_CLIENT_CERT",
+        "RINGI_TLS_CLIENT_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    if let Some(certs) = &cluster.certs {
+        cmd.env("RINGI_TLS_CA", certs.join("ca.pem"))
+            .env(
+                "RINGI_TLS_CLIENT_CERT",
+                certs.join(format!("{identity}.pem")),
+            )
+            .env(
+                "RINGI_TLS_CLIENT_KEY",
+                certs.join(format!("{identity}.key")),
+            );
+    }
     cmd
 }
 
@@ -42,16 +65,52 @@ fn run_ok(mut cmd: Command) -> String {
 
 #[test]
 fn python_wallet_submits_watches_and_verifies() {
-    let cluster = Cluster::start(3);
+    submit_watch_verify(&Cluster::start(3));
+}
+
+/// The same over mutual TLS, as a wallet service in production talks to the
+/// coordinator: the wallet is known by its certificate; a client without a
+/// certificate, or with one the coordinator gives no role, is refused.
+#[test]
+fn python_wallet_over_mutual_tls() {
+    let cluster = Cluster::start_tls(3);
+    submit_watch_verify(&cluster);
+
+    let mut anonymous = client(&cluster);
+    anonymous
+        .env_remove("RINGI_TLS_CLIENT_CERT")
+        .env_remove("RINGI_TLS_CLIENT_KEY")
+        .env_remove("RINGI_TLS_CA")
+        .args(["pubkey", "--key-id", "hot-1"]);
+    let out = anonymous.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a plaintext client was served");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("UNAVAILABLE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut stranger = client_as(&cluster, "stranger");
+    stranger.args(["pubkey", "--key-id", "hot-1"]);
+    let out = stranger.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("PERMISSION_DENIED") || stderr.contains("UNAUTHENTICATED"),
+        "{stderr}"
+    );
+}
+
+fn submit_watch_verify(cluster: &Cluster) {
     let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
 
-    let mut pubkey = client(&cluster);
+    let mut pubkey = client(cluster);
     pubkey.args(["pubkey", "--key-id", "hot-1"]);
     assert_eq!(run_ok(pubkey), hex::encode(&group_key));
 
     let message = "5f".repeat(32);
     let submit = || {
-        let mut cmd = client(&cluster);
+        let mut cmd = client(cluster);
         cmd.args([
             "submit",
             "--key-id",
@@ -74,7 +133,7 @@ fn python_wallet_submits_watches_and_verifies() {
     let id = submit();
     assert_eq!(submit(), id, "a retry returns the same request");
 
-    let watcher = client(&cluster)
+    let watcher = client(cluster)
         .args(["watch", &id])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -13,6 +13,16 @@ Stubs are generated from ../../proto with grpcio-tools on first use (into
 
 `watch` prints each state transition as it happens and, once SIGNED, the
 65-byte signature in hex; it exits 0 only if the request was signed.
+
+Against a coordinator that runs mutual TLS (anything but loopback must), give
+the wallet's certificate, its key and the CA (or set RINGI_TLS_CLIENT_CERT,
+RINGI_TLS_CLIENT_KEY and RINGI_TLS_CA, as for the `ringi` CLI):
+
+    wallet_client.py --coordinator ringi.example:7000 --tls-ca ca.pem \
+        --tls-client-cert wallet-service.pem --tls-client-key wallet-service.key pubkey --key-id hot-1
+
+The coordinator then knows the wallet by its certificate: `--requester` must
+be that identity.
 """
 import argparse
 import os
@@ -46,6 +56,14 @@ def load_stubs():
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coordinator", default=os.environ.get("RINGI_COORDINATOR", "127.0.0.1:7000"))
+    parser.add_argument("--tls-ca", default=os.environ.get("RINGI_TLS_CA"),
+                        help="CA certificate (PEM) that certifies the coordinator")
+    parser.add_argument("--tls-client-cert", default=os.environ.get("RINGI_TLS_CLIENT_CERT"),
+                        help="this wallet's certificate (PEM)")
+    parser.add_argument("--tls-client-key", default=os.environ.get("RINGI_TLS_CLIENT_KEY"),
+                        help="this wallet's private key (PEM)")
+    parser.add_argument("--server-name", default=os.environ.get("RINGI_COORDINATOR_NAME", "coordinator"),
+                        help="the name in the coordinator's certificate")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pubkey")
     p.add_argument("--key-id", required=True)
@@ -60,9 +78,28 @@ def main(argv):
 
     import grpc
     pb, rpc = load_stubs()
-    # Plaintext is for loopback development only; use grpc.ssl_channel_credentials
-    # with a client certificate once the coordinator runs with mTLS.
-    channel = grpc.insecure_channel(args.coordinator)
+    tls = (args.tls_ca, args.tls_client_cert, args.tls_client_key)
+    if any(tls) and not all(tls):
+        print("wallet_client: mutual TLS needs --tls-ca, --tls-client-cert and --tls-client-key",
+              file=sys.stderr)
+        return 2
+    if all(tls):
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read(args.tls_ca),
+            private_key=read(args.tls_client_key),
+            certificate_chain=read(args.tls_client_cert))
+        # The coordinator is checked against the name in its certificate,
+        # whatever address it is reached at.
+        channel = grpc.secure_channel(
+            args.coordinator, credentials,
+            options=[("grpc.ssl_target_name_override", args.server_name)])
+    else:
+        # Plaintext: loopback development only (the coordinator refuses
+        # anything else).
+        channel = grpc.insecure_channel(args.coordinator)
     try:
         if args.command == "pubkey":
             key = rpc.KeyServiceStub(channel).GetPublicKey(pb.GetPublicKeyRequest(key_id=args.key_id)).key
