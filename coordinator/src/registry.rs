@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringi_proto::signer::v1::signer_client::SignerClient;
+use ringi_proto::tls::Reloadable;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::SignerEntry;
@@ -42,6 +43,9 @@ pub struct Signer {
 #[derive(Clone)]
 pub struct Registry {
     signers: BTreeMap<String, Signer>,
+    /// The client identity every signer channel presents when it
+    /// (re)connects; replaced on SIGHUP.
+    tls: Option<Reloadable<rustls::ClientConfig>>,
 }
 
 impl Registry {
@@ -58,12 +62,18 @@ impl Registry {
         entries: &[SignerEntry],
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<Self, RegistryError> {
-        Self::build(entries, Some(tls))
+        Self::build(entries, Some(Reloadable::new(tls)))
+    }
+
+    /// The client TLS configuration the signer channels use, to replace
+    /// when certificates are reloaded.
+    pub fn client_tls(&self) -> Option<&Reloadable<rustls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     fn build(
         entries: &[SignerEntry],
-        tls: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<Reloadable<rustls::ClientConfig>>,
     ) -> Result<Self, RegistryError> {
         let mut signers = BTreeMap::new();
         let mut identifiers = HashSet::new();
@@ -111,7 +121,7 @@ impl Registry {
                 return Err(RegistryError::DuplicateName(entry.name.clone()));
             }
         }
-        Ok(Registry { signers })
+        Ok(Registry { signers, tls })
     }
 
     pub fn get(&self, name: &str) -> Option<&Signer> {

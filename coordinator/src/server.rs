@@ -14,6 +14,7 @@ use crate::service::{Coordinator, KeyService, RequestService};
 use crate::store::Store;
 use ringi_policy::policy::Policy;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
+use ringi_proto::tls::Reloadable;
 
 /// How often overdue requests are expired.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -23,6 +24,15 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
+
+/// The coordinator's TLS server configuration (for wallets and the CLI).
+fn server_tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
+    Ok(ringi_proto::tls::server_config(
+        ringi_proto::tls::load_certs(&tls.cert)?,
+        ringi_proto::tls::load_key(&tls.key)?,
+        &ringi_proto::tls::load_certs(&tls.ca)?,
+    )?)
+}
 
 /// The coordinator's TLS client configuration (for dialling signers).
 pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
@@ -74,14 +84,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ringi_proto::transport::check_plaintext_listen(listen)?;
     }
     let server_tls = match &config.tls {
-        Some(tls) => Some(Arc::new(ringi_proto::tls::server_config(
-            ringi_proto::tls::load_certs(&tls.cert)?,
-            ringi_proto::tls::load_key(&tls.key)?,
-            &ringi_proto::tls::load_certs(&tls.ca)?,
-        )?)),
+        Some(tls) => Some(Reloadable::new(Arc::new(server_tls_config(tls)?))),
         None => None,
     };
     let coordinator = coordinator(&config, true)?;
+    // SIGHUP: read the [tls] files again, for new connections from clients
+    // and to signers; established connections keep their certificates.
+    if let (Some(tls), Some(server), Some(client)) = (
+        config.tls.clone(),
+        server_tls.clone(),
+        coordinator.registry.client_tls().cloned(),
+    ) {
+        ringi_proto::transport::on_hangup(move || {
+            match server_tls_config(&tls).and_then(|s| Ok((s, client_tls(&tls)?))) {
+                Ok((s, c)) => {
+                    server.replace(Arc::new(s));
+                    client.replace(Arc::new(c));
+                    tracing::info!("TLS certificates reloaded");
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS certificate reload failed; keeping the current certificates"
+                ),
+            }
+        });
+    }
     let listener = TcpListener::bind(listen).await?;
     let local = listener.local_addr()?;
     println!("ringi listening on {local}");

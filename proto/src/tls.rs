@@ -136,6 +136,36 @@ pub fn identity(cert: &CertificateDer<'_>) -> Option<String> {
         .map(String::from)
 }
 
+/// A TLS configuration that can be replaced while in use, for certificate
+/// rotation without a restart (SIGHUP): every new handshake takes the
+/// current configuration; established connections keep the one they began
+/// with.
+pub struct Reloadable<T>(Arc<std::sync::RwLock<Arc<T>>>);
+
+impl<T> Clone for Reloadable<T> {
+    fn clone(&self) -> Self {
+        Reloadable(self.0.clone())
+    }
+}
+
+impl<T> Reloadable<T> {
+    pub fn new(config: Arc<T>) -> Self {
+        Reloadable(Arc::new(std::sync::RwLock::new(config)))
+    }
+
+    /// The configuration new handshakes use.
+    pub fn current(&self) -> Arc<T> {
+        // A writer cannot panic half-way through replacing an Arc, so a
+        // poisoned lock still holds a whole configuration.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes `config` the one every later handshake uses.
+    pub fn replace(&self, config: Arc<T>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+}
+
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -146,12 +176,11 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// client certificate, another CA, plaintext) are logged and dropped.
 pub fn incoming(
     listener: tokio::net::TcpListener,
-    config: Arc<ServerConfig>,
+    config: Reloadable<ServerConfig>,
 ) -> tokio_stream::wrappers::ReceiverStream<
     Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
 > {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -163,7 +192,7 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
             let sender = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -212,16 +241,17 @@ pub async fn connect(
         .map_err(|e| TlsError::Config(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(5));
     endpoint
-        .connect_with_connector(connector(address, server_name, config)?)
+        .connect_with_connector(connector(address, server_name, Reloadable::new(config))?)
         .await
         .map_err(|e| TlsError::Config(format!("cannot connect to {server_name} at {address}: {e}")))
 }
 
-/// A lazily connecting TLS channel (see [`connect`]).
+/// A lazily connecting TLS channel (see [`connect`]); every (re)connection
+/// presents the client configuration current at that moment.
 pub fn connect_lazy(
     address: &str,
     server_name: &str,
-    config: Arc<ClientConfig>,
+    config: Reloadable<ClientConfig>,
 ) -> Result<tonic::transport::Channel, TlsError> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -239,15 +269,15 @@ type Connector = tower::util::BoxCloneSyncService<
 fn connector(
     address: &str,
     server_name: &str,
-    config: Arc<ClientConfig>,
+    config: Reloadable<ClientConfig>,
 ) -> Result<Connector, TlsError> {
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| TlsError::Config(format!("server name {server_name:?}: {e}")))?;
     let address = address.to_string();
-    let tls = tokio_rustls::TlsConnector::from(config);
     Ok(tower::util::BoxCloneSyncService::new(tower::service_fn(
         move |_uri| {
-            let (address, name, tls) = (address.clone(), name.clone(), tls.clone());
+            let (address, name) = (address.clone(), name.clone());
+            let tls = tokio_rustls::TlsConnector::from(config.current());
             async move {
                 let tcp = tokio::net::TcpStream::connect(&address).await?;
                 tcp.set_nodelay(true)?;

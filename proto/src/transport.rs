@@ -73,6 +73,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Calls `reload` (on a blocking thread) at every SIGHUP, for as long as
+/// the process runs: the conventional "re-read your files" signal, used to
+/// rotate TLS certificates without a restart.
+pub fn on_hangup(reload: impl Fn() + Send + Sync + 'static) {
+    let reload = std::sync::Arc::new(reload);
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; certificates reload only at restart");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            let reload = reload.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reload()).await {
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

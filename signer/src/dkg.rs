@@ -130,7 +130,8 @@ pub struct DkgRuns {
     own_key: Vec<u8>,
     /// Under mutual TLS: which peers this node accepts, and its own
     /// attestation to hand out (see `dkg_peer.rs`).
-    peers: Option<(PeerCheck, Attestation)>,
+    /// Replaced when the node reloads its certificates.
+    peers: std::sync::RwLock<Option<Arc<(PeerCheck, Attestation)>>>,
     runs: Mutex<HashMap<String, Run>>,
 }
 
@@ -141,21 +142,25 @@ impl DkgRuns {
             vault,
             token,
             own_key,
-            peers: None,
+            peers: std::sync::RwLock::new(None),
             runs: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Requires every other participant of a run to pass `check`, and hands
-    /// out `own` with this node's transport key.
-    pub fn with_peer_check(mut self, check: PeerCheck, own: Attestation) -> Self {
-        self.peers = Some((check, own));
-        self
+    /// From now on, requires every other participant of a run to pass
+    /// `check`, and hands out `own` with this node's transport key (at
+    /// start, and again when the node reloads its certificates).
+    pub fn set_peer_check(&self, check: PeerCheck, own: Attestation) {
+        *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new((check, own)));
+    }
+
+    fn peer_check(&self) -> Option<Arc<(PeerCheck, Attestation)>> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// This node's attestation of its transport key, under mutual TLS.
-    pub fn attestation(&self) -> Option<&Attestation> {
-        self.peers.as_ref().map(|(_, own)| own)
+    pub fn attestation(&self) -> Option<Attestation> {
+        self.peer_check().map(|p| p.1.clone())
     }
 
     /// This node's DKG transport public key, SEC1 compressed.
@@ -168,8 +173,8 @@ impl DkgRuns {
     /// Step 1: returns this node's serialized round-1 package.
     pub fn round1(&self, req: Round1Request) -> Result<Vec<u8>, DkgError> {
         let checked = check_round1(&req, &self.own_key)?;
-        if let Some((check, _)) = &self.peers {
-            check_peers(&req, check)?;
+        if let Some(peers) = self.peer_check() {
+            check_peers(&req, &peers.0)?;
         }
         if self.vault.contains(&req.key_id) {
             return Err(DkgError::KeyExists(req.key_id));

@@ -17,6 +17,7 @@ use crate::tls_key::TokenTlsKey;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 use ringi_policy::policy::Policy;
+use ringi_proto::tls::Reloadable;
 
 /// How often expired round-1 nonces are deleted.
 const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -78,17 +79,17 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let tls_chain = tls_files.clone();
+    let peers_at_start = dkg_peers.clone();
     let (vault, dkg, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
         let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
-        let mut dkg = DkgRuns::new(vault.clone(), token.clone())?;
-        if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, dkg_peers) {
+        let dkg = Arc::new(DkgRuns::new(vault.clone(), token.clone())?);
+        if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, peers_at_start) {
             let (check, own) = dkg_peer_check(&token, &dkg.public_key(), chain, ca, peers)?;
             tracing::info!(name = %own.0, peers = ?check.peers(), "DKG peers must attest their transport keys");
-            dkg = dkg.with_peer_check(check, own.1);
+            dkg.set_peer_check(check, own.1);
         }
-        let dkg = Arc::new(dkg);
         let audit = Arc::new(NodeAudit::open(&audit_path, token.clone())?);
         Ok((vault, dkg, audit, token))
     })
@@ -135,6 +136,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         }
     });
     let vault: Arc<dyn ShareVault> = vault;
+    let dkg_for_reload = dkg.clone();
     let service = SignerService::new(
         vault,
         dkg,
@@ -162,12 +164,36 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         ));
     match tls_files {
         Some((chain, ca, allowed)) => {
-            let key = Arc::new(TokenTlsKey::new(token));
-            let config = ringi_proto::tls::server_config(chain, key, &ca)?;
+            let key = Arc::new(TokenTlsKey::new(token.clone()));
+            let config = Reloadable::new(Arc::new(ringi_proto::tls::server_config(
+                chain,
+                key.clone(),
+                &ca,
+            )?));
+            // SIGHUP: read the certificate and CA files again (the key stays
+            // in the token), for new connections and for DKG attestations.
+            if let (Some(settings), Some(peers)) = (&tls, dkg_peers) {
+                let reload = Reload {
+                    config: config.clone(),
+                    key,
+                    token,
+                    dkg: dkg_for_reload,
+                    cert: settings.cert.clone(),
+                    ca: settings.ca.clone(),
+                    peers,
+                };
+                ringi_proto::transport::on_hangup(move || match reload.run() {
+                    Ok(name) => tracing::info!(%name, "TLS certificates reloaded"),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "TLS certificate reload failed; keeping the current certificates"
+                    ),
+                });
+            }
             tracing::info!(%local, ?allowed, "serving ringi.signer.v1 over mutual TLS (key in the token)");
             router
                 .serve_with_incoming_shutdown(
-                    ringi_proto::tls::incoming(listener, Arc::new(config)),
+                    ringi_proto::tls::incoming(listener, config),
                     ringi_proto::transport::shutdown_signal(),
                 )
                 .await?;
@@ -217,4 +243,36 @@ fn dkg_peer_check(
         .verify(dkg_public_key, Some(&own))
         .map_err(|e| anyhow::anyhow!("this node's own DKG key attestation fails: {e}"))?;
     Ok((PeerCheck::new(ca, peers)?, (name, own)))
+}
+
+/// What a SIGHUP reloads: the certificate chain and CA files, into the
+/// server configuration and the node's DKG attestation.
+struct Reload {
+    config: Reloadable<rustls::ServerConfig>,
+    key: Arc<TokenTlsKey>,
+    token: Arc<Token>,
+    dkg: Arc<DkgRuns>,
+    cert: std::path::PathBuf,
+    ca: std::path::PathBuf,
+    peers: Peers,
+}
+
+impl Reload {
+    /// Builds everything from the files first and replaces nothing unless
+    /// all of it succeeds; returns the certified name.
+    fn run(&self) -> anyhow::Result<String> {
+        let chain = ringi_proto::tls::load_certs(&self.cert)?;
+        let ca = ringi_proto::tls::load_certs(&self.ca)?;
+        let server = ringi_proto::tls::server_config(chain.clone(), self.key.clone(), &ca)?;
+        let (check, (name, own)) = dkg_peer_check(
+            &self.token,
+            &self.dkg.public_key(),
+            &chain,
+            &ca,
+            self.peers.clone(),
+        )?;
+        self.dkg.set_peer_check(check, own);
+        self.config.replace(Arc::new(server));
+        Ok(name)
+    }
 }

@@ -110,7 +110,7 @@ impl pb::signer_server::Signer for SignerService {
         let (dkg_key_certificate, dkg_key_signature) = self
             .dkg
             .attestation()
-            .map(|a| (a.certificate.clone(), a.signature.clone()))
+            .map(|a| (a.certificate, a.signature))
             .unwrap_or_default();
         Ok(Response::new(pb::GetNodeInfoResponse {
             dkg_public_key: self.dkg.public_key(),
