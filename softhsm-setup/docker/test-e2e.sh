@@ -17,7 +17,9 @@
 #   4. `down` without --volumes and up again: the same key, from the same
 #      tokens, signs (with signer-1 and signer-3);
 #   5. checks that the signers are unreachable from outside the private
-#      network and that no log line holds a token PIN;
+#      network, that no log line holds a token PIN, and that SIGHUP (through
+#      the containers' init) makes a signer and the coordinator reload their
+#      certificates;
 #   6. tears down and checks that no container, network or volume is left
 #      (and removes its image; the base image stays, a cache for the next run).
 # Skipped, saying so, only when no Docker engine answers.
@@ -159,6 +161,20 @@ for pin in "${pins[@]}"; do
   if grep -qF -- "$pin" "$work/logs"; then fail "a token PIN appears in the logs"; fi
 done
 pass "no token PIN in any container's log"
+
+# SIGHUP reaches the servers through the container's init: they re-read
+# their certificates.
+compose kill -s HUP signer-2 coordinator >/dev/null 2>&1
+for service in signer-2 coordinator; do
+  reloaded=0
+  for _ in $(seq 50); do
+    compose logs --no-color "$service" > "$work/$service.log" 2>&1
+    if grep -q "TLS certificates reloaded" "$work/$service.log"; then reloaded=1; break; fi
+    sleep 0.2
+  done
+  [ "$reloaded" = 1 ] || fail "$service did not reload its certificates on SIGHUP"
+done
+pass "SIGHUP reloads the certificates of a signer and the coordinator"
 
 compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1
 left=$(leftovers)
