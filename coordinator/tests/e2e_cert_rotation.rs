@@ -54,30 +54,7 @@ fn certificates_rotate_on_sighup() {
 
     // A new CA; the signers' keys stay in their tokens and sign new CSRs.
     let fresh = cluster.dir.path().join("new-certs");
-    let mut cmd = Command::new(ringi_bin());
-    cmd.args([
-        "dev-certs",
-        "--out",
-        fresh.to_str().unwrap(),
-        "--clients",
-        TLS_CLIENTS,
-    ]);
-    for node in &cluster.signers {
-        let out = node
-            .command()
-            .args(["tls-csr", "--name", &node.name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let csr = node.dir.join("rotated.csr");
-        std::fs::write(&csr, &out.stdout).unwrap();
-        cmd.arg("--signer-csr").arg(&csr);
-    }
-    assert!(cmd.output().unwrap().status.success());
+    dev_certs_from_tokens(&cluster.signers, &fresh, "rotated.csr");
     for entry in std::fs::read_dir(&fresh).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), certs.join(entry.file_name())).unwrap();

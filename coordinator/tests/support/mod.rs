@@ -259,6 +259,41 @@ fn approver_token_public_key(dir: &Path, name: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `ringi dev-certs` into `out`: a new CA, the coordinator's identity, the
+/// [`TLS_CLIENTS`], and each signer's certificate from a CSR its token signs
+/// (kept as `csr_file` in the signer's directory).
+pub fn dev_certs_from_tokens(signers: &[SignerNode], out: &Path, csr_file: &str) {
+    let mut cmd = Command::new(ringi_bin());
+    cmd.args([
+        "dev-certs",
+        "--out",
+        out.to_str().unwrap(),
+        "--clients",
+        TLS_CLIENTS,
+    ]);
+    for node in signers {
+        let made = node
+            .command()
+            .args(["tls-csr", "--name", &node.name])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "tls-csr: {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let csr = node.dir.join(csr_file);
+        std::fs::write(&csr, &made.stdout).unwrap();
+        cmd.arg("--signer-csr").arg(&csr);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "dev-certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Client identities `ringi dev-certs` makes for a TLS cluster.
 pub const TLS_CLIENTS: &str = "operator,wallet-service,limited-wallet,stranger";
 
@@ -329,35 +364,7 @@ impl Cluster {
         }
         let certs = tls.then(|| {
             let certs = dir.path().join("certs");
-            let mut cmd = Command::new(ringi_bin());
-            cmd.args([
-                "dev-certs",
-                "--out",
-                certs.to_str().unwrap(),
-                "--clients",
-                TLS_CLIENTS,
-            ]);
-            for node in &signers {
-                let out = node
-                    .command()
-                    .args(["tls-csr", "--name", &node.name])
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "tls-csr: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let csr = node.dir.join("tls.csr");
-                std::fs::write(&csr, &out.stdout).unwrap();
-                cmd.arg("--signer-csr").arg(&csr);
-            }
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "dev-certs: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            dev_certs_from_tokens(&signers, &certs, "tls.csr");
             for node in &mut signers {
                 node.env.push((
                     "RINGI_TLS_CERT".into(),
