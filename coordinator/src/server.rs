@@ -159,6 +159,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await?;
         }
         None => {
+            // SIGHUP would otherwise end the process: an operator's "reload"
+            // must never stop a server.
+            ringi_proto::transport::on_hangup(|| {
+                tracing::info!("SIGHUP: plaintext, no certificates to reload")
+            });
             tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
             router
                 .serve_with_incoming_shutdown(

@@ -172,3 +172,21 @@ fn a_failed_reload_keeps_the_current_certificates() {
     );
     cluster.ringi_ok(&["keys"]);
 }
+
+/// Without TLS there is nothing to reload, and SIGHUP must not stop a server
+/// (its default action would).
+#[test]
+fn plaintext_servers_survive_sighup() {
+    let cluster = Cluster::start(2);
+    let node = &cluster.signers[0];
+    hangup(node.child.as_ref().unwrap().id());
+    wait_for_log(&node.dir.join("log"), "no certificates to reload");
+    hangup(cluster.coordinator.as_ref().unwrap().id());
+    wait_for_log(
+        &cluster.dir.path().join("coordinator.log"),
+        "no certificates to reload",
+    );
+    // Both still serve: a DKG needs the signaled signer and the coordinator.
+    let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2"]);
+    assert_eq!(group_key.len(), 33);
+}

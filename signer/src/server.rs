@@ -199,6 +199,11 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
                 .await?;
         }
         None => {
+            // SIGHUP would otherwise end the process: an operator's "reload"
+            // must never stop a server.
+            ringi_proto::transport::on_hangup(|| {
+                tracing::info!("SIGHUP: plaintext, no certificates to reload")
+            });
             tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
             router
                 .serve_with_incoming_shutdown(
