@@ -25,21 +25,24 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
 
-/// The coordinator's TLS server configuration (for wallets and the CLI).
-fn server_tls_config(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ServerConfig> {
-    Ok(ringi_proto::tls::server_config(
-        ringi_proto::tls::load_certs(&tls.cert)?,
-        ringi_proto::tls::load_key(&tls.key)?,
-        &ringi_proto::tls::load_certs(&tls.ca)?,
-    )?)
+/// The coordinator's TLS server (wallets, the CLI) and client (signers)
+/// configurations, from one reading of the `[tls]` files, so a reload
+/// during a rotation cannot pair files of two generations.
+fn tls_configs(
+    tls: &crate::config::TlsConfig,
+) -> anyhow::Result<(rustls::ServerConfig, rustls::ClientConfig)> {
+    let chain = ringi_proto::tls::load_certs(&tls.cert)?;
+    let key = ringi_proto::tls::load_key(&tls.key)?;
+    let ca = ringi_proto::tls::load_certs(&tls.ca)?;
+    Ok((
+        ringi_proto::tls::server_config(chain.clone(), key.clone(), &ca)?,
+        ringi_proto::tls::client_config(chain, key, &ca)?,
+    ))
 }
 
 /// The coordinator's TLS client configuration (for dialling signers).
 pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
-    let chain = ringi_proto::tls::load_certs(&tls.cert)?;
-    let key = ringi_proto::tls::load_key(&tls.key)?;
-    let ca = ringi_proto::tls::load_certs(&tls.ca)?;
-    Ok(ringi_proto::tls::client_config(chain, key, &ca)?)
+    Ok(tls_configs(tls)?.1)
 }
 
 /// Builds the coordinator state from the config (registry checked, database
@@ -84,7 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ringi_proto::transport::check_plaintext_listen(listen)?;
     }
     let server_tls = match &config.tls {
-        Some(tls) => Some(Reloadable::new(Arc::new(server_tls_config(tls)?))),
+        Some(tls) => Some(Reloadable::new(Arc::new(tls_configs(tls)?.0))),
         None => None,
     };
     let coordinator = coordinator(&config, true)?;
@@ -96,7 +99,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         coordinator.registry.client_tls().cloned(),
     ) {
         ringi_proto::transport::on_hangup(move || {
-            match server_tls_config(&tls).and_then(|s| Ok((s, client_tls(&tls)?))) {
+            match tls_configs(&tls) {
                 Ok((s, c)) => {
                     server.replace(Arc::new(s));
                     client.replace(Arc::new(c));
