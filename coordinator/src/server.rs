@@ -98,18 +98,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_tls.clone(),
         coordinator.registry.client_tls().cloned(),
     ) {
-        ringi_proto::transport::on_hangup(move || {
-            match tls_configs(&tls) {
-                Ok((s, c)) => {
-                    server.replace(Arc::new(s));
-                    client.replace(Arc::new(c));
-                    tracing::info!("TLS certificates reloaded");
-                }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "TLS certificate reload failed; keeping the current certificates"
-                ),
+        ringi_proto::transport::on_hangup(move || match tls_configs(&tls) {
+            Ok((s, c)) => {
+                server.replace(Arc::new(s));
+                client.replace(Arc::new(c));
+                tracing::info!("TLS certificates reloaded");
             }
+            Err(e) => tracing::error!(
+                error = %e,
+                "TLS certificate reload failed; keeping the current certificates"
+            ),
         });
     }
     let listener = TcpListener::bind(listen).await?;

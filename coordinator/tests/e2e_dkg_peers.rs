@@ -2,35 +2,14 @@
 //! a transport key of its own: every signer checks that each other
 //! participant's transport key is signed by a certified signer identity
 //! (`signer/src/dkg_peer.rs`). Real signers, real tokens, real mTLS; the test
-//! plays a hostile coordinator with the coordinator's own certificate.
+//! plays a hostile coordinator with the coordinator's own certificate
+//! (`Cluster::signer_client` dials as the coordinator).
 
 mod support;
 
-use std::sync::Arc;
-
 use ringi_proto::signer::v1 as pb;
-use ringi_proto::signer::v1::signer_client::SignerClient;
 use support::*;
 use tonic::Code;
-
-async fn as_coordinator(cluster: &Cluster, i: usize) -> SignerClient<tonic::transport::Channel> {
-    use ringi_proto::tls;
-    let certs = cluster.certs.as_ref().unwrap();
-    let config = tls::client_config(
-        tls::load_certs(&certs.join("coordinator.pem")).unwrap(),
-        tls::load_key(&certs.join("coordinator.key")).unwrap(),
-        &tls::load_certs(&certs.join("ca.pem")).unwrap(),
-    )
-    .unwrap();
-    let channel = tls::connect(
-        &cluster.signers[i].address,
-        &format!("signer-{}", i + 1),
-        Arc::new(config),
-    )
-    .await
-    .unwrap();
-    SignerClient::new(channel)
-}
 
 fn round1(participants: Vec<pb::DkgParticipant>) -> pb::DkgRound1Request {
     pb::DkgRound1Request {
@@ -47,7 +26,8 @@ async fn a_coordinator_cannot_slip_in_a_dkg_transport_key_of_its_own() {
     let cluster = Cluster::start_tls(3);
     let mut genuine = Vec::new();
     for i in 0..3 {
-        let info = as_coordinator(&cluster, i)
+        let info = cluster
+            .signer_client(i)
             .await
             .get_node_info(pb::GetNodeInfoRequest {})
             .await
@@ -90,7 +70,7 @@ async fn a_coordinator_cannot_slip_in_a_dkg_transport_key_of_its_own() {
         sig.to_der().as_bytes().to_vec()
     };
 
-    let mut signer1 = as_coordinator(&cluster, 0).await;
+    let mut signer1 = cluster.signer_client(0).await;
     let refused = |participants: Vec<pb::DkgParticipant>| {
         let mut client = signer1.clone();
         async move {

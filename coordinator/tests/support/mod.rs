@@ -670,16 +670,32 @@ impl Cluster {
         })
     }
 
+    /// A client of signer `i` as the coordinator would dial it: under
+    /// mutual TLS with the coordinator's certificate, else plaintext.
     pub async fn signer_client(
         &self,
         i: usize,
     ) -> ringi_proto::signer::v1::signer_client::SignerClient<tonic::transport::Channel> {
-        ringi_proto::signer::v1::signer_client::SignerClient::connect(format!(
-            "http://{}",
-            self.signers[i].address
-        ))
-        .await
-        .unwrap()
+        let node = &self.signers[i];
+        let Some(certs) = &self.certs else {
+            return ringi_proto::signer::v1::signer_client::SignerClient::connect(format!(
+                "http://{}",
+                node.address
+            ))
+            .await
+            .unwrap();
+        };
+        use ringi_proto::tls;
+        let config = tls::client_config(
+            tls::load_certs(&certs.join("coordinator.pem")).unwrap(),
+            tls::load_key(&certs.join("coordinator.key")).unwrap(),
+            &tls::load_certs(&certs.join("ca.pem")).unwrap(),
+        )
+        .unwrap();
+        let channel = tls::connect(&node.address, &node.name, std::sync::Arc::new(config))
+            .await
+            .unwrap();
+        ringi_proto::signer::v1::signer_client::SignerClient::new(channel)
     }
 }
 
