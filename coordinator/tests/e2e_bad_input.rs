@@ -4,7 +4,6 @@ mod support;
 
 use std::process::Command;
 
-use ringi_proto::signer::v1 as pb;
 use support::*;
 
 /// `ringi requests submit` expected to fail; returns stderr.
@@ -33,13 +32,7 @@ fn submit_err(cluster: &Cluster, key: &str, msg: &str, extra: &[&str]) -> String
 async fn assert_nothing_written(cluster: &Cluster) {
     assert_eq!(cluster.ringi_ok(&["keys", "--output", "json"]), "[]");
     for i in 0..cluster.signers.len() {
-        let info = cluster
-            .signer_client(i)
-            .await
-            .get_node_info(pb::GetNodeInfoRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let info = cluster.node_info(i).await;
         assert!(
             info.key_shares.is_empty(),
             "signer {i} holds {:?}",

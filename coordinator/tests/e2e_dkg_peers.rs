@@ -24,26 +24,13 @@ fn round1(participants: Vec<pb::DkgParticipant>) -> pb::DkgRound1Request {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coordinator_cannot_slip_in_a_dkg_transport_key_of_its_own() {
     let cluster = Cluster::start_tls(3);
-    let mut genuine = Vec::new();
-    for i in 0..3 {
-        let info = cluster
-            .signer_client(i)
-            .await
-            .get_node_info(pb::GetNodeInfoRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+    let genuine = cluster.dkg_participants().await;
+    for p in &genuine {
         assert!(
-            !info.dkg_key_certificate.is_empty() && !info.dkg_key_signature.is_empty(),
+            !p.dkg_key_certificate.is_empty() && !p.dkg_key_signature.is_empty(),
             "signer-{} hands out no attestation of its DKG key",
-            i + 1
+            p.identifier
         );
-        genuine.push(pb::DkgParticipant {
-            identifier: i as u32 + 1,
-            dkg_public_key: info.dkg_public_key,
-            dkg_key_certificate: info.dkg_key_certificate,
-            dkg_key_signature: info.dkg_key_signature,
-        });
     }
 
     // The hostile coordinator's transport key, and its own certificate and

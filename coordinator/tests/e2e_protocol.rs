@@ -189,20 +189,7 @@ async fn the_relay_cannot_read_alter_or_redirect_dkg_shares() {
     for i in 0..3 {
         clients.push(cluster.signer_client(i).await);
     }
-    let mut participants = Vec::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let info = c
-            .get_node_info(pb::GetNodeInfoRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        participants.push(pb::DkgParticipant {
-            identifier: i as u32 + 1,
-            dkg_public_key: info.dkg_public_key,
-            dkg_key_certificate: info.dkg_key_certificate,
-            dkg_key_signature: info.dkg_key_signature,
-        });
-    }
+    let participants = cluster.dkg_participants().await;
     let session_id = vec![7u8; 16];
     let mut round1 = BTreeMap::new();
     for (i, c) in clients.iter_mut().enumerate() {

@@ -670,6 +670,32 @@ impl Cluster {
         })
     }
 
+    /// Signer `i`'s GetNodeInfo answer.
+    pub async fn node_info(&self, i: usize) -> ringi_proto::signer::v1::GetNodeInfoResponse {
+        self.signer_client(i)
+            .await
+            .get_node_info(ringi_proto::signer::v1::GetNodeInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Every signer as a DKG participant (identifiers 1..=n), with its
+    /// transport key and attestation relayed as the coordinator does.
+    pub async fn dkg_participants(&self) -> Vec<ringi_proto::signer::v1::DkgParticipant> {
+        let mut participants = Vec::new();
+        for i in 0..self.signers.len() {
+            let info = self.node_info(i).await;
+            participants.push(ringi_proto::signer::v1::DkgParticipant {
+                identifier: i as u32 + 1,
+                dkg_public_key: info.dkg_public_key,
+                dkg_key_certificate: info.dkg_key_certificate,
+                dkg_key_signature: info.dkg_key_signature,
+            });
+        }
+        participants
+    }
+
     /// A client of signer `i` as the coordinator would dial it: under
     /// mutual TLS with the coordinator's certificate, else plaintext.
     pub async fn signer_client(
