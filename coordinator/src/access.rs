@@ -27,7 +27,7 @@ pub fn interceptor(
         };
         let name = request
             .peer_certs()
-            .and_then(|certs| certs.first().and_then(ringi_proto::tls::identity))
+            .and_then(|certs| certs.first().and_then(ringi_net::tls::identity))
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let entry = clients.iter().find(|c| c.name == name).ok_or_else(|| {
             Status::permission_denied(format!("client {name:?} is not a configured client"))

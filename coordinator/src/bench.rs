@@ -137,7 +137,8 @@ fn approved_bundle(
         .ok_or_else(|| anyhow::anyhow!("the policy has no rules for key {key_id:?}"))?;
     let now = crate::requests::now();
     let request = SigningRequest {
-        key_id: key_id.to_string(),
+        key_id: ringi_policy::key_id::KeyId::parse(key_id)
+            .map_err(|e| anyhow::anyhow!("key id: {e}"))?,
         message: message.to_vec(),
         metadata: Metadata {
             asset: "BENCH".into(),
@@ -226,7 +227,7 @@ pub async fn run(
         let start = Instant::now();
         let channel = match &tls {
             Some(config) => {
-                ringi_proto::tls::connect(&signer.address, &signer.name, config.clone()).await?
+                ringi_net::tls::connect(&signer.address, &signer.name, config.clone()).await?
             }
             None => {
                 tonic::transport::Endpoint::from_shared(format!("http://{}", signer.address))?

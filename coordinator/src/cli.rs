@@ -48,21 +48,21 @@ pub struct ClientTls {
 
 pub async fn connect(address: &str, tls: Option<&ClientTls>) -> Result<Channel, CliError> {
     if let Some(tls) = tls {
-        let usage = |e: ringi_proto::tls::TlsError| CliError::Usage(e.to_string());
-        let config = ringi_proto::tls::client_config(
-            ringi_proto::tls::load_certs(&tls.cert).map_err(usage)?,
-            ringi_proto::tls::load_key(&tls.key).map_err(usage)?,
-            &ringi_proto::tls::load_certs(&tls.ca).map_err(usage)?,
+        let usage = |e: ringi_net::tls::TlsError| CliError::Usage(e.to_string());
+        let config = ringi_net::tls::client_config(
+            ringi_net::tls::load_certs(&tls.cert).map_err(usage)?,
+            ringi_net::tls::load_key(&tls.key).map_err(usage)?,
+            &ringi_net::tls::load_certs(&tls.ca).map_err(usage)?,
         )
         .map_err(usage)?;
-        return ringi_proto::tls::connect(address, &tls.server_name, std::sync::Arc::new(config))
+        return ringi_net::tls::connect(address, &tls.server_name, std::sync::Arc::new(config))
             .await
             .map_err(|e| CliError::Connect {
                 address: address.to_string(),
                 reason: e.to_string(),
             });
     }
-    let uri = ringi_proto::transport::check_plaintext_dial(address)
+    let uri = ringi_net::transport::check_plaintext_dial(address)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let connect_err = |reason: String| CliError::Connect {
         address: address.to_string(),

@@ -175,20 +175,20 @@ mod tests {
             !out.join("signer-1.pem").exists(),
             "CSRs replace file-key signers"
         );
-        let ca = ringi_proto::tls::load_certs(&out.join("ca.pem")).unwrap();
-        let signer = ringi_proto::tls::load_certs(&out.join("signer-7.pem")).unwrap();
+        let ca = ringi_net::tls::load_certs(&out.join("ca.pem")).unwrap();
+        let signer = ringi_net::tls::load_certs(&out.join("signer-7.pem")).unwrap();
         assert_eq!(
-            ringi_proto::tls::identity(&signer[0]).as_deref(),
+            ringi_net::tls::identity(&signer[0]).as_deref(),
             Some("signer-7")
         );
-        let wallet = ringi_proto::tls::load_certs(&out.join("wallet-service.pem")).unwrap();
+        let wallet = ringi_net::tls::load_certs(&out.join("wallet-service.pem")).unwrap();
         assert_eq!(
-            ringi_proto::tls::identity(&wallet[0]).as_deref(),
+            ringi_net::tls::identity(&wallet[0]).as_deref(),
             Some("wallet-service")
         );
-        let coordinator_key = ringi_proto::tls::load_key(&out.join("coordinator.key")).unwrap();
-        let coordinator = ringi_proto::tls::load_certs(&out.join("coordinator.pem")).unwrap();
-        ringi_proto::tls::server_config(coordinator, coordinator_key, &ca).unwrap();
+        let coordinator_key = ringi_net::tls::load_key(&out.join("coordinator.key")).unwrap();
+        let coordinator = ringi_net::tls::load_certs(&out.join("coordinator.pem")).unwrap();
+        ringi_net::tls::server_config(coordinator, coordinator_key, &ca).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(out.join("ca.key"))

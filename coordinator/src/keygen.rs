@@ -51,7 +51,7 @@ pub struct KeygenRequest {
 
 /// Checks a request against the registry without any I/O.
 pub fn check_request(registry: &Registry, req: &KeygenRequest) -> Result<Vec<Signer>> {
-    ringi_proto::key_id::validate_key_id(&req.key_id)
+    ringi_policy::key_id::check_name(&req.key_id)
         .map_err(|e| Error::InvalidArgument(format!("key_id: {e}")))?;
     let n = req.signers.len();
     if !(2..=MAX_SIGNERS).contains(&n) {

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringi_net::tls::Reloadable;
 use ringi_proto::signer::v1::signer_client::SignerClient;
-use ringi_proto::tls::Reloadable;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::config::SignerEntry;
@@ -78,7 +78,7 @@ impl Registry {
         let mut signers = BTreeMap::new();
         let mut identifiers = HashSet::new();
         for entry in entries {
-            if ringi_proto::key_id::validate_key_id(&entry.name).is_err() {
+            if ringi_policy::key_id::check_name(&entry.name).is_err() {
                 return Err(RegistryError::BadName(entry.name.clone()));
             }
             let identifier = u16::try_from(entry.identifier)
@@ -97,11 +97,11 @@ impl Registry {
             };
             let channel = match &tls {
                 Some(config) => {
-                    ringi_proto::tls::connect_lazy(&entry.address, &entry.name, config.clone())
+                    ringi_net::tls::connect_lazy(&entry.address, &entry.name, config.clone())
                         .map_err(|e| address_error(e.to_string()))?
                 }
                 None => {
-                    let uri = ringi_proto::transport::check_plaintext_dial(&entry.address)
+                    let uri = ringi_net::transport::check_plaintext_dial(&entry.address)
                         .map_err(|e| address_error(e.to_string()))?;
                     Endpoint::from_shared(uri)
                         .map_err(|e| address_error(e.to_string()))?

@@ -146,8 +146,9 @@ impl Store {
                 "SELECT amount FROM requests WHERE key_id = ?1 AND created_at > ?2
                  AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
             )?;
-            let amounts =
-                stmt.query_map(params![request.key_id, since], |r| r.get::<_, String>(0))?;
+            let amounts = stmt.query_map(params![request.key_id.as_str(), since], |r| {
+                r.get::<_, String>(0)
+            })?;
             for a in amounts {
                 let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
                 usage.amount = usage.amount.saturating_add(a);
@@ -194,7 +195,7 @@ fn insert_request_tx(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
         params![
             &id[..],
-            request.key_id,
+            request.key_id.as_str(),
             request.message,
             m.asset,
             m.amount.to_string(),
@@ -436,7 +437,7 @@ fn load_request(conn: &Connection, id: &[u8; 32]) -> Result<Option<RequestRecord
         return Ok(None);
     };
     let request = SigningRequest {
-        key_id,
+        key_id: key_id.try_into().map_err(|_| corrupt("key id"))?,
         message,
         metadata: Metadata {
             asset,
@@ -535,7 +536,7 @@ mod tests {
 
     fn request() -> SigningRequest {
         SigningRequest {
-            key_id: "hot-1".into(),
+            key_id: "hot-1".parse().unwrap(),
             message: vec![1; 32],
             metadata: Metadata {
                 asset: "BTC".into(),

@@ -125,7 +125,8 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     }
     let created_at = now();
     let request = SigningRequest {
-        key_id: s.key_id,
+        key_id: ringi_policy::key_id::KeyId::parse(&s.key_id)
+            .map_err(|e| Error::InvalidArgument(format!("key_id: {e}")))?,
         message: s.message,
         metadata: Metadata {
             asset: s.asset,
@@ -159,7 +160,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
             "request_submitted",
             &[
                 ("request_id", hex::encode(record.id)),
-                ("key_id", r.key_id.clone()),
+                ("key_id", r.key_id.to_string()),
                 (
                     "message_sha256",
                     hex::encode(ringi_policy::encoding::sha256(&r.message)),

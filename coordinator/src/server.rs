@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use ringi_proto::coordinator::v1::key_service_server::KeyServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::access;
 use crate::config::Config;
@@ -12,9 +11,9 @@ use crate::registry::Registry;
 use crate::requests;
 use crate::service::{Coordinator, KeyService, RequestService};
 use crate::store::Store;
+use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
-use ringi_proto::tls::Reloadable;
 
 /// How often overdue requests are expired.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -31,12 +30,12 @@ pub const DATABASE_FILE: &str = "ringi.sqlite3";
 fn tls_configs(
     tls: &crate::config::TlsConfig,
 ) -> anyhow::Result<(rustls::ServerConfig, rustls::ClientConfig)> {
-    let chain = ringi_proto::tls::load_certs(&tls.cert)?;
-    let key = ringi_proto::tls::load_key(&tls.key)?;
-    let ca = ringi_proto::tls::load_certs(&tls.ca)?;
+    let chain = ringi_net::tls::load_certs(&tls.cert)?;
+    let key = ringi_net::tls::load_key(&tls.key)?;
+    let ca = ringi_net::tls::load_certs(&tls.ca)?;
     Ok((
-        ringi_proto::tls::server_config(chain.clone(), key.clone(), &ca)?,
-        ringi_proto::tls::client_config(chain, key, &ca)?,
+        ringi_net::tls::server_config(chain.clone(), key.clone(), &ca)?,
+        ringi_net::tls::client_config(chain, key, &ca)?,
     ))
 }
 
@@ -84,7 +83,7 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen();
     if config.tls.is_none() {
-        ringi_proto::transport::check_plaintext_listen(listen)?;
+        ringi_net::transport::check_plaintext_listen(listen)?;
     }
     let server_tls = match &config.tls {
         Some(tls) => Some(Reloadable::new(Arc::new(tls_configs(tls)?.0))),
@@ -98,7 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_tls.clone(),
         coordinator.registry.client_tls().cloned(),
     ) {
-        ringi_proto::transport::on_hangup(move || match tls_configs(&tls) {
+        ringi_net::transport::on_hangup(move || match tls_configs(&tls) {
             Ok((s, c)) => {
                 server.replace(Arc::new(s));
                 client.replace(Arc::new(c));
@@ -127,7 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             resume = false;
         }
     });
-    let (health, reflection) = ringi_proto::ops::health_and_reflection(&[
+    let (health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
     ])
@@ -149,31 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             RequestService(coordinator),
             access::interceptor(clients),
         ));
-    match server_tls {
-        Some(tls) => {
-            tracing::info!(%local, "serving ringi.coordinator.v1 over mutual TLS");
-            router
-                .serve_with_incoming_shutdown(
-                    ringi_proto::tls::incoming(listener, tls),
-                    ringi_proto::transport::shutdown_signal(),
-                )
-                .await?;
-        }
-        None => {
-            // SIGHUP would otherwise end the process: an operator's "reload"
-            // must never stop a server.
-            ringi_proto::transport::on_hangup(|| {
-                tracing::info!("SIGHUP: plaintext, no certificates to reload")
-            });
-            tracing::info!(%local, "serving ringi.coordinator.v1 (plaintext, loopback only)");
-            router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    ringi_proto::transport::shutdown_signal(),
-                )
-                .await?;
-        }
-    }
+    ringi_net::serve::serve(router, listener, server_tls, "ringi.coordinator.v1").await?;
     tracing::info!("stopped");
     Ok(())
 }

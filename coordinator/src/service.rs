@@ -86,7 +86,7 @@ impl Coordinator {
         {
             return Ok(k.clone());
         }
-        ringi_proto::key_id::validate_key_id(key_id)
+        ringi_policy::key_id::check_name(key_id)
             .map_err(|e| Error::InvalidArgument(format!("key_id: {e}")))?;
         let store = self.store.clone();
         let id = key_id.to_string();

@@ -41,7 +41,7 @@ async fn a_coordinator_cannot_slip_in_a_dkg_transport_key_of_its_own() {
         .to_vec();
     let certs = cluster.certs.as_ref().unwrap();
     let coordinator_cert =
-        ringi_proto::tls::load_certs(&certs.join("coordinator.pem")).unwrap()[0].to_vec();
+        ringi_net::tls::load_certs(&certs.join("coordinator.pem")).unwrap()[0].to_vec();
     let coordinator_key = {
         use p256::pkcs8::DecodePrivateKey;
         let pem = std::fs::read_to_string(certs.join("coordinator.key")).unwrap();

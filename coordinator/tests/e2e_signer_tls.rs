@@ -18,7 +18,7 @@ fn client_config(
     name: &str,
     ca_dir: &std::path::Path,
 ) -> Arc<rustls::ClientConfig> {
-    use ringi_proto::tls;
+    use ringi_net::tls;
     let chain = tls::load_certs(&certs.join(format!("{name}.pem"))).unwrap();
     let key = tls::load_key(&certs.join(format!("{name}.key"))).unwrap();
     let ca = tls::load_certs(&ca_dir.join("ca.pem")).unwrap();
@@ -79,7 +79,7 @@ async fn a_signer_over_mutual_tls_with_its_key_in_the_token() {
     let address = format!("127.0.0.1:{port}");
 
     // The coordinator's identity: served.
-    let channel = ringi_proto::tls::connect(
+    let channel = ringi_net::tls::connect(
         &address,
         "signer-1",
         client_config(&certs, "coordinator", &certs),
@@ -94,7 +94,7 @@ async fn a_signer_over_mutual_tls_with_its_key_in_the_token() {
     assert_eq!(info.dkg_public_key.len(), 33);
 
     // Another identity from the same CA: authenticated, not authorized.
-    let channel = ringi_proto::tls::connect(
+    let channel = ringi_net::tls::connect(
         &address,
         "signer-1",
         client_config(&certs, "wallet-service", &certs),
@@ -113,7 +113,7 @@ async fn a_signer_over_mutual_tls_with_its_key_in_the_token() {
     );
 
     // A certificate from another CA: no connection.
-    let rogue = ringi_proto::tls::connect(
+    let rogue = ringi_net::tls::connect(
         &address,
         "signer-1",
         client_config(&other, "coordinator", &certs),
@@ -129,7 +129,7 @@ async fn a_signer_over_mutual_tls_with_its_key_in_the_token() {
     assert!(refused, "a client from another CA was served");
 
     // Expecting another signer's name: the client refuses this server.
-    let wrong = ringi_proto::tls::connect(
+    let wrong = ringi_net::tls::connect(
         &address,
         "signer-2",
         client_config(&certs, "coordinator", &certs),

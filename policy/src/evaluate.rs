@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::key_id::KeyId;
 use crate::policy::Policy;
 use crate::request::SigningRequest;
 use crate::statement::{Approval, Decision};
@@ -40,7 +41,7 @@ pub enum Violation {
     #[error("request was made under policy {request}, but this node enforces policy {pinned}")]
     PolicyMismatch { pinned: String, request: String },
     #[error("the policy has no rules for key {0:?}")]
-    UnknownKey(String),
+    UnknownKey(KeyId),
     #[error("request expired at {expires_at} (now {now})")]
     RequestExpired { expires_at: u64, now: u64 },
     #[error("request lifetime of {lifetime} s exceeds the policy's request_ttl_secs of {max} s")]
@@ -471,10 +472,10 @@ mod tests {
         ));
         // Unknown key.
         let mut unknown = f.request.clone();
-        unknown.key_id = "cold-9".into();
+        unknown.key_id = "cold-9".parse().unwrap();
         assert_eq!(
             evaluate(&f.policy, &unknown, &[], NOW),
-            Err(Violation::UnknownKey("cold-9".into()))
+            Err(Violation::UnknownKey("cold-9".parse().unwrap()))
         );
     }
 

@@ -11,7 +11,10 @@
 //!   an approval breaks;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
-//! - [`encoding`]: the canonical encoding the hashes and signatures cover.
+//! - [`encoding`]: the canonical encoding the hashes and signatures cover;
+//! - [`key_id`]: the checked key id both sides name keys by;
+//! - [`clock`]: the one wall clock both binaries read (the rules here never
+//!   call it: they take `now`).
 //!
 //! Everything here but the audit log's file handling is pure: no I/O, no
 //! clock (callers pass `now`), so the coordinator and the signers run
@@ -19,8 +22,10 @@
 
 pub mod approver_key;
 pub mod audit;
+pub mod clock;
 pub mod encoding;
 pub mod evaluate;
+pub mod key_id;
 pub mod limits;
 pub mod policy;
 pub mod request;

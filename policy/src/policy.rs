@@ -305,7 +305,7 @@ impl Policy {
         }
         let mut keys = BTreeMap::new();
         for (key_id, k) in file.keys {
-            if !valid_key_id(&key_id) {
+            if crate::key_id::check_name(&key_id).is_err() {
                 return Err(PolicyError::BadKeyId(key_id));
             }
             for (field, value) in [
@@ -439,13 +439,6 @@ fn check_limits(key_id: &str, l: &LimitsFile) -> Result<Limits, PolicyError> {
         ));
     }
     Ok(limits)
-}
-
-fn valid_key_id(key_id: &str) -> bool {
-    (1..=64).contains(&key_id.len())
-        && key_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 fn check_rule(

@@ -11,6 +11,7 @@
 //! ```
 
 use crate::encoding::{Canonical, sha256};
+use crate::key_id::KeyId;
 
 /// What approvers see about a request, besides the raw message.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -27,7 +28,7 @@ pub struct Metadata {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningRequest {
-    pub key_id: String,
+    pub key_id: KeyId,
     /// The exact bytes to be signed.
     pub message: Vec<u8>,
     pub metadata: Metadata,
@@ -83,7 +84,7 @@ pub(crate) mod tests {
 
     pub fn sample() -> SigningRequest {
         SigningRequest {
-            key_id: "hot-1".into(),
+            key_id: KeyId::parse("hot-1").unwrap(),
             message: vec![0xab; 32],
             metadata: Metadata {
                 asset: "BTC".into(),
@@ -102,7 +103,7 @@ pub(crate) mod tests {
     fn id_commits_to_every_field() {
         let base = sample().id();
         let variants: [fn(&mut SigningRequest); 10] = [
-            |r| r.key_id.push('x'),
+            |r| r.key_id = KeyId::parse("hot-1x").unwrap(),
             |r| r.message[0] ^= 1,
             |r| r.metadata.asset = "ETH".into(),
             |r| r.metadata.amount += 1,

@@ -15,6 +15,7 @@
 
 use crate::approver_key::ApproverKey;
 use crate::encoding::Canonical;
+use crate::key_id::KeyId;
 use crate::request::SigningRequest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,7 @@ impl Decision {
 pub struct Statement {
     pub request_id: [u8; 32],
     pub content_digest: [u8; 32],
-    pub key_id: String,
+    pub key_id: KeyId,
     pub department: String,
     pub decision: Decision,
     /// Why, for a rejection (shown to everyone); may be empty for approvals.

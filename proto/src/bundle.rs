@@ -3,6 +3,7 @@
 //! run on. Decoding refuses malformed fields with a message naming them.
 
 use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::key_id::KeyId;
 use ringi_policy::request::{Metadata, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
 
@@ -18,6 +19,10 @@ fn hash32(field: &str, bytes: &[u8]) -> Result<[u8; 32], BundleError> {
         .map_err(|_| BundleError(format!("{field} must be 32 bytes, got {}", bytes.len())))
 }
 
+fn key_id(field: &str, text: &str) -> Result<KeyId, BundleError> {
+    KeyId::parse(text).map_err(|e| BundleError(format!("{field}: {e}")))
+}
+
 pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleError> {
     let amount = r.amount.parse::<u128>().map_err(|_| {
         BundleError(format!(
@@ -26,7 +31,7 @@ pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleE
         ))
     })?;
     Ok(SigningRequest {
-        key_id: r.key_id.clone(),
+        key_id: key_id("key_id", &r.key_id)?,
         message: r.message.clone(),
         metadata: Metadata {
             asset: r.asset.clone(),
@@ -43,7 +48,7 @@ pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleE
 
 pub fn request_to_pb(r: &SigningRequest) -> pb::SigningRequest {
     pb::SigningRequest {
-        key_id: r.key_id.clone(),
+        key_id: r.key_id.to_string(),
         message: r.message.clone(),
         asset: r.metadata.asset.clone(),
         amount: r.metadata.amount.to_string(),
@@ -72,7 +77,7 @@ pub fn approval_from_pb(a: &pb::Approval) -> Result<Approval, BundleError> {
         statement: Statement {
             request_id: hash32("request_id", &a.request_id)?,
             content_digest: hash32("content_digest", &a.content_digest)?,
-            key_id: a.key_id.clone(),
+            key_id: key_id("key_id", &a.key_id)?,
             department: a.department.clone(),
             decision,
             reason: a.reason.clone(),
@@ -89,7 +94,7 @@ pub fn approval_to_pb(a: &Approval) -> pb::Approval {
     pb::Approval {
         request_id: s.request_id.to_vec(),
         content_digest: s.content_digest.to_vec(),
-        key_id: s.key_id.clone(),
+        key_id: s.key_id.to_string(),
         department: s.department.clone(),
         decision: s.decision.as_str().to_string(),
         reason: s.reason.clone(),
@@ -126,7 +131,7 @@ mod tests {
 
     fn request() -> SigningRequest {
         SigningRequest {
-            key_id: "k".into(),
+            key_id: KeyId::parse("k").unwrap(),
             message: vec![1, 2, 3],
             metadata: Metadata {
                 asset: "BTC".into(),

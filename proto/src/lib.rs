@@ -1,5 +1,8 @@
 //! ringi's gRPC contracts. The `.proto` files beside this crate are the
-//! source of truth and document every message; this crate only compiles them.
+//! source of truth and document every message; this crate compiles them and
+//! converts approval bundles to and from the `ringi-policy` types
+//! ([`bundle`]). How the messages travel (TLS, serve loop, health) is
+//! `ringi-net`'s.
 
 /// `ringi.approval.v1`: signing requests and signed approvals, shared by the
 /// signer and coordinator APIs.
@@ -25,12 +28,7 @@ pub mod coordinator {
 }
 
 pub mod bundle;
-pub mod key_id;
 /// Every ringi proto file, encoded as a `FileDescriptorSet`, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the API).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/ringi_descriptor.bin"));
-
-pub mod ops;
-pub mod tls;
-pub mod transport;

@@ -172,7 +172,7 @@ mod tests {
         );
         let policy = Policy::from_bytes(text.as_bytes()).unwrap();
         let request = SigningRequest {
-            key_id: "k".into(),
+            key_id: "k".parse().unwrap(),
             message: b"m".to_vec(),
             metadata: Default::default(),
             requester: "r".into(),
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn another_message_is_refused() {
         let request = SigningRequest {
-            key_id: "k".into(),
+            key_id: "k".parse().unwrap(),
             message: b"approved".to_vec(),
             metadata: Default::default(),
             requester: "r".into(),

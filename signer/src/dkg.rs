@@ -438,7 +438,7 @@ struct CheckedRound1 {
 /// Validates a round-1 request without touching the token.
 fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, DkgError> {
     let bad = |m: String| Err(DkgError::InvalidArgument(m));
-    ringi_proto::key_id::validate_key_id(&req.key_id)
+    ringi_policy::key_id::check_name(&req.key_id)
         .map_err(|e| DkgError::InvalidArgument(e.to_string()))?;
     if req.session_id.len() != SESSION_ID_LEN {
         return bad(format!(

@@ -154,7 +154,7 @@ impl PeerCheck {
             None,
         )
         .map_err(|e| PeerError::Untrusted(e.to_string()))?;
-        let name = ringi_proto::tls::identity(&der).ok_or(PeerError::NoName)?;
+        let name = ringi_net::tls::identity(&der).ok_or(PeerError::NoName)?;
         let server_name = ServerName::try_from(name.as_str()).map_err(|_| PeerError::NoName)?;
         cert.verify_is_valid_for_subject_name(&server_name)
             .map_err(|_| PeerError::NoName)?;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use ringi_proto::signer::v1::signer_server::SignerServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::dkg::DkgRuns;
 use crate::dkg_peer::{Attestation, PeerCheck, Peers};
@@ -16,8 +15,8 @@ use crate::spending::SpendingLedger;
 use crate::tls_key::TokenTlsKey;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
+use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
-use ringi_proto::tls::Reloadable;
 
 /// How often expired round-1 nonces are deleted.
 const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -59,14 +58,14 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         tls,
     } = settings;
     if tls.is_none() {
-        ringi_proto::transport::check_plaintext_listen(listen)?;
+        ringi_net::transport::check_plaintext_listen(listen)?;
     }
     // Certificates are read before anything else is opened, so a bad path
     // is reported at once.
     let tls_files = match &tls {
         Some(t) => Some((
-            ringi_proto::tls::load_certs(&t.cert)?,
-            ringi_proto::tls::load_certs(&t.ca)?,
+            ringi_net::tls::load_certs(&t.cert)?,
+            ringi_net::tls::load_certs(&t.ca)?,
             t.allowed_clients.clone(),
         )),
         None => None,
@@ -146,7 +145,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         audit.clone(),
     );
     let (health, reflection) =
-        ringi_proto::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
+        ringi_net::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
     // Under TLS only the allowed client identities (the coordinator) may
     // call the signer API; health and reflection answer any client the CA
     // certified.
@@ -158,14 +157,14 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         .add_service(SignerServer::with_interceptor(
             service,
             move |request: tonic::Request<()>| match &allowed {
-                Some(names) => ringi_proto::tls::allow_only(names.clone())(request),
+                Some(names) => ringi_net::tls::allow_only(names.clone())(request),
                 None => Ok(request),
             },
         ));
-    match tls_files {
+    let server_tls = match tls_files {
         Some((chain, ca, allowed)) => {
             let key = Arc::new(TokenTlsKey::new(token.clone()));
-            let config = Reloadable::new(Arc::new(ringi_proto::tls::server_config(
+            let config = Reloadable::new(Arc::new(ringi_net::tls::server_config(
                 chain,
                 key.clone(),
                 &ca,
@@ -182,7 +181,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
                     ca: settings.ca.clone(),
                     peers,
                 };
-                ringi_proto::transport::on_hangup(move || match reload.run() {
+                ringi_net::transport::on_hangup(move || match reload.run() {
                     Ok(name) => tracing::info!(%name, "TLS certificates reloaded"),
                     Err(e) => tracing::error!(
                         error = %e,
@@ -190,29 +189,12 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
                     ),
                 });
             }
-            tracing::info!(%local, ?allowed, "serving ringi.signer.v1 over mutual TLS (key in the token)");
-            router
-                .serve_with_incoming_shutdown(
-                    ringi_proto::tls::incoming(listener, config),
-                    ringi_proto::transport::shutdown_signal(),
-                )
-                .await?;
+            tracing::info!(?allowed, "signer API clients (the key stays in the token)");
+            Some(config)
         }
-        None => {
-            // SIGHUP would otherwise end the process: an operator's "reload"
-            // must never stop a server.
-            ringi_proto::transport::on_hangup(|| {
-                tracing::info!("SIGHUP: plaintext, no certificates to reload")
-            });
-            tracing::info!(%local, "serving ringi.signer.v1 (plaintext, loopback only)");
-            router
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    ringi_proto::transport::shutdown_signal(),
-                )
-                .await?;
-        }
-    }
+        None => None,
+    };
+    ringi_net::serve::serve(router, listener, server_tls, "ringi.signer.v1").await?;
     if let Err(e) = audit.checkpoint_if_new() {
         tracing::error!(error = %e, "final audit checkpoint failed");
     }
@@ -235,7 +217,7 @@ fn dkg_peer_check(
     let own_cert = chain
         .first()
         .ok_or_else(|| anyhow::anyhow!("the TLS certificate file holds no certificate"))?;
-    let name = ringi_proto::tls::identity(own_cert)
+    let name = ringi_net::tls::identity(own_cert)
         .ok_or_else(|| anyhow::anyhow!("this node's TLS certificate names no identity"))?;
     let signature = TokenTlsKey::new(token.clone())
         .sign(&crate::dkg_peer::statement(&name, dkg_public_key))
@@ -266,9 +248,9 @@ impl Reload {
     /// Builds everything from the files first and replaces nothing unless
     /// all of it succeeds; returns the certified name.
     fn run(&self) -> anyhow::Result<String> {
-        let chain = ringi_proto::tls::load_certs(&self.cert)?;
-        let ca = ringi_proto::tls::load_certs(&self.ca)?;
-        let server = ringi_proto::tls::server_config(chain.clone(), self.key.clone(), &ca)?;
+        let chain = ringi_net::tls::load_certs(&self.cert)?;
+        let ca = ringi_net::tls::load_certs(&self.ca)?;
+        let server = ringi_net::tls::server_config(chain.clone(), self.key.clone(), &ca)?;
         let (check, (name, own)) = dkg_peer_check(
             &self.token,
             &self.dkg.public_key(),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use frost_secp256k1::SigningPackage;
-use ringi_proto::key_id::validate_key_id;
+use ringi_policy::key_id::check_name as validate_key_id;
 use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 

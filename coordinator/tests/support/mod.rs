@@ -611,7 +611,7 @@ impl Cluster {
                 .unwrap();
         let now = ringi::requests::now();
         let request = ringi_policy::request::SigningRequest {
-            key_id: key_id.into(),
+            key_id: key_id.parse().expect("a valid key id"),
             message: message.to_vec(),
             metadata: ringi_policy::request::Metadata {
                 asset: "BTC".into(),
@@ -711,7 +711,7 @@ impl Cluster {
             .await
             .unwrap();
         };
-        use ringi_proto::tls;
+        use ringi_net::tls;
         let config = tls::client_config(
             tls::load_certs(&certs.join("coordinator.pem")).unwrap(),
             tls::load_key(&certs.join("coordinator.key")).unwrap(),

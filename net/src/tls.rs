@@ -1,5 +1,5 @@
-//! Mutual TLS for every ringi hop (groundwork for issue 5; not yet wired
-//! into the servers): rustls with the ring provider chosen explicitly,
+//! Mutual TLS for every ringi hop (wallets and the CLI to the coordinator,
+//! the coordinator to the signers): rustls with the ring provider chosen explicitly,
 //! TLS 1.3 only, both sides authenticated by certificates from one
 //! configured CA, and the peer identified by the DNS name in its
 //! certificate.

@@ -1,7 +1,7 @@
 //! Where plaintext gRPC is allowed, and how every ringi server is stopped.
 //!
-//! Until mutual TLS is configured, ringi speaks plaintext gRPC, and only over
-//! loopback: a listener on, or a connection to, any other address is refused
+//! Without mutual TLS configured, ringi speaks plaintext gRPC, and only over
+//! loopback (the demo and the tests on one host): a listener on, or a connection to, any other address is refused
 //! before a socket is opened. A hostname counts as loopback only if every
 //! address it resolves to is loopback (so `localhost` passes, a name that
 //! also resolves to a LAN address does not).

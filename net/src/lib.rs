@@ -1,0 +1,19 @@
+//! How ringi's nodes talk to each other, shared by the signer and the
+//! coordinator so both edges behave alike:
+//!
+//! - [`tls`]: mutual TLS 1.3 (rustls, ring), certificates from one CA, the
+//!   peer named by its certificate, configurations reloadable on SIGHUP;
+//! - [`transport`]: where plaintext is allowed (loopback only) and the
+//!   process signals (shutdown, reload);
+//! - [`serve`]: the one serve loop both daemons run (TLS or plaintext,
+//!   until SIGINT/SIGTERM);
+//! - [`ops`]: `grpc.health.v1` and server reflection.
+//!
+//! Nothing here knows what a key, a share or a request is: the layer above
+//! (`ringi-signer`, `ringi`) brings the services; the layer below
+//! (`ringi-proto`) brings the contracts.
+
+pub mod ops;
+pub mod serve;
+pub mod tls;
+pub mod transport;
