@@ -45,7 +45,8 @@ pub struct Entry {
     pub hash: String,
 }
 
-fn entry_hash(
+/// The hash of one entry, as the chain records it (see the module docs).
+pub fn entry_hash(
     seq: u64,
     at: u64,
     event: &str,

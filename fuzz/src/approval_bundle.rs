@@ -1,0 +1,244 @@
+//! What every signer receives from the coordinator before it touches its
+//! token: an approval bundle (protobuf), decoded (`bundle_from_pb`) and
+//! evaluated against the pinned policy (`ringi_policy::evaluate`).
+//!
+//! Input: `flags (1) ‖ seconds after created_at (2, BE) ‖ ApprovalBundle`.
+//! - flag bit 0: the request names the pinned policy's hash (else the
+//!   fuzzer's bytes, which fail the policy check);
+//! - flag bit 1: every approval statement is bound to the request (its id,
+//!   content digest and key id), so the fuzzer's other statement fields
+//!   (department, decision, reason, times) reach the counting;
+//! - an approval whose `approver_public_key` is one byte `i` is signed by
+//!   the harness as test approver `i % 3` (alice, bob: treasury; carol:
+//!   compliance), over the statement the fuzzer chose.
+//!
+//! Reaches: protobuf decode; field decoding (key id, amount, hashes,
+//! decision, approver key); policy pin; key rules; request lifetime and
+//! expiry; the allowlist; per approval: request binding, content digest,
+//! signature, roster, department, expiry, lifetime, issued-in-the-future,
+//! separation of duties; vetoes; quorums per tier and destination.
+
+use prost::Message;
+use ringi_policy::evaluate::{Outcome, evaluate};
+use ringi_proto::approval::v1 as pb;
+
+use crate::harness_keys::{self, POLICY};
+
+crate::stages!(
+    /// How far an input got.
+    Reached {
+        /// Too short, or not an `ApprovalBundle`.
+        Undecodable,
+        /// A field did not decode (`BundleError`).
+        Malformed,
+        /// The policy pin, the request's own rules, or the allowlist.
+        RequestRefused,
+        /// An approval broke a rule (binding, digest, signature, roster...).
+        ApprovalRefused,
+        /// Evaluated: quorum not met.
+        Pending,
+        /// Evaluated: vetoed.
+        Rejected,
+        /// Evaluated: every quorum met.
+        Approved,
+    }
+);
+
+pub fn run(data: &[u8]) -> Reached {
+    let [flags, t0, t1, bytes @ ..] = data else {
+        return Reached::Undecodable;
+    };
+    let Ok(mut bundle) = pb::ApprovalBundle::decode(bytes) else {
+        return Reached::Undecodable;
+    };
+    // Which approvals the harness signs, and as whom.
+    let mut sign_as = Vec::with_capacity(bundle.approvals.len());
+    for a in &mut bundle.approvals {
+        if let [i] = a.approver_public_key[..] {
+            let index = usize::from(i) % harness_keys::APPROVERS.len();
+            a.approver_public_key = harness_keys::approver(index).1.to_sec1();
+            sign_as.push(Some(index));
+        } else {
+            sign_as.push(None);
+        }
+    }
+    let Ok((mut request, mut approvals)) = ringi_proto::bundle::bundle_from_pb(&bundle) else {
+        return Reached::Malformed;
+    };
+    if flags & 1 != 0 {
+        request.policy_hash = POLICY.hash();
+    }
+    for (approval, signer) in approvals.iter_mut().zip(sign_as) {
+        if flags & 2 != 0 {
+            approval.statement.request_id = request.id();
+            approval.statement.content_digest = request.content_digest();
+            approval.statement.key_id = request.key_id.clone();
+        }
+        if let Some(index) = signer {
+            let (key, signature) = harness_keys::sign(index, &approval.statement);
+            approval.approver = key;
+            approval.signature = signature;
+        }
+    }
+    let now = request
+        .created_at
+        .saturating_add(u64::from(u16::from_be_bytes([*t0, *t1])));
+    let _ = request.id();
+    match evaluate(&POLICY, &request, &approvals, now) {
+        Ok(Outcome::Approved) => Reached::Approved,
+        Ok(Outcome::Rejected { .. }) => Reached::Rejected,
+        Ok(Outcome::Pending { .. }) => Reached::Pending,
+        Err(v) => {
+            use ringi_policy::evaluate::Violation as V;
+            match v {
+                V::PolicyMismatch { .. }
+                | V::UnknownKey(_)
+                | V::RequestExpired { .. }
+                | V::RequestLifetimeTooLong { .. }
+                | V::DestinationNotAllowed(_) => Reached::RequestRefused,
+                _ => Reached::ApprovalRefused,
+            }
+        }
+    }
+}
+
+/// A request of `amount` to `destination`, created at 1_800_000_000.
+pub fn request(amount: u128, destination: &str) -> pb::SigningRequest {
+    pb::SigningRequest {
+        key_id: harness_keys::KEY_ID.into(),
+        message: vec![0xab; 32],
+        asset: "BTC".into(),
+        amount: amount.to_string(),
+        destination: destination.into(),
+        memo: "fuzz seed".into(),
+        requester: "wallet-service".into(),
+        created_at: 1_800_000_000,
+        expires_at: 1_800_003_600,
+        policy_hash: vec![0; 32],
+    }
+}
+
+/// An approval statement for the harness to bind and sign as approver `who`.
+pub fn approval(who: u8, department: &str, decision: &str) -> pb::Approval {
+    pb::Approval {
+        request_id: vec![0; 32],
+        content_digest: vec![0; 32],
+        key_id: harness_keys::KEY_ID.into(),
+        department: department.into(),
+        decision: decision.into(),
+        reason: if decision == "reject" {
+            "not this week".into()
+        } else {
+            String::new()
+        },
+        issued_at: 1_800_000_010,
+        expires_at: 1_800_000_600,
+        approver_public_key: vec![who],
+        signature: Vec::new(),
+    }
+}
+
+/// Encodes a harness input.
+pub fn input(
+    flags: u8,
+    after: u16,
+    request: pb::SigningRequest,
+    approvals: Vec<pb::Approval>,
+) -> Vec<u8> {
+    let mut out = vec![flags];
+    out.extend_from_slice(&after.to_be_bytes());
+    out.extend(
+        pb::ApprovalBundle {
+            request: Some(request),
+            approvals,
+        }
+        .encode_to_vec(),
+    );
+    out
+}
+
+pub fn seeds() -> Vec<Vec<u8>> {
+    let allowed = harness_keys::ALLOWED_DESTINATION;
+    let big = harness_keys::TIER_ABOVE + 1;
+    vec![
+        // Base rule met: treasury + compliance.
+        input(
+            3,
+            60,
+            request(1000, allowed),
+            vec![
+                approval(0, "treasury", "approve"),
+                approval(2, "compliance", "approve"),
+            ],
+        ),
+        // Quorum not met.
+        input(
+            3,
+            60,
+            request(1000, allowed),
+            vec![approval(0, "treasury", "approve")],
+        ),
+        // A veto.
+        input(
+            3,
+            60,
+            request(1000, allowed),
+            vec![
+                approval(0, "treasury", "approve"),
+                approval(2, "compliance", "reject"),
+            ],
+        ),
+        // Upper tier: two treasury approvers.
+        input(
+            3,
+            60,
+            request(big, allowed),
+            vec![
+                approval(0, "treasury", "approve"),
+                approval(1, "treasury", "approve"),
+                approval(2, "compliance", "approve"),
+            ],
+        ),
+        // An unlisted destination needs a second treasury approver.
+        input(
+            3,
+            60,
+            request(1000, "bc1qother"),
+            vec![
+                approval(0, "treasury", "approve"),
+                approval(1, "treasury", "approve"),
+                approval(2, "compliance", "approve"),
+            ],
+        ),
+        // Alice claiming compliance.
+        input(
+            3,
+            60,
+            request(1000, allowed),
+            vec![approval(0, "compliance", "approve")],
+        ),
+        // An expired approval.
+        input(
+            3,
+            700,
+            request(1000, allowed),
+            vec![
+                approval(0, "treasury", "approve"),
+                approval(2, "compliance", "approve"),
+            ],
+        ),
+        // Unbound statements, unpinned policy.
+        input(
+            0,
+            60,
+            request(1000, allowed),
+            vec![approval(0, "treasury", "approve")],
+        ),
+        input(
+            1,
+            60,
+            request(1000, allowed),
+            vec![approval(0, "treasury", "approve")],
+        ),
+    ]
+}
