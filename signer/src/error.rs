@@ -146,3 +146,347 @@ impl From<DkgError> for Status {
         Status::new(code, e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringi_policy::audit::AuditError;
+    use ringi_policy::evaluate::Violation;
+    use ringi_policy::limits::CapExceeded;
+    use ringi_policy::volumes::VolumeError;
+    use ringi_proto::bundle::BundleError;
+    use std::collections::BTreeMap;
+
+    fn audit_error() -> AuditError {
+        AuditError::Io {
+            path: "audit.jsonl".into(),
+            reason: "disk full".into(),
+        }
+    }
+
+    /// Every refusal keeps the code (and the words the coordinator's tests
+    /// and operators look for) it had before the statuses moved here.
+    #[test]
+    fn every_error_keeps_its_code() {
+        use AuthorizationError as A;
+        let k = |s: &str| ringi_policy::key_id::KeyId::parse(s).unwrap();
+        let table: Vec<(Status, Code, &str)> = vec![
+            // Authorization.
+            (
+                A::NoBundle.into(),
+                Code::PermissionDenied,
+                "no approval bundle",
+            ),
+            (
+                A::MalformedBundle(BundleError("no request".into())).into(),
+                Code::InvalidArgument,
+                "approval bundle: no request",
+            ),
+            (
+                A::WrongKey {
+                    approved: k("a"),
+                    requested: k("b"),
+                }
+                .into(),
+                Code::PermissionDenied,
+                "is for key \"a\", not \"b\"",
+            ),
+            (
+                A::QuorumNotMet {
+                    missing: BTreeMap::from([("compliance".into(), (0, 1))]),
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "quorum not met: compliance 0 of 1",
+            ),
+            (
+                A::Rejected {
+                    approver: "erin".into(),
+                    department: "security".into(),
+                    reason: "no".into(),
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "rejected by erin (security): no",
+            ),
+            (
+                A::PolicyMismatch {
+                    pinned: "aa".into(),
+                    request: "bb".into(),
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "enforces policy aa",
+            ),
+            (
+                A::RequestExpired {
+                    expires_at: 1,
+                    now: 2,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "expired",
+            ),
+            (
+                A::ApprovalExpired {
+                    index: 0,
+                    approver: "alice".into(),
+                    expires_at: 1,
+                    now: 2,
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "expired",
+            ),
+            (
+                A::MessageMismatch.into(),
+                Code::PermissionDenied,
+                "not the message that was approved",
+            ),
+            (
+                A::CapExceeded(CapExceeded::WindowAmount {
+                    amount: 1,
+                    total: 2600,
+                    cap: 2500,
+                    window_secs: 8,
+                })
+                .into(),
+                Code::ResourceExhausted,
+                "max_amount_per_window 2500",
+            ),
+            (
+                A::Violation(Violation::UnknownApprover { index: 0 }).into(),
+                Code::PermissionDenied,
+                "not in the policy's roster",
+            ),
+            (
+                A::Violation(Violation::DestinationNotAllowed("x".into())).into(),
+                Code::PermissionDenied,
+                "not on the key's allowlist",
+            ),
+            // Signing rounds.
+            (
+                SignError::MalformedSigningPackage("bad".into()).into(),
+                Code::InvalidArgument,
+                "signing_package is malformed",
+            ),
+            (
+                SignError::LedgerStore("locked".into()).into(),
+                Code::Unavailable,
+                "spending ledger: locked",
+            ),
+            (
+                SignError::AuditUnavailable(AuditUnavailable(audit_error())).into(),
+                Code::Unavailable,
+                "audit log unavailable, refusing",
+            ),
+            (
+                SignError::DailyVolume(VolumeError::Read {
+                    path: "v.toml".into(),
+                    reason: "gone".into(),
+                })
+                .into(),
+                Code::FailedPrecondition,
+                "daily volume file",
+            ),
+            (
+                SignError::Authorization(A::NoBundle).into(),
+                Code::PermissionDenied,
+                "no approval bundle",
+            ),
+            (
+                SignError::Vault(VaultError::NonceUnavailable).into(),
+                Code::FailedPrecondition,
+                "used at most once",
+            ),
+            // Ledger.
+            (
+                LedgerError::Cap(CapExceeded::PerRequest { amount: 3, cap: 2 }).into(),
+                Code::ResourceExhausted,
+                "max_amount_per_request 2",
+            ),
+            (
+                LedgerError::Store("io".into()).into(),
+                Code::Unavailable,
+                "spending ledger: io",
+            ),
+            // Vault.
+            (
+                VaultError::UnknownKey("cold-1".into()).into(),
+                Code::NotFound,
+                "cold-1",
+            ),
+            (
+                VaultError::KeyExists("k".into()).into(),
+                Code::AlreadyExists,
+                "exists",
+            ),
+            (
+                VaultError::NotAParticipant(1).into(),
+                Code::InvalidArgument,
+                "no commitments from this node",
+            ),
+            (
+                VaultError::NonceUnavailable.into(),
+                Code::FailedPrecondition,
+                "used at most once",
+            ),
+            (
+                VaultError::NonceStore(NonceError::Full(2)).into(),
+                Code::ResourceExhausted,
+                "too many round-1 nonces",
+            ),
+            (
+                VaultError::Frost("bad".into()).into(),
+                Code::InvalidArgument,
+                "FROST refused",
+            ),
+            (
+                VaultError::BadIdentifier(0).into(),
+                Code::InvalidArgument,
+                "participant number 0",
+            ),
+            (
+                VaultError::Corrupt {
+                    key_id: "k".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                Code::DataLoss,
+                "corrupt",
+            ),
+            (
+                VaultError::Token(TokenError::Unseal).into(),
+                Code::DataLoss,
+                "token: ",
+            ),
+            // Nonces and token.
+            (
+                NonceError::Encoding.into(),
+                Code::InvalidArgument,
+                "cannot be serialized",
+            ),
+            (
+                TokenError::ShareExists("k".into()).into(),
+                Code::AlreadyExists,
+                "token: ",
+            ),
+            (
+                TokenError::Unexpected { what: "length" }.into(),
+                Code::Unavailable,
+                "token: ",
+            ),
+            // DKG.
+            (
+                DkgError::InvalidArgument("threshold".into()).into(),
+                Code::InvalidArgument,
+                "threshold",
+            ),
+            (
+                DkgError::KeyExists("k".into()).into(),
+                Code::AlreadyExists,
+                "exists",
+            ),
+            (
+                DkgError::UntrustedPeer {
+                    participant: 2,
+                    reason: crate::dkg_peer::PeerError::Missing,
+                }
+                .into(),
+                Code::PermissionDenied,
+                "participant 2",
+            ),
+            (
+                DkgError::DuplicatePeer {
+                    first: 2,
+                    second: 3,
+                    name: "signer-2".into(),
+                }
+                .into(),
+                Code::PermissionDenied,
+                "both \"signer-2\"",
+            ),
+            (
+                DkgError::NoRun("k".into()).into(),
+                Code::NotFound,
+                "no DKG run",
+            ),
+            (
+                DkgError::OutOfOrder {
+                    key_id: "k".into(),
+                    expected: "DkgFinish",
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "not at this step",
+            ),
+            (
+                DkgError::PeerInvalid {
+                    culprit: "2".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "participant 2",
+            ),
+            (
+                DkgError::GroupKeyMismatch {
+                    given: "a".into(),
+                    computed: "b".into(),
+                }
+                .into(),
+                Code::FailedPrecondition,
+                "nothing stored",
+            ),
+            (
+                DkgError::Envelope(EnvelopeError::Malformed("short")).into(),
+                Code::InvalidArgument,
+                "malformed",
+            ),
+            (
+                DkgError::Envelope(EnvelopeError::Open { sender: 2 }).into(),
+                Code::FailedPrecondition,
+                "does not open",
+            ),
+            (
+                DkgError::Vault(VaultError::KeyExists("k".into())).into(),
+                Code::AlreadyExists,
+                "exists",
+            ),
+            (
+                DkgError::Token(TokenError::Unseal).into(),
+                Code::DataLoss,
+                "token: ",
+            ),
+            // The edge itself.
+            (
+                EdgeError::KeyId(ringi_policy::key_id::KeyIdError::BadCharacter).into(),
+                Code::InvalidArgument,
+                "key_id: ",
+            ),
+            (
+                EdgeError::Encode {
+                    what: "commitments",
+                    reason: "r".into(),
+                }
+                .into(),
+                Code::Internal,
+                "commitments: r",
+            ),
+            (
+                EdgeError::Worker("panicked".into()).into(),
+                Code::Internal,
+                "worker failed",
+            ),
+            (
+                AuditUnavailable(audit_error()).into(),
+                Code::Unavailable,
+                "audit log unavailable, refusing",
+            ),
+        ];
+        for (status, code, words) in table {
+            assert_eq!(status.code(), code, "{status:?}");
+            assert!(status.message().contains(words), "{words:?} in {status:?}");
+        }
+    }
+}

@@ -52,6 +52,8 @@ pub mod server;
 pub mod service;
 pub mod signing;
 pub mod spending;
+#[cfg(any(test, feature = "test-doubles"))]
+pub mod test_doubles;
 pub mod tls_key;
 pub mod token;
 pub mod vault;

@@ -58,3 +58,77 @@ pub fn commit<S: Suite>(
         request_id,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authorize::AuthorizationError;
+    use crate::signing::testkit::{Cluster, NOW, k};
+    use crate::vault::VaultError;
+    use ringi_policy::statement::Decision;
+
+    #[test]
+    fn an_approved_request_gets_commitments_and_an_audit_entry() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let (request, bundle) = cluster.approved(b"m", 10);
+        let out = commit(&node.ctx, &k(), &bundle, NOW).unwrap();
+        assert_eq!(out.identifier, 1);
+        assert_eq!(out.request_id, request.id());
+        assert_eq!(node.vault.nonces_waiting(), 1);
+        let entries = node.audit.entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].event, "commit_issued");
+        assert_eq!(entries[0].fields["key_id"], "k");
+        assert_eq!(entries[0].fields["request_id"], hex::encode(request.id()));
+    }
+
+    #[test]
+    fn unapproved_requests_touch_no_nonce() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let err = commit(&node.ctx, &k(), &PresentedBundle::Missing, NOW).unwrap_err();
+        assert!(
+            matches!(err, SignError::Authorization(AuthorizationError::NoBundle)),
+            "{err:?}"
+        );
+        let request = cluster.request(&k(), b"m", 10);
+        let one = crate::test_doubles::Approvers::bundle(
+            &request,
+            vec![cluster.decision(&request, "alice", "treasury", Decision::Approve)],
+        );
+        let err = commit(&node.ctx, &k(), &one, NOW).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SignError::Authorization(AuthorizationError::QuorumNotMet { .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(node.vault.nonces_waiting(), 0);
+        assert!(node.audit.entries().is_empty());
+    }
+
+    #[test]
+    fn a_key_this_node_holds_no_share_of_is_unknown() {
+        let cluster = Cluster::new();
+        let cold = KeyId::parse("cold").unwrap();
+        let request = cluster.request(&cold, b"m", 10);
+        let bundle = cluster.approve(&request);
+        let err = commit(&cluster.nodes[0].ctx, &cold, &bundle, NOW).unwrap_err();
+        assert!(
+            matches!(&err, SignError::Vault(VaultError::UnknownKey(key)) if key == "cold"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn no_audit_entry_no_commitments() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let (_, bundle) = cluster.approved(b"m", 10);
+        node.audit.set_failing(true);
+        let err = commit(&node.ctx, &k(), &bundle, NOW).unwrap_err();
+        assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
+    }
+}

@@ -292,3 +292,134 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
             .map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::testkit::{Cluster, S, k};
+    use crate::test_doubles::AuditEntry;
+    use frost_core::round1::SigningCommitments;
+    use tonic::Code;
+
+    fn wire(bundle: &PresentedBundle) -> Option<ringi_proto::approval::v1::ApprovalBundle> {
+        let PresentedBundle::Decoded(b) = bundle else {
+            return None;
+        };
+        Some(ringi_proto::approval::v1::ApprovalBundle {
+            request: Some(ringi_proto::bundle::request_to_pb(&b.request)),
+            approvals: b
+                .approvals
+                .iter()
+                .map(ringi_proto::bundle::approval_to_pb)
+                .collect(),
+        })
+    }
+
+    fn refused(entry: &AuditEntry, rpc: &str, key_id: &str, status: &Status) {
+        assert_eq!(entry.event, "refused");
+        assert_eq!(entry.fields["rpc"], rpc);
+        assert_eq!(entry.fields["key_id"], key_id);
+        assert_eq!(entry.fields["code"], format!("{:?}", status.code()));
+        assert_eq!(entry.fields["reason"], status.message());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_audited() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let ctx = Arc::new(node.ctx.clone());
+        let status = sign(
+            ctx.clone(),
+            pb::SignRequest {
+                key_id: "k".into(),
+                signing_package: vec![],
+                approval_bundle: None,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("no approval bundle"));
+        refused(&node.audit.entries()[0], "Sign", "k", &status);
+
+        let status = commit(
+            ctx.clone(),
+            pb::CommitRequest {
+                key_id: "bad key".into(),
+                approval_bundle: None,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("key_id: "), "{status:?}");
+        refused(&node.audit.entries()[1], "Commit", "bad key", &status);
+
+        let malformed = ringi_proto::approval::v1::ApprovalBundle::default();
+        let status = commit(
+            ctx,
+            pb::CommitRequest {
+                key_id: "k".into(),
+                approval_bundle: Some(malformed),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        refused(&node.audit.entries()[2], "Commit", "k", &status);
+        assert_eq!(node.vault.nonces_waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_edge_decodes_calls_and_encodes() {
+        let cluster = Cluster::now();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let mut commitments = std::collections::BTreeMap::new();
+        for (i, node) in cluster.nodes.iter().enumerate().take(2) {
+            let out = commit(
+                Arc::new(node.ctx.clone()),
+                pb::CommitRequest {
+                    key_id: "k".into(),
+                    approval_bundle: wire(&bundle),
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(out.identifier, i as u32 + 1);
+            commitments.insert(
+                ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
+                SigningCommitments::<S>::deserialize(&out.commitments).unwrap(),
+            );
+        }
+        let package = frost_core::SigningPackage::new(commitments, b"m");
+        let node = &cluster.nodes[0];
+        let out = sign(
+            Arc::new(node.ctx.clone()),
+            pb::SignRequest {
+                key_id: k().to_string(),
+                signing_package: package.serialize().unwrap(),
+                approval_bundle: wire(&bundle),
+            },
+        )
+        .await
+        .unwrap();
+        frost_core::round2::SignatureShare::<S>::deserialize(&out.signature_share).unwrap();
+        assert_eq!(node.audit.events(), ["commit_issued", "share_released"]);
+
+        // No audit entry, no share: the refusal is UNAVAILABLE (and its own
+        // audit entry cannot be written either).
+        let package = cluster.package(&[0, 1], &bundle, b"m");
+        node.audit.set_failing(true);
+        let status = sign(
+            Arc::new(node.ctx.clone()),
+            pb::SignRequest {
+                key_id: "k".into(),
+                signing_package: package.serialize().unwrap(),
+                approval_bundle: wire(&bundle),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+}
