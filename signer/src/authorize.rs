@@ -5,73 +5,198 @@
 //! signature share, so every Commit and Sign must carry an approval bundle
 //! that satisfies this node's pinned policy, evaluated here with this node's
 //! clock; and the message in the signing package must be the approved one.
+//!
+//! Plain functions over domain types (no gRPC, no protobuf): the gRPC edge
+//! decodes the wire bundle into a [`PresentedBundle`], and maps an
+//! [`AuthorizationError`] to a status in `crate::error`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use prost::Message;
-use sha2::{Digest, Sha256};
-
+use ringi_policy::encoding::{Canonical, sha256};
 use ringi_policy::evaluate::{Outcome, Violation, describe_missing, evaluate};
+use ringi_policy::key_id::KeyId;
+use ringi_policy::limits::CapExceeded;
 use ringi_policy::policy::Policy;
 use ringi_policy::request::SigningRequest;
-use ringi_proto::approval::v1::ApprovalBundle;
-use tonic::Status;
+use ringi_policy::statement::Approval;
+use ringi_proto::bundle::BundleError;
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// An approval bundle, decoded: the request and the approvals presented
+/// for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalBundle {
+    pub request: SigningRequest,
+    pub approvals: Vec<Approval>,
+}
+
+impl ApprovalBundle {
+    /// SHA-256 over an unambiguous encoding of everything [`evaluate`]
+    /// reads: the request's canonical encoding and, per approval, its
+    /// signed statement (which names the approver's key) and signature. Two
+    /// bundles with the same digest get the same verdict at the same time.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut encoding = Canonical::new("ringi signer remembered bundle v1")
+            .bytes(&self.request.canonical())
+            .u64(self.approvals.len() as u64);
+        for a in &self.approvals {
+            encoding = encoding
+                .bytes(&a.statement.signed_bytes(&a.approver))
+                .bytes(&a.signature);
+        }
+        sha256(&encoding.finish())
+    }
+}
+
+/// The approval bundle a Commit or Sign call presented, as the gRPC edge
+/// decoded it. A missing or malformed bundle is refused by [`authorize`],
+/// the first check of both rounds, so the whole sequence of checks lives in
+/// the rounds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PresentedBundle {
+    /// The call carried no bundle.
+    Missing,
+    /// The call carried a bundle that does not decode.
+    Malformed(BundleError),
+    Decoded(Box<ApprovalBundle>),
+}
+
+impl From<Option<Result<(SigningRequest, Vec<Approval>), BundleError>>> for PresentedBundle {
+    /// From the result of decoding the optional wire bundle
+    /// (`ringi_proto::bundle::bundle_from_pb`).
+    fn from(decoded: Option<Result<(SigningRequest, Vec<Approval>), BundleError>>) -> Self {
+        match decoded {
+            None => PresentedBundle::Missing,
+            Some(Err(e)) => PresentedBundle::Malformed(e),
+            Some(Ok((request, approvals))) => {
+                PresentedBundle::Decoded(Box::new(ApprovalBundle { request, approvals }))
+            }
+        }
+    }
+}
+
+/// Why this node will not sign (or commit to sign) a request. Each variant
+/// names the rule; the messages are the ones the node has always returned.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizationError {
+    #[error("no approval bundle: this node signs only requests approved under its policy")]
+    NoBundle,
+    #[error(transparent)]
+    MalformedBundle(BundleError),
+    /// The bundle approves a request for another key than the call names.
+    #[error("the approved request is for key {approved:?}, not {requested:?}")]
+    WrongKey { approved: KeyId, requested: KeyId },
+    /// Valid approvals, too few of them: department → (have, need).
+    #[error("approval quorum not met: {}", describe_missing(.missing))]
+    QuorumNotMet {
+        missing: BTreeMap<String, (u32, u32)>,
+    },
+    /// An approver vetoed the request.
+    #[error("the request was rejected by {approver} ({department}): {reason}")]
+    Rejected {
+        approver: String,
+        department: String,
+        reason: String,
+    },
+    /// The request was made under another policy than the one this node pins.
+    #[error("request was made under policy {request}, but this node enforces policy {pinned}")]
+    PolicyMismatch { pinned: String, request: String },
+    #[error("request expired at {expires_at} (now {now})")]
+    RequestExpired { expires_at: u64, now: u64 },
+    #[error("approval #{index} by {approver}: expired at {expires_at} (now {now})")]
+    ApprovalExpired {
+        index: usize,
+        approver: String,
+        expires_at: u64,
+        now: u64,
+    },
+    /// The signing package signs another message than the approved one.
+    #[error("the signing package's message is not the message that was approved")]
+    MessageMismatch,
+    /// The key's spending caps, counted in this node's own ledger.
+    #[error("spending cap: {0}")]
+    CapExceeded(CapExceeded),
+    /// Any other rule of the policy the request or an approval breaks
+    /// (forged or foreign approvals, unknown approvers, lifetimes, ...).
+    #[error(transparent)]
+    Violation(Violation),
+}
+
+impl From<Violation> for AuthorizationError {
+    /// Policy mismatch and expiry get variants of their own (a retry with a
+    /// fresh request can pass); every other violation stays as it is.
+    fn from(v: Violation) -> Self {
+        match v {
+            Violation::PolicyMismatch { pinned, request } => {
+                AuthorizationError::PolicyMismatch { pinned, request }
+            }
+            Violation::RequestExpired { expires_at, now } => {
+                AuthorizationError::RequestExpired { expires_at, now }
+            }
+            Violation::ApprovalExpired {
+                index,
+                approver,
+                expires_at,
+                now,
+            } => AuthorizationError::ApprovalExpired {
+                index,
+                approver,
+                expires_at,
+                now,
+            },
+            other => AuthorizationError::Violation(other),
+        }
+    }
 }
 
 /// Checks that `bundle` authorises signing with `key_id` under `policy` at
 /// `now`; returns the approved request.
+///
+/// Checks, in order: a bundle was presented ([`AuthorizationError::NoBundle`]);
+/// it decoded ([`AuthorizationError::MalformedBundle`]); its request is for
+/// `key_id` ([`AuthorizationError::WrongKey`]); then the policy's
+/// [`evaluate`]: policy hash, key rules, request lifetime and expiry,
+/// destination, and every approval strictly (a bad one is a violation, not
+/// skipped), then a veto, then the quorums.
 pub fn authorize(
     policy: &Policy,
-    key_id: &str,
-    bundle: Option<&ApprovalBundle>,
+    key_id: &KeyId,
+    bundle: &PresentedBundle,
     now: u64,
-) -> Result<SigningRequest, Status> {
-    let bundle = bundle.ok_or_else(|| {
-        Status::permission_denied(
-            "no approval bundle: this node signs only requests approved under its policy",
-        )
-    })?;
-    let (request, approvals) = ringi_proto::bundle::bundle_from_pb(bundle)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if request.key_id != key_id {
-        return Err(Status::permission_denied(format!(
-            "the approved request is for key {:?}, not {key_id:?}",
-            request.key_id
-        )));
+) -> Result<SigningRequest, AuthorizationError> {
+    let bundle = match bundle {
+        PresentedBundle::Missing => return Err(AuthorizationError::NoBundle),
+        PresentedBundle::Malformed(e) => {
+            return Err(AuthorizationError::MalformedBundle(BundleError(
+                e.0.clone(),
+            )));
+        }
+        PresentedBundle::Decoded(b) => b,
+    };
+    if bundle.request.key_id != *key_id {
+        return Err(AuthorizationError::WrongKey {
+            approved: bundle.request.key_id.clone(),
+            requested: key_id.clone(),
+        });
     }
-    match evaluate(policy, &request, &approvals, now) {
-        Ok(Outcome::Approved) => Ok(request),
-        Ok(Outcome::Pending { missing }) => Err(Status::failed_precondition(format!(
-            "approval quorum not met: {}",
-            describe_missing(&missing)
-        ))),
-        Ok(Outcome::Rejected {
+    match evaluate(policy, &bundle.request, &bundle.approvals, now)? {
+        Outcome::Approved => Ok(bundle.request.clone()),
+        Outcome::Pending { missing } => Err(AuthorizationError::QuorumNotMet { missing }),
+        Outcome::Rejected {
             approver,
             department,
             reason,
-        }) => Err(Status::failed_precondition(format!(
-            "the request was rejected by {approver} ({department}): {reason}"
-        ))),
-        Err(
-            v @ (Violation::PolicyMismatch { .. }
-            | Violation::RequestExpired { .. }
-            | Violation::ApprovalExpired { .. }),
-        ) => Err(Status::failed_precondition(v.to_string())),
-        Err(v) => Err(Status::permission_denied(v.to_string())),
+        } => Err(AuthorizationError::Rejected {
+            approver,
+            department,
+            reason,
+        }),
     }
 }
 
 /// Bundles this node has already found approved, so round 2 need not verify
-/// again the signatures round 1 verified. An entry is keyed by the SHA-256 of
-/// the bundle's exact bytes and is only used before the earliest expiry in
+/// again the signatures round 1 verified. An entry is keyed by
+/// [`ApprovalBundle::digest`] and is only used before the earliest expiry in
 /// the bundle: `evaluate`'s verdict can only change through time, by expiry.
 pub struct ApprovedBundles {
     entries: Mutex<HashMap<[u8; 32], (SigningRequest, u64)>>,
@@ -89,61 +214,72 @@ impl Default for ApprovedBundles {
 }
 
 impl ApprovedBundles {
-    /// [`authorize`], remembering approved bundles until their earliest expiry.
+    /// [`authorize`], remembering approved bundles until their earliest
+    /// expiry. A remembered bundle is served only for its own key id.
     pub fn authorize(
         &self,
         policy: &Policy,
-        key_id: &str,
-        bundle: Option<&ApprovalBundle>,
+        key_id: &KeyId,
+        bundle: &PresentedBundle,
         now: u64,
-    ) -> Result<SigningRequest, Status> {
-        let digest: Option<[u8; 32]> = bundle.map(|b| Sha256::digest(b.encode_to_vec()).into());
-        if let Some(d) = &digest {
+    ) -> Result<SigningRequest, AuthorizationError> {
+        let PresentedBundle::Decoded(decoded) = bundle else {
+            return authorize(policy, key_id, bundle, now);
+        };
+        let digest = decoded.digest();
+        {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((request, valid_until)) = entries.get(d)
+            if let Some((request, valid_until)) = entries.get(&digest)
                 && now < *valid_until
-                && request.key_id == key_id
+                && request.key_id == *key_id
             {
                 return Ok(request.clone());
             }
         }
         let request = authorize(policy, key_id, bundle, now)?;
-        if let (Some(d), Some(b)) = (digest, bundle) {
-            let valid_until = b
-                .approvals
-                .iter()
-                .map(|a| a.expires_at)
-                .chain([request.expires_at])
-                .min()
-                .unwrap_or(0);
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let valid_until = decoded
+            .approvals
+            .iter()
+            .map(|a| a.statement.expires_at)
+            .chain([request.expires_at])
+            .min()
+            .unwrap_or(0);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_REMEMBERED {
+            entries.retain(|_, (_, until)| now < *until);
             if entries.len() >= MAX_REMEMBERED {
-                entries.retain(|_, (_, until)| now < *until);
-                if entries.len() >= MAX_REMEMBERED {
-                    entries.clear();
-                }
+                entries.clear();
             }
-            entries.insert(d, (request.clone(), valid_until));
         }
+        entries.insert(digest, (request.clone(), valid_until));
         Ok(request)
     }
 }
 
 /// Checks that the signing package signs exactly the approved message.
-pub fn check_message(request: &SigningRequest, package_message: &[u8]) -> Result<(), Status> {
+pub fn check_message(
+    request: &SigningRequest,
+    package_message: &[u8],
+) -> Result<(), AuthorizationError> {
     if request.message == package_message {
         Ok(())
     } else {
-        Err(Status::permission_denied(
-            "the signing package's message is not the message that was approved",
-        ))
+        Err(AuthorizationError::MessageMismatch)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tonic::Code;
+    use ringi_proto::approval::v1 as pb;
+
+    fn key(k: &str) -> KeyId {
+        KeyId::parse(k).unwrap()
+    }
+
+    fn decoded(bundle: &pb::ApprovalBundle) -> PresentedBundle {
+        PresentedBundle::from(Some(ringi_proto::bundle::bundle_from_pb(bundle)))
+    }
 
     #[test]
     fn no_bundle_is_permission_denied() {
@@ -151,18 +287,27 @@ mod tests {
             b"version = 1\n[[departments]]\nname = \"t\"\napprovers = [{ name = \"a\", key = \"p256:036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\" }]\n[keys.k]\nrequest_ttl_secs = 10\napproval_ttl_secs = 10\nrequire = { t = 1 }\n",
         )
         .unwrap();
-        let err = authorize(&policy, "k", None, 0).unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied);
-        let err = authorize(&policy, "k", Some(&ApprovalBundle::default()), 0).unwrap_err();
-        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = authorize(&policy, &key("k"), &PresentedBundle::from(None), 0).unwrap_err();
+        assert_eq!(err, AuthorizationError::NoBundle);
+        let err = authorize(
+            &policy,
+            &key("k"),
+            &decoded(&pb::ApprovalBundle::default()),
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, AuthorizationError::MalformedBundle(e) if e.0 == "no request"),
+            "{err:?}"
+        );
     }
 
     /// A policy with one approver, and a bundle that approver approved,
     /// valid from 1000 until 1060.
-    fn approved_bundle() -> (Policy, ApprovalBundle) {
+    fn approved_bundle() -> (Policy, pb::ApprovalBundle) {
         use p256::ecdsa::signature::Signer;
         use ringi_policy::approver_key::ApproverKey;
-        use ringi_policy::statement::{Approval, Decision, Statement};
+        use ringi_policy::statement::{Decision, Statement};
         let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
         let key =
             ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
@@ -187,7 +332,7 @@ mod tests {
             approver: key,
             signature: sig.to_bytes().to_vec(),
         };
-        let bundle = ApprovalBundle {
+        let bundle = pb::ApprovalBundle {
             request: Some(ringi_proto::bundle::request_to_pb(&request)),
             approvals: vec![ringi_proto::bundle::approval_to_pb(&approval)],
         };
@@ -196,42 +341,105 @@ mod tests {
 
     #[test]
     fn remembered_bundles_are_reused_only_until_their_earliest_expiry() {
-        let (policy, bundle) = approved_bundle();
+        let (policy, wire) = approved_bundle();
+        let bundle = decoded(&wire);
         let remembered = ApprovedBundles::default();
         assert!(
             remembered
-                .authorize(&policy, "k", Some(&bundle), 1001)
+                .authorize(&policy, &key("k"), &bundle, 1001)
                 .is_ok()
         );
         assert!(
             remembered
-                .authorize(&policy, "k", Some(&bundle), 1059)
+                .authorize(&policy, &key("k"), &bundle, 1059)
                 .is_ok()
         );
         // The approval expires at 1060: evaluated again, and refused.
         let err = remembered
-            .authorize(&policy, "k", Some(&bundle), 1060)
+            .authorize(&policy, &key("k"), &bundle, 1060)
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition);
-        assert!(err.message().contains("expired"), "{}", err.message());
+        assert!(
+            matches!(
+                err,
+                AuthorizationError::ApprovalExpired {
+                    index: 0,
+                    expires_at: 1060,
+                    now: 1060,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("expired"), "{err}");
         // Another key id with the same bundle is not served from memory.
+        let err = remembered
+            .authorize(&policy, &key("other"), &bundle, 1001)
+            .unwrap_err();
         assert_eq!(
-            remembered
-                .authorize(&policy, "other", Some(&bundle), 1001)
-                .unwrap_err()
-                .code(),
-            Code::PermissionDenied
+            err,
+            AuthorizationError::WrongKey {
+                approved: key("k"),
+                requested: key("other")
+            }
         );
         // A changed bundle is a different entry, evaluated on its own.
-        let mut tampered = bundle.clone();
+        let mut tampered = wire.clone();
         tampered.approvals[0].signature[0] ^= 1;
+        let err = remembered
+            .authorize(&policy, &key("k"), &decoded(&tampered), 1001)
+            .unwrap_err();
         assert_eq!(
-            remembered
-                .authorize(&policy, "k", Some(&tampered), 1001)
-                .unwrap_err()
-                .code(),
-            Code::PermissionDenied
+            err,
+            AuthorizationError::Violation(Violation::BadSignature { index: 0 })
         );
+    }
+
+    #[test]
+    fn the_digest_covers_every_field_evaluate_reads() {
+        let (_, wire) = approved_bundle();
+        let PresentedBundle::Decoded(bundle) = decoded(&wire) else {
+            panic!("decodes")
+        };
+        let base = bundle.digest();
+        let mut changed = bundle.clone();
+        changed.request.metadata.amount += 1;
+        assert_ne!(changed.digest(), base);
+        let mut changed = bundle.clone();
+        changed.approvals[0].statement.expires_at += 1;
+        assert_ne!(changed.digest(), base);
+        let mut changed = bundle.clone();
+        changed.approvals[0].signature[0] ^= 1;
+        assert_ne!(changed.digest(), base);
+        let mut changed = bundle.clone();
+        changed.approvals.push(changed.approvals[0].clone());
+        assert_ne!(changed.digest(), base);
+        assert_eq!(bundle.clone().digest(), base);
+    }
+
+    #[test]
+    fn own_variants_read_as_the_policy_rule_they_replace() {
+        for v in [
+            Violation::PolicyMismatch {
+                pinned: "aa".into(),
+                request: "bb".into(),
+            },
+            Violation::RequestExpired {
+                expires_at: 5,
+                now: 6,
+            },
+            Violation::ApprovalExpired {
+                index: 1,
+                approver: "alice".into(),
+                expires_at: 5,
+                now: 6,
+            },
+            Violation::BadSignature { index: 2 },
+        ] {
+            assert_eq!(
+                AuthorizationError::from(v.clone()).to_string(),
+                v.to_string()
+            );
+        }
     }
 
     #[test]
@@ -246,9 +454,7 @@ mod tests {
             policy_hash: [0; 32],
         };
         assert!(check_message(&request, b"approved").is_ok());
-        assert_eq!(
-            check_message(&request, b"other").unwrap_err().code(),
-            Code::PermissionDenied
-        );
+        let err = check_message(&request, b"other").unwrap_err();
+        assert_eq!(err, AuthorizationError::MessageMismatch);
     }
 }

@@ -17,21 +17,29 @@
 //! stock token cannot compute it) and is zeroized when the run ends or is
 //! abandoned. Runs are keyed by key id; a new round 1 for a key id replaces
 //! an unfinished run, and runs older than [`RUN_TTL`] are dropped.
+//!
+//! The FROST side is generic over the ciphersuite `S` ([`ringi_frost::Suite`],
+//! frost-core's `keys::dkg`); the transport keys and envelopes are the
+//! node's secp256k1 ECDH keys whatever the suite. The checks of a step's
+//! input that need no token or run state are pure public functions
+//! ([`check_round1`], [`decode_round1`]), for tests and fuzz targets.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use frost_secp256k1::Identifier;
-use frost_secp256k1::keys::KeyPackage;
-use frost_secp256k1::keys::dkg::{self, round1, round2};
+use frost_core::Identifier;
+use frost_core::keys::dkg::{self, round1, round2};
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
+use ringi_frost::Suite;
+use ringi_policy::key_id::KeyId;
 
 use crate::dkg_envelope::{self, Binding, EnvelopeError};
 use crate::dkg_peer::{Attestation, PeerCheck};
 use crate::rng;
 use crate::token::{Token, TokenError};
-use crate::vault::{ShareInfo, ShareVault, VaultError, identifier};
+use crate::vault::{ShareInfo, ShareVault, VaultError};
 
 /// How long an unfinished run is kept.
 pub const RUN_TTL: Duration = Duration::from_secs(600);
@@ -89,42 +97,45 @@ pub struct Participant {
 /// The request of step 1.
 #[derive(Debug, Clone)]
 pub struct Round1Request {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub session_id: Vec<u8>,
     pub me: u32,
     pub min_signers: u32,
     pub participants: Vec<Participant>,
 }
 
+/// Round-1 packages by sender, decoded.
+pub type Round1Packages<S> = BTreeMap<Identifier<S>, round1::Package<S>>;
+
 /// Round 2's secret, the decoded round-1 packages, and the sealed packages
 /// by recipient.
-type Round2Output = (
-    round2::SecretPackage,
-    BTreeMap<Identifier, round1::Package>,
+type Round2Output<S> = (
+    round2::SecretPackage<S>,
+    Round1Packages<S>,
     BTreeMap<u32, Vec<u8>>,
 );
 
-enum Step {
-    Round1(round1::SecretPackage),
+enum Step<S: Suite> {
+    Round1(round1::SecretPackage<S>),
     Round2 {
-        secret: round2::SecretPackage,
-        round1_packages: BTreeMap<Identifier, round1::Package>,
+        secret: round2::SecretPackage<S>,
+        round1_packages: Round1Packages<S>,
     },
-    Finished(Box<KeyPackage>),
+    Finished(Box<KeyPackage<S>>),
 }
 
-struct Run {
+struct Run<S: Suite> {
     session_id: Vec<u8>,
     me: u16,
     /// Peers' transport keys (SEC1 uncompressed), by identifier; self excluded.
     peers: BTreeMap<u16, Vec<u8>>,
-    step: Option<Step>,
+    step: Option<Step<S>>,
     started: Instant,
 }
 
-/// The DKG runs in progress on this node.
-pub struct DkgRuns {
-    vault: Arc<dyn ShareVault>,
+/// The DKG runs in progress on this node, for keys of ciphersuite `S`.
+pub struct DkgRuns<S: Suite> {
+    vault: Arc<dyn ShareVault<S>>,
     token: Arc<Token>,
     /// This node's transport key, SEC1 uncompressed.
     own_key: Vec<u8>,
@@ -132,11 +143,11 @@ pub struct DkgRuns {
     /// attestation to hand out (see `dkg_peer.rs`).
     /// Replaced when the node reloads its certificates.
     peers: std::sync::RwLock<Option<Arc<(PeerCheck, Attestation)>>>,
-    runs: Mutex<HashMap<String, Run>>,
+    runs: Mutex<HashMap<KeyId, Run<S>>>,
 }
 
-impl DkgRuns {
-    pub fn new(vault: Arc<dyn ShareVault>, token: Arc<Token>) -> Result<Self, TokenError> {
+impl<S: Suite> DkgRuns<S> {
+    pub fn new(vault: Arc<dyn ShareVault<S>>, token: Arc<Token>) -> Result<Self, TokenError> {
         let own_key = token.dkg_public_key()?;
         Ok(DkgRuns {
             vault,
@@ -171,20 +182,24 @@ impl DkgRuns {
     }
 
     /// Step 1: returns this node's serialized round-1 package.
+    ///
+    /// Checks, in order: the request's own consistency ([`check_round1`]);
+    /// under mutual TLS, every peer's attestation; that no share for the key
+    /// id exists. Only then does it use the token (for randomness).
     pub fn round1(&self, req: Round1Request) -> Result<Vec<u8>, DkgError> {
         let checked = check_round1(&req, &self.own_key)?;
         if let Some(peers) = self.peer_check() {
             check_peers(&req, &peers.0)?;
         }
         if self.vault.contains(&req.key_id) {
-            return Err(DkgError::KeyExists(req.key_id));
+            return Err(DkgError::KeyExists(req.key_id.into()));
         }
-        let rng = rng::hedged(&self.token)?;
-        let (secret, package) = dkg::part1(
-            identifier(checked.me),
+        let mut rng = rng::hedged(&self.token)?;
+        let (secret, package) = dkg::part1::<S, _>(
+            participant(checked.me)?,
             checked.max_signers,
             checked.min_signers,
-            rng,
+            &mut rng,
         )
         .map_err(|e| DkgError::InvalidArgument(format!("FROST refused the parameters: {e}")))?;
         let bytes = package
@@ -207,9 +222,15 @@ impl DkgRuns {
 
     /// Step 2: given each peer's round-1 package, returns this node's round-2
     /// package for each peer, sealed to it.
+    ///
+    /// Checks, in order: a run for `key_id` with this session id, younger
+    /// than [`RUN_TTL`]; packages from exactly the other participants; the
+    /// run is at this step; the packages decode ([`decode_round1`]) and
+    /// their proofs verify (FROST `part2`, naming the culprit). A run whose
+    /// round 2 fails is dropped.
     pub fn round2(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         session_id: &[u8],
         round1_packages: &BTreeMap<u32, Vec<u8>>,
     ) -> Result<BTreeMap<u32, Vec<u8>>, DkgError> {
@@ -250,20 +271,20 @@ impl DkgRuns {
     /// part2 and the sealing of each package to its recipient.
     fn compute_round2(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         session_id: &[u8],
         me: u16,
         peers: &BTreeMap<u16, Vec<u8>>,
-        secret: round1::SecretPackage,
+        secret: round1::SecretPackage<S>,
         round1_packages: &BTreeMap<u32, Vec<u8>>,
-    ) -> Result<Round2Output, DkgError> {
-        let decoded = decode_round1(round1_packages)?;
-        let (secret2, packages) = dkg::part2(secret, &decoded).map_err(peer_error)?;
+    ) -> Result<Round2Output<S>, DkgError> {
+        let decoded = decode_round1::<S>(round1_packages)?;
+        let (secret2, packages) = dkg::part2(secret, &decoded).map_err(peer_error::<S>)?;
         let mut sealed = BTreeMap::new();
         for (peer, peer_key) in peers {
             let package =
                 packages
-                    .get(&identifier(*peer))
+                    .get(&participant::<S>(*peer)?)
                     .ok_or_else(|| DkgError::PeerInvalid {
                         culprit: peer.to_string(),
                         reason: "FROST produced no round-2 package for it".into(),
@@ -291,12 +312,18 @@ impl DkgRuns {
     /// Step 3: opens and verifies the round-2 packages addressed to this
     /// node, derives the key share and keeps it for [`Self::commit`].
     /// Returns the public key package.
+    ///
+    /// Checks, in order: the run (as in step 2); sealed packages from
+    /// exactly the other participants; the run is at this step; each
+    /// envelope opens for this run, sender and recipient; each package
+    /// decodes; FROST `part3` verifies every share against its sender's
+    /// commitments (naming the culprit). A run that fails here is dropped.
     pub fn finish(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         session_id: &[u8],
         sealed_packages: &BTreeMap<u32, Vec<u8>>,
-    ) -> Result<frost_secp256k1::keys::PublicKeyPackage, DkgError> {
+    ) -> Result<PublicKeyPackage<S>, DkgError> {
         let (me, peers, secret, round1_packages) = {
             let mut runs = self.lock();
             let run = find_run(&mut runs, key_id, session_id)?;
@@ -347,17 +374,19 @@ impl DkgRuns {
     #[allow(clippy::too_many_arguments)]
     fn open_and_verify(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         session_id: &[u8],
         me: u16,
         peers: &BTreeMap<u16, Vec<u8>>,
-        secret: &round2::SecretPackage,
-        round1_packages: &BTreeMap<Identifier, round1::Package>,
+        secret: &round2::SecretPackage<S>,
+        round1_packages: &Round1Packages<S>,
         sealed_packages: &BTreeMap<u32, Vec<u8>>,
-    ) -> Result<(KeyPackage, frost_secp256k1::keys::PublicKeyPackage), DkgError> {
+    ) -> Result<(KeyPackage<S>, PublicKeyPackage<S>), DkgError> {
         let mut round2_packages = BTreeMap::new();
         for (sender, peer_key) in peers {
-            let sealed = &sealed_packages[&u32::from(*sender)];
+            let sealed = sealed_packages.get(&u32::from(*sender)).ok_or_else(|| {
+                DkgError::InvalidArgument(format!("no sealed round-2 package from {sender}"))
+            })?;
             let shared = self.token.dkg_shared_secret(peer_key)?;
             let binding = Binding {
                 key_id,
@@ -371,16 +400,19 @@ impl DkgRuns {
                     culprit: sender.to_string(),
                     reason: e.to_string(),
                 })?;
-            round2_packages.insert(identifier(*sender), package);
+            round2_packages.insert(participant::<S>(*sender)?, package);
         }
-        dkg::part3(secret, round1_packages, &round2_packages).map_err(peer_error)
+        dkg::part3(secret, round1_packages, &round2_packages).map_err(peer_error::<S>)
     }
 
     /// Step 4: stores the share from step 3 if `group_key` is the group key
     /// this node computed. Ends the run either way.
+    ///
+    /// Checks, in order: the run (as in step 2) is finished; `group_key` is
+    /// the computed group key; the vault holds no share for `key_id` yet.
     pub fn commit(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         session_id: &[u8],
         group_key: &[u8],
     ) -> Result<ShareInfo, DkgError> {
@@ -416,30 +448,39 @@ impl DkgRuns {
     }
 
     /// Abandons the run for `key_id` if its session id matches.
-    pub fn abort(&self, key_id: &str, session_id: &[u8]) {
+    pub fn abort(&self, key_id: &KeyId, session_id: &[u8]) {
         let mut runs = self.lock();
         if runs.get(key_id).is_some_and(|r| r.session_id == session_id) {
             runs.remove(key_id);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Run>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<KeyId, Run<S>>> {
         self.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-struct CheckedRound1 {
-    me: u16,
-    min_signers: u16,
-    max_signers: u16,
-    peers: BTreeMap<u16, Vec<u8>>,
+/// A round-1 request that passed [`check_round1`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedRound1 {
+    /// This node's participant number.
+    pub me: u16,
+    pub min_signers: u16,
+    /// The number of participants.
+    pub max_signers: u16,
+    /// The other participants' transport keys (SEC1 uncompressed), by number.
+    pub peers: BTreeMap<u16, Vec<u8>>,
 }
 
-/// Validates a round-1 request without touching the token.
-fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, DkgError> {
+/// Validates a round-1 request without touching the token (pure; the key
+/// id was checked when the [`KeyId`] was made). Checks, in order: the
+/// session id's length; 2..=[`MAX_PARTICIPANTS`] participants; a threshold
+/// of 2..=n; this node's number in 1..=65535; per participant, its number
+/// and that its transport key is a secp256k1 point; that this node appears
+/// once with `own_key` (SEC1 uncompressed) and no other participant has it;
+/// no number twice.
+pub fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, DkgError> {
     let bad = |m: String| Err(DkgError::InvalidArgument(m));
-    ringi_policy::key_id::check_name(&req.key_id)
-        .map_err(|e| DkgError::InvalidArgument(e.to_string()))?;
     if req.session_id.len() != SESSION_ID_LEN {
         return bad(format!(
             "session id must be {SESSION_ID_LEN} bytes, got {}",
@@ -534,11 +575,18 @@ fn participant_number(n: u32) -> Result<u16, DkgError> {
         .ok_or_else(|| DkgError::InvalidArgument(format!("identifier {n} is outside 1..=65535")))
 }
 
-fn find_run<'a>(
-    runs: &'a mut HashMap<String, Run>,
-    key_id: &str,
+/// The FROST identifier of a participant number checked earlier; a precise
+/// refusal rather than a panic if it is not one.
+fn participant<S: Suite>(n: u16) -> Result<Identifier<S>, DkgError> {
+    ringi_frost::identifier(n)
+        .ok_or_else(|| DkgError::InvalidArgument(format!("identifier {n} is outside 1..=65535")))
+}
+
+fn find_run<'a, S: Suite>(
+    runs: &'a mut HashMap<KeyId, Run<S>>,
+    key_id: &KeyId,
     session_id: &[u8],
-) -> Result<&'a mut Run, DkgError> {
+) -> Result<&'a mut Run<S>, DkgError> {
     match runs.get_mut(key_id) {
         Some(run) if run.session_id == session_id && run.started.elapsed() < RUN_TTL => Ok(run),
         _ => Err(DkgError::NoRun(key_id.to_string())),
@@ -560,27 +608,33 @@ fn check_peer_set<'a>(
     Ok(())
 }
 
-fn decode_round1(
+/// Decodes the round-1 packages the coordinator relays, by participant
+/// number (pure). Checks, per package in number order: the number is
+/// 1..=65535; the bytes decode as a round-1 package of suite `S`. (Whether
+/// the senders are exactly this run's peers is checked before, and the
+/// packages' proofs by FROST's `part2` after.)
+pub fn decode_round1<S: Suite>(
     packages: &BTreeMap<u32, Vec<u8>>,
-) -> Result<BTreeMap<Identifier, round1::Package>, DkgError> {
+) -> Result<Round1Packages<S>, DkgError> {
     packages
         .iter()
         .map(|(id, bytes)| {
+            let number = participant_number(*id)?;
             let package = round1::Package::deserialize(bytes).map_err(|e| {
                 DkgError::InvalidArgument(format!(
                     "round-1 package of participant {id} is malformed: {e}"
                 ))
             })?;
-            Ok((identifier(*id as u16), package))
+            Ok((participant::<S>(number)?, package))
         })
         .collect()
 }
 
-fn peer_error(e: frost_secp256k1::Error) -> DkgError {
+fn peer_error<S: Suite>(e: frost_core::Error<S>) -> DkgError {
     let culprit = e
         .culprits()
         .iter()
-        .map(|c| identifier_number(c).map_or_else(|| format!("{c:?}"), |n| n.to_string()))
+        .map(|c| S::participant_number(c).map_or_else(|| format!("{c:?}"), |n| n.to_string()))
         .collect::<Vec<_>>()
         .join(", ");
     if culprit.is_empty() {
@@ -591,15 +645,6 @@ fn peer_error(e: frost_secp256k1::Error) -> DkgError {
             reason: e.to_string(),
         }
     }
-}
-
-/// The participant number of an identifier created from a u16.
-pub fn identifier_number(id: &Identifier) -> Option<u16> {
-    let bytes = id.serialize();
-    let (high, low) = bytes.split_at(bytes.len() - 2);
-    high.iter()
-        .all(|b| *b == 0)
-        .then(|| u16::from_be_bytes([low[0], low[1]]))
 }
 
 #[cfg(test)]
@@ -617,7 +662,7 @@ mod tests {
 
     fn request(participants: &[(u32, u8)], me: u32, min: u32) -> Round1Request {
         Round1Request {
-            key_id: "k".into(),
+            key_id: "k".parse().unwrap(),
             session_id: vec![1; SESSION_ID_LEN],
             me,
             min_signers: min,
@@ -671,9 +716,28 @@ mod tests {
     }
 
     #[test]
-    fn identifier_numbers_round_trip() {
-        for n in [1u16, 2, 255, 256, 65535] {
-            assert_eq!(identifier_number(&identifier(n)), Some(n));
-        }
+    fn round1_packages_decode_or_name_the_sender() {
+        use ringi_frost::Secp256k1;
+        let (_, package) =
+            dkg::part1::<Secp256k1, _>(participant(2).unwrap(), 3, 2, &mut rand::rngs::OsRng)
+                .unwrap();
+        let good = package.serialize().unwrap();
+        let decoded = decode_round1::<Secp256k1>(&BTreeMap::from([(2, good.clone())])).unwrap();
+        assert_eq!(
+            decoded
+                .keys()
+                .map(Secp256k1::participant_number)
+                .collect::<Vec<_>>(),
+            vec![Some(2)]
+        );
+        let err = decode_round1::<Secp256k1>(&BTreeMap::from([(3, vec![1, 2, 3])])).unwrap_err();
+        assert!(
+            err.to_string().contains("participant 3 is malformed"),
+            "{err}"
+        );
+        let err = decode_round1::<Secp256k1>(&BTreeMap::from([(0, good.clone())])).unwrap_err();
+        assert!(err.to_string().contains("outside 1..=65535"), "{err}");
+        let err = decode_round1::<Secp256k1>(&BTreeMap::from([(70_000, good)])).unwrap_err();
+        assert!(err.to_string().contains("outside 1..=65535"), "{err}");
     }
 }

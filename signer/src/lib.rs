@@ -1,7 +1,12 @@
 //! ringi signer node: one FROST(secp256k1) key share per key id, protected by
 //! a PKCS#11 token, served over gRPC to the coordinator.
 //!
-//! Layout, following the data path:
+//! Layering: plain functions over domain types ← the gRPC edge. Everything
+//! below the edge speaks `KeyId`, policy types and frost-core types generic
+//! over the ciphersuite ([`ringi_frost::Suite`]), and returns its own error
+//! enum; only [`service`], [`error`] and [`server`] know tonic and protobuf.
+//!
+//! Plain functions, following the data path:
 //! - [`config`]: where the token is and how to log in (PIN never in argv).
 //! - [`token`]: every PKCS#11 call (login, KEK, DKG transport key, objects).
 //! - [`sealed_share`]: the byte format of a share sealed by the token.
@@ -9,13 +14,27 @@
 //! - [`nonces`]: single-use, memory-only round-1 nonces.
 //! - [`rng`]: randomness hedged between the token and the OS.
 //! - [`dkg`] and [`dkg_envelope`]: this node's side of key generation, with
-//!   round-2 packages sealed end to end between nodes.
+//!   round-2 packages sealed end to end between nodes; [`dkg_peer`]: the
+//!   peers' attested transport keys under mutual TLS.
 //! - [`authorize`]: the node's own check of a request's approvals against
 //!   its pinned policy, before any token use for that request.
-//! - [`node_audit`]: the node's hash-chained audit trail, checkpoints signed
-//!   by its token.
 //! - [`spending`]: the node's own durable spending counters and caps.
-//! - [`service`], [`error`], [`server`]: the gRPC edge.
+//! - [`node_audit`]: the node's hash-chained audit trail, checkpoints signed
+//!   by its token, behind the [`node_audit::AuditSink`] trait.
+//! - [`signing`]: what the two signing rounds share (their context and
+//!   error); [`round1`] and [`round2`]: the signing rounds (RFC 9591
+//!   sections 5.1 and 5.2), each the whole sequence of checks before
+//!   anything leaves the node.
+//! - [`tls_key`]: the node's TLS key, kept in the token.
+//! - `test_doubles` (unit tests, or feature `test-doubles`): an in-memory
+//!   vault and audit trail and throwaway approvers, never for production.
+//!
+//! The gRPC edge:
+//! - [`service`]: thin handlers: decode the wire into domain types, call a
+//!   plain function on a blocking thread, encode, audit refusals;
+//! - [`error`]: the one mapping of every error enum above to a status;
+//! - [`server`]: opening the token, choosing the ciphersuite
+//!   ([`server::NodeSuite`]), serving.
 
 pub mod authorize;
 pub mod config;
@@ -26,10 +45,15 @@ pub mod error;
 pub mod node_audit;
 pub mod nonces;
 pub mod rng;
+pub mod round1;
+pub mod round2;
 pub mod sealed_share;
 pub mod server;
 pub mod service;
+pub mod signing;
 pub mod spending;
+#[cfg(any(test, feature = "test-doubles"))]
+pub mod test_doubles;
 pub mod tls_key;
 pub mod token;
 pub mod vault;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringi_signer::config::{self, FileConfig, Overrides};
+use ringi_signer::server::NodeSuite;
 use ringi_signer::token::Token;
 use ringi_signer::vault::{ShareVault, TokenVault};
 use zeroize::Zeroizing;
@@ -131,8 +132,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Info => {
             let token = std::sync::Arc::new(Token::open(&token_config)?);
-            let vault = std::sync::Arc::new(TokenVault::open(token.clone())?);
-            let dkg = ringi_signer::dkg::DkgRuns::new(vault.clone(), token)?;
+            let vault = std::sync::Arc::new(TokenVault::<NodeSuite>::open(token.clone())?);
+            let dkg = ringi_signer::dkg::DkgRuns::<NodeSuite>::new(vault.clone(), token)?;
             println!("dkg_public_key {}", hex::encode(dkg.public_key()));
             let audit_key = ringi_policy::approver_key::ApproverKey::from_sec1(
                 &vault.token().audit_public_key()?,

@@ -6,6 +6,10 @@
 //!
 //! A share is returned only after its `share_released` entry is written: if
 //! the log cannot be written, the node refuses to sign.
+//!
+//! The signing rounds write through [`AuditSink`], which [`NodeAudit`]
+//! implements; tests use an in-memory sink instead
+//! (`crate::test_doubles::MemoryAudit`), so the rounds run without a token.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,9 +17,33 @@ use std::time::Duration;
 
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::audit::{AuditError, AuditLog};
+use ringi_policy::clock::now;
 
-use crate::authorize::now;
 use crate::token::Token;
+
+/// Where the node's decisions are recorded. An entry is an event name and
+/// its fields; an error means the entry was not written (and the caller
+/// refuses what it was about to do).
+pub trait AuditSink: Send + Sync {
+    /// Appends one entry.
+    fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError>;
+}
+
+/// An audit entry that could not be written: the node refuses what the
+/// entry was to record.
+#[derive(Debug, thiserror::Error)]
+#[error("audit log unavailable, refusing: {0}")]
+pub struct AuditUnavailable(#[from] pub AuditError);
+
+/// Appends an entry that must exist before the node acts (a share leaves,
+/// commitments are issued, a DKG share is kept).
+pub fn audited(
+    audit: &dyn AuditSink,
+    event: &str,
+    fields: &[(&str, String)],
+) -> Result<(), AuditUnavailable> {
+    Ok(audit.record(event, fields)?)
+}
 
 /// Entries between two checkpoints.
 pub const CHECKPOINT_EVERY: u64 = 50;
@@ -71,5 +99,11 @@ impl NodeAudit {
             self.checkpoint()?;
         }
         Ok(())
+    }
+}
+
+impl AuditSink for NodeAudit {
+    fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        NodeAudit::record(self, event, fields)
     }
 }

@@ -11,12 +11,14 @@
 //!   cannot exhaust memory with round-1 calls.
 //!
 //! `SigningNonces` zeroizes itself on drop, so removing an entry wipes it.
+//! A store holds the nonces of one ciphersuite `S` ([`ringi_frost::Suite`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use frost_secp256k1::round1::{SigningCommitments, SigningNonces};
+use frost_core::round1::{SigningCommitments, SigningNonces};
+use ringi_frost::Suite;
 
 /// How long an unused nonce pair stays valid.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
@@ -37,24 +39,25 @@ struct Slot {
     commitments: Vec<u8>,
 }
 
-struct Pending {
-    nonces: SigningNonces,
+struct Pending<S: Suite> {
+    nonces: SigningNonces<S>,
     expires: Instant,
 }
 
-pub struct NonceStore {
-    pending: Mutex<HashMap<Slot, Pending>>,
+/// The nonce pairs of one ciphersuite's keys.
+pub struct NonceStore<S: Suite> {
+    pending: Mutex<HashMap<Slot, Pending<S>>>,
     ttl: Duration,
     capacity: usize,
 }
 
-impl Default for NonceStore {
+impl<S: Suite> Default for NonceStore<S> {
     fn default() -> Self {
         Self::new(DEFAULT_TTL, DEFAULT_CAPACITY)
     }
 }
 
-impl NonceStore {
+impl<S: Suite> NonceStore<S> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         NonceStore {
             pending: Mutex::new(HashMap::new()),
@@ -67,8 +70,8 @@ impl NonceStore {
     pub fn insert(
         &self,
         key_id: &str,
-        commitments: &SigningCommitments,
-        nonces: SigningNonces,
+        commitments: &SigningCommitments<S>,
+        nonces: SigningNonces<S>,
     ) -> Result<(), NonceError> {
         let slot = Slot {
             key_id: key_id.to_string(),
@@ -95,7 +98,11 @@ impl NonceStore {
     /// Removes and returns the nonces issued with `commitments` for
     /// `key_id`, if they exist and have not expired. Whatever the outcome,
     /// those nonces can never be returned again.
-    pub fn take(&self, key_id: &str, commitments: &SigningCommitments) -> Option<SigningNonces> {
+    pub fn take(
+        &self,
+        key_id: &str,
+        commitments: &SigningCommitments<S>,
+    ) -> Option<SigningNonces<S>> {
         let slot = Slot {
             key_id: key_id.to_string(),
             commitments: commitments.serialize().ok()?,
@@ -134,12 +141,15 @@ impl NonceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use frost_secp256k1::keys::SigningShare;
+    use frost_core::keys::SigningShare;
     use rand::rngs::OsRng;
+    use ringi_frost::Secp256k1;
 
-    fn fresh() -> (SigningNonces, SigningCommitments) {
+    type NonceStore = super::NonceStore<Secp256k1>;
+
+    fn fresh() -> (SigningNonces<Secp256k1>, SigningCommitments<Secp256k1>) {
         let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
-        frost_secp256k1::round1::commit(&share, &mut OsRng)
+        frost_core::round1::commit(&share, &mut OsRng)
     }
 
     #[test]

@@ -11,12 +11,19 @@ use crate::dkg::DkgRuns;
 use crate::dkg_peer::{Attestation, PeerCheck, Peers};
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
 use crate::service::SignerService;
+use crate::signing::SigningContext;
 use crate::spending::SpendingLedger;
 use crate::tls_key::TokenTlsKey;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
+
+/// The ciphersuite of the keys this node serves, chosen here and only here:
+/// RFC 9591 FROST(secp256k1, SHA-256). The vault, nonces, rounds and DKG are
+/// generic over [`ringi_frost::Suite`]; a second suite (BIP-340 Taproot)
+/// would be a second instantiation, dispatched on the key's kind.
+pub type NodeSuite = ringi_frost::Secp256k1;
 
 /// How often expired round-1 nonces are deleted.
 const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -82,8 +89,8 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     let (vault, dkg, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
-        let vault: Arc<TokenVault> = Arc::new(TokenVault::open(token.clone())?);
-        let dkg = Arc::new(DkgRuns::new(vault.clone(), token.clone())?);
+        let vault: Arc<TokenVault<NodeSuite>> = Arc::new(TokenVault::open(token.clone())?);
+        let dkg = Arc::new(DkgRuns::<NodeSuite>::new(vault.clone(), token.clone())?);
         if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, peers_at_start) {
             let (check, own) = dkg_peer_check(&token, &dkg.public_key(), chain, ca, peers)?;
             tracing::info!(name = %own.0, peers = ?check.peers(), "DKG peers must attest their transport keys");
@@ -134,15 +141,17 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
             }
         }
     });
-    let vault: Arc<dyn ShareVault> = vault;
+    let vault: Arc<dyn ShareVault<NodeSuite>> = vault;
     let dkg_for_reload = dkg.clone();
     let service = SignerService::new(
-        vault,
+        SigningContext::new(
+            vault,
+            Arc::new(policy),
+            ledger,
+            daily_volume_file,
+            audit.clone(),
+        ),
         dkg,
-        Arc::new(policy),
-        ledger,
-        daily_volume_file,
-        audit.clone(),
     );
     let (health, reflection) =
         ringi_net::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
@@ -238,7 +247,7 @@ struct Reload {
     config: Reloadable<rustls::ServerConfig>,
     key: Arc<TokenTlsKey>,
     token: Arc<Token>,
-    dkg: Arc<DkgRuns>,
+    dkg: Arc<DkgRuns<NodeSuite>>,
     cert: std::path::PathBuf,
     ca: std::path::PathBuf,
     peers: Peers,

@@ -1,74 +1,59 @@
-//! The `ringi.signer.v1.Signer` gRPC service: thin handlers that decode the
-//! request, call the vault or the DKG runs on a blocking thread (the token
-//! and FROST arithmetic are synchronous CPU/HSM work), and map errors to
-//! statuses. Every refusal is logged with its reason.
+//! The `ringi.signer.v1.Signer` gRPC service: the edge between the wire and
+//! the node's plain functions. Each handler decodes the request into domain
+//! types (the key id through [`KeyId::parse`], once; the approval bundle
+//! through `ringi_proto::bundle::bundle_from_pb`), calls the plain function
+//! ([`round1::commit`], [`round2::sign`], the DKG steps) on a blocking
+//! thread (the token and FROST arithmetic are synchronous CPU/HSM work),
+//! encodes the result, and maps errors to statuses (`crate::error`). Every
+//! refusal is logged with its reason and audited as a `refused` entry.
 
 use std::sync::Arc;
 
-use frost_secp256k1::SigningPackage;
-use ringi_policy::key_id::check_name as validate_key_id;
+use ringi_frost::Suite;
+use ringi_policy::clock::now;
+use ringi_policy::key_id::KeyId;
+use ringi_proto::bundle::bundle_from_pb;
 use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::authorize::{ApprovedBundles, check_message, now};
+use crate::authorize::PresentedBundle;
 use crate::dkg::{DkgRuns, Participant, Round1Request};
 use crate::dkg_peer::Attestation;
-use crate::node_audit::NodeAudit;
-use crate::spending::{LedgerError, SpendingLedger};
-use crate::vault::ShareVault;
-use ringi_policy::policy::Policy;
+use crate::error::EdgeError;
+use crate::node_audit::{AuditSink, audited};
+use crate::signing::SigningContext;
+use crate::{round1, round2};
 
-pub struct SignerService {
-    vault: Arc<dyn ShareVault>,
-    dkg: Arc<DkgRuns>,
-    /// The pinned approval policy every signing request must satisfy.
-    policy: Arc<Policy>,
-    /// Bundles already found approved (round 1), so round 2 is cheaper.
-    approved: Arc<ApprovedBundles>,
-    /// What this node has signed, for its own check of the spending caps.
-    ledger: Arc<SpendingLedger>,
-    /// Operators' daily-volume figures for percentage caps, if configured.
-    daily_volume_file: Option<Arc<std::path::PathBuf>>,
-    /// The node's audit trail.
-    audit: Arc<NodeAudit>,
+pub struct SignerService<S: Suite> {
+    /// What the signing rounds depend on (vault, policy, ledger, audit...).
+    signing: Arc<SigningContext<S>>,
+    dkg: Arc<DkgRuns<S>>,
 }
 
-impl SignerService {
-    pub fn new(
-        vault: Arc<dyn ShareVault>,
-        dkg: Arc<DkgRuns>,
-        policy: Arc<Policy>,
-        ledger: Arc<SpendingLedger>,
-        daily_volume_file: Option<std::path::PathBuf>,
-        audit: Arc<NodeAudit>,
-    ) -> Self {
+impl<S: Suite> SignerService<S> {
+    pub fn new(signing: SigningContext<S>, dkg: Arc<DkgRuns<S>>) -> Self {
         SignerService {
-            vault,
+            signing: Arc::new(signing),
             dkg,
-            policy,
-            approved: Arc::new(ApprovedBundles::default()),
-            ledger,
-            daily_volume_file: daily_volume_file.map(Arc::new),
-            audit,
         }
     }
-}
 
-fn check_key_id(key_id: &str) -> Result<(), Status> {
-    validate_key_id(key_id).map_err(|e| Status::invalid_argument(format!("key_id: {e}")))
+    fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.signing.audit
+    }
 }
 
 /// Runs blocking token/FROST work off the async runtime, and logs and
 /// audits refusals.
 async fn blocking<T: Send + 'static>(
-    audit: &Arc<NodeAudit>,
+    audit: &Arc<dyn AuditSink>,
     rpc: &'static str,
     key_id: String,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
     let result = tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or_else(|e| Err(Status::internal(format!("worker failed: {e}"))));
+        .unwrap_or_else(|e| Err(EdgeError::Worker(e.to_string()).into()));
     if let Err(status) = &result {
         tracing::warn!(rpc, key_id = %key_id, code = ?status.code(), reason = status.message(), "refused");
         let fields = [
@@ -84,20 +69,83 @@ async fn blocking<T: Send + 'static>(
     result
 }
 
-/// Appends an audit entry from inside a handler; a failure refuses the call.
-fn audited(audit: &NodeAudit, event: &str, fields: &[(&str, String)]) -> Result<(), Status> {
-    audit
-        .record(event, fields)
-        .map_err(|e| Status::unavailable(format!("audit log unavailable, refusing: {e}")))
+/// The key id of a request, checked once, here.
+fn key_id(text: &str) -> Result<KeyId, EdgeError> {
+    Ok(KeyId::parse(text)?)
+}
+
+/// The approval bundle a Commit or Sign carried, decoded.
+fn presented(bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>) -> PresentedBundle {
+    PresentedBundle::from(bundle.map(bundle_from_pb))
+}
+
+/// Commit: round 1 ([`round1::commit`]).
+async fn commit<S: Suite>(
+    ctx: Arc<SigningContext<S>>,
+    req: pb::CommitRequest,
+) -> Result<pb::CommitResponse, Status> {
+    let audit = ctx.audit.clone();
+    blocking(&audit, "Commit", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let bundle = presented(req.approval_bundle.as_ref());
+        let out = round1::commit(&ctx, &key_id, &bundle, now())?;
+        let commitments = out.commitments.serialize().map_err(|e| EdgeError::Encode {
+            what: "commitments",
+            reason: e.to_string(),
+        })?;
+        Ok(pb::CommitResponse {
+            identifier: u32::from(out.identifier),
+            commitments,
+        })
+    })
+    .await
+}
+
+/// Sign: round 2 ([`round2::sign`]).
+async fn sign<S: Suite>(
+    ctx: Arc<SigningContext<S>>,
+    req: pb::SignRequest,
+) -> Result<pb::SignResponse, Status> {
+    let audit = ctx.audit.clone();
+    let (signature_share, key_id, request_id) =
+        blocking(&audit, "Sign", req.key_id.clone(), move || {
+            let key_id = key_id(&req.key_id)?;
+            let bundle = presented(req.approval_bundle.as_ref());
+            let out = round2::sign(&ctx, &key_id, &bundle, &req.signing_package, now())?;
+            Ok((
+                out.signature_share.serialize(),
+                key_id,
+                hex::encode(out.request_id),
+            ))
+        })
+        .await?;
+    tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
+    Ok(pb::SignResponse { signature_share })
+}
+
+fn participants(participants: Vec<pb::DkgParticipant>) -> Vec<Participant> {
+    participants
+        .into_iter()
+        .map(|p| Participant {
+            identifier: p.identifier,
+            dkg_public_key: p.dkg_public_key,
+            attestation: (!p.dkg_key_certificate.is_empty() || !p.dkg_key_signature.is_empty())
+                .then_some(Attestation {
+                    certificate: p.dkg_key_certificate,
+                    signature: p.dkg_key_signature,
+                }),
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
-impl pb::signer_server::Signer for SignerService {
+impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
     async fn get_node_info(
         &self,
         _request: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
         let key_shares = self
+            .signing
             .vault
             .shares()
             .into_iter()
@@ -125,34 +173,19 @@ impl pb::signer_server::Signer for SignerService {
         request: Request<pb::DkgRound1Request>,
     ) -> Result<Response<pb::DkgRound1Response>, Status> {
         let req = request.into_inner();
-        let key_id = req.key_id.clone();
+        let key_id_text = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let round1_package = blocking(&self.audit, "DkgRound1", key_id.clone(), move || {
-            check_key_id(&req.key_id)?;
-            let participants = req
-                .participants
-                .into_iter()
-                .map(|p| Participant {
-                    identifier: p.identifier,
-                    dkg_public_key: p.dkg_public_key,
-                    attestation: (!p.dkg_key_certificate.is_empty()
-                        || !p.dkg_key_signature.is_empty())
-                    .then_some(Attestation {
-                        certificate: p.dkg_key_certificate,
-                        signature: p.dkg_key_signature,
-                    }),
-                })
-                .collect();
+        let round1_package = blocking(self.audit(), "DkgRound1", key_id_text.clone(), move || {
             Ok(dkg.round1(Round1Request {
-                key_id: req.key_id,
+                key_id: key_id(&req.key_id)?,
                 session_id: req.session_id,
                 me: req.identifier,
                 min_signers: req.min_signers,
-                participants,
+                participants: participants(req.participants),
             })?)
         })
         .await?;
-        tracing::info!(key_id = %key_id, "DKG round 1 done");
+        tracing::info!(key_id = %key_id_text, "DKG round 1 done");
         Ok(Response::new(pb::DkgRound1Response { round1_package }))
     }
 
@@ -161,15 +194,15 @@ impl pb::signer_server::Signer for SignerService {
         request: Request<pb::DkgRound2Request>,
     ) -> Result<Response<pb::DkgRound2Response>, Status> {
         let req = request.into_inner();
-        let key_id = req.key_id.clone();
+        let key_id_text = req.key_id.clone();
         let dkg = self.dkg.clone();
         let sealed_round2_packages =
-            blocking(&self.audit, "DkgRound2", key_id.clone(), move || {
-                check_key_id(&req.key_id)?;
-                Ok(dkg.round2(&req.key_id, &req.session_id, &req.round1_packages)?)
+            blocking(self.audit(), "DkgRound2", key_id_text.clone(), move || {
+                let key_id = key_id(&req.key_id)?;
+                Ok(dkg.round2(&key_id, &req.session_id, &req.round1_packages)?)
             })
             .await?;
-        tracing::info!(key_id = %key_id, "DKG round 2 done");
+        tracing::info!(key_id = %key_id_text, "DKG round 2 done");
         Ok(Response::new(pb::DkgRound2Response {
             sealed_round2_packages,
         }))
@@ -180,21 +213,21 @@ impl pb::signer_server::Signer for SignerService {
         request: Request<pb::DkgFinishRequest>,
     ) -> Result<Response<pb::DkgFinishResponse>, Status> {
         let req = request.into_inner();
-        let key_id = req.key_id.clone();
+        let key_id_text = req.key_id.clone();
         let dkg = self.dkg.clone();
         let (public_key_package, group_public_key) =
-            blocking(&self.audit, "DkgFinish", key_id.clone(), move || {
-                check_key_id(&req.key_id)?;
-                let public =
-                    dkg.finish(&req.key_id, &req.session_id, &req.sealed_round2_packages)?;
-                let encode_err = |e: frost_secp256k1::Error| {
-                    Status::internal(format!("public key package: {e}"))
+            blocking(self.audit(), "DkgFinish", key_id_text.clone(), move || {
+                let key_id = key_id(&req.key_id)?;
+                let public = dkg.finish(&key_id, &req.session_id, &req.sealed_round2_packages)?;
+                let encode_err = |e: frost_core::Error<S>| EdgeError::Encode {
+                    what: "public key package",
+                    reason: e.to_string(),
                 };
                 let group = public.verifying_key().serialize().map_err(encode_err)?;
                 Ok((public.serialize().map_err(encode_err)?, group))
             })
             .await?;
-        tracing::info!(key_id = %key_id, group_key = %hex::encode(&group_public_key), "DKG finished; share waits for commit");
+        tracing::info!(key_id = %key_id_text, group_key = %hex::encode(&group_public_key), "DKG finished; share waits for commit");
         Ok(Response::new(pb::DkgFinishResponse {
             public_key_package,
             group_public_key,
@@ -206,14 +239,14 @@ impl pb::signer_server::Signer for SignerService {
         request: Request<pb::DkgCommitRequest>,
     ) -> Result<Response<pb::DkgCommitResponse>, Status> {
         let req = request.into_inner();
-        let key_id = req.key_id.clone();
+        let key_id_text = req.key_id.clone();
         let dkg = self.dkg.clone();
-        let audit = self.audit.clone();
-        let info = blocking(&self.audit, "DkgCommit", key_id.clone(), move || {
-            check_key_id(&req.key_id)?;
-            let info = dkg.commit(&req.key_id, &req.session_id, &req.group_public_key)?;
+        let audit = self.audit().clone();
+        let info = blocking(self.audit(), "DkgCommit", key_id_text.clone(), move || {
+            let key_id = key_id(&req.key_id)?;
+            let info = dkg.commit(&key_id, &req.session_id, &req.group_public_key)?;
             audited(
-                &audit,
+                audit.as_ref(),
                 "dkg_share_stored",
                 &[
                     ("key_id", info.key_id.clone()),
@@ -224,7 +257,7 @@ impl pb::signer_server::Signer for SignerService {
             Ok(info)
         })
         .await?;
-        tracing::info!(key_id = %key_id, identifier = info.identifier, "key share sealed in the token");
+        tracing::info!(key_id = %key_id_text, identifier = info.identifier, "key share sealed in the token");
         Ok(Response::new(pb::DkgCommitResponse {}))
     }
 
@@ -233,7 +266,10 @@ impl pb::signer_server::Signer for SignerService {
         request: Request<pb::DkgAbortRequest>,
     ) -> Result<Response<pb::DkgAbortResponse>, Status> {
         let req = request.into_inner();
-        self.dkg.abort(&req.key_id, &req.session_id);
+        // A key id that does not parse names no run: nothing to abort.
+        if let Ok(key_id) = KeyId::parse(&req.key_id) {
+            self.dkg.abort(&key_id, &req.session_id);
+        }
         tracing::info!(key_id = %req.key_id, "DKG run aborted by the coordinator");
         Ok(Response::new(pb::DkgAbortResponse {}))
     }
@@ -242,108 +278,148 @@ impl pb::signer_server::Signer for SignerService {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let req = request.into_inner();
-        let vault = self.vault.clone();
-        let policy = self.policy.clone();
-        let approved = self.approved.clone();
-        let key_id = req.key_id.clone();
-        let audit = self.audit.clone();
-        let (identifier, commitments) = blocking(&self.audit, "Commit", key_id, move || {
-            check_key_id(&req.key_id)?;
-            let request =
-                approved.authorize(&policy, &req.key_id, req.approval_bundle.as_ref(), now())?;
-            let (id, commitments) = vault.commit(&req.key_id)?;
-            audited(
-                &audit,
-                "commit_issued",
-                &[
-                    ("key_id", req.key_id.clone()),
-                    ("request_id", hex::encode(request.id())),
-                ],
-            )?;
-            let bytes = commitments
-                .serialize()
-                .map_err(|e| Status::internal(format!("commitments: {e}")))?;
-            Ok((id, bytes))
-        })
-        .await?;
-        Ok(Response::new(pb::CommitResponse {
-            identifier: u32::from(identifier),
-            commitments,
-        }))
+        commit(self.signing.clone(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        let req = request.into_inner();
-        let vault = self.vault.clone();
-        let policy = self.policy.clone();
-        let remembered = self.approved.clone();
-        let ledger = self.ledger.clone();
-        let volume_file = self.daily_volume_file.clone();
-        let audit = self.audit.clone();
-        let key_id = req.key_id.clone();
-        let (signature_share, request_id) =
-            blocking(&self.audit, "Sign", key_id.clone(), move || {
-                check_key_id(&req.key_id)?;
-                // Approvals first: nothing touches the token (or the nonces)
-                // for a request this node has not seen approved.
-                let approved = remembered.authorize(
-                    &policy,
-                    &req.key_id,
-                    req.approval_bundle.as_ref(),
-                    now(),
-                )?;
-                let package = SigningPackage::deserialize(&req.signing_package).map_err(|e| {
-                    Status::invalid_argument(format!("signing_package is malformed: {e}"))
-                })?;
-                check_message(&approved, package.message())?;
-                // The node's own caps, counted in its own ledger, in the same
-                // transaction that records this request as signed.
-                let now = now();
-                let limits = policy
-                    .key(&req.key_id)
-                    .map(|k| k.limits.clone())
-                    .unwrap_or_default();
-                let volume = ringi_policy::volumes::daily_volume(
-                    volume_file.as_deref().map(|p| p.as_path()),
-                    &req.key_id,
-                )
-                .map_err(|e| Status::failed_precondition(e.to_string()))?;
-                ledger
-                    .record(
-                        &req.key_id,
-                        &approved.id(),
-                        approved.metadata.amount,
-                        now,
-                        &limits,
-                        volume,
-                    )
-                    .map_err(|e| match e {
-                        LedgerError::Cap(_) => Status::resource_exhausted(e.to_string()),
-                        LedgerError::Store(_) => Status::unavailable(e.to_string()),
-                    })?;
-                let share = vault.sign(&req.key_id, &package)?;
-                let request_id = hex::encode(approved.id());
-                // Written before the share leaves: no audit entry, no share.
-                audited(
-                    &audit,
-                    "share_released",
-                    &[
-                        ("key_id", req.key_id.clone()),
-                        ("request_id", request_id.clone()),
-                        ("asset", approved.metadata.asset.clone()),
-                        ("amount", approved.metadata.amount.to_string()),
-                        ("destination", approved.metadata.destination.clone()),
-                        ("requester", approved.requester.clone()),
-                    ],
-                )?;
-                Ok((share.serialize(), request_id))
-            })
-            .await?;
-        tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
-        Ok(Response::new(pb::SignResponse { signature_share }))
+        sign(self.signing.clone(), request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::testkit::{Cluster, S, k};
+    use crate::test_doubles::AuditEntry;
+    use frost_core::round1::SigningCommitments;
+    use tonic::Code;
+
+    fn wire(bundle: &PresentedBundle) -> Option<ringi_proto::approval::v1::ApprovalBundle> {
+        let PresentedBundle::Decoded(b) = bundle else {
+            return None;
+        };
+        Some(ringi_proto::approval::v1::ApprovalBundle {
+            request: Some(ringi_proto::bundle::request_to_pb(&b.request)),
+            approvals: b
+                .approvals
+                .iter()
+                .map(ringi_proto::bundle::approval_to_pb)
+                .collect(),
+        })
+    }
+
+    fn refused(entry: &AuditEntry, rpc: &str, key_id: &str, status: &Status) {
+        assert_eq!(entry.event, "refused");
+        assert_eq!(entry.fields["rpc"], rpc);
+        assert_eq!(entry.fields["key_id"], key_id);
+        assert_eq!(entry.fields["code"], format!("{:?}", status.code()));
+        assert_eq!(entry.fields["reason"], status.message());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_audited() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let ctx = Arc::new(node.ctx.clone());
+        let status = sign(
+            ctx.clone(),
+            pb::SignRequest {
+                key_id: "k".into(),
+                signing_package: vec![],
+                approval_bundle: None,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("no approval bundle"));
+        refused(&node.audit.entries()[0], "Sign", "k", &status);
+
+        let status = commit(
+            ctx.clone(),
+            pb::CommitRequest {
+                key_id: "bad key".into(),
+                approval_bundle: None,
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("key_id: "), "{status:?}");
+        refused(&node.audit.entries()[1], "Commit", "bad key", &status);
+
+        let malformed = ringi_proto::approval::v1::ApprovalBundle::default();
+        let status = commit(
+            ctx,
+            pb::CommitRequest {
+                key_id: "k".into(),
+                approval_bundle: Some(malformed),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        refused(&node.audit.entries()[2], "Commit", "k", &status);
+        assert_eq!(node.vault.nonces_waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_edge_decodes_calls_and_encodes() {
+        let cluster = Cluster::now();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let mut commitments = std::collections::BTreeMap::new();
+        for (i, node) in cluster.nodes.iter().enumerate().take(2) {
+            let out = commit(
+                Arc::new(node.ctx.clone()),
+                pb::CommitRequest {
+                    key_id: "k".into(),
+                    approval_bundle: wire(&bundle),
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(out.identifier, i as u32 + 1);
+            commitments.insert(
+                ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
+                SigningCommitments::<S>::deserialize(&out.commitments).unwrap(),
+            );
+        }
+        let package = frost_core::SigningPackage::new(commitments, b"m");
+        let node = &cluster.nodes[0];
+        let out = sign(
+            Arc::new(node.ctx.clone()),
+            pb::SignRequest {
+                key_id: k().to_string(),
+                signing_package: package.serialize().unwrap(),
+                approval_bundle: wire(&bundle),
+            },
+        )
+        .await
+        .unwrap();
+        frost_core::round2::SignatureShare::<S>::deserialize(&out.signature_share).unwrap();
+        assert_eq!(node.audit.events(), ["commit_issued", "share_released"]);
+
+        // No audit entry, no share: the refusal is UNAVAILABLE (and its own
+        // audit entry cannot be written either).
+        let package = cluster.package(&[0, 1], &bundle, b"m");
+        node.audit.set_failing(true);
+        let status = sign(
+            Arc::new(node.ctx.clone()),
+            pb::SignRequest {
+                key_id: "k".into(),
+                signing_package: package.serialize().unwrap(),
+                approval_bundle: wire(&bundle),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     }
 }

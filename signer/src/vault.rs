@@ -10,15 +10,24 @@
 //!
 //! Round-1 nonces are part of the vault for the same reason: a native FROST
 //! HSM would keep them inside too.
+//!
+//! Everything here is generic over the ciphersuite `S` ([`ringi_frost::Suite`]):
+//! round 2 signs through [`Suite::sign`], so a suite that signs differently
+//! (BIP-340 Taproot) is one more instantiation, not a copy of this code. The
+//! node picks its suite in one place ([`crate::server::NodeSuite`]). A vault
+//! for tests that holds plaintext shares in memory is
+//! `crate::test_doubles::MemoryVault` (feature `test-doubles`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use frost_secp256k1::keys::KeyPackage;
-use frost_secp256k1::round1::SigningCommitments;
-use frost_secp256k1::round2::SignatureShare;
-use frost_secp256k1::{Identifier, SigningPackage};
+use frost_core::keys::KeyPackage;
+use frost_core::round1::SigningCommitments;
+use frost_core::round2::SignatureShare;
+use frost_core::{Identifier, SigningPackage};
 use rand_core::{OsRng, RngCore};
+use ringi_frost::Suite;
+use ringi_policy::key_id::KeyId;
 use zeroize::Zeroizing;
 
 use crate::nonces::{NonceError, NonceStore};
@@ -48,31 +57,54 @@ pub enum VaultError {
     NonceUnavailable,
     #[error(transparent)]
     NonceStore(#[from] NonceError),
+    /// FROST's own refusal, as its message (frost's error type is generic
+    /// over the ciphersuite; this one is not).
     #[error("FROST refused the operation: {0}")]
-    Frost(frost_secp256k1::Error),
+    Frost(String),
+    #[error("participant number {0} is not a FROST identifier (1..=65535)")]
+    BadIdentifier(u16),
     #[error("sealed share for key id {key_id:?} is corrupt: {reason}")]
     Corrupt { key_id: String, reason: String },
     #[error(transparent)]
     Token(#[from] TokenError),
 }
 
-/// Store, sign round 1, sign round 2: everything the node does with shares.
-pub trait ShareVault: Send + Sync {
+impl VaultError {
+    /// Wraps FROST's refusal.
+    pub fn frost<S: Suite>(e: frost_core::Error<S>) -> Self {
+        VaultError::Frost(e.to_string())
+    }
+}
+
+/// The FROST identifier of participant number `n`, or the precise refusal.
+pub fn identifier<S: Suite>(n: u16) -> Result<Identifier<S>, VaultError> {
+    ringi_frost::identifier(n).ok_or(VaultError::BadIdentifier(n))
+}
+
+/// Store, sign round 1, sign round 2: everything the node does with the
+/// shares of one ciphersuite `S`.
+pub trait ShareVault<S: Suite>: Send + Sync {
     /// Seals and stores a new share. Refuses a key id that exists.
     fn store(
         &self,
-        key_id: &str,
+        key_id: &KeyId,
         identifier: u16,
-        share: &KeyPackage,
+        share: &KeyPackage<S>,
     ) -> Result<ShareInfo, VaultError>;
 
-    /// Round 1: draws a fresh nonce pair for `key_id`, keeps it, and returns
-    /// the node's identifier and the pair's commitments.
-    fn commit(&self, key_id: &str) -> Result<(u16, SigningCommitments), VaultError>;
+    /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
+    /// `key_id`, keeps it, and returns the node's identifier and the pair's
+    /// commitments.
+    fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError>;
 
-    /// Round 2: consumes the nonces behind this node's commitments in
-    /// `package` and returns the signature share.
-    fn sign(&self, key_id: &str, package: &SigningPackage) -> Result<SignatureShare, VaultError>;
+    /// Round 2 (RFC 9591 section 5.2): consumes the nonces behind this
+    /// node's commitments in `package` and returns the signature share,
+    /// computed by the suite's [`Suite::sign`].
+    fn sign(
+        &self,
+        key_id: &KeyId,
+        package: &SigningPackage<S>,
+    ) -> Result<SignatureShare<S>, VaultError>;
 
     /// The shares held, ordered by key id.
     fn shares(&self) -> Vec<ShareInfo>;
@@ -81,8 +113,31 @@ pub trait ShareVault: Send + Sync {
     fn contains(&self, key_id: &str) -> bool;
 }
 
+/// Round 2 with the share in hand, for vaults that hold the share as a
+/// scalar (the token envelope, the memory test double): finds this node's
+/// commitments in `package`, takes their nonces out of `nonces` **before
+/// anything else can fail** (from then on they are gone, whatever happens),
+/// then unseals the share with `unseal` and signs with [`Suite::sign`].
+pub(crate) fn sign_with_nonces<S: Suite>(
+    nonces: &NonceStore<S>,
+    key_id: &KeyId,
+    id: u16,
+    package: &SigningPackage<S>,
+    unseal: impl FnOnce() -> Result<KeyPackage<S>, VaultError>,
+) -> Result<SignatureShare<S>, VaultError> {
+    let own = package
+        .signing_commitments()
+        .get(&identifier::<S>(id)?)
+        .ok_or(VaultError::NotAParticipant(id))?;
+    let nonces = nonces
+        .take(key_id, own)
+        .ok_or(VaultError::NonceUnavailable)?;
+    let share = unseal()?;
+    S::sign(package, &nonces, &share).map_err(VaultError::frost)
+}
+
 /// A vault whose shares are sealed by a PKCS#11 token's AES-256 KEK.
-pub struct TokenVault {
+pub struct TokenVault<S: Suite> {
     token: Arc<Token>,
     kek_id: Vec<u8>,
     /// Sealed shares by key id. The ciphertext is safe in memory; caching it
@@ -90,10 +145,10 @@ pub struct TokenVault {
     shares: RwLock<HashMap<String, SealedShare>>,
     /// Serializes `store` so two DKG runs cannot both create one key id.
     store_lock: Mutex<()>,
-    nonces: NonceStore,
+    nonces: NonceStore<S>,
 }
 
-impl TokenVault {
+impl<S: Suite> TokenVault<S> {
     /// Opens the vault: checks the token's keys and loads the sealed shares.
     pub fn open(token: Arc<Token>) -> Result<Self, VaultError> {
         token.require_keys()?;
@@ -126,7 +181,7 @@ impl TokenVault {
 
     /// Unseals `key_id`'s share inside the token and checks it matches its
     /// public header. The result zeroizes itself when dropped.
-    fn unseal(&self, key_id: &str) -> Result<KeyPackage, VaultError> {
+    fn unseal(&self, key_id: &str) -> Result<KeyPackage<S>, VaultError> {
         let sealed = self
             .shares
             .read()
@@ -142,7 +197,9 @@ impl TokenVault {
             reason,
         };
         let package = KeyPackage::deserialize(&plaintext).map_err(|e| corrupt(e.to_string()))?;
-        if *package.identifier() != identifier(sealed.header.identifier)
+        let expected =
+            identifier::<S>(sealed.header.identifier).map_err(|e| corrupt(e.to_string()))?;
+        if *package.identifier() != expected
             || package.verifying_key().serialize().ok().as_deref()
                 != Some(&sealed.header.group_key[..])
         {
@@ -161,13 +218,13 @@ impl TokenVault {
     }
 }
 
-/// The FROST identifier for a participant number. Callers pass 1..=65535.
-pub fn identifier(n: u16) -> Identifier {
-    Identifier::try_from(n).expect("identifier 0 is rejected before this point")
-}
-
-impl ShareVault for TokenVault {
-    fn store(&self, key_id: &str, id: u16, share: &KeyPackage) -> Result<ShareInfo, VaultError> {
+impl<S: Suite> ShareVault<S> for TokenVault<S> {
+    fn store(
+        &self,
+        key_id: &KeyId,
+        id: u16,
+        share: &KeyPackage<S>,
+    ) -> Result<ShareInfo, VaultError> {
         let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
         if self.contains(key_id) {
             return Err(VaultError::KeyExists(key_id.to_string()));
@@ -176,8 +233,8 @@ impl ShareVault for TokenVault {
         let vk = share
             .verifying_key()
             .serialize()
-            .map_err(VaultError::Frost)?;
-        if vk.len() != GROUP_KEY_LEN || *share.identifier() != identifier(id) {
+            .map_err(VaultError::frost)?;
+        if vk.len() != GROUP_KEY_LEN || *share.identifier() != identifier::<S>(id)? {
             return Err(VaultError::Corrupt {
                 key_id: key_id.to_string(),
                 reason: "share does not match the identifier it is stored under".into(),
@@ -188,7 +245,7 @@ impl ShareVault for TokenVault {
             identifier: id,
             group_key,
         };
-        let plaintext = Zeroizing::new(share.serialize().map_err(VaultError::Frost)?);
+        let plaintext = Zeroizing::new(share.serialize().map_err(VaultError::frost)?);
         let mut iv = [0u8; GCM_IV_LEN];
         OsRng.fill_bytes(&mut iv);
         let aad = sealed_share::aad(key_id, &header, &self.kek_id);
@@ -215,30 +272,22 @@ impl ShareVault for TokenVault {
         })
     }
 
-    fn commit(&self, key_id: &str) -> Result<(u16, SigningCommitments), VaultError> {
+    fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
         let id = self.identifier_of(key_id)?;
         let share = self.unseal(key_id)?;
         let mut rng = rng::hedged(&self.token)?;
-        let (nonces, commitments) =
-            frost_secp256k1::round1::commit(share.signing_share(), &mut rng);
+        let (nonces, commitments) = frost_core::round1::commit(share.signing_share(), &mut rng);
         self.nonces.insert(key_id, &commitments, nonces)?;
         Ok((id, commitments))
     }
 
-    fn sign(&self, key_id: &str, package: &SigningPackage) -> Result<SignatureShare, VaultError> {
+    fn sign(
+        &self,
+        key_id: &KeyId,
+        package: &SigningPackage<S>,
+    ) -> Result<SignatureShare<S>, VaultError> {
         let id = self.identifier_of(key_id)?;
-        let own = package
-            .signing_commitments()
-            .get(&identifier(id))
-            .ok_or(VaultError::NotAParticipant(id))?;
-        // Take the nonces out before anything else can fail: from here on
-        // they are gone, whatever happens.
-        let nonces = self
-            .nonces
-            .take(key_id, own)
-            .ok_or(VaultError::NonceUnavailable)?;
-        let share = self.unseal(key_id)?;
-        frost_secp256k1::round2::sign(package, &nonces, &share).map_err(VaultError::Frost)
+        sign_with_nonces(&self.nonces, key_id, id, package, || self.unseal(key_id))
     }
 
     fn shares(&self) -> Vec<ShareInfo> {

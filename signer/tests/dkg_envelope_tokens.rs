@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use frost_secp256k1::Identifier;
-use frost_secp256k1::keys::dkg;
+use frost_core::keys::dkg;
 use rand::rngs::OsRng;
+use ringi_frost::{Secp256k1, identifier};
 use ringi_signer::dkg_envelope::{self, Binding};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -36,8 +36,8 @@ fn sealed_round2_packages_open_only_at_their_recipient() {
 
     // A real round-2 package from participant 1 to participant 2.
     let (id1, id2) = (
-        Identifier::try_from(1).unwrap(),
-        Identifier::try_from(2).unwrap(),
+        identifier::<Secp256k1>(1).unwrap(),
+        identifier::<Secp256k1>(2).unwrap(),
     );
     let (secret1, pkg1) = dkg::part1(id1, 2, 2, OsRng).unwrap();
     let (_secret2, pkg2) = dkg::part1(id2, 2, 2, OsRng).unwrap();

@@ -1,0 +1,439 @@
+//! Round 2 of FROST signing on this node: signature share generation
+//! (RFC 9591 section 5.2, "Round Two - Signature Share Generation"), behind
+//! this node's own authorization, message check and spending caps.
+//!
+//! One plain function over domain types, [`sign`]; the gRPC edge
+//! (`crate::service`) decodes the wire request into its arguments, runs it on
+//! a blocking thread and encodes the result.
+
+use frost_core::SigningPackage;
+use frost_core::round2::SignatureShare;
+use ringi_frost::Suite;
+use ringi_policy::key_id::KeyId;
+
+use crate::authorize::{PresentedBundle, check_message};
+use crate::node_audit::audited;
+use crate::signing::{SignError, SigningContext};
+
+/// What round 2 hands back to the coordinator.
+#[derive(Debug, Clone)]
+pub struct Round2Output<S: Suite> {
+    /// This node's signature share.
+    pub signature_share: SignatureShare<S>,
+    /// The id of the approved request, as audited and counted.
+    pub request_id: [u8; 32],
+}
+
+/// Round 2 for `key_id`: this node's signature share over the signing
+/// package `signing_package` (its serialized form, as the coordinator sent
+/// it), on behalf of the request `bundle` approves.
+///
+/// Checks and effects, in order:
+/// 1. approvals ([`crate::authorize::ApprovedBundles::authorize`], at `now`):
+///    a bundle is presented, decodes, is for `key_id`, and satisfies the
+///    pinned policy; nothing touches the token or the nonces otherwise;
+/// 2. the signing package decodes ([`SignError::MalformedSigningPackage`]);
+/// 3. it signs exactly the approved message ([`check_message`]);
+/// 4. the daily-volume figure for percentage caps is read, if configured;
+/// 5. the key's caps are checked against this node's ledger and the request
+///    is recorded as signed, in one transaction (a retried request counts
+///    once; a crash from here on can only over-count);
+/// 6. the vault finds this node's commitments in the package, takes their
+///    nonces out of memory before anything else can fail (a nonce is used
+///    at most once), unseals the share and signs with [`Suite::sign`]
+///    ([`crate::vault::ShareVault::sign`]);
+/// 7. a `share_released` audit entry (key id, request id, asset, amount,
+///    destination, requester) is written; if it cannot be, the share does
+///    not leave the node.
+pub fn sign<S: Suite>(
+    ctx: &SigningContext<S>,
+    key_id: &KeyId,
+    bundle: &PresentedBundle,
+    signing_package: &[u8],
+    now: u64,
+) -> Result<Round2Output<S>, SignError> {
+    let approved = ctx.approved.authorize(&ctx.policy, key_id, bundle, now)?;
+    let package = SigningPackage::<S>::deserialize(signing_package)
+        .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
+    check_message(&approved, package.message())?;
+    let limits = ctx
+        .policy
+        .key(key_id)
+        .map(|k| k.limits.clone())
+        .unwrap_or_default();
+    let volume = ringi_policy::volumes::daily_volume(ctx.daily_volume_file.as_deref(), key_id)?;
+    let request_id = approved.id();
+    ctx.ledger.record(
+        key_id,
+        &request_id,
+        approved.metadata.amount,
+        now,
+        &limits,
+        volume,
+    )?;
+    let signature_share = ctx.vault.sign(key_id, &package)?;
+    // Written before the share leaves: no audit entry, no share.
+    audited(
+        ctx.audit.as_ref(),
+        "share_released",
+        &[
+            ("key_id", key_id.to_string()),
+            ("request_id", hex::encode(request_id)),
+            ("asset", approved.metadata.asset.clone()),
+            ("amount", approved.metadata.amount.to_string()),
+            ("destination", approved.metadata.destination.clone()),
+            ("requester", approved.requester.clone()),
+        ],
+    )?;
+    Ok(Round2Output {
+        signature_share,
+        request_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::authorize::AuthorizationError;
+    use crate::signing::testkit::{Cluster, NOW, S, k};
+    use crate::test_doubles::Approvers;
+    use crate::vault::VaultError;
+    use ringi_policy::evaluate::Violation;
+    use ringi_policy::limits::CapExceeded;
+    use ringi_policy::statement::Decision;
+    use ringi_proto::bundle::BundleError;
+
+    fn bytes(package: &SigningPackage<S>) -> Vec<u8> {
+        package.serialize().unwrap()
+    }
+
+    /// The authorization refusal of round 2 on node 0 at `now`.
+    fn refusal(
+        cluster: &Cluster,
+        bundle: &PresentedBundle,
+        package: &[u8],
+        now: u64,
+    ) -> AuthorizationError {
+        match sign(&cluster.nodes[0].ctx, &k(), bundle, package, now) {
+            Err(SignError::Authorization(a)) => a,
+            other => panic!("expected an authorization refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn approved_shares_aggregate_to_a_signature_under_the_group_key() {
+        let cluster = Cluster::new();
+        let (request, bundle) = cluster.approved(b"pay 10", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"pay 10");
+        let mut shares = BTreeMap::new();
+        for i in [0, 1] {
+            let out = sign(&cluster.nodes[i].ctx, &k(), &bundle, &bytes(&package), NOW).unwrap();
+            assert_eq!(out.request_id, request.id());
+            shares.insert(
+                ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
+                out.signature_share,
+            );
+        }
+        let signature = S::aggregate(&package, &shares, &cluster.public).unwrap();
+        cluster
+            .public
+            .verifying_key()
+            .verify(b"pay 10", &signature)
+            .unwrap();
+        let node = &cluster.nodes[0];
+        assert_eq!(node.audit.events(), ["commit_issued", "share_released"]);
+        let released = &node.audit.entries()[1].fields;
+        for (field, value) in [
+            ("key_id", "k".to_string()),
+            ("request_id", hex::encode(request.id())),
+            ("asset", "BTC".into()),
+            ("amount", "10".into()),
+            ("destination", "bc1qdestination".into()),
+            ("requester", "requester".into()),
+        ] {
+            assert_eq!(released[field], value, "{field}");
+        }
+        assert_eq!(node.vault.nonces_waiting(), 0);
+    }
+
+    #[test]
+    fn no_bundle_and_malformed_bundle() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        assert_eq!(
+            refusal(&cluster, &PresentedBundle::Missing, &package, NOW),
+            AuthorizationError::NoBundle
+        );
+        let malformed = PresentedBundle::Malformed(BundleError("no request".into()));
+        assert_eq!(
+            refusal(&cluster, &malformed, &package, NOW),
+            AuthorizationError::MalformedBundle(BundleError("no request".into()))
+        );
+    }
+
+    #[test]
+    fn a_bundle_for_another_key() {
+        let cluster = Cluster::new();
+        let cold = KeyId::parse("cold").unwrap();
+        let bundle = cluster.approve(&cluster.request(&cold, b"m", 10));
+        assert_eq!(
+            refusal(&cluster, &bundle, b"", NOW),
+            AuthorizationError::WrongKey {
+                approved: cold,
+                requested: k()
+            }
+        );
+    }
+
+    #[test]
+    fn quorum_not_met_names_what_is_missing() {
+        let cluster = Cluster::new();
+        let request = cluster.request(&k(), b"m", 10);
+        let one = Approvers::bundle(
+            &request,
+            vec![cluster.decision(&request, "alice", "treasury", Decision::Approve)],
+        );
+        let err = refusal(&cluster, &one, b"", NOW);
+        assert_eq!(
+            err,
+            AuthorizationError::QuorumNotMet {
+                missing: BTreeMap::from([("compliance".to_string(), (0, 1))])
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("quorum not met: compliance 0 of 1")
+        );
+    }
+
+    #[test]
+    fn a_veto_rejects() {
+        let cluster = Cluster::new();
+        let request = cluster.request(&k(), b"m", 10);
+        let PresentedBundle::Decoded(mut bundle) = cluster.approve(&request) else {
+            unreachable!()
+        };
+        bundle.approvals.push(cluster.approvers.approval(
+            &request,
+            "dave",
+            "compliance",
+            Decision::Reject,
+            "sanctioned address",
+            NOW - 60,
+            NOW + 240,
+        ));
+        assert_eq!(
+            refusal(&cluster, &PresentedBundle::Decoded(bundle), b"", NOW),
+            AuthorizationError::Rejected {
+                approver: "dave".into(),
+                department: "compliance".into(),
+                reason: "sanctioned address".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_request_under_another_policy() {
+        let cluster = Cluster::new();
+        let mut request = cluster.request(&k(), b"m", 10);
+        request.policy_hash = [7; 32];
+        let err = refusal(&cluster, &cluster.approve(&request), b"", NOW);
+        assert!(
+            matches!(&err, AuthorizationError::PolicyMismatch { request, .. } if *request == hex::encode([7; 32])),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_expired_request_or_approval() {
+        let cluster = Cluster::new();
+        let (request, bundle) = cluster.approved(b"m", 10);
+        assert_eq!(
+            refusal(&cluster, &bundle, b"", request.expires_at),
+            AuthorizationError::RequestExpired {
+                expires_at: request.expires_at,
+                now: request.expires_at
+            }
+        );
+        assert_eq!(
+            refusal(&cluster, &bundle, b"", NOW + 240),
+            AuthorizationError::ApprovalExpired {
+                index: 0,
+                approver: "alice".into(),
+                expires_at: NOW + 240,
+                now: NOW + 240
+            }
+        );
+    }
+
+    #[test]
+    fn forged_approvals_are_violations() {
+        let cluster = Cluster::new();
+        let request = cluster.request(&k(), b"m", 10);
+        let PresentedBundle::Decoded(mut bundle) = cluster.approve(&request) else {
+            unreachable!()
+        };
+        bundle.approvals[0].signature[0] ^= 1;
+        assert_eq!(
+            refusal(&cluster, &PresentedBundle::Decoded(bundle), b"", NOW),
+            AuthorizationError::Violation(Violation::BadSignature { index: 0 })
+        );
+        let by_mallory = Approvers::bundle(
+            &request,
+            vec![
+                cluster.decision(&request, "mallory", "treasury", Decision::Approve),
+                cluster.decision(&request, "carol", "compliance", Decision::Approve),
+            ],
+        );
+        assert_eq!(
+            refusal(&cluster, &by_mallory, b"", NOW),
+            AuthorizationError::Violation(Violation::UnknownApprover { index: 0 })
+        );
+    }
+
+    #[test]
+    fn a_package_for_another_message() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"approved payment", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"attacker's payment");
+        assert_eq!(
+            refusal(&cluster, &bundle, &bytes(&package), NOW),
+            AuthorizationError::MessageMismatch
+        );
+    }
+
+    #[test]
+    fn a_malformed_signing_package() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &[0xde, 0xad], NOW).unwrap_err();
+        assert!(
+            matches!(err, SignError::MalformedSigningPackage(_)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_window_cap_counts_what_this_node_signed() {
+        let cluster = Cluster::new();
+        let (_, first) = cluster.approved(b"first", 2000);
+        let package = cluster.package(&[0, 1], &first, b"first");
+        sign(&cluster.nodes[0].ctx, &k(), &first, &bytes(&package), NOW).unwrap();
+        let (_, second) = cluster.approved(b"second", 1000);
+        let package = cluster.package(&[0, 1], &second, b"second");
+        let err = refusal(&cluster, &second, &bytes(&package), NOW);
+        assert!(
+            matches!(
+                err,
+                AuthorizationError::CapExceeded(CapExceeded::WindowAmount {
+                    amount: 1000,
+                    total: 3000,
+                    cap: 2500,
+                    window_secs: 600
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("max_amount_per_window 2500"));
+        // Refused before the vault: its nonces are still there, and the
+        // other node, which signed nothing yet, signs it.
+        assert_eq!(cluster.nodes[0].vault.nonces_waiting(), 1);
+        sign(&cluster.nodes[1].ctx, &k(), &second, &bytes(&package), NOW).unwrap();
+    }
+
+    #[test]
+    fn a_nonce_is_used_at_most_once() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap();
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        assert!(
+            matches!(err, SignError::Vault(VaultError::NonceUnavailable)),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("used at most once"));
+    }
+
+    #[test]
+    fn a_package_without_this_node() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[1, 2], &bundle, b"m"));
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        assert!(
+            matches!(err, SignError::Vault(VaultError::NotAParticipant(1))),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_this_node_holds_no_share_of() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        let cold = KeyId::parse("cold").unwrap();
+        let cold_bundle = cluster.approve(&cluster.request(&cold, b"m", 10));
+        let err = sign(&cluster.nodes[0].ctx, &cold, &cold_bundle, &package, NOW).unwrap_err();
+        assert!(
+            matches!(&err, SignError::Vault(VaultError::UnknownKey(key)) if key == "cold"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_daily_volume_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::with_volume_file(Some(dir.path().join("missing.toml")));
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        assert!(matches!(err, SignError::DailyVolume(_)), "{err:?}");
+    }
+
+    #[test]
+    fn no_audit_entry_no_share() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        let node = &cluster.nodes[0];
+        node.audit.set_failing(true);
+        let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
+        // The nonces were taken before the audit failed: they are gone,
+        // and no share for these commitments can ever leave.
+        node.audit.set_failing(false);
+        let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        assert!(
+            matches!(err, SignError::Vault(VaultError::NonceUnavailable)),
+            "{err:?}"
+        );
+        assert!(!node.audit.events().contains(&"share_released".to_string()));
+    }
+
+    #[test]
+    fn refusals_before_the_vault_consume_no_nonce() {
+        let cluster = Cluster::new();
+        let (request, bundle) = cluster.approved(b"m", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"m");
+        let other = SigningPackage::new(package.signing_commitments().clone(), b"other");
+        let one = Approvers::bundle(
+            &request,
+            vec![cluster.decision(&request, "alice", "treasury", Decision::Approve)],
+        );
+        let node = &cluster.nodes[0];
+        for (bundle, package) in [
+            (&PresentedBundle::Missing, bytes(&package)),
+            (&one, bytes(&package)),
+            (&bundle, bytes(&other)),
+            (&bundle, vec![1, 2, 3]),
+        ] {
+            assert!(sign(&node.ctx, &k(), bundle, &package, NOW).is_err());
+        }
+        assert_eq!(node.vault.nonces_waiting(), 1);
+        sign(&node.ctx, &k(), &bundle, &bytes(&package), NOW).unwrap();
+    }
+}

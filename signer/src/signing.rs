@@ -1,0 +1,265 @@
+//! What round 1 ([`crate::round1`]) and round 2 ([`crate::round2`]) share:
+//! their dependencies ([`SigningContext`]) and their one error type
+//! ([`SignError`]). Plain Rust: no gRPC, no protobuf; the gRPC edge
+//! (`crate::service`) maps a [`SignError`] to a status in `crate::error`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ringi_frost::Suite;
+use ringi_policy::policy::Policy;
+use ringi_policy::volumes::VolumeError;
+
+use crate::authorize::{ApprovedBundles, AuthorizationError};
+use crate::node_audit::{AuditSink, AuditUnavailable};
+use crate::spending::{LedgerError, SpendingLedger};
+use crate::vault::{ShareVault, VaultError};
+
+/// Everything a signing round depends on.
+#[derive(Clone)]
+pub struct SigningContext<S: Suite> {
+    /// The shares (and round-1 nonces) of suite `S`.
+    pub vault: Arc<dyn ShareVault<S>>,
+    /// The pinned approval policy every signing request must satisfy.
+    pub policy: Arc<Policy>,
+    /// Bundles already found approved (round 1), so round 2 is cheaper.
+    pub approved: Arc<ApprovedBundles>,
+    /// What this node has signed, for its own check of the spending caps.
+    pub ledger: Arc<SpendingLedger>,
+    /// Operators' daily-volume figures for percentage caps, if configured.
+    pub daily_volume_file: Option<PathBuf>,
+    /// The node's audit trail.
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl<S: Suite> SigningContext<S> {
+    /// A context with an empty remembered-approvals cache.
+    pub fn new(
+        vault: Arc<dyn ShareVault<S>>,
+        policy: Arc<Policy>,
+        ledger: Arc<SpendingLedger>,
+        daily_volume_file: Option<PathBuf>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        SigningContext {
+            vault,
+            policy,
+            approved: Arc::new(ApprovedBundles::default()),
+            ledger,
+            daily_volume_file,
+            audit,
+        }
+    }
+}
+
+/// Why a signing round refused. Secret-free: no variant holds share,
+/// nonce or PIN material.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The request is not approved under the pinned policy, signs another
+    /// message, or exceeds a spending cap.
+    #[error(transparent)]
+    Authorization(#[from] AuthorizationError),
+    #[error("signing_package is malformed: {0}")]
+    MalformedSigningPackage(String),
+    /// The vault's refusal: unknown key, not a participant, nonces used
+    /// already, the token, ...
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The spending ledger could not be read or written (not a cap).
+    #[error("spending ledger: {0}")]
+    LedgerStore(String),
+    /// The audit entry could not be written, so nothing is released.
+    #[error(transparent)]
+    AuditUnavailable(#[from] AuditUnavailable),
+    /// The daily-volume file that percentage caps refer to is unreadable.
+    #[error(transparent)]
+    DailyVolume(#[from] VolumeError),
+}
+
+impl From<LedgerError> for SignError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::Cap(cap) => AuthorizationError::CapExceeded(cap).into(),
+            LedgerError::Store(reason) => SignError::LedgerStore(reason),
+        }
+    }
+}
+
+/// A 2-of-3 key dealt into three memory vaults, each node with its own
+/// ledger (SQLite in a temp dir) and memory audit, under one policy: the
+/// rounds' unit tests run on it, with no network and no token.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use frost_core::SigningPackage;
+    use frost_core::keys::PublicKeyPackage;
+    use frost_core::round1::SigningCommitments;
+    use ringi_frost::Secp256k1;
+    use ringi_policy::key_id::KeyId;
+    use ringi_policy::request::SigningRequest;
+    use ringi_policy::statement::{Approval, Decision};
+
+    use super::SigningContext;
+    use crate::authorize::PresentedBundle;
+    use crate::spending::SpendingLedger;
+    use crate::test_doubles::{Approvers, MemoryAudit, MemoryVault};
+
+    pub type S = Secp256k1;
+
+    /// Now, for the tests that choose the time.
+    pub const NOW: u64 = 1_800_000_000;
+
+    /// Key `k`: treasury 1 and compliance 1, at most 2500 per 600 s.
+    /// Key `cold`: in the policy, on no node.
+    pub const KEYS: &str = r#"[keys.k]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+
+[keys.k.limits]
+window_secs = 600
+max_amount_per_window = 2500
+
+[keys.cold]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+"#;
+
+    pub struct Node {
+        pub ctx: SigningContext<S>,
+        pub vault: Arc<MemoryVault<S>>,
+        pub audit: Arc<MemoryAudit>,
+        _dir: tempfile::TempDir,
+    }
+
+    pub struct Cluster {
+        /// The time requests and approvals are made relative to.
+        pub now: u64,
+        pub approvers: Approvers,
+        pub nodes: Vec<Node>,
+        pub public: PublicKeyPackage<S>,
+    }
+
+    pub fn k() -> KeyId {
+        KeyId::parse("k").unwrap()
+    }
+
+    impl Cluster {
+        /// At [`NOW`].
+        pub fn new() -> Self {
+            Self::build(NOW, None)
+        }
+
+        /// At the wall clock's now (for calls that read it).
+        pub fn now() -> Self {
+            Self::build(ringi_policy::clock::now(), None)
+        }
+
+        pub fn with_volume_file(file: Option<std::path::PathBuf>) -> Self {
+            Self::build(NOW, file)
+        }
+
+        fn build(now: u64, file: Option<std::path::PathBuf>) -> Self {
+            let approvers = Approvers::new(KEYS).unwrap();
+            let policy = Arc::new(approvers.policy.clone());
+            let (vaults, public) = MemoryVault::<S>::dealer(&k(), 2, 3).unwrap();
+            let nodes = vaults
+                .into_iter()
+                .map(|vault| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let ledger =
+                        Arc::new(SpendingLedger::open(&dir.path().join("ledger.sqlite3")).unwrap());
+                    let audit = Arc::new(MemoryAudit::new());
+                    let vault = Arc::new(vault);
+                    Node {
+                        ctx: SigningContext::new(
+                            vault.clone(),
+                            policy.clone(),
+                            ledger,
+                            file.clone(),
+                            audit.clone(),
+                        ),
+                        vault,
+                        audit,
+                        _dir: dir,
+                    }
+                })
+                .collect();
+            Cluster {
+                now,
+                approvers,
+                nodes,
+                public,
+            }
+        }
+
+        /// A request for `key_id` of `amount`, made a minute ago, valid an hour.
+        pub fn request(&self, key_id: &KeyId, message: &[u8], amount: u128) -> SigningRequest {
+            self.approvers
+                .request(key_id, message, amount, self.now - 60, self.now + 3540)
+        }
+
+        /// `who`'s decision on `request`, valid from a minute ago for five.
+        pub fn decision(
+            &self,
+            request: &SigningRequest,
+            who: &str,
+            department: &str,
+            decision: Decision,
+        ) -> Approval {
+            self.approvers.approval(
+                request,
+                who,
+                department,
+                decision,
+                "",
+                self.now - 60,
+                self.now + 240,
+            )
+        }
+
+        /// alice (treasury) and carol (compliance) approve `request`.
+        pub fn approve(&self, request: &SigningRequest) -> PresentedBundle {
+            Approvers::bundle(
+                request,
+                vec![
+                    self.decision(request, "alice", "treasury", Decision::Approve),
+                    self.decision(request, "carol", "compliance", Decision::Approve),
+                ],
+            )
+        }
+
+        /// An approved request for key `k` and its bundle.
+        pub fn approved(&self, message: &[u8], amount: u128) -> (SigningRequest, PresentedBundle) {
+            let request = self.request(&k(), message, amount);
+            let bundle = self.approve(&request);
+            (request, bundle)
+        }
+
+        /// Round 1 on the nodes at `indexes`; the signing package over
+        /// their commitments and `message`.
+        pub fn package(
+            &self,
+            indexes: &[usize],
+            bundle: &PresentedBundle,
+            message: &[u8],
+        ) -> SigningPackage<S> {
+            let commitments: BTreeMap<_, SigningCommitments<S>> = indexes
+                .iter()
+                .map(|i| {
+                    let out =
+                        crate::round1::commit(&self.nodes[*i].ctx, &k(), bundle, self.now).unwrap();
+                    (
+                        ringi_frost::identifier::<S>(out.identifier).unwrap(),
+                        out.commitments,
+                    )
+                })
+                .collect();
+            SigningPackage::new(commitments, message)
+        }
+    }
+}
