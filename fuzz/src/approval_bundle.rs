@@ -20,7 +20,10 @@
 
 use prost::Message;
 use ringi_policy::evaluate::{Outcome, evaluate};
+use ringi_policy::request::SigningRequest;
+use ringi_policy::statement::Approval;
 use ringi_proto::approval::v1 as pb;
+use ringi_proto::bundle::BundleError;
 
 use crate::harness_keys::{self, POLICY};
 
@@ -44,12 +47,30 @@ crate::stages!(
     }
 );
 
-pub fn run(data: &[u8]) -> Reached {
+/// An input prepared as a signer would receive it: the decoded bundle (or
+/// why it did not decode), with the harness's signatures applied, and the
+/// time to evaluate it at.
+pub struct Prepared {
+    pub bundle: Result<(SigningRequest, Vec<Approval>), BundleError>,
+    pub now: u64,
+}
+
+/// Decodes `flags ‖ seconds ‖ ApprovalBundle` and applies the flags (see
+/// the module docs); `None` if the input is too short or not protobuf.
+/// Returns the rest of the input after the bundle's length-delimited
+/// encoding when `delimited` is set (for harnesses that take more input).
+pub fn prepare(data: &[u8], delimited: bool) -> Option<(Prepared, &[u8])> {
     let [flags, t0, t1, bytes @ ..] = data else {
-        return Reached::Undecodable;
+        return None;
     };
-    let Ok(mut bundle) = pb::ApprovalBundle::decode(bytes) else {
-        return Reached::Undecodable;
+    let mut rest: &[u8] = &[];
+    let mut bundle = if delimited {
+        let mut cursor: &[u8] = bytes;
+        let bundle = pb::ApprovalBundle::decode_length_delimited(&mut cursor).ok()?;
+        rest = cursor;
+        bundle
+    } else {
+        pb::ApprovalBundle::decode(bytes).ok()?
     };
     // Which approvals the harness signs, and as whom.
     let mut sign_as = Vec::with_capacity(bundle.approvals.len());
@@ -62,29 +83,48 @@ pub fn run(data: &[u8]) -> Reached {
             sign_as.push(None);
         }
     }
-    let Ok((mut request, mut approvals)) = ringi_proto::bundle::bundle_from_pb(&bundle) else {
+    let after = u64::from(u16::from_be_bytes([*t0, *t1]));
+    let decoded =
+        ringi_proto::bundle::bundle_from_pb(&bundle).map(|(mut request, mut approvals)| {
+            if flags & 1 != 0 {
+                request.policy_hash = POLICY.hash();
+            }
+            for (approval, signer) in approvals.iter_mut().zip(&sign_as) {
+                if flags & 2 != 0 {
+                    approval.statement.request_id = request.id();
+                    approval.statement.content_digest = request.content_digest();
+                    approval.statement.key_id = request.key_id.clone();
+                }
+                if let Some(index) = signer {
+                    let (key, signature) = harness_keys::sign(*index, &approval.statement);
+                    approval.approver = key;
+                    approval.signature = signature;
+                }
+            }
+            (request, approvals)
+        });
+    let now = match &decoded {
+        Ok((request, _)) => request.created_at.saturating_add(after),
+        Err(_) => after,
+    };
+    Some((
+        Prepared {
+            bundle: decoded,
+            now,
+        },
+        rest,
+    ))
+}
+
+pub fn run(data: &[u8]) -> Reached {
+    let Some((prepared, _)) = prepare(data, false) else {
+        return Reached::Undecodable;
+    };
+    let Ok((request, approvals)) = prepared.bundle else {
         return Reached::Malformed;
     };
-    if flags & 1 != 0 {
-        request.policy_hash = POLICY.hash();
-    }
-    for (approval, signer) in approvals.iter_mut().zip(sign_as) {
-        if flags & 2 != 0 {
-            approval.statement.request_id = request.id();
-            approval.statement.content_digest = request.content_digest();
-            approval.statement.key_id = request.key_id.clone();
-        }
-        if let Some(index) = signer {
-            let (key, signature) = harness_keys::sign(index, &approval.statement);
-            approval.approver = key;
-            approval.signature = signature;
-        }
-    }
-    let now = request
-        .created_at
-        .saturating_add(u64::from(u16::from_be_bytes([*t0, *t1])));
     let _ = request.id();
-    match evaluate(&POLICY, &request, &approvals, now) {
+    match evaluate(&POLICY, &request, &approvals, prepared.now) {
         Ok(Outcome::Approved) => Reached::Approved,
         Ok(Outcome::Rejected { .. }) => Reached::Rejected,
         Ok(Outcome::Pending { .. }) => Reached::Pending,
@@ -145,15 +185,29 @@ pub fn input(
     request: pb::SigningRequest,
     approvals: Vec<pb::Approval>,
 ) -> Vec<u8> {
+    encode(flags, after, request, approvals, false)
+}
+
+/// Encodes a harness input, the bundle length-delimited if `delimited`
+/// (for harnesses that read more input after it).
+pub fn encode(
+    flags: u8,
+    after: u16,
+    request: pb::SigningRequest,
+    approvals: Vec<pb::Approval>,
+    delimited: bool,
+) -> Vec<u8> {
     let mut out = vec![flags];
     out.extend_from_slice(&after.to_be_bytes());
-    out.extend(
-        pb::ApprovalBundle {
-            request: Some(request),
-            approvals,
-        }
-        .encode_to_vec(),
-    );
+    let bundle = pb::ApprovalBundle {
+        request: Some(request),
+        approvals,
+    };
+    if delimited {
+        out.extend(bundle.encode_length_delimited_to_vec());
+    } else {
+        out.extend(bundle.encode_to_vec());
+    }
     out
 }
 

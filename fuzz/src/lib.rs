@@ -20,9 +20,11 @@ pub mod approval_bundle;
 pub mod audit_log;
 pub mod dkg_envelope;
 pub mod dkg_peer;
+pub mod dkg_round;
 pub mod harness_keys;
 pub mod policy_toml;
 pub mod sealed_share;
+pub mod signer_rounds;
 
 /// A harness: its name (the cargo-fuzz target's), its body and its seeds.
 pub struct Target {
@@ -59,6 +61,21 @@ pub fn targets() -> Vec<Target> {
             name: "dkg_envelope",
             run: |d| dkg_envelope::run(d).name(),
             seeds: dkg_envelope::seeds,
+        },
+        Target {
+            name: "signer_round1",
+            run: |d| signer_rounds::round1(d).name(),
+            seeds: signer_rounds::round1_seeds,
+        },
+        Target {
+            name: "signer_round2",
+            run: |d| signer_rounds::round2(d).name(),
+            seeds: signer_rounds::round2_seeds,
+        },
+        Target {
+            name: "dkg_round",
+            run: |d| dkg_round::run(d).name(),
+            seeds: dkg_round::seeds,
         },
         Target {
             name: "dkg_peer",

@@ -92,3 +92,36 @@ fn dkg_peer() {
         );
     }
 }
+
+#[test]
+fn signer_round1() {
+    replay("signer_round1", "Committed");
+    replay("signer_round1", "Unauthorized");
+}
+
+#[test]
+fn signer_round2() {
+    replay("signer_round2", "Signed");
+    let reached: Vec<&str> = ringi_fuzz::signer_rounds::round2_seeds()
+        .iter()
+        .map(|s| ringi_fuzz::signer_rounds::round2(s).name())
+        .collect();
+    for stage in [
+        "Signed",
+        "MessageMismatch",
+        "MalformedPackage",
+        "CapExceeded",
+    ] {
+        assert!(
+            reached.contains(&stage),
+            "no seed reached {stage}: {reached:?}"
+        );
+    }
+}
+
+#[test]
+fn dkg_round() {
+    replay("dkg_round", "Part2Done");
+    replay("dkg_round", "Part2Refused");
+    replay("dkg_round", "Round1Refused");
+}
