@@ -74,7 +74,10 @@ crate::stages!(
 );
 
 /// A 2-of-3 key from a dealer, made once per process.
-static KEY: LazyLock<(Vec<(u16, KeyPackage<S>)>, PublicKeyPackage<S>)> = LazyLock::new(|| {
+/// Each participant's number and key package, and the public key package.
+type Dealt = (Vec<(u16, KeyPackage<S>)>, PublicKeyPackage<S>);
+
+static KEY: LazyLock<Dealt> = LazyLock::new(|| {
     let (shares, public) = frost_core::keys::generate_with_dealer::<S, _>(
         3,
         2,
@@ -177,9 +180,7 @@ pub fn round2(data: &[u8]) -> Round2Reached {
     let a = node(0);
     if mode & 1 == 0 {
         let result = ringi_signer::round2::sign(&a.ctx, &k, &bundle, rest, now);
-        let e = result
-            .err()
-            .expect("a share for commitments this node never issued");
+        let e = result.expect_err("a share for commitments this node never issued");
         assert!(!a.audit.events().contains(&"share_released".to_string()));
         return classify(&e);
     }
