@@ -505,7 +505,7 @@ pub async fn decide(
             ),
         });
     }
-    let now = crate::requests::now();
+    let now = ringi_policy::clock::now();
     let statement = ringi_policy::statement::Statement::for_request(
         &request,
         department,

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringi::approver::ApproverSigner;
-use ringi::cli::{self, Output};
 use ringi::config::Config;
+use ringi_cli::approver::ApproverSigner;
+use ringi_cli::cli::{self, Output};
 use ringi_policy::statement::Decision;
 
 /// ringi: HSM-backed FROST threshold signing.
@@ -255,7 +255,7 @@ struct ApproverKeyArgs {
 impl ApproverKeyArgs {
     fn open(&self) -> anyhow::Result<ApproverSigner> {
         if let Some(path) = &self.key_file {
-            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
+            eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
             return Ok(ApproverSigner::from_file(path)?);
         }
         let (Some(module), Some(token), Some(label)) =
@@ -432,8 +432,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?)
         }
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {
-            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
-            let public = ringi::approver::generate_key_file(&out)?;
+            eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
+            let public = ringi_cli::approver::generate_key_file(&out)?;
             eprintln!(
                 "ringi: key written to {} (mode 0600); its public key, for the policy file:",
                 out.display()
@@ -450,7 +450,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             eprintln!(
                 "ringi: development certificates: the CA key is a file; do not use it in production"
             );
-            let written = ringi::dev_certs::generate(&ringi::dev_certs::DevCertsRequest {
+            let written = ringi_cli::dev_certs::generate(&ringi_cli::dev_certs::DevCertsRequest {
                 out,
                 signers,
                 signer_csrs,
@@ -530,13 +530,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let (department, file) = spec.split_once('=').ok_or_else(|| {
                         anyhow::anyhow!("--approver takes DEPARTMENT=KEYFILE, got {spec:?}")
                     })?;
-                    Ok(ringi::bench::BenchApprover {
+                    Ok(ringi_cli::bench::BenchApprover {
                         signer: ApproverSigner::from_file(std::path::Path::new(file))?,
                         department: department.to_string(),
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            ringi::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
+            ringi_cli::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
         }
     }
 }
