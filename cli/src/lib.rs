@@ -3,12 +3,61 @@
 //! are not the daemon. The daemon itself is the `ringi` library
 //! (`ringi serve` calls [`ringi::server::run`]).
 //!
-//! - [`cli`]: the client commands (keys, requests, approve/reject, health).
+//! Client commands talk to a running coordinator over gRPC. Output goes to
+//! stdout (machine-usable: hex or JSON), progress and errors to stderr. A
+//! refused request exits non-zero with the coordinator's status code and
+//! message.
+//!
+//! - [`connect`]: dialling the coordinator (or a signer), plaintext or mutual TLS.
+//! - [`keys`]: `ringi keygen`, `ringi keys`, `ringi pubkey`.
+//! - [`requests`]: `ringi requests submit|list|show|wait`.
+//! - [`decide`]: `ringi approve`, `ringi reject`.
+//! - [`health`]: `ringi health`.
+//! - [`audit`]: `ringi audit verify|export` (offline).
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
 //! - [`bench`]: `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
 
 pub mod approver;
+pub mod audit;
 pub mod bench;
-pub mod cli;
+pub mod connect;
+pub mod decide;
 pub mod dev_certs;
+pub mod health;
+pub mod keys;
+pub mod requests;
+
+use serde::Serialize;
+
+/// How a listing is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// A CLI failure: its message, printed as `ringi: error: ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{message} ({code:?})")]
+    Status { code: tonic::Code, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the coordinator at {address}: {reason}")]
+    Connect { address: String, reason: String },
+}
+
+impl From<tonic::Status> for CliError {
+    fn from(s: tonic::Status) -> Self {
+        CliError::Status {
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+/// Pretty JSON for stdout.
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
