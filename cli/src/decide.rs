@@ -1,52 +1,47 @@
 //! `ringi approve` / `ringi reject`: the approver signs a statement about
-//! exactly the request the coordinator shows.
+//! exactly the request the coordinator shows, after checking that view
+//! (see [`crate::view`]: it is the request asked for, by its id) and the
+//! approval validity the coordinator proposes.
 
+use ringi::request_state::State;
+use ringi_policy::statement::{Approval, Decision, Statement};
 use ringi_proto::coordinator::v1 as pb;
 use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
 use tonic::transport::Channel;
 
 use crate::CliError;
 use crate::approver::ApproverSigner;
-use crate::requests::{fetch, parse_id};
+use crate::requests::fetch;
+use crate::view::{self, printable};
 
-/// `ringi approve` / `ringi reject`: signs a statement about exactly what
-/// the coordinator shows, after recomputing the request id from it.
 pub async fn decide(
     channel: Channel,
     id: &str,
     department: &str,
-    decision: ringi_policy::statement::Decision,
+    decision: Decision,
     reason: &str,
     signer: ApproverSigner,
 ) -> Result<(), CliError> {
-    let expected = parse_id(id)?;
     let view = fetch(channel.clone(), id).await?;
-    let request = ringi_proto::bundle::request_from_pb(&view.request.clone().unwrap_or_default())
-        .map_err(|e| {
-        CliError::Usage(format!("the coordinator returned a malformed request: {e}"))
-    })?;
-    if request.id() != expected {
-        return Err(CliError::Usage(format!(
-            "the coordinator's copy of request {id} does not hash to that id; refusing to sign it"
-        )));
-    }
-    if view.state != "PENDING_APPROVAL" {
+    if view.state != State::PendingApproval {
         return Err(CliError::Status {
             code: tonic::Code::FailedPrecondition,
             message: format!(
                 "request {id} is {}: already decided or expired {}",
-                view.state, view.state_reason
+                view.state,
+                printable(&view.state_reason)
             ),
         });
     }
-    let now = ringi_policy::clock::now();
-    let statement = ringi_policy::statement::Statement::for_request(
-        &request,
+    let window = view::approval_window(ringi_policy::clock::now(), view.approval_ttl_secs)?;
+    let request = &view.request;
+    let statement = Statement::for_request(
+        request,
         department,
         decision,
         reason,
-        now,
-        now + view.approval_ttl_secs,
+        window.issued_at,
+        window.expires_at,
     );
     let approver = signer.public_key();
     let signature = signer
@@ -56,26 +51,34 @@ pub async fn decide(
         "ringi: {} request {id} for {} {} to {} as {} ({})",
         decision.as_str(),
         request.metadata.amount,
-        request.metadata.asset,
-        request.metadata.destination,
+        printable(&request.metadata.asset),
+        printable(&request.metadata.destination),
         approver.to_text(),
-        department
+        printable(department)
     );
-    let approval = ringi_policy::statement::Approval {
+    let approval = Approval {
         statement,
         approver,
         signature,
     };
-    let view = RequestServiceClient::new(channel)
-        .decide(pb::DecideRequest {
-            approval: Some(ringi_proto::bundle::approval_to_pb(&approval)),
-        })
-        .await?
-        .into_inner();
+    let view = view::from_pb(
+        &RequestServiceClient::new(channel)
+            .decide(pb::DecideRequest {
+                approval: Some(ringi_proto::bundle::approval_to_pb(&approval)),
+            })
+            .await?
+            .into_inner(),
+    )?;
+    if view.id != approval.statement.request_id {
+        return Err(CliError::Usage(format!(
+            "decided on request {id}, the coordinator answered about request {}",
+            view.id_hex()
+        )));
+    }
     let needed: Vec<String> = view
         .still_needed
         .iter()
-        .map(|n| format!("{} {} of {}", n.department, n.have, n.need))
+        .map(|n| format!("{} {} of {}", printable(&n.department), n.have, n.need))
         .collect();
     if needed.is_empty() {
         eprintln!("ringi: request is now {}", view.state);

@@ -17,6 +17,7 @@
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
 //! - [`bench`]: `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
+//! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
 
 pub mod approver;
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod dev_certs;
 pub mod health;
 pub mod keys;
 pub mod requests;
+pub mod view;
 
 use serde::Serialize;
 
@@ -46,6 +48,16 @@ pub enum CliError {
     Usage(String),
     #[error("cannot reach the coordinator at {address}: {reason}")]
     Connect { address: String, reason: String },
+    /// The coordinator's answer failed a check (see [`view`]). Not a
+    /// `source`, so that `{:#}` prints the reason once.
+    #[error("refusing the coordinator's answer: {0}")]
+    View(view::ViewError),
+}
+
+impl From<view::ViewError> for CliError {
+    fn from(e: view::ViewError) -> Self {
+        CliError::View(e)
+    }
 }
 
 impl From<tonic::Status> for CliError {

@@ -6,6 +6,9 @@ use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use ringi::request_state::State;
+
+use crate::view::{self, RequestView, printable};
 use crate::{CliError, Output, json};
 
 /// What `ringi requests submit` asks to sign.
@@ -66,12 +69,14 @@ impl SubmitArgs {
 /// `ringi requests submit`: prints the request id.
 pub async fn submit(channel: Channel, args: &SubmitArgs) -> Result<(), CliError> {
     let request = args.to_request()?;
-    let view = RequestServiceClient::new(channel)
-        .submit_signing_request(request)
-        .await?
-        .into_inner();
+    let view = view::from_pb(
+        &RequestServiceClient::new(channel)
+            .submit_signing_request(request)
+            .await?
+            .into_inner(),
+    )?;
     eprintln!("ringi: request submitted, state {}", view.state);
-    println!("{}", view.request_id);
+    println!("{}", view.id_hex());
     Ok(())
 }
 
@@ -122,32 +127,32 @@ struct TransitionJson {
     at: u64,
 }
 
-fn request_json(v: &pb::SigningRequestView) -> RequestJson {
+fn request_json(v: &RequestView) -> RequestJson {
     use sha2::Digest;
-    let r = v.request.clone().unwrap_or_default();
+    let r = &v.request;
     RequestJson {
-        request_id: v.request_id.clone(),
-        state: v.state.clone(),
+        request_id: v.id_hex(),
+        state: v.state.as_str().to_string(),
         state_reason: v.state_reason.clone(),
         message_sha256: hex::encode(sha2::Sha256::digest(&r.message)),
         message_hex: hex::encode(&r.message),
-        key_id: r.key_id,
-        asset: r.asset,
-        amount: r.amount,
-        destination: r.destination,
-        memo: r.memo,
-        requester: r.requester,
+        key_id: r.key_id.to_string(),
+        asset: r.metadata.asset.clone(),
+        amount: r.metadata.amount.to_string(),
+        destination: r.metadata.destination.clone(),
+        memo: r.metadata.memo.clone(),
+        requester: r.requester.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
         policy_sha256: hex::encode(r.policy_hash),
-        content_digest: v.content_digest.clone(),
+        content_digest: hex::encode(r.content_digest()),
         decisions: v
             .decisions
             .iter()
             .map(|d| DecisionJson {
                 approver: d.approver.clone(),
                 department: d.department.clone(),
-                decision: d.decision.clone(),
+                decision: d.decision.as_str().to_string(),
                 reason: d.reason.clone(),
                 expires_at: d.expires_at,
             })
@@ -161,13 +166,13 @@ fn request_json(v: &pb::SigningRequestView) -> RequestJson {
                 need: n.need,
             })
             .collect(),
-        signature: hex::encode(&v.signature),
+        signature: v.signature.map(hex::encode).unwrap_or_default(),
         transitions: v
             .transitions
             .iter()
             .map(|t| TransitionJson {
-                from: t.from_state.clone(),
-                to: t.to_state.clone(),
+                from: t.from.map(|s| s.as_str()).unwrap_or_default().to_string(),
+                to: t.to.as_str().to_string(),
                 reason: t.reason.clone(),
                 at: t.at,
             })
@@ -175,12 +180,16 @@ fn request_json(v: &pb::SigningRequestView) -> RequestJson {
     }
 }
 
+/// Text for a terminal: every string that came from the coordinator (or
+/// through it, from a requester) is shown with its control characters
+/// escaped, so it cannot move the cursor or recolour what is around it.
 fn print_request_text(j: &RequestJson) {
+    let p = printable;
     println!("request      {}", j.request_id);
     if j.state_reason.is_empty() {
         println!("state        {}", j.state);
     } else {
-        println!("state        {} ({})", j.state, j.state_reason);
+        println!("state        {} ({})", j.state, p(&j.state_reason));
     }
     println!("key          {}", j.key_id);
     println!(
@@ -188,29 +197,32 @@ fn print_request_text(j: &RequestJson) {
         j.message_hex.len() / 2,
         j.message_sha256
     );
-    println!("asset        {}", j.asset);
+    println!("asset        {}", p(&j.asset));
     println!("amount       {}", j.amount);
-    println!("destination  {}", j.destination);
-    println!("memo         {}", j.memo);
-    println!("requester    {}", j.requester);
+    println!("destination  {}", p(&j.destination));
+    println!("memo         {}", p(&j.memo));
+    println!("requester    {}", p(&j.requester));
     println!("expires at   {}", j.expires_at);
     println!("policy       {}", j.policy_sha256);
     for d in &j.decisions {
         let reason = if d.reason.is_empty() {
             String::new()
         } else {
-            format!(": {}", d.reason)
+            format!(": {}", p(&d.reason))
         };
         println!(
             "decision     {} ({}) {}{}",
-            d.approver, d.department, d.decision, reason
+            p(&d.approver),
+            p(&d.department),
+            d.decision,
+            reason
         );
     }
     if !j.still_needed.is_empty() {
         let needed: Vec<String> = j
             .still_needed
             .iter()
-            .map(|n| format!("{} {} of {}", n.department, n.have, n.need))
+            .map(|n| format!("{} {} of {}", p(&n.department), n.have, n.need))
             .collect();
         println!("still needed {}", needed.join(", "));
     }
@@ -219,21 +231,25 @@ fn print_request_text(j: &RequestJson) {
     }
 }
 
-pub(crate) fn parse_id(id: &str) -> Result<[u8; 32], CliError> {
-    hex::decode(id)
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| CliError::Usage(format!("request id {id:?} is not 64 hex digits")))
-}
-
-pub(crate) async fn fetch(channel: Channel, id: &str) -> Result<pb::SigningRequestView, CliError> {
-    parse_id(id)?;
-    Ok(RequestServiceClient::new(channel)
-        .get_signing_request(pb::GetSigningRequestRequest {
-            request_id: id.to_string(),
-        })
-        .await?
-        .into_inner())
+/// Fetches request `id` and checks the coordinator's view of it: it must
+/// be that request (see [`crate::view`]).
+pub(crate) async fn fetch(channel: Channel, id: &str) -> Result<RequestView, CliError> {
+    let expected = view::parse_request_id(id).map_err(|e| CliError::Usage(e.to_string()))?;
+    let view = view::from_pb(
+        &RequestServiceClient::new(channel)
+            .get_signing_request(pb::GetSigningRequestRequest {
+                request_id: id.to_string(),
+            })
+            .await?
+            .into_inner(),
+    )?;
+    if view.id != expected {
+        return Err(CliError::Usage(format!(
+            "asked for request {id}, the coordinator returned request {}; refusing it",
+            view.id_hex()
+        )));
+    }
+    Ok(view)
 }
 
 /// `ringi requests show`.
@@ -275,13 +291,21 @@ pub async fn list(
         }
         page_token = page.next_page_token;
     }
-    let list: Vec<RequestJson> = all.iter().map(request_json).collect();
+    let list = all
+        .iter()
+        .map(|v| Ok(request_json(&view::from_pb(v)?)))
+        .collect::<Result<Vec<RequestJson>, CliError>>()?;
     match output {
         Output::Text => {
             for j in &list {
                 println!(
                     "{}\t{}\t{}\t{} {}\t{}",
-                    j.request_id, j.state, j.key_id, j.amount, j.asset, j.destination
+                    j.request_id,
+                    j.state,
+                    j.key_id,
+                    j.amount,
+                    printable(&j.asset),
+                    printable(&j.destination)
                 );
             }
         }
@@ -291,32 +315,32 @@ pub async fn list(
 }
 
 /// `ringi requests wait`: waits for a terminal state; prints the signature
-/// if SIGNED, fails with the reason otherwise.
+/// if SIGNED, fails with the reason otherwise. A timeout too long to
+/// represent waits without a deadline.
 pub async fn wait(
     channel: Channel,
     id: &str,
     timeout: std::time::Duration,
 ) -> Result<(), CliError> {
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = std::time::Instant::now().checked_add(timeout);
     loop {
         let view = fetch(channel.clone(), id).await?;
-        match view.state.as_str() {
-            "SIGNED" => {
-                println!("{}", hex::encode(&view.signature));
+        match (view.state, view.signature) {
+            (State::Signed, Some(signature)) => {
+                println!("{}", hex::encode(signature));
                 return Ok(());
             }
-            "REJECTED" | "EXPIRED" | "FAILED" => {
+            (state, _) if state.is_terminal() => {
                 return Err(CliError::Status {
                     code: tonic::Code::FailedPrecondition,
-                    message: format!("request {id} is {}: {}", view.state, view.state_reason),
+                    message: format!("request {id} is {state}: {}", printable(&view.state_reason)),
                 });
             }
-            _ if std::time::Instant::now() >= deadline => {
+            (state, _) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
                 return Err(CliError::Status {
                     code: tonic::Code::DeadlineExceeded,
                     message: format!(
-                        "request {id} is still {} after {} s",
-                        view.state,
+                        "request {id} is still {state} after {} s",
                         timeout.as_secs()
                     ),
                 });
