@@ -22,6 +22,7 @@ pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod harness_keys;
 pub mod policy_toml;
+pub mod request_view;
 pub mod sealed_share;
 
 /// A harness: its name (the cargo-fuzz target's), its body and its seeds.
@@ -64,6 +65,11 @@ pub fn targets() -> Vec<Target> {
             name: "dkg_peer",
             run: |d| dkg_peer::run(d).name(),
             seeds: dkg_peer::seeds,
+        },
+        Target {
+            name: "request_view",
+            run: |d| request_view::run(d).name(),
+            seeds: request_view::seeds,
         },
     ]
 }

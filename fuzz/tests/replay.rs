@@ -92,3 +92,24 @@ fn dkg_peer() {
         );
     }
 }
+
+#[test]
+fn request_view() {
+    replay("request_view", "Signable");
+    let reached: Vec<&str> = ringi_fuzz::request_view::seeds()
+        .iter()
+        .map(|s| ringi_fuzz::request_view::run(s).name())
+        .collect();
+    for stage in [
+        "Signable",
+        "WindowRefused",
+        "RequestRefused",
+        "StateRefused",
+        "ApprovalRefused",
+    ] {
+        assert!(
+            reached.contains(&stage),
+            "no seed reached {stage}: {reached:?}"
+        );
+    }
+}
