@@ -7,15 +7,9 @@
 //! - [`request_state`]: the life of a signing request (approvals issue, in progress).
 //! - [`signing`]: one signing with any `t` reachable signers.
 //! - [`service`], [`server`], [`error`]: the gRPC edge.
-//! - [`cli`]: the `ringi` command-line client.
-//! - [`bench`]: `ringi bench`.
 
 pub mod access;
-pub mod approver;
-pub mod bench;
-pub mod cli;
 pub mod config;
-pub mod dev_certs;
 pub mod error;
 pub mod keygen;
 pub mod registry;

@@ -231,7 +231,7 @@ fn every_refusal_path_through_the_cli() {
     // A key that is not in the roster.
     let id = cluster.submit("hot-1", b"m6", 1000, "wallet-service", &[]);
     let mallory = cluster.dir.path().join("mallory.pem");
-    ringi::approver::generate_key_file(&mallory).unwrap();
+    ringi_cli::approver::generate_key_file(&mallory).unwrap();
     let out = cluster.ringi(&[
         "approve",
         &id,
@@ -409,8 +409,8 @@ async fn the_bypass_test() {
     // put on a signature it did not make.
     let forged_dir = tempfile::tempdir().unwrap();
     let mallory = forged_dir.path().join("mallory.pem");
-    ringi::approver::generate_key_file(&mallory).unwrap();
-    let mallory = ringi::approver::ApproverSigner::from_file(&mallory).unwrap();
+    ringi_cli::approver::generate_key_file(&mallory).unwrap();
+    let mallory = ringi_cli::approver::ApproverSigner::from_file(&mallory).unwrap();
     let mut forged = good.clone();
     let now = ringi::requests::now();
     let statement = ringi_policy::statement::Statement::for_request(

@@ -23,6 +23,7 @@ pub mod dkg_peer;
 pub mod dkg_round;
 pub mod harness_keys;
 pub mod policy_toml;
+pub mod request_view;
 pub mod sealed_share;
 pub mod signer_rounds;
 
@@ -81,6 +82,11 @@ pub fn targets() -> Vec<Target> {
             name: "dkg_peer",
             run: |d| dkg_peer::run(d).name(),
             seeds: dkg_peer::seeds,
+        },
+        Target {
+            name: "request_view",
+            run: |d| request_view::run(d).name(),
+            seeds: request_view::seeds,
         },
     ]
 }

@@ -106,12 +106,7 @@ fn signer_round2() {
         .iter()
         .map(|s| ringi_fuzz::signer_rounds::round2(s).name())
         .collect();
-    for stage in [
-        "Signed",
-        "MessageMismatch",
-        "MalformedPackage",
-        "CapExceeded",
-    ] {
+    for stage in ["Signed", "MessageMismatch", "MalformedPackage", "CapExceeded"] {
         assert!(
             reached.contains(&stage),
             "no seed reached {stage}: {reached:?}"
@@ -124,4 +119,25 @@ fn dkg_round() {
     replay("dkg_round", "Part2Done");
     replay("dkg_round", "Part2Refused");
     replay("dkg_round", "Round1Refused");
+}
+
+#[test]
+fn request_view() {
+    replay("request_view", "Signable");
+    let reached: Vec<&str> = ringi_fuzz::request_view::seeds()
+        .iter()
+        .map(|s| ringi_fuzz::request_view::run(s).name())
+        .collect();
+    for stage in [
+        "Signable",
+        "WindowRefused",
+        "RequestRefused",
+        "StateRefused",
+        "ApprovalRefused",
+    ] {
+        assert!(
+            reached.contains(&stage),
+            "no seed reached {stage}: {reached:?}"
+        );
+    }
 }

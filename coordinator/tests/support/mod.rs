@@ -21,8 +21,22 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `ringi` binary (package ringi-cli), beside this test executable:
+/// `target/<profile>/ringi`, the test itself being in `target/<profile>/deps/`.
+/// `CARGO_BIN_EXE_ringi` exists only for binaries of the test's own package.
 pub fn ringi_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ringi"))
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable's directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target/<profile>/");
+    }
+    let path = dir.join(format!("ringi{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is missing: build every binary first (cargo build --workspace --bins, as softhsm-setup/run-tests.sh does)",
+        path.display()
+    );
+    path
 }
 
 pub fn signer_bin() -> PathBuf {
@@ -184,7 +198,7 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
             let public = if token_approver == Some(*name) {
                 approver_token_public_key(dir, name)
             } else {
-                ringi::approver::generate_key_file(&dir.join(format!("{name}.pem")))
+                ringi_cli::approver::generate_key_file(&dir.join(format!("{name}.pem")))
                     .unwrap()
                     .to_text()
             };
@@ -651,7 +665,7 @@ impl Cluster {
         decision: ringi_policy::statement::Decision,
     ) -> ringi_proto::approval::v1::Approval {
         let signer =
-            ringi::approver::ApproverSigner::from_file(Path::new(&self.key_file(who))).unwrap();
+            ringi_cli::approver::ApproverSigner::from_file(Path::new(&self.key_file(who))).unwrap();
         let now = ringi::requests::now();
         let statement = ringi_policy::statement::Statement::for_request(
             request,

@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringi::approver::ApproverSigner;
-use ringi::cli::{self, Output};
 use ringi::config::Config;
+use ringi_cli::approver::ApproverSigner;
+use ringi_cli::connect::{ClientTls, connect};
+use ringi_cli::requests::SubmitArgs;
+use ringi_cli::{Output, audit, decide, health, keys, requests};
 use ringi_policy::statement::Decision;
 
 /// ringi: HSM-backed FROST threshold signing.
@@ -147,32 +149,7 @@ enum Command {
 #[derive(Subcommand)]
 enum RequestsCommand {
     /// Submit a signing request (it waits for approvals).
-    Submit {
-        #[arg(long)]
-        key_id: String,
-        /// The exact bytes to sign, hex-encoded.
-        #[arg(long)]
-        message_hex: String,
-        #[arg(long)]
-        asset: String,
-        /// In the asset's smallest unit.
-        #[arg(long)]
-        amount: String,
-        #[arg(long)]
-        destination: String,
-        #[arg(long, default_value = "")]
-        memo: String,
-        /// Who asks, as the policy names them (under mutual TLS: the caller's
-        /// certified identity, filled in by the coordinator).
-        #[arg(long, default_value = "")]
-        requester: String,
-        /// Route to exactly `threshold` named signers (default: any reachable).
-        #[arg(long, value_delimiter = ',')]
-        signers: Vec<String>,
-        /// Retries with the same key return the same request (default: a fresh random key).
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
+    Submit(SubmitArgs),
     /// List requests, newest first.
     List {
         /// Only requests waiting for approvals.
@@ -255,7 +232,7 @@ struct ApproverKeyArgs {
 impl ApproverKeyArgs {
     fn open(&self) -> anyhow::Result<ApproverSigner> {
         if let Some(path) = &self.key_file {
-            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
+            eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
             return Ok(ApproverSigner::from_file(path)?);
         }
         let (Some(module), Some(token), Some(label)) =
@@ -319,7 +296,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let address = args.coordinator;
     let tls = match (args.tls_client_cert, args.tls_client_key, args.tls_ca) {
-        (Some(cert), Some(key), Some(ca)) => Some(cli::ClientTls {
+        (Some(cert), Some(key), Some(ca)) => Some(ClientTls {
             cert,
             key,
             ca,
@@ -334,61 +311,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key_id,
             threshold,
             signers,
-        } => Ok(cli::keygen(
-            cli::connect(&address, tls).await?,
-            key_id,
-            threshold,
-            signers,
-        )
-        .await?),
+        } => Ok(keys::keygen(connect(&address, tls).await?, key_id, threshold, signers).await?),
         Command::Requests(cmd) => {
-            let channel = cli::connect(&address, tls).await?;
+            let channel = connect(&address, tls).await?;
             match cmd {
-                RequestsCommand::Submit {
-                    key_id,
-                    message_hex,
-                    asset,
-                    amount,
-                    destination,
-                    memo,
-                    requester,
-                    signers,
-                    idempotency_key,
-                } => {
-                    let idempotency_key = idempotency_key.unwrap_or_else(|| {
-                        use rand::RngCore;
-                        let mut bytes = [0u8; 16];
-                        rand::rngs::OsRng.fill_bytes(&mut bytes);
-                        hex::encode(bytes)
-                    });
-                    let message = hex::decode(message_hex.trim())
-                        .map_err(|e| anyhow::anyhow!("--message-hex is not hex: {e}"))?;
-                    let request = ringi_proto::coordinator::v1::SubmitSigningRequestRequest {
-                        key_id,
-                        message,
-                        asset,
-                        amount,
-                        destination,
-                        memo,
-                        requester,
-                        signers,
-                        idempotency_key,
-                    };
-                    Ok(cli::requests_submit(channel, request).await?)
-                }
+                RequestsCommand::Submit(args) => Ok(requests::submit(channel, &args).await?),
                 RequestsCommand::List {
                     pending,
                     key_id,
                     state,
                     output,
-                } => Ok(cli::requests_list(channel, pending, key_id, state, output).await?),
+                } => Ok(requests::list(channel, pending, key_id, state, output).await?),
                 RequestsCommand::Show { request_id, output } => {
-                    Ok(cli::requests_show(channel, &request_id, output).await?)
+                    Ok(requests::show(channel, &request_id, output).await?)
                 }
                 RequestsCommand::Wait {
                     request_id,
                     timeout_secs,
-                } => Ok(cli::requests_wait(
+                } => Ok(requests::wait(
                     channel,
                     &request_id,
                     std::time::Duration::from_secs(timeout_secs),
@@ -402,8 +342,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key,
         } => {
             let signer = key.open()?;
-            let channel = cli::connect(&address, tls).await?;
-            Ok(cli::decide(
+            let channel = connect(&address, tls).await?;
+            Ok(decide::decide(
                 channel,
                 &request_id,
                 &department,
@@ -420,8 +360,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key,
         } => {
             let signer = key.open()?;
-            let channel = cli::connect(&address, tls).await?;
-            Ok(cli::decide(
+            let channel = connect(&address, tls).await?;
+            Ok(decide::decide(
                 channel,
                 &request_id,
                 &department,
@@ -432,8 +372,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?)
         }
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {
-            eprintln!("ringi: {}", ringi::approver::DEV_KEY_WARNING);
-            let public = ringi::approver::generate_key_file(&out)?;
+            eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
+            let public = ringi_cli::approver::generate_key_file(&out)?;
             eprintln!(
                 "ringi: key written to {} (mode 0600); its public key, for the policy file:",
                 out.display()
@@ -450,7 +390,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             eprintln!(
                 "ringi: development certificates: the CA key is a file; do not use it in production"
             );
-            let written = ringi::dev_certs::generate(&ringi::dev_certs::DevCertsRequest {
+            let written = ringi_cli::dev_certs::generate(&ringi_cli::dev_certs::DevCertsRequest {
                 out,
                 signers,
                 signer_csrs,
@@ -464,44 +404,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify {
             path,
             checkpoint_key,
-        }) => {
-            let key = checkpoint_key
-                .map(|k| ringi_policy::approver_key::ApproverKey::parse(&k))
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--checkpoint-key: {e}"))?;
-            let lines = read_lines(&path)?;
-            let v = ringi_policy::audit::verify(&lines, key.as_ref())
-                .map_err(|b| anyhow::anyhow!("audit log {} is broken: {b}", path.display()))?;
-            println!(
-                "ok: {} entries, {} signed checkpoints{}, head {}",
-                v.entries,
-                v.checkpoints,
-                if v.checkpoint_keys.is_empty() {
-                    String::new()
-                } else {
-                    format!(" by {}", v.checkpoint_keys.join(", "))
-                },
-                hex::encode(v.head)
-            );
-            Ok(())
-        }
-        Command::Audit(AuditCommand::Export { path, node }) => {
-            let lines = read_lines(&path)?;
-            ringi_policy::audit::verify(&lines, None).map_err(|b| {
-                anyhow::anyhow!("audit log {} is broken, not exporting: {b}", path.display())
-            })?;
-            for line in lines.iter().filter(|l| !l.trim().is_empty()) {
-                let entry: ringi_policy::audit::Entry = serde_json::from_str(line)?;
-                println!("{}", ringi_policy::audit::export_line(&node, &entry));
-            }
-            Ok(())
-        }
+        }) => audit::verify(&path, checkpoint_key.as_deref()),
+        Command::Audit(AuditCommand::Export { path, node }) => audit::export(&path, &node),
         Command::ApproverKey(ApproverKeyCommand::Show { key }) => {
             println!("{}", key.open()?.public_key().to_text());
             Ok(())
         }
         Command::Pubkey { key_id, output } => {
-            Ok(cli::pubkey(cli::connect(&address, tls).await?, key_id, output).await?)
+            Ok(keys::pubkey(connect(&address, tls).await?, key_id, output).await?)
         }
         Command::Health {
             address: health_address,
@@ -509,15 +419,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             service,
         } => {
             let address = health_address.unwrap_or(address);
-            let tls = tls.map(|t| cli::ClientTls {
+            let tls = tls.map(|t| ClientTls {
                 server_name: server_name.clone().unwrap_or_else(|| t.server_name.clone()),
                 ..t.clone()
             });
-            Ok(cli::health(cli::connect(&address, tls.as_ref()).await?, service).await?)
+            Ok(health::health(connect(&address, tls.as_ref()).await?, service).await?)
         }
-        Command::Keys { output } => {
-            Ok(cli::keys(cli::connect(&address, tls).await?, output).await?)
-        }
+        Command::Keys { output } => Ok(keys::keys(connect(&address, tls).await?, output).await?),
         Command::Bench {
             config,
             key_id,
@@ -530,19 +438,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let (department, file) = spec.split_once('=').ok_or_else(|| {
                         anyhow::anyhow!("--approver takes DEPARTMENT=KEYFILE, got {spec:?}")
                     })?;
-                    Ok(ringi::bench::BenchApprover {
+                    Ok(ringi_cli::bench::BenchApprover {
                         signer: ApproverSigner::from_file(std::path::Path::new(file))?,
                         department: department.to_string(),
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            ringi::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
+            ringi_cli::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
         }
     }
-}
-
-fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    Ok(text.lines().map(String::from).collect())
 }

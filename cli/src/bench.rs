@@ -19,8 +19,8 @@ use frost_secp256k1 as frost;
 use rand::RngCore;
 use rand::rngs::OsRng;
 
-use crate::config::Config;
-use crate::signing;
+use ringi::config::Config;
+use ringi::signing;
 
 /// Summary of a series of timings.
 #[derive(Debug, Clone, Copy)]
@@ -135,7 +135,7 @@ fn approved_bundle(
     let rules = policy
         .key(key_id)
         .ok_or_else(|| anyhow::anyhow!("the policy has no rules for key {key_id:?}"))?;
-    let now = crate::requests::now();
+    let now = ringi_policy::clock::now();
     let request = SigningRequest {
         key_id: ringi_policy::key_id::KeyId::parse(key_id)
             .map_err(|e| anyhow::anyhow!("key id: {e}"))?,
@@ -181,7 +181,7 @@ pub async fn run(
     iterations: usize,
     approvers: &[BenchApprover],
 ) -> anyhow::Result<()> {
-    let coordinator = crate::server::coordinator(config, false)?;
+    let coordinator = ringi::server::coordinator(config, false)?;
     let policy = coordinator.policy.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "the bench needs the coordinator's policy_file: signers sign only approved requests"
@@ -218,7 +218,7 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("the key's first signer is not in the registry"))?
         .clone();
     let tls = match &config.tls {
-        Some(t) => Some(std::sync::Arc::new(crate::server::client_tls(t)?)),
+        Some(t) => Some(std::sync::Arc::new(ringi::server::client_tls(t)?)),
         None => None,
     };
     let connection_rounds = iterations.min(200);

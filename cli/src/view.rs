@@ -1,0 +1,730 @@
+//! A coordinator's view of a signing request, decoded and checked.
+//!
+//! The approver's CLI does not trust the coordinator: what it shows a person
+//! and what it signs must be exactly the request whose id was asked for, and
+//! nothing a broken or hostile coordinator sends may crash it. [`from_pb`]
+//! (and [`decode`], from raw protobuf bytes, for the fuzz target) is a pure
+//! function from the wire view to a [`RequestView`] whose every field has
+//! been checked, or to the [`ViewError`] that names the first bad field:
+//!
+//! - the request id is 64 hex digits, the request is present, decodes (key id,
+//!   amount, policy hash), hashes to that id, and expires no earlier than it
+//!   was created; the content digest shown is the request's;
+//! - the state and every transition's states are request states; a signature
+//!   is present (65 bytes) exactly when the request is SIGNED;
+//! - every approval decodes, is about this request (id, key, content) and its
+//!   signature verifies; the decision summaries are those approvals, one for
+//!   one, in order (only the approvers' names are the coordinator's word).
+//!
+//! The approval validity the coordinator proposes (`approval_ttl_secs`, from
+//! its policy) is checked only when signing, by [`approval_window`]: between
+//! 1 s and [`MAX_APPROVAL_TTL_SECS`], and `now + ttl` must not overflow. The
+//! signers enforce the policy's own `approval_ttl_secs` on every approval
+//! anyway; the bound here only keeps the CLI from signing a statement that
+//! would be valid for longer than any sane policy allows.
+
+use prost::Message;
+use ringi::request_state::State;
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::request::SigningRequest;
+use ringi_policy::statement::{Approval, Decision};
+use ringi_proto::coordinator::v1 as pb;
+
+/// The longest approval validity the CLI signs for: 7 days. A policy's
+/// `approval_ttl_secs` is minutes to hours in practice; a coordinator that
+/// proposes more is broken or lying, and the approver's signature would
+/// outlive any review of the request.
+pub const MAX_APPROVAL_TTL_SECS: u64 = 7 * 24 * 60 * 60;
+
+/// A FROST(secp256k1) signature as the coordinator returns it: 65 bytes.
+pub const SIGNATURE_LEN: usize = 65;
+
+/// Why a coordinator's view (or its proposed approval validity) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error("the coordinator's answer is not a signing request view: {0}")]
+    Protobuf(String),
+    #[error("request id {0:?} is not 64 hex digits")]
+    BadRequestId(String),
+    #[error("the view of request {id} carries no request")]
+    MissingRequest { id: String },
+    #[error("request {id} is malformed: {reason}")]
+    BadRequest { id: String, reason: String },
+    #[error("the coordinator's copy of request {id} hashes to {actual}, not to that id")]
+    IdMismatch { id: String, actual: String },
+    #[error("request {id}: content digest {claimed:?} is not the request's ({actual})")]
+    ContentDigestMismatch {
+        id: String,
+        claimed: String,
+        actual: String,
+    },
+    #[error("request {id} expires at {expires_at}, before it was created at {created_at}")]
+    ExpiresBeforeCreated {
+        id: String,
+        created_at: u64,
+        expires_at: u64,
+    },
+    #[error("request {id}: {field} {value:?} is not a request state")]
+    BadState {
+        id: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("request {id} is {state} with a signature of {len} bytes")]
+    BadSignature {
+        id: String,
+        state: State,
+        len: usize,
+    },
+    #[error("request {id}: approval #{index} is malformed: {reason}")]
+    BadApproval {
+        id: String,
+        index: usize,
+        reason: String,
+    },
+    #[error("request {id}: approval #{index} is about another request")]
+    ApprovalForOtherRequest { id: String, index: usize },
+    #[error("request {id}: approval #{index}: its signature does not verify")]
+    ApprovalSignature { id: String, index: usize },
+    #[error("request {id}: {decisions} decision summaries for {approvals} approvals")]
+    DecisionCount {
+        id: String,
+        decisions: usize,
+        approvals: usize,
+    },
+    #[error("request {id}: decision #{index} is not what approval #{index} says")]
+    DecisionMismatch { id: String, index: usize },
+    #[error(
+        "the coordinator proposes approvals valid for 0 s (has its policy no rules for this key?); refusing to sign"
+    )]
+    ZeroApprovalTtl,
+    #[error(
+        "the coordinator proposes approvals valid for {secs} s, more than the {max} s (7 days) the CLI signs for; refusing to sign"
+    )]
+    ApprovalTtlTooLong { secs: u64, max: u64 },
+    #[error("an approval issued at {now} and valid for {ttl} s would expire past the end of time")]
+    ApprovalExpiryOverflow { now: u64, ttl: u64 },
+}
+
+/// One approval or rejection as shown: the coordinator's name for the
+/// approver (from its policy), the rest from the signed approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionView {
+    pub approver: String,
+    pub approver_key: ApproverKey,
+    pub department: String,
+    pub decision: Decision,
+    pub reason: String,
+    pub issued_at: u64,
+    pub expires_at: u64,
+}
+
+/// A department still short of its quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Needed {
+    pub department: String,
+    pub have: u32,
+    pub need: u32,
+}
+
+/// One state change; `from` is `None` for the submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionView {
+    pub from: Option<State>,
+    pub to: State,
+    pub reason: String,
+    pub at: u64,
+}
+
+/// A checked view of a signing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestView {
+    /// The request id; `request` hashes to it.
+    pub id: [u8; 32],
+    pub request: SigningRequest,
+    pub state: State,
+    pub state_reason: String,
+    /// The signed approvals and rejections, each about this request and
+    /// each verified.
+    pub approvals: Vec<Approval>,
+    /// The same, one for one, as the coordinator names them.
+    pub decisions: Vec<DecisionView>,
+    pub still_needed: Vec<Needed>,
+    /// As the coordinator sent it (0 when its policy has no rules for the
+    /// key); checked by [`approval_window`] before signing.
+    pub approval_ttl_secs: u64,
+    /// The FROST signature: `Some` exactly when SIGNED.
+    pub signature: Option<[u8; SIGNATURE_LEN]>,
+    pub transitions: Vec<TransitionView>,
+}
+
+impl RequestView {
+    /// The request id, hex.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+}
+
+/// Decodes protobuf bytes as a `SigningRequestView` and checks it. Never
+/// panics, whatever the bytes.
+pub fn decode(bytes: &[u8]) -> Result<RequestView, ViewError> {
+    let view =
+        pb::SigningRequestView::decode(bytes).map_err(|e| ViewError::Protobuf(e.to_string()))?;
+    from_pb(&view)
+}
+
+/// Parses a request id: 64 hex digits.
+pub fn parse_request_id(text: &str) -> Result<[u8; 32], ViewError> {
+    hex::decode(text)
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| ViewError::BadRequestId(text.to_string()))
+}
+
+fn state(id: &str, field: &'static str, value: &str) -> Result<State, ViewError> {
+    State::parse(value).ok_or_else(|| ViewError::BadState {
+        id: id.to_string(),
+        field,
+        value: value.to_string(),
+    })
+}
+
+/// Checks a coordinator's view; see the module documentation for the rules.
+pub fn from_pb(v: &pb::SigningRequestView) -> Result<RequestView, ViewError> {
+    let id = parse_request_id(&v.request_id)?;
+    let id_hex = hex::encode(id);
+    let wire = v
+        .request
+        .as_ref()
+        .ok_or_else(|| ViewError::MissingRequest { id: id_hex.clone() })?;
+    let request =
+        ringi_proto::bundle::request_from_pb(wire).map_err(|e| ViewError::BadRequest {
+            id: id_hex.clone(),
+            reason: e.to_string(),
+        })?;
+    let actual = request.id();
+    if actual != id {
+        return Err(ViewError::IdMismatch {
+            id: id_hex,
+            actual: hex::encode(actual),
+        });
+    }
+    if request.expires_at < request.created_at {
+        return Err(ViewError::ExpiresBeforeCreated {
+            id: id_hex,
+            created_at: request.created_at,
+            expires_at: request.expires_at,
+        });
+    }
+    let content = request.content_digest();
+    if hex::decode(&v.content_digest).ok().as_deref() != Some(&content[..]) {
+        return Err(ViewError::ContentDigestMismatch {
+            id: id_hex,
+            claimed: v.content_digest.clone(),
+            actual: hex::encode(content),
+        });
+    }
+
+    let current = state(&id_hex, "state", &v.state)?;
+    let transitions = v
+        .transitions
+        .iter()
+        .map(|t| {
+            Ok(TransitionView {
+                from: match t.from_state.as_str() {
+                    "" => None,
+                    s => Some(state(&id_hex, "transition from_state", s)?),
+                },
+                to: state(&id_hex, "transition to_state", &t.to_state)?,
+                reason: t.reason.clone(),
+                at: t.at,
+            })
+        })
+        .collect::<Result<Vec<_>, ViewError>>()?;
+    let signature = match (current, v.signature.len()) {
+        (State::Signed, SIGNATURE_LEN) => {
+            let mut s = [0u8; SIGNATURE_LEN];
+            s.copy_from_slice(&v.signature);
+            Some(s)
+        }
+        (s, 0) if s != State::Signed => None,
+        (s, len) => {
+            return Err(ViewError::BadSignature {
+                id: id_hex,
+                state: s,
+                len,
+            });
+        }
+    };
+
+    let mut approvals = Vec::with_capacity(v.approvals.len());
+    for (index, a) in v.approvals.iter().enumerate() {
+        let approval =
+            ringi_proto::bundle::approval_from_pb(a).map_err(|e| ViewError::BadApproval {
+                id: id_hex.clone(),
+                index,
+                reason: e.to_string(),
+            })?;
+        let s = &approval.statement;
+        if s.request_id != id || s.key_id != request.key_id || s.content_digest != content {
+            return Err(ViewError::ApprovalForOtherRequest { id: id_hex, index });
+        }
+        if !approval.signature_valid() {
+            return Err(ViewError::ApprovalSignature { id: id_hex, index });
+        }
+        approvals.push(approval);
+    }
+    if v.decisions.len() != approvals.len() {
+        return Err(ViewError::DecisionCount {
+            id: id_hex,
+            decisions: v.decisions.len(),
+            approvals: approvals.len(),
+        });
+    }
+    let mut decisions = Vec::with_capacity(approvals.len());
+    for (index, (d, a)) in v.decisions.iter().zip(&approvals).enumerate() {
+        let s = &a.statement;
+        if d.department != s.department
+            || d.decision != s.decision.as_str()
+            || d.reason != s.reason
+            || d.issued_at != s.issued_at
+            || d.expires_at != s.expires_at
+        {
+            return Err(ViewError::DecisionMismatch { id: id_hex, index });
+        }
+        decisions.push(DecisionView {
+            approver: d.approver.clone(),
+            approver_key: a.approver.clone(),
+            department: s.department.clone(),
+            decision: s.decision,
+            reason: s.reason.clone(),
+            issued_at: s.issued_at,
+            expires_at: s.expires_at,
+        });
+    }
+
+    Ok(RequestView {
+        id,
+        request,
+        state: current,
+        state_reason: v.state_reason.clone(),
+        approvals,
+        decisions,
+        still_needed: v
+            .still_needed
+            .iter()
+            .map(|n| Needed {
+                department: n.department.clone(),
+                have: n.have,
+                need: n.need,
+            })
+            .collect(),
+        approval_ttl_secs: v.approval_ttl_secs,
+        signature,
+        transitions,
+    })
+}
+
+/// When a new approval statement is issued and expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalWindow {
+    pub issued_at: u64,
+    pub expires_at: u64,
+}
+
+/// The validity of an approval issued `now` for `ttl_secs`, as the
+/// coordinator proposes: refused if 0, longer than
+/// [`MAX_APPROVAL_TTL_SECS`], or past `u64::MAX`.
+pub fn approval_window(now: u64, ttl_secs: u64) -> Result<ApprovalWindow, ViewError> {
+    if ttl_secs == 0 {
+        return Err(ViewError::ZeroApprovalTtl);
+    }
+    if ttl_secs > MAX_APPROVAL_TTL_SECS {
+        return Err(ViewError::ApprovalTtlTooLong {
+            secs: ttl_secs,
+            max: MAX_APPROVAL_TTL_SECS,
+        });
+    }
+    let expires_at = now
+        .checked_add(ttl_secs)
+        .ok_or(ViewError::ApprovalExpiryOverflow { now, ttl: ttl_secs })?;
+    Ok(ApprovalWindow {
+        issued_at: now,
+        expires_at,
+    })
+}
+
+/// `text` for a terminal: control characters (escape sequences, carriage
+/// returns, newlines...) and bidirectional overrides escaped as `\u{1b}`
+/// and the like, everything else as is. The strings of a request come from
+/// whoever submitted it, and must not redraw or reorder what the approver
+/// reads.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    fn hidden(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approver::ApproverSigner;
+    use ringi_policy::statement::Statement;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn signer() -> ApproverSigner {
+        ApproverSigner::File(p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap())
+    }
+
+    fn request() -> SigningRequest {
+        SigningRequest {
+            key_id: ringi_policy::key_id::KeyId::parse("hot-1").unwrap(),
+            message: vec![0xab; 32],
+            metadata: ringi_policy::request::Metadata {
+                asset: "BTC".into(),
+                amount: 150_000_000,
+                destination: "bc1qexample".into(),
+                memo: "exchange rebalance".into(),
+            },
+            requester: "wallet-service".into(),
+            created_at: NOW,
+            expires_at: NOW + 600,
+            policy_hash: [7; 32],
+        }
+    }
+
+    fn approval(request: &SigningRequest, signer: &ApproverSigner) -> Approval {
+        let statement =
+            Statement::for_request(request, "treasury", Decision::Approve, "", NOW, NOW + 300);
+        let approver = signer.public_key();
+        let signature = signer.sign(&statement.signed_bytes(&approver)).unwrap();
+        Approval {
+            statement,
+            approver,
+            signature,
+        }
+    }
+
+    /// A well-formed PENDING_APPROVAL view with one approval.
+    fn good() -> pb::SigningRequestView {
+        let r = request();
+        let a = approval(&r, &signer());
+        pb::SigningRequestView {
+            request_id: hex::encode(r.id()),
+            request: Some(ringi_proto::bundle::request_to_pb(&r)),
+            state: "PENDING_APPROVAL".into(),
+            state_reason: String::new(),
+            content_digest: hex::encode(r.content_digest()),
+            approvals: vec![ringi_proto::bundle::approval_to_pb(&a)],
+            still_needed: vec![pb::Needed {
+                department: "compliance".into(),
+                have: 0,
+                need: 1,
+            }],
+            approval_ttl_secs: 3600,
+            signature: Vec::new(),
+            transitions: vec![pb::Transition {
+                from_state: String::new(),
+                to_state: "PENDING_APPROVAL".into(),
+                reason: "submitted".into(),
+                at: NOW,
+            }],
+            decisions: vec![pb::DecisionSummary {
+                approver: "alice".into(),
+                department: "treasury".into(),
+                decision: "approve".into(),
+                reason: String::new(),
+                issued_at: NOW,
+                expires_at: NOW + 300,
+            }],
+        }
+    }
+
+    fn refused(edit: impl FnOnce(&mut pb::SigningRequestView)) -> ViewError {
+        let mut v = good();
+        edit(&mut v);
+        from_pb(&v).expect_err("the view must be refused")
+    }
+
+    #[test]
+    fn a_good_view_decodes_with_every_field() {
+        let v = good();
+        let d = decode(&v.encode_to_vec()).unwrap();
+        assert_eq!(d.id, request().id());
+        assert_eq!(d.request, request());
+        assert_eq!(d.state, State::PendingApproval);
+        assert_eq!(d.approvals.len(), 1);
+        assert_eq!(d.decisions[0].approver, "alice");
+        assert_eq!(d.decisions[0].decision, Decision::Approve);
+        assert_eq!(d.decisions[0].approver_key, signer().public_key());
+        assert_eq!(d.transitions[0].from, None);
+        assert_eq!(d.transitions[0].to, State::PendingApproval);
+        assert_eq!(d.signature, None);
+        assert_eq!(d.approval_ttl_secs, 3600);
+        assert_eq!(d.id_hex(), v.request_id);
+    }
+
+    #[test]
+    fn a_signed_view_carries_its_signature() {
+        let mut v = good();
+        v.state = "SIGNED".into();
+        v.signature = vec![9; SIGNATURE_LEN];
+        assert_eq!(from_pb(&v).unwrap().signature, Some([9; SIGNATURE_LEN]));
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_view_are_refused() {
+        assert!(matches!(
+            decode(&[0xff, 0xff, 0xff]),
+            Err(ViewError::Protobuf(_))
+        ));
+        // Empty bytes are a view with every field empty: no request id.
+        assert_eq!(decode(&[]), Err(ViewError::BadRequestId(String::new())));
+    }
+
+    #[test]
+    fn a_bad_request_id_is_refused() {
+        for bad in ["", "zz", &"ab".repeat(31), &"ab".repeat(33)] {
+            assert_eq!(
+                refused(|v| v.request_id = bad.to_string()),
+                ViewError::BadRequestId(bad.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_or_undecodable_request_is_refused() {
+        assert!(matches!(
+            refused(|v| v.request = None),
+            ViewError::MissingRequest { .. }
+        ));
+        for edit in [
+            (|r: &mut ringi_proto::approval::v1::SigningRequest| r.amount = "-1".into())
+                as fn(&mut _),
+            |r| r.amount = "340282366920938463463374607431768211456".into(),
+            |r| r.key_id = "no spaces".into(),
+            |r| r.policy_hash = vec![0; 31],
+        ] {
+            assert!(matches!(
+                refused(|v| edit(v.request.as_mut().unwrap())),
+                ViewError::BadRequest { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_request_that_does_not_hash_to_its_id_is_refused() {
+        // The coordinator shows another destination than the request's id
+        // commits to.
+        assert!(matches!(
+            refused(|v| v.request.as_mut().unwrap().destination = "bc1qmallory".into()),
+            ViewError::IdMismatch { .. }
+        ));
+    }
+
+    #[test]
+    fn a_request_expiring_before_its_creation_is_refused() {
+        let mut r = request();
+        r.expires_at = r.created_at - 1;
+        let err = refused(|v| {
+            v.request_id = hex::encode(r.id());
+            v.request = Some(ringi_proto::bundle::request_to_pb(&r));
+        });
+        assert!(
+            matches!(err, ViewError::ExpiresBeforeCreated { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_content_digest_is_refused() {
+        for bad in ["", "nothex", &"00".repeat(32)] {
+            assert!(matches!(
+                refused(|v| v.content_digest = bad.to_string()),
+                ViewError::ContentDigestMismatch { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn a_state_that_is_not_a_state_is_refused() {
+        for (field, edit) in [
+            (
+                "state",
+                (|v: &mut pb::SigningRequestView| v.state = "pending".into()) as fn(&mut _),
+            ),
+            ("state", |v| v.state = String::new()),
+            ("transition from_state", |v| {
+                v.transitions[0].from_state = "LIMBO".into()
+            }),
+            ("transition to_state", |v| {
+                v.transitions[0].to_state = String::new()
+            }),
+        ] {
+            match refused(edit) {
+                ViewError::BadState { field: f, .. } => assert_eq!(f, field),
+                other => panic!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_signature_is_refused_unless_signed_and_65_bytes() {
+        assert!(matches!(
+            refused(|v| v.signature = vec![1; SIGNATURE_LEN]),
+            ViewError::BadSignature {
+                state: State::PendingApproval,
+                ..
+            }
+        ));
+        for len in [0, 64, 66] {
+            assert_eq!(
+                refused(|v| {
+                    v.state = "SIGNED".into();
+                    v.signature = vec![1; len];
+                }),
+                ViewError::BadSignature {
+                    id: hex::encode(request().id()),
+                    state: State::Signed,
+                    len
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_foreign_or_forged_approvals_are_refused() {
+        assert!(matches!(
+            refused(|v| v.approvals[0].decision = "maybe".into()),
+            ViewError::BadApproval { index: 0, .. }
+        ));
+        assert!(matches!(
+            refused(|v| v.approvals[0].approver_public_key = vec![2; 5]),
+            ViewError::BadApproval { index: 0, .. }
+        ));
+        let mut other = request();
+        other.metadata.memo = "another".into();
+        let foreign = approval(&other, &signer());
+        assert!(matches!(
+            refused(|v| v.approvals[0] = ringi_proto::bundle::approval_to_pb(&foreign)),
+            ViewError::ApprovalForOtherRequest { index: 0, .. }
+        ));
+        assert!(matches!(
+            refused(|v| v.approvals[0].signature[0] ^= 1),
+            ViewError::ApprovalSignature { index: 0, .. }
+        ));
+    }
+
+    #[test]
+    fn decisions_must_be_the_approvals() {
+        assert!(matches!(
+            refused(|v| v.decisions.clear()),
+            ViewError::DecisionCount {
+                decisions: 0,
+                approvals: 1,
+                ..
+            }
+        ));
+        for edit in [
+            (|d: &mut pb::DecisionSummary| d.decision = "reject".into()) as fn(&mut _),
+            |d| d.department = "compliance".into(),
+            |d| d.reason = "because".into(),
+            |d| d.expires_at += 1,
+            |d| d.issued_at -= 1,
+        ] {
+            assert!(matches!(
+                refused(|v| edit(&mut v.decisions[0])),
+                ViewError::DecisionMismatch { index: 0, .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn the_approval_window_is_checked() {
+        assert_eq!(
+            approval_window(NOW, 3600),
+            Ok(ApprovalWindow {
+                issued_at: NOW,
+                expires_at: NOW + 3600
+            })
+        );
+        assert_eq!(
+            approval_window(NOW, MAX_APPROVAL_TTL_SECS)
+                .unwrap()
+                .expires_at,
+            NOW + MAX_APPROVAL_TTL_SECS
+        );
+        assert_eq!(approval_window(NOW, 0), Err(ViewError::ZeroApprovalTtl));
+        assert_eq!(
+            approval_window(NOW, MAX_APPROVAL_TTL_SECS + 1),
+            Err(ViewError::ApprovalTtlTooLong {
+                secs: MAX_APPROVAL_TTL_SECS + 1,
+                max: MAX_APPROVAL_TTL_SECS
+            })
+        );
+        assert_eq!(
+            approval_window(NOW, u64::MAX),
+            Err(ViewError::ApprovalTtlTooLong {
+                secs: u64::MAX,
+                max: MAX_APPROVAL_TTL_SECS
+            })
+        );
+    }
+
+    #[test]
+    fn an_approval_expiry_past_the_end_of_time_is_refused_not_a_panic() {
+        // The old `now + approval_ttl_secs` overflowed here (a panic in a
+        // debug build, a wrapped expiry in a release build).
+        assert_eq!(
+            approval_window(u64::MAX - 10, 3600),
+            Err(ViewError::ApprovalExpiryOverflow {
+                now: u64::MAX - 10,
+                ttl: 3600
+            })
+        );
+        assert_eq!(
+            approval_window(u64::MAX - 3600, 3600).unwrap().expires_at,
+            u64::MAX
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_for_a_terminal() {
+        assert_eq!(printable("bc1qexample"), "bc1qexample");
+        assert_eq!(printable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
+        assert_eq!(
+            printable("bc1qmallory\u{1b}[2K\rbc1qexample\n"),
+            "bc1qmallory\\u{1b}[2K\\rbc1qexample\\n"
+        );
+        assert_eq!(printable("bc1q\u{202e}elpmaxe"), "bc1q\\u{202e}elpmaxe");
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap stand-in for the fuzz target: truncations and bit flips of
+        // a good view.
+        let bytes = good().encode_to_vec();
+        for cut in 0..bytes.len() {
+            let _ = decode(&bytes[..cut]);
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x80;
+            let _ = decode(&b);
+        }
+    }
+}
