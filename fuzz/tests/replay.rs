@@ -106,7 +106,12 @@ fn signer_round2() {
         .iter()
         .map(|s| ringi_fuzz::signer_rounds::round2(s).name())
         .collect();
-    for stage in ["Signed", "MessageMismatch", "MalformedPackage", "CapExceeded"] {
+    for stage in [
+        "Signed",
+        "MessageMismatch",
+        "MalformedPackage",
+        "CapExceeded",
+    ] {
         assert!(
             reached.contains(&stage),
             "no seed reached {stage}: {reached:?}"
