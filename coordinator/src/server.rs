@@ -7,10 +7,11 @@ use tokio::net::TcpListener;
 
 use crate::access;
 use crate::config::Config;
+use crate::coordinator::Coordinator;
 use crate::registry::Registry;
 use crate::requests;
-use crate::service::{Coordinator, KeyService, RequestService};
-use crate::store::Store;
+use crate::service::{KeyService, RequestService};
+use crate::sqlite::SqliteStore;
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
@@ -45,7 +46,7 @@ pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::Clie
 }
 
 /// Builds the coordinator state from the config (registry checked, database
-/// opened and migrated).
+/// opened and migrated; SQLite is the embedded engine).
 pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
     let registry = match &config.tls {
         Some(tls) => Registry::with_tls(&config.signers, Arc::new(client_tls(tls)?))?,
@@ -66,9 +67,9 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
         }
     };
     let db = config.data_dir()?.join(DATABASE_FILE);
-    let store = Arc::new(Store::open(&db)?);
+    let store = Arc::new(SqliteStore::open(&db)?);
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    let mut coordinator = Coordinator::new(registry, store, policy);
+    let mut coordinator = Coordinator::with_store(registry, store, policy);
     coordinator.daily_volume_file = config.daily_volume_file.clone();
     if with_audit {
         let path = config.data_dir()?.join(AUDIT_FILE);
