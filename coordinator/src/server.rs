@@ -110,23 +110,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
         });
     }
-    let listener = TcpListener::bind(listen).await?;
-    let local = listener.local_addr()?;
-    println!("ringi listening on {local}");
-    // Expire overdue requests and resume signings a restart interrupted,
-    // then keep expiring.
-    let sweeper = coordinator.clone();
-    tokio::spawn(async move {
-        let mut resume = true;
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            if let Err(e) = requests::sweep(&sweeper, resume).await {
-                tracing::warn!(error = %e, "request sweep failed");
-            }
-            resume = false;
-        }
-    });
+    // Everything that can take time is built before the "listening" line:
+    // callers (and the tests) take that line to mean the server is up, and
+    // a plaintext server only takes SIGHUP once `serve` runs.
     let (health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
@@ -146,9 +132,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             access::interceptor(clients.clone()),
         ))
         .add_service(RequestServiceServer::with_interceptor(
-            RequestService(coordinator),
+            RequestService(coordinator.clone()),
             access::interceptor(clients),
         ));
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    println!("ringi listening on {local}");
+    // Expire overdue requests and resume signings a restart interrupted,
+    // then keep expiring.
+    let sweeper = coordinator;
+    tokio::spawn(async move {
+        let mut resume = true;
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = requests::sweep(&sweeper, resume).await {
+                tracing::warn!(error = %e, "request sweep failed");
+            }
+            resume = false;
+        }
+    });
     ringi_net::serve::serve(router, listener, server_tls, "ringi.coordinator.v1").await?;
     tracing::info!("stopped");
     Ok(())
