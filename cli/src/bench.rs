@@ -129,7 +129,7 @@ fn approved_bundle(
     key_id: &str,
     message: &[u8],
     approvers: &[BenchApprover],
-) -> anyhow::Result<ringi_proto::approval::v1::ApprovalBundle> {
+) -> anyhow::Result<ringi::approved::ApprovedRequest> {
     use ringi_policy::request::{Metadata, SigningRequest};
     use ringi_policy::statement::{Approval, Decision, Statement};
     let rules = policy
@@ -163,16 +163,19 @@ fn approved_bundle(
         );
         let approver = a.signer.public_key();
         let signature = a.signer.sign(&statement.signed_bytes(&approver))?;
-        approvals.push(ringi_proto::bundle::approval_to_pb(&Approval {
+        approvals.push(Approval {
             statement,
             approver,
             signature,
-        }));
+        });
     }
-    Ok(ringi_proto::approval::v1::ApprovalBundle {
-        request: Some(ringi_proto::bundle::request_to_pb(&request)),
+    Ok(ringi::approved::ApprovedRequest::evaluate(
+        policy,
+        request,
         approvals,
-    })
+        Vec::new(),
+        now,
+    )?)
 }
 
 pub async fn run(
@@ -187,7 +190,9 @@ pub async fn run(
             "the bench needs the coordinator's policy_file: signers sign only approved requests"
         )
     })?;
-    let key = coordinator.key(key_id).await?;
+    let key = coordinator
+        .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
+        .await?;
     let t = key.record.threshold;
     let n = key.record.signers.len() as u16;
     let warmup = iterations.min(20);
@@ -199,9 +204,9 @@ pub async fn run(
     let mut stack = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let msg = message();
-        let bundle = approved_bundle(&policy, key_id, &msg, approvers)?;
+        let approved = approved_bundle(&policy, key_id, &msg, approvers)?;
         let start = Instant::now();
-        signing::sign(&coordinator.registry, &key, &msg, &[], Some(&bundle)).await?;
+        signing::sign(&coordinator.registry, &key, &approved).await?;
         if i >= warmup {
             stack.push(start.elapsed());
         }

@@ -1,60 +1,595 @@
-//! The coordinator's errors: each maps to one gRPC status code (documented in
-//! `proto/ringi/coordinator/v1/coordinator.proto`) and carries a message that
-//! says which input or which signer was at fault.
+//! The coordinator's errors, and the one place they become gRPC statuses.
+//!
+//! Every variant says what went wrong in the coordinator's own terms (a
+//! state conflict, a policy violation, a cap, a signer's refusal), never in
+//! terms of a status code; code that needs to react to an error matches its
+//! variant (the compare-and-set loser matches [`Error::StateConflict`]).
+//! [`Error::code`] maps each variant to the status documented in
+//! `proto/ringi/coordinator/v1/coordinator.proto`, and `From<Error> for
+//! Status` is the only conversion to the wire.
+//!
+//! Signers' failures keep each signer's name, status code and message
+//! ([`SignerFailures`]), so the code the caller sees can follow what the
+//! signers said: when every signer refused on the same ground, that ground's
+//! code (see [`SignerFailures::unanimous_refusal`]); when they were down,
+//! `UNAVAILABLE`.
 
+use std::fmt;
+
+use ringi_policy::evaluate::Violation;
+use ringi_policy::key_id::{KeyId, KeyIdError};
+use ringi_policy::limits::CapExceeded;
+use ringi_policy::volumes::VolumeError;
+use ringi_proto::bundle::BundleError;
 use tonic::{Code, Status};
+
+use crate::request_state::{State, TransitionError};
+
+/// A signing request's id: SHA-256 of its canonical encoding.
+pub type RequestId = [u8; 32];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request itself is wrong.
+    // --- INVALID_ARGUMENT: the input itself is wrong. ---
+    /// A malformed field: `field` names it, `reason` completes the sentence
+    /// ("message" "must be 1..=1048576 bytes, got 0").
+    #[error("{field} {reason}")]
+    InvalidInput { field: &'static str, reason: String },
+    #[error("key_id: {0}")]
+    BadKeyId(#[from] KeyIdError),
+    /// An approval that does not decode.
+    #[error(transparent)]
+    BadApproval(#[from] BundleError),
+    /// A key-creation request the registry cannot serve.
+    #[error(transparent)]
+    KeySpec(#[from] KeySpecError),
+    /// Operator routing (`signers`) the key cannot serve.
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+
+    // --- NOT_FOUND ---
+    #[error(transparent)]
+    NotFound(#[from] Missing),
+
+    // --- ALREADY_EXISTS ---
+    #[error("key id {0:?} exists already")]
+    KeyExists(KeyId),
+    #[error("request {} exists already", hex::encode(.0))]
+    RequestExists(RequestId),
+    /// This approver key has decided on the request already.
+    #[error("approver key {approver} has already decided on request {}", hex::encode(.request))]
+    DuplicateDecision {
+        request: RequestId,
+        approver: String,
+    },
+    /// The requester's idempotency key was used for other content.
+    #[error(
+        "idempotency key {idempotency_key:?} of {requester:?} was used for a request with different content"
+    )]
+    IdempotencyConflict {
+        requester: String,
+        idempotency_key: String,
+    },
+
+    // --- FAILED_PRECONDITION: the request is fine, the state is not. ---
+    #[error("the coordinator has no approval policy configured (policy_file)")]
+    NoPolicy,
+    #[error("the approval policy has no rules for key {0:?}")]
+    NoRules(KeyId),
+    /// The operators' daily-volume file cannot be used.
+    #[error(transparent)]
+    DailyVolume(#[from] VolumeError),
+    #[error("request {} has expired: request expired at {at}", hex::encode(.request))]
+    Expired { request: RequestId, at: u64 },
+    /// A decision arrived for a request that left PENDING_APPROVAL.
+    #[error("request {} is {state}: already decided", hex::encode(.request))]
+    AlreadyDecided { request: RequestId, state: State },
+    /// A compare-and-set lost: the request is no longer in `expected`.
+    #[error("request {} is {actual}, not {expected}", hex::encode(.request))]
+    StateConflict {
+        request: RequestId,
+        expected: State,
+        actual: State,
+    },
+    /// The state machine does not allow this event in this state.
+    #[error(transparent)]
+    IllegalTransition(#[from] TransitionError),
+    /// A request was to be signed without a quorum (or with a veto).
+    #[error("request {} cannot be signed: {why}", hex::encode(.request))]
+    NotApproved { request: RequestId, why: String },
+
+    // --- PERMISSION_DENIED: a rule of the policy is broken. ---
+    #[error(transparent)]
+    PolicyViolation(#[from] Violation),
+    #[error("destination {destination:?} is not on the allowlist of key {key:?}")]
+    DestinationNotAllowed { key: KeyId, destination: String },
+
+    // --- RESOURCE_EXHAUSTED ---
+    #[error("spending cap of key {key:?}: {cap}")]
+    CapExceeded { key: KeyId, cap: CapExceeded },
+
+    // --- The signers (code: see `code`). ---
+    #[error(transparent)]
+    Signing(#[from] SigningError),
+    #[error(transparent)]
+    Keygen(#[from] KeygenError),
+
+    // --- INTERNAL: the coordinator's own state. ---
+    /// The storage engine failed.
+    #[error("database: {0}")]
+    Store(String),
+    /// Stored data does not decode.
     #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    /// Too few signers answered.
-    #[error("{0}")]
-    Unavailable(String),
-    /// A spending cap would be exceeded.
-    #[error("{0}")]
-    ResourceExhausted(String),
-    /// A signature, roster, department, requester or expiry rule is broken.
-    #[error("{0}")]
-    PermissionDenied(String),
-    /// A signer refused a step for a reason other than its availability.
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The coordinator's own state failed (database), or signers disagreed.
+    Corrupt(String),
+    /// A stored request's approvals no longer evaluate.
+    #[error("request {}: its recorded approvals do not evaluate: {violation}", hex::encode(.request))]
+    Inconsistent {
+        request: RequestId,
+        violation: Violation,
+    },
+    /// Anything else of the coordinator's own (a worker task that died).
     #[error("{0}")]
     Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    #[error("key id {0:?} does not exist")]
+    Key(KeyId),
+    #[error("request {} does not exist", hex::encode(.0))]
+    Request(RequestId),
+}
+
+/// Why a key-creation request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySpecError {
+    #[error("a key needs 2..={max} signers, got {got}")]
+    SignerCount { got: usize, max: usize },
+    #[error("signer {0:?} is listed twice")]
+    DuplicateSigner(String),
+    #[error("signer {0:?} is not in the coordinator's registry")]
+    UnknownSigner(String),
+    #[error("threshold must be 2..={signers} (the number of signers), got {got}")]
+    Threshold { got: u32, signers: usize },
+}
+
+/// Why operator routing (the signers a request names) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoutingError {
+    #[error("key {key:?} signs with exactly {threshold} signers; {requested} were requested")]
+    Count {
+        key: KeyId,
+        threshold: u16,
+        requested: usize,
+    },
+    #[error("signer {0:?} is requested twice")]
+    Duplicate(String),
+    #[error("signer {signer:?} holds no share of key {key:?}")]
+    NoShare { key: KeyId, signer: String },
+}
+
+/// How one signer failed a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignerFault {
+    /// It answered with this status.
+    Status { code: Code, message: String },
+    /// It answered, but with something unusable (a wrong identifier,
+    /// undecodable bytes, an invalid signature share).
+    BadAnswer(String),
+    /// The coordinator's registry does not know it.
+    NotRegistered,
+    /// The registry gives it another identifier than the key does.
+    IdentifierMismatch { key_identifier: u16 },
+}
+
+/// One signer's failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerFailure {
+    pub signer: String,
+    pub fault: SignerFault,
+}
+
+impl SignerFailure {
+    pub fn status(signer: &str, status: &Status) -> Self {
+        SignerFailure {
+            signer: signer.to_string(),
+            fault: SignerFault::Status {
+                code: status.code(),
+                message: status.message().to_string(),
+            },
+        }
+    }
+
+    pub fn bad_answer(signer: &str, reason: impl Into<String>) -> Self {
+        SignerFailure {
+            signer: signer.to_string(),
+            fault: SignerFault::BadAnswer(reason.into()),
+        }
+    }
+}
+
+impl fmt::Display for SignerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.signer;
+        match &self.fault {
+            SignerFault::Status { code, message } => {
+                write!(f, "signer {name}: {code:?}: {message}")
+            }
+            SignerFault::BadAnswer(reason) => write!(f, "signer {name}: {reason}"),
+            SignerFault::NotRegistered => {
+                write!(f, "signer {name}: not in the coordinator's registry")
+            }
+            SignerFault::IdentifierMismatch { key_identifier } => write!(
+                f,
+                "signer {name}: registry identifier differs from the key's ({key_identifier})"
+            ),
+        }
+    }
+}
+
+/// Every signer failure of one operation, in the order they happened, and
+/// failures no single signer could be blamed for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignerFailures {
+    pub signers: Vec<SignerFailure>,
+    /// e.g. an aggregation that failed without naming a culprit.
+    pub unattributed: Vec<String>,
+}
+
+/// Status codes by which a signer deliberately refuses (it was reached, it
+/// looked at the request, and said no), as opposed to being down, slow, or
+/// broken.
+pub fn is_refusal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unauthenticated
+    )
+}
+
+/// Status codes by which a signer is unreachable or did not answer in time.
+pub fn is_unavailability(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::DeadlineExceeded)
+}
+
+impl SignerFailures {
+    pub fn is_empty(&self) -> bool {
+        self.signers.is_empty() && self.unattributed.is_empty()
+    }
+
+    pub fn push(&mut self, failure: SignerFailure) {
+        self.signers.push(failure);
+    }
+
+    /// The names of the signers that failed.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.signers.iter().map(|f| f.signer.as_str())
+    }
+
+    fn codes(&self) -> impl Iterator<Item = Option<Code>> + '_ {
+        self.signers.iter().map(|f| match &f.fault {
+            SignerFault::Status { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    /// The refusal code (see [`is_refusal`]) that *every* failing signer
+    /// answered with, if they all answered with the same one and nothing
+    /// else failed: the signers refused the request on one ground (a
+    /// policy's, a cap's), which is what the caller must be told, rather
+    /// than that signers were unavailable.
+    pub fn unanimous_refusal(&self) -> Option<Code> {
+        if !self.unattributed.is_empty() {
+            return None;
+        }
+        let mut codes = self.codes();
+        let first = codes.next()??;
+        (is_refusal(first) && codes.all(|c| c == Some(first))).then_some(first)
+    }
+
+    /// Whether every failure was a signer being unreachable or too slow.
+    pub fn all_unavailable(&self) -> bool {
+        self.unattributed.is_empty() && self.codes().all(|c| c.is_some_and(is_unavailability))
+    }
+
+    /// Whether any signer said the thing exists already.
+    pub fn any_already_exists(&self) -> bool {
+        self.codes().any(|c| c == Some(Code::AlreadyExists))
+    }
+}
+
+impl fmt::Display for SignerFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let all = self
+            .signers
+            .iter()
+            .map(ToString::to_string)
+            .chain(self.unattributed.iter().cloned())
+            .collect::<Vec<_>>();
+        f.write_str(&all.join("; "))
+    }
+}
+
+/// Why a signing round produced no signature.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SigningError {
+    /// Fewer than the threshold of signers contributed, after retries.
+    #[error(
+        "could not gather {threshold} signature shares for key {key:?}{}: {failures}",
+        refusal_note(.failures)
+    )]
+    Signers {
+        key: KeyId,
+        threshold: u16,
+        failures: SignerFailures,
+    },
+    #[error(transparent)]
+    Routing(#[from] RoutingError),
+    /// The engine could not encode a signing package or a signature.
+    #[error("{0}")]
+    Encoding(String),
+}
+
+fn refusal_note(failures: &SignerFailures) -> String {
+    failures
+        .unanimous_refusal()
+        .map(|code| format!(" (every signer refused: {code:?})"))
+        .unwrap_or_default()
+}
+
+/// Why a distributed key generation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KeygenError {
+    /// Signers failed a step (a DKG needs every one of them).
+    #[error("DKG for key id {key:?} failed: {failures}")]
+    Signers {
+        key: KeyId,
+        failures: SignerFailures,
+    },
+    #[error("signer {signer} already holds a share for key id {key:?}")]
+    ShareExists { key: KeyId, signer: String },
+    /// The finish results are not all byte-identical, or do not decode.
+    #[error("DKG for key id {key:?}: {reason}; nothing stored")]
+    BadResult { key: KeyId, reason: String },
+    /// Some signers did not store their shares at commit.
+    #[error(
+        "DKG for key id {key:?} failed: {failures} (signers not named here stored their shares; remove them before reusing this key id)"
+    )]
+    CommitIncomplete {
+        key: KeyId,
+        failures: SignerFailures,
+    },
+    /// Every signer stored its share but the coordinator's store refused.
+    #[error(
+        "every signer stored its share for key id {key:?}, but the coordinator could not record the key: {reason}"
+    )]
+    NotRecorded { key: KeyId, reason: String },
+}
+
+impl Error {
+    /// The gRPC status code of this error (as documented in
+    /// `coordinator.proto`).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidInput { .. }
+            | Error::BadKeyId(_)
+            | Error::BadApproval(_)
+            | Error::KeySpec(_)
+            | Error::Routing(_) => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::KeyExists(_)
+            | Error::RequestExists(_)
+            | Error::DuplicateDecision { .. }
+            | Error::IdempotencyConflict { .. } => Code::AlreadyExists,
+            Error::NoPolicy
+            | Error::NoRules(_)
+            | Error::DailyVolume(_)
+            | Error::Expired { .. }
+            | Error::AlreadyDecided { .. }
+            | Error::StateConflict { .. }
+            | Error::IllegalTransition(_)
+            | Error::NotApproved { .. } => Code::FailedPrecondition,
+            Error::PolicyViolation(_) | Error::DestinationNotAllowed { .. } => {
+                Code::PermissionDenied
+            }
+            Error::CapExceeded { .. } => Code::ResourceExhausted,
+            Error::Signing(e) => e.code(),
+            Error::Keygen(e) => e.code(),
+            Error::Store(_)
+            | Error::Corrupt(_)
+            | Error::Inconsistent { .. }
+            | Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl SigningError {
+    /// `UNAVAILABLE` when too few signers answered; the signers' own code
+    /// when every one of them refused on the same ground.
+    pub fn code(&self) -> Code {
+        match self {
+            SigningError::Signers { failures, .. } => {
+                failures.unanimous_refusal().unwrap_or(Code::Unavailable)
+            }
+            SigningError::Routing(_) => Code::InvalidArgument,
+            SigningError::Encoding(_) => Code::Internal,
+        }
+    }
+}
+
+impl KeygenError {
+    /// A DKG needs every signer: ALREADY_EXISTS if any holds the key id,
+    /// UNAVAILABLE if the failures were all signers being unreachable,
+    /// FAILED_PRECONDITION if any refused a step; INTERNAL when the
+    /// results disagree or could not be recorded.
+    pub fn code(&self) -> Code {
+        match self {
+            KeygenError::Signers { failures, .. } => {
+                if failures.any_already_exists() {
+                    Code::AlreadyExists
+                } else if failures.all_unavailable() {
+                    Code::Unavailable
+                } else {
+                    Code::FailedPrecondition
+                }
+            }
+            KeygenError::ShareExists { .. } => Code::AlreadyExists,
+            KeygenError::BadResult { .. }
+            | KeygenError::CommitIncomplete { .. }
+            | KeygenError::NotRecorded { .. } => Code::Internal,
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Internal(_) => Code::Internal,
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<SigningError> for Status {
+    fn from(e: SigningError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(signer: &str, code: Code) -> SignerFailure {
+        SignerFailure::status(signer, &Status::new(code, "no"))
+    }
+
+    fn signing(failures: Vec<SignerFailure>) -> Error {
+        SigningError::Signers {
+            key: KeyId::parse("hot-1").unwrap(),
+            threshold: 2,
+            failures: SignerFailures {
+                signers: failures,
+                unattributed: Vec::new(),
+            },
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_unanimous_refusal_is_the_callers_code() {
+        for code in [
+            Code::PermissionDenied,
+            Code::FailedPrecondition,
+            Code::ResourceExhausted,
+        ] {
+            let e = signing(vec![
+                refused("a", code),
+                refused("b", code),
+                refused("c", code),
+            ]);
+            assert_eq!(e.code(), code);
+            assert!(
+                e.to_string()
+                    .contains(&format!("every signer refused: {code:?}")),
+                "{e}"
+            );
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    #[test]
+    fn signers_down_or_disagreeing_is_unavailable() {
+        let down = signing(vec![
+            refused("a", Code::Unavailable),
+            refused("b", Code::DeadlineExceeded),
+        ]);
+        assert_eq!(down.code(), Code::Unavailable);
+        assert!(!down.to_string().contains("every signer refused"));
+        let mixed = signing(vec![
+            refused("a", Code::PermissionDenied),
+            refused("b", Code::Unavailable),
+        ]);
+        assert_eq!(mixed.code(), Code::Unavailable);
+        let two_grounds = signing(vec![
+            refused("a", Code::PermissionDenied),
+            refused("b", Code::ResourceExhausted),
+        ]);
+        assert_eq!(two_grounds.code(), Code::Unavailable);
+        let garbage = signing(vec![
+            refused("a", Code::PermissionDenied),
+            SignerFailure::bad_answer("b", "undecodable commitments"),
+        ]);
+        assert_eq!(garbage.code(), Code::Unavailable);
+        assert_eq!(signing(vec![]).code(), Code::Unavailable);
+        let internal = signing(vec![refused("a", Code::Internal)]);
+        assert_eq!(internal.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn messages_name_each_signer_and_its_code() {
+        let e = signing(vec![
+            refused("signer-2", Code::Unavailable),
+            SignerFailure {
+                signer: "signer-3".into(),
+                fault: SignerFault::NotRegistered,
+            },
+        ]);
+        assert_eq!(
+            e.to_string(),
+            "could not gather 2 signature shares for key \"hot-1\": signer signer-2: Unavailable: no; signer signer-3: not in the coordinator's registry"
+        );
+    }
+
+    #[test]
+    fn dkg_failures_keep_their_codes() {
+        let dkg = |failures| -> Code {
+            Error::from(KeygenError::Signers {
+                key: KeyId::parse("k").unwrap(),
+                failures: SignerFailures {
+                    signers: failures,
+                    unattributed: Vec::new(),
+                },
+            })
+            .code()
         };
-        Status::new(code, e.to_string())
+        assert_eq!(
+            dkg(vec![refused("a", Code::Unavailable)]),
+            Code::Unavailable
+        );
+        assert_eq!(
+            dkg(vec![
+                refused("a", Code::PermissionDenied),
+                refused("b", Code::AlreadyExists)
+            ]),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            dkg(vec![
+                refused("a", Code::PermissionDenied),
+                refused("b", Code::Unavailable)
+            ]),
+            Code::FailedPrecondition
+        );
     }
-}
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("database: {e}"))
+    #[test]
+    fn state_conflicts_and_missing_things_read_as_before() {
+        let e = Error::StateConflict {
+            request: [0xab; 32],
+            expected: State::PendingApproval,
+            actual: State::Approved,
+        };
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.to_string().ends_with("is APPROVED, not PENDING_APPROVAL"));
+        let e = Error::from(Missing::Key(KeyId::parse("ghost").unwrap()));
+        assert_eq!(e.code(), Code::NotFound);
+        assert_eq!(e.to_string(), "key id \"ghost\" does not exist");
     }
-}
-
-/// Describes a signer's refusal: which signer, which code, what it said.
-pub fn signer_failure(signer: &str, status: &Status) -> String {
-    format!("signer {signer}: {:?}: {}", status.code(), status.message())
 }

@@ -8,23 +8,31 @@
 //! 2. round 1: commitments, broadcast to all;
 //! 3. round 2: sealed shares, routed to their recipients;
 //! 4. finish: each signer verifies and derives its share, and returns the
-//!    public key package; all must be byte-identical;
+//!    public key package; all must be byte-identical, decode, and name the
+//!    group key they return ([`agree_on_result`], pure);
 //! 5. commit: each signer stores its share; then the coordinator stores the
 //!    public key package.
 //!
 //! A failure before step 5 aborts the run on every signer: no share and no
 //! record is left anywhere.
+//!
+//! Generic over the ciphersuite ([`ringi_frost::Suite`]), like the signing
+//! engine; the coordinator instantiates it with its key suite.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Instant;
 
 use futures::future::join_all;
 use rand::RngCore;
+use ringi_frost::Suite;
+use ringi_frost::frost_core::keys::PublicKeyPackage;
+use ringi_policy::key_id::KeyId;
 use ringi_proto::signer::v1 as pb;
 
-use crate::error::{Error, Result, signer_failure};
+use crate::error::{Error, KeySpecError, KeygenError, Result, SignerFailure, SignerFailures};
 use crate::registry::{Registry, Signer};
-use crate::store::{KeyRecord, Store};
+use crate::store::{KeyRecord, KeyStore, blocking};
 
 pub const TOTAL_STEPS: u32 = 5;
 /// Most signers one key may have.
@@ -44,50 +52,49 @@ pub enum Progress {
 }
 
 pub struct KeygenRequest {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub threshold: u32,
     pub signers: Vec<String>,
 }
 
 /// Checks a request against the registry without any I/O.
-pub fn check_request(registry: &Registry, req: &KeygenRequest) -> Result<Vec<Signer>> {
-    ringi_policy::key_id::check_name(&req.key_id)
-        .map_err(|e| Error::InvalidArgument(format!("key_id: {e}")))?;
+pub fn check_request(
+    registry: &Registry,
+    req: &KeygenRequest,
+) -> std::result::Result<Vec<Signer>, KeySpecError> {
     let n = req.signers.len();
     if !(2..=MAX_SIGNERS).contains(&n) {
-        return Err(Error::InvalidArgument(format!(
-            "a key needs 2..={MAX_SIGNERS} signers, got {n}"
-        )));
+        return Err(KeySpecError::SignerCount {
+            got: n,
+            max: MAX_SIGNERS,
+        });
     }
     let mut seen = HashSet::new();
     let mut signers = Vec::with_capacity(n);
     for name in &req.signers {
         if !seen.insert(name.as_str()) {
-            return Err(Error::InvalidArgument(format!(
-                "signer {name:?} is listed twice"
-            )));
+            return Err(KeySpecError::DuplicateSigner(name.clone()));
         }
-        let signer = registry.get(name).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "signer {name:?} is not in the coordinator's registry"
-            ))
-        })?;
+        let signer = registry
+            .get(name)
+            .ok_or_else(|| KeySpecError::UnknownSigner(name.clone()))?;
         signers.push(signer.clone());
     }
     let t = req.threshold as usize;
     if !(2..=n).contains(&t) {
-        return Err(Error::InvalidArgument(format!(
-            "threshold must be 2..={n} (the number of signers), got {}",
-            req.threshold
-        )));
+        return Err(KeySpecError::Threshold {
+            got: req.threshold,
+            signers: n,
+        });
     }
     Ok(signers)
 }
 
-/// Runs the DKG and stores the key. `progress` is told of every step.
-pub async fn run(
+/// Runs the DKG for a key of suite `C` and stores the key. `progress` is
+/// told of every step.
+pub async fn run<C: Suite>(
     registry: &Registry,
-    store: &std::sync::Arc<Store>,
+    store: &Arc<dyn KeyStore>,
     req: KeygenRequest,
     progress: impl Fn(Progress),
 ) -> Result<KeyRecord> {
@@ -96,13 +103,8 @@ pub async fn run(
     {
         let store = store.clone();
         let id = key_id.clone();
-        let existing = tokio::task::spawn_blocking(move || store.find_key(&id))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        if existing.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "key id {key_id:?} exists already"
-            )));
+        if blocking(move || store.find_key(&id)).await?.is_some() {
+            return Err(Error::KeyExists(key_id));
         }
     }
     let mut session_id = vec![0u8; 16];
@@ -143,12 +145,12 @@ pub async fn run(
         });
 
         let (s, t0) = timed("finish: verify shares, derive the group key");
-        let (public_key_package, group_public_key) = run.finish(&sealed).await?;
+        let (public_key_package, group_public_key) = run.finish::<C>(&sealed).await?;
         progress(Progress::Finished {
             step: s,
             elapsed_ms: ms(t0),
         });
-        Ok((public_key_package, group_public_key))
+        Ok::<_, Error>((public_key_package, group_public_key))
     }
     .await;
     let (public_key_package, group_public_key) = match result {
@@ -170,21 +172,16 @@ pub async fn run(
             .collect(),
         group_public_key,
         public_key_package,
-        created_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
+        created_at: i64::try_from(ringi_policy::clock::now()).unwrap_or(i64::MAX),
     };
     {
         let store = store.clone();
         let record = record.clone();
-        tokio::task::spawn_blocking(move || store.insert_key(&record))
+        blocking(move || store.insert_key(&record))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "every signer stored its share for key id {key_id:?}, but the coordinator could not record the key: {e}"
-                ))
+            .map_err(|e| KeygenError::NotRecorded {
+                key: key_id.clone(),
+                reason: e.to_string(),
             })?;
     }
     progress(Progress::Finished {
@@ -198,8 +195,47 @@ fn ms(t0: Instant) -> u64 {
     t0.elapsed().as_millis() as u64
 }
 
+/// Checks the signers' DKG finish results (signer name, its answer), as
+/// sent by signers that may be compromised: every signer must have
+/// computed byte-identical results, the public key package must decode as
+/// one of suite `C`, and the group public key must be the package's.
+/// Returns (public key package, group public key) as the signers encoded
+/// them, or why they cannot be stored. Never panics.
+pub fn agree_on_result<C: Suite>(
+    results: &[(&str, &pb::DkgFinishResponse)],
+) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+    let Some((first_signer, first)) = results.first() else {
+        return Err("no signer returned a result".into());
+    };
+    if let Some((signer, _)) = results.iter().find(|(_, o)| {
+        o.public_key_package != first.public_key_package
+            || o.group_public_key != first.group_public_key
+    }) {
+        return Err(format!(
+            "signer {signer} computed a different public key package than signer {first_signer}"
+        ));
+    }
+    let package = PublicKeyPackage::<C>::deserialize(&first.public_key_package)
+        .map_err(|e| format!("signers returned an undecodable public key package: {e}"))?;
+    let group_key = package
+        .verifying_key()
+        .serialize()
+        .map_err(|e| format!("the group key does not encode: {e}"))?;
+    if group_key != first.group_public_key {
+        return Err(format!(
+            "the group public key the signers returned ({}) is not their package's ({})",
+            hex::encode(&first.group_public_key),
+            hex::encode(&group_key)
+        ));
+    }
+    Ok((
+        first.public_key_package.clone(),
+        first.group_public_key.clone(),
+    ))
+}
+
 struct Run<'a> {
-    key_id: &'a str,
+    key_id: &'a KeyId,
     session_id: &'a [u8],
     threshold: u32,
     signers: &'a [Signer],
@@ -208,58 +244,47 @@ struct Run<'a> {
 impl Run<'_> {
     /// Calls `f` on every signer at once; fails with every signer's error if
     /// any fails (a DKG needs all of them).
-    async fn on_all<T, F, Fut>(&self, f: F) -> Result<Vec<T>>
+    async fn on_all<T, F, Fut>(&self, f: F) -> std::result::Result<Vec<T>, SignerFailures>
     where
         F: Fn(Signer) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
     {
         let results = join_all(self.signers.iter().map(|s| f(s.clone()))).await;
         let mut ok = Vec::with_capacity(results.len());
-        let mut failures = Vec::new();
-        let mut all_unavailable = true;
+        let mut failures = SignerFailures::default();
         for (signer, result) in self.signers.iter().zip(results) {
             match result {
                 Ok(v) => ok.push(v),
-                Err(status) => {
-                    all_unavailable &= matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                    );
-                    failures.push((status.code(), signer_failure(&signer.name, &status)));
-                }
+                Err(status) => failures.push(SignerFailure::status(&signer.name, &status)),
             }
         }
         if failures.is_empty() {
-            return Ok(ok);
+            Ok(ok)
+        } else {
+            Err(failures)
         }
-        let message = format!(
-            "DKG for key id {:?} failed: {}",
-            self.key_id,
-            failures
-                .iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        Err(
-            if failures
-                .iter()
-                .any(|(c, _)| *c == tonic::Code::AlreadyExists)
-            {
-                Error::AlreadyExists(message)
-            } else if all_unavailable {
-                Error::Unavailable(message)
-            } else {
-                Error::FailedPrecondition(message)
-            },
-        )
+    }
+
+    /// [`Run::on_all`] for a step before the commit: a failure fails the DKG.
+    async fn step<T, F, Fut>(&self, f: F) -> Result<Vec<T>>
+    where
+        F: Fn(Signer) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        self.on_all(f).await.map_err(|failures| {
+            KeygenError::Signers {
+                key: self.key_id.clone(),
+                failures,
+            }
+            .into()
+        })
     }
 
     /// Each signer's DKG transport key with its attestation (certificate
     /// and signature; empty without TLS), relayed unchanged to the others.
     async fn node_info(&self) -> Result<Vec<pb::DkgParticipant>> {
         let infos = self
-            .on_all(|mut s| async move {
+            .step(|mut s| async move {
                 Ok(s.client
                     .get_node_info(pb::GetNodeInfoRequest {})
                     .await?
@@ -268,11 +293,12 @@ impl Run<'_> {
             .await?;
         let mut keys = Vec::with_capacity(infos.len());
         for (signer, info) in self.signers.iter().zip(infos) {
-            if info.key_shares.iter().any(|k| k.key_id == self.key_id) {
-                return Err(Error::AlreadyExists(format!(
-                    "signer {} already holds a share for key id {:?}",
-                    signer.name, self.key_id
-                )));
+            if info.key_shares.iter().any(|k| *self.key_id == *k.key_id) {
+                return Err(KeygenError::ShareExists {
+                    key: self.key_id.clone(),
+                    signer: signer.name.clone(),
+                }
+                .into());
             }
             keys.push(pb::DkgParticipant {
                 identifier: u32::from(signer.identifier),
@@ -287,7 +313,7 @@ impl Run<'_> {
     async fn round1(&self, participants: &[pb::DkgParticipant]) -> Result<BTreeMap<u32, Vec<u8>>> {
         let participants = participants.to_vec();
         let packages = self
-            .on_all(|mut s| {
+            .step(|mut s| {
                 let req = pb::DkgRound1Request {
                     key_id: self.key_id.to_string(),
                     session_id: self.session_id.to_vec(),
@@ -312,7 +338,7 @@ impl Run<'_> {
         round1: &BTreeMap<u32, Vec<u8>>,
     ) -> Result<BTreeMap<u32, BTreeMap<u32, Vec<u8>>>> {
         let outputs = self
-            .on_all(|mut s| {
+            .step(|mut s| {
                 let me = u32::from(s.identifier);
                 let others = round1
                     .iter()
@@ -345,12 +371,12 @@ impl Run<'_> {
         Ok(inbox)
     }
 
-    async fn finish(
+    async fn finish<C: Suite>(
         &self,
         inbox: &BTreeMap<u32, BTreeMap<u32, Vec<u8>>>,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
         let outputs = self
-            .on_all(|mut s| {
+            .step(|mut s| {
                 let req = pb::DkgFinishRequest {
                     key_id: self.key_id.to_string(),
                     session_id: self.session_id.to_vec(),
@@ -362,27 +388,19 @@ impl Run<'_> {
                 async move { Ok(s.client.dkg_finish(req).await?.into_inner()) }
             })
             .await?;
-        let first = &outputs[0];
-        if let Some((signer, _)) = self.signers.iter().zip(&outputs).find(|(_, o)| {
-            o.public_key_package != first.public_key_package
-                || o.group_public_key != first.group_public_key
-        }) {
-            return Err(Error::Internal(format!(
-                "DKG for key id {:?}: signer {} computed a different public key package than signer {}; nothing stored",
-                self.key_id, signer.name, self.signers[0].name
-            )));
-        }
-        frost_secp256k1::keys::PublicKeyPackage::deserialize(&first.public_key_package).map_err(
-            |e| {
-                Error::Internal(format!(
-                    "signers returned an undecodable public key package: {e}"
-                ))
-            },
-        )?;
-        Ok((
-            first.public_key_package.clone(),
-            first.group_public_key.clone(),
-        ))
+        let results: Vec<(&str, &pb::DkgFinishResponse)> = self
+            .signers
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(&outputs)
+            .collect();
+        agree_on_result::<C>(&results).map_err(|reason| {
+            KeygenError::BadResult {
+                key: self.key_id.clone(),
+                reason,
+            }
+            .into()
+        })
     }
 
     async fn commit(&self, group_public_key: &[u8]) -> Result<()> {
@@ -396,7 +414,13 @@ impl Run<'_> {
         })
         .await
         .map(|_| ())
-        .map_err(|e| Error::Internal(format!("{e} (signers not named here stored their shares; remove them before reusing this key id)")))
+        .map_err(|failures| {
+            KeygenError::CommitIncomplete {
+                key: self.key_id.clone(),
+                failures,
+            }
+            .into()
+        })
     }
 
     /// Best effort: tell every signer to drop the run.
@@ -417,6 +441,7 @@ impl Run<'_> {
 mod tests {
     use super::*;
     use crate::config::SignerEntry;
+    use ringi_frost::Secp256k1;
 
     fn registry() -> Registry {
         let entries: Vec<SignerEntry> = (1..=3)
@@ -431,18 +456,16 @@ mod tests {
 
     fn req(threshold: u32, signers: &[&str]) -> KeygenRequest {
         KeygenRequest {
-            key_id: "k".into(),
+            key_id: KeyId::parse("k").unwrap(),
             threshold,
             signers: signers.iter().map(|s| s.to_string()).collect(),
         }
     }
 
     fn refusal(r: &KeygenRequest) -> String {
-        match check_request(&registry(), r) {
-            Err(Error::InvalidArgument(m)) => m,
-            Err(other) => panic!("wrong error kind: {other:?}"),
-            Ok(_) => panic!("accepted"),
-        }
+        let e = Error::from(check_request(&registry(), r).err().expect("accepted"));
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        e.to_string()
     }
 
     #[tokio::test]
@@ -458,9 +481,49 @@ mod tests {
         assert!(refusal(&req(4, &["s1", "s2", "s3"])).contains("threshold must be 2..=3"));
         assert!(refusal(&req(2, &["s1", "s1", "s3"])).contains("listed twice"));
         assert!(refusal(&req(2, &["s1", "s9"])).contains("not in the coordinator's registry"));
-        assert!(refusal(&req(2, &["s1"])).contains("needs 2..="));
-        let mut bad_id = req(2, &["s1", "s2"]);
-        bad_id.key_id = "bad id".into();
-        assert!(refusal(&bad_id).contains("key_id"));
+        assert_eq!(
+            refusal(&req(2, &["s1"])),
+            "a key needs 2..=255 signers, got 1"
+        );
+    }
+
+    fn finish(package: &[u8], group_key: &[u8]) -> pb::DkgFinishResponse {
+        pb::DkgFinishResponse {
+            public_key_package: package.to_vec(),
+            group_public_key: group_key.to_vec(),
+        }
+    }
+
+    #[test]
+    fn finish_results_must_agree_decode_and_match() {
+        let (_, public) = ringi_frost::frost_core::keys::generate_with_dealer::<Secp256k1, _>(
+            3,
+            2,
+            ringi_frost::frost_core::keys::IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        let package = public.serialize().unwrap();
+        let group = public.verifying_key().serialize().unwrap();
+        let good = finish(&package, &group);
+        assert_eq!(
+            agree_on_result::<Secp256k1>(&[("a", &good), ("b", &good)]).unwrap(),
+            (package.clone(), group.clone())
+        );
+        let mut other_group = group.clone();
+        other_group[5] ^= 1;
+        let differs = finish(&package, &other_group);
+        assert_eq!(
+            agree_on_result::<Secp256k1>(&[("a", &good), ("b", &differs)]).unwrap_err(),
+            "signer b computed a different public key package than signer a"
+        );
+        let err = agree_on_result::<Secp256k1>(&[("a", &differs), ("b", &differs)]).unwrap_err();
+        assert!(err.contains("is not their package's"), "{err}");
+        let garbage = finish(&[0xff; 40], &group);
+        let err = agree_on_result::<Secp256k1>(&[("a", &garbage)]).unwrap_err();
+        assert!(err.contains("undecodable public key package"), "{err}");
+        let empty = finish(&[], &[]);
+        assert!(agree_on_result::<Secp256k1>(&[("a", &empty)]).is_err());
+        assert!(agree_on_result::<Secp256k1>(&[]).is_err());
     }
 }

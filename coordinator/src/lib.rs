@@ -1,15 +1,40 @@
-//! ringi coordinator: runs DKG and FROST signing rounds across signer nodes.
-//! It holds only public data.
+//! ringi coordinator: runs DKG and FROST signing rounds across signer nodes,
+//! and the approval flow (稟議) that decides what may be signed. It holds
+//! only public data.
 //!
-//! - [`config`], [`registry`]: which signers exist and how to reach them.
-//! - [`store`]: the SQLite database of keys' public data.
-//! - [`keygen`]: the coordinator's side of the DKG.
-//! - [`request_state`]: the life of a signing request (approvals issue, in progress).
-//! - [`signing`]: one signing with any `t` reachable signers.
-//! - [`service`], [`server`], [`error`]: the gRPC edge.
+//! # Layers
+//!
+//! Each layer uses only the layers below it:
+//!
+//! 1. **Edge** — [`service`] (the gRPC handlers: access checks, decoding
+//!    request messages into domain values, encoding views) and [`server`]
+//!    (`ringi serve`: configuration, listeners, the sweep). Wire types of the
+//!    coordinator API appear only here; [`access`] and [`config`] serve it.
+//! 2. **Flow** — [`requests`]: one module per command ([`requests::submit`](mod@requests::submit),
+//!    [`requests::decide`](mod@requests::decide), [`requests::sign`]), each a pure function over
+//!    domain values (`admit`, `apply`, `expiry`) plus the async step that
+//!    loads, records and notifies; and [`coordinator`], the state they share
+//!    (registry, stores, policy, audit trail, key cache, change
+//!    notifications).
+//! 3. **Engine and stores** — [`signing`] (one FROST signing of an
+//!    [`approved::ApprovedRequest`]) and [`keygen`] (the DKG), generic over
+//!    the ciphersuite (`ringi_frost::Suite`, instantiated once as
+//!    [`coordinator::KeySuite`]); they are the signer-client side of the
+//!    edge, building the signers' wire messages and decoding their answers
+//!    with pure decoders. [`registry`] names the signers. [`store`] and
+//!    [`request_store`] are the storage contracts ([`store::KeyStore`],
+//!    [`request_store::RequestStore`]); [`sqlite`] implements them.
+//! 4. **Pure rules** — [`request_state`] (the request state machine),
+//!    `ringi_policy` (policy, evaluation, caps, the clock), and [`error`]
+//!    (what can go wrong, and its one mapping to gRPC status).
+//!
+//! Outside the daemon, in the `ringi-cli` crate (`cli/`): the `ringi`
+//! binary and its commands, approver keys, `ringi bench`, `ringi dev-certs`.
 
 pub mod access;
+pub mod approved;
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod keygen;
 pub mod registry;
@@ -19,4 +44,5 @@ pub mod requests;
 pub mod server;
 pub mod service;
 pub mod signing;
+pub mod sqlite;
 pub mod store;

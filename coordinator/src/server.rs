@@ -7,10 +7,11 @@ use tokio::net::TcpListener;
 
 use crate::access;
 use crate::config::Config;
+use crate::coordinator::Coordinator;
 use crate::registry::Registry;
 use crate::requests;
-use crate::service::{Coordinator, KeyService, RequestService};
-use crate::store::Store;
+use crate::service::{KeyService, RequestService};
+use crate::sqlite::SqliteStore;
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
@@ -45,7 +46,7 @@ pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::Clie
 }
 
 /// Builds the coordinator state from the config (registry checked, database
-/// opened and migrated).
+/// opened and migrated; SQLite is the embedded engine).
 pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
     let registry = match &config.tls {
         Some(tls) => Registry::with_tls(&config.signers, Arc::new(client_tls(tls)?))?,
@@ -66,9 +67,9 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
         }
     };
     let db = config.data_dir()?.join(DATABASE_FILE);
-    let store = Arc::new(Store::open(&db)?);
+    let store = Arc::new(SqliteStore::open(&db)?);
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    let mut coordinator = Coordinator::new(registry, store, policy);
+    let mut coordinator = Coordinator::with_store(registry, store, policy);
     coordinator.daily_volume_file = config.daily_volume_file.clone();
     if with_audit {
         let path = config.data_dir()?.join(AUDIT_FILE);
@@ -109,23 +110,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
         });
     }
-    let listener = TcpListener::bind(listen).await?;
-    let local = listener.local_addr()?;
-    println!("ringi listening on {local}");
-    // Expire overdue requests and resume signings a restart interrupted,
-    // then keep expiring.
-    let sweeper = coordinator.clone();
-    tokio::spawn(async move {
-        let mut resume = true;
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        loop {
-            tick.tick().await;
-            if let Err(e) = requests::sweep(&sweeper, resume).await {
-                tracing::warn!(error = %e, "request sweep failed");
-            }
-            resume = false;
-        }
-    });
+    // Everything that can take time is built before the "listening" line:
+    // callers (and the tests) take that line to mean the server is up, and
+    // a plaintext server only takes SIGHUP once `serve` runs.
     let (health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
@@ -145,9 +132,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             access::interceptor(clients.clone()),
         ))
         .add_service(RequestServiceServer::with_interceptor(
-            RequestService(coordinator),
+            RequestService(coordinator.clone()),
             access::interceptor(clients),
         ));
+    let listener = TcpListener::bind(listen).await?;
+    let local = listener.local_addr()?;
+    println!("ringi listening on {local}");
+    // Expire overdue requests and resume signings a restart interrupted,
+    // then keep expiring.
+    let sweeper = coordinator;
+    tokio::spawn(async move {
+        let mut resume = true;
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = requests::sweep(&sweeper, resume).await {
+                tracing::warn!(error = %e, "request sweep failed");
+            }
+            resume = false;
+        }
+    });
     ringi_net::serve::serve(router, listener, server_tls, "ringi.coordinator.v1").await?;
     tracing::info!("stopped");
     Ok(())

@@ -1,110 +1,35 @@
-//! The coordinator's gRPC services (`ringi.coordinator.v1`): thin handlers
-//! over [`crate::keygen`], [`crate::signing`] and [`crate::store`].
+//! The coordinator's gRPC services (`ringi.coordinator.v1`): the edge.
+//! Handlers check the caller's role, decode request messages into domain
+//! values (a [`KeyId`] is parsed here, once), call the request flow
+//! ([`crate::requests`]) or the key engine ([`crate::keygen`]), and encode
+//! the results as views. Errors become statuses in one place
+//! (`From<Error> for Status`, in [`crate::error`]).
 
-use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
+use ringi_policy::key_id::KeyId;
 use ringi_proto::coordinator::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access;
 use crate::config::Role;
-use crate::error::Error;
+use crate::coordinator::{Coordinator, KeySuite};
+use crate::error::{Error, RequestId};
 use crate::keygen::{self, KeygenRequest, Progress};
-use crate::registry::Registry;
 use crate::request_state::State;
-use crate::request_store::{self, ListFilter, Position};
+use crate::request_store::{self, ListFilter, Position, RequestRecord, TransitionRecord};
 use crate::requests;
-use crate::signing::LoadedKey;
-use crate::store::{KeyRecord, Store};
+use crate::store::{KeyRecord, blocking};
 
-/// State shared by the services.
-pub struct Coordinator {
-    pub registry: Registry,
-    pub store: Arc<Store>,
-    /// The approval policy; requests are refused without one.
-    pub policy: Option<Arc<ringi_policy::policy::Policy>>,
-    /// Operators' daily-volume figures, if configured.
-    pub daily_volume_file: Option<std::path::PathBuf>,
-    /// The coordinator's audit trail (absent for tools such as the bench,
-    /// which must not write to the daemon's log).
-    pub audit: Option<Arc<ringi_policy::audit::AuditLog>>,
-    /// Parsed keys, so a signing touches neither SQLite nor the decoder.
-    keys: RwLock<HashMap<String, Arc<LoadedKey>>>,
-    /// The id of every request whose state or approvals just changed
-    /// (watchers reload it from the store).
-    changes: tokio::sync::broadcast::Sender<[u8; 32]>,
-}
-
-impl Coordinator {
-    pub fn new(
-        registry: Registry,
-        store: Arc<Store>,
-        policy: Option<Arc<ringi_policy::policy::Policy>>,
-    ) -> Self {
-        Coordinator {
-            registry,
-            store,
-            policy,
-            daily_volume_file: None,
-            audit: None,
-            keys: RwLock::new(HashMap::new()),
-            changes: tokio::sync::broadcast::channel(1024).0,
-        }
-    }
-
-    /// Appends an entry to the audit trail. Failures are logged: the
-    /// coordinator's trail is a record; the signers' trails, which they
-    /// write before releasing a share, are the enforcement point.
-    pub fn audit(&self, event: &str, fields: &[(&str, String)]) {
-        if let Some(log) = &self.audit
-            && let Err(e) = log.append(crate::requests::now(), event, fields)
-        {
-            tracing::error!(error = %e, event, "audit log write failed");
-        }
-    }
-
-    /// Tells watchers that request `id` changed.
-    pub fn notify(&self, id: [u8; 32]) {
-        let _ = self.changes.send(id);
-    }
-
-    /// Subscribes to request changes.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<[u8; 32]> {
-        self.changes.subscribe()
-    }
-
-    /// The key, from the cache or the database.
-    pub async fn key(&self, key_id: &str) -> Result<Arc<LoadedKey>, Error> {
-        if let Some(k) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key_id)
-        {
-            return Ok(k.clone());
-        }
-        ringi_policy::key_id::check_name(key_id)
-            .map_err(|e| Error::InvalidArgument(format!("key_id: {e}")))?;
-        let store = self.store.clone();
-        let id = key_id.to_string();
-        let record = tokio::task::spawn_blocking(move || store.key(&id))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-        let loaded = Arc::new(LoadedKey::new(record)?);
-        self.keys
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id.to_string(), loaded.clone());
-        Ok(loaded)
-    }
+fn key_id(text: &str) -> Result<KeyId, Error> {
+    Ok(KeyId::parse(text)?)
 }
 
 fn public_key(r: &KeyRecord) -> pb::PublicKey {
     pb::PublicKey {
-        key_id: r.key_id.clone(),
+        key_id: r.key_id.to_string(),
         threshold: u32::from(r.threshold),
         signers: r
             .signers
@@ -139,19 +64,19 @@ impl pb::key_service_server::KeyService for KeyService {
         // Refuse bad input before opening the stream, so the caller gets the
         // status directly.
         let request = KeygenRequest {
-            key_id: req.key_id,
+            key_id: key_id(&req.key_id)?,
             threshold: req.threshold,
             signers: req.signers,
         };
-        keygen::check_request(&coordinator.registry, &request)?;
+        keygen::check_request(&coordinator.registry, &request).map_err(Error::from)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let key_id = request.key_id.clone();
             tracing::info!(key_id = %key_id, threshold = request.threshold, signers = ?request.signers, "DKG started");
             let progress_tx = tx.clone();
-            let result = keygen::run(
+            let result = keygen::run::<KeySuite>(
                 &coordinator.registry,
-                &coordinator.store,
+                &coordinator.keys,
                 request,
                 move |p| {
                     let event = match p {
@@ -182,7 +107,7 @@ impl pb::key_service_server::KeyService for KeyService {
                     coordinator.audit(
                         "key_created",
                         &[
-                            ("key_id", key_id.clone()),
+                            ("key_id", key_id.to_string()),
                             ("threshold", record.threshold.to_string()),
                             ("signers", signers.join(",")),
                             ("group_public_key", hex::encode(&record.group_public_key)),
@@ -196,7 +121,7 @@ impl pb::key_service_server::KeyService for KeyService {
                     tracing::warn!(key_id = %key_id, error = %e, "DKG failed");
                     coordinator.audit(
                         "key_creation_failed",
-                        &[("key_id", key_id.clone()), ("reason", e.to_string())],
+                        &[("key_id", key_id.to_string()), ("reason", e.to_string())],
                     );
                     Err(Status::from(e))
                 }
@@ -211,7 +136,8 @@ impl pb::key_service_server::KeyService for KeyService {
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
-        let key = self.0.key(&request.into_inner().key_id).await?;
+        let key_id = key_id(&request.into_inner().key_id)?;
+        let key = self.0.key(&key_id).await?;
         Ok(Response::new(pb::GetPublicKeyResponse {
             key: Some(public_key(&key.record)),
         }))
@@ -221,10 +147,8 @@ impl pb::key_service_server::KeyService for KeyService {
         &self,
         _request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
-        let store = self.0.store.clone();
-        let records = tokio::task::spawn_blocking(move || store.keys())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let store = self.0.keys.clone();
+        let records = blocking(move || store.keys()).await?;
         Ok(Response::new(pb::ListKeysResponse {
             keys: records.iter().map(public_key).collect(),
         }))
@@ -234,18 +158,19 @@ impl pb::key_service_server::KeyService for KeyService {
 /// `RequestService`.
 pub struct RequestService(pub Arc<Coordinator>);
 
-fn parse_request_id(text: &str) -> Result<[u8; 32], Status> {
+fn parse_request_id(text: &str) -> Result<RequestId, Error> {
     hex::decode(text)
         .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| {
-            Status::invalid_argument(format!("request_id {text:?} is not 64 hex digits"))
+        .and_then(|b| RequestId::try_from(b).ok())
+        .ok_or_else(|| Error::InvalidInput {
+            field: "request_id",
+            reason: format!("{text:?} is not 64 hex digits"),
         })
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::SigningRequestEvent, Status>> + Send>>;
 
-fn transition(t: &crate::request_store::TransitionRecord) -> pb::Transition {
+fn transition(t: &TransitionRecord) -> pb::Transition {
     pb::Transition {
         from_state: t.from.clone(),
         to_state: t.to.as_str().to_string(),
@@ -255,7 +180,7 @@ fn transition(t: &crate::request_store::TransitionRecord) -> pb::Transition {
 }
 
 /// The API view of a stored request.
-pub fn view(c: &Coordinator, r: &crate::request_store::RequestRecord) -> pb::SigningRequestView {
+pub fn view(c: &Coordinator, r: &RequestRecord) -> pb::SigningRequestView {
     let now = requests::now();
     let approval_ttl_secs = c
         .policy
@@ -273,7 +198,7 @@ pub fn view(c: &Coordinator, r: &crate::request_store::RequestRecord) -> pb::Sig
             .iter()
             .map(ringi_proto::bundle::approval_to_pb)
             .collect(),
-        still_needed: requests::still_needed(c, r, now)
+        still_needed: requests::still_needed(c.policy.as_deref(), r, now)
             .into_iter()
             .map(|(department, have, need)| pb::Needed {
                 department,
@@ -326,7 +251,7 @@ impl pb::request_service_server::RequestService for RequestService {
         let record = requests::submit(
             &self.0,
             requests::Submission {
-                key_id: r.key_id,
+                key_id: key_id(&r.key_id)?,
                 message: r.message,
                 asset: r.asset,
                 amount: r.amount,
@@ -357,14 +282,16 @@ impl pb::request_service_server::RequestService for RequestService {
         let r = request.into_inner();
         let state = match r.state.as_str() {
             "" => None,
-            s => Some(State::parse(s).ok_or_else(|| {
-                Status::invalid_argument(format!("state {s:?} is not a request state"))
+            s => Some(State::parse(s).ok_or_else(|| Error::InvalidInput {
+                field: "state",
+                reason: format!("{s:?} is not a request state"),
             })?),
         };
         let after = match r.page_token.as_str() {
             "" => None,
-            t => Some(Position::parse(t).ok_or_else(|| {
-                Status::invalid_argument("page_token is not one this server issued")
+            t => Some(Position::parse(t).ok_or_else(|| Error::InvalidInput {
+                field: "page_token",
+                reason: "is not one this server issued".into(),
             })?),
         };
         let page_size = match r.page_size {
@@ -372,24 +299,27 @@ impl pb::request_service_server::RequestService for RequestService {
             n => n as usize,
         };
         if page_size > request_store::LIST_LIMIT {
-            return Err(Status::invalid_argument(format!(
-                "page_size must be 1..={}",
-                request_store::LIST_LIMIT
-            )));
+            return Err(Error::InvalidInput {
+                field: "page_size",
+                reason: format!("must be 1..={}", request_store::LIST_LIMIT),
+            }
+            .into());
         }
-        let store = self.0.store.clone();
-        let (records, next) = tokio::task::spawn_blocking(move || {
-            let key_id = (!r.key_id.is_empty()).then_some(r.key_id.as_str());
+        let key_id = match r.key_id.as_str() {
+            "" => None,
+            k => Some(key_id(k)?),
+        };
+        let store = self.0.requests.clone();
+        let (records, next) = blocking(move || {
             store.list_requests(&ListFilter {
                 pending_only: r.pending_only,
-                key_id,
+                key_id: key_id.as_ref(),
                 state,
                 page_size,
                 after,
             })
         })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .await?;
         Ok(Response::new(pb::ListSigningRequestsResponse {
             requests: records.iter().map(|r| view(&self.0, r)).collect(),
             next_page_token: next.map(|p| p.token()).unwrap_or_default(),
@@ -461,8 +391,15 @@ impl pb::request_service_server::RequestService for RequestService {
         let approval = request
             .into_inner()
             .approval
-            .ok_or_else(|| Status::invalid_argument("approval is missing"))?;
-        match requests::decide(&self.0, &approval).await {
+            .ok_or_else(|| Error::InvalidInput {
+                field: "approval",
+                reason: "is missing".into(),
+            })?;
+        let result = match ringi_proto::bundle::approval_from_pb(&approval) {
+            Ok(decoded) => requests::decide(&self.0, decoded).await,
+            Err(e) => Err(Error::from(e)),
+        };
+        match result {
             Ok(record) => Ok(Response::new(view(&self.0, &record))),
             Err(e) => {
                 tracing::warn!(error = %e, department = %approval.department, "decision refused");

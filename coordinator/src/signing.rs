@@ -1,46 +1,69 @@
-//! One FROST signing (RFC 9591 section 5) run by the coordinator across any
-//! `t` reachable signers of a key.
+//! The signing engine: one FROST signing (RFC 9591 section 5) of an
+//! [`ApprovedRequest`], run across any `t` reachable signers of a key.
+//! Generic over the ciphersuite ([`ringi_frost::Suite`]); the coordinator
+//! instantiates it once (`coordinator::KeySuite`).
 //!
 //! Round 1 asks `t` signers for commitments at once; each one that fails is
 //! replaced by another signer of the key until `t` have answered or none is
 //! left. Round 2 sends the signing package to those `t`. Aggregation
-//! (`frost::aggregate`) verifies the group signature against the group key
+//! (`Suite::aggregate`) verifies the group signature against the group key
 //! before it is returned, and on failure names the signer whose share was
 //! wrong; the attempt is then repeated once without the failed signers.
+//!
+//! This is the signer-client side of the edge: it builds the signers' wire
+//! messages (`CommitRequest`, `SignRequest`, the approval bundle) from the
+//! approved request, and decodes their answers with pure functions
+//! ([`decode_commitments`], [`decode_signature_share`]) that refuse, never
+//! panic on, whatever a compromised signer sends.
 
 use std::collections::{BTreeMap, HashSet};
 
-use frost_secp256k1::keys::PublicKeyPackage;
-use frost_secp256k1::round1::SigningCommitments;
-use frost_secp256k1::round2::SignatureShare;
-use frost_secp256k1::{Identifier, SigningPackage};
 use futures::future::join_all;
 use rand::seq::SliceRandom;
+use ringi_frost::Suite;
+use ringi_frost::frost_core::keys::PublicKeyPackage;
+use ringi_frost::frost_core::round1::SigningCommitments;
+use ringi_frost::frost_core::round2::SignatureShare;
+use ringi_frost::frost_core::{Identifier, SigningPackage};
+use ringi_proto::approval::v1 as apb;
 use ringi_proto::signer::v1 as pb;
 
-use crate::error::{Error, Result, signer_failure};
+use crate::approved::ApprovedRequest;
+pub use crate::approved::MAX_MESSAGE_LEN;
+use crate::error::{Error, RoutingError, SignerFailure, SignerFailures, SignerFault, SigningError};
 use crate::registry::{Registry, Signer};
 use crate::store::KeyRecord;
 
-/// Longest message accepted.
-pub const MAX_MESSAGE_LEN: usize = 1 << 20;
 /// Signing attempts before giving up (each with a fresh round 1).
 const ATTEMPTS: usize = 2;
 
 /// A key ready for signing: its record and its parsed public key package.
-pub struct LoadedKey {
+pub struct LoadedKey<C: Suite> {
     pub record: KeyRecord,
-    pub public: PublicKeyPackage,
+    pub public: PublicKeyPackage<C>,
 }
 
-impl LoadedKey {
-    pub fn new(record: KeyRecord) -> Result<Self> {
-        let public = PublicKeyPackage::deserialize(&record.public_key_package).map_err(|e| {
-            Error::Internal(format!(
-                "stored public key package of {:?} is corrupt: {e}",
+impl<C: Suite> LoadedKey<C> {
+    /// Parses the stored public key package and checks that every signer's
+    /// identifier is a FROST identifier with a verifying share in it.
+    pub fn new(record: KeyRecord) -> Result<Self, Error> {
+        let corrupt = |what: String| {
+            Error::Corrupt(format!(
+                "stored public key package of {:?} is corrupt: {what}",
                 record.key_id
             ))
-        })?;
+        };
+        let public = PublicKeyPackage::<C>::deserialize(&record.public_key_package)
+            .map_err(|e| corrupt(e.to_string()))?;
+        for (name, n) in &record.signers {
+            let known = ringi_frost::identifier::<C>(*n)
+                .is_some_and(|id| public.verifying_shares().contains_key(&id));
+            if !known {
+                return Err(corrupt(format!(
+                    "signer {name}'s identifier {n} has no verifying share"
+                )));
+            }
+        }
         Ok(LoadedKey { record, public })
     }
 }
@@ -48,7 +71,7 @@ impl LoadedKey {
 /// A finished signing.
 #[derive(Debug, Clone)]
 pub struct Signed {
-    /// 65 bytes: SEC1 compressed R ‖ z.
+    /// The suite's signature encoding (secp256k1: 65 bytes, SEC1 R ‖ z).
     pub signature: Vec<u8>,
     /// The signers whose shares formed it.
     pub signers: Vec<String>,
@@ -56,243 +79,283 @@ pub struct Signed {
 
 /// Orders the key's signers to try: exactly the requested ones, or all of
 /// them shuffled (spreading load and not depending on any one node).
-pub fn candidates(key: &KeyRecord, requested: &[String]) -> Result<Vec<(String, u16)>> {
+pub fn candidates(
+    key: &KeyRecord,
+    requested: &[String],
+) -> Result<Vec<(String, u16)>, RoutingError> {
     if requested.is_empty() {
         let mut all = key.signers.clone();
         all.shuffle(&mut rand::thread_rng());
         return Ok(all);
     }
     if requested.len() != key.threshold as usize {
-        return Err(Error::InvalidArgument(format!(
-            "key {:?} signs with exactly {} signers; {} were requested",
-            key.key_id,
-            key.threshold,
-            requested.len()
-        )));
+        return Err(RoutingError::Count {
+            key: key.key_id.clone(),
+            threshold: key.threshold,
+            requested: requested.len(),
+        });
     }
     let mut seen = HashSet::new();
     requested
         .iter()
         .map(|name| {
             if !seen.insert(name) {
-                return Err(Error::InvalidArgument(format!(
-                    "signer {name:?} is requested twice"
-                )));
+                return Err(RoutingError::Duplicate(name.clone()));
             }
             key.signers
                 .iter()
                 .find(|(n, _)| n == name)
                 .cloned()
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "signer {name:?} holds no share of key {:?}",
-                        key.key_id
-                    ))
+                .ok_or_else(|| RoutingError::NoShare {
+                    key: key.key_id.clone(),
+                    signer: name.clone(),
                 })
         })
         .collect()
 }
 
-/// Signs `message` with `key`, using the requested signers or any `t`.
-/// `bundle` (the approved request and its approvals) goes to every signer in
-/// both rounds; each signer checks it against its own pinned policy.
-pub async fn sign(
-    registry: &Registry,
-    key: &LoadedKey,
-    message: &[u8],
-    requested: &[String],
-    bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>,
-) -> Result<Signed> {
-    if message.is_empty() || message.len() > MAX_MESSAGE_LEN {
-        return Err(Error::InvalidArgument(format!(
-            "message must be 1..={MAX_MESSAGE_LEN} bytes, got {}",
-            message.len()
-        )));
+/// Decodes a signer's round-1 answer: the commitments of the signer the
+/// registry knows as `registered`. A signer can send anything; an answer
+/// under another identifier, or bytes that are not commitments of suite
+/// `C`, is refused with the reason (to be recorded against that signer).
+/// Never panics.
+pub fn decode_commitments<C: Suite>(
+    registered: u16,
+    answer: &pb::CommitResponse,
+) -> Result<SigningCommitments<C>, String> {
+    if answer.identifier != u32::from(registered) {
+        return Err(format!(
+            "answered as identifier {} but is registered as {registered}",
+            answer.identifier
+        ));
     }
-    let order = candidates(&key.record, requested)?;
-    let mut excluded: HashSet<String> = HashSet::new();
-    let mut failures: Vec<String> = Vec::new();
-    for _ in 0..ATTEMPTS {
-        let pool: Vec<Signer> = order
-            .iter()
-            .filter(|(name, _)| !excluded.contains(name))
-            .filter_map(|(name, id)| match registry.get(name) {
-                Some(s) if s.identifier == *id => Some(s.clone()),
-                Some(_) => {
-                    failures.push(format!(
-                        "signer {name}: registry identifier differs from the key's ({id})"
-                    ));
-                    None
-                }
-                None => {
-                    failures.push(format!("signer {name}: not in the coordinator's registry"));
-                    None
-                }
-            })
-            .collect();
-        match attempt(key, message, pool, bundle).await {
-            Ok(signed) => return Ok(signed),
-            Err(AttemptError::Fatal(e)) => return Err(e),
-            Err(AttemptError::Retry { failed, reasons }) => {
-                failures.extend(reasons);
-                excluded.extend(failed);
-            }
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "could not gather {} signature shares for key {:?}: {}",
-        key.record.threshold,
-        key.record.key_id,
-        failures.join("; ")
-    )))
+    SigningCommitments::deserialize(&answer.commitments)
+        .map_err(|e| format!("undecodable commitments: {e}"))
 }
 
-enum AttemptError {
-    Fatal(Error),
+/// Decodes a signer's round-2 answer: a signature share of suite `C`.
+/// Whether the share is *valid* is only known at aggregation, which names
+/// the signer if not. Never panics.
+pub fn decode_signature_share<C: Suite>(
+    answer: &pb::SignResponse,
+) -> Result<SignatureShare<C>, String> {
+    SignatureShare::deserialize(&answer.signature_share)
+        .map_err(|e| format!("undecodable signature share: {e}"))
+}
+
+/// The bundle every signer checks before it takes part: the request and
+/// the approvals that carry it.
+pub fn bundle(approved: &ApprovedRequest) -> apb::ApprovalBundle {
+    apb::ApprovalBundle {
+        request: Some(ringi_proto::bundle::request_to_pb(approved.request())),
+        approvals: approved
+            .approvals()
+            .iter()
+            .map(ringi_proto::bundle::approval_to_pb)
+            .collect(),
+    }
+}
+
+/// A signer taking part, with its FROST identifier.
+#[derive(Clone)]
+struct Participant<C: Suite> {
+    signer: Signer,
+    id: Identifier<C>,
+}
+
+/// Signs `approved`'s message with `key`, using its routed signers or any
+/// `t`. The approval bundle goes to every signer in both rounds; each
+/// signer checks it against its own pinned policy.
+pub async fn sign<C: Suite>(
+    registry: &Registry,
+    key: &LoadedKey<C>,
+    approved: &ApprovedRequest,
+) -> Result<Signed, SigningError> {
+    let order = candidates(&key.record, approved.signers())?;
+    let bundle = bundle(approved);
+    let mut failures = SignerFailures::default();
+    let mut pool: Vec<Participant<C>> = Vec::with_capacity(order.len());
+    for (name, n) in &order {
+        let fault = match (registry.get(name), ringi_frost::identifier::<C>(*n)) {
+            (None, _) => SignerFault::NotRegistered,
+            (Some(s), _) if s.identifier != *n => {
+                SignerFault::IdentifierMismatch { key_identifier: *n }
+            }
+            (Some(s), Some(id)) => {
+                pool.push(Participant {
+                    signer: s.clone(),
+                    id,
+                });
+                continue;
+            }
+            (Some(_), None) => {
+                SignerFault::BadAnswer(format!("identifier {n} is not a FROST identifier"))
+            }
+        };
+        failures.push(SignerFailure {
+            signer: name.clone(),
+            fault,
+        });
+    }
+    let mut excluded: HashSet<String> = HashSet::new();
+    for _ in 0..ATTEMPTS {
+        let candidates: Vec<Participant<C>> = pool
+            .iter()
+            .filter(|p| !excluded.contains(&p.signer.name))
+            .cloned()
+            .collect();
+        match attempt(key, approved.message(), &bundle, candidates, &mut failures).await {
+            Ok(signed) => return Ok(signed),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Retry { failed }) => excluded.extend(failed),
+        }
+    }
+    Err(SigningError::Signers {
+        key: key.record.key_id.clone(),
+        threshold: key.record.threshold,
+        failures,
+    })
+}
+
+enum Attempt {
+    Fatal(SigningError),
+    /// These signers failed (their reasons are in the failures); try again
+    /// without them.
     Retry {
         failed: Vec<String>,
-        reasons: Vec<String>,
     },
 }
 
-async fn attempt(
-    key: &LoadedKey,
+async fn attempt<C: Suite>(
+    key: &LoadedKey<C>,
     message: &[u8],
-    pool: Vec<Signer>,
-    bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>,
-) -> Result<Signed, AttemptError> {
+    bundle: &apb::ApprovalBundle,
+    pool: Vec<Participant<C>>,
+    failures: &mut SignerFailures,
+) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
-    let key_id = &key.record.key_id;
+    let key_id = key.record.key_id.to_string();
     let mut remaining = pool.into_iter();
-    let mut chosen: Vec<(Signer, SigningCommitments)> = Vec::with_capacity(t);
+    let mut chosen: Vec<(Participant<C>, SigningCommitments<C>)> = Vec::with_capacity(t);
     let mut failed = Vec::new();
-    let mut reasons = Vec::new();
 
     // Round 1: keep asking until t signers have committed.
     while chosen.len() < t {
-        let batch: Vec<Signer> = remaining.by_ref().take(t - chosen.len()).collect();
+        let batch: Vec<Participant<C>> = remaining.by_ref().take(t - chosen.len()).collect();
         if batch.is_empty() {
-            return Err(AttemptError::Retry { failed, reasons });
+            return Err(Attempt::Retry { failed });
         }
-        let results = join_all(batch.iter().cloned().map(|mut s| {
+        let results = join_all(batch.iter().map(|p| {
+            let mut client = p.signer.client.clone();
             let req = pb::CommitRequest {
                 key_id: key_id.clone(),
-                approval_bundle: bundle.cloned(),
+                approval_bundle: Some(bundle.clone()),
             };
-            async move { s.client.commit(req).await.map(|r| r.into_inner()) }
+            async move { client.commit(req).await.map(|r| r.into_inner()) }
         }))
         .await;
-        for (signer, result) in batch.into_iter().zip(results) {
-            match result
-                .map_err(|st| signer_failure(&signer.name, &st))
-                .and_then(|r| {
-                    decode_commitments(&signer, &r)
-                        .map_err(|m| format!("signer {}: {m}", signer.name))
-                }) {
-                Ok(c) => chosen.push((signer, c)),
-                Err(reason) => {
-                    reasons.push(reason);
-                    failed.push(signer.name.clone());
+        for (p, result) in batch.into_iter().zip(results) {
+            let name = p.signer.name.clone();
+            let decoded = match result {
+                Ok(answer) => decode_commitments::<C>(p.signer.identifier, &answer)
+                    .map_err(|reason| SignerFailure::bad_answer(&name, reason)),
+                Err(status) => Err(SignerFailure::status(&name, &status)),
+            };
+            match decoded {
+                Ok(c) => chosen.push((p, c)),
+                Err(failure) => {
+                    failures.push(failure);
+                    failed.push(name);
                 }
             }
         }
     }
 
-    let commitments: BTreeMap<Identifier, SigningCommitments> = chosen
-        .iter()
-        .map(|(s, c)| (identifier(s.identifier), *c))
-        .collect();
+    let commitments: BTreeMap<Identifier<C>, SigningCommitments<C>> =
+        chosen.iter().map(|(p, c)| (p.id, *c)).collect();
     let package = SigningPackage::new(commitments, message);
     let package_bytes = package
         .serialize()
-        .map_err(|e| AttemptError::Fatal(Error::Internal(format!("signing package: {e}"))))?;
+        .map_err(|e| Attempt::Fatal(SigningError::Encoding(format!("signing package: {e}"))))?;
 
     // Round 2: every chosen signer must answer.
-    let results = join_all(chosen.iter().map(|(s, _)| {
-        let mut client = s.client.clone();
+    let results = join_all(chosen.iter().map(|(p, _)| {
+        let mut client = p.signer.client.clone();
         let req = pb::SignRequest {
             key_id: key_id.clone(),
             signing_package: package_bytes.clone(),
-            approval_bundle: bundle.cloned(),
+            approval_bundle: Some(bundle.clone()),
         };
         async move { client.sign(req).await.map(|r| r.into_inner()) }
     }))
     .await;
-    let mut shares: BTreeMap<Identifier, SignatureShare> = BTreeMap::new();
-    for ((signer, _), result) in chosen.iter().zip(results) {
-        match result
-            .map_err(|st| signer_failure(&signer.name, &st))
-            .and_then(|r| {
-                SignatureShare::deserialize(&r.signature_share).map_err(|e| {
-                    format!("signer {}: undecodable signature share: {e}", signer.name)
-                })
-            }) {
+    let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
+    for ((p, _), result) in chosen.iter().zip(results) {
+        let name = &p.signer.name;
+        let decoded = match result {
+            Ok(answer) => decode_signature_share::<C>(&answer)
+                .map_err(|reason| SignerFailure::bad_answer(name, reason)),
+            Err(status) => Err(SignerFailure::status(name, &status)),
+        };
+        match decoded {
             Ok(share) => {
-                shares.insert(identifier(signer.identifier), share);
+                shares.insert(p.id, share);
             }
-            Err(reason) => {
-                reasons.push(reason);
-                failed.push(signer.name.clone());
+            Err(failure) => {
+                failures.push(failure);
+                failed.push(name.clone());
             }
         }
     }
     if shares.len() < t {
-        return Err(AttemptError::Retry { failed, reasons });
+        return Err(Attempt::Retry { failed });
     }
 
-    // Aggregate; frost verifies the group signature and, if it fails,
+    // Aggregate; the suite verifies the group signature and, if it fails,
     // checks each share to name the culprit.
-    match frost_secp256k1::aggregate(&package, &shares, &key.public) {
+    match C::aggregate(&package, &shares, &key.public) {
         Ok(signature) => {
             let bytes = signature.serialize().map_err(|e| {
-                AttemptError::Fatal(Error::Internal(format!("signature encoding: {e}")))
+                Attempt::Fatal(SigningError::Encoding(format!("signature encoding: {e}")))
             })?;
             Ok(Signed {
                 signature: bytes,
-                signers: chosen.into_iter().map(|(s, _)| s.name).collect(),
+                signers: chosen.into_iter().map(|(p, _)| p.signer.name).collect(),
             })
         }
         Err(e) => {
-            let culprits: Vec<String> = e
+            let culprits: Vec<&str> = e
                 .culprits()
                 .iter()
-                .filter_map(|c| chosen.iter().find(|(s, _)| identifier(s.identifier) == *c))
-                .map(|(s, _)| s.name.clone())
+                .filter_map(|c| chosen.iter().find(|(p, _)| p.id == *c))
+                .map(|(p, _)| p.signer.name.as_str())
                 .collect();
-            reasons.push(format!(
-                "aggregation failed ({e}); invalid shares from {culprits:?}"
-            ));
-            failed.extend(culprits);
-            Err(AttemptError::Retry { failed, reasons })
+            if culprits.is_empty() {
+                failures.unattributed.push(format!(
+                    "aggregation failed ({e}); no share was singled out"
+                ));
+            }
+            for name in culprits {
+                failures.push(SignerFailure::bad_answer(
+                    name,
+                    format!("invalid signature share (aggregation failed: {e})"),
+                ));
+                failed.push(name.to_string());
+            }
+            Err(Attempt::Retry { failed })
         }
     }
-}
-
-fn decode_commitments(
-    signer: &Signer,
-    r: &pb::CommitResponse,
-) -> std::result::Result<SigningCommitments, String> {
-    if r.identifier != u32::from(signer.identifier) {
-        return Err(format!(
-            "answered as identifier {} but is registered as {}",
-            r.identifier, signer.identifier
-        ));
-    }
-    SigningCommitments::deserialize(&r.commitments)
-        .map_err(|e| format!("undecodable commitments: {e}"))
-}
-
-fn identifier(n: u16) -> Identifier {
-    Identifier::try_from(n).expect("registry identifiers are 1..=65535")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringi_frost::Secp256k1;
+    use ringi_policy::key_id::KeyId;
 
     fn key() -> KeyRecord {
         KeyRecord {
-            key_id: "k".into(),
+            key_id: KeyId::parse("k").unwrap(),
             threshold: 2,
             signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
             group_public_key: vec![],
@@ -328,10 +391,101 @@ mod tests {
             (names(&["a", "a"]), "requested twice"),
             (names(&["a", "z"]), "holds no share"),
         ] {
-            match candidates(&key(), &req) {
-                Err(Error::InvalidArgument(m)) => assert!(m.contains(needle), "{m}"),
-                other => panic!("{req:?}: {other:?}"),
-            }
+            let e = Error::from(candidates(&key(), &req).unwrap_err());
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.to_string().contains(needle), "{e}");
         }
+    }
+
+    fn dealer_key() -> (
+        BTreeMap<Identifier<Secp256k1>, ringi_frost::frost_core::keys::KeyPackage<Secp256k1>>,
+        PublicKeyPackage<Secp256k1>,
+    ) {
+        let (shares, public) = ringi_frost::frost_core::keys::generate_with_dealer::<Secp256k1, _>(
+            3,
+            2,
+            ringi_frost::frost_core::keys::IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        let packages = shares
+            .into_iter()
+            .map(|(id, s)| (id, s.try_into().unwrap()))
+            .collect();
+        (packages, public)
+    }
+
+    #[test]
+    fn commitments_decode_only_from_the_registered_identifier() {
+        let (packages, _) = dealer_key();
+        let id = ringi_frost::identifier::<Secp256k1>(2).unwrap();
+        let (_, commitments) = ringi_frost::frost_core::round1::commit(
+            packages[&id].signing_share(),
+            &mut rand::rngs::OsRng,
+        );
+        let good = pb::CommitResponse {
+            identifier: 2,
+            commitments: commitments.serialize().unwrap(),
+        };
+        assert_eq!(
+            decode_commitments::<Secp256k1>(2, &good).unwrap(),
+            commitments
+        );
+        let err = decode_commitments::<Secp256k1>(3, &good).unwrap_err();
+        assert!(
+            err.contains("answered as identifier 2 but is registered as 3"),
+            "{err}"
+        );
+        for bytes in [
+            vec![],
+            vec![0; 3],
+            vec![0xff; 200],
+            good.commitments[..10].to_vec(),
+        ] {
+            let bad = pb::CommitResponse {
+                identifier: 2,
+                commitments: bytes,
+            };
+            let err = decode_commitments::<Secp256k1>(2, &bad).unwrap_err();
+            assert!(err.starts_with("undecodable commitments"), "{err}");
+        }
+    }
+
+    #[test]
+    fn signature_shares_refuse_garbage() {
+        for bytes in [vec![], vec![0xff; 32], vec![1; 33], vec![0; 1000]] {
+            let err = decode_signature_share::<Secp256k1>(&pb::SignResponse {
+                signature_share: bytes,
+            })
+            .unwrap_err();
+            assert!(err.starts_with("undecodable signature share"), "{err}");
+        }
+        let ok = decode_signature_share::<Secp256k1>(&pb::SignResponse {
+            signature_share: {
+                let mut b = vec![0; 31];
+                b.push(7);
+                b
+            },
+        });
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_loaded_key_checks_its_identifiers() {
+        let (_, public) = dealer_key();
+        let mut record = key();
+        record.public_key_package = public.serialize().unwrap();
+        assert!(LoadedKey::<Secp256k1>::new(record.clone()).is_ok());
+        record.signers.push(("d".into(), 4));
+        let e = LoadedKey::<Secp256k1>::new(record.clone()).err().unwrap();
+        assert!(
+            matches!(e, Error::Corrupt(ref m) if m.contains("identifier 4")),
+            "{e}"
+        );
+        record.signers.pop();
+        record.signers[0].1 = 0;
+        assert!(LoadedKey::<Secp256k1>::new(record.clone()).is_err());
+        record.public_key_package = vec![1, 2, 3];
+        assert!(LoadedKey::<Secp256k1>::new(record).is_err());
     }
 }

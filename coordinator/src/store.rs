@@ -1,25 +1,25 @@
-//! The coordinator's durable state: an embedded SQLite database under the
-//! data directory. It holds only public data (group keys, public key
-//! packages, which signer holds which identifier); no share ever reaches the
-//! coordinator.
+//! The coordinator's durable state, as two traits whose documentation is
+//! the contract every storage engine must meet: [`KeyStore`] (keys' public
+//! data) and [`crate::request_store::RequestStore`] (signing requests, their
+//! approvals and history). [`crate::sqlite::SqliteStore`], an embedded
+//! SQLite database under the data directory, implements both; another
+//! engine (PostgreSQL) would implement the same traits and pass the same
+//! `contract` tests.
 //!
-//! Every write is one transaction, so a failure leaves nothing half-written.
-//! Calls are synchronous; async callers run them on a blocking thread.
+//! The store holds only public data (group keys, public key packages, which
+//! signer holds which identifier, requests and signed approvals); no share
+//! ever reaches the coordinator.
+//!
+//! Calls are synchronous; async callers run them with [`blocking`].
 
-use std::path::Path;
-use std::sync::Mutex;
+use ringi_policy::key_id::KeyId;
 
-use rusqlite::{Connection, OptionalExtension, params};
-
-use crate::error::{Error, Result};
-
-/// Bumped when the schema changes; migrations run in [`Store::open`].
-const SCHEMA_VERSION: i64 = 3;
+use crate::error::{Error, Missing, Result};
 
 /// A key's public record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
-    pub key_id: String,
+    pub key_id: KeyId,
     pub threshold: u16,
     /// (signer name, FROST identifier), ordered by identifier.
     pub signers: Vec<(String, u16)>,
@@ -31,225 +31,58 @@ pub struct KeyRecord {
     pub created_at: i64,
 }
 
-pub struct Store {
-    conn: Mutex<Connection>,
-}
+/// Keys' public records.
+pub trait KeyStore: Send + Sync {
+    /// Records a new key with its signers, all or nothing.
+    ///
+    /// Atomicity: the check that `key.key_id` is free and the insert are one
+    /// transaction, so of two concurrent inserts of one key id exactly one
+    /// succeeds and the other gets [`Error::KeyExists`]. A key the engine
+    /// cannot store as a whole (two signers with one name or one
+    /// identifier) is refused with an error and leaves nothing behind.
+    fn insert_key(&self, key: &KeyRecord) -> Result<()>;
 
-impl Store {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Internal(format!(
-                    "cannot create data directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = Store {
-            conn: Mutex::new(conn),
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    fn migrate(&self) -> Result<()> {
-        let mut conn = self.lock();
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Internal(format!(
-                "database schema version {version} is newer than this ringi ({SCHEMA_VERSION}); upgrade ringi"
-            )));
-        }
-        if version < 1 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE keys (
-                    key_id             TEXT PRIMARY KEY,
-                    threshold          INTEGER NOT NULL,
-                    group_public_key   BLOB NOT NULL,
-                    public_key_package BLOB NOT NULL,
-                    created_at         INTEGER NOT NULL
-                );
-                CREATE TABLE key_signers (
-                    key_id      TEXT NOT NULL REFERENCES keys(key_id),
-                    signer_name TEXT NOT NULL,
-                    identifier  INTEGER NOT NULL,
-                    PRIMARY KEY (key_id, signer_name),
-                    UNIQUE (key_id, identifier)
-                );
-                PRAGMA user_version = 1;",
-            )?;
-            tx.commit()?;
-        }
-        if version < 2 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE requests (
-                    request_id   BLOB PRIMARY KEY,
-                    key_id       TEXT NOT NULL,
-                    message      BLOB NOT NULL,
-                    asset        TEXT NOT NULL,
-                    amount       TEXT NOT NULL,
-                    destination  TEXT NOT NULL,
-                    memo         TEXT NOT NULL,
-                    requester    TEXT NOT NULL,
-                    created_at   INTEGER NOT NULL,
-                    expires_at   INTEGER NOT NULL,
-                    policy_hash  BLOB NOT NULL,
-                    signers      TEXT NOT NULL,
-                    state        TEXT NOT NULL,
-                    state_reason TEXT NOT NULL,
-                    signature    BLOB
-                );
-                CREATE INDEX requests_by_state ON requests(state);
-                CREATE TABLE approvals (
-                    request_id     BLOB NOT NULL REFERENCES requests(request_id),
-                    approver_key   BLOB NOT NULL,
-                    department     TEXT NOT NULL,
-                    decision       TEXT NOT NULL,
-                    reason         TEXT NOT NULL,
-                    issued_at      INTEGER NOT NULL,
-                    expires_at     INTEGER NOT NULL,
-                    content_digest BLOB NOT NULL,
-                    signature      BLOB NOT NULL,
-                    received_at    INTEGER NOT NULL,
-                    PRIMARY KEY (request_id, approver_key)
-                );
-                CREATE TABLE transitions (
-                    request_id BLOB NOT NULL REFERENCES requests(request_id),
-                    seq        INTEGER NOT NULL,
-                    from_state TEXT NOT NULL,
-                    to_state   TEXT NOT NULL,
-                    reason     TEXT NOT NULL,
-                    at         INTEGER NOT NULL,
-                    PRIMARY KEY (request_id, seq)
-                );
-                PRAGMA user_version = 2;",
-            )?;
-            tx.commit()?;
-        }
-        if version < 3 {
-            let tx = conn.transaction()?;
-            tx.execute_batch(
-                "CREATE TABLE idempotency_keys (
-                    requester       TEXT NOT NULL,
-                    idempotency_key TEXT NOT NULL,
-                    content_hash    BLOB NOT NULL,
-                    request_id      BLOB NOT NULL REFERENCES requests(request_id),
-                    PRIMARY KEY (requester, idempotency_key)
-                );
-                CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
-                PRAGMA user_version = 3;",
-            )?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Inserts a new key. ALREADY_EXISTS if the key id is taken.
-    pub fn insert_key(&self, key: &KeyRecord) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM keys WHERE key_id = ?1", [&key.key_id], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if exists.is_some() {
-            return Err(Error::AlreadyExists(format!(
-                "key id {:?} exists already",
-                key.key_id
-            )));
-        }
-        tx.execute(
-            "INSERT INTO keys (key_id, threshold, group_public_key, public_key_package, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                key.key_id,
-                key.threshold,
-                key.group_public_key,
-                key.public_key_package,
-                key.created_at
-            ],
-        )?;
-        for (name, identifier) in &key.signers {
-            tx.execute(
-                "INSERT INTO key_signers (key_id, signer_name, identifier) VALUES (?1, ?2, ?3)",
-                params![key.key_id, name, identifier],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The key's record, or NOT_FOUND.
-    pub fn key(&self, key_id: &str) -> Result<KeyRecord> {
-        self.find_key(key_id)?
-            .ok_or_else(|| Error::NotFound(format!("key id {key_id:?} does not exist")))
-    }
-
-    pub fn find_key(&self, key_id: &str) -> Result<Option<KeyRecord>> {
-        let conn = self.lock();
-        let row = conn
-            .query_row(
-                "SELECT threshold, group_public_key, public_key_package, created_at FROM keys WHERE key_id = ?1",
-                [key_id],
-                |r| Ok((r.get::<_, u16>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
-        let Some((threshold, group_public_key, public_key_package, created_at)) = row else {
-            return Ok(None);
-        };
-        let signers = key_signers(&conn, key_id)?;
-        Ok(Some(KeyRecord {
-            key_id: key_id.to_string(),
-            threshold,
-            signers,
-            group_public_key,
-            public_key_package,
-            created_at,
-        }))
-    }
+    /// The key with its signers, read consistently, or `None`.
+    fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>>;
 
     /// Every key, ordered by key id.
-    pub fn keys(&self) -> Result<Vec<KeyRecord>> {
-        let ids: Vec<String> = {
-            let conn = self.lock();
-            let mut stmt = conn.prepare("SELECT key_id FROM keys ORDER BY key_id")?;
-            stmt.query_map([], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
-        ids.iter()
-            .filter_map(|id| self.find_key(id).transpose())
-            .collect()
+    fn keys(&self) -> Result<Vec<KeyRecord>>;
+
+    /// The key, or [`Error::NotFound`].
+    fn key(&self, key_id: &KeyId) -> Result<KeyRecord> {
+        self.find_key(key_id)?
+            .ok_or_else(|| Missing::Key(key_id.clone()).into())
     }
 }
 
-fn key_signers(conn: &Connection, key_id: &str) -> Result<Vec<(String, u16)>> {
-    let mut stmt = conn.prepare(
-        "SELECT signer_name, identifier FROM key_signers WHERE key_id = ?1 ORDER BY identifier",
-    )?;
-    let rows = stmt.query_map([key_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Runs a synchronous store call on a blocking thread.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
 }
 
+/// The contract tests: generic over the engine, so every implementation
+/// runs the same ones (see `sqlite.rs`).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod contract {
+    use std::sync::Arc;
 
-    fn record(key_id: &str) -> KeyRecord {
+    use ringi_policy::approver_key::ApproverKey;
+    use ringi_policy::limits::{CapExceeded, Limits};
+    use ringi_policy::request::{Metadata, SigningRequest};
+    use ringi_policy::statement::{Approval, Decision, Statement};
+
+    use super::*;
+    use crate::error::RequestId;
+    use crate::request_state::{Event, State, Transition, next};
+    use crate::request_store::{Inserted, ListFilter, NewRequest, Position, RequestStore};
+
+    pub fn key_record(key_id: &str) -> KeyRecord {
         KeyRecord {
-            key_id: key_id.into(),
+            key_id: KeyId::parse(key_id).unwrap(),
             threshold: 2,
             signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
             group_public_key: vec![2; 33],
@@ -258,48 +91,382 @@ mod tests {
         }
     }
 
-    #[test]
-    fn keys_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/ringi.sqlite3");
-        Store::open(&path)
-            .unwrap()
-            .insert_key(&record("k1"))
-            .unwrap();
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.key("k1").unwrap(), record("k1"));
-        assert_eq!(store.keys().unwrap(), vec![record("k1")]);
+    fn id(text: &str) -> KeyId {
+        KeyId::parse(text).unwrap()
     }
 
-    #[test]
-    fn duplicate_key_is_refused_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        store.insert_key(&record("k1")).unwrap();
-        let mut other = record("k1");
+    /// Insert, read back, list; duplicates and half-records refused.
+    pub fn keys<S: KeyStore>(store: &S) {
+        store.insert_key(&key_record("k1")).unwrap();
+        store.insert_key(&key_record("k0")).unwrap();
+        assert_eq!(store.key(&id("k1")).unwrap(), key_record("k1"));
+        assert_eq!(
+            store.keys().unwrap(),
+            vec![key_record("k0"), key_record("k1")]
+        );
+
+        let mut other = key_record("k1");
         other.threshold = 3;
-        assert!(matches!(
-            store.insert_key(&other),
-            Err(Error::AlreadyExists(_))
-        ));
-        assert_eq!(store.key("k1").unwrap().threshold, 2);
-    }
+        assert!(
+            matches!(store.insert_key(&other), Err(Error::KeyExists(ref k)) if k == "k1"),
+            "an existing key id is refused"
+        );
+        assert_eq!(store.key(&id("k1")).unwrap().threshold, 2, "unchanged");
 
-    #[test]
-    fn failed_insert_leaves_no_half_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let mut bad = record("k1");
-        // Two signers with one identifier violate UNIQUE (key_id, identifier).
+        let mut bad = key_record("k2");
         bad.signers = vec![("a".into(), 1), ("b".into(), 1)];
-        assert!(matches!(store.insert_key(&bad), Err(Error::Internal(_))));
-        assert!(store.find_key("k1").unwrap().is_none());
+        assert!(store.insert_key(&bad).is_err());
+        assert!(
+            store.find_key(&id("k2")).unwrap().is_none(),
+            "no half record"
+        );
+
+        match store.key(&id("nope")) {
+            Err(Error::NotFound(Missing::Key(k))) => assert_eq!(k, "nope"),
+            other => panic!("{other:?}"),
+        }
     }
 
-    #[test]
-    fn unknown_key_is_not_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        assert!(matches!(store.key("nope"), Err(Error::NotFound(m)) if m.contains("nope")));
+    pub fn request() -> SigningRequest {
+        SigningRequest {
+            key_id: id("hot-1"),
+            message: vec![1; 32],
+            metadata: Metadata {
+                asset: "BTC".into(),
+                amount: 123_456_789_012_345_678_901_234_567,
+                destination: "bc1q".into(),
+                memo: "rebalance".into(),
+            },
+            requester: "wallet".into(),
+            created_at: 100,
+            expires_at: 200,
+            policy_hash: [9; 32],
+        }
+    }
+
+    pub fn new_request(request: SigningRequest, idempotency_key: &str) -> NewRequest {
+        NewRequest {
+            content_hash: ringi_policy::encoding::sha256(&request.canonical()),
+            request,
+            signers: Vec::new(),
+            idempotency_key: idempotency_key.into(),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn approval(request: &SigningRequest, decision: Decision) -> Approval {
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        Approval {
+            statement: Statement::for_request(request, "treasury", decision, "why", 110, 150),
+            approver: ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes())
+                .unwrap(),
+            signature: vec![7; 64],
+        }
+    }
+
+    fn insert<S: RequestStore + ?Sized>(store: &S, new: &NewRequest, now: u64) -> RequestId {
+        match store.insert_request(new, None, now).unwrap() {
+            Inserted::Created(id) => id,
+            Inserted::Existing(id) => panic!("{} existed", hex::encode(id)),
+        }
+    }
+
+    fn quorum() -> Transition {
+        next(State::PendingApproval, Event::QuorumMet).unwrap()
+    }
+
+    /// A request, its decisions (one with the state change it caused) and
+    /// its history, read back as written.
+    pub fn decisions_and_history<S: RequestStore>(store: &S) {
+        let r = request();
+        let mut new = new_request(r.clone(), "k1");
+        new.signers = vec!["s1".into(), "s2".into()];
+        let id = insert(store, &new, 100);
+        assert_eq!(id, r.id());
+        let a = approval(&r, Decision::Approve);
+        store.record_decision(&id, &a, None, 120).unwrap();
+        let b = approval(&r, Decision::Approve);
+        store
+            .record_decision(&id, &b, Some(&quorum()), 121)
+            .unwrap();
+
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.request, r);
+        assert_eq!(rec.signers, vec!["s1", "s2"]);
+        assert_eq!(rec.state, State::Approved);
+        assert_eq!(rec.state_reason, "quorum met");
+        assert_eq!(rec.approvals, vec![a, b]);
+        let states: Vec<State> = rec.transitions.iter().map(|t| t.to).collect();
+        assert_eq!(states, vec![State::PendingApproval, State::Approved]);
+        assert_eq!(rec.transitions[0].from, "");
+        assert_eq!(rec.transitions[0].reason, "submitted");
+        assert_eq!(rec.transitions[1].from, "PENDING_APPROVAL");
+        assert_eq!(rec.transitions[1].reason, "quorum met");
+        assert_eq!((rec.transitions[0].at, rec.transitions[1].at), (100, 121));
+        assert_eq!(store.requests_in(&[State::Approved]).unwrap(), vec![id]);
+        assert!(store.requests_in(&[State::Signing]).unwrap().is_empty());
+    }
+
+    /// An approver decides once; a refused decision writes nothing, not
+    /// even the state change that came with it.
+    pub fn one_decision_per_approver<S: RequestStore>(store: &S) {
+        let r = request();
+        let id = insert(store, &new_request(r.clone(), "k1"), 100);
+        let a = approval(&r, Decision::Approve);
+        store.record_decision(&id, &a, None, 120).unwrap();
+        let err = store
+            .record_decision(&id, &a, Some(&quorum()), 121)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::DuplicateDecision { .. })
+                && err.to_string().contains("has already decided"),
+            "{err}"
+        );
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.state, State::PendingApproval, "rolled back together");
+        assert_eq!(rec.approvals.len(), 1);
+        assert_eq!(rec.transitions.len(), 1);
+    }
+
+    /// Pages cover every request once, newest first, across equal times.
+    pub fn pages<S: RequestStore>(store: &S) {
+        for i in 0..7u64 {
+            let mut r = request();
+            r.created_at = 100 + i / 2; // several requests per second
+            r.message = vec![i as u8; 4];
+            insert(store, &new_request(r, &format!("k{i}")), 100);
+        }
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let filter = ListFilter {
+                page_size: 3,
+                after,
+                ..Default::default()
+            };
+            let (page, next) = store.list_requests(&filter).unwrap();
+            seen.extend(page.iter().map(|r| (r.request.created_at, r.id)));
+            match next {
+                Some(p) => after = Some(Position::parse(&p.token()).unwrap()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        let mut sorted = seen.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(seen, sorted, "newest first, no repeats");
+        assert!(Position::parse("zz").is_none());
+    }
+
+    /// An idempotency key returns its first request, or refuses other
+    /// content; it is scoped by requester.
+    pub fn idempotency<S: RequestStore>(store: &S) {
+        let r = request();
+        let mut first = new_request(r.clone(), "k1");
+        first.content_hash = [1; 32];
+        let Inserted::Created(id) = store.insert_request(&first, None, 100).unwrap() else {
+            panic!("not created")
+        };
+        let mut later = first.clone();
+        later.request.created_at += 5;
+        assert_eq!(
+            store.insert_request(&later, None, 105).unwrap(),
+            Inserted::Existing(id)
+        );
+        later.content_hash = [2; 32];
+        assert!(matches!(
+            store.insert_request(&later, None, 105),
+            Err(Error::IdempotencyConflict { .. })
+        ));
+        later.request.requester = "other".into();
+        assert!(matches!(
+            store.insert_request(&later, None, 105).unwrap(),
+            Inserted::Created(_)
+        ));
+        // The same request under a new idempotency key.
+        let mut again = first.clone();
+        again.idempotency_key = "k2".into();
+        assert!(matches!(
+            store.insert_request(&again, None, 106),
+            Err(Error::RequestExists(i)) if i == id
+        ));
+    }
+
+    /// Changes apply only from the state they name (compare-and-set); the
+    /// loser learns the state it lost to.
+    pub fn compare_and_set<S: RequestStore>(store: &S) {
+        let r = request();
+        let id = insert(store, &new_request(r.clone(), "k1"), 100);
+        let wrong = next(State::Approved, Event::SigningStarted).unwrap();
+        assert!(matches!(
+            store.transition(&id, &wrong, 101),
+            Err(Error::StateConflict {
+                expected: State::Approved,
+                actual: State::PendingApproval,
+                ..
+            })
+        ));
+        store.transition(&id, &quorum(), 101).unwrap();
+        let late = approval(&r, Decision::Approve);
+        assert!(matches!(
+            store.record_decision(&id, &late, None, 101),
+            Err(Error::StateConflict {
+                expected: State::PendingApproval,
+                actual: State::Approved,
+                ..
+            })
+        ));
+        assert!(store.request(&id).unwrap().approvals.is_empty());
+        assert!(matches!(
+            store.request(&[0; 32]),
+            Err(Error::NotFound(Missing::Request(_)))
+        ));
+        assert!(matches!(
+            store.transition(&[0; 32], &quorum(), 101),
+            Err(Error::NotFound(Missing::Request(_)))
+        ));
+        let sig = vec![5u8; 65];
+        for event in [
+            Event::SigningStarted,
+            Event::Signed {
+                signature: sig.clone(),
+                signers: vec!["a".into(), "b".into()],
+            },
+        ] {
+            let from = store.request(&id).unwrap().state;
+            store
+                .transition(&id, &next(from, event).unwrap(), 102)
+                .unwrap();
+        }
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.state, State::Signed);
+        assert_eq!(rec.state_reason, "signed by a, b");
+        assert_eq!(rec.signature.as_deref(), Some(&sig[..]));
+        let list = |pending_only, key_id: Option<&str>, state| {
+            let key_id = key_id.map(|k| KeyId::parse(k).unwrap());
+            let filter = ListFilter {
+                pending_only,
+                key_id: key_id.as_ref(),
+                state,
+                page_size: 10,
+                after: None,
+            };
+            store.list_requests(&filter).unwrap().0.len()
+        };
+        assert_eq!(list(true, None, None), 0);
+        assert_eq!(list(false, Some("hot-1"), None), 1);
+        assert_eq!(list(false, Some("other"), None), 0);
+        assert_eq!(list(false, None, Some(State::Signed)), 1);
+        assert_eq!(list(false, None, Some(State::Failed)), 0);
+    }
+
+    /// Window caps count the key's live requests of the window, and not
+    /// those that ended without a signature.
+    pub fn caps<S: RequestStore>(store: &S) {
+        let limits = Limits {
+            window_secs: 100,
+            max_amount_per_window: Some(25),
+            ..Limits::default()
+        };
+        let submit = |n: u8, amount: u128, now: u64| {
+            let mut r = request();
+            r.message = vec![n];
+            r.metadata.amount = amount;
+            r.created_at = now;
+            let mut new = new_request(r, &format!("cap-{n}"));
+            new.limits = limits.clone();
+            store.insert_request(&new, None, now)
+        };
+        let first = match submit(1, 10, 1000).unwrap() {
+            Inserted::Created(id) => id,
+            other => panic!("{other:?}"),
+        };
+        submit(2, 10, 1001).unwrap();
+        match submit(3, 10, 1002) {
+            Err(Error::CapExceeded {
+                cap: CapExceeded::WindowAmount { total: 30, .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        // A request that ended without a signature frees its amount.
+        store
+            .transition(
+                &first,
+                &next(State::PendingApproval, Event::Expired { at: 1003 }).unwrap(),
+                1003,
+            )
+            .unwrap();
+        submit(4, 10, 1004).unwrap();
+        // Outside the window nothing counts.
+        submit(5, 20, 1200).unwrap();
+    }
+
+    /// Concurrent compare-and-sets through any of `stores` (handles on one
+    /// database): exactly one wins, every other loses with StateConflict.
+    pub fn racing_transitions<S: RequestStore + 'static>(stores: Vec<Arc<S>>) {
+        let id = insert(&*stores[0], &new_request(request(), "race"), 100);
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let store = stores[i % stores.len()].clone();
+                std::thread::spawn(move || store.transition(&id, &quorum(), 101))
+            })
+            .collect();
+        let results: Vec<Result<()>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(
+                    e,
+                    Error::StateConflict {
+                        actual: State::Approved,
+                        ..
+                    }
+                )),
+            "{results:?}"
+        );
+        assert_eq!(stores[0].request(&id).unwrap().transitions.len(), 2);
+    }
+
+    /// Concurrent submissions through any of `stores` cannot together
+    /// exceed a cap.
+    pub fn racing_caps<S: RequestStore + 'static>(stores: Vec<Arc<S>>) {
+        let limits = Limits {
+            window_secs: 1000,
+            max_requests_per_window: Some(3),
+            ..Limits::default()
+        };
+        let threads: Vec<_> = (0..10u8)
+            .map(|i| {
+                let store = stores[i as usize % stores.len()].clone();
+                let limits = limits.clone();
+                std::thread::spawn(move || {
+                    let mut r = request();
+                    r.message = vec![i];
+                    let mut new = new_request(r, &format!("race-{i}"));
+                    new.limits = limits;
+                    store.insert_request(&new, None, 150)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            3,
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(e, Error::CapExceeded { .. })),
+            "{results:?}"
+        );
     }
 }

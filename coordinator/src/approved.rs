@@ -1,0 +1,116 @@
+//! [`ApprovedRequest`]: a signing request whose approvals meet its quorum,
+//! the one thing the signing engine signs.
+//!
+//! It can only be made by running the policy's `evaluate` over the request
+//! and its still-valid approvals and getting `Outcome::Approved`, so the
+//! engine never starts a round for a request the coordinator itself would
+//! not approve. (The signers do not trust this: each one evaluates the same
+//! bundle again against its own pinned policy.)
+
+use ringi_policy::evaluate::{Outcome, describe_missing, evaluate};
+use ringi_policy::policy::Policy;
+use ringi_policy::request::SigningRequest;
+use ringi_policy::statement::Approval;
+
+use crate::error::{Error, RequestId, Result};
+use crate::request_state::State;
+use crate::request_store::RequestRecord;
+
+/// Longest message accepted.
+pub const MAX_MESSAGE_LEN: usize = 1 << 20;
+
+/// A request ready to sign: the request, the approvals that carry it, and
+/// the operator's routing.
+#[derive(Debug, Clone)]
+pub struct ApprovedRequest {
+    id: RequestId,
+    request: SigningRequest,
+    approvals: Vec<Approval>,
+    signers: Vec<String>,
+}
+
+impl ApprovedRequest {
+    /// Checks `request` with `approvals` under `policy` at `now`; only
+    /// `Outcome::Approved` makes an `ApprovedRequest`. A vetoed or pending
+    /// request is [`Error::NotApproved`]; a broken rule,
+    /// [`Error::PolicyViolation`].
+    pub fn evaluate(
+        policy: &Policy,
+        request: SigningRequest,
+        approvals: Vec<Approval>,
+        signers: Vec<String>,
+        now: u64,
+    ) -> Result<Self> {
+        let id = request.id();
+        if request.message.is_empty() || request.message.len() > MAX_MESSAGE_LEN {
+            return Err(Error::InvalidInput {
+                field: "message",
+                reason: format!(
+                    "must be 1..={MAX_MESSAGE_LEN} bytes, got {}",
+                    request.message.len()
+                ),
+            });
+        }
+        let why = match evaluate(policy, &request, &approvals, now)? {
+            Outcome::Approved => {
+                return Ok(ApprovedRequest {
+                    id,
+                    request,
+                    approvals,
+                    signers,
+                });
+            }
+            Outcome::Pending { missing } => {
+                format!("quorum not met: {}", describe_missing(&missing))
+            }
+            Outcome::Rejected {
+                approver,
+                department,
+                reason,
+            } => format!("rejected by {approver} ({department}): {reason}"),
+        };
+        Err(Error::NotApproved { request: id, why })
+    }
+
+    /// The approved request of a record that the state machine put in
+    /// APPROVED, or a SIGNING record being resumed after a restart: its
+    /// approvals still valid at `now` must still meet the quorum.
+    pub fn from_record(policy: &Policy, record: &RequestRecord, now: u64) -> Result<Self> {
+        if !matches!(record.state, State::Approved | State::Signing) {
+            return Err(Error::NotApproved {
+                request: record.id,
+                why: format!("it is {}", record.state),
+            });
+        }
+        Self::evaluate(
+            policy,
+            record.request.clone(),
+            record.valid_approvals(now),
+            record.signers.clone(),
+            now,
+        )
+    }
+
+    pub fn id(&self) -> &RequestId {
+        &self.id
+    }
+
+    pub fn request(&self) -> &SigningRequest {
+        &self.request
+    }
+
+    /// The exact bytes to sign.
+    pub fn message(&self) -> &[u8] {
+        &self.request.message
+    }
+
+    /// The approvals that met the quorum (every signer checks them).
+    pub fn approvals(&self) -> &[Approval] {
+        &self.approvals
+    }
+
+    /// The signers to use, or empty for any `t` of the key's.
+    pub fn signers(&self) -> &[String] {
+        &self.signers
+    }
+}

@@ -1,0 +1,119 @@
+//! The coordinator's state, shared by the request flow and the gRPC edge:
+//! the signer registry, the stores, the approval policy, the audit trail, a
+//! cache of parsed keys, and the change notifications watchers follow.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use ringi_policy::audit::AuditLog;
+use ringi_policy::key_id::KeyId;
+use ringi_policy::policy::Policy;
+
+use crate::error::{Error, RequestId, Result};
+use crate::registry::Registry;
+use crate::request_store::RequestStore;
+use crate::signing::LoadedKey;
+use crate::store::{KeyStore, blocking};
+
+/// The ciphersuite the coordinator's keys use: the one place the generic
+/// engines ([`crate::signing`], [`crate::keygen`]) are instantiated.
+pub type KeySuite = ringi_frost::Secp256k1;
+
+/// A key of the coordinator's suite, ready for signing.
+pub type Key = LoadedKey<KeySuite>;
+
+/// State shared by the request flow and the services.
+pub struct Coordinator {
+    pub registry: Registry,
+    pub keys: Arc<dyn KeyStore>,
+    pub requests: Arc<dyn RequestStore>,
+    /// The approval policy; requests are refused without one.
+    pub policy: Option<Arc<Policy>>,
+    /// Operators' daily-volume figures, if configured.
+    pub daily_volume_file: Option<PathBuf>,
+    /// The coordinator's audit trail (absent for tools such as the bench,
+    /// which must not write to the daemon's log).
+    pub audit: Option<Arc<AuditLog>>,
+    /// Parsed keys, so a signing touches neither the store nor the decoder.
+    key_cache: RwLock<HashMap<KeyId, Arc<Key>>>,
+    /// The id of every request whose state or approvals just changed
+    /// (watchers reload it from the store).
+    changes: tokio::sync::broadcast::Sender<RequestId>,
+}
+
+impl Coordinator {
+    pub fn new(
+        registry: Registry,
+        keys: Arc<dyn KeyStore>,
+        requests: Arc<dyn RequestStore>,
+        policy: Option<Arc<Policy>>,
+    ) -> Self {
+        Coordinator {
+            registry,
+            keys,
+            requests,
+            policy,
+            daily_volume_file: None,
+            audit: None,
+            key_cache: RwLock::new(HashMap::new()),
+            changes: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    /// One engine serving as both stores.
+    pub fn with_store<S: KeyStore + RequestStore + 'static>(
+        registry: Registry,
+        store: Arc<S>,
+        policy: Option<Arc<Policy>>,
+    ) -> Self {
+        Self::new(registry, store.clone(), store, policy)
+    }
+
+    /// The approval policy, or [`Error::NoPolicy`].
+    pub fn policy(&self) -> Result<&Arc<Policy>> {
+        self.policy.as_ref().ok_or(Error::NoPolicy)
+    }
+
+    /// Appends an entry to the audit trail. Failures are logged: the
+    /// coordinator's trail is a record; the signers' trails, which they
+    /// write before releasing a share, are the enforcement point.
+    pub fn audit(&self, event: &str, fields: &[(&str, String)]) {
+        if let Some(log) = &self.audit
+            && let Err(e) = log.append(ringi_policy::clock::now(), event, fields)
+        {
+            tracing::error!(error = %e, event, "audit log write failed");
+        }
+    }
+
+    /// Tells watchers that request `id` changed.
+    pub fn notify(&self, id: RequestId) {
+        let _ = self.changes.send(id);
+    }
+
+    /// Subscribes to request changes.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RequestId> {
+        self.changes.subscribe()
+    }
+
+    /// The key, from the cache or the store.
+    pub async fn key(&self, key_id: &KeyId) -> Result<Arc<Key>> {
+        if let Some(k) = self
+            .key_cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+        {
+            return Ok(k.clone());
+        }
+        let store = self.keys.clone();
+        let id = key_id.clone();
+        let record = blocking(move || store.key(&id)).await?;
+        let loaded = Arc::new(Key::new(record)?);
+        self.key_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id.clone(), loaded.clone());
+        Ok(loaded)
+    }
+}

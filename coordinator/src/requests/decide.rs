@@ -1,0 +1,332 @@
+//! Decide: an approver's signed approval or rejection. [`apply`] (pure)
+//! checks it exactly as the signers will and says what it changes;
+//! [`decide`] records the decision and that change as one compare-and-set,
+//! and starts the signing round when the quorum is met.
+
+use std::sync::Arc;
+
+use ringi_policy::evaluate::{Outcome, describe_missing, evaluate};
+use ringi_policy::policy::Policy;
+use ringi_policy::statement::{Approval, Decision};
+
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::request_state::{Event, State, Transition, next};
+use crate::request_store::RequestRecord;
+use crate::store::blocking;
+
+/// What a valid decision does to its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionEffect {
+    /// The decision, to record.
+    pub approval: Approval,
+    /// The state change it causes with the earlier valid approvals: the
+    /// quorum met, or a veto; `None` while approvals are still missing.
+    pub transition: Option<Transition>,
+}
+
+impl DecisionEffect {
+    /// Whether this decision completes the quorum (the signing round
+    /// starts).
+    pub fn meets_quorum(&self) -> bool {
+        self.approval.statement.decision == Decision::Approve
+            && self
+                .transition
+                .as_ref()
+                .is_some_and(|t| t.to() == State::Approved)
+    }
+}
+
+/// Checks `approval` against `record` under `policy` at `now`: the request
+/// must still be PENDING_APPROVAL and not past its expiry, the approver
+/// must not have decided yet, and the approval alone must pass every rule
+/// of the policy (signature, roster, department, separation of duties,
+/// times). Then it counts with the earlier approvals still valid at `now`,
+/// and the outcome says whether the request changes state.
+pub fn apply(
+    policy: &Policy,
+    record: &RequestRecord,
+    approval: Approval,
+    now: u64,
+) -> Result<DecisionEffect> {
+    let request = record.id;
+    match record.state {
+        State::PendingApproval if now < record.request.expires_at => {}
+        State::PendingApproval | State::Expired => {
+            return Err(Error::Expired {
+                request,
+                at: record.request.expires_at,
+            });
+        }
+        state => return Err(Error::AlreadyDecided { request, state }),
+    }
+    if record
+        .approvals
+        .iter()
+        .any(|a| a.approver == approval.approver)
+    {
+        return Err(Error::DuplicateDecision {
+            request,
+            approver: approval.approver.to_text(),
+        });
+    }
+    // The new approval alone must pass every rule...
+    evaluate(
+        policy,
+        &record.request,
+        std::slice::from_ref(&approval),
+        now,
+    )?;
+    // ...then it counts with the earlier ones that are still valid.
+    let mut valid = record.valid_approvals(now);
+    valid.push(approval.clone());
+    let outcome = evaluate(policy, &record.request, &valid, now)
+        .map_err(|violation| Error::Inconsistent { request, violation })?;
+    let event = match outcome {
+        Outcome::Approved => Some(Event::QuorumMet),
+        Outcome::Rejected {
+            approver,
+            department,
+            reason,
+        } => Some(Event::Vetoed {
+            approver,
+            department,
+            reason,
+        }),
+        Outcome::Pending { .. } => None,
+    };
+    let transition = event.map(|e| next(State::PendingApproval, e)).transpose()?;
+    Ok(DecisionEffect {
+        approval,
+        transition,
+    })
+}
+
+/// Records a signed approval or rejection (decoded at the edge).
+pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestRecord> {
+    let policy = c.policy()?.clone();
+    let id = approval.statement.request_id;
+    let record = super::get(c, id).await?;
+    let now = super::now();
+    let effect = apply(&policy, &record, approval, now)?;
+    let store = c.requests.clone();
+    let updated = {
+        let effect = effect.clone();
+        blocking(move || {
+            store.record_decision(&id, &effect.approval, effect.transition.as_ref(), now)?;
+            store.request(&id)
+        })
+        .await?
+    };
+    let approval = &effect.approval;
+    let short = hex::encode(id);
+    let who = policy
+        .approver(&approval.approver)
+        .map(|a| a.name.clone())
+        .unwrap_or_default();
+    c.notify(id);
+    c.audit(
+        "decision_recorded",
+        &[
+            ("request_id", short.clone()),
+            ("approver", who.clone()),
+            ("approver_key", approval.approver.to_text()),
+            ("department", approval.statement.department.clone()),
+            ("decision", approval.statement.decision.as_str().to_string()),
+            ("reason", approval.statement.reason.clone()),
+            ("state", updated.state.as_str().to_string()),
+        ],
+    );
+    tracing::info!(
+        request_id = %short,
+        approver = %who,
+        department = %approval.statement.department,
+        decision = approval.statement.decision.as_str(),
+        state = %updated.state,
+        "decision recorded"
+    );
+    if effect.meets_quorum() && updated.state == State::Approved {
+        let c = c.clone();
+        tokio::spawn(async move { super::run_signing(&c, id).await });
+    }
+    Ok(updated)
+}
+
+/// What a pending request still needs at `now`, per department: (name,
+/// distinct approvers so far, required). Empty without a policy or once
+/// the request is no longer pending.
+pub fn still_needed(
+    policy: Option<&Policy>,
+    record: &RequestRecord,
+    now: u64,
+) -> Vec<(String, u32, u32)> {
+    let Some(policy) = policy else {
+        return Vec::new();
+    };
+    if record.state != State::PendingApproval {
+        return Vec::new();
+    }
+    match evaluate(policy, &record.request, &record.valid_approvals(now), now) {
+        Ok(Outcome::Pending { missing }) => missing
+            .into_iter()
+            .map(|(d, (have, need))| (d, have, need))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// e.g. "compliance 0 of 1" for logs and the CLI.
+pub fn describe(needed: &[(String, u32, u32)]) -> String {
+    describe_missing(
+        &needed
+            .iter()
+            .map(|(d, h, n)| (d.clone(), (*h, *n)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requests::fixture::{Fixture, NOW, fixture};
+    use ringi_policy::statement::Statement;
+    use tonic::Code;
+
+    fn pending(f: &Fixture, approvals: Vec<Approval>) -> RequestRecord {
+        let request = f.request();
+        RequestRecord {
+            id: request.id(),
+            request,
+            signers: Vec::new(),
+            state: State::PendingApproval,
+            state_reason: "submitted".into(),
+            signature: None,
+            approvals,
+            transitions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_last_missing_approval_meets_the_quorum() {
+        let f = fixture();
+        let r = f.request();
+        let alice = f.decide(&r, "alice", "treasury", Decision::Approve);
+        let effect = apply(&f.policy, &pending(&f, vec![]), alice.clone(), NOW).unwrap();
+        assert_eq!(effect.transition, None);
+        assert!(!effect.meets_quorum());
+        assert_eq!(
+            describe(&still_needed(
+                Some(&f.policy),
+                &pending(&f, vec![alice.clone()]),
+                NOW
+            )),
+            "compliance 0 of 1"
+        );
+
+        let carol = f.decide(&r, "carol", "compliance", Decision::Approve);
+        let effect = apply(&f.policy, &pending(&f, vec![alice]), carol.clone(), NOW).unwrap();
+        let t = effect.transition.clone().unwrap();
+        assert_eq!(
+            (t.from(), t.to()),
+            (State::PendingApproval, State::Approved)
+        );
+        assert_eq!(t.reason(), "quorum met");
+        assert!(effect.meets_quorum());
+        assert_eq!(effect.approval, carol);
+    }
+
+    #[test]
+    fn a_rejection_is_a_veto_with_its_reason() {
+        let f = fixture();
+        let r = f.request();
+        let mut statement = Statement::for_request(
+            &r,
+            "compliance",
+            Decision::Reject,
+            "sanctioned address",
+            NOW - 5,
+            NOW + 60,
+        );
+        statement.reason = "sanctioned address".into();
+        let dave = f.sign("dave", statement);
+        let alice = f.decide(&r, "alice", "treasury", Decision::Approve);
+        let effect = apply(&f.policy, &pending(&f, vec![alice]), dave, NOW).unwrap();
+        let t = effect.transition.clone().unwrap();
+        assert_eq!(t.to(), State::Rejected);
+        assert_eq!(
+            t.reason(),
+            "rejected by dave (compliance): sanctioned address"
+        );
+        assert!(!effect.meets_quorum());
+    }
+
+    #[test]
+    fn expired_approvals_no_longer_count() {
+        let f = fixture();
+        let r = f.request();
+        let old = f.sign(
+            "alice",
+            Statement::for_request(&r, "treasury", Decision::Approve, "", NOW - 700, NOW - 100),
+        );
+        let carol = f.decide(&r, "carol", "compliance", Decision::Approve);
+        let effect = apply(&f.policy, &pending(&f, vec![old]), carol, NOW).unwrap();
+        assert_eq!(effect.transition, None, "alice's approval expired");
+    }
+
+    #[test]
+    fn refusals_carry_meaning_and_their_codes() {
+        let f = fixture();
+        let r = f.request();
+        let alice = f.decide(&r, "alice", "treasury", Decision::Approve);
+
+        let e = apply(
+            &f.policy,
+            &pending(&f, vec![alice.clone()]),
+            alice.clone(),
+            NOW,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::DuplicateDecision { .. }), "{e}");
+        assert_eq!(e.code(), Code::AlreadyExists);
+        assert!(e.to_string().contains("has already decided"), "{e}");
+
+        let mut decided = pending(&f, vec![]);
+        decided.state = State::Approved;
+        let e = apply(&f.policy, &decided, alice.clone(), NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::AlreadyDecided {
+                    state: State::Approved,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.to_string().contains("already decided"), "{e}");
+
+        for state in [State::PendingApproval, State::Expired] {
+            let mut expired = pending(&f, vec![]);
+            expired.state = state;
+            let at = expired.request.expires_at;
+            let e = apply(&f.policy, &expired, alice.clone(), at).unwrap_err();
+            assert!(matches!(e, Error::Expired { .. }), "{e}");
+            assert_eq!(e.code(), Code::FailedPrecondition);
+            assert!(e.to_string().contains("has expired"), "{e}");
+        }
+
+        let wrong_department = f.decide(&r, "alice", "compliance", Decision::Approve);
+        let e = apply(&f.policy, &pending(&f, vec![]), wrong_department, NOW).unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+        assert!(
+            e.to_string()
+                .contains("alice belongs to \"treasury\", not \"compliance\""),
+            "{e}"
+        );
+        let stranger = f.decide(&r, "mallory", "treasury", Decision::Approve);
+        let e = apply(&f.policy, &pending(&f, vec![]), stranger, NOW).unwrap_err();
+        assert!(matches!(e, Error::PolicyViolation(_)), "{e}");
+        assert!(e.to_string().contains("not in the policy's roster"), "{e}");
+    }
+}

@@ -1,0 +1,119 @@
+//! Test fixtures for the request flow: a policy with three departments and
+//! approvers whose keys the tests hold.
+
+use p256::ecdsa::SigningKey;
+use p256::ecdsa::signature::Signer;
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::policy::Policy;
+use ringi_policy::request::SigningRequest;
+use ringi_policy::statement::{Approval, Decision, Statement};
+
+pub const NOW: u64 = 1_800_000_100;
+
+/// treasury 1 + compliance 1; above 100000000: treasury 2, compliance 1,
+/// security 1.
+pub const HOT: &str = r#"[keys.hot-1]
+request_ttl_secs = 86400
+approval_ttl_secs = 3600
+require = { treasury = 1, compliance = 1 }
+tiers = [{ above = 100000000, require = { treasury = 2, compliance = 1, security = 1 } }]
+"#;
+
+pub const ALLOWLIST: &str = r#"[keys.hot-1]
+request_ttl_secs = 86400
+approval_ttl_secs = 3600
+require = { treasury = 1, compliance = 1 }
+destinations = { allowed = ["bc1qexchange"] }
+"#;
+
+pub struct Fixture {
+    pub policy: Policy,
+    keys: Vec<(&'static str, SigningKey)>,
+}
+
+/// treasury: alice, bob; compliance: carol, dave; security: erin; and
+/// mallory, who is in no department.
+pub fn fixture_with(key_section: &str) -> Fixture {
+    let keys: Vec<(&'static str, SigningKey)> =
+        ["alice", "bob", "carol", "dave", "erin", "mallory"]
+            .into_iter()
+            .map(|n| (n, SigningKey::random(&mut rand::rngs::OsRng)))
+            .collect();
+    let public = |name: &str| {
+        let sk = &keys.iter().find(|(n, _)| *n == name).unwrap().1;
+        format!(
+            "p256:{}",
+            hex::encode(sk.verifying_key().to_encoded_point(true).as_bytes())
+        )
+    };
+    let text = format!(
+        r#"version = 1
+
+[[departments]]
+name = "treasury"
+approvers = [{{ name = "alice", key = "{}" }}, {{ name = "bob", key = "{}" }}]
+
+[[departments]]
+name = "compliance"
+approvers = [{{ name = "carol", key = "{}" }}, {{ name = "dave", key = "{}" }}]
+
+[[departments]]
+name = "security"
+approvers = [{{ name = "erin", key = "{}" }}]
+
+{key_section}
+"#,
+        public("alice"),
+        public("bob"),
+        public("carol"),
+        public("dave"),
+        public("erin"),
+    );
+    Fixture {
+        policy: Policy::from_bytes(text.as_bytes()).unwrap(),
+        keys,
+    }
+}
+
+pub fn fixture() -> Fixture {
+    fixture_with(HOT)
+}
+
+impl Fixture {
+    /// A request for 1000 to bc1qexample, made at `NOW - 100`.
+    pub fn request(&self) -> SigningRequest {
+        let mut r = crate::store::contract::request();
+        r.metadata.amount = 1000;
+        r.metadata.destination = "bc1qexample".into();
+        r.created_at = NOW - 100;
+        r.expires_at = NOW + 3600;
+        r.policy_hash = self.policy.hash();
+        r
+    }
+
+    /// `who`'s signed decision on `request`, issued 10 s ago, valid 10 min.
+    pub fn decide(
+        &self,
+        request: &SigningRequest,
+        who: &str,
+        department: &str,
+        decision: Decision,
+    ) -> Approval {
+        self.sign(
+            who,
+            Statement::for_request(request, department, decision, "why", NOW - 10, NOW + 600),
+        )
+    }
+
+    pub fn sign(&self, who: &str, statement: Statement) -> Approval {
+        let sk = &self.keys.iter().find(|(n, _)| *n == who).unwrap().1;
+        let approver =
+            ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let signature: p256::ecdsa::Signature = sk.sign(&statement.signed_bytes(&approver));
+        Approval {
+            statement,
+            approver,
+            signature: signature.to_bytes().to_vec(),
+        }
+    }
+}

@@ -1,0 +1,777 @@
+//! The embedded storage engine: one SQLite database under the data
+//! directory (`server::DATABASE_FILE`), implementing [`KeyStore`]
+//! and [`RequestStore`].
+//!
+//! How it meets the stores' atomicity contract: every write is one
+//! `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock before its
+//! first read, so a transaction's checks (the state a compare-and-set
+//! expects, an idempotency key, the window usage a cap counts) cannot be
+//! invalidated by another writer before it commits — whether that writer
+//! shares this process's connection or opened the file separately. State
+//! changes are conditional updates (`WHERE state = expected`). Reads run in
+//! a read transaction, so a record and its approvals and history come from
+//! one snapshot. The mutex around the connection only makes the one
+//! connection shareable between threads; correctness does not depend on it.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::key_id::KeyId;
+use ringi_policy::limits::{Usage, check};
+use ringi_policy::request::{Metadata, SigningRequest};
+use ringi_policy::statement::{Approval, Decision, Statement};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use crate::error::{Error, Missing, RequestId, Result};
+use crate::request_state::{State, Transition, TransitionError};
+use crate::request_store::{
+    Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord, RequestStore,
+    TransitionRecord,
+};
+use crate::store::{KeyRecord, KeyStore};
+
+/// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
+const SCHEMA_VERSION: i64 = 3;
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+fn corrupt(what: &str) -> Error {
+    Error::Corrupt(format!("database holds a malformed {what}"))
+}
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Store(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Store(format!(
+                "database schema version {version} is newer than this ringi ({SCHEMA_VERSION}); upgrade ringi"
+            )));
+        }
+        if version < 1 {
+            tx.execute_batch(
+                "CREATE TABLE keys (
+                    key_id             TEXT PRIMARY KEY,
+                    threshold          INTEGER NOT NULL,
+                    group_public_key   BLOB NOT NULL,
+                    public_key_package BLOB NOT NULL,
+                    created_at         INTEGER NOT NULL
+                );
+                CREATE TABLE key_signers (
+                    key_id      TEXT NOT NULL REFERENCES keys(key_id),
+                    signer_name TEXT NOT NULL,
+                    identifier  INTEGER NOT NULL,
+                    PRIMARY KEY (key_id, signer_name),
+                    UNIQUE (key_id, identifier)
+                );
+                PRAGMA user_version = 1;",
+            )?;
+        }
+        if version < 2 {
+            tx.execute_batch(
+                "CREATE TABLE requests (
+                    request_id   BLOB PRIMARY KEY,
+                    key_id       TEXT NOT NULL,
+                    message      BLOB NOT NULL,
+                    asset        TEXT NOT NULL,
+                    amount       TEXT NOT NULL,
+                    destination  TEXT NOT NULL,
+                    memo         TEXT NOT NULL,
+                    requester    TEXT NOT NULL,
+                    created_at   INTEGER NOT NULL,
+                    expires_at   INTEGER NOT NULL,
+                    policy_hash  BLOB NOT NULL,
+                    signers      TEXT NOT NULL,
+                    state        TEXT NOT NULL,
+                    state_reason TEXT NOT NULL,
+                    signature    BLOB
+                );
+                CREATE INDEX requests_by_state ON requests(state);
+                CREATE TABLE approvals (
+                    request_id     BLOB NOT NULL REFERENCES requests(request_id),
+                    approver_key   BLOB NOT NULL,
+                    department     TEXT NOT NULL,
+                    decision       TEXT NOT NULL,
+                    reason         TEXT NOT NULL,
+                    issued_at      INTEGER NOT NULL,
+                    expires_at     INTEGER NOT NULL,
+                    content_digest BLOB NOT NULL,
+                    signature      BLOB NOT NULL,
+                    received_at    INTEGER NOT NULL,
+                    PRIMARY KEY (request_id, approver_key)
+                );
+                CREATE TABLE transitions (
+                    request_id BLOB NOT NULL REFERENCES requests(request_id),
+                    seq        INTEGER NOT NULL,
+                    from_state TEXT NOT NULL,
+                    to_state   TEXT NOT NULL,
+                    reason     TEXT NOT NULL,
+                    at         INTEGER NOT NULL,
+                    PRIMARY KEY (request_id, seq)
+                );
+                PRAGMA user_version = 2;",
+            )?;
+        }
+        if version < 3 {
+            tx.execute_batch(
+                "CREATE TABLE idempotency_keys (
+                    requester       TEXT NOT NULL,
+                    idempotency_key TEXT NOT NULL,
+                    content_hash    BLOB NOT NULL,
+                    request_id      BLOB NOT NULL REFERENCES requests(request_id),
+                    PRIMARY KEY (requester, idempotency_key)
+                );
+                CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
+                PRAGMA user_version = 3;",
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if
+    /// it succeeds; dropping the transaction on error rolls it back.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Runs `f` in a read transaction: one snapshot for all its queries.
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let value = f(&tx)?;
+        tx.finish()?;
+        Ok(value)
+    }
+}
+
+impl KeyStore for SqliteStore {
+    fn insert_key(&self, key: &KeyRecord) -> Result<()> {
+        self.write(|tx| {
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM keys WHERE key_id = ?1",
+                    [key.key_id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(Error::KeyExists(key.key_id.clone()));
+            }
+            tx.execute(
+                "INSERT INTO keys (key_id, threshold, group_public_key, public_key_package, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    key.key_id.as_str(),
+                    key.threshold,
+                    key.group_public_key,
+                    key.public_key_package,
+                    key.created_at
+                ],
+            )?;
+            for (name, identifier) in &key.signers {
+                tx.execute(
+                    "INSERT INTO key_signers (key_id, signer_name, identifier) VALUES (?1, ?2, ?3)",
+                    params![key.key_id.as_str(), name, identifier],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>> {
+        self.read(|tx| load_key(tx, key_id))
+    }
+
+    fn keys(&self) -> Result<Vec<KeyRecord>> {
+        self.read(|tx| {
+            let ids: Vec<String> = tx
+                .prepare("SELECT key_id FROM keys ORDER BY key_id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut keys = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = KeyId::try_from(id).map_err(|_| corrupt("key id"))?;
+                keys.extend(load_key(tx, &id)?);
+            }
+            Ok(keys)
+        })
+    }
+}
+
+fn load_key(conn: &Connection, key_id: &KeyId) -> Result<Option<KeyRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT threshold, group_public_key, public_key_package, created_at FROM keys WHERE key_id = ?1",
+            [key_id.as_str()],
+            |r| Ok((r.get::<_, u16>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((threshold, group_public_key, public_key_package, created_at)) = row else {
+        return Ok(None);
+    };
+    let signers = conn
+        .prepare(
+            "SELECT signer_name, identifier FROM key_signers WHERE key_id = ?1 ORDER BY identifier",
+        )?
+        .query_map([key_id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(KeyRecord {
+        key_id: key_id.clone(),
+        threshold,
+        signers,
+        group_public_key,
+        public_key_package,
+        created_at,
+    }))
+}
+
+impl RequestStore for SqliteStore {
+    fn insert_request(
+        &self,
+        new: &NewRequest,
+        daily_volume: Option<u128>,
+        now: u64,
+    ) -> Result<Inserted> {
+        let request = &new.request;
+        self.write(|tx| {
+            let known: Option<(Vec<u8>, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT content_hash, request_id FROM idempotency_keys WHERE requester = ?1 AND idempotency_key = ?2",
+                    params![request.requester, new.idempotency_key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((hash, id)) = known {
+                if hash != new.content_hash {
+                    return Err(Error::IdempotencyConflict {
+                        requester: request.requester.clone(),
+                        idempotency_key: new.idempotency_key.clone(),
+                    });
+                }
+                let id = id.try_into().map_err(|_| corrupt("request id"))?;
+                return Ok(Inserted::Existing(id));
+            }
+            let usage = window_usage(tx, new, now)?;
+            check(&new.limits, request.metadata.amount, usage, daily_volume).map_err(|cap| {
+                Error::CapExceeded {
+                    key: request.key_id.clone(),
+                    cap,
+                }
+            })?;
+            let id = insert_request_row(tx, request, &new.signers, now)?;
+            tx.execute(
+                "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES (?1, ?2, ?3, ?4)",
+                params![request.requester, new.idempotency_key, &new.content_hash[..], &id[..]],
+            )?;
+            Ok(Inserted::Created(id))
+        })
+    }
+
+    fn record_decision(
+        &self,
+        id: &RequestId,
+        approval: &Approval,
+        transition: Option<&Transition>,
+        now: u64,
+    ) -> Result<()> {
+        if let Some(t) = transition
+            && t.from() != State::PendingApproval
+        {
+            return Err(Error::IllegalTransition(TransitionError {
+                from: State::PendingApproval,
+                event: t.event().name(),
+            }));
+        }
+        self.write(|tx| {
+            check_state(tx, id, State::PendingApproval)?;
+            let key = approval.approver.to_sec1();
+            let dup: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                    params![&id[..], key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if dup.is_some() {
+                return Err(Error::DuplicateDecision {
+                    request: *id,
+                    approver: approval.approver.to_text(),
+                });
+            }
+            let s = &approval.statement;
+            tx.execute(
+                "INSERT INTO approvals (request_id, approver_key, department, decision, reason, issued_at, expires_at,
+                                        content_digest, signature, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    &id[..],
+                    key,
+                    s.department,
+                    s.decision.as_str(),
+                    s.reason,
+                    s.issued_at as i64,
+                    s.expires_at as i64,
+                    &s.content_digest[..],
+                    approval.signature,
+                    now as i64,
+                ],
+            )?;
+            if let Some(t) = transition {
+                apply(tx, id, t, now)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn transition(&self, id: &RequestId, transition: &Transition, now: u64) -> Result<()> {
+        self.write(|tx| apply(tx, id, transition, now))
+    }
+
+    fn request(&self, id: &RequestId) -> Result<RequestRecord> {
+        self.read(|tx| load_request(tx, id))?
+            .ok_or_else(|| Missing::Request(*id).into())
+    }
+
+    fn list_requests(
+        &self,
+        filter: &ListFilter<'_>,
+    ) -> Result<(Vec<RequestRecord>, Option<Position>)> {
+        let page_size = filter.page_size.clamp(1, LIST_LIMIT);
+        let (after_time, after_id) = match &filter.after {
+            Some(p) => (p.created_at as i64, p.request_id.to_vec()),
+            None => (i64::MAX, vec![0xff; 33]),
+        };
+        self.read(|tx| {
+            let rows: Vec<(Vec<u8>, i64)> = tx
+                .prepare(
+                    "SELECT request_id, created_at FROM requests
+                     WHERE (?1 = 0 OR state = 'PENDING_APPROVAL') AND (?2 IS NULL OR key_id = ?2) AND (?3 IS NULL OR state = ?3)
+                       AND (created_at, request_id) < (?4, ?5)
+                     ORDER BY created_at DESC, request_id DESC LIMIT ?6",
+                )?
+                .query_map(
+                    params![
+                        filter.pending_only as i64,
+                        filter.key_id.map(KeyId::as_str),
+                        filter.state.map(State::as_str),
+                        after_time,
+                        after_id,
+                        page_size as i64
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect::<Result<_, _>>()?;
+            let next = (rows.len() == page_size)
+                .then(|| rows.last())
+                .flatten()
+                .and_then(|(id, t)| {
+                    Some(Position {
+                        created_at: *t as u64,
+                        request_id: <RequestId>::try_from(id.as_slice()).ok()?,
+                    })
+                });
+            let mut records = Vec::with_capacity(rows.len());
+            for (id, _) in &rows {
+                let id = <RequestId>::try_from(id.as_slice()).map_err(|_| corrupt("request id"))?;
+                records.extend(load_request(tx, &id)?);
+            }
+            Ok((records, next))
+        })
+    }
+
+    fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>> {
+        self.read(|tx| {
+            let rows: Vec<(Vec<u8>, String)> = tx
+                .prepare("SELECT request_id, state FROM requests")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter(|(_, s)| State::parse(s).is_some_and(|s| states.contains(&s)))
+                .filter_map(|(id, _)| <RequestId>::try_from(id.as_slice()).ok())
+                .collect())
+        })
+    }
+}
+
+/// What the key's window caps count: its requests created in the window
+/// that may still be, or have been, signed.
+fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usage> {
+    let mut usage = Usage::default();
+    if !new.limits.has_window() {
+        return Ok(usage);
+    }
+    let since = now.saturating_sub(new.limits.window_secs) as i64;
+    let mut stmt = tx.prepare(
+        "SELECT amount FROM requests WHERE key_id = ?1 AND created_at > ?2
+         AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
+    )?;
+    let amounts = stmt.query_map(params![new.request.key_id.as_str(), since], |r| {
+        r.get::<_, String>(0)
+    })?;
+    for a in amounts {
+        let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
+        usage.amount = usage.amount.saturating_add(a);
+        usage.requests += 1;
+    }
+    Ok(usage)
+}
+
+fn insert_request_row(
+    tx: &Transaction<'_>,
+    request: &SigningRequest,
+    signers: &[String],
+    now: u64,
+) -> Result<RequestId> {
+    let id = request.id();
+    let exists: Option<i64> = tx
+        .query_row(
+            "SELECT 1 FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_some() {
+        return Err(Error::RequestExists(id));
+    }
+    let m = &request.metadata;
+    tx.execute(
+        "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
+                               created_at, expires_at, policy_hash, signers, state, state_reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
+        params![
+            &id[..],
+            request.key_id.as_str(),
+            request.message,
+            m.asset,
+            m.amount.to_string(),
+            m.destination,
+            m.memo,
+            request.requester,
+            request.created_at as i64,
+            request.expires_at as i64,
+            &request.policy_hash[..],
+            signers.join(","),
+            State::PendingApproval.as_str(),
+        ],
+    )?;
+    insert_history(tx, &id, "", State::PendingApproval, "submitted", now)?;
+    Ok(id)
+}
+
+/// The request's state, or NOT_FOUND.
+fn state_of(tx: &Transaction<'_>, id: &RequestId) -> Result<State> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let state = state.ok_or(Missing::Request(*id))?;
+    State::parse(&state).ok_or_else(|| corrupt("state"))
+}
+
+fn check_state(tx: &Transaction<'_>, id: &RequestId, expected: State) -> Result<()> {
+    match state_of(tx, id)? {
+        actual if actual == expected => Ok(()),
+        actual => Err(Error::StateConflict {
+            request: *id,
+            expected,
+            actual,
+        }),
+    }
+}
+
+/// Applies `t` only if the request is still in `t.from()`.
+fn apply(tx: &Transaction<'_>, id: &RequestId, t: &Transition, now: u64) -> Result<()> {
+    let reason = t.reason();
+    let changed = tx.execute(
+        "UPDATE requests SET state = ?2, state_reason = ?3, signature = ?4
+         WHERE request_id = ?1 AND state = ?5",
+        params![
+            &id[..],
+            t.to().as_str(),
+            reason,
+            t.signature(),
+            t.from().as_str()
+        ],
+    )?;
+    if changed != 1 {
+        // Names what the request is instead (or that it does not exist).
+        check_state(tx, id, t.from())?;
+        return Err(Error::Store(format!(
+            "request {} was not updated",
+            hex::encode(id)
+        )));
+    }
+    insert_history(tx, id, t.from().as_str(), t.to(), &reason, now)
+}
+
+fn insert_history(
+    tx: &Transaction<'_>,
+    id: &RequestId,
+    from: &str,
+    to: State,
+    reason: &str,
+    now: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO transitions (request_id, seq, from_state, to_state, reason, at)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE request_id = ?1), ?2, ?3, ?4, ?5)",
+        params![&id[..], from, to.as_str(), reason, now as i64],
+    )?;
+    Ok(())
+}
+
+fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT key_id, message, asset, amount, destination, memo, requester, created_at, expires_at,
+                    policy_hash, signers, state, state_reason, signature
+             FROM requests WHERE request_id = ?1",
+            [&id[..]],
+            |r| {
+                Ok((
+                    (r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?),
+                    (r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?),
+                    (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, Vec<u8>>(9)?),
+                    (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?, r.get::<_, Option<Vec<u8>>>(13)?),
+                ))
+            },
+        )
+        .optional()?;
+    let Some((
+        (key_id, message, asset, amount),
+        (destination, memo, requester),
+        (created_at, expires_at, policy_hash),
+        (signers, state, state_reason, signature),
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let request = SigningRequest {
+        key_id: key_id.try_into().map_err(|_| corrupt("key id"))?,
+        message,
+        metadata: Metadata {
+            asset,
+            amount: amount.parse().map_err(|_| corrupt("amount"))?,
+            destination,
+            memo,
+        },
+        requester,
+        created_at: created_at as u64,
+        expires_at: expires_at as u64,
+        policy_hash: policy_hash.try_into().map_err(|_| corrupt("policy hash"))?,
+    };
+    let approvals = conn
+        .prepare(
+            "SELECT approver_key, department, decision, reason, issued_at, expires_at, content_digest, signature
+             FROM approvals WHERE request_id = ?1 ORDER BY rowid",
+        )?
+        .query_map([&id[..]], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(
+            |(key, department, decision, reason, issued_at, expires_at, digest, signature)| {
+                Ok(Approval {
+                    statement: Statement {
+                        request_id: *id,
+                        content_digest: digest.try_into().map_err(|_| corrupt("content digest"))?,
+                        key_id: request.key_id.clone(),
+                        department,
+                        decision: match decision.as_str() {
+                            "approve" => Decision::Approve,
+                            "reject" => Decision::Reject,
+                            _ => return Err(corrupt("decision")),
+                        },
+                        reason,
+                        issued_at: issued_at as u64,
+                        expires_at: expires_at as u64,
+                    },
+                    approver: ApproverKey::from_sec1(&key).map_err(|_| corrupt("approver key"))?,
+                    signature,
+                })
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let transitions = conn
+        .prepare(
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE request_id = ?1 ORDER BY seq",
+        )?
+        .query_map([&id[..]], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .map(|(from, to, reason, at)| {
+            Ok(TransitionRecord {
+                from,
+                to: State::parse(&to).ok_or_else(|| corrupt("state"))?,
+                reason,
+                at: at as u64,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let state = State::parse(&state).ok_or_else(|| corrupt("state"))?;
+    if (state == State::Signed) != signature.is_some() {
+        return Err(corrupt("signature (SIGNED exactly when one is stored)"));
+    }
+    Ok(Some(RequestRecord {
+        id: *id,
+        request,
+        signers: signers
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        state,
+        state_reason,
+        signature,
+        approvals,
+        transitions,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ringi_policy::statement::Decision;
+
+    use super::*;
+    use crate::request_state::{Event, next};
+    use crate::store::contract;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("sub/ringi.sqlite3")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn key_store_contract() {
+        contract::keys(&store().1);
+    }
+
+    #[test]
+    fn request_store_contract() {
+        contract::decisions_and_history(&store().1);
+        contract::one_decision_per_approver(&store().1);
+        contract::pages(&store().1);
+        contract::idempotency(&store().1);
+        contract::compare_and_set(&store().1);
+        contract::caps(&store().1);
+    }
+
+    /// Two connections to one file, as two processes would have: the
+    /// compare-and-set and the cap count hold without the mutex.
+    #[test]
+    fn writers_on_separate_connections_are_serialized() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| Arc::new(SqliteStore::open(&dir.path().join(name)).unwrap());
+        contract::racing_transitions(vec![open("a"), open("a")]);
+        contract::racing_caps(vec![open("b"), open("b"), open("b")]);
+    }
+
+    #[test]
+    fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.insert_key(&contract::key_record("k1")).unwrap();
+        let r = contract::request();
+        let id = store
+            .insert_request(&contract::new_request(r.clone(), "k"), None, 100)
+            .unwrap()
+            .id();
+        let a = contract::approval(&r, Decision::Approve);
+        let quorum = next(State::PendingApproval, Event::QuorumMet).unwrap();
+        store.record_decision(&id, &a, Some(&quorum), 120).unwrap();
+        drop(store);
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.key(&KeyId::parse("k1").unwrap()).unwrap(),
+            contract::key_record("k1")
+        );
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.request, r);
+        assert_eq!(rec.state, State::Approved);
+        assert_eq!(rec.approvals, vec![a]);
+    }
+
+    #[test]
+    fn a_decision_with_a_transition_from_elsewhere_is_refused() {
+        let (_dir, store) = store();
+        let r = contract::request();
+        let id = store
+            .insert_request(&contract::new_request(r.clone(), "k"), None, 100)
+            .unwrap()
+            .id();
+        let started = next(State::Approved, Event::SigningStarted).unwrap();
+        let a = contract::approval(&r, Decision::Approve);
+        assert!(matches!(
+            store.record_decision(&id, &a, Some(&started), 120),
+            Err(Error::IllegalTransition(_))
+        ));
+        assert!(store.request(&id).unwrap().approvals.is_empty());
+    }
+}
