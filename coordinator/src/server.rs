@@ -136,8 +136,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             access::interceptor(clients),
         ));
     let listener = TcpListener::bind(listen).await?;
-    let local = listener.local_addr()?;
-    println!("ringi listening on {local}");
     // Expire overdue requests and resume signings a restart interrupted,
     // then keep expiring.
     let sweeper = coordinator;
@@ -152,7 +150,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             resume = false;
         }
     });
-    ringi_net::serve::serve(router, listener, server_tls, "ringi.coordinator.v1").await?;
+    // "listening" is printed once the SIGHUP handlers are installed.
+    ringi_net::serve::serve(
+        router,
+        listener,
+        server_tls,
+        "ringi.coordinator.v1",
+        |local| println!("ringi listening on {local}"),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,17 +13,28 @@ use crate::transport::{on_hangup, shutdown_signal};
 
 /// Serves `router` on `listener` until a shutdown signal: over mutual TLS
 /// with `tls` (the caller installs its own SIGHUP reload, replacing the
-/// configuration inside `tls`), or in plaintext. A plaintext server still
-/// takes SIGHUP, only to log that there is nothing to reload: the signal's
-/// default action would end the process, and an operator's "reload" must
-/// never stop a server.
+/// configuration inside `tls`, before calling this), or in plaintext. A
+/// plaintext server still takes SIGHUP, only to log that there is nothing
+/// to reload: the signal's default action would end the process, and an
+/// operator's "reload" must never stop a server.
+///
+/// `announce` runs once every signal handler is in place and just before
+/// connections are served: the daemons print their "listening on" line
+/// there, which scripts and tests wait for before they signal the process.
 pub async fn serve(
     router: Router,
     listener: TcpListener,
     tls: Option<Reloadable<ServerConfig>>,
     what: &'static str,
+    announce: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), tonic::transport::Error> {
     let local = listener.local_addr().ok();
+    if tls.is_none() {
+        on_hangup(|| tracing::info!("SIGHUP: plaintext, no certificates to reload"));
+    }
+    if let Some(addr) = local {
+        announce(addr);
+    }
     match tls {
         Some(config) => {
             tracing::info!(?local, "serving {what} over mutual TLS");
@@ -32,7 +43,6 @@ pub async fn serve(
                 .await
         }
         None => {
-            on_hangup(|| tracing::info!("SIGHUP: plaintext, no certificates to reload"));
             tracing::info!(?local, "serving {what} (plaintext, loopback only)");
             router
                 .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())

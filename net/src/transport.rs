@@ -75,19 +75,20 @@ pub async fn shutdown_signal() {
 
 /// Calls `reload` (on a blocking thread) at every SIGHUP, for as long as
 /// the process runs: the conventional "re-read your files" signal, used to
-/// rotate TLS certificates without a restart.
+/// rotate TLS certificates without a restart. The handler is registered
+/// before this returns (a SIGHUP a moment later is a reload, never the
+/// signal's default action, which ends the process), so call it before
+/// announcing that the server listens.
 pub fn on_hangup(reload: impl Fn() + Send + Sync + 'static) {
     let reload = std::sync::Arc::new(reload);
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; certificates reload only at restart");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut hangups = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; certificates reload only at restart");
-                return;
-            }
-        };
         while hangups.recv().await.is_some() {
             let reload = reload.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || reload()).await {

@@ -127,8 +127,6 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         "token opened"
     );
     let listener = TcpListener::bind(listen).await?;
-    let local = listener.local_addr()?;
-    println!("ringi-signer listening on {local}");
     // Unused nonces are deleted when they expire, not only when the store fills.
     let sweeper = vault.clone();
     tokio::spawn(async move {
@@ -203,7 +201,11 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         }
         None => None,
     };
-    ringi_net::serve::serve(router, listener, server_tls, "ringi.signer.v1").await?;
+    // "listening" is printed once the SIGHUP handlers are installed.
+    ringi_net::serve::serve(router, listener, server_tls, "ringi.signer.v1", |local| {
+        println!("ringi-signer listening on {local}")
+    })
+    .await?;
     if let Err(e) = audit.checkpoint_if_new() {
         tracing::error!(error = %e, "final audit checkpoint failed");
     }
