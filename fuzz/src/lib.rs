@@ -18,6 +18,7 @@
 
 pub mod approval_bundle;
 pub mod audit_log;
+pub mod coordinator_flow;
 pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod dkg_round;
@@ -25,6 +26,7 @@ pub mod harness_keys;
 pub mod policy_toml;
 pub mod request_view;
 pub mod sealed_share;
+pub mod signer_responses;
 pub mod signer_rounds;
 
 /// A harness: its name (the cargo-fuzz target's), its body and its seeds.
@@ -77,6 +79,16 @@ pub fn targets() -> Vec<Target> {
             name: "dkg_round",
             run: |d| dkg_round::run(d).name(),
             seeds: dkg_round::seeds,
+        },
+        Target {
+            name: "coordinator_flow",
+            run: |d| coordinator_flow::run(d).name(),
+            seeds: coordinator_flow::seeds,
+        },
+        Target {
+            name: "signer_responses",
+            run: |d| signer_responses::run(d).name(),
+            seeds: signer_responses::seeds,
         },
         Target {
             name: "dkg_peer",

@@ -146,3 +146,44 @@ fn request_view() {
         );
     }
 }
+
+#[test]
+fn coordinator_flow() {
+    replay("coordinator_flow", "Approved");
+    let reached: Vec<&str> = ringi_fuzz::coordinator_flow::seeds()
+        .iter()
+        .map(|s| ringi_fuzz::coordinator_flow::run(s).name())
+        .collect();
+    for stage in [
+        "Approved",
+        "Rejected",
+        "DecisionRefused",
+        "SubmissionRefused",
+    ] {
+        assert!(
+            reached.contains(&stage),
+            "no seed reached {stage}: {reached:?}"
+        );
+    }
+}
+
+#[test]
+fn signer_responses() {
+    let reached: Vec<&str> = ringi_fuzz::signer_responses::seeds()
+        .iter()
+        .map(|s| ringi_fuzz::signer_responses::run(s).name())
+        .collect();
+    for stage in [
+        "CommitmentsDecoded",
+        "Signed",
+        "CheaterNamed",
+        "Agreed",
+        "Refused",
+    ] {
+        assert!(
+            reached.contains(&stage),
+            "no seed reached {stage}: {reached:?}"
+        );
+    }
+    replay("signer_responses", "Agreed");
+}
