@@ -15,9 +15,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use frost_secp256k1 as frost;
+use frost_core as frost;
 use rand::RngCore;
 use rand::rngs::OsRng;
+use ringi_frost::Suite;
 
 use ringi::config::Config;
 use ringi::signing;
@@ -55,10 +56,10 @@ fn message() -> [u8; 32] {
 }
 
 /// One in-process t-of-n signing, all signers in this process.
-fn floor_once(
+fn floor_once<C: Suite>(
     t: u16,
-    key_packages: &BTreeMap<frost::Identifier, frost::keys::KeyPackage>,
-    public: &frost::keys::PublicKeyPackage,
+    key_packages: &BTreeMap<frost::Identifier<C>, frost::keys::KeyPackage<C>>,
+    public: &frost::keys::PublicKeyPackage<C>,
 ) {
     let msg = message();
     let mut nonces = BTreeMap::new();
@@ -74,22 +75,32 @@ fn floor_once(
         .map(|(id, n)| {
             (
                 *id,
-                frost::round2::sign(&package, n, &key_packages[id]).expect("floor sign"),
+                C::sign(&package, n, &key_packages[id]).expect("floor sign"),
             )
         })
         .collect();
-    frost::aggregate(&package, &shares, public).expect("floor aggregate");
+    C::aggregate(&package, &shares, public).expect("floor aggregate");
 }
 
-/// Measures the floor for a t-of-n key.
+/// Measures the floor for a t-of-n key of today's suite.
 pub fn floor(t: u16, n: u16, iterations: usize) -> Option<Summary> {
-    let (shares, public) =
-        frost::keys::generate_with_dealer(n, t, frost::keys::IdentifierList::Default, OsRng)
-            .ok()?;
+    floor_of::<ringi_frost::Secp256k1>(t, n, iterations)
+}
+
+/// Measures the floor for a t-of-n key of suite `C` (the same steps the
+/// signers and the coordinator run: `Suite::sign`, `Suite::aggregate`).
+pub fn floor_of<C: Suite>(t: u16, n: u16, iterations: usize) -> Option<Summary> {
+    let (shares, public) = frost::keys::generate_with_dealer::<C, _>(
+        n,
+        t,
+        frost::keys::IdentifierList::Default,
+        &mut OsRng,
+    )
+    .ok()?;
     let key_packages: BTreeMap<_, _> = shares
         .into_iter()
         .map(|(id, s)| Ok((id, frost::keys::KeyPackage::try_from(s)?)))
-        .collect::<Result<_, frost::Error>>()
+        .collect::<Result<_, frost::Error<C>>>()
         .ok()?;
     for _ in 0..iterations.min(20) {
         floor_once(t, &key_packages, &public);
