@@ -293,6 +293,21 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ringi approve` and `ringi reject`: open the approver's key, then sign
+/// and send the decision.
+async fn decide_with(
+    address: &str,
+    tls: Option<&ClientTls>,
+    request_id: &str,
+    department: &str,
+    (decision, reason): (Decision, String),
+    key: ApproverKeyArgs,
+) -> anyhow::Result<()> {
+    let signer = key.open()?;
+    let channel = connect(address, tls).await?;
+    Ok(decide::decide(channel, request_id, department, decision, &reason, signer).await?)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let address = args.coordinator;
     let tls = match (args.tls_client_cert, args.tls_client_key, args.tls_ca) {
@@ -341,17 +356,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             department,
             key,
         } => {
-            let signer = key.open()?;
-            let channel = connect(&address, tls).await?;
-            Ok(decide::decide(
-                channel,
-                &request_id,
-                &department,
-                Decision::Approve,
-                "",
-                signer,
-            )
-            .await?)
+            let decision = (Decision::Approve, String::new());
+            decide_with(&address, tls, &request_id, &department, decision, key).await
         }
         Command::Reject {
             request_id,
@@ -359,17 +365,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             reason,
             key,
         } => {
-            let signer = key.open()?;
-            let channel = connect(&address, tls).await?;
-            Ok(decide::decide(
-                channel,
-                &request_id,
-                &department,
-                Decision::Reject,
-                &reason,
-                signer,
-            )
-            .await?)
+            let decision = (Decision::Reject, reason);
+            decide_with(&address, tls, &request_id, &department, decision, key).await
         }
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {
             eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
