@@ -13,11 +13,16 @@
 //! Names used elsewhere:
 //! - [`Secp256k1`]: RFC 9591 FROST(secp256k1, SHA-256), key kind
 //!   `frost-secp256k1`, 65-byte signatures (SEC1 R ‖ z).
+//! - [`taproot::Secp256k1Tr`]: BIP-340 FROST for Bitcoin Taproot key-path
+//!   spends, key kind `bitcoin-taproot`, 64-byte signatures (x-only R ‖ z),
+//!   with the internal and output keys of [`taproot`].
 //! - [`identifier`] / [`Suite::participant_number`]: FROST identifiers from
 //!   and to the participant numbers (1..=65535) that ringi's registry,
 //!   sealed shares and wire messages use.
 
 use std::collections::BTreeMap;
+
+pub mod taproot;
 
 pub use frost_core;
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
