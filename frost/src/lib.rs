@@ -22,7 +22,10 @@
 
 use std::collections::BTreeMap;
 
+pub mod kind;
 pub mod taproot;
+
+pub use kind::KeyKind;
 
 pub use frost_core;
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
@@ -36,8 +39,8 @@ pub type Secp256k1 = frost_secp256k1::Secp256K1Sha256;
 /// A FROST ciphersuite as ringi uses it.
 pub trait Suite: Ciphersuite {
     /// The key kind this suite signs for, as recorded with every key
-    /// (coordinator store, sealed shares, the API).
-    const KIND: &'static str;
+    /// (sealed shares; later the coordinator store and the API).
+    const KIND: KeyKind;
 
     /// Round 2 (RFC 9591 section 5.2): this signer's signature share.
     fn sign(
@@ -76,7 +79,7 @@ pub trait Suite: Ciphersuite {
 }
 
 impl Suite for Secp256k1 {
-    const KIND: &'static str = "frost-secp256k1";
+    const KIND: KeyKind = KeyKind::FrostSecp256k1;
 }
 
 /// The FROST identifier of participant number `n`; `None` for 0, which

@@ -33,7 +33,7 @@ use crate::Suite;
 pub type Secp256k1Tr = frost_secp256k1_tr::Secp256K1Sha256TR;
 
 impl Suite for Secp256k1Tr {
-    const KIND: &'static str = "bitcoin-taproot";
+    const KIND: crate::KeyKind = crate::KeyKind::BitcoinTaproot;
 
     /// Round 2 for the key-path output key: the share is computed with the
     /// key package tweaked by TapTweak(P.x) (no script tree).
@@ -236,6 +236,6 @@ mod tests {
             message,
             &signature
         ));
-        assert_eq!(Secp256k1Tr::KIND, "bitcoin-taproot");
+        assert_eq!(Secp256k1Tr::KIND.as_str(), "bitcoin-taproot");
     }
 }

@@ -63,7 +63,8 @@ fn audit_log() {
 
 #[test]
 fn sealed_share() {
-    replay("sealed_share", "RoundTrip");
+    replay("sealed_share", "RoundTripV2");
+    replay("sealed_share", "RoundTripV1");
 }
 
 #[test]

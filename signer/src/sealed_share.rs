@@ -1,37 +1,95 @@
 //! The byte format of a key share sealed by the token's KEK.
 //!
 //! ```text
-//! sealed = version (1 byte, = 1)
-//!        ‖ identifier (u16, big-endian)        -- the node's FROST identifier
-//!        ‖ group verifying key (33 bytes, SEC1 compressed)
-//!        ‖ iv (12 bytes, fresh per seal)
-//!        ‖ AES-256-GCM ciphertext of KeyPackage::serialize() ‖ tag (16 bytes)
+//! sealed v2 = version (1 byte, = 2)
+//!           ‖ kind (1 byte: 1 frost-secp256k1, 2 bitcoin-taproot)
+//!           ‖ identifier (u16, big-endian)     -- the node's FROST identifier
+//!           ‖ group verifying key (33 bytes, SEC1 compressed)
+//!           ‖ iv (12 bytes, fresh per seal)
+//!           ‖ AES-256-GCM ciphertext of KeyPackage::serialize() ‖ tag (16 bytes)
 //!
-//! aad    = "ringi sealed share v1" ‖ 0x00
-//!        ‖ len(key_id) (1 byte) ‖ key_id
-//!        ‖ identifier (u16, big-endian)
-//!        ‖ group verifying key (33 bytes)
-//!        ‖ len(kek_id) (1 byte) ‖ kek_id       -- CKA_ID of the KEK
+//! aad v2    = "ringi sealed share v2" ‖ 0x00
+//!           ‖ len(kind name) (1 byte) ‖ kind name  -- e.g. "bitcoin-taproot"
+//!           ‖ len(key_id) (1 byte) ‖ key_id
+//!           ‖ identifier (u16, big-endian)
+//!           ‖ group verifying key (33 bytes)
+//!           ‖ len(kek_id) (1 byte) ‖ kek_id    -- CKA_ID of the KEK
 //! ```
 //!
-//! The header is public and lets the node answer "which key, which
-//! identifier" without touching the token. The AAD binds the ciphertext to
-//! the key id, identifier, group key and KEK, so a blob moved to another key
-//! id or token fails to unseal instead of being used for the wrong key.
+//! Version 1 (written before key kinds existed) has no kind byte and its
+//! AAD starts `"ringi sealed share v1" ‖ 0x00` without the kind; it is read
+//! as a `frost-secp256k1` share, so tokens sealed then keep working. New
+//! shares are always sealed as version 2.
+//!
+//! The header is public and lets the node answer "which key, which kind,
+//! which identifier" without touching the token. The AAD binds the
+//! ciphertext to the kind, key id, identifier, group key and KEK, so a blob
+//! moved to another key id or token, or relabelled as another kind or
+//! version, fails to unseal instead of being used for the wrong key.
+
+use ringi_frost::KeyKind;
 
 use crate::token::GCM_IV_LEN;
 
-pub const VERSION: u8 = 1;
-const AAD_DOMAIN: &[u8] = b"ringi sealed share v1\0";
+/// The format version new shares are sealed with.
+pub const VERSION: u8 = 2;
+const AAD_DOMAIN_V1: &[u8] = b"ringi sealed share v1\0";
+const AAD_DOMAIN_V2: &[u8] = b"ringi sealed share v2\0";
 pub const GROUP_KEY_LEN: usize = 33;
-const HEADER_LEN: usize = 1 + 2 + GROUP_KEY_LEN + GCM_IV_LEN;
 const TAG_LEN: usize = 16;
+
+/// A sealed-share format version, with the key kind it records. Version 1
+/// can only mean `frost-secp256k1`: the type has no way to say otherwise,
+/// so a header cannot claim another kind under an AAD that does not bind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No kind in header or AAD: always `frost-secp256k1`.
+    V1,
+    /// The kind in header and AAD.
+    V2(KeyKind),
+}
+
+impl Format {
+    fn header_len(self) -> usize {
+        match self {
+            Format::V1 => 1 + 2 + GROUP_KEY_LEN + GCM_IV_LEN,
+            Format::V2(_) => 1 + 1 + 2 + GROUP_KEY_LEN + GCM_IV_LEN,
+        }
+    }
+
+    /// The kind of key the share holds.
+    pub fn kind(self) -> KeyKind {
+        match self {
+            Format::V1 => KeyKind::FrostSecp256k1,
+            Format::V2(kind) => kind,
+        }
+    }
+}
 
 /// The public part of a sealed share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShareHeader {
+    /// The format it was sealed in, and so its key kind (new shares:
+    /// [`Format::V2`]).
+    pub format: Format,
     pub identifier: u16,
     pub group_key: [u8; GROUP_KEY_LEN],
+}
+
+impl ShareHeader {
+    /// The header of a share about to be sealed (always the current format).
+    pub fn new(kind: KeyKind, identifier: u16, group_key: [u8; GROUP_KEY_LEN]) -> Self {
+        ShareHeader {
+            format: Format::V2(kind),
+            identifier,
+            group_key,
+        }
+    }
+
+    /// The kind of key the share holds.
+    pub fn kind(&self) -> KeyKind {
+        self.format.kind()
+    }
 }
 
 /// A sealed share, split into its parts.
@@ -48,53 +106,81 @@ pub enum FormatError {
     TooShort(usize),
     #[error("sealed share has unknown format version {0}")]
     UnknownVersion(u8),
+    #[error("sealed share has unknown key kind code {0}")]
+    UnknownKind(u8),
     #[error("sealed share names identifier 0, which FROST does not allow")]
     ZeroIdentifier,
 }
 
 impl SealedShare {
+    /// Encodes in the header's format.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.ciphertext.len());
-        out.push(VERSION);
-        out.extend_from_slice(&self.header.identifier.to_be_bytes());
-        out.extend_from_slice(&self.header.group_key);
+        let h = &self.header;
+        let mut out = Vec::with_capacity(h.format.header_len() + self.ciphertext.len());
+        match h.format {
+            Format::V1 => out.push(1),
+            Format::V2(kind) => {
+                out.push(2);
+                out.push(kind.code());
+            }
+        }
+        out.extend_from_slice(&h.identifier.to_be_bytes());
+        out.extend_from_slice(&h.group_key);
         out.extend_from_slice(&self.iv);
         out.extend_from_slice(&self.ciphertext);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
-        if bytes.len() < HEADER_LEN + TAG_LEN {
+        let (format, rest) = match bytes {
+            [1, rest @ ..] => (Format::V1, rest),
+            [2, code, rest @ ..] => (
+                Format::V2(KeyKind::from_code(*code).map_err(|_| FormatError::UnknownKind(*code))?),
+                rest,
+            ),
+            [2] | [] => return Err(FormatError::TooShort(bytes.len())),
+            [v, ..] => return Err(FormatError::UnknownVersion(*v)),
+        };
+        if bytes.len() < format.header_len() + TAG_LEN {
             return Err(FormatError::TooShort(bytes.len()));
         }
-        if bytes[0] != VERSION {
-            return Err(FormatError::UnknownVersion(bytes[0]));
-        }
-        let identifier = u16::from_be_bytes([bytes[1], bytes[2]]);
+        let (identifier, rest) = rest.split_at(2);
+        let identifier = u16::from_be_bytes([identifier[0], identifier[1]]);
         if identifier == 0 {
             return Err(FormatError::ZeroIdentifier);
         }
-        let mut group_key = [0u8; GROUP_KEY_LEN];
-        group_key.copy_from_slice(&bytes[3..3 + GROUP_KEY_LEN]);
-        let mut iv = [0u8; GCM_IV_LEN];
-        iv.copy_from_slice(&bytes[3 + GROUP_KEY_LEN..HEADER_LEN]);
+        let (group_key, rest) = rest.split_at(GROUP_KEY_LEN);
+        let (iv, ciphertext) = rest.split_at(GCM_IV_LEN);
+        let mut key = [0u8; GROUP_KEY_LEN];
+        key.copy_from_slice(group_key);
+        let mut nonce = [0u8; GCM_IV_LEN];
+        nonce.copy_from_slice(iv);
         Ok(SealedShare {
             header: ShareHeader {
+                format,
                 identifier,
-                group_key,
+                group_key: key,
             },
-            iv,
-            ciphertext: bytes[HEADER_LEN..].to_vec(),
+            iv: nonce,
+            ciphertext: ciphertext.to_vec(),
         })
     }
 }
 
-/// The additional authenticated data for sealing `key_id`'s share.
+/// The additional authenticated data for sealing `key_id`'s share, in the
+/// header's format.
 pub fn aad(key_id: &str, header: &ShareHeader, kek_id: &[u8]) -> Vec<u8> {
+    let kind = header.kind().as_str().as_bytes();
     let mut aad = Vec::with_capacity(
-        AAD_DOMAIN.len() + 1 + key_id.len() + 2 + GROUP_KEY_LEN + 1 + kek_id.len(),
+        AAD_DOMAIN_V2.len() + 2 + kind.len() + key_id.len() + 2 + GROUP_KEY_LEN + 1 + kek_id.len(),
     );
-    aad.extend_from_slice(AAD_DOMAIN);
+    match header.format {
+        Format::V1 => aad.extend_from_slice(AAD_DOMAIN_V1),
+        Format::V2(_) => {
+            aad.extend_from_slice(AAD_DOMAIN_V2);
+            push_len_prefixed(&mut aad, kind);
+        }
+    }
     push_len_prefixed(&mut aad, key_id.as_bytes());
     aad.extend_from_slice(&header.identifier.to_be_bytes());
     aad.extend_from_slice(&header.group_key);
@@ -102,11 +188,11 @@ pub fn aad(key_id: &str, header: &ShareHeader, kek_id: &[u8]) -> Vec<u8> {
     aad
 }
 
-/// Appends a 1-byte length and the bytes. Key ids (≤ 64) and CKA_IDs (16)
-/// always fit; longer input is a programming error caught by the assert.
+/// Appends a 1-byte length and the bytes. Key ids (≤ 64), kind names and
+/// CKA_IDs (16) always fit; longer input saturates the length, which no
+/// caller's field can reach.
 fn push_len_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = u8::try_from(bytes.len()).expect("field longer than 255 bytes");
-    out.push(len);
+    out.push(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(bytes);
 }
 
@@ -114,39 +200,74 @@ fn push_len_prefixed(out: &mut Vec<u8>, bytes: &[u8]) {
 mod tests {
     use super::*;
 
-    fn sample() -> SealedShare {
+    fn sample(kind: KeyKind) -> SealedShare {
         SealedShare {
-            header: ShareHeader {
-                identifier: 3,
-                group_key: [2; GROUP_KEY_LEN],
-            },
+            header: ShareHeader::new(kind, 3, [2; GROUP_KEY_LEN]),
             iv: [7; GCM_IV_LEN],
             ciphertext: vec![9; 40],
         }
     }
 
+    fn v1() -> SealedShare {
+        let mut s = sample(KeyKind::FrostSecp256k1);
+        s.header.format = Format::V1;
+        s
+    }
+
     #[test]
     fn round_trips() {
-        let s = sample();
-        assert_eq!(SealedShare::decode(&s.encode()), Ok(s));
+        for s in [
+            sample(KeyKind::FrostSecp256k1),
+            sample(KeyKind::BitcoinTaproot),
+            v1(),
+        ] {
+            assert_eq!(SealedShare::decode(&s.encode()), Ok(s));
+        }
+    }
+
+    /// A share sealed before key kinds (version 1) reads as frost-secp256k1
+    /// with the version-1 AAD, byte for byte as that format defined it.
+    #[test]
+    fn version_1_shares_read_as_frost_secp256k1() {
+        let mut bytes = vec![1, 0, 3];
+        bytes.extend([2; GROUP_KEY_LEN]);
+        bytes.extend([7; GCM_IV_LEN]);
+        bytes.extend([9; 40]);
+        let s = SealedShare::decode(&bytes).unwrap();
+        assert_eq!(s, v1());
+        assert_eq!(s.encode(), bytes);
+        assert_eq!(s.header.kind(), KeyKind::FrostSecp256k1);
+        let mut expected = b"ringi sealed share v1\0".to_vec();
+        expected.extend([2, b'k', b'1', 0, 3]);
+        expected.extend([2; GROUP_KEY_LEN]);
+        expected.extend([3, b'k', b'e', b'k']);
+        assert_eq!(aad("k1", &s.header, b"kek"), expected);
     }
 
     #[test]
     fn refuses_malformed_bytes() {
-        let bytes = sample().encode();
+        let bytes = sample(KeyKind::FrostSecp256k1).encode();
         assert_eq!(
             SealedShare::decode(&bytes[..10]),
             Err(FormatError::TooShort(10))
         );
+        assert_eq!(SealedShare::decode(&[]), Err(FormatError::TooShort(0)));
+        assert_eq!(SealedShare::decode(&[2]), Err(FormatError::TooShort(1)));
         let mut wrong_version = bytes.clone();
-        wrong_version[0] = 2;
+        wrong_version[0] = 3;
         assert_eq!(
             SealedShare::decode(&wrong_version),
-            Err(FormatError::UnknownVersion(2))
+            Err(FormatError::UnknownVersion(3))
+        );
+        let mut wrong_kind = bytes.clone();
+        wrong_kind[1] = 9;
+        assert_eq!(
+            SealedShare::decode(&wrong_kind),
+            Err(FormatError::UnknownKind(9))
         );
         let mut zero_id = bytes;
-        zero_id[1] = 0;
         zero_id[2] = 0;
+        zero_id[3] = 0;
         assert_eq!(
             SealedShare::decode(&zero_id),
             Err(FormatError::ZeroIdentifier)
@@ -155,20 +276,30 @@ mod tests {
 
     #[test]
     fn aad_binds_every_field() {
-        let h = sample().header;
+        let h = sample(KeyKind::FrostSecp256k1).header;
         let base = aad("k1", &h, b"kek");
         assert_ne!(base, aad("k2", &h, b"kek"));
         assert_ne!(base, aad("k1", &h, b"kek2"));
-        let other_id = ShareHeader {
-            identifier: 4,
-            ..h.clone()
-        };
-        assert_ne!(base, aad("k1", &other_id, b"kek"));
-        let other_key = ShareHeader {
-            group_key: [3; GROUP_KEY_LEN],
-            ..h.clone()
-        };
-        assert_ne!(base, aad("k1", &other_key, b"kek"));
+        for other in [
+            ShareHeader {
+                identifier: 4,
+                ..h.clone()
+            },
+            ShareHeader {
+                group_key: [3; GROUP_KEY_LEN],
+                ..h.clone()
+            },
+            ShareHeader {
+                format: Format::V2(KeyKind::BitcoinTaproot),
+                ..h.clone()
+            },
+            ShareHeader {
+                format: Format::V1,
+                ..h.clone()
+            },
+        ] {
+            assert_ne!(base, aad("k1", &other, b"kek"), "{other:?}");
+        }
         // Length prefixes keep field boundaries unambiguous.
         assert_ne!(aad("k1", &h, b""), aad("k", &h, b"1"));
     }

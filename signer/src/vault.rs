@@ -149,7 +149,9 @@ pub struct TokenVault<S: Suite> {
 }
 
 impl<S: Suite> TokenVault<S> {
-    /// Opens the vault: checks the token's keys and loads the sealed shares.
+    /// Opens the vault: checks the token's keys and loads the sealed shares
+    /// of suite `S`'s key kind (a share of another kind belongs to another
+    /// suite's vault over the same token, and is left alone).
     pub fn open(token: Arc<Token>) -> Result<Self, VaultError> {
         token.require_keys()?;
         let kek_id = token.kek_id()?;
@@ -159,6 +161,10 @@ impl<S: Suite> TokenVault<S> {
                 key_id: stored.key_id.clone(),
                 reason: e.to_string(),
             })?;
+            if sealed.header.kind() != S::KIND {
+                tracing::info!(key_id = %stored.key_id, kind = %sealed.header.kind(), "share of another key kind; not served by this vault");
+                continue;
+            }
             shares.insert(stored.key_id, sealed);
         }
         Ok(TokenVault {
@@ -241,10 +247,7 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             });
         }
         group_key.copy_from_slice(&vk);
-        let header = ShareHeader {
-            identifier: id,
-            group_key,
-        };
+        let header = ShareHeader::new(S::KIND, id, group_key);
         let plaintext = Zeroizing::new(share.serialize().map_err(VaultError::frost)?);
         let mut iv = [0u8; GCM_IV_LEN];
         OsRng.fill_bytes(&mut iv);
