@@ -211,88 +211,52 @@ pub fn encode(
     out
 }
 
+/// Decisions as (approver index, department, decision).
+type Decisions<'a> = &'a [(u8, &'a str, &'a str)];
+
 pub fn seeds() -> Vec<Vec<u8>> {
     let allowed = harness_keys::ALLOWED_DESTINATION;
     let big = harness_keys::TIER_ABOVE + 1;
-    vec![
+    let both: Decisions = &[(0, "treasury", "approve"), (2, "compliance", "approve")];
+    let three: Decisions = &[
+        (0, "treasury", "approve"),
+        (1, "treasury", "approve"),
+        (2, "compliance", "approve"),
+    ];
+    let alice: Decisions = &[(0, "treasury", "approve")];
+    let cases: [(u8, u16, u128, &str, Decisions); 9] = [
         // Base rule met: treasury + compliance.
-        input(
-            3,
-            60,
-            request(1000, allowed),
-            vec![
-                approval(0, "treasury", "approve"),
-                approval(2, "compliance", "approve"),
-            ],
-        ),
+        (3, 60, 1000, allowed, both),
         // Quorum not met.
-        input(
-            3,
-            60,
-            request(1000, allowed),
-            vec![approval(0, "treasury", "approve")],
-        ),
+        (3, 60, 1000, allowed, alice),
         // A veto.
-        input(
+        (
             3,
             60,
-            request(1000, allowed),
-            vec![
-                approval(0, "treasury", "approve"),
-                approval(2, "compliance", "reject"),
-            ],
+            1000,
+            allowed,
+            &[(0, "treasury", "approve"), (2, "compliance", "reject")],
         ),
         // Upper tier: two treasury approvers.
-        input(
-            3,
-            60,
-            request(big, allowed),
-            vec![
-                approval(0, "treasury", "approve"),
-                approval(1, "treasury", "approve"),
-                approval(2, "compliance", "approve"),
-            ],
-        ),
+        (3, 60, big, allowed, three),
         // An unlisted destination needs a second treasury approver.
-        input(
-            3,
-            60,
-            request(1000, "bc1qother"),
-            vec![
-                approval(0, "treasury", "approve"),
-                approval(1, "treasury", "approve"),
-                approval(2, "compliance", "approve"),
-            ],
-        ),
+        (3, 60, 1000, "bc1qother", three),
         // Alice claiming compliance.
-        input(
-            3,
-            60,
-            request(1000, allowed),
-            vec![approval(0, "compliance", "approve")],
-        ),
+        (3, 60, 1000, allowed, &[(0, "compliance", "approve")]),
         // An expired approval.
-        input(
-            3,
-            700,
-            request(1000, allowed),
-            vec![
-                approval(0, "treasury", "approve"),
-                approval(2, "compliance", "approve"),
-            ],
-        ),
+        (3, 700, 1000, allowed, both),
         // Unbound statements, unpinned policy.
-        input(
-            0,
-            60,
-            request(1000, allowed),
-            vec![approval(0, "treasury", "approve")],
-        ),
-        input(
-            1,
-            60,
-            request(1000, allowed),
-            vec![approval(0, "treasury", "approve")],
-        ),
-    ]
+        (0, 60, 1000, allowed, alice),
+        (1, 60, 1000, allowed, alice),
+    ];
+    cases
+        .iter()
+        .map(|(flags, after, amount, destination, decisions)| {
+            let approvals = decisions
+                .iter()
+                .map(|(who, department, decision)| approval(*who, department, decision))
+                .collect();
+            input(*flags, *after, request(*amount, destination), approvals)
+        })
+        .collect()
 }

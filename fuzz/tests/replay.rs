@@ -29,6 +29,21 @@ fn replay(name: &str, deepest: &str) {
     );
 }
 
+/// Asserts that `name`'s seeds, between them, reach every stage listed.
+fn reaches_all(name: &str, stages: &[&str]) {
+    let target = ringi_fuzz::targets()
+        .into_iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no harness named {name}"));
+    let reached: Vec<&str> = (target.seeds)().iter().map(|s| (target.run)(s)).collect();
+    for stage in stages {
+        assert!(
+            reached.contains(stage),
+            "{name}: no seed reached {stage}: {reached:?}"
+        );
+    }
+}
+
 #[test]
 fn policy_toml() {
     replay("policy_toml", "Loaded");
@@ -38,22 +53,16 @@ fn policy_toml() {
 fn approval_bundle() {
     replay("approval_bundle", "Approved");
     // Every verdict is reachable from the seeds, not only the deepest.
-    let reached: Vec<&str> = ringi_fuzz::approval_bundle::seeds()
-        .iter()
-        .map(|s| ringi_fuzz::approval_bundle::run(s).name())
-        .collect();
-    for stage in [
-        "Approved",
-        "Pending",
-        "Rejected",
-        "ApprovalRefused",
-        "RequestRefused",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "approval_bundle",
+        &[
+            "Approved",
+            "Pending",
+            "Rejected",
+            "ApprovalRefused",
+            "RequestRefused",
+        ],
+    );
 }
 
 #[test]
@@ -76,22 +85,16 @@ fn dkg_envelope() {
 #[test]
 fn dkg_peer() {
     replay("dkg_peer", "Accepted");
-    let reached: Vec<&str> = ringi_fuzz::dkg_peer::seeds()
-        .iter()
-        .map(|s| ringi_fuzz::dkg_peer::run(s).name())
-        .collect();
-    for stage in [
-        "Accepted",
-        "NotAPeer",
-        "BadSignature",
-        "Untrusted",
-        "BadKey",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "dkg_peer",
+        &[
+            "Accepted",
+            "NotAPeer",
+            "BadSignature",
+            "Untrusted",
+            "BadKey",
+        ],
+    );
 }
 
 #[test]
@@ -103,21 +106,15 @@ fn signer_round1() {
 #[test]
 fn signer_round2() {
     replay("signer_round2", "Signed");
-    let reached: Vec<&str> = ringi_fuzz::signer_rounds::round2_seeds()
-        .iter()
-        .map(|s| ringi_fuzz::signer_rounds::round2(s).name())
-        .collect();
-    for stage in [
-        "Signed",
-        "MessageMismatch",
-        "MalformedPackage",
-        "CapExceeded",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "signer_round2",
+        &[
+            "Signed",
+            "MessageMismatch",
+            "MalformedPackage",
+            "CapExceeded",
+        ],
+    );
 }
 
 #[test]
@@ -130,61 +127,43 @@ fn dkg_round() {
 #[test]
 fn request_view() {
     replay("request_view", "Signable");
-    let reached: Vec<&str> = ringi_fuzz::request_view::seeds()
-        .iter()
-        .map(|s| ringi_fuzz::request_view::run(s).name())
-        .collect();
-    for stage in [
-        "Signable",
-        "WindowRefused",
-        "RequestRefused",
-        "StateRefused",
-        "ApprovalRefused",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "request_view",
+        &[
+            "Signable",
+            "WindowRefused",
+            "RequestRefused",
+            "StateRefused",
+            "ApprovalRefused",
+        ],
+    );
 }
 
 #[test]
 fn coordinator_flow() {
     replay("coordinator_flow", "Approved");
-    let reached: Vec<&str> = ringi_fuzz::coordinator_flow::seeds()
-        .iter()
-        .map(|s| ringi_fuzz::coordinator_flow::run(s).name())
-        .collect();
-    for stage in [
-        "Approved",
-        "Rejected",
-        "DecisionRefused",
-        "SubmissionRefused",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "coordinator_flow",
+        &[
+            "Approved",
+            "Rejected",
+            "DecisionRefused",
+            "SubmissionRefused",
+        ],
+    );
 }
 
 #[test]
 fn signer_responses() {
-    let reached: Vec<&str> = ringi_fuzz::signer_responses::seeds()
-        .iter()
-        .map(|s| ringi_fuzz::signer_responses::run(s).name())
-        .collect();
-    for stage in [
-        "CommitmentsDecoded",
-        "Signed",
-        "CheaterNamed",
-        "Agreed",
-        "Refused",
-    ] {
-        assert!(
-            reached.contains(&stage),
-            "no seed reached {stage}: {reached:?}"
-        );
-    }
+    reaches_all(
+        "signer_responses",
+        &[
+            "CommitmentsDecoded",
+            "Signed",
+            "CheaterNamed",
+            "Agreed",
+            "Refused",
+        ],
+    );
     replay("signer_responses", "Agreed");
 }
