@@ -154,7 +154,7 @@ pub fn evaluate(
                 approver: name,
             });
         }
-        if s.issued_at > now + CLOCK_SKEW_SECS {
+        if s.issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
             return Err(Violation::IssuedInFuture {
                 index,
                 approver: name,
@@ -486,6 +486,42 @@ mod tests {
         let own = f.sign("alice", "treasury", Decision::Approve);
         assert!(
             matches!(f.eval(&[own]), Err(Violation::RequesterApproved { ref approver, .. }) if approver == "alice")
+        );
+    }
+
+    /// Times at the end of the u64 range (a request a fuzzer or a broken
+    /// clock can make) give verdicts, not an overflow.
+    #[test]
+    fn times_at_the_end_of_the_range_do_not_overflow() {
+        let mut f = fixture();
+        f.request.created_at = u64::MAX - 100;
+        f.request.expires_at = u64::MAX;
+        let now = u64::MAX - 50;
+        let alice = f.sign_statement(
+            "alice",
+            Statement::for_request(
+                &f.request,
+                "treasury",
+                Decision::Approve,
+                "",
+                u64::MAX - 60,
+                u64::MAX,
+            ),
+        );
+        let carol = f.sign_statement(
+            "carol",
+            Statement::for_request(
+                &f.request,
+                "compliance",
+                Decision::Approve,
+                "",
+                u64::MAX - 60,
+                u64::MAX,
+            ),
+        );
+        assert_eq!(
+            evaluate(&f.policy, &f.request, &[alice, carol], now),
+            Ok(Outcome::Approved)
         );
     }
 }
