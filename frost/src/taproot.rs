@@ -84,6 +84,57 @@ pub fn output_key(public: &PublicKeyPackage<Secp256k1Tr>) -> Result<[u8; 32], Ta
     x_only(&public.clone().tweak(None::<&[u8]>))
 }
 
+/// The Bitcoin networks a Taproot key can pay on (its address prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Bitcoin,
+    Testnet,
+    Signet,
+    Regtest,
+}
+
+impl Network {
+    pub const ALL: [Network; 4] = [
+        Network::Bitcoin,
+        Network::Testnet,
+        Network::Signet,
+        Network::Regtest,
+    ];
+
+    /// The name a policy gives (`network = "regtest"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "bitcoin",
+            Network::Testnet => "testnet",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Network> {
+        Network::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+
+    /// The segwit human-readable part (BIP-173): signet shares testnet's.
+    fn hrp(self) -> bech32::Hrp {
+        match self {
+            Network::Bitcoin => bech32::hrp::BC,
+            Network::Testnet | Network::Signet => bech32::hrp::TB,
+            Network::Regtest => bech32::hrp::BCRT,
+        }
+    }
+}
+
+/// The P2TR address (segwit v1, bech32m, BIP-350) paying to `output_key`
+/// on `network`: the address whose scriptPubKey is `OP_1 <output_key>`.
+pub fn address(output_key: &[u8; 32], network: Network) -> String {
+    // A 32-byte version-1 program always encodes: the length checks of
+    // `segwit::encode` cannot fail for it, and the result is well under the
+    // 90-character limit.
+    bech32::segwit::encode_v1(network.hrp(), output_key)
+        .unwrap_or_else(|e| unreachable!("a 32-byte v1 program encodes: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +173,44 @@ mod tests {
             assert_eq!(hex::encode(internal_key(&package).unwrap()), internal);
             assert_eq!(hex::encode(output_key(&package).unwrap()), output);
         }
+    }
+
+    /// BIP-341 scriptPubKey vector 0's `bip350Address`, BIP-86's first
+    /// receiving address, BIP-350's testnet v1 vector; each decodes back
+    /// to its network's prefix and the output key.
+    #[test]
+    fn addresses_match_bip341_bip86_and_bip350() {
+        let key = |x: &str| -> [u8; 32] { hex::decode(x).unwrap().try_into().unwrap() };
+        assert_eq!(
+            address(
+                &key("53a1f6e454df1aa2776a2814a721372d6258050de330b3c6d10ee8f4e0dda343"),
+                Network::Bitcoin
+            ),
+            "bc1p2wsldez5mud2yam29q22wgfh9439spgduvct83k3pm50fcxa5dps59h4z5"
+        );
+        assert_eq!(
+            address(
+                &key("a60869f0dbcf1dc659c9cecbaf8050135ea9e8cdc487053f1dc6880949dc684c"),
+                Network::Bitcoin
+            ),
+            "bc1p5cyxnuxmeuwuvkwfem96lqzszd02n6xdcjrs20cac6yqjjwudpxqkedrcr"
+        );
+        assert_eq!(
+            address(
+                &key("000000c4a5cad46221b2a187905e5266362b99d5e91c6ce24d165dab93e86433"),
+                Network::Testnet
+            ),
+            "tb1pqqqqp399et2xygdj5xreqhjjvcmzhxw4aywxecjdzew6hylgvsesf3hn0c"
+        );
+        let q = key("53a1f6e454df1aa2776a2814a721372d6258050de330b3c6d10ee8f4e0dda343");
+        for (network, prefix) in [(Network::Signet, "tb1p"), (Network::Regtest, "bcrt1p")] {
+            let a = address(&q, network);
+            assert!(a.starts_with(prefix), "{a}");
+            let (_, version, program) = bech32::segwit::decode(&a).unwrap();
+            assert_eq!((version.to_u8(), program), (1, q.to_vec()));
+            assert_eq!(Network::parse(network.as_str()), Some(network));
+        }
+        assert_eq!(Network::parse("mainnet"), None);
     }
 
     /// Signs `message` with participants 1..=t of `keys` through the seam.
