@@ -165,6 +165,7 @@ pub async fn run<C: Suite>(
     run.commit(&group_public_key).await?;
     let record = KeyRecord {
         key_id: key_id.clone(),
+        kind: C::KIND,
         threshold: req.threshold as u16,
         signers: signers
             .iter()

@@ -44,9 +44,18 @@ pub struct LoadedKey<C: Suite> {
 }
 
 impl<C: Suite> LoadedKey<C> {
-    /// Parses the stored public key package and checks that every signer's
-    /// identifier is a FROST identifier with a verifying share in it.
+    /// Checks the record is of suite `C`'s kind, parses the stored public
+    /// key package and checks that every signer's identifier is a FROST
+    /// identifier with a verifying share in it.
     pub fn new(record: KeyRecord) -> Result<Self, Error> {
+        if record.kind != C::KIND {
+            return Err(Error::Corrupt(format!(
+                "key {:?} is a {} key; this coordinator signs {} keys only",
+                record.key_id,
+                record.kind,
+                C::KIND
+            )));
+        }
         let corrupt = |what: String| {
             Error::Corrupt(format!(
                 "stored public key package of {:?} is corrupt: {what}",
@@ -355,6 +364,7 @@ mod tests {
 
     fn key() -> KeyRecord {
         KeyRecord {
+            kind: ringi_frost::KeyKind::FrostSecp256k1,
             key_id: KeyId::parse("k").unwrap(),
             threshold: 2,
             signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
@@ -487,5 +497,20 @@ mod tests {
         assert!(LoadedKey::<Secp256k1>::new(record.clone()).is_err());
         record.public_key_package = vec![1, 2, 3];
         assert!(LoadedKey::<Secp256k1>::new(record).is_err());
+    }
+
+    /// A key of another kind is never loaded by this suite's engine (it
+    /// would aggregate the wrong signature scheme).
+    #[test]
+    fn a_loaded_key_is_of_the_suites_kind() {
+        let (_, public) = dealer_key();
+        let mut record = key();
+        record.public_key_package = public.serialize().unwrap();
+        record.kind = ringi_frost::KeyKind::BitcoinTaproot;
+        let e = LoadedKey::<Secp256k1>::new(record).err().unwrap();
+        assert!(
+            matches!(e, Error::Corrupt(ref m) if m.contains("is a bitcoin-taproot key")),
+            "{e}"
+        );
     }
 }

@@ -32,7 +32,7 @@ use crate::request_store::{
 use crate::store::{KeyRecord, KeyStore};
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -157,6 +157,13 @@ impl SqliteStore {
                 PRAGMA user_version = 3;",
             )?;
         }
+        if version < 4 {
+            // Every key made before key kinds is an RFC 9591 key.
+            tx.execute_batch(
+                "ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'frost-secp256k1';
+                PRAGMA user_version = 4;",
+            )?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -199,14 +206,15 @@ impl KeyStore for SqliteStore {
                 return Err(Error::KeyExists(key.key_id.clone()));
             }
             tx.execute(
-                "INSERT INTO keys (key_id, threshold, group_public_key, public_key_package, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO keys (key_id, threshold, group_public_key, public_key_package, created_at, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     key.key_id.as_str(),
                     key.threshold,
                     key.group_public_key,
                     key.public_key_package,
-                    key.created_at
+                    key.created_at,
+                    key.kind.as_str()
                 ],
             )?;
             for (name, identifier) in &key.signers {
@@ -242,14 +250,23 @@ impl KeyStore for SqliteStore {
 fn load_key(conn: &Connection, key_id: &KeyId) -> Result<Option<KeyRecord>> {
     let row = conn
         .query_row(
-            "SELECT threshold, group_public_key, public_key_package, created_at FROM keys WHERE key_id = ?1",
+            "SELECT threshold, group_public_key, public_key_package, created_at, kind FROM keys WHERE key_id = ?1",
             [key_id.as_str()],
-            |r| Ok((r.get::<_, u16>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok((
+                    r.get::<_, u16>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            },
         )
         .optional()?;
-    let Some((threshold, group_public_key, public_key_package, created_at)) = row else {
+    let Some((threshold, group_public_key, public_key_package, created_at, kind)) = row else {
         return Ok(None);
     };
+    let kind = ringi_frost::KeyKind::parse(&kind).map_err(|_| corrupt("key kind"))?;
     let signers = conn
         .prepare(
             "SELECT signer_name, identifier FROM key_signers WHERE key_id = ?1 ORDER BY identifier",
@@ -258,6 +275,7 @@ fn load_key(conn: &Connection, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         .collect::<Result<_, _>>()?;
     Ok(Some(KeyRecord {
         key_id: key_id.clone(),
+        kind,
         threshold,
         signers,
         group_public_key,
@@ -709,6 +727,47 @@ mod tests {
     #[test]
     fn key_store_contract() {
         contract::keys(&store().1);
+    }
+
+    /// A database written before key kinds (schema 3) opens, migrates, and
+    /// its keys read as frost-secp256k1; keys of another kind keep theirs.
+    #[test]
+    fn keys_from_schema_3_are_frost_secp256k1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE keys (
+                    key_id TEXT PRIMARY KEY, threshold INTEGER NOT NULL,
+                    group_public_key BLOB NOT NULL, public_key_package BLOB NOT NULL,
+                    created_at INTEGER NOT NULL);
+                CREATE TABLE key_signers (
+                    key_id TEXT NOT NULL REFERENCES keys(key_id), signer_name TEXT NOT NULL,
+                    identifier INTEGER NOT NULL, PRIMARY KEY (key_id, signer_name),
+                    UNIQUE (key_id, identifier));
+                INSERT INTO keys VALUES ('old', 2, x'02', x'01', 1700000000);
+                INSERT INTO key_signers VALUES ('old', 'a', 1), ('old', 'b', 2);
+                PRAGMA user_version = 3;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let old = store.key(&KeyId::parse("old").unwrap()).unwrap();
+        assert_eq!(old.kind, ringi_frost::KeyKind::FrostSecp256k1);
+        assert_eq!(
+            old.signers,
+            vec![("a".to_string(), 1), ("b".to_string(), 2)]
+        );
+        let mut taproot = contract::key_record("tr");
+        taproot.kind = ringi_frost::KeyKind::BitcoinTaproot;
+        store.insert_key(&taproot).unwrap();
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.key(&KeyId::parse("tr").unwrap()).unwrap().kind,
+            ringi_frost::KeyKind::BitcoinTaproot
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::error::{Error, Missing, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     pub key_id: KeyId,
+    /// Which suite the key signs with, fixed at keygen.
+    pub kind: ringi_frost::KeyKind,
     pub threshold: u16,
     /// (signer name, FROST identifier), ordered by identifier.
     pub signers: Vec<(String, u16)>,
@@ -83,6 +85,7 @@ pub(crate) mod contract {
     pub fn key_record(key_id: &str) -> KeyRecord {
         KeyRecord {
             key_id: KeyId::parse(key_id).unwrap(),
+            kind: ringi_frost::KeyKind::FrostSecp256k1,
             threshold: 2,
             signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
             group_public_key: vec![2; 33],

@@ -59,6 +59,7 @@ crate::stages!(
 fn key_record() -> KeyRecord {
     KeyRecord {
         key_id: KeyId::parse(KEY_ID).expect("a valid key id"),
+        kind: ringi_frost::KeyKind::FrostSecp256k1,
         threshold: 2,
         signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
         group_public_key: vec![2; 33],
