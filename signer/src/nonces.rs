@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use frost_core::keys::SigningShare;
 use frost_core::round1::{SigningCommitments, SigningNonces};
+use rand_core::{CryptoRng, RngCore};
 use ringi_frost::Suite;
 
 /// How long an unused nonce pair stays valid.
@@ -64,6 +66,20 @@ impl<S: Suite> NonceStore<S> {
             ttl,
             capacity,
         }
+    }
+
+    /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
+    /// `share` from `rng`, keeps it here for round 2 and returns only its
+    /// commitments, so a vault never holds the nonces it commits to.
+    pub fn commit<R: RngCore + CryptoRng>(
+        &self,
+        key_id: &str,
+        share: &SigningShare<S>,
+        rng: &mut R,
+    ) -> Result<SigningCommitments<S>, NonceError> {
+        let (nonces, commitments) = frost_core::round1::commit(share, rng);
+        self.insert(key_id, &commitments, nonces)?;
+        Ok(commitments)
     }
 
     /// Keeps `nonces` until round 2 asks for them by their commitments.

@@ -123,8 +123,9 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
 
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
         let (id, share) = self.share(key_id)?;
-        let (nonces, commitments) = frost_core::round1::commit(share.signing_share(), &mut OsRng);
-        self.nonces.insert(key_id, &commitments, nonces)?;
+        let commitments = self
+            .nonces
+            .commit(key_id, share.signing_share(), &mut OsRng)?;
         Ok((id, commitments))
     }
 

@@ -279,8 +279,9 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
         let id = self.identifier_of(key_id)?;
         let share = self.unseal(key_id)?;
         let mut rng = rng::hedged(&self.token)?;
-        let (nonces, commitments) = frost_core::round1::commit(share.signing_share(), &mut rng);
-        self.nonces.insert(key_id, &commitments, nonces)?;
+        let commitments = self
+            .nonces
+            .commit(key_id, share.signing_share(), &mut rng)?;
         Ok((id, commitments))
     }
 
