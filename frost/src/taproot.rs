@@ -84,6 +84,17 @@ pub fn output_key(public: &PublicKeyPackage<Secp256k1Tr>) -> Result<[u8; 32], Ta
     x_only(&public.clone().tweak(None::<&[u8]>))
 }
 
+/// The internal key P and output key Q (both x-only) of a key whose group
+/// key is `group_key` (SEC1 compressed, as stored with a share or a key
+/// record): what a signer or the coordinator needs to check a PSBT without
+/// the verifying shares.
+pub fn keys_of_group(group_key: &[u8]) -> Result<([u8; 32], [u8; 32]), TaprootError> {
+    let verifying_key = frost_core::VerifyingKey::<Secp256k1Tr>::deserialize(group_key)
+        .map_err(|e| TaprootError::Encoding(e.to_string()))?;
+    let public = PublicKeyPackage::new(BTreeMap::new(), verifying_key, None);
+    Ok((internal_key(&public)?, output_key(&public)?))
+}
+
 /// The Bitcoin networks a Taproot key can pay on (its address prefix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -172,6 +183,12 @@ mod tests {
             let package = package_for(internal);
             assert_eq!(hex::encode(internal_key(&package).unwrap()), internal);
             assert_eq!(hex::encode(output_key(&package).unwrap()), output);
+            let group = package.verifying_key().serialize().unwrap();
+            let (p, q) = keys_of_group(&group).unwrap();
+            assert_eq!(
+                (hex::encode(p), hex::encode(q)),
+                (internal.into(), output.into())
+            );
         }
     }
 

@@ -14,6 +14,7 @@ use crate::key_id::KeyId;
 use crate::policy::Policy;
 use crate::request::SigningRequest;
 use crate::statement::{Approval, Decision};
+use crate::subject::{KeyFacts, Subject, subject};
 
 /// Largest clock difference tolerated for an approval issued "in the future".
 pub const CLOCK_SKEW_SECS: u64 = 300;
@@ -87,12 +88,33 @@ pub enum Violation {
     RequesterApproved { index: usize, approver: String },
     #[error("destination {0:?} is not on the key's allowlist")]
     DestinationNotAllowed(String),
+    #[error("{0}")]
+    Shape(crate::request::ShapeError),
+    #[error("key {0:?} is a frost-secp256k1 key: PSBT requests need a bitcoin-taproot key")]
+    NotATaprootKey(KeyId),
+    #[error("the policy sets no network for key {0:?}: PSBT requests need one")]
+    NoNetwork(KeyId),
+    #[error("PSBT: {0}")]
+    Psbt(ringi_psbt::PsbtError),
+    #[error(
+        "key {0:?} is a bitcoin-taproot key and the request is a raw message, which would be signed blind; the policy allows no blind signing for this key"
+    )]
+    BlindSigningNotAllowed(KeyId),
+    #[error("the fee of {fee} sat exceeds the key's max_sats of {cap} sat")]
+    FeeTooHigh { fee: u64, cap: u64 },
+    #[error(
+        "the fee rate of {rate} sat/vB (over {vsize} vB) exceeds the key's max_sat_per_vbyte of {cap}"
+    )]
+    FeeRateTooHigh { rate: u64, vsize: u64, cap: u64 },
 }
 
-/// Evaluates `request` with `approvals` under `policy` at time `now`.
+/// Evaluates `request` for the key described by `key` with `approvals`
+/// under `policy` at time `now`. The amount tier and the allowlist apply to
+/// the request's [`Subject`]: what a PSBT pays is derived, not declared.
 pub fn evaluate(
     policy: &Policy,
     request: &SigningRequest,
+    key: &KeyFacts,
     approvals: &[Approval],
     now: u64,
 ) -> Result<Outcome, Violation> {
@@ -118,9 +140,15 @@ pub fn evaluate(
             now,
         });
     }
-    let quorums = rules
-        .quorums_for(request.metadata.amount, &request.metadata.destination)
-        .ok_or_else(|| Violation::DestinationNotAllowed(request.metadata.destination.clone()))?;
+    let quorums = match subject(rules, request, key)? {
+        Subject::Blind => rules
+            .blind_signing
+            .clone()
+            .ok_or_else(|| Violation::BlindSigningNotAllowed(request.key_id.clone()))?,
+        spend => rules
+            .quorums_for_all(spend.amount(), &spend.destinations())
+            .map_err(Violation::DestinationNotAllowed)?,
+    };
     let request_id = request.id();
     let content = request.content_digest();
     let mut approved_by: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -283,7 +311,13 @@ mod tests {
         }
 
         fn eval(&self, approvals: &[Approval]) -> Result<Outcome, Violation> {
-            evaluate(&self.policy, &self.request, approvals, NOW)
+            evaluate(
+                &self.policy,
+                &self.request,
+                &KeyFacts::FrostSecp256k1,
+                approvals,
+                NOW,
+            )
         }
     }
 
@@ -455,26 +489,38 @@ mod tests {
         let mut altered = f.request.clone();
         altered.message[0] ^= 1;
         assert_eq!(
-            evaluate(&f.policy, &altered, &approvals, NOW),
+            evaluate(
+                &f.policy,
+                &altered,
+                &KeyFacts::FrostSecp256k1,
+                &approvals,
+                NOW
+            ),
             Err(Violation::OtherRequest { index: 0 })
         );
         // Expired request.
         assert!(matches!(
-            evaluate(&f.policy, &f.request, &[], f.request.expires_at),
+            evaluate(
+                &f.policy,
+                &f.request,
+                &KeyFacts::FrostSecp256k1,
+                &[],
+                f.request.expires_at
+            ),
             Err(Violation::RequestExpired { .. })
         ));
         // Another policy.
         let mut foreign = f.request.clone();
         foreign.policy_hash = [0; 32];
         assert!(matches!(
-            evaluate(&f.policy, &foreign, &[], NOW),
+            evaluate(&f.policy, &foreign, &KeyFacts::FrostSecp256k1, &[], NOW),
             Err(Violation::PolicyMismatch { .. })
         ));
         // Unknown key.
         let mut unknown = f.request.clone();
         unknown.key_id = "cold-9".parse().unwrap();
         assert_eq!(
-            evaluate(&f.policy, &unknown, &[], NOW),
+            evaluate(&f.policy, &unknown, &KeyFacts::FrostSecp256k1, &[], NOW),
             Err(Violation::UnknownKey("cold-9".parse().unwrap()))
         );
     }
@@ -520,7 +566,13 @@ mod tests {
             ),
         );
         assert_eq!(
-            evaluate(&f.policy, &f.request, &[alice, carol], now),
+            evaluate(
+                &f.policy,
+                &f.request,
+                &KeyFacts::FrostSecp256k1,
+                &[alice, carol],
+                now
+            ),
             Ok(Outcome::Approved)
         );
     }

@@ -6,6 +6,8 @@
 //! - [`request`]: a signing request and its id (a hash over every field);
 //! - [`statement`]: what an approver signs to approve or reject;
 //! - [`approver_key`]: approver keys (ECDSA P-256) and signature checks;
+//! - [`subject`]: what a request moves — declared, derived from its PSBT
+//!   (`ringi_psbt`), or blind — which the tiers, caps and allowlist judge;
 //! - [`limits`]: spending caps, checked by coordinator and signers alike;
 //! - [`evaluate`]: the decision — approved, pending, rejected, or which rule
 //!   an approval breaks;
@@ -30,4 +32,5 @@ pub mod limits;
 pub mod policy;
 pub mod request;
 pub mod statement;
+pub mod subject;
 pub mod volumes;

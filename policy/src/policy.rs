@@ -19,6 +19,17 @@
 //! tiers = [
 //!   { above = 100000000, require = { treasury = 2, compliance = 1, security = 1 } },
 //! ]
+//!
+//! # A bitcoin-taproot key: its network, fee caps, and whether raw
+//! # (blind) messages may be signed at all, and under which quorum.
+//! [keys.btc-1]
+//! request_ttl_secs = 86400
+//! approval_ttl_secs = 3600
+//! require = { treasury = 1, compliance = 1 }
+//! network = "regtest"          # bitcoin | testnet | signet | regtest
+//! fees = { max_sats = 50000, max_sat_per_vbyte = 200 }
+//! # allow_sighash_all = false  (SIGHASH_DEFAULT only, the default)
+//! # blind_signing = { require = { security = 1, treasury = 2 } }
 //! ```
 //!
 //! A rule names how many distinct approvers of each department must approve
@@ -116,6 +127,10 @@ pub enum PolicyError {
     BadLimits { key_id: String, reason: String },
     #[error("key {key_id:?}: destinations: {reason}")]
     BadDestinations { key_id: String, reason: String },
+    #[error("key {key_id:?}: network {network:?} is not one of bitcoin, testnet, signet, regtest")]
+    UnknownNetwork { key_id: String, network: String },
+    #[error("key {key_id:?}: fees: {reason}")]
+    BadFees { key_id: String, reason: String },
 }
 
 #[derive(Deserialize)]
@@ -156,6 +171,27 @@ struct KeyFile {
     limits: Option<LimitsFile>,
     #[serde(default)]
     destinations: Option<DestinationsFile>,
+    #[serde(default)]
+    network: Option<String>,
+    #[serde(default)]
+    fees: Option<FeesFile>,
+    #[serde(default)]
+    allow_sighash_all: bool,
+    #[serde(default)]
+    blind_signing: Option<BlindSigningFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeesFile {
+    max_sats: Option<u64>,
+    max_sat_per_vbyte: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlindSigningFile {
+    require: BTreeMap<String, u32>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +257,24 @@ pub struct KeyRules {
     pub limits: Limits,
     /// Destination allowlist, if any.
     pub destinations: Option<Destinations>,
+    /// A bitcoin-taproot key's network, fee caps and sighash types.
+    pub bitcoin: BitcoinRules,
+    /// The quorum under which a raw message may be signed by a
+    /// bitcoin-taproot key (blind signing); `None`: never.
+    pub blind_signing: Option<Quorums>,
+}
+
+/// What a PSBT request on a key may do beyond its quorums and caps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BitcoinRules {
+    /// The network its addresses are on; PSBT requests need one.
+    pub network: Option<ringi_psbt::Network>,
+    /// Largest fee, in satoshis.
+    pub max_fee_sats: Option<u64>,
+    /// Largest fee rate, in sat/vB (of the signed transaction).
+    pub max_fee_rate: Option<u64>,
+    /// SIGHASH_ALL besides SIGHASH_DEFAULT.
+    pub allow_sighash_all: bool,
 }
 
 impl KeyRules {
@@ -238,17 +292,37 @@ impl KeyRules {
     /// The quorums a request of `amount` to `destination` needs, or `None`
     /// if the allowlist refuses the destination outright.
     pub fn quorums_for(&self, amount: u128, destination: &str) -> Option<Quorums> {
+        self.quorums_for_all(amount, std::slice::from_ref(&destination))
+            .ok()
+    }
+
+    /// The quorums a request paying `amount` in all to every one of
+    /// `destinations` needs; `Err(destination)` names the first destination
+    /// the allowlist refuses outright.
+    pub fn quorums_for_all<D: AsRef<str>>(
+        &self,
+        amount: u128,
+        destinations: &[D],
+    ) -> Result<Quorums, String> {
         let mut quorums = self.amount_quorums(amount).clone();
-        match &self.destinations {
-            Some(d) if !d.allowed.contains(destination) => {
-                for (department, need) in d.unlisted_require.as_ref()? {
-                    let q = quorums.entry(department.clone()).or_insert(0);
-                    *q = (*q).max(*need);
-                }
-                Some(quorums)
+        let Some(list) = &self.destinations else {
+            return Ok(quorums);
+        };
+        for destination in destinations {
+            let destination = destination.as_ref();
+            if list.allowed.contains(destination) {
+                continue;
             }
-            _ => Some(quorums),
+            let extra = list
+                .unlisted_require
+                .as_ref()
+                .ok_or_else(|| destination.to_string())?;
+            for (department, need) in extra {
+                let q = quorums.entry(department.clone()).or_insert(0);
+                *q = (*q).max(*need);
+            }
         }
+        Ok(quorums)
     }
 }
 
@@ -364,6 +438,10 @@ impl Policy {
                 }
                 None => None,
             };
+            let bitcoin = check_bitcoin(&key_id, &k)?;
+            if let Some(b) = &k.blind_signing {
+                check_rule(&key_id, "blind_signing", &b.require, &departments)?;
+            }
             keys.insert(
                 key_id,
                 KeyRules {
@@ -374,6 +452,8 @@ impl Policy {
                     tiers: k.tiers.into_iter().map(|t| (t.above, t.require)).collect(),
                     limits,
                     destinations,
+                    bitcoin,
+                    blind_signing: k.blind_signing.map(|b| b.require),
                 },
             );
         }
@@ -439,6 +519,43 @@ fn check_limits(key_id: &str, l: &LimitsFile) -> Result<Limits, PolicyError> {
         ));
     }
     Ok(limits)
+}
+
+fn check_bitcoin(key_id: &str, k: &KeyFile) -> Result<BitcoinRules, PolicyError> {
+    let network =
+        match &k.network {
+            Some(name) => Some(ringi_psbt::Network::parse(name).ok_or_else(|| {
+                PolicyError::UnknownNetwork {
+                    key_id: key_id.to_string(),
+                    network: name.clone(),
+                }
+            })?),
+            None => None,
+        };
+    let (max_fee_sats, max_fee_rate) = match &k.fees {
+        Some(f) => {
+            if f.max_sats == Some(0) || f.max_sat_per_vbyte == Some(0) {
+                return Err(PolicyError::BadFees {
+                    key_id: key_id.to_string(),
+                    reason: "a fee cap of 0 would refuse every transaction".into(),
+                });
+            }
+            if f.max_sats.is_none() && f.max_sat_per_vbyte.is_none() {
+                return Err(PolicyError::BadFees {
+                    key_id: key_id.to_string(),
+                    reason: "set max_sats, max_sat_per_vbyte or both".into(),
+                });
+            }
+            (f.max_sats, f.max_sat_per_vbyte)
+        }
+        None => (None, None),
+    };
+    Ok(BitcoinRules {
+        network,
+        max_fee_sats,
+        max_fee_rate,
+        allow_sighash_all: k.allow_sighash_all,
+    })
 }
 
 fn check_rule(

@@ -23,14 +23,23 @@ fn key_id(field: &str, text: &str) -> Result<KeyId, BundleError> {
     KeyId::parse(text).map_err(|e| BundleError(format!("{field}: {e}")))
 }
 
+/// Decodes a request, refusing one whose fields do not fit together (a PSBT
+/// request that declares a message, asset, amount or destination; a request
+/// with neither a message nor a PSBT).
 pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleError> {
-    let amount = r.amount.parse::<u128>().map_err(|_| {
-        BundleError(format!(
-            "amount {:?} is not a non-negative integer",
-            r.amount
-        ))
-    })?;
-    Ok(SigningRequest {
+    let psbt = (!r.psbt.is_empty()).then(|| r.psbt.clone());
+    // A PSBT request declares no amount; "" reads as none.
+    let amount = if psbt.is_some() && r.amount.is_empty() {
+        0
+    } else {
+        r.amount.parse::<u128>().map_err(|_| {
+            BundleError(format!(
+                "amount {:?} is not a non-negative integer",
+                r.amount
+            ))
+        })?
+    };
+    let request = SigningRequest {
         key_id: key_id("key_id", &r.key_id)?,
         message: r.message.clone(),
         metadata: Metadata {
@@ -42,8 +51,13 @@ pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleE
         requester: r.requester.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
+        psbt,
         policy_hash: hash32("policy_hash", &r.policy_hash)?,
-    })
+    };
+    request
+        .check_shape()
+        .map_err(|e| BundleError(e.to_string()))?;
+    Ok(request)
 }
 
 pub fn request_to_pb(r: &SigningRequest) -> pb::SigningRequest {
@@ -51,13 +65,18 @@ pub fn request_to_pb(r: &SigningRequest) -> pb::SigningRequest {
         key_id: r.key_id.to_string(),
         message: r.message.clone(),
         asset: r.metadata.asset.clone(),
-        amount: r.metadata.amount.to_string(),
+        amount: if r.psbt.is_some() {
+            String::new()
+        } else {
+            r.metadata.amount.to_string()
+        },
         destination: r.metadata.destination.clone(),
         memo: r.metadata.memo.clone(),
         requester: r.requester.clone(),
         created_at: r.created_at,
         expires_at: r.expires_at,
         policy_hash: r.policy_hash.to_vec(),
+        psbt: r.psbt.clone().unwrap_or_default(),
     }
 }
 
@@ -139,6 +158,7 @@ mod tests {
                 destination: "d".into(),
                 memo: "m".into(),
             },
+            psbt: None,
             requester: "r".into(),
             created_at: 1,
             expires_at: 2,
@@ -149,6 +169,37 @@ mod tests {
     #[test]
     fn requests_round_trip() {
         assert_eq!(request_from_pb(&request_to_pb(&request())), Ok(request()));
+        let mut psbt = request();
+        psbt.message.clear();
+        psbt.metadata = Metadata {
+            memo: "m".into(),
+            ..Metadata::default()
+        };
+        psbt.psbt = Some(vec![1, 2]);
+        let wire = request_to_pb(&psbt);
+        assert_eq!(wire.amount, "");
+        assert_eq!(request_from_pb(&wire), Ok(psbt));
+    }
+
+    #[test]
+    fn a_psbt_request_that_declares_an_amount_is_refused() {
+        let mut r = request_to_pb(&request());
+        r.psbt = vec![1, 2];
+        assert!(
+            request_from_pb(&r)
+                .unwrap_err()
+                .0
+                .contains("declares no message"),
+            "{:?}",
+            request_from_pb(&r)
+        );
+        r.message.clear();
+        assert!(
+            request_from_pb(&r)
+                .unwrap_err()
+                .0
+                .contains("declares no asset")
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ use ringi_policy::limits::CapExceeded;
 use ringi_policy::policy::Policy;
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::Approval;
+use ringi_policy::subject::{KeyFacts, Subject, subject};
 use ringi_proto::bundle::BundleError;
 
 /// An approval bundle, decoded: the request and the approvals presented
@@ -110,7 +111,9 @@ pub enum AuthorizationError {
         expires_at: u64,
         now: u64,
     },
-    /// The signing package signs another message than the approved one.
+    /// The signing package signs another message than the approved one
+    /// (for a PSBT request: than the sighash this node computed for the
+    /// input named).
     #[error("the signing package's message is not the message that was approved")]
     MessageMismatch,
     /// The key's spending caps, counted in this node's own ledger.
@@ -149,8 +152,28 @@ impl From<Violation> for AuthorizationError {
     }
 }
 
-/// Checks that `bundle` authorises signing with `key_id` under `policy` at
-/// `now`; returns the approved request.
+/// An approved request, and what it moves as this node derived it (for a
+/// PSBT request: from the transaction, with this node's own key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    pub request: SigningRequest,
+    pub subject: Subject,
+}
+
+impl Approved {
+    /// The messages this request may sign: the approved message, or each
+    /// input's BIP-341 sighash in input order.
+    pub fn messages(&self) -> Vec<&[u8]> {
+        match self.subject.transaction() {
+            Some(t) => t.sighashes.iter().map(|h| h.as_slice()).collect(),
+            None => vec![self.request.message.as_slice()],
+        }
+    }
+}
+
+/// Checks that `bundle` authorises signing with `key_id` (whose kind and
+/// keys are `key`) under `policy` at `now`; returns the approved request
+/// and its subject.
 ///
 /// Checks, in order: a bundle was presented ([`AuthorizationError::NoBundle`]);
 /// it decoded ([`AuthorizationError::MalformedBundle`]); its request is for
@@ -161,9 +184,10 @@ impl From<Violation> for AuthorizationError {
 pub fn authorize(
     policy: &Policy,
     key_id: &KeyId,
+    key: &KeyFacts,
     bundle: &PresentedBundle,
     now: u64,
-) -> Result<SigningRequest, AuthorizationError> {
+) -> Result<Approved, AuthorizationError> {
     let bundle = match bundle {
         PresentedBundle::Missing => return Err(AuthorizationError::NoBundle),
         PresentedBundle::Malformed(e) => {
@@ -179,8 +203,18 @@ pub fn authorize(
             requested: key_id.clone(),
         });
     }
-    match evaluate(policy, &bundle.request, &bundle.approvals, now)? {
-        Outcome::Approved => Ok(bundle.request.clone()),
+    match evaluate(policy, &bundle.request, key, &bundle.approvals, now)? {
+        Outcome::Approved => {
+            // `evaluate` derived the subject already; the rules succeeded
+            // there, so they succeed again here.
+            let rules = policy
+                .key(key_id)
+                .ok_or_else(|| Violation::UnknownKey(key_id.clone()))?;
+            Ok(Approved {
+                subject: subject(rules, &bundle.request, key)?,
+                request: bundle.request.clone(),
+            })
+        }
         Outcome::Pending { missing } => Err(AuthorizationError::QuorumNotMet { missing }),
         Outcome::Rejected {
             approver,
@@ -199,7 +233,7 @@ pub fn authorize(
 /// [`ApprovalBundle::digest`] and is only used before the earliest expiry in
 /// the bundle: `evaluate`'s verdict can only change through time, by expiry.
 pub struct ApprovedBundles {
-    entries: Mutex<HashMap<[u8; 32], (SigningRequest, u64)>>,
+    entries: Mutex<HashMap<[u8; 32], (Approved, KeyFacts, u64)>>,
 }
 
 /// Most remembered bundles; beyond, expired ones are dropped, then all.
@@ -220,58 +254,65 @@ impl ApprovedBundles {
         &self,
         policy: &Policy,
         key_id: &KeyId,
+        key: &KeyFacts,
         bundle: &PresentedBundle,
         now: u64,
-    ) -> Result<SigningRequest, AuthorizationError> {
+    ) -> Result<Approved, AuthorizationError> {
         let PresentedBundle::Decoded(decoded) = bundle else {
-            return authorize(policy, key_id, bundle, now);
+            return authorize(policy, key_id, key, bundle, now);
         };
         let digest = decoded.digest();
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((request, valid_until)) = entries.get(&digest)
+            if let Some((approved, facts, valid_until)) = entries.get(&digest)
                 && now < *valid_until
-                && request.key_id == *key_id
+                && approved.request.key_id == *key_id
+                && facts == key
             {
-                return Ok(request.clone());
+                return Ok(approved.clone());
             }
         }
-        let request = authorize(policy, key_id, bundle, now)?;
+        let approved = authorize(policy, key_id, key, bundle, now)?;
         let valid_until = decoded
             .approvals
             .iter()
             .map(|a| a.statement.expires_at)
-            .chain([request.expires_at])
+            .chain([approved.request.expires_at])
             .min()
             .unwrap_or(0);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= MAX_REMEMBERED {
-            entries.retain(|_, (_, until)| now < *until);
+            entries.retain(|_, (_, _, until)| now < *until);
             if entries.len() >= MAX_REMEMBERED {
                 entries.clear();
             }
         }
-        entries.insert(digest, (request.clone(), valid_until));
-        Ok(request)
+        entries.insert(digest, (approved.clone(), *key, valid_until));
+        Ok(approved)
     }
 }
 
-/// Checks that the signing package signs exactly the approved message.
+/// Checks that the signing package signs exactly an approved message: the
+/// request's message, or for a PSBT request one of the sighashes this node
+/// computed itself from the transaction. Returns which (the input index; 0
+/// for a raw message).
 pub fn check_message(
-    request: &SigningRequest,
+    approved: &Approved,
     package_message: &[u8],
-) -> Result<(), AuthorizationError> {
-    if request.message == package_message {
-        Ok(())
-    } else {
-        Err(AuthorizationError::MessageMismatch)
-    }
+) -> Result<usize, AuthorizationError> {
+    approved
+        .messages()
+        .iter()
+        .position(|m| *m == package_message)
+        .ok_or(AuthorizationError::MessageMismatch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use ringi_proto::approval::v1 as pb;
+
+    const FROST: KeyFacts = KeyFacts::FrostSecp256k1;
 
     fn key(k: &str) -> KeyId {
         KeyId::parse(k).unwrap()
@@ -287,11 +328,13 @@ mod tests {
             b"version = 1\n[[departments]]\nname = \"t\"\napprovers = [{ name = \"a\", key = \"p256:036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\" }]\n[keys.k]\nrequest_ttl_secs = 10\napproval_ttl_secs = 10\nrequire = { t = 1 }\n",
         )
         .unwrap();
-        let err = authorize(&policy, &key("k"), &PresentedBundle::from(None), 0).unwrap_err();
+        let err =
+            authorize(&policy, &key("k"), &FROST, &PresentedBundle::from(None), 0).unwrap_err();
         assert_eq!(err, AuthorizationError::NoBundle);
         let err = authorize(
             &policy,
             &key("k"),
+            &FROST,
             &decoded(&pb::ApprovalBundle::default()),
             0,
         )
@@ -317,6 +360,7 @@ mod tests {
         );
         let policy = Policy::from_bytes(text.as_bytes()).unwrap();
         let request = SigningRequest {
+            psbt: None,
             key_id: "k".parse().unwrap(),
             message: b"m".to_vec(),
             metadata: Default::default(),
@@ -346,17 +390,17 @@ mod tests {
         let remembered = ApprovedBundles::default();
         assert!(
             remembered
-                .authorize(&policy, &key("k"), &bundle, 1001)
+                .authorize(&policy, &key("k"), &FROST, &bundle, 1001)
                 .is_ok()
         );
         assert!(
             remembered
-                .authorize(&policy, &key("k"), &bundle, 1059)
+                .authorize(&policy, &key("k"), &FROST, &bundle, 1059)
                 .is_ok()
         );
         // The approval expires at 1060: evaluated again, and refused.
         let err = remembered
-            .authorize(&policy, &key("k"), &bundle, 1060)
+            .authorize(&policy, &key("k"), &FROST, &bundle, 1060)
             .unwrap_err();
         assert!(
             matches!(
@@ -373,7 +417,7 @@ mod tests {
         assert!(err.to_string().contains("expired"), "{err}");
         // Another key id with the same bundle is not served from memory.
         let err = remembered
-            .authorize(&policy, &key("other"), &bundle, 1001)
+            .authorize(&policy, &key("other"), &FROST, &bundle, 1001)
             .unwrap_err();
         assert_eq!(
             err,
@@ -386,7 +430,7 @@ mod tests {
         let mut tampered = wire.clone();
         tampered.approvals[0].signature[0] ^= 1;
         let err = remembered
-            .authorize(&policy, &key("k"), &decoded(&tampered), 1001)
+            .authorize(&policy, &key("k"), &FROST, &decoded(&tampered), 1001)
             .unwrap_err();
         assert_eq!(
             err,
@@ -445,6 +489,7 @@ mod tests {
     #[test]
     fn another_message_is_refused() {
         let request = SigningRequest {
+            psbt: None,
             key_id: "k".parse().unwrap(),
             message: b"approved".to_vec(),
             metadata: Default::default(),
@@ -453,8 +498,15 @@ mod tests {
             expires_at: 1,
             policy_hash: [0; 32],
         };
-        assert!(check_message(&request, b"approved").is_ok());
-        let err = check_message(&request, b"other").unwrap_err();
+        let approved = Approved {
+            subject: Subject::Declared {
+                amount: request.metadata.amount,
+                destination: request.metadata.destination.clone(),
+            },
+            request,
+        };
+        assert_eq!(check_message(&approved, b"approved"), Ok(0));
+        let err = check_message(&approved, b"other").unwrap_err();
         assert_eq!(err, AuthorizationError::MessageMismatch);
     }
 }

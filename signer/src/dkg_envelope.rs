@@ -66,7 +66,7 @@ impl Binding<'_> {
         let mut key = Zeroizing::new([0u8; 32]);
         hk.expand(info, key.as_mut())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Aes256Gcm::new(key.as_ref().into())
+        Aes256Gcm::new(aes_gcm::Key::<Aes256Gcm>::from_slice(&key[..]))
     }
 }
 

@@ -28,7 +28,7 @@ fn mix(from_token: &[u8; 32]) -> ChaCha20Rng {
     let mut hasher = Sha256::new();
     hasher.update(DOMAIN);
     hasher.update(from_token);
-    hasher.update(from_os.as_ref());
+    hasher.update(&from_os[..]);
     let mut seed = Zeroizing::new([0u8; 32]);
     seed.copy_from_slice(&hasher.finalize());
     ChaCha20Rng::from_seed(*seed)

@@ -27,6 +27,8 @@ pub struct Round1Output<S: Suite> {
 /// Round 1 for `key_id`, on behalf of the request `bundle` approves.
 ///
 /// Checks and effects, in order:
+/// 0. the node holds a share for `key_id` (its kind and keys are what the
+///    policy's rules judge a PSBT by: [`SigningContext::key_facts`]);
 /// 1. approvals ([`crate::authorize::ApprovedBundles::authorize`], at `now`):
 ///    a bundle is presented, decodes, is for `key_id`, and satisfies the
 ///    pinned policy; nothing touches the token or the nonces otherwise;
@@ -41,9 +43,12 @@ pub fn commit<S: Suite>(
     bundle: &PresentedBundle,
     now: u64,
 ) -> Result<Round1Output<S>, SignError> {
-    let request = ctx.approved.authorize(&ctx.policy, key_id, bundle, now)?;
+    let facts = ctx.key_facts(key_id)?;
+    let approved = ctx
+        .approved
+        .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
     let (identifier, commitments) = ctx.vault.commit(key_id)?;
-    let request_id = request.id();
+    let request_id = approved.request.id();
     audited(
         ctx.audit.as_ref(),
         "commit_issued",

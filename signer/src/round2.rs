@@ -10,6 +10,7 @@ use frost_core::SigningPackage;
 use frost_core::round2::SignatureShare;
 use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
+use ringi_policy::subject::Subject;
 
 use crate::authorize::{PresentedBundle, check_message};
 use crate::node_audit::audited;
@@ -52,21 +53,26 @@ pub fn sign<S: Suite>(
     signing_package: &[u8],
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
-    let approved = ctx.approved.authorize(&ctx.policy, key_id, bundle, now)?;
+    let facts = ctx.key_facts(key_id)?;
+    let approved = ctx
+        .approved
+        .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
     let package = SigningPackage::<S>::deserialize(signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
-    check_message(&approved, package.message())?;
+    let input = check_message(&approved, package.message())?;
     let limits = ctx
         .policy
         .key(key_id)
         .map(|k| k.limits.clone())
         .unwrap_or_default();
     let volume = ringi_policy::volumes::daily_volume(ctx.daily_volume_file.as_deref(), key_id)?;
-    let request_id = approved.id();
+    let request_id = approved.request.id();
+    // The amount counted is the subject's: for a PSBT, the sum of the
+    // payments this node derived; every input of one request counts once.
     ctx.ledger.record(
         key_id,
         &request_id,
-        approved.metadata.amount,
+        approved.subject.amount(),
         now,
         &limits,
         volume,
@@ -76,19 +82,49 @@ pub fn sign<S: Suite>(
     audited(
         ctx.audit.as_ref(),
         "share_released",
-        &[
-            ("key_id", key_id.to_string()),
-            ("request_id", hex::encode(request_id)),
-            ("asset", approved.metadata.asset.clone()),
-            ("amount", approved.metadata.amount.to_string()),
-            ("destination", approved.metadata.destination.clone()),
-            ("requester", approved.requester.clone()),
-        ],
+        &released_fields(key_id, &approved, input),
     )?;
     Ok(Round2Output {
         signature_share,
         request_id,
     })
+}
+
+/// The `share_released` audit entry: what the share pays, as this node
+/// derived it.
+fn released_fields(
+    key_id: &KeyId,
+    approved: &crate::authorize::Approved,
+    input: usize,
+) -> Vec<(&'static str, String)> {
+    let request = &approved.request;
+    let mut fields = vec![
+        ("key_id", key_id.to_string()),
+        ("request_id", hex::encode(request.id())),
+    ];
+    match &approved.subject {
+        Subject::Transaction(t) => fields.extend([
+            ("txid", t.txid.clone()),
+            ("input", input.to_string()),
+            ("asset", "BTC".to_string()),
+            ("amount", t.total_paid().to_string()),
+            ("destination", t.destinations().join(",")),
+            ("fee", t.fee.to_string()),
+        ]),
+        Subject::Blind => fields.extend([
+            ("blind", "true".to_string()),
+            ("asset", request.metadata.asset.clone()),
+            ("amount", request.metadata.amount.to_string()),
+            ("destination", request.metadata.destination.clone()),
+        ]),
+        Subject::Declared { .. } => fields.extend([
+            ("asset", request.metadata.asset.clone()),
+            ("amount", request.metadata.amount.to_string()),
+            ("destination", request.metadata.destination.clone()),
+        ]),
+    }
+    fields.push(("requester", request.requester.clone()));
+    fields
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ringi_frost::Suite;
+use ringi_frost::{KeyKind, Suite};
+use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
+use ringi_policy::subject::KeyFacts;
 use ringi_policy::volumes::VolumeError;
 
 use crate::authorize::{ApprovedBundles, AuthorizationError};
@@ -33,6 +35,34 @@ pub struct SigningContext<S: Suite> {
 }
 
 impl<S: Suite> SigningContext<S> {
+    /// What the policy's rules must know about `key_id` beyond the policy:
+    /// its kind (this context's suite) and, for a Taproot key, its internal
+    /// and output keys, from the group key stored with this node's share.
+    pub fn key_facts(&self, key_id: &KeyId) -> Result<KeyFacts, VaultError> {
+        match S::KIND {
+            KeyKind::FrostSecp256k1 => Ok(KeyFacts::FrostSecp256k1),
+            KeyKind::BitcoinTaproot => {
+                let share = self
+                    .vault
+                    .shares()
+                    .into_iter()
+                    .find(|s| s.key_id == key_id.as_str())
+                    .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+                let (internal_key, output_key) =
+                    ringi_frost::taproot::keys_of_group(&share.group_key).map_err(|e| {
+                        VaultError::Corrupt {
+                            key_id: key_id.to_string(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                Ok(KeyFacts::BitcoinTaproot {
+                    internal_key,
+                    output_key,
+                })
+            }
+        }
+    }
+
     /// A context with an empty remembered-approvals cache.
     pub fn new(
         vault: Arc<dyn ShareVault<S>>,

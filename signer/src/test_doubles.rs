@@ -294,6 +294,7 @@ impl Approvers {
                 destination: "bc1qdestination".into(),
                 memo: String::new(),
             },
+            psbt: None,
             requester: "requester".into(),
             created_at,
             expires_at,
