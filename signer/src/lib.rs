@@ -34,7 +34,7 @@
 //!   plain function on a blocking thread, encode, audit refusals;
 //! - [`error`]: the one mapping of every error enum above to a status;
 //! - [`server`]: opening the token, choosing the ciphersuite
-//!   ([`server::NodeSuite`]), serving.
+//!   ([`server::FrostSuite`], [`server::TaprootSuite`]), serving.
 
 pub mod authorize;
 pub mod config;
