@@ -15,9 +15,8 @@ use ringi_psbt::{Network, OwnKey, derive};
 
 fn summary(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
-    let rank = |q: f64| {
-        samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1]
-    };
+    let rank =
+        |q: f64| samples[((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
     (
         rank(0.50).as_secs_f64() * 1e3,
         rank(0.99).as_secs_f64() * 1e3,
@@ -48,7 +47,10 @@ fn main() {
     )
     .unwrap();
     println!("ringi_psbt::derive, {iterations} iterations each");
-    println!("{:>7} {:>9} {:>10} {:>10}", "inputs", "bytes", "p50 ms", "p99 ms");
+    println!(
+        "{:>7} {:>9} {:>10} {:>10}",
+        "inputs", "bytes", "p50 ms", "p99 ms"
+    );
     for inputs in [1usize, 2, 10, 100] {
         let coins: Vec<Coin> = (0..inputs)
             .map(|i| Coin::synthetic(i as u8, i as u32, 100_000))
@@ -57,7 +59,10 @@ fn main() {
         let psbt = unsigned(
             &key,
             &coins,
-            &[(payee.clone(), 50_000), (key.script(), total - 50_000 - 500 * inputs as u64)],
+            &[
+                (payee.clone(), 50_000),
+                (key.script(), total - 50_000 - 500 * inputs as u64),
+            ],
         )
         .serialize();
         let samples: Vec<Duration> = (0..iterations)

@@ -17,7 +17,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(n) => {
-            println!("consensus: valid ({n} inputs, Bitcoin Core 26 libbitcoinconsensus, taproot flags)");
+            println!(
+                "consensus: valid ({n} inputs, Bitcoin Core 26 libbitcoinconsensus, taproot flags)"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

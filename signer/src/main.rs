@@ -189,6 +189,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 cli.data_dir.as_deref().or(file.data_dir.as_deref()),
                 &token_config.token_label,
             )?;
+            // Before anything is written: one serving process per data
+            // directory and per token.
+            let _lock = ringi_signer::instance_lock::InstanceLock::acquire(
+                &data_dir,
+                &token_config.module,
+                &token_config.token_label,
+            )?;
             let settings = ringi_signer::server::ServeSettings {
                 listen,
                 policy,
