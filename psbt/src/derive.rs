@@ -4,7 +4,9 @@
 //! 1. at most [`crate::MAX_PSBT_BYTES`]; decodes as a version-0 PSBT whose
 //!    global map has no unknown fields (proprietary ones are ignorable by
 //!    definition; unknown ones might change what the PSBT means);
-//! 2. 1..=[`crate::MAX_INPUTS`] inputs and at least one output;
+//! 2. 1..=[`crate::MAX_INPUTS`] inputs, no coin spent twice (no node would
+//!    accept the transaction, and the coin would count twice in the fee
+//!    shown), and at least one output;
 //! 3. every input carries `witness_utxo`, and its script is this key's
 //!    key-path P2TR script `OP_1 <Q>` (so every input is this key's; the
 //!    amounts the sighash commits to are the ones shown); no script-path
@@ -164,6 +166,16 @@ pub fn derive(psbt: &[u8], key: &OwnKey, allow_sighash_all: bool) -> Result<Deri
             count: tx.input.len(),
             max: MAX_INPUTS,
         });
+    }
+    let mut spent = std::collections::HashMap::with_capacity(tx.input.len());
+    for (index, txin) in tx.input.iter().enumerate() {
+        if let Some(first) = spent.insert(txin.previous_output, index) {
+            return Err(PsbtError::DuplicateInput {
+                input: index,
+                first,
+                outpoint: txin.previous_output.to_string(),
+            });
+        }
     }
     let own_script = key.script();
     let mut prevouts: Vec<TxOut> = Vec::with_capacity(tx.input.len());

@@ -782,3 +782,27 @@ fn bip341_key_path_vector_is_refused_input_by_input() {
         );
     }
 }
+
+/// The same coin spent twice: no node accepts the transaction
+/// (bad-txns-inputs-duplicate), and its prevout would be counted twice in
+/// the fee shown to approvers.
+#[test]
+fn duplicate_input() {
+    let key = key();
+    let coin = Coin::synthetic(0xa1, 0, 60_000);
+    let psbt = unsigned(
+        &key.own,
+        &[Coin::synthetic(0xa0, 0, 10_000), coin, coin],
+        &[(other_p2tr(), 100_000), (key.own.script(), 20_000)],
+    );
+    let err = refusal(&psbt, &key, false);
+    assert_eq!(
+        err,
+        PsbtError::DuplicateInput {
+            input: 2,
+            first: 1,
+            outpoint: format!("{}:0", bitcoin::Txid::from_byte_array([0xa1; 32])),
+        }
+    );
+    assert!(err.to_string().starts_with("input 2: "), "{err}");
+}
