@@ -21,11 +21,11 @@
 //! sighash) a transaction whose txid and vsize are the derived ones.
 //!
 //! Invariants (a panic is a bug): allowing SIGHASH_ALL only widens what is
-//! accepted and never changes what is derived; fee = Σ inputs − Σ outputs;
-//! payments and change partition the outputs, in order; one sighash and
-//! one input view per input; total paid = Σ outputs − Σ change ≤ Σ outputs;
-//! change pays the key's own address; the txid is the unsigned
-//! transaction's.
+//! accepted and never changes what is derived; no coin is spent twice;
+//! fee = Σ inputs − Σ outputs; payments and change partition the outputs,
+//! in order; one sighash and one input view per input; total paid =
+//! Σ outputs − Σ change ≤ Σ outputs; change pays the key's own address; the
+//! txid is the unsigned transaction's.
 
 use std::sync::OnceLock;
 
@@ -244,6 +244,10 @@ fn invariants(bytes: &[u8], derived: &Derived) {
             .all(|(v, i)| v.outpoint == i.previous_output.to_string()),
         "input views in input order"
     );
+    let mut outpoints: Vec<&str> = derived.inputs.iter().map(|v| v.outpoint.as_str()).collect();
+    outpoints.sort_unstable();
+    outpoints.dedup();
+    assert_eq!(outpoints.len(), tx.input.len(), "a coin spent twice");
     assert_eq!(
         derived.payments.len() + derived.change.len(),
         tx.output.len(),
