@@ -24,9 +24,9 @@ every signer; there is no amount or destination to declare.
 
     pip install -r requirements.txt
     wallet_client.py --coordinator 127.0.0.1:7000 pubkey --key-id btc-hot --show address
-    wallet_client.py --coordinator 127.0.0.1:7000 spend --key-id btc-hot \
-        --prevout <txid>:<vout> --prevout-amount 60000 \
-        --pay <address> --pay-amount 25000 --fee 1000 \
+    wallet_client.py --coordinator 127.0.0.1:7000 spend --key-id btc-hot \\
+        --prevout <txid>:<vout> --prevout-amount 60000 \\
+        --pay <address> --pay-amount 25000 --fee 1000 \\
         --requester wallet-service --idempotency-key order-43
     wallet_client.py --coordinator 127.0.0.1:7000 watch <request id>
 
