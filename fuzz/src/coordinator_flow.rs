@@ -191,6 +191,7 @@ pub fn submission(amount: &str, destination: &str) -> pb::SubmitSigningRequestRe
         requester: "wallet-service".into(),
         signers: Vec::new(),
         idempotency_key: "seed-1".into(),
+        psbt: Vec::new(),
     }
 }
 
