@@ -167,6 +167,7 @@ pub fn run(data: &[u8]) -> Reached {
                 ringi_signer::authorize::authorize(
                     &POLICY,
                     &record.request.key_id,
+                    &ringi_policy::subject::KeyFacts::FrostSecp256k1,
                     &ringi_signer::authorize::PresentedBundle::from(Some(Ok(decoded))),
                     now,
                 )
