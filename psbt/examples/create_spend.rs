@@ -80,9 +80,9 @@ fn run(args: Vec<String>) -> Result<(), String> {
     }
     let total_in: u64 = coins.iter().map(|c| c.value).sum();
     let total_out: u64 = outputs.iter().map(|(_, v)| *v).sum::<u64>() + fee;
-    let change = total_in
-        .checked_sub(total_out)
-        .ok_or_else(|| format!("the coins ({total_in} sat) do not cover payments and fee ({total_out} sat)"))?;
+    let change = total_in.checked_sub(total_out).ok_or_else(|| {
+        format!("the coins ({total_in} sat) do not cover payments and fee ({total_out} sat)")
+    })?;
     let own = key.script();
     if change >= own.minimal_non_dust().to_sat() {
         outputs.push((own.clone(), change));
