@@ -6,10 +6,11 @@
 //! other does not know. So `serve` takes two exclusive advisory locks
 //! before it writes anything (the audit log's `node_started` included) and
 //! holds them until it exits:
-//! - `DATA_DIR/ringi-signer.lock`;
-//! - a lock file named by the token (its module path and label) in the
-//!   system's temporary directory, so two data directories on one token on
-//!   one host are refused too.
+//! - `DATA_DIR/ringi-signer.lock`, before anything else;
+//! - once the token is open (which writes nothing), a lock file named by
+//!   the token (its module path, label and serial number) in the system's
+//!   temporary directory, so two data directories on one token on one host
+//!   are refused too.
 //!
 //! The kernel releases the locks when the process dies, `kill -9`
 //! included: a stale lock file never blocks a restart. A refused start
@@ -45,40 +46,46 @@ pub struct InstanceLock {
 }
 
 impl InstanceLock {
-    /// Locks `data_dir` and the token `(module, token_label)`.
-    pub fn acquire(
-        data_dir: &Path,
-        module: &Path,
-        token_label: &str,
-    ) -> Result<InstanceLock, LockError> {
+    /// Locks `data_dir` (created if missing).
+    pub fn data_dir(data_dir: &Path) -> Result<InstanceLock, LockError> {
         std::fs::create_dir_all(data_dir).map_err(|e| LockError::Open {
             path: data_dir.to_path_buf(),
             reason: e.to_string(),
         })?;
-        let data = lock(
+        let file = lock(
             &data_dir.join("ringi-signer.lock"),
             "data directory",
             data_dir.display().to_string(),
             "--data-dir",
         )?;
-        let token = lock(
-            &token_lock_path(module, token_label),
+        Ok(InstanceLock { _files: vec![file] })
+    }
+
+    /// Locks the token `token_label` (serial `serial`) of `module` on this
+    /// host.
+    pub fn token(
+        module: &Path,
+        token_label: &str,
+        serial: &str,
+    ) -> Result<InstanceLock, LockError> {
+        let file = lock(
+            &token_lock_path(module, token_label, serial),
             "token",
-            format!("{token_label:?} of {}", module.display()),
+            format!("{token_label:?} (serial {serial}) of {}", module.display()),
             "token (--token-label)",
         )?;
-        Ok(InstanceLock {
-            _files: vec![data, token],
-        })
+        Ok(InstanceLock { _files: vec![file] })
     }
 }
 
 /// The per-host lock file of a token.
-pub fn token_lock_path(module: &Path, token_label: &str) -> PathBuf {
+pub fn token_lock_path(module: &Path, token_label: &str, serial: &str) -> PathBuf {
     let mut hash = Sha256::new();
     hash.update(module.as_os_str().as_encoded_bytes());
     hash.update([0]);
     hash.update(token_label.as_bytes());
+    hash.update([0]);
+    hash.update(serial.as_bytes());
     let digest = hash.finalize();
     std::env::temp_dir().join(format!(
         "ringi-signer-token-{}.lock",
@@ -137,21 +144,26 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let module = dir.path().join("libmodule.so");
-        let label = format!("test-{}", std::process::id());
-        let first = InstanceLock::acquire(dir.path(), &module, &label).unwrap();
-        let err = InstanceLock::acquire(dir.path(), &module, &label).unwrap_err();
+        let first = InstanceLock::data_dir(dir.path()).unwrap();
+        let err = InstanceLock::data_dir(dir.path()).unwrap_err();
         let message = err.to_string();
         assert!(message.starts_with("data directory "), "{message}");
         assert!(
             message.contains(&format!("pid {}", std::process::id())),
             "{message}"
         );
-        // Another data directory on the same token: the token lock refuses.
-        let other = tempfile::tempdir().unwrap();
-        let err = InstanceLock::acquire(other.path(), &module, &label).unwrap_err();
-        assert!(err.to_string().starts_with("token \""), "{err}");
         drop(first);
-        InstanceLock::acquire(dir.path(), &module, &label).unwrap();
+        InstanceLock::data_dir(dir.path()).unwrap();
+
+        let module = dir.path().join("libmodule.so");
+        let label = format!("test-{}", std::process::id());
+        let token = InstanceLock::token(&module, &label, "0001").unwrap();
+        let err = InstanceLock::token(&module, &label, "0001").unwrap_err();
+        assert!(err.to_string().starts_with("token \""), "{err}");
+        // Another token with the same label (another serial) is another
+        // token.
+        InstanceLock::token(&module, &label, "0002").unwrap();
+        drop(token);
+        InstanceLock::token(&module, &label, "0001").unwrap();
     }
 }

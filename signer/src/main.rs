@@ -190,12 +190,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 &token_config.token_label,
             )?;
             // Before anything is written: one serving process per data
-            // directory and per token.
-            let _lock = ringi_signer::instance_lock::InstanceLock::acquire(
-                &data_dir,
-                &token_config.module,
-                &token_config.token_label,
-            )?;
+            // directory (and per token: `server::run`, once it is open).
+            let _lock = ringi_signer::instance_lock::InstanceLock::data_dir(&data_dir)?;
             let settings = ringi_signer::server::ServeSettings {
                 listen,
                 policy,

@@ -126,9 +126,15 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let tls_chain = tls_files.clone();
     let peers_at_start = dkg_peers.clone();
-    let (frost, taproot, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (frost, taproot, audit, token, _token_lock) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
+        // One serving process per token, before anything is written.
+        let token_lock = crate::instance_lock::InstanceLock::token(
+            &token_config.module,
+            &token_config.token_label,
+            &token.serial_number()?,
+        )?;
         let frost = Opened::<FrostSuite>::open(&token)?;
         let taproot = Opened::<TaprootSuite>::open(&token)?;
         if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, peers_at_start) {
@@ -139,7 +145,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
             taproot.dkg.set_peer_check(check, own.1);
         }
         let audit = Arc::new(NodeAudit::open(&audit_path, token.clone())?);
-        Ok((frost, taproot, audit, token))
+        Ok((frost, taproot, audit, token, token_lock))
     })
     .await??;
     audit.record(

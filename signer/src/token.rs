@@ -206,6 +206,16 @@ impl Token {
         })
     }
 
+    /// The token's serial number (CKA serialNumber of its token info), which
+    /// tells two tokens with one label apart.
+    pub fn serial_number(&self) -> Result<String, TokenError> {
+        let info = self
+            .ctx
+            .get_token_info(self.slot)
+            .map_err(TokenError::from_ck)?;
+        Ok(info.serial_number().trim_end().to_string())
+    }
+
     /// Runs `f` with a logged-in work session from the pool.
     pub fn with_session<T>(
         &self,
