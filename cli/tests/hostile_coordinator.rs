@@ -78,6 +78,7 @@ fn request(destination: &str) -> SigningRequest {
             destination: destination.into(),
             memo: String::new(),
         },
+        psbt: None,
         requester: "wallet-service".into(),
         created_at: now,
         expires_at: now + 600,

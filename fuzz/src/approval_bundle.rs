@@ -124,7 +124,13 @@ pub fn run(data: &[u8]) -> Reached {
         return Reached::Malformed;
     };
     let _ = request.id();
-    match evaluate(&POLICY, &request, &approvals, prepared.now) {
+    match evaluate(
+        &POLICY,
+        &request,
+        &ringi_policy::subject::KeyFacts::FrostSecp256k1,
+        &approvals,
+        prepared.now,
+    ) {
         Ok(Outcome::Approved) => Reached::Approved,
         Ok(Outcome::Rejected { .. }) => Reached::Rejected,
         Ok(Outcome::Pending { .. }) => Reached::Pending,
@@ -155,6 +161,7 @@ pub fn request(amount: u128, destination: &str) -> pb::SigningRequest {
         created_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         policy_hash: vec![0; 32],
+        psbt: Vec::new(),
     }
 }
 

@@ -633,6 +633,7 @@ impl Cluster {
                 destination: "bc1q".into(),
                 memo: String::new(),
             },
+            psbt: None,
             requester: "wallet-service".into(),
             created_at: now,
             expires_at: now + 600,
