@@ -237,7 +237,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_psbt_request_declares_nothing() {
-        let set: [(fn(&mut SigningRequest), &str); 4] = [
+        type Change = fn(&mut SigningRequest);
+        let set: [(Change, &str); 4] = [
             (|r| r.message = vec![1], "message"),
             (|r| r.metadata.asset = "BTC".into(), "asset"),
             (|r| r.metadata.amount = 1, "amount"),

@@ -448,6 +448,17 @@ impl<S: Suite> DkgRuns<S> {
     }
 
     /// Abandons the run for `key_id` if its session id matches.
+    /// Whether a run for `key_id` is in progress (of this suite).
+    pub fn has_run(&self, key_id: &KeyId) -> bool {
+        self.lock().contains_key(key_id)
+    }
+
+    /// Drops any run for `key_id`, whatever its session (a round 1 of
+    /// another kind for the same key id replaces it).
+    pub fn forget(&self, key_id: &KeyId) {
+        self.lock().remove(key_id);
+    }
+
     pub fn abort(&self, key_id: &KeyId, session_id: &[u8]) {
         let mut runs = self.lock();
         if runs.get(key_id).is_some_and(|r| r.session_id == session_id) {

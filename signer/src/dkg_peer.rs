@@ -100,6 +100,7 @@ impl Peers {
 }
 
 /// This node's rule for DKG peers: its CA and the names it accepts.
+#[derive(Clone)]
 pub struct PeerCheck {
     anchors: Vec<TrustAnchor<'static>>,
     peers: Peers,

@@ -19,6 +19,7 @@ use crate::signing::SignError;
 use crate::spending::LedgerError;
 use crate::token::TokenError;
 use crate::vault::VaultError;
+use ringi_policy::evaluate::Violation;
 
 /// What the gRPC edge itself refuses or fails at: decoding the wire before
 /// a plain function runs, encoding its result after, the worker thread.
@@ -57,6 +58,17 @@ impl From<AuthorizationError> for Status {
             | A::ApprovalExpired { .. } => Code::FailedPrecondition,
             A::MessageMismatch => Code::PermissionDenied,
             A::CapExceeded(_) => Code::ResourceExhausted,
+            // A request that cannot be what it claims (an undecodable or
+            // ill-formed PSBT, a PSBT for a non-Taproot key or one without
+            // a network): the input is wrong, whoever approved it.
+            A::Violation(
+                Violation::Psbt(_)
+                | Violation::Shape(_)
+                | Violation::NotATaprootKey(_)
+                | Violation::NoNetwork(_),
+            ) => Code::InvalidArgument,
+            // Every other rule (forged or foreign approvals, allowlist,
+            // fee caps, blind signing): not permitted.
             A::Violation(_) => Code::PermissionDenied,
         };
         Status::new(code, e.to_string())

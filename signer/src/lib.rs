@@ -34,7 +34,7 @@
 //!   plain function on a blocking thread, encode, audit refusals;
 //! - [`error`]: the one mapping of every error enum above to a status;
 //! - [`server`]: opening the token, choosing the ciphersuite
-//!   ([`server::NodeSuite`]), serving.
+//!   ([`server::FrostSuite`], [`server::TaprootSuite`]), serving.
 
 pub mod authorize;
 pub mod config;
@@ -42,6 +42,7 @@ pub mod dkg;
 pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod error;
+pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
 pub mod rng;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ringi_signer::config::{self, FileConfig, Overrides};
-use ringi_signer::server::NodeSuite;
+use ringi_signer::server::{FrostSuite, TaprootSuite};
 use ringi_signer::token::Token;
 use ringi_signer::vault::{ShareVault, TokenVault};
 use zeroize::Zeroizing;
@@ -132,18 +132,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Info => {
             let token = std::sync::Arc::new(Token::open(&token_config)?);
-            let vault = std::sync::Arc::new(TokenVault::<NodeSuite>::open(token.clone())?);
-            let dkg = ringi_signer::dkg::DkgRuns::<NodeSuite>::new(vault.clone(), token)?;
+            let vault = std::sync::Arc::new(TokenVault::<FrostSuite>::open(token.clone())?);
+            let taproot = TokenVault::<TaprootSuite>::open(token.clone())?;
+            let dkg = ringi_signer::dkg::DkgRuns::<FrostSuite>::new(vault.clone(), token)?;
             println!("dkg_public_key {}", hex::encode(dkg.public_key()));
             let audit_key = ringi_policy::approver_key::ApproverKey::from_sec1(
                 &vault.token().audit_public_key()?,
             )
             .map_err(|e| anyhow::anyhow!("audit key: {e}"))?;
             println!("audit_key {}", audit_key.to_text());
-            for share in vault.shares() {
+            let shares = vault
+                .shares()
+                .into_iter()
+                .map(|s| (s, ringi_frost::KeyKind::FrostSecp256k1))
+                .chain(
+                    taproot
+                        .shares()
+                        .into_iter()
+                        .map(|s| (s, ringi_frost::KeyKind::BitcoinTaproot)),
+                );
+            for (share, kind) in shares {
                 println!(
-                    "key {} identifier {} group_public_key {}",
+                    "key {} kind {} identifier {} group_public_key {}",
                     share.key_id,
+                    kind,
                     share.identifier,
                     hex::encode(share.group_key)
                 );
@@ -175,6 +187,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let data_dir = config::data_dir(
                 cli.data_dir.as_deref().or(file.data_dir.as_deref()),
+                &token_config.token_label,
+            )?;
+            // Before anything is written: one serving process per data
+            // directory and per token.
+            let _lock = ringi_signer::instance_lock::InstanceLock::acquire(
+                &data_dir,
+                &token_config.module,
                 &token_config.token_label,
             )?;
             let settings = ringi_signer::server::ServeSettings {

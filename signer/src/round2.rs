@@ -473,3 +473,300 @@ mod tests {
         sign(&node.ctx, &k(), &bundle, &bytes(&package), NOW).unwrap();
     }
 }
+
+/// PSBT requests for a bitcoin-taproot key (memory vaults, the named test
+/// double; the real-process versions are in coordinator/tests): a signer
+/// signs only the sighashes it computed itself from the approved PSBT, and
+/// judges the payments it derived, not anything declared.
+#[cfg(test)]
+mod psbt_tests {
+    use std::collections::BTreeMap;
+
+    use bitcoin::ScriptBuf;
+    use ringi_frost::taproot::Secp256k1Tr;
+    use ringi_policy::evaluate::Violation;
+    use ringi_policy::limits::CapExceeded;
+    use ringi_psbt::bitcoin;
+    use ringi_psbt::build::{Coin, address_script, unsigned};
+    use ringi_psbt::{Network, PsbtError};
+
+    use super::*;
+    use crate::authorize::AuthorizationError;
+    use crate::signing::testkit::{Cluster, NOW, PAYEE, PAYEE_2, k};
+
+    type Tr = Secp256k1Tr;
+
+    fn script(address: &str) -> ScriptBuf {
+        address_script(address, Network::Regtest).unwrap()
+    }
+
+    /// A PSBT spending `coins` (value each 60,000 sat) of the cluster's key
+    /// to `outputs`.
+    fn psbt(cluster: &Cluster<Tr>, inputs: usize, outputs: &[(ScriptBuf, u64)]) -> Vec<u8> {
+        let coins: Vec<Coin> = (0..inputs)
+            .map(|i| Coin::synthetic(0x20 + i as u8, i as u32, 60_000))
+            .collect();
+        unsigned(&cluster.own_key(), &coins, outputs).serialize()
+    }
+
+    /// Rounds 1 and 2 on nodes 0 and 1 for `message`; the aggregate, or
+    /// node 0's round-2 refusal.
+    fn sign_message(
+        cluster: &Cluster<Tr>,
+        bundle: &PresentedBundle,
+        message: &[u8],
+    ) -> Result<[u8; 64], SignError> {
+        let package = cluster.package_for(&[0, 1], bundle, message)?;
+        let bytes = package.serialize().unwrap();
+        let mut shares = BTreeMap::new();
+        for i in [0, 1] {
+            let out = sign(&cluster.nodes[i].ctx, &k(), bundle, &bytes, NOW)?;
+            shares.insert(
+                ringi_frost::identifier::<Tr>(i as u16 + 1).unwrap(),
+                out.signature_share,
+            );
+        }
+        let signature = Tr::aggregate(&package, &shares, &cluster.public).unwrap();
+        Ok(signature.serialize().unwrap().try_into().unwrap())
+    }
+
+    fn consensus_valid(tx: &[u8], spent: &[(ScriptBuf, u64)]) -> bool {
+        let utxos: Vec<bitcoinconsensus::Utxo> = spent
+            .iter()
+            .map(|(s, v)| bitcoinconsensus::Utxo {
+                script_pubkey: s.as_bytes().as_ptr(),
+                script_pubkey_len: s.len() as u32,
+                value: *v as i64,
+            })
+            .collect();
+        spent.iter().enumerate().all(|(i, (s, v))| {
+            bitcoinconsensus::verify_with_flags(
+                s.as_bytes(),
+                *v,
+                tx,
+                Some(&utxos),
+                i,
+                bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
+            )
+            .is_ok()
+        })
+    }
+
+    fn refusal(result: Result<impl std::fmt::Debug, SignError>) -> AuthorizationError {
+        match result {
+            Err(SignError::Authorization(a)) => a,
+            other => panic!("expected an authorization refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_input_is_signed_under_the_approval_and_the_transaction_spends() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        let spend = psbt(
+            &cluster,
+            2,
+            &[(script(PAYEE), 70_000), (own.script(), 49_000)],
+        );
+        let request = cluster.psbt_request(spend.clone());
+        let bundle = cluster.approve(&request);
+        let derived = ringi_psbt::derive(&spend, &own, false).unwrap();
+        let signatures: Vec<[u8; 64]> = derived
+            .sighashes
+            .iter()
+            .map(|m| sign_message(&cluster, &bundle, m).unwrap())
+            .collect();
+        let done = ringi_psbt::finalize(&spend, &own, false, &signatures).unwrap();
+        let spent = vec![(own.script(), 60_000); 2];
+        assert!(consensus_valid(&done.tx, &spent));
+
+        // Each node audited each input with what it derived, and counted
+        // the request once: 70,000 sat paid.
+        let node = &cluster.nodes[0];
+        let released: Vec<_> = node
+            .audit
+            .entries()
+            .into_iter()
+            .filter(|e| e.event == "share_released")
+            .collect();
+        assert_eq!(released.len(), 2);
+        for (input, entry) in released.iter().enumerate() {
+            assert_eq!(entry.fields["txid"], derived.txid);
+            assert_eq!(entry.fields["input"], input.to_string());
+            assert_eq!(entry.fields["amount"], "70000");
+            assert_eq!(entry.fields["destination"], PAYEE);
+            assert_eq!(entry.fields["fee"], "1000");
+        }
+        // The cap is 100,000 a request: a second request paying 40,000
+        // passes (the first counted once, not per input, and per-request
+        // caps look at one request).
+        let second = cluster.psbt_request(psbt(
+            &cluster,
+            1,
+            &[(script(PAYEE_2), 40_000), (own.script(), 19_500)],
+        ));
+        let bundle = cluster.approve(&second);
+        let derived = ringi_psbt::derive(second.psbt.as_ref().unwrap(), &own, false).unwrap();
+        sign_message(&cluster, &bundle, &derived.sighashes[0]).unwrap();
+    }
+
+    #[test]
+    fn a_signing_package_over_another_transaction_is_refused() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        let approved = psbt(
+            &cluster,
+            1,
+            &[(script(PAYEE), 10_000), (own.script(), 49_000)],
+        );
+        let bundle = cluster.approve(&cluster.psbt_request(approved));
+        // The coordinator signs a sweep of the same coin to itself instead.
+        let other = psbt(&cluster, 1, &[(script(PAYEE), 59_000)]);
+        let other_sighash = ringi_psbt::derive(&other, &own, false).unwrap().sighashes[0];
+        let err = refusal(sign_message(&cluster, &bundle, &other_sighash));
+        assert_eq!(err, AuthorizationError::MessageMismatch);
+        assert_eq!(
+            tonic::Status::from(SignError::from(err)).code(),
+            tonic::Code::PermissionDenied
+        );
+    }
+
+    #[test]
+    fn payments_over_the_cap_are_refused_whatever_is_declared() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        // 2 x 60,000 in, 110,000 to an allowlisted payee: above 100,000.
+        let spend = psbt(
+            &cluster,
+            2,
+            &[(script(PAYEE), 110_000), (own.script(), 9_000)],
+        );
+        let request = cluster.psbt_request(spend.clone());
+        let bundle = cluster.approve(&request);
+        let derived = ringi_psbt::derive(&spend, &own, false).unwrap();
+        let err = refusal(sign_message(&cluster, &bundle, &derived.sighashes[0]));
+        assert_eq!(
+            err,
+            AuthorizationError::CapExceeded(CapExceeded::PerRequest {
+                amount: 110_000,
+                cap: 100_000
+            })
+        );
+    }
+
+    #[test]
+    fn one_payment_off_the_allowlist_refuses_the_request_at_round_1() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        // Another key's P2TR address.
+        let stranger = Cluster::taproot().own_key().address();
+        let stranger = stranger.as_str();
+        let psbt = psbt(
+            &cluster,
+            1,
+            &[
+                (script(PAYEE), 10_000),
+                (script(stranger), 10_000),
+                (own.script(), 39_000),
+            ],
+        );
+        let bundle = cluster.approve(&cluster.psbt_request(psbt));
+        let err = refusal(cluster.package_for(&[0], &bundle, &[0; 32]));
+        assert_eq!(
+            err,
+            AuthorizationError::Violation(Violation::DestinationNotAllowed(stranger.into()))
+        );
+    }
+
+    #[test]
+    fn an_input_that_is_not_the_keys_is_invalid_argument() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        let mut psbt = unsigned(
+            &own,
+            &[Coin::synthetic(1, 0, 60_000)],
+            &[(script(PAYEE), 10_000)],
+        );
+        psbt.inputs[0].witness_utxo.as_mut().unwrap().script_pubkey = script(PAYEE_2);
+        psbt.inputs[0].tap_internal_key = None;
+        let bundle = cluster.approve(&cluster.psbt_request(psbt.serialize()));
+        let err = refusal(cluster.package_for(&[0], &bundle, &[0; 32]));
+        assert!(
+            matches!(
+                &err,
+                AuthorizationError::Violation(Violation::Psbt(PsbtError::ForeignInput {
+                    input: 0,
+                    ..
+                }))
+            ),
+            "{err:?}"
+        );
+        let status = tonic::Status::from(SignError::from(err));
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert!(status.message().contains("input 0"), "{status:?}");
+    }
+
+    #[test]
+    fn an_excessive_fee_is_refused() {
+        let cluster = Cluster::taproot();
+        let own = cluster.own_key();
+        // 60,000 in, 50,000 out: a 10,000 sat fee, over max_sats = 5000.
+        let greedy = psbt(&cluster, 1, &[(script(PAYEE), 50_000)]);
+        let bundle = cluster.approve(&cluster.psbt_request(greedy));
+        let err = refusal(cluster.package_for(&[0], &bundle, &[0; 32]));
+        assert_eq!(
+            err,
+            AuthorizationError::Violation(Violation::FeeTooHigh {
+                fee: 10_000,
+                cap: 5_000
+            })
+        );
+        // A one-input, one-output key-path spend is 111 vB: 4,900 sat is
+        // under max_sats but 45 sat/vB, under the 50 sat/vB cap; passes.
+        let ok = psbt(&cluster, 1, &[(script(PAYEE), 55_100)]);
+        assert_eq!(ringi_psbt::derive(&ok, &own, false).unwrap().vsize, 111);
+        let bundle = cluster.approve(&cluster.psbt_request(ok));
+        assert!(cluster.package_for(&[0], &bundle, &[0; 32]).is_ok());
+        // Paying a P2WPKH output, the spend is 99 vB: 5,000 sat is within
+        // max_sats, but 50.5 sat/vB is over the 50 sat/vB cap.
+        let dear = psbt(&cluster, 1, &[(script(PAYEE_2), 55_000)]);
+        assert_eq!(ringi_psbt::derive(&dear, &own, false).unwrap().vsize, 99);
+        let bundle = cluster.approve(&cluster.psbt_request(dear));
+        let err = refusal(cluster.package_for(&[0], &bundle, &[0; 32]));
+        assert_eq!(
+            err,
+            AuthorizationError::Violation(Violation::FeeRateTooHigh {
+                rate: 51,
+                vsize: 99,
+                cap: 50
+            })
+        );
+    }
+
+    #[test]
+    fn a_raw_message_on_a_taproot_key_is_blind_and_refused_without_a_blind_quorum() {
+        let cluster = Cluster::taproot();
+        let (_, bundle) = cluster.approved(b"opaque bytes", 0);
+        let err = refusal(cluster.package_for(&[0], &bundle, b"opaque bytes"));
+        assert_eq!(
+            err,
+            AuthorizationError::Violation(Violation::BlindSigningNotAllowed(k()))
+        );
+    }
+
+    #[test]
+    fn a_psbt_for_a_frost_secp256k1_key_is_invalid_argument() {
+        let frost = Cluster::new();
+        let taproot = Cluster::taproot();
+        let psbt = psbt(&taproot, 1, &[(script(PAYEE), 10_000)]);
+        let mut request = frost.request(&k(), b"", 0);
+        request.metadata = Default::default();
+        request.psbt = Some(psbt);
+        let bundle = frost.approve(&request);
+        let err = refusal(frost.package_for(&[0], &bundle, &[0; 32]));
+        assert_eq!(
+            err,
+            AuthorizationError::Violation(Violation::NotATaprootKey(k()))
+        );
+    }
+}

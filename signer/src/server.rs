@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use crate::dkg::DkgRuns;
 use crate::dkg_peer::{Attestation, PeerCheck, Peers};
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
-use crate::service::SignerService;
+use crate::service::{SignerService, SuiteService};
 use crate::signing::SigningContext;
 use crate::spending::SpendingLedger;
 use crate::tls_key::TokenTlsKey;
@@ -19,11 +19,51 @@ use crate::vault::{ShareVault, TokenVault};
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 
-/// The ciphersuite of the keys this node serves, chosen here and only here:
-/// RFC 9591 FROST(secp256k1, SHA-256). The vault, nonces, rounds and DKG are
-/// generic over [`ringi_frost::Suite`]; a second suite (BIP-340 Taproot)
-/// would be a second instantiation, dispatched on the key's kind.
-pub type NodeSuite = ringi_frost::Secp256k1;
+/// The ciphersuites of the keys this node serves, one per key kind, chosen
+/// here and only here: RFC 9591 FROST(secp256k1, SHA-256) for
+/// `frost-secp256k1` keys, and FROST-secp256k1-TR (BIP-340, tweaked for the
+/// BIP-341 key path) for `bitcoin-taproot` keys. The vault, nonces, rounds
+/// and DKG are generic over [`ringi_frost::Suite`]; each suite is one
+/// instantiation over the same token, and the service dispatches a call by
+/// the kind of the key it names.
+pub type FrostSuite = ringi_frost::Secp256k1;
+pub type TaprootSuite = ringi_frost::taproot::Secp256k1Tr;
+
+/// One suite's vault and DKG runs over the node's token.
+struct Opened<S: ringi_frost::Suite> {
+    vault: Arc<TokenVault<S>>,
+    dkg: Arc<DkgRuns<S>>,
+}
+
+impl<S: ringi_frost::Suite> Opened<S> {
+    fn open(token: &Arc<Token>) -> anyhow::Result<Self> {
+        let vault: Arc<TokenVault<S>> = Arc::new(TokenVault::open(token.clone())?);
+        let dkg = Arc::new(DkgRuns::<S>::new(vault.clone(), token.clone())?);
+        Ok(Opened { vault, dkg })
+    }
+
+    /// The suite's part of the service, over the node's shared policy,
+    /// ledger and audit log.
+    fn service(
+        &self,
+        policy: &Arc<Policy>,
+        ledger: &Arc<SpendingLedger>,
+        daily_volume_file: &Option<std::path::PathBuf>,
+        audit: &Arc<NodeAudit>,
+    ) -> SuiteService<S> {
+        let vault: Arc<dyn ShareVault<S>> = self.vault.clone();
+        SuiteService::new(
+            SigningContext::new(
+                vault,
+                policy.clone(),
+                ledger.clone(),
+                daily_volume_file.clone(),
+                audit.clone(),
+            ),
+            self.dkg.clone(),
+        )
+    }
+}
 
 /// How often expired round-1 nonces are deleted.
 const NONCE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
@@ -86,25 +126,27 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let tls_chain = tls_files.clone();
     let peers_at_start = dkg_peers.clone();
-    let (vault, dkg, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (frost, taproot, audit, token) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
-        let vault: Arc<TokenVault<NodeSuite>> = Arc::new(TokenVault::open(token.clone())?);
-        let dkg = Arc::new(DkgRuns::<NodeSuite>::new(vault.clone(), token.clone())?);
+        let frost = Opened::<FrostSuite>::open(&token)?;
+        let taproot = Opened::<TaprootSuite>::open(&token)?;
         if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, peers_at_start) {
-            let (check, own) = dkg_peer_check(&token, &dkg.public_key(), chain, ca, peers)?;
+            let (check, own) =
+                dkg_peer_check(&token, &frost.dkg.public_key(), chain, ca, peers)?;
             tracing::info!(name = %own.0, peers = ?check.peers(), "DKG peers must attest their transport keys");
-            dkg.set_peer_check(check, own.1);
+            frost.dkg.set_peer_check(check.clone(), own.1.clone());
+            taproot.dkg.set_peer_check(check, own.1);
         }
         let audit = Arc::new(NodeAudit::open(&audit_path, token.clone())?);
-        Ok((vault, dkg, audit, token))
+        Ok((frost, taproot, audit, token))
     })
     .await??;
     audit.record(
         "node_started",
         &[
             ("policy_sha256", hex::encode(policy.hash())),
-            ("dkg_public_key", hex::encode(dkg.public_key())),
+            ("dkg_public_key", hex::encode(frost.dkg.public_key())),
             ("audit_key", audit.public_key().to_string()),
         ],
     )?;
@@ -120,36 +162,30 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
             }
         }
     });
-    let shares = vault.shares();
     tracing::info!(
-        key_shares = shares.len(),
-        dkg_public_key = %hex::encode(dkg.public_key()),
+        frost_secp256k1_shares = frost.vault.shares().len(),
+        bitcoin_taproot_shares = taproot.vault.shares().len(),
+        dkg_public_key = %hex::encode(frost.dkg.public_key()),
         "token opened"
     );
     let listener = TcpListener::bind(listen).await?;
     // Unused nonces are deleted when they expire, not only when the store fills.
-    let sweeper = vault.clone();
+    let sweepers = (frost.vault.clone(), taproot.vault.clone());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(NONCE_SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            let swept = sweeper.sweep_expired_nonces();
+            let swept = sweepers.0.sweep_expired_nonces() + sweepers.1.sweep_expired_nonces();
             if swept > 0 {
                 tracing::info!(swept, "expired round-1 nonces deleted");
             }
         }
     });
-    let vault: Arc<dyn ShareVault<NodeSuite>> = vault;
-    let dkg_for_reload = dkg.clone();
+    let dkg_for_reload = (frost.dkg.clone(), taproot.dkg.clone());
+    let policy = Arc::new(policy);
     let service = SignerService::new(
-        SigningContext::new(
-            vault,
-            Arc::new(policy),
-            ledger,
-            daily_volume_file,
-            audit.clone(),
-        ),
-        dkg,
+        frost.service(&policy, &ledger, &daily_volume_file, &audit),
+        taproot.service(&policy, &ledger, &daily_volume_file, &audit),
     );
     let (health, reflection) =
         ringi_net::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
@@ -249,7 +285,9 @@ struct Reload {
     config: Reloadable<rustls::ServerConfig>,
     key: Arc<TokenTlsKey>,
     token: Arc<Token>,
-    dkg: Arc<DkgRuns<NodeSuite>>,
+    /// Both suites' DKG runs: they share the node's transport key and
+    /// attestation.
+    dkg: (Arc<DkgRuns<FrostSuite>>, Arc<DkgRuns<TaprootSuite>>),
     cert: std::path::PathBuf,
     ca: std::path::PathBuf,
     peers: Peers,
@@ -264,12 +302,13 @@ impl Reload {
         let server = ringi_net::tls::server_config(chain.clone(), self.key.clone(), &ca)?;
         let (check, (name, own)) = dkg_peer_check(
             &self.token,
-            &self.dkg.public_key(),
+            &self.dkg.0.public_key(),
             &chain,
             &ca,
             self.peers.clone(),
         )?;
-        self.dkg.set_peer_check(check, own);
+        self.dkg.0.set_peer_check(check.clone(), own.clone());
+        self.dkg.1.set_peer_check(check, own);
         self.config.replace(Arc::new(server));
         Ok(name)
     }

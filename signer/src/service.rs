@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use ringi_frost::Suite;
+use ringi_frost::taproot::Secp256k1Tr;
+use ringi_frost::{KeyKind, Secp256k1, Suite};
 use ringi_policy::clock::now;
 use ringi_policy::key_id::KeyId;
 use ringi_proto::bundle::bundle_from_pb;
@@ -24,22 +25,62 @@ use crate::node_audit::{AuditSink, audited};
 use crate::signing::SigningContext;
 use crate::{round1, round2};
 
-pub struct SignerService<S: Suite> {
+/// One key kind's part of the node: the signing rounds' context and the
+/// DKG runs of that kind's ciphersuite, over the node's one token.
+pub struct SuiteService<S: Suite> {
     /// What the signing rounds depend on (vault, policy, ledger, audit...).
-    signing: Arc<SigningContext<S>>,
-    dkg: Arc<DkgRuns<S>>,
+    pub signing: Arc<SigningContext<S>>,
+    pub dkg: Arc<DkgRuns<S>>,
 }
 
-impl<S: Suite> SignerService<S> {
+impl<S: Suite> SuiteService<S> {
     pub fn new(signing: SigningContext<S>, dkg: Arc<DkgRuns<S>>) -> Self {
-        SignerService {
+        SuiteService {
             signing: Arc::new(signing),
             dkg,
         }
     }
 
+    fn holds(&self, key_id: &str) -> bool {
+        self.signing.vault.contains(key_id)
+    }
+}
+
+/// The node's gRPC service: both key kinds, dispatched by the kind of the
+/// key a call names (a key id names one key of one kind on a node), or for
+/// a new DKG run by the kind it asks for.
+pub struct SignerService {
+    frost: SuiteService<Secp256k1>,
+    taproot: SuiteService<Secp256k1Tr>,
+}
+
+impl SignerService {
+    pub fn new(frost: SuiteService<Secp256k1>, taproot: SuiteService<Secp256k1Tr>) -> Self {
+        SignerService { frost, taproot }
+    }
+
     fn audit(&self) -> &Arc<dyn AuditSink> {
-        &self.signing.audit
+        &self.frost.signing.audit
+    }
+
+    /// The kind of the stored key `key_id`, if this node holds it.
+    fn kind_of(&self, key_id: &str) -> Option<KeyKind> {
+        if self.taproot.holds(key_id) {
+            Some(KeyKind::BitcoinTaproot)
+        } else if self.frost.holds(key_id) {
+            Some(KeyKind::FrostSecp256k1)
+        } else {
+            None
+        }
+    }
+
+    /// The kind of the DKG run in progress for `key_id`: a run is kept by
+    /// the suite its round 1 asked for.
+    fn run_kind(&self, key_id: &str) -> KeyKind {
+        match KeyId::parse(key_id) {
+            Ok(k) if self.taproot.dkg.has_run(&k) => KeyKind::BitcoinTaproot,
+            _ => KeyKind::FrostSecp256k1,
+        }
     }
 }
 
@@ -138,30 +179,124 @@ fn participants(participants: Vec<pb::DkgParticipant>) -> Vec<Participant> {
         .collect()
 }
 
+/// The key's kind a DKG round 1 asks for ("" is frost-secp256k1).
+fn requested_kind(kind: &str) -> Result<KeyKind, Status> {
+    if kind.is_empty() {
+        return Ok(KeyKind::FrostSecp256k1);
+    }
+    KeyKind::parse(kind).map_err(|e| Status::invalid_argument(format!("kind: {e}")))
+}
+
+async fn dkg_round1<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    dkg: Arc<DkgRuns<S>>,
+    req: pb::DkgRound1Request,
+) -> Result<Vec<u8>, Status> {
+    blocking(audit, "DkgRound1", req.key_id.clone(), move || {
+        Ok(dkg.round1(Round1Request {
+            key_id: key_id(&req.key_id)?,
+            session_id: req.session_id,
+            me: req.identifier,
+            min_signers: req.min_signers,
+            participants: participants(req.participants),
+        })?)
+    })
+    .await
+}
+
+async fn dkg_round2<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    dkg: Arc<DkgRuns<S>>,
+    req: pb::DkgRound2Request,
+) -> Result<std::collections::BTreeMap<u32, Vec<u8>>, Status> {
+    blocking(audit, "DkgRound2", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        Ok(dkg.round2(&key_id, &req.session_id, &req.round1_packages)?)
+    })
+    .await
+}
+
+async fn dkg_finish<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    dkg: Arc<DkgRuns<S>>,
+    req: pb::DkgFinishRequest,
+) -> Result<(Vec<u8>, Vec<u8>), Status> {
+    blocking(audit, "DkgFinish", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let public = dkg.finish(&key_id, &req.session_id, &req.sealed_round2_packages)?;
+        let encode_err = |e: frost_core::Error<S>| EdgeError::Encode {
+            what: "public key package",
+            reason: e.to_string(),
+        };
+        let group = public.verifying_key().serialize().map_err(encode_err)?;
+        Ok((public.serialize().map_err(encode_err)?, group))
+    })
+    .await
+}
+
+async fn dkg_commit<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    dkg: Arc<DkgRuns<S>>,
+    req: pb::DkgCommitRequest,
+) -> Result<crate::vault::ShareInfo, Status> {
+    let sink = audit.clone();
+    blocking(audit, "DkgCommit", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let info = dkg.commit(&key_id, &req.session_id, &req.group_public_key)?;
+        audited(
+            sink.as_ref(),
+            "dkg_share_stored",
+            &[
+                ("key_id", info.key_id.clone()),
+                ("kind", S::KIND.as_str().to_string()),
+                ("identifier", info.identifier.to_string()),
+                ("group_public_key", hex::encode(info.group_key)),
+            ],
+        )?;
+        Ok(info)
+    })
+    .await
+}
+
 #[tonic::async_trait]
-impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
+impl pb::signer_server::Signer for SignerService {
     async fn get_node_info(
         &self,
         _request: Request<pb::GetNodeInfoRequest>,
     ) -> Result<Response<pb::GetNodeInfoResponse>, Status> {
-        let key_shares = self
+        let info = |kind: KeyKind| {
+            move |s: crate::vault::ShareInfo| pb::KeyShareInfo {
+                key_id: s.key_id,
+                identifier: u32::from(s.identifier),
+                group_public_key: s.group_key.to_vec(),
+                kind: kind.as_str().to_string(),
+            }
+        };
+        let mut key_shares: Vec<pb::KeyShareInfo> = self
+            .frost
             .signing
             .vault
             .shares()
             .into_iter()
-            .map(|s| pb::KeyShareInfo {
-                key_id: s.key_id,
-                identifier: u32::from(s.identifier),
-                group_public_key: s.group_key.to_vec(),
-            })
+            .map(info(KeyKind::FrostSecp256k1))
+            .chain(
+                self.taproot
+                    .signing
+                    .vault
+                    .shares()
+                    .into_iter()
+                    .map(info(KeyKind::BitcoinTaproot)),
+            )
             .collect();
+        key_shares.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         let (dkg_key_certificate, dkg_key_signature) = self
+            .frost
             .dkg
             .attestation()
             .map(|a| (a.certificate, a.signature))
             .unwrap_or_default();
         Ok(Response::new(pb::GetNodeInfoResponse {
-            dkg_public_key: self.dkg.public_key(),
+            dkg_public_key: self.frost.dkg.public_key(),
             key_shares,
             dkg_key_certificate,
             dkg_key_signature,
@@ -174,18 +309,29 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
     ) -> Result<Response<pb::DkgRound1Response>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let dkg = self.dkg.clone();
-        let round1_package = blocking(self.audit(), "DkgRound1", key_id_text.clone(), move || {
-            Ok(dkg.round1(Round1Request {
-                key_id: key_id(&req.key_id)?,
-                session_id: req.session_id,
-                me: req.identifier,
-                min_signers: req.min_signers,
-                participants: participants(req.participants),
-            })?)
-        })
-        .await?;
-        tracing::info!(key_id = %key_id_text, "DKG round 1 done");
+        let kind = requested_kind(&req.kind)?;
+        // A key id names one key of one kind: refused when it exists with
+        // any kind; a new round 1 abandons a run of the other kind.
+        if let Some(existing) = self.kind_of(&req.key_id) {
+            let status = Status::already_exists(format!(
+                "a key share for key id {:?} exists on this node already ({existing})",
+                req.key_id
+            ));
+            return Err(status);
+        }
+        if let Ok(k) = KeyId::parse(&req.key_id) {
+            match kind {
+                KeyKind::FrostSecp256k1 => self.taproot.dkg.forget(&k),
+                KeyKind::BitcoinTaproot => self.frost.dkg.forget(&k),
+            }
+        }
+        let round1_package = match kind {
+            KeyKind::FrostSecp256k1 => dkg_round1(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::BitcoinTaproot => {
+                dkg_round1(self.audit(), self.taproot.dkg.clone(), req).await
+            }
+        }?;
+        tracing::info!(key_id = %key_id_text, kind = %kind, "DKG round 1 done");
         Ok(Response::new(pb::DkgRound1Response { round1_package }))
     }
 
@@ -195,13 +341,12 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
     ) -> Result<Response<pb::DkgRound2Response>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let dkg = self.dkg.clone();
-        let sealed_round2_packages =
-            blocking(self.audit(), "DkgRound2", key_id_text.clone(), move || {
-                let key_id = key_id(&req.key_id)?;
-                Ok(dkg.round2(&key_id, &req.session_id, &req.round1_packages)?)
-            })
-            .await?;
+        let sealed_round2_packages = match self.run_kind(&req.key_id) {
+            KeyKind::FrostSecp256k1 => dkg_round2(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::BitcoinTaproot => {
+                dkg_round2(self.audit(), self.taproot.dkg.clone(), req).await
+            }
+        }?;
         tracing::info!(key_id = %key_id_text, "DKG round 2 done");
         Ok(Response::new(pb::DkgRound2Response {
             sealed_round2_packages,
@@ -214,19 +359,12 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
     ) -> Result<Response<pb::DkgFinishResponse>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let dkg = self.dkg.clone();
-        let (public_key_package, group_public_key) =
-            blocking(self.audit(), "DkgFinish", key_id_text.clone(), move || {
-                let key_id = key_id(&req.key_id)?;
-                let public = dkg.finish(&key_id, &req.session_id, &req.sealed_round2_packages)?;
-                let encode_err = |e: frost_core::Error<S>| EdgeError::Encode {
-                    what: "public key package",
-                    reason: e.to_string(),
-                };
-                let group = public.verifying_key().serialize().map_err(encode_err)?;
-                Ok((public.serialize().map_err(encode_err)?, group))
-            })
-            .await?;
+        let (public_key_package, group_public_key) = match self.run_kind(&req.key_id) {
+            KeyKind::FrostSecp256k1 => dkg_finish(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::BitcoinTaproot => {
+                dkg_finish(self.audit(), self.taproot.dkg.clone(), req).await
+            }
+        }?;
         tracing::info!(key_id = %key_id_text, group_key = %hex::encode(&group_public_key), "DKG finished; share waits for commit");
         Ok(Response::new(pb::DkgFinishResponse {
             public_key_package,
@@ -240,23 +378,12 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
     ) -> Result<Response<pb::DkgCommitResponse>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let dkg = self.dkg.clone();
-        let audit = self.audit().clone();
-        let info = blocking(self.audit(), "DkgCommit", key_id_text.clone(), move || {
-            let key_id = key_id(&req.key_id)?;
-            let info = dkg.commit(&key_id, &req.session_id, &req.group_public_key)?;
-            audited(
-                audit.as_ref(),
-                "dkg_share_stored",
-                &[
-                    ("key_id", info.key_id.clone()),
-                    ("identifier", info.identifier.to_string()),
-                    ("group_public_key", hex::encode(info.group_key)),
-                ],
-            )?;
-            Ok(info)
-        })
-        .await?;
+        let info = match self.run_kind(&req.key_id) {
+            KeyKind::FrostSecp256k1 => dkg_commit(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::BitcoinTaproot => {
+                dkg_commit(self.audit(), self.taproot.dkg.clone(), req).await
+            }
+        }?;
         tracing::info!(key_id = %key_id_text, identifier = info.identifier, "key share sealed in the token");
         Ok(Response::new(pb::DkgCommitResponse {}))
     }
@@ -268,7 +395,8 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
         let req = request.into_inner();
         // A key id that does not parse names no run: nothing to abort.
         if let Ok(key_id) = KeyId::parse(&req.key_id) {
-            self.dkg.abort(&key_id, &req.session_id);
+            self.frost.dkg.abort(&key_id, &req.session_id);
+            self.taproot.dkg.abort(&key_id, &req.session_id);
         }
         tracing::info!(key_id = %req.key_id, "DKG run aborted by the coordinator");
         Ok(Response::new(pb::DkgAbortResponse {}))
@@ -278,18 +406,26 @@ impl<S: Suite> pb::signer_server::Signer for SignerService<S> {
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        commit(self.signing.clone(), request.into_inner())
-            .await
-            .map(Response::new)
+        let req = request.into_inner();
+        match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => commit(self.taproot.signing.clone(), req).await,
+            // Unknown keys too: round 1 checks the approvals first, then
+            // the vault answers NOT_FOUND, as it always has.
+            _ => commit(self.frost.signing.clone(), req).await,
+        }
+        .map(Response::new)
     }
 
     async fn sign(
         &self,
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
-        sign(self.signing.clone(), request.into_inner())
-            .await
-            .map(Response::new)
+        let req = request.into_inner();
+        match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => sign(self.taproot.signing.clone(), req).await,
+            _ => sign(self.frost.signing.clone(), req).await,
+        }
+        .map(Response::new)
     }
 }
 

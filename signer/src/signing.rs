@@ -127,7 +127,8 @@ pub(crate) mod testkit {
     use frost_core::SigningPackage;
     use frost_core::keys::PublicKeyPackage;
     use frost_core::round1::SigningCommitments;
-    use ringi_frost::Secp256k1;
+    use ringi_frost::taproot::Secp256k1Tr;
+    use ringi_frost::{Secp256k1, Suite};
     use ringi_policy::key_id::KeyId;
     use ringi_policy::request::SigningRequest;
     use ringi_policy::statement::{Approval, Decision};
@@ -159,18 +160,39 @@ approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
 "#;
 
-    pub struct Node {
+    /// Key `k` as a bitcoin-taproot key on regtest: at most 100,000 sat a
+    /// request, fees at most 5,000 sat and 50 sat/vB, payments only to
+    /// [`PAYEE`] and [`PAYEE_2`].
+    pub const TAPROOT_KEYS: &str = r#"[keys.k]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+network = "regtest"
+fees = { max_sats = 5000, max_sat_per_vbyte = 50 }
+
+[keys.k.limits]
+max_amount_per_request = 100000
+
+[keys.k.destinations]
+allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"]
+"#;
+
+    /// Allowlisted payees of [`TAPROOT_KEYS`] (a P2TR and a P2WPKH address).
+    pub const PAYEE: &str = "bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6";
+    pub const PAYEE_2: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+    pub struct Node<S: Suite = Secp256k1> {
         pub ctx: SigningContext<S>,
         pub vault: Arc<MemoryVault<S>>,
         pub audit: Arc<MemoryAudit>,
         _dir: tempfile::TempDir,
     }
 
-    pub struct Cluster {
+    pub struct Cluster<S: Suite = Secp256k1> {
         /// The time requests and approvals are made relative to.
         pub now: u64,
         pub approvers: Approvers,
-        pub nodes: Vec<Node>,
+        pub nodes: Vec<Node<S>>,
         pub public: PublicKeyPackage<S>,
     }
 
@@ -181,20 +203,48 @@ require = { treasury = 1, compliance = 1 }
     impl Cluster {
         /// At [`NOW`].
         pub fn new() -> Self {
-            Self::build(NOW, None)
+            Self::build(NOW, None, KEYS)
         }
 
         /// At the wall clock's now (for calls that read it).
         pub fn now() -> Self {
-            Self::build(ringi_policy::clock::now(), None)
+            Self::build(ringi_policy::clock::now(), None, KEYS)
         }
 
         pub fn with_volume_file(file: Option<std::path::PathBuf>) -> Self {
-            Self::build(NOW, file)
+            Self::build(NOW, file, KEYS)
+        }
+    }
+
+    impl Cluster<Secp256k1Tr> {
+        /// Key `k` as a bitcoin-taproot key under [`TAPROOT_KEYS`], at [`NOW`].
+        pub fn taproot() -> Self {
+            Self::build(NOW, None, TAPROOT_KEYS)
         }
 
-        fn build(now: u64, file: Option<std::path::PathBuf>) -> Self {
-            let approvers = Approvers::new(KEYS).unwrap();
+        /// The key's Taproot keys, on regtest.
+        pub fn own_key(&self) -> ringi_psbt::OwnKey {
+            let group = self.public.verifying_key().serialize().unwrap();
+            let (internal_key, output_key) = ringi_frost::taproot::keys_of_group(&group).unwrap();
+            ringi_psbt::OwnKey {
+                internal_key,
+                output_key,
+                network: ringi_psbt::Network::Regtest,
+            }
+        }
+
+        /// A PSBT request for key `k`, made a minute ago, valid an hour.
+        pub fn psbt_request(&self, psbt: Vec<u8>) -> SigningRequest {
+            let mut request = self.request(&k(), b"", 0);
+            request.metadata = ringi_policy::request::Metadata::default();
+            request.psbt = Some(psbt);
+            request
+        }
+    }
+
+    impl<S: Suite> Cluster<S> {
+        fn build(now: u64, file: Option<std::path::PathBuf>, keys: &str) -> Self {
+            let approvers = Approvers::new(keys).unwrap();
             let policy = Arc::new(approvers.policy.clone());
             let (vaults, public) = MemoryVault::<S>::dealer(&k(), 2, 3).unwrap();
             let nodes = vaults
@@ -278,18 +328,27 @@ require = { treasury = 1, compliance = 1 }
             bundle: &PresentedBundle,
             message: &[u8],
         ) -> SigningPackage<S> {
+            self.package_for(indexes, bundle, message).unwrap()
+        }
+
+        /// Round 1 on the nodes at `indexes`, or the first refusal.
+        pub fn package_for(
+            &self,
+            indexes: &[usize],
+            bundle: &PresentedBundle,
+            message: &[u8],
+        ) -> Result<SigningPackage<S>, super::SignError> {
             let commitments: BTreeMap<_, SigningCommitments<S>> = indexes
                 .iter()
                 .map(|i| {
-                    let out =
-                        crate::round1::commit(&self.nodes[*i].ctx, &k(), bundle, self.now).unwrap();
-                    (
+                    let out = crate::round1::commit(&self.nodes[*i].ctx, &k(), bundle, self.now)?;
+                    Ok((
                         ringi_frost::identifier::<S>(out.identifier).unwrap(),
                         out.commitments,
-                    )
+                    ))
                 })
-                .collect();
-            SigningPackage::new(commitments, message)
+                .collect::<Result<_, super::SignError>>()?;
+            Ok(SigningPackage::new(commitments, message))
         }
     }
 }

@@ -14,7 +14,7 @@
 //! Everything here is generic over the ciphersuite `S` ([`ringi_frost::Suite`]):
 //! round 2 signs through [`Suite::sign`], so a suite that signs differently
 //! (BIP-340 Taproot) is one more instantiation, not a copy of this code. The
-//! node picks its suite in one place ([`crate::server::NodeSuite`]). A vault
+//! node picks its suite in one place ([`crate::server::FrostSuite`] and [`crate::server::TaprootSuite`]). A vault
 //! for tests that holds plaintext shares in memory is
 //! `crate::test_doubles::MemoryVault` (feature `test-doubles`).
 
