@@ -178,7 +178,9 @@ pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<
     Ok(())
 }
 
-/// `ringi keys`: lists every key.
+/// `ringi keys`: lists every key, one a line: key id, t-of-n, signers,
+/// group key, kind, and for a bitcoin-taproot key its output key and
+/// address (`-` otherwise, or without a network).
 pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
     let keys = KeyServiceClient::new(channel)
         .list_keys(pb::ListKeysRequest {})
@@ -193,19 +195,22 @@ pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
         Output::Text => {
             for (k, c) in keys.iter().zip(&checked) {
                 let names: Vec<String> = k.signers.iter().map(|s| s.name.clone()).collect();
-                let address = c
-                    .taproot
-                    .as_ref()
+                let taproot = c.taproot.as_ref();
+                let output_key = taproot
+                    .map(|t| hex::encode(t.output_key))
+                    .unwrap_or_else(|| "-".into());
+                let address = taproot
                     .and_then(|t| t.address())
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{}\t{}-of-{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}-of-{}\t{}\t{}\t{}\t{}\t{}",
                     view::printable(&k.key_id),
                     k.threshold,
                     k.signers.len(),
                     view::printable(&names.join(",")),
                     hex::encode(&k.group_public_key),
                     c.kind,
+                    output_key,
                     address
                 );
             }

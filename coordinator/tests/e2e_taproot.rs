@@ -15,6 +15,7 @@ mod support;
 use ringi_frost::taproot::keys_of_group;
 use ringi_proto::coordinator::v1 as pb;
 use ringi_proto::coordinator::v1::key_service_client::KeyServiceClient;
+use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
 use ringi_psbt::bitcoin::base64::Engine as _;
 use ringi_psbt::bitcoin::consensus::encode::deserialize;
 use ringi_psbt::bitcoin::psbt::Psbt;
@@ -233,6 +234,50 @@ async fn a_taproot_spend_is_signed_and_valid_under_consensus() {
     assert_eq!(shown["state"], "SIGNED");
     assert_eq!(shown["signature"].as_str().unwrap().len(), 2 * 64 * 2);
     assert_eq!(shown["signed_transaction"], hex::encode(&signed));
+
+    // Watch (and Get) return the transaction and the signed result.
+    let mut requests =
+        RequestServiceClient::connect(format!("http://{}", cluster.coordinator_address))
+            .await
+            .unwrap();
+    let mut events = requests
+        .watch_signing_request(pb::WatchSigningRequestRequest {
+            request_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = None;
+    while let Some(event) = events.message().await.unwrap() {
+        let view = event.request.unwrap();
+        let tx = view
+            .transaction
+            .as_ref()
+            .expect("every event shows the transaction");
+        assert_eq!(tx.txid, two.unsigned_tx.compute_txid().to_string());
+        assert_eq!(tx.inputs.len(), 2);
+        assert_eq!(tx.total_paid_sats, 70_000);
+        assert_eq!(tx.fee_sats, 1_000);
+        assert!(!view.blind);
+        last = Some(view);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state, "SIGNED");
+    assert_eq!(last.signed_transaction, signed);
+    assert_eq!(
+        Psbt::deserialize(&last.signed_psbt)
+            .unwrap()
+            .extract_tx_unchecked_fee_rate(),
+        deserialize::<Transaction>(&signed).unwrap()
+    );
+    assert_eq!(last.signature.len(), 128);
+    let got = requests
+        .get_signing_request(pb::GetSigningRequestRequest { request_id: id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.signed_transaction, signed);
+    assert_eq!(got.transaction, last.transaction);
 }
 
 #[test]
