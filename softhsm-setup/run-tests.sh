@@ -12,8 +12,9 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 "$here/install-deps.sh"
-# The Python example client's test needs grpcio: a virtualenv under target/.
-if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools' 2>/dev/null; then
+# The Python example client's test needs grpcio, its PSBT builder embit: a
+# virtualenv under target/.
+if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools, embit' 2>/dev/null; then
   python3 -m venv target/python
   target/python/bin/pip install --quiet -r examples/python/requirements.txt
 fi
@@ -38,8 +39,17 @@ status=${PIPESTATUS[0]}
 cargo test -p ringi-fuzz 2>&1 | tee -a "$log"
 fuzz_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$fuzz_status
+# The Python example's unit tests (its PSBT builder; no cluster needed).
+(cd examples/python && "$RINGI_PYTHON" -m unittest discover -v -p 'test_*.py') 2>&1 | tee -a "$log"
+py_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$py_status
 set -e
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+awk '/^test result:/ { passed += $4; failed += $6 }
+     /^Ran [0-9]+ tests? in/ { py_ran = $2 }
+     /^FAILED \(/ { n = split($0, parts, /[=,)]/)
+                    for (i = 2; i <= n; i += 2) if (parts[i - 1] ~ /(failures|errors)$/) py_failed += parts[i] }
+     END { passed += py_ran - py_failed; failed += py_failed
+           printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
 [ "$status" = 0 ] || exit "$status"
 
 "$here/docker/test-e2e.sh"

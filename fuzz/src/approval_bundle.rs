@@ -22,6 +22,7 @@ use prost::Message;
 use ringi_policy::evaluate::{Outcome, evaluate};
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::Approval;
+use ringi_policy::subject::KeyFacts;
 use ringi_proto::approval::v1 as pb;
 use ringi_proto::bundle::BundleError;
 
@@ -127,7 +128,7 @@ pub fn run(data: &[u8]) -> Reached {
     match evaluate(
         &POLICY,
         &request,
-        &ringi_policy::subject::KeyFacts::FrostSecp256k1,
+        &KeyFacts::FrostSecp256k1,
         &approvals,
         prepared.now,
     ) {
@@ -161,7 +162,7 @@ pub fn request(amount: u128, destination: &str) -> pb::SigningRequest {
         created_at: 1_800_000_000,
         expires_at: 1_800_003_600,
         policy_hash: vec![0; 32],
-        psbt: Vec::new(),
+        psbt: vec![],
     }
 }
 

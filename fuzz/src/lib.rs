@@ -24,6 +24,7 @@ pub mod dkg_peer;
 pub mod dkg_round;
 pub mod harness_keys;
 pub mod policy_toml;
+pub mod psbt_derive;
 pub mod request_view;
 pub mod sealed_share;
 pub mod signer_responses;
@@ -99,6 +100,11 @@ pub fn targets() -> Vec<Target> {
             name: "request_view",
             run: |d| request_view::run(d).name(),
             seeds: request_view::seeds,
+        },
+        Target {
+            name: "psbt_derive",
+            run: |d| psbt_derive::run(d).name(),
+            seeds: psbt_derive::seeds,
         },
     ]
 }

@@ -163,7 +163,7 @@ pub fn request(created_at: u64) -> ringi_proto::approval::v1::SigningRequest {
         created_at,
         expires_at: created_at.saturating_add(600),
         policy_hash: vec![0; 32],
-        psbt: Vec::new(),
+        psbt: vec![],
     }
 }
 

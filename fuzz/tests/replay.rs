@@ -167,3 +167,9 @@ fn signer_responses() {
     );
     replay("signer_responses", "Agreed");
 }
+
+#[test]
+fn psbt_derive() {
+    replay("psbt_derive", "Finalized");
+    reaches_all("psbt_derive", &["Finalized", "Refused", "Undecodable"]);
+}

@@ -4,7 +4,9 @@
 //! 1. at most [`crate::MAX_PSBT_BYTES`]; decodes as a version-0 PSBT whose
 //!    global map has no unknown fields (proprietary ones are ignorable by
 //!    definition; unknown ones might change what the PSBT means);
-//! 2. 1..=[`crate::MAX_INPUTS`] inputs and at least one output;
+//! 2. 1..=[`crate::MAX_INPUTS`] inputs, no coin spent twice (no node would
+//!    accept the transaction, and the coin would count twice in the fee
+//!    shown), and at least one output;
 //! 3. every input carries `witness_utxo`, and its script is this key's
 //!    key-path P2TR script `OP_1 <Q>` (so every input is this key's; the
 //!    amounts the sighash commits to are the ones shown); no script-path
@@ -165,6 +167,16 @@ pub fn derive(psbt: &[u8], key: &OwnKey, allow_sighash_all: bool) -> Result<Deri
             max: MAX_INPUTS,
         });
     }
+    let mut spent = std::collections::HashMap::with_capacity(tx.input.len());
+    for (index, txin) in tx.input.iter().enumerate() {
+        if let Some(first) = spent.insert(txin.previous_output, index) {
+            return Err(PsbtError::DuplicateInput {
+                input: index,
+                first,
+                outpoint: txin.previous_output.to_string(),
+            });
+        }
+    }
     let own_script = key.script();
     let mut prevouts: Vec<TxOut> = Vec::with_capacity(tx.input.len());
     let mut inputs = Vec::with_capacity(tx.input.len());
@@ -230,17 +242,7 @@ pub fn derive(psbt: &[u8], key: &OwnKey, allow_sighash_all: bool) -> Result<Deri
             inputs: total_in,
             outputs: total_out,
         })?;
-    let mut cache = SighashCache::new(tx);
-    let mut sighashes = Vec::with_capacity(tx.input.len());
-    for (index, choice) in choices.iter().enumerate() {
-        let sighash = cache
-            .taproot_key_spend_signature_hash(index, &Prevouts::All(&prevouts), choice.tap())
-            .map_err(|e| PsbtError::Sighash {
-                input: index,
-                reason: e.to_string(),
-            })?;
-        sighashes.push(sighash.to_byte_array());
-    }
+    let sighashes = sighashes(tx, &prevouts, &choices)?;
     Ok(Derived {
         txid: tx.compute_txid().to_string(),
         inputs,
@@ -250,6 +252,29 @@ pub fn derive(psbt: &[u8], key: &OwnKey, allow_sighash_all: bool) -> Result<Deri
         vsize: signed_vsize(tx, &choices),
         sighashes,
     })
+}
+
+/// Input i's BIP-341 key-path sighash under `choices[i]`, over every
+/// input's prevout (`prevouts[i]` is input i's).
+fn sighashes(
+    tx: &bitcoin::Transaction,
+    prevouts: &[TxOut],
+    choices: &[SighashChoice],
+) -> Result<Vec<[u8; 32]>, PsbtError> {
+    let mut cache = SighashCache::new(tx);
+    choices
+        .iter()
+        .enumerate()
+        .map(|(index, choice)| {
+            cache
+                .taproot_key_spend_signature_hash(index, &Prevouts::All(prevouts), choice.tap())
+                .map(|sighash| sighash.to_byte_array())
+                .map_err(|e| PsbtError::Sighash {
+                    input: index,
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 fn check_globals(psbt: &Psbt) -> Result<(), PsbtError> {
@@ -343,4 +368,87 @@ fn signed_vsize(tx: &bitcoin::Transaction, choices: &[SighashChoice]) -> u64 {
         txin.witness = Witness::from_slice(&[vec![0u8; len]]);
     }
     signed.vsize() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::consensus::encode::deserialize;
+    use bitcoin::{Amount, ScriptBuf, Transaction, TxOut};
+
+    use super::{SighashChoice, sighashes};
+
+    /// BIP-341's wallet-test-vectors.json, keyPathSpending[0]: the sighashes
+    /// derive computes for SIGHASH_DEFAULT (input 4) and SIGHASH_ALL
+    /// (input 3), the two types it signs under, over the vector's
+    /// transaction and all nine prevouts. (derive itself refuses this
+    /// transaction: its inputs belong to seven keys and one output is a bare
+    /// script; tests/refusals.rs checks that.)
+    #[test]
+    fn sighashes_match_bip341_key_path_vector() {
+        let raw = "02000000097de20cbff686da83a54981d2b9bab3586f4ca7e48f57f5b55963115f3b334e9c010000000000000000d7b7cab57b1393ace2d064f4d4a2cb8af6def61273e127517d44759b6dafdd990000000000fffffffff8e1f583384333689228c5d28eac13366be082dc57441760d957275419a418420000000000fffffffff0689180aa63b30cb162a73c6d2a38b7eeda2a83ece74310fda0843ad604853b0100000000feffffffaa5202bdf6d8ccd2ee0f0202afbbb7461d9264a25e5bfd3c5a52ee1239e0ba6c0000000000feffffff956149bdc66faa968eb2be2d2faa29718acbfe3941215893a2a3446d32acd050000000000000000000e664b9773b88c09c32cb70a2a3e4da0ced63b7ba3b22f848531bbb1d5d5f4c94010000000000000000e9aa6b8e6c9de67619e6a3924ae25696bb7b694bb677a632a74ef7eadfd4eabf0000000000ffffffffa778eb6a263dc090464cd125c466b5a99667720b1c110468831d058aa1b82af10100000000ffffffff0200ca9a3b000000001976a91406afd46bcdfd22ef94ac122aa11f241244a37ecc88ac807840cb0000000020ac9a87f5594be208f8532db38cff670c450ed2fea8fcdefcc9a663f78bab962b0065cd1d";
+        let utxos_spent: [(u64, &str); 9] = [
+            (
+                420000000,
+                "512053a1f6e454df1aa2776a2814a721372d6258050de330b3c6d10ee8f4e0dda343",
+            ),
+            (
+                462000000,
+                "5120147c9c57132f6e7ecddba9800bb0c4449251c92a1e60371ee77557b6620f3ea3",
+            ),
+            (
+                294000000,
+                "76a914751e76e8199196d454941c45d1b3a323f1433bd688ac",
+            ),
+            (
+                504000000,
+                "5120e4d810fd50586274face62b8a807eb9719cef49c04177cc6b76a9a4251d5450e",
+            ),
+            (
+                630000000,
+                "512091b64d5324723a985170e4dc5a0f84c041804f2cd12660fa5dec09fc21783605",
+            ),
+            (378000000, "00147dd65592d0ab2fe0d0257d571abf032cd9db93dc"),
+            (
+                672000000,
+                "512075169f4001aa68f15bbed28b218df1d0a62cbbcf1188c6665110c293c907b831",
+            ),
+            (
+                546000000,
+                "5120712447206d7a5238acc7ff53fbe94a3b64539ad291c7cdbc490b7577e4b17df5",
+            ),
+            (
+                588000000,
+                "512077e30a5522dd9f894c3f8b8bd4c4b2cf82ca7da8a3ea6a239655c39c050ab220",
+            ),
+        ];
+        let tx: Transaction = deserialize(&hex::decode(raw).unwrap()).unwrap();
+        let prevouts: Vec<TxOut> = utxos_spent
+            .iter()
+            .map(|(sats, script)| TxOut {
+                value: Amount::from_sat(*sats),
+                script_pubkey: ScriptBuf::from_bytes(hex::decode(script).unwrap()),
+            })
+            .collect();
+        // Inputs 3 and 4 under the types the vector gives them (hashType 1
+        // and 0); the others' types (NONE, SINGLE, ANYONECANPAY) are ones
+        // derive refuses, so they are computed as DEFAULT here and not
+        // compared.
+        let mut choices = [SighashChoice::Default; 9];
+        choices[3] = SighashChoice::All;
+        let got = sighashes(&tx, &prevouts, &choices).unwrap();
+        assert_eq!(
+            hex::encode(got[3]),
+            "bf013ea93474aa67815b1b6cc441d23b64fa310911d991e713cd34c7f5d46669"
+        );
+        assert_eq!(
+            hex::encode(got[4]),
+            "4f900a0bae3f1446fd48490c2958b5a023228f01661cda3496a11da502a7f7ef"
+        );
+        // A wrong amount anywhere changes every SIGHASH_DEFAULT sighash:
+        // the amounts shown are the amounts signed.
+        let mut lied = prevouts.clone();
+        lied[0].value = Amount::from_sat(420000001);
+        let other = sighashes(&tx, &lied, &choices).unwrap();
+        assert_ne!(other[4], got[4]);
+    }
 }

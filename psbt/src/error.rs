@@ -20,6 +20,12 @@ pub enum PsbtError {
     NoOutputs,
     #[error("the transaction has {count} inputs, more than the {max} one request may sign")]
     TooManyInputs { count: usize, max: usize },
+    #[error("input {input}: spends {outpoint}, which input {first} already spends")]
+    DuplicateInput {
+        input: usize,
+        first: usize,
+        outpoint: String,
+    },
     #[error("input {input}: no witness_utxo (the spent output's amount and script are required)")]
     MissingWitnessUtxo { input: usize },
     #[error("input {input}: spends {script}, not this key's P2TR output {own}")]

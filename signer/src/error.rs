@@ -15,6 +15,7 @@ use crate::dkg::DkgError;
 use crate::dkg_envelope::EnvelopeError;
 use crate::node_audit::AuditUnavailable;
 use crate::nonces::NonceError;
+use crate::releases::ReleaseError;
 use crate::signing::SignError;
 use crate::spending::LedgerError;
 use crate::token::TokenError;
@@ -84,6 +85,9 @@ impl From<SignError> for Status {
             SignError::MalformedSigningPackage(_) => Code::InvalidArgument,
             SignError::LedgerStore(_) => Code::Unavailable,
             SignError::DailyVolume(_) => Code::FailedPrecondition,
+            SignError::Release(ReleaseError::AlreadyReleased { .. }) => Code::FailedPrecondition,
+            SignError::Release(ReleaseError::InProgress { .. }) => Code::Aborted,
+            SignError::Release(ReleaseError::Store(_)) => Code::Unavailable,
         };
         Status::new(code, e.to_string())
     }

@@ -45,6 +45,7 @@ pub mod error;
 pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
+pub mod releases;
 pub mod rng;
 pub mod round1;
 pub mod round2;

@@ -14,6 +14,7 @@ use ringi_policy::subject::Subject;
 
 use crate::authorize::{PresentedBundle, check_message};
 use crate::node_audit::audited;
+use crate::releases::Claim;
 use crate::signing::{SignError, SigningContext};
 
 /// What round 2 hands back to the coordinator.
@@ -39,11 +40,16 @@ pub struct Round2Output<S: Suite> {
 /// 5. the key's caps are checked against this node's ledger and the request
 ///    is recorded as signed, in one transaction (a retried request counts
 ///    once; a crash from here on can only over-count);
-/// 6. the vault finds this node's commitments in the package, takes their
+/// 6. the input is claimed in the node's release log
+///    ([`crate::releases`]): the same signing package again gets the share
+///    released before (audited as `share_resent`); another package for an
+///    input already released is refused;
+/// 7. the vault finds this node's commitments in the package, takes their
 ///    nonces out of memory before anything else can fail (a nonce is used
 ///    at most once), unseals the share and signs with [`Suite::sign`]
-///    ([`crate::vault::ShareVault::sign`]);
-/// 7. a `share_released` audit entry (key id, request id, asset, amount,
+///    ([`crate::vault::ShareVault::sign`]); the share is recorded in the
+///    release log;
+/// 8. a `share_released` audit entry (key id, request id, asset, amount,
 ///    destination, requester) is written; if it cannot be, the share does
 ///    not leave the node.
 pub fn sign<S: Suite>(
@@ -77,8 +83,34 @@ pub fn sign<S: Suite>(
         &limits,
         volume,
     )?;
+    // One share per request input ([`crate::releases`]): the same package
+    // again gets the same share; another package is refused.
+    let claim = match ctx
+        .ledger
+        .releases()
+        .claim(&request_id, input, signing_package)?
+    {
+        Claim::Again(bytes) => {
+            let signature_share = SignatureShare::<S>::deserialize(&bytes)
+                .map_err(|e| crate::releases::ReleaseError::Store(format!("stored share: {e}")))?;
+            audited(
+                ctx.audit.as_ref(),
+                "share_resent",
+                &released_fields(key_id, &approved, input),
+            )?;
+            return Ok(Round2Output {
+                signature_share,
+                request_id,
+            });
+        }
+        Claim::Fresh(claim) => claim,
+    };
     let signature_share = ctx.vault.sign(key_id, &package)?;
-    // Written before the share leaves: no audit entry, no share.
+    // Recorded, then audited, before the share leaves: no record or no
+    // audit entry, no share.
+    ctx.ledger
+        .releases()
+        .record(claim, &signature_share.serialize(), now)?;
     audited(
         ctx.audit.as_ref(),
         "share_released",
@@ -381,12 +413,50 @@ mod tests {
     }
 
     #[test]
-    fn a_nonce_is_used_at_most_once() {
+    fn one_share_per_input_the_same_package_gets_it_again() {
         let cluster = Cluster::new();
         let (_, bundle) = cluster.approved(b"m", 10);
         let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
-        sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap();
-        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        let node = &cluster.nodes[0];
+        let first = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        // The coordinator lost the response and asks again: the same
+        // share, from the release log; no nonce is involved.
+        let again = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        assert_eq!(again.signature_share, first.signature_share);
+        assert_eq!(
+            node.audit.events(),
+            ["commit_issued", "share_released", "share_resent"]
+        );
+        // A second signing of the request (new commitments) is refused:
+        // with n < 2t no second signature can be made.
+        let second = bytes(&cluster.package(&[0, 2], &bundle, b"m"));
+        let err = sign(&node.ctx, &k(), &bundle, &second, NOW).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SignError::Release(crate::releases::ReleaseError::AlreadyReleased { input: 0, .. })
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::FailedPrecondition
+        );
+        // Its nonces were not consumed.
+        assert_eq!(node.vault.nonces_waiting(), 1);
+    }
+
+    #[test]
+    fn a_nonce_is_used_at_most_once() {
+        // Two requests' packages built over the same commitments: the
+        // second finds its nonces gone.
+        let cluster = Cluster::new();
+        let (_, first) = cluster.approved(b"m", 10);
+        let (_, second) = cluster.approved(b"n", 10);
+        let package = cluster.package(&[0, 1], &first, b"m");
+        sign(&cluster.nodes[0].ctx, &k(), &first, &bytes(&package), NOW).unwrap();
+        let reused = frost_core::SigningPackage::new(package.signing_commitments().clone(), b"n");
+        let err = sign(&cluster.nodes[0].ctx, &k(), &second, &bytes(&reused), NOW).unwrap_err();
         assert!(
             matches!(err, SignError::Vault(VaultError::NonceUnavailable)),
             "{err:?}"
@@ -439,15 +509,16 @@ mod tests {
         node.audit.set_failing(true);
         let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
         assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
-        // The nonces were taken before the audit failed: they are gone,
-        // and no share for these commitments can ever leave.
-        node.audit.set_failing(false);
+        // Still no audit, still no share.
         let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
-        assert!(
-            matches!(err, SignError::Vault(VaultError::NonceUnavailable)),
-            "{err:?}"
-        );
+        assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
         assert!(!node.audit.events().contains(&"share_released".to_string()));
+        // Once the audit log works, the share recorded for this package
+        // leaves with its entry; the nonces were used once.
+        node.audit.set_failing(false);
+        sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        assert_eq!(node.audit.events().last().unwrap(), "share_resent");
+        assert_eq!(node.vault.nonces_waiting(), 0);
     }
 
     #[test]

@@ -544,7 +544,8 @@ mod tests {
 
         // No audit entry, no share: the refusal is UNAVAILABLE (and its own
         // audit entry cannot be written either).
-        let package = cluster.package(&[0, 1], &bundle, b"m");
+        let (_, bundle) = cluster.approved(b"m2", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"m2");
         node.audit.set_failing(true);
         let status = sign(
             Arc::new(node.ctx.clone()),

@@ -105,6 +105,11 @@ pub enum SignError {
     /// The daily-volume file that percentage caps refer to is unreadable.
     #[error(transparent)]
     DailyVolume(#[from] VolumeError),
+    /// This node released a share for the input already, under another
+    /// signing package (or is signing it right now), or its release log
+    /// failed.
+    #[error(transparent)]
+    Release(#[from] crate::releases::ReleaseError),
 }
 
 impl From<LedgerError> for SignError {

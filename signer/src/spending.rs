@@ -17,6 +17,8 @@ use std::sync::Mutex;
 use ringi_policy::limits::{CapExceeded, Limits, Usage, check};
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::releases::ReleaseLog;
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("spending cap: {0}")]
@@ -33,6 +35,9 @@ impl From<rusqlite::Error> for LedgerError {
 
 pub struct SpendingLedger {
     conn: Mutex<Connection>,
+    /// The shares released per request input, in the same database file
+    /// ([`crate::releases`]).
+    releases: ReleaseLog,
 }
 
 impl SpendingLedger {
@@ -55,7 +60,13 @@ impl SpendingLedger {
         )?;
         Ok(SpendingLedger {
             conn: Mutex::new(conn),
+            releases: ReleaseLog::open(path).map_err(|e| LedgerError::Store(e.to_string()))?,
         })
+    }
+
+    /// The node's record of released signature shares.
+    pub fn releases(&self) -> &ReleaseLog {
+        &self.releases
     }
 
     /// Checks `limits` for a request of `amount` and records it, atomically.
