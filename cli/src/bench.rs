@@ -21,7 +21,6 @@ use rand::rngs::OsRng;
 use ringi_frost::Suite;
 
 use ringi::config::Config;
-use ringi::signing;
 
 /// Summary of a series of timings.
 #[derive(Debug, Clone, Copy)]
@@ -137,6 +136,7 @@ pub struct BenchApprover {
 /// A request for `message`, approved by every bench approver.
 fn approved_bundle(
     policy: &ringi_policy::policy::Policy,
+    key: &ringi_policy::subject::KeyFacts,
     key_id: &str,
     message: &[u8],
     approvers: &[BenchApprover],
@@ -157,6 +157,7 @@ fn approved_bundle(
             destination: "bench".into(),
             memo: String::new(),
         },
+        psbt: None,
         requester: "ringi-bench".into(),
         created_at: now,
         expires_at: now + rules.request_ttl_secs,
@@ -182,6 +183,7 @@ fn approved_bundle(
     }
     Ok(ringi::approved::ApprovedRequest::evaluate(
         policy,
+        key,
         request,
         approvals,
         Vec::new(),
@@ -204,8 +206,9 @@ pub async fn run(
     let key = coordinator
         .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
         .await?;
-    let t = key.record.threshold;
-    let n = key.record.signers.len() as u16;
+    let t = key.record().threshold;
+    let n = key.record().signers.len() as u16;
+    let facts = key.facts();
     let warmup = iterations.min(20);
 
     let floor_summary = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
@@ -215,9 +218,9 @@ pub async fn run(
     let mut stack = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let msg = message();
-        let approved = approved_bundle(&policy, key_id, &msg, approvers)?;
+        let approved = approved_bundle(&policy, &facts, key_id, &msg, approvers)?;
         let start = Instant::now();
-        signing::sign(&coordinator.registry, &key, &approved).await?;
+        key.sign(&coordinator.registry, &approved).await?;
         if i >= warmup {
             stack.push(start.elapsed());
         }
@@ -227,7 +230,7 @@ pub async fn run(
     // handshake with the signer's key in its token, when TLS is on) plus its
     // first call, and a call on a reused connection.
     let signer = key
-        .record
+        .record()
         .signers
         .first()
         .and_then(|(name, _)| coordinator.registry.get(name))

@@ -1,7 +1,10 @@
 //! `ringi approve` / `ringi reject`: the approver signs a statement about
 //! exactly the request the coordinator shows, after checking that view
-//! (see [`crate::view`]: it is the request asked for, by its id) and the
-//! approval validity the coordinator proposes.
+//! (see [`crate::view`]: it is the request asked for, by its id; checked
+//! against its key, a PSBT request's transaction derived here) and the
+//! approval validity the coordinator proposes. What the request does — the
+//! transaction's payments, change, fee and inputs, or BLIND — is shown
+//! before the statement is signed.
 
 use ringi::request_state::State;
 use ringi_policy::statement::{Approval, Decision, Statement};
@@ -11,8 +14,8 @@ use tonic::transport::Channel;
 
 use crate::CliError;
 use crate::approver::ApproverSigner;
-use crate::requests::fetch;
-use crate::view::{self, printable};
+use crate::requests::examine;
+use crate::view::{self, Checked, printable};
 
 pub async fn decide(
     channel: Channel,
@@ -22,7 +25,8 @@ pub async fn decide(
     reason: &str,
     signer: ApproverSigner,
 ) -> Result<(), CliError> {
-    let view = fetch(channel.clone(), id).await?;
+    let examined = examine(channel.clone(), id).await?;
+    let view = &examined.view;
     if view.state != State::PendingApproval {
         return Err(CliError::Status {
             code: tonic::Code::FailedPrecondition,
@@ -47,15 +51,26 @@ pub async fn decide(
     let signature = signer
         .sign(&statement.signed_bytes(&approver))
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    eprintln!(
-        "ringi: {} request {id} for {} {} to {} as {} ({})",
-        decision.as_str(),
-        request.metadata.amount,
-        printable(&request.metadata.asset),
-        printable(&request.metadata.destination),
-        approver.to_text(),
-        printable(department)
-    );
+    match &examined.checked {
+        Checked::Raw => eprintln!(
+            "ringi: {} request {id} for {} {} to {} as {} ({})",
+            decision.as_str(),
+            request.metadata.amount,
+            printable(&request.metadata.asset),
+            printable(&request.metadata.destination),
+            approver.to_text(),
+            printable(department)
+        ),
+        Checked::Blind | Checked::Transaction(_) => {
+            eprint!("{}", examined.subject_text());
+            eprintln!(
+                "ringi: {} request {id} as {} ({})",
+                decision.as_str(),
+                approver.to_text(),
+                printable(department)
+            );
+        }
+    }
     let approval = Approval {
         statement,
         approver,

@@ -1,18 +1,27 @@
 //! `ringi keygen`, `ringi keys`, `ringi pubkey`: the coordinator's keys.
+//!
+//! A bitcoin-taproot key's internal key, output key and address are
+//! recomputed here from its group key ([`crate::view::key_from_pb`]): a
+//! coordinator that shows another address than its key's is refused, so an
+//! operator never funds an address the signers cannot spend from.
 
 use ringi_proto::coordinator::v1 as pb;
 use ringi_proto::coordinator::v1::key_service_client::KeyServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use crate::view::{self, KeyView};
 use crate::{CliError, Output, json};
 
-/// `ringi keygen`: runs a DKG, showing each step; prints the group key.
+/// `ringi keygen`: runs a DKG for a key of `kind` ("" for frost-secp256k1),
+/// showing each step; prints the group key (and, on stderr, a Taproot
+/// key's output key and address).
 pub async fn keygen(
     channel: Channel,
     key_id: String,
     threshold: u32,
     signers: Vec<String>,
+    kind: String,
 ) -> Result<(), CliError> {
     let n = signers.len();
     let mut stream = KeyServiceClient::new(channel)
@@ -20,10 +29,16 @@ pub async fn keygen(
             key_id: key_id.clone(),
             threshold,
             signers,
+            kind: kind.clone(),
         })
         .await?
         .into_inner();
-    eprintln!("ringi: DKG for key {key_id:?}, {threshold}-of-{n}");
+    let shown_kind = if kind.is_empty() {
+        "frost-secp256k1"
+    } else {
+        kind.as_str()
+    };
+    eprintln!("ringi: DKG for {shown_kind} key {key_id:?}, {threshold}-of-{n}");
     while let Some(event) = stream.message().await? {
         match event.event {
             Some(pb::create_key_event::Event::StepStarted(s)) => {
@@ -36,7 +51,20 @@ pub async fn keygen(
                 );
             }
             Some(pb::create_key_event::Event::Created(key)) => {
-                eprintln!("ringi: key {key_id:?} created; group public key:");
+                let checked = view::key_from_pb(&key)?;
+                eprintln!(
+                    "ringi: {} key {key_id:?} created; group public key:",
+                    checked.kind
+                );
+                if let Some(t) = &checked.taproot {
+                    eprintln!("ringi: output key {}", hex::encode(t.output_key));
+                    match t.address() {
+                        Some(address) => eprintln!("ringi: address {address}"),
+                        None => eprintln!(
+                            "ringi: the policy sets no network for this key: no address, and no PSBT request until it does"
+                        ),
+                    }
+                }
                 println!("{}", hex::encode(key.group_public_key));
                 return Ok(());
             }
@@ -52,9 +80,16 @@ pub async fn keygen(
 #[derive(Serialize)]
 struct KeyJson {
     key_id: String,
+    kind: String,
     threshold: u32,
     signers: Vec<SignerJson>,
     group_public_key: String,
+    /// bitcoin-taproot keys: x-only, hex (empty otherwise).
+    internal_key: String,
+    output_key: String,
+    /// bitcoin-taproot keys with a network in the policy (empty otherwise).
+    network: String,
+    address: String,
     created_at: i64,
 }
 
@@ -64,29 +99,42 @@ struct SignerJson {
     identifier: u32,
 }
 
-impl From<pb::PublicKey> for KeyJson {
-    fn from(k: pb::PublicKey) -> Self {
-        KeyJson {
-            key_id: k.key_id,
-            threshold: k.threshold,
-            signers: k
-                .signers
-                .into_iter()
-                .map(|s| SignerJson {
-                    name: s.name,
-                    identifier: s.identifier,
-                })
-                .collect(),
-            group_public_key: hex::encode(k.group_public_key),
-            created_at: k.created_at,
-        }
+fn key_json(k: &pb::PublicKey, checked: &KeyView) -> KeyJson {
+    let taproot = checked.taproot.as_ref();
+    KeyJson {
+        key_id: k.key_id.clone(),
+        kind: checked.kind.to_string(),
+        threshold: k.threshold,
+        signers: k
+            .signers
+            .iter()
+            .map(|s| SignerJson {
+                name: s.name.clone(),
+                identifier: s.identifier,
+            })
+            .collect(),
+        group_public_key: hex::encode(&k.group_public_key),
+        internal_key: taproot
+            .map(|t| hex::encode(t.internal_key))
+            .unwrap_or_default(),
+        output_key: taproot
+            .map(|t| hex::encode(t.output_key))
+            .unwrap_or_default(),
+        network: taproot
+            .and_then(|t| t.network)
+            .map(|n| n.as_str().to_string())
+            .unwrap_or_default(),
+        address: taproot.and_then(|t| t.address()).unwrap_or_default(),
+        created_at: k.created_at,
     }
 }
 
-/// `ringi pubkey`: prints the group public key (hex, SEC1 compressed).
-pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<(), CliError> {
+/// The key `key_id`, as the coordinator shows it, checked.
+pub async fn fetch(channel: Channel, key_id: &str) -> Result<(pb::PublicKey, KeyView), CliError> {
     let key = KeyServiceClient::new(channel)
-        .get_public_key(pb::GetPublicKeyRequest { key_id })
+        .get_public_key(pb::GetPublicKeyRequest {
+            key_id: key_id.to_string(),
+        })
         .await?
         .into_inner()
         .key
@@ -94,36 +142,85 @@ pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<
             code: tonic::Code::Internal,
             message: "the coordinator returned no key".into(),
         })?;
+    let checked = view::key_from_pb(&key)?;
+    if checked.key_id != key_id {
+        return Err(CliError::Usage(format!(
+            "asked for key {key_id}, the coordinator returned key {}; refusing it",
+            view::printable(&checked.key_id)
+        )));
+    }
+    Ok((key, checked))
+}
+
+/// `ringi pubkey`: prints the group public key (hex, SEC1 compressed); for
+/// a bitcoin-taproot key, then its kind, internal and output keys (x-only),
+/// network and P2TR address, one per line.
+pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<(), CliError> {
+    let (key, checked) = fetch(channel, &key_id).await?;
     match output {
-        Output::Text => println!("{}", hex::encode(&key.group_public_key)),
-        Output::Json => println!("{}", json(&KeyJson::from(key))),
+        Output::Text => {
+            println!("{}", hex::encode(&key.group_public_key));
+            if let Some(t) = &checked.taproot {
+                println!("kind          {}", checked.kind);
+                println!("internal key  {}", hex::encode(t.internal_key));
+                println!("output key    {}", hex::encode(t.output_key));
+                match (t.network, t.address()) {
+                    (Some(network), Some(address)) => {
+                        println!("network       {}", network.as_str());
+                        println!("address       {address}");
+                    }
+                    _ => println!("network       (none in the policy: no PSBT requests)"),
+                }
+            }
+        }
+        Output::Json => println!("{}", json(&key_json(&key, &checked))),
     }
     Ok(())
 }
 
-/// `ringi keys`: lists every key.
+/// `ringi keys`: lists every key, one a line: key id, t-of-n, signers,
+/// group key, kind, and for a bitcoin-taproot key its output key and
+/// address (`-` otherwise, or without a network).
 pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
     let keys = KeyServiceClient::new(channel)
         .list_keys(pb::ListKeysRequest {})
         .await?
         .into_inner()
         .keys;
+    let checked = keys
+        .iter()
+        .map(view::key_from_pb)
+        .collect::<Result<Vec<_>, _>>()?;
     match output {
         Output::Text => {
-            for k in keys {
+            for (k, c) in keys.iter().zip(&checked) {
                 let names: Vec<String> = k.signers.iter().map(|s| s.name.clone()).collect();
+                let taproot = c.taproot.as_ref();
+                let output_key = taproot
+                    .map(|t| hex::encode(t.output_key))
+                    .unwrap_or_else(|| "-".into());
+                let address = taproot
+                    .and_then(|t| t.address())
+                    .unwrap_or_else(|| "-".into());
                 println!(
-                    "{}\t{}-of-{}\t{}\t{}",
-                    k.key_id,
+                    "{}\t{}-of-{}\t{}\t{}\t{}\t{}\t{}",
+                    view::printable(&k.key_id),
                     k.threshold,
                     k.signers.len(),
-                    names.join(","),
-                    hex::encode(&k.group_public_key)
+                    view::printable(&names.join(",")),
+                    hex::encode(&k.group_public_key),
+                    c.kind,
+                    output_key,
+                    address
                 );
             }
         }
         Output::Json => {
-            let list: Vec<KeyJson> = keys.into_iter().map(KeyJson::from).collect();
+            let list: Vec<KeyJson> = keys
+                .iter()
+                .zip(&checked)
+                .map(|(k, c)| key_json(k, c))
+                .collect();
             println!("{}", json(&list));
         }
     }

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use ringi::config::Config;
 use ringi_cli::approver::ApproverSigner;
 use ringi_cli::connect::{ClientTls, connect};
-use ringi_cli::requests::SubmitArgs;
+use ringi_cli::requests::{SubmitArgs, WaitOutput};
 use ringi_cli::{Output, audit, decide, health, keys, requests};
 use ringi_policy::statement::Decision;
 
@@ -62,6 +62,10 @@ enum Command {
         /// Signer names from the coordinator's registry, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
         signers: Vec<String>,
+        /// The key's kind: frost-secp256k1 (RFC 9591 signatures) or
+        /// bitcoin-taproot (BIP-340, for Taproot key-path spends and PSBTs).
+        #[arg(long, default_value = "frost-secp256k1")]
+        kind: String,
     },
     /// Signing requests: submit, list, show, wait.
     #[command(subcommand)]
@@ -105,7 +109,8 @@ enum Command {
     /// Audit logs (coordinator's or a signer's): verify offline, export for a SIEM.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Print a key's group public key (SEC1 compressed, hex).
+    /// Print a key's group public key (SEC1 compressed, hex); for a
+    /// bitcoin-taproot key also its kind, output key and address.
     Pubkey {
         #[arg(long)]
         key_id: String,
@@ -169,11 +174,17 @@ enum RequestsCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Wait until a request is signed (prints the signature) or ends otherwise.
+    /// Wait until a request is signed (prints the signature, or the signed
+    /// transaction or PSBT) or ends otherwise.
     Wait {
         request_id: String,
         #[arg(long, default_value_t = 30)]
         timeout_secs: u64,
+        /// What to print once SIGNED: the signature (hex), the signed
+        /// transaction (hex, for `bitcoin-cli sendrawtransaction`), or the
+        /// finalized PSBT (base64).
+        #[arg(long, value_enum, default_value_t = WaitOutput::Signature)]
+        output: WaitOutput,
     },
 }
 
@@ -326,7 +337,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key_id,
             threshold,
             signers,
-        } => Ok(keys::keygen(connect(&address, tls).await?, key_id, threshold, signers).await?),
+            kind,
+        } => Ok(keys::keygen(
+            connect(&address, tls).await?,
+            key_id,
+            threshold,
+            signers,
+            kind,
+        )
+        .await?),
         Command::Requests(cmd) => {
             let channel = connect(&address, tls).await?;
             match cmd {
@@ -343,10 +362,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 RequestsCommand::Wait {
                     request_id,
                     timeout_secs,
+                    output,
                 } => Ok(requests::wait(
                     channel,
                     &request_id,
                     std::time::Duration::from_secs(timeout_secs),
+                    output,
                 )
                 .await?),
             }

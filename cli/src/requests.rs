@@ -1,31 +1,49 @@
 //! `ringi requests submit|list|show|wait`: signing requests as the
 //! coordinator shows them.
+//!
+//! A PSBT request's transaction is derived here from the request's PSBT
+//! with the key's own keys (`view::check_with_key`), and the coordinator's
+//! derivation must match it: what an approver is shown — each payment's
+//! address and amount, the change, the fee and fee rate, the inputs, the
+//! txid — is never the coordinator's word. A raw message on a
+//! bitcoin-taproot key is shown as BLIND.
+
+use std::collections::BTreeMap;
 
 use ringi_proto::coordinator::v1 as pb;
+use ringi_proto::coordinator::v1::key_service_client::KeyServiceClient;
 use ringi_proto::coordinator::v1::request_service_client::RequestServiceClient;
+use ringi_psbt::bitcoin::base64::Engine as _;
+use ringi_psbt::{Derived, btc};
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use ringi::request_state::State;
 
-use crate::view::{self, RequestView, printable};
+use crate::view::{self, Checked, KeyView, RequestView, printable};
 use crate::{CliError, Output, json};
 
-/// What `ringi requests submit` asks to sign.
+/// What `ringi requests submit` asks to sign: a raw message with what the
+/// requester declares, or a PSBT.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SubmitArgs {
     #[arg(long)]
     pub key_id: String,
-    /// The exact bytes to sign, hex-encoded.
-    #[arg(long)]
-    pub message_hex: String,
-    #[arg(long)]
-    pub asset: String,
+    /// The exact bytes to sign, hex-encoded (a raw-message request).
+    #[arg(long, required_unless_present = "psbt", conflicts_with = "psbt")]
+    pub message_hex: Option<String>,
+    #[arg(long, required_unless_present = "psbt", conflicts_with = "psbt")]
+    pub asset: Option<String>,
     /// In the asset's smallest unit.
-    #[arg(long)]
-    pub amount: String,
-    #[arg(long)]
-    pub destination: String,
+    #[arg(long, required_unless_present = "psbt", conflicts_with = "psbt")]
+    pub amount: Option<String>,
+    #[arg(long, required_unless_present = "psbt", conflicts_with = "psbt")]
+    pub destination: Option<String>,
+    /// A PSBT request (bitcoin-taproot keys): a file holding the unsigned
+    /// PSBT (binary BIP-174 or base64), or the base64 text itself. What it
+    /// pays is derived from it; nothing is declared.
+    #[arg(long, value_name = "FILE|BASE64")]
+    pub psbt: Option<String>,
     #[arg(long, default_value = "")]
     pub memo: String,
     /// Who asks, as the policy names them (under mutual TLS: the caller's
@@ -40,9 +58,46 @@ pub struct SubmitArgs {
     pub idempotency_key: Option<String>,
 }
 
+/// The magic bytes every binary PSBT starts with (BIP-174).
+const PSBT_MAGIC: &[u8] = b"psbt\xff";
+
+/// A PSBT given as a file (binary or base64) or as base64 text.
+pub fn read_psbt(arg: &str) -> Result<Vec<u8>, CliError> {
+    let path = std::path::Path::new(arg);
+    let text = if path.is_file() {
+        let bytes = std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        if bytes.starts_with(PSBT_MAGIC) {
+            return Ok(bytes);
+        }
+        String::from_utf8(bytes).map_err(|_| {
+            CliError::Usage(format!(
+                "{} is neither a binary PSBT nor base64 text",
+                path.display()
+            ))
+        })?
+    } else {
+        arg.to_string()
+    };
+    let compact: String = text.split_whitespace().collect();
+    let bytes = ringi_psbt::bitcoin::base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "--psbt is neither a file nor base64 text of a PSBT: {e}"
+            ))
+        })?;
+    if !bytes.starts_with(PSBT_MAGIC) {
+        return Err(CliError::Usage(
+            "--psbt does not hold a PSBT (no BIP-174 magic bytes)".into(),
+        ));
+    }
+    Ok(bytes)
+}
+
 impl SubmitArgs {
-    /// The API request: the message decoded, a fresh idempotency key if none
-    /// was given.
+    /// The API request: the message or PSBT decoded, a fresh idempotency
+    /// key if none was given.
     pub fn to_request(&self) -> Result<pb::SubmitSigningRequestRequest, CliError> {
         let idempotency_key = self.idempotency_key.clone().unwrap_or_else(|| {
             use rand::RngCore;
@@ -50,18 +105,26 @@ impl SubmitArgs {
             rand::rngs::OsRng.fill_bytes(&mut bytes);
             hex::encode(bytes)
         });
-        let message = hex::decode(self.message_hex.trim())
-            .map_err(|e| CliError::Usage(format!("--message-hex is not hex: {e}")))?;
+        let message = match &self.message_hex {
+            Some(text) => hex::decode(text.trim())
+                .map_err(|e| CliError::Usage(format!("--message-hex is not hex: {e}")))?,
+            None => Vec::new(),
+        };
+        let psbt = match &self.psbt {
+            Some(arg) => read_psbt(arg)?,
+            None => Vec::new(),
+        };
         Ok(pb::SubmitSigningRequestRequest {
             key_id: self.key_id.clone(),
             message,
-            asset: self.asset.clone(),
-            amount: self.amount.clone(),
-            destination: self.destination.clone(),
+            asset: self.asset.clone().unwrap_or_default(),
+            amount: self.amount.clone().unwrap_or_default(),
+            destination: self.destination.clone().unwrap_or_default(),
             memo: self.memo.clone(),
             requester: self.requester.clone(),
             signers: self.signers.clone(),
             idempotency_key,
+            psbt,
         })
     }
 }
@@ -86,11 +149,19 @@ struct RequestJson {
     state: String,
     state_reason: String,
     key_id: String,
+    /// The key's kind.
+    kind: String,
+    /// A raw message on a bitcoin-taproot key: what it moves is unknown.
+    blind: bool,
     message_hex: String,
     message_sha256: String,
     asset: String,
     amount: String,
     destination: String,
+    /// A PSBT request's unsigned PSBT, base64 (empty otherwise).
+    psbt: String,
+    /// A PSBT request's transaction, derived here from its PSBT.
+    transaction: Option<TransactionJson>,
     memo: String,
     requester: String,
     created_at: u64,
@@ -100,7 +171,42 @@ struct RequestJson {
     decisions: Vec<DecisionJson>,
     still_needed: Vec<NeededJson>,
     signature: String,
+    /// A SIGNED PSBT request: the finalized PSBT (base64) and the signed
+    /// transaction (hex, for `bitcoin-cli sendrawtransaction`).
+    signed_psbt: String,
+    signed_transaction: String,
     transitions: Vec<TransitionJson>,
+}
+
+#[derive(Serialize)]
+struct TransactionJson {
+    txid: String,
+    network: String,
+    inputs: Vec<InputJson>,
+    payments: Vec<OutputJson>,
+    change: Vec<OutputJson>,
+    fee_sats: u64,
+    fee_btc: String,
+    vsize: u64,
+    fee_rate_sat_vb: u64,
+    total_paid_sats: u64,
+    total_paid_btc: String,
+}
+
+#[derive(Serialize)]
+struct InputJson {
+    outpoint: String,
+    value_sats: u64,
+    value_btc: String,
+    sighash_type: String,
+}
+
+#[derive(Serialize)]
+struct OutputJson {
+    index: usize,
+    address: String,
+    value_sats: u64,
+    value_btc: String,
 }
 
 #[derive(Serialize)]
@@ -127,9 +233,49 @@ struct TransitionJson {
     at: u64,
 }
 
-fn request_json(v: &RequestView) -> RequestJson {
+fn transaction_json(d: &Derived, network: &str) -> TransactionJson {
+    let output = |o: &ringi_psbt::OutputView| OutputJson {
+        index: o.index,
+        address: o.address.clone(),
+        value_sats: o.value,
+        value_btc: btc(o.value),
+    };
+    TransactionJson {
+        txid: d.txid.clone(),
+        network: network.to_string(),
+        inputs: d
+            .inputs
+            .iter()
+            .map(|i| InputJson {
+                outpoint: i.outpoint.clone(),
+                value_sats: i.value,
+                value_btc: btc(i.value),
+                sighash_type: i.sighash.as_str().to_string(),
+            })
+            .collect(),
+        payments: d.payments.iter().map(output).collect(),
+        change: d.change.iter().map(output).collect(),
+        fee_sats: d.fee,
+        fee_btc: btc(d.fee),
+        vsize: d.vsize,
+        fee_rate_sat_vb: d.fee_rate(),
+        total_paid_sats: d.total_paid(),
+        total_paid_btc: btc(d.total_paid()),
+    }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    ringi_psbt::bitcoin::base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn request_json(v: &RequestView, key: &KeyView, checked: &Checked) -> RequestJson {
     use sha2::Digest;
     let r = &v.request;
+    let network = key
+        .taproot
+        .and_then(|t| t.network)
+        .map(|n| n.as_str())
+        .unwrap_or_default();
     RequestJson {
         request_id: v.id_hex(),
         state: v.state.as_str().to_string(),
@@ -137,9 +283,16 @@ fn request_json(v: &RequestView) -> RequestJson {
         message_sha256: hex::encode(sha2::Sha256::digest(&r.message)),
         message_hex: hex::encode(&r.message),
         key_id: r.key_id.to_string(),
+        kind: key.kind.to_string(),
+        blind: matches!(checked, Checked::Blind),
         asset: r.metadata.asset.clone(),
         amount: r.metadata.amount.to_string(),
         destination: r.metadata.destination.clone(),
+        psbt: r.psbt.as_deref().map(base64).unwrap_or_default(),
+        transaction: match checked {
+            Checked::Transaction(d) => Some(transaction_json(d, network)),
+            _ => None,
+        },
         memo: r.metadata.memo.clone(),
         requester: r.requester.clone(),
         created_at: r.created_at,
@@ -166,7 +319,13 @@ fn request_json(v: &RequestView) -> RequestJson {
                 need: n.need,
             })
             .collect(),
-        signature: v.signature.map(hex::encode).unwrap_or_default(),
+        signature: v.signature.as_deref().map(hex::encode).unwrap_or_default(),
+        signed_psbt: v.signed_psbt.as_deref().map(base64).unwrap_or_default(),
+        signed_transaction: v
+            .signed_transaction
+            .as_deref()
+            .map(hex::encode)
+            .unwrap_or_default(),
         transitions: v
             .transitions
             .iter()
@@ -180,6 +339,71 @@ fn request_json(v: &RequestView) -> RequestJson {
     }
 }
 
+/// `amount` sats as "0.00150000 BTC (150000 sat)".
+fn amount_text(sats: u64) -> String {
+    format!("{} BTC ({sats} sat)", btc(sats))
+}
+
+/// What a request does, for a terminal: the transaction of a PSBT request
+/// (derived here), a loud warning for a blind one, or the declared amount
+/// and destination of a raw one. Shared by `requests show` and `approve`.
+fn print_subject(j: &RequestJson, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let p = printable;
+    if j.blind {
+        writeln!(
+            out,
+            "*** BLIND *** a raw message on a bitcoin-taproot key: what the signature moves cannot be known"
+        )?;
+    }
+    let Some(t) = &j.transaction else {
+        writeln!(
+            out,
+            "signs        {} bytes, SHA-256 {}",
+            j.message_hex.len() / 2,
+            j.message_sha256
+        )?;
+        writeln!(out, "asset        {}", p(&j.asset))?;
+        writeln!(out, "amount       {}", j.amount)?;
+        return writeln!(out, "destination  {}", p(&j.destination));
+    };
+    writeln!(out, "transaction  {} ({})", t.txid, t.network)?;
+    for (i, input) in t.inputs.iter().enumerate() {
+        writeln!(
+            out,
+            "input {i:<6} {}  {}  sighash {}",
+            input.outpoint,
+            amount_text(input.value_sats),
+            input.sighash_type
+        )?;
+    }
+    for o in &t.payments {
+        writeln!(
+            out,
+            "PAYS         {}  {}  (output {})",
+            p(&o.address),
+            amount_text(o.value_sats),
+            o.index
+        )?;
+    }
+    for o in &t.change {
+        writeln!(
+            out,
+            "change       {}  {}  (output {}, back to this key)",
+            p(&o.address),
+            amount_text(o.value_sats),
+            o.index
+        )?;
+    }
+    writeln!(
+        out,
+        "fee          {}, {} sat/vB over {} vB",
+        amount_text(t.fee_sats),
+        t.fee_rate_sat_vb,
+        t.vsize
+    )?;
+    writeln!(out, "total paid   {}", amount_text(t.total_paid_sats))
+}
+
 /// Text for a terminal: every string that came from the coordinator (or
 /// through it, from a requester) is shown with its control characters
 /// escaped, so it cannot move the cursor or recolour what is around it.
@@ -191,15 +415,8 @@ fn print_request_text(j: &RequestJson) {
     } else {
         println!("state        {} ({})", j.state, p(&j.state_reason));
     }
-    println!("key          {}", j.key_id);
-    println!(
-        "signs        {} bytes, SHA-256 {}",
-        j.message_hex.len() / 2,
-        j.message_sha256
-    );
-    println!("asset        {}", p(&j.asset));
-    println!("amount       {}", j.amount);
-    println!("destination  {}", p(&j.destination));
+    println!("key          {} ({})", j.key_id, j.kind);
+    let _ = print_subject(j, &mut std::io::stdout());
     println!("memo         {}", p(&j.memo));
     println!("requester    {}", p(&j.requester));
     println!("expires at   {}", j.expires_at);
@@ -229,6 +446,9 @@ fn print_request_text(j: &RequestJson) {
     if !j.signature.is_empty() {
         println!("signature    {}", j.signature);
     }
+    if !j.signed_transaction.is_empty() {
+        println!("signed tx    {}", j.signed_transaction);
+    }
 }
 
 /// Fetches request `id` and checks the coordinator's view of it: it must
@@ -252,10 +472,39 @@ pub(crate) async fn fetch(channel: Channel, id: &str) -> Result<RequestView, Cli
     Ok(view)
 }
 
+/// A checked request with its key, checked against each other
+/// ([`view::check_with_key`]): what `show` prints and `approve` signs.
+pub(crate) struct Examined {
+    pub view: RequestView,
+    pub key: KeyView,
+    pub checked: Checked,
+}
+
+impl Examined {
+    fn json(&self) -> RequestJson {
+        request_json(&self.view, &self.key, &self.checked)
+    }
+
+    /// What the request does, for a terminal (see [`print_subject`]).
+    pub fn subject_text(&self) -> String {
+        let mut out = Vec::new();
+        let _ = print_subject(&self.json(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Fetches request `id` and its key, and checks them (see [`fetch`] and
+/// [`view::check_with_key`]).
+pub(crate) async fn examine(channel: Channel, id: &str) -> Result<Examined, CliError> {
+    let view = fetch(channel.clone(), id).await?;
+    let (_, key) = crate::keys::fetch(channel, view.request.key_id.as_str()).await?;
+    let checked = view::check_with_key(&view, &key)?;
+    Ok(Examined { view, key, checked })
+}
+
 /// `ringi requests show`.
 pub async fn show(channel: Channel, id: &str, output: Output) -> Result<(), CliError> {
-    let view = fetch(channel, id).await?;
-    let j = request_json(&view);
+    let j = examine(channel, id).await?.json();
     match output {
         Output::Text => print_request_text(&j),
         Output::Json => println!("{}", json(&j)),
@@ -263,7 +512,7 @@ pub async fn show(channel: Channel, id: &str, output: Output) -> Result<(), CliE
     Ok(())
 }
 
-/// `ringi requests list`: every page.
+/// `ringi requests list`: every page, each request checked against its key.
 pub async fn list(
     channel: Channel,
     pending_only: bool,
@@ -271,7 +520,7 @@ pub async fn list(
     state: Option<String>,
     output: Output,
 ) -> Result<(), CliError> {
-    let mut client = RequestServiceClient::new(channel);
+    let mut client = RequestServiceClient::new(channel.clone());
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -291,21 +540,60 @@ pub async fn list(
         }
         page_token = page.next_page_token;
     }
-    let list = all
+    let views = all
         .iter()
-        .map(|v| Ok(request_json(&view::from_pb(v)?)))
+        .map(view::from_pb)
+        .collect::<Result<Vec<RequestView>, _>>()?;
+    let mut keys: BTreeMap<String, KeyView> = BTreeMap::new();
+    if !views.is_empty() {
+        for k in KeyServiceClient::new(channel)
+            .list_keys(pb::ListKeysRequest {})
+            .await?
+            .into_inner()
+            .keys
+        {
+            let checked = view::key_from_pb(&k)?;
+            keys.insert(checked.key_id.clone(), checked);
+        }
+    }
+    let list = views
+        .iter()
+        .map(|v| {
+            let key = keys.get(v.request.key_id.as_str()).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "request {} is for key {}, which the coordinator does not list",
+                    v.id_hex(),
+                    v.request.key_id
+                ))
+            })?;
+            let checked = view::check_with_key(v, key)?;
+            Ok(request_json(v, key, &checked))
+        })
         .collect::<Result<Vec<RequestJson>, CliError>>()?;
     match output {
         Output::Text => {
             for j in &list {
+                let (amount, asset, destination) = match &j.transaction {
+                    Some(t) => (
+                        t.total_paid_sats.to_string(),
+                        "sat".to_string(),
+                        t.payments
+                            .iter()
+                            .map(|o| o.address.as_str())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ),
+                    None if j.blind => (String::new(), "BLIND".into(), String::new()),
+                    None => (j.amount.clone(), j.asset.clone(), j.destination.clone()),
+                };
                 println!(
                     "{}\t{}\t{}\t{} {}\t{}",
                     j.request_id,
                     j.state,
                     j.key_id,
-                    j.amount,
-                    printable(&j.asset),
-                    printable(&j.destination)
+                    amount,
+                    printable(&asset),
+                    printable(&destination)
                 );
             }
         }
@@ -314,29 +602,40 @@ pub async fn list(
     Ok(())
 }
 
+/// What `ringi requests wait` prints once the request is SIGNED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitOutput {
+    /// The signature, hex (for a PSBT request every input's, 64 bytes each).
+    Signature,
+    /// The signed transaction, hex: what `bitcoin-cli sendrawtransaction`
+    /// takes (PSBT requests).
+    Tx,
+    /// The finalized PSBT, base64 (PSBT requests).
+    Psbt,
+}
+
 /// `ringi requests wait`: waits for a terminal state; prints the signature
-/// if SIGNED, fails with the reason otherwise. A timeout too long to
-/// represent waits without a deadline.
+/// (or the signed transaction or PSBT, checked against the request's PSBT
+/// and key) if SIGNED, fails with the reason otherwise. A timeout too long
+/// to represent waits without a deadline.
 pub async fn wait(
     channel: Channel,
     id: &str,
     timeout: std::time::Duration,
+    output: WaitOutput,
 ) -> Result<(), CliError> {
     let deadline = std::time::Instant::now().checked_add(timeout);
     loop {
         let view = fetch(channel.clone(), id).await?;
-        match (view.state, view.signature) {
-            (State::Signed, Some(signature)) => {
-                println!("{}", hex::encode(signature));
-                return Ok(());
-            }
-            (state, _) if state.is_terminal() => {
+        match view.state {
+            State::Signed => return print_signed(channel, view, output).await,
+            state if state.is_terminal() => {
                 return Err(CliError::Status {
                     code: tonic::Code::FailedPrecondition,
                     message: format!("request {id} is {state}: {}", printable(&view.state_reason)),
                 });
             }
-            (state, _) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+            state if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
                 return Err(CliError::Status {
                     code: tonic::Code::DeadlineExceeded,
                     message: format!(
@@ -348,4 +647,35 @@ pub async fn wait(
             _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
+}
+
+async fn print_signed(
+    channel: Channel,
+    view: RequestView,
+    output: WaitOutput,
+) -> Result<(), CliError> {
+    if output == WaitOutput::Signature {
+        // `from_pb` checked it is there, of a signature's length.
+        println!("{}", hex::encode(view.signature.unwrap_or_default()));
+        return Ok(());
+    }
+    if view.request.psbt.is_none() {
+        return Err(CliError::Usage(format!(
+            "request {} signs a raw message, not a PSBT: it has no transaction (use --output signature)",
+            view.id_hex()
+        )));
+    }
+    // The signed transaction must be the request's PSBT with signatures
+    // that verify under the key's output key.
+    let (_, key) = crate::keys::fetch(channel, view.request.key_id.as_str()).await?;
+    view::check_with_key(&view, &key)?;
+    match output {
+        WaitOutput::Tx => println!(
+            "{}",
+            hex::encode(view.signed_transaction.unwrap_or_default())
+        ),
+        WaitOutput::Psbt => println!("{}", base64(&view.signed_psbt.unwrap_or_default())),
+        WaitOutput::Signature => {}
+    }
+    Ok(())
 }

@@ -11,10 +11,23 @@
 //!   amount, policy hash), hashes to that id, and expires no earlier than it
 //!   was created; the content digest shown is the request's;
 //! - the state and every transition's states are request states; a signature
-//!   is present (65 bytes) exactly when the request is SIGNED;
+//!   is present exactly when the request is SIGNED (a raw request: 65 bytes,
+//!   or 64 for a bitcoin-taproot key; a PSBT request: 64 bytes per input);
+//!   a signed PSBT and transaction are present exactly when a PSBT request
+//!   is SIGNED;
 //! - every approval decodes, is about this request (id, key, content) and its
 //!   signature verifies; the decision summaries are those approvals, one for
 //!   one, in order (only the approvers' names are the coordinator's word).
+//!
+//! What needs the key (from `GetPublicKey`, see [`KeyView`]) is checked by
+//! [`check_with_key`]: the key's Taproot keys and address recomputed here
+//! from its group key; a PSBT request's transaction derived here from the
+//! request's PSBT (`ringi_psbt::derive`), and the coordinator's
+//! `transaction` required to be exactly that; `blind` required to be true
+//! exactly for a raw request on a bitcoin-taproot key; a signed request's
+//! signature of the key's length, and a signed PSBT and transaction
+//! required to be what finalizing the request's PSBT with its signatures
+//! gives (which verifies every signature under the output key).
 //!
 //! The approval validity the coordinator proposes (`approval_ttl_secs`, from
 //! its policy) is checked only when signing, by [`approval_window`]: between
@@ -25,10 +38,12 @@
 
 use prost::Message;
 use ringi::request_state::State;
+use ringi_frost::KeyKind;
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::{Approval, Decision};
 use ringi_proto::coordinator::v1 as pb;
+use ringi_psbt::{Derived, Network, OwnKey};
 
 /// The longest approval validity the CLI signs for: 7 days. A policy's
 /// `approval_ttl_secs` is minutes to hours in practice; a coordinator that
@@ -36,8 +51,12 @@ use ringi_proto::coordinator::v1 as pb;
 /// outlive any review of the request.
 pub const MAX_APPROVAL_TTL_SECS: u64 = 7 * 24 * 60 * 60;
 
-/// A FROST(secp256k1) signature as the coordinator returns it: 65 bytes.
+/// A FROST(secp256k1) signature (RFC 9591) as the coordinator returns it:
+/// 65 bytes.
 pub const SIGNATURE_LEN: usize = 65;
+
+/// A BIP-340 signature (bitcoin-taproot keys): 64 bytes.
+pub const BIP340_SIGNATURE_LEN: usize = 64;
 
 /// Why a coordinator's view (or its proposed approval validity) is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +95,39 @@ pub enum ViewError {
         state: State,
         len: usize,
     },
+    #[error(
+        "request {id} is {state} {} a signed PSBT and transaction",
+        if *.present { "with" } else { "without" }
+    )]
+    BadSignedTransaction {
+        id: String,
+        state: State,
+        present: bool,
+    },
+    #[error("key {key}: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("request {id} is for key {request_key}, but the key shown is {key}")]
+    OtherKey {
+        id: String,
+        request_key: String,
+        key: String,
+    },
+    #[error("request {id}: its PSBT does not derive here: {reason}")]
+    Psbt { id: String, reason: String },
+    #[error(
+        "request {id}: the coordinator's transaction is not what the request's PSBT does ({what}); refusing it"
+    )]
+    TransactionMismatch { id: String, what: String },
+    #[error("request {id}: the coordinator says blind = {claimed}, but it is {actual}")]
+    BlindMismatch {
+        id: String,
+        claimed: bool,
+        actual: bool,
+    },
+    #[error(
+        "request {id}: its signed transaction is not the request's PSBT with its signatures: {reason}"
+    )]
+    SignedTransactionMismatch { id: String, reason: String },
     #[error("request {id}: approval #{index} is malformed: {reason}")]
     BadApproval {
         id: String,
@@ -137,7 +189,7 @@ pub struct TransitionView {
 }
 
 /// A checked view of a signing request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RequestView {
     /// The request id; `request` hashes to it.
     pub id: [u8; 32],
@@ -153,9 +205,20 @@ pub struct RequestView {
     /// As the coordinator sent it (0 when its policy has no rules for the
     /// key); checked by [`approval_window`] before signing.
     pub approval_ttl_secs: u64,
-    /// The FROST signature: `Some` exactly when SIGNED.
-    pub signature: Option<[u8; SIGNATURE_LEN]>,
+    /// The signature (for a PSBT request every input's, 64 bytes each):
+    /// `Some` exactly when SIGNED.
+    pub signature: Option<Vec<u8>>,
     pub transitions: Vec<TransitionView>,
+    /// The coordinator's derivation of a PSBT request's transaction, as
+    /// sent: only [`check_with_key`] makes it trustworthy (it must equal
+    /// the CLI's own derivation).
+    pub transaction: Option<pb::Transaction>,
+    /// A SIGNED PSBT request's finalized PSBT and signed transaction.
+    pub signed_psbt: Option<Vec<u8>>,
+    pub signed_transaction: Option<Vec<u8>>,
+    /// The coordinator's word that the request is blind (checked by
+    /// [`check_with_key`]).
+    pub blind: bool,
 }
 
 impl RequestView {
@@ -241,11 +304,13 @@ pub fn from_pb(v: &pb::SigningRequestView) -> Result<RequestView, ViewError> {
             })
         })
         .collect::<Result<Vec<_>, ViewError>>()?;
+    let is_psbt = request.psbt.is_some();
     let signature = match (current, v.signature.len()) {
-        (State::Signed, SIGNATURE_LEN) => {
-            let mut s = [0u8; SIGNATURE_LEN];
-            s.copy_from_slice(&v.signature);
-            Some(s)
+        (State::Signed, SIGNATURE_LEN | BIP340_SIGNATURE_LEN) if !is_psbt => {
+            Some(v.signature.clone())
+        }
+        (State::Signed, len) if is_psbt && len > 0 && len % BIP340_SIGNATURE_LEN == 0 => {
+            Some(v.signature.clone())
         }
         (s, 0) if s != State::Signed => None,
         (s, len) => {
@@ -256,6 +321,22 @@ pub fn from_pb(v: &pb::SigningRequestView) -> Result<RequestView, ViewError> {
             });
         }
     };
+    let signed_present = !v.signed_psbt.is_empty() || !v.signed_transaction.is_empty();
+    let signed_complete = !v.signed_psbt.is_empty() && !v.signed_transaction.is_empty();
+    let signed_expected = current == State::Signed && is_psbt;
+    if signed_present != signed_expected || (signed_present && !signed_complete) {
+        return Err(ViewError::BadSignedTransaction {
+            id: id_hex,
+            state: current,
+            present: signed_present,
+        });
+    }
+    if v.transaction.is_some() && !is_psbt {
+        return Err(ViewError::TransactionMismatch {
+            id: id_hex,
+            what: "a transaction shown for a raw-message request".into(),
+        });
+    }
 
     let mut approvals = Vec::with_capacity(v.approvals.len());
     for (index, a) in v.approvals.iter().enumerate() {
@@ -322,7 +403,237 @@ pub fn from_pb(v: &pb::SigningRequestView) -> Result<RequestView, ViewError> {
         approval_ttl_secs: v.approval_ttl_secs,
         signature,
         transitions,
+        transaction: v.transaction.clone(),
+        signed_psbt: signed_present.then(|| v.signed_psbt.clone()),
+        signed_transaction: signed_present.then(|| v.signed_transaction.clone()),
+        blind: v.blind,
     })
+}
+
+/// A key as `GetPublicKey` shows it, checked: its Taproot keys and address
+/// are recomputed here from its group key, never taken as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyView {
+    pub key_id: String,
+    pub kind: KeyKind,
+    /// SEC1 compressed.
+    pub group_public_key: Vec<u8>,
+    /// A bitcoin-taproot key's keys.
+    pub taproot: Option<TaprootView>,
+}
+
+/// A bitcoin-taproot key's keys and address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaprootView {
+    pub internal_key: [u8; 32],
+    pub output_key: [u8; 32],
+    /// The coordinator's word (from its policy); the signers use their own.
+    pub network: Option<Network>,
+}
+
+impl TaprootView {
+    /// The key's P2TR address, if it has a network.
+    pub fn address(&self) -> Option<String> {
+        self.network
+            .map(|n| ringi_frost::taproot::address(&self.output_key, n))
+    }
+}
+
+/// Checks a key as the coordinator shows it. Never panics.
+pub fn key_from_pb(k: &pb::PublicKey) -> Result<KeyView, ViewError> {
+    let bad = |reason: String| ViewError::BadKey {
+        key: k.key_id.clone(),
+        reason,
+    };
+    let kind = match k.kind.as_str() {
+        // A coordinator from before key kinds.
+        "" => KeyKind::FrostSecp256k1,
+        name => KeyKind::parse(name).map_err(|e| bad(e.to_string()))?,
+    };
+    let taproot = match kind {
+        KeyKind::FrostSecp256k1 => {
+            if !(k.internal_key.is_empty()
+                && k.output_key.is_empty()
+                && k.network.is_empty()
+                && k.address.is_empty())
+            {
+                return Err(bad(
+                    "a frost-secp256k1 key shown with Taproot keys or an address".into(),
+                ));
+            }
+            None
+        }
+        KeyKind::BitcoinTaproot => {
+            let (internal_key, output_key) =
+                ringi_frost::taproot::keys_of_group(&k.group_public_key)
+                    .map_err(|e| bad(e.to_string()))?;
+            if k.internal_key != internal_key || k.output_key != output_key {
+                return Err(bad(
+                    "its internal or output key is not its group key's".into()
+                ));
+            }
+            let network = match k.network.as_str() {
+                "" => None,
+                name => Some(
+                    Network::parse(name)
+                        .ok_or_else(|| bad(format!("network {name:?} is not a network")))?,
+                ),
+            };
+            let view = TaprootView {
+                internal_key,
+                output_key,
+                network,
+            };
+            if view.address().unwrap_or_default() != k.address {
+                return Err(bad(format!(
+                    "address {:?} is not its output key's",
+                    printable(&k.address)
+                )));
+            }
+            Some(view)
+        }
+    };
+    Ok(KeyView {
+        key_id: k.key_id.clone(),
+        kind,
+        group_public_key: k.group_public_key.clone(),
+        taproot,
+    })
+}
+
+/// What a request is, once checked against its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// A raw message on a frost-secp256k1 key.
+    Raw,
+    /// A raw message on a bitcoin-taproot key: what it moves is unknown.
+    Blind,
+    /// A PSBT request, its transaction derived here.
+    Transaction(Box<Derived>),
+}
+
+/// Checks what of `view` needs its key (see the module documentation):
+/// derives a PSBT request's transaction here and requires the
+/// coordinator's to be the same, checks `blind`, and checks a signed
+/// request's signature and signed transaction. Never panics.
+pub fn check_with_key(view: &RequestView, key: &KeyView) -> Result<Checked, ViewError> {
+    let id = view.id_hex();
+    if key.key_id != view.request.key_id.as_str() {
+        return Err(ViewError::OtherKey {
+            id,
+            request_key: view.request.key_id.to_string(),
+            key: key.key_id.clone(),
+        });
+    }
+    let blind = key.kind == KeyKind::BitcoinTaproot && view.request.psbt.is_none();
+    if view.blind != blind {
+        return Err(ViewError::BlindMismatch {
+            id,
+            claimed: view.blind,
+            actual: blind,
+        });
+    }
+    let Some(psbt) = &view.request.psbt else {
+        let expected = match key.kind {
+            KeyKind::FrostSecp256k1 => SIGNATURE_LEN,
+            KeyKind::BitcoinTaproot => BIP340_SIGNATURE_LEN,
+        };
+        if let Some(signature) = &view.signature
+            && signature.len() != expected
+        {
+            return Err(ViewError::BadSignature {
+                id,
+                state: view.state,
+                len: signature.len(),
+            });
+        }
+        return Ok(if blind { Checked::Blind } else { Checked::Raw });
+    };
+    let psbt_error = |reason: String| ViewError::Psbt {
+        id: id.clone(),
+        reason,
+    };
+    let taproot = key
+        .taproot
+        .ok_or_else(|| psbt_error(format!("key {} is not a bitcoin-taproot key", key.key_id)))?;
+    let network = taproot.network.ok_or_else(|| {
+        psbt_error(format!(
+            "the coordinator gives no network for key {}",
+            key.key_id
+        ))
+    })?;
+    let own = OwnKey {
+        internal_key: taproot.internal_key,
+        output_key: taproot.output_key,
+        network,
+    };
+    // Any sighash type the derivation knows: whether the policy allows
+    // SIGHASH_ALL is the signers' to enforce; the approver is shown which.
+    let derived = ringi_psbt::derive(psbt, &own, true).map_err(|e| psbt_error(e.to_string()))?;
+    let mine = ringi::service::transaction_pb(&derived, network);
+    match &view.transaction {
+        Some(theirs) if *theirs == mine => {}
+        Some(theirs) => {
+            return Err(ViewError::TransactionMismatch {
+                id,
+                what: transaction_difference(theirs, &mine),
+            });
+        }
+        None => {
+            return Err(ViewError::TransactionMismatch {
+                id,
+                what: "no transaction shown for a PSBT request".into(),
+            });
+        }
+    }
+    if let Some(signature) = &view.signature {
+        let mismatch = |reason: String| ViewError::SignedTransactionMismatch {
+            id: id.clone(),
+            reason,
+        };
+        let inputs = derived.inputs.len();
+        if signature.len() != inputs * BIP340_SIGNATURE_LEN {
+            return Err(mismatch(format!(
+                "{} signature bytes for {inputs} inputs",
+                signature.len()
+            )));
+        }
+        let signatures: Vec<[u8; 64]> = signature
+            .chunks_exact(BIP340_SIGNATURE_LEN)
+            .filter_map(|c| <[u8; 64]>::try_from(c).ok())
+            .collect();
+        let finalized = ringi_psbt::finalize(psbt, &own, true, &signatures)
+            .map_err(|e| mismatch(e.to_string()))?;
+        if view.signed_psbt.as_deref() != Some(&finalized.psbt[..])
+            || view.signed_transaction.as_deref() != Some(&finalized.tx[..])
+        {
+            return Err(mismatch(
+                "the signed PSBT or transaction shown differs from it".into(),
+            ));
+        }
+    }
+    Ok(Checked::Transaction(Box::new(derived)))
+}
+
+/// Names the first field where the coordinator's transaction differs.
+fn transaction_difference(theirs: &pb::Transaction, mine: &pb::Transaction) -> String {
+    let fields: [(&str, bool); 9] = [
+        ("txid", theirs.txid != mine.txid),
+        ("network", theirs.network != mine.network),
+        ("inputs", theirs.inputs != mine.inputs),
+        ("payments", theirs.payments != mine.payments),
+        ("change", theirs.change != mine.change),
+        ("fee", theirs.fee_sats != mine.fee_sats),
+        ("vsize", theirs.vsize != mine.vsize),
+        ("fee rate", theirs.fee_rate_sat_vb != mine.fee_rate_sat_vb),
+        ("total paid", theirs.total_paid_sats != mine.total_paid_sats),
+    ];
+    fields
+        .iter()
+        .find(|(_, differs)| *differs)
+        .map_or("some field", |(name, _)| name)
+        .to_string()
+        + " differs"
 }
 
 /// When a new approval statement is issued and expires.
@@ -400,6 +711,7 @@ mod tests {
                 destination: "bc1qexample".into(),
                 memo: "exchange rebalance".into(),
             },
+            psbt: None,
             requester: "wallet-service".into(),
             created_at: NOW,
             expires_at: NOW + 600,
@@ -451,6 +763,10 @@ mod tests {
                 issued_at: NOW,
                 expires_at: NOW + 300,
             }],
+            transaction: None,
+            signed_psbt: Vec::new(),
+            signed_transaction: Vec::new(),
+            blind: false,
         }
     }
 
@@ -483,7 +799,13 @@ mod tests {
         let mut v = good();
         v.state = "SIGNED".into();
         v.signature = vec![9; SIGNATURE_LEN];
-        assert_eq!(from_pb(&v).unwrap().signature, Some([9; SIGNATURE_LEN]));
+        assert_eq!(from_pb(&v).unwrap().signature, Some(vec![9; SIGNATURE_LEN]));
+        // A bitcoin-taproot key's BIP-340 signature (a blind request).
+        v.signature = vec![9; BIP340_SIGNATURE_LEN];
+        assert_eq!(
+            from_pb(&v).unwrap().signature,
+            Some(vec![9; BIP340_SIGNATURE_LEN])
+        );
     }
 
     #[test]
@@ -583,7 +905,7 @@ mod tests {
     }
 
     #[test]
-    fn a_signature_is_refused_unless_signed_and_65_bytes() {
+    fn a_signature_is_refused_unless_signed_and_64_or_65_bytes() {
         assert!(matches!(
             refused(|v| v.signature = vec![1; SIGNATURE_LEN]),
             ViewError::BadSignature {
@@ -591,7 +913,7 @@ mod tests {
                 ..
             }
         ));
-        for len in [0, 64, 66] {
+        for len in [0, 63, 66, 128] {
             assert_eq!(
                 refused(|v| {
                     v.state = "SIGNED".into();

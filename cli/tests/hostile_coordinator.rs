@@ -1,13 +1,17 @@
 //! The `ringi` binary against a fake coordinator that answers with views a
 //! broken or hostile coordinator could send: the CLI refuses each with a
 //! clear error and a non-zero exit, never panics, and never sends a
-//! decision about a view it refused.
+//! decision about a view it refused. That includes a PSBT request whose
+//! transaction the coordinator misrepresents, a key shown with an address
+//! that is not its own, a blind request not shown as blind, and a signed
+//! transaction that is not the request's.
 
 use std::sync::{Arc, Mutex};
 
 use ringi_policy::key_id::KeyId;
 use ringi_policy::request::{Metadata, SigningRequest};
 use ringi_proto::coordinator::v1 as pb;
+use ringi_proto::coordinator::v1::key_service_server::{KeyService, KeyServiceServer};
 use ringi_proto::coordinator::v1::request_service_server::{RequestService, RequestServiceServer};
 use tonic::{Request, Response, Status};
 
@@ -15,6 +19,8 @@ use tonic::{Request, Response, Status};
 struct Fake {
     /// What GetSigningRequest returns.
     view: Mutex<pb::SigningRequestView>,
+    /// What GetPublicKey returns (a frost-secp256k1 key `hot-1` unless set).
+    key: Mutex<Option<pb::PublicKey>>,
     /// Every approval received by Decide.
     decided: Mutex<Vec<ringi_proto::approval::v1::Approval>>,
 }
@@ -67,6 +73,52 @@ impl RequestService for FakeService {
     }
 }
 
+impl Fake {
+    fn key(&self) -> pb::PublicKey {
+        self.key
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| pb::PublicKey {
+                key_id: "hot-1".into(),
+                threshold: 2,
+                group_public_key: vec![2; 33],
+                kind: "frost-secp256k1".into(),
+                ..Default::default()
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl KeyService for FakeService {
+    type CreateKeyStream = tokio_stream::Empty<Result<pb::CreateKeyEvent, Status>>;
+
+    async fn create_key(
+        &self,
+        _: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<Self::CreateKeyStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn get_public_key(
+        &self,
+        _: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        Ok(Response::new(pb::GetPublicKeyResponse {
+            key: Some(self.0.key()),
+        }))
+    }
+
+    async fn list_keys(
+        &self,
+        _: Request<pb::ListKeysRequest>,
+    ) -> Result<Response<pb::ListKeysResponse>, Status> {
+        Ok(Response::new(pb::ListKeysResponse {
+            keys: vec![self.0.key()],
+        }))
+    }
+}
+
 fn request(destination: &str) -> SigningRequest {
     let now = ringi_policy::clock::now();
     SigningRequest {
@@ -78,6 +130,7 @@ fn request(destination: &str) -> SigningRequest {
             destination: destination.into(),
             memo: String::new(),
         },
+        psbt: None,
         requester: "wallet-service".into(),
         created_at: now,
         expires_at: now + 600,
@@ -117,7 +170,8 @@ fn start() -> Setup {
     let service = FakeService(fake.clone());
     runtime.spawn(
         tonic::transport::Server::builder()
-            .add_service(RequestServiceServer::new(service))
+            .add_service(RequestServiceServer::new(service.clone()))
+            .add_service(KeyServiceServer::new(service))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let dir = tempfile::tempdir().unwrap();
@@ -156,6 +210,10 @@ impl Setup {
 
     fn set(&self, v: pb::SigningRequestView) {
         *self.fake.view.lock().unwrap() = v;
+    }
+
+    fn set_key(&self, k: pb::PublicKey) {
+        *self.fake.key.lock().unwrap() = Some(k);
     }
 
     fn decided(&self) -> Vec<ringi_proto::approval::v1::Approval> {
@@ -287,4 +345,216 @@ fn a_wait_longer_than_time_itself_does_not_panic() {
         String::from_utf8(out.stdout).unwrap().trim(),
         hex::encode([5; 65])
     );
+}
+
+/// A bitcoin-taproot key `tr` on regtest, as an honest coordinator shows it.
+fn taproot_key() -> (pb::PublicKey, ringi_psbt::OwnKey) {
+    let (_, public) =
+        frost_core::keys::generate_with_dealer::<ringi_frost::taproot::Secp256k1Tr, _>(
+            3,
+            2,
+            frost_core::keys::IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+    let group_public_key = public.verifying_key().serialize().unwrap();
+    let (internal_key, output_key) =
+        ringi_frost::taproot::keys_of_group(&group_public_key).unwrap();
+    let own = ringi_psbt::OwnKey {
+        internal_key,
+        output_key,
+        network: ringi_psbt::Network::Regtest,
+    };
+    let key = pb::PublicKey {
+        key_id: "tr".into(),
+        threshold: 2,
+        group_public_key,
+        kind: "bitcoin-taproot".into(),
+        internal_key: internal_key.to_vec(),
+        output_key: output_key.to_vec(),
+        network: "regtest".into(),
+        address: own.address(),
+        ..Default::default()
+    };
+    (key, own)
+}
+
+/// A regtest P2WPKH script made of `n`.
+fn script(n: u8) -> ringi_psbt::bitcoin::ScriptBuf {
+    use ringi_psbt::bitcoin::hashes::Hash;
+    ringi_psbt::bitcoin::ScriptBuf::new_p2wpkh(&ringi_psbt::bitcoin::WPubkeyHash::from_byte_array(
+        [n; 20],
+    ))
+}
+
+/// A PSBT request of `tr` paying 40000 sat to script 1, and its honest
+/// view (the transaction the coordinator derives).
+fn psbt_request(own: &ringi_psbt::OwnKey) -> (SigningRequest, pb::SigningRequestView) {
+    let psbt = ringi_psbt::build::unsigned(
+        own,
+        &[ringi_psbt::build::Coin::synthetic(1, 0, 100_000)],
+        &[(script(1), 40_000), (own.script(), 59_000)],
+    )
+    .serialize();
+    let mut r = request("");
+    r.key_id = KeyId::parse("tr").unwrap();
+    r.message.clear();
+    r.metadata = Metadata {
+        memo: "sweep".into(),
+        ..Metadata::default()
+    };
+    r.psbt = Some(psbt.clone());
+    let mut v = view(&r, 3600);
+    let derived = ringi_psbt::derive(&psbt, own, false).unwrap();
+    v.transaction = Some(ringi::service::transaction_pb(
+        &derived,
+        ringi_psbt::Network::Regtest,
+    ));
+    (r, v)
+}
+
+#[test]
+fn a_psbt_request_is_shown_from_its_own_derivation_and_approved() {
+    let s = start();
+    let (key, own) = taproot_key();
+    s.set_key(key);
+    let (r, v) = psbt_request(&own);
+    s.set(v);
+    let id = hex::encode(r.id());
+    let (ok, err) = s.ringi(&["requests", "show", &id]);
+    assert!(ok, "{err}");
+    let (ok, err) = s.approve(&id);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("PAYS") && err.contains("0.00040000 BTC (40000 sat)"),
+        "{err}"
+    );
+    assert_eq!(s.decided().len(), 1);
+}
+
+#[test]
+fn a_misrepresented_transaction_is_refused() {
+    let s = start();
+    let (key, own) = taproot_key();
+    s.set_key(key);
+    let (r, honest) = psbt_request(&own);
+    let id = hex::encode(r.id());
+    type Lie = fn(&mut pb::Transaction);
+    let lies: [(Lie, &str); 4] = [
+        (
+            |t| t.payments[0].address = "bcrt1qmallorymallorymallorymallory".into(),
+            "payments differs",
+        ),
+        (|t| t.payments[0].value_sats = 1, "payments differs"),
+        (|t| t.fee_sats = 1, "fee differs"),
+        (|t| t.txid = "00".repeat(32), "txid differs"),
+    ];
+    for (lie, says) in lies {
+        let mut v = honest.clone();
+        lie(v.transaction.as_mut().unwrap());
+        s.set(v);
+        for args in [&["requests", "show", &id][..], &["requests", "list"]] {
+            let (ok, err) = s.ringi(args);
+            assert!(!ok, "{args:?}");
+            assert!(
+                err.contains("is not what the request's PSBT does") && err.contains(says),
+                "{err}"
+            );
+        }
+        let (ok, err) = s.approve(&id);
+        assert!(!ok);
+        assert!(err.contains(says), "{err}");
+    }
+    // No transaction at all.
+    let mut v = honest.clone();
+    v.transaction = None;
+    s.set(v);
+    let (ok, err) = s.approve(&id);
+    assert!(!ok);
+    assert!(err.contains("no transaction shown"), "{err}");
+    assert!(s.decided().is_empty(), "nothing was signed");
+}
+
+#[test]
+fn a_key_shown_with_another_address_is_refused() {
+    let s = start();
+    let (key, own) = taproot_key();
+    let (_, other) = taproot_key();
+    let (r, v) = psbt_request(&own);
+    s.set(v);
+    let id = hex::encode(r.id());
+    type Lie = fn(&mut pb::PublicKey, &ringi_psbt::OwnKey);
+    let lies: [(Lie, &str); 3] = [
+        (|k, o| k.address = o.address(), "is not its output key's"),
+        (
+            |k, o| k.output_key = o.output_key.to_vec(),
+            "not its group key's",
+        ),
+        (|k, _| k.network = "mainnet".into(), "is not a network"),
+    ];
+    for (lie, says) in lies {
+        let mut k = key.clone();
+        lie(&mut k, &other);
+        s.set_key(k);
+        for args in [
+            &["requests", "show", &id][..],
+            &["pubkey", "--key-id", "tr"],
+            &["keys"],
+        ] {
+            let (ok, err) = s.ringi(args);
+            assert!(!ok, "{args:?}");
+            assert!(err.contains(says), "{err}");
+        }
+        let (ok, _) = s.approve(&id);
+        assert!(!ok);
+    }
+    // The honest key shows its address.
+    s.set_key(key.clone());
+    let (ok, err) = s.ringi(&["pubkey", "--key-id", "tr"]);
+    assert!(ok, "{err}");
+    assert!(s.decided().is_empty(), "nothing was signed");
+}
+
+#[test]
+fn a_blind_request_must_be_shown_as_blind() {
+    let s = start();
+    let (mut key, _) = taproot_key();
+    key.key_id = "hot-1".into();
+    s.set_key(key);
+    let r = request("bc1qexample");
+    let id = hex::encode(r.id());
+    // A raw message on a taproot key that the coordinator does not call blind.
+    s.set(view(&r, 3600));
+    let (ok, err) = s.approve(&id);
+    assert!(!ok);
+    assert!(err.contains("blind = false, but it is true"), "{err}");
+    assert!(s.decided().is_empty());
+    let mut v = view(&r, 3600);
+    v.blind = true;
+    s.set(v);
+    let (ok, err) = s.approve(&id);
+    assert!(ok, "{err}");
+    assert!(err.contains("*** BLIND ***"), "{err}");
+}
+
+#[test]
+fn a_signed_transaction_that_is_not_the_requests_is_refused() {
+    let s = start();
+    let (key, own) = taproot_key();
+    s.set_key(key);
+    let (r, mut v) = psbt_request(&own);
+    v.state = "SIGNED".into();
+    v.signature = vec![7; 64];
+    v.signed_psbt = r.psbt.clone().unwrap();
+    v.signed_transaction = vec![1, 2, 3];
+    s.set(v);
+    let id = hex::encode(r.id());
+    for output in ["tx", "psbt"] {
+        let (ok, err) = s.ringi(&["requests", "wait", &id, "--output", output]);
+        assert!(!ok);
+        assert!(
+            err.contains("its signed transaction is not the request's PSBT with its signatures"),
+            "{err}"
+        );
+    }
 }

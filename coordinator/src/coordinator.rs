@@ -13,15 +13,11 @@ use ringi_policy::policy::Policy;
 use crate::error::{Error, RequestId, Result};
 use crate::registry::Registry;
 use crate::request_store::RequestStore;
-use crate::signing::LoadedKey;
+/// A key of any kind, ready for signing: the generic engines
+/// ([`crate::signing`], [`crate::keygen`]) are instantiated per kind there
+/// and in [`crate::keygen::run`].
+pub use crate::signing::Key;
 use crate::store::{KeyStore, blocking};
-
-/// The ciphersuite the coordinator's keys use: the one place the generic
-/// engines ([`crate::signing`], [`crate::keygen`]) are instantiated.
-pub type KeySuite = ringi_frost::Secp256k1;
-
-/// A key of the coordinator's suite, ready for signing.
-pub type Key = LoadedKey<KeySuite>;
 
 /// State shared by the request flow and the services.
 pub struct Coordinator {
@@ -109,7 +105,7 @@ impl Coordinator {
         let store = self.keys.clone();
         let id = key_id.clone();
         let record = blocking(move || store.key(&id)).await?;
-        let loaded = Arc::new(Key::new(record)?);
+        let loaded = Arc::new(Key::load(record)?);
         self.key_cache
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -98,7 +98,9 @@ pub enum Error {
     #[error("request {} cannot be signed: {why}", hex::encode(.request))]
     NotApproved { request: RequestId, why: String },
 
-    // --- PERMISSION_DENIED: a rule of the policy is broken. ---
+    // --- PERMISSION_DENIED: a rule of the policy is broken (but see
+    // `violation_code`: a request the rules cannot even read is
+    // INVALID_ARGUMENT, a fee over its cap RESOURCE_EXHAUSTED). ---
     #[error(transparent)]
     PolicyViolation(#[from] Violation),
     #[error("destination {destination:?} is not on the allowlist of key {key:?}")]
@@ -337,6 +339,18 @@ pub enum SigningError {
     /// The engine could not encode a signing package or a signature.
     #[error("{0}")]
     Encoding(String),
+    /// Input `input` of a PSBT request could not be signed, so the request
+    /// was not (all inputs or none).
+    #[error("input {input} of {inputs}: {error}")]
+    Input {
+        input: usize,
+        inputs: usize,
+        error: Box<SigningError>,
+    },
+    /// Every input was signed but the transaction could not be finalized
+    /// (a signature that does not verify under the output key).
+    #[error("the signed PSBT does not finalize: {0}")]
+    Finalize(ringi_psbt::PsbtError),
 }
 
 fn refusal_note(failures: &SignerFailures) -> String {
@@ -398,9 +412,8 @@ impl Error {
             | Error::StateConflict { .. }
             | Error::IllegalTransition(_)
             | Error::NotApproved { .. } => Code::FailedPrecondition,
-            Error::PolicyViolation(_) | Error::DestinationNotAllowed { .. } => {
-                Code::PermissionDenied
-            }
+            Error::PolicyViolation(v) => violation_code(v),
+            Error::DestinationNotAllowed { .. } => Code::PermissionDenied,
             Error::CapExceeded { .. } => Code::ResourceExhausted,
             Error::Signing(e) => e.code(),
             Error::Keygen(e) => e.code(),
@@ -409,6 +422,23 @@ impl Error {
             | Error::Inconsistent { .. }
             | Error::Internal(_) => Code::Internal,
         }
+    }
+}
+
+/// The code of a policy rule a request or approval breaks: a request the
+/// rules cannot read (its shape, its PSBT, a PSBT for a key that cannot
+/// sign one) is INVALID_ARGUMENT; a fee over the key's caps is
+/// RESOURCE_EXHAUSTED, like the spending caps; every other rule (an
+/// allowlist, blind signing not allowed, an approval's checks) is
+/// PERMISSION_DENIED.
+pub fn violation_code(v: &Violation) -> Code {
+    match v {
+        Violation::Shape(_)
+        | Violation::Psbt(_)
+        | Violation::NotATaprootKey(_)
+        | Violation::NoNetwork(_) => Code::InvalidArgument,
+        Violation::FeeTooHigh { .. } | Violation::FeeRateTooHigh { .. } => Code::ResourceExhausted,
+        _ => Code::PermissionDenied,
     }
 }
 
@@ -421,7 +451,8 @@ impl SigningError {
                 failures.unanimous_refusal().unwrap_or(Code::Unavailable)
             }
             SigningError::Routing(_) => Code::InvalidArgument,
-            SigningError::Encoding(_) => Code::Internal,
+            SigningError::Encoding(_) | SigningError::Finalize(_) => Code::Internal,
+            SigningError::Input { error, .. } => error.code(),
         }
     }
 }
@@ -577,6 +608,68 @@ mod tests {
             ]),
             Code::FailedPrecondition
         );
+    }
+
+    /// A request the rules cannot read is INVALID_ARGUMENT, a fee over
+    /// its cap RESOURCE_EXHAUSTED, any other broken rule PERMISSION_DENIED.
+    #[test]
+    fn policy_violations_have_the_code_of_their_kind() {
+        let key = KeyId::parse("tr-1").unwrap();
+        for (violation, code) in [
+            (
+                Violation::Psbt(ringi_psbt::PsbtError::NoInputs),
+                Code::InvalidArgument,
+            ),
+            (
+                Violation::Shape(ringi_policy::request::ShapeError::Empty),
+                Code::InvalidArgument,
+            ),
+            (
+                Violation::NotATaprootKey(key.clone()),
+                Code::InvalidArgument,
+            ),
+            (Violation::NoNetwork(key.clone()), Code::InvalidArgument),
+            (
+                Violation::FeeTooHigh { fee: 2, cap: 1 },
+                Code::ResourceExhausted,
+            ),
+            (
+                Violation::FeeRateTooHigh {
+                    rate: 2,
+                    vsize: 100,
+                    cap: 1,
+                },
+                Code::ResourceExhausted,
+            ),
+            (
+                Violation::BlindSigningNotAllowed(key.clone()),
+                Code::PermissionDenied,
+            ),
+            (
+                Violation::DestinationNotAllowed("bcrt1q".into()),
+                Code::PermissionDenied,
+            ),
+            (Violation::BadSignature { index: 0 }, Code::PermissionDenied),
+        ] {
+            assert_eq!(Error::from(violation.clone()).code(), code, "{violation}");
+        }
+        let input = Error::from(SigningError::Input {
+            input: 1,
+            inputs: 2,
+            error: Box::new(SigningError::Signers {
+                key,
+                threshold: 2,
+                failures: SignerFailures {
+                    signers: vec![
+                        refused("a", Code::InvalidArgument),
+                        refused("b", Code::InvalidArgument),
+                    ],
+                    unattributed: Vec::new(),
+                },
+            }),
+        });
+        assert_eq!(input.code(), Code::InvalidArgument);
+        assert!(input.to_string().starts_with("input 1 of 2: "), "{input}");
     }
 
     #[test]

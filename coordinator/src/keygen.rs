@@ -17,7 +17,9 @@
 //! record is left anywhere.
 //!
 //! Generic over the ciphersuite ([`ringi_frost::Suite`]), like the signing
-//! engine; the coordinator instantiates it with its key suite.
+//! engine; [`run_kind`] instantiates it with the suite of the key kind
+//! asked for, and every signer is told the kind in round 1 (it seals the
+//! kind with its share).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -25,8 +27,9 @@ use std::time::Instant;
 
 use futures::future::join_all;
 use rand::RngCore;
-use ringi_frost::Suite;
 use ringi_frost::frost_core::keys::PublicKeyPackage;
+use ringi_frost::taproot::Secp256k1Tr;
+use ringi_frost::{KeyKind, Secp256k1, Suite};
 use ringi_policy::key_id::KeyId;
 use ringi_proto::signer::v1 as pb;
 
@@ -53,6 +56,8 @@ pub enum Progress {
 
 pub struct KeygenRequest {
     pub key_id: KeyId,
+    /// The key's kind: which suite the DKG and every signing use.
+    pub kind: KeyKind,
     pub threshold: u32,
     pub signers: Vec<String>,
 }
@@ -90,9 +95,22 @@ pub fn check_request(
     Ok(signers)
 }
 
-/// Runs the DKG for a key of suite `C` and stores the key. `progress` is
-/// told of every step.
-pub async fn run<C: Suite>(
+/// Runs the DKG for a key of `req.kind` and stores the key. `progress` is
+/// told of every step. The one place a kind picks the DKG's suite.
+pub async fn run(
+    registry: &Registry,
+    store: &Arc<dyn KeyStore>,
+    req: KeygenRequest,
+    progress: impl Fn(Progress),
+) -> Result<KeyRecord> {
+    match req.kind {
+        KeyKind::FrostSecp256k1 => run_suite::<Secp256k1>(registry, store, req, progress).await,
+        KeyKind::BitcoinTaproot => run_suite::<Secp256k1Tr>(registry, store, req, progress).await,
+    }
+}
+
+/// The DKG with suite `C` (of kind `req.kind`).
+async fn run_suite<C: Suite>(
     registry: &Registry,
     store: &Arc<dyn KeyStore>,
     req: KeygenRequest,
@@ -131,7 +149,7 @@ pub async fn run<C: Suite>(
 
     let result = async {
         let (s, t0) = timed("round 1: commitments");
-        let round1 = run.round1(&participants).await?;
+        let round1 = run.round1(&participants, C::KIND).await?;
         progress(Progress::Finished {
             step: s,
             elapsed_ms: ms(t0),
@@ -311,7 +329,11 @@ impl Run<'_> {
         Ok(keys)
     }
 
-    async fn round1(&self, participants: &[pb::DkgParticipant]) -> Result<BTreeMap<u32, Vec<u8>>> {
+    async fn round1(
+        &self,
+        participants: &[pb::DkgParticipant],
+        kind: KeyKind,
+    ) -> Result<BTreeMap<u32, Vec<u8>>> {
         let participants = participants.to_vec();
         let packages = self
             .step(|mut s| {
@@ -321,6 +343,7 @@ impl Run<'_> {
                     identifier: u32::from(s.identifier),
                     min_signers: self.threshold,
                     participants: participants.clone(),
+                    kind: kind.as_str().to_string(),
                 };
                 async move { Ok(s.client.dkg_round1(req).await?.into_inner().round1_package) }
             })
@@ -442,7 +465,6 @@ impl Run<'_> {
 mod tests {
     use super::*;
     use crate::config::SignerEntry;
-    use ringi_frost::Secp256k1;
 
     fn registry() -> Registry {
         let entries: Vec<SignerEntry> = (1..=3)
@@ -458,6 +480,7 @@ mod tests {
     fn req(threshold: u32, signers: &[&str]) -> KeygenRequest {
         KeygenRequest {
             key_id: KeyId::parse("k").unwrap(),
+            kind: KeyKind::FrostSecp256k1,
             threshold,
             signers: signers.iter().map(|s| s.to_string()).collect(),
         }

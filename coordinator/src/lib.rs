@@ -16,10 +16,11 @@
 //!    loads, records and notifies; and [`coordinator`], the state they share
 //!    (registry, stores, policy, audit trail, key cache, change
 //!    notifications).
-//! 3. **Engine and stores** — [`signing`] (one FROST signing of an
-//!    [`approved::ApprovedRequest`]) and [`keygen`] (the DKG), generic over
-//!    the ciphersuite (`ringi_frost::Suite`, instantiated once as
-//!    [`coordinator::KeySuite`]); they are the signer-client side of the
+//! 3. **Engine and stores** — [`signing`] (the FROST signings of an
+//!    [`approved::ApprovedRequest`]: one, or one per input of a PSBT) and
+//!    [`keygen`] (the DKG), generic over the ciphersuite
+//!    (`ringi_frost::Suite`, instantiated per key kind in one place each:
+//!    [`signing::Key`] and [`keygen::run`]); they are the signer-client side of the
 //!    edge, building the signers' wire messages and decoding their answers
 //!    with pure decoders. [`registry`] names the signers. [`store`] and
 //!    [`request_store`] are the storage contracts ([`store::KeyStore`],

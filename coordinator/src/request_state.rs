@@ -1,7 +1,7 @@
 //! The life of a signing request, as a pure state machine.
 //!
 //! ```text
-//! PENDING_APPROVAL ──quorum met──▶ APPROVED ──round started──▶ SIGNING ──▶ SIGNED (signature)
+//! PENDING_APPROVAL ──quorum met──▶ APPROVED ──round started──▶ SIGNING ──▶ SIGNED (signature[, transaction])
 //!        │  │                         │                           │
 //!        │  └──veto──▶ REJECTED       └──expired──▶ EXPIRED       └──▶ FAILED (reason)
 //!        └──expired──▶ EXPIRED
@@ -11,7 +11,8 @@
 //! [`Transition`], and the only way to make one is [`next`]: the stores take
 //! transitions, not free (from, to) pairs, so a change the machine does not
 //! allow cannot be recorded, and since [`Event::Signed`] carries the
-//! signature, neither can SIGNED without one. The store records every
+//! signature (and, for a PSBT request, the finalized PSBT and transaction),
+//! neither can SIGNED without one. The store records every
 //! transition with its time and reason, in the same transaction as the
 //! change that caused it.
 
@@ -69,6 +70,15 @@ impl fmt::Display for State {
     }
 }
 
+/// A PSBT request's result: every input signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTransaction {
+    /// The finalized PSBT (binary BIP-174).
+    pub psbt: Vec<u8>,
+    /// The signed transaction, consensus-encoded.
+    pub tx: Vec<u8>,
+}
+
 /// What happened to a request. Its `Display` is the reason recorded with
 /// the transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +95,13 @@ pub enum Event {
     Expired { at: u64 },
     /// The coordinator started the signing round.
     SigningStarted,
-    /// The group signature, and the signers whose shares formed it.
+    /// The group signature (for a PSBT request every input's, 64 bytes
+    /// each, in input order), the signers whose shares formed it, and for
+    /// a PSBT request the signed transaction.
     Signed {
         signature: Vec<u8>,
         signers: Vec<String>,
+        transaction: Option<SignedTransaction>,
     },
     /// The round ended without a signature.
     SigningFailed { reason: String },
@@ -168,6 +181,14 @@ impl Transition {
             _ => None,
         }
     }
+
+    /// The signed transaction to record with the signature (PSBT requests).
+    pub fn signed_transaction(&self) -> Option<&SignedTransaction> {
+        match &self.event {
+            Event::Signed { transaction, .. } => transaction.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 /// The state after `event`, or why the event does not apply.
@@ -214,6 +235,7 @@ mod tests {
             Event::Signed {
                 signature: vec![1; 65],
                 signers: vec!["a".into(), "b".into()],
+                transaction: None,
             },
             Event::SigningFailed {
                 reason: "signers down".into(),
@@ -230,6 +252,7 @@ mod tests {
             Event::Signed {
                 signature: vec![7; 65],
                 signers: vec!["a".into(), "b".into()],
+                transaction: None,
             },
         ] {
             let t = next(s, e).unwrap();

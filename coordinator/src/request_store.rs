@@ -13,7 +13,7 @@ use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::Approval;
 
 use crate::error::{RequestId, Result};
-use crate::request_state::{State, Transition};
+use crate::request_state::{SignedTransaction, State, Transition};
 
 /// Most requests one listing returns.
 pub const LIST_LIMIT: usize = 500;
@@ -37,6 +37,9 @@ pub struct RequestRecord {
     pub state_reason: String,
     /// Set exactly when the state is SIGNED.
     pub signature: Option<Vec<u8>>,
+    /// Set exactly when the state is SIGNED and the request is a PSBT
+    /// request: the finalized PSBT and the signed transaction.
+    pub signed_transaction: Option<SignedTransaction>,
     pub approvals: Vec<Approval>,
     pub transitions: Vec<TransitionRecord>,
 }
@@ -63,6 +66,10 @@ pub struct NewRequest {
     /// What the idempotency key must always map to: every field the caller
     /// chose (times excluded, since a retry comes later).
     pub content_hash: [u8; 32],
+    /// What the caps count for this request: the declared amount of a raw
+    /// request, the sum of the payments derived from a PSBT
+    /// (`ringi_policy::subject::Subject::amount`).
+    pub counted_amount: u128,
     /// The key's spending caps at admission.
     pub limits: Limits,
 }
@@ -134,11 +141,11 @@ pub trait RequestStore: Send + Sync {
     ///   hash: writes nothing and returns [`Inserted::Existing`] with the
     ///   first request's id.
     /// - With another content hash: [`Error::IdempotencyConflict`].
-    /// - Otherwise the request must fit the key's caps
+    /// - Otherwise the request's `counted_amount` must fit the key's caps
     ///   (`ringi_policy::limits::check` with `new.limits` and
-    ///   `daily_volume`), counting as usage every request of the same key
-    ///   created after `now - window_secs` that is not REJECTED, EXPIRED or
-    ///   FAILED: else [`Error::CapExceeded`].
+    ///   `daily_volume`), counting as usage the `counted_amount` of every
+    ///   request of the same key created after `now - window_secs` that is
+    ///   not REJECTED, EXPIRED or FAILED: else [`Error::CapExceeded`].
     /// - A request with the same id exists: [`Error::RequestExists`].
     ///
     /// Atomicity: the idempotency lookup, the usage count, the cap check and
@@ -179,11 +186,13 @@ pub trait RequestStore: Send + Sync {
         now: u64,
     ) -> Result<()>;
 
-    /// Applies `transition` (its state, reason, and signature when it is to
-    /// SIGNED) with its history record, while the request is still in
+    /// Applies `transition` (its state, reason, and when it is to SIGNED
+    /// its signature and, for a PSBT request, its signed transaction) with
+    /// its history record, while the request is still in
     /// `transition.from()`.
     ///
-    /// Atomicity: one compare-and-set transaction. Of concurrent callers
+    /// Atomicity: one compare-and-set transaction; a SIGNED record is
+    /// never visible without its signature or signed transaction. Of concurrent callers
     /// making changes from one state, exactly one succeeds; the others get
     /// [`Error::StateConflict`] naming the state they lost to. Unknown id:
     /// [`Error::NotFound`].

@@ -8,14 +8,18 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ringi_frost::KeyKind;
 use ringi_policy::key_id::KeyId;
+use ringi_policy::policy::Policy;
+use ringi_policy::subject::KeyFacts;
 use ringi_proto::coordinator::v1 as pb;
+use ringi_psbt::{Derived, OwnKey};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::access;
 use crate::config::Role;
-use crate::coordinator::{Coordinator, KeySuite};
+use crate::coordinator::{Coordinator, Key};
 use crate::error::{Error, RequestId};
 use crate::keygen::{self, KeygenRequest, Progress};
 use crate::request_state::State;
@@ -27,8 +31,22 @@ fn key_id(text: &str) -> Result<KeyId, Error> {
     Ok(KeyId::parse(text)?)
 }
 
-fn public_key(r: &KeyRecord) -> pb::PublicKey {
-    pb::PublicKey {
+/// A key kind as the API names it; empty is frost-secp256k1.
+fn key_kind(text: &str) -> Result<KeyKind, Error> {
+    match text {
+        "" => Ok(KeyKind::FrostSecp256k1),
+        name => KeyKind::parse(name).map_err(|e| Error::InvalidInput {
+            field: "kind",
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The key's public data; for a bitcoin-taproot key also its x-only
+/// internal and output keys, and its network and P2TR address under
+/// `policy` (empty without a network).
+fn public_key(policy: Option<&Policy>, r: &KeyRecord) -> pb::PublicKey {
+    let mut key = pb::PublicKey {
         key_id: r.key_id.to_string(),
         threshold: u32::from(r.threshold),
         signers: r
@@ -42,7 +60,23 @@ fn public_key(r: &KeyRecord) -> pb::PublicKey {
         group_public_key: r.group_public_key.clone(),
         public_key_package: r.public_key_package.clone(),
         created_at: r.created_at,
+        kind: r.kind.as_str().to_string(),
+        ..Default::default()
+    };
+    if r.kind == KeyKind::BitcoinTaproot
+        && let Ok((internal_key, output_key)) = r.taproot_keys()
+    {
+        key.internal_key = internal_key.to_vec();
+        key.output_key = output_key.to_vec();
+        if let Some(network) = policy
+            .and_then(|p| p.key(&r.key_id))
+            .and_then(|rules| rules.bitcoin.network)
+        {
+            key.network = network.as_str().to_string();
+            key.address = ringi_frost::taproot::address(&output_key, network);
+        }
     }
+    key
 }
 
 /// `KeyService`.
@@ -65,6 +99,7 @@ impl pb::key_service_server::KeyService for KeyService {
         // status directly.
         let request = KeygenRequest {
             key_id: key_id(&req.key_id)?,
+            kind: key_kind(&req.kind)?,
             threshold: req.threshold,
             signers: req.signers,
         };
@@ -72,9 +107,9 @@ impl pb::key_service_server::KeyService for KeyService {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let key_id = request.key_id.clone();
-            tracing::info!(key_id = %key_id, threshold = request.threshold, signers = ?request.signers, "DKG started");
+            tracing::info!(key_id = %key_id, kind = %request.kind, threshold = request.threshold, signers = ?request.signers, "DKG started");
             let progress_tx = tx.clone();
-            let result = keygen::run::<KeySuite>(
+            let result = keygen::run(
                 &coordinator.registry,
                 &coordinator.keys,
                 request,
@@ -108,13 +143,17 @@ impl pb::key_service_server::KeyService for KeyService {
                         "key_created",
                         &[
                             ("key_id", key_id.to_string()),
+                            ("kind", record.kind.to_string()),
                             ("threshold", record.threshold.to_string()),
                             ("signers", signers.join(",")),
                             ("group_public_key", hex::encode(&record.group_public_key)),
                         ],
                     );
                     Ok(pb::CreateKeyEvent {
-                        event: Some(pb::create_key_event::Event::Created(public_key(&record))),
+                        event: Some(pb::create_key_event::Event::Created(public_key(
+                            coordinator.policy.as_deref(),
+                            &record,
+                        ))),
                     })
                 }
                 Err(e) => {
@@ -139,7 +178,7 @@ impl pb::key_service_server::KeyService for KeyService {
         let key_id = key_id(&request.into_inner().key_id)?;
         let key = self.0.key(&key_id).await?;
         Ok(Response::new(pb::GetPublicKeyResponse {
-            key: Some(public_key(&key.record)),
+            key: Some(public_key(self.0.policy.as_deref(), key.record())),
         }))
     }
 
@@ -149,8 +188,9 @@ impl pb::key_service_server::KeyService for KeyService {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let store = self.0.keys.clone();
         let records = blocking(move || store.keys()).await?;
+        let policy = self.0.policy.as_deref();
         Ok(Response::new(pb::ListKeysResponse {
-            keys: records.iter().map(public_key).collect(),
+            keys: records.iter().map(|r| public_key(policy, r)).collect(),
         }))
     }
 }
@@ -179,14 +219,78 @@ fn transition(t: &TransitionRecord) -> pb::Transition {
     }
 }
 
-/// The API view of a stored request.
-pub fn view(c: &Coordinator, r: &RequestRecord) -> pb::SigningRequestView {
+/// The API view of a stored request, with its key's facts if the key
+/// loads (a key that does not leaves what needs it empty: still-needed
+/// quorums, the transaction).
+pub async fn view_of(c: &Coordinator, r: &RequestRecord) -> pb::SigningRequestView {
+    let key = c.key(&r.request.key_id).await.ok();
+    view(c, r, key.as_deref())
+}
+
+/// What a PSBT request's transaction does, derived with the key's output
+/// key and the policy's network for it.
+fn transaction(
+    policy: Option<&Policy>,
+    key: &KeyFacts,
+    r: &RequestRecord,
+) -> Option<pb::Transaction> {
+    let psbt = r.request.psbt.as_ref()?;
+    let KeyFacts::BitcoinTaproot {
+        internal_key,
+        output_key,
+    } = *key
+    else {
+        return None;
+    };
+    let rules = policy?.key(&r.request.key_id)?;
+    let network = rules.bitcoin.network?;
+    let own = OwnKey {
+        internal_key,
+        output_key,
+        network,
+    };
+    let derived = ringi_psbt::derive(psbt, &own, rules.bitcoin.allow_sighash_all).ok()?;
+    Some(transaction_pb(&derived, network))
+}
+
+/// The API form of a derived transaction.
+pub fn transaction_pb(d: &Derived, network: ringi_psbt::Network) -> pb::Transaction {
+    let output = |o: &ringi_psbt::OutputView| pb::TxOutput {
+        index: o.index as u32,
+        address: o.address.clone(),
+        value_sats: o.value,
+    };
+    pb::Transaction {
+        txid: d.txid.clone(),
+        network: network.as_str().to_string(),
+        inputs: d
+            .inputs
+            .iter()
+            .map(|i| pb::TxInput {
+                outpoint: i.outpoint.clone(),
+                value_sats: i.value,
+                sighash_type: i.sighash.as_str().to_string(),
+            })
+            .collect(),
+        payments: d.payments.iter().map(output).collect(),
+        change: d.change.iter().map(output).collect(),
+        fee_sats: d.fee,
+        vsize: d.vsize,
+        fee_rate_sat_vb: d.fee_rate(),
+        total_paid_sats: d.total_paid(),
+    }
+}
+
+/// The API view of a stored request for `key` (if it loaded).
+pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::SigningRequestView {
     let now = requests::now();
     let approval_ttl_secs = c
         .policy
         .as_ref()
         .and_then(|p| p.key(&r.request.key_id))
         .map_or(0, |k| k.approval_ttl_secs);
+    let facts = key.map(Key::facts);
+    let signed = r.signed_transaction.as_ref();
     pb::SigningRequestView {
         request_id: hex::encode(r.id),
         request: Some(ringi_proto::bundle::request_to_pb(&r.request)),
@@ -198,7 +302,9 @@ pub fn view(c: &Coordinator, r: &RequestRecord) -> pb::SigningRequestView {
             .iter()
             .map(ringi_proto::bundle::approval_to_pb)
             .collect(),
-        still_needed: requests::still_needed(c.policy.as_deref(), r, now)
+        still_needed: facts
+            .map(|facts| requests::still_needed(c.policy.as_deref(), &facts, r, now))
+            .unwrap_or_default()
             .into_iter()
             .map(|(department, have, need)| pb::Needed {
                 department,
@@ -225,6 +331,10 @@ pub fn view(c: &Coordinator, r: &RequestRecord) -> pb::SigningRequestView {
             })
             .collect(),
         transitions: r.transitions.iter().map(transition).collect(),
+        transaction: facts.and_then(|f| transaction(c.policy.as_deref(), &f, r)),
+        signed_psbt: signed.map(|s| s.psbt.clone()).unwrap_or_default(),
+        signed_transaction: signed.map(|s| s.tx.clone()).unwrap_or_default(),
+        blind: r.request.psbt.is_none() && key.is_some_and(|k| k.kind() == KeyKind::BitcoinTaproot),
     }
 }
 
@@ -260,10 +370,11 @@ impl pb::request_service_server::RequestService for RequestService {
                 requester: r.requester,
                 signers: r.signers,
                 idempotency_key: r.idempotency_key,
+                psbt: (!r.psbt.is_empty()).then_some(r.psbt),
             },
         )
         .await?;
-        Ok(Response::new(view(&self.0, &record)))
+        Ok(Response::new(view_of(&self.0, &record).await))
     }
 
     async fn get_signing_request(
@@ -272,7 +383,7 @@ impl pb::request_service_server::RequestService for RequestService {
     ) -> Result<Response<pb::SigningRequestView>, Status> {
         let id = parse_request_id(&request.into_inner().request_id)?;
         let record = requests::get(&self.0, id).await?;
-        Ok(Response::new(view(&self.0, &record)))
+        Ok(Response::new(view_of(&self.0, &record).await))
     }
 
     async fn list_signing_requests(
@@ -320,8 +431,12 @@ impl pb::request_service_server::RequestService for RequestService {
             })
         })
         .await?;
+        let mut views = Vec::with_capacity(records.len());
+        for r in &records {
+            views.push(view_of(&self.0, r).await);
+        }
         Ok(Response::new(pb::ListSigningRequestsResponse {
-            requests: records.iter().map(|r| view(&self.0, r)).collect(),
+            requests: views,
             next_page_token: next.map(|p| p.token()).unwrap_or_default(),
         }))
     }
@@ -341,12 +456,13 @@ impl pb::request_service_server::RequestService for RequestService {
         tokio::spawn(async move {
             let mut sent = 0usize;
             let mut record = first;
+            let key = coordinator.key(&record.request.key_id).await.ok();
             loop {
                 for (i, t) in record.transitions.iter().enumerate().skip(sent) {
                     let event = pb::SigningRequestEvent {
                         seq: i as u32 + 1,
                         transition: Some(transition(t)),
-                        request: Some(view(&coordinator, &record)),
+                        request: Some(view(&coordinator, &record, key.as_deref())),
                     };
                     if tx.send(Ok(event)).await.is_err() {
                         return; // the watcher went away
@@ -400,7 +516,7 @@ impl pb::request_service_server::RequestService for RequestService {
             Err(e) => Err(Error::from(e)),
         };
         match result {
-            Ok(record) => Ok(Response::new(view(&self.0, &record))),
+            Ok(record) => Ok(Response::new(view_of(&self.0, &record).await)),
             Err(e) => {
                 tracing::warn!(error = %e, department = %approval.department, "decision refused");
                 Err(e.into())

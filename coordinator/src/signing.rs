@@ -1,7 +1,10 @@
-//! The signing engine: one FROST signing (RFC 9591 section 5) of an
-//! [`ApprovedRequest`], run across any `t` reachable signers of a key.
-//! Generic over the ciphersuite ([`ringi_frost::Suite`]); the coordinator
-//! instantiates it once (`coordinator::KeySuite`).
+//! The signing engine: the FROST signings (RFC 9591 section 5) of an
+//! [`ApprovedRequest`], each run across any `t` reachable signers of a key:
+//! one for a raw message, one per input for a PSBT request (over the
+//! input's BIP-341 sighash), all or nothing. Generic over the ciphersuite
+//! ([`ringi_frost::Suite`]); [`Key`] is the one place a key's kind picks
+//! the suite (`frost-secp256k1`: [`ringi_frost::Secp256k1`],
+//! `bitcoin-taproot`: [`Secp256k1Tr`]).
 //!
 //! Round 1 asks `t` signers for commitments at once; each one that fails is
 //! replaced by another signer of the key until `t` have answered or none is
@@ -20,11 +23,13 @@ use std::collections::{BTreeMap, HashSet};
 
 use futures::future::join_all;
 use rand::seq::SliceRandom;
-use ringi_frost::Suite;
 use ringi_frost::frost_core::keys::PublicKeyPackage;
 use ringi_frost::frost_core::round1::SigningCommitments;
 use ringi_frost::frost_core::round2::SignatureShare;
 use ringi_frost::frost_core::{Identifier, SigningPackage};
+use ringi_frost::taproot::Secp256k1Tr;
+use ringi_frost::{KeyKind, Secp256k1, Suite};
+use ringi_policy::subject::KeyFacts;
 use ringi_proto::approval::v1 as apb;
 use ringi_proto::signer::v1 as pb;
 
@@ -45,8 +50,9 @@ pub struct LoadedKey<C: Suite> {
 
 impl<C: Suite> LoadedKey<C> {
     /// Checks the record is of suite `C`'s kind, parses the stored public
-    /// key package and checks that every signer's identifier is a FROST
-    /// identifier with a verifying share in it.
+    /// key package, checks that its group key is the record's and that
+    /// every signer's identifier is a FROST identifier with a verifying
+    /// share in it.
     pub fn new(record: KeyRecord) -> Result<Self, Error> {
         if record.kind != C::KIND {
             return Err(Error::Corrupt(format!(
@@ -64,6 +70,13 @@ impl<C: Suite> LoadedKey<C> {
         };
         let public = PublicKeyPackage::<C>::deserialize(&record.public_key_package)
             .map_err(|e| corrupt(e.to_string()))?;
+        let group_key = public
+            .verifying_key()
+            .serialize()
+            .map_err(|e| corrupt(e.to_string()))?;
+        if group_key != record.group_public_key {
+            return Err(corrupt("its group key is not the record's".into()));
+        }
         for (name, n) in &record.signers {
             let known = ringi_frost::identifier::<C>(*n)
                 .is_some_and(|id| public.verifying_shares().contains_key(&id));
@@ -77,10 +90,82 @@ impl<C: Suite> LoadedKey<C> {
     }
 }
 
+/// A key ready for signing, of whichever kind: the one seam where a key's
+/// kind picks the ciphersuite of the generic engine ([`sign_all`]).
+pub enum Key {
+    /// RFC 9591 FROST(secp256k1, SHA-256).
+    FrostSecp256k1(LoadedKey<Secp256k1>),
+    /// BIP-340 FROST under the BIP-341 key-path output key, with the key's
+    /// x-only internal and output keys (derived once, at loading).
+    BitcoinTaproot {
+        key: LoadedKey<Secp256k1Tr>,
+        internal_key: [u8; 32],
+        output_key: [u8; 32],
+    },
+}
+
+impl Key {
+    /// Loads `record` with the suite of its kind (see [`LoadedKey::new`]).
+    pub fn load(record: KeyRecord) -> Result<Self, Error> {
+        match record.kind {
+            KeyKind::FrostSecp256k1 => Ok(Key::FrostSecp256k1(LoadedKey::new(record)?)),
+            KeyKind::BitcoinTaproot => {
+                let (internal_key, output_key) = record.taproot_keys()?;
+                Ok(Key::BitcoinTaproot {
+                    key: LoadedKey::new(record)?,
+                    internal_key,
+                    output_key,
+                })
+            }
+        }
+    }
+
+    /// The key's public record.
+    pub fn record(&self) -> &KeyRecord {
+        match self {
+            Key::FrostSecp256k1(k) => &k.record,
+            Key::BitcoinTaproot { key, .. } => &key.record,
+        }
+    }
+
+    pub fn kind(&self) -> KeyKind {
+        self.record().kind
+    }
+
+    /// What the policy's evaluation knows of the key.
+    pub fn facts(&self) -> KeyFacts {
+        match self {
+            Key::FrostSecp256k1(_) => KeyFacts::FrostSecp256k1,
+            Key::BitcoinTaproot {
+                internal_key,
+                output_key,
+                ..
+            } => KeyFacts::BitcoinTaproot {
+                internal_key: *internal_key,
+                output_key: *output_key,
+            },
+        }
+    }
+
+    /// Every signing `approved` needs, with this key's suite: see
+    /// [`sign_all`].
+    pub async fn sign(
+        &self,
+        registry: &Registry,
+        approved: &ApprovedRequest,
+    ) -> Result<Vec<Signed>, SigningError> {
+        match self {
+            Key::FrostSecp256k1(k) => sign_all(registry, k, approved).await,
+            Key::BitcoinTaproot { key, .. } => sign_all(registry, key, approved).await,
+        }
+    }
+}
+
 /// A finished signing.
 #[derive(Debug, Clone)]
 pub struct Signed {
-    /// The suite's signature encoding (secp256k1: 65 bytes, SEC1 R ‖ z).
+    /// The suite's signature encoding (frost-secp256k1: 65 bytes, SEC1
+    /// R ‖ z; bitcoin-taproot: 64 bytes, BIP-340 x-only R ‖ z).
     pub signature: Vec<u8>,
     /// The signers whose shares formed it.
     pub signers: Vec<String>,
@@ -172,13 +257,46 @@ struct Participant<C: Suite> {
     id: Identifier<C>,
 }
 
-/// Signs `approved`'s message with `key`, using its routed signers or any
-/// `t`. The approval bundle goes to every signer in both rounds; each
-/// signer checks it against its own pinned policy.
+/// Every signing of `approved` with `key`, in order: its one message, or
+/// one per input of a PSBT request (each over that input's sighash, each
+/// its own FROST signing under the same approval bundle). All or nothing:
+/// the first input that cannot be signed ends the request's signing with
+/// [`SigningError::Input`] naming it.
+pub async fn sign_all<C: Suite>(
+    registry: &Registry,
+    key: &LoadedKey<C>,
+    approved: &ApprovedRequest,
+) -> Result<Vec<Signed>, SigningError> {
+    let messages = approved.messages();
+    let per_input = approved.request().psbt.is_some();
+    let count = messages.len();
+    let mut signed = Vec::with_capacity(count);
+    for (input, message) in messages.into_iter().enumerate() {
+        match sign(registry, key, approved, message).await {
+            Ok(s) => signed.push(s),
+            Err(e) if per_input => {
+                return Err(SigningError::Input {
+                    input,
+                    inputs: count,
+                    error: Box::new(e),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(signed)
+}
+
+/// One FROST signing of `message` (one of `approved`'s messages) with
+/// `key`, using the request's routed signers or any `t`. The approval
+/// bundle goes to every signer in both rounds; each signer checks it
+/// against its own pinned policy, and that `message` is what the request
+/// signs, before it takes part.
 pub async fn sign<C: Suite>(
     registry: &Registry,
     key: &LoadedKey<C>,
     approved: &ApprovedRequest,
+    message: &[u8],
 ) -> Result<Signed, SigningError> {
     let order = candidates(&key.record, approved.signers())?;
     let bundle = bundle(approved);
@@ -213,7 +331,7 @@ pub async fn sign<C: Suite>(
             .filter(|p| !excluded.contains(&p.signer.name))
             .cloned()
             .collect();
-        match attempt(key, approved.message(), &bundle, candidates, &mut failures).await {
+        match attempt(key, message, &bundle, candidates, &mut failures).await {
             Ok(signed) => return Ok(signed),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry { failed }) => excluded.extend(failed),
@@ -485,7 +603,15 @@ mod tests {
         let (_, public) = dealer_key();
         let mut record = key();
         record.public_key_package = public.serialize().unwrap();
+        record.group_public_key = public.verifying_key().serialize().unwrap();
         assert!(LoadedKey::<Secp256k1>::new(record.clone()).is_ok());
+        let mut other_group = record.clone();
+        other_group.group_public_key[5] ^= 1;
+        let e = LoadedKey::<Secp256k1>::new(other_group).err().unwrap();
+        assert!(
+            matches!(e, Error::Corrupt(ref m) if m.contains("not the record's")),
+            "{e}"
+        );
         record.signers.push(("d".into(), 4));
         let e = LoadedKey::<Secp256k1>::new(record.clone()).err().unwrap();
         assert!(
@@ -512,5 +638,53 @@ mod tests {
             matches!(e, Error::Corrupt(ref m) if m.contains("is a bitcoin-taproot key")),
             "{e}"
         );
+    }
+
+    /// A record of `kind` holding `public`.
+    fn record_of<C: Suite>(kind: KeyKind, public: &PublicKeyPackage<C>) -> KeyRecord {
+        KeyRecord {
+            kind,
+            public_key_package: public.serialize().unwrap(),
+            group_public_key: public.verifying_key().serialize().unwrap(),
+            ..key()
+        }
+    }
+
+    /// `Key::load` picks the suite by the record's kind, and a taproot key
+    /// carries the internal and output keys of its group key.
+    #[test]
+    fn keys_load_with_the_suite_of_their_kind() {
+        let (_, public) = dealer_key();
+        let frost = Key::load(record_of(KeyKind::FrostSecp256k1, &public)).unwrap();
+        assert!(matches!(frost, Key::FrostSecp256k1(_)));
+        assert_eq!(frost.facts(), KeyFacts::FrostSecp256k1);
+
+        let (_, public) = ringi_frost::frost_core::keys::generate_with_dealer::<Secp256k1Tr, _>(
+            3,
+            2,
+            ringi_frost::frost_core::keys::IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        let record = record_of(KeyKind::BitcoinTaproot, &public);
+        let taproot = Key::load(record.clone()).unwrap();
+        let (internal_key, output_key) =
+            ringi_frost::taproot::keys_of_group(&record.group_public_key).unwrap();
+        assert_eq!(
+            taproot.facts(),
+            KeyFacts::BitcoinTaproot {
+                internal_key,
+                output_key
+            }
+        );
+        assert_eq!(
+            output_key,
+            ringi_frost::taproot::output_key(&public).unwrap()
+        );
+        assert_eq!(taproot.kind(), KeyKind::BitcoinTaproot);
+        assert_eq!(taproot.record(), &record);
+        // A taproot package recorded as frost-secp256k1 does not load as
+        // one (the encodings differ by ciphersuite).
+        assert!(Key::load(record_of(KeyKind::FrostSecp256k1, &public)).is_err());
     }
 }

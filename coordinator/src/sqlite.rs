@@ -24,7 +24,7 @@ use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{Error, Missing, RequestId, Result};
-use crate::request_state::{State, Transition, TransitionError};
+use crate::request_state::{SignedTransaction, State, Transition, TransitionError};
 use crate::request_store::{
     Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord, RequestStore,
     TransitionRecord,
@@ -32,7 +32,7 @@ use crate::request_store::{
 use crate::store::{KeyRecord, KeyStore};
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -162,6 +162,20 @@ impl SqliteStore {
             tx.execute_batch(
                 "ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'frost-secp256k1';
                 PRAGMA user_version = 4;",
+            )?;
+        }
+        if version < 5 {
+            // PSBT requests: the PSBT itself, what the caps count (the
+            // derived payments; for every request made before, its declared
+            // amount), and the finalized PSBT and transaction of a SIGNED
+            // one.
+            tx.execute_batch(
+                "ALTER TABLE requests ADD COLUMN psbt BLOB;
+                ALTER TABLE requests ADD COLUMN counted_amount TEXT NOT NULL DEFAULT '0';
+                UPDATE requests SET counted_amount = amount;
+                ALTER TABLE requests ADD COLUMN signed_psbt BLOB;
+                ALTER TABLE requests ADD COLUMN signed_tx BLOB;
+                PRAGMA user_version = 5;",
             )?;
         }
         tx.commit()?;
@@ -311,13 +325,13 @@ impl RequestStore for SqliteStore {
                 return Ok(Inserted::Existing(id));
             }
             let usage = window_usage(tx, new, now)?;
-            check(&new.limits, request.metadata.amount, usage, daily_volume).map_err(|cap| {
+            check(&new.limits, new.counted_amount, usage, daily_volume).map_err(|cap| {
                 Error::CapExceeded {
                     key: request.key_id.clone(),
                     cap,
                 }
             })?;
-            let id = insert_request_row(tx, request, &new.signers, now)?;
+            let id = insert_request_row(tx, new, now)?;
             tx.execute(
                 "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES (?1, ?2, ?3, ?4)",
                 params![request.requester, new.idempotency_key, &new.content_hash[..], &id[..]],
@@ -453,8 +467,8 @@ impl RequestStore for SqliteStore {
     }
 }
 
-/// What the key's window caps count: its requests created in the window
-/// that may still be, or have been, signed.
+/// What the key's window caps count: the counted amounts of its requests
+/// created in the window that may still be, or have been, signed.
 fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usage> {
     let mut usage = Usage::default();
     if !new.limits.has_window() {
@@ -462,7 +476,7 @@ fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usag
     }
     let since = now.saturating_sub(new.limits.window_secs) as i64;
     let mut stmt = tx.prepare(
-        "SELECT amount FROM requests WHERE key_id = ?1 AND created_at > ?2
+        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND created_at > ?2
          AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
     )?;
     let amounts = stmt.query_map(params![new.request.key_id.as_str(), since], |r| {
@@ -476,12 +490,8 @@ fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usag
     Ok(usage)
 }
 
-fn insert_request_row(
-    tx: &Transaction<'_>,
-    request: &SigningRequest,
-    signers: &[String],
-    now: u64,
-) -> Result<RequestId> {
+fn insert_request_row(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<RequestId> {
+    let request = &new.request;
     let id = request.id();
     let exists: Option<i64> = tx
         .query_row(
@@ -496,8 +506,9 @@ fn insert_request_row(
     let m = &request.metadata;
     tx.execute(
         "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
-                               created_at, expires_at, policy_hash, signers, state, state_reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '')",
+                               created_at, expires_at, policy_hash, signers, state, state_reason,
+                               psbt, counted_amount)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15)",
         params![
             &id[..],
             request.key_id.as_str(),
@@ -510,8 +521,10 @@ fn insert_request_row(
             request.created_at as i64,
             request.expires_at as i64,
             &request.policy_hash[..],
-            signers.join(","),
+            new.signers.join(","),
             State::PendingApproval.as_str(),
+            request.psbt,
+            new.counted_amount.to_string(),
         ],
     )?;
     insert_history(tx, &id, "", State::PendingApproval, "submitted", now)?;
@@ -542,18 +555,38 @@ fn check_state(tx: &Transaction<'_>, id: &RequestId, expected: State) -> Result<
     }
 }
 
-/// Applies `t` only if the request is still in `t.from()`.
+/// Applies `t` only if the request is still in `t.from()`. A change to
+/// SIGNED carries a signed transaction exactly when the request is a PSBT
+/// request, else nothing is written.
 fn apply(tx: &Transaction<'_>, id: &RequestId, t: &Transition, now: u64) -> Result<()> {
     let reason = t.reason();
+    let signed = t.signed_transaction();
+    if t.to() == State::Signed {
+        let is_psbt: Option<bool> = tx
+            .query_row(
+                "SELECT psbt IS NOT NULL FROM requests WHERE request_id = ?1",
+                [&id[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if is_psbt.is_some_and(|p| p != signed.is_some()) {
+            return Err(Error::Internal(format!(
+                "request {}: a PSBT request is SIGNED with its signed transaction, any other without one",
+                hex::encode(id)
+            )));
+        }
+    }
     let changed = tx.execute(
-        "UPDATE requests SET state = ?2, state_reason = ?3, signature = ?4
+        "UPDATE requests SET state = ?2, state_reason = ?3, signature = ?4, signed_psbt = ?6, signed_tx = ?7
          WHERE request_id = ?1 AND state = ?5",
         params![
             &id[..],
             t.to().as_str(),
             reason,
             t.signature(),
-            t.from().as_str()
+            t.from().as_str(),
+            signed.map(|s| &s.psbt),
+            signed.map(|s| &s.tx),
         ],
     )?;
     if changed != 1 {
@@ -587,7 +620,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
     let row = conn
         .query_row(
             "SELECT key_id, message, asset, amount, destination, memo, requester, created_at, expires_at,
-                    policy_hash, signers, state, state_reason, signature
+                    policy_hash, signers, state, state_reason, signature, psbt, signed_psbt, signed_tx
              FROM requests WHERE request_id = ?1",
             [&id[..]],
             |r| {
@@ -596,6 +629,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
                     (r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?),
                     (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, Vec<u8>>(9)?),
                     (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?, r.get::<_, Option<Vec<u8>>>(13)?),
+                    (r.get::<_, Option<Vec<u8>>>(14)?, r.get::<_, Option<Vec<u8>>>(15)?, r.get::<_, Option<Vec<u8>>>(16)?),
                 ))
             },
         )
@@ -605,6 +639,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         (destination, memo, requester),
         (created_at, expires_at, policy_hash),
         (signers, state, state_reason, signature),
+        (psbt, signed_psbt, signed_tx),
     )) = row
     else {
         return Ok(None);
@@ -618,6 +653,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
             destination,
             memo,
         },
+        psbt,
         requester,
         created_at: created_at as u64,
         expires_at: expires_at as u64,
@@ -692,6 +728,20 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
     if (state == State::Signed) != signature.is_some() {
         return Err(corrupt("signature (SIGNED exactly when one is stored)"));
     }
+    let signed_transaction = match (signed_psbt, signed_tx) {
+        (Some(psbt), Some(tx)) => Some(SignedTransaction { psbt, tx }),
+        (None, None) => None,
+        _ => {
+            return Err(corrupt(
+                "signed transaction (its PSBT without it, or it alone)",
+            ));
+        }
+    };
+    if (state == State::Signed && request.psbt.is_some()) != signed_transaction.is_some() {
+        return Err(corrupt(
+            "signed transaction (a SIGNED PSBT request has one, nothing else does)",
+        ));
+    }
     Ok(Some(RequestRecord {
         id: *id,
         request,
@@ -703,6 +753,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         state,
         state_reason,
         signature,
+        signed_transaction,
         approvals,
         transitions,
     }))
@@ -748,6 +799,7 @@ mod tests {
                     UNIQUE (key_id, identifier));
                 INSERT INTO keys VALUES ('old', 2, x'02', x'01', 1700000000);
                 INSERT INTO key_signers VALUES ('old', 'a', 1), ('old', 'b', 2);
+                CREATE TABLE requests (request_id BLOB PRIMARY KEY, amount TEXT NOT NULL);
                 PRAGMA user_version = 3;",
             )
             .unwrap();
@@ -770,6 +822,85 @@ mod tests {
         );
     }
 
+    /// A database of schema 4 (before PSBT requests) opens and migrates:
+    /// its requests keep what they were, count their declared amounts, and
+    /// a SIGNED one reads without a signed transaction.
+    #[test]
+    fn requests_from_schema_4_count_their_declared_amounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v4.sqlite3");
+        let r = contract::request();
+        let pending = r.id();
+        let mut signed_request = r.clone();
+        signed_request.message = vec![2; 32];
+        let signed = signed_request.id();
+        {
+            // Schema 4 as `migrate` made it before version 5.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE requests (
+                    request_id BLOB PRIMARY KEY, key_id TEXT NOT NULL, message BLOB NOT NULL,
+                    asset TEXT NOT NULL, amount TEXT NOT NULL, destination TEXT NOT NULL,
+                    memo TEXT NOT NULL, requester TEXT NOT NULL, created_at INTEGER NOT NULL,
+                    expires_at INTEGER NOT NULL, policy_hash BLOB NOT NULL, signers TEXT NOT NULL,
+                    state TEXT NOT NULL, state_reason TEXT NOT NULL, signature BLOB);
+                CREATE TABLE approvals (request_id BLOB NOT NULL, approver_key BLOB NOT NULL,
+                    department TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+                    issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+                    content_digest BLOB NOT NULL, signature BLOB NOT NULL,
+                    received_at INTEGER NOT NULL, PRIMARY KEY (request_id, approver_key));
+                CREATE TABLE transitions (request_id BLOB NOT NULL, seq INTEGER NOT NULL,
+                    from_state TEXT NOT NULL, to_state TEXT NOT NULL, reason TEXT NOT NULL,
+                    at INTEGER NOT NULL, PRIMARY KEY (request_id, seq));
+                CREATE TABLE idempotency_keys (requester TEXT NOT NULL,
+                    idempotency_key TEXT NOT NULL, content_hash BLOB NOT NULL,
+                    request_id BLOB NOT NULL, PRIMARY KEY (requester, idempotency_key));
+                CREATE TABLE keys (key_id TEXT PRIMARY KEY, threshold INTEGER NOT NULL,
+                    group_public_key BLOB NOT NULL, public_key_package BLOB NOT NULL,
+                    created_at INTEGER NOT NULL, kind TEXT NOT NULL DEFAULT 'frost-secp256k1');
+                CREATE TABLE key_signers (key_id TEXT NOT NULL, signer_name TEXT NOT NULL,
+                    identifier INTEGER NOT NULL, PRIMARY KEY (key_id, signer_name));
+                PRAGMA user_version = 4;",
+            )
+            .unwrap();
+            for (id, request, state, signature) in [
+                (pending, &r, "PENDING_APPROVAL", None),
+                (signed, &signed_request, "SIGNED", Some(vec![5u8; 65])),
+            ] {
+                conn.execute(
+                    "INSERT INTO requests VALUES (?1, 'hot-1', ?2, 'BTC', ?3, 'bc1q', 'rebalance',
+                     'wallet', 100, 200, ?4, '', ?5, '', ?6)",
+                    params![
+                        &id[..],
+                        request.message,
+                        request.metadata.amount.to_string(),
+                        &request.policy_hash[..],
+                        state,
+                        signature
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let rec = store.request(&pending).unwrap();
+        assert_eq!(rec.request, r);
+        assert_eq!(rec.request.psbt, None);
+        let rec = store.request(&signed).unwrap();
+        assert_eq!(rec.state, State::Signed);
+        assert_eq!(rec.signature, Some(vec![5; 65]));
+        assert_eq!(rec.signed_transaction, None);
+        let counted: Vec<String> = store
+            .lock()
+            .prepare("SELECT counted_amount FROM requests")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(counted, vec![r.metadata.amount.to_string(); 2]);
+    }
+
     #[test]
     fn request_store_contract() {
         contract::decisions_and_history(&store().1);
@@ -778,6 +909,7 @@ mod tests {
         contract::idempotency(&store().1);
         contract::compare_and_set(&store().1);
         contract::caps(&store().1);
+        contract::signed_transactions(&store().1);
     }
 
     /// Two connections to one file, as two processes would have: the

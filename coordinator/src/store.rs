@@ -12,7 +12,9 @@
 //!
 //! Calls are synchronous; async callers run them with [`blocking`].
 
+use ringi_frost::KeyKind;
 use ringi_policy::key_id::KeyId;
+use ringi_policy::subject::KeyFacts;
 
 use crate::error::{Error, Missing, Result};
 
@@ -31,6 +33,36 @@ pub struct KeyRecord {
     pub public_key_package: Vec<u8>,
     /// Seconds since the Unix epoch.
     pub created_at: i64,
+}
+
+impl KeyRecord {
+    /// What the policy's evaluation must know of the key besides its rules
+    /// (`ringi_policy::subject::KeyFacts`): its kind, and for a Taproot key
+    /// its internal and output keys, derived from the stored group key.
+    pub fn facts(&self) -> Result<KeyFacts> {
+        match self.kind {
+            KeyKind::FrostSecp256k1 => Ok(KeyFacts::FrostSecp256k1),
+            KeyKind::BitcoinTaproot => {
+                let (internal_key, output_key) = self.taproot_keys()?;
+                Ok(KeyFacts::BitcoinTaproot {
+                    internal_key,
+                    output_key,
+                })
+            }
+        }
+    }
+
+    /// The x-only internal key P and key-path output key Q of the group key
+    /// (`ringi_frost::taproot::keys_of_group`); meaningful for a
+    /// bitcoin-taproot key only.
+    pub fn taproot_keys(&self) -> Result<([u8; 32], [u8; 32])> {
+        ringi_frost::taproot::keys_of_group(&self.group_public_key).map_err(|e| {
+            Error::Corrupt(format!(
+                "stored group key of bitcoin-taproot key {:?}: {e}",
+                self.key_id
+            ))
+        })
+    }
 }
 
 /// Keys' public records.
@@ -79,7 +111,7 @@ pub(crate) mod contract {
 
     use super::*;
     use crate::error::RequestId;
-    use crate::request_state::{Event, State, Transition, next};
+    use crate::request_state::{Event, SignedTransaction, State, Transition, next};
     use crate::request_store::{Inserted, ListFilter, NewRequest, Position, RequestStore};
 
     pub fn key_record(key_id: &str) -> KeyRecord {
@@ -140,6 +172,7 @@ pub(crate) mod contract {
                 destination: "bc1q".into(),
                 memo: "rebalance".into(),
             },
+            psbt: None,
             requester: "wallet".into(),
             created_at: 100,
             expires_at: 200,
@@ -150,6 +183,7 @@ pub(crate) mod contract {
     pub fn new_request(request: SigningRequest, idempotency_key: &str) -> NewRequest {
         NewRequest {
             content_hash: ringi_policy::encoding::sha256(&request.canonical()),
+            counted_amount: request.metadata.amount,
             request,
             signers: Vec::new(),
             idempotency_key: idempotency_key.into(),
@@ -334,6 +368,7 @@ pub(crate) mod contract {
             Event::Signed {
                 signature: sig.clone(),
                 signers: vec!["a".into(), "b".into()],
+                transaction: None,
             },
         ] {
             let from = store.request(&id).unwrap().state;
@@ -345,6 +380,7 @@ pub(crate) mod contract {
         assert_eq!(rec.state, State::Signed);
         assert_eq!(rec.state_reason, "signed by a, b");
         assert_eq!(rec.signature.as_deref(), Some(&sig[..]));
+        assert_eq!(rec.signed_transaction, None);
         let list = |pending_only, key_id: Option<&str>, state| {
             let key_id = key_id.map(|k| KeyId::parse(k).unwrap());
             let filter = ListFilter {
@@ -380,6 +416,15 @@ pub(crate) mod contract {
             new.limits = limits.clone();
             store.insert_request(&new, None, now)
         };
+        // A PSBT request declares no amount: what counts is the amount
+        // derived from it (its payments).
+        let psbt = |n: u8, counted: u128, now: u64| {
+            let mut new = new_request(psbt_request(n, now), &format!("cap-psbt-{n}"));
+            new.counted_amount = counted;
+            new.limits = limits.clone();
+            store.insert_request(&new, None, now)
+        };
+
         let first = match submit(1, 10, 1000).unwrap() {
             Inserted::Created(id) => id,
             other => panic!("{other:?}"),
@@ -403,6 +448,94 @@ pub(crate) mod contract {
         submit(4, 10, 1004).unwrap();
         // Outside the window nothing counts.
         submit(5, 20, 1200).unwrap();
+        // A PSBT request counts its derived payments, not its declared 0.
+        match psbt(1, 26, 2000) {
+            Err(Error::CapExceeded {
+                cap: CapExceeded::WindowAmount { total: 26, .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        psbt(2, 20, 2000).unwrap();
+        match submit(6, 10, 2001) {
+            Err(Error::CapExceeded {
+                cap: CapExceeded::WindowAmount { total: 30, .. },
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A PSBT request of `n`, made at `now`.
+    pub fn psbt_request(n: u8, now: u64) -> SigningRequest {
+        let mut r = request();
+        r.message.clear();
+        r.metadata = Metadata {
+            memo: "sweep".into(),
+            ..Metadata::default()
+        };
+        r.psbt = Some(vec![0x70, 0x73, 0x62, 0x74, 0xff, n]);
+        r.created_at = now;
+        r
+    }
+
+    /// A PSBT request is stored with its PSBT; it is SIGNED with its
+    /// signed transaction, all at once, and never without it; a raw
+    /// request never with one.
+    pub fn signed_transactions<S: RequestStore>(store: &S) {
+        let r = psbt_request(1, 100);
+        let id = insert(store, &new_request(r.clone(), "psbt"), 100);
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.request, r, "the PSBT is kept");
+        store.transition(&id, &quorum(), 101).unwrap();
+        store
+            .transition(
+                &id,
+                &next(State::Approved, Event::SigningStarted).unwrap(),
+                102,
+            )
+            .unwrap();
+        let signed = |transaction| {
+            next(
+                State::Signing,
+                Event::Signed {
+                    signature: vec![3; 128],
+                    signers: vec!["a".into(), "b".into()],
+                    transaction,
+                },
+            )
+            .unwrap()
+        };
+        let err = store.transition(&id, &signed(None), 103).unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err}");
+        assert_eq!(store.request(&id).unwrap().state, State::Signing);
+        let result = SignedTransaction {
+            psbt: vec![1, 2, 3],
+            tx: vec![4, 5, 6],
+        };
+        store
+            .transition(&id, &signed(Some(result.clone())), 104)
+            .unwrap();
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.state, State::Signed);
+        assert_eq!(rec.signature, Some(vec![3; 128]));
+        assert_eq!(rec.signed_transaction, Some(result.clone()));
+
+        let raw = insert(store, &new_request(request(), "raw"), 100);
+        store.transition(&raw, &quorum(), 101).unwrap();
+        store
+            .transition(
+                &raw,
+                &next(State::Approved, Event::SigningStarted).unwrap(),
+                102,
+            )
+            .unwrap();
+        assert!(matches!(
+            store.transition(&raw, &signed(Some(result)), 103),
+            Err(Error::Internal(_))
+        ));
+        store.transition(&raw, &signed(None), 104).unwrap();
+        assert_eq!(store.request(&raw).unwrap().signed_transaction, None);
     }
 
     /// Concurrent compare-and-sets through any of `stores` (handles on one

@@ -18,6 +18,7 @@ fn round1(participants: Vec<pb::DkgParticipant>) -> pb::DkgRound1Request {
         identifier: 1,
         min_signers: 2,
         participants,
+        kind: String::new(),
     }
 }
 

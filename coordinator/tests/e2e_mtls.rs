@@ -159,8 +159,14 @@ fn an_impersonated_signer_is_not_used() {
     let address = cluster.signers[2].address.clone();
     cluster.signers[2].stop();
     let impostor_data = cluster.dir.path().join("impostor-data");
+    // The impostor stands for a copy of signer-2's token on another host:
+    // its own temporary directory, where this host's lock on the token
+    // (one serving process per token) is not seen.
+    let impostor_tmp = cluster.dir.path().join("impostor-tmp");
+    std::fs::create_dir_all(&impostor_tmp).unwrap();
     let mut cmd = cluster.signers[1].command();
     cmd.env("RINGI_SIGNER_DATA_DIR", &impostor_data)
+        .env("TMPDIR", &impostor_tmp)
         .args(["serve", "--listen", &address]);
     let (mut impostor, _) = spawn_listening(cmd, &cluster.dir.path().join("impostor.log"));
 

@@ -200,6 +200,7 @@ async fn the_relay_cannot_read_alter_or_redirect_dkg_shares() {
                 identifier: i as u32 + 1,
                 min_signers: 2,
                 participants: participants.clone(),
+                kind: String::new(),
             })
             .await
             .unwrap()

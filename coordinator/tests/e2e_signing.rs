@@ -141,6 +141,7 @@ async fn concurrent_signings_all_verify() {
                         requester: "wallet-service".into(),
                         signers: vec![],
                         idempotency_key: format!("concurrent-{i}"),
+                        psbt: Vec::new(),
                     })
                     .await
                     .unwrap()

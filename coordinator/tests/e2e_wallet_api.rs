@@ -33,6 +33,7 @@ fn submission(message: &[u8], idempotency_key: &str) -> pb::SubmitSigningRequest
         requester: "wallet-service".into(),
         signers: vec![],
         idempotency_key: idempotency_key.into(),
+        psbt: Vec::new(),
     }
 }
 

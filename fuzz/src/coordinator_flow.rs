@@ -30,6 +30,7 @@ use ringi::requests::decide::apply;
 use ringi::requests::submit::{Submission, admit};
 use ringi::store::KeyRecord;
 use ringi_policy::key_id::KeyId;
+use ringi_policy::subject::KeyFacts;
 use ringi_proto::approval::v1 as apb;
 use ringi_proto::coordinator::v1 as pb;
 
@@ -89,18 +90,20 @@ pub fn run(data: &[u8]) -> Reached {
         requester: submit.requester,
         signers: submit.signers,
         idempotency_key: submit.idempotency_key,
+        psbt: (!submit.psbt.is_empty()).then_some(submit.psbt),
     };
     let Ok(admitted) = admit(&POLICY, &key_record(), submission, SUBMITTED_AT) else {
         return Reached::SubmissionRefused;
     };
-    let request = admitted.request;
+    let request = admitted.new.request;
     let mut record = RequestRecord {
         id: request.id(),
         request,
-        signers: admitted.signers,
+        signers: admitted.new.signers,
         state: State::PendingApproval,
         state_reason: String::new(),
         signature: None,
+        signed_transaction: None,
         approvals: Vec::new(),
         transitions: vec![TransitionRecord {
             from: String::new(),
@@ -138,7 +141,7 @@ pub fn run(data: &[u8]) -> Reached {
             approval.approver = key;
             approval.signature = signature;
         }
-        let effect = match apply(&POLICY, &record, approval, now) {
+        let effect = match apply(&POLICY, &KeyFacts::FrostSecp256k1, &record, approval, now) {
             Ok(effect) => effect,
             Err(e) => {
                 assert!(
@@ -159,15 +162,20 @@ pub fn run(data: &[u8]) -> Reached {
         match record.state {
             State::Rejected => return reached.max(Reached::Rejected),
             State::Approved => {
-                let approved = ringi::approved::ApprovedRequest::from_record(&POLICY, &record, now)
-                    .expect("an APPROVED request gives an ApprovedRequest");
+                let approved = ringi::approved::ApprovedRequest::from_record(
+                    &POLICY,
+                    &KeyFacts::FrostSecp256k1,
+                    &record,
+                    now,
+                )
+                .expect("an APPROVED request gives an ApprovedRequest");
                 let bundle = ringi::signing::bundle(&approved);
                 let decoded = ringi_proto::bundle::bundle_from_pb(&bundle)
                     .expect("the coordinator's bundle decodes");
                 ringi_signer::authorize::authorize(
                     &POLICY,
                     &record.request.key_id,
-                    &ringi_policy::subject::KeyFacts::FrostSecp256k1,
+                    &KeyFacts::FrostSecp256k1,
                     &ringi_signer::authorize::PresentedBundle::from(Some(Ok(decoded))),
                     now,
                 )

@@ -129,6 +129,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         identifier: 1,
         min_signers: 2,
         participants: vec![participant(1, 5), participant(2, 6), participant(3, 7)],
+        kind: String::new(),
     };
     let mut packages = BTreeMap::new();
     for n in [2u16, 3] {

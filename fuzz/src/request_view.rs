@@ -104,9 +104,10 @@ pub fn run(data: &[u8]) -> Reached {
                 | ViewError::IdMismatch { .. }
                 | ViewError::ContentDigestMismatch { .. }
                 | ViewError::ExpiresBeforeCreated { .. } => Reached::RequestRefused,
-                ViewError::BadState { .. } | ViewError::BadSignature { .. } => {
-                    Reached::StateRefused
-                }
+                ViewError::BadState { .. }
+                | ViewError::BadSignature { .. }
+                | ViewError::BadSignedTransaction { .. }
+                | ViewError::TransactionMismatch { .. } => Reached::StateRefused,
                 ViewError::BadApproval { .. }
                 | ViewError::ApprovalForOtherRequest { .. }
                 | ViewError::ApprovalSignature { .. }
@@ -114,8 +115,15 @@ pub fn run(data: &[u8]) -> Reached {
                 | ViewError::DecisionMismatch { .. } => Reached::ApprovalRefused,
                 ViewError::ZeroApprovalTtl
                 | ViewError::ApprovalTtlTooLong { .. }
-                | ViewError::ApprovalExpiryOverflow { .. } => {
-                    unreachable!("decode does not judge the approval validity: {e}")
+                | ViewError::ApprovalExpiryOverflow { .. }
+                | ViewError::BadKey { .. }
+                | ViewError::OtherKey { .. }
+                | ViewError::Psbt { .. }
+                | ViewError::BlindMismatch { .. }
+                | ViewError::SignedTransactionMismatch { .. } => {
+                    unreachable!(
+                        "decode judges neither the approval validity nor the view against its key: {e}"
+                    )
                 }
             };
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ringi_policy::evaluate::{Outcome, describe_missing, evaluate};
 use ringi_policy::policy::Policy;
 use ringi_policy::statement::{Approval, Decision};
+use ringi_policy::subject::KeyFacts;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -37,14 +38,16 @@ impl DecisionEffect {
     }
 }
 
-/// Checks `approval` against `record` under `policy` at `now`: the request
-/// must still be PENDING_APPROVAL and not past its expiry, the approver
-/// must not have decided yet, and the approval alone must pass every rule
-/// of the policy (signature, roster, department, separation of duties,
-/// times). Then it counts with the earlier approvals still valid at `now`,
-/// and the outcome says whether the request changes state.
+/// Checks `approval` against `record` (a request for the key described by
+/// `key`) under `policy` at `now`: the request must still be
+/// PENDING_APPROVAL and not past its expiry, the approver must not have
+/// decided yet, and the approval alone must pass every rule of the policy
+/// (signature, roster, department, separation of duties, times). Then it
+/// counts with the earlier approvals still valid at `now`, and the outcome
+/// says whether the request changes state.
 pub fn apply(
     policy: &Policy,
+    key: &KeyFacts,
     record: &RequestRecord,
     approval: Approval,
     now: u64,
@@ -74,13 +77,14 @@ pub fn apply(
     evaluate(
         policy,
         &record.request,
+        key,
         std::slice::from_ref(&approval),
         now,
     )?;
     // ...then it counts with the earlier ones that are still valid.
     let mut valid = record.valid_approvals(now);
     valid.push(approval.clone());
-    let outcome = evaluate(policy, &record.request, &valid, now)
+    let outcome = evaluate(policy, &record.request, key, &valid, now)
         .map_err(|violation| Error::Inconsistent { request, violation })?;
     let event = match outcome {
         Outcome::Approved => Some(Event::QuorumMet),
@@ -107,8 +111,9 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let policy = c.policy()?.clone();
     let id = approval.statement.request_id;
     let record = super::get(c, id).await?;
+    let key = c.key(&record.request.key_id).await?;
     let now = super::now();
-    let effect = apply(&policy, &record, approval, now)?;
+    let effect = apply(&policy, &key.facts(), &record, approval, now)?;
     let store = c.requests.clone();
     let updated = {
         let effect = effect.clone();
@@ -152,11 +157,12 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     Ok(updated)
 }
 
-/// What a pending request still needs at `now`, per department: (name,
-/// distinct approvers so far, required). Empty without a policy or once
-/// the request is no longer pending.
+/// What a pending request for the key described by `key` still needs at
+/// `now`, per department: (name, distinct approvers so far, required).
+/// Empty without a policy or once the request is no longer pending.
 pub fn still_needed(
     policy: Option<&Policy>,
+    key: &KeyFacts,
     record: &RequestRecord,
     now: u64,
 ) -> Vec<(String, u32, u32)> {
@@ -166,7 +172,13 @@ pub fn still_needed(
     if record.state != State::PendingApproval {
         return Vec::new();
     }
-    match evaluate(policy, &record.request, &record.valid_approvals(now), now) {
+    match evaluate(
+        policy,
+        &record.request,
+        key,
+        &record.valid_approvals(now),
+        now,
+    ) {
         Ok(Outcome::Pending { missing }) => missing
             .into_iter()
             .map(|(d, (have, need))| (d, have, need))
@@ -201,6 +213,7 @@ mod tests {
             state: State::PendingApproval,
             state_reason: "submitted".into(),
             signature: None,
+            signed_transaction: None,
             approvals,
             transitions: Vec::new(),
         }
@@ -211,12 +224,20 @@ mod tests {
         let f = fixture();
         let r = f.request();
         let alice = f.decide(&r, "alice", "treasury", Decision::Approve);
-        let effect = apply(&f.policy, &pending(&f, vec![]), alice.clone(), NOW).unwrap();
+        let effect = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![]),
+            alice.clone(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(effect.transition, None);
         assert!(!effect.meets_quorum());
         assert_eq!(
             describe(&still_needed(
                 Some(&f.policy),
+                &KeyFacts::FrostSecp256k1,
                 &pending(&f, vec![alice.clone()]),
                 NOW
             )),
@@ -224,7 +245,14 @@ mod tests {
         );
 
         let carol = f.decide(&r, "carol", "compliance", Decision::Approve);
-        let effect = apply(&f.policy, &pending(&f, vec![alice]), carol.clone(), NOW).unwrap();
+        let effect = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![alice]),
+            carol.clone(),
+            NOW,
+        )
+        .unwrap();
         let t = effect.transition.clone().unwrap();
         assert_eq!(
             (t.from(), t.to()),
@@ -250,7 +278,14 @@ mod tests {
         statement.reason = "sanctioned address".into();
         let dave = f.sign("dave", statement);
         let alice = f.decide(&r, "alice", "treasury", Decision::Approve);
-        let effect = apply(&f.policy, &pending(&f, vec![alice]), dave, NOW).unwrap();
+        let effect = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![alice]),
+            dave,
+            NOW,
+        )
+        .unwrap();
         let t = effect.transition.clone().unwrap();
         assert_eq!(t.to(), State::Rejected);
         assert_eq!(
@@ -269,7 +304,14 @@ mod tests {
             Statement::for_request(&r, "treasury", Decision::Approve, "", NOW - 700, NOW - 100),
         );
         let carol = f.decide(&r, "carol", "compliance", Decision::Approve);
-        let effect = apply(&f.policy, &pending(&f, vec![old]), carol, NOW).unwrap();
+        let effect = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![old]),
+            carol,
+            NOW,
+        )
+        .unwrap();
         assert_eq!(effect.transition, None, "alice's approval expired");
     }
 
@@ -281,6 +323,7 @@ mod tests {
 
         let e = apply(
             &f.policy,
+            &KeyFacts::FrostSecp256k1,
             &pending(&f, vec![alice.clone()]),
             alice.clone(),
             NOW,
@@ -292,7 +335,14 @@ mod tests {
 
         let mut decided = pending(&f, vec![]);
         decided.state = State::Approved;
-        let e = apply(&f.policy, &decided, alice.clone(), NOW).unwrap_err();
+        let e = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &decided,
+            alice.clone(),
+            NOW,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 e,
@@ -310,14 +360,28 @@ mod tests {
             let mut expired = pending(&f, vec![]);
             expired.state = state;
             let at = expired.request.expires_at;
-            let e = apply(&f.policy, &expired, alice.clone(), at).unwrap_err();
+            let e = apply(
+                &f.policy,
+                &KeyFacts::FrostSecp256k1,
+                &expired,
+                alice.clone(),
+                at,
+            )
+            .unwrap_err();
             assert!(matches!(e, Error::Expired { .. }), "{e}");
             assert_eq!(e.code(), Code::FailedPrecondition);
             assert!(e.to_string().contains("has expired"), "{e}");
         }
 
         let wrong_department = f.decide(&r, "alice", "compliance", Decision::Approve);
-        let e = apply(&f.policy, &pending(&f, vec![]), wrong_department, NOW).unwrap_err();
+        let e = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![]),
+            wrong_department,
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
         assert!(
             e.to_string()
@@ -325,7 +389,14 @@ mod tests {
             "{e}"
         );
         let stranger = f.decide(&r, "mallory", "treasury", Decision::Approve);
-        let e = apply(&f.policy, &pending(&f, vec![]), stranger, NOW).unwrap_err();
+        let e = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &pending(&f, vec![]),
+            stranger,
+            NOW,
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::PolicyViolation(_)), "{e}");
         assert!(e.to_string().contains("not in the policy's roster"), "{e}");
     }

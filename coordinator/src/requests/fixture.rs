@@ -117,3 +117,85 @@ impl Fixture {
         }
     }
 }
+
+/// A bitcoin-taproot key, its policy section, and PSBTs spending from it.
+pub mod taproot {
+    use ringi_frost::KeyKind;
+    use ringi_frost::taproot::Secp256k1Tr;
+    use ringi_psbt::bitcoin::hashes::Hash;
+    use ringi_psbt::bitcoin::{Address, ScriptBuf, WPubkeyHash};
+    use ringi_psbt::build::{Coin, unsigned};
+    use ringi_psbt::{Network, OwnKey};
+
+    use crate::store::KeyRecord;
+
+    /// `tr-1`: regtest, fees at most 5000 sat and 50 sat/vB, payments only
+    /// to [`listed`] 1 and 2; `extra` is appended to its section (e.g.
+    /// `blind_signing = ...`).
+    pub fn section(extra: &str) -> String {
+        format!(
+            r#"[keys.tr-1]
+request_ttl_secs = 86400
+approval_ttl_secs = 3600
+require = {{ treasury = 1, compliance = 1 }}
+network = "regtest"
+fees = {{ max_sats = 5000, max_sat_per_vbyte = 50 }}
+{extra}
+[keys.tr-1.destinations]
+allowed = ["{}", "{}"]
+"#,
+            listed(1),
+            listed(2)
+        )
+    }
+
+    /// A regtest P2WPKH address made of `n`.
+    pub fn listed(n: u8) -> String {
+        Address::from_script(&script(n), ringi_psbt::bitcoin_network(Network::Regtest))
+            .unwrap()
+            .to_string()
+    }
+
+    /// The script of [`listed`]`(n)`.
+    pub fn script(n: u8) -> ScriptBuf {
+        ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
+    }
+
+    /// A taproot key's record (a dealer's key: only its group key matters
+    /// to submission).
+    pub fn key(key_id: &str) -> KeyRecord {
+        let (_, public) = ringi_frost::frost_core::keys::generate_with_dealer::<Secp256k1Tr, _>(
+            3,
+            2,
+            ringi_frost::frost_core::keys::IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        KeyRecord {
+            kind: KeyKind::BitcoinTaproot,
+            group_public_key: public.verifying_key().serialize().unwrap(),
+            public_key_package: public.serialize().unwrap(),
+            ..crate::store::contract::key_record(key_id)
+        }
+    }
+
+    /// The key's own keys on regtest.
+    pub fn own(key: &KeyRecord) -> OwnKey {
+        let (internal_key, output_key) = key.taproot_keys().unwrap();
+        OwnKey {
+            internal_key,
+            output_key,
+            network: Network::Regtest,
+        }
+    }
+
+    /// A PSBT spending `coins` (sats each) of `key` to `outputs`.
+    pub fn psbt(key: &KeyRecord, coins: &[u64], outputs: &[(ScriptBuf, u64)]) -> Vec<u8> {
+        let coins: Vec<Coin> = coins
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Coin::synthetic(7, i as u32, *v))
+            .collect();
+        unsigned(&own(key), &coins, outputs).serialize()
+    }
+}

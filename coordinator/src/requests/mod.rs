@@ -117,6 +117,7 @@ mod tests {
             state,
             state_reason: String::new(),
             signature: None,
+            signed_transaction: None,
             approvals: Vec::new(),
             transitions: Vec::new(),
         }

@@ -2,14 +2,23 @@
 //! is checked ([`admit`], pure) and recorded in PENDING_APPROVAL under the
 //! caller's idempotency key, with the key's spending caps counted in the
 //! same store transaction ([`submit`]).
+//!
+//! What the caps and the allowlist judge is the request's subject
+//! (`ringi_policy::subject`): the declared amount and destination of a
+//! raw-message request; for a PSBT request, the payments derived from the
+//! transaction (their sum, every address), after the PSBT's own rules and
+//! the key's fee caps. A raw message on a bitcoin-taproot key is blind and
+//! is admitted only if the key's policy allows blind signing.
 
 use std::sync::Arc;
 
+use ringi_policy::evaluate::Violation;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
 use ringi_policy::request::{Metadata, SigningRequest};
+use ringi_policy::subject::{Subject, subject};
 
-use crate::approved::MAX_MESSAGE_LEN;
+use crate::approved::check_message;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::request_store::{Inserted, NewRequest, RequestRecord};
@@ -20,9 +29,10 @@ use crate::store::{KeyRecord, blocking};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Submission {
     pub key_id: KeyId,
+    /// A raw-message request's message; empty for a PSBT request.
     pub message: Vec<u8>,
     pub asset: String,
-    /// Decimal, in the asset's smallest unit.
+    /// Decimal, in the asset's smallest unit (empty for a PSBT request).
     pub amount: String,
     pub destination: String,
     pub memo: String,
@@ -30,6 +40,8 @@ pub struct Submission {
     /// Operator routing: exactly `threshold` signer names, or none.
     pub signers: Vec<String>,
     pub idempotency_key: String,
+    /// A PSBT request's unsigned PSBT (BIP-174, binary).
+    pub psbt: Option<Vec<u8>>,
 }
 
 /// Longest idempotency key accepted.
@@ -38,28 +50,47 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// What an idempotency key must always map to: every field the caller
 /// chose (times excluded, since a retry comes later).
 pub fn content_hash(s: &Submission, amount: u128) -> [u8; 32] {
-    let mut c = ringi_policy::encoding::Canonical::new("ringi submission v1")
-        .str(&s.key_id)
-        .bytes(&s.message)
-        .str(&s.asset)
-        .u128(amount)
-        .str(&s.destination)
-        .str(&s.memo)
-        .str(&s.requester);
+    let mut c = match &s.psbt {
+        // Raw requests keep the encoding they had before PSBTs, so a retry
+        // across an upgrade still finds its request.
+        None => ringi_policy::encoding::Canonical::new("ringi submission v1"),
+        Some(psbt) => {
+            ringi_policy::encoding::Canonical::new("ringi psbt submission v1").bytes(psbt)
+        }
+    }
+    .str(&s.key_id)
+    .bytes(&s.message)
+    .str(&s.asset)
+    .u128(amount)
+    .str(&s.destination)
+    .str(&s.memo)
+    .str(&s.requester);
     for signer in &s.signers {
         c = c.str(signer);
     }
     ringi_policy::encoding::sha256(&c.finish())
 }
 
+/// A submission that passed every check, ready to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// What the store records.
+    pub new: NewRequest,
+    /// What the request moves, as the caps and the allowlist judged it.
+    pub subject: Subject,
+}
+
 /// Every check of a submission that needs neither the store nor the
-/// network: the policy has rules for the key; the message, amount,
-/// requester and idempotency key are well formed; the destination is not
-/// refused by the key's allowlist; the routing names exactly `threshold`
-/// of the key's signers. Returns the request to record (created at `now`,
-/// expiring after the key's `request_ttl_secs`) with what the store needs
-/// to record it (the idempotency key, the content hash, the caps).
-pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Result<NewRequest> {
+/// network: the policy has rules for the key; the message (or PSBT),
+/// amount, requester and idempotency key are well formed; the request's
+/// subject derives (a PSBT's rules and the key's fee caps; blind signing
+/// only where the policy allows it); no destination is refused by the
+/// key's allowlist; the routing names exactly `threshold` of the key's
+/// signers. Returns the request to record (created at `now`, expiring after
+/// the key's `request_ttl_secs`) with what the store needs to record it
+/// (the idempotency key, the content hash, the amount the caps count, the
+/// caps).
+pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Result<Admitted> {
     if key.key_id != s.key_id {
         return Err(Error::InvalidInput {
             field: "key_id",
@@ -69,19 +100,24 @@ pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Resul
     let rules = policy
         .key(&s.key_id)
         .ok_or_else(|| Error::NoRules(s.key_id.clone()))?;
-    if s.message.is_empty() || s.message.len() > MAX_MESSAGE_LEN {
+    if let Some(psbt) = &s.psbt
+        && psbt.is_empty()
+    {
         return Err(Error::InvalidInput {
-            field: "message",
-            reason: format!(
-                "must be 1..={MAX_MESSAGE_LEN} bytes, got {}",
-                s.message.len()
-            ),
+            field: "psbt",
+            reason: "is empty".into(),
         });
     }
-    let amount: u128 = s.amount.parse().map_err(|_| Error::InvalidInput {
-        field: "amount",
-        reason: format!("{:?} is not a non-negative integer", s.amount),
-    })?;
+    // A PSBT request declares no amount: empty reads as none (and any
+    // other value is refused below, by the request's shape).
+    let amount: u128 = if s.psbt.is_some() && s.amount.is_empty() {
+        0
+    } else {
+        s.amount.parse().map_err(|_| Error::InvalidInput {
+            field: "amount",
+            reason: format!("{:?} is not a non-negative integer", s.amount),
+        })?
+    };
     if s.requester.is_empty() {
         return Err(Error::InvalidInput {
             field: "requester",
@@ -94,15 +130,6 @@ pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Resul
             reason: format!("must be 1..={MAX_IDEMPOTENCY_KEY_LEN} characters"),
         });
     }
-    if rules.quorums_for(amount, &s.destination).is_none() {
-        return Err(Error::DestinationNotAllowed {
-            key: s.key_id.clone(),
-            destination: s.destination.clone(),
-        });
-    }
-    if !s.signers.is_empty() {
-        signing::candidates(key, &s.signers)?;
-    }
     let content_hash = content_hash(&s, amount);
     let request = SigningRequest {
         key_id: s.key_id,
@@ -113,17 +140,42 @@ pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Resul
             destination: s.destination,
             memo: s.memo,
         },
+        psbt: s.psbt,
         requester: s.requester,
         created_at: now,
         expires_at: now.saturating_add(rules.request_ttl_secs),
         policy_hash: policy.hash(),
     };
-    Ok(NewRequest {
-        request,
-        signers: s.signers,
-        idempotency_key: s.idempotency_key,
-        content_hash,
-        limits: rules.limits.clone(),
+    check_message(&request)?;
+    request.check_shape().map_err(Violation::Shape)?;
+    let subject = subject(rules, &request, &key.facts()?)?;
+    match &subject {
+        Subject::Blind if rules.blind_signing.is_none() => {
+            return Err(Violation::BlindSigningNotAllowed(request.key_id.clone()).into());
+        }
+        Subject::Blind => {}
+        spend => {
+            rules
+                .quorums_for_all(spend.amount(), &spend.destinations())
+                .map_err(|destination| Error::DestinationNotAllowed {
+                    key: request.key_id.clone(),
+                    destination,
+                })?;
+        }
+    }
+    if !s.signers.is_empty() {
+        signing::candidates(key, &s.signers)?;
+    }
+    Ok(Admitted {
+        new: NewRequest {
+            counted_amount: subject.amount(),
+            request,
+            signers: s.signers,
+            idempotency_key: s.idempotency_key,
+            content_hash,
+            limits: rules.limits.clone(),
+        },
+        subject,
     })
 }
 
@@ -133,7 +185,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     let policy = c.policy()?.clone();
     let key = c.key(&s.key_id).await?;
     let now = super::now();
-    let new = admit(&policy, &key.record, s, now)?;
+    let Admitted { new, subject } = admit(&policy, key.record(), s, now)?;
     let daily_volume =
         ringi_policy::volumes::daily_volume(c.daily_volume_file.as_deref(), &new.request.key_id)?;
     let store = c.requests.clone();
@@ -147,11 +199,22 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     if created {
         let r = &record.request;
         tracing::info!(request_id = %short, key_id = %r.key_id, requester = %r.requester, "request submitted");
-        c.audit(
-            "request_submitted",
-            &[
-                ("request_id", short.clone()),
-                ("key_id", r.key_id.to_string()),
+        let mut fields = vec![
+            ("request_id", short.clone()),
+            ("key_id", r.key_id.to_string()),
+        ];
+        match (&r.psbt, subject.transaction()) {
+            (Some(psbt), Some(tx)) => fields.extend([
+                (
+                    "psbt_sha256",
+                    hex::encode(ringi_policy::encoding::sha256(psbt)),
+                ),
+                ("txid", tx.txid.clone()),
+                ("total_paid_sats", tx.total_paid().to_string()),
+                ("destinations", tx.destinations().join(",")),
+                ("fee_sats", tx.fee.to_string()),
+            ]),
+            _ => fields.extend([
                 (
                     "message_sha256",
                     hex::encode(ringi_policy::encoding::sha256(&r.message)),
@@ -159,9 +222,13 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
                 ("asset", r.metadata.asset.clone()),
                 ("amount", r.metadata.amount.to_string()),
                 ("destination", r.metadata.destination.clone()),
-                ("requester", r.requester.clone()),
-            ],
-        );
+            ]),
+        }
+        if matches!(subject, Subject::Blind) {
+            fields.push(("blind", "true".into()));
+        }
+        fields.push(("requester", r.requester.clone()));
+        c.audit("request_submitted", &fields);
         c.notify(record.id);
     } else {
         tracing::info!(request_id = %short, "request resubmitted with its idempotency key; returning it");
@@ -172,7 +239,8 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::requests::fixture::{self, NOW};
+    use crate::approved::MAX_MESSAGE_LEN;
+    use crate::requests::fixture::{self, HOT, NOW, taproot};
     use crate::store::contract;
     use tonic::Code;
 
@@ -187,6 +255,7 @@ mod tests {
             requester: "wallet-service".into(),
             signers: Vec::new(),
             idempotency_key: "k1".into(),
+            psbt: None,
         }
     }
 
@@ -194,7 +263,7 @@ mod tests {
     fn a_good_submission_becomes_a_request_under_the_policy() {
         let f = fixture::fixture();
         let key = contract::key_record("hot-1");
-        let new = admit(&f.policy, &key, submission(), NOW).unwrap();
+        let new = admit(&f.policy, &key, submission(), NOW).unwrap().new;
         let r = &new.request;
         assert_eq!(r.key_id, "hot-1");
         assert_eq!(r.metadata.amount, 1000);
@@ -202,8 +271,9 @@ mod tests {
         assert_eq!(r.policy_hash, f.policy.hash());
         assert_eq!(new.idempotency_key, "k1");
         assert_eq!(new.content_hash, content_hash(&submission(), 1000));
+        assert_eq!(new.counted_amount, 1000);
         // A retry later maps to the same content.
-        let later = admit(&f.policy, &key, submission(), NOW + 5).unwrap();
+        let later = admit(&f.policy, &key, submission(), NOW + 5).unwrap().new;
         assert_eq!(later.content_hash, new.content_hash);
         assert_ne!(later.request.id(), r.id());
     }
@@ -287,5 +357,183 @@ mod tests {
         let mut s = submission();
         s.destination = "bc1qexchange".into();
         assert!(admit(&f.policy, &key, s, NOW).is_ok());
+    }
+
+    fn psbt_submission(key_id: &str, psbt: Vec<u8>) -> Submission {
+        Submission {
+            key_id: KeyId::parse(key_id).unwrap(),
+            message: Vec::new(),
+            asset: String::new(),
+            amount: String::new(),
+            destination: String::new(),
+            psbt: Some(psbt),
+            ..submission()
+        }
+    }
+
+    /// A PSBT request counts its derived payments (change and fee aside)
+    /// and its id commits to the PSBT.
+    #[test]
+    fn a_psbt_request_counts_what_its_transaction_pays() {
+        let f = fixture::fixture_with(&taproot::section(""));
+        let key = taproot::key("tr-1");
+        let own = taproot::own(&key);
+        let psbt = taproot::psbt(
+            &key,
+            &[60_000, 40_000],
+            &[
+                (taproot::script(1), 30_000),
+                (own.script(), 50_000),
+                (taproot::script(2), 19_000),
+            ],
+        );
+        let admitted = admit(&f.policy, &key, psbt_submission("tr-1", psbt.clone()), NOW).unwrap();
+        assert_eq!(admitted.new.counted_amount, 49_000);
+        assert_eq!(admitted.new.request.psbt.as_ref(), Some(&psbt));
+        assert_eq!(admitted.new.request.metadata.amount, 0);
+        let tx = admitted.subject.transaction().expect("a transaction");
+        assert_eq!(tx.fee, 1_000);
+        assert_eq!(tx.change.len(), 1);
+        assert_eq!(
+            tx.destinations(),
+            vec![taproot::listed(1), taproot::listed(2)]
+        );
+        // "0" is no declared amount either.
+        let mut zero = psbt_submission("tr-1", psbt.clone());
+        zero.amount = "0".into();
+        assert!(admit(&f.policy, &key, zero, NOW).is_ok());
+        // Another PSBT is other content under the same idempotency key.
+        let other = taproot::psbt(&key, &[60_000], &[(taproot::script(1), 59_000)]);
+        let again = admit(&f.policy, &key, psbt_submission("tr-1", other), NOW).unwrap();
+        assert_ne!(again.new.content_hash, admitted.new.content_hash);
+    }
+
+    /// Every refusal of a PSBT request names what is wrong, with the code
+    /// of its kind of rule.
+    #[test]
+    fn bad_psbt_requests_are_refused_with_the_rule() {
+        let f = fixture::fixture_with(&taproot::section(""));
+        let key = taproot::key("tr-1");
+        let own = taproot::own(&key);
+        let good = || taproot::psbt(&key, &[60_000], &[(taproot::script(1), 59_000)]);
+        let mut foreign = ringi_psbt::bitcoin::psbt::Psbt::deserialize(&good()).unwrap();
+        foreign.inputs[0]
+            .witness_utxo
+            .as_mut()
+            .unwrap()
+            .script_pubkey = taproot::script(9);
+        type Change = Box<dyn Fn(&mut Submission)>;
+        let cases: Vec<(Change, Code, &str)> = vec![
+            (
+                Box::new(|s| s.message = vec![1]),
+                Code::InvalidArgument,
+                "a PSBT request declares no message",
+            ),
+            (
+                Box::new(|s| s.amount = "5".into()),
+                Code::InvalidArgument,
+                "declares no amount",
+            ),
+            (
+                Box::new(|s| s.destination = "bcrt1qx".into()),
+                Code::InvalidArgument,
+                "declares no destination",
+            ),
+            (
+                Box::new(|s| s.psbt = Some(Vec::new())),
+                Code::InvalidArgument,
+                "psbt is empty",
+            ),
+            (
+                Box::new(|s| s.psbt = Some(b"psbt\xff garbage".to_vec())),
+                Code::InvalidArgument,
+                "PSBT: the PSBT does not decode",
+            ),
+            (
+                Box::new(move |s| s.psbt = Some(foreign.serialize())),
+                Code::InvalidArgument,
+                "PSBT: input 0: spends",
+            ),
+            (
+                Box::new({
+                    let psbt = taproot::psbt(&key, &[60_000], &[(taproot::script(1), 50_000)]);
+                    move |s| s.psbt = Some(psbt.clone())
+                }),
+                Code::ResourceExhausted,
+                "the fee of 10000 sat exceeds the key's max_sats of 5000 sat",
+            ),
+            (
+                Box::new({
+                    let psbt = taproot::psbt(
+                        &key,
+                        &[60_000],
+                        &[(taproot::script(1), 20_000), (taproot::script(3), 39_000)],
+                    );
+                    move |s| s.psbt = Some(psbt.clone())
+                }),
+                Code::PermissionDenied,
+                "is not on the allowlist",
+            ),
+            (
+                Box::new({
+                    let psbt = taproot::psbt(&key, &[60_000], &[(own.script(), 59_000)]);
+                    move |s| {
+                        s.psbt = Some(psbt.clone());
+                        s.signers = vec!["a".into()];
+                    }
+                }),
+                Code::InvalidArgument,
+                "signs with exactly 2 signers",
+            ),
+        ];
+        for (change, code, needle) in cases {
+            let mut s = psbt_submission("tr-1", good());
+            change(&mut s);
+            let e = admit(&f.policy, &key, s, NOW).unwrap_err();
+            assert_eq!(e.code(), code, "{e}");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        // The unlisted address is named.
+        let psbt = taproot::psbt(&key, &[60_000], &[(taproot::script(3), 59_000)]);
+        let e = admit(&f.policy, &key, psbt_submission("tr-1", psbt), NOW).unwrap_err();
+        assert!(e.to_string().contains(&taproot::listed(3)), "{e}");
+    }
+
+    /// A PSBT needs a bitcoin-taproot key with a network.
+    #[test]
+    fn a_psbt_needs_a_taproot_key_with_a_network() {
+        let no_network = taproot::section("").replace("network = \"regtest\"\n", "");
+        let f = fixture::fixture_with(&format!("{HOT}\n{no_network}"));
+        let key = taproot::key("tr-1");
+        let psbt = taproot::psbt(&key, &[60_000], &[(taproot::script(1), 59_000)]);
+        let e = admit(&f.policy, &key, psbt_submission("tr-1", psbt.clone()), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("sets no network"), "{e}");
+        let frost = contract::key_record("hot-1");
+        let e = admit(&f.policy, &frost, psbt_submission("hot-1", psbt), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("is a frost-secp256k1 key"), "{e}");
+    }
+
+    /// A raw message on a taproot key is blind: refused unless the policy
+    /// allows blind signing, and then it counts nothing (its quorum is its
+    /// own).
+    #[test]
+    fn a_raw_message_on_a_taproot_key_needs_blind_signing() {
+        let key = taproot::key("tr-1");
+        let raw = Submission {
+            key_id: KeyId::parse("tr-1").unwrap(),
+            ..submission()
+        };
+        let f = fixture::fixture_with(&taproot::section(""));
+        let e = admit(&f.policy, &key, raw.clone(), NOW).unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("would be signed blind"), "{e}");
+        let f = fixture::fixture_with(&taproot::section(
+            "blind_signing = { require = { security = 1 } }",
+        ));
+        let admitted = admit(&f.policy, &key, raw, NOW).unwrap();
+        assert_eq!(admitted.subject, Subject::Blind);
+        assert_eq!(admitted.new.counted_amount, 0);
     }
 }

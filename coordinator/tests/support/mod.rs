@@ -235,9 +235,44 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
              [keys.{key}.destinations]\nallowed = [\"bc1qlisted\"]\n{extra}"
         ));
     }
+    // bitcoin-taproot keys on regtest: `tr` pays only the two listed
+    // addresses, at most 100000 sat a request, with fees of at most
+    // 20000 sat and 100 sat/vB; `tr-blind` also signs raw messages, under
+    // security's quorum alone.
+    text.push_str(&format!(
+        "\n[keys.tr]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\n\
+         network = \"regtest\"\nfees = {{ max_sats = 20000, max_sat_per_vbyte = 100 }}\n\
+         [keys.tr.limits]\nmax_amount_per_request = 100000\n\
+         [keys.tr.destinations]\nallowed = [\"{}\", \"{}\"]\n",
+        listed_address(1),
+        listed_address(2)
+    ));
+    text.push_str(
+        "\n[keys.tr-blind]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
+         network = \"regtest\"\nblind_signing = { require = { security = 1 } }\n",
+    );
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The script of a regtest P2WPKH address made of `n` (`tr`'s allowlist
+/// holds those of 1 and 2).
+pub fn listed_script(n: u8) -> ringi_psbt::bitcoin::ScriptBuf {
+    use ringi_psbt::bitcoin::hashes::Hash;
+    ringi_psbt::bitcoin::ScriptBuf::new_p2wpkh(&ringi_psbt::bitcoin::WPubkeyHash::from_byte_array(
+        [n; 20],
+    ))
+}
+
+/// The regtest address of [`listed_script`]`(n)`.
+pub fn listed_address(n: u8) -> String {
+    ringi_psbt::bitcoin::Address::from_script(
+        &listed_script(n),
+        ringi_psbt::bitcoin::Network::Regtest,
+    )
+    .unwrap()
+    .to_string()
 }
 
 /// Creates `name`'s approver token under `dir` and returns its public key.
@@ -361,6 +396,13 @@ impl Cluster {
                 "RINGI_DAILY_VOLUME_FILE".into(),
                 dir.path().join("volumes.toml").display().to_string(),
             ));
+            // Each cluster is its own host: the signers' per-host token
+            // locks (named by module and token label, in the temporary
+            // directory) must not collide with another test's cluster,
+            // whose SoftHSM tokens carry the same labels.
+            let tmp = dir.path().join("tmp");
+            std::fs::create_dir_all(&tmp).unwrap();
+            env.push(("TMPDIR".into(), tmp.display().to_string()));
             let node = SignerNode {
                 name: format!("signer-{i}"),
                 env,
@@ -503,12 +545,25 @@ impl Cluster {
     }
 
     pub fn keygen(&self, key_id: &str, threshold: usize, signers: &[&str]) -> Vec<u8> {
+        self.keygen_kind(key_id, "frost-secp256k1", threshold, signers)
+    }
+
+    /// A DKG for a key of `kind`; its group key.
+    pub fn keygen_kind(
+        &self,
+        key_id: &str,
+        kind: &str,
+        threshold: usize,
+        signers: &[&str],
+    ) -> Vec<u8> {
         let t = threshold.to_string();
         let names = signers.join(",");
         hex::decode(self.ringi_ok(&[
             "keygen",
             "--key-id",
             key_id,
+            "--kind",
+            kind,
             "--threshold",
             &t,
             "--signers",
@@ -633,6 +688,7 @@ impl Cluster {
                 destination: "bc1q".into(),
                 memo: String::new(),
             },
+            psbt: None,
             requester: "wallet-service".into(),
             created_at: now,
             expires_at: now + 600,
