@@ -132,11 +132,14 @@ async fn signers_enforce_caps_themselves_across_restarts() {
     sign_directly(&cluster, "capped", b"a", &a)
         .await
         .expect("within the cap");
-    // A retried round for the same request (fresh nonces) is not counted
-    // twice: with A counted once, B still fits (1000 + 1000 <= 2500).
-    sign_directly(&cluster, "capped", b"a", &a)
+    // A second signing of the same request (fresh nonces) is refused (one
+    // share per request input) and is not counted again: with A counted
+    // once, B still fits (1000 + 1000 <= 2500).
+    let err = sign_directly(&cluster, "capped", b"a", &a)
         .await
-        .expect("a retry of A");
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("one share per input"), "{err:?}");
     let (_, b) = cluster.bundle("capped", b"b", &APPROVED);
     sign_directly(&cluster, "capped", b"b", &b)
         .await

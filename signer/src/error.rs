@@ -68,8 +68,13 @@ impl From<AuthorizationError> for Status {
                 | Violation::NotATaprootKey(_)
                 | Violation::NoNetwork(_),
             ) => Code::InvalidArgument,
+            // The fee caps are caps, as the spending caps are (and as the
+            // coordinator answers at submission).
+            A::Violation(Violation::FeeTooHigh { .. } | Violation::FeeRateTooHigh { .. }) => {
+                Code::ResourceExhausted
+            }
             // Every other rule (forged or foreign approvals, allowlist,
-            // fee caps, blind signing): not permitted.
+            // blind signing): not permitted.
             A::Violation(_) => Code::PermissionDenied,
         };
         Status::new(code, e.to_string())

@@ -49,6 +49,8 @@ impl SpendingLedger {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // The release log writes to the same file from its own connection.
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spent (
                 request_id BLOB PRIMARY KEY,
@@ -81,7 +83,9 @@ impl SpendingLedger {
         daily_volume: Option<u128>,
     ) -> Result<(), LedgerError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = conn.transaction()?;
+        // Immediate: the write lock is taken before the read, so two
+        // connections never both read and then fail to upgrade.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let known: Option<i64> = tx
             .query_row(
                 "SELECT 1 FROM spent WHERE request_id = ?1",
