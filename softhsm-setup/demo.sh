@@ -4,8 +4,11 @@
 # token; a coordinator; an approval policy with three departments; a 2-of-3
 # DKG; a withdrawal request approved by treasury (key file) and compliance
 # (key in a SoftHSM token, like a smart card), signed, and verified by an
-# independent RFC 9591 verifier; a request vetoed by security; a signing with
-# one signer stopped; a clean shutdown.
+# independent RFC 9591 verifier; a request vetoed by security; a Bitcoin
+# Taproot key and a PSBT spending its coin, whose payment, change and fee
+# every signer derives itself, signed into a transaction that Bitcoin Core's
+# consensus code accepts; a signing with one signer stopped; a clean
+# shutdown.
 #
 # Usage: softhsm-setup/demo.sh            (work directory: a fresh temp dir)
 #        RINGI_DEMO_DIR=DIR softhsm-setup/demo.sh
@@ -56,6 +59,17 @@ request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
 tiers = [{ above = 100000000, require = { treasury = 1, compliance = 1, security = 1 } }]
+
+# A Bitcoin Taproot key on regtest: payments only to the listed address, at
+# most 0.01 BTC a request, fees at most 5000 sat and 50 sat/vB.
+[keys.demo-btc]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+network = "regtest"
+fees = { max_sats = 5000, max_sat_per_vbyte = 50 }
+limits = { max_amount_per_request = 1000000 }
+destinations = { allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6"] }
 TOML
 echo "policy sha256 $(sha256sum "$work/policy.toml" | cut -d' ' -f1)"
 
@@ -98,6 +112,35 @@ id2=$(as_wallet requests submit --key-id demo-hot --message-hex "$(printf 'withd
 "$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" 2>/dev/null
 "$bin/ringi" requests show "$id2" | grep -E '^(state|decision)'
 
+step "Bitcoin: a bitcoin-taproot key (2-of-3, BIP-340 under its BIP-341 output key)"
+"$bin/ringi" keygen --key-id demo-btc --threshold 2 --signers signer-1,signer-2,signer-3 --kind bitcoin-taproot >/dev/null
+"$bin/ringi" pubkey --key-id demo-btc
+internal_key=$("$bin/ringi" pubkey --key-id demo-btc | sed -n 's/^internal key *//p')
+output_key=$("$bin/ringi" pubkey --key-id demo-btc | sed -n 's/^output key *//p')
+
+step "a PSBT spending a (synthetic) 0.001 BTC coin of the key: 0.0006 BTC to an allowlisted address, change back, 1000 sat fee"
+cargo build --quiet --manifest-path "$root/Cargo.toml" -p ringi-psbt --examples
+coin=$(printf 'demo funding' | sha256sum | cut -d' ' -f1):0:100000
+psbt=$("$root/target/debug/examples/create_spend" "$internal_key" "$output_key" regtest 1000 \
+        --coin "$coin" --pay bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6:60000 2>"$work/spent")
+id4=$(as_wallet requests submit --key-id demo-btc --psbt "$psbt" --memo "cold storage top-up")
+echo "approvers see what the transaction pays, derived from it (not declared by the wallet):"
+"$bin/ringi" requests show "$id4"
+
+step "treasury and compliance approve; every signer derives the payments and sighashes itself and signs each input"
+"$bin/ringi" approve "$id4" --department treasury --key-file "$work/alice.pem" >/dev/null 2>&1
+approve_carol "$id4" >/dev/null 2>&1
+tx=$("$bin/ringi" requests wait "$id4" --output tx)
+echo "signed transaction (for bitcoin-cli sendrawtransaction): $tx"
+
+step "Bitcoin Core 26's consensus code (libbitcoinconsensus, taproot flags) accepts it"
+"$root/target/debug/examples/verify_spend" "$tx" $(cat "$work/spent")
+
+step "a PSBT paying an address not on the allowlist is refused at submission (and would be by every signer)"
+stranger=$("$root/target/debug/examples/create_spend" "$internal_key" "$output_key" regtest 1000 \
+        --coin "$coin" --pay bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080:60000 2>/dev/null)
+as_wallet requests submit --key-id demo-btc --psbt "$stranger" 2>&1 | sed 's/^/  /' || true
+
 step "stop signer-3; an approved request is still signed by the other two"
 kill -TERM "${SIGNER_PIDS[2]}"
 wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
@@ -123,4 +166,4 @@ audit_key=$(. "$work/signer-1/env"; "$bin/ringi-signer" info | sed -n 's/^audit_
 "$bin/ringi" audit verify "$work/coordinator/audit.jsonl"
 
 step "shut down"
-echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto, signing with a signer down, signatures verified independently, audit logs verified"
+echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto, a Taproot PSBT spend valid under Bitcoin Core's consensus code, signing with a signer down, signatures verified independently, audit logs verified"

@@ -5,6 +5,11 @@
 //!   round 1, round 2 and the aggregation (which verifies) in this process;
 //! - stack: the coordinator's signing engine in this process, driving the
 //!   configured signer nodes over gRPC (token unseal, nonces, both rounds);
+//! - with `--psbt-key-id`, for a bitcoin-taproot key: the in-process floor
+//!   of its suite (BIP-340, tweaked), the derivation of a one-input PSBT
+//!   (`ringi_psbt::derive`, what each signer and the coordinator run per
+//!   request), and PSBT requests over the stack: every signer derives the
+//!   sighash itself, signs with the tweak, and the coordinator finalizes;
 //!
 //! Signers release shares only for approved requests, so each signing carries
 //! an approval bundle signed by the approver key files given on the command
@@ -133,12 +138,18 @@ pub struct BenchApprover {
     pub department: String,
 }
 
-/// A request for `message`, approved by every bench approver.
+/// What a bench request signs: a raw message, or a PSBT.
+enum Content<'a> {
+    Message(&'a [u8]),
+    Psbt(Vec<u8>),
+}
+
+/// A request for `content`, approved by every bench approver.
 fn approved_bundle(
     policy: &ringi_policy::policy::Policy,
     key: &ringi_policy::subject::KeyFacts,
     key_id: &str,
-    message: &[u8],
+    content: Content<'_>,
     approvers: &[BenchApprover],
 ) -> anyhow::Result<ringi::approved::ApprovedRequest> {
     use ringi_policy::request::{Metadata, SigningRequest};
@@ -147,17 +158,25 @@ fn approved_bundle(
         .key(key_id)
         .ok_or_else(|| anyhow::anyhow!("the policy has no rules for key {key_id:?}"))?;
     let now = ringi_policy::clock::now();
+    let (message, metadata, psbt) = match content {
+        Content::Message(m) => (
+            m.to_vec(),
+            Metadata {
+                asset: "BENCH".into(),
+                amount: 1,
+                destination: "bench".into(),
+                memo: String::new(),
+            },
+            None,
+        ),
+        Content::Psbt(p) => (Vec::new(), Metadata::default(), Some(p)),
+    };
     let request = SigningRequest {
         key_id: ringi_policy::key_id::KeyId::parse(key_id)
             .map_err(|e| anyhow::anyhow!("key id: {e}"))?,
-        message: message.to_vec(),
-        metadata: Metadata {
-            asset: "BENCH".into(),
-            amount: 1,
-            destination: "bench".into(),
-            memo: String::new(),
-        },
-        psbt: None,
+        message,
+        metadata,
+        psbt,
         requester: "ringi-bench".into(),
         created_at: now,
         expires_at: now + rules.request_ttl_secs,
@@ -191,9 +210,117 @@ fn approved_bundle(
     )?)
 }
 
+/// A one-input PSBT spending a coin of the taproot key `own` back to its
+/// own address (no payment: any allowlist passes), a 1000 sat fee; `tag`
+/// makes each coin, hence each request, distinct.
+fn self_spend(own: &ringi_psbt::OwnKey, tag: u64) -> Vec<u8> {
+    use ringi_psbt::bitcoin::hashes::Hash;
+    let mut txid = [0u8; 32];
+    txid[..8].copy_from_slice(&tag.to_be_bytes());
+    OsRng.fill_bytes(&mut txid[8..]);
+    let coin = ringi_psbt::build::Coin {
+        outpoint: ringi_psbt::bitcoin::OutPoint {
+            txid: ringi_psbt::bitcoin::Txid::from_byte_array(txid),
+            vout: 0,
+        },
+        value: 100_000,
+    };
+    ringi_psbt::build::unsigned(own, &[coin], &[(own.script(), 99_000)]).serialize()
+}
+
+/// The derivation of a one-input PSBT, in process: what each signer adds
+/// per request.
+fn derive_cost(own: &ringi_psbt::OwnKey, iterations: usize) -> Option<Summary> {
+    let psbt = self_spend(own, 0);
+    let samples = (0..iterations)
+        .map(|_| {
+            let start = Instant::now();
+            let _ = std::hint::black_box(ringi_psbt::derive(&psbt, own, false));
+            start.elapsed()
+        })
+        .collect();
+    summarize(samples)
+}
+
+/// PSBT requests on `key_id` over the stack, and the Taproot floor.
+async fn psbt_rows(
+    coordinator: &ringi::coordinator::Coordinator,
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    iterations: usize,
+    approvers: &[BenchApprover],
+) -> anyhow::Result<Vec<(String, Option<Summary>)>> {
+    let key = coordinator
+        .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
+        .await?;
+    let ringi_policy::subject::KeyFacts::BitcoinTaproot {
+        internal_key,
+        output_key,
+    } = key.facts()
+    else {
+        anyhow::bail!("--psbt-key-id {key_id:?} is not a bitcoin-taproot key");
+    };
+    let network = policy
+        .key(key_id)
+        .and_then(|r| r.bitcoin.network)
+        .ok_or_else(|| anyhow::anyhow!("the policy sets no network for {key_id:?}"))?;
+    let own = ringi_psbt::OwnKey {
+        internal_key,
+        output_key,
+        network,
+    };
+    let t = key.record().threshold;
+    let n = key.record().signers.len() as u16;
+    let floor = tokio::task::spawn_blocking(move || {
+        floor_of::<ringi_frost::taproot::Secp256k1Tr>(t, n, iterations)
+    })
+    .await?;
+    let derive = derive_cost(&own, iterations);
+    let facts = key.facts();
+    let warmup = iterations.min(20);
+    let mut stack = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        let psbt = self_spend(&own, i as u64);
+        let approved = approved_bundle(
+            policy,
+            &facts,
+            key_id,
+            Content::Psbt(psbt.clone()),
+            approvers,
+        )?;
+        let start = Instant::now();
+        let signed = key.sign(&coordinator.registry, &approved).await?;
+        let signatures: Vec<[u8; 64]> = signed
+            .iter()
+            .map(|s| <[u8; 64]>::try_from(s.signature.as_slice()))
+            .collect::<Result<_, _>>()
+            .map_err(|_| anyhow::anyhow!("a Taproot signature is not 64 bytes"))?;
+        ringi_psbt::finalize(&psbt, &own, false, &signatures)
+            .map_err(|e| anyhow::anyhow!("finalize: {e}"))?;
+        if i >= warmup {
+            stack.push(start.elapsed());
+        }
+    }
+    Ok(vec![
+        (
+            format!("in-process floor, bitcoin-taproot {t}-of-{n} (BIP-340)"),
+            floor,
+        ),
+        (
+            "PSBT derivation, 1 input (ringi_psbt::derive)".into(),
+            derive,
+        ),
+        (
+            format!("stack: PSBT request {key_id:?}, 1 input, + finalize"),
+            summarize(stack),
+        ),
+    ])
+}
+
 pub async fn run(
     config: &Config,
     key_id: &str,
+    psbt_key_id: Option<&str>,
     iterations: usize,
     approvers: &[BenchApprover],
 ) -> anyhow::Result<()> {
@@ -218,7 +345,7 @@ pub async fn run(
     let mut stack = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
         let msg = message();
-        let approved = approved_bundle(&policy, &facts, key_id, &msg, approvers)?;
+        let approved = approved_bundle(&policy, &facts, key_id, Content::Message(&msg), approvers)?;
         let start = Instant::now();
         key.sign(&coordinator.registry, &approved).await?;
         if i >= warmup {
@@ -290,6 +417,13 @@ pub async fn run(
     );
     print_row("signer call: new connection + first call", summarize(fresh));
     print_row("signer call: reused connection", summarize(reused));
+    if let Some(psbt_key) = psbt_key_id {
+        for (name, summary) in
+            psbt_rows(&coordinator, &policy, psbt_key, iterations, approvers).await?
+        {
+            print_row(&name, summary);
+        }
+    }
     Ok(())
 }
 

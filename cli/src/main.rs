@@ -148,6 +148,11 @@ enum Command {
         /// Approver key files to approve each bench request, as DEPARTMENT=KEYFILE.
         #[arg(long = "approver", value_name = "DEPARTMENT=KEYFILE")]
         approvers: Vec<String>,
+        /// A bitcoin-taproot key (with a network in the policy) to measure
+        /// PSBT requests on too, in the same run: one-input spends, each
+        /// input's sighash derived, BIP-340 signed and the PSBT finalized.
+        #[arg(long)]
+        psbt_key_id: Option<String>,
     },
 }
 
@@ -449,6 +454,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key_id,
             iterations,
             approvers,
+            psbt_key_id,
         } => {
             let approvers = approvers
                 .iter()
@@ -462,7 +468,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            ringi_cli::bench::run(&Config::load(&config)?, &key_id, iterations, &approvers).await
+            ringi_cli::bench::run(
+                &Config::load(&config)?,
+                &key_id,
+                psbt_key_id.as_deref(),
+                iterations,
+                &approvers,
+            )
+            .await
         }
     }
 }

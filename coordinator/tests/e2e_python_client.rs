@@ -169,3 +169,104 @@ fn submit_watch_verify(cluster: &Cluster) {
         String::from_utf8_lossy(&verified.stdout)
     );
 }
+
+/// The Python wallet builds a PSBT with embit for a bitcoin-taproot key
+/// (from the key's output key, which it checks against the internal key),
+/// submits it, and after approval receives the signed transaction, which
+/// Bitcoin Core's consensus code accepts; the txid it prints is the one
+/// ringi's own derivation of the PSBT gives.
+#[test]
+fn python_wallet_spends_a_taproot_coin_with_a_psbt() {
+    use ringi_psbt::bitcoin::ScriptBuf;
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen_kind(
+        "tr",
+        "bitcoin-taproot",
+        2,
+        &["signer-1", "signer-2", "signer-3"],
+    );
+    let (internal_key, output_key) = ringi_frost::taproot::keys_of_group(&group_key).unwrap();
+    let mut shown = client(&cluster);
+    shown.args(["pubkey", "--key-id", "tr", "--show", "output-key"]);
+    assert_eq!(run_ok(shown), hex::encode(output_key));
+
+    let psbt_file = cluster.dir.path().join("spend.psbt");
+    let prevout = format!("{}:0", "ab".repeat(32));
+    let payee = listed_address(1);
+    let spend = || {
+        let mut cmd = client(&cluster);
+        cmd.args([
+            "spend",
+            "--key-id",
+            "tr",
+            "--prevout",
+            &prevout,
+            "--prevout-amount",
+            "60000",
+            "--pay",
+            &payee,
+            "--pay-amount",
+            "25000",
+            "--fee",
+            "1000",
+            "--requester",
+            "wallet-service",
+            "--idempotency-key",
+            "py-psbt-1",
+            "--psbt-out",
+            psbt_file.to_str().unwrap(),
+        ]);
+        run_ok(cmd)
+    };
+    let id = spend();
+    assert_eq!(spend(), id, "a retry returns the same request");
+
+    let watcher = client(&cluster)
+        .args(["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let out = watcher.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = stdout.lines();
+    let tx = hex::decode(lines.next().unwrap().trim()).unwrap();
+    let txid = lines.next().unwrap().trim().to_string();
+
+    // ringi's own derivation of what the Python wallet built.
+    let own = ringi_psbt::OwnKey {
+        internal_key,
+        output_key,
+        network: ringi_psbt::Network::Regtest,
+    };
+    let derived = ringi_psbt::derive(&std::fs::read(&psbt_file).unwrap(), &own, false).unwrap();
+    assert_eq!(derived.txid, txid);
+    assert_eq!(derived.total_paid(), 25_000);
+    assert_eq!(derived.fee, 1_000);
+    assert_eq!(derived.payments[0].address, payee);
+
+    // Bitcoin Core 26's consensus code, every flag, the spent output given.
+    let script: ScriptBuf = own.script();
+    let utxo = [bitcoinconsensus::Utxo {
+        script_pubkey: script.as_bytes().as_ptr(),
+        script_pubkey_len: script.len() as u32,
+        value: 60_000,
+    }];
+    bitcoinconsensus::verify_with_flags(
+        script.as_bytes(),
+        60_000,
+        &tx,
+        Some(&utxo),
+        0,
+        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
+    )
+    .expect("the Python wallet's spend is valid under consensus");
+}

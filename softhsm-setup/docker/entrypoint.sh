@@ -138,6 +138,16 @@ request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
 tiers = [{ above = 100000000, require = { treasury = 1, compliance = 1, security = 1 } }]
+
+# A bitcoin-taproot key on regtest (softhsm-setup/docker/spend.sh): payments
+# only to the listed address, fees at most 5000 sat and 50 sat/vB.
+[keys.demo-btc]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+network = "regtest"
+fees = { max_sats = 5000, max_sat_per_vbyte = 50 }
+destinations = { allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6"] }
 TOML
     chmod 644 "$public/policy.toml.tmp"
     mv "$public/policy.toml.tmp" "$public/policy.toml"

@@ -12,6 +12,8 @@
 #      and mounted from the host, as compose.other-module.yaml documents);
 #   2. signs a request approved by two departments, from a CLI container and
 #      from the host; every signature goes through an independent verifier;
+#      creates a bitcoin-taproot key and signs a PSBT spending its coin,
+#      checked by Bitcoin Core's consensus code (spend.sh);
 #   3. stops signer-1 and signs with the other two; restarts it and signs with
 #      signer-1 and signer-2;
 #   4. `down` without --volumes and up again: the same key, from the same
@@ -123,6 +125,13 @@ pass "signer-3 serves from a token of another PKCS#11 module (mounted, PIN as a 
 
 sign "approved by treasury and compliance, from a CLI container"
 sign "from the host over the published port" --from-host
+
+# A Bitcoin Taproot key and a PSBT spend, checked by Bitcoin Core's
+# consensus code on the host.
+"$here/spend.sh" > "$work/spend.tx" 2> "$work/spend.err" \
+  || { cat "$work/spend.err" >&2; fail "taproot PSBT spend"; }
+grep -q "^consensus: valid (1 inputs" "$work/spend.err" || { cat "$work/spend.err" >&2; fail "spend not checked by consensus"; }
+pass "a Taproot PSBT spend, approved and signed, is valid under Bitcoin Core's consensus code"
 
 compose stop signer-1 >/dev/null 2>&1
 [ "$(running signer-1)" = false ] || fail "signer-1 still running after stop"
