@@ -3,7 +3,8 @@
 # signer processes checking two department approvals, gRPC over mutual TLS
 # on loopback) next to the in-process FROST floor, and the cost of a new TLS
 # connection (handshake signed in the signer's token) versus a call on a
-# reused one, all measured in the same run. Release build: figures from debug
+# reused one, and PSBT requests on a bitcoin-taproot key (its floor, the
+# derivation, the stack), all measured in the same run. Release build: figures from debug
 # builds mean nothing.
 #
 # Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain]   (default 500 tls)
@@ -35,8 +36,14 @@ approvers = [{ name = "carol", key = "$carol" }]
 request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
+[keys.bench-btc]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+network = "regtest"
 TOML
 start_stack "$bin" "$work" 3 "$work/policy.toml" $mode 2>/dev/null >/dev/null
 "$bin/ringi" keygen --key-id bench --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
-RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --iterations "$iterations" \
-  --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"
+"$bin/ringi" keygen --key-id bench-btc --kind bitcoin-taproot --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
+RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --psbt-key-id bench-btc \
+  --iterations "$iterations" --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"
