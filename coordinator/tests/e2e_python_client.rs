@@ -255,18 +255,6 @@ fn python_wallet_spends_a_taproot_coin_with_a_psbt() {
 
     // Bitcoin Core 26's consensus code, every flag, the spent output given.
     let script: ScriptBuf = own.script();
-    let utxo = [bitcoinconsensus::Utxo {
-        script_pubkey: script.as_bytes().as_ptr(),
-        script_pubkey_len: script.len() as u32,
-        value: 60_000,
-    }];
-    bitcoinconsensus::verify_with_flags(
-        script.as_bytes(),
-        60_000,
-        &tx,
-        Some(&utxo),
-        0,
-        bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-    )
-    .expect("the Python wallet's spend is valid under consensus");
+    ringi_psbt::consensus::verify(&tx, &[(script, 60_000)])
+        .expect("the Python wallet's spend is valid under consensus");
 }

@@ -27,31 +27,6 @@ use support::*;
 const SIGNERS: [&str; 3] = ["signer-1", "signer-2", "signer-3"];
 const APPROVED: [(&str, &str); 2] = [("alice", "treasury"), ("carol", "compliance")];
 
-/// Every input of `tx_bytes` valid under Bitcoin Core 26's consensus code,
-/// with every flag (taproot included) and every spent output given.
-fn consensus_valid(tx_bytes: &[u8], spent: &[(ScriptBuf, u64)]) -> Result<(), String> {
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|(script, value)| bitcoinconsensus::Utxo {
-            script_pubkey: script.as_bytes().as_ptr(),
-            script_pubkey_len: script.len() as u32,
-            value: *value as i64,
-        })
-        .collect();
-    for (index, (script, value)) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            script.as_bytes(),
-            *value,
-            tx_bytes,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| format!("input {index}: {e:?}"))?;
-    }
-    Ok(())
-}
-
 /// The key's own keys on regtest, from its group key (as the signers and
 /// every wallet compute them).
 fn own_key(group_key: &[u8]) -> OwnKey {
@@ -194,7 +169,7 @@ async fn a_taproot_spend_is_signed_and_valid_under_consensus() {
     assert_eq!(tx["inputs"][0]["outpoint"], coin.outpoint.to_string());
     assert_eq!(shown["blind"], false);
     let signed = signed_transaction(&cluster, &id);
-    consensus_valid(&signed, &[(key.script(), 100_000)]).expect("a valid spend");
+    ringi_psbt::consensus::verify(&signed, &[(key.script(), 100_000)]).expect("a valid spend");
     let decoded: Transaction = deserialize(&signed).unwrap();
     assert_eq!(decoded.compute_txid(), one.unsigned_tx.compute_txid());
     // The finalized PSBT holds the same transaction.
@@ -210,7 +185,7 @@ async fn a_taproot_spend_is_signed_and_valid_under_consensus() {
     let mut corrupt = signed.clone();
     let at = corrupt.len() - 20;
     corrupt[at] ^= 1;
-    assert!(consensus_valid(&corrupt, &[(key.script(), 100_000)]).is_err());
+    assert!(ringi_psbt::consensus::verify(&corrupt, &[(key.script(), 100_000)]).is_err());
     let text = cluster.ringi_ok(&["requests", "show", &id]);
     assert!(
         text.contains("0.00040000 BTC (40000 sat)") && text.contains(&listed_address(1)),
@@ -226,7 +201,7 @@ async fn a_taproot_spend_is_signed_and_valid_under_consensus() {
     );
     let id = submit_and_approve(&cluster, "tr", &two, "two inputs");
     let signed = signed_transaction(&cluster, &id);
-    consensus_valid(&signed, &[(key.script(), 30_000), (key.script(), 50_000)])
+    ringi_psbt::consensus::verify(&signed, &[(key.script(), 30_000), (key.script(), 50_000)])
         .expect("a valid two-input spend");
     let shown: serde_json::Value =
         serde_json::from_str(&cluster.ringi_ok(&["requests", "show", &id, "--output", "json"]))

@@ -49,24 +49,10 @@ fn run(args: &[String]) -> Result<usize, String> {
     if spent.is_empty() {
         return Err("no spent outputs given".into());
     }
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|(script, value)| bitcoinconsensus::Utxo {
-            script_pubkey: script.as_ptr(),
-            script_pubkey_len: script.len() as u32,
-            value: *value as i64,
-        })
+    let spent: Vec<(ringi_psbt::bitcoin::ScriptBuf, u64)> = spent
+        .into_iter()
+        .map(|(script, sats)| (ringi_psbt::bitcoin::ScriptBuf::from_bytes(script), sats))
         .collect();
-    for (index, (script, value)) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            script,
-            *value,
-            &tx,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| format!("input {index}: {e:?}"))?;
-    }
+    ringi_psbt::consensus::verify(&tx, &spent).map_err(|e| e.to_string())?;
     Ok(spent.len())
 }

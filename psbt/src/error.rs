@@ -68,4 +68,8 @@ pub enum PsbtError {
     SignatureCount { given: usize, inputs: usize },
     #[error("input {input}: the signature does not verify under the key's output key")]
     BadSignature { input: usize },
+    #[error(
+        "input {input}: Bitcoin Core's consensus code rejects the signed transaction: {reason}"
+    )]
+    Consensus { input: usize, reason: String },
 }

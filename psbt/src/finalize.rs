@@ -24,8 +24,10 @@ pub struct Finalized {
 /// Puts `signatures` (one 64-byte BIP-340 signature per input, in input
 /// order) into `psbt` and extracts the transaction. The PSBT is derived
 /// again first (the same rules as at approval), and every signature is
-/// verified under the key's output key against its input's sighash, so a
-/// transaction that would not spend is never produced.
+/// verified under the key's output key against its input's sighash, and
+/// the transaction is checked by Bitcoin Core's consensus code
+/// ([`crate::consensus`]), so a transaction that would not spend is never
+/// produced.
 pub fn finalize(
     psbt: &[u8],
     key: &OwnKey,
@@ -72,9 +74,17 @@ pub fn finalize(
     // The fee cap is the policy's; rust-bitcoin's absurd-fee guard would
     // only second-guess an approved fee.
     let tx = psbt.clone().extract_tx_unchecked_fee_rate();
+    let spent: Vec<(bitcoin::ScriptBuf, u64)> = psbt
+        .inputs
+        .iter()
+        .filter_map(|i| i.witness_utxo.as_ref())
+        .map(|o| (o.script_pubkey.clone(), o.value.to_sat()))
+        .collect();
+    let tx_bytes = serialize(&tx);
+    crate::consensus::verify(&tx_bytes, &spent)?;
     Ok(Finalized {
         psbt: psbt.serialize(),
-        tx: serialize(&tx),
+        tx: tx_bytes,
         txid: tx.compute_txid().to_string(),
     })
 }

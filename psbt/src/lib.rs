@@ -11,7 +11,8 @@
 //!
 //! - [`derive`]: decoding, the input and output rules, sighashes, payments;
 //! - [`finalize`]: the signed transaction, once every input has its
-//!   BIP-340 signature;
+//!   BIP-340 signature, checked by [`consensus`] (Bitcoin Core's
+//!   libbitcoinconsensus) before it is handed out;
 //! - [`build`]: an unsigned PSBT from prevouts and outputs (tests, the
 //!   bench, the demo);
 //! - [`error`]: [`PsbtError`], one variant per rule, each naming what is
@@ -21,6 +22,7 @@
 //! `fuzz/src/psbt_derive.rs`).
 
 pub mod build;
+pub mod consensus;
 pub mod derive;
 pub mod error;
 pub mod finalize;

@@ -57,29 +57,6 @@ fn frost_sign(keys: &[KeyPackage<S>], public: &PublicKeyPackage<S>, message: &[u
     signature.serialize().unwrap().try_into().unwrap()
 }
 
-fn consensus_valid(tx_bytes: &[u8], spent: &[(ScriptBuf, u64)]) -> Result<(), String> {
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|(script, value)| bitcoinconsensus::Utxo {
-            script_pubkey: script.as_bytes().as_ptr(),
-            script_pubkey_len: script.len() as u32,
-            value: *value as i64,
-        })
-        .collect();
-    for (index, (script, value)) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            script.as_bytes(),
-            *value,
-            tx_bytes,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .map_err(|e| format!("input {index}: {e:?}"))?;
-    }
-    Ok(())
-}
-
 fn spend(inputs: usize) {
     let (keys, public) = dealer_key();
     let key = OwnKey {
@@ -121,7 +98,7 @@ fn spend(inputs: usize) {
         "segwit: the txid is fixed before signing"
     );
     let spent: Vec<(ScriptBuf, u64)> = (0..inputs).map(|_| (key.script(), 60_000)).collect();
-    consensus_valid(&done.tx, &spent).unwrap();
+    ringi_psbt::consensus::verify(&done.tx, &spent).unwrap();
     assert_eq!(
         tx.vsize() as u64,
         derived.vsize,
@@ -135,7 +112,10 @@ fn spend(inputs: usize) {
     witness[0][10] ^= 1;
     tx.input[0].witness = bitcoin::Witness::from_slice(&witness);
     corrupted = bitcoin::consensus::encode::serialize(&tx);
-    assert!(consensus_valid(&corrupted, &spent).is_err());
+    assert!(matches!(
+        ringi_psbt::consensus::verify(&corrupted, &spent),
+        Err(ringi_psbt::PsbtError::Consensus { input: 0, .. })
+    ));
 }
 
 #[test]

@@ -620,30 +620,13 @@ fn sign_and_check(psbt: &Psbt, key: &TestKey, derived: &Derived, allow_all: bool
     assert_eq!(tx.compute_txid().to_string(), derived.txid);
     assert_eq!(done.txid, derived.txid);
     assert_eq!(tx.vsize() as u64, derived.vsize, "vsize of the signed tx");
-    let spent: Vec<TxOut> = psbt
+    let spent: Vec<_> = psbt
         .inputs
         .iter()
         .map(|i| i.witness_utxo.clone().unwrap())
+        .map(|o| (o.script_pubkey, o.value.to_sat()))
         .collect();
-    let utxos: Vec<bitcoinconsensus::Utxo> = spent
-        .iter()
-        .map(|o| bitcoinconsensus::Utxo {
-            script_pubkey: o.script_pubkey.as_bytes().as_ptr(),
-            script_pubkey_len: o.script_pubkey.len() as u32,
-            value: o.value.to_sat() as i64,
-        })
-        .collect();
-    for (index, out) in spent.iter().enumerate() {
-        bitcoinconsensus::verify_with_flags(
-            out.script_pubkey.as_bytes(),
-            out.value.to_sat(),
-            &done.tx,
-            Some(&utxos),
-            index,
-            bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-        )
-        .unwrap_or_else(|e| panic!("input {index}: {e:?}"));
-    }
+    ringi_psbt::consensus::verify(&done.tx, &spent).unwrap();
     tx
 }
 

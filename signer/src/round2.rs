@@ -601,28 +601,6 @@ mod psbt_tests {
         Ok(signature.serialize().unwrap().try_into().unwrap())
     }
 
-    fn consensus_valid(tx: &[u8], spent: &[(ScriptBuf, u64)]) -> bool {
-        let utxos: Vec<bitcoinconsensus::Utxo> = spent
-            .iter()
-            .map(|(s, v)| bitcoinconsensus::Utxo {
-                script_pubkey: s.as_bytes().as_ptr(),
-                script_pubkey_len: s.len() as u32,
-                value: *v as i64,
-            })
-            .collect();
-        spent.iter().enumerate().all(|(i, (s, v))| {
-            bitcoinconsensus::verify_with_flags(
-                s.as_bytes(),
-                *v,
-                tx,
-                Some(&utxos),
-                i,
-                bitcoinconsensus::VERIFY_ALL_PRE_TAPROOT | bitcoinconsensus::VERIFY_TAPROOT,
-            )
-            .is_ok()
-        })
-    }
-
     fn refusal(result: Result<impl std::fmt::Debug, SignError>) -> AuthorizationError {
         match result {
             Err(SignError::Authorization(a)) => a,
@@ -649,7 +627,7 @@ mod psbt_tests {
             .collect();
         let done = ringi_psbt::finalize(&spend, &own, false, &signatures).unwrap();
         let spent = vec![(own.script(), 60_000); 2];
-        assert!(consensus_valid(&done.tx, &spent));
+        ringi_psbt::consensus::verify(&done.tx, &spent).unwrap();
 
         // Each node audited each input with what it derived, and counted
         // the request once: 70,000 sat paid.
