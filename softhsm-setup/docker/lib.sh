@@ -56,3 +56,31 @@ wait_healthy() {
 docker_engine_answers() {
   docker info >/dev/null 2>&1 && { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null; }
 }
+
+# cli_roles FROM_HOST: defines wallet, operator and keyfile for the sign and
+# spend scripts. FROM_HOST=1: the host's ringi binary against the
+# coordinator's published port, with credentials copied out of the stack
+# into a temporary directory (removed on exit); otherwise the CLI in
+# throwaway containers.
+cli_roles() {
+  if [ "$1" = 1 ]; then
+    creds=$(mktemp -d -t ringi-creds.XXXXXX)
+    trap 'rm -rf "$creds"' EXIT
+    compose run --rm --no-deps -T --entrypoint ringi-entrypoint cli export-credentials | tar -x -C "$creds"
+    port=$(compose port coordinator 50051)
+    bin=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
+    as() {
+      local who=$1; shift
+      RINGI_COORDINATOR=$port RINGI_TLS_CA=$creds/ca.pem RINGI_TLS_CLIENT_CERT=$creds/$who.pem \
+        RINGI_TLS_CLIENT_KEY=$creds/$who.key "$bin/ringi" "$@"
+    }
+    wallet() { as wallet-service "$@"; }
+    operator() { as operator "$@"; }
+    keyfile() { echo "$creds/$1.pem"; }
+    echo "from the host: $bin/ringi -> coordinator at $port" >&2
+  else
+    wallet() { ringi_cli --as wallet-service "$@"; }
+    operator() { ringi_cli "$@"; }
+    keyfile() { echo "/var/lib/ringi/clients/$1.pem"; }
+  fi
+}

@@ -23,26 +23,7 @@ if [ "${1:-}" = --from-host ]; then from_host=1; shift; fi
 text=${1:-withdraw 0.5 BTC to bc1qexample $(date +%s%N)}
 message=$(printf '%s' "$text" | sha256sum | cut -d' ' -f1)
 
-if [ "$from_host" = 1 ]; then
-  creds=$(mktemp -d -t ringi-creds.XXXXXX)
-  trap 'rm -rf "$creds"' EXIT
-  compose run --rm --no-deps -T --entrypoint ringi-entrypoint cli export-credentials | tar -x -C "$creds"
-  port=$(compose port coordinator 50051)
-  bin=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
-  as() {
-    local who=$1; shift
-    RINGI_COORDINATOR=$port RINGI_TLS_CA=$creds/ca.pem RINGI_TLS_CLIENT_CERT=$creds/$who.pem \
-      RINGI_TLS_CLIENT_KEY=$creds/$who.key "$bin/ringi" "$@"
-  }
-  wallet() { as wallet-service "$@"; }
-  operator() { as operator "$@"; }
-  keyfile() { echo "$creds/$1.pem"; }
-  echo "from the host: $bin/ringi -> coordinator at $port" >&2
-else
-  wallet() { ringi_cli --as wallet-service "$@"; }
-  operator() { ringi_cli "$@"; }
-  keyfile() { echo "/var/lib/ringi/clients/$1.pem"; }
-fi
+cli_roles "$from_host"
 
 route=()
 if [ -n "${RINGI_SIGN_SIGNERS:-}" ]; then route=(--signers "$RINGI_SIGN_SIGNERS"); fi

@@ -21,25 +21,7 @@ payee=bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6
 
 from_host=0
 if [ "${1:-}" = --from-host ]; then from_host=1; shift; fi
-if [ "$from_host" = 1 ]; then
-  creds=$(mktemp -d -t ringi-creds.XXXXXX)
-  trap 'rm -rf "$creds"' EXIT
-  compose run --rm --no-deps -T --entrypoint ringi-entrypoint cli export-credentials | tar -x -C "$creds"
-  port=$(compose port coordinator 50051)
-  bin=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
-  as() {
-    local who=$1; shift
-    RINGI_COORDINATOR=$port RINGI_TLS_CA=$creds/ca.pem RINGI_TLS_CLIENT_CERT=$creds/$who.pem \
-      RINGI_TLS_CLIENT_KEY=$creds/$who.key "$bin/ringi" "$@"
-  }
-  wallet() { as wallet-service "$@"; }
-  operator() { as operator "$@"; }
-  keyfile() { echo "$creds/$1.pem"; }
-else
-  wallet() { ringi_cli --as wallet-service "$@"; }
-  operator() { ringi_cli "$@"; }
-  keyfile() { echo "/var/lib/ringi/clients/$1.pem"; }
-fi
+cli_roles "$from_host"
 
 if ! operator keys | grep -qw -- "$key_id"; then
   operator keygen --key-id "$key_id" --threshold 2 --signers signer-1,signer-2,signer-3 \
