@@ -184,7 +184,32 @@ pub trait RequestStore: Send + Sync {
         approval: &Approval,
         transition: Option<&Transition>,
         now: u64,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        self.record_decision_with(
+            id,
+            &mut |_| Ok((approval.clone(), transition.cloned())),
+            now,
+        )
+        .map(|_| ())
+    }
+
+    /// Records a decision whose effect is computed **inside** the write:
+    /// `decide` gets the request as it stands in the transaction (with the
+    /// approvals that others recorded a moment ago) and returns the
+    /// approval to store and the state change it causes. So two approvals
+    /// arriving together cannot both count against a snapshot that misses
+    /// the other: the one written second sees the first, and the quorum
+    /// transition cannot be missed by any interleaving. Returns the record
+    /// as written.
+    ///
+    /// Atomicity and errors as [`RequestStore::record_decision`]; an error
+    /// from `decide` writes nothing.
+    fn record_decision_with(
+        &self,
+        id: &RequestId,
+        decide: &mut dyn FnMut(&RequestRecord) -> Result<(Approval, Option<Transition>)>,
+        now: u64,
+    ) -> Result<RequestRecord>;
 
     /// Applies `transition` (its state, reason, and when it is to SIGNED
     /// its signature and, for a PSBT request, its signed transaction) with

@@ -340,22 +340,24 @@ impl RequestStore for SqliteStore {
         })
     }
 
-    fn record_decision(
+    fn record_decision_with(
         &self,
         id: &RequestId,
-        approval: &Approval,
-        transition: Option<&Transition>,
+        decide: &mut dyn FnMut(&RequestRecord) -> Result<(Approval, Option<Transition>)>,
         now: u64,
-    ) -> Result<()> {
-        if let Some(t) = transition
-            && t.from() != State::PendingApproval
-        {
-            return Err(Error::IllegalTransition(TransitionError {
-                from: State::PendingApproval,
-                event: t.event().name(),
-            }));
-        }
+    ) -> Result<RequestRecord> {
         self.write(|tx| {
+            let current = load_request(tx, id)?.ok_or(Missing::Request(*id))?;
+            let (approval, transition) = decide(&current)?;
+            let (approval, transition) = (&approval, transition.as_ref());
+            if let Some(t) = transition
+                && t.from() != State::PendingApproval
+            {
+                return Err(Error::IllegalTransition(TransitionError {
+                    from: State::PendingApproval,
+                    event: t.event().name(),
+                }));
+            }
             check_state(tx, id, State::PendingApproval)?;
             let key = approval.approver.to_sec1();
             let dup: Option<i64> = tx
@@ -392,7 +394,7 @@ impl RequestStore for SqliteStore {
             if let Some(t) = transition {
                 apply(tx, id, t, now)?;
             }
-            Ok(())
+            Ok(load_request(tx, id)?.ok_or(Missing::Request(*id))?)
         })
     }
 

@@ -113,13 +113,33 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let record = super::get(c, id).await?;
     let key = c.key(&record.request.key_id).await?;
     let now = super::now();
-    let effect = apply(&policy, &key.facts(), &record, approval, now)?;
+    let facts = key.facts();
+    // Checked first against the snapshot, for a quick refusal...
+    apply(&policy, &facts, &record, approval.clone(), now)?;
+    // ...then recomputed inside the write, against the request as it is
+    // there: an approval recorded a moment ago by a concurrent Decide
+    // counts, so a quorum completed by two simultaneous approvals is
+    // always seen by the second one written.
     let store = c.requests.clone();
-    let updated = {
-        let effect = effect.clone();
+    let (effect, updated) = {
+        let policy = policy.clone();
         blocking(move || {
-            store.record_decision(&id, &effect.approval, effect.transition.as_ref(), now)?;
-            store.request(&id)
+            let mut effect = None;
+            let updated = store.record_decision_with(
+                &id,
+                &mut |current| {
+                    let e = apply(&policy, &facts, current, approval.clone(), now)?;
+                    let written = (e.approval.clone(), e.transition.clone());
+                    effect = Some(e);
+                    Ok(written)
+                },
+                now,
+            )?;
+            // The store calls `decide` once before it writes anything.
+            let effect = effect.ok_or_else(|| {
+                Error::Internal("the decision was recorded without being evaluated".into())
+            })?;
+            Ok((effect, updated))
         })
         .await?
     };

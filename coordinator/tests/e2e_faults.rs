@@ -1,0 +1,93 @@
+//! Faults lose no human work (issue 12), on real processes.
+
+mod support;
+
+use std::sync::Arc;
+
+use ringi_policy::statement::Decision;
+use ringi_proto::coordinator::v1 as pb;
+use support::*;
+
+/// Two approvals arriving at the same moment: each Decide recomputes the
+/// quorum inside the write that records it, so the second one written
+/// always sees the first and the request moves to APPROVED and is signed.
+/// (Before, each counted against a snapshot missing the other, and most
+/// such requests stayed PENDING_APPROVAL with every department satisfied.)
+#[tokio::test(flavor = "multi_thread")]
+async fn simultaneous_approvals_complete_the_quorum() {
+    let cluster = Arc::new(Cluster::start(3));
+    let group_key = cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let client = pb::request_service_client::RequestServiceClient::new(channel);
+    let tasks: Vec<_> = (0..32u32)
+        .map(|i| {
+            let mut client = client.clone();
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let message = format!("simultaneous approvals {i}").into_bytes();
+                let view = client
+                    .submit_signing_request(pb::SubmitSigningRequestRequest {
+                        key_id: "busy".into(),
+                        message: message.clone(),
+                        asset: "BTC".into(),
+                        amount: "1000".into(),
+                        destination: "bc1q".into(),
+                        memo: String::new(),
+                        requester: "wallet-service".into(),
+                        signers: vec![],
+                        idempotency_key: format!("simultaneous-{i}"),
+                        psbt: Vec::new(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let request =
+                    ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+                let decide = |who: &str, dept: &str| {
+                    let mut client = client.clone();
+                    let approval = cluster.approval(&request, who, dept, Decision::Approve);
+                    async move {
+                        client
+                            .decide(pb::DecideRequest {
+                                approval: Some(approval),
+                            })
+                            .await
+                    }
+                };
+                let (a, b) =
+                    tokio::join!(decide("alice", "treasury"), decide("carol", "compliance"));
+                a.unwrap();
+                b.unwrap();
+                for _ in 0..400 {
+                    let view = client
+                        .get_signing_request(pb::GetSigningRequestRequest {
+                            request_id: view.request_id.clone(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    match view.state.as_str() {
+                        "SIGNED" => return (message, view.signature),
+                        "APPROVED" | "SIGNING" => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await
+                        }
+                        other => panic!(
+                            "request {i} is {other} with both departments approved: {}",
+                            view.state_reason
+                        ),
+                    }
+                }
+                panic!("request {i} not signed in time");
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (message, signature) = task.await.unwrap();
+        assert!(frost_verify(&group_key, &message, &signature));
+    }
+}
