@@ -91,3 +91,75 @@ async fn simultaneous_approvals_complete_the_quorum() {
         assert!(frost_verify(&group_key, &message, &signature));
     }
 }
+
+/// A client that resends the very same signed approval (after a timeout,
+/// say) gets the request's current view, not a conflict; a *different*
+/// statement by the same approver is still refused (ALREADY_EXISTS).
+#[tokio::test(flavor = "multi_thread")]
+async fn resending_the_same_approval_is_idempotent() {
+    let cluster = Cluster::start(3);
+    cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = pb::request_service_client::RequestServiceClient::new(channel);
+    let view = client
+        .submit_signing_request(pb::SubmitSigningRequestRequest {
+            key_id: "busy".into(),
+            message: b"resent".to_vec(),
+            asset: "BTC".into(),
+            amount: "1000".into(),
+            destination: "bc1q".into(),
+            memo: String::new(),
+            requester: "wallet-service".into(),
+            signers: vec![],
+            idempotency_key: "resent".into(),
+            psbt: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let request = ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+    let alice = cluster.approval(&request, "alice", "treasury", Decision::Approve);
+    for _ in 0..2 {
+        let v = client
+            .decide(pb::DecideRequest {
+                approval: Some(alice.clone()),
+            })
+            .await
+            .expect("the same statement again is answered with the current view")
+            .into_inner();
+        assert_eq!(v.state, "PENDING_APPROVAL");
+        assert_eq!(v.approvals.len(), 1);
+    }
+    // Another statement by alice (issued later, another signature).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let other = cluster.approval(&request, "alice", "treasury", Decision::Approve);
+    assert_ne!(other, alice);
+    let err = client
+        .decide(pb::DecideRequest {
+            approval: Some(other),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    // Once signed, the same approval again still answers with the view.
+    let carol = cluster.approval(&request, "carol", "compliance", Decision::Approve);
+    client
+        .decide(pb::DecideRequest {
+            approval: Some(carol),
+        })
+        .await
+        .unwrap();
+    let v = client
+        .decide(pb::DecideRequest {
+            approval: Some(alice),
+        })
+        .await
+        .expect("resent after the quorum")
+        .into_inner();
+    assert_ne!(v.state, "PENDING_APPROVAL");
+}

@@ -111,6 +111,11 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let policy = c.policy()?.clone();
     let id = approval.statement.request_id;
     let record = super::get(c, id).await?;
+    // The very same signed statement again (a client retrying after a
+    // timeout): it is recorded already; answer with the request as it is.
+    if record.approvals.contains(&approval) {
+        return Ok(record);
+    }
     let key = c.key(&record.request.key_id).await?;
     let now = super::now();
     let facts = key.facts();
@@ -121,7 +126,8 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     // counts, so a quorum completed by two simultaneous approvals is
     // always seen by the second one written.
     let store = c.requests.clone();
-    let (effect, updated) = {
+    let resent = approval.clone();
+    let written = {
         let policy = policy.clone();
         blocking(move || {
             let mut effect = None;
@@ -141,7 +147,18 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
             })?;
             Ok((effect, updated))
         })
-        .await?
+        .await
+    };
+    let (effect, updated) = match written {
+        // A concurrent copy of the same statement was written first.
+        Err(Error::DuplicateDecision { .. }) | Err(Error::AlreadyDecided { .. }) => {
+            let current = super::get(c, id).await?;
+            if current.approvals.contains(&resent) {
+                return Ok(current);
+            }
+            return written.map(|_| current);
+        }
+        other => other?,
     };
     let approval = &effect.approval;
     let short = hex::encode(id);
