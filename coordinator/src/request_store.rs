@@ -128,6 +128,11 @@ impl Position {
     }
 }
 
+/// What [`RequestStore::record_decision_with`] runs inside its write: from
+/// the request as it stands there, the approval to store and the state
+/// change it causes.
+pub type Decision<'a> = dyn FnMut(&RequestRecord) -> Result<(Approval, Option<Transition>)> + 'a;
+
 /// Signing requests, approvals and history.
 ///
 /// Every write is atomic (all of it or nothing) and isolated from
@@ -207,7 +212,7 @@ pub trait RequestStore: Send + Sync {
     fn record_decision_with(
         &self,
         id: &RequestId,
-        decide: &mut dyn FnMut(&RequestRecord) -> Result<(Approval, Option<Transition>)>,
+        decide: &mut Decision<'_>,
         now: u64,
     ) -> Result<RequestRecord>;
 

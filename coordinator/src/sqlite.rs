@@ -343,7 +343,7 @@ impl RequestStore for SqliteStore {
     fn record_decision_with(
         &self,
         id: &RequestId,
-        decide: &mut dyn FnMut(&RequestRecord) -> Result<(Approval, Option<Transition>)>,
+        decide: &mut crate::request_store::Decision<'_>,
         now: u64,
     ) -> Result<RequestRecord> {
         self.write(|tx| {
