@@ -1,6 +1,7 @@
 //! `ringi audit verify|export`: a coordinator's or a signer's audit log,
 //! checked offline (no coordinator needed).
 
+use std::io::Write;
 use std::path::Path;
 
 use ringi_policy::approver_key::ApproverKey;
@@ -36,11 +37,28 @@ pub fn export(path: &Path, node: &str) -> anyhow::Result<()> {
     ringi_policy::audit::verify(&lines, None).map_err(|b| {
         anyhow::anyhow!("audit log {} is broken, not exporting: {b}", path.display())
     })?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
     for line in lines.iter().filter(|l| !l.trim().is_empty()) {
         let entry: ringi_policy::audit::Entry = serde_json::from_str(line)?;
-        println!("{}", ringi_policy::audit::export_line(node, &entry));
+        let written = writeln!(out, "{}", ringi_policy::audit::export_line(node, &entry));
+        if closed_pipe(written)? {
+            return Ok(());
+        }
     }
+    closed_pipe(out.flush())?;
     Ok(())
+}
+
+/// Whether the reader of our output went away (`ringi audit export | head`):
+/// that ends the export quietly, as it does for any Unix filter; any other
+/// write error is one.
+fn closed_pipe(result: std::io::Result<()>) -> anyhow::Result<bool> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(anyhow::anyhow!("cannot write the export: {e}")),
+    }
 }
 
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
