@@ -472,19 +472,32 @@ impl pb::request_service_server::RequestService for RequestService {
                 if record.state.is_terminal() {
                     return;
                 }
-                // Wait for a change to this request; reload at least every
-                // second in case a notification was missed.
+                // Pushed, not polled: wait for a change to this request (a
+                // lagging receiver may have missed one: reload), for the
+                // request's expiry (which is applied when it is read), or
+                // for the watcher to go away, which ends this task at once.
                 let wait = async {
                     loop {
                         match changes.recv().await {
                             Ok(changed) if changed == id => return,
                             Ok(_) => {}
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                std::future::pending::<()>().await
+                            }
                         }
                     }
                 };
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wait).await;
+                let until_expiry = record
+                    .request
+                    .expires_at
+                    .saturating_sub(requests::now())
+                    .max(1);
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = wait => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => {}
+                }
                 record = match requests::get(&coordinator, id).await {
                     Ok(r) => r,
                     Err(e) => {

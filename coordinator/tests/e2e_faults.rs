@@ -163,3 +163,58 @@ async fn resending_the_same_approval_is_idempotent() {
         .into_inner();
     assert_ne!(v.state, "PENDING_APPROVAL");
 }
+
+/// Watch is pushed, not polled: a watcher of a request nobody touches
+/// again hears of its expiry (applied when due, by the one timer the
+/// stream keeps), and many watchers that go away leave the coordinator
+/// serving (their streams end when the client drops them).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_hears_of_expiry_and_dropped_watchers_go_away() {
+    let cluster = Cluster::start(3);
+    cluster.keygen("short-req", 2, &["signer-1", "signer-2", "signer-3"]);
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut client = pb::request_service_client::RequestServiceClient::new(channel);
+    let view = client
+        .submit_signing_request(pb::SubmitSigningRequestRequest {
+            key_id: "short-req".into(),
+            message: b"left alone".to_vec(),
+            asset: "BTC".into(),
+            amount: "1000".into(),
+            destination: "bc1q".into(),
+            memo: String::new(),
+            requester: "wallet-service".into(),
+            signers: vec![],
+            idempotency_key: "left-alone".into(),
+            psbt: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // Many watchers that go away at once.
+    for _ in 0..200 {
+        let stream = client
+            .watch_signing_request(pb::WatchSigningRequestRequest {
+                request_id: view.request_id.clone(),
+            })
+            .await
+            .unwrap();
+        drop(stream);
+    }
+    let mut stream = client
+        .watch_signing_request(pb::WatchSigningRequestRequest {
+            request_id: view.request_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut states = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        states.push(event.transition.unwrap().to_state);
+    }
+    assert_eq!(states, ["PENDING_APPROVAL", "EXPIRED"]);
+}
