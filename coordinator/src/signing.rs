@@ -42,6 +42,25 @@ use crate::store::KeyRecord;
 /// Signing attempts before giving up (each with a fresh round 1).
 const ATTEMPTS: usize = 2;
 
+/// Pauses before asking a signer that failed round 2 transiently again,
+/// with the same signing package.
+const ROUND2_RESENDS: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(400),
+];
+
+/// A failure that may pass: the signer or the network, not a refusal.
+fn transient(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+            | tonic::Code::Unknown
+    )
+}
+
 /// A key ready for signing: its record and its parsed public key package.
 pub struct LoadedKey<C: Suite> {
     pub record: KeyRecord,
@@ -405,8 +424,14 @@ async fn attempt<C: Suite>(
         .serialize()
         .map_err(|e| Attempt::Fatal(SigningError::Encoding(format!("signing package: {e}"))))?;
 
-    // Round 2: every chosen signer must answer.
-    let results = join_all(chosen.iter().map(|(p, _)| {
+    // Round 2: every chosen signer must answer. A signer releases one
+    // share per request input (signer/src/releases.rs): once some have
+    // answered, this package is the only one they will sign for this
+    // input. So a signer that failed transiently is asked again with the
+    // very same package (a signer that did sign answers with the same
+    // share; one whose nonces are gone says so) before the attempt is
+    // given up.
+    let round2 = |p: &Participant<C>| {
         let mut client = p.signer.client.clone();
         let req = pb::SignRequest {
             key_id: key_id.clone(),
@@ -414,8 +439,24 @@ async fn attempt<C: Suite>(
             approval_bundle: Some(bundle.clone()),
         };
         async move { client.sign(req).await.map(|r| r.into_inner()) }
-    }))
-    .await;
+    };
+    let mut results = join_all(chosen.iter().map(|(p, _)| round2(p))).await;
+    for backoff in ROUND2_RESENDS {
+        let again: Vec<usize> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(status) if transient(status.code())))
+            .map(|(i, _)| i)
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        let retried = join_all(again.iter().map(|i| round2(&chosen[*i].0))).await;
+        for (i, result) in again.into_iter().zip(retried) {
+            results[i] = result;
+        }
+    }
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
     for ((p, _), result) in chosen.iter().zip(results) {
         let name = &p.signer.name;

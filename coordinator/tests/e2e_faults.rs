@@ -218,3 +218,25 @@ async fn a_watch_hears_of_expiry_and_dropped_watchers_go_away() {
     }
     assert_eq!(states, ["PENDING_APPROVAL", "EXPIRED"]);
 }
+
+/// A signer's Sign response lost after it released its share (a fault
+/// injected in the signer's debug build): the coordinator asks it again
+/// with the very same signing package, the signer answers with the share
+/// it recorded (audited `share_resent`), and the request is signed — no
+/// second share, no second signature, no FAILED request.
+#[test]
+fn a_lost_sign_response_is_recovered_with_the_same_package() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
+    let node = &mut cluster.signers[1];
+    node.stop();
+    node.env
+        .push(("RINGI_TEST_FAULT".into(), "lose-first-sign-response".into()));
+    node.start();
+    let signature = cluster.sign("k", b"lost response", &["signer-1", "signer-2"]);
+    assert!(frost_verify(&group_key, b"lost response", &signature));
+    let audit = std::fs::read_to_string(cluster.signers[1].dir.join("data/audit.jsonl")).unwrap();
+    let released = audit.matches("\"share_released\"").count();
+    let resent = audit.matches("\"share_resent\"").count();
+    assert_eq!((released, resent), (1, 1), "{audit}");
+}

@@ -42,6 +42,7 @@ pub mod dkg;
 pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod error;
+pub mod fault;
 pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;

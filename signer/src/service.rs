@@ -160,6 +160,10 @@ async fn sign<S: Suite>(
             ))
         })
         .await?;
+    if crate::fault::lose_sign_response() {
+        tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the Sign response is lost");
+        return Err(Status::unavailable("test fault: response lost"));
+    }
     tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
     Ok(pb::SignResponse { signature_share })
 }

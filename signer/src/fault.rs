@@ -1,0 +1,23 @@
+//! Fault injection for the tests of the coordinator's recovery: in debug
+//! builds only (what the test suite runs), and only when the environment
+//! asks for it. Release builds compile every point here to "no fault".
+//!
+//! `RINGI_TEST_FAULT=lose-first-sign-response`: the first Sign that
+//! releases a share answers UNAVAILABLE instead, as if the response were
+//! lost on the way; the share stays recorded in the release log, as after
+//! a real lost response.
+
+/// Whether to lose this Sign response (once per process).
+pub fn lose_sign_response() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static FIRED: AtomicBool = AtomicBool::new(false);
+        std::env::var("RINGI_TEST_FAULT").as_deref() == Ok("lose-first-sign-response")
+            && !FIRED.swap(true, Ordering::SeqCst)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
