@@ -82,6 +82,8 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
 /// Serves until SIGINT/SIGTERM. Prints `ringi listening on ADDR` on stdout
 /// once bound.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // One `ringi serve` per data directory, before anything is written.
+    let _lock = ringi_net::instance_lock::InstanceLock::data_dir(&config.data_dir()?, "ringi")?;
     let listen = config.listen();
     if config.tls.is_none() {
         ringi_net::transport::check_plaintext_listen(listen)?;

@@ -64,3 +64,34 @@ fn a_second_signer_on_one_data_directory_or_token_is_refused_before_it_writes() 
     cluster.signers[0].start();
     assert_eq!(node_started(&audit), 2);
 }
+
+/// A second `ringi serve` on the running coordinator's data directory is
+/// refused before it writes (its audit log would interleave with the live
+/// one's), naming the process to stop.
+#[test]
+fn a_second_coordinator_on_one_data_directory_is_refused() {
+    let cluster = Cluster::start(2);
+    let audit = cluster.dir.path().join("coordinator/audit.jsonl");
+    let before = std::fs::read_to_string(&audit).unwrap_or_default();
+    let pid = cluster.coordinator.as_ref().unwrap().id();
+    let out = Command::new(ringi_bin())
+        .args(["serve", "--config"])
+        .arg(cluster.config_path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("data directory")
+            && stderr.contains(&format!("another ringi (pid {pid})"))
+            && stderr.contains("stop that process first"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&audit).unwrap_or_default(),
+        before,
+        "the refused process wrote nothing"
+    );
+    // The running one still serves.
+    cluster.ringi_ok(&["keys"]);
+}

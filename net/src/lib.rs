@@ -7,12 +7,14 @@
 //!   process signals (shutdown, reload);
 //! - [`serve`]: the one serve loop both daemons run (TLS or plaintext,
 //!   until SIGINT/SIGTERM);
-//! - [`ops`]: `grpc.health.v1` and server reflection.
+//! - [`ops`]: `grpc.health.v1` and server reflection;
+//! - [`instance_lock`]: one serving process per data directory.
 //!
 //! Nothing here knows what a key, a share or a request is: the layer above
 //! (`ringi-signer`, `ringi`) brings the services; the layer below
 //! (`ringi-proto`) brings the contracts.
 
+pub mod instance_lock;
 pub mod ops;
 pub mod serve;
 pub mod tls;

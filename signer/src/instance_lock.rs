@@ -1,81 +1,26 @@
-//! One serving process per data directory and per token.
+//! One serving `ringi-signer` per data directory and per token.
 //!
-//! Two `ringi-signer serve` on one data directory would interleave their
-//! appends to one audit log (breaking its hash chain) and their writes to
-//! one spending ledger; two on one token would each keep round-1 nonces the
-//! other does not know. So `serve` takes two exclusive advisory locks
-//! before it writes anything (the audit log's `node_started` included) and
-//! holds them until it exits:
-//! - `DATA_DIR/ringi-signer.lock`, before anything else;
-//! - once the token is open (which writes nothing), a lock file named by
-//!   the token (its module path, label and serial number) in the system's
-//!   temporary directory, so two data directories on one token on one host
-//!   are refused too.
-//!
-//! The kernel releases the locks when the process dies, `kill -9`
-//! included: a stale lock file never blocks a restart. A refused start
-//! names the process holding the lock and what to do.
+//! Besides the data directory's lock (`ringi_net::instance_lock`), taken
+//! before anything is written, a signer locks its token once it is open
+//! (which writes nothing): a lock file named by the token's module path,
+//! label and serial number in the system's temporary directory, so two
+//! data directories on one token on one host are refused too (they would
+//! each keep round-1 nonces the other does not know).
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+pub use ringi_net::instance_lock::{InstanceLock, LockError};
 use sha2::{Digest, Sha256};
 
-/// Why the node cannot start: another process holds a lock, or the lock
-/// file cannot be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum LockError {
-    #[error(
-        "{what} {place} is in use by another ringi-signer ({holder}); stop that process first, or give this one another {remedy}"
-    )]
-    InUse {
-        what: &'static str,
-        place: String,
-        holder: String,
-        remedy: &'static str,
-    },
-    #[error("cannot open the lock file {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-}
-
-/// Held for the life of the serving process.
-#[derive(Debug)]
-pub struct InstanceLock {
-    _files: Vec<File>,
-}
-
-impl InstanceLock {
-    /// Locks `data_dir` (created if missing).
-    pub fn data_dir(data_dir: &Path) -> Result<InstanceLock, LockError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| LockError::Open {
-            path: data_dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let file = lock(
-            &data_dir.join("ringi-signer.lock"),
-            "data directory",
-            data_dir.display().to_string(),
-            "--data-dir",
-        )?;
-        Ok(InstanceLock { _files: vec![file] })
-    }
-
-    /// Locks the token `token_label` (serial `serial`) of `module` on this
-    /// host.
-    pub fn token(
-        module: &Path,
-        token_label: &str,
-        serial: &str,
-    ) -> Result<InstanceLock, LockError> {
-        let file = lock(
-            &token_lock_path(module, token_label, serial),
-            "token",
-            format!("{token_label:?} (serial {serial}) of {}", module.display()),
-            "token (--token-label)",
-        )?;
-        Ok(InstanceLock { _files: vec![file] })
-    }
+/// Locks the token `token_label` (serial `serial`) of `module` on this host.
+pub fn token(module: &Path, token_label: &str, serial: &str) -> Result<InstanceLock, LockError> {
+    InstanceLock::file(
+        &token_lock_path(module, token_label, serial),
+        "ringi-signer",
+        "token",
+        format!("{token_label:?} (serial {serial}) of {}", module.display()),
+        "token (--token-label)",
+    )
 }
 
 /// The per-host lock file of a token.
@@ -93,77 +38,23 @@ pub fn token_lock_path(module: &Path, token_label: &str, serial: &str) -> PathBu
     ))
 }
 
-fn lock(
-    path: &Path,
-    what: &'static str,
-    place: String,
-    remedy: &'static str,
-) -> Result<File, LockError> {
-    let open_error = |e: std::io::Error| LockError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(open_error)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
-            return Err(LockError::InUse {
-                what,
-                place,
-                holder: if holder.is_empty() {
-                    "pid unknown".into()
-                } else {
-                    format!("pid {holder}")
-                },
-                remedy,
-            });
-        }
-        Err(TryLockError::Error(e)) => return Err(open_error(e)),
-    }
-    // Who holds it, for the next one's message; best effort.
-    let _ = file.set_len(0);
-    let _ = file.seek(SeekFrom::Start(0));
-    let _ = writeln!(file, "{}", std::process::id());
-    let _ = file.flush();
-    Ok(file)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_second_holder_is_refused_until_the_first_lets_go() {
+    fn a_token_is_locked_by_its_serial_too() {
         let dir = tempfile::tempdir().unwrap();
-        let first = InstanceLock::data_dir(dir.path()).unwrap();
-        let err = InstanceLock::data_dir(dir.path()).unwrap_err();
-        let message = err.to_string();
-        assert!(message.starts_with("data directory "), "{message}");
-        assert!(
-            message.contains(&format!("pid {}", std::process::id())),
-            "{message}"
-        );
-        drop(first);
-        InstanceLock::data_dir(dir.path()).unwrap();
-
         let module = dir.path().join("libmodule.so");
         let label = format!("test-{}", std::process::id());
-        let token = InstanceLock::token(&module, &label, "0001").unwrap();
-        let err = InstanceLock::token(&module, &label, "0001").unwrap_err();
+        let held = token(&module, &label, "0001").unwrap();
+        let err = token(&module, &label, "0001").unwrap_err();
         assert!(err.to_string().starts_with("token \""), "{err}");
+        assert!(err.to_string().contains("another ringi-signer"), "{err}");
         // Another token with the same label (another serial) is another
         // token.
-        InstanceLock::token(&module, &label, "0002").unwrap();
-        drop(token);
-        InstanceLock::token(&module, &label, "0001").unwrap();
+        token(&module, &label, "0002").unwrap();
+        drop(held);
+        token(&module, &label, "0001").unwrap();
     }
 }

@@ -191,7 +191,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             // Before anything is written: one serving process per data
             // directory (and per token: `server::run`, once it is open).
-            let _lock = ringi_signer::instance_lock::InstanceLock::data_dir(&data_dir)?;
+            let _lock =
+                ringi_signer::instance_lock::InstanceLock::data_dir(&data_dir, "ringi-signer")?;
             let settings = ringi_signer::server::ServeSettings {
                 listen,
                 policy,

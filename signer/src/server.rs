@@ -130,7 +130,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
         // One serving process per token, before anything is written.
-        let token_lock = crate::instance_lock::InstanceLock::token(
+        let token_lock = crate::instance_lock::token(
             &token_config.module,
             &token_config.token_label,
             &token.serial_number()?,
