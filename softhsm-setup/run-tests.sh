@@ -34,7 +34,7 @@ cargo build --bins --quiet
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --exclude ringi-fuzz 2>&1 | tee "$log"
+cargo test --workspace --exclude ringi-fuzz --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 cargo test -p ringi-fuzz 2>&1 | tee -a "$log"
 fuzz_status=${PIPESTATUS[0]}

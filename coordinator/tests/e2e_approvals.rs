@@ -121,8 +121,11 @@ fn every_refusal_path_through_the_cli() {
         "{}",
         stderr_of(&out)
     );
-    // Same key twice.
+    // Same key twice: another statement (issued a second later) is a
+    // conflict. (The very same statement again would be idempotent: the
+    // CLI signs deterministically, so within one second it is the same.)
     assert!(cluster.approve(&id, "alice", "treasury").status.success());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = cluster.approve(&id, "alice", "treasury");
     assert!(
         stderr_of(&out).contains("has already decided")
