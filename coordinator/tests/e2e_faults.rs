@@ -17,13 +17,7 @@ use support::*;
 async fn simultaneous_approvals_complete_the_quorum() {
     let cluster = Arc::new(Cluster::start(3));
     let group_key = cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let client = pb::request_service_client::RequestServiceClient::new(channel);
+    let client = cluster.request_client().await;
     let tasks: Vec<_> = (0..32u32)
         .map(|i| {
             let mut client = client.clone();
@@ -31,18 +25,11 @@ async fn simultaneous_approvals_complete_the_quorum() {
             tokio::spawn(async move {
                 let message = format!("simultaneous approvals {i}").into_bytes();
                 let view = client
-                    .submit_signing_request(pb::SubmitSigningRequestRequest {
-                        key_id: "busy".into(),
-                        message: message.clone(),
-                        asset: "BTC".into(),
-                        amount: "1000".into(),
-                        destination: "bc1q".into(),
-                        memo: String::new(),
-                        requester: "wallet-service".into(),
-                        signers: vec![],
-                        idempotency_key: format!("simultaneous-{i}"),
-                        psbt: Vec::new(),
-                    })
+                    .submit_signing_request(raw_submission(
+                        "busy",
+                        &message,
+                        &format!("simultaneous-{i}"),
+                    ))
                     .await
                     .unwrap()
                     .into_inner();
@@ -99,26 +86,9 @@ async fn simultaneous_approvals_complete_the_quorum() {
 async fn resending_the_same_approval_is_idempotent() {
     let cluster = Cluster::start(3);
     cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = pb::request_service_client::RequestServiceClient::new(channel);
+    let mut client = cluster.request_client().await;
     let view = client
-        .submit_signing_request(pb::SubmitSigningRequestRequest {
-            key_id: "busy".into(),
-            message: b"resent".to_vec(),
-            asset: "BTC".into(),
-            amount: "1000".into(),
-            destination: "bc1q".into(),
-            memo: String::new(),
-            requester: "wallet-service".into(),
-            signers: vec![],
-            idempotency_key: "resent".into(),
-            psbt: Vec::new(),
-        })
+        .submit_signing_request(raw_submission("busy", b"resent", "resent"))
         .await
         .unwrap()
         .into_inner();
@@ -172,26 +142,9 @@ async fn resending_the_same_approval_is_idempotent() {
 async fn a_watch_hears_of_expiry_and_dropped_watchers_go_away() {
     let cluster = Cluster::start(3);
     cluster.keygen("short-req", 2, &["signer-1", "signer-2", "signer-3"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut client = pb::request_service_client::RequestServiceClient::new(channel);
+    let mut client = cluster.request_client().await;
     let view = client
-        .submit_signing_request(pb::SubmitSigningRequestRequest {
-            key_id: "short-req".into(),
-            message: b"left alone".to_vec(),
-            asset: "BTC".into(),
-            amount: "1000".into(),
-            destination: "bc1q".into(),
-            memo: String::new(),
-            requester: "wallet-service".into(),
-            signers: vec![],
-            idempotency_key: "left-alone".into(),
-            psbt: Vec::new(),
-        })
+        .submit_signing_request(raw_submission("short-req", b"left alone", "left-alone"))
         .await
         .unwrap()
         .into_inner();

@@ -117,13 +117,7 @@ async fn concurrent_signings_all_verify() {
     use ringi_proto::coordinator::v1 as pb;
     let cluster = std::sync::Arc::new(Cluster::start(3));
     let group_key = cluster.keygen("busy", 2, &["signer-1", "signer-2", "signer-3"]);
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.coordinator_address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let client = pb::request_service_client::RequestServiceClient::new(channel);
+    let client = cluster.request_client().await;
     let tasks: Vec<_> = (0..30u32)
         .map(|i| {
             let mut client = client.clone();

@@ -768,6 +768,21 @@ impl Cluster {
 
     /// A client of signer `i` as the coordinator would dial it: under
     /// mutual TLS with the coordinator's certificate, else plaintext.
+    /// A `RequestService` client to the coordinator (plaintext cluster).
+    pub async fn request_client(
+        &self,
+    ) -> ringi_proto::coordinator::v1::request_service_client::RequestServiceClient<
+        tonic::transport::Channel,
+    > {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", self.coordinator_address))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+        ringi_proto::coordinator::v1::request_service_client::RequestServiceClient::new(channel)
+    }
+
     pub async fn signer_client(
         &self,
         i: usize,
@@ -892,4 +907,25 @@ pub fn pkcs11_object(listing: &str, kind: &str, label: &str) -> String {
                     .any(|l| l.trim_start().starts_with("label:") && l.contains(label))
         })
         .unwrap_or_else(|| panic!("no {kind} labelled {label} in:\n{listing}"))
+}
+
+/// A raw-message submission for `key_id` by the wallet service: 1000
+/// (smallest unit) of BTC to `bc1q`.
+pub fn raw_submission(
+    key_id: &str,
+    message: &[u8],
+    idempotency_key: &str,
+) -> ringi_proto::coordinator::v1::SubmitSigningRequestRequest {
+    ringi_proto::coordinator::v1::SubmitSigningRequestRequest {
+        key_id: key_id.into(),
+        message: message.to_vec(),
+        asset: "BTC".into(),
+        amount: "1000".into(),
+        destination: "bc1q".into(),
+        memo: String::new(),
+        requester: "wallet-service".into(),
+        signers: vec![],
+        idempotency_key: idempotency_key.into(),
+        psbt: Vec::new(),
+    }
 }
