@@ -175,7 +175,8 @@ pub trait RequestStore: Send + Sync {
     /// approval, the state change and its history record are written
     /// together or not at all. Errors: [`Error::StateConflict`] if the
     /// request left PENDING_APPROVAL, [`Error::DuplicateDecision`] if this
-    /// approver key decided already, [`Error::NotFound`];
+    /// approver key has a decision still valid at `now` (an expired one is
+    /// replaced: an approval renewed), [`Error::NotFound`];
     /// [`Error::IllegalTransition`] (nothing written) if `transition` does
     /// not start from PENDING_APPROVAL.
     ///

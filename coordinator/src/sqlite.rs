@@ -360,18 +360,29 @@ impl RequestStore for SqliteStore {
             }
             check_state(tx, id, State::PendingApproval)?;
             let key = approval.approver.to_sec1();
-            let dup: Option<i64> = tx
+            // A decision of this approver still valid at `now` stands; one
+            // that expired (an approval renewed) is replaced.
+            let earlier: Option<i64> = tx
                 .query_row(
-                    "SELECT 1 FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                    "SELECT expires_at FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
                     params![&id[..], key],
                     |r| r.get(0),
                 )
                 .optional()?;
-            if dup.is_some() {
-                return Err(Error::DuplicateDecision {
-                    request: *id,
-                    approver: approval.approver.to_text(),
-                });
+            match earlier {
+                Some(expires_at) if expires_at as u64 > now => {
+                    return Err(Error::DuplicateDecision {
+                        request: *id,
+                        approver: approval.approver.to_text(),
+                    });
+                }
+                Some(_) => {
+                    tx.execute(
+                        "DELETE FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                        params![&id[..], key],
+                    )?;
+                }
+                None => {}
             }
             let s = &approval.statement;
             tx.execute(

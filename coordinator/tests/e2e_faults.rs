@@ -193,3 +193,50 @@ fn a_lost_sign_response_is_recovered_with_the_same_package() {
     let resent = audit.matches("\"share_resent\"").count();
     assert_eq!((released, resent), (1, 1), "{audit}");
 }
+
+/// An approval that expired before the quorum was met no longer counts,
+/// and its approver can renew it: the request completes instead of
+/// deadlocking (a one-person department could never finish it otherwise).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_that_expired_before_quorum_can_be_renewed() {
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen("short-appr", 2, &["signer-1", "signer-2", "signer-3"]);
+    let mut client = cluster.request_client().await;
+    let view = client
+        .submit_signing_request(raw_submission("short-appr", b"renewed", "renewed"))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = view.request_id.clone();
+    assert!(cluster.approve(&id, "alice", "treasury").status.success());
+    // short-appr approvals are valid 3 s: alice's lapses.
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(cluster.approve(&id, "carol", "compliance").status.success());
+    let v = client
+        .get_signing_request(pb::GetSigningRequestRequest {
+            request_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        v.state, "PENDING_APPROVAL",
+        "an expired approval does not count"
+    );
+    assert_eq!(v.still_needed[0].department, "treasury");
+    // alice renews hers; with carol's (still valid) the quorum is met.
+    let out = cluster.approve(&id, "alice", "treasury");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.wait(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert!(frost_verify(&group_key, b"renewed", &signature));
+}

@@ -63,10 +63,13 @@ pub fn apply(
         }
         state => return Err(Error::AlreadyDecided { request, state }),
     }
+    // One decision per approver at a time; an approval that expired before
+    // the quorum was met can be renewed (it no longer counts), or a
+    // one-person department could never complete the request.
     if record
         .approvals
         .iter()
-        .any(|a| a.approver == approval.approver)
+        .any(|a| a.approver == approval.approver && a.statement.expires_at > now)
     {
         return Err(Error::DuplicateDecision {
             request,
@@ -350,6 +353,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(effect.transition, None, "alice's approval expired");
+    }
+
+    #[test]
+    fn an_expired_approval_can_be_renewed_and_no_longer_counts() {
+        let f = fixture();
+        let r = f.request();
+        // alice's first approval lapsed at NOW - 1.
+        let lapsed = f.sign(
+            "alice",
+            Statement::for_request(&r, "treasury", Decision::Approve, "", NOW - 100, NOW - 1),
+        );
+        let carol = f.decide(&r, "carol", "compliance", Decision::Approve);
+        let record = pending(&f, vec![lapsed]);
+        let effect = apply(
+            &f.policy,
+            &KeyFacts::FrostSecp256k1,
+            &record,
+            carol.clone(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            effect.transition, None,
+            "the lapsed approval does not count"
+        );
+        let record = pending(&f, vec![record.approvals[0].clone(), carol]);
+        let renewed = f.decide(&r, "alice", "treasury", Decision::Approve);
+        let effect = apply(&f.policy, &KeyFacts::FrostSecp256k1, &record, renewed, NOW).unwrap();
+        assert!(effect.meets_quorum());
     }
 
     #[test]
