@@ -122,12 +122,10 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let key = c.key(&record.request.key_id).await?;
     let now = super::now();
     let facts = key.facts();
-    // Checked first against the snapshot, for a quick refusal...
-    apply(&policy, &facts, &record, approval.clone(), now)?;
-    // ...then recomputed inside the write, against the request as it is
-    // there: an approval recorded a moment ago by a concurrent Decide
-    // counts, so a quorum completed by two simultaneous approvals is
-    // always seen by the second one written.
+    // Evaluated inside the write, against the request as it is there (not
+    // against the snapshot above): an approval recorded a moment ago by a
+    // concurrent Decide counts, so a quorum completed by two simultaneous
+    // approvals is always seen by the second one written.
     let store = c.requests.clone();
     let resent = approval.clone();
     let written = {
