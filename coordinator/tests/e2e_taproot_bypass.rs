@@ -211,6 +211,21 @@ async fn signers_refuse_what_the_approvals_did_not_approve_even_from_the_coordin
         "input 0: spends",
     );
 
+    // A key id names one key of one kind: a DKG of another kind for it is
+    // refused by the signer itself (and audited as a refusal).
+    let err = cluster
+        .signer_client(0)
+        .await
+        .dkg_round1(pb::DkgRound1Request {
+            key_id: "tr".into(),
+            kind: "frost-secp256k1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("(bitcoin-taproot)"), "{err:?}");
+
     // 5. An excessive fee: 60,000 in, 30,000 out.
     let greedy = psbt(&coins(1, 6), &[(listed, 30_000)]);
     refused(

@@ -191,12 +191,22 @@ fn requested_kind(kind: &str) -> Result<KeyKind, Status> {
     KeyKind::parse(kind).map_err(|e| Status::invalid_argument(format!("kind: {e}")))
 }
 
+/// Round 1 of a DKG of suite `S`; `existing` is the kind of a key this
+/// node already holds under the key id, if any (of either suite).
 async fn dkg_round1<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     dkg: Arc<DkgRuns<S>>,
     req: pb::DkgRound1Request,
+    existing: Option<KeyKind>,
 ) -> Result<Vec<u8>, Status> {
     blocking(audit, "DkgRound1", req.key_id.clone(), move || {
+        // A key id names one key of one kind.
+        if let Some(kind) = existing {
+            return Err(Status::already_exists(format!(
+                "a key share for key id {:?} exists on this node already ({kind})",
+                req.key_id
+            )));
+        }
         Ok(dkg.round1(Round1Request {
             key_id: key_id(&req.key_id)?,
             session_id: req.session_id,
@@ -314,15 +324,8 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
         let kind = requested_kind(&req.kind)?;
-        // A key id names one key of one kind: refused when it exists with
-        // any kind; a new round 1 abandons a run of the other kind.
-        if let Some(existing) = self.kind_of(&req.key_id) {
-            let status = Status::already_exists(format!(
-                "a key share for key id {:?} exists on this node already ({existing})",
-                req.key_id
-            ));
-            return Err(status);
-        }
+        let existing = self.kind_of(&req.key_id);
+        // A new round 1 abandons a run of the other kind for the key id.
         if let Ok(k) = KeyId::parse(&req.key_id) {
             match kind {
                 KeyKind::FrostSecp256k1 => self.taproot.dkg.forget(&k),
@@ -330,9 +333,11 @@ impl pb::signer_server::Signer for SignerService {
             }
         }
         let round1_package = match kind {
-            KeyKind::FrostSecp256k1 => dkg_round1(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::FrostSecp256k1 => {
+                dkg_round1(self.audit(), self.frost.dkg.clone(), req, existing).await
+            }
             KeyKind::BitcoinTaproot => {
-                dkg_round1(self.audit(), self.taproot.dkg.clone(), req).await
+                dkg_round1(self.audit(), self.taproot.dkg.clone(), req, existing).await
             }
         }?;
         tracing::info!(key_id = %key_id_text, kind = %kind, "DKG round 1 done");
