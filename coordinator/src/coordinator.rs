@@ -36,6 +36,8 @@ pub struct Coordinator {
     /// The id of every request whose state or approvals just changed
     /// (watchers reload it from the store).
     changes: tokio::sync::broadcast::Sender<RequestId>,
+    /// The requests with a signing run in progress in this process.
+    pub signing_runs: crate::signing_runs::SigningRuns,
 }
 
 impl Coordinator {
@@ -54,6 +56,7 @@ impl Coordinator {
             audit: None,
             key_cache: RwLock::new(HashMap::new()),
             changes: tokio::sync::broadcast::channel(1024).0,
+            signing_runs: Default::default(),
         }
     }
 

@@ -15,7 +15,7 @@
 //!    domain values (`admit`, `apply`, `expiry`) plus the async step that
 //!    loads, records and notifies; and [`coordinator`], the state they share
 //!    (registry, stores, policy, audit trail, key cache, change
-//!    notifications).
+//!    notifications, [`signing_runs`]: one signing run per request).
 //! 3. **Engine and stores** — [`signing`] (the FROST signings of an
 //!    [`approved::ApprovedRequest`]: one, or one per input of a PSBT) and
 //!    [`keygen`] (the DKG), generic over the ciphersuite
@@ -45,5 +45,6 @@ pub mod requests;
 pub mod server;
 pub mod service;
 pub mod signing;
+pub mod signing_runs;
 pub mod sqlite;
 pub mod store;

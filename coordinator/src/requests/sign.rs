@@ -24,6 +24,11 @@ use crate::store::blocking;
 /// Runs the signing round of an APPROVED (or interrupted SIGNING) request
 /// and records the outcome. Errors are logged: nothing waits for them.
 pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId) {
+    // One run per request in this process (crate::signing_runs).
+    let Some(_claim) = c.signing_runs.claim(id) else {
+        tracing::info!(request_id = %hex::encode(id), "a signing run for this request is in progress already");
+        return;
+    };
     let result = sign_and_record(c, id).await;
     c.notify(id);
     if let Err(e) = result {
