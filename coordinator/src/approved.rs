@@ -11,11 +11,11 @@
 //! transaction whose inputs' sighashes are the messages to sign, one FROST
 //! signing each ([`ApprovedRequest::messages`]).
 
-use ringi_policy::evaluate::{Outcome, describe_missing, evaluate};
+use ringi_policy::evaluate::{Outcome, describe_missing, evaluate_subject};
 use ringi_policy::policy::Policy;
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::Approval;
-use ringi_policy::subject::{KeyFacts, Subject, subject};
+use ringi_policy::subject::{KeyFacts, Subject};
 
 use crate::error::{Error, RequestId, Result};
 use crate::request_state::State;
@@ -63,14 +63,8 @@ impl ApprovedRequest {
     ) -> Result<Self> {
         let id = request.id();
         check_message(&request)?;
-        let why = match evaluate(policy, &request, key, &approvals, now)? {
-            Outcome::Approved => {
-                // `evaluate` derived the subject to approve it; derive it
-                // again to keep it (pure, and cheap next to a signing).
-                let rules = policy
-                    .key(&request.key_id)
-                    .ok_or_else(|| Error::NoRules(request.key_id.clone()))?;
-                let subject = subject(rules, &request, key)?;
+        let why = match evaluate_subject(policy, &request, key, &approvals, now)? {
+            (Outcome::Approved, subject) => {
                 return Ok(ApprovedRequest {
                     id,
                     request,
@@ -79,14 +73,17 @@ impl ApprovedRequest {
                     signers,
                 });
             }
-            Outcome::Pending { missing } => {
+            (Outcome::Pending { missing }, _) => {
                 format!("quorum not met: {}", describe_missing(&missing))
             }
-            Outcome::Rejected {
-                approver,
-                department,
-                reason,
-            } => format!("rejected by {approver} ({department}): {reason}"),
+            (
+                Outcome::Rejected {
+                    approver,
+                    department,
+                    reason,
+                },
+                _,
+            ) => format!("rejected by {approver} ({department}): {reason}"),
         };
         Err(Error::NotApproved { request: id, why })
     }

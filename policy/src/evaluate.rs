@@ -118,6 +118,19 @@ pub fn evaluate(
     approvals: &[Approval],
     now: u64,
 ) -> Result<Outcome, Violation> {
+    evaluate_subject(policy, request, key, approvals, now).map(|(outcome, _)| outcome)
+}
+
+/// [`evaluate`], also returning the [`Subject`] it derived, for callers
+/// that keep it (a signer's and the coordinator's approved request): a PSBT
+/// is decoded once per evaluation.
+pub fn evaluate_subject(
+    policy: &Policy,
+    request: &SigningRequest,
+    key: &KeyFacts,
+    approvals: &[Approval],
+    now: u64,
+) -> Result<(Outcome, Subject), Violation> {
     if request.policy_hash != policy.hash() {
         return Err(Violation::PolicyMismatch {
             pinned: hex::encode(policy.hash()),
@@ -140,7 +153,8 @@ pub fn evaluate(
             now,
         });
     }
-    let quorums = match subject(rules, request, key)? {
+    let what = subject(rules, request, key)?;
+    let quorums = match &what {
         Subject::Blind => rules
             .blind_signing
             .clone()
@@ -219,11 +233,12 @@ pub fn evaluate(
         }
     }
     if let Some((approver, department, reason)) = veto {
-        return Ok(Outcome::Rejected {
+        let rejected = Outcome::Rejected {
             approver,
             department,
             reason,
-        });
+        };
+        return Ok((rejected, what));
     }
     let missing: BTreeMap<String, (u32, u32)> = quorums
         .iter()
@@ -234,11 +249,12 @@ pub fn evaluate(
             (have < *need).then(|| (department.clone(), (have, *need)))
         })
         .collect();
-    Ok(if missing.is_empty() {
+    let outcome = if missing.is_empty() {
         Outcome::Approved
     } else {
         Outcome::Pending { missing }
-    })
+    };
+    Ok((outcome, what))
 }
 
 /// Describes what a pending request still needs, e.g.

@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use ringi_policy::encoding::{Canonical, sha256};
-use ringi_policy::evaluate::{Outcome, Violation, describe_missing, evaluate};
+use ringi_policy::evaluate::{Outcome, Violation, describe_missing, evaluate_subject};
 use ringi_policy::key_id::KeyId;
 use ringi_policy::limits::CapExceeded;
 use ringi_policy::policy::Policy;
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::Approval;
-use ringi_policy::subject::{KeyFacts, Subject, subject};
+use ringi_policy::subject::{KeyFacts, Subject};
 use ringi_proto::bundle::BundleError;
 
 /// An approval bundle, decoded: the request and the approvals presented
@@ -203,18 +203,13 @@ pub fn authorize(
             requested: key_id.clone(),
         });
     }
-    match evaluate(policy, &bundle.request, key, &bundle.approvals, now)? {
-        Outcome::Approved => {
-            // `evaluate` derived the subject already; the rules succeeded
-            // there, so they succeed again here.
-            let rules = policy
-                .key(key_id)
-                .ok_or_else(|| Violation::UnknownKey(key_id.clone()))?;
-            Ok(Approved {
-                subject: subject(rules, &bundle.request, key)?,
-                request: bundle.request.clone(),
-            })
-        }
+    let (outcome, subject) =
+        evaluate_subject(policy, &bundle.request, key, &bundle.approvals, now)?;
+    match outcome {
+        Outcome::Approved => Ok(Approved {
+            subject,
+            request: bundle.request.clone(),
+        }),
         Outcome::Pending { missing } => Err(AuthorizationError::QuorumNotMet { missing }),
         Outcome::Rejected {
             approver,
