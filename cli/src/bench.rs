@@ -289,7 +289,13 @@ async fn psbt_rows(
             approvers,
         )?;
         let start = Instant::now();
-        let signed = key.sign(&coordinator.registry, &approved).await?;
+        let signed = key
+            .sign(
+                &coordinator.registry,
+                &approved,
+                &ringi::signing::PlanLog::unrecorded(),
+            )
+            .await?;
         let signatures: Vec<[u8; 64]> = signed
             .iter()
             .map(|s| <[u8; 64]>::try_from(s.signature.as_slice()))
@@ -347,7 +353,12 @@ pub async fn run(
         let msg = message();
         let approved = approved_bundle(&policy, &facts, key_id, Content::Message(&msg), approvers)?;
         let start = Instant::now();
-        key.sign(&coordinator.registry, &approved).await?;
+        key.sign(
+            &coordinator.registry,
+            &approved,
+            &ringi::signing::PlanLog::unrecorded(),
+        )
+        .await?;
         if i >= warmup {
             stack.push(start.elapsed());
         }

@@ -5,6 +5,8 @@
 //! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
 //! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
+//! signing_concurrency = 16          # signing runs at once; the rest wait, APPROVED
+//!
 //! [tls]                             # optional: mutual TLS on every hop
 //! cert = "coordinator.pem"
 //! key = "coordinator.key"
@@ -44,6 +46,10 @@ pub struct Config {
     /// Under TLS: the client identities allowed in, and what each may do.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
+    /// How many signing runs may talk to the signers at once (default 16;
+    /// more only queue at the signers' tokens). Approved requests beyond it
+    /// wait their turn in the store.
+    pub signing_concurrency: Option<usize>,
 }
 
 /// One client identity (the name in its certificate) and its permissions.

@@ -19,6 +19,9 @@ use crate::request_store::RequestStore;
 pub use crate::signing::Key;
 use crate::store::{KeyStore, blocking};
 
+/// Signing runs at once unless configured (`signing_concurrency`).
+pub const DEFAULT_SIGNING_CONCURRENCY: usize = 16;
+
 /// State shared by the request flow and the services.
 pub struct Coordinator {
     pub registry: Registry,
@@ -38,6 +41,11 @@ pub struct Coordinator {
     changes: tokio::sync::broadcast::Sender<RequestId>,
     /// The requests with a signing run in progress in this process.
     pub signing_runs: crate::signing_runs::SigningRuns,
+    /// This process as the owner of signing claims (unique per start).
+    pub owner: String,
+    /// The signing runs that may talk to signers at once; the others wait
+    /// (their requests stay APPROVED in the store: the queue is durable).
+    pub signing_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Coordinator {
@@ -57,7 +65,14 @@ impl Coordinator {
             key_cache: RwLock::new(HashMap::new()),
             changes: tokio::sync::broadcast::channel(1024).0,
             signing_runs: Default::default(),
+            owner: crate::signing_claim::boot_owner(),
+            signing_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SIGNING_CONCURRENCY)),
         }
+    }
+
+    /// Sets how many signing runs may talk to signers at once.
+    pub fn set_signing_concurrency(&mut self, n: usize) {
+        self.signing_slots = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
     }
 
     /// One engine serving as both stores.

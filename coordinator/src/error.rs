@@ -14,6 +14,7 @@
 //! code (see [`SignerFailures::unanimous_refusal`]); when they were down,
 //! `UNAVAILABLE`.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use ringi_policy::evaluate::Violation;
@@ -97,6 +98,18 @@ pub enum Error {
     /// A request was to be signed without a quorum (or with a veto).
     #[error("request {} cannot be signed: {why}", hex::encode(.request))]
     NotApproved { request: RequestId, why: String },
+
+    // --- ABORTED: another signing run holds the request. ---
+    /// Another coordinator process holds the request's signing claim.
+    #[error("request {} is being signed by {owner} (claim held until {until})", hex::encode(.request))]
+    SigningClaimed {
+        request: RequestId,
+        owner: String,
+        until: u64,
+    },
+    /// A later claim took the request over: this run may write nothing more.
+    #[error("request {}: this signing run's claim (fence {fence}) was taken over", hex::encode(.request))]
+    ClaimLost { request: RequestId, fence: u64 },
 
     // --- PERMISSION_DENIED: a rule of the policy is broken (but see
     // `violation_code`: a request the rules cannot even read is
@@ -241,6 +254,27 @@ pub struct SignerFailures {
     pub unattributed: Vec<String>,
 }
 
+impl SignerFailures {
+    /// The signers that refused in a way that will not pass by waiting:
+    /// a refusal status (except a full nonce pool: it drains), a bad
+    /// answer, or not being usable at all (unregistered, mismatched).
+    pub fn refusing_for_good(&self) -> HashSet<&str> {
+        self.signers
+            .iter()
+            .filter(|f| match &f.fault {
+                SignerFault::Status { code, message } => {
+                    is_refusal(*code)
+                        && !(*code == Code::ResourceExhausted && message.contains("nonce"))
+                }
+                SignerFault::BadAnswer(_)
+                | SignerFault::NotRegistered
+                | SignerFault::IdentifierMismatch { .. } => true,
+            })
+            .map(|f| f.signer.as_str())
+            .collect()
+    }
+}
+
 /// Status codes by which a signer deliberately refuses (it was reached, it
 /// looked at the request, and said no), as opposed to being down, slow, or
 /// broken.
@@ -351,6 +385,10 @@ pub enum SigningError {
     /// (a signature that does not verify under the output key).
     #[error("the signed PSBT does not finalize: {0}")]
     Finalize(ringi_psbt::PsbtError),
+    /// The round-2 plan could not be recorded (the store failed, or the
+    /// run's claim was taken over), so round 2 was not sent.
+    #[error("the signing plan could not be recorded, round 2 not sent: {0}")]
+    PlanNotRecorded(String),
 }
 
 fn refusal_note(failures: &SignerFailures) -> String {
@@ -412,6 +450,7 @@ impl Error {
             | Error::StateConflict { .. }
             | Error::IllegalTransition(_)
             | Error::NotApproved { .. } => Code::FailedPrecondition,
+            Error::SigningClaimed { .. } | Error::ClaimLost { .. } => Code::Aborted,
             Error::PolicyViolation(v) => violation_code(v),
             Error::DestinationNotAllowed { .. } => Code::PermissionDenied,
             Error::CapExceeded { .. } => Code::ResourceExhausted,
@@ -453,6 +492,35 @@ impl SigningError {
             SigningError::Routing(_) => Code::InvalidArgument,
             SigningError::Encoding(_) | SigningError::Finalize(_) => Code::Internal,
             SigningError::Input { error, .. } => error.code(),
+            SigningError::PlanNotRecorded(_) => Code::Aborted,
+        }
+    }
+
+    /// Whether signing again later may succeed: the signers were
+    /// unreachable, slow or busy, rather than refusing. A signing of a key
+    /// with `signers` signers is given up (FAILED) only when so many of
+    /// them refused for good (a policy refusal, a share released for
+    /// another package, a bad answer) that fewer than the threshold are
+    /// left who might still sign.
+    pub fn is_retryable(&self, signers: usize) -> bool {
+        match self {
+            SigningError::Signers {
+                threshold,
+                failures,
+                ..
+            } => {
+                let refusing = failures.refusing_for_good();
+                let any_transient = failures.signers.iter().any(|f| {
+                    matches!(&f.fault, SignerFault::Status { code, .. } if !is_refusal(*code))
+                        || matches!(&f.fault, SignerFault::Status { code: Code::ResourceExhausted, message } if message.contains("nonce"))
+                });
+                any_transient && signers.saturating_sub(refusing.len()) >= usize::from(*threshold)
+            }
+            SigningError::Input { error, .. } => error.is_retryable(signers),
+            SigningError::PlanNotRecorded(_) => true,
+            SigningError::Routing(_) | SigningError::Encoding(_) | SigningError::Finalize(_) => {
+                false
+            }
         }
     }
 }

@@ -4,10 +4,13 @@
 //! PENDING_APPROVAL ──quorum met──▶ APPROVED ──round started──▶ SIGNING ──▶ SIGNED (signature[, transaction])
 //!        │  │                         │                           │
 //!        │  └──veto──▶ REJECTED       └──expired──▶ EXPIRED       └──▶ FAILED (reason)
-//!        └──expired──▶ EXPIRED
+//!        └──expired──▶ EXPIRED                         FAILED ──retried by an admin──▶ APPROVED
 //! ```
 //!
-//! SIGNED, REJECTED, EXPIRED and FAILED are terminal. A state change is a
+//! SIGNED, REJECTED, EXPIRED and FAILED are terminal: nothing the request's
+//! flow does moves them on. FAILED (a signer refused, or the approvals ran
+//! out while signers were unreachable) can be sent back to APPROVED by an
+//! administrator (`ringi requests retry`), once the cause is fixed. A state change is a
 //! [`Transition`], and the only way to make one is [`next`]: the stores take
 //! transitions, not free (from, to) pairs, so a change the machine does not
 //! allow cannot be recorded, and since [`Event::Signed`] carries the
@@ -105,6 +108,8 @@ pub enum Event {
     },
     /// The round ended without a signature.
     SigningFailed { reason: String },
+    /// An administrator sent a FAILED request back to be signed.
+    Retried { by: String },
 }
 
 impl Event {
@@ -117,6 +122,7 @@ impl Event {
             Event::SigningStarted => "SigningStarted",
             Event::Signed { .. } => "Signed",
             Event::SigningFailed { .. } => "SigningFailed",
+            Event::Retried { .. } => "Retried",
         }
     }
 }
@@ -134,6 +140,7 @@ impl fmt::Display for Event {
             Event::SigningStarted => f.write_str("signing round started"),
             Event::Signed { signers, .. } => write!(f, "signed by {}", signers.join(", ")),
             Event::SigningFailed { reason } => f.write_str(reason),
+            Event::Retried { by } => write!(f, "retried by {by}"),
         }
     }
 }
@@ -202,6 +209,7 @@ pub fn target(from: State, event: &Event) -> Result<State, TransitionError> {
         (S::Approved, E::SigningStarted) => S::Signing,
         (S::Signing, E::Signed { .. }) => S::Signed,
         (S::Signing, E::SigningFailed { .. }) => S::Failed,
+        (S::Failed, E::Retried { .. }) => S::Approved,
         _ => {
             return Err(TransitionError {
                 from,
@@ -240,6 +248,7 @@ mod tests {
             Event::SigningFailed {
                 reason: "signers down".into(),
             },
+            Event::Retried { by: "ops".into() },
         ]
     }
 
@@ -269,9 +278,15 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_take_no_event() {
+    fn terminal_states_take_no_event_but_an_admins_retry_of_failed() {
         for s in State::ALL.into_iter().filter(|s| s.is_terminal()) {
             for e in events() {
+                if s == State::Failed && matches!(e, Event::Retried { .. }) {
+                    let t = next(s, e).unwrap();
+                    assert_eq!(t.to(), State::Approved);
+                    assert_eq!(t.reason(), "retried by ops");
+                    continue;
+                }
                 let name = e.name();
                 assert_eq!(
                     next(s, e),
@@ -316,6 +331,7 @@ mod tests {
                 (S::Approved, S::Signing),
                 (S::Signing, S::Signed),
                 (S::Signing, S::Failed),
+                (S::Failed, S::Approved),
             ]
         );
     }

@@ -91,6 +91,49 @@ impl Inserted {
     }
 }
 
+/// A signing run's hold on a request (see [`RequestStore::claim_signing`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningClaim {
+    /// Grows with every claim of the request: a run's writes name it, and
+    /// a run that lost its claim to a later one can no longer write.
+    pub fence: u64,
+    /// Who holds it (a coordinator process: its boot id).
+    pub owner: String,
+    /// Until when (seconds); a claim past its lease may be taken over.
+    pub lease_until: u64,
+    /// The round-2 plans earlier runs recorded, one per input at most.
+    pub plans: Vec<SigningPlan>,
+}
+
+/// What a signing run recorded before it sent round 2 of one input: the
+/// signing package and the signers it went to. A signer releases one share
+/// per request input and answers the same package again with the same
+/// share, so a run that resumes the request after a crash asks them for
+/// that package again and aggregates the same signature, instead of
+/// starting a signing the signers that already released would refuse (or,
+/// were they to sign, a second signature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningPlan {
+    /// The input (0 for a raw-message request).
+    pub input: u32,
+    /// The serialized FROST signing package.
+    pub package: Vec<u8>,
+    /// The signers the package went to, by registry name.
+    pub signers: Vec<String>,
+}
+
+/// Who asks for a claim, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    /// Take a SIGNING request over from another owner whatever its lease:
+    /// only for a coordinator that knows every other owner is gone (the
+    /// embedded store's single-instance lock at start-up).
+    pub takeover: bool,
+    pub now: u64,
+    pub lease_secs: u64,
+}
+
 /// Which requests a listing returns.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter<'a> {
@@ -249,4 +292,67 @@ pub trait RequestStore: Send + Sync {
 
     /// Ids of requests in any of `states`.
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>>;
+
+    /// Claims the signing of request `id` for `claim.owner`, the one step
+    /// before any signer is asked for anything:
+    ///
+    /// - APPROVED: moves it to SIGNING (with its history record, "signing
+    ///   started") and claims it.
+    /// - SIGNING: claims it if its claim's lease has passed, or its owner is
+    ///   `claim.owner` (renewing: the fence stays), or `claim.takeover`;
+    ///   else [`Error::SigningClaimed`] naming the holder.
+    /// - Any other state: [`Error::StateConflict`] (expected APPROVED).
+    ///
+    /// A new claim's fence is one more than any earlier claim's of the
+    /// request. Returns the claim with the plans earlier runs recorded.
+    ///
+    /// Atomicity: one transaction; of concurrent claimers exactly one wins.
+    ///
+    /// [`Error::SigningClaimed`]: crate::error::Error::SigningClaimed
+    /// [`Error::StateConflict`]: crate::error::Error::StateConflict
+    fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim>;
+
+    /// Records `plan` (replacing the input's earlier plan) while the run's
+    /// claim (`fence`) still holds the SIGNING request; else
+    /// [`Error::ClaimLost`] and nothing is written. Durable when it
+    /// returns: round 2 may go out.
+    ///
+    /// [`Error::ClaimLost`]: crate::error::Error::ClaimLost
+    fn record_signing_plan(&self, id: &RequestId, fence: u64, plan: &SigningPlan) -> Result<()>;
+
+    /// Ends the run that holds claim `fence`: applies `transition` (from
+    /// SIGNING, as [`RequestStore::transition`]) only while that claim
+    /// holds, else [`Error::ClaimLost`]. A change to SIGNED also drops the
+    /// request's plans (nothing is left to resume); a change to FAILED
+    /// keeps them, for a retry to resume with the same packages.
+    ///
+    /// [`Error::ClaimLost`]: crate::error::Error::ClaimLost
+    fn finish_signing(
+        &self,
+        id: &RequestId,
+        fence: u64,
+        transition: &Transition,
+        now: u64,
+    ) -> Result<()>;
+
+    /// An administrator's retry of a FAILED request: back to APPROVED (with
+    /// its history record), if the request's counted amount still fits the
+    /// key's caps counted as at submission (the failed request stopped
+    /// counting; others may have used the room since). Errors:
+    /// [`Error::StateConflict`] if not FAILED, [`Error::CapExceeded`].
+    ///
+    /// [`Error::StateConflict`]: crate::error::Error::StateConflict
+    /// [`Error::CapExceeded`]: crate::error::Error::CapExceeded
+    fn retry_failed(
+        &self,
+        id: &RequestId,
+        transition: &Transition,
+        limits: &Limits,
+        daily_volume: Option<u128>,
+        now: u64,
+    ) -> Result<()>;
+
+    /// Ids of requests with a change (submission, decision or state
+    /// change) at or after `since`: what an audit reconciliation looks at.
+    fn changed_since(&self, since: u64) -> Result<Vec<RequestId>>;
 }

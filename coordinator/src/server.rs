@@ -71,6 +71,9 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
     let mut coordinator = Coordinator::with_store(registry, store, policy);
     coordinator.daily_volume_file = config.daily_volume_file.clone();
+    if let Some(n) = config.signing_concurrency {
+        coordinator.set_signing_concurrency(n);
+    }
     if with_audit {
         let path = config.data_dir()?.join(AUDIT_FILE);
         coordinator.audit = Some(Arc::new(ringi_policy::audit::AuditLog::open(&path)?));
@@ -142,14 +145,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // then keep expiring.
     let sweeper = coordinator;
     tokio::spawn(async move {
-        let mut resume = true;
+        let mut takeover = true;
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            if let Err(e) = requests::sweep(&sweeper, resume).await {
+            if let Err(e) = requests::sweep(&sweeper, takeover).await {
                 tracing::warn!(error = %e, "request sweep failed");
             }
-            resume = false;
+            takeover = false;
         }
     });
     // "listening" is printed once the SIGHUP handlers are installed.

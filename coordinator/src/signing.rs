@@ -37,6 +37,8 @@ use crate::approved::ApprovedRequest;
 pub use crate::approved::MAX_MESSAGE_LEN;
 use crate::error::{Error, RoutingError, SignerFailure, SignerFailures, SignerFault, SigningError};
 use crate::registry::{Registry, Signer};
+use crate::request_store::SigningPlan;
+pub use crate::signing_claim::PlanLog;
 use crate::store::KeyRecord;
 
 /// Signing attempts before giving up (each with a fresh round 1).
@@ -172,10 +174,11 @@ impl Key {
         &self,
         registry: &Registry,
         approved: &ApprovedRequest,
+        plans: &PlanLog,
     ) -> Result<Vec<Signed>, SigningError> {
         match self {
-            Key::FrostSecp256k1(k) => sign_all(registry, k, approved).await,
-            Key::BitcoinTaproot { key, .. } => sign_all(registry, key, approved).await,
+            Key::FrostSecp256k1(k) => sign_all(registry, k, approved, plans).await,
+            Key::BitcoinTaproot { key, .. } => sign_all(registry, key, approved, plans).await,
         }
     }
 }
@@ -285,13 +288,14 @@ pub async fn sign_all<C: Suite>(
     registry: &Registry,
     key: &LoadedKey<C>,
     approved: &ApprovedRequest,
+    plans: &PlanLog,
 ) -> Result<Vec<Signed>, SigningError> {
     let messages = approved.messages();
     let per_input = approved.request().psbt.is_some();
     let count = messages.len();
     let mut signed = Vec::with_capacity(count);
     for (input, message) in messages.into_iter().enumerate() {
-        match sign(registry, key, approved, message).await {
+        match sign(registry, key, approved, message, input as u32, plans).await {
             Ok(s) => signed.push(s),
             Err(e) if per_input => {
                 return Err(SigningError::Input {
@@ -306,16 +310,25 @@ pub async fn sign_all<C: Suite>(
     Ok(signed)
 }
 
-/// One FROST signing of `message` (one of `approved`'s messages) with
+/// One FROST signing of `message` (input `input` of `approved`) with
 /// `key`, using the request's routed signers or any `t`. The approval
 /// bundle goes to every signer in both rounds; each signer checks it
 /// against its own pinned policy, and that `message` is what the request
 /// signs, before it takes part.
+///
+/// If an earlier run recorded a plan for this input (it crashed, or lost
+/// its signers, after round 2 went out), that package is asked for again
+/// first: signers that released a share answer it with the same share, so
+/// the signature aggregated is the one the earlier run could have made,
+/// never a second one. Only if that fails does a fresh signing start; its
+/// plan is recorded (`plans`) before its round 2 goes out.
 pub async fn sign<C: Suite>(
     registry: &Registry,
     key: &LoadedKey<C>,
     approved: &ApprovedRequest,
     message: &[u8],
+    input: u32,
+    plans: &PlanLog,
 ) -> Result<Signed, SigningError> {
     let order = candidates(&key.record, approved.signers())?;
     let bundle = bundle(approved);
@@ -343,6 +356,21 @@ pub async fn sign<C: Suite>(
             fault,
         });
     }
+    if let Some(plan) = plans.earlier(input) {
+        match resume(key, message, &bundle, &pool, plan, &mut failures).await {
+            Ok(signed) => return Ok(signed),
+            Err(Attempt::Fatal(e)) => return Err(e),
+            // Its signers no longer have its nonces (restarted before they
+            // signed), or are down: a fresh signing, with every signer
+            // (those that did release for the plan refuse another package).
+            Err(Attempt::Retry { .. }) => {
+                tracing::info!(
+                    input,
+                    "the recorded signing plan could not be completed; starting afresh"
+                );
+            }
+        }
+    }
     let mut excluded: HashSet<String> = HashSet::new();
     for _ in 0..ATTEMPTS {
         let candidates: Vec<Participant<C>> = pool
@@ -350,7 +378,17 @@ pub async fn sign<C: Suite>(
             .filter(|p| !excluded.contains(&p.signer.name))
             .cloned()
             .collect();
-        match attempt(key, message, &bundle, candidates, &mut failures).await {
+        match attempt(
+            key,
+            message,
+            input,
+            &bundle,
+            candidates,
+            plans,
+            &mut failures,
+        )
+        .await
+        {
             Ok(signed) => return Ok(signed),
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry { failed }) => excluded.extend(failed),
@@ -372,11 +410,58 @@ enum Attempt {
     },
 }
 
-async fn attempt<C: Suite>(
+/// Round 2 (and aggregation) of a plan an earlier run recorded, with the
+/// same package and the same signers.
+async fn resume<C: Suite>(
     key: &LoadedKey<C>,
     message: &[u8],
     bundle: &apb::ApprovalBundle,
+    pool: &[Participant<C>],
+    plan: &SigningPlan,
+    failures: &mut SignerFailures,
+) -> Result<Signed, Attempt> {
+    let package = SigningPackage::<C>::deserialize(&plan.package).map_err(|e| {
+        Attempt::Fatal(SigningError::Encoding(format!(
+            "recorded signing package: {e}"
+        )))
+    })?;
+    if package.message() != message {
+        return Err(Attempt::Fatal(SigningError::Encoding(
+            "the recorded signing package signs another message".into(),
+        )));
+    }
+    let mut chosen = Vec::with_capacity(plan.signers.len());
+    for name in &plan.signers {
+        match pool.iter().find(|p| &p.signer.name == name) {
+            Some(p) if package.signing_commitments().contains_key(&p.id) => chosen.push(p.clone()),
+            _ => {
+                return Err(Attempt::Retry { failed: Vec::new() });
+            }
+        }
+    }
+    if chosen.len() != package.signing_commitments().len() {
+        return Err(Attempt::Retry { failed: Vec::new() });
+    }
+    round2(
+        key,
+        &package,
+        &plan.package,
+        bundle,
+        chosen,
+        failures,
+        Vec::new(),
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt<C: Suite>(
+    key: &LoadedKey<C>,
+    message: &[u8],
+    input: u32,
+    bundle: &apb::ApprovalBundle,
     pool: Vec<Participant<C>>,
+    plans: &PlanLog,
     failures: &mut SignerFailures,
 ) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
@@ -423,7 +508,41 @@ async fn attempt<C: Suite>(
     let package_bytes = package
         .serialize()
         .map_err(|e| Attempt::Fatal(SigningError::Encoding(format!("signing package: {e}"))))?;
+    let chosen: Vec<Participant<C>> = chosen.into_iter().map(|(p, _)| p).collect();
+    // Durable before any share can be released for it: a run that
+    // resumes this request asks for this package again.
+    plans
+        .record(SigningPlan {
+            input,
+            package: package_bytes.clone(),
+            signers: chosen.iter().map(|p| p.signer.name.clone()).collect(),
+        })
+        .await
+        .map_err(|e| Attempt::Fatal(SigningError::PlanNotRecorded(e.to_string())))?;
+    round2(
+        key,
+        &package,
+        &package_bytes,
+        bundle,
+        chosen,
+        failures,
+        failed,
+    )
+    .await
+}
 
+/// Round 2 of `package` with `chosen`, then aggregation.
+async fn round2<C: Suite>(
+    key: &LoadedKey<C>,
+    package: &SigningPackage<C>,
+    package_bytes: &[u8],
+    bundle: &apb::ApprovalBundle,
+    chosen: Vec<Participant<C>>,
+    failures: &mut SignerFailures,
+    mut failed: Vec<String>,
+) -> Result<Signed, Attempt> {
+    let t = key.record.threshold as usize;
+    let key_id = key.record.key_id.to_string();
     // Round 2: every chosen signer must answer. A signer releases one
     // share per request input (signer/src/releases.rs): once some have
     // answered, this package is the only one they will sign for this
@@ -431,16 +550,16 @@ async fn attempt<C: Suite>(
     // very same package (a signer that did sign answers with the same
     // share; one whose nonces are gone says so) before the attempt is
     // given up.
-    let round2 = |p: &Participant<C>| {
+    let ask = |p: &Participant<C>| {
         let mut client = p.signer.client.clone();
         let req = pb::SignRequest {
             key_id: key_id.clone(),
-            signing_package: package_bytes.clone(),
+            signing_package: package_bytes.to_vec(),
             approval_bundle: Some(bundle.clone()),
         };
         async move { client.sign(req).await.map(|r| r.into_inner()) }
     };
-    let mut results = join_all(chosen.iter().map(|(p, _)| round2(p))).await;
+    let mut results = join_all(chosen.iter().map(ask)).await;
     for backoff in ROUND2_RESENDS {
         let again: Vec<usize> = results
             .iter()
@@ -452,13 +571,13 @@ async fn attempt<C: Suite>(
             break;
         }
         tokio::time::sleep(backoff).await;
-        let retried = join_all(again.iter().map(|i| round2(&chosen[*i].0))).await;
+        let retried = join_all(again.iter().map(|i| ask(&chosen[*i]))).await;
         for (i, result) in again.into_iter().zip(retried) {
             results[i] = result;
         }
     }
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
-    for ((p, _), result) in chosen.iter().zip(results) {
+    for (p, result) in chosen.iter().zip(results) {
         let name = &p.signer.name;
         let decoded = match result {
             Ok(answer) => decode_signature_share::<C>(&answer)
@@ -481,22 +600,22 @@ async fn attempt<C: Suite>(
 
     // Aggregate; the suite verifies the group signature and, if it fails,
     // checks each share to name the culprit.
-    match C::aggregate(&package, &shares, &key.public) {
+    match C::aggregate(package, &shares, &key.public) {
         Ok(signature) => {
             let bytes = signature.serialize().map_err(|e| {
                 Attempt::Fatal(SigningError::Encoding(format!("signature encoding: {e}")))
             })?;
             Ok(Signed {
                 signature: bytes,
-                signers: chosen.into_iter().map(|(p, _)| p.signer.name).collect(),
+                signers: chosen.into_iter().map(|p| p.signer.name).collect(),
             })
         }
         Err(e) => {
             let culprits: Vec<&str> = e
                 .culprits()
                 .iter()
-                .filter_map(|c| chosen.iter().find(|(p, _)| p.id == *c))
-                .map(|(p, _)| p.signer.name.as_str())
+                .filter_map(|c| chosen.iter().find(|p| p.id == *c))
+                .map(|p| p.signer.name.as_str())
                 .collect();
             if culprits.is_empty() {
                 failures.unattributed.push(format!(

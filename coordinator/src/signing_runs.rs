@@ -28,6 +28,14 @@ pub struct RunClaim {
 }
 
 impl SigningRuns {
+    /// Whether a run holds `id` now.
+    pub fn is_running(&self, id: &RequestId) -> bool {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
     /// Claims `id`, or `None` if a run holds it already.
     pub fn claim(&self, id: RequestId) -> Option<RunClaim> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());

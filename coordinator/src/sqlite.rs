@@ -18,21 +18,21 @@ use std::sync::Mutex;
 
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::key_id::KeyId;
-use ringi_policy::limits::{Usage, check};
+use ringi_policy::limits::{Limits, Usage, check};
 use ringi_policy::request::{Metadata, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{Error, Missing, RequestId, Result};
-use crate::request_state::{SignedTransaction, State, Transition, TransitionError};
+use crate::request_state::{Event, SignedTransaction, State, Transition, TransitionError, next};
 use crate::request_store::{
-    Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord, RequestStore,
-    TransitionRecord,
+    ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord,
+    RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
 use crate::store::{KeyRecord, KeyStore};
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 7;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -176,6 +176,29 @@ impl SqliteStore {
                 ALTER TABLE requests ADD COLUMN signed_psbt BLOB;
                 ALTER TABLE requests ADD COLUMN signed_tx BLOB;
                 PRAGMA user_version = 5;",
+            )?;
+        }
+        if version < 7 {
+            // Exactly-once signing across crashes and processes: the
+            // claim a signing run holds (fenced), and the round-2 plans it
+            // recorded before asking for shares.
+            tx.execute_batch(
+                "CREATE TABLE signing_claims (
+                    request_id  BLOB PRIMARY KEY REFERENCES requests(request_id),
+                    fence       INTEGER NOT NULL,
+                    owner       TEXT NOT NULL,
+                    lease_until INTEGER NOT NULL
+                );
+                CREATE TABLE signing_plans (
+                    request_id BLOB NOT NULL REFERENCES requests(request_id),
+                    input      INTEGER NOT NULL,
+                    package    BLOB NOT NULL,
+                    signers    TEXT NOT NULL,
+                    PRIMARY KEY (request_id, input)
+                );
+                CREATE INDEX transitions_by_time ON transitions(at);
+                CREATE INDEX approvals_by_time ON approvals(received_at);
+                PRAGMA user_version = 7;",
             )?;
         }
         tx.commit()?;
@@ -465,6 +488,143 @@ impl RequestStore for SqliteStore {
         })
     }
 
+    fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim> {
+        self.write(|tx| {
+            let held: Option<(i64, String, i64)> = tx
+                .query_row(
+                    "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = ?1",
+                    [&id[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let fence = match state_of(tx, id)? {
+                State::Approved => {
+                    let started = next(State::Approved, Event::SigningStarted)?;
+                    apply(tx, id, &started, claim.now)?;
+                    held.map_or(1, |(fence, ..)| fence as u64 + 1)
+                }
+                State::Signing => match held {
+                    Some((fence, owner, _)) if owner == claim.owner => fence as u64,
+                    Some((_, owner, until))
+                        if !claim.takeover && until as u64 > claim.now =>
+                    {
+                        return Err(Error::SigningClaimed {
+                            request: *id,
+                            owner,
+                            until: until as u64,
+                        });
+                    }
+                    Some((fence, ..)) => fence as u64 + 1,
+                    // SIGNING from before claims existed (schema < 7).
+                    None => 1,
+                },
+                actual => {
+                    return Err(Error::StateConflict {
+                        request: *id,
+                        expected: State::Approved,
+                        actual,
+                    });
+                }
+            };
+            let lease_until = claim.now.saturating_add(claim.lease_secs);
+            tx.execute(
+                "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (request_id) DO UPDATE SET fence = ?2, owner = ?3, lease_until = ?4",
+                params![&id[..], fence as i64, claim.owner, lease_until as i64],
+            )?;
+            let mut stmt = tx.prepare(
+                "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input",
+            )?;
+            let plans = stmt
+                .query_map([&id[..]], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
+                })?
+                .map(|row| {
+                    let (input, package, signers) = row?;
+                    Ok(SigningPlan {
+                        input: u32::try_from(input).map_err(|_| corrupt("signing plan"))?,
+                        package,
+                        signers: split_names(&signers),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(SigningClaim {
+                fence,
+                owner: claim.owner.to_string(),
+                lease_until,
+                plans,
+            })
+        })
+    }
+
+    fn record_signing_plan(&self, id: &RequestId, fence: u64, plan: &SigningPlan) -> Result<()> {
+        self.write(|tx| {
+            check_claim(tx, id, fence)?;
+            tx.execute(
+                "INSERT INTO signing_plans (request_id, input, package, signers) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (request_id, input) DO UPDATE SET package = ?3, signers = ?4",
+                params![&id[..], plan.input as i64, plan.package, plan.signers.join(",")],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn finish_signing(
+        &self,
+        id: &RequestId,
+        fence: u64,
+        transition: &Transition,
+        now: u64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            check_claim(tx, id, fence)?;
+            apply(tx, id, transition, now)?;
+            if transition.to() == State::Signed {
+                tx.execute("DELETE FROM signing_plans WHERE request_id = ?1", [&id[..]])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn retry_failed(
+        &self,
+        id: &RequestId,
+        transition: &Transition,
+        limits: &Limits,
+        daily_volume: Option<u128>,
+        now: u64,
+    ) -> Result<()> {
+        self.write(|tx| {
+            check_state(tx, id, State::Failed)?;
+            let (key_id, counted, created_at): (String, String, i64) = tx.query_row(
+                "SELECT key_id, counted_amount, created_at FROM requests WHERE request_id = ?1",
+                [&id[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let counted: u128 = counted.parse().map_err(|_| corrupt("amount"))?;
+            // Counted as at submission: the window ending when it was made.
+            let usage = usage_of_key(tx, &key_id, limits, created_at as u64)?;
+            let key = KeyId::parse(&key_id).map_err(|_| corrupt("key id"))?;
+            check(limits, counted, usage, daily_volume)
+                .map_err(|cap| Error::CapExceeded { key, cap })?;
+            apply(tx, id, transition, now)
+        })
+    }
+
+    fn changed_since(&self, since: u64) -> Result<Vec<RequestId>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT request_id FROM transitions WHERE at >= ?1
+                 UNION SELECT request_id FROM approvals WHERE received_at >= ?1",
+            )?;
+            let ids = stmt
+                .query_map([since as i64], |r| r.get::<_, Vec<u8>>(0))?
+                .map(|row| row?.try_into().map_err(|_| corrupt("request id")))
+                .collect::<Result<Vec<RequestId>>>()?;
+            Ok(ids)
+        })
+    }
+
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>> {
         self.read(|tx| {
             let rows: Vec<(Vec<u8>, String)> = tx
@@ -483,18 +643,21 @@ impl RequestStore for SqliteStore {
 /// What the key's window caps count: the counted amounts of its requests
 /// created in the window that may still be, or have been, signed.
 fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usage> {
+    usage_of_key(tx, new.request.key_id.as_str(), &new.limits, now)
+}
+
+/// [`window_usage`] of key `key_id` for the window ending at `now`.
+fn usage_of_key(tx: &Transaction<'_>, key_id: &str, limits: &Limits, now: u64) -> Result<Usage> {
     let mut usage = Usage::default();
-    if !new.limits.has_window() {
+    if !limits.has_window() {
         return Ok(usage);
     }
-    let since = now.saturating_sub(new.limits.window_secs) as i64;
+    let since = now.saturating_sub(limits.window_secs) as i64;
     let mut stmt = tx.prepare(
         "SELECT counted_amount FROM requests WHERE key_id = ?1 AND created_at > ?2
          AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
     )?;
-    let amounts = stmt.query_map(params![new.request.key_id.as_str(), since], |r| {
-        r.get::<_, String>(0)
-    })?;
+    let amounts = stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))?;
     for a in amounts {
         let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
         usage.amount = usage.amount.saturating_add(a);
@@ -611,6 +774,32 @@ fn apply(tx: &Transaction<'_>, id: &RequestId, t: &Transition, now: u64) -> Resu
         )));
     }
     insert_history(tx, id, t.from().as_str(), t.to(), &reason, now)
+}
+
+/// Refuses a write of a run whose claim `fence` no longer holds the
+/// request (a later claim took it over).
+fn check_claim(tx: &Transaction<'_>, id: &RequestId, fence: u64) -> Result<()> {
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT fence FROM signing_claims WHERE request_id = ?1",
+            [&id[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match current {
+        Some(f) if f as u64 == fence => Ok(()),
+        _ => Err(Error::ClaimLost {
+            request: *id,
+            fence,
+        }),
+    }
+}
+
+fn split_names(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn insert_history(
@@ -813,6 +1002,8 @@ mod tests {
                 INSERT INTO keys VALUES ('old', 2, x'02', x'01', 1700000000);
                 INSERT INTO key_signers VALUES ('old', 'a', 1), ('old', 'b', 2);
                 CREATE TABLE requests (request_id BLOB PRIMARY KEY, amount TEXT NOT NULL);
+                CREATE TABLE transitions (request_id BLOB NOT NULL, at INTEGER NOT NULL);
+                CREATE TABLE approvals (request_id BLOB NOT NULL, received_at INTEGER NOT NULL);
                 PRAGMA user_version = 3;",
             )
             .unwrap();
@@ -923,6 +1114,8 @@ mod tests {
         contract::compare_and_set(&store().1);
         contract::caps(&store().1);
         contract::signed_transactions(&store().1);
+        contract::signing_claims(&store().1);
+        contract::retries(&store().1);
     }
 
     /// Two connections to one file, as two processes would have: the

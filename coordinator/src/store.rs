@@ -605,4 +605,153 @@ pub(crate) mod contract {
             "{results:?}"
         );
     }
+
+    fn claim(owner: &str, takeover: bool, now: u64) -> crate::request_store::ClaimRequest<'_> {
+        crate::request_store::ClaimRequest {
+            owner,
+            takeover,
+            now,
+            lease_secs: 100,
+        }
+    }
+
+    fn approved<S: RequestStore + ?Sized>(store: &S, key: &str) -> RequestId {
+        let r = request();
+        let id = insert(store, &new_request(r.clone(), key), 100);
+        let a = approval(&r, Decision::Approve);
+        store
+            .record_decision(&id, &a, Some(&quorum()), 101)
+            .unwrap();
+        id
+    }
+
+    /// Signing claims: one holder at a time, fences that grow, writes of a
+    /// run that lost its claim refused, plans kept until SIGNED.
+    pub fn signing_claims<S: RequestStore>(store: &S) {
+        use crate::request_store::SigningPlan;
+        let id = approved(store, "k1");
+        let first = store.claim_signing(&id, claim("a", false, 200)).unwrap();
+        assert_eq!((first.fence, first.lease_until), (1, 300));
+        assert!(first.plans.is_empty());
+        assert_eq!(store.request(&id).unwrap().state, State::Signing);
+        // Held: another owner is refused until the lease ends.
+        assert!(matches!(
+            store.claim_signing(&id, claim("b", false, 250)),
+            Err(Error::SigningClaimed { ref owner, until: 300, .. }) if owner == "a"
+        ));
+        // The holder renews: same fence.
+        assert_eq!(
+            store
+                .claim_signing(&id, claim("a", false, 260))
+                .unwrap()
+                .fence,
+            1
+        );
+        let plan = SigningPlan {
+            input: 0,
+            package: vec![1, 2, 3],
+            signers: vec!["s1".into(), "s2".into()],
+        };
+        store.record_signing_plan(&id, 1, &plan).unwrap();
+        // A takeover (the restarted process) gets a larger fence and the plan.
+        let second = store.claim_signing(&id, claim("b", true, 270)).unwrap();
+        assert_eq!(second.fence, 2);
+        assert_eq!(second.plans, vec![plan.clone()]);
+        // The old run can write nothing more.
+        assert!(matches!(
+            store.record_signing_plan(&id, 1, &plan),
+            Err(Error::ClaimLost { fence: 1, .. })
+        ));
+        let signed = next(
+            State::Signing,
+            Event::Signed {
+                signature: vec![9; 65],
+                signers: vec!["s1".into(), "s2".into()],
+                transaction: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            store.finish_signing(&id, 1, &signed, 280),
+            Err(Error::ClaimLost { .. })
+        ));
+        assert_eq!(store.request(&id).unwrap().state, State::Signing);
+        // A lease that ran out may be taken without takeover.
+        let third = store.claim_signing(&id, claim("c", false, 371)).unwrap();
+        assert_eq!(third.fence, 3);
+        store.finish_signing(&id, 3, &signed, 380).unwrap();
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.state, State::Signed);
+        assert_eq!(rec.signature, Some(vec![9; 65]));
+        // Signed: nothing to claim, and the plans are gone.
+        assert!(matches!(
+            store.claim_signing(&id, claim("c", true, 390)),
+            Err(Error::StateConflict {
+                actual: State::Signed,
+                ..
+            })
+        ));
+        // Pending requests cannot be claimed either.
+        let mut other = request();
+        other.metadata.memo = "another".into();
+        let pending = insert(store, &new_request(other, "k2"), 100);
+        assert!(matches!(
+            store.claim_signing(&pending, claim("a", true, 200)),
+            Err(Error::StateConflict {
+                actual: State::PendingApproval,
+                ..
+            })
+        ));
+        assert!(store.changed_since(375).unwrap().contains(&id));
+        assert!(!store.changed_since(381).unwrap().contains(&id));
+    }
+
+    /// A FAILED request keeps its plans and goes back to APPROVED by an
+    /// admin's retry, which then claims it with a larger fence; a retry of
+    /// anything but FAILED, or over a cap, is refused.
+    pub fn retries<S: RequestStore>(store: &S) {
+        use crate::request_store::SigningPlan;
+        let id = approved(store, "k1");
+        let c = store.claim_signing(&id, claim("a", false, 200)).unwrap();
+        let plan = SigningPlan {
+            input: 0,
+            package: vec![4],
+            signers: vec!["s1".into()],
+        };
+        store.record_signing_plan(&id, c.fence, &plan).unwrap();
+        let failed = next(
+            State::Signing,
+            Event::SigningFailed {
+                reason: "refused".into(),
+            },
+        )
+        .unwrap();
+        store.finish_signing(&id, c.fence, &failed, 210).unwrap();
+        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+        let tight = Limits {
+            max_amount_per_request: Some(1),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            store.retry_failed(&id, &retried, &tight, None, 220),
+            Err(Error::CapExceeded { .. })
+        ));
+        assert_eq!(store.request(&id).unwrap().state, State::Failed);
+        store
+            .retry_failed(&id, &retried, &Limits::default(), None, 220)
+            .unwrap();
+        let rec = store.request(&id).unwrap();
+        assert_eq!(rec.state, State::Approved);
+        assert_eq!(rec.state_reason, "retried by ops");
+        assert!(matches!(
+            store.retry_failed(&id, &retried, &Limits::default(), None, 221),
+            Err(Error::StateConflict {
+                actual: State::Approved,
+                ..
+            })
+        ));
+        let again = store.claim_signing(&id, claim("b", false, 230)).unwrap();
+        assert_eq!(again.fence, c.fence + 1);
+        assert_eq!(again.plans, vec![plan]);
+    }
 }

@@ -240,3 +240,77 @@ async fn an_approval_that_expired_before_quorum_can_be_renewed() {
     let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
     assert!(frost_verify(&group_key, b"renewed", &signature));
 }
+
+/// The coordinator killed between aggregating a signature and committing
+/// SIGNED (a crash point in its debug build: it aborts as under `kill -9`).
+/// The restarted coordinator takes the SIGNING request over, asks the same
+/// signers for the same signing package (recorded before round 2), gets
+/// the shares they already released back, and records that signature:
+/// the request is signed once, with exactly one share released per signer
+/// that took part, and one `signature_produced` in the coordinator's audit
+/// trail. (Before, the restart started a new signing, which the signers
+/// that had released refused, and the request ended FAILED with a
+/// signature made and lost; with more signers it was signed twice.)
+#[test]
+fn a_crash_between_aggregation_and_commit_signs_once() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
+    cluster.stop_coordinator();
+    cluster.start_coordinator_with_env(&[("RINGI_TEST_FAULT", "crash-after-aggregate")]);
+    let message = b"crash before the commit".to_vec();
+    let id = cluster.submit("k", &message, 1000, "wallet-service", &[]);
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let child = cluster.coordinator.as_mut().unwrap();
+    let mut exited = None;
+    for _ in 0..300 {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = exited.expect("the coordinator crashed at the fault point");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator.log")).unwrap();
+    assert!(log.contains("crashing at after-aggregate"), "{log}");
+    cluster.coordinator = None;
+
+    cluster.start_coordinator();
+    let out = cluster.wait(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert!(frost_verify(&group_key, &message, &signature));
+
+    let mut released = 0;
+    let mut resent = 0;
+    for node in &cluster.signers {
+        let audit = std::fs::read_to_string(node.dir.join("data/audit.jsonl")).unwrap();
+        let of_request: Vec<&str> = audit.lines().filter(|l| l.contains(&id)).collect();
+        let r = of_request
+            .iter()
+            .filter(|l| l.contains("\"share_released\""))
+            .count();
+        assert!(r <= 1, "{} released {r} shares", node.name);
+        released += r;
+        resent += of_request
+            .iter()
+            .filter(|l| l.contains("\"share_resent\""))
+            .count();
+    }
+    assert_eq!(released, 2, "one share from each of two signers");
+    assert_eq!(resent, 2, "both asked again for the same package");
+    let audit =
+        std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    let produced: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"signature_produced\"") && l.contains(&id))
+        .collect();
+    assert_eq!(produced.len(), 1, "{audit}");
+    assert!(produced[0].contains(&hex::encode(&signature)));
+}

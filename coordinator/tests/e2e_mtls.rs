@@ -175,8 +175,10 @@ fn an_impersonated_signer_is_not_used() {
         let signature = cluster.sign("hot-1", &message, &[]);
         assert!(independent_verify(&group_key, &message, &signature));
     }
-    // Routed to signer-3 on purpose: the round cannot complete, and the
-    // reason names signer-3.
+    // Routed to signer-3 on purpose: the round cannot complete. An
+    // unreachable signer is not a refusal, so the request stays SIGNING,
+    // retried with backoff until it expires, and the coordinator's log
+    // names signer-3 as the one it cannot reach.
     let id = cluster.submit(
         "hot-1",
         b"routed to the impostor",
@@ -187,12 +189,16 @@ fn an_impersonated_signer_is_not_used() {
     for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
         assert!(cluster.approve(&id, who, dept).status.success());
     }
-    let out = cluster.wait(&id);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let shown: serde_json::Value =
+        serde_json::from_str(&cluster.ringi_ok(&["requests", "show", &id, "--output", "json"]))
+            .unwrap();
+    assert_eq!(shown["state"], "SIGNING", "{shown}");
+    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator.log")).unwrap();
     assert!(
-        err.contains("is FAILED") && err.contains("signer signer-3"),
-        "{err}"
+        log.lines()
+            .any(|l| l.contains("signing again later") && l.contains("signer signer-3")),
+        "{log}"
     );
     stop(&mut impostor);
     let audit = std::fs::read_to_string(impostor_data.join("audit.jsonl")).unwrap();

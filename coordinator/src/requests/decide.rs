@@ -190,7 +190,7 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     );
     if effect.meets_quorum() && updated.state == State::Approved {
         let c = c.clone();
-        tokio::spawn(async move { super::run_signing(&c, id).await });
+        tokio::spawn(async move { super::run_signing(&c, id, false).await });
     }
     Ok(updated)
 }

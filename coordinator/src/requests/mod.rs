@@ -85,9 +85,11 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
     Ok(record)
 }
 
-/// Expires overdue requests and resumes interrupted signings. Called at
-/// start and then periodically.
-pub async fn sweep(c: &Arc<Coordinator>, resume: bool) -> Result<()> {
+/// Expires overdue requests and resumes signings that no run holds: at
+/// start (`takeover`: this process holds the data directory, so every
+/// earlier claim's holder is gone) and then periodically (a run whose
+/// task died, or a claim whose holder stopped renewing it).
+pub async fn sweep(c: &Arc<Coordinator>, takeover: bool) -> Result<()> {
     let store = c.requests.clone();
     let ids = blocking(move || {
         store.requests_in(&[State::PendingApproval, State::Approved, State::Signing])
@@ -95,10 +97,12 @@ pub async fn sweep(c: &Arc<Coordinator>, resume: bool) -> Result<()> {
     .await?;
     for id in ids {
         let record = get(c, id).await?;
-        if resume && matches!(record.state, State::Approved | State::Signing) {
+        if matches!(record.state, State::Approved | State::Signing)
+            && !c.signing_runs.is_running(&id)
+        {
             tracing::info!(request_id = %hex::encode(id), state = %record.state, "resuming signing");
             let c = c.clone();
-            tokio::spawn(async move { run_signing(&c, id).await });
+            tokio::spawn(async move { run_signing(&c, id, takeover).await });
         }
     }
     Ok(())

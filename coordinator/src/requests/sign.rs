@@ -10,6 +10,7 @@
 //! signed transaction, in the same change to SIGNED.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringi_psbt::OwnKey;
 
@@ -17,87 +18,156 @@ use crate::approved::ApprovedRequest;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result, SigningError};
 use crate::request_state::{Event, SignedTransaction, State, next};
-use crate::request_store::RequestRecord;
+use crate::request_store::{ClaimRequest, RequestRecord};
 use crate::signing::{Key, Signed};
+use crate::signing_claim::{LEASE_SECS, PlanLog};
 use crate::store::blocking;
 
-/// Runs the signing round of an APPROVED (or interrupted SIGNING) request
-/// and records the outcome. Errors are logged: nothing waits for them.
-pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId) {
+/// First pause before signing again after the signers were unreachable or
+/// busy; doubled at each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Runs the signing of an APPROVED (or interrupted SIGNING) request and
+/// records the outcome. Errors are logged: nothing waits for them.
+///
+/// `takeover`: take a SIGNING request over whoever held it (only the
+/// start-up sweep, which holds the data directory's lock, may: every
+/// earlier holder is gone).
+///
+/// A run waits for one of the coordinator's signing slots before it claims
+/// the request: the approved requests beyond the limit wait, APPROVED, in
+/// the store. Signers that are unreachable or busy are tried again with
+/// backoff until the request expires; FAILED is recorded only when the
+/// signers refused for good or time ran out.
+pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId, takeover: bool) {
     // One run per request in this process (crate::signing_runs).
-    let Some(_claim) = c.signing_runs.claim(id) else {
-        tracing::info!(request_id = %hex::encode(id), "a signing run for this request is in progress already");
+    let Some(_run) = c.signing_runs.claim(id) else {
+        tracing::debug!(request_id = %hex::encode(id), "a signing run for this request is in progress already");
         return;
     };
-    let result = sign_and_record(c, id).await;
+    let Ok(_slot) = c.signing_slots.clone().acquire_owned().await else {
+        return; // the semaphore is never closed
+    };
+    let result = sign_and_record(c, id, takeover).await;
     c.notify(id);
     if let Err(e) = result {
-        tracing::warn!(request_id = %hex::encode(id), error = %e, "signing round could not be recorded");
+        tracing::warn!(request_id = %hex::encode(id), error = %e, "signing could not be recorded");
     }
 }
 
-async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId) -> Result<()> {
-    let store = c.requests.clone();
-    let record = blocking(move || store.request(&id)).await?;
+async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) -> Result<()> {
     let short = hex::encode(id);
-    match record.state {
-        State::Approved => {
-            let started = next(State::Approved, Event::SigningStarted)?;
-            let store = c.requests.clone();
-            match blocking(move || store.transition(&id, &started, super::now())).await {
-                Ok(()) => {}
-                Err(Error::StateConflict { actual, .. }) => {
-                    // Another round started first (or the request expired):
-                    // never sign twice.
-                    tracing::info!(request_id = %short, state = %actual, "signing round not started: the request moved on");
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
+    let mut pause = RETRY_FIRST;
+    loop {
+        // Claim (or renew the claim on) the request: APPROVED → SIGNING.
+        let store = c.requests.clone();
+        let owner = c.owner.clone();
+        let claimed = blocking(move || {
+            store.claim_signing(
+                &id,
+                ClaimRequest {
+                    owner: &owner,
+                    takeover,
+                    now: super::now(),
+                    lease_secs: LEASE_SECS,
+                },
+            )
+        })
+        .await;
+        let claim = match claimed {
+            Ok(claim) => claim,
+            Err(Error::StateConflict { actual, .. }) => {
+                // Signed, failed or expired meanwhile: never sign twice.
+                tracing::info!(request_id = %short, state = %actual, "signing not started: the request moved on");
+                return Ok(());
             }
-        }
-        State::Signing => {} // resumed after a restart
-        _ => return Ok(()),
-    }
-    c.notify(id);
-    c.audit(
-        "signing_started",
-        &[
-            ("request_id", short.clone()),
-            ("approvals", record.approvals.len().to_string()),
-        ],
-    );
-    let event = match sign(c, &record).await {
-        Ok(done) => {
-            tracing::info!(request_id = %short, signers = ?done.signers, txid = done.txid.as_deref().unwrap_or(""), "request signed");
-            let mut fields = vec![
+            Err(e @ Error::SigningClaimed { .. }) => {
+                tracing::info!(request_id = %short, reason = %e, "signing not started");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        c.notify(id);
+        let store = c.requests.clone();
+        let record = blocking(move || store.request(&id)).await?;
+        c.audit(
+            "signing_started",
+            &[
                 ("request_id", short.clone()),
-                ("signers", done.signers.join(",")),
-                ("signature", hex::encode(&done.signature)),
-            ];
-            if let Some(txid) = &done.txid {
-                fields.push(("txid", txid.clone()));
+                ("approvals", record.approvals.len().to_string()),
+                ("fence", claim.fence.to_string()),
+                ("resumed_plans", claim.plans.len().to_string()),
+            ],
+        );
+        let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
+        let outcome = sign(c, &record, &plans).await;
+        match outcome {
+            Ok(done) => {
+                crate::fault::crash_point("after-aggregate");
+                let event = Event::Signed {
+                    signature: done.signature.clone(),
+                    signers: done.signers.clone(),
+                    transaction: done.transaction.clone(),
+                };
+                // Recorded before it is announced (audit, watchers).
+                finish(c, id, claim.fence, event).await?;
+                tracing::info!(request_id = %short, signers = ?done.signers, txid = done.txid.as_deref().unwrap_or(""), "request signed");
+                let mut fields = vec![
+                    ("request_id", short.clone()),
+                    ("signers", done.signers.join(",")),
+                    ("signature", hex::encode(&done.signature)),
+                ];
+                if let Some(txid) = &done.txid {
+                    fields.push(("txid", txid.clone()));
+                }
+                c.audit("signature_produced", &fields);
+                return Ok(());
             }
-            c.audit("signature_produced", &fields);
-            Event::Signed {
-                signature: done.signature,
-                signers: done.signers,
-                transaction: done.transaction,
+            Err(e) => {
+                let signers = c
+                    .key(&record.request.key_id)
+                    .await
+                    .map(|k| k.record().signers.len())
+                    .unwrap_or(0);
+                let retryable = matches!(&e, Error::Signing(s) if s.is_retryable(signers));
+                let now = super::now();
+                if retryable && now + pause.as_secs() < record.request.expires_at {
+                    tracing::warn!(request_id = %short, error = %e, retry_in_secs = pause.as_secs(), "signers unavailable; signing again later");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                    continue;
+                }
+                let reason = if retryable {
+                    format!("signers unavailable until the request expired: {e}")
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(request_id = %short, error = %reason, code = ?e.code(), "signing failed");
+                finish(
+                    c,
+                    id,
+                    claim.fence,
+                    Event::SigningFailed {
+                        reason: reason.clone(),
+                    },
+                )
+                .await?;
+                c.audit(
+                    "signing_failed",
+                    &[("request_id", short.clone()), ("reason", reason)],
+                );
+                return Ok(());
             }
         }
-        Err(e) => {
-            tracing::warn!(request_id = %short, error = %e, code = ?e.code(), "signing failed");
-            c.audit(
-                "signing_failed",
-                &[("request_id", short.clone()), ("reason", e.to_string())],
-            );
-            Event::SigningFailed {
-                reason: e.to_string(),
-            }
-        }
-    };
+    }
+}
+
+/// Records the run's outcome under its claim.
+async fn finish(c: &Arc<Coordinator>, id: RequestId, fence: u64, event: Event) -> Result<()> {
     let outcome = next(State::Signing, event)?;
     let store = c.requests.clone();
-    blocking(move || store.transition(&id, &outcome, super::now())).await
+    blocking(move || store.finish_signing(&id, fence, &outcome, super::now())).await
 }
 
 /// A request's signings, assembled.
@@ -111,11 +181,11 @@ struct Done {
 }
 
 /// The round itself: the record's approvals must still meet the quorum.
-async fn sign(c: &Coordinator, record: &RequestRecord) -> Result<Done> {
+async fn sign(c: &Coordinator, record: &RequestRecord, plans: &PlanLog) -> Result<Done> {
     let policy = c.policy()?;
     let key = c.key(&record.request.key_id).await?;
     let approved = ApprovedRequest::from_record(policy, &key.facts(), record, super::now())?;
-    let signed = key.sign(&c.registry, &approved).await?;
+    let signed = key.sign(&c.registry, &approved, plans).await?;
     let rules = policy
         .key(&record.request.key_id)
         .ok_or_else(|| Error::NoRules(record.request.key_id.clone()))?;

@@ -490,8 +490,15 @@ impl Cluster {
     }
 
     pub fn start_coordinator(&mut self) {
+        self.start_coordinator_with_env(&[]);
+    }
+
+    /// Starts the coordinator with extra environment (e.g. a fault to
+    /// inject, `RINGI_TEST_FAULT`).
+    pub fn start_coordinator_with_env(&mut self, env: &[(&str, &str)]) {
         let mut cmd = Command::new(ringi_bin());
         cmd.args(["serve", "--config"]).arg(self.config_path());
+        cmd.envs(env.iter().copied());
         let (child, address) = spawn_listening(cmd, &self.dir.path().join("coordinator.log"));
         self.coordinator = Some(child);
         self.coordinator_address = address;

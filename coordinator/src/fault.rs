@@ -1,0 +1,23 @@
+//! Fault injection for the tests of crash recovery: in debug builds only
+//! (what the test suite runs), and only when the environment asks for it.
+//! Release builds compile every point here to "no fault".
+//!
+//! `RINGI_TEST_FAULT=crash-after-aggregate`: the process aborts (as under
+//! `kill -9`: no destructor, no flush) right after the first signature is
+//! aggregated and before SIGNED is committed: the window in which a
+//! restarted coordinator once signed the request a second time.
+
+/// Aborts the process here if the environment names this crash point.
+pub fn crash_point(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        if std::env::var("RINGI_TEST_FAULT").is_ok_and(|v| v == format!("crash-{name}")) {
+            eprintln!("ringi: RINGI_TEST_FAULT: crashing at {name}");
+            std::process::abort();
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+    }
+}
