@@ -28,6 +28,7 @@ pub mod dev_certs;
 pub mod health;
 pub mod keys;
 pub mod requests;
+pub mod retry;
 pub mod view;
 
 use serde::Serialize;

@@ -191,6 +191,14 @@ enum RequestsCommand {
         #[arg(long, value_enum, default_value_t = WaitOutput::Signature)]
         output: WaitOutput,
     },
+    /// Send a FAILED request back to be signed, once the cause is fixed
+    /// (admin role). Unreachable signers never fail a request: they are
+    /// retried until it expires.
+    Retry {
+        request_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -363,6 +371,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 } => Ok(requests::list(channel, pending, key_id, state, output).await?),
                 RequestsCommand::Show { request_id, output } => {
                     Ok(requests::show(channel, &request_id, output).await?)
+                }
+                RequestsCommand::Retry { request_id, output } => {
+                    Ok(ringi_cli::retry::retry(channel, &request_id, output).await?)
                 }
                 RequestsCommand::Wait {
                     request_id,

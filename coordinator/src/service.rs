@@ -536,4 +536,17 @@ impl pb::request_service_server::RequestService for RequestService {
             }
         }
     }
+
+    async fn retry_signing_request(
+        &self,
+        request: Request<pb::RetrySigningRequestRequest>,
+    ) -> Result<Response<pb::SigningRequestView>, Status> {
+        access::require(&request, Role::Admin)?;
+        let by = access::caller(&request)
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| "an operator on loopback".to_string());
+        let id = parse_request_id(&request.into_inner().request_id)?;
+        let record = requests::retry(&self.0, id, &by).await?;
+        Ok(Response::new(view_of(&self.0, &record).await))
+    }
 }

@@ -314,3 +314,71 @@ fn a_crash_between_aggregation_and_commit_signs_once() {
     assert_eq!(produced.len(), 1, "{audit}");
     assert!(produced[0].contains(&hex::encode(&signature)));
 }
+
+/// Restarts signer `i` with the policy file `policy`.
+fn restart_with_policy(cluster: &mut Cluster, i: usize, policy: &std::path::Path) {
+    let node = &mut cluster.signers[i];
+    node.stop();
+    for (k, v) in node.env.iter_mut() {
+        if k == "RINGI_POLICY_FILE" {
+            *v = policy.display().to_string();
+        }
+    }
+    node.start();
+}
+
+/// FAILED is for refusals, and an administrator can retry once the cause
+/// is fixed: two signers pinning another policy refuse the request (FAILED,
+/// naming the policy); with their policy put right, `ringi requests retry`
+/// sends it back to APPROVED and it is signed, without approving it
+/// again. A retry of anything but FAILED is refused.
+#[test]
+fn a_failed_request_is_retried_by_an_admin_once_the_cause_is_fixed() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
+    let pinned = cluster.policy_path.clone();
+    let other = cluster.dir.path().join("other-policy.toml");
+    let mut text = std::fs::read_to_string(&pinned).unwrap();
+    text.push_str("\n# another version of the policy\n");
+    std::fs::write(&other, text).unwrap();
+    restart_with_policy(&mut cluster, 0, &other);
+    restart_with_policy(&mut cluster, 1, &other);
+
+    let message = b"refused, then retried".to_vec();
+    let id = cluster.submit("k", &message, 1000, "wallet-service", &[]);
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let out = cluster.wait(&id);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is FAILED") && err.contains("polic"), "{err}");
+
+    restart_with_policy(&mut cluster, 0, &pinned);
+    restart_with_policy(&mut cluster, 1, &pinned);
+    let out = cluster.ringi(&["requests", "retry", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cluster.wait(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert!(frost_verify(&group_key, &message, &signature));
+
+    let err = cluster.ringi_err(&["requests", "retry", &id]);
+    assert!(
+        err.contains("FailedPrecondition") && err.contains("is SIGNED, not FAILED"),
+        "{err}"
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&cluster.ringi_ok(&["requests", "show", &id, "--output", "json"]))
+            .unwrap();
+    let history = shown["transitions"].to_string();
+    assert!(history.contains("retried by"), "{shown}");
+}

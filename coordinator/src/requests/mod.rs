@@ -1,6 +1,7 @@
 //! The request flow on the coordinator, one module per command:
 //! [`submit`](mod@submit) (record a request), [`decide`](mod@decide) (approve or reject), [`sign`]
-//! (the signing round once the quorum is met), and here: reading a request
+//! (the signing round once the quorum is met), [`retry`](mod@retry) (an
+//! administrator sends a FAILED request back), and here: reading a request
 //! (expiring it first if its time has passed) and the periodic sweep.
 //!
 //! Each command is a pure function over domain values — `submit::admit`,
@@ -14,18 +15,21 @@
 //! `ringi_policy::evaluate` the signers run, so a request it marks APPROVED
 //! is one the signers will accept; but the signers do not trust that mark
 //! and check again. A signing that a crash interrupted (APPROVED or SIGNING
-//! at start) is run again: nonces are single-use, so a new round is always
-//! a fresh one.
+//! at start) is run again under a new claim, resuming the round-2 plan the
+//! crashed run recorded (`crate::signing_claim`): the same package, so the
+//! same signature, never a second one.
 
 pub mod decide;
 #[cfg(test)]
 pub(crate) mod fixture;
+pub mod retry;
 pub mod sign;
 pub mod submit;
 
 use std::sync::Arc;
 
 pub use decide::{decide, describe, still_needed};
+pub use retry::retry;
 /// The one clock (`ringi_policy::clock::now`), under its old name.
 pub use ringi_policy::clock::now;
 pub use sign::run_signing;
