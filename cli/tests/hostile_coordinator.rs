@@ -71,6 +71,13 @@ impl RequestService for FakeService {
         self.0.decided.lock().unwrap().push(approval);
         Ok(Response::new(self.0.view.lock().unwrap().clone()))
     }
+
+    async fn retry_signing_request(
+        &self,
+        _: Request<pb::RetrySigningRequestRequest>,
+    ) -> Result<Response<pb::SigningRequestView>, Status> {
+        Err(Status::unimplemented("not part of the fake"))
+    }
 }
 
 impl Fake {
