@@ -34,6 +34,7 @@
 
 pub mod access;
 pub mod approved;
+pub mod audit_reconcile;
 pub mod config;
 pub mod coordinator;
 pub mod error;

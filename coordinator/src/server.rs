@@ -78,6 +78,11 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
         let path = config.data_dir()?.join(AUDIT_FILE);
         coordinator.audit = Some(Arc::new(ringi_policy::audit::AuditLog::open(&path)?));
         tracing::info!(audit = %path.display(), "audit log opened");
+        // Entries a crash lost between a commit and its audit entry.
+        let recovered = crate::audit_reconcile::run(&coordinator)?;
+        if recovered > 0 {
+            tracing::warn!(recovered, "audit entries recovered from the store");
+        }
     }
     Ok(Arc::new(coordinator))
 }

@@ -168,12 +168,14 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
         .map(|a| a.name.clone())
         .unwrap_or_default();
     c.notify(id);
+    crate::fault::crash_point("after-decision");
     c.audit(
         "decision_recorded",
         &[
             ("request_id", short.clone()),
             ("approver", who.clone()),
             ("approver_key", approval.approver.to_text()),
+            ("issued_at", approval.statement.issued_at.to_string()),
             ("department", approval.statement.department.clone()),
             ("decision", approval.statement.decision.as_str().to_string()),
             ("reason", approval.statement.reason.clone()),

@@ -228,6 +228,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
             fields.push(("blind", "true".into()));
         }
         fields.push(("requester", r.requester.clone()));
+        crate::fault::crash_point("after-submit");
         c.audit("request_submitted", &fields);
         c.notify(record.id);
     } else {
