@@ -70,7 +70,7 @@ impl Repair {
                 reason,
             } => format!(
                 "repaired: audit log {} was broken at {reason}; kept its first {entries_kept} entries, \
-                 moved the {tail_lines} lines after them ({tail_bytes} bytes, sha256 {tail_sha256}) to {}, \
+                 moved the {tail_lines} line(s) after them ({tail_bytes} bytes, sha256 {tail_sha256}) to {}, \
                  and recorded the gap as entry {gap_seq} ({AUDIT_GAP})",
                 log.display(),
                 kept_in.display()
