@@ -1,5 +1,6 @@
 //! `ringi audit verify|export`: a coordinator's or a signer's audit log,
-//! checked offline (no coordinator needed).
+//! checked offline (no coordinator needed); `ringi audit repair`: the
+//! coordinator's own log, set right after it was broken.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,8 +14,9 @@ pub fn verify(path: &Path, checkpoint_key: Option<&str>) -> anyhow::Result<()> {
         .map(ApproverKey::parse)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--checkpoint-key: {e}"))?;
-    let lines = read_lines(path)?;
-    let v = ringi_policy::audit::verify(&lines, key.as_ref())
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let v = ringi_policy::audit::verify_bytes(&bytes, key.as_ref())
         .map_err(|b| anyhow::anyhow!("audit log {} is broken: {b}", path.display()))?;
     println!(
         "ok: {} entries, {} signed checkpoints{}, head {}",
@@ -27,7 +29,50 @@ pub fn verify(path: &Path, checkpoint_key: Option<&str>) -> anyhow::Result<()> {
         },
         hex::encode(v.head)
     );
+    // The chain holds, but entries are missing where a repair set a broken
+    // tail aside: an auditor must see that.
+    for gap in &v.gaps {
+        let field = |k: &str| gap.fields.get(k).map(String::as_str).unwrap_or("?");
+        println!(
+            "warning: {} at seq {}: {} line(s) ({} bytes, sha256 {}) were set aside in {} by a repair; reason: {}",
+            ringi_policy::audit::AUDIT_GAP,
+            gap.seq,
+            field("tail_lines"),
+            field("tail_bytes"),
+            field("tail_sha256"),
+            field("kept_in"),
+            field("reason")
+        );
+    }
     Ok(())
+}
+
+/// `ringi audit repair --config FILE`: sets the broken tail of the
+/// coordinator's audit log aside and records the gap (see
+/// `ringi_policy::audit_repair`). Refused while the coordinator runs: it
+/// takes `ringi serve`'s lock on the data directory first.
+pub fn repair(config: &ringi::config::Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir()?;
+    let path = data_dir.join(ringi::server::AUDIT_FILE);
+    if !path.exists() {
+        anyhow::bail!(
+            "no audit log at {}: nothing to repair (is this the coordinator's config?)",
+            path.display()
+        );
+    }
+    let _lock =
+        ringi_net::instance_lock::InstanceLock::data_dir(&data_dir, "ringi").map_err(|e| {
+            anyhow::anyhow!("cannot repair the audit log while the coordinator runs: {e}")
+        })?;
+    let repair = ringi_policy::audit_repair::repair(&path, ringi_policy::clock::now())?;
+    println!("{}", repair.describe(&path));
+    Ok(())
+}
+
+/// The command that repairs the audit log of `ringi serve --config
+/// config`, for the message refusing a broken log.
+pub fn repair_command(config: &Path) -> String {
+    format!("ringi audit repair --config {}", config.display())
 }
 
 /// `ringi audit export`: verifies, then prints one flat JSON object per

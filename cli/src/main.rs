@@ -106,7 +106,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "wallet-service,operator")]
         clients: Vec<String>,
     },
-    /// Audit logs (coordinator's or a signer's): verify offline, export for a SIEM.
+    /// Audit logs (coordinator's or a signer's): verify offline, export for a
+    /// SIEM; repair the coordinator's.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Print a key's group public key (SEC1 compressed, hex); for a
@@ -209,6 +210,14 @@ enum AuditCommand {
         /// The key that must have signed every checkpoint (a signer's audit key, `p256:...`).
         #[arg(long)]
         checkpoint_key: Option<String>,
+    },
+    /// Repair the coordinator's broken audit log (while it is stopped): the
+    /// broken tail is moved to a new file next to it, never deleted, and the
+    /// gap recorded as an `audit_gap` entry.
+    Repair {
+        /// The coordinator's config file (for its data directory).
+        #[arg(long, env = "RINGI_CONFIG")]
+        config: PathBuf,
     },
     /// Verify, then print one flat JSON object per entry (JSON lines).
     Export {
@@ -345,7 +354,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let tls = tls.as_ref();
     match args.command {
-        Command::Serve { config } => ringi::server::run(Config::load(&config)?).await,
+        Command::Serve { config: path } => {
+            ringi::server::run(Config::load(&path)?).await.map_err(|e| {
+                match e.downcast::<ringi_policy::audit::AuditError>() {
+                    // A broken audit log: name the command that repairs it.
+                    Ok(broken) => broken
+                        .with_repair_command(audit::repair_command(&path))
+                        .into(),
+                    Err(e) => e,
+                }
+            })
+        }
         Command::Keygen {
             key_id,
             threshold,
@@ -440,6 +459,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             checkpoint_key,
         }) => audit::verify(&path, checkpoint_key.as_deref()),
         Command::Audit(AuditCommand::Export { path, node }) => audit::export(&path, &node),
+        Command::Audit(AuditCommand::Repair { config }) => audit::repair(&Config::load(&config)?),
         Command::ApproverKey(ApproverKeyCommand::Show { key }) => {
             println!("{}", key.open()?.public_key().to_text());
             Ok(())

@@ -16,10 +16,13 @@
 //!
 //! Entries carry ids, amounts, names, decisions and reasons: never a share,
 //! a nonce, a PIN or a private key.
+//!
+//! A broken log is not appended to; `crate::audit_repair` sets its broken
+//! tail aside and records the gap as an [`AUDIT_GAP`] entry.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -30,6 +33,10 @@ use crate::encoding::{Canonical, sha256};
 
 /// Event name of a signed checkpoint entry.
 pub const CHECKPOINT: &str = "checkpoint";
+
+/// Event name of the entry a repair appends where a broken tail was set
+/// aside (see `crate::audit_repair`).
+pub const AUDIT_GAP: &str = "audit_gap";
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +68,26 @@ pub fn entry_hash(
         c = c.str(k).str(v);
     }
     sha256(&c.bytes(prev).finish())
+}
+
+/// One entry as its line in the log (without the newline), and its hash.
+pub(crate) fn entry_line(
+    seq: u64,
+    at: u64,
+    event: &str,
+    fields: BTreeMap<String, String>,
+    prev: &[u8; 32],
+) -> Result<(String, [u8; 32]), serde_json::Error> {
+    let hash = entry_hash(seq, at, event, &fields, prev);
+    let entry = Entry {
+        seq,
+        at,
+        event: event.to_string(),
+        fields,
+        prev: hex::encode(prev),
+        hash: hex::encode(hash),
+    };
+    Ok((serde_json::to_string(&entry)?, hash))
 }
 
 /// What a checkpoint signs: the position and hash of the head it covers.
@@ -101,6 +128,21 @@ pub enum Broken {
     },
 }
 
+impl Broken {
+    /// The (1-based) line of the first broken entry: every line before it
+    /// verifies.
+    pub fn line(&self) -> usize {
+        match self {
+            Broken::Malformed { line, .. }
+            | Broken::Sequence { line, .. }
+            | Broken::Link { line, .. }
+            | Broken::Hash { line, .. }
+            | Broken::Checkpoint { line, .. }
+            | Broken::CheckpointKey { line, .. } => *line,
+        }
+    }
+}
+
 /// The result of a successful verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -109,6 +151,9 @@ pub struct Verified {
     pub head: [u8; 32],
     /// Keys that signed checkpoints.
     pub checkpoint_keys: Vec<String>,
+    /// The [`AUDIT_GAP`] entries: where a repair set a broken tail aside
+    /// (the log verifies, but entries are missing there).
+    pub gaps: Vec<Entry>,
 }
 
 fn hex32(s: &str) -> Option<[u8; 32]> {
@@ -126,6 +171,7 @@ where
     let mut seq = 0u64;
     let mut checkpoints = 0;
     let mut keys: Vec<String> = Vec::new();
+    let mut gaps = Vec::new();
     for (i, line) in lines.into_iter().enumerate() {
         let line_no = i + 1;
         let text = line.as_ref();
@@ -187,6 +233,9 @@ where
             }
             checkpoints += 1;
         }
+        if e.event == AUDIT_GAP {
+            gaps.push(e.clone());
+        }
         prev = hash;
         seq = e.seq;
     }
@@ -195,15 +244,84 @@ where
         checkpoints,
         head: prev,
         checkpoint_keys: keys,
+        gaps,
     })
+}
+
+/// The lines of a log as `BufRead::lines` splits them (on `\n`, a `\r`
+/// before it dropped, the last line possibly unterminated), each with the
+/// byte offset just past it (past its newline, if it has one).
+pub(crate) fn split_lines(bytes: &[u8]) -> Vec<(&[u8], usize)> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while start < bytes.len() {
+        let (line, end) = match bytes[start..].iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                let line = &bytes[start..start + n];
+                (line.strip_suffix(b"\r").unwrap_or(line), start + n + 1)
+            }
+            None => (&bytes[start..], bytes.len()),
+        };
+        lines.push((line, end));
+        start = end;
+    }
+    lines
+}
+
+/// [`verify`] over a log's bytes: a line that is not UTF-8 text is
+/// malformed (the log is written as text, so such a line is damage).
+pub fn verify_bytes(bytes: &[u8], expected_key: Option<&ApproverKey>) -> Result<Verified, Broken> {
+    let lines = split_lines(bytes);
+    let texts: Vec<&str> = lines
+        .iter()
+        .map_while(|(line, _)| std::str::from_utf8(line).ok())
+        .collect();
+    let verified = verify(&texts, expected_key)?;
+    if texts.len() < lines.len() {
+        return Err(Broken::Malformed {
+            line: texts.len() + 1,
+            reason: "not UTF-8 text".into(),
+        });
+    }
+    Ok(verified)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {reason}")]
     Io { path: PathBuf, reason: String },
-    #[error("audit log {path} is broken, refusing to append to it: {broken}")]
-    Broken { path: PathBuf, broken: Broken },
+    #[error("audit log {path} is broken, refusing to append to it: {broken}{}", repair_advice(.repair))]
+    Broken {
+        path: PathBuf,
+        broken: Broken,
+        /// The command that repairs this node's log, which only the binary
+        /// opening it knows (see [`AuditError::with_repair_command`]).
+        repair: Option<String>,
+    },
+}
+
+impl AuditError {
+    /// Names `command` in a broken log's message as the way out; other
+    /// errors are returned unchanged.
+    pub fn with_repair_command(self, command: impl Into<String>) -> Self {
+        match self {
+            AuditError::Broken { path, broken, .. } => AuditError::Broken {
+                path,
+                broken,
+                repair: Some(command.into()),
+            },
+            other => other,
+        }
+    }
+}
+
+fn repair_advice(command: &Option<String>) -> String {
+    match command {
+        Some(command) => format!(
+            "; keep a copy, then run `{command}` (the broken tail is kept aside and the gap recorded)"
+        ),
+        None => String::new(),
+    }
 }
 
 struct Tail {
@@ -229,24 +347,29 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let (seq, head) = if path.exists() {
-            let lines: Vec<String> = BufReader::new(File::open(path).map_err(io)?)
-                .lines()
-                .collect::<Result<_, _>>()
+        let mut bytes = Vec::new();
+        if path.exists() {
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io)?;
-            let v = verify(&lines, None).map_err(|broken| AuditError::Broken {
-                path: path.to_path_buf(),
-                broken,
-            })?;
-            (v.entries, v.head)
-        } else {
-            (0, [0u8; 32])
-        };
-        let file = OpenOptions::new()
+        }
+        let v = verify_bytes(&bytes, None).map_err(|broken| AuditError::Broken {
+            path: path.to_path_buf(),
+            broken,
+            repair: None,
+        })?;
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        // A last entry that verifies but lost its newline (a write torn
+        // just before it): end its line, or the next entry would be glued
+        // to it and break the log.
+        if bytes.last().is_some_and(|&b| b != b'\n') {
+            file.write_all(b"\n").map_err(io)?;
+        }
+        let (seq, head) = (v.entries, v.head);
         Ok(AuditLog {
             path: path.to_path_buf(),
             tail: Mutex::new(Tail {
@@ -319,19 +442,11 @@ impl AuditLog {
         sync: bool,
     ) -> Result<(), AuditError> {
         let seq = tail.seq + 1;
-        let hash = entry_hash(seq, at, event, &fields, &tail.head);
-        let entry = Entry {
-            seq,
-            at,
-            event: event.to_string(),
-            fields,
-            prev: hex::encode(tail.head),
-            hash: hex::encode(hash),
-        };
-        let mut line = serde_json::to_string(&entry).map_err(|e| AuditError::Io {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
+        let (mut line, hash) =
+            entry_line(seq, at, event, fields, &tail.head).map_err(|e| AuditError::Io {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
         line.push('\n');
         let io = |e: std::io::Error| AuditError::Io {
             path: self.path.clone(),
@@ -482,6 +597,45 @@ mod tests {
             AuditLog::open(&path),
             Err(AuditError::Broken { .. })
         ));
+    }
+
+    #[test]
+    fn a_last_entry_without_its_newline_is_ended_before_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_log(dir.path());
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.trim_end()).unwrap();
+        AuditLog::open(&path)
+            .unwrap()
+            .append(200, "x", &[])
+            .unwrap();
+        assert_eq!(verify(lines(&path), None).unwrap().entries, 7);
+    }
+
+    #[test]
+    fn a_line_that_is_not_text_is_malformed_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = write_log(dir.path());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(b"\xff\xfe\n");
+        assert_eq!(
+            verify_bytes(&bytes, None),
+            Err(Broken::Malformed {
+                line: 7,
+                reason: "not UTF-8 text".into()
+            })
+        );
+        std::fs::write(&path, &bytes).unwrap();
+        let err = AuditLog::open(&path).err().unwrap();
+        assert!(matches!(err, AuditError::Broken { .. }), "{err}");
+        // The binary opening the log names its repair command.
+        let message = err
+            .with_repair_command("ringi audit repair --config c.toml")
+            .to_string();
+        assert!(
+            message.contains("line 7: not a log entry (not UTF-8 text); keep a copy, then run `ringi audit repair --config c.toml`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   an approval breaks;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
+//! - [`audit_repair`]: setting a broken log's tail aside and recording the
+//!   gap, so its node can start again;
 //! - [`encoding`]: the canonical encoding the hashes and signatures cover;
 //! - [`key_id`]: the checked key id both sides name keys by;
 //! - [`clock`]: the one wall clock both binaries read (the rules here never
@@ -24,6 +26,7 @@
 
 pub mod approver_key;
 pub mod audit;
+pub mod audit_repair;
 pub mod clock;
 pub mod encoding;
 pub mod evaluate;

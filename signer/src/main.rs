@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ringi_policy::audit::AuditError;
 use ringi_signer::config::{self, FileConfig, Overrides};
 use ringi_signer::server::{FrostSuite, TaprootSuite};
 use ringi_signer::token::Token;
@@ -60,6 +61,10 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Repair this node's broken audit log (while it is stopped): the broken
+    /// tail is moved to a new file next to it, never deleted, and the gap
+    /// recorded as an `audit_gap` entry. Needs no token (no PIN).
+    AuditRepair,
     /// Serve ringi.signer.v1 over gRPC.
     Serve {
         /// Address to listen on (plaintext: loopback only).
@@ -108,6 +113,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    // Before the token's configuration: the repair needs no PIN.
+    if let Command::AuditRepair = cli.command {
+        return audit_repair(cli.data_dir.as_deref(), cli.token_label.as_deref(), &file);
+    }
     let overrides = Overrides {
         module: cli.module.clone(),
         token_label: cli.token_label.clone(),
@@ -193,11 +202,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             // directory (and per token: `server::run`, once it is open).
             let _lock =
                 ringi_signer::instance_lock::InstanceLock::data_dir(&data_dir, "ringi-signer")?;
+            let repair_command = audit_repair_command(&data_dir);
             let settings = ringi_signer::server::ServeSettings {
                 listen,
                 policy,
                 ledger_path: data_dir.join("spending.sqlite3"),
-                audit_path: data_dir.join("audit.jsonl"),
+                audit_path: data_dir.join(ringi_signer::server::AUDIT_FILE),
                 daily_volume_file: cli
                     .daily_volume_file
                     .clone()
@@ -216,6 +226,65 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?
                 .block_on(ringi_signer::server::run(token_config, settings))
+                .map_err(|e| match e.downcast::<AuditError>() {
+                    // A broken audit log: name the command that repairs it.
+                    Ok(broken) => broken.with_repair_command(repair_command).into(),
+                    Err(e) => e,
+                })
+        }
+        Command::AuditRepair => {
+            audit_repair(cli.data_dir.as_deref(), cli.token_label.as_deref(), &file)
         }
     }
+}
+
+/// The data directory `serve` would use, without the token (an explicit
+/// one needs no token label either).
+fn data_dir(
+    data_dir: Option<&std::path::Path>,
+    token_label: Option<&str>,
+    file: &FileConfig,
+) -> anyhow::Result<PathBuf> {
+    let configured = data_dir.or(file.data_dir.as_deref());
+    let label = match configured {
+        Some(_) => "",
+        None => token_label
+            .or(file.pkcs11.token_label.as_deref())
+            .ok_or(config::ConfigError::NoTokenLabel)?,
+    };
+    Ok(config::data_dir(configured, label)?)
+}
+
+/// The command that repairs the audit log in `data_dir`, for the message
+/// refusing a broken log: the data directory named outright, so it works
+/// whatever configuration `serve` was started with.
+fn audit_repair_command(data_dir: &std::path::Path) -> String {
+    format!(
+        "ringi-signer audit-repair --data-dir {}",
+        data_dir.display()
+    )
+}
+
+/// `ringi-signer audit-repair`: refused while the node runs (it takes
+/// `serve`'s lock on the data directory first). It appends no checkpoint:
+/// that would need the token; the node's next start and checkpoint cover
+/// the gap entry.
+fn audit_repair(
+    data_dir_option: Option<&std::path::Path>,
+    token_label: Option<&str>,
+    file: &FileConfig,
+) -> anyhow::Result<()> {
+    let data_dir = data_dir(data_dir_option, token_label, file)?;
+    let path = data_dir.join(ringi_signer::server::AUDIT_FILE);
+    if !path.exists() {
+        anyhow::bail!(
+            "no audit log at {}: nothing to repair (is the data directory right?)",
+            path.display()
+        );
+    }
+    let _lock = ringi_signer::instance_lock::InstanceLock::data_dir(&data_dir, "ringi-signer")
+        .map_err(|e| anyhow::anyhow!("cannot repair the audit log while the node runs: {e}"))?;
+    let repair = ringi_policy::audit_repair::repair(&path, ringi_policy::clock::now())?;
+    println!("{}", repair.describe(&path));
+    Ok(())
 }

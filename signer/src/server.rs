@@ -95,6 +95,9 @@ pub struct TlsSettings {
     pub dkg_peers: Option<Vec<String>>,
 }
 
+/// File name of the audit log inside the node's data directory.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
 pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
     let ServeSettings {
         listen,
