@@ -46,9 +46,6 @@ pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId, takeover: bool) {
         tracing::debug!(request_id = %hex::encode(id), "a signing run for this request is in progress already");
         return;
     };
-    let Ok(_slot) = c.signing_slots.clone().acquire_owned().await else {
-        return; // the semaphore is never closed
-    };
     let result = sign_and_record(c, id, takeover).await;
     c.notify(id);
     if let Err(e) = result {
@@ -60,6 +57,11 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
     loop {
+        // A slot per attempt, given back while waiting to try again: a key
+        // whose signers are down does not hold up the others' requests.
+        let Ok(slot) = c.signing_slots.clone().acquire_owned().await else {
+            return Ok(()); // the semaphore is never closed
+        };
         // Claim (or renew the claim on) the request: APPROVED → SIGNING.
         let store = c.requests.clone();
         let owner = c.owner.clone();
@@ -133,6 +135,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                 let retryable = matches!(&e, Error::Signing(s) if s.is_retryable(signers));
                 let now = super::now();
                 if retryable && now + pause.as_secs() < record.request.expires_at {
+                    drop(slot);
                     tracing::warn!(request_id = %short, error = %e, retry_in_secs = pause.as_secs(), "signers unavailable; signing again later");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
