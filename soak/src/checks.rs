@@ -49,18 +49,10 @@ pub struct Evidence<'a> {
 }
 
 pub fn all(e: &Evidence<'_>) -> Vec<Check> {
-    let signed: Vec<([u8; 32], &RequestView)> = e
-        .api
-        .iter()
-        .filter_map(|(id, v)| match v {
-            Ok(v) if v.state == State::Signed => Some((*id, v)),
-            _ => None,
-        })
-        .collect();
     vec![
         terminal_and_signed(e),
         signatures_verify(e),
-        no_repeated_r(&signed),
+        no_repeated_r(e),
         approvals_kept(e),
         audit_chains(e),
         audit_agrees(e),
@@ -237,11 +229,28 @@ pub fn repeated_r(signatures: &[([u8; 32], &[u8])]) -> Vec<(String, Vec<[u8; 32]
 }
 
 /// (c) No two signatures share R: a repeated R means a nonce was used
-/// twice, which gives the key away.
-fn no_repeated_r(signed: &[([u8; 32], &RequestView)]) -> Check {
-    let signatures: Vec<([u8; 32], &[u8])> = signed
+/// twice, which gives the key away. Every signature counts: the API's and
+/// any other the coordinator's audit shows it produced.
+fn no_repeated_r(e: &Evidence<'_>) -> Check {
+    let mut signatures: BTreeSet<([u8; 32], Vec<u8>)> = e
+        .api
         .iter()
-        .filter_map(|(id, v)| v.signature.as_deref().map(|s| (*id, s)))
+        .filter_map(|(id, v)| Some((*id, v.as_ref().ok()?.signature.clone()?)))
+        .collect();
+    for (id, produced) in produced_signatures(e.coordinator_audit) {
+        let Ok(id) = ringi_cli::view::parse_request_id(&id) else {
+            continue;
+        };
+        signatures.extend(
+            produced
+                .iter()
+                .filter_map(|sig| hex::decode(sig).ok())
+                .map(|sig| (id, sig)),
+        );
+    }
+    let signatures: Vec<([u8; 32], &[u8])> = signatures
+        .iter()
+        .map(|(id, sig)| (*id, sig.as_slice()))
         .collect();
     let failures = repeated_r(&signatures)
         .into_iter()
@@ -253,7 +262,10 @@ fn no_repeated_r(signed: &[([u8; 32], &RequestView)]) -> Check {
     Check {
         label: "c",
         title: "no two signatures share R",
-        summary: format!("{} signatures compared", signatures.len()),
+        summary: format!(
+            "{} distinct signatures compared (the API's and the audit's)",
+            signatures.len()
+        ),
         failures,
     }
 }
@@ -332,26 +344,40 @@ pub fn produced_signatures(lines: &[String]) -> BTreeMap<String, Vec<String>> {
     produced
 }
 
-/// Where the audit and the API disagree about signed requests: each
-/// signed request (id, signature) needs exactly one `signature_produced`
-/// entry, with that signature.
+/// A request as the API shows it, for the audit comparison: its id, its
+/// state, and its signature once SIGNED.
+pub type Shown = ([u8; 32], State, Option<Vec<u8>>);
+
+/// Where the coordinator's audit and the API disagree: a SIGNED request
+/// needs exactly one `signature_produced` entry, with its signature; any
+/// other request none.
 pub fn audit_disagreements(
-    signed: &[([u8; 32], Vec<u8>)],
+    shown: &[Shown],
     produced: &BTreeMap<String, Vec<String>>,
 ) -> Vec<String> {
     let mut failures = Vec::new();
-    for (id, signature) in signed {
+    for (id, state, signature) in shown {
         let id = short(id);
+        let entries = produced.get(&id).map(Vec::as_slice).unwrap_or_default();
+        let Some(signature) = signature else {
+            if !entries.is_empty() {
+                failures.push(format!(
+                    "{id}: {} signature_produced in the audit, and the API says {state} (a signature exists that the API does not show)",
+                    entries.len()
+                ));
+            }
+            continue;
+        };
         let signature = hex::encode(signature);
-        match produced.get(&id).map(Vec::as_slice) {
-            None | Some([]) => failures.push(format!(
+        match entries {
+            [] => failures.push(format!(
                 "{id}: AUDIT GAP: SIGNED in the API, no signature_produced entry"
             )),
-            Some([one]) if *one == signature => {}
-            Some([_]) => failures.push(format!(
+            [one] if *one == signature => {}
+            [_] => failures.push(format!(
                 "{id}: the signature_produced entry has another signature than the API"
             )),
-            Some(many) => failures.push(format!(
+            many => failures.push(format!(
                 "{id}: {} signature_produced entries (signed more than once?){}",
                 many.len(),
                 if many.contains(&signature) {
@@ -366,12 +392,16 @@ pub fn audit_disagreements(
 }
 
 /// (e) The coordinator's audit agrees with the API: exactly one
-/// `signature_produced` per signed request, with its signature.
+/// `signature_produced` per signed request, with its signature, and none
+/// for any other.
 fn audit_agrees(e: &Evidence<'_>) -> Check {
-    let signed: Vec<([u8; 32], Vec<u8>)> = e
+    let shown: Vec<Shown> = e
         .api
         .iter()
-        .filter_map(|(id, v)| Some((*id, v.as_ref().ok()?.signature.clone()?)))
+        .filter_map(|(id, v)| {
+            let v = v.as_ref().ok()?;
+            Some((*id, v.state, v.signature.clone()))
+        })
         .collect();
     let produced = produced_signatures(e.coordinator_audit);
     let known: BTreeSet<String> = e
@@ -380,7 +410,7 @@ fn audit_agrees(e: &Evidence<'_>) -> Check {
         .filter_map(|r| r.id)
         .map(|id| short(&id))
         .collect();
-    let mut failures = audit_disagreements(&signed, &produced);
+    let mut failures = audit_disagreements(&shown, &produced);
     for id in produced.keys().filter(|id| !known.contains(*id)) {
         failures.push(format!(
             "{id}: signature_produced for a request the driver never made"
@@ -389,11 +419,11 @@ fn audit_agrees(e: &Evidence<'_>) -> Check {
     let gaps = failures.iter().filter(|f| f.contains("AUDIT GAP")).count();
     Check {
         label: "e",
-        title: "the coordinator's audit agrees with the API (one signature_produced each)",
+        title: "the coordinator's audit agrees with the API (one signature_produced per SIGNED request, none otherwise)",
         summary: format!(
             "{} signature_produced entries for {} signed requests; {gaps} audit gaps",
             produced.values().map(Vec::len).sum::<usize>(),
-            signed.len()
+            shown.iter().filter(|s| s.2.is_some()).count()
         ),
         failures,
     }
@@ -582,17 +612,22 @@ mod tests {
             ),
         ]);
         let produced = produced_signatures(&lines);
-        let signed = vec![(a, vec![1, 2]), (b, vec![3, 4]), (c, vec![5, 6])];
-        let failures = audit_disagreements(&signed, &produced);
+        let signed = |id, sig: &[u8]| (id, State::Signed, Some(sig.to_vec()));
+        let shown = vec![signed(a, &[1, 2]), signed(b, &[3, 4]), signed(c, &[5, 6])];
+        let failures = audit_disagreements(&shown, &produced);
         assert_eq!(failures.len(), 2, "{failures:?}");
         assert!(failures[0].starts_with(&format!("{}: AUDIT GAP", hex::encode(b))));
         assert!(failures[1].contains("2 signature_produced entries"));
         // All in order: no failure.
-        let signed = vec![(a, vec![1, 2])];
-        assert!(audit_disagreements(&signed, &produced).is_empty());
+        assert!(audit_disagreements(&[signed(a, &[1, 2])], &produced).is_empty());
         // Another signature in the audit than in the API.
-        let signed = vec![(a, vec![9, 9])];
-        assert!(audit_disagreements(&signed, &produced)[0].contains("another signature"));
+        assert!(
+            audit_disagreements(&[signed(a, &[9, 9])], &produced)[0].contains("another signature")
+        );
+        // A signature produced for a request the API shows FAILED.
+        let failed = audit_disagreements(&[(a, State::Failed, None)], &produced);
+        assert!(failed[0].contains("the API says FAILED"), "{failed:?}");
+        assert!(audit_disagreements(&[(b, State::Failed, None)], &produced).is_empty());
     }
 
     #[test]
