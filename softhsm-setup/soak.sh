@@ -13,6 +13,8 @@
 # Usage: softhsm-setup/soak.sh N CONCURRENCY [KILLS]     (KILLS: default 2)
 #   RINGI_SOAK_RELEASE=1          release build (the big run; debug figures mean little)
 #   RINGI_SOAK_REQUEST_TIMEOUT=S  submission to terminal state, at most (default 60 s)
+#   RINGI_SOAK_KILL=NAMES         the processes to kill, comma-separated (default
+#                                 signer-1,coordinator; e.g. only signer-1 to tell faults apart)
 #   RINGI_SOAK_KEEP=1             keep the work directory even when every check passed
 #                                 (it is always kept when one failed)
 set -euo pipefail
@@ -138,7 +140,7 @@ echo "soak: stack up in $work ($profile build, $SECONDS s since the start)" >&2
 set +e
 "$bin/ringi-soak" --key-id soak --requests "$n" --concurrency "$concurrency" --kills "$kills" \
   --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem" \
-  --work "$work" --process signer-1,signer-2,signer-3,coordinator --kill signer-1,coordinator \
+  --work "$work" --process signer-1,signer-2,signer-3,coordinator --kill "${RINGI_SOAK_KILL:-signer-1,coordinator}" \
   --request-timeout-secs "${RINGI_SOAK_REQUEST_TIMEOUT:-60}" \
   --coordinator-audit "$work/coordinator/audit.jsonl" \
   --signer-audit "signer-1=$work/signer-1/data/audit.jsonl" \

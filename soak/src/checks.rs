@@ -56,6 +56,7 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         approvals_kept(e),
         audit_chains(e),
         audit_agrees(e),
+        decisions_audited(e),
         shares_released_once(e),
         faults_done(e),
     ]
@@ -100,8 +101,19 @@ fn terminal_and_signed(e: &Evidence<'_>) -> Check {
             } else {
                 " (stuck)"
             };
+            // A retried Decide is the likeliest cause of a request stuck
+            // APPROVED: name it.
+            let retried: Vec<&str> = r
+                .approvals
+                .iter()
+                .flat_map(|a| a.retried_after.iter().map(String::as_str))
+                .collect();
+            let hint = match retried.as_slice() {
+                [] => String::new(),
+                some => format!(" [approval sent again after: {}]", some.join("; ")),
+            };
             failures.push(format!(
-                "{}: {}{stuck} {}",
+                "{}: {}{stuck} {}{hint}",
                 short(&id),
                 api.state,
                 api.state_reason
@@ -429,6 +441,61 @@ fn audit_agrees(e: &Evidence<'_>) -> Check {
     }
 }
 
+/// Per (request id, approver key, department), the `decision_recorded`
+/// entries of a coordinator's audit log.
+pub fn recorded_decisions(lines: &[String]) -> BTreeMap<(String, String, String), usize> {
+    let mut recorded = BTreeMap::new();
+    for entry in entries(lines).filter(|e| e.event == "decision_recorded") {
+        let field = |name: &str| entry.fields.get(name).cloned().unwrap_or_default();
+        *recorded
+            .entry((
+                field("request_id"),
+                field("approver_key"),
+                field("department"),
+            ))
+            .or_default() += 1;
+    }
+    recorded
+}
+
+/// (e) Every decision the API shows has its one `decision_recorded` entry
+/// in the coordinator's audit.
+fn decisions_audited(e: &Evidence<'_>) -> Check {
+    let recorded = recorded_decisions(e.coordinator_audit);
+    let mut failures = Vec::new();
+    let mut shown = 0;
+    for view in e.api.values().filter_map(|v| v.as_ref().ok()) {
+        for approval in &view.approvals {
+            shown += 1;
+            let key = (
+                short(&view.id),
+                approval.approver.to_text(),
+                approval.statement.department.clone(),
+            );
+            match recorded.get(&key).copied().unwrap_or(0) {
+                1 => {}
+                0 => failures.push(format!(
+                    "{}: AUDIT GAP: the {} decision is in the API, no decision_recorded entry",
+                    key.0, key.2
+                )),
+                n => failures.push(format!(
+                    "{}: {n} decision_recorded entries for the one {} decision",
+                    key.0, key.2
+                )),
+            }
+        }
+    }
+    Check {
+        label: "e",
+        title: "the coordinator's audit records every decision the API shows (one decision_recorded each)",
+        summary: format!(
+            "{} decision_recorded entries for {shown} decisions",
+            recorded.values().sum::<usize>()
+        ),
+        failures,
+    }
+}
+
 /// `(request id, input)` pairs with more than one `share_released` entry in
 /// a signer's audit log, and how many. (`share_resent`, the same stored
 /// share sent again, is not a release.)
@@ -628,6 +695,36 @@ mod tests {
         let failed = audit_disagreements(&[(a, State::Failed, None)], &produced);
         assert!(failed[0].contains("the API says FAILED"), "{failed:?}");
         assert!(audit_disagreements(&[(b, State::Failed, None)], &produced).is_empty());
+    }
+
+    #[test]
+    fn decisions_are_counted_per_request_approver_and_department() {
+        let decision = |id: &'static str, key: &'static str, dept: &'static str| {
+            (
+                "decision_recorded",
+                vec![
+                    ("request_id", id),
+                    ("approver_key", key),
+                    ("department", dept),
+                ],
+            )
+        };
+        let events = [
+            decision("aa", "p256:01", "treasury"),
+            decision("aa", "p256:02", "compliance"),
+            decision("bb", "p256:01", "treasury"),
+            decision("bb", "p256:01", "treasury"),
+        ];
+        let events: Vec<(&str, &[(&str, &str)])> =
+            events.iter().map(|(e, f)| (*e, f.as_slice())).collect();
+        let recorded = recorded_decisions(&log(&events));
+        let count = |id: &str, key: &str, dept: &str| {
+            recorded.get(&(id.into(), key.into(), dept.into())).copied()
+        };
+        assert_eq!(count("aa", "p256:01", "treasury"), Some(1));
+        assert_eq!(count("aa", "p256:02", "compliance"), Some(1));
+        assert_eq!(count("bb", "p256:01", "treasury"), Some(2));
+        assert_eq!(count("bb", "p256:02", "compliance"), None);
     }
 
     #[test]

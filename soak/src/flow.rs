@@ -49,7 +49,8 @@ pub struct Sent {
     pub approval: Approval,
     /// `Ok` once an attempt was answered OK; otherwise the last error.
     pub answer: Result<(), String>,
-    pub attempts: u32,
+    /// The transport failures after which it was sent again.
+    pub retried_after: Vec<String>,
 }
 
 /// How a request ended, as the driver saw it.
@@ -74,8 +75,9 @@ pub struct Record {
     pub outcome: Outcome,
     /// From the first submission attempt to the terminal state seen.
     pub latency: Duration,
-    /// Calls made again after a transport failure, in all.
-    pub retries: u32,
+    /// Every transport failure after which a call was made again (or a
+    /// watch begun again), as "step: code: message".
+    pub retried_after: Vec<String>,
 }
 
 impl Record {
@@ -106,8 +108,13 @@ fn jittered(backoff: Duration) -> Duration {
 }
 
 /// Makes `call` until it is answered with something other than a transport
-/// failure, or `deadline` passes; counts the retries in `retries`.
-async fn retrying<T, F, Fut>(deadline: Instant, retries: &mut u32, mut call: F) -> Result<T, Status>
+/// failure, or `deadline` passes; notes each failure retried in `retried`.
+async fn retrying<T, F, Fut>(
+    deadline: Instant,
+    retried: &mut Vec<String>,
+    step: &str,
+    mut call: F,
+) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Status>>,
@@ -121,7 +128,7 @@ where
         };
         match result {
             Err(s) if transient(&s) && Instant::now() + backoff < deadline => {
-                *retries += 1;
+                retried.push(format!("{step}: {}", status_text(&s)));
                 tokio::time::sleep(jittered(backoff)).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -151,7 +158,7 @@ pub async fn run(ctx: Arc<Ctx>, index: usize) -> Record {
         approvals: Vec::new(),
         outcome: Outcome::NotSubmitted(String::new()),
         latency: Duration::ZERO,
-        retries: 0,
+        retried_after: Vec::new(),
     };
     record.outcome = drive(&ctx, &mut record, deadline).await;
     record.latency = started.elapsed();
@@ -169,7 +176,7 @@ async fn drive(ctx: &Ctx, record: &mut Record, deadline: Instant) -> Outcome {
         idempotency_key: format!("{}-{}", ctx.run_tag, record.index),
         ..Default::default()
     };
-    let answer = retrying(deadline, &mut record.retries, || {
+    let answer = retrying(deadline, &mut record.retried_after, "submit", || {
         let (mut c, submit) = (client(ctx), submit.clone());
         async move { c.submit_signing_request(submit).await }
     })
@@ -196,7 +203,7 @@ async fn drive(ctx: &Ctx, record: &mut Record, deadline: Instant) -> Outcome {
             .map(|approval| Sent {
                 approval,
                 answer: Err("not sent".into()),
-                attempts: 0,
+                retried_after: Vec::new(),
             })
             .collect(),
         Err(e) => return Outcome::Error(e),
@@ -208,13 +215,13 @@ async fn drive(ctx: &Ctx, record: &mut Record, deadline: Instant) -> Outcome {
             .map(|sent| decide(ctx, &sent.approval, deadline)),
     )
     .await;
-    for (sent, (answer, attempts)) in record.approvals.iter_mut().zip(answers) {
+    for (sent, (answer, retried)) in record.approvals.iter_mut().zip(answers) {
         sent.answer = answer;
-        sent.attempts = attempts;
-        record.retries += attempts.saturating_sub(1);
+        record.retried_after.extend(retried.iter().cloned());
+        sent.retried_after = retried;
     }
 
-    wait_terminal(ctx, &view.id_hex(), deadline, &mut record.retries).await
+    wait_terminal(ctx, &view.id_hex(), deadline, &mut record.retried_after).await
 }
 
 /// `approver`'s approval of the request `view` shows, valid for what the
@@ -242,30 +249,41 @@ fn approve(approver: &Approver, view: &RequestView) -> Result<Approval, String> 
     })
 }
 
-/// Sends `approval` until an answer; returns it and the attempts made.
-async fn decide(ctx: &Ctx, approval: &Approval, deadline: Instant) -> (Result<(), String>, u32) {
+/// Sends `approval` until an answer; returns it and the transport
+/// failures it was sent again after.
+async fn decide(
+    ctx: &Ctx,
+    approval: &Approval,
+    deadline: Instant,
+) -> (Result<(), String>, Vec<String>) {
     let wire = pb::DecideRequest {
         approval: Some(ringi_proto::bundle::approval_to_pb(approval)),
     };
-    let mut retries = 0;
-    let answer = retrying(deadline, &mut retries, || {
+    let step = format!("decide {}", approval.statement.department);
+    let mut retried = Vec::new();
+    let answer = retrying(deadline, &mut retried, &step, || {
         let (mut c, wire) = (client(ctx), wire.clone());
         async move { c.decide(wire).await }
     })
     .await;
-    (answer.map(|_| ()).map_err(|s| status_text(&s)), retries + 1)
+    (answer.map(|_| ()).map_err(|s| status_text(&s)), retried)
 }
 
 /// Watches the request until a terminal state, watching again after every
 /// broken stream.
-async fn wait_terminal(ctx: &Ctx, id: &str, deadline: Instant, retries: &mut u32) -> Outcome {
+async fn wait_terminal(
+    ctx: &Ctx,
+    id: &str,
+    deadline: Instant,
+    retried: &mut Vec<String>,
+) -> Outcome {
     let mut last = None;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let watch = pb::WatchSigningRequestRequest {
             request_id: id.to_string(),
         };
-        let stream = retrying(deadline, retries, || {
+        let stream = retrying(deadline, retried, "watch", || {
             let (mut c, watch) = (client(ctx), watch.clone());
             async move { c.watch_signing_request(watch).await }
         })
@@ -295,15 +313,20 @@ async fn wait_terminal(ctx: &Ctx, id: &str, deadline: Instant, retries: &mut u32
                 }
                 // The stream ended or broke before a terminal state (the
                 // coordinator went away): watch again.
-                Ok(Ok(None)) => break,
-                Ok(Err(s)) if transient(&s) => break,
+                Ok(Ok(None)) => {
+                    retried.push("watch: the stream ended before a terminal state".into());
+                    break;
+                }
+                Ok(Err(s)) if transient(&s) => {
+                    retried.push(format!("watch: {}", status_text(&s)));
+                    break;
+                }
                 Ok(Err(s)) => return Outcome::Error(format!("watch: {}", status_text(&s))),
             }
         }
         if Instant::now() + backoff >= deadline {
             return Outcome::TimedOut(last);
         }
-        *retries += 1;
         tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -315,10 +338,10 @@ pub async fn fetch(ctx: &Ctx, id: &[u8; 32]) -> Result<RequestView, String> {
     let get = pb::GetSigningRequestRequest {
         request_id: hex::encode(id),
     };
-    let mut retries = 0;
     let answer = retrying(
         Instant::now() + Duration::from_secs(60),
-        &mut retries,
+        &mut Vec::new(),
+        "get",
         || {
             let (mut c, get) = (client(ctx), get.clone());
             async move { c.get_signing_request(get).await }
@@ -340,10 +363,10 @@ pub async fn listing(ctx: &Ctx) -> Result<std::collections::BTreeMap<[u8; 32], S
             page_token: page_token.clone(),
             ..Default::default()
         };
-        let mut retries = 0;
         let page = retrying(
             Instant::now() + Duration::from_secs(60),
-            &mut retries,
+            &mut Vec::new(),
+            "list",
             || {
                 let (mut c, list) = (client(ctx), list.clone());
                 async move { c.list_signing_requests(list).await }
