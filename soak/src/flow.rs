@@ -22,7 +22,9 @@ use tonic::{Code, Status};
 
 /// The longest one call may take before it counts as a transport failure
 /// (a coordinator killed mid-call may leave a connection that never answers).
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The channel (`ringi_net::tls::connect_lazy`) gives up after 10 s too, as
+/// a wallet's client would: a call cut off there is made again.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
