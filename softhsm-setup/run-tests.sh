@@ -3,7 +3,8 @@
 # packages if missing, grpcio for the Python example client (from PyPI, into
 # a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
-# integration, plus formatting and lint checks, then the Docker end-to-end
+# integration, plus formatting and lint checks, and a small run of the load
+# and fault suite (softhsm-setup/soak.sh), then the Docker end-to-end
 # test (softhsm-setup/docker/test-e2e.sh: the compose stack on the real
 # engine; skipped, saying so, only when no engine answers).
 set -euo pipefail
@@ -39,12 +40,19 @@ status=${PIPESTATUS[0]}
 cargo test -p ringi-fuzz 2>&1 | tee -a "$log"
 fuzz_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$fuzz_status
+# The load and fault suite, small (docs/reliability.md): 60 requests, 16 in
+# flight, signer-1 and the coordinator each killed -9 once and restarted;
+# each of its checks counts as a test.
+"$here/soak.sh" 60 16 1 2>&1 | tee -a "$log"
+soak_status=${PIPESTATUS[0]}
+[ "$status" = 0 ] && status=$soak_status
 # The Python example's unit tests (its PSBT builder; no cluster needed).
 (cd examples/python && "$RINGI_PYTHON" -m unittest discover -v -p 'test_*.py') 2>&1 | tee -a "$log"
 py_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$py_status
 set -e
 awk '/^test result:/ { passed += $4; failed += $6 }
+     /^soak: [0-9]+ checks: / { passed += $4; failed += $6 }
      /^Ran [0-9]+ tests? in/ { py_ran = $2 }
      /^FAILED \(/ { n = split($0, parts, /[=,)]/)
                     for (i = 2; i <= n; i += 2) if (parts[i - 1] ~ /(failures|errors)$/) py_failed += parts[i] }
