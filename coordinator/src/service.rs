@@ -338,6 +338,19 @@ pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::Signin
     }
 }
 
+/// Runs a command that writes to completion even if the caller goes away.
+/// A handler's future is dropped when its client disconnects or times out;
+/// a command dropped between its commit and what must follow it (the audit
+/// entry, the signing a quorum starts) would leave that undone while the
+/// store says it happened. Spawned, it finishes whatever the client does.
+async fn detached<T: Send + 'static>(
+    command: impl std::future::Future<Output = crate::error::Result<T>> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::spawn(command)
+        .await
+        .map_err(|e| Error::Internal(format!("request task ended abnormally: {e}")))?
+}
+
 #[tonic::async_trait]
 impl pb::request_service_server::RequestService for RequestService {
     async fn submit_signing_request(
@@ -358,22 +371,20 @@ impl pb::request_service_server::RequestService for RequestService {
             }
             r.requester = name;
         }
-        let record = requests::submit(
-            &self.0,
-            requests::Submission {
-                key_id: key_id(&r.key_id)?,
-                message: r.message,
-                asset: r.asset,
-                amount: r.amount,
-                destination: r.destination,
-                memo: r.memo,
-                requester: r.requester,
-                signers: r.signers,
-                idempotency_key: r.idempotency_key,
-                psbt: (!r.psbt.is_empty()).then_some(r.psbt),
-            },
-        )
-        .await?;
+        let c = self.0.clone();
+        let submission = requests::Submission {
+            key_id: key_id(&r.key_id)?,
+            message: r.message,
+            asset: r.asset,
+            amount: r.amount,
+            destination: r.destination,
+            memo: r.memo,
+            requester: r.requester,
+            signers: r.signers,
+            idempotency_key: r.idempotency_key,
+            psbt: (!r.psbt.is_empty()).then_some(r.psbt),
+        };
+        let record = detached(async move { requests::submit(&c, submission).await }).await?;
         Ok(Response::new(view_of(&self.0, &record).await))
     }
 
@@ -525,7 +536,10 @@ impl pb::request_service_server::RequestService for RequestService {
                 reason: "is missing".into(),
             })?;
         let result = match ringi_proto::bundle::approval_from_pb(&approval) {
-            Ok(decoded) => requests::decide(&self.0, decoded).await,
+            Ok(decoded) => {
+                let c = self.0.clone();
+                detached(async move { requests::decide(&c, decoded).await }).await
+            }
             Err(e) => Err(Error::from(e)),
         };
         match result {
@@ -546,7 +560,8 @@ impl pb::request_service_server::RequestService for RequestService {
             .map(|c| c.name.clone())
             .unwrap_or_else(|| "an operator on loopback".to_string());
         let id = parse_request_id(&request.into_inner().request_id)?;
-        let record = requests::retry(&self.0, id, &by).await?;
+        let c = self.0.clone();
+        let record = detached(async move { requests::retry(&c, id, &by).await }).await?;
         Ok(Response::new(view_of(&self.0, &record).await))
     }
 }
