@@ -193,6 +193,21 @@ pub(crate) mod tests {
         }
     }
 
+    /// The ids of requests made before nonces, pinned as computed before
+    /// nonces existed: stored requests and the approvals naming them must
+    /// keep their ids.
+    #[test]
+    fn a_request_without_a_nonce_keeps_its_v1_id() {
+        assert_eq!(
+            hex::encode(sample().id()),
+            "37d514fff867d8f2a95f062811d99149ad9aefd19b90e2e10d134b5b25b1ac0c"
+        );
+        assert_eq!(
+            hex::encode(psbt_sample().id()),
+            "e6b9109cbbed596cdfa8f0615392cb81418306fc9f27c6986ff01ee7c7b63619"
+        );
+    }
+
     fn psbt_sample() -> SigningRequest {
         let mut r = sample();
         r.message.clear();
