@@ -101,9 +101,10 @@ pub struct Admitted {
 /// only where the policy allows it); no destination is refused by the
 /// key's allowlist; the routing names exactly `threshold` of the key's
 /// signers. Returns the request to record (created at `now`, expiring after
-/// the key's `request_ttl_secs`, with `nonce`, fresh) with what the store
-/// needs to record it (the idempotency key, the content hash, the amount
-/// the caps count, the caps). A retry is admitted with another nonce, and
+/// the key's `request_ttl_secs`, with `nonce`, which [`submit`] draws fresh
+/// for every submission with [`fresh_nonce`]) with what the store needs to
+/// record it (the idempotency key, the content hash, the amount the caps
+/// count, the caps). A retry is admitted with another nonce, and
 /// so another id: the store returns the request first recorded under the
 /// idempotency key instead, before it looks at the id.
 pub fn admit(
