@@ -181,6 +181,8 @@ fn approved_bundle(
         created_at: now,
         expires_at: now + rules.request_ttl_secs,
         policy_hash: policy.hash(),
+        // As the coordinator draws it at submission.
+        nonce: ringi::requests::submit::fresh_nonce().to_vec(),
     };
     let mut approvals = Vec::new();
     for a in approvers {

@@ -167,6 +167,9 @@ struct RequestJson {
     created_at: u64,
     expires_at: u64,
     policy_sha256: String,
+    /// Hex of the request's nonce (empty for a request made before
+    /// nonces): with the fields above, what its id is computed over.
+    nonce: String,
     content_digest: String,
     decisions: Vec<DecisionJson>,
     still_needed: Vec<NeededJson>,
@@ -298,6 +301,7 @@ fn request_json(v: &RequestView, key: &KeyView, checked: &Checked) -> RequestJso
         created_at: r.created_at,
         expires_at: r.expires_at,
         policy_sha256: hex::encode(r.policy_hash),
+        nonce: hex::encode(&r.nonce),
         content_digest: hex::encode(r.content_digest()),
         decisions: v
             .decisions

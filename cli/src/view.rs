@@ -716,6 +716,7 @@ mod tests {
             created_at: NOW,
             expires_at: NOW + 600,
             policy_hash: [7; 32],
+            nonce: vec![3; ringi_policy::request::NONCE_LEN],
         }
     }
 
@@ -840,6 +841,8 @@ mod tests {
             |r| r.amount = "340282366920938463463374607431768211456".into(),
             |r| r.key_id = "no spaces".into(),
             |r| r.policy_hash = vec![0; 31],
+            |r| r.nonce = vec![0; 15],
+            |r| r.nonce = vec![0; 17],
         ] {
             assert!(matches!(
                 refused(|v| edit(v.request.as_mut().unwrap())),
@@ -854,6 +857,17 @@ mod tests {
         // commits to.
         assert!(matches!(
             refused(|v| v.request.as_mut().unwrap().destination = "bc1qmallory".into()),
+            ViewError::IdMismatch { .. }
+        ));
+        // The id commits to the nonce: the same content under another nonce
+        // (a twin submission), or with its nonce dropped (a v1 id), is
+        // another request.
+        assert!(matches!(
+            refused(|v| v.request.as_mut().unwrap().nonce[0] ^= 1),
+            ViewError::IdMismatch { .. }
+        ));
+        assert!(matches!(
+            refused(|v| v.request.as_mut().unwrap().nonce.clear()),
             ViewError::IdMismatch { .. }
         ));
     }

@@ -142,6 +142,7 @@ fn request(destination: &str) -> SigningRequest {
         created_at: now,
         expires_at: now + 600,
         policy_hash: [7; 32],
+        nonce: vec![3; ringi_policy::request::NONCE_LEN],
     }
 }
 

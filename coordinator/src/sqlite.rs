@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::limits::{Limits, Usage, check};
-use ringi_policy::request::{Metadata, SigningRequest};
+use ringi_policy::request::{Metadata, NONCE_LEN, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
@@ -176,6 +176,14 @@ impl SqliteStore {
                 ALTER TABLE requests ADD COLUMN signed_psbt BLOB;
                 ALTER TABLE requests ADD COLUMN signed_tx BLOB;
                 PRAGMA user_version = 5;",
+            )?;
+        }
+        if version < 6 {
+            // Request nonces: every request made before them has none (an
+            // empty one), and keeps its v1 id.
+            tx.execute_batch(
+                "ALTER TABLE requests ADD COLUMN nonce BLOB NOT NULL DEFAULT x'';
+                PRAGMA user_version = 6;",
             )?;
         }
         if version < 7 {
@@ -683,8 +691,8 @@ fn insert_request_row(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Resul
     tx.execute(
         "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
                                created_at, expires_at, policy_hash, signers, state, state_reason,
-                               psbt, counted_amount)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15)",
+                               psbt, counted_amount, nonce)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16)",
         params![
             &id[..],
             request.key_id.as_str(),
@@ -701,6 +709,7 @@ fn insert_request_row(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Resul
             State::PendingApproval.as_str(),
             request.psbt,
             new.counted_amount.to_string(),
+            request.nonce,
         ],
     )?;
     insert_history(tx, &id, "", State::PendingApproval, "submitted", now)?;
@@ -822,7 +831,8 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
     let row = conn
         .query_row(
             "SELECT key_id, message, asset, amount, destination, memo, requester, created_at, expires_at,
-                    policy_hash, signers, state, state_reason, signature, psbt, signed_psbt, signed_tx
+                    policy_hash, signers, state, state_reason, signature, psbt, signed_psbt, signed_tx,
+                    nonce
              FROM requests WHERE request_id = ?1",
             [&id[..]],
             |r| {
@@ -832,6 +842,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
                     (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, Vec<u8>>(9)?),
                     (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?, r.get::<_, Option<Vec<u8>>>(13)?),
                     (r.get::<_, Option<Vec<u8>>>(14)?, r.get::<_, Option<Vec<u8>>>(15)?, r.get::<_, Option<Vec<u8>>>(16)?),
+                    r.get::<_, Vec<u8>>(17)?,
                 ))
             },
         )
@@ -842,6 +853,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         (created_at, expires_at, policy_hash),
         (signers, state, state_reason, signature),
         (psbt, signed_psbt, signed_tx),
+        nonce,
     )) = row
     else {
         return Ok(None);
@@ -860,7 +872,11 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         created_at: created_at as u64,
         expires_at: expires_at as u64,
         policy_hash: policy_hash.try_into().map_err(|_| corrupt("policy hash"))?,
+        nonce,
     };
+    if !matches!(request.nonce.len(), 0 | NONCE_LEN) {
+        return Err(corrupt("request nonce"));
+    }
     let approvals = conn
         .prepare(
             "SELECT approver_key, department, decision, reason, issued_at, expires_at, content_digest, signature
@@ -1033,7 +1049,9 @@ mod tests {
     fn requests_from_schema_4_count_their_declared_amounts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v4.sqlite3");
-        let r = contract::request();
+        let mut r = contract::request();
+        // Made before nonces.
+        r.nonce.clear();
         let pending = r.id();
         let mut signed_request = r.clone();
         signed_request.message = vec![2; 32];
@@ -1090,6 +1108,14 @@ mod tests {
         let rec = store.request(&pending).unwrap();
         assert_eq!(rec.request, r);
         assert_eq!(rec.request.psbt, None);
+        // Without a nonce, the id it was stored (and approved) under.
+        assert!(rec.request.nonce.is_empty());
+        assert_eq!(rec.request.id(), pending);
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
         let rec = store.request(&signed).unwrap();
         assert_eq!(rec.state, State::Signed);
         assert_eq!(rec.signature, Some(vec![5; 65]));
@@ -1153,6 +1179,31 @@ mod tests {
         assert_eq!(rec.request, r);
         assert_eq!(rec.state, State::Approved);
         assert_eq!(rec.approvals, vec![a]);
+    }
+
+    /// A request's nonce is stored with it and read back; a stored nonce
+    /// of another length is a corrupt record, never a request read.
+    #[test]
+    fn a_request_keeps_its_nonce() {
+        let (_dir, store) = store();
+        let r = contract::request();
+        assert_eq!(r.nonce.len(), NONCE_LEN);
+        let id = store
+            .insert_request(&contract::new_request(r.clone(), "k"), None, 100)
+            .unwrap()
+            .id();
+        assert_eq!(store.request(&id).unwrap().request.nonce, r.nonce);
+        store
+            .lock()
+            .execute(
+                "UPDATE requests SET nonce = x'0102' WHERE request_id = ?1",
+                [&id[..]],
+            )
+            .unwrap();
+        match store.request(&id) {
+            Err(Error::Corrupt(m)) => assert!(m.contains("nonce"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -177,6 +177,7 @@ pub(crate) mod contract {
             created_at: 100,
             expires_at: 200,
             policy_hash: [9; 32],
+            nonce: vec![5; ringi_policy::request::NONCE_LEN],
         }
     }
 
@@ -304,8 +305,12 @@ pub(crate) mod contract {
         let Inserted::Created(id) = store.insert_request(&first, None, 100).unwrap() else {
             panic!("not created")
         };
+        // A retry: admitted later, with a nonce of its own (so another id),
+        // it still finds the first request.
         let mut later = first.clone();
         later.request.created_at += 5;
+        later.request.nonce = vec![6; ringi_policy::request::NONCE_LEN];
+        assert_ne!(later.request.id(), id);
         assert_eq!(
             store.insert_request(&later, None, 105).unwrap(),
             Inserted::Existing(id)
@@ -320,7 +325,19 @@ pub(crate) mod contract {
             store.insert_request(&later, None, 105).unwrap(),
             Inserted::Created(_)
         ));
-        // The same request under a new idempotency key.
+        // The same content under a new idempotency key, with its own nonce,
+        // is another request.
+        let mut other = first.clone();
+        other.idempotency_key = "k3".into();
+        other.request.nonce = vec![7; ringi_policy::request::NONCE_LEN];
+        match store.insert_request(&other, None, 100).unwrap() {
+            Inserted::Created(other_id) => {
+                assert_ne!(other_id, id);
+                assert_eq!(store.request(&other_id).unwrap().request, other.request);
+            }
+            existing => panic!("{existing:?}"),
+        }
+        // The same request (its very nonce) under a new idempotency key.
         let mut again = first.clone();
         again.idempotency_key = "k2".into();
         assert!(matches!(

@@ -471,6 +471,31 @@ async fn the_bypass_test() {
         err.message()
     );
 
+    // The same content under another nonce is another request (a twin
+    // submitted in the same second): the signer recomputes the id with the
+    // nonce, and the approvals of one do not authorize the other.
+    let mut twin = good.clone();
+    twin.request.as_mut().unwrap().nonce[0] ^= 1;
+    let err = sign_on_1(&cluster, &package, Some(twin)).await;
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("for another request"),
+        "{}",
+        err.message()
+    );
+    // A nonce of another length than 16 bytes does not decode.
+    let mut short = good.clone();
+    short.request.as_mut().unwrap().nonce.pop();
+    let err = sign_on_1(&cluster, &package, Some(short)).await;
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains(
+            "nonce must be 16 bytes (or empty, for a request made before nonces), got 15"
+        ),
+        "{}",
+        err.message()
+    );
+
     // Approvals replayed from another request.
     let (_, other_bundle) = cluster.bundle("hot-1", b"another request", &approved);
     let mut replayed = good.clone();

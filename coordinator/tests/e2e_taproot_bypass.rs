@@ -42,6 +42,7 @@ fn psbt_bundle(cluster: &Cluster, psbt: Vec<u8>) -> ApprovalBundle {
         created_at: now,
         expires_at: now + 600,
         policy_hash: policy.hash(),
+        nonce: vec![0x42; ringi_policy::request::NONCE_LEN],
     };
     let approvals = APPROVED
         .iter()

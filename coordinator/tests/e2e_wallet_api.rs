@@ -1,5 +1,6 @@
 //! The wallet-service API over real processes: idempotent submission under
-//! concurrent retries, and the watch stream.
+//! concurrent retries, identical submissions under two idempotency keys,
+//! and the watch stream.
 
 mod support;
 
@@ -127,6 +128,101 @@ async fn fifty_concurrent_retries_make_one_request_and_one_signature() {
         .filter(|t| t.to_state == "SIGNED")
         .count();
     assert_eq!(signed_transitions, 1);
+}
+
+/// Two identical submissions (same content, same requester) within one
+/// second, under two idempotency keys, are two requests with two ids (their
+/// nonces differ). Each is approved with the real CLI, which recomputes its
+/// id from the fields it is shown, nonce included, and signed by the real
+/// signers, which recompute it from the bundle: so the nonce reaches both.
+/// Resending either idempotency key returns its own request.
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_submissions_in_one_second_are_two_requests() {
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen("hot-1", 2, &["signer-1", "signer-2", "signer-3"]);
+    let mut c = client(&cluster).await;
+    // Two submissions take milliseconds; should they straddle a second
+    // boundary, try again with fresh keys, so the pair shares its second.
+    let mut pair = None;
+    for attempt in 0..5 {
+        let (key_a, key_b) = (format!("twin-a-{attempt}"), format!("twin-b-{attempt}"));
+        let a = c
+            .submit_signing_request(submission(b"twin payout", &key_a))
+            .await
+            .unwrap()
+            .into_inner();
+        let b = c
+            .submit_signing_request(submission(b"twin payout", &key_b))
+            .await
+            .expect("an identical submission under another key is another request")
+            .into_inner();
+        if a.request.as_ref().unwrap().created_at == b.request.as_ref().unwrap().created_at {
+            pair = Some(((key_a, a), (key_b, b)));
+            break;
+        }
+    }
+    let ((key_a, a), (key_b, b)) = pair.expect("two submissions within one second");
+    assert_ne!(a.request_id, b.request_id);
+    let (wa, wb) = (a.request.as_ref().unwrap(), b.request.as_ref().unwrap());
+    assert_eq!(wa.nonce.len(), 16);
+    assert_eq!(wb.nonce.len(), 16);
+    assert_ne!(wa.nonce, wb.nonce);
+    // One content, what approvals name; each view's request hashes to its id.
+    assert_eq!(a.content_digest, b.content_digest);
+    for view in [&a, &b] {
+        let request = ringi_proto::bundle::request_from_pb(view.request.as_ref().unwrap()).unwrap();
+        assert_eq!(hex::encode(request.id()), view.request_id);
+    }
+    // The CLI shows the nonce the id is computed over.
+    let shown: serde_json::Value = serde_json::from_str(&cluster.ringi_ok(&[
+        "requests",
+        "show",
+        &a.request_id,
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(shown["nonce"], hex::encode(&wa.nonce));
+
+    for view in [&a, &b] {
+        for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+            let out = cluster.approve(&view.request_id, who, dept);
+            assert!(
+                out.status.success(),
+                "approve: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let mut signatures = Vec::new();
+    for view in [&a, &b] {
+        let out = cluster.wait(&view.request_id);
+        assert!(
+            out.status.success(),
+            "wait {}: {}",
+            view.request_id,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+        assert!(independent_verify(&group_key, b"twin payout", &signature));
+        signatures.push(signature);
+    }
+
+    // Each idempotency key still names its own request, SIGNED once.
+    for (key, view, signature) in [(&key_a, &a, &signatures[0]), (&key_b, &b, &signatures[1])] {
+        let again = c
+            .submit_signing_request(submission(b"twin payout", key))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.request_id, view.request_id);
+        assert_eq!(
+            again.request.as_ref().unwrap().nonce,
+            view.request.as_ref().unwrap().nonce
+        );
+        assert_eq!(again.state, "SIGNED");
+        assert_eq!(&again.signature, signature);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -163,6 +163,7 @@ pub fn request(amount: u128, destination: &str) -> pb::SigningRequest {
         expires_at: 1_800_003_600,
         policy_hash: vec![0; 32],
         psbt: vec![],
+        nonce: vec![0x5a; ringi_policy::request::NONCE_LEN],
     }
 }
 
@@ -257,14 +258,30 @@ pub fn seeds() -> Vec<Vec<u8>> {
         (0, 60, 1000, allowed, alice),
         (1, 60, 1000, allowed, alice),
     ];
-    cases
+    let approvals = |decisions: Decisions| {
+        decisions
+            .iter()
+            .map(|(who, department, decision)| approval(*who, department, decision))
+            .collect::<Vec<_>>()
+    };
+    let mut seeds: Vec<Vec<u8>> = cases
         .iter()
         .map(|(flags, after, amount, destination, decisions)| {
-            let approvals = decisions
-                .iter()
-                .map(|(who, department, decision)| approval(*who, department, decision))
-                .collect();
-            input(*flags, *after, request(*amount, destination), approvals)
+            input(
+                *flags,
+                *after,
+                request(*amount, destination),
+                approvals(decisions),
+            )
         })
-        .collect()
+        .collect();
+    // A request made before nonces (its v1 id), and a nonce of another
+    // length than 16 bytes (refused at decoding).
+    let mut legacy = request(1000, allowed);
+    legacy.nonce.clear();
+    seeds.push(input(3, 60, legacy, approvals(both)));
+    let mut short = request(1000, allowed);
+    short.nonce.pop();
+    seeds.push(input(3, 60, short, approvals(both)));
+    seeds
 }

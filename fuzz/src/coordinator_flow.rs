@@ -92,7 +92,9 @@ pub fn run(data: &[u8]) -> Reached {
         idempotency_key: submit.idempotency_key,
         psbt: (!submit.psbt.is_empty()).then_some(submit.psbt),
     };
-    let Ok(admitted) = admit(&POLICY, &key_record(), submission, SUBMITTED_AT) else {
+    // A fixed nonce (the coordinator draws one): inputs replay exactly.
+    let nonce = [0x5a; ringi_policy::request::NONCE_LEN];
+    let Ok(admitted) = admit(&POLICY, &key_record(), submission, SUBMITTED_AT, nonce) else {
         return Reached::SubmissionRefused;
     };
     let request = admitted.new.request;

@@ -164,6 +164,7 @@ pub fn request(created_at: u64) -> ringi_proto::approval::v1::SigningRequest {
         expires_at: created_at.saturating_add(600),
         policy_hash: vec![0; 32],
         psbt: vec![],
+        nonce: vec![0x5a; ringi_policy::request::NONCE_LEN],
     }
 }
 
@@ -233,5 +234,29 @@ pub fn seeds() -> Vec<Vec<u8>> {
         // An approval not bound to the request; decisions not derived.
         input(5, view(request(T), "PENDING_APPROVAL", 3600)),
         input(3, view(request(T), "PENDING_APPROVAL", 3600)),
+        // A request made before nonces (its v1 id), and a nonce of another
+        // length than 16 bytes.
+        input(
+            7,
+            view(
+                ringi_proto::approval::v1::SigningRequest {
+                    nonce: Vec::new(),
+                    ..request(T)
+                },
+                "PENDING_APPROVAL",
+                3600,
+            ),
+        ),
+        input(
+            7,
+            view(
+                ringi_proto::approval::v1::SigningRequest {
+                    nonce: vec![0x5a; 15],
+                    ..request(T)
+                },
+                "PENDING_APPROVAL",
+                3600,
+            ),
+        ),
     ]
 }

@@ -25,7 +25,7 @@ fn key_id(field: &str, text: &str) -> Result<KeyId, BundleError> {
 
 /// Decodes a request, refusing one whose fields do not fit together (a PSBT
 /// request that declares a message, asset, amount or destination; a request
-/// with neither a message nor a PSBT).
+/// with neither a message nor a PSBT; a nonce neither empty nor 16 bytes).
 pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleError> {
     let psbt = (!r.psbt.is_empty()).then(|| r.psbt.clone());
     // A PSBT request declares no amount; "" reads as none.
@@ -53,6 +53,7 @@ pub fn request_from_pb(r: &pb::SigningRequest) -> Result<SigningRequest, BundleE
         expires_at: r.expires_at,
         psbt,
         policy_hash: hash32("policy_hash", &r.policy_hash)?,
+        nonce: r.nonce.clone(),
     };
     request
         .check_shape()
@@ -77,6 +78,7 @@ pub fn request_to_pb(r: &SigningRequest) -> pb::SigningRequest {
         expires_at: r.expires_at,
         policy_hash: r.policy_hash.to_vec(),
         psbt: r.psbt.clone().unwrap_or_default(),
+        nonce: r.nonce.clone(),
     }
 }
 
@@ -163,6 +165,7 @@ mod tests {
             created_at: 1,
             expires_at: 2,
             policy_hash: [3; 32],
+            nonce: vec![4; ringi_policy::request::NONCE_LEN],
         }
     }
 
@@ -179,6 +182,41 @@ mod tests {
         let wire = request_to_pb(&psbt);
         assert_eq!(wire.amount, "");
         assert_eq!(request_from_pb(&wire), Ok(psbt));
+        // A request made before nonces keeps its empty nonce, and its id.
+        let legacy = SigningRequest {
+            nonce: Vec::new(),
+            ..request()
+        };
+        let decoded = request_from_pb(&request_to_pb(&legacy)).unwrap();
+        assert_eq!(decoded.id(), legacy.id());
+        assert_ne!(decoded.id(), request().id());
+    }
+
+    #[test]
+    fn a_nonce_of_another_length_is_refused() {
+        for len in [1, 15, 17, 32] {
+            let mut r = request_to_pb(&request());
+            r.nonce = vec![4; len];
+            assert_eq!(
+                request_from_pb(&r).unwrap_err().0,
+                format!(
+                    "nonce must be 16 bytes (or empty, for a request made before nonces), got {len}"
+                )
+            );
+        }
+        // In a bundle too (what a signer decodes).
+        let mut r = request_to_pb(&request());
+        r.nonce = vec![4; 15];
+        let bundle = pb::ApprovalBundle {
+            request: Some(r),
+            approvals: Vec::new(),
+        };
+        assert!(
+            bundle_from_pb(&bundle)
+                .unwrap_err()
+                .to_string()
+                .contains("nonce must be 16 bytes"),
+        );
     }
 
     #[test]

@@ -363,6 +363,7 @@ mod tests {
             created_at: 1000,
             expires_at: 1100,
             policy_hash: policy.hash(),
+            nonce: vec![1; ringi_policy::request::NONCE_LEN],
         };
         let statement = Statement::for_request(&request, "t", Decision::Approve, "", 1000, 1060);
         let sig: p256::ecdsa::Signature = sk.sign(&statement.signed_bytes(&key));
@@ -492,6 +493,7 @@ mod tests {
             created_at: 0,
             expires_at: 1,
             policy_hash: [0; 32],
+            nonce: Vec::new(),
         };
         let approved = Approved {
             subject: Subject::Declared {

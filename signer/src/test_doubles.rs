@@ -299,6 +299,8 @@ impl Approvers {
             created_at,
             expires_at,
             policy_hash: self.policy.hash(),
+            // As a coordinator draws it: the signer computes v2 ids.
+            nonce: vec![0x5a; ringi_policy::request::NONCE_LEN],
         }
     }
 

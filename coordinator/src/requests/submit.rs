@@ -12,10 +12,11 @@
 
 use std::sync::Arc;
 
+use rand::RngCore;
 use ringi_policy::evaluate::Violation;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
-use ringi_policy::request::{Metadata, SigningRequest};
+use ringi_policy::request::{Metadata, NONCE_LEN, SigningRequest};
 use ringi_policy::subject::{Subject, subject};
 
 use crate::approved::check_message;
@@ -48,7 +49,9 @@ pub struct Submission {
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
 /// What an idempotency key must always map to: every field the caller
-/// chose (times excluded, since a retry comes later).
+/// chose (times excluded, since a retry comes later; the nonce excluded,
+/// since the coordinator draws a new one for every submission, a retry's
+/// too).
 pub fn content_hash(s: &Submission, amount: u128) -> [u8; 32] {
     let mut c = match &s.psbt {
         // Raw requests keep the encoding they had before PSBTs, so a retry
@@ -71,6 +74,17 @@ pub fn content_hash(s: &Submission, amount: u128) -> [u8; 32] {
     ringi_policy::encoding::sha256(&c.finish())
 }
 
+/// A new request's nonce: [`NONCE_LEN`] bytes from the operating system's
+/// generator, so that two submissions of the same content in the same
+/// second (under two idempotency keys) have two ids. Unpredictable as well
+/// as unique: nobody can make a request whose id another submission will
+/// have.
+pub fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
 /// A submission that passed every check, ready to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admitted {
@@ -87,10 +101,19 @@ pub struct Admitted {
 /// only where the policy allows it); no destination is refused by the
 /// key's allowlist; the routing names exactly `threshold` of the key's
 /// signers. Returns the request to record (created at `now`, expiring after
-/// the key's `request_ttl_secs`) with what the store needs to record it
-/// (the idempotency key, the content hash, the amount the caps count, the
-/// caps).
-pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Result<Admitted> {
+/// the key's `request_ttl_secs`, with `nonce`, which [`submit`] draws fresh
+/// for every submission with [`fresh_nonce`]) with what the store needs to
+/// record it (the idempotency key, the content hash, the amount the caps
+/// count, the caps). A retry is admitted with another nonce, and
+/// so another id: the store returns the request first recorded under the
+/// idempotency key instead, before it looks at the id.
+pub fn admit(
+    policy: &Policy,
+    key: &KeyRecord,
+    s: Submission,
+    now: u64,
+    nonce: [u8; NONCE_LEN],
+) -> Result<Admitted> {
     if key.key_id != s.key_id {
         return Err(Error::InvalidInput {
             field: "key_id",
@@ -145,6 +168,7 @@ pub fn admit(policy: &Policy, key: &KeyRecord, s: Submission, now: u64) -> Resul
         created_at: now,
         expires_at: now.saturating_add(rules.request_ttl_secs),
         policy_hash: policy.hash(),
+        nonce: nonce.to_vec(),
     };
     check_message(&request)?;
     request.check_shape().map_err(Violation::Shape)?;
@@ -185,7 +209,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     let policy = c.policy()?.clone();
     let key = c.key(&s.key_id).await?;
     let now = super::now();
-    let Admitted { new, subject } = admit(&policy, key.record(), s, now)?;
+    let Admitted { new, subject } = admit(&policy, key.record(), s, now, fresh_nonce())?;
     let daily_volume =
         ringi_policy::volumes::daily_volume(c.daily_volume_file.as_deref(), &new.request.key_id)?;
     let store = c.requests.clone();
@@ -245,6 +269,8 @@ mod tests {
     use crate::store::contract;
     use tonic::Code;
 
+    const NONCE: [u8; NONCE_LEN] = [0x11; NONCE_LEN];
+
     fn submission() -> Submission {
         Submission {
             key_id: KeyId::parse("hot-1").unwrap(),
@@ -264,7 +290,9 @@ mod tests {
     fn a_good_submission_becomes_a_request_under_the_policy() {
         let f = fixture::fixture();
         let key = contract::key_record("hot-1");
-        let new = admit(&f.policy, &key, submission(), NOW).unwrap().new;
+        let new = admit(&f.policy, &key, submission(), NOW, NONCE)
+            .unwrap()
+            .new;
         let r = &new.request;
         assert_eq!(r.key_id, "hot-1");
         assert_eq!(r.metadata.amount, 1000);
@@ -274,9 +302,37 @@ mod tests {
         assert_eq!(new.content_hash, content_hash(&submission(), 1000));
         assert_eq!(new.counted_amount, 1000);
         // A retry later maps to the same content.
-        let later = admit(&f.policy, &key, submission(), NOW + 5).unwrap().new;
+        let later = admit(&f.policy, &key, submission(), NOW + 5, NONCE)
+            .unwrap()
+            .new;
         assert_eq!(later.content_hash, new.content_hash);
         assert_ne!(later.request.id(), r.id());
+    }
+
+    /// Two submissions of the same content in the same second differ by
+    /// their nonces: two ids of one content, and the idempotency key's
+    /// content hash does not see the nonce (a retry maps to the first
+    /// request). The nonces `submit` draws are fresh every time.
+    #[test]
+    fn the_same_submission_twice_in_a_second_is_two_ids() {
+        let f = fixture::fixture();
+        let key = contract::key_record("hot-1");
+        let (n1, n2) = (fresh_nonce(), fresh_nonce());
+        assert_ne!(n1, n2);
+        let a = admit(&f.policy, &key, submission(), NOW, n1).unwrap().new;
+        let b = admit(&f.policy, &key, submission(), NOW, n2).unwrap().new;
+        assert_eq!(
+            (&a.request.nonce[..], &b.request.nonce[..]),
+            (&n1[..], &n2[..])
+        );
+        assert_ne!(a.request.id(), b.request.id());
+        assert_eq!(a.request.content_digest(), b.request.content_digest());
+        assert_eq!(a.content_hash, b.content_hash);
+        let same_but_nonce = SigningRequest {
+            nonce: b.request.nonce.clone(),
+            ..a.request.clone()
+        };
+        assert_eq!(same_but_nonce, b.request);
     }
 
     #[test]
@@ -334,14 +390,14 @@ mod tests {
         for (change, code, needle) in cases {
             let mut s = submission();
             change(&mut s);
-            let e = admit(&f.policy, &key, s, NOW).unwrap_err();
+            let e = admit(&f.policy, &key, s, NOW, NONCE).unwrap_err();
             assert_eq!(e.code(), code, "{e}");
             assert!(e.to_string().contains(needle), "{e}");
         }
         let cold = contract::key_record("cold-1");
         let mut s = submission();
         s.key_id = cold.key_id.clone();
-        let e = admit(&f.policy, &cold, s, NOW).unwrap_err();
+        let e = admit(&f.policy, &cold, s, NOW, NONCE).unwrap_err();
         assert!(matches!(e, Error::NoRules(_)), "{e}");
         assert_eq!(e.code(), Code::FailedPrecondition);
     }
@@ -352,12 +408,12 @@ mod tests {
         let key = contract::key_record("hot-1");
         let mut s = submission();
         s.destination = "bc1qattacker".into();
-        let e = admit(&f.policy, &key, s, NOW).unwrap_err();
+        let e = admit(&f.policy, &key, s, NOW, NONCE).unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
         assert!(e.to_string().contains("not on the allowlist"), "{e}");
         let mut s = submission();
         s.destination = "bc1qexchange".into();
-        assert!(admit(&f.policy, &key, s, NOW).is_ok());
+        assert!(admit(&f.policy, &key, s, NOW, NONCE).is_ok());
     }
 
     fn psbt_submission(key_id: &str, psbt: Vec<u8>) -> Submission {
@@ -388,7 +444,14 @@ mod tests {
                 (taproot::script(2), 19_000),
             ],
         );
-        let admitted = admit(&f.policy, &key, psbt_submission("tr-1", psbt.clone()), NOW).unwrap();
+        let admitted = admit(
+            &f.policy,
+            &key,
+            psbt_submission("tr-1", psbt.clone()),
+            NOW,
+            NONCE,
+        )
+        .unwrap();
         assert_eq!(admitted.new.counted_amount, 49_000);
         assert_eq!(admitted.new.request.psbt.as_ref(), Some(&psbt));
         assert_eq!(admitted.new.request.metadata.amount, 0);
@@ -402,10 +465,10 @@ mod tests {
         // "0" is no declared amount either.
         let mut zero = psbt_submission("tr-1", psbt.clone());
         zero.amount = "0".into();
-        assert!(admit(&f.policy, &key, zero, NOW).is_ok());
+        assert!(admit(&f.policy, &key, zero, NOW, NONCE).is_ok());
         // Another PSBT is other content under the same idempotency key.
         let other = taproot::psbt(&key, &[60_000], &[(taproot::script(1), 59_000)]);
-        let again = admit(&f.policy, &key, psbt_submission("tr-1", other), NOW).unwrap();
+        let again = admit(&f.policy, &key, psbt_submission("tr-1", other), NOW, NONCE).unwrap();
         assert_ne!(again.new.content_hash, admitted.new.content_hash);
     }
 
@@ -490,13 +553,13 @@ mod tests {
         for (change, code, needle) in cases {
             let mut s = psbt_submission("tr-1", good());
             change(&mut s);
-            let e = admit(&f.policy, &key, s, NOW).unwrap_err();
+            let e = admit(&f.policy, &key, s, NOW, NONCE).unwrap_err();
             assert_eq!(e.code(), code, "{e}");
             assert!(e.to_string().contains(needle), "{e}");
         }
         // The unlisted address is named.
         let psbt = taproot::psbt(&key, &[60_000], &[(taproot::script(3), 59_000)]);
-        let e = admit(&f.policy, &key, psbt_submission("tr-1", psbt), NOW).unwrap_err();
+        let e = admit(&f.policy, &key, psbt_submission("tr-1", psbt), NOW, NONCE).unwrap_err();
         assert!(e.to_string().contains(&taproot::listed(3)), "{e}");
     }
 
@@ -507,11 +570,25 @@ mod tests {
         let f = fixture::fixture_with(&format!("{HOT}\n{no_network}"));
         let key = taproot::key("tr-1");
         let psbt = taproot::psbt(&key, &[60_000], &[(taproot::script(1), 59_000)]);
-        let e = admit(&f.policy, &key, psbt_submission("tr-1", psbt.clone()), NOW).unwrap_err();
+        let e = admit(
+            &f.policy,
+            &key,
+            psbt_submission("tr-1", psbt.clone()),
+            NOW,
+            NONCE,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e}");
         assert!(e.to_string().contains("sets no network"), "{e}");
         let frost = contract::key_record("hot-1");
-        let e = admit(&f.policy, &frost, psbt_submission("hot-1", psbt), NOW).unwrap_err();
+        let e = admit(
+            &f.policy,
+            &frost,
+            psbt_submission("hot-1", psbt),
+            NOW,
+            NONCE,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e}");
         assert!(e.to_string().contains("is a frost-secp256k1 key"), "{e}");
     }
@@ -527,13 +604,13 @@ mod tests {
             ..submission()
         };
         let f = fixture::fixture_with(&taproot::section(""));
-        let e = admit(&f.policy, &key, raw.clone(), NOW).unwrap_err();
+        let e = admit(&f.policy, &key, raw.clone(), NOW, NONCE).unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{e}");
         assert!(e.to_string().contains("would be signed blind"), "{e}");
         let f = fixture::fixture_with(&taproot::section(
             "blind_signing = { require = { security = 1 } }",
         ));
-        let admitted = admit(&f.policy, &key, raw, NOW).unwrap();
+        let admitted = admit(&f.policy, &key, raw, NOW, NONCE).unwrap();
         assert_eq!(admitted.subject, Subject::Blind);
         assert_eq!(admitted.new.counted_amount, 0);
     }

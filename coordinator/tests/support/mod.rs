@@ -700,6 +700,9 @@ impl Cluster {
             created_at: now,
             expires_at: now + 600,
             policy_hash: policy.hash(),
+            // Fixed, as a coordinator would draw one: the signers compute
+            // v2 ids.
+            nonce: vec![0x42; ringi_policy::request::NONCE_LEN],
         };
         let approvals = approvers
             .iter()
