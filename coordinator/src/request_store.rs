@@ -101,7 +101,7 @@ pub struct SigningClaim {
     pub owner: String,
     /// Until when (seconds); a claim past its lease may be taken over.
     pub lease_until: u64,
-    /// The round-2 plans earlier runs recorded, one per input at most.
+    /// The round-2 plans earlier runs recorded, by input, oldest first.
     pub plans: Vec<SigningPlan>,
 }
 
@@ -312,7 +312,8 @@ pub trait RequestStore: Send + Sync {
     /// [`Error::StateConflict`]: crate::error::Error::StateConflict
     fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim>;
 
-    /// Records `plan` (replacing the input's earlier plan) while the run's
+    /// Records `plan` (after the input's earlier ones: each may have
+    /// released shares, and a resumed run tries them all) while the run's
     /// claim (`fence`) still holds the SIGNING request; else
     /// [`Error::ClaimLost`] and nothing is written. Durable when it
     /// returns: round 2 may go out.

@@ -63,6 +63,16 @@ fn transient(code: tonic::Code) -> bool {
     )
 }
 
+/// Whether a signer's round-2 refusal says it released its one share for
+/// this input under another signing package (`signer/src/releases.rs`,
+/// `ReleaseError::AlreadyReleased`): it will sign no other package for it.
+pub fn released_another(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status
+            .message()
+            .contains("already released its signature share")
+}
+
 /// A key ready for signing: its record and its parsed public key package.
 pub struct LoadedKey<C: Suite> {
     pub record: KeyRecord,
@@ -356,18 +366,29 @@ pub async fn sign<C: Suite>(
             fault,
         });
     }
-    if let Some(plan) = plans.earlier(input) {
-        match resume(key, message, &bundle, &pool, plan, &mut failures).await {
+    // Signers known to hold a released share for this input (they answered
+    // a package with one, or said they released for another): a fresh
+    // package must do without them, or they would refuse its round 2.
+    let mut released: HashSet<String> = HashSet::new();
+    for plan in plans.earlier(input).iter().rev() {
+        match resume(
+            key,
+            message,
+            &bundle,
+            &pool,
+            plan,
+            &mut failures,
+            &mut released,
+        )
+        .await
+        {
             Ok(signed) => return Ok(signed),
             Err(Attempt::Fatal(e)) => return Err(e),
             // Its signers no longer have its nonces (restarted before they
-            // signed), or are down: a fresh signing, with every signer
-            // (those that did release for the plan refuse another package).
+            // signed), or are down: try an older plan, then a fresh signing
+            // with the signers that released nothing.
             Err(Attempt::Retry { .. }) => {
-                tracing::info!(
-                    input,
-                    "the recorded signing plan could not be completed; starting afresh"
-                );
+                tracing::info!(input, "a recorded signing plan could not be completed");
             }
         }
     }
@@ -375,7 +396,7 @@ pub async fn sign<C: Suite>(
     for _ in 0..ATTEMPTS {
         let candidates: Vec<Participant<C>> = pool
             .iter()
-            .filter(|p| !excluded.contains(&p.signer.name))
+            .filter(|p| !excluded.contains(&p.signer.name) && !released.contains(&p.signer.name))
             .cloned()
             .collect();
         match attempt(
@@ -386,6 +407,7 @@ pub async fn sign<C: Suite>(
             candidates,
             plans,
             &mut failures,
+            &mut released,
         )
         .await
         {
@@ -393,6 +415,14 @@ pub async fn sign<C: Suite>(
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Retry { failed }) => excluded.extend(failed),
         }
+    }
+    if !released.is_empty() {
+        let mut names: Vec<&str> = released.iter().map(String::as_str).collect();
+        names.sort();
+        failures.unattributed.push(format!(
+            "holding a share released for an earlier signing package of this input: {}",
+            names.join(", ")
+        ));
     }
     Err(SigningError::Signers {
         key: key.record.key_id.clone(),
@@ -419,6 +449,7 @@ async fn resume<C: Suite>(
     pool: &[Participant<C>],
     plan: &SigningPlan,
     failures: &mut SignerFailures,
+    released: &mut HashSet<String>,
 ) -> Result<Signed, Attempt> {
     let package = SigningPackage::<C>::deserialize(&plan.package).map_err(|e| {
         Attempt::Fatal(SigningError::Encoding(format!(
@@ -449,6 +480,7 @@ async fn resume<C: Suite>(
         bundle,
         chosen,
         failures,
+        released,
         Vec::new(),
     )
     .await
@@ -463,6 +495,7 @@ async fn attempt<C: Suite>(
     pool: Vec<Participant<C>>,
     plans: &PlanLog,
     failures: &mut SignerFailures,
+    released: &mut HashSet<String>,
 ) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
     let key_id = key.record.key_id.to_string();
@@ -526,12 +559,16 @@ async fn attempt<C: Suite>(
         bundle,
         chosen,
         failures,
+        released,
         failed,
     )
     .await
 }
 
-/// Round 2 of `package` with `chosen`, then aggregation.
+/// Round 2 of `package` with `chosen`, then aggregation. Every signer that
+/// answers with a share, or says it released one for another package, is
+/// added to `released`.
+#[allow(clippy::too_many_arguments)]
 async fn round2<C: Suite>(
     key: &LoadedKey<C>,
     package: &SigningPackage<C>,
@@ -539,6 +576,7 @@ async fn round2<C: Suite>(
     bundle: &apb::ApprovalBundle,
     chosen: Vec<Participant<C>>,
     failures: &mut SignerFailures,
+    released: &mut HashSet<String>,
     mut failed: Vec<String>,
 ) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
@@ -579,6 +617,15 @@ async fn round2<C: Suite>(
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
     for (p, result) in chosen.iter().zip(results) {
         let name = &p.signer.name;
+        match &result {
+            Ok(_) => {
+                released.insert(name.clone());
+            }
+            Err(status) if released_another(status) => {
+                released.insert(name.clone());
+            }
+            Err(_) => {}
+        }
         let decoded = match result {
             Ok(answer) => decode_signature_share::<C>(&answer)
                 .map_err(|reason| SignerFailure::bad_answer(name, reason)),
@@ -654,6 +701,25 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The signer's refusal of a second package is recognised as such
+    /// (the phrase is the signer's own error's), and nothing else is.
+    #[test]
+    fn a_release_for_another_package_is_recognised() {
+        let e = ringi_signer::releases::ReleaseError::AlreadyReleased {
+            request: "ab".into(),
+            input: 0,
+        };
+        assert!(released_another(&tonic::Status::failed_precondition(
+            e.to_string()
+        )));
+        assert!(!released_another(&tonic::Status::failed_precondition(
+            "no round-1 nonces for these commitments"
+        )));
+        assert!(!released_another(&tonic::Status::unavailable(
+            e.to_string()
+        )));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub fn boot_owner() -> String {
 /// Where a signing run records its round-2 plans, with the plans earlier
 /// runs of the request left.
 pub struct PlanLog {
-    earlier: BTreeMap<u32, SigningPlan>,
+    earlier: BTreeMap<u32, Vec<SigningPlan>>,
     sink: Option<Sink>,
 }
 
@@ -64,8 +64,12 @@ impl PlanLog {
     /// The plans of the run holding `claim` on request `id`, recorded in
     /// `store`.
     pub fn for_claim(store: Arc<dyn RequestStore>, id: RequestId, claim: &SigningClaim) -> Self {
+        let mut earlier: BTreeMap<u32, Vec<SigningPlan>> = BTreeMap::new();
+        for p in &claim.plans {
+            earlier.entry(p.input).or_default().push(p.clone());
+        }
         PlanLog {
-            earlier: claim.plans.iter().map(|p| (p.input, p.clone())).collect(),
+            earlier,
             sink: Some(Sink {
                 store,
                 id,
@@ -83,9 +87,9 @@ impl PlanLog {
         }
     }
 
-    /// The plan an earlier run recorded for `input`.
-    pub fn earlier(&self, input: u32) -> Option<&SigningPlan> {
-        self.earlier.get(&input)
+    /// The plans earlier runs recorded for `input`, oldest first.
+    pub fn earlier(&self, input: u32) -> &[SigningPlan] {
+        self.earlier.get(&input).map_or(&[], Vec::as_slice)
     }
 
     /// Records `plan`, durably, under the run's claim.

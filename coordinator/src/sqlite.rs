@@ -200,9 +200,10 @@ impl SqliteStore {
                 CREATE TABLE signing_plans (
                     request_id BLOB NOT NULL REFERENCES requests(request_id),
                     input      INTEGER NOT NULL,
+                    seq        INTEGER NOT NULL,
                     package    BLOB NOT NULL,
                     signers    TEXT NOT NULL,
-                    PRIMARY KEY (request_id, input)
+                    PRIMARY KEY (request_id, input, seq)
                 );
                 CREATE INDEX transitions_by_time ON transitions(at);
                 CREATE INDEX approvals_by_time ON approvals(received_at);
@@ -541,7 +542,7 @@ impl RequestStore for SqliteStore {
                 params![&id[..], fence as i64, claim.owner, lease_until as i64],
             )?;
             let mut stmt = tx.prepare(
-                "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input",
+                "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input, seq",
             )?;
             let plans = stmt
                 .query_map([&id[..]], |r| {
@@ -569,8 +570,8 @@ impl RequestStore for SqliteStore {
         self.write(|tx| {
             check_claim(tx, id, fence)?;
             tx.execute(
-                "INSERT INTO signing_plans (request_id, input, package, signers) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (request_id, input) DO UPDATE SET package = ?3, signers = ?4",
+                "INSERT INTO signing_plans (request_id, input, seq, package, signers)
+                 VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = ?1 AND input = ?2), ?3, ?4)",
                 params![&id[..], plan.input as i64, plan.package, plan.signers.join(",")],
             )?;
             Ok(())
