@@ -3,7 +3,8 @@
 # packages if missing, grpcio for the Python example client (from PyPI, into
 # a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
-# integration, plus formatting and lint checks, then the Docker end-to-end
+# integration, plus formatting and lint checks, and README.md's "Running by
+# hand" section run as written (softhsm-setup/by-hand.sh), then the Docker end-to-end
 # test (softhsm-setup/docker/test-e2e.sh: the compose stack on the real
 # engine; skipped, saying so, only when no engine answers).
 set -euo pipefail
@@ -43,6 +44,11 @@ fuzz_status=${PIPESTATUS[0]}
 (cd examples/python && "$RINGI_PYTHON" -m unittest discover -v -p 'test_*.py') 2>&1 | tee -a "$log"
 py_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$py_status
+# The README's "Running by hand" section, every sh fence run as written
+# against the binaries built above.
+"$here/by-hand.sh"
+by_hand_status=$?
+[ "$status" = 0 ] && status=$by_hand_status
 set -e
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^Ran [0-9]+ tests? in/ { py_ran = $2 }
