@@ -3,8 +3,9 @@
 # packages if missing, grpcio for the Python example client (from PyPI, into
 # a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
-# integration, plus formatting and lint checks, and a small run of the load
-# and fault suite (softhsm-setup/soak.sh), then the Docker end-to-end
+# integration, plus formatting and lint checks, a small run of the load
+# and fault suite (softhsm-setup/soak.sh), and README.md's "Running by
+# hand" section run as written (softhsm-setup/by-hand.sh), then the Docker end-to-end
 # test (softhsm-setup/docker/test-e2e.sh: the compose stack on the real
 # engine; skipped, saying so, only when no engine answers).
 set -euo pipefail
@@ -50,6 +51,11 @@ soak_status=${PIPESTATUS[0]}
 (cd examples/python && "$RINGI_PYTHON" -m unittest discover -v -p 'test_*.py') 2>&1 | tee -a "$log"
 py_status=${PIPESTATUS[0]}
 [ "$status" = 0 ] && status=$py_status
+# The README's "Running by hand" section, every sh fence run as written
+# against the binaries built above.
+"$here/by-hand.sh"
+by_hand_status=$?
+[ "$status" = 0 ] && status=$by_hand_status
 set -e
 awk '/^test result:/ { passed += $4; failed += $6 }
      /^soak: [0-9]+ checks: / { passed += $4; failed += $6 }

@@ -618,68 +618,460 @@ pub enum WaitOutput {
     Psbt,
 }
 
-/// `ringi requests wait`: waits for a terminal state; prints the signature
-/// (or the signed transaction or PSBT, checked against the request's PSBT
-/// and key) if SIGNED, fails with the reason otherwise. A timeout too long
-/// to represent waits without a deadline.
+/// `ringi requests wait`: follows the request until it reaches a terminal
+/// state, writing each state transition to stderr as it happens (its
+/// history first, then each new one from the WatchSigningRequest stream);
+/// prints the signature (or the signed transaction or PSBT, checked
+/// against the request's PSBT and key) if SIGNED, fails with the reason
+/// otherwise (FAILED_PRECONDITION), or with DEADLINE_EXCEEDED when
+/// `timeout` passes first. A timeout too long to represent waits without
+/// a deadline.
 pub async fn wait(
     channel: Channel,
     id: &str,
     timeout: std::time::Duration,
     output: WaitOutput,
 ) -> Result<(), CliError> {
-    let deadline = std::time::Instant::now().checked_add(timeout);
-    loop {
-        let view = fetch(channel.clone(), id).await?;
-        match view.state {
-            State::Signed => return print_signed(channel, view, output).await,
-            state if state.is_terminal() => {
-                return Err(CliError::Status {
-                    code: tonic::Code::FailedPrecondition,
-                    message: format!("request {id} is {state}: {}", printable(&view.state_reason)),
-                });
-            }
-            state if deadline.is_some_and(|d| std::time::Instant::now() >= d) => {
+    let text = wait_with(channel, id, timeout, output, &mut std::io::stderr()).await?;
+    println!("{text}");
+    Ok(())
+}
+
+/// [`wait`], writing the transitions to `progress` and returning what it
+/// prints on stdout.
+async fn wait_with(
+    channel: Channel,
+    id: &str,
+    timeout: std::time::Duration,
+    output: WaitOutput,
+    progress: &mut (dyn std::io::Write + Send),
+) -> Result<String, CliError> {
+    let deadline = tokio::time::Instant::now().checked_add(timeout);
+    let mut last = None;
+    let followed = follow(channel.clone(), id, progress, &mut last);
+    let view = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, followed).await {
+            Ok(view) => view?,
+            Err(_) => {
+                let now = match last {
+                    Some(state) => format!("is still {state}"),
+                    None => "could not be read".to_string(),
+                };
                 return Err(CliError::Status {
                     code: tonic::Code::DeadlineExceeded,
-                    message: format!(
-                        "request {id} is still {state} after {} s",
-                        timeout.as_secs()
-                    ),
+                    message: format!("request {id} {now} after {} s", timeout.as_secs()),
                 });
             }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-        }
+        },
+        None => followed.await?,
+    };
+    match view.state {
+        State::Signed => signed_text(channel, view, output).await,
+        state => Err(CliError::Status {
+            code: tonic::Code::FailedPrecondition,
+            message: format!("request {id} is {state}: {}", printable(&view.state_reason)),
+        }),
     }
 }
 
-async fn print_signed(
+/// Follows request `id` until it is in a terminal state and returns its
+/// checked view then; `last` is the last state read. Each transition is
+/// written to `progress` once, as it happens: the ones the request had
+/// already, then each the coordinator streams (it replays the history
+/// first, which is skipped here). A stream that ends before a terminal
+/// state (the coordinator shutting down) is opened again.
+async fn follow(
+    channel: Channel,
+    id: &str,
+    progress: &mut (dyn std::io::Write + Send),
+    last: &mut Option<State>,
+) -> Result<RequestView, CliError> {
+    let mut client = RequestServiceClient::new(channel.clone());
+    let mut shown = 0usize;
+    let mut watched = false;
+    loop {
+        let view = fetch(channel.clone(), id).await?;
+        *last = Some(view.state);
+        for t in view.transitions.iter().skip(shown) {
+            let from = t.from.map(State::as_str).unwrap_or_default();
+            write_transition(progress, from, t.to.as_str(), &t.reason);
+        }
+        shown = shown.max(view.transitions.len());
+        if view.state.is_terminal() {
+            return Ok(view);
+        }
+        if watched {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let mut events = client
+            .watch_signing_request(pb::WatchSigningRequestRequest {
+                request_id: id.to_string(),
+            })
+            .await?
+            .into_inner();
+        while let Some(event) = events.message().await? {
+            let Some(t) = event.transition else { continue };
+            if (event.seq as usize) <= shown {
+                continue;
+            }
+            shown = event.seq as usize;
+            write_transition(progress, &t.from_state, &t.to_state, &t.reason);
+            if let Some(state) = State::parse(&t.to_state) {
+                *last = Some(state);
+            }
+        }
+        // The stream ended: after the terminal transition, which the next
+        // fetch returns checked, or early (then watched again, after a
+        // pause that keeps a coordinator closing every stream at once from
+        // being hammered).
+        watched = true;
+    }
+}
+
+/// One transition, one line: `ringi: FROM -> TO (reason)`; every string
+/// came from the coordinator and is shown escaped.
+fn write_transition(out: &mut (dyn std::io::Write + Send), from: &str, to: &str, reason: &str) {
+    let p = printable;
+    let states = if from.is_empty() {
+        p(to).to_string()
+    } else {
+        format!("{} -> {}", p(from), p(to))
+    };
+    let line = if reason.is_empty() {
+        format!("ringi: {states}\n")
+    } else {
+        format!("ringi: {states} ({})\n", p(reason))
+    };
+    // Progress only: a closed stderr must not fail the wait.
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.flush();
+}
+
+/// What `wait` prints for a SIGNED request.
+async fn signed_text(
     channel: Channel,
     view: RequestView,
     output: WaitOutput,
-) -> Result<(), CliError> {
-    if output == WaitOutput::Signature {
+) -> Result<String, CliError> {
+    if output != WaitOutput::Signature {
+        if view.request.psbt.is_none() {
+            return Err(CliError::Usage(format!(
+                "request {} signs a raw message, not a PSBT: it has no transaction (use --output signature)",
+                view.id_hex()
+            )));
+        }
+        // The signed transaction must be the request's PSBT with
+        // signatures that verify under the key's output key.
+        let (_, key) = crate::keys::fetch(channel, view.request.key_id.as_str()).await?;
+        view::check_with_key(&view, &key)?;
+    }
+    Ok(match output {
         // `from_pb` checked it is there, of a signature's length.
-        println!("{}", hex::encode(view.signature.unwrap_or_default()));
-        return Ok(());
+        WaitOutput::Signature => hex::encode(view.signature.unwrap_or_default()),
+        WaitOutput::Tx => hex::encode(view.signed_transaction.unwrap_or_default()),
+        WaitOutput::Psbt => base64(&view.signed_psbt.unwrap_or_default()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! `wait` against an in-process fake coordinator whose Watch stream the
+    //! test drives event by event.
+
+    use std::sync::{Arc, Mutex};
+
+    use ringi_policy::key_id::KeyId;
+    use ringi_policy::request::{Metadata, SigningRequest};
+    use ringi_proto::coordinator::v1::request_service_server::{
+        RequestService, RequestServiceServer,
+    };
+    use tokio::sync::mpsc;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    type Events = mpsc::Receiver<Result<pb::SigningRequestEvent, Status>>;
+
+    struct Fake {
+        /// What GetSigningRequest answers.
+        view: Mutex<pb::SigningRequestView>,
+        /// What the first WatchSigningRequest streams.
+        events: Mutex<Option<Events>>,
     }
-    if view.request.psbt.is_none() {
-        return Err(CliError::Usage(format!(
-            "request {} signs a raw message, not a PSBT: it has no transaction (use --output signature)",
-            view.id_hex()
-        )));
+
+    #[derive(Clone)]
+    struct FakeService(Arc<Fake>);
+
+    #[tonic::async_trait]
+    impl RequestService for FakeService {
+        async fn submit_signing_request(
+            &self,
+            _: Request<pb::SubmitSigningRequestRequest>,
+        ) -> Result<Response<pb::SigningRequestView>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        type WatchSigningRequestStream =
+            tokio_stream::wrappers::ReceiverStream<Result<pb::SigningRequestEvent, Status>>;
+
+        async fn watch_signing_request(
+            &self,
+            _: Request<pb::WatchSigningRequestRequest>,
+        ) -> Result<Response<Self::WatchSigningRequestStream>, Status> {
+            let events = self.0.events.lock().unwrap().take();
+            let events = events.ok_or_else(|| Status::unavailable("watched once already"))?;
+            Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+                events,
+            )))
+        }
+
+        async fn get_signing_request(
+            &self,
+            _: Request<pb::GetSigningRequestRequest>,
+        ) -> Result<Response<pb::SigningRequestView>, Status> {
+            Ok(Response::new(self.0.view.lock().unwrap().clone()))
+        }
+
+        async fn list_signing_requests(
+            &self,
+            _: Request<pb::ListSigningRequestsRequest>,
+        ) -> Result<Response<pb::ListSigningRequestsResponse>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
+        async fn decide(
+            &self,
+            _: Request<pb::DecideRequest>,
+        ) -> Result<Response<pb::SigningRequestView>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
     }
-    // The signed transaction must be the request's PSBT with signatures
-    // that verify under the key's output key.
-    let (_, key) = crate::keys::fetch(channel, view.request.key_id.as_str()).await?;
-    view::check_with_key(&view, &key)?;
-    match output {
-        WaitOutput::Tx => println!(
-            "{}",
-            hex::encode(view.signed_transaction.unwrap_or_default())
-        ),
-        WaitOutput::Psbt => println!("{}", base64(&view.signed_psbt.unwrap_or_default())),
-        WaitOutput::Signature => {}
+
+    /// What `wait` wrote to stderr.
+    #[derive(Clone, Default)]
+    struct Progress(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Progress {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    Ok(())
+
+    impl Progress {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        /// Waits until `line` has been written.
+        async fn until(&self, line: &str) {
+            while !self.text().lines().any(|l| l == line) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn request() -> SigningRequest {
+        let now = ringi_policy::clock::now();
+        SigningRequest {
+            key_id: KeyId::parse("hot-1").unwrap(),
+            message: vec![0xab; 32],
+            metadata: Metadata {
+                asset: "BTC".into(),
+                amount: 1000,
+                destination: "bc1qexample".into(),
+                memo: String::new(),
+            },
+            psbt: None,
+            requester: "wallet-service".into(),
+            created_at: now,
+            expires_at: now + 600,
+            policy_hash: [7; 32],
+        }
+    }
+
+    fn transition(from: &str, to: &str, reason: &str) -> pb::Transition {
+        pb::Transition {
+            from_state: from.into(),
+            to_state: to.into(),
+            reason: reason.into(),
+            at: 0,
+        }
+    }
+
+    /// The request in `state` after `transitions`.
+    fn view(state: &str, transitions: &[pb::Transition]) -> pb::SigningRequestView {
+        let r = request();
+        pb::SigningRequestView {
+            request_id: hex::encode(r.id()),
+            request: Some(ringi_proto::bundle::request_to_pb(&r)),
+            state: state.into(),
+            content_digest: hex::encode(r.content_digest()),
+            transitions: transitions.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn event(seq: u32, t: &pb::Transition) -> Result<pb::SigningRequestEvent, Status> {
+        Ok(pb::SigningRequestEvent {
+            seq,
+            transition: Some(t.clone()),
+            request: None,
+        })
+    }
+
+    /// A fake coordinator showing `first`, a channel to its Watch stream,
+    /// and a client channel to it.
+    async fn start(
+        first: pb::SigningRequestView,
+    ) -> (
+        Arc<Fake>,
+        mpsc::Sender<Result<pb::SigningRequestEvent, Status>>,
+        Channel,
+    ) {
+        let (tx, rx) = mpsc::channel(16);
+        let fake = Arc::new(Fake {
+            view: Mutex::new(first),
+            events: Mutex::new(Some(rx)),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RequestServiceServer::new(FakeService(fake.clone())))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        (fake, tx, channel)
+    }
+
+    const SECOND: std::time::Duration = std::time::Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn wait_writes_each_transition_as_it_happens_and_prints_only_the_signature() {
+        let submitted = transition("", "PENDING_APPROVAL", "submitted");
+        let approved = transition("PENDING_APPROVAL", "APPROVED", "quorum met");
+        let signing = transition("APPROVED", "SIGNING", "signing round started");
+        let signed = transition("SIGNING", "SIGNED", "signed by signer-1, signer-2");
+        let (fake, events, channel) =
+            start(view("PENDING_APPROVAL", std::slice::from_ref(&submitted))).await;
+        let id = fake.view.lock().unwrap().request_id.clone();
+        let progress = Progress::default();
+        let mut writer = progress.clone();
+        let coordinator = async {
+            progress.until("ringi: PENDING_APPROVAL (submitted)").await;
+            // The coordinator replays the history first: not shown twice.
+            events.send(event(1, &submitted)).await.unwrap();
+            events.send(event(2, &approved)).await.unwrap();
+            // Shown while the request is still on its way, not at the end.
+            progress
+                .until("ringi: PENDING_APPROVAL -> APPROVED (quorum met)")
+                .await;
+            let mut v = view(
+                "SIGNED",
+                &[
+                    submitted.clone(),
+                    approved.clone(),
+                    signing.clone(),
+                    signed.clone(),
+                ],
+            );
+            v.signature = vec![5; 65];
+            *fake.view.lock().unwrap() = v;
+            events.send(event(3, &signing)).await.unwrap();
+            events.send(event(4, &signed)).await.unwrap();
+            drop(events);
+        };
+        let waited = wait_with(
+            channel,
+            &id,
+            10 * SECOND,
+            WaitOutput::Signature,
+            &mut writer,
+        );
+        let (printed, ()) =
+            tokio::time::timeout(10 * SECOND, async { tokio::join!(waited, coordinator) })
+                .await
+                .expect("wait ends once the stream reports SIGNED");
+        assert_eq!(printed.unwrap(), hex::encode([5u8; 65]));
+        assert_eq!(
+            progress.text(),
+            "ringi: PENDING_APPROVAL (submitted)\n\
+             ringi: PENDING_APPROVAL -> APPROVED (quorum met)\n\
+             ringi: APPROVED -> SIGNING (signing round started)\n\
+             ringi: SIGNING -> SIGNED (signed by signer-1, signer-2)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_fails_with_the_reason_of_a_veto() {
+        let submitted = transition("", "PENDING_APPROVAL", "submitted");
+        let vetoed = transition(
+            "PENDING_APPROVAL",
+            "REJECTED",
+            "rejected by erin (security): no",
+        );
+        let (fake, events, channel) =
+            start(view("PENDING_APPROVAL", std::slice::from_ref(&submitted))).await;
+        let id = fake.view.lock().unwrap().request_id.clone();
+        let progress = Progress::default();
+        let mut writer = progress.clone();
+        let coordinator = async {
+            progress.until("ringi: PENDING_APPROVAL (submitted)").await;
+            let mut v = view("REJECTED", &[submitted.clone(), vetoed.clone()]);
+            v.state_reason = vetoed.reason.clone();
+            *fake.view.lock().unwrap() = v;
+            events.send(event(2, &vetoed)).await.unwrap();
+            drop(events);
+        };
+        let waited = wait_with(
+            channel,
+            &id,
+            10 * SECOND,
+            WaitOutput::Signature,
+            &mut writer,
+        );
+        let (waited, ()) = tokio::join!(waited, coordinator);
+        let e = waited.unwrap_err();
+        assert!(
+            matches!(&e, CliError::Status { code: tonic::Code::FailedPrecondition, message }
+                if message.ends_with("is REJECTED: rejected by erin (security): no")),
+            "{e}"
+        );
+        assert_eq!(
+            progress.text(),
+            "ringi: PENDING_APPROVAL (submitted)\n\
+             ringi: PENDING_APPROVAL -> REJECTED (rejected by erin (security): no)\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn wait_gives_up_at_its_time_limit() {
+        let submitted = transition("", "PENDING_APPROVAL", "submitted");
+        let (fake, _events, channel) = start(view("PENDING_APPROVAL", &[submitted])).await;
+        let id = fake.view.lock().unwrap().request_id.clone();
+        let started = std::time::Instant::now();
+        let e = wait_with(
+            channel,
+            &id,
+            SECOND,
+            WaitOutput::Signature,
+            &mut Progress::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(started.elapsed() < 5 * SECOND);
+        assert!(
+            matches!(&e, CliError::Status { code: tonic::Code::DeadlineExceeded, message }
+                if message.ends_with("is still PENDING_APPROVAL after 1 s")),
+            "{e}"
+        );
+    }
 }
