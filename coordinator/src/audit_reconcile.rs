@@ -150,20 +150,31 @@ pub fn run(c: &Coordinator) -> Result<usize> {
         return Ok(0);
     };
     let io = |e: std::io::Error| crate::error::Error::Internal(format!("audit log: {e}"));
-    let file = std::fs::File::open(log.path()).map_err(io)?;
-    let entries: Vec<Entry> = std::io::BufReader::new(file)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    let since = entries
+    let entries = || -> Result<_> {
+        let file = std::fs::File::open(log.path()).map_err(io)?;
+        Ok(std::io::BufReader::new(file)
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| serde_json::from_str::<Entry>(&l).ok()))
+    };
+    // Streamed twice, never held whole: the trail of a long-running
+    // coordinator is large, and a restart must not need memory for all of it.
+    let since = entries()?
         .last()
         .map_or(0, |e| e.at.saturating_sub(MARGIN_SECS));
-    let audited: HashSet<AuditKey> = entries.iter().filter_map(key_of).collect();
     let mut wanted = Vec::new();
     for id in c.requests.changed_since(since)? {
         wanted.extend(expected(&c.requests.request(&id)?));
     }
+    let recent: HashSet<&str> = wanted.iter().map(|e| e.request_id.as_str()).collect();
+    let audited: HashSet<AuditKey> = entries()?
+        .filter(|e| {
+            e.fields
+                .get("request_id")
+                .is_some_and(|id| recent.contains(id.as_str()))
+        })
+        .filter_map(|e| key_of(&e))
+        .collect();
     let mut lacking = missing(wanted, &audited);
     lacking.sort_by_key(|e| e.store_at);
     for e in &lacking {

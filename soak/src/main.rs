@@ -180,7 +180,14 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     }
 
     let started = Instant::now();
-    let records = run_requests(&ctx, args.requests, args.concurrency, &finished_tx).await;
+    let records = run_requests(
+        &ctx,
+        args.requests,
+        args.concurrency,
+        &finished_tx,
+        &processes,
+    )
+    .await;
     let elapsed = started.elapsed();
     drop(finished_tx);
     let mut fault_log = Vec::new();
@@ -287,6 +294,7 @@ async fn run_requests(
     n: usize,
     concurrency: usize,
     finished: &tokio::sync::watch::Sender<usize>,
+    processes: &[Process],
 ) -> Vec<Record> {
     let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut running = tokio::task::JoinSet::new();
@@ -306,7 +314,13 @@ async fn run_requests(
         }
         finished.send_replace(records.len());
         if records.len() % step == 0 {
-            eprintln!("soak: {}/{n} requests finished", records.len());
+            // The resident set now, per process: flat memory over a long
+            // run shows as these staying put from one tenth to the next.
+            eprintln!(
+                "soak: {}/{n} requests finished; RSS now: {}",
+                records.len(),
+                rss::now_mib(processes)
+            );
         }
     }
     records.sort_by_key(|r| r.index);

@@ -30,6 +30,37 @@ pub fn vm_hwm_kib(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// `VmRSS` in KiB from the text of `/proc/PID/status`.
+pub fn vm_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Every live process's resident set now, e.g. `signer-1 25.0 MiB, ...`.
+pub fn now_mib(processes: &[Process]) -> String {
+    processes
+        .iter()
+        .map(|p| {
+            let kib = p
+                .pid()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+                .as_deref()
+                .and_then(vm_rss_kib);
+            match kib {
+                Some(k) => format!("{} {:.1} MiB", p.name, k as f64 / 1024.0),
+                None => format!("{} down", p.name),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One sample of every process into `peaks`.
 pub fn sample(processes: &[Process], peaks: &Peaks) {
     let mut peaks = peaks.lock().unwrap_or_else(|e| e.into_inner());
@@ -66,6 +97,7 @@ mod tests {
         let status =
             "Name:\tringi\nVmPeak:\t  900000 kB\nVmHWM:\t   51234 kB\nVmRSS:\t   40000 kB\n";
         assert_eq!(vm_hwm_kib(status), Some(51234));
+        assert_eq!(vm_rss_kib(status), Some(40000));
         // A zombie's status has no memory lines.
         assert_eq!(vm_hwm_kib("Name:\tringi\nState:\tZ (zombie)\n"), None);
         let own = std::fs::read_to_string("/proc/self/status").unwrap();
