@@ -811,6 +811,13 @@ mod tests {
             Err(Status::unimplemented("fake"))
         }
 
+        async fn retry_signing_request(
+            &self,
+            _: Request<pb::RetrySigningRequestRequest>,
+        ) -> Result<Response<pb::SigningRequestView>, Status> {
+            Err(Status::unimplemented("fake"))
+        }
+
         type WatchSigningRequestStream =
             tokio_stream::wrappers::ReceiverStream<Result<pb::SigningRequestEvent, Status>>;
 
@@ -890,6 +897,7 @@ mod tests {
             created_at: now,
             expires_at: now + 600,
             policy_hash: [7; 32],
+            nonce: vec![5; 16],
         }
     }
 
