@@ -5,7 +5,7 @@
 //! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
 //! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
-//! signing_concurrency = 16          # signing runs at once; the rest wait, APPROVED
+//! signing_concurrency = 12          # signing runs at once (default 4 per signer); the rest wait
 //!
 //! [tls]                             # optional: mutual TLS on every hop
 //! cert = "coordinator.pem"
@@ -46,9 +46,9 @@ pub struct Config {
     /// Under TLS: the client identities allowed in, and what each may do.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-    /// How many signing runs may talk to the signers at once (default 16;
-    /// more only queue at the signers' tokens). Approved requests beyond it
-    /// wait their turn in the store.
+    /// How many signing runs may talk to the signers at once (default: 4
+    /// per registered signer; more only queue at the signers' tokens).
+    /// Approved requests beyond it wait their turn, APPROVED, in the store.
     pub signing_concurrency: Option<usize>,
 }
 

@@ -17,6 +17,10 @@ use ringi_policy::policy::Policy;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
 
 /// How often overdue requests are expired.
+/// Signing runs at once per registered signer, unless `signing_concurrency`
+/// says otherwise.
+const SIGNING_SLOTS_PER_SIGNER: usize = 4;
+
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// File name of the audit log inside the data directory.
@@ -71,9 +75,13 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
     let mut coordinator = Coordinator::with_store(registry, store, policy);
     coordinator.daily_volume_file = config.daily_volume_file.clone();
-    if let Some(n) = config.signing_concurrency {
-        coordinator.set_signing_concurrency(n);
-    }
+    // Sized to the signers unless configured: a few rounds in flight per
+    // signer keep each busy without queueing at its token.
+    coordinator.set_signing_concurrency(
+        config
+            .signing_concurrency
+            .unwrap_or(SIGNING_SLOTS_PER_SIGNER * coordinator.registry.len().max(1)),
+    );
     if with_audit {
         let path = config.data_dir()?.join(AUDIT_FILE);
         coordinator.audit = Some(Arc::new(ringi_policy::audit::AuditLog::open(&path)?));

@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -286,6 +286,72 @@ pub fn verify_bytes(bytes: &[u8], expected_key: Option<&ApproverKey>) -> Result<
     Ok(verified)
 }
 
+/// [`verify_bytes`] over a reader, a line at a time: what a node opening
+/// its log uses, so a long log is never held in memory whole. Also says
+/// whether the last line ended with a newline.
+pub fn verify_reader<R: BufRead>(
+    reader: R,
+    expected_key: Option<&ApproverKey>,
+) -> std::io::Result<(Result<Verified, Broken>, bool)> {
+    struct Lines<R> {
+        reader: R,
+        line_no: usize,
+        not_text: Option<usize>,
+        error: Option<std::io::Error>,
+        ended: bool,
+    }
+    impl<R: BufRead> Iterator for Lines<R> {
+        type Item = String;
+        fn next(&mut self) -> Option<String> {
+            let mut buf = Vec::new();
+            match self.reader.read_until(b'\n', &mut buf) {
+                Ok(0) => None,
+                Ok(_) => {
+                    self.line_no += 1;
+                    self.ended = buf.last() == Some(&b'\n');
+                    if self.ended {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    match String::from_utf8(buf) {
+                        Ok(text) => Some(text),
+                        Err(_) => {
+                            self.not_text = Some(self.line_no);
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.error = Some(e);
+                    None
+                }
+            }
+        }
+    }
+    let mut lines = Lines {
+        reader,
+        line_no: 0,
+        not_text: None,
+        error: None,
+        ended: true,
+    };
+    let verified = verify(&mut lines, expected_key);
+    if let Some(e) = lines.error {
+        return Err(e);
+    }
+    let verified = match (verified, lines.not_text) {
+        (Err(broken), _) => Err(broken),
+        (Ok(_), Some(line)) => Err(Broken::Malformed {
+            line,
+            reason: "not UTF-8 text".into(),
+        }),
+        (Ok(v), None) => Ok(v),
+    };
+    Ok((verified, lines.ended))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("audit log {path}: {reason}")]
@@ -347,13 +413,12 @@ impl AuditLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut bytes = Vec::new();
-        if path.exists() {
-            File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io)?;
-        }
-        let v = verify_bytes(&bytes, None).map_err(|broken| AuditError::Broken {
+        let (verified, ended) = if path.exists() {
+            verify_reader(BufReader::new(File::open(path).map_err(io)?), None).map_err(io)?
+        } else {
+            (verify_bytes(&[], None), true)
+        };
+        let v = verified.map_err(|broken| AuditError::Broken {
             path: path.to_path_buf(),
             broken,
             repair: None,
@@ -366,7 +431,7 @@ impl AuditLog {
         // A last entry that verifies but lost its newline (a write torn
         // just before it): end its line, or the next entry would be glued
         // to it and break the log.
-        if bytes.last().is_some_and(|&b| b != b'\n') {
+        if !ended {
             file.write_all(b"\n").map_err(io)?;
         }
         let (seq, head) = (v.entries, v.head);
