@@ -294,6 +294,7 @@ impl ApproverKeyArgs {
 }
 
 fn main() -> ExitCode {
+    ringi_net::memory::limit_allocator_arenas();
     let args = Args::parse();
     let log_default = if matches!(args.command, Command::Serve { .. }) {
         "info"

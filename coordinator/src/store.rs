@@ -89,10 +89,22 @@ pub trait KeyStore: Send + Sync {
     }
 }
 
-/// Runs a synchronous store call on a blocking thread.
+/// Store calls on blocking threads at once. The embedded engine has one
+/// connection, so more would only wait for it; unbounded, a burst of 64
+/// requests in flight kept ~64 blocking threads alive, each with its own
+/// allocator arena, and the coordinator's memory grew under load.
+const STORE_THREADS: usize = 4;
+static STORE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(STORE_THREADS);
+
+/// Runs a synchronous store call on a blocking thread (at most
+/// [`STORE_THREADS`] at once; the others wait without a thread).
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
+    let _slot = STORE_SLOTS
+        .acquire()
+        .await
+        .map_err(|e| Error::Internal(format!("store slots closed: {e}")))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Internal(format!("store task failed: {e}")))?

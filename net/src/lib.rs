@@ -8,13 +8,15 @@
 //! - [`serve`]: the one serve loop both daemons run (TLS or plaintext,
 //!   until SIGINT/SIGTERM);
 //! - [`ops`]: `grpc.health.v1` and server reflection;
-//! - [`instance_lock`]: one serving process per data directory.
+//! - [`instance_lock`]: one serving process per data directory;
+//! - [`memory`]: the allocator settings that keep a daemon's memory flat.
 //!
 //! Nothing here knows what a key, a share or a request is: the layer above
 //! (`ringi-signer`, `ringi`) brings the services; the layer below
 //! (`ringi-proto`) brings the contracts.
 
 pub mod instance_lock;
+pub mod memory;
 pub mod ops;
 pub mod serve;
 pub mod tls;

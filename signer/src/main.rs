@@ -93,6 +93,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    ringi_net::memory::limit_allocator_arenas();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
