@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 
 use ringi_policy::audit::Entry;
+use ringi_policy::encoding::{Canonical, sha256};
 
 use crate::coordinator::Coordinator;
 use crate::error::Result;
@@ -46,8 +47,20 @@ pub struct Expected {
     pub fields: Vec<(&'static str, String)>,
 }
 
-/// How an audit entry is matched: (event, request id, detail).
-pub type AuditKey = (String, String, String);
+/// How an audit entry is matched: a digest of (event, request id,
+/// detail), so the keys of a busy trail take little memory.
+pub type AuditKey = [u8; 32];
+
+/// The key of an entry with this event, request id and detail.
+pub fn audit_key(event: &str, request_id: &str, detail: &str) -> AuditKey {
+    sha256(
+        &Canonical::new("ringi audit reconciliation key")
+            .str(event)
+            .str(request_id)
+            .str(detail)
+            .finish(),
+    )
+}
 
 /// The detail a decision's entry is matched by.
 pub fn decision_detail(approver_key: &str, issued_at: u64) -> String {
@@ -64,7 +77,7 @@ pub fn key_of(entry: &Entry) -> Option<AuditKey> {
         ),
         _ => String::new(),
     };
-    Some((entry.event.clone(), id, detail))
+    Some(audit_key(&entry.event, &id, &detail))
 }
 
 /// The entries `record` calls for.
@@ -137,7 +150,7 @@ pub fn missing(expected: Vec<Expected>, audited: &HashSet<AuditKey>) -> Vec<Expe
     expected
         .into_iter()
         .filter(|e| {
-            let key = (e.event.to_string(), e.request_id.clone(), e.detail.clone());
+            let key = audit_key(e.event, &e.request_id, &e.detail);
             !audited.contains(&key) && seen.insert(key)
         })
         .collect()
@@ -162,20 +175,21 @@ pub fn run(c: &Coordinator) -> Result<usize> {
     let since = entries()?
         .last()
         .map_or(0, |e| e.at.saturating_sub(MARGIN_SECS));
-    let mut wanted = Vec::new();
-    for id in c.requests.changed_since(since)? {
-        wanted.extend(expected(&c.requests.request(&id)?));
-    }
-    let recent: HashSet<&str> = wanted.iter().map(|e| e.request_id.as_str()).collect();
+    let ids = c.requests.changed_since(since)?;
+    let recent: HashSet<String> = ids.iter().map(hex::encode).collect();
     let audited: HashSet<AuditKey> = entries()?
         .filter(|e| {
             e.fields
                 .get("request_id")
-                .is_some_and(|id| recent.contains(id.as_str()))
+                .is_some_and(|id| recent.contains(id))
         })
         .filter_map(|e| key_of(&e))
         .collect();
-    let mut lacking = missing(wanted, &audited);
+    // One request at a time: what is held is the keys and what is lacking.
+    let mut lacking = Vec::new();
+    for id in &ids {
+        lacking.extend(missing(expected(&c.requests.request(id)?), &audited));
+    }
     lacking.sort_by_key(|e| e.store_at);
     for e in &lacking {
         let mut fields = vec![("request_id", e.request_id.clone())];
@@ -265,7 +279,7 @@ mod tests {
         }
         assert!(missing(all.clone(), &audited).is_empty());
         // The submission lost: only it is missing.
-        audited.remove(&("request_submitted".to_string(), id.clone(), String::new()));
+        audited.remove(&audit_key("request_submitted", &id, ""));
         let lacking = missing(all, &audited);
         assert_eq!(lacking.len(), 1);
         assert_eq!(lacking[0].event, "request_submitted");
