@@ -231,13 +231,7 @@ async fn an_approval_that_expired_before_quorum_can_be_renewed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cluster.wait(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let signature = cluster.wait_signed(&id);
     assert!(frost_verify(&group_key, b"renewed", &signature));
 }
 
@@ -262,29 +256,10 @@ fn a_crash_between_aggregation_and_commit_signs_once() {
     for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
         assert!(cluster.approve(&id, who, dept).status.success());
     }
-    let child = cluster.coordinator.as_mut().unwrap();
-    let mut exited = None;
-    for _ in 0..300 {
-        if let Ok(Some(status)) = child.try_wait() {
-            exited = Some(status);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let status = exited.expect("the coordinator crashed at the fault point");
-    assert!(!status.success());
-    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator.log")).unwrap();
-    assert!(log.contains("crashing at after-aggregate"), "{log}");
-    cluster.coordinator = None;
+    await_crash(&mut cluster, "after-aggregate");
 
     cluster.start_coordinator();
-    let out = cluster.wait(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let signature = cluster.wait_signed(&id);
     assert!(frost_verify(&group_key, &message, &signature));
 
     let mut released = 0;
@@ -362,13 +337,7 @@ fn a_failed_request_is_retried_by_an_admin_once_the_cause_is_fixed() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cluster.wait(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let signature = hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    let signature = cluster.wait_signed(&id);
     assert!(frost_verify(&group_key, &message, &signature));
 
     let err = cluster.ringi_err(&["requests", "retry", &id]);

@@ -650,6 +650,18 @@ impl Cluster {
         self.ringi(&["requests", "wait", id, "--timeout-secs", "30"])
     }
 
+    /// Waits for request `id` to be SIGNED (failing the test otherwise)
+    /// and returns its signature.
+    pub fn wait_signed(&self, id: &str) -> Vec<u8> {
+        let out = self.wait(id);
+        assert!(
+            out.status.success(),
+            "wait: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        hex::decode(String::from_utf8(out.stdout).unwrap().trim()).unwrap()
+    }
+
     /// Submits, has treasury (alice) and compliance (carol) approve, waits,
     /// and returns the signature.
     pub fn sign(&self, key_id: &str, message: &[u8], signers: &[&str]) -> Vec<u8> {
