@@ -19,7 +19,9 @@ use crate::request_store::RequestStore;
 pub use crate::signing::Key;
 use crate::store::{KeyStore, blocking};
 
-/// Signing runs at once unless configured (`signing_concurrency`).
+/// Signing runs at once for a coordinator built in-process (the bench, unit
+/// tests); `ringi serve` sizes it to its signers or to `signing_concurrency`
+/// (`server.rs`).
 pub const DEFAULT_SIGNING_CONCURRENCY: usize = 16;
 
 /// State shared by the request flow and the services.
