@@ -254,22 +254,29 @@ pub struct SignerFailures {
     pub unattributed: Vec<String>,
 }
 
+impl SignerFailure {
+    /// Whether this failure will not pass by waiting: a refusal status
+    /// (except a full nonce pool: it drains), a bad answer, or a signer
+    /// that cannot be used at all (unregistered, mismatched).
+    pub fn is_for_good(&self) -> bool {
+        match &self.fault {
+            SignerFault::Status { code, message } => {
+                is_refusal(*code)
+                    && !(*code == Code::ResourceExhausted && message.contains("nonce"))
+            }
+            SignerFault::BadAnswer(_)
+            | SignerFault::NotRegistered
+            | SignerFault::IdentifierMismatch { .. } => true,
+        }
+    }
+}
+
 impl SignerFailures {
-    /// The signers that refused in a way that will not pass by waiting:
-    /// a refusal status (except a full nonce pool: it drains), a bad
-    /// answer, or not being usable at all (unregistered, mismatched).
+    /// The signers that failed for good ([`SignerFailure::is_for_good`]).
     pub fn refusing_for_good(&self) -> HashSet<&str> {
         self.signers
             .iter()
-            .filter(|f| match &f.fault {
-                SignerFault::Status { code, message } => {
-                    is_refusal(*code)
-                        && !(*code == Code::ResourceExhausted && message.contains("nonce"))
-                }
-                SignerFault::BadAnswer(_)
-                | SignerFault::NotRegistered
-                | SignerFault::IdentifierMismatch { .. } => true,
-            })
+            .filter(|f| f.is_for_good())
             .map(|f| f.signer.as_str())
             .collect()
     }
@@ -510,10 +517,7 @@ impl SigningError {
                 ..
             } => {
                 let refusing = failures.refusing_for_good();
-                let any_transient = failures.signers.iter().any(|f| {
-                    matches!(&f.fault, SignerFault::Status { code, .. } if !is_refusal(*code))
-                        || matches!(&f.fault, SignerFault::Status { code: Code::ResourceExhausted, message } if message.contains("nonce"))
-                });
+                let any_transient = failures.signers.iter().any(|f| !f.is_for_good());
                 any_transient && signers.saturating_sub(refusing.len()) >= usize::from(*threshold)
             }
             SigningError::Input { error, .. } => error.is_retryable(signers),

@@ -56,6 +56,7 @@ pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId, takeover: bool) {
 async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) -> Result<()> {
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
+    let mut audited_fence = None;
     loop {
         // A slot per attempt, given back while waiting to try again: a key
         // whose signers are down does not hold up the others' requests.
@@ -93,15 +94,21 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         c.notify(id);
         let store = c.requests.clone();
         let record = blocking(move || store.request(&id)).await?;
-        c.audit(
-            "signing_started",
-            &[
-                ("request_id", short.clone()),
-                ("approvals", record.approvals.len().to_string()),
-                ("fence", claim.fence.to_string()),
-                ("resumed_plans", claim.plans.len().to_string()),
-            ],
-        );
+        // Once per claim: a retry after a backoff renews the same claim and
+        // is not a new start (a request whose signers are down for an hour
+        // would otherwise fill the trail).
+        if audited_fence != Some(claim.fence) {
+            audited_fence = Some(claim.fence);
+            c.audit(
+                "signing_started",
+                &[
+                    ("request_id", short.clone()),
+                    ("approvals", record.approvals.len().to_string()),
+                    ("fence", claim.fence.to_string()),
+                    ("resumed_plans", claim.plans.len().to_string()),
+                ],
+            );
+        }
         let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
         let outcome = sign(c, &record, &plans).await;
         match outcome {
