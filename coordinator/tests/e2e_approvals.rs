@@ -371,6 +371,7 @@ async fn sign_on_1(
         .signer_client(0)
         .await
         .sign(pb::SignRequest {
+            excluded_identifiers: Vec::new(),
             key_id: "hot-1".into(),
             signing_package: package.serialize().unwrap(),
             approval_bundle: bundle,
@@ -539,6 +540,7 @@ async fn the_bypass_test() {
         .signer_client(0)
         .await
         .sign(pb::SignRequest {
+            excluded_identifiers: Vec::new(),
             key_id: "hot-1".into(),
             signing_package: package.serialize().unwrap(),
             approval_bundle: Some(good),

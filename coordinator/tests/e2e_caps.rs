@@ -113,6 +113,7 @@ async fn sign_directly(
             .signer_client(n)
             .await
             .sign(pb::SignRequest {
+                excluded_identifiers: Vec::new(),
                 key_id: key.into(),
                 signing_package: package.serialize().unwrap(),
                 approval_bundle: Some(bundle.clone()),

@@ -27,6 +27,7 @@ fn commit_req(key_id: &str, bundle: &ApprovalBundle) -> pb::CommitRequest {
 
 fn sign_req(key_id: &str, package: &SigningPackage, bundle: &ApprovalBundle) -> pb::SignRequest {
     pb::SignRequest {
+        excluded_identifiers: Vec::new(),
         key_id: key_id.into(),
         signing_package: package.serialize().unwrap(),
         approval_bundle: Some(bundle.clone()),
@@ -109,6 +110,7 @@ async fn malformed_and_misaddressed_requests_get_precise_statuses() {
 
     let err = s1
         .sign(pb::SignRequest {
+            excluded_identifiers: Vec::new(),
             key_id: "k".into(),
             signing_package: vec![0xde, 0xad, 0xbe, 0xef],
             approval_bundle: Some(bundle.clone()),

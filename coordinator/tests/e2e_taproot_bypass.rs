@@ -92,6 +92,7 @@ async fn rounds(
     for client in &mut clients {
         let r = client
             .sign(pb::SignRequest {
+                excluded_identifiers: Vec::new(),
                 key_id: "tr".into(),
                 signing_package: package.clone(),
                 approval_bundle: Some(bundle.clone()),

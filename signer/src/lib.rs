@@ -46,6 +46,7 @@ pub mod fault;
 pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
+pub mod preprocess;
 pub mod releases;
 pub mod rng;
 pub mod round1;

@@ -26,6 +26,12 @@ use ringi_frost::Suite;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
 /// The most nonce pairs waiting at once, across all keys.
 pub const DEFAULT_CAPACITY: usize = 10_000;
+/// How long a preprocessed nonce pair ([`NonceStore::commit_batch`]) stays
+/// valid: long enough for a coordinator's pool to be drawn down between
+/// quiet periods, short enough that a forgotten pool does not linger.
+pub const PREPROCESSED_TTL: Duration = Duration::from_secs(3600);
+/// The most preprocessed nonce pairs waiting at once, across all keys.
+pub const PREPROCESSED_CAPACITY: usize = 4096;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NonceError {
@@ -33,6 +39,53 @@ pub enum NonceError {
     Full(usize),
     #[error("commitments cannot be serialized")]
     Encoding,
+}
+
+/// Every nonce pair a vault holds: those drawn by round 1 for one signing,
+/// and those preprocessed ahead of any request (kept apart so that neither
+/// can crowd the other out: each store has its own bound and TTL). A round
+/// 2 takes its pair from whichever holds it; commitments are random points,
+/// so they name one pair in one store.
+pub struct VaultNonces<S: Suite> {
+    pub round1: NonceStore<S>,
+    pub preprocessed: NonceStore<S>,
+}
+
+impl<S: Suite> Default for VaultNonces<S> {
+    fn default() -> Self {
+        VaultNonces {
+            round1: NonceStore::default(),
+            preprocessed: NonceStore::new(PREPROCESSED_TTL, PREPROCESSED_CAPACITY),
+        }
+    }
+}
+
+impl<S: Suite> VaultNonces<S> {
+    /// Removes and returns the pair issued with `commitments` for `key_id`
+    /// from either store (see [`NonceStore::take`]).
+    pub fn take(
+        &self,
+        key_id: &str,
+        commitments: &SigningCommitments<S>,
+    ) -> Option<SigningNonces<S>> {
+        self.round1
+            .take(key_id, commitments)
+            .or_else(|| self.preprocessed.take(key_id, commitments))
+    }
+
+    /// Deletes every expired pair of both stores. Returns how many.
+    pub fn sweep_expired(&self) -> usize {
+        self.round1.sweep_expired() + self.preprocessed.sweep_expired()
+    }
+
+    /// Pairs waiting in both stores.
+    pub fn len(&self) -> usize {
+        self.round1.len() + self.preprocessed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -80,6 +133,50 @@ impl<S: Suite> NonceStore<S> {
         let (nonces, commitments) = frost_core::round1::commit(share, rng);
         self.insert(key_id, &commitments, nonces)?;
         Ok(commitments)
+    }
+
+    /// Preprocessing: draws `count` fresh nonce pairs for `share` at once
+    /// (the share unsealed once for all of them), keeps them and returns
+    /// their commitments. All or none: if the store has no room for
+    /// `count` more, nothing is drawn ([`NonceError::Full`]).
+    pub fn commit_batch<R: RngCore + CryptoRng>(
+        &self,
+        key_id: &str,
+        share: &SigningShare<S>,
+        count: usize,
+        rng: &mut R,
+    ) -> Result<Vec<SigningCommitments<S>>, NonceError> {
+        let mut drawn = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (nonces, commitments) = frost_core::round1::commit(share, rng);
+            let slot = Slot {
+                key_id: key_id.to_string(),
+                commitments: commitments.serialize().map_err(|_| NonceError::Encoding)?,
+            };
+            drawn.push((slot, nonces, commitments));
+        }
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() + count > self.capacity {
+            pending.retain(|_, p| p.expires > now);
+            if pending.len() + count > self.capacity {
+                // `drawn` is dropped here: its nonces zeroize themselves.
+                return Err(NonceError::Full(self.capacity));
+            }
+        }
+        Ok(drawn
+            .into_iter()
+            .map(|(slot, nonces, commitments)| {
+                pending.insert(
+                    slot,
+                    Pending {
+                        nonces,
+                        expires: now + self.ttl,
+                    },
+                );
+                commitments
+            })
+            .collect())
     }
 
     /// Keeps `nonces` until round 2 asks for them by their commitments.
@@ -207,6 +304,51 @@ mod tests {
         live.insert("k", &c, n).unwrap();
         assert_eq!(live.sweep_expired(), 0);
         assert_eq!(live.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_taken_one_pair_at_a_time_and_once() {
+        let store = NonceStore::new(DEFAULT_TTL, 10);
+        let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
+        let batch = store.commit_batch("k", &share, 4, &mut OsRng).unwrap();
+        assert_eq!(batch.len(), 4);
+        assert_eq!(store.len(), 4);
+        let distinct: std::collections::HashSet<Vec<u8>> =
+            batch.iter().map(|c| c.serialize().unwrap()).collect();
+        assert_eq!(distinct.len(), 4, "every pair is fresh");
+        for c in &batch {
+            assert!(store.take("k", c).is_some());
+            assert!(store.take("k", c).is_none());
+        }
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_draws_nothing() {
+        let store = NonceStore::new(DEFAULT_TTL, 5);
+        let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
+        store.commit_batch("k", &share, 3, &mut OsRng).unwrap();
+        assert_eq!(
+            store.commit_batch("k", &share, 3, &mut OsRng),
+            Err(NonceError::Full(5))
+        );
+        assert_eq!(store.len(), 3);
+    }
+
+    #[test]
+    fn vault_nonces_take_from_either_store_once() {
+        let both = VaultNonces::<Secp256k1>::default();
+        let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
+        let pre = both
+            .preprocessed
+            .commit_batch("k", &share, 1, &mut OsRng)
+            .unwrap()[0];
+        let fresh = both.round1.commit("k", &share, &mut OsRng).unwrap();
+        assert_eq!(both.len(), 2);
+        assert!(both.take("k", &pre).is_some());
+        assert!(both.take("k", &fresh).is_some());
+        assert!(both.take("k", &pre).is_none());
+        assert!(both.is_empty());
     }
 
     #[test]

@@ -168,6 +168,34 @@ async fn sign<S: Suite>(
     Ok(pb::SignResponse { signature_share })
 }
 
+/// Preprocess: round 1 ahead of time ([`crate::preprocess::preprocess`]).
+async fn preprocess<S: Suite>(
+    ctx: Arc<SigningContext<S>>,
+    req: pb::PreprocessRequest,
+) -> Result<pb::PreprocessResponse, Status> {
+    let audit = ctx.audit.clone();
+    blocking(&audit, "Preprocess", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let out = crate::preprocess::preprocess(&ctx, &key_id, req.count)?;
+        let commitments = out
+            .commitments
+            .iter()
+            .map(|c| {
+                c.serialize().map_err(|e| EdgeError::Encode {
+                    what: "commitments",
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(pb::PreprocessResponse {
+            identifier: u32::from(out.identifier),
+            commitments,
+            boot_epoch: crate::preprocess::boot_epoch().to_vec(),
+        })
+    })
+    .await
+}
+
 fn participants(participants: Vec<pb::DkgParticipant>) -> Vec<Participant> {
     participants
         .into_iter()
@@ -436,6 +464,18 @@ impl pb::signer_server::Signer for SignerService {
         }
         .map(Response::new)
     }
+
+    async fn preprocess(
+        &self,
+        request: Request<pb::PreprocessRequest>,
+    ) -> Result<Response<pb::PreprocessResponse>, Status> {
+        let req = request.into_inner();
+        match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => preprocess(self.taproot.signing.clone(), req).await,
+            _ => preprocess(self.frost.signing.clone(), req).await,
+        }
+        .map(Response::new)
+    }
 }
 
 #[cfg(test)]
@@ -476,6 +516,7 @@ mod tests {
         let status = sign(
             ctx.clone(),
             pb::SignRequest {
+                excluded_identifiers: Vec::new(),
                 key_id: "k".into(),
                 signing_package: vec![],
                 approval_bundle: None,
@@ -541,6 +582,7 @@ mod tests {
         let out = sign(
             Arc::new(node.ctx.clone()),
             pb::SignRequest {
+                excluded_identifiers: Vec::new(),
                 key_id: k().to_string(),
                 signing_package: package.serialize().unwrap(),
                 approval_bundle: wire(&bundle),
@@ -559,6 +601,7 @@ mod tests {
         let status = sign(
             Arc::new(node.ctx.clone()),
             pb::SignRequest {
+                excluded_identifiers: Vec::new(),
                 key_id: "k".into(),
                 signing_package: package.serialize().unwrap(),
                 approval_bundle: wire(&bundle),

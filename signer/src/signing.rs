@@ -110,6 +110,10 @@ pub enum SignError {
     /// failed.
     #[error(transparent)]
     Release(#[from] crate::releases::ReleaseError),
+    /// A preprocessing batch of no pairs, or of more than
+    /// [`crate::preprocess::MAX_BATCH`].
+    #[error("count must be 1..={max}, not {0}", max = crate::preprocess::MAX_BATCH)]
+    BatchSize(u32),
 }
 
 impl From<LedgerError> for SignError {

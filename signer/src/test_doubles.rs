@@ -28,7 +28,7 @@ use ringi_policy::statement::{Approval, Decision, Statement};
 
 use crate::authorize::{ApprovalBundle, PresentedBundle};
 use crate::node_audit::AuditSink;
-use crate::nonces::NonceStore;
+use crate::nonces::VaultNonces;
 use crate::sealed_share::GROUP_KEY_LEN;
 use crate::vault::{ShareInfo, ShareVault, VaultError, identifier, sign_with_nonces};
 
@@ -38,14 +38,14 @@ use crate::vault::{ShareInfo, ShareVault, VaultError, identifier, sign_with_nonc
 /// never for production.
 pub struct MemoryVault<S: Suite> {
     shares: RwLock<BTreeMap<String, (ShareInfo, KeyPackage<S>)>>,
-    nonces: NonceStore<S>,
+    nonces: VaultNonces<S>,
 }
 
 impl<S: Suite> Default for MemoryVault<S> {
     fn default() -> Self {
         MemoryVault {
             shares: RwLock::new(BTreeMap::new()),
-            nonces: NonceStore::default(),
+            nonces: VaultNonces::default(),
         }
     }
 }
@@ -125,7 +125,23 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
         let (id, share) = self.share(key_id)?;
         let commitments = self
             .nonces
+            .round1
             .commit(key_id, share.signing_share(), &mut OsRng)?;
+        Ok((id, commitments))
+    }
+
+    fn preprocess(
+        &self,
+        key_id: &KeyId,
+        count: usize,
+    ) -> Result<(u16, Vec<SigningCommitments<S>>), VaultError> {
+        let (id, share) = self.share(key_id)?;
+        let commitments = self.nonces.preprocessed.commit_batch(
+            key_id,
+            share.signing_share(),
+            count,
+            &mut OsRng,
+        )?;
         Ok((id, commitments))
     }
 

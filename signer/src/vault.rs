@@ -30,7 +30,7 @@ use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 use zeroize::Zeroizing;
 
-use crate::nonces::{NonceError, NonceStore};
+use crate::nonces::{NonceError, VaultNonces};
 use crate::rng;
 use crate::sealed_share::{self, GROUP_KEY_LEN, SealedShare, ShareHeader};
 use crate::token::{GCM_IV_LEN, Token, TokenError};
@@ -97,6 +97,16 @@ pub trait ShareVault<S: Suite>: Send + Sync {
     /// commitments.
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError>;
 
+    /// Preprocessing (RFC 9591 section 5.1 ahead of time): draws `count`
+    /// fresh nonce pairs for `key_id` at once, keeps them (in memory, for
+    /// one round 2 each) and returns the node's identifier and their
+    /// commitments.
+    fn preprocess(
+        &self,
+        key_id: &KeyId,
+        count: usize,
+    ) -> Result<(u16, Vec<SigningCommitments<S>>), VaultError>;
+
     /// Round 2 (RFC 9591 section 5.2): consumes the nonces behind this
     /// node's commitments in `package` and returns the signature share,
     /// computed by the suite's [`Suite::sign`].
@@ -119,7 +129,7 @@ pub trait ShareVault<S: Suite>: Send + Sync {
 /// anything else can fail** (from then on they are gone, whatever happens),
 /// then unseals the share with `unseal` and signs with [`Suite::sign`].
 pub(crate) fn sign_with_nonces<S: Suite>(
-    nonces: &NonceStore<S>,
+    nonces: &VaultNonces<S>,
     key_id: &KeyId,
     id: u16,
     package: &SigningPackage<S>,
@@ -145,7 +155,7 @@ pub struct TokenVault<S: Suite> {
     shares: RwLock<HashMap<String, SealedShare>>,
     /// Serializes `store` so two DKG runs cannot both create one key id.
     store_lock: Mutex<()>,
-    nonces: NonceStore<S>,
+    nonces: VaultNonces<S>,
 }
 
 impl<S: Suite> TokenVault<S> {
@@ -172,7 +182,7 @@ impl<S: Suite> TokenVault<S> {
             kek_id,
             shares: RwLock::new(shares),
             store_lock: Mutex::new(()),
-            nonces: NonceStore::default(),
+            nonces: VaultNonces::default(),
         })
     }
 
@@ -281,7 +291,25 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
         let mut rng = rng::hedged(&self.token)?;
         let commitments = self
             .nonces
+            .round1
             .commit(key_id, share.signing_share(), &mut rng)?;
+        Ok((id, commitments))
+    }
+
+    fn preprocess(
+        &self,
+        key_id: &KeyId,
+        count: usize,
+    ) -> Result<(u16, Vec<SigningCommitments<S>>), VaultError> {
+        let id = self.identifier_of(key_id)?;
+        let share = self.unseal(key_id)?;
+        let mut rng = rng::hedged(&self.token)?;
+        let commitments = self.nonces.preprocessed.commit_batch(
+            key_id,
+            share.signing_share(),
+            count,
+            &mut rng,
+        )?;
         Ok((id, commitments))
     }
 
