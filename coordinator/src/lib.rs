@@ -35,6 +35,7 @@
 pub mod access;
 pub mod approved;
 pub mod audit_reconcile;
+pub mod commitment_pool;
 pub mod config;
 pub mod coordinator;
 pub mod error;
@@ -46,6 +47,7 @@ pub mod request_store;
 pub mod requests;
 pub mod server;
 pub mod service;
+pub mod signer_standing;
 pub mod signing;
 pub mod signing_claim;
 pub mod signing_runs;

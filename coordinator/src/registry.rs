@@ -10,7 +10,9 @@ use ringi_net::tls::Reloadable;
 use ringi_proto::signer::v1::signer_client::SignerClient;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::commitment_pool::CommitmentPools;
 use crate::config::SignerEntry;
+use crate::signer_standing::SignerStandings;
 
 /// How long to wait for a TCP connection to a signer.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,6 +48,10 @@ pub struct Registry {
     /// The client identity every signer channel presents when it
     /// (re)connects; replaced on SIGHUP.
     tls: Option<Reloadable<rustls::ClientConfig>>,
+    /// Preprocessed commitments of every signer, per key.
+    pools: Arc<CommitmentPools>,
+    /// How fast each signer answers, and which are excluded for cause.
+    standings: Arc<SignerStandings>,
 }
 
 impl Registry {
@@ -121,7 +127,22 @@ impl Registry {
                 return Err(RegistryError::DuplicateName(entry.name.clone()));
             }
         }
-        Ok(Registry { signers, tls })
+        Ok(Registry {
+            signers,
+            tls,
+            pools: Arc::default(),
+            standings: Arc::default(),
+        })
+    }
+
+    /// The signers' preprocessed commitments (one-round signing).
+    pub fn pools(&self) -> &Arc<CommitmentPools> {
+        &self.pools
+    }
+
+    /// What the coordinator has seen of each signer lately.
+    pub fn standings(&self) -> &Arc<SignerStandings> {
+        &self.standings
     }
 
     pub fn get(&self, name: &str) -> Option<&Signer> {

@@ -21,7 +21,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use rand::seq::SliceRandom;
 use ringi_frost::frost_core::keys::PublicKeyPackage;
 use ringi_frost::frost_core::round1::SigningCommitments;
@@ -322,16 +324,27 @@ pub async fn sign_all<C: Suite>(
 
 /// One FROST signing of `message` (input `input` of `approved`) with
 /// `key`, using the request's routed signers or any `t`. The approval
-/// bundle goes to every signer in both rounds; each signer checks it
-/// against its own pinned policy, and that `message` is what the request
-/// signs, before it takes part.
+/// bundle goes to every signer in round 2 (and in a live round 1); each
+/// signer checks it against its own pinned policy, and that `message` is
+/// what the request signs, before it takes part.
+///
+/// Which signers: the key's, less those excluded for an invalid share
+/// ([`crate::signer_standing`]), fastest first (shuffled among equals).
+/// Each takes part with a preprocessed commitment if it has one pooled
+/// ([`crate::commitment_pool`]): with `t` of them the signing is one round.
+/// Otherwise the missing commitments come from a live round 1 asked of one
+/// signer more than needed; the first to answer are kept.
 ///
 /// If an earlier run recorded a plan for this input (it crashed, or lost
 /// its signers, after round 2 went out), that package is asked for again
 /// first: signers that released a share answer it with the same share, so
 /// the signature aggregated is the one the earlier run could have made,
-/// never a second one. Only if that fails does a fresh signing start; its
-/// plan is recorded (`plans`) before its round 2 goes out.
+/// never a second one. Only if that fails does a new package go out, and
+/// only without the signers that failed the last one: those that released a
+/// share for an earlier package sign a new one only when it leaves out a
+/// signer of each earlier package they signed (`excluded_identifiers`,
+/// `signer/src/releases.rs`). Its plan is recorded (`plans`) before its
+/// round 2 goes out.
 pub async fn sign<C: Suite>(
     registry: &Registry,
     key: &LoadedKey<C>,
@@ -350,6 +363,12 @@ pub async fn sign<C: Suite>(
             (Some(s), _) if s.identifier != *n => {
                 SignerFault::IdentifierMismatch { key_identifier: *n }
             }
+            (Some(_), _) if registry.standings().excluded(name).is_some() => {
+                let reason = registry.standings().excluded(name).unwrap_or_default();
+                SignerFault::BadAnswer(format!(
+                    "excluded from signing until the coordinator restarts: {reason}"
+                ))
+            }
             (Some(s), Some(id)) => {
                 pool.push(Participant {
                     signer: s.clone(),
@@ -366,90 +385,168 @@ pub async fn sign<C: Suite>(
             fault,
         });
     }
-    // Signers known to hold a released share for this input (they answered
-    // a package with one, or said they released for another): a fresh
-    // package must do without them, or they would refuse its round 2.
-    let mut released: HashSet<String> = HashSet::new();
-    for plan in plans.earlier(input).iter().rev() {
+    if approved.signers().is_empty() {
+        // Stable: signers of one latency band stay in their shuffled order.
+        pool.sort_by_key(|p| registry.standings().band(&p.signer.name));
+    }
+    let result = sign_with(
+        registry,
+        key,
+        message,
+        input,
+        &bundle,
+        &pool,
+        plans,
+        &mut failures,
+    )
+    .await;
+    refill_pools(registry, key, &pool);
+    result.map_err(|e| match e {
+        Some(e) => e,
+        None => SigningError::Signers {
+            key: key.record.key_id.clone(),
+            threshold: key.record.threshold,
+            failures,
+        },
+    })
+}
+
+/// The signing proper; `Err(None)` when the signers could not make it
+/// (their reasons are in `failures`).
+#[allow(clippy::too_many_arguments)]
+async fn sign_with<C: Suite>(
+    registry: &Registry,
+    key: &LoadedKey<C>,
+    message: &[u8],
+    input: u32,
+    bundle: &apb::ApprovalBundle,
+    pool: &[Participant<C>],
+    plans: &PlanLog,
+    failures: &mut SignerFailures,
+) -> Result<Signed, Option<SigningError>> {
+    // The signer sets of this input's packages so far, oldest first.
+    let mut history: Vec<Vec<String>> = plans
+        .earlier(input)
+        .iter()
+        .map(|p| p.signers.clone())
+        .collect();
+    // Who failed the latest package (known once it was asked again).
+    let mut last_failed: HashSet<String> = HashSet::new();
+    for (k, plan) in plans.earlier(input).iter().enumerate().rev() {
+        let excluded = excluded_identifiers(key, &history[..k], &plan.signers);
         match resume(
-            key,
-            message,
-            &bundle,
-            &pool,
-            plan,
-            &mut failures,
-            &mut released,
+            registry, key, message, bundle, pool, plan, &excluded, failures,
         )
         .await
         {
             Ok(signed) => return Ok(signed),
-            Err(Attempt::Fatal(e)) => return Err(e),
+            Err(Attempt::Fatal(e)) => return Err(Some(e)),
             // Its signers no longer have its nonces (restarted before they
-            // signed), or are down: try an older plan, then a fresh signing
-            // with the signers that released nothing.
-            Err(Attempt::Retry { .. }) => {
+            // signed), or are down: try an older plan, then a new package.
+            Err(Attempt::Retry { failed, .. }) => {
                 tracing::info!(input, "a recorded signing plan could not be completed");
+                if k + 1 == history.len() {
+                    last_failed = failed.into_iter().collect();
+                }
             }
         }
     }
-    let mut excluded: HashSet<String> = HashSet::new();
-    for _ in 0..ATTEMPTS {
-        let candidates: Vec<Participant<C>> = pool
+    let mut failed_here: HashSet<String> = HashSet::new();
+    // Each new package leaves out at least one more signer: at most
+    // n - t + 1 of them.
+    let packages = key.record.signers.len() + 1 - key.record.threshold as usize;
+    for _ in 0..packages.max(ATTEMPTS) {
+        let signed_before: HashSet<&String> = history.iter().flatten().collect();
+        let last: HashSet<&String> = history
+            .last()
+            .map(|l| l.iter().collect())
+            .unwrap_or_default();
+        let eligible: Vec<Participant<C>> = pool
             .iter()
-            .filter(|p| !excluded.contains(&p.signer.name) && !released.contains(&p.signer.name))
+            .filter(|p| {
+                let name = &p.signer.name;
+                !failed_here.contains(name)
+                    && registry.standings().excluded(name).is_none()
+                    // A signer of an earlier package signs a new one only
+                    // if it was in the last one, and the new one leaves out
+                    // who failed that (not knowing who did, all of it).
+                    && (!signed_before.contains(name)
+                        || (last.contains(name)
+                            && !last_failed.is_empty()
+                            && !last_failed.contains(name)))
+            })
             .cloned()
             .collect();
         match attempt(
-            key,
-            message,
-            input,
-            &bundle,
-            candidates,
-            plans,
-            &mut failures,
-            &mut released,
+            registry, key, message, input, bundle, eligible, &history, plans, failures,
         )
         .await
         {
             Ok(signed) => return Ok(signed),
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Retry { failed }) => excluded.extend(failed),
+            Err(Attempt::Fatal(e)) => return Err(Some(e)),
+            Err(Attempt::Retry { failed, planned }) => {
+                if failed.is_empty() {
+                    return Err(None);
+                }
+                if let Some(signers) = planned {
+                    history.push(signers);
+                    last_failed = failed.iter().cloned().collect();
+                }
+                failed_here.extend(failed);
+            }
         }
     }
-    if !released.is_empty() {
-        let mut names: Vec<&str> = released.iter().map(String::as_str).collect();
-        names.sort();
-        failures.unattributed.push(format!(
-            "holding a share released for an earlier signing package of this input: {}",
-            names.join(", ")
-        ));
-    }
-    Err(SigningError::Signers {
-        key: key.record.key_id.clone(),
-        threshold: key.record.threshold,
-        failures,
-    })
+    Err(None)
+}
+
+/// The FROST identifiers of the signers of earlier packages (`history`)
+/// that `signers` leaves out: what a signer that released a share for one
+/// of those packages is shown to sign this one.
+fn excluded_identifiers<C: Suite>(
+    key: &LoadedKey<C>,
+    history: &[Vec<String>],
+    signers: &[String],
+) -> Vec<u32> {
+    let mut out: Vec<u32> = history
+        .iter()
+        .flatten()
+        .filter(|name| !signers.contains(name))
+        .filter_map(|name| {
+            key.record
+                .signers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, id)| u32::from(*id))
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 enum Attempt {
     Fatal(SigningError),
     /// These signers failed (their reasons are in the failures); try again
-    /// without them.
+    /// without them. `planned`: the signers of the package that went out
+    /// (and was recorded), if one did.
     Retry {
         failed: Vec<String>,
+        planned: Option<Vec<String>>,
     },
 }
 
 /// Round 2 (and aggregation) of a plan an earlier run recorded, with the
 /// same package and the same signers.
+#[allow(clippy::too_many_arguments)]
 async fn resume<C: Suite>(
+    registry: &Registry,
     key: &LoadedKey<C>,
     message: &[u8],
     bundle: &apb::ApprovalBundle,
     pool: &[Participant<C>],
     plan: &SigningPlan,
+    excluded: &[u32],
     failures: &mut SignerFailures,
-    released: &mut HashSet<String>,
 ) -> Result<Signed, Attempt> {
     let package = SigningPackage::<C>::deserialize(&plan.package).map_err(|e| {
         Attempt::Fatal(SigningError::Encoding(format!(
@@ -462,77 +559,133 @@ async fn resume<C: Suite>(
         )));
     }
     let mut chosen = Vec::with_capacity(plan.signers.len());
+    let mut missing = Vec::new();
     for name in &plan.signers {
         match pool.iter().find(|p| &p.signer.name == name) {
             Some(p) if package.signing_commitments().contains_key(&p.id) => chosen.push(p.clone()),
-            _ => {
-                return Err(Attempt::Retry { failed: Vec::new() });
-            }
+            _ => missing.push(name.clone()),
         }
     }
-    if chosen.len() != package.signing_commitments().len() {
-        return Err(Attempt::Retry { failed: Vec::new() });
+    if !missing.is_empty() || chosen.len() != package.signing_commitments().len() {
+        return Err(Attempt::Retry {
+            failed: missing,
+            planned: None,
+        });
     }
     round2(
+        registry,
         key,
         &package,
         &plan.package,
         bundle,
+        excluded,
         chosen,
         failures,
-        released,
         Vec::new(),
     )
     .await
+    .map_err(|failed| Attempt::Retry {
+        failed,
+        planned: None,
+    })
 }
 
+/// A live round-1 call to `p`, timed.
+async fn commit_call<C: Suite>(
+    p: Participant<C>,
+    key_id: String,
+    bundle: apb::ApprovalBundle,
+) -> (
+    Participant<C>,
+    std::time::Duration,
+    Result<pb::CommitResponse, tonic::Status>,
+) {
+    let mut client = p.signer.client.clone();
+    let started = std::time::Instant::now();
+    let result = client
+        .commit(pb::CommitRequest {
+            key_id,
+            approval_bundle: Some(bundle),
+        })
+        .await
+        .map(|r| r.into_inner());
+    (p, started.elapsed(), result)
+}
+
+/// One signing package with `eligible` signers: their preprocessed
+/// commitments where pooled, a live round 1 for the rest; the plan
+/// recorded; round 2; aggregation.
 #[allow(clippy::too_many_arguments)]
 async fn attempt<C: Suite>(
+    registry: &Registry,
     key: &LoadedKey<C>,
     message: &[u8],
     input: u32,
     bundle: &apb::ApprovalBundle,
-    pool: Vec<Participant<C>>,
+    eligible: Vec<Participant<C>>,
+    history: &[Vec<String>],
     plans: &PlanLog,
     failures: &mut SignerFailures,
-    released: &mut HashSet<String>,
 ) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
     let key_id = key.record.key_id.to_string();
-    let mut remaining = pool.into_iter();
     let mut chosen: Vec<(Participant<C>, SigningCommitments<C>)> = Vec::with_capacity(t);
+    let mut live: Vec<Participant<C>> = Vec::new();
     let mut failed = Vec::new();
 
-    // Round 1: keep asking until t signers have committed.
-    while chosen.len() < t {
-        let batch: Vec<Participant<C>> = remaining.by_ref().take(t - chosen.len()).collect();
-        if batch.is_empty() {
-            return Err(Attempt::Retry { failed });
+    // Preprocessed commitments first, fastest signers first.
+    for p in eligible {
+        if chosen.len() < t
+            && let Some(bytes) = registry.pools().take(&p.signer.name, &key_id)
+            && let Ok(c) = SigningCommitments::<C>::deserialize(&bytes)
+        {
+            chosen.push((p, c));
+            continue;
         }
-        let results = join_all(batch.iter().map(|p| {
-            let mut client = p.signer.client.clone();
-            let req = pb::CommitRequest {
-                key_id: key_id.clone(),
-                approval_bundle: Some(bundle.clone()),
+        live.push(p);
+    }
+
+    // A live round 1 for the rest: one signer more than needed is asked,
+    // the first to answer are kept (a slow or failing signer is replaced
+    // without waiting for it); each failure brings in the next signer.
+    if chosen.len() < t {
+        let mut remaining = live.into_iter();
+        let mut in_flight = FuturesUnordered::new();
+        for p in remaining.by_ref().take(t - chosen.len() + 1) {
+            in_flight.push(commit_call(p, key_id.clone(), bundle.clone()));
+        }
+        while chosen.len() < t {
+            let Some((p, elapsed, result)) = in_flight.next().await else {
+                return Err(Attempt::Retry {
+                    failed,
+                    planned: None,
+                });
             };
-            async move { client.commit(req).await.map(|r| r.into_inner()) }
-        }))
-        .await;
-        for (p, result) in batch.into_iter().zip(results) {
             let name = p.signer.name.clone();
             let decoded = match result {
-                Ok(answer) => decode_commitments::<C>(p.signer.identifier, &answer)
-                    .map_err(|reason| SignerFailure::bad_answer(&name, reason)),
-                Err(status) => Err(SignerFailure::status(&name, &status)),
+                Ok(answer) => {
+                    registry.standings().observe(&name, elapsed);
+                    decode_commitments::<C>(p.signer.identifier, &answer)
+                        .map_err(|reason| SignerFailure::bad_answer(&name, reason))
+                }
+                Err(status) => {
+                    registry.pools().forget(&name);
+                    Err(SignerFailure::status(&name, &status))
+                }
             };
             match decoded {
                 Ok(c) => chosen.push((p, c)),
                 Err(failure) => {
                     failures.push(failure);
                     failed.push(name);
+                    if let Some(next) = remaining.next() {
+                        in_flight.push(commit_call(next, key_id.clone(), bundle.clone()));
+                    }
                 }
             }
         }
+        // Answers still on their way are dropped: their nonces expire on
+        // the signers unused.
     }
 
     let commitments: BTreeMap<Identifier<C>, SigningCommitments<C>> =
@@ -542,67 +695,80 @@ async fn attempt<C: Suite>(
         .serialize()
         .map_err(|e| Attempt::Fatal(SigningError::Encoding(format!("signing package: {e}"))))?;
     let chosen: Vec<Participant<C>> = chosen.into_iter().map(|(p, _)| p).collect();
+    let signers: Vec<String> = chosen.iter().map(|p| p.signer.name.clone()).collect();
+    let excluded = excluded_identifiers(key, history, &signers);
     // Durable before any share can be released for it: a run that
     // resumes this request asks for this package again.
     plans
         .record(SigningPlan {
             input,
             package: package_bytes.clone(),
-            signers: chosen.iter().map(|p| p.signer.name.clone()).collect(),
+            signers: signers.clone(),
         })
         .await
         .map_err(|e| Attempt::Fatal(SigningError::PlanNotRecorded(e.to_string())))?;
     round2(
+        registry,
         key,
         &package,
         &package_bytes,
         bundle,
+        &excluded,
         chosen,
         failures,
-        released,
         failed,
     )
     .await
+    .map_err(|failed| Attempt::Retry {
+        failed,
+        planned: Some(signers),
+    })
 }
 
-/// Round 2 of `package` with `chosen`, then aggregation. Every signer that
-/// answers with a share, or says it released one for another package, is
-/// added to `released`.
+/// Round 2 of `package` with `chosen`, then aggregation. On failure, the
+/// signers that failed (their reasons added to `failures`, after those
+/// already in `failed`).
 #[allow(clippy::too_many_arguments)]
 async fn round2<C: Suite>(
+    registry: &Registry,
     key: &LoadedKey<C>,
     package: &SigningPackage<C>,
     package_bytes: &[u8],
     bundle: &apb::ApprovalBundle,
+    excluded: &[u32],
     chosen: Vec<Participant<C>>,
     failures: &mut SignerFailures,
-    released: &mut HashSet<String>,
     mut failed: Vec<String>,
-) -> Result<Signed, Attempt> {
+) -> Result<Signed, Vec<String>> {
     let t = key.record.threshold as usize;
     let key_id = key.record.key_id.to_string();
-    // Round 2: every chosen signer must answer. A signer releases one
-    // share per request input (signer/src/releases.rs): once some have
-    // answered, this package is the only one they will sign for this
-    // input. So a signer that failed transiently is asked again with the
-    // very same package (a signer that did sign answers with the same
-    // share; one whose nonces are gone says so) before the attempt is
-    // given up.
+    // Round 2: every chosen signer must answer. A signer releases its share
+    // for an input under one package (or a later one that leaves out a
+    // signer of each it signed): once some have answered, this package is
+    // the one to complete. So a signer that failed transiently is asked
+    // again with the very same package (a signer that did sign answers
+    // with the same share; one whose nonces are gone says so) before the
+    // attempt is given up.
     let ask = |p: &Participant<C>| {
         let mut client = p.signer.client.clone();
         let req = pb::SignRequest {
             key_id: key_id.clone(),
             signing_package: package_bytes.to_vec(),
             approval_bundle: Some(bundle.clone()),
+            excluded_identifiers: excluded.to_vec(),
         };
-        async move { client.sign(req).await.map(|r| r.into_inner()) }
+        async move {
+            let started = std::time::Instant::now();
+            let result = client.sign(req).await.map(|r| r.into_inner());
+            (started.elapsed(), result)
+        }
     };
     let mut results = join_all(chosen.iter().map(ask)).await;
     for backoff in ROUND2_RESENDS {
         let again: Vec<usize> = results
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches!(r, Err(status) if transient(status.code())))
+            .filter(|(_, (_, r))| matches!(r, Err(status) if transient(status.code())))
             .map(|(i, _)| i)
             .collect();
         if again.is_empty() {
@@ -615,21 +781,22 @@ async fn round2<C: Suite>(
         }
     }
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
-    for (p, result) in chosen.iter().zip(results) {
+    for (p, (elapsed, result)) in chosen.iter().zip(results) {
         let name = &p.signer.name;
-        match &result {
-            Ok(_) => {
-                released.insert(name.clone());
-            }
-            Err(status) if released_another(status) => {
-                released.insert(name.clone());
-            }
-            Err(_) => {}
-        }
         let decoded = match result {
-            Ok(answer) => decode_signature_share::<C>(&answer)
-                .map_err(|reason| SignerFailure::bad_answer(name, reason)),
-            Err(status) => Err(SignerFailure::status(name, &status)),
+            Ok(answer) => {
+                registry.standings().observe(name, elapsed);
+                decode_signature_share::<C>(&answer)
+                    .map_err(|reason| SignerFailure::bad_answer(name, reason))
+            }
+            Err(status) => {
+                if transient(status.code()) || nonces_gone(&status) {
+                    // It may have restarted: its pooled commitments are
+                    // likely void.
+                    registry.pools().forget(name);
+                }
+                Err(SignerFailure::status(name, &status))
+            }
         };
         match decoded {
             Ok(share) => {
@@ -642,7 +809,7 @@ async fn round2<C: Suite>(
         }
     }
     if shares.len() < t {
-        return Err(Attempt::Retry { failed });
+        return Err(failed);
     }
 
     // Aggregate; the suite verifies the group signature and, if it fails,
@@ -650,7 +817,10 @@ async fn round2<C: Suite>(
     match C::aggregate(package, &shares, &key.public) {
         Ok(signature) => {
             let bytes = signature.serialize().map_err(|e| {
-                Attempt::Fatal(SigningError::Encoding(format!("signature encoding: {e}")))
+                failures
+                    .unattributed
+                    .push(format!("signature encoding: {e}"));
+                failed.clone()
             })?;
             Ok(Signed {
                 signature: bytes,
@@ -670,14 +840,64 @@ async fn round2<C: Suite>(
                 ));
             }
             for name in culprits {
-                failures.push(SignerFailure::bad_answer(
-                    name,
-                    format!("invalid signature share (aggregation failed: {e})"),
-                ));
+                let reason = format!("invalid signature share (aggregation failed: {e})");
+                if registry.standings().exclude(name, &reason) {
+                    tracing::error!(signer = name, key_id = %key_id, "a signer sent a signature share that does not verify: it is excluded from every signing until the coordinator restarts");
+                }
+                failures.push(SignerFailure::bad_answer(name, reason));
                 failed.push(name.to_string());
             }
-            Err(Attempt::Retry { failed })
+            Err(failed)
         }
+    }
+}
+
+/// Whether a signer's round-2 refusal says it has no nonces for its
+/// commitments in the package (used, expired, or lost in a restart).
+fn nonces_gone(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition
+        && status.message().contains("no unused round-1 nonces")
+}
+
+/// Starts a refill of every pool of `key` below its low-water mark, in the
+/// background: the next signings find preprocessed commitments.
+fn refill_pools<C: Suite>(registry: &Registry, key: &LoadedKey<C>, pool: &[Participant<C>]) {
+    let key_id = key.record.key_id.to_string();
+    for p in pool {
+        let Some(refill) = registry.pools().start_refill(&p.signer.name, &key_id) else {
+            continue;
+        };
+        let pools = registry.pools().clone();
+        let mut client = p.signer.client.clone();
+        let expected = u32::from(p.signer.identifier);
+        tokio::spawn(async move {
+            let answer = client
+                .preprocess(pb::PreprocessRequest {
+                    key_id: refill.key_id.clone(),
+                    count: crate::commitment_pool::BATCH,
+                })
+                .await;
+            match answer {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    if r.identifier != expected {
+                        tracing::warn!(signer = %refill.signer, identifier = r.identifier, expected, "preprocessed commitments under another identifier: ignored");
+                        pools.refill_failed(&refill);
+                        return;
+                    }
+                    let batch: Vec<Vec<u8>> = r
+                        .commitments
+                        .into_iter()
+                        .filter(|c| SigningCommitments::<C>::deserialize(c).is_ok())
+                        .collect();
+                    pools.refilled(&refill, &r.boot_epoch, batch);
+                }
+                Err(status) => {
+                    tracing::debug!(signer = %refill.signer, code = ?status.code(), reason = status.message(), "preprocessing failed; two-round signing meanwhile");
+                    pools.refill_failed(&refill);
+                }
+            }
+        });
     }
 }
 
