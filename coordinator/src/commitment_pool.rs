@@ -20,7 +20,7 @@
 //! be restarting) or says a pooled commitment has no nonces has its pools
 //! dropped ([`CommitmentPools::forget`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -50,6 +50,9 @@ struct Pool {
 /// The pools of every (signer, key).
 pub struct CommitmentPools {
     pools: Mutex<HashMap<(String, String), Pool>>,
+    /// Signers whose health watch failed ([`crate::signer_watch`]): their
+    /// pools stay empty until they answer again.
+    unreachable: Mutex<HashSet<String>>,
     enabled: AtomicBool,
 }
 
@@ -57,6 +60,7 @@ impl Default for CommitmentPools {
     fn default() -> Self {
         CommitmentPools {
             pools: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashSet::new()),
             enabled: AtomicBool::new(true),
         }
     }
@@ -87,6 +91,31 @@ impl CommitmentPools {
         }
     }
 
+    fn is_unreachable(&self, signer: &str) -> bool {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(signer)
+    }
+
+    /// Records whether `signer` is reachable; an unreachable signer's
+    /// pools are dropped and neither used nor refilled until it is
+    /// reachable again. Returns whether this changed anything.
+    pub fn set_reachable(&self, signer: &str, reachable: bool) -> bool {
+        let changed = {
+            let mut down = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+            if reachable {
+                down.remove(signer)
+            } else {
+                down.insert(signer.to_string())
+            }
+        };
+        if !reachable {
+            self.forget(signer);
+        }
+        changed
+    }
+
     /// How many usable commitments `signer` has pooled for `key_id`.
     pub fn available(&self, signer: &str, key_id: &str) -> usize {
         let now = Instant::now();
@@ -104,7 +133,7 @@ impl CommitmentPools {
     /// Removes and returns one usable commitment of `signer` for `key_id`
     /// (oldest first; stale ones are dropped on the way).
     pub fn take(&self, signer: &str, key_id: &str) -> Option<Vec<u8>> {
-        if !self.enabled() {
+        if !self.enabled() || self.is_unreachable(signer) {
             return None;
         }
         let now = Instant::now();
@@ -123,7 +152,7 @@ impl CommitmentPools {
     /// backing off. The caller must end it with [`CommitmentPools::refilled`]
     /// or [`CommitmentPools::refill_failed`].
     pub fn start_refill(&self, signer: &str, key_id: &str) -> Option<Refill> {
-        if !self.enabled() {
+        if !self.enabled() || self.is_unreachable(signer) {
             return None;
         }
         let now = Instant::now();
@@ -267,5 +296,24 @@ mod tests {
         assert_eq!(pools.take("a", "k"), None);
         assert_eq!(pools.start_refill("a", "k"), None);
         assert_eq!(pools.available("a", "k"), 0);
+    }
+
+    #[test]
+    fn an_unreachable_signer_has_no_pool_until_it_is_back() {
+        let pools = CommitmentPools::default();
+        let r = pools.start_refill("a", "k").unwrap();
+        pools.refilled(&r, b"epoch-1", batch(1, 4));
+        assert!(pools.set_reachable("a", false));
+        assert!(
+            !pools.set_reachable("a", false),
+            "no change the second time"
+        );
+        assert_eq!(pools.available("a", "k"), 0);
+        assert_eq!(pools.take("a", "k"), None);
+        assert_eq!(pools.start_refill("a", "k"), None);
+        assert!(pools.set_reachable("a", true));
+        let r = pools.start_refill("a", "k").unwrap();
+        pools.refilled(&r, b"epoch-2", batch(2, 2));
+        assert_eq!(pools.take("a", "k"), Some(vec![2, 0]));
     }
 }

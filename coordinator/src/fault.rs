@@ -6,6 +6,11 @@
 //! `kill -9`: no destructor, no flush) right after the first signature is
 //! aggregated and before SIGNED is committed: the window in which a
 //! restarted coordinator once signed the request a second time.
+//!
+//! `RINGI_TEST_FAULT=no-signer-watch`: signers' health is not watched
+//! (`crate::signer_watch`), so a restarted signer's pooled commitments are
+//! found stale only in round 2, after its co-signers released: the case
+//! the engine must still finish.
 
 /// Aborts the process here if the environment names this crash point.
 pub fn crash_point(name: &str) {
@@ -19,5 +24,17 @@ pub fn crash_point(name: &str) {
     #[cfg(not(debug_assertions))]
     {
         let _ = name;
+    }
+}
+
+/// Whether the environment turns the signer health watch off.
+pub fn no_signer_watch() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("RINGI_TEST_FAULT").as_deref() == Ok("no-signer-watch")
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
     }
 }

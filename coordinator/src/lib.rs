@@ -48,6 +48,7 @@ pub mod requests;
 pub mod server;
 pub mod service;
 pub mod signer_standing;
+pub mod signer_watch;
 pub mod signing;
 pub mod signing_claim;
 pub mod signing_runs;

@@ -40,6 +40,8 @@ pub struct Signer {
     pub address: String,
     pub identifier: u16,
     pub client: SignerClient<Channel>,
+    /// The channel `client` uses (for the health watch).
+    pub channel: Channel,
 }
 
 #[derive(Clone)]
@@ -121,7 +123,8 @@ impl Registry {
                 name: entry.name.clone(),
                 address: entry.address.clone(),
                 identifier,
-                client: SignerClient::new(channel),
+                client: SignerClient::new(channel.clone()),
+                channel,
             };
             if signers.insert(entry.name.clone(), signer).is_some() {
                 return Err(RegistryError::DuplicateName(entry.name.clone()));
@@ -143,6 +146,11 @@ impl Registry {
     /// What the coordinator has seen of each signer lately.
     pub fn standings(&self) -> &Arc<SignerStandings> {
         &self.standings
+    }
+
+    /// Every registered signer, by name.
+    pub fn signers(&self) -> impl Iterator<Item = &Signer> {
+        self.signers.values()
     }
 
     pub fn get(&self, name: &str) -> Option<&Signer> {

@@ -56,6 +56,7 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
         Some(tls) => Registry::with_tls(&config.signers, Arc::new(client_tls(tls)?))?,
         None => Registry::new(&config.signers)?,
     };
+    crate::signer_watch::spawn(&registry);
     let policy = match &config.policy_file {
         Some(path) => {
             let bytes = std::fs::read(path)

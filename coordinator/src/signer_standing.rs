@@ -32,6 +32,8 @@ struct Standing {
 #[derive(Default)]
 pub struct SignerStandings {
     by_name: Mutex<HashMap<String, Standing>>,
+    /// Exclusions not yet written to the audit trail.
+    unaudited: Mutex<Vec<(String, String)>>,
 }
 
 impl SignerStandings {
@@ -73,7 +75,17 @@ impl SignerStandings {
             return false;
         }
         s.excluded = Some(reason.to_string());
+        self.unaudited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((signer.to_string(), reason.to_string()));
         true
+    }
+
+    /// The exclusions made since the last call, to be audited (each is
+    /// handed out once).
+    pub fn take_unaudited(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.unaudited.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Why `signer` is excluded, if it is.
@@ -130,5 +142,7 @@ mod tests {
             s.all_excluded(),
             vec![("c".to_string(), "invalid signature share".to_string())]
         );
+        assert_eq!(s.take_unaudited(), s.all_excluded());
+        assert!(s.take_unaudited().is_empty(), "handed out once");
     }
 }

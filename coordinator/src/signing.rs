@@ -6,12 +6,17 @@
 //! the suite (`frost-secp256k1`: [`ringi_frost::Secp256k1`],
 //! `bitcoin-taproot`: [`Secp256k1Tr`]).
 //!
-//! Round 1 asks `t` signers for commitments at once; each one that fails is
-//! replaced by another signer of the key until `t` have answered or none is
-//! left. Round 2 sends the signing package to those `t`. Aggregation
-//! (`Suite::aggregate`) verifies the group signature against the group key
-//! before it is returned, and on failure names the signer whose share was
-//! wrong; the attempt is then repeated once without the failed signers.
+//! Robust signing, in the spirit of ROAST: signers are tried fastest first
+//! ([`crate::signer_standing`]); a signer with preprocessed commitments
+//! pooled ([`crate::commitment_pool`]) takes part without a round 1, so an
+//! approved request usually needs round 2 only; the missing commitments
+//! come from a live round 1 asked of one signer more than needed, the first
+//! answers kept. Aggregation (`Suite::aggregate`) verifies the group
+//! signature before it is returned and, on failure, names the signer whose
+//! share was wrong: that signer is excluded for cause and the signing is
+//! finished with others, in the same request, under a new package that
+//! tells the signers who was left out (`excluded_identifiers`, the rule in
+//! `signer/src/releases.rs`).
 //!
 //! This is the signer-client side of the edge: it builds the signers' wire
 //! messages (`CommitRequest`, `SignRequest`, the approval bundle) from the
@@ -63,16 +68,6 @@ fn transient(code: tonic::Code) -> bool {
             | tonic::Code::Aborted
             | tonic::Code::Unknown
     )
-}
-
-/// Whether a signer's round-2 refusal says it released its one share for
-/// this input under another signing package (`signer/src/releases.rs`,
-/// `ReleaseError::AlreadyReleased`): it will sign no other package for it.
-pub fn released_another(status: &tonic::Status) -> bool {
-    status.code() == tonic::Code::FailedPrecondition
-        && status
-            .message()
-            .contains("already released its signature share")
 }
 
 /// A key ready for signing: its record and its parsed public key package.
@@ -441,6 +436,12 @@ async fn sign_with<C: Suite>(
         {
             Ok(signed) => return Ok(signed),
             Err(Attempt::Fatal(e)) => return Err(Some(e)),
+            // None of its signers has its nonces any more (all restarted
+            // before signing): nobody released a share for it, it binds
+            // no one.
+            Err(Attempt::Void) => {
+                history.remove(k);
+            }
             // Its signers no longer have its nonces (restarted before they
             // signed), or are down: try an older plan, then a new package.
             Err(Attempt::Retry { failed, .. }) => {
@@ -455,6 +456,13 @@ async fn sign_with<C: Suite>(
     // Each new package leaves out at least one more signer: at most
     // n - t + 1 of them.
     let packages = key.record.signers.len() + 1 - key.record.threshold as usize;
+    // Preprocessed commitments for the first package only, and only when
+    // a spare signer exists (not with exactly `t` routed signers): a pooled commitment whose signer restarted
+    // fails in round 2, after the others released, and the next package
+    // must then do without that signer (`signer/src/releases.rs`). Later
+    // packages take fresh commitments from a live round 1, which fails
+    // before anything is released.
+    let mut use_pool = pool.len() > key.record.threshold as usize;
     for _ in 0..packages.max(ATTEMPTS) {
         let signed_before: HashSet<&String> = history.iter().flatten().collect();
         let last: HashSet<&String> = history
@@ -477,13 +485,17 @@ async fn sign_with<C: Suite>(
             })
             .cloned()
             .collect();
+        let pooled = std::mem::replace(&mut use_pool, false);
         match attempt(
-            registry, key, message, input, bundle, eligible, &history, plans, failures,
+            registry, key, message, input, bundle, eligible, &history, plans, failures, pooled,
         )
         .await
         {
             Ok(signed) => return Ok(signed),
             Err(Attempt::Fatal(e)) => return Err(Some(e)),
+            // Every signer's nonces were gone (stale pooled commitments):
+            // nobody released, the same signers may sign a new package.
+            Err(Attempt::Void) => {}
             Err(Attempt::Retry { failed, planned }) => {
                 if failed.is_empty() {
                     return Err(None);
@@ -526,6 +538,9 @@ fn excluded_identifiers<C: Suite>(
 
 enum Attempt {
     Fatal(SigningError),
+    /// Every signer of the package refused it for lost nonces: no share
+    /// was released under it, so it constrains no later package.
+    Void,
     /// These signers failed (their reasons are in the failures); try again
     /// without them. `planned`: the signers of the package that went out
     /// (and was recorded), if one did.
@@ -584,9 +599,12 @@ async fn resume<C: Suite>(
         Vec::new(),
     )
     .await
-    .map_err(|failed| Attempt::Retry {
-        failed,
-        planned: None,
+    .map_err(|f| match f {
+        Round2Failed::Void => Attempt::Void,
+        Round2Failed::Signers(failed) => Attempt::Retry {
+            failed,
+            planned: None,
+        },
     })
 }
 
@@ -626,6 +644,7 @@ async fn attempt<C: Suite>(
     history: &[Vec<String>],
     plans: &PlanLog,
     failures: &mut SignerFailures,
+    pooled: bool,
 ) -> Result<Signed, Attempt> {
     let t = key.record.threshold as usize;
     let key_id = key.record.key_id.to_string();
@@ -635,7 +654,8 @@ async fn attempt<C: Suite>(
 
     // Preprocessed commitments first, fastest signers first.
     for p in eligible {
-        if chosen.len() < t
+        if pooled
+            && chosen.len() < t
             && let Some(bytes) = registry.pools().take(&p.signer.name, &key_id)
             && let Ok(c) = SigningCommitments::<C>::deserialize(&bytes)
         {
@@ -719,10 +739,21 @@ async fn attempt<C: Suite>(
         failed,
     )
     .await
-    .map_err(|failed| Attempt::Retry {
-        failed,
-        planned: Some(signers),
+    .map_err(|f| match f {
+        Round2Failed::Void => Attempt::Void,
+        Round2Failed::Signers(failed) => Attempt::Retry {
+            failed,
+            planned: Some(signers),
+        },
     })
+}
+
+/// Why round 2 did not make a signature.
+enum Round2Failed {
+    /// Every signer refused for lost nonces: none released a share.
+    Void,
+    /// These signers failed (and others may have released shares).
+    Signers(Vec<String>),
 }
 
 /// Round 2 of `package` with `chosen`, then aggregation. On failure, the
@@ -739,7 +770,7 @@ async fn round2<C: Suite>(
     chosen: Vec<Participant<C>>,
     failures: &mut SignerFailures,
     mut failed: Vec<String>,
-) -> Result<Signed, Vec<String>> {
+) -> Result<Signed, Round2Failed> {
     let t = key.record.threshold as usize;
     let key_id = key.record.key_id.to_string();
     // Round 2: every chosen signer must answer. A signer releases its share
@@ -781,6 +812,7 @@ async fn round2<C: Suite>(
         }
     }
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
+    let mut lost_nonces = 0;
     for (p, (elapsed, result)) in chosen.iter().zip(results) {
         let name = &p.signer.name;
         let decoded = match result {
@@ -790,6 +822,7 @@ async fn round2<C: Suite>(
                     .map_err(|reason| SignerFailure::bad_answer(name, reason))
             }
             Err(status) => {
+                lost_nonces += usize::from(nonces_gone(&status));
                 if transient(status.code()) || nonces_gone(&status) {
                     // It may have restarted: its pooled commitments are
                     // likely void.
@@ -808,8 +841,11 @@ async fn round2<C: Suite>(
             }
         }
     }
+    if lost_nonces == chosen.len() {
+        return Err(Round2Failed::Void);
+    }
     if shares.len() < t {
-        return Err(failed);
+        return Err(Round2Failed::Signers(failed));
     }
 
     // Aggregate; the suite verifies the group signature and, if it fails,
@@ -820,7 +856,7 @@ async fn round2<C: Suite>(
                 failures
                     .unattributed
                     .push(format!("signature encoding: {e}"));
-                failed.clone()
+                Round2Failed::Signers(failed.clone())
             })?;
             Ok(Signed {
                 signature: bytes,
@@ -847,7 +883,7 @@ async fn round2<C: Suite>(
                 failures.push(SignerFailure::bad_answer(name, reason));
                 failed.push(name.to_string());
             }
-            Err(failed)
+            Err(Round2Failed::Signers(failed))
         }
     }
 }
@@ -921,25 +957,6 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
-    }
-
-    /// The signer's refusal of a second package is recognised as such
-    /// (the phrase is the signer's own error's), and nothing else is.
-    #[test]
-    fn a_release_for_another_package_is_recognised() {
-        let e = ringi_signer::releases::ReleaseError::AlreadyReleased {
-            request: "ab".into(),
-            input: 0,
-        };
-        assert!(released_another(&tonic::Status::failed_precondition(
-            e.to_string()
-        )));
-        assert!(!released_another(&tonic::Status::failed_precondition(
-            "no round-1 nonces for these commitments"
-        )));
-        assert!(!released_another(&tonic::Status::unavailable(
-            e.to_string()
-        )));
     }
 
     #[test]

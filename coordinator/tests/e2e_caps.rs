@@ -133,14 +133,14 @@ async fn signers_enforce_caps_themselves_across_restarts() {
     sign_directly(&cluster, "capped", b"a", &a)
         .await
         .expect("within the cap");
-    // A second signing of the same request (fresh nonces) is refused (one
-    // share per request input) and is not counted again: with A counted
-    // once, B still fits (1000 + 1000 <= 2500).
+    // A second signing of the same request (fresh nonces) that excludes
+    // no signer of the first is refused, and is not counted again: with A
+    // counted once, B still fits (1000 + 1000 <= 2500).
     let err = sign_directly(&cluster, "capped", b"a", &a)
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("one share per input"), "{err:?}");
+    assert!(err.message().contains("strict superset"), "{err:?}");
     let (_, b) = cluster.bundle("capped", b"b", &APPROVED);
     sign_directly(&cluster, "capped", b"b", &b)
         .await

@@ -179,7 +179,7 @@ pub fn round2(data: &[u8]) -> Round2Reached {
     let k = key_id();
     let a = node(0);
     if mode & 1 == 0 {
-        let result = ringi_signer::round2::sign(&a.ctx, &k, &bundle, rest, now);
+        let result = ringi_signer::round2::sign(&a.ctx, &k, &bundle, rest, &[], now);
         let e = result.expect_err("a share for commitments this node never issued");
         assert!(!a.audit.events().contains(&"share_released".to_string()));
         return classify(&e);
@@ -207,8 +207,8 @@ pub fn round2(data: &[u8]) -> Round2Reached {
     ]);
     let package = SigningPackage::new(commitments, &message);
     let bytes = package.serialize().expect("a signing package serializes");
-    let sa = ringi_signer::round2::sign(&a.ctx, &k, &bundle, &bytes, now);
-    let sb = ringi_signer::round2::sign(&b.ctx, &k, &bundle, &bytes, now);
+    let sa = ringi_signer::round2::sign(&a.ctx, &k, &bundle, &bytes, &[], now);
+    let sb = ringi_signer::round2::sign(&b.ctx, &k, &bundle, &bytes, &[], now);
     let (sa, sb) = match (sa, sb) {
         (Ok(sa), Ok(sb)) => (sa, sb),
         (Err(e), _) | (_, Err(e)) => {
@@ -240,7 +240,7 @@ pub fn round2(data: &[u8]) -> Round2Reached {
         .expect("the group signature verifies");
     // The same package again gets the same share (the node's release
     // log), never a second use of the nonces.
-    let again = ringi_signer::round2::sign(&a.ctx, &k, &bundle, &bytes, now)
+    let again = ringi_signer::round2::sign(&a.ctx, &k, &bundle, &bytes, &[], now)
         .expect("the same package gets its share again");
     assert_eq!(
         again.signature_share,

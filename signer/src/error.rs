@@ -87,9 +87,9 @@ impl From<SignError> for Status {
             SignError::Authorization(a) => return a.into(),
             SignError::Vault(v) => return v.into(),
             SignError::AuditUnavailable(a) => return a.into(),
-            SignError::MalformedSigningPackage(_) | SignError::BatchSize(_) => {
-                Code::InvalidArgument
-            }
+            SignError::MalformedSigningPackage(_)
+            | SignError::BatchSize(_)
+            | SignError::BadExclusion(_) => Code::InvalidArgument,
             SignError::LedgerStore(_) => Code::Unavailable,
             SignError::DailyVolume(_) => Code::FailedPrecondition,
             SignError::Release(ReleaseError::AlreadyReleased { .. }) => Code::FailedPrecondition,

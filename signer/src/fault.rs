@@ -6,6 +6,10 @@
 //! releases a share answers UNAVAILABLE instead, as if the response were
 //! lost on the way; the share stays recorded in the release log, as after
 //! a real lost response.
+//!
+//! `RINGI_TEST_FAULT=bad-share`: every Sign answers with a corrupted
+//! signature share (a cheating signer), after recording the true one; the
+//! coordinator must name this signer and finish without it.
 
 /// Whether to lose this Sign response (once per process).
 pub fn lose_sign_response() -> bool {
@@ -18,6 +22,26 @@ pub fn lose_sign_response() -> bool {
     }
     #[cfg(not(debug_assertions))]
     {
+        false
+    }
+}
+
+/// Corrupts `share` (one bit of its last byte) when the environment asks
+/// for a cheating signer; says whether it did.
+pub fn corrupt_share(share: &mut [u8]) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        if std::env::var("RINGI_TEST_FAULT").as_deref() == Ok("bad-share")
+            && let Some(last) = share.last_mut()
+        {
+            *last ^= 1;
+            return true;
+        }
+        false
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = share;
         false
     }
 }

@@ -132,7 +132,7 @@ mod tests {
         let bytes = package.serialize().unwrap();
         let mut shares = BTreeMap::new();
         for i in [0, 1] {
-            let out = round2::sign(&cluster.nodes[i].ctx, &k(), &bundle, &bytes, NOW).unwrap();
+            let out = round2::sign(&cluster.nodes[i].ctx, &k(), &bundle, &bytes, &[], NOW).unwrap();
             shares.insert(
                 ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
                 out.signature_share,
@@ -154,6 +154,7 @@ mod tests {
             &k(),
             &other,
             &again.serialize().unwrap(),
+            &[],
             NOW,
         )
         .unwrap_err();

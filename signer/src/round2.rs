@@ -43,7 +43,8 @@ pub struct Round2Output<S: Suite> {
 /// 6. the input is claimed in the node's release log
 ///    ([`crate::releases`]): the same signing package again gets the share
 ///    released before (audited as `share_resent`); another package for an
-///    input already released is refused;
+///    input already released is signed only if `excluded` (the signers the
+///    coordinator dropped for cause, [`excluded_set`]) strictly grows;
 /// 7. the vault finds this node's commitments in the package, takes their
 ///    nonces out of memory before anything else can fail (a nonce is used
 ///    at most once), unseals the share and signs with [`Suite::sign`]
@@ -57,6 +58,7 @@ pub fn sign<S: Suite>(
     key_id: &KeyId,
     bundle: &PresentedBundle,
     signing_package: &[u8],
+    excluded: &[u32],
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
@@ -65,6 +67,7 @@ pub fn sign<S: Suite>(
         .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
     let package = SigningPackage::<S>::deserialize(signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
+    let excluded = excluded_set(&package, excluded)?;
     let input = check_message(&approved, package.message())?;
     let limits = ctx
         .policy
@@ -88,7 +91,7 @@ pub fn sign<S: Suite>(
     let claim = match ctx
         .ledger
         .releases()
-        .claim(&request_id, input, signing_package)?
+        .claim(&request_id, input, signing_package, &excluded)?
     {
         Claim::Again(bytes) => {
             let signature_share = SignatureShare::<S>::deserialize(&bytes)
@@ -120,6 +123,44 @@ pub fn sign<S: Suite>(
         signature_share,
         request_id,
     })
+}
+
+/// The most identifiers a `SignRequest` may name as excluded: FROST
+/// identifiers are `u16`, and no deployment has more signers.
+pub const MAX_EXCLUDED: usize = 1024;
+
+/// `excluded` (the wire's `excluded_identifiers`) as a set of FROST
+/// identifiers none of which signs `package`: anything else is the
+/// coordinator's error ([`SignError::BadExclusion`]), refused before any
+/// effect.
+pub fn excluded_set<S: Suite>(
+    package: &SigningPackage<S>,
+    excluded: &[u32],
+) -> Result<crate::releases::Excluded, SignError> {
+    if excluded.len() > MAX_EXCLUDED {
+        return Err(SignError::BadExclusion(format!(
+            "{} excluded identifiers, more than {MAX_EXCLUDED}",
+            excluded.len()
+        )));
+    }
+    let mut set = crate::releases::Excluded::new();
+    for &n in excluded {
+        let id = u16::try_from(n)
+            .ok()
+            .and_then(|n| ringi_frost::identifier::<S>(n).map(|id| (n, id)));
+        let Some((n, id)) = id else {
+            return Err(SignError::BadExclusion(format!(
+                "{n} is not a FROST identifier"
+            )));
+        };
+        if package.signing_commitments().contains_key(&id) {
+            return Err(SignError::BadExclusion(format!(
+                "identifier {n} is excluded but signs the package"
+            )));
+        }
+        set.insert(n);
+    }
+    Ok(set)
 }
 
 /// The `share_released` audit entry: what the share pays, as this node
@@ -184,7 +225,7 @@ mod tests {
         package: &[u8],
         now: u64,
     ) -> AuthorizationError {
-        match sign(&cluster.nodes[0].ctx, &k(), bundle, package, now) {
+        match sign(&cluster.nodes[0].ctx, &k(), bundle, package, &[], now) {
             Err(SignError::Authorization(a)) => a,
             other => panic!("expected an authorization refusal, got {other:?}"),
         }
@@ -197,7 +238,15 @@ mod tests {
         let package = cluster.package(&[0, 1], &bundle, b"pay 10");
         let mut shares = BTreeMap::new();
         for i in [0, 1] {
-            let out = sign(&cluster.nodes[i].ctx, &k(), &bundle, &bytes(&package), NOW).unwrap();
+            let out = sign(
+                &cluster.nodes[i].ctx,
+                &k(),
+                &bundle,
+                &bytes(&package),
+                &[],
+                NOW,
+            )
+            .unwrap();
             assert_eq!(out.request_id, request.id());
             shares.insert(
                 ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
@@ -377,7 +426,15 @@ mod tests {
     fn a_malformed_signing_package() {
         let cluster = Cluster::new();
         let (_, bundle) = cluster.approved(b"m", 10);
-        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &[0xde, 0xad], NOW).unwrap_err();
+        let err = sign(
+            &cluster.nodes[0].ctx,
+            &k(),
+            &bundle,
+            &[0xde, 0xad],
+            &[],
+            NOW,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SignError::MalformedSigningPackage(_)),
             "{err:?}"
@@ -389,7 +446,15 @@ mod tests {
         let cluster = Cluster::new();
         let (_, first) = cluster.approved(b"first", 2000);
         let package = cluster.package(&[0, 1], &first, b"first");
-        sign(&cluster.nodes[0].ctx, &k(), &first, &bytes(&package), NOW).unwrap();
+        sign(
+            &cluster.nodes[0].ctx,
+            &k(),
+            &first,
+            &bytes(&package),
+            &[],
+            NOW,
+        )
+        .unwrap();
         let (_, second) = cluster.approved(b"second", 1000);
         let package = cluster.package(&[0, 1], &second, b"second");
         let err = refusal(&cluster, &second, &bytes(&package), NOW);
@@ -409,7 +474,15 @@ mod tests {
         // Refused before the vault: its nonces are still there, and the
         // other node, which signed nothing yet, signs it.
         assert_eq!(cluster.nodes[0].vault.nonces_waiting(), 1);
-        sign(&cluster.nodes[1].ctx, &k(), &second, &bytes(&package), NOW).unwrap();
+        sign(
+            &cluster.nodes[1].ctx,
+            &k(),
+            &second,
+            &bytes(&package),
+            &[],
+            NOW,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -418,19 +491,19 @@ mod tests {
         let (_, bundle) = cluster.approved(b"m", 10);
         let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
         let node = &cluster.nodes[0];
-        let first = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        let first = sign(&node.ctx, &k(), &bundle, &package, &[], NOW).unwrap();
         // The coordinator lost the response and asks again: the same
         // share, from the release log; no nonce is involved.
-        let again = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        let again = sign(&node.ctx, &k(), &bundle, &package, &[], NOW).unwrap();
         assert_eq!(again.signature_share, first.signature_share);
         assert_eq!(
             node.audit.events(),
             ["commit_issued", "share_released", "share_resent"]
         );
-        // A second signing of the request (new commitments) is refused:
-        // with n < 2t no second signature can be made.
+        // A second signing of the request (new commitments) that leaves
+        // out no signer of the first is refused.
         let second = bytes(&cluster.package(&[0, 2], &bundle, b"m"));
-        let err = sign(&node.ctx, &k(), &bundle, &second, NOW).unwrap_err();
+        let err = sign(&node.ctx, &k(), &bundle, &second, &[], NOW).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -444,6 +517,33 @@ mod tests {
         );
         // Its nonces were not consumed.
         assert_eq!(node.vault.nonces_waiting(), 1);
+        // Naming as excluded a signer of the package is the coordinator's
+        // error, refused before any effect.
+        let err = sign(&node.ctx, &k(), &bundle, &second, &[3], NOW).unwrap_err();
+        assert!(matches!(err, SignError::BadExclusion(_)), "{err:?}");
+        assert_eq!(
+            tonic::Status::from(err).code(),
+            tonic::Code::InvalidArgument
+        );
+        for bad in [0, 70_000] {
+            let err = sign(&node.ctx, &k(), &bundle, &second, &[bad], NOW).unwrap_err();
+            assert!(matches!(err, SignError::BadExclusion(_)), "{bad}: {err:?}");
+        }
+        // Leaving out the signer (identifier 2) of the package it signed:
+        // the new package is signed, with its own share.
+        let replaced = sign(&node.ctx, &k(), &bundle, &second, &[2], NOW).unwrap();
+        assert_ne!(replaced.signature_share, first.signature_share);
+        assert_eq!(node.vault.nonces_waiting(), 0);
+        // And a third package can exclude no more (3 is its co-signer).
+        let third = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
+        let err = sign(&node.ctx, &k(), &bundle, &third, &[3], NOW).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SignError::Release(crate::releases::ReleaseError::AlreadyReleased { .. })
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -454,9 +554,25 @@ mod tests {
         let (_, first) = cluster.approved(b"m", 10);
         let (_, second) = cluster.approved(b"n", 10);
         let package = cluster.package(&[0, 1], &first, b"m");
-        sign(&cluster.nodes[0].ctx, &k(), &first, &bytes(&package), NOW).unwrap();
+        sign(
+            &cluster.nodes[0].ctx,
+            &k(),
+            &first,
+            &bytes(&package),
+            &[],
+            NOW,
+        )
+        .unwrap();
         let reused = frost_core::SigningPackage::new(package.signing_commitments().clone(), b"n");
-        let err = sign(&cluster.nodes[0].ctx, &k(), &second, &bytes(&reused), NOW).unwrap_err();
+        let err = sign(
+            &cluster.nodes[0].ctx,
+            &k(),
+            &second,
+            &bytes(&reused),
+            &[],
+            NOW,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, SignError::Vault(VaultError::NonceUnavailable)),
             "{err:?}"
@@ -469,7 +585,7 @@ mod tests {
         let cluster = Cluster::new();
         let (_, bundle) = cluster.approved(b"m", 10);
         let package = bytes(&cluster.package(&[1, 2], &bundle, b"m"));
-        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, &[], NOW).unwrap_err();
         assert!(
             matches!(err, SignError::Vault(VaultError::NotAParticipant(1))),
             "{err:?}"
@@ -483,7 +599,15 @@ mod tests {
         let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
         let cold = KeyId::parse("cold").unwrap();
         let cold_bundle = cluster.approve(&cluster.request(&cold, b"m", 10));
-        let err = sign(&cluster.nodes[0].ctx, &cold, &cold_bundle, &package, NOW).unwrap_err();
+        let err = sign(
+            &cluster.nodes[0].ctx,
+            &cold,
+            &cold_bundle,
+            &package,
+            &[],
+            NOW,
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, SignError::Vault(VaultError::UnknownKey(key)) if key == "cold"),
             "{err:?}"
@@ -496,7 +620,7 @@ mod tests {
         let cluster = Cluster::with_volume_file(Some(dir.path().join("missing.toml")));
         let (_, bundle) = cluster.approved(b"m", 10);
         let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
-        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        let err = sign(&cluster.nodes[0].ctx, &k(), &bundle, &package, &[], NOW).unwrap_err();
         assert!(matches!(err, SignError::DailyVolume(_)), "{err:?}");
     }
 
@@ -507,16 +631,16 @@ mod tests {
         let package = bytes(&cluster.package(&[0, 1], &bundle, b"m"));
         let node = &cluster.nodes[0];
         node.audit.set_failing(true);
-        let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        let err = sign(&node.ctx, &k(), &bundle, &package, &[], NOW).unwrap_err();
         assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
         // Still no audit, still no share.
-        let err = sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap_err();
+        let err = sign(&node.ctx, &k(), &bundle, &package, &[], NOW).unwrap_err();
         assert!(matches!(err, SignError::AuditUnavailable(_)), "{err:?}");
         assert!(!node.audit.events().contains(&"share_released".to_string()));
         // Once the audit log works, the share recorded for this package
         // leaves with its entry; the nonces were used once.
         node.audit.set_failing(false);
-        sign(&node.ctx, &k(), &bundle, &package, NOW).unwrap();
+        sign(&node.ctx, &k(), &bundle, &package, &[], NOW).unwrap();
         assert_eq!(node.audit.events().last().unwrap(), "share_resent");
         assert_eq!(node.vault.nonces_waiting(), 0);
     }
@@ -538,10 +662,10 @@ mod tests {
             (&bundle, bytes(&other)),
             (&bundle, vec![1, 2, 3]),
         ] {
-            assert!(sign(&node.ctx, &k(), bundle, &package, NOW).is_err());
+            assert!(sign(&node.ctx, &k(), bundle, &package, &[], NOW).is_err());
         }
         assert_eq!(node.vault.nonces_waiting(), 1);
-        sign(&node.ctx, &k(), &bundle, &bytes(&package), NOW).unwrap();
+        sign(&node.ctx, &k(), &bundle, &bytes(&package), &[], NOW).unwrap();
     }
 }
 
@@ -591,7 +715,7 @@ mod psbt_tests {
         let bytes = package.serialize().unwrap();
         let mut shares = BTreeMap::new();
         for i in [0, 1] {
-            let out = sign(&cluster.nodes[i].ctx, &k(), bundle, &bytes, NOW)?;
+            let out = sign(&cluster.nodes[i].ctx, &k(), bundle, &bytes, &[], NOW)?;
             shares.insert(
                 ringi_frost::identifier::<Tr>(i as u16 + 1).unwrap(),
                 out.signature_share,

@@ -148,11 +148,18 @@ async fn sign<S: Suite>(
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, Status> {
     let audit = ctx.audit.clone();
-    let (signature_share, key_id, request_id) =
+    let (mut signature_share, key_id, request_id) =
         blocking(&audit, "Sign", req.key_id.clone(), move || {
             let key_id = key_id(&req.key_id)?;
             let bundle = presented(req.approval_bundle.as_ref());
-            let out = round2::sign(&ctx, &key_id, &bundle, &req.signing_package, now())?;
+            let out = round2::sign(
+                &ctx,
+                &key_id,
+                &bundle,
+                &req.signing_package,
+                &req.excluded_identifiers,
+                now(),
+            )?;
             Ok((
                 out.signature_share.serialize(),
                 key_id,
@@ -163,6 +170,9 @@ async fn sign<S: Suite>(
     if crate::fault::lose_sign_response() {
         tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the Sign response is lost");
         return Err(Status::unavailable("test fault: response lost"));
+    }
+    if crate::fault::corrupt_share(&mut signature_share) {
+        tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the signature share sent is corrupted");
     }
     tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
     Ok(pb::SignResponse { signature_share })

@@ -114,6 +114,10 @@ pub enum SignError {
     /// [`crate::preprocess::MAX_BATCH`].
     #[error("count must be 1..={max}, not {0}", max = crate::preprocess::MAX_BATCH)]
     BatchSize(u32),
+    /// `excluded_identifiers` names something other than FROST identifiers
+    /// outside the signing package.
+    #[error("excluded_identifiers: {0}")]
+    BadExclusion(String),
 }
 
 impl From<LedgerError> for SignError {

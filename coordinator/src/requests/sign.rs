@@ -111,6 +111,18 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         }
         let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
         let outcome = sign(c, &record, &plans).await;
+        // A signer whose share failed aggregation was excluded for cause:
+        // on the record, whatever became of this request.
+        for (signer, reason) in c.registry.standings().take_unaudited() {
+            c.audit(
+                "signer_excluded",
+                &[
+                    ("request_id", short.clone()),
+                    ("signer", signer),
+                    ("reason", reason),
+                ],
+            );
+        }
         match outcome {
             Ok(done) => {
                 crate::fault::crash_point("after-aggregate");
