@@ -5,8 +5,25 @@
 //! written `p256:` followed by the SEC1 point in hex (compressed or not);
 //! signatures are the 64-byte raw `r ‖ s` that CKM_ECDSA returns.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
+
+/// Every [`ApproverKey::verify`] this process has made; read through
+/// [`verifications`].
+static VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Metric: P-256 signature verifications this process has made since it
+/// started (a counter: it only grows, like a Prometheus `_total`), whatever
+/// their outcome and whoever asked (approval statements, audit
+/// checkpoints). An ECDSA verification is the most expensive step of an
+/// evaluation, so this is what
+/// [`crate::verified_signatures::VerifiedSignatures`] saves: a profile or a
+/// test reads it around a flow to see how many it cost.
+pub fn verifications() -> u64 {
+    VERIFICATIONS.load(Ordering::Relaxed)
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyError {
@@ -51,7 +68,12 @@ impl ApproverKey {
     }
 
     /// Checks a 64-byte `r ‖ s` ECDSA-SHA256 signature over `message`.
+    /// Always verifies (and counts in [`verifications`]); an approval's
+    /// signature is checked through
+    /// [`crate::verified_signatures::VerifiedSignatures`], which calls this
+    /// once per signature.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        VERIFICATIONS.fetch_add(1, Ordering::Relaxed);
         Signature::from_slice(signature)
             .map(|sig| self.key.verify(message, &sig).is_ok())
             .unwrap_or(false)
@@ -84,5 +106,19 @@ mod tests {
         );
         assert_eq!(ApproverKey::parse("p256:zz"), Err(KeyError::NotHex));
         assert_eq!(ApproverKey::parse("p256:0102"), Err(KeyError::NotAPoint));
+    }
+
+    #[test]
+    fn every_verification_is_counted_whatever_its_outcome() {
+        let sk = SigningKey::random(&mut rand::rngs::OsRng);
+        let key =
+            ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let sig: Signature = sk.sign(b"statement");
+        // Other tests verify concurrently: the counter grows by at least ours.
+        let before = verifications();
+        assert!(key.verify(b"statement", &sig.to_bytes()));
+        assert!(!key.verify(b"other", &sig.to_bytes()));
+        assert!(!key.verify(b"statement", &[1u8; 10]));
+        assert!(verifications() >= before + 3);
     }
 }

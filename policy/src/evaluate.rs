@@ -7,6 +7,12 @@
 //! silently skipped — then counts distinct approver keys per department
 //! against the quorums of the request's amount tier. A valid rejection from
 //! any approver is a veto.
+//!
+//! Signatures are verified through the process's
+//! [`verified_signatures`] cache: one P-256
+//! verification per approval signature, however many times a request is
+//! evaluated; every other rule, the time rules included, is applied afresh
+//! by each evaluation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +21,7 @@ use crate::policy::Policy;
 use crate::request::SigningRequest;
 use crate::statement::{Approval, Decision};
 use crate::subject::{KeyFacts, Subject, subject};
+use crate::verified_signatures;
 
 /// Largest clock difference tolerated for an approval issued "in the future".
 pub const CLOCK_SKEW_SECS: u64 = 300;
@@ -175,12 +182,19 @@ pub fn evaluate_subject(
         if s.content_digest != content {
             return Err(Violation::ContentMismatch { index });
         }
-        if !approval.signature_valid() {
+        // A roster key's verdict is remembered (one P-256 verification per
+        // signature per process, however often the request is evaluated);
+        // a stranger's is checked but not remembered, so it cannot evict
+        // an approver's. Either way a bad signature is reported first.
+        let approver = policy.approver(&approval.approver);
+        let valid = match approver {
+            Some(_) => approval.signature_valid_in(verified_signatures::shared()),
+            None => approval.signature_valid(),
+        };
+        if !valid {
             return Err(Violation::BadSignature { index });
         }
-        let approver = policy
-            .approver(&approval.approver)
-            .ok_or(Violation::UnknownApprover { index })?;
+        let approver = approver.ok_or(Violation::UnknownApprover { index })?;
         let name = approver.name.clone();
         if approver.department != s.department {
             return Err(Violation::WrongDepartment {
@@ -350,6 +364,66 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(f.eval(&[]), Ok(Outcome::Pending { .. })));
+    }
+
+    #[test]
+    fn only_a_roster_approvers_verified_signature_is_remembered() {
+        let f = fixture();
+        let shared = verified_signatures::shared();
+        let remembered = |a: &Approval| {
+            shared.remembers(
+                &a.approver,
+                &a.statement.signed_bytes(&a.approver),
+                &a.signature,
+            )
+        };
+        let alice = f.sign("alice", "treasury", Decision::Approve);
+        assert!(!remembered(&alice), "a fresh signature");
+        assert!(matches!(
+            f.eval(std::slice::from_ref(&alice)),
+            Ok(Outcome::Pending { .. })
+        ));
+        assert!(remembered(&alice));
+        // Evaluated again, the verdict comes from memory (other tests share
+        // the cache, so its hits grow by at least this one).
+        let hits = shared.stats().hits;
+        assert!(matches!(
+            f.eval(std::slice::from_ref(&alice)),
+            Ok(Outcome::Pending { .. })
+        ));
+        assert!(shared.stats().hits > hits);
+        // The remembered verdict does not outlive the approval: the time
+        // rules still apply at every evaluation.
+        let late = alice.statement.expires_at;
+        assert!(matches!(
+            evaluate(
+                &f.policy,
+                &f.request,
+                &KeyFacts::FrostSecp256k1,
+                std::slice::from_ref(&alice),
+                late
+            ),
+            Err(Violation::ApprovalExpired { .. })
+        ));
+        // A validly signed approval by a key outside the roster is refused
+        // and not remembered.
+        let mallory = f.sign("mallory", "treasury", Decision::Approve);
+        assert!(mallory.signature_valid());
+        assert_eq!(
+            f.eval(std::slice::from_ref(&mallory)),
+            Err(Violation::UnknownApprover { index: 0 })
+        );
+        assert!(!remembered(&mallory));
+        // Nor is a bad signature by a roster key, however often presented.
+        let mut forged = alice.clone();
+        forged.statement.reason = "edited".into();
+        for _ in 0..2 {
+            assert_eq!(
+                f.eval(std::slice::from_ref(&forged)),
+                Err(Violation::BadSignature { index: 0 })
+            );
+            assert!(!remembered(&forged));
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //!   validated at load and identified by the file's SHA-256;
 //! - [`request`]: a signing request and its id (a hash over every field);
 //! - [`statement`]: what an approver signs to approve or reject;
-//! - [`approver_key`]: approver keys (ECDSA P-256) and signature checks;
+//! - [`approver_key`]: approver keys (ECDSA P-256) and signature checks,
+//!   and the count of checks made ([`approver_key::verifications`]);
+//! - [`verified_signatures`]: the bounded memory of approval signatures
+//!   already verified, so each costs one P-256 verification per process;
 //! - [`subject`]: what a request moves — declared, derived from its PSBT
 //!   (`ringi_psbt`), or blind — which the tiers, caps and allowlist judge;
 //! - [`limits`]: spending caps, checked by coordinator and signers alike;
@@ -22,7 +25,8 @@
 //!
 //! Everything here but the audit log's file handling is pure: no I/O, no
 //! clock (callers pass `now`), so the coordinator and the signers run
-//! exactly the same checks.
+//! exactly the same checks. The one state kept across calls, the verified
+//! signatures, changes how often a signature is verified, never a verdict.
 
 pub mod approver_key;
 pub mod audit;
@@ -36,4 +40,5 @@ pub mod policy;
 pub mod request;
 pub mod statement;
 pub mod subject;
+pub mod verified_signatures;
 pub mod volumes;

@@ -17,6 +17,7 @@ use crate::approver_key::ApproverKey;
 use crate::encoding::Canonical;
 use crate::key_id::KeyId;
 use crate::request::SigningRequest;
+use crate::verified_signatures::VerifiedSignatures;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -95,8 +96,19 @@ pub struct Approval {
 }
 
 impl Approval {
+    /// Verifies the signature (always: see [`Approval::signature_valid_in`]).
     pub fn signature_valid(&self) -> bool {
         self.approver.verify(
+            &self.statement.signed_bytes(&self.approver),
+            &self.signature,
+        )
+    }
+
+    /// [`Approval::signature_valid`], answered from `verified` if this very
+    /// statement, key and signature verified before in this process.
+    pub fn signature_valid_in(&self, verified: &VerifiedSignatures) -> bool {
+        verified.verify(
+            &self.approver,
             &self.statement.signed_bytes(&self.approver),
             &self.signature,
         )
