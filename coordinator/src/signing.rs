@@ -652,10 +652,12 @@ async fn attempt<C: Suite>(
     let mut live: Vec<Participant<C>> = Vec::new();
     let mut failed = Vec::new();
 
-    // Preprocessed commitments first, fastest signers first.
-    for p in eligible {
+    // The `t` fastest take part: with their preprocessed commitments where
+    // pooled, by a live round 1 otherwise (a fast signer's round 1 costs
+    // less than a slow signer's round 2). The others are spares.
+    for (i, p) in eligible.into_iter().enumerate() {
         if pooled
-            && chosen.len() < t
+            && i < t
             && let Some(bytes) = registry.pools().take(&p.signer.name, &key_id)
             && let Ok(c) = SigningCommitments::<C>::deserialize(&bytes)
         {
@@ -704,8 +706,19 @@ async fn attempt<C: Suite>(
                 }
             }
         }
-        // Answers still on their way are dropped: their nonces expire on
-        // the signers unused.
+        // Answers still on their way are not used (their nonces expire on
+        // the signers unused), but how late they come is noted: a slow
+        // signer is then tried after the others.
+        if !in_flight.is_empty() {
+            let standings = registry.standings().clone();
+            tokio::spawn(async move {
+                while let Some((p, elapsed, result)) = in_flight.next().await {
+                    if result.is_ok() {
+                        standings.observe(&p.signer.name, elapsed);
+                    }
+                }
+            });
+        }
     }
 
     let commitments: BTreeMap<Identifier<C>, SigningCommitments<C>> =

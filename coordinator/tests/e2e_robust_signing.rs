@@ -185,3 +185,43 @@ fn a_cheating_signer_is_named_and_every_request_signed() {
     assert_eq!(count(&signer_audit(&cluster, 2), "share_released"), cheats);
     assert_eq!(count(&audit, "signer_excluded"), 1);
 }
+
+/// A signer that answers 300 ms late is never waited for: the live round 1
+/// asks all three and keeps the first two answers, notes how late the
+/// third came, and from then on the fast two are tried first.
+#[test]
+fn a_slow_signer_is_left_out() {
+    let mut cluster = Cluster::start(3);
+    let slow = &mut cluster.signers[2];
+    slow.stop();
+    slow.env.push(("RINGI_TEST_SLOW_MS".into(), "300".into()));
+    slow.start();
+    let group_key = cluster.keygen("k", 2, &ALL);
+    let audit = coordinator_audit(&cluster);
+    for i in 0..8 {
+        let message = format!("payment {i}").into_bytes();
+        assert!(frost_verify(
+            &group_key,
+            &message,
+            &cluster.sign("k", &message, &[])
+        ));
+    }
+    assert_eq!(signed_by(&audit, "signer-1"), 8);
+    assert_eq!(signed_by(&audit, "signer-2"), 8);
+    assert_eq!(signed_by(&audit, "signer-3"), 0);
+}
+
+/// How many signatures the coordinator's trail says `signer` took part in.
+fn signed_by(audit: &Path, signer: &str) -> usize {
+    std::fs::read_to_string(audit)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "signature_produced")
+        .filter(|e| {
+            e["fields"]["signers"]
+                .as_str()
+                .is_some_and(|s| s.split(',').any(|n| n == signer))
+        })
+        .count()
+}

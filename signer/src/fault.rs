@@ -10,6 +10,9 @@
 //! `RINGI_TEST_FAULT=bad-share`: every Sign answers with a corrupted
 //! signature share (a cheating signer), after recording the true one; the
 //! coordinator must name this signer and finish without it.
+//!
+//! `RINGI_TEST_SLOW_MS=N`: Commit, Sign and Preprocess answer `N` ms late
+//! (a slow signer: a far site, a busy token).
 
 /// Whether to lose this Sign response (once per process).
 pub fn lose_sign_response() -> bool {
@@ -43,5 +46,21 @@ pub fn corrupt_share(share: &mut [u8]) -> bool {
     {
         let _ = share;
         false
+    }
+}
+
+/// How late to answer signing calls, if the environment asks for a slow
+/// signer.
+pub fn slow() -> Option<std::time::Duration> {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("RINGI_TEST_SLOW_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        None
     }
 }

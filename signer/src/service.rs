@@ -125,6 +125,9 @@ async fn commit<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::CommitRequest,
 ) -> Result<pb::CommitResponse, Status> {
+    if let Some(late) = crate::fault::slow() {
+        tokio::time::sleep(late).await;
+    }
     let audit = ctx.audit.clone();
     blocking(&audit, "Commit", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
@@ -147,6 +150,9 @@ async fn sign<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::SignRequest,
 ) -> Result<pb::SignResponse, Status> {
+    if let Some(late) = crate::fault::slow() {
+        tokio::time::sleep(late).await;
+    }
     let audit = ctx.audit.clone();
     let (mut signature_share, key_id, request_id) =
         blocking(&audit, "Sign", req.key_id.clone(), move || {
@@ -183,6 +189,9 @@ async fn preprocess<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::PreprocessRequest,
 ) -> Result<pb::PreprocessResponse, Status> {
+    if let Some(late) = crate::fault::slow() {
+        tokio::time::sleep(late).await;
+    }
     let audit = ctx.audit.clone();
     blocking(&audit, "Preprocess", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
