@@ -16,6 +16,7 @@
 //! - [`audit`]: `ringi audit verify|export` (offline).
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
 //! - [`bench`]: `ringi bench`.
+//! - [`delay_proxy`]: a relay that answers late, for `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
 
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod bench;
 pub mod connect;
 pub mod decide;
+pub mod delay_proxy;
 pub mod dev_certs;
 pub mod health;
 pub mod keys;
