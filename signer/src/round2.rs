@@ -114,11 +114,13 @@ pub fn sign<S: Suite>(
     ctx.ledger
         .releases()
         .record(claim, &signature_share.serialize(), now)?;
-    audited(
-        ctx.audit.as_ref(),
-        "share_released",
-        &released_fields(key_id, &approved, input),
-    )?;
+    let mut fields = released_fields(key_id, &approved, input);
+    if !excluded.is_empty() {
+        // A further package for the input: who the coordinator left out.
+        let ids: Vec<String> = excluded.iter().map(u16::to_string).collect();
+        fields.push(("excluded", ids.join(",")));
+    }
+    audited(ctx.audit.as_ref(), "share_released", &fields)?;
     Ok(Round2Output {
         signature_share,
         request_id,

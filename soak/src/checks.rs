@@ -57,7 +57,7 @@ pub fn all(e: &Evidence<'_>) -> Vec<Check> {
         audit_chains(e),
         audit_agrees(e),
         decisions_audited(e),
-        shares_released_once(e),
+        shares_released_under_the_rule(e),
         faults_done(e),
     ]
 }
@@ -496,41 +496,66 @@ fn decisions_audited(e: &Evidence<'_>) -> Check {
     }
 }
 
-/// `(request id, input)` pairs with more than one `share_released` entry in
-/// a signer's audit log, and how many. (`share_resent`, the same stored
-/// share sent again, is not a release.)
-pub fn repeated_releases(lines: &[String]) -> Vec<((String, String), usize)> {
-    let mut released: BTreeMap<(String, String), usize> = BTreeMap::new();
+/// `(request id, input)` pairs a signer released more than one share for
+/// without following the release rule (`signer/src/releases.rs`): each
+/// further release must name, in its `excluded` field, a strict superset of
+/// the signers every earlier release of the input excluded. With how many
+/// releases. (`share_resent`, the same stored share sent again, is not a
+/// release.)
+pub fn releases_breaking_the_rule(lines: &[String]) -> Vec<((String, String), usize)> {
+    let mut released: BTreeMap<(String, String), Vec<BTreeSet<String>>> = BTreeMap::new();
     for entry in entries(lines).filter(|e| e.event == "share_released") {
         let field = |name: &str| entry.fields.get(name).cloned().unwrap_or_default();
-        *released
+        let excluded: BTreeSet<String> = field("excluded")
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        released
             .entry((field("request_id"), field("input")))
-            .or_default() += 1;
+            .or_default()
+            .push(excluded);
     }
-    released.into_iter().filter(|(_, n)| *n > 1).collect()
+    released
+        .into_iter()
+        .filter(|(_, sets)| {
+            sets.iter().enumerate().any(|(i, later)| {
+                sets[..i]
+                    .iter()
+                    .any(|earlier| !(later.is_superset(earlier) && later.len() > earlier.len()))
+            })
+        })
+        .map(|(k, sets)| (k, sets.len()))
+        .collect()
 }
 
-/// (e) Every signer released at most one share per (request, input).
-fn shares_released_once(e: &Evidence<'_>) -> Check {
+/// (e) Every signer released a further share for an input only under the
+/// release rule.
+fn shares_released_under_the_rule(e: &Evidence<'_>) -> Check {
     let mut failures = Vec::new();
     let mut summary = Vec::new();
     for (name, lines) in e.signer_audits {
         let released = entries(lines)
             .filter(|e| e.event == "share_released")
             .count();
-        summary.push(format!("{name} {released}"));
-        for ((id, input), n) in repeated_releases(lines) {
+        let further = entries(lines)
+            .filter(|e| e.event == "share_released" && e.fields.contains_key("excluded"))
+            .count();
+        summary.push(format!("{name} {released} ({further} further)"));
+        for ((id, input), n) in releases_breaking_the_rule(lines) {
             let input = if input.is_empty() {
                 String::new()
             } else {
                 format!(" input {input}")
             };
-            failures.push(format!("{name}: {n} share_released for {id}{input}"));
+            failures.push(format!(
+                "{name}: {n} share_released for {id}{input} without a growing excluded set"
+            ));
         }
     }
     Check {
         label: "e",
-        title: "each signer released at most one share per (request, input)",
+        title: "each signer released a further share for an input only with a strictly larger excluded set",
         summary: format!("share_released entries: {}", summary.join(", ")),
         failures,
     }
@@ -735,12 +760,28 @@ mod tests {
             ("share_released", &[("request_id", "bb"), ("input", "0")]),
             ("share_released", &[("request_id", "bb"), ("input", "1")]),
         ]);
-        assert!(repeated_releases(&lines).is_empty());
+        assert!(releases_breaking_the_rule(&lines).is_empty());
         let mut twice = lines.clone();
         twice.extend(log(&[("share_released", &[("request_id", "aa")])]));
         assert_eq!(
-            repeated_releases(&twice),
+            releases_breaking_the_rule(&twice),
             vec![(("aa".to_string(), String::new()), 2)]
+        );
+        // A further release that excludes a signer follows the rule; one
+        // more that excludes no more than it does not.
+        let mut further = lines.clone();
+        further.extend(log(&[(
+            "share_released",
+            &[("request_id", "aa"), ("excluded", "3")],
+        )]));
+        assert!(releases_breaking_the_rule(&further).is_empty());
+        further.extend(log(&[(
+            "share_released",
+            &[("request_id", "aa"), ("excluded", "2")],
+        )]));
+        assert_eq!(
+            releases_breaking_the_rule(&further),
+            vec![(("aa".to_string(), String::new()), 3)]
         );
     }
 }
