@@ -14,6 +14,8 @@ use ringi_policy::subject::Subject;
 
 use crate::authorize::{PresentedBundle, check_message};
 use crate::node_audit::audited;
+use crate::phases::SignerPhase::{Audit, Ledger, Token, Verify};
+use crate::phases::time;
 use crate::releases::Claim;
 use crate::signing::{SignError, SigningContext};
 
@@ -60,9 +62,10 @@ pub fn sign<S: Suite>(
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
-    let approved = ctx
-        .approved
-        .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
+    let approved = time(Verify, || {
+        ctx.approved
+            .authorize(&ctx.policy, key_id, &facts, bundle, now)
+    })?;
     let package = SigningPackage::<S>::deserialize(signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
     let input = check_message(&approved, package.message())?;
@@ -75,29 +78,33 @@ pub fn sign<S: Suite>(
     let request_id = approved.request.id();
     // The amount counted is the subject's: for a PSBT, the sum of the
     // payments this node derived; every input of one request counts once.
-    ctx.ledger.record(
-        key_id,
-        &request_id,
-        approved.subject.amount(),
-        now,
-        &limits,
-        volume,
-    )?;
+    time(Ledger, || {
+        ctx.ledger.record(
+            key_id,
+            &request_id,
+            approved.subject.amount(),
+            now,
+            &limits,
+            volume,
+        )
+    })?;
     // One share per request input ([`crate::releases`]): the same package
     // again gets the same share; another package is refused.
-    let claim = match ctx
-        .ledger
-        .releases()
-        .claim(&request_id, input, signing_package)?
-    {
+    let claim = match time(Ledger, || {
+        ctx.ledger
+            .releases()
+            .claim(&request_id, input, signing_package)
+    })? {
         Claim::Again(bytes) => {
             let signature_share = SignatureShare::<S>::deserialize(&bytes)
                 .map_err(|e| crate::releases::ReleaseError::Store(format!("stored share: {e}")))?;
-            audited(
-                ctx.audit.as_ref(),
-                "share_resent",
-                &released_fields(key_id, &approved, input),
-            )?;
+            time(Audit, || {
+                audited(
+                    ctx.audit.as_ref(),
+                    "share_resent",
+                    &released_fields(key_id, &approved, input),
+                )
+            })?;
             return Ok(Round2Output {
                 signature_share,
                 request_id,
@@ -105,17 +112,21 @@ pub fn sign<S: Suite>(
         }
         Claim::Fresh(claim) => claim,
     };
-    let signature_share = ctx.vault.sign(key_id, &package)?;
+    let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
     // Recorded, then audited, before the share leaves: no record or no
     // audit entry, no share.
-    ctx.ledger
-        .releases()
-        .record(claim, &signature_share.serialize(), now)?;
-    audited(
-        ctx.audit.as_ref(),
-        "share_released",
-        &released_fields(key_id, &approved, input),
-    )?;
+    time(Ledger, || {
+        ctx.ledger
+            .releases()
+            .record(claim, &signature_share.serialize(), now)
+    })?;
+    time(Audit, || {
+        audited(
+            ctx.audit.as_ref(),
+            "share_released",
+            &released_fields(key_id, &approved, input),
+        )
+    })?;
     Ok(Round2Output {
         signature_share,
         request_id,
