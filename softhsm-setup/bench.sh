@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Latency of one 2-of-3 signing over the real stack (SoftHSM tokens, three
-# signer processes checking two department approvals, gRPC over mutual TLS
-# on loopback) next to the in-process FROST floor, and the cost of a new TLS
-# connection (handshake signed in the signer's token) versus a call on a
-# reused one, and PSBT requests on a bitcoin-taproot key (its floor, the
-# derivation, the stack), all measured in the same run. Release build: figures from debug
-# builds mean nothing.
+# Latency of one signing over the real stack (SoftHSM tokens, ten signer
+# processes checking two department approvals, gRPC over mutual TLS on
+# loopback) for a 2-of-3, a 3-of-5 and a 7-of-10 key, each next to the
+# in-process FROST floor of its size, and the cost of a new TLS connection
+# (handshake signed in the signer's token) versus a call on a reused one,
+# and PSBT requests on a 2-of-3 bitcoin-taproot key (its floor, the
+# derivation, the stack), all measured in the same run; then each series'
+# time per phase (coordinator and signers). Release build: figures from
+# debug builds mean nothing.
 #
-# Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain]   (default 500 tls)
+# Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain] [KEYS]
+#   (default 500 tls bench,bench-3of5,bench-7of10; KEYS: any of those three)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -15,6 +18,7 @@ root=$(cd "$here/.." && pwd)
 
 iterations=${1:-500}
 mode=${2:-tls}
+keys=${3:-bench,bench-3of5,bench-7of10}
 [ "$mode" = plain ] && mode=""
 "$here/install-deps.sh"
 cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
@@ -36,14 +40,26 @@ approvers = [{ name = "carol", key = "$carol" }]
 request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
+[keys.bench-3of5]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+[keys.bench-7of10]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
 [keys.bench-btc]
 request_ttl_secs = 3600
 approval_ttl_secs = 600
 require = { treasury = 1, compliance = 1 }
 network = "regtest"
 TOML
-start_stack "$bin" "$work" 3 "$work/policy.toml" $mode 2>/dev/null >/dev/null
-"$bin/ringi" keygen --key-id bench --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
-"$bin/ringi" keygen --key-id bench-btc --kind bitcoin-taproot --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
-RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --key-id bench --psbt-key-id bench-btc \
+start_stack "$bin" "$work" 10 "$work/policy.toml" $mode 2>/dev/null >/dev/null
+# signers N: signer-1,...,signer-N.
+signers() { seq -f 'signer-%g' -s, 1 "$1"; }
+"$bin/ringi" keygen --key-id bench --threshold 2 --signers "$(signers 3)" >/dev/null 2>&1
+"$bin/ringi" keygen --key-id bench-3of5 --threshold 3 --signers "$(signers 5)" >/dev/null 2>&1
+"$bin/ringi" keygen --key-id bench-7of10 --threshold 7 --signers "$(signers 10)" >/dev/null 2>&1
+"$bin/ringi" keygen --key-id bench-btc --kind bitcoin-taproot --threshold 2 --signers "$(signers 3)" >/dev/null 2>&1
+RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --keys "$keys" --psbt-key-id bench-btc \
   --iterations "$iterations" --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"

@@ -1,10 +1,16 @@
-//! `ringi bench`: latency of one signing over the real stack, next to the
-//! in-process FROST floor measured in the same run.
+//! `ringi bench`: latency of one signing over the real stack, for each key
+//! given (e.g. 2-of-3, 3-of-5, 7-of-10), each next to the in-process FROST
+//! floor of its size measured in the same run, then where the time went.
 //!
 //! - floor: dealer-generated key with the same t and n, every signer's
 //!   round 1, round 2 and the aggregation (which verifies) in this process;
 //! - stack: the coordinator's signing engine in this process, driving the
 //!   configured signer nodes over gRPC (token unseal, nonces, both rounds);
+//! - phases: the coordinator's phase histograms ([`ringi::phases`]), reset
+//!   at the start of each key's measured series and printed per key after
+//!   the figures: the engine's own phases and those the signers report
+//!   with their answers. The coordinator's evaluation of the approvals,
+//!   made before the clock starts, is recorded as its approval check;
 //! - with `--psbt-key-id`, for a bitcoin-taproot key: the in-process floor
 //!   of its suite (BIP-340, tweaked), the derivation of a one-input PSBT
 //!   (`ringi_psbt::derive`, what each signer and the coordinator run per
@@ -26,6 +32,7 @@ use rand::rngs::OsRng;
 use ringi_frost::Suite;
 
 use ringi::config::Config;
+use ringi::phases::{self, Phase, PhaseSummary};
 
 /// Summary of a series of timings.
 #[derive(Debug, Clone, Copy)]
@@ -202,14 +209,19 @@ fn approved_bundle(
             signature,
         });
     }
-    Ok(ringi::approved::ApprovedRequest::evaluate(
+    // What the coordinator runs before each signing (`from_record`).
+    let start = Instant::now();
+    let approved = ringi::approved::ApprovedRequest::evaluate(
         policy,
         key,
         request,
         approvals,
         Vec::new(),
         now,
-    )?)
+    );
+    phases::record(Phase::ApprovalCheck, start.elapsed());
+    let approved = approved?;
+    Ok(approved)
 }
 
 /// A one-input PSBT spending a coin of the taproot key `own` back to its
@@ -245,13 +257,14 @@ fn derive_cost(own: &ringi_psbt::OwnKey, iterations: usize) -> Option<Summary> {
 }
 
 /// PSBT requests on `key_id` over the stack, and the Taproot floor.
+/// Figure rows, and the phases of the measured series.
 async fn psbt_rows(
     coordinator: &ringi::coordinator::Coordinator,
     policy: &ringi_policy::policy::Policy,
     key_id: &str,
     iterations: usize,
     approvers: &[BenchApprover],
-) -> anyhow::Result<Vec<(String, Option<Summary>)>> {
+) -> anyhow::Result<(Vec<(String, Option<Summary>)>, Breakdown)> {
     let key = coordinator
         .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
         .await?;
@@ -282,6 +295,9 @@ async fn psbt_rows(
     let warmup = iterations.min(20);
     let mut stack = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
+        if i == warmup {
+            phases::reset();
+        }
         let psbt = self_spend(&own, i as u64);
         let approved = approved_bundle(
             policy,
@@ -309,7 +325,8 @@ async fn psbt_rows(
             stack.push(start.elapsed());
         }
     }
-    Ok(vec![
+    let breakdown = Breakdown::taken(format!("PSBT key {key_id:?}, {t}-of-{n}"));
+    let rows = vec![
         (
             format!("in-process floor, bitcoin-taproot {t}-of-{n} (BIP-340)"),
             floor,
@@ -322,22 +339,76 @@ async fn psbt_rows(
             format!("stack: PSBT request {key_id:?}, 1 input, + finalize"),
             summarize(stack),
         ),
-    ])
+    ];
+    Ok((rows, breakdown))
 }
 
-pub async fn run(
-    config: &Config,
+/// The phase histograms and counters of one measured series.
+struct Breakdown {
+    series: String,
+    phases: Vec<PhaseSummary>,
+    counters: Vec<(&'static str, u64)>,
+}
+
+impl Breakdown {
+    /// What the histograms hold now, for the series `series`.
+    fn taken(series: String) -> Self {
+        Breakdown {
+            series,
+            phases: phases::snapshot(),
+            counters: phases::counters(),
+        }
+    }
+}
+
+/// The phase table of one series: every phase recorded, its count and
+/// percentiles in microseconds (the signers' phases are per call: one
+/// signing makes a Commit and a Sign call, or one Sign call, per signer).
+fn phase_table(b: &Breakdown) -> String {
+    let mut out = format!(
+        "phases, {} (since the start of its measured series)\n{:<52} {:>6} {:>10} {:>10} {:>10}\n",
+        b.series, "phase", "count", "p50 µs", "p99 µs", "mean µs"
+    );
+    if b.phases.is_empty() {
+        out.push_str("(no phase recorded)\n");
+    }
+    for p in &b.phases {
+        out.push_str(&format!(
+            "{:<52} {:>6} {:>10} {:>10} {:>10}\n",
+            p.phase.name(),
+            p.count,
+            p.p50_us,
+            p.p99_us,
+            p.mean_us
+        ));
+    }
+    if !b.counters.is_empty() {
+        let counters: Vec<String> = b.counters.iter().map(|(n, c)| format!("{n}={c}")).collect();
+        out.push_str(&format!("counters: {}\n", counters.join(" ")));
+    }
+    out
+}
+
+/// One key's figures: the floor of its size and the stack.
+struct KeyFigures {
+    key_id: String,
+    t: u16,
+    n: u16,
+    floor: Option<Summary>,
+    stack: Option<Summary>,
+    breakdown: Breakdown,
+}
+
+/// The floor of `key_id`'s size, then `iterations` signings over the
+/// stack after a warm-up; the phase histograms are reset where the
+/// measured signings start.
+async fn key_figures(
+    coordinator: &ringi::coordinator::Coordinator,
+    policy: &ringi_policy::policy::Policy,
     key_id: &str,
-    psbt_key_id: Option<&str>,
     iterations: usize,
     approvers: &[BenchApprover],
-) -> anyhow::Result<()> {
-    let coordinator = ringi::server::coordinator(config, false)?;
-    let policy = coordinator.policy.clone().ok_or_else(|| {
-        anyhow::anyhow!(
-            "the bench needs the coordinator's policy_file: signers sign only approved requests"
-        )
-    })?;
+) -> anyhow::Result<KeyFigures> {
     let key = coordinator
         .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
         .await?;
@@ -346,14 +417,17 @@ pub async fn run(
     let facts = key.facts();
     let warmup = iterations.min(20);
 
-    let floor_summary = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
+    let floor = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
 
     // Approvals are made before the clock starts: the figure is the signing
     // round, including every signer's check of the approvals.
     let mut stack = Vec::with_capacity(iterations);
     for i in 0..warmup + iterations {
+        if i == warmup {
+            phases::reset();
+        }
         let msg = message();
-        let approved = approved_bundle(&policy, &facts, key_id, Content::Message(&msg), approvers)?;
+        let approved = approved_bundle(policy, &facts, key_id, Content::Message(&msg), approvers)?;
         let start = Instant::now();
         key.sign(
             &coordinator.registry,
@@ -365,10 +439,46 @@ pub async fn run(
             stack.push(start.elapsed());
         }
     }
+    Ok(KeyFigures {
+        key_id: key_id.to_string(),
+        t,
+        n,
+        floor,
+        stack: summarize(stack),
+        breakdown: Breakdown::taken(format!("key {key_id:?}, {t}-of-{n}")),
+    })
+}
+
+/// The bench: every key of `key_ids` in turn (each with the floor of its
+/// size), the connection costs to the first key's first signer, and with
+/// `psbt_key_id` PSBT requests; the figures, then each series' phases.
+pub async fn run(
+    config: &Config,
+    key_ids: &[String],
+    psbt_key_id: Option<&str>,
+    iterations: usize,
+    approvers: &[BenchApprover],
+) -> anyhow::Result<()> {
+    let first_key = key_ids
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the bench needs at least one key (--keys)"))?;
+    let coordinator = ringi::server::coordinator(config, false)?;
+    let policy = coordinator.policy.clone().ok_or_else(|| {
+        anyhow::anyhow!(
+            "the bench needs the coordinator's policy_file: signers sign only approved requests"
+        )
+    })?;
+    let mut keys = Vec::with_capacity(key_ids.len());
+    for key_id in key_ids {
+        keys.push(key_figures(&coordinator, &policy, key_id, iterations, approvers).await?);
+    }
 
     // Connection costs to one signer: a new connection (TCP, and the TLS
     // handshake with the signer's key in its token, when TLS is on) plus its
     // first call, and a call on a reused connection.
+    let key = coordinator
+        .key(&ringi_policy::key_id::KeyId::parse(first_key)?)
+        .await?;
     let signer = key
         .record()
         .signers
@@ -414,28 +524,47 @@ pub async fn run(
     } else {
         "plaintext"
     };
+    let psbt = match psbt_key_id {
+        Some(psbt_key) => {
+            Some(psbt_rows(&coordinator, &policy, psbt_key, iterations, approvers).await?)
+        }
+        None => None,
+    };
 
     println!(
-        "ringi bench: key {key_id:?}, {t}-of-{n}, {iterations} sequential signings of 32-byte messages, {} approvals each, {transport}",
+        "ringi bench: {} key(s), {iterations} sequential signings of 32-byte messages each, {} approvals each, {transport}",
+        keys.len(),
         approvers.len()
     );
     println!(
         "{:<52} {:>6} {:>10} {:>10} {:>10}",
         "path", "n", "p50 ms", "p99 ms", "mean ms"
     );
-    print_row("in-process FROST floor (no network, no HSM)", floor_summary);
-    print_row(
-        "stack: engine -> signers (gRPC, approvals, HSM)",
-        summarize(stack),
-    );
+    for k in &keys {
+        let size = format!("{}-of-{}", k.t, k.n);
+        print_row(
+            &format!("in-process FROST floor {size} (no network/HSM)"),
+            k.floor,
+        );
+        print_row(
+            &format!("stack {:?} {size}: engine -> signers", k.key_id),
+            k.stack,
+        );
+    }
     print_row("signer call: new connection + first call", summarize(fresh));
     print_row("signer call: reused connection", summarize(reused));
-    if let Some(psbt_key) = psbt_key_id {
-        for (name, summary) in
-            psbt_rows(&coordinator, &policy, psbt_key, iterations, approvers).await?
-        {
-            print_row(&name, summary);
+    if let Some((rows, _)) = &psbt {
+        for (name, summary) in rows {
+            print_row(name, *summary);
         }
+    }
+    for k in &keys {
+        println!();
+        print!("{}", phase_table(&k.breakdown));
+    }
+    if let Some((_, breakdown)) = &psbt {
+        println!();
+        print!("{}", phase_table(breakdown));
     }
     Ok(())
 }
@@ -460,8 +589,45 @@ mod tests {
     }
 
     #[test]
-    fn floor_signs_with_a_dealer_key() {
-        let s = floor(2, 3, 3).unwrap();
-        assert_eq!(s.n, 3);
+    fn floor_signs_with_a_dealer_key_of_any_size() {
+        for (t, n) in [(2, 3), (3, 5), (7, 10)] {
+            let s = floor(t, n, 3).unwrap();
+            assert_eq!(s.n, 3);
+        }
+        assert!(floor(4, 3, 1).is_none(), "a threshold above n is no key");
+    }
+
+    #[test]
+    fn the_phase_table_lists_each_phase_with_its_figures() {
+        let b = Breakdown {
+            series: "key \"bench\", 2-of-3".into(),
+            phases: vec![PhaseSummary {
+                phase: Phase::Round2,
+                count: 300,
+                p50_us: 1234,
+                p90_us: 1500,
+                p99_us: 4321,
+                max_us: 9000,
+                mean_us: 1300,
+            }],
+            counters: vec![("one_round_signings", 300)],
+        };
+        let table = phase_table(&b);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[0].starts_with("phases, key \"bench\", 2-of-3"),
+            "{table}"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().rev().take(4).collect();
+        assert_eq!(cells[..4], ["1300", "4321", "1234", "300"], "{table}");
+        assert!(lines[2].starts_with(Phase::Round2.name()), "{table}");
+        assert_eq!(lines[3], "counters: one_round_signings=300");
+        let empty = Breakdown {
+            series: "x".into(),
+            phases: vec![],
+            counters: vec![],
+        };
+        assert!(phase_table(&empty).ends_with("(no phase recorded)\n"));
     }
 }

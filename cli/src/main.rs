@@ -142,8 +142,16 @@ enum Command {
         /// Coordinator config file (the signers to use and the database).
         #[arg(long, env = "RINGI_CONFIG")]
         config: PathBuf,
-        #[arg(long)]
-        key_id: String,
+        /// The keys to measure, in turn, each next to the in-process floor
+        /// of its size (e.g. bench,bench-3of5,bench-7of10).
+        #[arg(
+            long = "keys",
+            alias = "key-id",
+            value_name = "KEY_ID,...",
+            value_delimiter = ',',
+            required = true
+        )]
+        keys: Vec<String>,
         #[arg(long, default_value_t = 300)]
         iterations: usize,
         /// Approver key files to approve each bench request, as DEPARTMENT=KEYFILE.
@@ -483,7 +491,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::Keys { output } => Ok(keys::keys(connect(&address, tls).await?, output).await?),
         Command::Bench {
             config,
-            key_id,
+            keys,
             iterations,
             approvers,
             psbt_key_id,
@@ -502,7 +510,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             ringi_cli::bench::run(
                 &Config::load(&config)?,
-                &key_id,
+                &keys,
                 psbt_key_id.as_deref(),
                 iterations,
                 &approvers,

@@ -29,6 +29,8 @@
 //!    `ringi_policy` (policy, evaluation, caps, the clock), and [`error`]
 //!    (what can go wrong, and its one mapping to gRPC status).
 //!
+//! Across the layers, [`phases`] records where a signing's time goes.
+//!
 //! Outside the daemon, in the `ringi-cli` crate (`cli/`): the `ringi`
 //! binary and its commands, approver keys, `ringi bench`, `ringi dev-certs`.
 
@@ -41,6 +43,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fault;
 pub mod keygen;
+pub mod phases;
 pub mod registry;
 pub mod request_state;
 pub mod request_store;

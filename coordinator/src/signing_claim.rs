@@ -92,12 +92,15 @@ impl PlanLog {
         self.earlier.get(&input).map_or(&[], Vec::as_slice)
     }
 
-    /// Records `plan`, durably, under the run's claim.
+    /// Records `plan`, durably, under the run's claim (timed as
+    /// [`crate::phases::Phase::PlanWrite`]; an unrecorded log writes, and
+    /// times, nothing).
     pub async fn record(&self, plan: SigningPlan) -> Result<()> {
         let Some(sink) = &self.sink else {
             return Ok(());
         };
         let (store, id, fence) = (sink.store.clone(), sink.id, sink.fence);
-        blocking(move || store.record_signing_plan(&id, fence, &plan)).await
+        let write = blocking(move || store.record_signing_plan(&id, fence, &plan));
+        crate::phases::timed(crate::phases::Phase::PlanWrite, write).await
     }
 }

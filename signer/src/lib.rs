@@ -26,6 +26,7 @@
 //!   sections 5.1 and 5.2), each the whole sequence of checks before
 //!   anything leaves the node.
 //! - [`tls_key`]: the node's TLS key, kept in the token.
+//! - [`phases`]: the rounds' time per phase, sent back with each answer.
 //! - `test_doubles` (unit tests, or feature `test-doubles`): an in-memory
 //!   vault and audit trail and throwaway approvers, never for production.
 //!
@@ -46,6 +47,7 @@ pub mod fault;
 pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
+pub mod phases;
 pub mod preprocess;
 pub mod releases;
 pub mod rng;

@@ -21,6 +21,8 @@ use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 
 use crate::node_audit::audited;
+use crate::phases::SignerPhase::{Audit, Token};
+use crate::phases::time;
 use crate::signing::{SignError, SigningContext};
 
 /// The most nonce pairs one call may ask for.
@@ -65,12 +67,14 @@ pub fn preprocess<S: Suite>(
     if count == 0 || count > MAX_BATCH {
         return Err(SignError::BatchSize(count));
     }
-    let (identifier, commitments) = ctx.vault.preprocess(key_id, count as usize)?;
-    audited(
-        ctx.audit.as_ref(),
-        "commitments_preprocessed",
-        &[("key_id", key_id.to_string()), ("count", count.to_string())],
-    )?;
+    let (identifier, commitments) = time(Token, || ctx.vault.preprocess(key_id, count as usize))?;
+    time(Audit, || {
+        audited(
+            ctx.audit.as_ref(),
+            "commitments_preprocessed",
+            &[("key_id", key_id.to_string()), ("count", count.to_string())],
+        )
+    })?;
     Ok(Preprocessed {
         identifier,
         commitments,

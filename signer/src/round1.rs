@@ -11,6 +11,8 @@ use ringi_policy::key_id::KeyId;
 
 use crate::authorize::PresentedBundle;
 use crate::node_audit::audited;
+use crate::phases::SignerPhase::{Audit, Token, Verify};
+use crate::phases::time;
 use crate::signing::{SignError, SigningContext};
 
 /// What round 1 hands back to the coordinator.
@@ -44,19 +46,22 @@ pub fn commit<S: Suite>(
     now: u64,
 ) -> Result<Round1Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
-    let approved = ctx
-        .approved
-        .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
-    let (identifier, commitments) = ctx.vault.commit(key_id)?;
+    let approved = time(Verify, || {
+        ctx.approved
+            .authorize(&ctx.policy, key_id, &facts, bundle, now)
+    })?;
+    let (identifier, commitments) = time(Token, || ctx.vault.commit(key_id))?;
     let request_id = approved.request.id();
-    audited(
-        ctx.audit.as_ref(),
-        "commit_issued",
-        &[
-            ("key_id", key_id.to_string()),
-            ("request_id", hex::encode(request_id)),
-        ],
-    )?;
+    time(Audit, || {
+        audited(
+            ctx.audit.as_ref(),
+            "commit_issued",
+            &[
+                ("key_id", key_id.to_string()),
+                ("request_id", hex::encode(request_id)),
+            ],
+        )
+    })?;
     Ok(Round1Output {
         identifier,
         commitments,

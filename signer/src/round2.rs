@@ -14,6 +14,8 @@ use ringi_policy::subject::Subject;
 
 use crate::authorize::{PresentedBundle, check_message};
 use crate::node_audit::audited;
+use crate::phases::SignerPhase::{Audit, Ledger, Token, Verify};
+use crate::phases::time;
 use crate::releases::Claim;
 use crate::signing::{SignError, SigningContext};
 
@@ -62,9 +64,10 @@ pub fn sign<S: Suite>(
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
-    let approved = ctx
-        .approved
-        .authorize(&ctx.policy, key_id, &facts, bundle, now)?;
+    let approved = time(Verify, || {
+        ctx.approved
+            .authorize(&ctx.policy, key_id, &facts, bundle, now)
+    })?;
     let package = SigningPackage::<S>::deserialize(signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
     let excluded = excluded_set(&package, excluded)?;
@@ -78,29 +81,33 @@ pub fn sign<S: Suite>(
     let request_id = approved.request.id();
     // The amount counted is the subject's: for a PSBT, the sum of the
     // payments this node derived; every input of one request counts once.
-    ctx.ledger.record(
-        key_id,
-        &request_id,
-        approved.subject.amount(),
-        now,
-        &limits,
-        volume,
-    )?;
+    time(Ledger, || {
+        ctx.ledger.record(
+            key_id,
+            &request_id,
+            approved.subject.amount(),
+            now,
+            &limits,
+            volume,
+        )
+    })?;
     // One share per request input ([`crate::releases`]): the same package
     // again gets the same share; another package is refused.
-    let claim = match ctx
-        .ledger
-        .releases()
-        .claim(&request_id, input, signing_package, &excluded)?
-    {
+    let claim = match time(Ledger, || {
+        ctx.ledger
+            .releases()
+            .claim(&request_id, input, signing_package, &excluded)
+    })? {
         Claim::Again(bytes) => {
             let signature_share = SignatureShare::<S>::deserialize(&bytes)
                 .map_err(|e| crate::releases::ReleaseError::Store(format!("stored share: {e}")))?;
-            audited(
-                ctx.audit.as_ref(),
-                "share_resent",
-                &released_fields(key_id, &approved, input),
-            )?;
+            time(Audit, || {
+                audited(
+                    ctx.audit.as_ref(),
+                    "share_resent",
+                    &released_fields(key_id, &approved, input),
+                )
+            })?;
             return Ok(Round2Output {
                 signature_share,
                 request_id,
@@ -108,19 +115,23 @@ pub fn sign<S: Suite>(
         }
         Claim::Fresh(claim) => claim,
     };
-    let signature_share = ctx.vault.sign(key_id, &package)?;
+    let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
     // Recorded, then audited, before the share leaves: no record or no
     // audit entry, no share.
-    ctx.ledger
-        .releases()
-        .record(claim, &signature_share.serialize(), now)?;
+    time(Ledger, || {
+        ctx.ledger
+            .releases()
+            .record(claim, &signature_share.serialize(), now)
+    })?;
     let mut fields = released_fields(key_id, &approved, input);
     if !excluded.is_empty() {
         // A further package for the input: who the coordinator left out.
         let ids: Vec<String> = excluded.iter().map(u16::to_string).collect();
         fields.push(("excluded", ids.join(",")));
     }
-    audited(ctx.audit.as_ref(), "share_released", &fields)?;
+    time(Audit, || {
+        audited(ctx.audit.as_ref(), "share_released", &fields)
+    })?;
     Ok(Round2Output {
         signature_share,
         request_id,

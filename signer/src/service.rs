@@ -23,7 +23,7 @@ use crate::dkg_peer::Attestation;
 use crate::error::EdgeError;
 use crate::node_audit::{AuditSink, audited};
 use crate::signing::SigningContext;
-use crate::{round1, round2};
+use crate::{phases, round1, round2};
 
 /// One key kind's part of the node: the signing rounds' context and the
 /// DKG runs of that kind's ciphersuite, over the node's one token.
@@ -120,56 +120,65 @@ fn presented(bundle: Option<&ringi_proto::approval::v1::ApprovalBundle>) -> Pres
     PresentedBundle::from(bundle.map(bundle_from_pb))
 }
 
-/// Commit: round 1 ([`round1::commit`]).
+/// Commit: round 1 ([`round1::commit`]); the answer carries the round's
+/// time per phase ([`phases`]).
 async fn commit<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::CommitRequest,
-) -> Result<pb::CommitResponse, Status> {
+) -> Result<Response<pb::CommitResponse>, Status> {
     if let Some(late) = crate::fault::slow() {
         tokio::time::sleep(late).await;
     }
     let audit = ctx.audit.clone();
-    blocking(&audit, "Commit", req.key_id.clone(), move || {
+    let (answer, timings) = blocking(&audit, "Commit", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
         let bundle = presented(req.approval_bundle.as_ref());
-        let out = round1::commit(&ctx, &key_id, &bundle, now())?;
+        let (out, timings) = phases::measured(|| round1::commit(&ctx, &key_id, &bundle, now()));
+        let out = out?;
         let commitments = out.commitments.serialize().map_err(|e| EdgeError::Encode {
             what: "commitments",
             reason: e.to_string(),
         })?;
-        Ok(pb::CommitResponse {
+        let answer = pb::CommitResponse {
             identifier: u32::from(out.identifier),
             commitments,
-        })
+        };
+        Ok((answer, timings))
     })
-    .await
+    .await?;
+    Ok(timings.respond(answer))
 }
 
-/// Sign: round 2 ([`round2::sign`]).
+/// Sign: round 2 ([`round2::sign`]); the answer carries the round's time
+/// per phase ([`phases`]).
 async fn sign<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::SignRequest,
-) -> Result<pb::SignResponse, Status> {
+) -> Result<Response<pb::SignResponse>, Status> {
     if let Some(late) = crate::fault::slow() {
         tokio::time::sleep(late).await;
     }
     let audit = ctx.audit.clone();
-    let (mut signature_share, key_id, request_id) =
+    let (mut signature_share, key_id, request_id, timings) =
         blocking(&audit, "Sign", req.key_id.clone(), move || {
             let key_id = key_id(&req.key_id)?;
             let bundle = presented(req.approval_bundle.as_ref());
-            let out = round2::sign(
-                &ctx,
-                &key_id,
-                &bundle,
-                &req.signing_package,
-                &req.excluded_identifiers,
-                now(),
-            )?;
+            let (out, timings) = phases::measured(|| {
+                round2::sign(
+                    &ctx,
+                    &key_id,
+                    &bundle,
+                    &req.signing_package,
+                    &req.excluded_identifiers,
+                    now(),
+                )
+            });
+            let out = out?;
             Ok((
                 out.signature_share.serialize(),
                 key_id,
                 hex::encode(out.request_id),
+                timings,
             ))
         })
         .await?;
@@ -181,21 +190,24 @@ async fn sign<S: Suite>(
         tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the signature share sent is corrupted");
     }
     tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
-    Ok(pb::SignResponse { signature_share })
+    Ok(timings.respond(pb::SignResponse { signature_share }))
 }
 
-/// Preprocess: round 1 ahead of time ([`crate::preprocess::preprocess`]).
+/// Preprocess: round 1 ahead of time ([`crate::preprocess::preprocess`]);
+/// the answer carries the batch's time per phase ([`phases`]).
 async fn preprocess<S: Suite>(
     ctx: Arc<SigningContext<S>>,
     req: pb::PreprocessRequest,
-) -> Result<pb::PreprocessResponse, Status> {
+) -> Result<Response<pb::PreprocessResponse>, Status> {
     if let Some(late) = crate::fault::slow() {
         tokio::time::sleep(late).await;
     }
     let audit = ctx.audit.clone();
-    blocking(&audit, "Preprocess", req.key_id.clone(), move || {
+    let (answer, timings) = blocking(&audit, "Preprocess", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
-        let out = crate::preprocess::preprocess(&ctx, &key_id, req.count)?;
+        let (out, timings) =
+            phases::measured(|| crate::preprocess::preprocess(&ctx, &key_id, req.count));
+        let out = out?;
         let commitments = out
             .commitments
             .iter()
@@ -206,13 +218,15 @@ async fn preprocess<S: Suite>(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(pb::PreprocessResponse {
+        let answer = pb::PreprocessResponse {
             identifier: u32::from(out.identifier),
             commitments,
             boot_epoch: crate::preprocess::boot_epoch().to_vec(),
-        })
+        };
+        Ok((answer, timings))
     })
-    .await
+    .await?;
+    Ok(timings.respond(answer))
 }
 
 fn participants(participants: Vec<pb::DkgParticipant>) -> Vec<Participant> {
@@ -469,7 +483,6 @@ impl pb::signer_server::Signer for SignerService {
             // the vault answers NOT_FOUND, as it always has.
             _ => commit(self.frost.signing.clone(), req).await,
         }
-        .map(Response::new)
     }
 
     async fn sign(
@@ -481,7 +494,6 @@ impl pb::signer_server::Signer for SignerService {
             Some(KeyKind::BitcoinTaproot) => sign(self.taproot.signing.clone(), req).await,
             _ => sign(self.frost.signing.clone(), req).await,
         }
-        .map(Response::new)
     }
 
     async fn preprocess(
@@ -493,7 +505,6 @@ impl pb::signer_server::Signer for SignerService {
             Some(KeyKind::BitcoinTaproot) => preprocess(self.taproot.signing.clone(), req).await,
             _ => preprocess(self.frost.signing.clone(), req).await,
         }
-        .map(Response::new)
     }
 }
 
@@ -517,6 +528,24 @@ mod tests {
                 .map(ringi_proto::bundle::approval_to_pb)
                 .collect(),
         })
+    }
+
+    /// The phases a response's `ringi-phases` metadata names, each with
+    /// a decimal number of microseconds.
+    fn phase_names(metadata: &tonic::metadata::MetadataMap) -> Vec<String> {
+        let value = metadata
+            .get(phases::METADATA_KEY)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        value
+            .split(';')
+            .map(|item| {
+                let (name, micros) = item.split_once('=').unwrap();
+                micros.parse::<u64>().unwrap();
+                name.to_string()
+            })
+            .collect()
     }
 
     fn refused(entry: &AuditEntry, rpc: &str, key_id: &str, status: &Status) {
@@ -590,6 +619,9 @@ mod tests {
             )
             .await
             .unwrap();
+            // Round 1 checks the approvals, commits in the token, audits.
+            assert_eq!(phase_names(out.metadata()), ["verify", "token", "audit"]);
+            let out = out.into_inner();
             assert_eq!(out.identifier, i as u32 + 1);
             commitments.insert(
                 ringi_frost::identifier::<S>(i as u16 + 1).unwrap(),
@@ -609,8 +641,26 @@ mod tests {
         )
         .await
         .unwrap();
-        frost_core::round2::SignatureShare::<S>::deserialize(&out.signature_share).unwrap();
+        assert_eq!(
+            phase_names(out.metadata()),
+            ["verify", "token", "ledger", "audit"]
+        );
+        frost_core::round2::SignatureShare::<S>::deserialize(&out.into_inner().signature_share)
+            .unwrap();
         assert_eq!(node.audit.events(), ["commit_issued", "share_released"]);
+
+        // Preprocessing draws nonces in the token and audits; no approvals.
+        let out = preprocess(
+            Arc::new(cluster.nodes[2].ctx.clone()),
+            pb::PreprocessRequest {
+                key_id: "k".into(),
+                count: 2,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(phase_names(out.metadata()), ["token", "audit"]);
+        assert_eq!(out.into_inner().commitments.len(), 2);
 
         // No audit entry, no share: the refusal is UNAVAILABLE (and its own
         // audit entry cannot be written either).

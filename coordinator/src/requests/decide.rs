@@ -12,6 +12,7 @@ use ringi_policy::subject::KeyFacts;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::phases::{self, Phase};
 use crate::request_state::{Event, State, Transition, next};
 use crate::request_store::RequestRecord;
 use crate::store::blocking;
@@ -135,7 +136,9 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
             let updated = store.record_decision_with(
                 &id,
                 &mut |current| {
-                    let e = apply(&policy, &facts, current, approval.clone(), now)?;
+                    let e = phases::time(Phase::ApprovalCheck, || {
+                        apply(&policy, &facts, current, approval.clone(), now)
+                    })?;
                     let written = (e.approval.clone(), e.transition.clone());
                     effect = Some(e);
                     Ok(written)
@@ -169,19 +172,21 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
         .unwrap_or_default();
     c.notify(id);
     crate::fault::crash_point("after-decision");
-    c.audit(
-        "decision_recorded",
-        &[
-            ("request_id", short.clone()),
-            ("approver", who.clone()),
-            ("approver_key", approval.approver.to_text()),
-            ("issued_at", approval.statement.issued_at.to_string()),
-            ("department", approval.statement.department.clone()),
-            ("decision", approval.statement.decision.as_str().to_string()),
-            ("reason", approval.statement.reason.clone()),
-            ("state", updated.state.as_str().to_string()),
-        ],
-    );
+    phases::time(Phase::AuditWrite, || {
+        c.audit(
+            "decision_recorded",
+            &[
+                ("request_id", short.clone()),
+                ("approver", who.clone()),
+                ("approver_key", approval.approver.to_text()),
+                ("issued_at", approval.statement.issued_at.to_string()),
+                ("department", approval.statement.department.clone()),
+                ("decision", approval.statement.decision.as_str().to_string()),
+                ("reason", approval.statement.reason.clone()),
+                ("state", updated.state.as_str().to_string()),
+            ],
+        )
+    });
     tracing::info!(
         request_id = %short,
         approver = %who,

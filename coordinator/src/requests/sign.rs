@@ -17,6 +17,7 @@ use ringi_psbt::OwnKey;
 use crate::approved::ApprovedRequest;
 use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result, SigningError};
+use crate::phases::{self, Phase};
 use crate::request_state::{Event, SignedTransaction, State, next};
 use crate::request_store::{ClaimRequest, RequestRecord};
 use crate::signing::{Key, Signed};
@@ -60,7 +61,8 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
     loop {
         // A slot per attempt, given back while waiting to try again: a key
         // whose signers are down does not hold up the others' requests.
-        let Ok(slot) = c.signing_slots.clone().acquire_owned().await else {
+        let waited = phases::timed(Phase::Queue, c.signing_slots.clone().acquire_owned()).await;
+        let Ok(slot) = waited else {
             return Ok(()); // the semaphore is never closed
         };
         // Claim (or renew the claim on) the request: APPROVED → SIGNING.
@@ -99,15 +101,17 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         // would otherwise fill the trail).
         if audited_fence != Some(claim.fence) {
             audited_fence = Some(claim.fence);
-            c.audit(
-                "signing_started",
-                &[
-                    ("request_id", short.clone()),
-                    ("approvals", record.approvals.len().to_string()),
-                    ("fence", claim.fence.to_string()),
-                    ("resumed_plans", claim.plans.len().to_string()),
-                ],
-            );
+            phases::time(Phase::AuditWrite, || {
+                c.audit(
+                    "signing_started",
+                    &[
+                        ("request_id", short.clone()),
+                        ("approvals", record.approvals.len().to_string()),
+                        ("fence", claim.fence.to_string()),
+                        ("resumed_plans", claim.plans.len().to_string()),
+                    ],
+                )
+            });
         }
         let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
         let outcome = sign(c, &record, &plans).await;
@@ -132,7 +136,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                     transaction: done.transaction.clone(),
                 };
                 // Recorded before it is announced (audit, watchers).
-                finish(c, id, claim.fence, event).await?;
+                phases::timed(Phase::CommitWrite, finish(c, id, claim.fence, event)).await?;
                 tracing::info!(request_id = %short, signers = ?done.signers, txid = done.txid.as_deref().unwrap_or(""), "request signed");
                 let mut fields = vec![
                     ("request_id", short.clone()),
@@ -142,7 +146,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                 if let Some(txid) = &done.txid {
                     fields.push(("txid", txid.clone()));
                 }
-                c.audit("signature_produced", &fields);
+                phases::time(Phase::AuditWrite, || c.audit("signature_produced", &fields));
                 return Ok(());
             }
             Err(e) => {
@@ -175,10 +179,12 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                     },
                 )
                 .await?;
-                c.audit(
-                    "signing_failed",
-                    &[("request_id", short.clone()), ("reason", reason)],
-                );
+                phases::time(Phase::AuditWrite, || {
+                    c.audit(
+                        "signing_failed",
+                        &[("request_id", short.clone()), ("reason", reason)],
+                    )
+                });
                 return Ok(());
             }
         }
@@ -206,7 +212,9 @@ struct Done {
 async fn sign(c: &Coordinator, record: &RequestRecord, plans: &PlanLog) -> Result<Done> {
     let policy = c.policy()?;
     let key = c.key(&record.request.key_id).await?;
-    let approved = ApprovedRequest::from_record(policy, &key.facts(), record, super::now())?;
+    let approved = phases::time(Phase::ApprovalCheck, || {
+        ApprovedRequest::from_record(policy, &key.facts(), record, super::now())
+    })?;
     let signed = key.sign(&c.registry, &approved, plans).await?;
     let rules = policy
         .key(&record.request.key_id)
