@@ -414,31 +414,18 @@ async fn key_figures(
         .await?;
     let t = key.record().threshold;
     let n = key.record().signers.len() as u16;
-    let facts = key.facts();
-    let warmup = iterations.min(20);
 
     let floor = tokio::task::spawn_blocking(move || floor(t, n, iterations)).await?;
 
-    // Approvals are made before the clock starts: the figure is the signing
-    // round, including every signer's check of the approvals.
-    let mut stack = Vec::with_capacity(iterations);
-    for i in 0..warmup + iterations {
-        if i == warmup {
-            phases::reset();
-        }
-        let msg = message();
-        let approved = approved_bundle(policy, &facts, key_id, Content::Message(&msg), approvers)?;
-        let start = Instant::now();
-        key.sign(
-            &coordinator.registry,
-            &approved,
-            &ringi::signing::PlanLog::unrecorded(),
-        )
-        .await?;
-        if i >= warmup {
-            stack.push(start.elapsed());
-        }
-    }
+    let stack = stack_series(
+        &coordinator.registry,
+        &key,
+        policy,
+        key_id,
+        iterations,
+        approvers,
+    )
+    .await?;
     Ok(KeyFigures {
         key_id: key_id.to_string(),
         t,
@@ -447,6 +434,113 @@ async fn key_figures(
         stack: summarize(stack),
         breakdown: Breakdown::taken(format!("key {key_id:?}, {t}-of-{n}")),
     })
+}
+
+/// `iterations` signings of `key` over the stack through `registry`, after
+/// a warm-up (which also fills the pools of preprocessed commitments); the
+/// phase histograms are reset where the measured signings start. Approvals
+/// are made before the clock starts: the figure is the signing, including
+/// every signer's check of the approvals.
+async fn stack_series(
+    registry: &ringi::registry::Registry,
+    key: &ringi::signing::Key,
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    iterations: usize,
+    approvers: &[BenchApprover],
+) -> anyhow::Result<Vec<Duration>> {
+    let facts = key.facts();
+    let warmup = iterations.min(20);
+    let mut stack = Vec::with_capacity(iterations);
+    for i in 0..warmup + iterations {
+        if i == warmup {
+            phases::reset();
+        }
+        let msg = message();
+        let approved = approved_bundle(policy, &facts, key_id, Content::Message(&msg), approvers)?;
+        let start = Instant::now();
+        key.sign(registry, &approved, &ringi::signing::PlanLog::unrecorded())
+            .await?;
+        if i >= warmup {
+            stack.push(start.elapsed());
+        }
+    }
+    Ok(stack)
+}
+
+/// The first key again, two ways: with one-round signing off (every
+/// signing runs round 1 live), and with its last signer reached through a
+/// relay that answers `slow` late ([`crate::delay_proxy`]).
+async fn variant_rows(
+    config: &Config,
+    coordinator: &ringi::coordinator::Coordinator,
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    iterations: usize,
+    approvers: &[BenchApprover],
+    slow: Duration,
+) -> anyhow::Result<Vec<(String, Option<Summary>, Breakdown)>> {
+    let key = coordinator
+        .key(&ringi_policy::key_id::KeyId::parse(key_id)?)
+        .await?;
+    let size = format!(
+        "{}-of-{}",
+        key.record().threshold,
+        key.record().signers.len()
+    );
+    let mut rows = Vec::new();
+
+    coordinator.registry.pools().set_enabled(false);
+    let two_round = stack_series(
+        &coordinator.registry,
+        &key,
+        policy,
+        key_id,
+        iterations,
+        approvers,
+    )
+    .await;
+    coordinator.registry.pools().set_enabled(true);
+    rows.push((
+        format!("stack {key_id:?} {size}: two rounds (no preprocessing)"),
+        summarize(two_round?),
+        Breakdown::taken(format!("key {key_id:?}, {size}, two rounds")),
+    ));
+
+    if !slow.is_zero() {
+        let (late, _) = key
+            .record()
+            .signers
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("key {key_id:?} has no signers"))?;
+        let mut entries = config.signers.clone();
+        for entry in entries.iter_mut().filter(|e| e.name == late) {
+            let relay = crate::delay_proxy::start(entry.address.clone(), slow).await?;
+            entry.address = relay.to_string();
+        }
+        let registry = match &config.tls {
+            Some(tls) => ringi::registry::Registry::with_tls(
+                &entries,
+                std::sync::Arc::new(ringi::server::client_tls(tls)?),
+            )?,
+            None => ringi::registry::Registry::new(&entries)?,
+        };
+        ringi::signer_watch::spawn(&registry);
+        let series = stack_series(&registry, &key, policy, key_id, iterations, approvers).await?;
+        rows.push((
+            format!(
+                "stack {key_id:?} {size}: {late} {} ms late",
+                slow.as_millis()
+            ),
+            summarize(series),
+            Breakdown::taken(format!(
+                "key {key_id:?}, {size}, {late} answering {} ms late",
+                slow.as_millis()
+            )),
+        ));
+    }
+    Ok(rows)
 }
 
 /// The bench: every key of `key_ids` in turn (each with the floor of its
@@ -458,6 +552,7 @@ pub async fn run(
     psbt_key_id: Option<&str>,
     iterations: usize,
     approvers: &[BenchApprover],
+    slow: Duration,
 ) -> anyhow::Result<()> {
     let first_key = key_ids
         .first()
@@ -472,6 +567,16 @@ pub async fn run(
     for key_id in key_ids {
         keys.push(key_figures(&coordinator, &policy, key_id, iterations, approvers).await?);
     }
+    let variants = variant_rows(
+        config,
+        &coordinator,
+        &policy,
+        first_key,
+        iterations,
+        approvers,
+        slow,
+    )
+    .await?;
 
     // Connection costs to one signer: a new connection (TCP, and the TLS
     // handshake with the signer's key in its token, when TLS is on) plus its
@@ -551,6 +656,9 @@ pub async fn run(
             k.stack,
         );
     }
+    for (name, summary, _) in &variants {
+        print_row(name, *summary);
+    }
     print_row("signer call: new connection + first call", summarize(fresh));
     print_row("signer call: reused connection", summarize(reused));
     if let Some((rows, _)) = &psbt {
@@ -561,6 +669,10 @@ pub async fn run(
     for k in &keys {
         println!();
         print!("{}", phase_table(&k.breakdown));
+    }
+    for (_, _, breakdown) in &variants {
+        println!();
+        print!("{}", phase_table(breakdown));
     }
     if let Some((_, breakdown)) = &psbt {
         println!();

@@ -162,6 +162,10 @@ enum Command {
         /// input's sighash derived, BIP-340 signed and the PSBT finalized.
         #[arg(long)]
         psbt_key_id: Option<String>,
+        /// Also measure the first key with its last signer answering this
+        /// many milliseconds late (through a local relay); 0: not measured.
+        #[arg(long, default_value_t = 200)]
+        slow_ms: u64,
     },
 }
 
@@ -495,6 +499,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             iterations,
             approvers,
             psbt_key_id,
+            slow_ms,
         } => {
             let approvers = approvers
                 .iter()
@@ -514,6 +519,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 psbt_key_id.as_deref(),
                 iterations,
                 &approvers,
+                std::time::Duration::from_millis(slow_ms),
             )
             .await
         }

@@ -43,6 +43,7 @@ use ringi_proto::signer::v1 as pb;
 use crate::approved::ApprovedRequest;
 pub use crate::approved::MAX_MESSAGE_LEN;
 use crate::error::{Error, RoutingError, SignerFailure, SignerFailures, SignerFault, SigningError};
+use crate::phases::Phase;
 use crate::registry::{Registry, Signer};
 use crate::request_store::SigningPlan;
 pub use crate::signing_claim::PlanLog;
@@ -626,7 +627,10 @@ async fn commit_call<C: Suite>(
             approval_bundle: Some(bundle),
         })
         .await
-        .map(|r| r.into_inner());
+        .map(|r| {
+            crate::phases::record_signer(r.metadata());
+            r.into_inner()
+        });
     (p, started.elapsed(), result)
 }
 
@@ -670,7 +674,17 @@ async fn attempt<C: Suite>(
     // A live round 1 for the rest: one signer more than needed is asked,
     // the first to answer are kept (a slow or failing signer is replaced
     // without waiting for it); each failure brings in the next signer.
-    if chosen.len() < t {
+    let one_round = chosen.len() == t;
+    crate::phases::count(
+        if one_round {
+            "signings_one_round"
+        } else {
+            "signings_two_round"
+        },
+        1,
+    );
+    if !one_round {
+        let round1_started = std::time::Instant::now();
         let mut remaining = live.into_iter();
         let mut in_flight = FuturesUnordered::new();
         for p in remaining.by_ref().take(t - chosen.len() + 1) {
@@ -706,6 +720,7 @@ async fn attempt<C: Suite>(
                 }
             }
         }
+        crate::phases::record(Phase::Round1, round1_started.elapsed());
         // Answers still on their way are not used (their nonces expire on
         // the signers unused), but how late they come is noted: a slow
         // signer is then tried after the others.
@@ -803,10 +818,14 @@ async fn round2<C: Suite>(
         };
         async move {
             let started = std::time::Instant::now();
-            let result = client.sign(req).await.map(|r| r.into_inner());
+            let result = client.sign(req).await.map(|r| {
+                crate::phases::record_signer(r.metadata());
+                r.into_inner()
+            });
             (started.elapsed(), result)
         }
     };
+    let round2_started = std::time::Instant::now();
     let mut results = join_all(chosen.iter().map(ask)).await;
     for backoff in ROUND2_RESENDS {
         let again: Vec<usize> = results
@@ -824,6 +843,7 @@ async fn round2<C: Suite>(
             results[i] = result;
         }
     }
+    crate::phases::record(Phase::Round2, round2_started.elapsed());
     let mut shares: BTreeMap<Identifier<C>, SignatureShare<C>> = BTreeMap::new();
     let mut lost_nonces = 0;
     for (p, (elapsed, result)) in chosen.iter().zip(results) {
@@ -855,6 +875,7 @@ async fn round2<C: Suite>(
         }
     }
     if lost_nonces == chosen.len() {
+        crate::phases::count("packages_void", 1);
         return Err(Round2Failed::Void);
     }
     if shares.len() < t {
@@ -863,7 +884,10 @@ async fn round2<C: Suite>(
 
     // Aggregate; the suite verifies the group signature and, if it fails,
     // checks each share to name the culprit.
-    match C::aggregate(package, &shares, &key.public) {
+    let aggregated = crate::phases::time(Phase::Aggregate, || {
+        C::aggregate(package, &shares, &key.public)
+    });
+    match aggregated {
         Ok(signature) => {
             let bytes = signature.serialize().map_err(|e| {
                 failures
@@ -890,6 +914,7 @@ async fn round2<C: Suite>(
             }
             for name in culprits {
                 let reason = format!("invalid signature share (aggregation failed: {e})");
+                crate::phases::count("invalid_shares", 1);
                 if registry.standings().exclude(name, &reason) {
                     tracing::error!(signer = name, key_id = %key_id, "a signer sent a signature share that does not verify: it is excluded from every signing until the coordinator restarts");
                 }
