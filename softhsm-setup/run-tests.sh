@@ -14,9 +14,9 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 "$here/install-deps.sh"
-# The Python example client's test needs grpcio, its PSBT builder embit: a
-# virtualenv under target/.
-if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools, embit' 2>/dev/null; then
+# The Python example client's test needs grpcio, its PSBT builder embit, the
+# load client cryptography (approval signatures): a virtualenv under target/.
+if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools, embit, cryptography' 2>/dev/null; then
   python3 -m venv target/python
   target/python/bin/pip install --quiet -r examples/python/requirements.txt
 fi

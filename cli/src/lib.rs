@@ -16,6 +16,7 @@
 //! - [`audit`]: `ringi audit verify|export` (offline).
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
 //! - [`bench`]: `ringi bench`.
+//! - [`bench_load`]: `ringi bench-load` (throughput through the public API).
 //! - [`delay_proxy`]: a relay that answers late, for `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
@@ -23,6 +24,7 @@
 pub mod approver;
 pub mod audit;
 pub mod bench;
+pub mod bench_load;
 pub mod connect;
 pub mod decide;
 pub mod delay_proxy;

@@ -132,6 +132,10 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// Throughput through the coordinator's public API: N requests, C in
+    /// flight, whole flow (submit, approvals, signing) or the signing of
+    /// requests whose other approvals are recorded; every signature verified.
+    BenchLoad(ringi_cli::bench_load::LoadArgs),
     /// List keys.
     Keys {
         #[arg(long, value_enum, default_value_t = Output::Text)]
@@ -492,6 +496,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             });
             Ok(health::health(connect(&address, tls.as_ref()).await?, service).await?)
         }
+        Command::BenchLoad(load) => Ok(ringi_cli::bench_load::run(&address, tls, &load).await?),
         Command::Keys { output } => Ok(keys::keys(connect(&address, tls).await?, output).await?),
         Command::Bench {
             config,

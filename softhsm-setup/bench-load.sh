@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Throughput of the whole stack under load (issue 13), release build: three
+# signer processes on their own SoftHSM tokens and a coordinator, every hop
+# on mutual TLS, as softhsm-setup/bench.sh starts them; a 2-of-3 key whose
+# policy needs one treasury and one compliance approval. Then, N requests
+# with C in flight each time, through the public API only:
+#   1. `ringi bench-load --mode flow`: submit (as wallet-service), both
+#      approvals (as operator), watch until signed;
+#   2. `ringi bench-load --mode signing`: the treasury approval of every
+#      request recorded first (not timed), then the compliance approvals
+#      sent and each request watched until signed;
+#   3. examples/python/load_client.py: the flow of 1 from an independent
+#      grpcio asyncio client.
+# Each prints requests (or signatures) per second and latency percentiles;
+# 1 and 2 also the CPU milliseconds per request of the coordinator and of
+# each signer and their peak RSS, and this script prints the same CPU
+# figures for 3 (read from /proc around it). Every signature is verified
+# under the key's group key; the script exits non-zero if any request of
+# any part did not end SIGNED with a valid signature.
+#
+# Usage: softhsm-setup/bench-load.sh [N] [C]     (default 1000 64)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+. "$here/lib.sh"
+
+n=${1:-1000}
+c=${2:-64}
+"$here/install-deps.sh"
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
+bin="$root/target/release"
+# The Python client's packages, in the virtualenv run-tests.sh keeps.
+py="$root/target/python/bin/python"
+if [ ! -x "$py" ] || ! "$py" -c 'import grpc, grpc_tools, cryptography' 2>/dev/null; then
+  python3 -m venv "$root/target/python"
+  "$root/target/python/bin/pip" install --quiet -r "$root/examples/python/requirements.txt"
+fi
+
+work=$(mktemp -d -t ringi-bench-load.XXXXXX)
+PIDS=()
+trap 'stop_stack; rm -rf "$work"' EXIT
+alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
+carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
+cat > "$work/policy.toml" <<TOML
+version = 1
+[[departments]]
+name = "treasury"
+approvers = [{ name = "alice", key = "$alice" }]
+[[departments]]
+name = "compliance"
+approvers = [{ name = "carol", key = "$carol" }]
+[keys.load]
+request_ttl_secs = 3600
+approval_ttl_secs = 600
+require = { treasury = 1, compliance = 1 }
+TOML
+start_stack "$bin" "$work" 3 "$work/policy.toml" tls 2>/dev/null >/dev/null
+coordinator_pid=${PIDS[-1]}
+"$bin/ringi" keygen --key-id load --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1
+
+approvers=(--approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem")
+wallet=(--wallet-tls-cert "$work/certs/wallet-service.pem" --wallet-tls-key "$work/certs/wallet-service.key")
+pids=(--coordinator-pid "$coordinator_pid")
+for i in "${!SIGNER_PIDS[@]}"; do
+  pids+=(--signer-pid "signer-$((i + 1))=${SIGNER_PIDS[$i]}")
+done
+
+# cpu_ticks PID: utime + stime of PID so far, in clock ticks (fields 14 and
+# 15 of /proc/PID/stat, counted after the command name's closing paren).
+cpu_ticks() {
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+# peak_rss_mib PID: VmHWM, MiB.
+peak_rss_mib() {
+  awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+
+status=0
+echo "== 1. ringi bench-load --mode flow: $n requests, $c in flight"
+RUST_LOG=error "$bin/ringi" bench-load --mode flow --key-id load -n "$n" -c "$c" \
+  "${approvers[@]}" "${wallet[@]}" "${pids[@]}" | tee "$work/flow.out" || status=1
+echo
+echo "== 2. ringi bench-load --mode signing: $n requests, $c in flight"
+RUST_LOG=error "$bin/ringi" bench-load --mode signing --key-id load -n "$n" -c "$c" \
+  "${approvers[@]}" "${wallet[@]}" "${pids[@]}" | tee "$work/signing.out" || status=1
+echo
+echo "== 3. examples/python/load_client.py (flow): $n requests, $c in flight"
+watched=("$coordinator_pid" "${SIGNER_PIDS[@]}")
+names=(coordinator)
+for i in "${!SIGNER_PIDS[@]}"; do names+=("signer-$((i + 1))"); done
+before=()
+for pid in "${watched[@]}"; do before+=("$(cpu_ticks "$pid")"); done
+"$py" "$root/examples/python/load_client.py" --key-id load -n "$n" -c "$c" \
+  "${approvers[@]}" "${wallet[@]}" | tee "$work/python.out" || status=1
+hz=$(getconf CLK_TCK)
+printf '%-20s %8s %10s %12s %14s\n' process pid "cpu s" "cpu ms/req" "peak RSS MiB"
+server=0
+signers=0
+for i in "${!watched[@]}"; do
+  pid=${watched[$i]}
+  used=$(( $(cpu_ticks "$pid") - before[i] ))
+  server=$((server + used))
+  [ "$i" -gt 0 ] && signers=$((signers + used))
+  awk -v name="${names[$i]}" -v pid="$pid" -v t="$used" -v hz="$hz" -v n="$n" -v rss="$(peak_rss_mib "$pid")" \
+    'BEGIN { printf "%-20s %8s %10.2f %12.2f %14s\n", name, pid, t / hz, t / hz * 1000 / n, rss }'
+done
+for total in "signers total:$signers" "server total:$server"; do
+  awk -v name="${total%%:*}" -v t="${total##*:}" -v hz="$hz" -v n="$n" \
+    'BEGIN { printf "%-20s %8s %10.2f %12.2f\n", name, "", t / hz, t / hz * 1000 / n }'
+done
+
+echo
+echo "== summary ($n requests, $c in flight, 2-of-3, mutual TLS, SoftHSM, release)"
+for part in flow signing python; do
+  printf '%-8s %s\n' "$part" "$(grep -m1 '^throughput' "$work/$part.out" || echo 'no figure')"
+done
+exit "$status"
