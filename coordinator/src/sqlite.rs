@@ -2,26 +2,39 @@
 //! directory (`server::DATABASE_FILE`), implementing [`KeyStore`]
 //! and [`RequestStore`].
 //!
-//! How it meets the stores' atomicity contract: every write is one
+//! How it meets the stores' atomicity contract: every write runs inside a
 //! `BEGIN IMMEDIATE` transaction, which takes SQLite's write lock before its
-//! first read, so a transaction's checks (the state a compare-and-set
-//! expects, an idempotency key, the window usage a cap counts) cannot be
-//! invalidated by another writer before it commits — whether that writer
-//! shares this process's connection or opened the file separately. State
-//! changes are conditional updates (`WHERE state = expected`). Reads run in
-//! a read transaction, so a record and its approvals and history come from
-//! one snapshot. The mutex around the connection only makes the one
-//! connection shareable between threads; correctness does not depend on it.
+//! first read, so a write's checks (the state a compare-and-set expects, an
+//! idempotency key, the window usage a cap counts) cannot be invalidated by
+//! another writer before it commits — whether that writer shares this
+//! process's connection or opened the file separately. State changes are
+//! conditional updates (`WHERE state = expected`).
+//!
+//! Group commit ([`GroupCommit`]): writers that arrive together share one
+//! transaction and its one durable `COMMIT` (the fsync that bounded this
+//! store at about 300 writes a second, whatever the number of writers).
+//! Each write runs in its own savepoint: it sees the writes before it in
+//! the batch (so the checks above still see every earlier write), and one
+//! that fails is undone alone. Every caller is answered only once the
+//! batch's `COMMIT` returned: nothing is acknowledged before it is durable,
+//! and if the commit fails, every writer of the batch gets the error.
+//!
+//! Reads run on a second connection, in a read transaction: a record and
+//! its approvals and history come from one snapshot of *committed* data
+//! (never a batch's writes before its commit), and reads do not wait for a
+//! commit's fsync.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::group_commit::sqlite::SqliteBatch;
+use ringi_policy::group_commit::{GroupCommit, GroupCommitError};
 use ringi_policy::key_id::KeyId;
 use ringi_policy::limits::{Limits, Usage, check};
 use ringi_policy::request::{Metadata, NONCE_LEN, SigningRequest};
 use ringi_policy::statement::{Approval, Decision, Statement};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Missing, RequestId, Result};
 use crate::request_state::{Event, SignedTransaction, State, Transition, TransitionError, next};
@@ -40,12 +53,22 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// A write not kept because its batch was not (see [`GroupCommit`]).
+impl From<GroupCommitError> for Error {
+    fn from(e: GroupCommitError) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
 fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("database holds a malformed {what}"))
 }
 
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// Every write, batched (see the module docs).
+    writer: GroupCommit<SqliteBatch>,
+    /// Every read: committed data only.
+    reader: Mutex<Connection>,
 }
 
 impl SqliteStore {
@@ -59,183 +82,188 @@ impl SqliteStore {
                 ))
             })?;
         }
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // A COMMIT returns once the WAL is on disk: what group commit
+        // answers its writers after.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let store = SqliteStore {
-            conn: Mutex::new(conn),
-        };
-        store.migrate()?;
-        Ok(store)
+        migrate(&mut conn)?;
+        let reader = Connection::open(path)?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(SqliteStore {
+            writer: GroupCommit::new(SqliteBatch(conn)),
+            reader: Mutex::new(reader),
+        })
     }
 
-    fn migrate(&self) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Store(format!(
-                "database schema version {version} is newer than this ringi ({SCHEMA_VERSION}); upgrade ringi"
-            )));
-        }
-        if version < 1 {
-            tx.execute_batch(
-                "CREATE TABLE keys (
-                    key_id             TEXT PRIMARY KEY,
-                    threshold          INTEGER NOT NULL,
-                    group_public_key   BLOB NOT NULL,
-                    public_key_package BLOB NOT NULL,
-                    created_at         INTEGER NOT NULL
-                );
-                CREATE TABLE key_signers (
-                    key_id      TEXT NOT NULL REFERENCES keys(key_id),
-                    signer_name TEXT NOT NULL,
-                    identifier  INTEGER NOT NULL,
-                    PRIMARY KEY (key_id, signer_name),
-                    UNIQUE (key_id, identifier)
-                );
-                PRAGMA user_version = 1;",
-            )?;
-        }
-        if version < 2 {
-            tx.execute_batch(
-                "CREATE TABLE requests (
-                    request_id   BLOB PRIMARY KEY,
-                    key_id       TEXT NOT NULL,
-                    message      BLOB NOT NULL,
-                    asset        TEXT NOT NULL,
-                    amount       TEXT NOT NULL,
-                    destination  TEXT NOT NULL,
-                    memo         TEXT NOT NULL,
-                    requester    TEXT NOT NULL,
-                    created_at   INTEGER NOT NULL,
-                    expires_at   INTEGER NOT NULL,
-                    policy_hash  BLOB NOT NULL,
-                    signers      TEXT NOT NULL,
-                    state        TEXT NOT NULL,
-                    state_reason TEXT NOT NULL,
-                    signature    BLOB
-                );
-                CREATE INDEX requests_by_state ON requests(state);
-                CREATE TABLE approvals (
-                    request_id     BLOB NOT NULL REFERENCES requests(request_id),
-                    approver_key   BLOB NOT NULL,
-                    department     TEXT NOT NULL,
-                    decision       TEXT NOT NULL,
-                    reason         TEXT NOT NULL,
-                    issued_at      INTEGER NOT NULL,
-                    expires_at     INTEGER NOT NULL,
-                    content_digest BLOB NOT NULL,
-                    signature      BLOB NOT NULL,
-                    received_at    INTEGER NOT NULL,
-                    PRIMARY KEY (request_id, approver_key)
-                );
-                CREATE TABLE transitions (
-                    request_id BLOB NOT NULL REFERENCES requests(request_id),
-                    seq        INTEGER NOT NULL,
-                    from_state TEXT NOT NULL,
-                    to_state   TEXT NOT NULL,
-                    reason     TEXT NOT NULL,
-                    at         INTEGER NOT NULL,
-                    PRIMARY KEY (request_id, seq)
-                );
-                PRAGMA user_version = 2;",
-            )?;
-        }
-        if version < 3 {
-            tx.execute_batch(
-                "CREATE TABLE idempotency_keys (
-                    requester       TEXT NOT NULL,
-                    idempotency_key TEXT NOT NULL,
-                    content_hash    BLOB NOT NULL,
-                    request_id      BLOB NOT NULL REFERENCES requests(request_id),
-                    PRIMARY KEY (requester, idempotency_key)
-                );
-                CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
-                PRAGMA user_version = 3;",
-            )?;
-        }
-        if version < 4 {
-            // Every key made before key kinds is an RFC 9591 key.
-            tx.execute_batch(
-                "ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'frost-secp256k1';
-                PRAGMA user_version = 4;",
-            )?;
-        }
-        if version < 5 {
-            // PSBT requests: the PSBT itself, what the caps count (the
-            // derived payments; for every request made before, its declared
-            // amount), and the finalized PSBT and transaction of a SIGNED
-            // one.
-            tx.execute_batch(
-                "ALTER TABLE requests ADD COLUMN psbt BLOB;
-                ALTER TABLE requests ADD COLUMN counted_amount TEXT NOT NULL DEFAULT '0';
-                UPDATE requests SET counted_amount = amount;
-                ALTER TABLE requests ADD COLUMN signed_psbt BLOB;
-                ALTER TABLE requests ADD COLUMN signed_tx BLOB;
-                PRAGMA user_version = 5;",
-            )?;
-        }
-        if version < 6 {
-            // Request nonces: every request made before them has none (an
-            // empty one), and keeps its v1 id.
-            tx.execute_batch(
-                "ALTER TABLE requests ADD COLUMN nonce BLOB NOT NULL DEFAULT x'';
-                PRAGMA user_version = 6;",
-            )?;
-        }
-        if version < 7 {
-            // Exactly-once signing across crashes and processes: the
-            // claim a signing run holds (fenced), and the round-2 plans it
-            // recorded before asking for shares.
-            tx.execute_batch(
-                "CREATE TABLE signing_claims (
-                    request_id  BLOB PRIMARY KEY REFERENCES requests(request_id),
-                    fence       INTEGER NOT NULL,
-                    owner       TEXT NOT NULL,
-                    lease_until INTEGER NOT NULL
-                );
-                CREATE TABLE signing_plans (
-                    request_id BLOB NOT NULL REFERENCES requests(request_id),
-                    input      INTEGER NOT NULL,
-                    seq        INTEGER NOT NULL,
-                    package    BLOB NOT NULL,
-                    signers    TEXT NOT NULL,
-                    PRIMARY KEY (request_id, input, seq)
-                );
-                CREATE INDEX transitions_by_time ON transitions(at);
-                CREATE INDEX approvals_by_time ON approvals(received_at);
-                PRAGMA user_version = 7;",
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committing if
-    /// it succeeds; dropping the transaction on error rolls it back.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = f(&tx)?;
-        tx.commit()?;
-        Ok(value)
+    /// Runs `f` as one write of a batch (its own savepoint, see the module
+    /// docs); returns once the batch is durably committed. An error of `f`
+    /// undoes its changes only.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.writer.write(|batch| f(batch))
     }
 
     /// Runs `f` in a read transaction: one snapshot for all its queries.
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock();
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let value = f(&tx)?;
         tx.finish()?;
         Ok(value)
     }
+
+    /// Runs `f` on the write connection outside any batch (tests that
+    /// tamper with rows).
+    #[cfg(test)]
+    fn raw<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        self.writer.peek(|batch| f(batch))
+    }
+}
+
+/// Creates or upgrades the schema, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Store(format!(
+            "database schema version {version} is newer than this ringi ({SCHEMA_VERSION}); upgrade ringi"
+        )));
+    }
+    if version < 1 {
+        tx.execute_batch(
+            "CREATE TABLE keys (
+                key_id             TEXT PRIMARY KEY,
+                threshold          INTEGER NOT NULL,
+                group_public_key   BLOB NOT NULL,
+                public_key_package BLOB NOT NULL,
+                created_at         INTEGER NOT NULL
+            );
+            CREATE TABLE key_signers (
+                key_id      TEXT NOT NULL REFERENCES keys(key_id),
+                signer_name TEXT NOT NULL,
+                identifier  INTEGER NOT NULL,
+                PRIMARY KEY (key_id, signer_name),
+                UNIQUE (key_id, identifier)
+            );
+            PRAGMA user_version = 1;",
+        )?;
+    }
+    if version < 2 {
+        tx.execute_batch(
+            "CREATE TABLE requests (
+                request_id   BLOB PRIMARY KEY,
+                key_id       TEXT NOT NULL,
+                message      BLOB NOT NULL,
+                asset        TEXT NOT NULL,
+                amount       TEXT NOT NULL,
+                destination  TEXT NOT NULL,
+                memo         TEXT NOT NULL,
+                requester    TEXT NOT NULL,
+                created_at   INTEGER NOT NULL,
+                expires_at   INTEGER NOT NULL,
+                policy_hash  BLOB NOT NULL,
+                signers      TEXT NOT NULL,
+                state        TEXT NOT NULL,
+                state_reason TEXT NOT NULL,
+                signature    BLOB
+            );
+            CREATE INDEX requests_by_state ON requests(state);
+            CREATE TABLE approvals (
+                request_id     BLOB NOT NULL REFERENCES requests(request_id),
+                approver_key   BLOB NOT NULL,
+                department     TEXT NOT NULL,
+                decision       TEXT NOT NULL,
+                reason         TEXT NOT NULL,
+                issued_at      INTEGER NOT NULL,
+                expires_at     INTEGER NOT NULL,
+                content_digest BLOB NOT NULL,
+                signature      BLOB NOT NULL,
+                received_at    INTEGER NOT NULL,
+                PRIMARY KEY (request_id, approver_key)
+            );
+            CREATE TABLE transitions (
+                request_id BLOB NOT NULL REFERENCES requests(request_id),
+                seq        INTEGER NOT NULL,
+                from_state TEXT NOT NULL,
+                to_state   TEXT NOT NULL,
+                reason     TEXT NOT NULL,
+                at         INTEGER NOT NULL,
+                PRIMARY KEY (request_id, seq)
+            );
+            PRAGMA user_version = 2;",
+        )?;
+    }
+    if version < 3 {
+        tx.execute_batch(
+            "CREATE TABLE idempotency_keys (
+                requester       TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                content_hash    BLOB NOT NULL,
+                request_id      BLOB NOT NULL REFERENCES requests(request_id),
+                PRIMARY KEY (requester, idempotency_key)
+            );
+            CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
+            PRAGMA user_version = 3;",
+        )?;
+    }
+    if version < 4 {
+        // Every key made before key kinds is an RFC 9591 key.
+        tx.execute_batch(
+            "ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'frost-secp256k1';
+            PRAGMA user_version = 4;",
+        )?;
+    }
+    if version < 5 {
+        // PSBT requests: the PSBT itself, what the caps count (the
+        // derived payments; for every request made before, its declared
+        // amount), and the finalized PSBT and transaction of a SIGNED
+        // one.
+        tx.execute_batch(
+            "ALTER TABLE requests ADD COLUMN psbt BLOB;
+            ALTER TABLE requests ADD COLUMN counted_amount TEXT NOT NULL DEFAULT '0';
+            UPDATE requests SET counted_amount = amount;
+            ALTER TABLE requests ADD COLUMN signed_psbt BLOB;
+            ALTER TABLE requests ADD COLUMN signed_tx BLOB;
+            PRAGMA user_version = 5;",
+        )?;
+    }
+    if version < 6 {
+        // Request nonces: every request made before them has none (an
+        // empty one), and keeps its v1 id.
+        tx.execute_batch(
+            "ALTER TABLE requests ADD COLUMN nonce BLOB NOT NULL DEFAULT x'';
+            PRAGMA user_version = 6;",
+        )?;
+    }
+    if version < 7 {
+        // Exactly-once signing across crashes and processes: the
+        // claim a signing run holds (fenced), and the round-2 plans it
+        // recorded before asking for shares.
+        tx.execute_batch(
+            "CREATE TABLE signing_claims (
+                request_id  BLOB PRIMARY KEY REFERENCES requests(request_id),
+                fence       INTEGER NOT NULL,
+                owner       TEXT NOT NULL,
+                lease_until INTEGER NOT NULL
+            );
+            CREATE TABLE signing_plans (
+                request_id BLOB NOT NULL REFERENCES requests(request_id),
+                input      INTEGER NOT NULL,
+                seq        INTEGER NOT NULL,
+                package    BLOB NOT NULL,
+                signers    TEXT NOT NULL,
+                PRIMARY KEY (request_id, input, seq)
+            );
+            CREATE INDEX transitions_by_time ON transitions(at);
+            CREATE INDEX approvals_by_time ON approvals(received_at);
+            PRAGMA user_version = 7;",
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 impl KeyStore for SqliteStore {
@@ -651,12 +679,12 @@ impl RequestStore for SqliteStore {
 
 /// What the key's window caps count: the counted amounts of its requests
 /// created in the window that may still be, or have been, signed.
-fn window_usage(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<Usage> {
+fn window_usage(tx: &Connection, new: &NewRequest, now: u64) -> Result<Usage> {
     usage_of_key(tx, new.request.key_id.as_str(), &new.limits, now)
 }
 
 /// [`window_usage`] of key `key_id` for the window ending at `now`.
-fn usage_of_key(tx: &Transaction<'_>, key_id: &str, limits: &Limits, now: u64) -> Result<Usage> {
+fn usage_of_key(tx: &Connection, key_id: &str, limits: &Limits, now: u64) -> Result<Usage> {
     let mut usage = Usage::default();
     if !limits.has_window() {
         return Ok(usage);
@@ -675,7 +703,7 @@ fn usage_of_key(tx: &Transaction<'_>, key_id: &str, limits: &Limits, now: u64) -
     Ok(usage)
 }
 
-fn insert_request_row(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Result<RequestId> {
+fn insert_request_row(tx: &Connection, new: &NewRequest, now: u64) -> Result<RequestId> {
     let request = &new.request;
     let id = request.id();
     let exists: Option<i64> = tx
@@ -718,7 +746,7 @@ fn insert_request_row(tx: &Transaction<'_>, new: &NewRequest, now: u64) -> Resul
 }
 
 /// The request's state, or NOT_FOUND.
-fn state_of(tx: &Transaction<'_>, id: &RequestId) -> Result<State> {
+fn state_of(tx: &Connection, id: &RequestId) -> Result<State> {
     let state: Option<String> = tx
         .query_row(
             "SELECT state FROM requests WHERE request_id = ?1",
@@ -730,7 +758,7 @@ fn state_of(tx: &Transaction<'_>, id: &RequestId) -> Result<State> {
     State::parse(&state).ok_or_else(|| corrupt("state"))
 }
 
-fn check_state(tx: &Transaction<'_>, id: &RequestId, expected: State) -> Result<()> {
+fn check_state(tx: &Connection, id: &RequestId, expected: State) -> Result<()> {
     match state_of(tx, id)? {
         actual if actual == expected => Ok(()),
         actual => Err(Error::StateConflict {
@@ -744,7 +772,7 @@ fn check_state(tx: &Transaction<'_>, id: &RequestId, expected: State) -> Result<
 /// Applies `t` only if the request is still in `t.from()`. A change to
 /// SIGNED carries a signed transaction exactly when the request is a PSBT
 /// request, else nothing is written.
-fn apply(tx: &Transaction<'_>, id: &RequestId, t: &Transition, now: u64) -> Result<()> {
+fn apply(tx: &Connection, id: &RequestId, t: &Transition, now: u64) -> Result<()> {
     let reason = t.reason();
     let signed = t.signed_transaction();
     if t.to() == State::Signed {
@@ -788,7 +816,7 @@ fn apply(tx: &Transaction<'_>, id: &RequestId, t: &Transition, now: u64) -> Resu
 
 /// Refuses a write of a run whose claim `fence` no longer holds the
 /// request (a later claim took it over).
-fn check_claim(tx: &Transaction<'_>, id: &RequestId, fence: u64) -> Result<()> {
+fn check_claim(tx: &Connection, id: &RequestId, fence: u64) -> Result<()> {
     let current: Option<i64> = tx
         .query_row(
             "SELECT fence FROM signing_claims WHERE request_id = ?1",
@@ -813,7 +841,7 @@ fn split_names(text: &str) -> Vec<String> {
 }
 
 fn insert_history(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     id: &RequestId,
     from: &str,
     to: State,
@@ -1113,8 +1141,7 @@ mod tests {
         assert!(rec.request.nonce.is_empty());
         assert_eq!(rec.request.id(), pending);
         let version: i64 = store
-            .lock()
-            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .read(|c| Ok(c.pragma_query_value(None, "user_version", |row| row.get(0))?))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
         let rec = store.request(&signed).unwrap();
@@ -1122,12 +1149,11 @@ mod tests {
         assert_eq!(rec.signature, Some(vec![5; 65]));
         assert_eq!(rec.signed_transaction, None);
         let counted: Vec<String> = store
-            .lock()
-            .prepare("SELECT counted_amount FROM requests")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
+            .read(|c| {
+                Ok(c.prepare("SELECT counted_amount FROM requests")?
+                    .query_map([], |row| row.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
             .unwrap();
         assert_eq!(counted, vec![r.metadata.amount.to_string(); 2]);
     }
@@ -1195,11 +1221,12 @@ mod tests {
             .id();
         assert_eq!(store.request(&id).unwrap().request.nonce, r.nonce);
         store
-            .lock()
-            .execute(
-                "UPDATE requests SET nonce = x'0102' WHERE request_id = ?1",
-                [&id[..]],
-            )
+            .raw(|c| {
+                c.execute(
+                    "UPDATE requests SET nonce = x'0102' WHERE request_id = ?1",
+                    [&id[..]],
+                )
+            })
             .unwrap();
         match store.request(&id) {
             Err(Error::Corrupt(m)) => assert!(m.contains("nonce"), "{m}"),
@@ -1222,5 +1249,170 @@ mod tests {
             Err(Error::IllegalTransition(_))
         ));
         assert!(store.request(&id).unwrap().approvals.is_empty());
+    }
+}
+
+/// How many writes per second the store takes from concurrent writers
+/// (each an `insert_request`, so each its own durable write): the figure
+/// group commit is for. Printed, not asserted (it is the disk's):
+/// `cargo test -p ringi --lib sqlite::bench -- --ignored --nocapture`.
+/// On this project's 2-core machine (ext4, debug build), 2000 inserts:
+/// before group commit ~300 writes/s with 1, 4, 16 or 64 writers (one
+/// fsync each); with it, 1 writer ~270/s, 4 ~1,250/s, 16 ~3,700/s, 64
+/// ~5,100/s.
+#[cfg(test)]
+mod bench {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::contract;
+
+    /// `n` inserts from `writers` threads; (seconds, writes per second,
+    /// writes per commit).
+    fn inserts(writers: usize, n: usize) -> (f64, f64, f64) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("bench.sqlite3")).unwrap());
+        let start = Instant::now();
+        std::thread::scope(|scope| {
+            for w in 0..writers {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for i in (w..n).step_by(writers) {
+                        let mut r = contract::request();
+                        r.message = (i as u64).to_be_bytes().repeat(4);
+                        let new = contract::new_request(r, &format!("k{i}"));
+                        assert!(matches!(
+                            store.insert_request(&new, None, 100),
+                            Ok(Inserted::Created(_))
+                        ));
+                    }
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let stats = store.writer.stats();
+        (
+            secs,
+            n as f64 / secs,
+            stats.writes as f64 / stats.commits.max(1) as f64,
+        )
+    }
+
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn concurrent_inserts() {
+        for writers in [1, 4, 16, 64] {
+            let (secs, rate, per_commit) = inserts(writers, 2000);
+            println!(
+                "sqlite store: 2000 inserts, {writers:>2} writers: {secs:.2} s, {rate:.0} writes/s, {per_commit:.1} writes per commit"
+            );
+        }
+    }
+}
+
+/// `kill -9` in the middle of group commits loses nothing acknowledged: a
+/// child process (this test binary, running [`kill9::acknowledging_writer`])
+/// inserts from 32 threads and prints each insert it got `Ok` for; the
+/// test kills it with SIGKILL while batches are in flight, reopens the
+/// database and finds every acknowledged request. Three rounds on one file,
+/// each opening what the kill before left.
+#[cfg(test)]
+mod kill9 {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::store::contract;
+
+    const DB: &str = "RINGI_TEST_KILL9_DB";
+    const FROM: &str = "RINGI_TEST_KILL9_FROM";
+
+    /// The `i`th request the writer inserts.
+    fn nth(i: u64) -> NewRequest {
+        let mut r = contract::request();
+        r.message = i.to_be_bytes().repeat(4);
+        contract::new_request(r, &format!("k{i}"))
+    }
+
+    /// The child: inserts until killed (or 200,000 inserts), printing
+    /// `acked <i>` after each `Ok`. Does nothing unless run by
+    /// [`acknowledged_writes_survive_kill_9`].
+    #[test]
+    #[ignore = "the child process of acknowledged_writes_survive_kill_9"]
+    fn acknowledging_writer() {
+        let (Ok(path), Ok(from)) = (std::env::var(DB), std::env::var(FROM)) else {
+            return;
+        };
+        let store = Arc::new(SqliteStore::open(Path::new(&path)).unwrap());
+        let next = Arc::new(AtomicU64::new(from.parse().unwrap()));
+        let end = next.load(Ordering::SeqCst) + 200_000;
+        std::thread::scope(|scope| {
+            for _ in 0..32 {
+                let (store, next) = (store.clone(), next.clone());
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= end {
+                            return;
+                        }
+                        store.insert_request(&nth(i), None, 100).unwrap();
+                        let mut out = std::io::stdout().lock();
+                        writeln!(out, "acked {i}").unwrap();
+                        out.flush().unwrap();
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn acknowledged_writes_survive_kill_9() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ringi.sqlite3");
+        let mut total = 0;
+        for round in 0..3u64 {
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "sqlite::kill9::acknowledging_writer",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env(DB, &path)
+                .env(FROM, (round * 1_000_000).to_string())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut acked = Vec::new();
+            // Killed after 300 acknowledgements, with writers in flight.
+            while acked.len() < 300 {
+                let line = lines.next().expect("the writer ended early").unwrap();
+                if let Some(i) = line.strip_prefix("acked ") {
+                    acked.push(i.parse::<u64>().unwrap());
+                }
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            // What it acknowledged before dying is still in the pipe.
+            for line in lines {
+                if let Some(i) = line.unwrap().strip_prefix("acked ") {
+                    acked.push(i.parse().unwrap());
+                }
+            }
+            let store = SqliteStore::open(&path).unwrap();
+            for &i in &acked {
+                let id = nth(i).request.id();
+                assert!(
+                    store.request(&id).is_ok(),
+                    "round {round}: acknowledged insert {i} was lost"
+                );
+            }
+            total += acked.len();
+        }
+        assert!(total >= 900);
     }
 }

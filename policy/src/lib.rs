@@ -18,6 +18,8 @@
 //!   offline verification;
 //! - [`audit_repair`]: setting a broken log's tail aside and recording the
 //!   gap, so its node can start again;
+//! - [`group_commit`]: many writers sharing one durable commit (the
+//!   coordinator's store and the signers' ledgers);
 //! - [`encoding`]: the canonical encoding the hashes and signatures cover;
 //! - [`key_id`]: the checked key id both sides name keys by;
 //! - [`clock`]: the one wall clock both binaries read (the rules here never
@@ -34,6 +36,7 @@ pub mod audit_repair;
 pub mod clock;
 pub mod encoding;
 pub mod evaluate;
+pub mod group_commit;
 pub mod key_id;
 pub mod limits;
 pub mod policy;
