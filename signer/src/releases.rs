@@ -32,7 +32,10 @@
 //!
 //! A crash between signing and the log write loses nothing: the share was
 //! never sent, and the nonces are gone. The log lives in the node's ledger
-//! database (same file as [`crate::spending`], its own table).
+//! database (same file as [`crate::spending`], its own table); round 2
+//! writes a release and the request's spend in one transaction, shared
+//! with concurrent Signs (one fsync for many), and holds the claim until
+//! it is committed.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -228,21 +231,32 @@ impl ReleaseLog {
     /// Records `share` as released for the claimed package, durably; only
     /// then may it leave the node.
     pub fn record(&self, claim: InFlight, share: &[u8], now: u64) -> Result<(), ReleaseError> {
-        self.conn
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .prepare_cached(
-                "INSERT INTO share_releases (request_id, input, package, excluded, share, at)
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Self::insert(&conn, &claim, share, now)
+    }
+
+    /// Writes the release of `share` under `claim` on `conn`, inside the
+    /// caller's transaction: round 2 writes it with the request's spend, in
+    /// one commit ([`crate::spending::SpendingLedger::release`]), and keeps
+    /// `claim` until that commit returned.
+    pub(crate) fn insert(
+        conn: &Connection,
+        claim: &InFlight,
+        share: &[u8],
+        now: u64,
+    ) -> Result<(), ReleaseError> {
+        conn.prepare_cached(
+            "INSERT INTO share_releases (request_id, input, package, excluded, share, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                &claim.slot.0[..],
-                claim.slot.1 as i64,
-                &claim.package[..],
-                encode(&claim.excluded),
-                share,
-                now as i64
-            ])?;
+        )?
+        .execute(params![
+            &claim.slot.0[..],
+            claim.slot.1 as i64,
+            &claim.package[..],
+            encode(&claim.excluded),
+            share,
+            now as i64
+        ])?;
         Ok(())
     }
 }

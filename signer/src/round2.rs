@@ -18,6 +18,7 @@ use crate::phases::SignerPhase::{Audit, Ledger, Token, Verify};
 use crate::phases::time;
 use crate::releases::Claim;
 use crate::signing::{SignError, SigningContext};
+use crate::spending::Spend;
 
 /// What round 2 hands back to the coordinator.
 #[derive(Debug, Clone)]
@@ -39,9 +40,10 @@ pub struct Round2Output<S: Suite> {
 /// 2. the signing package decodes ([`SignError::MalformedSigningPackage`]);
 /// 3. it signs exactly the approved message ([`check_message`]);
 /// 4. the daily-volume figure for percentage caps is read, if configured;
-/// 5. the key's caps are checked against this node's ledger and the request
-///    is recorded as signed, in one transaction (a retried request counts
-///    once; a crash from here on can only over-count);
+/// 5. the key's caps are checked against this node's ledger, writing
+///    nothing ([`crate::spending::SpendingLedger::check`]; a request
+///    counted already passes): a request over a cap is refused before the
+///    vault;
 /// 6. the input is claimed in the node's release log
 ///    ([`crate::releases`]): the same signing package again gets the share
 ///    released before (audited as `share_resent`); another package for an
@@ -50,9 +52,14 @@ pub struct Round2Output<S: Suite> {
 /// 7. the vault finds this node's commitments in the package, takes their
 ///    nonces out of memory before anything else can fail (a nonce is used
 ///    at most once), unseals the share and signs with [`Suite::sign`]
-///    ([`crate::vault::ShareVault::sign`]); the share is recorded in the
-///    release log;
-/// 8. a `share_released` audit entry (key id, request id, asset, amount,
+///    ([`crate::vault::ShareVault::sign`]);
+/// 8. the request is recorded as signed (its caps checked again, a retried
+///    request counted once) and the share as released, in one transaction
+///    committed durably, with concurrent Signs' (one fsync for many:
+///    [`crate::spending::SpendingLedger::release`]); a crash from here on
+///    can only over-count. If a concurrent Sign used the cap's budget since
+///    step 5, this refuses, and the share (its nonces spent) never leaves;
+/// 9. a `share_released` audit entry (key id, request id, asset, amount,
 ///    destination, requester) is written; if it cannot be, the share does
 ///    not leave the node.
 pub fn sign<S: Suite>(
@@ -81,16 +88,14 @@ pub fn sign<S: Suite>(
     let request_id = approved.request.id();
     // The amount counted is the subject's: for a PSBT, the sum of the
     // payments this node derived; every input of one request counts once.
-    time(Ledger, || {
-        ctx.ledger.record(
-            key_id,
-            &request_id,
-            approved.subject.amount(),
-            now,
-            &limits,
-            volume,
-        )
-    })?;
+    let spend = Spend {
+        key_id,
+        request_id: &request_id,
+        amount: approved.subject.amount(),
+        limits: &limits,
+        daily_volume: volume,
+    };
+    time(Ledger, || ctx.ledger.check(&spend, now))?;
     // One share per request input ([`crate::releases`]): the same package
     // again gets the same share; another package is refused.
     let claim = match time(Ledger, || {
@@ -116,12 +121,11 @@ pub fn sign<S: Suite>(
         Claim::Fresh(claim) => claim,
     };
     let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
-    // Recorded, then audited, before the share leaves: no record or no
-    // audit entry, no share.
+    // Recorded (with the spend, one commit), then audited, before the share
+    // leaves: no record or no audit entry, no share.
     time(Ledger, || {
         ctx.ledger
-            .releases()
-            .record(claim, &signature_share.serialize(), now)
+            .release(&spend, claim, &signature_share.serialize(), now)
     })?;
     let mut fields = released_fields(key_id, &approved, input);
     if !excluded.is_empty() {

@@ -125,6 +125,7 @@ impl From<LedgerError> for SignError {
         match e {
             LedgerError::Cap(cap) => AuthorizationError::CapExceeded(cap).into(),
             LedgerError::Store(reason) => SignError::LedgerStore(reason),
+            LedgerError::Release(e) => SignError::Release(e),
         }
     }
 }
