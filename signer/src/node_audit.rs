@@ -4,8 +4,10 @@
 //! token's audit key every [`CHECKPOINT_EVERY`] entries, every
 //! [`CHECKPOINT_INTERVAL`] with new entries, and at shutdown.
 //!
-//! A share is returned only after its `share_released` entry is written: if
-//! the log cannot be written, the node refuses to sign.
+//! A share is returned only after its `share_released` entry is on disk
+//! ([`audited`]: an fsync shared with concurrent Signs, see
+//! `ringi_policy::audit::AuditLog::append_durable`): if the log cannot be
+//! written, the node refuses to sign.
 //!
 //! The signing rounds write through [`AuditSink`], which [`NodeAudit`]
 //! implements; tests use an in-memory sink instead
@@ -25,8 +27,16 @@ use crate::token::Token;
 /// its fields; an error means the entry was not written (and the caller
 /// refuses what it was about to do).
 pub trait AuditSink: Send + Sync {
-    /// Appends one entry.
+    /// Appends one entry (written, not synced: refusals, which are logged
+    /// from the async edge and gate nothing).
     fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError>;
+
+    /// Appends one entry and returns once it is on disk: an entry that
+    /// must exist before the node acts. Blocks for an fsync (shared with
+    /// concurrent callers): call it from a blocking thread.
+    fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        self.record(event, fields)
+    }
 }
 
 /// An audit entry that could not be written: the node refuses what the
@@ -36,13 +46,13 @@ pub trait AuditSink: Send + Sync {
 pub struct AuditUnavailable(#[from] pub AuditError);
 
 /// Appends an entry that must exist before the node acts (a share leaves,
-/// commitments are issued, a DKG share is kept).
+/// commitments are issued, a DKG share is kept), durably.
 pub fn audited(
     audit: &dyn AuditSink,
     event: &str,
     fields: &[(&str, String)],
 ) -> Result<(), AuditUnavailable> {
-    Ok(audit.record(event, fields)?)
+    Ok(audit.record_durable(event, fields)?)
 }
 
 /// Entries between two checkpoints.
@@ -76,7 +86,19 @@ impl NodeAudit {
 
     /// Appends an entry, checkpointing when due.
     pub fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
-        if self.log.append(now(), event, fields)? >= CHECKPOINT_EVERY {
+        let since_checkpoint = self.log.append(now(), event, fields)?;
+        self.checkpoint_when_due(since_checkpoint)
+    }
+
+    /// Appends an entry and returns once it is on disk, checkpointing when
+    /// due.
+    pub fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        let since_checkpoint = self.log.append_durable(now(), event, fields)?;
+        self.checkpoint_when_due(since_checkpoint)
+    }
+
+    fn checkpoint_when_due(&self, since_checkpoint: u64) -> Result<(), AuditError> {
+        if since_checkpoint >= CHECKPOINT_EVERY {
             self.checkpoint()?;
         }
         Ok(())
@@ -105,5 +127,9 @@ impl NodeAudit {
 impl AuditSink for NodeAudit {
     fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
         NodeAudit::record(self, event, fields)
+    }
+
+    fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        NodeAudit::record_durable(self, event, fields)
     }
 }
