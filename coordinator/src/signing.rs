@@ -959,12 +959,10 @@ fn refill_pools<C: Suite>(registry: &Registry, key: &LoadedKey<C>, pool: &[Parti
                         pools.refill_failed(&refill);
                         return;
                     }
-                    let batch: Vec<Vec<u8>> = r
-                        .commitments
-                        .into_iter()
-                        .filter(|c| SigningCommitments::<C>::deserialize(c).is_ok())
-                        .collect();
-                    pools.refilled(&refill, &r.boot_epoch, batch);
+                    // Decoded when taken (a commitment that does not
+                    // decode then sends its signer to a live round 1):
+                    // decoding each twice cost two point decompressions.
+                    pools.refilled(&refill, &r.boot_epoch, r.commitments);
                 }
                 Err(status) => {
                     tracing::debug!(signer = %refill.signer, code = ?status.code(), reason = status.message(), "preprocessing failed; two-round signing meanwhile");
