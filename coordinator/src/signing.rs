@@ -354,17 +354,16 @@ pub async fn sign<C: Suite>(
     let mut failures = SignerFailures::default();
     let mut pool: Vec<Participant<C>> = Vec::with_capacity(order.len());
     for (name, n) in &order {
+        let excluded = registry.standings().excluded(name);
         let fault = match (registry.get(name), ringi_frost::identifier::<C>(*n)) {
             (None, _) => SignerFault::NotRegistered,
             (Some(s), _) if s.identifier != *n => {
                 SignerFault::IdentifierMismatch { key_identifier: *n }
             }
-            (Some(_), _) if registry.standings().excluded(name).is_some() => {
-                let reason = registry.standings().excluded(name).unwrap_or_default();
-                SignerFault::BadAnswer(format!(
-                    "excluded from signing until the coordinator restarts: {reason}"
-                ))
-            }
+            (Some(_), _) if excluded.is_some() => SignerFault::BadAnswer(format!(
+                "excluded from signing until the coordinator restarts: {}",
+                excluded.unwrap_or_default()
+            )),
             (Some(s), Some(id)) => {
                 pool.push(Participant {
                     signer: s.clone(),
