@@ -85,6 +85,22 @@ impl SpendingLedger {
     /// [`SpendingLedger::open`] with at most `max_batch` writes per commit
     /// (1: a commit per write; the benchmark's baseline).
     fn open_batching(path: &Path, max_batch: usize) -> Result<Self, LedgerError> {
+        // `:memory:` (tests, fuzzing): the writer, the reader and the
+        // release log are three connections, which must reach one database:
+        // a named in-memory database with a shared cache, alive while they
+        // are.
+        let shared;
+        let path = if path == Path::new(":memory:") {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared = std::path::PathBuf::from(format!(
+                "file:ringi-ledger-{}-{n}?mode=memory&cache=shared",
+                std::process::id()
+            ));
+            shared.as_path()
+        } else {
+            path
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LedgerError::Store(format!("{}: {e}", dir.display())))?;
