@@ -225,3 +225,39 @@ fn signed_by(audit: &Path, signer: &str) -> usize {
         })
         .count()
 }
+
+/// The coordinator keeps a health watch open on every signer; a signer
+/// told to stop (SIGTERM) still stops by itself, cleanly, instead of
+/// waiting for that stream forever, and the others sign meanwhile.
+#[test]
+fn a_watched_signer_stops_on_sigterm() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &ALL);
+    assert!(frost_verify(
+        &group_key,
+        b"watched",
+        &cluster.sign("k", b"watched", &[])
+    ));
+    let mut child = cluster.signers[2].child.take().unwrap();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "signer-3 did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "a clean stop, not a kill: {status:?}");
+    assert!(frost_verify(
+        &group_key,
+        b"without signer-3",
+        &cluster.sign("k", b"without signer-3", &[])
+    ));
+}

@@ -35,18 +35,45 @@ pub async fn serve(
     if let Some(addr) = local {
         announce(addr);
     }
-    match tls {
-        Some(config) => {
-            tracing::info!(?local, "serving {what} over mutual TLS");
-            router
-                .serve_with_incoming_shutdown(incoming(listener, config), shutdown_signal())
-                .await
+    // A graceful stop waits for open calls to end, and a client's health
+    // watch (the coordinator keeps one per signer) never ends by itself:
+    // once the signal came, open calls get `SHUTDOWN_GRACE`, then the
+    // server stops regardless.
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let signalled = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown_signal().await;
+            stopping.notify_one();
         }
-        None => {
-            tracing::info!(?local, "serving {what} (plaintext, loopback only)");
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
-                .await
+    };
+    let served = async {
+        match tls {
+            Some(config) => {
+                tracing::info!(?local, "serving {what} over mutual TLS");
+                router
+                    .serve_with_incoming_shutdown(incoming(listener, config), signalled)
+                    .await
+            }
+            None => {
+                tracing::info!(?local, "serving {what} (plaintext, loopback only)");
+                router
+                    .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signalled)
+                    .await
+            }
+        }
+    };
+    tokio::select! {
+        result = served => result,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("stopping with calls still open (streams such as health watches)");
+            Ok(())
         }
     }
 }
+
+/// How long open calls may take to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
