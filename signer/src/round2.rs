@@ -96,8 +96,9 @@ pub fn sign<S: Suite>(
         daily_volume: volume,
     };
     time(Ledger, || ctx.ledger.check(&spend, now))?;
-    // One share per request input ([`crate::releases`]): the same package
-    // again gets the same share; another package is refused.
+    // The release record of the input ([`crate::releases`]): the same
+    // package again gets the same share; another only if the signers it
+    // excludes strictly grow.
     let claim = match time(Ledger, || {
         ctx.ledger
             .releases()
