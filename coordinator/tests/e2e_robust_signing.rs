@@ -139,7 +139,9 @@ fn stale_preprocessed_commitments_still_end_in_one_signature() {
 
 /// A signer that answers round 2 with invalid shares: aggregation names it,
 /// the coordinator excludes it (audited once, with the reason) and finishes
-/// every request with the other two; it is not asked again.
+/// the request with another signer; it is not asked again. To make sure the
+/// cheater takes part, the third signer is down when the first request is
+/// signed (and comes back once the cheater has been named).
 #[test]
 fn a_cheating_signer_is_named_and_every_request_signed() {
     let mut cluster = Cluster::start(3);
@@ -151,14 +153,21 @@ fn a_cheating_signer_is_named_and_every_request_signed() {
     cheater.start();
     let group_key = cluster.keygen("k", 2, &ALL);
     let audit = coordinator_audit(&cluster);
-    let mut signed = 0;
-    while count(&audit, "signer_excluded") == 0 {
-        assert!(signed < 20, "the cheater was never asked to sign");
-        let message = format!("payment {signed}").into_bytes();
-        let signature = cluster.sign("k", &message, &[]);
-        assert!(frost_verify(&group_key, &message, &signature));
-        signed += 1;
+
+    cluster.signers[1].stop();
+    let id = cluster.submit("k", b"first payment", 1000, "wallet-service", &[]);
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
     }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&audit, "signer_excluded") == 0 {
+        assert!(Instant::now() < deadline, "the cheater was not named");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.signers[1].start();
+    let signature = cluster.wait_signed(&id);
+    assert!(frost_verify(&group_key, b"first payment", &signature));
+
     let trail = std::fs::read_to_string(&audit).unwrap();
     let excluded: Vec<serde_json::Value> = trail
         .lines()
@@ -175,6 +184,7 @@ fn a_cheating_signer_is_named_and_every_request_signed() {
         "{}",
         excluded[0]
     );
+    assert_eq!(signed_by(&audit, "signer-3"), 0);
     // From now on it is left out: every request signed by the other two.
     let cheats = count(&signer_audit(&cluster, 2), "share_released");
     for i in 0..4 {
@@ -184,6 +194,8 @@ fn a_cheating_signer_is_named_and_every_request_signed() {
     }
     assert_eq!(count(&signer_audit(&cluster, 2), "share_released"), cheats);
     assert_eq!(count(&audit, "signer_excluded"), 1);
+    assert_eq!(signed_by(&audit, "signer-1"), 5);
+    assert_eq!(signed_by(&audit, "signer-2"), 5);
 }
 
 /// A signer that answers 300 ms late is never waited for: the live round 1
