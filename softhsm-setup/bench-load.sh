@@ -39,21 +39,7 @@ fi
 work=$(mktemp -d -t ringi-bench-load.XXXXXX)
 PIDS=()
 trap 'stop_stack; rm -rf "$work"' EXIT
-alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
-carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
-cat > "$work/policy.toml" <<TOML
-version = 1
-[[departments]]
-name = "treasury"
-approvers = [{ name = "alice", key = "$alice" }]
-[[departments]]
-name = "compliance"
-approvers = [{ name = "carol", key = "$carol" }]
-[keys.load]
-request_ttl_secs = 3600
-approval_ttl_secs = 600
-require = { treasury = 1, compliance = 1 }
-TOML
+bench_policy "$bin" "$work" load
 start_stack "$bin" "$work" 3 "$work/policy.toml" tls 2>/dev/null >/dev/null
 coordinator_pid=${PIDS[-1]}
 "$bin/ringi" keygen --key-id load --threshold 2 --signers signer-1,signer-2,signer-3 >/dev/null 2>&1

@@ -26,34 +26,7 @@ bin="$root/target/release"
 work=$(mktemp -d -t ringi-bench.XXXXXX)
 PIDS=()
 trap 'stop_stack; rm -rf "$work"' EXIT
-alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
-carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
-cat > "$work/policy.toml" <<TOML
-version = 1
-[[departments]]
-name = "treasury"
-approvers = [{ name = "alice", key = "$alice" }]
-[[departments]]
-name = "compliance"
-approvers = [{ name = "carol", key = "$carol" }]
-[keys.bench]
-request_ttl_secs = 3600
-approval_ttl_secs = 600
-require = { treasury = 1, compliance = 1 }
-[keys.bench-3of5]
-request_ttl_secs = 3600
-approval_ttl_secs = 600
-require = { treasury = 1, compliance = 1 }
-[keys.bench-7of10]
-request_ttl_secs = 3600
-approval_ttl_secs = 600
-require = { treasury = 1, compliance = 1 }
-[keys.bench-btc]
-request_ttl_secs = 3600
-approval_ttl_secs = 600
-require = { treasury = 1, compliance = 1 }
-network = "regtest"
-TOML
+bench_policy "$bin" "$work" bench bench-3of5 bench-7of10 bench-btc:regtest
 start_stack "$bin" "$work" 10 "$work/policy.toml" $mode 2>/dev/null >/dev/null
 # signers N: signer-1,...,signer-N.
 signers() { seq -f 'signer-%g' -s, 1 "$1"; }

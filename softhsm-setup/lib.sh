@@ -137,3 +137,22 @@ stop_stack() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
 }
+
+# bench_policy BIN_DIR WORK_DIR KEY[:regtest]...: the benches' approvers and
+# policy. Writes WORK_DIR/alice.pem (treasury) and WORK_DIR/carol.pem
+# (compliance) and WORK_DIR/policy.toml, where each KEY needs one approval
+# of each department; a KEY ending in ":regtest" is a Bitcoin key on regtest.
+bench_policy() {
+  local bin=$1 work=$2 alice carol key
+  shift 2
+  alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
+  carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
+  {
+    printf 'version = 1\n[[departments]]\nname = "treasury"\napprovers = [{ name = "alice", key = "%s" }]\n' "$alice"
+    printf '[[departments]]\nname = "compliance"\napprovers = [{ name = "carol", key = "%s" }]\n' "$carol"
+    for key in "$@"; do
+      printf '[keys.%s]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n' "${key%:regtest}"
+      [ "$key" = "${key%:regtest}" ] || printf 'network = "regtest"\n'
+    done
+  } > "$work/policy.toml"
+}
