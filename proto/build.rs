@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "ringi/approval/v1/approval.proto",
         "ringi/signer/v1/signer.proto",
+        "ringi/signer/v1/governance.proto",
         "ringi/coordinator/v1/coordinator.proto",
     ];
     let fds = protox::compile(protos, ["."])?;

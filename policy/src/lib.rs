@@ -14,6 +14,10 @@
 //! - [`limits`]: spending caps, checked by coordinator and signers alike;
 //! - [`evaluate`]: the decision — approved, pending, rejected, or which rule
 //!   an approval breaks;
+//! - [`veto`]: a rejection sent to the signers directly, so a coordinator
+//!   cannot drop it;
+//! - [`freeze`]: one officer freezes a key (or all), a quorum lifts it;
+//! - [`holds`]: the vetoes and freezes a signer keeps, and what they stop;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
 //! - [`audit_repair`]: setting a broken log's tail aside and recording the
@@ -36,7 +40,9 @@ pub mod audit_repair;
 pub mod clock;
 pub mod encoding;
 pub mod evaluate;
+pub mod freeze;
 pub mod group_commit;
+pub mod holds;
 pub mod key_id;
 pub mod limits;
 pub mod policy;
@@ -44,4 +50,5 @@ pub mod request;
 pub mod statement;
 pub mod subject;
 pub mod verified_signatures;
+pub mod veto;
 pub mod volumes;

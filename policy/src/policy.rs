@@ -131,6 +131,10 @@ pub enum PolicyError {
     UnknownNetwork { key_id: String, network: String },
     #[error("key {key_id:?}: fees: {reason}")]
     BadFees { key_id: String, reason: String },
+    #[error("governance: freeze officer {0:?} is not an approver of the policy")]
+    UnknownOfficer(String),
+    #[error("governance: {0}")]
+    BadGovernance(String),
 }
 
 #[derive(Deserialize)]
@@ -141,6 +145,16 @@ struct PolicyFile {
     departments: Vec<DepartmentFile>,
     #[serde(default)]
     keys: BTreeMap<String, KeyFile>,
+    #[serde(default)]
+    governance: Option<GovernanceFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GovernanceFile {
+    #[serde(default)]
+    freeze_officers: Vec<String>,
+    unfreeze: Option<BTreeMap<String, u32>>,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +346,20 @@ pub struct Policy {
     hash: [u8; 32],
     approvers: Vec<Approver>,
     keys: BTreeMap<String, KeyRules>,
+    governance: Governance,
+}
+
+/// Who may stop signing without the coordinator (`crate::freeze`): the
+/// officers who may freeze a key or every key alone, and the quorum that
+/// lifts a freeze. Empty (no `[governance]` section): nobody can freeze;
+/// direct rejections (`crate::veto`) need no section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Governance {
+    /// Approver names; each may freeze on their own.
+    pub freeze_officers: Vec<String>,
+    /// Distinct approvers per department needed to lift a freeze; at least
+    /// two people in all, so no one person can undo a freeze.
+    pub unfreeze: Quorums,
 }
 
 impl Policy {
@@ -457,10 +485,15 @@ impl Policy {
                 },
             );
         }
+        let governance = match file.governance {
+            Some(g) => check_governance(g, &approvers, &departments)?,
+            None => Governance::default(),
+        };
         Ok(Policy {
             hash: sha256(bytes),
             approvers,
             keys,
+            governance,
         })
     }
 
@@ -481,6 +514,49 @@ impl Policy {
     pub fn approvers(&self) -> &[Approver] {
         &self.approvers
     }
+
+    pub fn governance(&self) -> &Governance {
+        &self.governance
+    }
+}
+
+/// Validates the `[governance]` section: officers are approvers of the
+/// roster; the unfreeze quorum names known departments, within their size,
+/// and at least two people (one officer freezes alone, one person must not
+/// be able to lift it).
+fn check_governance(
+    g: GovernanceFile,
+    approvers: &[Approver],
+    departments: &HashMap<String, usize>,
+) -> Result<Governance, PolicyError> {
+    for officer in &g.freeze_officers {
+        if !approvers.iter().any(|a| &a.name == officer) {
+            return Err(PolicyError::UnknownOfficer(officer.clone()));
+        }
+    }
+    let unfreeze = match g.unfreeze {
+        Some(q) => q,
+        None if g.freeze_officers.is_empty() => BTreeMap::new(),
+        None => {
+            return Err(PolicyError::BadGovernance(
+                "freeze_officers are named but no unfreeze quorum: a freeze could never be lifted"
+                    .into(),
+            ));
+        }
+    };
+    if !unfreeze.is_empty() {
+        check_rule("governance", "unfreeze", &unfreeze, departments)?;
+        let people: u32 = unfreeze.values().sum();
+        if people < 2 {
+            return Err(PolicyError::BadGovernance(
+                "the unfreeze quorum must need at least two approvers: one person may not lift a freeze".into(),
+            ));
+        }
+    }
+    Ok(Governance {
+        freeze_officers: g.freeze_officers,
+        unfreeze,
+    })
 }
 
 fn check_limits(key_id: &str, l: &LimitsFile) -> Result<Limits, PolicyError> {
@@ -836,6 +912,54 @@ tiers = [{ above = 100000000, require = { treasury = 2, compliance = 1, security
         assert!(matches!(
             Policy::from_bytes(b"version = 1\nbogus = 2").unwrap_err(),
             PolicyError::Syntax(_)
+        ));
+    }
+
+    /// `[governance]` after a key section (TOML tables may come in any order).
+    pub const GOVERNANCE: &str = r#"
+[governance]
+freeze_officers = ["erin"]
+unfreeze = { treasury = 1, compliance = 1 }
+"#;
+
+    #[test]
+    fn governance_names_officers_of_the_roster_and_a_quorum_of_two() {
+        let keys = keys();
+        let policy =
+            Policy::from_bytes(policy_text(&keys, &format!("{HOT}{GOVERNANCE}")).as_bytes())
+                .unwrap();
+        assert_eq!(
+            policy.governance().freeze_officers,
+            vec!["erin".to_string()]
+        );
+        assert_eq!(policy.governance().unfreeze.values().sum::<u32>(), 2);
+        let none = Policy::from_bytes(policy_text(&keys, HOT).as_bytes()).unwrap();
+        assert_eq!(none.governance(), &Governance::default());
+        assert_eq!(
+            refusal(
+                &keys,
+                &format!(
+                    "{HOT}[governance]\nfreeze_officers = [\"mallory\"]\nunfreeze = {{ treasury = 2 }}\n"
+                )
+            ),
+            PolicyError::UnknownOfficer("mallory".into())
+        );
+        assert!(matches!(
+            refusal(&keys, &format!("{HOT}[governance]\nfreeze_officers = [\"erin\"]\nunfreeze = {{ security = 1 }}\n")),
+            PolicyError::BadGovernance(m) if m.contains("at least two")
+        ));
+        assert!(matches!(
+            refusal(&keys, &format!("{HOT}[governance]\nfreeze_officers = [\"erin\"]\n")),
+            PolicyError::BadGovernance(m) if m.contains("never be lifted")
+        ));
+        assert!(matches!(
+            refusal(
+                &keys,
+                &format!(
+                    "{HOT}[governance]\nfreeze_officers = [\"erin\"]\nunfreeze = {{ legal = 2 }}\n"
+                )
+            ),
+            PolicyError::UnknownDepartment { .. }
         ));
     }
 }

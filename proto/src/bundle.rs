@@ -13,7 +13,7 @@ use crate::approval::v1 as pb;
 #[error("approval bundle: {0}")]
 pub struct BundleError(pub String);
 
-fn hash32(field: &str, bytes: &[u8]) -> Result<[u8; 32], BundleError> {
+pub(crate) fn hash32(field: &str, bytes: &[u8]) -> Result<[u8; 32], BundleError> {
     bytes
         .try_into()
         .map_err(|_| BundleError(format!("{field} must be 32 bytes, got {}", bytes.len())))

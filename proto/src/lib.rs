@@ -12,7 +12,9 @@ pub mod approval {
     }
 }
 
-/// `ringi.signer.v1`: the API of a signer node, called by the coordinator.
+/// `ringi.signer.v1`: the API of a signer node, called by the coordinator
+/// (`Signer`), and its governance API, called by approvers and officers
+/// directly (`Governance`).
 pub mod signer {
     pub mod v1 {
         tonic::include_proto!("ringi.signer.v1");
@@ -28,6 +30,7 @@ pub mod coordinator {
 }
 
 pub mod bundle;
+pub mod freeze;
 /// Every ringi proto file, encoded as a `FileDescriptorSet`, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the API).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
