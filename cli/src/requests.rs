@@ -881,8 +881,12 @@ mod tests {
         }
     }
 
+    /// The same request every call: its time is read once per test
+    /// process (read per call, a test that spans a second boundary saw two
+    /// requests with two ids).
     fn request() -> SigningRequest {
-        let now = ringi_policy::clock::now();
+        static NOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let now = *NOW.get_or_init(ringi_policy::clock::now);
         SigningRequest {
             key_id: KeyId::parse("hot-1").unwrap(),
             message: vec![0xab; 32],
