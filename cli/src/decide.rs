@@ -14,7 +14,9 @@ use tonic::transport::Channel;
 
 use crate::CliError;
 use crate::approver::ApproverSigner;
+use crate::connect::ClientTls;
 use crate::requests::examine;
+use crate::signers::SignerEndpoint;
 use crate::view::{self, Checked, printable};
 
 pub async fn decide(
@@ -24,6 +26,7 @@ pub async fn decide(
     decision: Decision,
     reason: &str,
     signer: ApproverSigner,
+    direct: (&[SignerEndpoint], Option<&ClientTls>),
 ) -> Result<(), CliError> {
     let examined = examine(channel.clone(), id).await?;
     let view = &examined.view;
@@ -76,6 +79,15 @@ pub async fn decide(
         approver,
         signature,
     };
+    // A rejection goes to the signers first, directly: in force there
+    // whatever the coordinator does with it (see ringi_policy::veto).
+    let direct_report = match (decision, direct.0.is_empty()) {
+        (Decision::Reject, false) => {
+            let answers = crate::freeze::send_rejection(direct.0, direct.1, &approval).await;
+            Some(crate::signers::report("rejection", &answers))
+        }
+        _ => None,
+    };
     let view = view::from_pb(
         &RequestServiceClient::new(channel)
             .decide(pb::DecideRequest {
@@ -105,5 +117,5 @@ pub async fn decide(
         );
     }
     println!("{}", view.state);
-    Ok(())
+    direct_report.unwrap_or(Ok(()))
 }

@@ -19,6 +19,8 @@
 //! - [`bench_load`]: `ringi bench-load` (throughput through the public API).
 //! - [`delay_proxy`]: a relay that answers late, for `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
+//! - [`freeze`]: `ringi freeze`, `ringi unfreeze`, `ringi holds` (to the signers directly).
+//! - [`signers`]: the signers an approver reaches directly (`--signer NAME=ADDRESS`).
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
 
 pub mod approver;
@@ -29,10 +31,12 @@ pub mod connect;
 pub mod decide;
 pub mod delay_proxy;
 pub mod dev_certs;
+pub mod freeze;
 pub mod health;
 pub mod keys;
 pub mod requests;
 pub mod retry;
+pub mod signers;
 pub mod view;
 
 use serde::Serialize;

@@ -8,7 +8,7 @@ use ringi::config::Config;
 use ringi_cli::approver::ApproverSigner;
 use ringi_cli::connect::{ClientTls, connect};
 use ringi_cli::requests::{SubmitArgs, WaitOutput};
-use ringi_cli::{Output, audit, decide, health, keys, requests};
+use ringi_cli::{Output, audit, decide, freeze, health, keys, requests};
 use ringi_policy::statement::Decision;
 
 /// ringi: HSM-backed FROST threshold signing.
@@ -79,7 +79,9 @@ enum Command {
         #[command(flatten)]
         key: ApproverKeyArgs,
     },
-    /// Reject a signing request for your department: a veto.
+    /// Reject a signing request for your department: a veto. With
+    /// --signer, the rejection is also sent to each signer directly, so a
+    /// coordinator that drops it still cannot get the request signed.
     Reject {
         request_id: String,
         #[arg(long)]
@@ -88,6 +90,32 @@ enum Command {
         reason: String,
         #[command(flatten)]
         key: ApproverKeyArgs,
+        #[command(flatten)]
+        signers: SignerArgs,
+    },
+    /// Freeze a key (--key-id) or every key (--all) at every signer, as a
+    /// freeze officer of the policy; prints the freeze id. Only a quorum
+    /// lifts it (`ringi unfreeze`).
+    Freeze {
+        #[arg(long, conflicts_with = "all")]
+        key_id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+        #[command(flatten)]
+        signers: SignerArgs,
+    },
+    /// Lift a freeze: each approver of the quorum signs a statement
+    /// (`sign`, to a file), then anyone delivers them together (`submit`).
+    #[command(subcommand)]
+    Unfreeze(UnfreezeCommand),
+    /// Show the freezes in force and the vetoed requests at each signer.
+    Holds {
+        #[command(flatten)]
+        signers: SignerArgs,
     },
     /// Approver keys: create a development key file, or show a key's public key.
     #[command(subcommand)]
@@ -171,6 +199,50 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         slow_ms: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum UnfreezeCommand {
+    /// Sign your consent to lift one freeze; prints the statement (JSON).
+    Sign {
+        #[arg(long, conflicts_with = "all")]
+        key_id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// The freeze to lift (hex, as `ringi freeze` or `ringi holds` print it).
+        #[arg(long)]
+        freeze_id: String,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+    },
+    /// Deliver the signed statements to every signer.
+    Submit {
+        #[arg(long, conflicts_with = "all")]
+        key_id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// Statement files written by `ringi unfreeze sign`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        signers: SignerArgs,
+    },
+}
+
+/// The signers reached directly (their governance API), with the CLI's own
+/// TLS identity.
+#[derive(clap::Args)]
+struct SignerArgs {
+    /// NAME=ADDRESS of a signer (NAME as in its certificate); repeatable,
+    /// or comma-separated in RINGI_SIGNERS.
+    #[arg(long = "signer", env = "RINGI_SIGNERS", value_delimiter = ',')]
+    signer: Vec<String>,
+}
+
+impl SignerArgs {
+    fn endpoints(&self) -> anyhow::Result<Vec<ringi_cli::signers::SignerEndpoint>> {
+        Ok(ringi_cli::signers::parse(&self.signer)?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -352,10 +424,20 @@ async fn decide_with(
     department: &str,
     (decision, reason): (Decision, String),
     key: ApproverKeyArgs,
+    direct: &[ringi_cli::signers::SignerEndpoint],
 ) -> anyhow::Result<()> {
     let signer = key.open()?;
     let channel = connect(address, tls).await?;
-    Ok(decide::decide(channel, request_id, department, decision, &reason, signer).await?)
+    Ok(decide::decide(
+        channel,
+        request_id,
+        department,
+        decision,
+        &reason,
+        signer,
+        (direct, tls),
+    )
+    .await?)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -430,17 +512,62 @@ async fn run(args: Args) -> anyhow::Result<()> {
             key,
         } => {
             let decision = (Decision::Approve, String::new());
-            decide_with(&address, tls, &request_id, &department, decision, key).await
+            decide_with(&address, tls, &request_id, &department, decision, key, &[]).await
         }
         Command::Reject {
             request_id,
             department,
             reason,
             key,
+            signers,
         } => {
             let decision = (Decision::Reject, reason);
-            decide_with(&address, tls, &request_id, &department, decision, key).await
+            let direct = signers.endpoints()?;
+            decide_with(
+                &address,
+                tls,
+                &request_id,
+                &department,
+                decision,
+                key,
+                &direct,
+            )
+            .await
         }
+        Command::Freeze {
+            key_id,
+            all,
+            reason,
+            key,
+            signers,
+        } => {
+            let direct = signers.endpoints()?;
+            let officer = key.open()?;
+            Ok(freeze::freeze(&direct, tls, key_id.as_deref(), all, &reason, officer).await?)
+        }
+        Command::Unfreeze(UnfreezeCommand::Sign {
+            key_id,
+            all,
+            freeze_id,
+            key,
+        }) => Ok(freeze::unfreeze_sign(
+            key_id.as_deref(),
+            all,
+            &freeze_id,
+            key.open()?,
+        )?),
+        Command::Unfreeze(UnfreezeCommand::Submit {
+            key_id,
+            all,
+            files,
+            signers,
+        }) => {
+            Ok(
+                freeze::unfreeze_submit(&signers.endpoints()?, tls, key_id.as_deref(), all, &files)
+                    .await?,
+            )
+        }
+        Command::Holds { signers } => Ok(freeze::holds(&signers.endpoints()?, tls).await?),
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {
             eprintln!("ringi: {}", ringi_cli::approver::DEV_KEY_WARNING);
             let public = ringi_cli::approver::generate_key_file(&out)?;

@@ -11,6 +11,11 @@
 //! (`crate::signer_watch`), so a restarted signer's pooled commitments are
 //! found stale only in round 2, after its co-signers released: the case
 //! the engine must still finish.
+//!
+//! `RINGI_TEST_FAULT=drop-rejections`: the coordinator plays the insider of
+//! issue 14: it answers a rejection as if recorded and drops it, so the
+//! request stays open to approvals and is sent to the signers without it.
+//! What must still stop it: the rejection sent to the signers directly.
 
 /// Aborts the process here if the environment names this crash point.
 pub fn crash_point(name: &str) {
@@ -24,6 +29,18 @@ pub fn crash_point(name: &str) {
     #[cfg(not(debug_assertions))]
     {
         let _ = name;
+    }
+}
+
+/// Whether the environment makes this coordinator drop rejections.
+pub fn drops_rejections() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("RINGI_TEST_FAULT").as_deref() == Ok("drop-rejections")
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
     }
 }
 

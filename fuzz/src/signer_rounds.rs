@@ -118,7 +118,18 @@ fn node(index: usize) -> Node {
         SpendingLedger::open(std::path::Path::new(":memory:")).expect("an in-memory ledger"),
     );
     let audit = Arc::new(MemoryAudit::new());
-    let ctx = SigningContext::new(vault.clone(), PINNED.clone(), ledger, None, audit.clone());
+    let holds = Arc::new(
+        ringi_signer::holds::HoldStore::open(std::path::Path::new(":memory:"))
+            .expect("an in-memory hold store"),
+    );
+    let ctx = SigningContext::new(
+        vault.clone(),
+        PINNED.clone(),
+        ledger,
+        None,
+        audit.clone(),
+        holds,
+    );
     Node { vault, audit, ctx }
 }
 

@@ -119,6 +119,10 @@ pub enum AuthorizationError {
     /// The key's spending caps, counted in this node's own ledger.
     #[error("spending cap: {0}")]
     CapExceeded(CapExceeded),
+    /// Approved, but held at this node: a rejection sent here directly, or
+    /// a freeze of its key or of every key (`crate::holds`).
+    #[error(transparent)]
+    Held(Box<ringi_policy::holds::Hold>),
     /// Any other rule of the policy the request or an approval breaks
     /// (forged or foreign approvals, unknown approvers, lifetimes, ...).
     #[error(transparent)]

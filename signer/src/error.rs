@@ -56,7 +56,8 @@ impl From<AuthorizationError> for Status {
             | A::Rejected { .. }
             | A::PolicyMismatch { .. }
             | A::RequestExpired { .. }
-            | A::ApprovalExpired { .. } => Code::FailedPrecondition,
+            | A::ApprovalExpired { .. }
+            | A::Held(_) => Code::FailedPrecondition,
             A::MessageMismatch => Code::PermissionDenied,
             A::CapExceeded(_) => Code::ResourceExhausted,
             // A request that cannot be what it claims (an undecodable or

@@ -44,6 +44,8 @@ pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod error;
 pub mod fault;
+pub mod governance;
+pub mod holds;
 pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;

@@ -209,6 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 policy,
                 ledger_path: data_dir.join("spending.sqlite3"),
                 audit_path: data_dir.join(ringi_signer::server::AUDIT_FILE),
+                holds_path: data_dir.join(ringi_signer::server::HOLDS_FILE),
                 daily_volume_file: cli
                     .daily_volume_file
                     .clone()

@@ -46,10 +46,7 @@ pub fn commit<S: Suite>(
     now: u64,
 ) -> Result<Round1Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
-    let approved = time(Verify, || {
-        ctx.approved
-            .authorize(&ctx.policy, key_id, &facts, bundle, now)
-    })?;
+    let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
     let (identifier, commitments) = time(Token, || ctx.vault.commit(key_id))?;
     let request_id = approved.request.id();
     time(Audit, || {

@@ -71,10 +71,7 @@ pub fn sign<S: Suite>(
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
     let facts = ctx.key_facts(key_id)?;
-    let approved = time(Verify, || {
-        ctx.approved
-            .authorize(&ctx.policy, key_id, &facts, bundle, now)
-    })?;
+    let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
     let package = SigningPackage::<S>::deserialize(signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
     let excluded = excluded_set(&package, excluded)?;

@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use ringi_proto::signer::v1::governance_server::GovernanceServer;
 use ringi_proto::signer::v1::signer_server::SignerServer;
 use tokio::net::TcpListener;
 
 use crate::dkg::DkgRuns;
 use crate::dkg_peer::{Attestation, PeerCheck, Peers};
+use crate::governance::GovernanceService;
+use crate::holds::HoldStore;
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
 use crate::service::{SignerService, SuiteService};
 use crate::signing::SigningContext;
@@ -50,6 +53,7 @@ impl<S: ringi_frost::Suite> Opened<S> {
         ledger: &Arc<SpendingLedger>,
         daily_volume_file: &Option<std::path::PathBuf>,
         audit: &Arc<NodeAudit>,
+        holds: &Arc<HoldStore>,
     ) -> SuiteService<S> {
         let vault: Arc<dyn ShareVault<S>> = self.vault.clone();
         SuiteService::new(
@@ -59,6 +63,7 @@ impl<S: ringi_frost::Suite> Opened<S> {
                 ledger.clone(),
                 daily_volume_file.clone(),
                 audit.clone(),
+                holds.clone(),
             ),
             self.dkg.clone(),
         )
@@ -79,6 +84,8 @@ pub struct ServeSettings {
     pub ledger_path: std::path::PathBuf,
     /// The node's audit log (JSON lines).
     pub audit_path: std::path::PathBuf,
+    /// The vetoes and freezes sent to this node (SQLite file).
+    pub holds_path: std::path::PathBuf,
     pub daily_volume_file: Option<std::path::PathBuf>,
     /// Mutual TLS; without it the node serves plaintext on loopback only.
     pub tls: Option<TlsSettings>,
@@ -97,6 +104,8 @@ pub struct TlsSettings {
 
 /// File name of the audit log inside the node's data directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
+/// The node's vetoes and freezes, in its data directory (`crate::holds`).
+pub const HOLDS_FILE: &str = "holds.sqlite3";
 
 pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
     let ServeSettings {
@@ -104,6 +113,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         policy,
         ledger_path,
         audit_path,
+        holds_path,
         daily_volume_file,
         tls,
     } = settings;
@@ -126,6 +136,16 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     });
     let ledger = Arc::new(SpendingLedger::open(&ledger_path)?);
     tracing::info!(ledger = %ledger_path.display(), "spending ledger opened");
+    let holds = Arc::new(HoldStore::open(&holds_path)?);
+    {
+        let h = holds.snapshot();
+        tracing::info!(
+            holds = %holds_path.display(),
+            freezes = h.freezes().count(),
+            vetoed_requests = h.veto_count(),
+            "hold store opened"
+        );
+    }
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let tls_chain = tls_files.clone();
     let peers_at_start = dkg_peers.clone();
@@ -193,11 +213,15 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     let dkg_for_reload = (frost.dkg.clone(), taproot.dkg.clone());
     let policy = Arc::new(policy);
     let service = SignerService::new(
-        frost.service(&policy, &ledger, &daily_volume_file, &audit),
-        taproot.service(&policy, &ledger, &daily_volume_file, &audit),
+        frost.service(&policy, &ledger, &daily_volume_file, &audit, &holds),
+        taproot.service(&policy, &ledger, &daily_volume_file, &audit, &holds),
     );
-    let (health, reflection) =
-        ringi_net::ops::health_and_reflection(&["ringi.signer.v1.Signer"]).await?;
+    let governance = GovernanceService::new(policy.clone(), holds, audit.clone());
+    let (health, reflection) = ringi_net::ops::health_and_reflection(&[
+        "ringi.signer.v1.Signer",
+        "ringi.signer.v1.Governance",
+    ])
+    .await?;
     // Under TLS only the allowed client identities (the coordinator) may
     // call the signer API; health and reflection answer any client the CA
     // certified.
@@ -206,6 +230,9 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(reflection)
+        // Any certified client: a decision's authority is its signature
+        // (see crate::governance).
+        .add_service(GovernanceServer::new(governance))
         .add_service(SignerServer::with_interceptor(
             service,
             move |request: tonic::Request<()>| match &allowed {

@@ -12,7 +12,8 @@ use ringi_policy::policy::Policy;
 use ringi_policy::subject::KeyFacts;
 use ringi_policy::volumes::VolumeError;
 
-use crate::authorize::{ApprovedBundles, AuthorizationError};
+use crate::authorize::{Approved, ApprovedBundles, AuthorizationError};
+use crate::holds::HoldStore;
 use crate::node_audit::{AuditSink, AuditUnavailable};
 use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::{ShareVault, VaultError};
@@ -32,6 +33,9 @@ pub struct SigningContext<S: Suite> {
     pub daily_volume_file: Option<PathBuf>,
     /// The node's audit trail.
     pub audit: Arc<dyn AuditSink>,
+    /// Vetoes and freezes sent to this node directly: an approved request
+    /// they hold is refused in both rounds.
+    pub holds: Arc<HoldStore>,
 }
 
 impl<S: Suite> SigningContext<S> {
@@ -70,6 +74,7 @@ impl<S: Suite> SigningContext<S> {
         ledger: Arc<SpendingLedger>,
         daily_volume_file: Option<PathBuf>,
         audit: Arc<dyn AuditSink>,
+        holds: Arc<HoldStore>,
     ) -> Self {
         SigningContext {
             vault,
@@ -78,6 +83,27 @@ impl<S: Suite> SigningContext<S> {
             ledger,
             daily_volume_file,
             audit,
+            holds,
+        }
+    }
+
+    /// The rounds' first check: the bundle authorises signing `key_id`
+    /// under the pinned policy ([`ApprovedBundles::authorize`]) and
+    /// nothing this node holds stops the request (a direct veto, a freeze).
+    /// The holds are read on every call, never remembered with the bundle.
+    pub fn authorize(
+        &self,
+        key_id: &KeyId,
+        facts: &KeyFacts,
+        bundle: &crate::authorize::PresentedBundle,
+        now: u64,
+    ) -> Result<Approved, AuthorizationError> {
+        let approved = self
+            .approved
+            .authorize(&self.policy, key_id, facts, bundle, now)?;
+        match self.holds.hold_on(&approved.request.id(), key_id) {
+            Some(hold) => Err(AuthorizationError::Held(Box::new(hold))),
+            None => Ok(approved),
         }
     }
 }
@@ -276,6 +302,10 @@ allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6", "
                             ledger,
                             file.clone(),
                             audit.clone(),
+                            Arc::new(
+                                crate::holds::HoldStore::open(&dir.path().join("holds.sqlite3"))
+                                    .unwrap(),
+                            ),
                         ),
                         vault,
                         audit,

@@ -120,6 +120,10 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     if record.approvals.contains(&approval) {
         return Ok(record);
     }
+    if approval.statement.decision == Decision::Reject && crate::fault::drops_rejections() {
+        tracing::warn!("RINGI_TEST_FAULT: dropping a rejection");
+        return Ok(record);
+    }
     let key = c.key(&record.request.key_id).await?;
     let now = super::now();
     let facts = key.facts();

@@ -251,6 +251,11 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
         "\n[keys.tr-blind]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
          network = \"regtest\"\nblind_signing = { require = { security = 1 } }\n",
     );
+    // erin (security) may freeze alone; a treasurer and a compliance
+    // officer together lift a freeze.
+    text.push_str(
+        "\n[governance]\nfreeze_officers = [\"erin\"]\nunfreeze = { treasury = 1, compliance = 1 }\n",
+    );
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -487,6 +492,16 @@ impl Cluster {
             ));
         }
         std::fs::write(self.config_path(), toml).unwrap();
+    }
+
+    /// `NAME=ADDRESS` of every signer, for `--signer` (the CLI's direct
+    /// line to the signers' governance API).
+    pub fn signer_list(&self) -> String {
+        self.signers
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.address))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn start_coordinator(&mut self) {
