@@ -141,6 +141,20 @@ impl ApprovedRequest {
         &self.approvals
     }
 
+    /// The earliest moment at or after `now` the policy's time rules let
+    /// this request be signed (delay after full approval, signing hours;
+    /// `ringi_policy::time_rules`): `now` when none apply.
+    pub fn signable_from(&self, policy: &Policy, now: u64) -> u64 {
+        ringi_policy::time_rules::request_signable_from(
+            policy,
+            &self.request,
+            &self.subject,
+            &self.approvals,
+            now,
+        )
+        .unwrap_or(now)
+    }
+
     /// The signers to use, or empty for any `t` of the key's.
     pub fn signers(&self) -> &[String] {
         &self.signers

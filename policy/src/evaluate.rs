@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::key_id::KeyId;
-use crate::policy::Policy;
+use crate::policy::{KeyRules, Policy, Quorums};
 use crate::request::SigningRequest;
 use crate::statement::{Approval, Decision};
 use crate::subject::{KeyFacts, Subject, subject};
@@ -161,15 +161,7 @@ pub fn evaluate_subject(
         });
     }
     let what = subject(rules, request, key)?;
-    let quorums = match &what {
-        Subject::Blind => rules
-            .blind_signing
-            .clone()
-            .ok_or_else(|| Violation::BlindSigningNotAllowed(request.key_id.clone()))?,
-        spend => rules
-            .quorums_for_all(spend.amount(), &spend.destinations())
-            .map_err(Violation::DestinationNotAllowed)?,
-    };
+    let quorums = quorums_for(rules, request, &what)?;
     let request_id = request.id();
     let content = request.content_digest();
     let mut approved_by: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
@@ -269,6 +261,25 @@ pub fn evaluate_subject(
         Outcome::Pending { missing }
     };
     Ok((outcome, what))
+}
+
+/// The quorums a request moving `what` needs under its key's `rules`: the
+/// blind-signing quorum for a blind message, else the amount tier's,
+/// raised for destinations off the allowlist.
+pub fn quorums_for(
+    rules: &KeyRules,
+    request: &SigningRequest,
+    what: &Subject,
+) -> Result<Quorums, Violation> {
+    match what {
+        Subject::Blind => rules
+            .blind_signing
+            .clone()
+            .ok_or_else(|| Violation::BlindSigningNotAllowed(request.key_id.clone())),
+        spend => rules
+            .quorums_for_all(spend.amount(), &spend.destinations())
+            .map_err(Violation::DestinationNotAllowed),
+    }
 }
 
 /// Describes what a pending request still needs, e.g.

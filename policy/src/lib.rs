@@ -18,6 +18,7 @@
 //!   cannot drop it;
 //! - [`freeze`]: one officer freezes a key (or all), a quorum lifts it;
 //! - [`holds`]: the vetoes and freezes a signer keeps, and what they stop;
+//! - [`time_rules`]: signing hours and delays after full approval;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
 //! - [`audit_repair`]: setting a broken log's tail aside and recording the
@@ -49,6 +50,7 @@ pub mod policy;
 pub mod request;
 pub mod statement;
 pub mod subject;
+pub mod time_rules;
 pub mod verified_signatures;
 pub mod veto;
 pub mod volumes;

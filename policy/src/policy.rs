@@ -53,6 +53,7 @@ use serde::Deserialize;
 use crate::approver_key::ApproverKey;
 use crate::encoding::sha256;
 use crate::limits::Limits;
+use crate::time_rules::{SigningHours, TimeRules};
 
 pub const POLICY_VERSION: u32 = 1;
 
@@ -131,6 +132,8 @@ pub enum PolicyError {
     UnknownNetwork { key_id: String, network: String },
     #[error("key {key_id:?}: fees: {reason}")]
     BadFees { key_id: String, reason: String },
+    #[error("key {key_id:?}: time: {reason}")]
+    BadTimeRules { key_id: String, reason: String },
     #[error("governance: freeze officer {0:?} is not an approver of the policy")]
     UnknownOfficer(String),
     #[error("governance: {0}")]
@@ -193,6 +196,34 @@ struct KeyFile {
     allow_sighash_all: bool,
     #[serde(default)]
     blind_signing: Option<BlindSigningFile>,
+    #[serde(default)]
+    time: Option<TimeFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimeFile {
+    signing_hours: Option<SigningHoursFile>,
+    #[serde(default)]
+    delay_secs: u64,
+    #[serde(default)]
+    delays: Vec<DelayFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigningHoursFile {
+    days: Vec<String>,
+    from: String,
+    to: String,
+    utc_offset: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayFile {
+    above: u128,
+    delay_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -276,6 +307,9 @@ pub struct KeyRules {
     /// The quorum under which a raw message may be signed by a
     /// bitcoin-taproot key (blind signing); `None`: never.
     pub blind_signing: Option<Quorums>,
+    /// Signing hours and delays after full approval
+    /// ([`crate::time_rules`]).
+    pub time: TimeRules,
 }
 
 /// What a PSBT request on a key may do beyond its quorums and caps.
@@ -470,6 +504,10 @@ impl Policy {
             if let Some(b) = &k.blind_signing {
                 check_rule(&key_id, "blind_signing", &b.require, &departments)?;
             }
+            let time = match &k.time {
+                Some(t) => check_time(&key_id, t, k.approval_ttl_secs)?,
+                None => TimeRules::default(),
+            };
             keys.insert(
                 key_id,
                 KeyRules {
@@ -482,6 +520,7 @@ impl Policy {
                     destinations,
                     bitcoin,
                     blind_signing: k.blind_signing.map(|b| b.require),
+                    time,
                 },
             );
         }
@@ -518,6 +557,49 @@ impl Policy {
     pub fn governance(&self) -> &Governance {
         &self.governance
     }
+}
+
+/// Validates a key's `time` table: valid hours; delays increasing in
+/// `above` and in length; every delay shorter than the approvals' lifetime
+/// (else no request could ever be signed).
+fn check_time(key_id: &str, t: &TimeFile, approval_ttl: u64) -> Result<TimeRules, PolicyError> {
+    let bad = |reason: String| PolicyError::BadTimeRules {
+        key_id: key_id.to_string(),
+        reason,
+    };
+    let signing_hours = match &t.signing_hours {
+        Some(h) => Some(SigningHours::parse(&h.days, &h.from, &h.to, &h.utc_offset).map_err(bad)?),
+        None => None,
+    };
+    let mut last: Option<(u128, u64)> = None;
+    for d in &t.delays {
+        if let Some((above, delay)) = last
+            && (d.above <= above || d.delay_secs < delay)
+        {
+            return Err(bad("delays must increase in `above` and not shorten".into()));
+        }
+        last = Some((d.above, d.delay_secs));
+    }
+    for delay in t.delays.iter().map(|d| d.delay_secs).chain([t.delay_secs]) {
+        if delay >= approval_ttl {
+            return Err(bad(format!(
+                "a delay of {delay} s is not shorter than approval_ttl_secs ({approval_ttl} s): approvals would expire before it ends"
+            )));
+        }
+    }
+    if t.delays
+        .first()
+        .is_some_and(|d| d.delay_secs < t.delay_secs)
+    {
+        return Err(bad(
+            "a delay above an amount may not be shorter than delay_secs".into(),
+        ));
+    }
+    Ok(TimeRules {
+        signing_hours,
+        delay_secs: t.delay_secs,
+        delays: t.delays.iter().map(|d| (d.above, d.delay_secs)).collect(),
+    })
 }
 
 /// Validates the `[governance]` section: officers are approvers of the

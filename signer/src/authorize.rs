@@ -123,6 +123,10 @@ pub enum AuthorizationError {
     /// a freeze of its key or of every key (`crate::holds`).
     #[error(transparent)]
     Held(Box<ringi_policy::holds::Hold>),
+    /// Approved, but the policy's time rules say not yet (a delay after
+    /// full approval, signing hours).
+    #[error(transparent)]
+    NotYet(ringi_policy::time_rules::NotYet),
     /// Any other rule of the policy the request or an approval breaks
     /// (forged or foreign approvals, unknown approvers, lifetimes, ...).
     #[error(transparent)]

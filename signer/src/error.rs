@@ -57,7 +57,8 @@ impl From<AuthorizationError> for Status {
             | A::PolicyMismatch { .. }
             | A::RequestExpired { .. }
             | A::ApprovalExpired { .. }
-            | A::Held(_) => Code::FailedPrecondition,
+            | A::Held(_)
+            | A::NotYet(_) => Code::FailedPrecondition,
             A::MessageMismatch => Code::PermissionDenied,
             A::CapExceeded(_) => Code::ResourceExhausted,
             // A request that cannot be what it claims (an undecodable or

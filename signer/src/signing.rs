@@ -88,8 +88,9 @@ impl<S: Suite> SigningContext<S> {
     }
 
     /// The rounds' first check: the bundle authorises signing `key_id`
-    /// under the pinned policy ([`ApprovedBundles::authorize`]) and
-    /// nothing this node holds stops the request (a direct veto, a freeze).
+    /// under the pinned policy ([`ApprovedBundles::authorize`]), nothing
+    /// this node holds stops the request (a direct veto, a freeze), and the
+    /// policy's time rules let it be signed now.
     /// The holds are read on every call, never remembered with the bundle.
     pub fn authorize(
         &self,
@@ -101,10 +102,21 @@ impl<S: Suite> SigningContext<S> {
         let approved = self
             .approved
             .authorize(&self.policy, key_id, facts, bundle, now)?;
-        match self.holds.hold_on(&approved.request.id(), key_id) {
-            Some(hold) => Err(AuthorizationError::Held(Box::new(hold))),
-            None => Ok(approved),
+        if let Some(hold) = self.holds.hold_on(&approved.request.id(), key_id) {
+            return Err(AuthorizationError::Held(Box::new(hold)));
         }
+        // The time rules, by this node's clock (never remembered: time moves).
+        if let crate::authorize::PresentedBundle::Decoded(b) = bundle {
+            ringi_policy::time_rules::check_request(
+                &self.policy,
+                &approved.request,
+                &approved.subject,
+                &b.approvals,
+                now,
+            )
+            .map_err(AuthorizationError::NotYet)?;
+        }
+        Ok(approved)
     }
 }
 

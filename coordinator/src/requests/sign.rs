@@ -59,6 +59,14 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
     let mut pause = RETRY_FIRST;
     let mut audited_fence = None;
     loop {
+        // The policy's time rules (a delay after full approval, signing
+        // hours): wait, holding nothing, until the request may be signed;
+        // the signers check the same rule with their own clocks.
+        if let Some(wait) = time_rules_wait(c, id).await {
+            tracing::info!(request_id = %short, wait_secs = wait.as_secs(), "approved; waiting for the policy's time rules before signing");
+            tokio::time::sleep(wait).await;
+            continue;
+        }
         // A slot per attempt, given back while waiting to try again: a key
         // whose signers are down does not hold up the others' requests.
         let waited = phases::timed(Phase::Queue, c.signing_slots.clone().acquire_owned()).await;
@@ -189,6 +197,20 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
             }
         }
     }
+}
+
+/// How long an approved request must still wait for the policy's time
+/// rules, if it can be signed before it expires; `None` to go ahead now
+/// (no wait, or a request the checks of the signing itself will refuse).
+async fn time_rules_wait(c: &Arc<Coordinator>, id: RequestId) -> Option<std::time::Duration> {
+    let store = c.requests.clone();
+    let record = blocking(move || store.request(&id)).await.ok()?;
+    let policy = c.policy().ok()?;
+    let key = c.key(&record.request.key_id).await.ok()?;
+    let now = super::now();
+    let approved = ApprovedRequest::from_record(policy, &key.facts(), &record, now).ok()?;
+    let at = approved.signable_from(policy, now);
+    (at > now && at < record.request.expires_at).then(|| std::time::Duration::from_secs(at - now))
 }
 
 /// Records the run's outcome under its claim.

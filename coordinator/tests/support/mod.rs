@@ -251,6 +251,19 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
         "\n[keys.tr-blind]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
          network = \"regtest\"\nblind_signing = { require = { security = 1 } }\n",
     );
+    // Time rules: `timed` signs 3 s after full approval (30 s above
+    // 1 000 000); `closed` signs only in one hour a day that starts six
+    // hours from now (UTC), so never during a test (and its requests live
+    // a day, so they can wait for it).
+    text.push_str(
+        "\n[keys.timed]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n\
+         [keys.timed.time]\ndelay_secs = 3\ndelays = [{ above = 1000000, delay_secs = 30 }]\n",
+    );
+    let opens = (ringi::requests::now() / 3600 + 6) % 24;
+    text.push_str(&format!(
+        "\n[keys.closed]\nrequest_ttl_secs = 86400\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\n\
+         [keys.closed.time]\nsigning_hours = {{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], from = \"{opens:02}:00\", to = \"{opens:02}:59\", utc_offset = \"+00:00\" }}\n"
+    ));
     // erin (security) may freeze alone; a treasurer and a compliance
     // officer together lift a freeze.
     text.push_str(
