@@ -12,6 +12,7 @@
 //! - [`keys`]: `ringi keygen`, `ringi keys`, `ringi pubkey`.
 //! - [`requests`]: `ringi requests submit|list|show|wait`.
 //! - [`decide`]: `ringi approve`, `ringi reject`.
+//! - [`request_signature`]: a wallet's signature on the request it made.
 //! - [`health`]: `ringi health`.
 //! - [`audit`]: `ringi audit verify|export` (offline).
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
@@ -34,6 +35,7 @@ pub mod dev_certs;
 pub mod freeze;
 pub mod health;
 pub mod keys;
+pub mod request_signature;
 pub mod requests;
 pub mod retry;
 pub mod signers;

@@ -248,7 +248,7 @@ impl SignerArgs {
 #[derive(Subcommand)]
 enum RequestsCommand {
     /// Submit a signing request (it waits for approvals).
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// List requests, newest first.
     List {
         /// Only requests waiting for approvals.

@@ -56,6 +56,10 @@ pub struct SubmitArgs {
     /// Retries with the same key return the same request (default: a fresh random key).
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Sign the request as its requester with this P-256 key file (keys
+    /// whose policy sets `signed_requests`; see `crate::request_signature`).
+    #[arg(long, env = "RINGI_REQUESTER_KEY_FILE")]
+    pub requester_key_file: Option<std::path::PathBuf>,
 }
 
 /// The magic bytes every binary PSBT starts with (BIP-174).
@@ -132,12 +136,22 @@ impl SubmitArgs {
 /// `ringi requests submit`: prints the request id.
 pub async fn submit(channel: Channel, args: &SubmitArgs) -> Result<(), CliError> {
     let request = args.to_request()?;
+    let requester_key = match &args.requester_key_file {
+        Some(path) => Some(
+            crate::approver::ApproverSigner::from_file(path)
+                .map_err(|e| CliError::Usage(format!("--requester-key-file: {e}")))?,
+        ),
+        None => None,
+    };
     let view = view::from_pb(
-        &RequestServiceClient::new(channel)
-            .submit_signing_request(request)
+        &RequestServiceClient::new(channel.clone())
+            .submit_signing_request(request.clone())
             .await?
             .into_inner(),
     )?;
+    if let Some(key) = &requester_key {
+        crate::request_signature::sign_request(channel, &request, &view, key).await?;
+    }
     eprintln!("ringi: request submitted, state {}", view.state);
     println!("{}", view.id_hex());
     Ok(())

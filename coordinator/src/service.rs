@@ -527,7 +527,20 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::DecideRequest>,
     ) -> Result<Response<pb::SigningRequestView>, Status> {
-        access::require(&request, Role::Approver)?;
+        // A requester's own signature on its request (decision "request")
+        // comes from the wallet that made it; every other decision from an
+        // approver. Either way the policy's evaluation decides whether the
+        // signer may make it.
+        let is_requester_signature = request
+            .get_ref()
+            .approval
+            .as_ref()
+            .is_some_and(|a| a.decision == ringi_policy::statement::Decision::Request.as_str());
+        if is_requester_signature {
+            access::require(&request, Role::Wallet)?;
+        } else {
+            access::require(&request, Role::Approver)?;
+        }
         let approval = request
             .into_inner()
             .approval

@@ -975,6 +975,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
                         decision: match decision.as_str() {
                             "approve" => Decision::Approve,
                             "reject" => Decision::Reject,
+                            "request" => Decision::Request,
                             _ => return Err(corrupt("decision")),
                         },
                         reason,

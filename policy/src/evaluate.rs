@@ -93,6 +93,20 @@ pub enum Violation {
         "approval #{index}: {approver} made this request and may not approve it (separation of duties)"
     )]
     RequesterApproved { index: usize, approver: String },
+    #[error("statement #{index}: a requester's signature must name no department")]
+    RequesterDepartment { index: usize },
+    #[error(
+        "statement #{index}: the request is signed by a key that is not one of the policy's requesters"
+    )]
+    UnknownRequester { index: usize },
+    #[error(
+        "statement #{index}: the request names {claimed:?} as its requester, but it is signed by {signer:?}"
+    )]
+    RequesterMismatch {
+        index: usize,
+        claimed: String,
+        signer: String,
+    },
     #[error("destination {0:?} is not on the key's allowlist")]
     DestinationNotAllowed(String),
     #[error("{0}")]
@@ -166,6 +180,7 @@ pub fn evaluate_subject(
     let content = request.content_digest();
     let mut approved_by: BTreeMap<&str, BTreeSet<Vec<u8>>> = BTreeMap::new();
     let mut veto = None;
+    let mut signed_by_requester = false;
     for (index, approval) in approvals.iter().enumerate() {
         let s = &approval.statement;
         if s.request_id != request_id || s.key_id != request.key_id {
@@ -173,6 +188,11 @@ pub fn evaluate_subject(
         }
         if s.content_digest != content {
             return Err(Violation::ContentMismatch { index });
+        }
+        if s.decision == Decision::Request {
+            check_requester_signature(policy, request, approval, index, now)?;
+            signed_by_requester = true;
+            continue;
         }
         // A roster key's verdict is remembered (one P-256 verification per
         // signature per process, however often the request is evaluated);
@@ -236,6 +256,8 @@ pub fn evaluate_subject(
                     .or_default()
                     .insert(approval.approver.to_sec1());
             }
+            // Handled before the approver checks.
+            Decision::Request => {}
         }
     }
     if let Some((approver, department, reason)) = veto {
@@ -246,7 +268,7 @@ pub fn evaluate_subject(
         };
         return Ok((rejected, what));
     }
-    let missing: BTreeMap<String, (u32, u32)> = quorums
+    let mut missing: BTreeMap<String, (u32, u32)> = quorums
         .iter()
         .filter_map(|(department, need)| {
             let have = approved_by
@@ -255,12 +277,61 @@ pub fn evaluate_subject(
             (have < *need).then(|| (department.clone(), (have, *need)))
         })
         .collect();
+    if rules.signed_requests && !signed_by_requester {
+        missing.insert(REQUESTER_SIGNATURE.to_string(), (0, 1));
+    }
     let outcome = if missing.is_empty() {
         Outcome::Approved
     } else {
         Outcome::Pending { missing }
     };
     Ok((outcome, what))
+}
+
+/// What a pending request of a `signed_requests` key lacks until its
+/// requester signs it (shown with the departments' quorums).
+pub const REQUESTER_SIGNATURE: &str = "requester's signature";
+
+/// Checks statement `index`, a `request` statement: signed (verified once
+/// per process) by a key of the policy's requesters whose name is the
+/// request's requester, naming no department, not issued in the future.
+/// Its request id binds it to every field of the request, so its own
+/// validity period is not a rule: it proves who asked for the request as
+/// long as the request lives.
+fn check_requester_signature(
+    policy: &Policy,
+    request: &SigningRequest,
+    approval: &Approval,
+    index: usize,
+    now: u64,
+) -> Result<(), Violation> {
+    let s = &approval.statement;
+    let requester = policy.requester(&approval.approver);
+    let valid = match requester {
+        Some(_) => approval.signature_valid_in(verified_signatures::shared()),
+        None => approval.signature_valid(),
+    };
+    if !valid {
+        return Err(Violation::BadSignature { index });
+    }
+    let requester = requester.ok_or(Violation::UnknownRequester { index })?;
+    if !s.department.is_empty() {
+        return Err(Violation::RequesterDepartment { index });
+    }
+    if requester.name != request.requester {
+        return Err(Violation::RequesterMismatch {
+            index,
+            claimed: request.requester.clone(),
+            signer: requester.name.clone(),
+        });
+    }
+    if s.issued_at > now.saturating_add(CLOCK_SKEW_SECS) {
+        return Err(Violation::IssuedInFuture {
+            index,
+            approver: requester.name.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// The quorums a request moving `what` needs under its key's `rules`: the

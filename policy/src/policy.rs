@@ -134,6 +134,8 @@ pub enum PolicyError {
     BadFees { key_id: String, reason: String },
     #[error("key {key_id:?}: time: {reason}")]
     BadTimeRules { key_id: String, reason: String },
+    #[error("requester {requester:?}: {reason}")]
+    BadRequester { requester: String, reason: String },
     #[error("governance: freeze officer {0:?} is not an approver of the policy")]
     UnknownOfficer(String),
     #[error("governance: {0}")]
@@ -150,6 +152,8 @@ struct PolicyFile {
     keys: BTreeMap<String, KeyFile>,
     #[serde(default)]
     governance: Option<GovernanceFile>,
+    #[serde(default)]
+    requesters: Vec<ApproverFile>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +202,8 @@ struct KeyFile {
     blind_signing: Option<BlindSigningFile>,
     #[serde(default)]
     time: Option<TimeFile>,
+    #[serde(default)]
+    signed_requests: bool,
 }
 
 #[derive(Deserialize)]
@@ -310,6 +316,10 @@ pub struct KeyRules {
     /// Signing hours and delays after full approval
     /// ([`crate::time_rules`]).
     pub time: TimeRules,
+    /// Every request must carry its requester's signature (a `request`
+    /// statement by a key of the policy's `requesters`, whose name is the
+    /// request's requester): who asked is proven, not the coordinator's word.
+    pub signed_requests: bool,
 }
 
 /// What a PSBT request on a key may do beyond its quorums and caps.
@@ -381,6 +391,16 @@ pub struct Policy {
     approvers: Vec<Approver>,
     keys: BTreeMap<String, KeyRules>,
     governance: Governance,
+    requesters: Vec<Requester>,
+}
+
+/// A wallet service that signs the requests it makes (`[[requesters]]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// As the request's `requester` (under mutual TLS: the name in the
+    /// wallet's certificate).
+    pub name: String,
+    pub key: ApproverKey,
 }
 
 /// Who may stop signing without the coordinator (`crate::freeze`): the
@@ -521,8 +541,45 @@ impl Policy {
                     bitcoin,
                     blind_signing: k.blind_signing.map(|b| b.require),
                     time,
+                    signed_requests: k.signed_requests,
                 },
             );
+        }
+        let mut requesters: Vec<Requester> = Vec::new();
+        for r in file.requesters {
+            let key = ApproverKey::parse(&r.key).map_err(|e| PolicyError::BadRequester {
+                requester: r.name.clone(),
+                reason: e.to_string(),
+            })?;
+            if let Some(a) = approvers.iter().find(|a| a.key == key) {
+                return Err(PolicyError::BadRequester {
+                    requester: r.name,
+                    reason: format!(
+                        "its key is also the key of approver {:?}: one key, one role",
+                        a.name
+                    ),
+                });
+            }
+            if requesters.iter().any(|x| x.name == r.name || x.key == key) {
+                return Err(PolicyError::BadRequester {
+                    requester: r.name,
+                    reason: "named twice, or its key is another requester's".into(),
+                });
+            }
+            requesters.push(Requester { name: r.name, key });
+        }
+        if requesters.is_empty()
+            && let Some(k) = keys
+                .iter()
+                .find(|(_, k): &(&String, &KeyRules)| k.signed_requests)
+        {
+            return Err(PolicyError::BadRequester {
+                requester: String::new(),
+                reason: format!(
+                    "key {:?} sets signed_requests but the policy names no [[requesters]]",
+                    k.0
+                ),
+            });
         }
         let governance = match file.governance {
             Some(g) => check_governance(g, &approvers, &departments)?,
@@ -533,6 +590,7 @@ impl Policy {
             approvers,
             keys,
             governance,
+            requesters,
         })
     }
 
@@ -552,6 +610,11 @@ impl Policy {
 
     pub fn approvers(&self) -> &[Approver] {
         &self.approvers
+    }
+
+    /// The requester holding `key`, if any.
+    pub fn requester(&self, key: &ApproverKey) -> Option<&Requester> {
+        self.requesters.iter().find(|r| &r.key == key)
     }
 
     pub fn governance(&self) -> &Governance {

@@ -12,6 +12,10 @@
 //! `content_digest` is [`SigningRequest::content_digest`]: the message and
 //! metadata the approver was shown. The approver's own key is inside the
 //! statement, so a signature cannot be re-attributed to another key.
+//!
+//! A requester signs the same statement about the request it made, with the
+//! decision `request` and an empty department: its proof of who asked,
+//! bound to the request id (and so to every field of the request).
 
 use crate::approver_key::ApproverKey;
 use crate::encoding::Canonical;
@@ -23,6 +27,10 @@ use crate::verified_signatures::VerifiedSignatures;
 pub enum Decision {
     Approve,
     Reject,
+    /// The requester's own signature on the request it made (a key with
+    /// `signed_requests`): not an approval, never counted toward a quorum;
+    /// it proves who asked (see `crate::evaluate`).
+    Request,
 }
 
 impl Decision {
@@ -30,6 +38,7 @@ impl Decision {
         match self {
             Decision::Approve => "approve",
             Decision::Reject => "reject",
+            Decision::Request => "request",
         }
     }
 }

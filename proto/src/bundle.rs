@@ -86,9 +86,10 @@ pub fn approval_from_pb(a: &pb::Approval) -> Result<Approval, BundleError> {
     let decision = match a.decision.as_str() {
         "approve" => Decision::Approve,
         "reject" => Decision::Reject,
+        "request" => Decision::Request,
         other => {
             return Err(BundleError(format!(
-                "decision {other:?} is neither \"approve\" nor \"reject\""
+                "decision {other:?} is not \"approve\", \"reject\" or \"request\""
             )));
         }
     };

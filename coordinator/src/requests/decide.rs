@@ -31,7 +31,8 @@ impl DecisionEffect {
     /// Whether this decision completes the quorum (the signing round
     /// starts).
     pub fn meets_quorum(&self) -> bool {
-        self.approval.statement.decision == Decision::Approve
+        // An approval, or the requester's signature arriving last.
+        self.approval.statement.decision != Decision::Reject
             && self
                 .transition
                 .as_ref()
@@ -173,6 +174,7 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let who = policy
         .approver(&approval.approver)
         .map(|a| a.name.clone())
+        .or_else(|| policy.requester(&approval.approver).map(|r| r.name.clone()))
         .unwrap_or_default();
     c.notify(id);
     crate::fault::crash_point("after-decision");

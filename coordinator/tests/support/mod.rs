@@ -264,6 +264,15 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
         "\n[keys.closed]\nrequest_ttl_secs = 86400\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\n\
          [keys.closed.time]\nsigning_hours = {{ days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], from = \"{opens:02}:00\", to = \"{opens:02}:59\", utc_offset = \"+00:00\" }}\n"
     ));
+    // `signed` takes only requests signed by their requester: the
+    // wallet-service's own P-256 key (wallet-service.pem here).
+    let requester = ringi_cli::approver::generate_key_file(&dir.join("wallet-service.pem"))
+        .unwrap()
+        .to_text();
+    text.push_str(&format!(
+        "\n[keys.signed]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\nsigned_requests = true\n\
+         \n[[requesters]]\nname = \"wallet-service\"\nkey = \"{requester}\"\n"
+    ));
     // erin (security) may freeze alone; a treasurer and a compliance
     // officer together lift a freeze.
     text.push_str(
