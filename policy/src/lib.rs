@@ -18,6 +18,8 @@
 //!   cannot drop it;
 //! - [`freeze`]: one officer freezes a key (or all), a quorum lifts it;
 //! - [`holds`]: the vetoes and freezes a signer keeps, and what they stop;
+//! - [`policy_update`]: a new policy version under the admins' quorum,
+//!   with a delay for loosenings; no rollback, no fork;
 //! - [`time_rules`]: signing hours and delays after full approval;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
@@ -47,6 +49,7 @@ pub mod holds;
 pub mod key_id;
 pub mod limits;
 pub mod policy;
+pub mod policy_update;
 pub mod request;
 pub mod statement;
 pub mod subject;

@@ -57,7 +57,7 @@ use crate::time_rules::{SigningHours, TimeRules};
 
 pub const POLICY_VERSION: u32 = 1;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("policy is not valid TOML for this format: {0}")]
     Syntax(String),
@@ -146,6 +146,10 @@ pub enum PolicyError {
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     version: u32,
+    /// The policy's place in its update chain (`crate::policy_update`):
+    /// each update is exactly one more than the policy it replaces.
+    #[serde(default)]
+    sequence: u64,
     #[serde(default)]
     departments: Vec<DepartmentFile>,
     #[serde(default)]
@@ -162,6 +166,14 @@ struct GovernanceFile {
     #[serde(default)]
     freeze_officers: Vec<String>,
     unfreeze: Option<BTreeMap<String, u32>>,
+    #[serde(default)]
+    admins: Vec<String>,
+    #[serde(default)]
+    admin_quorum: u32,
+    #[serde(default)]
+    loosening_delay_secs: u64,
+    #[serde(default)]
+    pending_requests: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -392,6 +404,7 @@ pub struct Policy {
     keys: BTreeMap<String, KeyRules>,
     governance: Governance,
     requesters: Vec<Requester>,
+    sequence: u64,
 }
 
 /// A wallet service that signs the requests it makes (`[[requesters]]`).
@@ -414,6 +427,31 @@ pub struct Governance {
     /// Distinct approvers per department needed to lift a freeze; at least
     /// two people in all, so no one person can undo a freeze.
     pub unfreeze: Quorums,
+    /// Approver names who may sign a policy update
+    /// (`crate::policy_update`); empty: the policy cannot be updated, only
+    /// re-pinned by every operator.
+    pub admins: Vec<String>,
+    /// How many distinct admins must sign an update (at least 2).
+    pub admin_quorum: u32,
+    /// How long after its quorum a loosening update waits before it takes
+    /// effect (a tightening takes effect at once).
+    pub loosening_delay_secs: u64,
+    /// What becomes of requests made under this policy once an update
+    /// takes effect.
+    pub pending_requests: PendingRequests,
+}
+
+/// What becomes of the requests made under a policy once an update to it
+/// takes effect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PendingRequests {
+    /// They must be made and approved again under the new policy: signers
+    /// refuse them, the coordinator fails them with that reason.
+    #[default]
+    Reapprove,
+    /// They are judged under the policy they were made under until they
+    /// expire.
+    Keep,
 }
 
 impl Policy {
@@ -591,6 +629,7 @@ impl Policy {
             keys,
             governance,
             requesters,
+            sequence: file.sequence,
         })
     }
 
@@ -610,6 +649,26 @@ impl Policy {
 
     pub fn approvers(&self) -> &[Approver] {
         &self.approvers
+    }
+
+    /// The policy's place in its update chain.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The approver named `name`, if any.
+    pub fn approver_named(&self, name: &str) -> Option<&Approver> {
+        self.approvers.iter().find(|a| a.name == name)
+    }
+
+    /// The requesters of the policy.
+    pub fn requesters(&self) -> &[Requester] {
+        &self.requesters
+    }
+
+    /// Every key id with rules, and its rules.
+    pub fn keys(&self) -> impl Iterator<Item = (&String, &KeyRules)> {
+        self.keys.iter()
     }
 
     /// The requester holding `key`, if any.
@@ -698,9 +757,40 @@ fn check_governance(
             ));
         }
     }
+    for admin in &g.admins {
+        if !approvers.iter().any(|a| &a.name == admin) {
+            return Err(PolicyError::BadGovernance(format!(
+                "admin {admin:?} is not an approver of the policy"
+            )));
+        }
+    }
+    let distinct: std::collections::BTreeSet<&String> = g.admins.iter().collect();
+    if distinct.len() != g.admins.len() {
+        return Err(PolicyError::BadGovernance("an admin is named twice".into()));
+    }
+    if !g.admins.is_empty() && (g.admin_quorum < 2 || g.admin_quorum as usize > g.admins.len()) {
+        return Err(PolicyError::BadGovernance(format!(
+            "admin_quorum must be at least 2 and at most the {} admins (got {})",
+            g.admins.len(),
+            g.admin_quorum
+        )));
+    }
+    let pending_requests = match g.pending_requests.as_deref() {
+        None | Some("re-approve") => PendingRequests::Reapprove,
+        Some("keep") => PendingRequests::Keep,
+        Some(other) => {
+            return Err(PolicyError::BadGovernance(format!(
+                "pending_requests {other:?} is neither \"re-approve\" nor \"keep\""
+            )));
+        }
+    };
     Ok(Governance {
         freeze_officers: g.freeze_officers,
         unfreeze,
+        admins: g.admins,
+        admin_quorum: g.admin_quorum,
+        loosening_delay_secs: g.loosening_delay_secs,
+        pending_requests,
     })
 }
 
