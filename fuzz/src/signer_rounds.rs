@@ -124,7 +124,9 @@ fn node(index: usize) -> Node {
     );
     let ctx = SigningContext::new(
         vault.clone(),
-        PINNED.clone(),
+        Arc::new(ringi_signer::policy_store::PolicyStore::fixed(
+            PINNED.as_ref().clone(),
+        )),
         ledger,
         None,
         audit.clone(),

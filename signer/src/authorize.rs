@@ -264,7 +264,14 @@ impl ApprovedBundles {
         let PresentedBundle::Decoded(decoded) = bundle else {
             return authorize(policy, key_id, key, bundle, now);
         };
-        let digest = decoded.digest();
+        // Remembered per policy: a verdict under one policy says nothing
+        // under its successor.
+        let digest = sha256(
+            &Canonical::new("ringi signer remembered verdict v1")
+                .bytes(&decoded.digest())
+                .bytes(&policy.hash())
+                .finish(),
+        );
         {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((approved, facts, valid_until)) = entries.get(&digest)

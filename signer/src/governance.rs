@@ -14,24 +14,29 @@ use std::sync::Arc;
 use ringi_policy::clock::now;
 use ringi_policy::freeze::{FreezeRefused, UnfreezeRefused, check_freeze, check_unfreeze};
 use ringi_policy::holds::Frozen;
-use ringi_policy::policy::Policy;
+use ringi_policy::policy_update::{Change, UpdateRefused};
 use ringi_policy::veto::{VetoRefused, check_veto};
 use ringi_proto::signer::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
 use crate::holds::{HoldStore, HoldStoreError};
 use crate::node_audit::{AuditSink, audited};
+use crate::policy_store::{PolicyStore, PolicyStoreError};
 
 pub struct GovernanceService {
-    policy: Arc<Policy>,
+    policies: Arc<PolicyStore>,
     holds: Arc<HoldStore>,
     audit: Arc<dyn AuditSink>,
 }
 
 impl GovernanceService {
-    pub fn new(policy: Arc<Policy>, holds: Arc<HoldStore>, audit: Arc<dyn AuditSink>) -> Self {
+    pub fn new(
+        policies: Arc<PolicyStore>,
+        holds: Arc<HoldStore>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
         GovernanceService {
-            policy,
+            policies,
             holds,
             audit,
         }
@@ -76,6 +81,27 @@ fn unfreeze_code(e: &UnfreezeRefused) -> Code {
     }
 }
 
+fn update_status(e: PolicyStoreError) -> Status {
+    let code = match &e {
+        PolicyStoreError::Refused(r) => match r {
+            UpdateRefused::InvalidPolicy(_) => Code::InvalidArgument,
+            UpdateRefused::BadSignature { .. } | UpdateRefused::NotAnAdmin { .. } => {
+                Code::PermissionDenied
+            }
+            UpdateRefused::NoAdmins
+            | UpdateRefused::NotFromCurrent { .. }
+            | UpdateRefused::Sequence { .. }
+            | UpdateRefused::Unchanged
+            | UpdateRefused::IssuedInFuture { .. }
+            | UpdateRefused::QuorumNotMet { .. }
+            | UpdateRefused::TooEarly { .. } => Code::FailedPrecondition,
+        },
+        PolicyStoreError::Pending { .. } => Code::FailedPrecondition,
+        PolicyStoreError::Sqlite(_) | PolicyStoreError::BrokenChain { .. } => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
 fn store_status(e: HoldStoreError) -> Status {
     match e {
         HoldStoreError::Refused(r) => Status::new(freeze_code(&r), r.to_string()),
@@ -111,7 +137,7 @@ impl pb::governance_server::Governance for GovernanceService {
         let rejection = ringi_proto::bundle::approval_from_pb(&wire)
             .map_err(|e| refused("veto", Status::invalid_argument(e.0)))?;
         let now = now();
-        let veto = check_veto(&self.policy, &rejection, now)
+        let veto = check_veto(&self.policies.current(now), &rejection, now)
             .map_err(|e| refused("veto", Status::new(veto_code(&e), e.to_string())))?;
         let statement = rejection.statement.signed_bytes(&rejection.approver);
         let (holds, audit) = (self.holds.clone(), self.audit.clone());
@@ -146,7 +172,7 @@ impl pb::governance_server::Governance for GovernanceService {
         let freeze = ringi_proto::freeze::freeze_from_pb(&wire)
             .map_err(|e| refused("freeze", Status::invalid_argument(e.0)))?;
         let now = now();
-        let officer = check_freeze(&self.policy, &freeze, now)
+        let officer = check_freeze(&self.policies.current(now), &freeze, now)
             .map_err(|e| refused("freeze", Status::new(freeze_code(&e), e.to_string())))?;
         let (holds, audit) = (self.holds.clone(), self.audit.clone());
         let (freeze_id, recorded) = blocking(move || {
@@ -197,8 +223,9 @@ impl pb::governance_server::Governance for GovernanceService {
             refused("unfreeze", Status::new(unfreeze_code(&e), e.to_string()))
         })?;
         let now = now();
-        let approvers = check_unfreeze(&self.policy, &active.freeze, &unfreezes, now)
-            .map_err(|e| refused("unfreeze", Status::new(unfreeze_code(&e), e.to_string())))?;
+        let approvers =
+            check_unfreeze(&self.policies.current(now), &active.freeze, &unfreezes, now)
+                .map_err(|e| refused("unfreeze", Status::new(unfreeze_code(&e), e.to_string())))?;
         let (holds, audit) = (self.holds.clone(), self.audit.clone());
         let by = approvers.clone();
         blocking(move || {
@@ -222,6 +249,74 @@ impl pb::governance_server::Governance for GovernanceService {
         })
         .await?;
         Ok(Response::new(pb::UnfreezeResponse { approvers }))
+    }
+
+    async fn update_policy(
+        &self,
+        request: Request<pb::UpdatePolicyRequest>,
+    ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+        let wire = request
+            .into_inner()
+            .update
+            .ok_or_else(|| Status::invalid_argument("no update"))?;
+        let update = ringi_proto::policy_update::update_from_pb(&wire)
+            .map_err(|e| refused("update_policy", Status::invalid_argument(e.0)))?;
+        let (policies, audit) = (self.policies.clone(), self.audit.clone());
+        let applied = blocking(move || {
+            let now = now();
+            let applied = policies.apply(&update, now).map_err(update_status)?;
+            if !applied.already {
+                let change = match &applied.change {
+                    Change::Tightening => "tightening".to_string(),
+                    Change::Loosening(r) => format!("loosening: {r}"),
+                };
+                audited(
+                    audit.as_ref(),
+                    "policy_update_accepted",
+                    &[
+                        ("policy_sha256", hex::encode(applied.hash)),
+                        ("previous_sha256", hex::encode(update.previous_hash)),
+                        ("sequence", applied.sequence.to_string()),
+                        ("effective_at", applied.effective_at.to_string()),
+                        ("change", change),
+                        ("admins", applied.admins.join(",")),
+                    ],
+                )
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+                tracing::warn!(policy_sha256 = %hex::encode(applied.hash), sequence = applied.sequence, effective_at = applied.effective_at, "policy update accepted");
+            }
+            Ok(applied)
+        })
+        .await
+        .map_err(|s| refused("update_policy", s))?;
+        Ok(Response::new(pb::UpdatePolicyResponse {
+            policy_hash: applied.hash.to_vec(),
+            sequence: applied.sequence,
+            effective_at: applied.effective_at,
+            change: match &applied.change {
+                Change::Tightening => "tightening".into(),
+                Change::Loosening(r) => format!("loosening: {r}"),
+            },
+            already: applied.already,
+        }))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        let (current, pending) = self.policies.status(now());
+        let (pending_hash, pending_sequence, pending_effective_at) = match pending {
+            Some((p, at)) => (p.hash().to_vec(), p.sequence(), at),
+            None => (Vec::new(), 0, 0),
+        };
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy_hash: current.hash().to_vec(),
+            sequence: current.sequence(),
+            pending_hash,
+            pending_sequence,
+            pending_effective_at,
+        }))
     }
 
     async fn get_holds(

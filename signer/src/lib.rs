@@ -50,6 +50,7 @@ pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
 pub mod phases;
+pub mod policy_store;
 pub mod preprocess;
 pub mod releases;
 pub mod rng;

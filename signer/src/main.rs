@@ -210,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ledger_path: data_dir.join("spending.sqlite3"),
                 audit_path: data_dir.join(ringi_signer::server::AUDIT_FILE),
                 holds_path: data_dir.join(ringi_signer::server::HOLDS_FILE),
+                policy_store_path: data_dir.join(ringi_signer::server::POLICY_STORE_FILE),
                 daily_volume_file: cli
                     .daily_volume_file
                     .clone()

@@ -77,7 +77,8 @@ pub fn sign<S: Suite>(
     let excluded = excluded_set(&package, excluded)?;
     let input = check_message(&approved, package.message())?;
     let limits = ctx
-        .policy
+        .policies
+        .for_request(&approved.request.policy_hash, now)
         .key(key_id)
         .map(|k| k.limits.clone())
         .unwrap_or_default();

@@ -13,6 +13,7 @@ use crate::dkg_peer::{Attestation, PeerCheck, Peers};
 use crate::governance::GovernanceService;
 use crate::holds::HoldStore;
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
+use crate::policy_store::PolicyStore;
 use crate::service::{SignerService, SuiteService};
 use crate::signing::SigningContext;
 use crate::spending::SpendingLedger;
@@ -20,6 +21,7 @@ use crate::tls_key::TokenTlsKey;
 use crate::token::{Token, TokenConfig};
 use crate::vault::{ShareVault, TokenVault};
 use ringi_net::tls::Reloadable;
+use ringi_policy::clock::now;
 use ringi_policy::policy::Policy;
 
 /// The ciphersuites of the keys this node serves, one per key kind, chosen
@@ -49,7 +51,7 @@ impl<S: ringi_frost::Suite> Opened<S> {
     /// ledger and audit log.
     fn service(
         &self,
-        policy: &Arc<Policy>,
+        policy: &Arc<PolicyStore>,
         ledger: &Arc<SpendingLedger>,
         daily_volume_file: &Option<std::path::PathBuf>,
         audit: &Arc<NodeAudit>,
@@ -86,6 +88,8 @@ pub struct ServeSettings {
     pub audit_path: std::path::PathBuf,
     /// The vetoes and freezes sent to this node (SQLite file).
     pub holds_path: std::path::PathBuf,
+    /// The policy updates this node accepted (SQLite file).
+    pub policy_store_path: std::path::PathBuf,
     pub daily_volume_file: Option<std::path::PathBuf>,
     /// Mutual TLS; without it the node serves plaintext on loopback only.
     pub tls: Option<TlsSettings>,
@@ -106,6 +110,8 @@ pub struct TlsSettings {
 pub const AUDIT_FILE: &str = "audit.jsonl";
 /// The node's vetoes and freezes, in its data directory (`crate::holds`).
 pub const HOLDS_FILE: &str = "holds.sqlite3";
+/// The policy updates the node accepted (`crate::policy_store`).
+pub const POLICY_STORE_FILE: &str = "policy.sqlite3";
 
 pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::Result<()> {
     let ServeSettings {
@@ -114,6 +120,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         ledger_path,
         audit_path,
         holds_path,
+        policy_store_path,
         daily_volume_file,
         tls,
     } = settings;
@@ -211,7 +218,19 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         }
     });
     let dkg_for_reload = (frost.dkg.clone(), taproot.dkg.clone());
-    let policy = Arc::new(policy);
+    let pinned_hash = policy.hash();
+    let policy = Arc::new(PolicyStore::open(&policy_store_path, policy, now())?);
+    {
+        let current = policy.current(now());
+        if current.hash() != pinned_hash {
+            tracing::info!(
+                pinned = %hex::encode(pinned_hash),
+                in_force = %hex::encode(current.hash()),
+                sequence = current.sequence(),
+                "policy rolled forward by admin-signed updates"
+            );
+        }
+    }
     let service = SignerService::new(
         frost.service(&policy, &ledger, &daily_volume_file, &audit, &holds),
         taproot.service(&policy, &ledger, &daily_volume_file, &audit, &holds),

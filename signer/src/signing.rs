@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use ringi_frost::{KeyKind, Suite};
 use ringi_policy::key_id::KeyId;
-use ringi_policy::policy::Policy;
 use ringi_policy::subject::KeyFacts;
 use ringi_policy::volumes::VolumeError;
 
 use crate::authorize::{Approved, ApprovedBundles, AuthorizationError};
 use crate::holds::HoldStore;
 use crate::node_audit::{AuditSink, AuditUnavailable};
+use crate::policy_store::PolicyStore;
 use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::{ShareVault, VaultError};
 
@@ -23,8 +23,9 @@ use crate::vault::{ShareVault, VaultError};
 pub struct SigningContext<S: Suite> {
     /// The shares (and round-1 nonces) of suite `S`.
     pub vault: Arc<dyn ShareVault<S>>,
-    /// The pinned approval policy every signing request must satisfy.
-    pub policy: Arc<Policy>,
+    /// The approval policy every signing request must satisfy: the pinned
+    /// one, rolled forward by admin-signed updates (`crate::policy_store`).
+    pub policies: Arc<PolicyStore>,
     /// Bundles already found approved (round 1), so round 2 is cheaper.
     pub approved: Arc<ApprovedBundles>,
     /// What this node has signed, for its own check of the spending caps.
@@ -70,7 +71,7 @@ impl<S: Suite> SigningContext<S> {
     /// A context with an empty remembered-approvals cache.
     pub fn new(
         vault: Arc<dyn ShareVault<S>>,
-        policy: Arc<Policy>,
+        policies: Arc<PolicyStore>,
         ledger: Arc<SpendingLedger>,
         daily_volume_file: Option<PathBuf>,
         audit: Arc<dyn AuditSink>,
@@ -78,7 +79,7 @@ impl<S: Suite> SigningContext<S> {
     ) -> Self {
         SigningContext {
             vault,
-            policy,
+            policies,
             approved: Arc::new(ApprovedBundles::default()),
             ledger,
             daily_volume_file,
@@ -99,16 +100,24 @@ impl<S: Suite> SigningContext<S> {
         bundle: &crate::authorize::PresentedBundle,
         now: u64,
     ) -> Result<Approved, AuthorizationError> {
+        // The policy the request is judged by: the one in force, or the one
+        // it was made under where the policy in force keeps such requests.
+        let policy = match bundle {
+            crate::authorize::PresentedBundle::Decoded(b) => {
+                self.policies.for_request(&b.request.policy_hash, now)
+            }
+            _ => self.policies.current(now),
+        };
         let approved = self
             .approved
-            .authorize(&self.policy, key_id, facts, bundle, now)?;
+            .authorize(&policy, key_id, facts, bundle, now)?;
         if let Some(hold) = self.holds.hold_on(&approved.request.id(), key_id) {
             return Err(AuthorizationError::Held(Box::new(hold)));
         }
         // The time rules, by this node's clock (never remembered: time moves).
         if let crate::authorize::PresentedBundle::Decoded(b) = bundle {
             ringi_policy::time_rules::check_request(
-                &self.policy,
+                &policy,
                 &approved.request,
                 &approved.subject,
                 &b.approvals,
@@ -297,7 +306,9 @@ allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6", "
     impl<S: Suite> Cluster<S> {
         fn build(now: u64, file: Option<std::path::PathBuf>, keys: &str) -> Self {
             let approvers = Approvers::new(keys).unwrap();
-            let policy = Arc::new(approvers.policy.clone());
+            let policy = Arc::new(crate::policy_store::PolicyStore::fixed(
+                approvers.policy.clone(),
+            ));
             let (vaults, public) = MemoryVault::<S>::dealer(&k(), 2, 3).unwrap();
             let nodes = vaults
                 .into_iter()

@@ -1,0 +1,47 @@
+//! Policy updates to and from the wire (`ringi.signer.v1.Governance`), as
+//! `ringi_policy::policy_update` types.
+
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::policy_update::{AdminSignature, PolicyUpdate};
+
+use crate::bundle::{BundleError, hash32};
+use crate::signer::v1 as pb;
+
+pub fn update_from_pb(u: &pb::PolicyUpdate) -> Result<PolicyUpdate, BundleError> {
+    let signatures = u
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(AdminSignature {
+                admin: ApproverKey::from_sec1(&s.admin_public_key)
+                    .map_err(|e| BundleError(format!("signature #{i}: admin_public_key: {e}")))?,
+                issued_at: s.issued_at,
+                signature: s.signature.clone(),
+            })
+        })
+        .collect::<Result<_, BundleError>>()?;
+    Ok(PolicyUpdate {
+        text: u.policy.clone(),
+        previous_hash: hash32("previous_hash", &u.previous_hash)?,
+        effective_at: u.effective_at,
+        signatures,
+    })
+}
+
+pub fn update_to_pb(u: &PolicyUpdate) -> pb::PolicyUpdate {
+    pb::PolicyUpdate {
+        policy: u.text.clone(),
+        previous_hash: u.previous_hash.to_vec(),
+        effective_at: u.effective_at,
+        signatures: u
+            .signatures
+            .iter()
+            .map(|s| pb::AdminSignature {
+                admin_public_key: s.admin.to_sec1(),
+                issued_at: s.issued_at,
+                signature: s.signature.clone(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,379 @@
+//! The policy this node enforces, and how it rolls forward without a
+//! restart (`ringi_policy::policy_update`).
+//!
+//! The operator pins the first policy (file and hash, `crate::config`).
+//! Each update the admins sign is checked against the policy in force,
+//! kept durably in `policy.sqlite3` under the data directory (the update as
+//! it arrived, signatures included), and put in force at its effective
+//! time; at start the node replays the stored chain from the pinned policy,
+//! checking each link again, so a tampered or reordered store stops the
+//! node instead of changing its policy.
+//!
+//! The rounds ask [`PolicyStore::for_request`]: the policy in force, or,
+//! where the new policy keeps requests made under the one it replaced
+//! (`pending_requests = "keep"`), that previous policy for those requests.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use prost::Message;
+use ringi_policy::policy::{PendingRequests, Policy};
+use ringi_policy::policy_update::{
+    AcceptedUpdate, Change, PolicyUpdate, UpdateRefused, check_update,
+};
+use rusqlite::{Connection, params};
+
+/// Why an update was not applied, or the store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyStoreError {
+    #[error(transparent)]
+    Refused(#[from] UpdateRefused),
+    #[error(
+        "an update to sequence {sequence} is pending until {effective_at}: a further update waits for it"
+    )]
+    Pending { sequence: u64, effective_at: u64 },
+    #[error("policy store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("policy store: stored update #{index} no longer applies ({reason}); refusing to start")]
+    BrokenChain { index: usize, reason: String },
+}
+
+struct State {
+    current: Arc<Policy>,
+    /// The policy `current` replaced, for `pending_requests = "keep"`.
+    previous: Option<Arc<Policy>>,
+    /// An accepted update waiting for its effective time.
+    pending: Option<(Arc<Policy>, u64)>,
+}
+
+impl State {
+    /// Puts a due pending update in force.
+    fn promote(&mut self, now: u64) {
+        if let Some((policy, at)) = &self.pending
+            && *at <= now
+        {
+            let next = policy.clone();
+            self.previous = Some(std::mem::replace(&mut self.current, next));
+            self.pending = None;
+        }
+    }
+}
+
+pub struct PolicyStore {
+    state: RwLock<State>,
+    /// `None`: a fixed policy (tests, fuzzing): updates stay in memory.
+    conn: Option<Mutex<Connection>>,
+}
+
+/// What an accepted update did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub hash: [u8; 32],
+    pub sequence: u64,
+    pub effective_at: u64,
+    pub change: Change,
+    pub admins: Vec<String>,
+    /// The same update had been accepted before.
+    pub already: bool,
+}
+
+impl PolicyStore {
+    /// A store over `pinned` alone, in memory.
+    pub fn fixed(pinned: Policy) -> Self {
+        PolicyStore {
+            state: RwLock::new(State {
+                current: Arc::new(pinned),
+                previous: None,
+                pending: None,
+            }),
+            conn: None,
+        }
+    }
+
+    /// Opens the store at `path` and replays its updates from `pinned`.
+    pub fn open(path: &Path, pinned: Policy, now: u64) -> Result<Self, PolicyStoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS policy_updates (
+                 sequence INTEGER PRIMARY KEY,
+                 policy_hash BLOB NOT NULL,
+                 previous_hash BLOB NOT NULL,
+                 effective_at INTEGER NOT NULL,
+                 accepted_at INTEGER NOT NULL,
+                 update_pb BLOB NOT NULL
+             );",
+        )?;
+        let rows: Vec<(Vec<u8>, i64)> = conn
+            .prepare("SELECT update_pb, accepted_at FROM policy_updates ORDER BY sequence")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let mut state = State {
+            current: Arc::new(pinned),
+            previous: None,
+            pending: None,
+        };
+        for (index, (bytes, accepted_at)) in rows.into_iter().enumerate() {
+            let broken = |reason: String| PolicyStoreError::BrokenChain { index, reason };
+            let wire = ringi_proto::signer::v1::PolicyUpdate::decode(bytes.as_slice())
+                .map_err(|e| broken(e.to_string()))?;
+            let update =
+                ringi_proto::policy_update::update_from_pb(&wire).map_err(|e| broken(e.0))?;
+            // Every link is checked against the policy before it, as when
+            // it arrived: a store that does not chain from the pin stops
+            // the node.
+            state.promote(u64::MAX);
+            let accepted = check_update(&state.current, &update, accepted_at as u64)
+                .map_err(|e| broken(e.to_string()))?;
+            state.pending = Some((Arc::new(accepted.policy), accepted.effective_at));
+        }
+        state.promote(now);
+        Ok(PolicyStore {
+            state: RwLock::new(state),
+            conn: Some(Mutex::new(conn)),
+        })
+    }
+
+    /// The policy in force at `now`.
+    pub fn current(&self, now: u64) -> Arc<Policy> {
+        {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if state.pending.as_ref().is_none_or(|(_, at)| *at > now) {
+                return state.current.clone();
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.promote(now);
+        state.current.clone()
+    }
+
+    /// The policy a request made under `policy_hash` is judged by at
+    /// `now`: the one in force, or the one it replaced if the policy in
+    /// force keeps such requests. (A request under any other policy is
+    /// judged by the one in force, which refuses it by its hash.)
+    pub fn for_request(&self, policy_hash: &[u8; 32], now: u64) -> Arc<Policy> {
+        let current = self.current(now);
+        if current.hash() == *policy_hash
+            || current.governance().pending_requests != PendingRequests::Keep
+        {
+            return current;
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        match &state.previous {
+            Some(p) if p.hash() == *policy_hash => p.clone(),
+            _ => current,
+        }
+    }
+
+    /// The policy in force and the pending update, if any.
+    pub fn status(&self, now: u64) -> (Arc<Policy>, Option<(Arc<Policy>, u64)>) {
+        let current = self.current(now);
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        (current, state.pending.clone())
+    }
+
+    /// Checks `update` against the policy in force and keeps it (durably)
+    /// before answering; in force at once if its time has come.
+    pub fn apply(&self, update: &PolicyUpdate, now: u64) -> Result<Applied, PolicyStoreError> {
+        let conn = self
+            .conn
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.promote(now);
+        if let Some((pending, at)) = &state.pending {
+            // The same update again (a retry): answered as accepted.
+            if Policy::from_bytes(&update.text).is_ok_and(|p| p.hash() == pending.hash()) {
+                return Ok(already(pending, *at));
+            }
+            return Err(PolicyStoreError::Pending {
+                sequence: pending.sequence(),
+                effective_at: *at,
+            });
+        }
+        if Policy::from_bytes(&update.text).is_ok_and(|p| p.hash() == state.current.hash())
+            && update.previous_hash != state.current.hash()
+        {
+            return Ok(already(&state.current, now));
+        }
+        let AcceptedUpdate {
+            policy,
+            effective_at,
+            change,
+            admins,
+        } = check_update(&state.current, update, now)?;
+        if let Some(conn) = &conn {
+            let wire = ringi_proto::policy_update::update_to_pb(update).encode_to_vec();
+            conn.execute(
+                "INSERT INTO policy_updates
+                     (sequence, policy_hash, previous_hash, effective_at, accepted_at, update_pb)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    policy.sequence() as i64,
+                    &policy.hash()[..],
+                    &update.previous_hash[..],
+                    effective_at as i64,
+                    now as i64,
+                    wire
+                ],
+            )?;
+        }
+        let applied = Applied {
+            hash: policy.hash(),
+            sequence: policy.sequence(),
+            effective_at,
+            change,
+            admins,
+            already: false,
+        };
+        state.pending = Some((Arc::new(policy), effective_at));
+        state.promote(now);
+        Ok(applied)
+    }
+}
+
+fn already(policy: &Policy, effective_at: u64) -> Applied {
+    Applied {
+        hash: policy.hash(),
+        sequence: policy.sequence(),
+        effective_at,
+        change: Change::Tightening,
+        admins: Vec::new(),
+        already: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+    use ringi_policy::approver_key::ApproverKey;
+    use ringi_policy::policy_update::{AdminSignature, signed_bytes};
+
+    const NOW: u64 = 1_800_000_000;
+
+    struct Admins(Vec<(String, p256::ecdsa::SigningKey)>);
+
+    impl Admins {
+        fn new() -> Self {
+            Admins(
+                ["alice", "carol"]
+                    .iter()
+                    .map(|n| {
+                        (
+                            n.to_string(),
+                            p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+
+        fn key(&self, i: usize) -> ApproverKey {
+            ApproverKey::from_sec1(
+                self.0[i]
+                    .1
+                    .verifying_key()
+                    .to_encoded_point(true)
+                    .as_bytes(),
+            )
+            .unwrap()
+        }
+
+        fn text(&self, sequence: u64, treasury: u32, keep: bool) -> String {
+            format!(
+                "version = 1\nsequence = {sequence}\n[[departments]]\nname = \"treasury\"\napprovers = [{{ name = \"alice\", key = \"{}\" }}, {{ name = \"carol\", key = \"{}\" }}]\n[keys.k]\nrequest_ttl_secs = 60\napproval_ttl_secs = 60\nrequire = {{ treasury = {treasury} }}\n[governance]\nadmins = [\"alice\", \"carol\"]\nadmin_quorum = 2\nloosening_delay_secs = 100\npending_requests = \"{}\"\n",
+                self.key(0).to_text(),
+                self.key(1).to_text(),
+                if keep { "keep" } else { "re-approve" }
+            )
+        }
+
+        fn update(&self, current: &Policy, text: &str, effective_at: u64) -> PolicyUpdate {
+            let new = Policy::from_bytes(text.as_bytes()).unwrap();
+            PolicyUpdate {
+                text: text.as_bytes().to_vec(),
+                previous_hash: current.hash(),
+                effective_at,
+                signatures: (0..2)
+                    .map(|i| {
+                        let admin = self.key(i);
+                        let bytes = signed_bytes(
+                            &current.hash(),
+                            &new.hash(),
+                            new.sequence(),
+                            effective_at,
+                            NOW,
+                            &admin,
+                        );
+                        let sig: p256::ecdsa::Signature = self.0[i].1.sign(&bytes);
+                        AdminSignature {
+                            admin,
+                            issued_at: NOW,
+                            signature: sig.to_bytes().to_vec(),
+                        }
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    #[test]
+    fn updates_roll_forward_survive_a_reopen_and_keep_old_requests_when_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.sqlite3");
+        let admins = Admins::new();
+        let v0 = Policy::from_bytes(admins.text(0, 1, true).as_bytes()).unwrap();
+        let v1_text = admins.text(1, 2, true);
+        let v1_hash = Policy::from_bytes(v1_text.as_bytes()).unwrap().hash();
+        {
+            let store = PolicyStore::open(&path, v0.clone(), NOW).unwrap();
+            let applied = store
+                .apply(&admins.update(&v0, &v1_text, NOW), NOW)
+                .unwrap();
+            assert_eq!(applied.change, Change::Tightening);
+            assert_eq!(store.current(NOW).hash(), v1_hash);
+            // v1 keeps v0's requests until they expire.
+            assert_eq!(store.for_request(&v0.hash(), NOW).hash(), v0.hash());
+            assert_eq!(store.for_request(&[9; 32], NOW).hash(), v1_hash);
+            // The same update again is answered as done.
+            assert!(
+                store
+                    .apply(&admins.update(&v0, &v1_text, NOW), NOW)
+                    .unwrap()
+                    .already
+            );
+        }
+        // A restart replays the chain from the same pin.
+        let store = PolicyStore::open(&path, v0.clone(), NOW + 1).unwrap();
+        assert_eq!(store.current(NOW + 1).hash(), v1_hash);
+        // A loosening (back to one treasurer) is pending for its delay.
+        let v1 = store.current(NOW + 1);
+        let v2_text = admins.text(2, 1, false);
+        let early = store.apply(&admins.update(&v1, &v2_text, NOW + 50), NOW + 1);
+        assert!(matches!(
+            early,
+            Err(PolicyStoreError::Refused(UpdateRefused::TooEarly { .. }))
+        ));
+        let applied = store
+            .apply(&admins.update(&v1, &v2_text, NOW + 100), NOW + 1)
+            .unwrap();
+        assert!(matches!(applied.change, Change::Loosening(_)));
+        assert_eq!(store.current(NOW + 99).hash(), v1_hash);
+        let (_, pending) = store.status(NOW + 99);
+        assert_eq!(
+            pending.map(|(p, at)| (p.sequence(), at)),
+            Some((2, NOW + 100))
+        );
+        // v2 re-approves: v1's requests are judged by v2, which refuses them.
+        assert_eq!(store.current(NOW + 100).sequence(), 2);
+        assert_eq!(store.for_request(&v1_hash, NOW + 100).sequence(), 2);
+        // A store that does not chain from the pin stops the node.
+        let other = Policy::from_bytes(admins.text(0, 2, false).as_bytes()).unwrap();
+        assert!(matches!(
+            PolicyStore::open(&path, other, NOW),
+            Err(PolicyStoreError::BrokenChain { index: 0, .. })
+        ));
+    }
+}
