@@ -21,6 +21,7 @@
 //! - [`delay_proxy`]: a relay that answers late, for `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
 //! - [`freeze`]: `ringi freeze`, `ringi unfreeze`, `ringi holds` (to the signers directly).
+//! - [`policy`]: `ringi policy check|approve|submit|status` (updates under the admins' quorum).
 //! - [`signers`]: the signers an approver reaches directly (`--signer NAME=ADDRESS`).
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
 
@@ -35,6 +36,7 @@ pub mod dev_certs;
 pub mod freeze;
 pub mod health;
 pub mod keys;
+pub mod policy;
 pub mod request_signature;
 pub mod requests;
 pub mod retry;

@@ -112,6 +112,11 @@ enum Command {
     /// (`sign`, to a file), then anyone delivers them together (`submit`).
     #[command(subcommand)]
     Unfreeze(UnfreezeCommand),
+    /// Policy updates under the policy's own admin quorum: check a new
+    /// policy file, approve it as an admin, submit it to every signer, ask
+    /// for the status.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Show the freezes in force and the vetoed requests at each signer.
     Holds {
         #[command(flatten)]
@@ -198,6 +203,46 @@ enum Command {
         /// many milliseconds late (through a local relay); 0: not measured.
         #[arg(long, default_value_t = 200)]
         slow_ms: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file offline; print its hash (and, with
+    /// --current, what kind of update it is).
+    Check {
+        file: PathBuf,
+        #[arg(long)]
+        current: Option<PathBuf>,
+    },
+    /// Sign, as an admin of the current policy, the update to FILE; prints
+    /// the signature (JSON) for the proposer.
+    Approve {
+        file: PathBuf,
+        #[arg(long)]
+        current: PathBuf,
+        /// When it takes effect (Unix seconds; default now). A loosening
+        /// must wait the current policy's loosening_delay_secs.
+        #[arg(long)]
+        effective_at: Option<u64>,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+    },
+    /// Deliver FILE and the admins' signature files to every signer.
+    Submit {
+        file: PathBuf,
+        #[arg(long)]
+        current: PathBuf,
+        /// Signature files written by `ringi policy approve`.
+        #[arg(long = "signature", required = true)]
+        signatures: Vec<PathBuf>,
+        #[command(flatten)]
+        signers: SignerArgs,
+    },
+    /// The policy in force (and any pending update) at each signer.
+    Status {
+        #[command(flatten)]
+        signers: SignerArgs,
     },
 }
 
@@ -566,6 +611,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 freeze::unfreeze_submit(&signers.endpoints()?, tls, key_id.as_deref(), all, &files)
                     .await?,
             )
+        }
+        Command::Policy(PolicyCommand::Check { file, current }) => {
+            Ok(ringi_cli::policy::check(&file, current.as_deref())?)
+        }
+        Command::Policy(PolicyCommand::Approve {
+            file,
+            current,
+            effective_at,
+            key,
+        }) => Ok(ringi_cli::policy::approve(
+            &file,
+            &current,
+            effective_at.unwrap_or_else(ringi_policy::clock::now),
+            key.open()?,
+        )?),
+        Command::Policy(PolicyCommand::Submit {
+            file,
+            current,
+            signatures,
+            signers,
+        }) => {
+            Ok(
+                ringi_cli::policy::submit(&signers.endpoints()?, tls, &file, &current, &signatures)
+                    .await?,
+            )
+        }
+        Command::Policy(PolicyCommand::Status { signers }) => {
+            Ok(ringi_cli::policy::status(&signers.endpoints()?, tls).await?)
         }
         Command::Holds { signers } => Ok(freeze::holds(&signers.endpoints()?, tls).await?),
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {

@@ -109,12 +109,21 @@ impl PolicyStore {
             .prepare("SELECT update_pb, accepted_at FROM policy_updates ORDER BY sequence")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
+        // An operator may pin a later version of the chain (the file
+        // updated to what the node already accepted): replay from there.
+        let skip = rows
+            .iter()
+            .position(|(bytes, _)| {
+                ringi_proto::signer::v1::PolicyUpdate::decode(bytes.as_slice())
+                    .is_ok_and(|w| ringi_policy::encoding::sha256(&w.policy) == pinned.hash())
+            })
+            .map_or(0, |i| i + 1);
         let mut state = State {
             current: Arc::new(pinned),
             previous: None,
             pending: None,
         };
-        for (index, (bytes, accepted_at)) in rows.into_iter().enumerate() {
+        for (index, (bytes, accepted_at)) in rows.into_iter().enumerate().skip(skip) {
             let broken = |reason: String| PolicyStoreError::BrokenChain { index, reason };
             let wire = ringi_proto::signer::v1::PolicyUpdate::decode(bytes.as_slice())
                 .map_err(|e| broken(e.to_string()))?;
@@ -369,6 +378,10 @@ mod tests {
         // v2 re-approves: v1's requests are judged by v2, which refuses them.
         assert_eq!(store.current(NOW + 100).sequence(), 2);
         assert_eq!(store.for_request(&v1_hash, NOW + 100).sequence(), 2);
+        // Pinning v1 itself (the operator updated the file) replays v2 on it.
+        let v1_pinned = Policy::from_bytes(v1_text.as_bytes()).unwrap();
+        let store = PolicyStore::open(&path, v1_pinned, NOW + 100).unwrap();
+        assert_eq!(store.current(NOW + 100).sequence(), 2);
         // A store that does not chain from the pin stops the node.
         let other = Policy::from_bytes(admins.text(0, 2, false).as_bytes()).unwrap();
         assert!(matches!(

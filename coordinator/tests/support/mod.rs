@@ -276,7 +276,8 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
     // erin (security) may freeze alone; a treasurer and a compliance
     // officer together lift a freeze.
     text.push_str(
-        "\n[governance]\nfreeze_officers = [\"erin\"]\nunfreeze = { treasury = 1, compliance = 1 }\n",
+        "\n[governance]\nfreeze_officers = [\"erin\"]\nunfreeze = { treasury = 1, compliance = 1 }\n\
+         admins = [\"alice\", \"carol\", \"erin\"]\nadmin_quorum = 2\nloosening_delay_secs = 3600\n",
     );
     let path = dir.join("policy.toml");
     std::fs::write(&path, text).unwrap();
