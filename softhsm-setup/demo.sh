@@ -81,7 +81,7 @@ group_key=$("$bin/ringi" keygen --key-id demo-hot --threshold 2 --signers signer
 echo "group public key: $group_key"
 
 approve_carol() {
-  (. "$carol_env"; "$bin/ringi" approve "$1" --department compliance \
+  (. "$carol_env"; "$bin/ringi" approve "$1" --department compliance --yes \
      --pkcs11-module "$RINGI_APPROVER_PKCS11_MODULE" --token approver-carol --key-label carol)
 }
 
@@ -94,8 +94,10 @@ id=$(as_wallet requests submit --key-id demo-hot --message-hex "$message" --asse
       --amount 50000000 --destination bc1qexample --memo "exchange rebalance")
 "$bin/ringi" requests show "$id"
 
-step "treasury approves (alice, key file)"
-"$bin/ringi" approve "$id" --department treasury --key-file "$work/alice.pem" 2>&1 | grep -v WARNING
+step "treasury approves (alice, key file), checking the request against her own copy of the policy"
+# --yes: a script confirms with the flag (at a terminal, approve asks "Approve? [y/N]").
+"$bin/ringi" approve "$id" --department treasury --key-file "$work/alice.pem" \
+  --policy "$work/policy.toml" --yes 2>&1 | grep -v WARNING
 
 step "compliance approves (carol, key inside her token); the quorum is met and signing starts"
 approve_carol "$id"
@@ -108,8 +110,8 @@ python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature"
 step "request above 1 BTC, vetoed by security (erin): no signer will sign it"
 id2=$(as_wallet requests submit --key-id demo-hot --message-hex "$(printf 'withdraw 5 BTC' | sha256sum | cut -d' ' -f1)" \
        --asset BTC --amount 500000000 --destination bc1qunknown)
-"$bin/ringi" approve "$id2" --department treasury --key-file "$work/alice.pem" 2>/dev/null
-"$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" 2>/dev/null
+"$bin/ringi" approve "$id2" --department treasury --key-file "$work/alice.pem" --yes 2>/dev/null
+"$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" --yes 2>/dev/null
 "$bin/ringi" requests show "$id2" | grep -E '^(state|decision)'
 
 step "Bitcoin: a bitcoin-taproot key (2-of-3, BIP-340 under its BIP-341 output key)"
@@ -128,7 +130,7 @@ echo "approvers see what the transaction pays, derived from it (not declared by 
 "$bin/ringi" requests show "$id4"
 
 step "treasury and compliance approve; every signer derives the payments and sighashes itself and signs each input"
-"$bin/ringi" approve "$id4" --department treasury --key-file "$work/alice.pem" >/dev/null 2>&1
+"$bin/ringi" approve "$id4" --department treasury --key-file "$work/alice.pem" --yes >/dev/null 2>&1
 approve_carol "$id4" >/dev/null 2>&1
 tx=$("$bin/ringi" requests wait "$id4" --output tx)
 echo "signed transaction (for bitcoin-cli sendrawtransaction): $tx"
@@ -147,7 +149,7 @@ wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
 message3=$(printf 'withdraw 0.1 BTC' | sha256sum | cut -d' ' -f1)
 id3=$(as_wallet requests submit --key-id demo-hot --message-hex "$message3" --asset BTC \
        --amount 10000000 --destination bc1qexample)
-"$bin/ringi" approve "$id3" --department treasury --key-file "$work/alice.pem" 2>/dev/null
+"$bin/ringi" approve "$id3" --department treasury --key-file "$work/alice.pem" --yes 2>/dev/null
 approve_carol "$id3" 2>/dev/null
 signature3=$("$bin/ringi" requests wait "$id3")
 python3 "$here/verify_frost_signature.py" "$group_key" "$message3" "$signature3"

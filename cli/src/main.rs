@@ -70,7 +70,8 @@ enum Command {
     /// Signing requests: submit, list, show, wait.
     #[command(subcommand)]
     Requests(RequestsCommand),
-    /// Approve a signing request for your department (signs an approval statement).
+    /// Approve a signing request for your department (signs an approval
+    /// statement): shows the request, then asks `Approve? [y/N]`.
     Approve {
         /// Request id (hex).
         request_id: String,
@@ -78,10 +79,13 @@ enum Command {
         department: String,
         #[command(flatten)]
         key: ApproverKeyArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
     },
     /// Reject a signing request for your department: a veto. With
     /// --signer, the rejection is also sent to each signer directly, so a
     /// coordinator that drops it still cannot get the request signed.
+    /// Shows the request, then asks `Reject? [y/N]`.
     Reject {
         request_id: String,
         #[arg(long)]
@@ -92,6 +96,8 @@ enum Command {
         key: ApproverKeyArgs,
         #[command(flatten)]
         signers: SignerArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
     },
     /// Freeze a key (--key-id) or every key (--all) at every signer, as a
     /// freeze officer of the policy; prints the freeze id. Only a quorum
@@ -307,11 +313,16 @@ enum RequestsCommand {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Show exactly what a request will sign, who approved, what is still needed.
+    /// Show exactly what a request will sign, who approved, what is still
+    /// needed, and (with your policy file) the rule that applies.
     Show {
         request_id: String,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Your own copy of the policy: the rule and tier that apply are
+        /// worked out from it.
+        #[arg(long, env = "RINGI_POLICY_FILE")]
+        policy: Option<PathBuf>,
     },
     /// Wait until a request is signed (prints the signature, or the signed
     /// transaction or PSBT) or ends otherwise.
@@ -373,6 +384,20 @@ enum ApproverKeyCommand {
         #[command(flatten)]
         key: ApproverKeyArgs,
     },
+}
+
+/// How `approve` and `reject` are confirmed, and checked.
+#[derive(clap::Args)]
+struct ConfirmArgs {
+    /// Do not ask for confirmation (scripts). Without it, a stdin that is
+    /// not a terminal is refused.
+    #[arg(long)]
+    yes: bool,
+    /// Your own copy of the policy: its SHA-256 must be the request's
+    /// policy hash, and the approval validity the coordinator proposes may
+    /// not exceed its approval_ttl_secs for the key.
+    #[arg(long, env = "RINGI_POLICY_FILE")]
+    policy: Option<PathBuf>,
 }
 
 /// Where the approver's key is: a PKCS#11 token, or (development) a file.
@@ -460,8 +485,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `ringi approve` and `ringi reject`: open the approver's key, then sign
-/// and send the decision.
+/// `ringi approve` and `ringi reject`: refuse at once a script that did
+/// not pass `--yes`, read the approver's policy, open the approver's key,
+/// then show, confirm, sign and send the decision (a rejection also to
+/// the `direct` signers).
+#[allow(clippy::too_many_arguments)]
 async fn decide_with(
     address: &str,
     tls: Option<&ClientTls>,
@@ -469,18 +497,32 @@ async fn decide_with(
     department: &str,
     (decision, reason): (Decision, String),
     key: ApproverKeyArgs,
+    confirm: ConfirmArgs,
     direct: &[ringi_cli::signers::SignerEndpoint],
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let how = decide::confirmation(decision, confirm.yes, std::io::stdin().is_terminal())?;
+    let policy = match confirm.policy {
+        Some(path) => Some(decide::ApproverPolicy {
+            policy: requests::load_policy(&path)?,
+            path,
+        }),
+        None => None,
+    };
     let signer = key.open()?;
     let channel = connect(address, tls).await?;
+    let options = decide::Options {
+        confirm: how,
+        policy,
+        direct: (direct, tls),
+    };
     Ok(decide::decide(
         channel,
         request_id,
         department,
-        decision,
-        &reason,
+        (decision, &reason),
         signer,
-        (direct, tls),
+        options,
     )
     .await?)
 }
@@ -532,8 +574,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     state,
                     output,
                 } => Ok(requests::list(channel, pending, key_id, state, output).await?),
-                RequestsCommand::Show { request_id, output } => {
-                    Ok(requests::show(channel, &request_id, output).await?)
+                RequestsCommand::Show {
+                    request_id,
+                    output,
+                    policy,
+                } => {
+                    let policy = policy.as_deref().map(requests::load_policy).transpose()?;
+                    Ok(requests::show_under(channel, &request_id, output, policy.as_ref()).await?)
                 }
                 RequestsCommand::Retry { request_id, output } => {
                     Ok(ringi_cli::retry::retry(channel, &request_id, output).await?)
@@ -555,9 +602,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             request_id,
             department,
             key,
+            confirm,
         } => {
             let decision = (Decision::Approve, String::new());
-            decide_with(&address, tls, &request_id, &department, decision, key, &[]).await
+            decide_with(
+                &address,
+                tls,
+                &request_id,
+                &department,
+                decision,
+                key,
+                confirm,
+                &[],
+            )
+            .await
         }
         Command::Reject {
             request_id,
@@ -565,6 +623,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             reason,
             key,
             signers,
+            confirm,
         } => {
             let decision = (Decision::Reject, reason);
             let direct = signers.endpoints()?;
@@ -575,6 +634,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 &department,
                 decision,
                 key,
+                confirm,
                 &direct,
             )
             .await

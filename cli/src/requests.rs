@@ -20,6 +20,9 @@ use tonic::transport::Channel;
 
 use ringi::request_state::State;
 
+use ringi_policy::policy::Policy;
+use ringi_policy::statement::Decision;
+
 use crate::view::{self, Checked, KeyView, RequestView, printable};
 use crate::{CliError, Output, json};
 
@@ -171,6 +174,9 @@ struct RequestJson {
     message_sha256: String,
     asset: String,
     amount: String,
+    /// The amount for a person: with the asset's decimals when the CLI
+    /// knows them ("0.50000000 BTC (50000000 sat)"), raw otherwise.
+    amount_text: String,
     destination: String,
     /// A PSBT request's unsigned PSBT, base64 (empty otherwise).
     psbt: String,
@@ -232,6 +238,7 @@ struct DecisionJson {
     department: String,
     decision: String,
     reason: String,
+    issued_at: u64,
     expires_at: u64,
 }
 
@@ -304,6 +311,7 @@ fn request_json(v: &RequestView, key: &KeyView, checked: &Checked) -> RequestJso
         blind: matches!(checked, Checked::Blind),
         asset: r.metadata.asset.clone(),
         amount: r.metadata.amount.to_string(),
+        amount_text: view::amount_text(&r.metadata.asset, r.metadata.amount),
         destination: r.metadata.destination.clone(),
         psbt: r.psbt.as_deref().map(base64).unwrap_or_default(),
         transaction: match checked {
@@ -325,6 +333,7 @@ fn request_json(v: &RequestView, key: &KeyView, checked: &Checked) -> RequestJso
                 department: d.department.clone(),
                 decision: d.decision.as_str().to_string(),
                 reason: d.reason.clone(),
+                issued_at: d.issued_at,
                 expires_at: d.expires_at,
             })
             .collect(),
@@ -359,7 +368,7 @@ fn request_json(v: &RequestView, key: &KeyView, checked: &Checked) -> RequestJso
 
 /// `amount` sats as "0.00150000 BTC (150000 sat)".
 fn amount_text(sats: u64) -> String {
-    format!("{} BTC ({sats} sat)", btc(sats))
+    view::amount_text("BTC", u128::from(sats))
 }
 
 /// What a request does, for a terminal: the transaction of a PSBT request
@@ -381,7 +390,7 @@ fn print_subject(j: &RequestJson, out: &mut dyn std::io::Write) -> std::io::Resu
             j.message_sha256
         )?;
         writeln!(out, "asset        {}", p(&j.asset))?;
-        writeln!(out, "amount       {}", j.amount)?;
+        writeln!(out, "amount       {}", j.amount_text)?;
         return writeln!(out, "destination  {}", p(&j.destination));
     };
     writeln!(out, "transaction  {} ({})", t.txid, t.network)?;
@@ -422,36 +431,134 @@ fn print_subject(j: &RequestJson, out: &mut dyn std::io::Write) -> std::io::Resu
     writeln!(out, "total paid   {}", amount_text(t.total_paid_sats))
 }
 
-/// Text for a terminal: every string that came from the coordinator (or
-/// through it, from a requester) is shown with its control characters
-/// escaped, so it cannot move the cursor or recolour what is around it.
-fn print_request_text(j: &RequestJson) {
+/// What the approver's view shows besides the request itself.
+pub(crate) struct Context<'a> {
+    /// The CLI's clock: times are shown relative to it.
+    pub now: u64,
+    /// The approver's own copy of the policy, if given
+    /// (`--policy`/`RINGI_POLICY_FILE`).
+    pub policy: Option<&'a Policy>,
+    /// Other open requests that sign the same, or why they could not be
+    /// looked for.
+    pub twins: Result<Twins, String>,
+}
+
+/// A request as a person reads it (`requests show`, and `approve`/`reject`
+/// before they ask): amounts with the asset's decimals, times in RFC 3339
+/// UTC with the time left, the memo and requester, the rule of the
+/// approver's own policy that applies, every decision with when it was
+/// made and until when it counts, what is still needed, and other open
+/// requests for the same message. Every string that came from the
+/// coordinator (or through it, from a requester) is shown with its
+/// control characters escaped, so it cannot move the cursor or recolour
+/// what is around it.
+pub(crate) fn write_view(
+    out: &mut dyn std::io::Write,
+    e: &Examined,
+    ctx: &Context<'_>,
+) -> std::io::Result<()> {
     let p = printable;
-    println!("request      {}", j.request_id);
+    let j = e.json();
+    let v = &e.view;
+    let now = ctx.now;
+    writeln!(out, "request      {}", j.request_id)?;
     if j.state_reason.is_empty() {
-        println!("state        {}", j.state);
+        writeln!(out, "state        {}", j.state)?;
     } else {
-        println!("state        {} ({})", j.state, p(&j.state_reason));
+        writeln!(out, "state        {} ({})", j.state, p(&j.state_reason))?;
     }
-    println!("key          {} ({})", j.key_id, j.kind);
-    let _ = print_subject(j, &mut std::io::stdout());
-    println!("memo         {}", p(&j.memo));
-    println!("requester    {}", p(&j.requester));
-    println!("expires at   {}", j.expires_at);
-    println!("policy       {}", j.policy_sha256);
-    for d in &j.decisions {
+    writeln!(out, "key          {} ({})", j.key_id, j.kind)?;
+    print_subject(&j, out)?;
+    if j.memo.is_empty() {
+        writeln!(out, "memo         (none)")?;
+    } else {
+        writeln!(out, "memo         {}", p(&j.memo))?;
+    }
+    writeln!(out, "requester    {}", p(&j.requester))?;
+    writeln!(out, "created      {}", view::when(now, j.created_at))?;
+    writeln!(out, "expires      {}", view::when(now, j.expires_at))?;
+    let rules = match ctx.policy {
+        None => {
+            writeln!(
+                out,
+                "policy       {} (not checked: no policy file, --policy or RINGI_POLICY_FILE)",
+                j.policy_sha256
+            )?;
+            writeln!(
+                out,
+                "rule         the tier cannot be checked locally without the policy file"
+            )?;
+            None
+        }
+        Some(policy) => match view::check_policy(policy, &v.request) {
+            Ok(rules) => {
+                writeln!(out, "policy       {} (your copy)", j.policy_sha256)?;
+                Some((policy, rules))
+            }
+            Err(err) => {
+                writeln!(out, "policy       {} NOT YOURS: {err}", j.policy_sha256)?;
+                None
+            }
+        },
+    };
+    if let Some((policy, rules)) = rules {
+        match view::applied_rule(rules, &v.request, &e.key) {
+            Ok(rule) => {
+                writeln!(
+                    out,
+                    "rule         {}: {}",
+                    rule.rule,
+                    view::quorums_text(&rule.quorums)
+                )?;
+                for note in &rule.notes {
+                    writeln!(out, "             {note}")?;
+                }
+            }
+            Err(refused) => writeln!(out, "rule         REFUSED by your policy: {refused}")?,
+        }
+        writeln!(
+            out,
+            "approvals    valid for at most {} s ({}) under your policy",
+            rules.approval_ttl_secs,
+            view::duration_text(rules.approval_ttl_secs)
+        )?;
+        // What the coordinator's "still needed" should say.
+        writeln!(
+            out,
+            "your policy  {}",
+            view::local_standing(policy, v, &e.key, now)
+        )?;
+    }
+    for d in &v.decisions {
+        if d.decision == Decision::Request {
+            // The wallet's own signature on the request it made.
+            writeln!(
+                out,
+                "signed by    {} (the requester's own signature), at {}",
+                p(&d.approver),
+                view::when(now, d.issued_at),
+            )?;
+            continue;
+        }
         let reason = if d.reason.is_empty() {
             String::new()
         } else {
             format!(": {}", p(&d.reason))
         };
-        println!(
-            "decision     {} ({}) {}{}",
+        let counts = if now < d.expires_at {
+            format!("valid until {}", view::when(now, d.expires_at))
+        } else {
+            format!("EXPIRED at {}", view::when(now, d.expires_at))
+        };
+        writeln!(
+            out,
+            "decision     {} ({}) {}{}, issued {}, {counts}",
             p(&d.approver),
             p(&d.department),
-            d.decision,
-            reason
-        );
+            d.decision.as_str(),
+            reason,
+            view::when(now, d.issued_at),
+        )?;
     }
     if !j.still_needed.is_empty() {
         let needed: Vec<String> = j
@@ -459,14 +566,134 @@ fn print_request_text(j: &RequestJson) {
             .iter()
             .map(|n| format!("{} {} of {}", p(&n.department), n.have, n.need))
             .collect();
-        println!("still needed {}", needed.join(", "));
+        writeln!(out, "still needed {}", needed.join(", "))?;
+    }
+    match &ctx.twins {
+        Err(why) => writeln!(out, "other open   could not be checked: {}", p(why))?,
+        Ok(t) => {
+            if t.found.is_empty() {
+                writeln!(out, "other open   none for the same message")?;
+            }
+            for twin in &t.found {
+                writeln!(
+                    out,
+                    "other open   {} {}, created {}: {}",
+                    twin.id,
+                    twin.state,
+                    view::when(now, twin.created_at),
+                    twin.what
+                )?;
+            }
+            if t.unchecked > 0 {
+                writeln!(
+                    out,
+                    "other open   {} more the coordinator showed malformed (not compared)",
+                    t.unchecked
+                )?;
+            }
+            if t.truncated {
+                writeln!(
+                    out,
+                    "other open   only the newest {} per state were compared",
+                    TWIN_PAGES * TWIN_PAGE_SIZE as usize
+                )?;
+            }
+        }
     }
     if !j.signature.is_empty() {
-        println!("signature    {}", j.signature);
+        writeln!(out, "signature    {}", j.signature)?;
     }
     if !j.signed_transaction.is_empty() {
-        println!("signed tx    {}", j.signed_transaction);
+        writeln!(out, "signed tx    {}", j.signed_transaction)?;
     }
+    Ok(())
+}
+
+/// Another open request that would sign the same as the one shown.
+pub(crate) struct Twin {
+    pub id: String,
+    pub state: State,
+    pub created_at: u64,
+    /// "the same message", "the same PSBT", "the same transaction (txid)".
+    pub what: &'static str,
+}
+
+/// The other open requests for the same key that sign the same thing.
+#[derive(Default)]
+pub(crate) struct Twins {
+    pub found: Vec<Twin>,
+    /// Listed views that failed the checks (not compared).
+    pub unchecked: usize,
+    /// More pages than the CLI reads were left.
+    pub truncated: bool,
+}
+
+/// Pages read per state when looking for twins, and their size: enough
+/// for any real backlog, bounded against a coordinator that pages forever.
+const TWIN_PAGES: usize = 10;
+const TWIN_PAGE_SIZE: u32 = 500;
+
+/// Looks through the open requests (PENDING_APPROVAL, APPROVED, SIGNING)
+/// of `e`'s key for others that sign the same message or transaction
+/// ([`view::same_subject`]): a second request for one payment is how a
+/// payment gets made twice. Each listed view is checked like any other.
+pub(crate) async fn twins(channel: Channel, e: &Examined) -> Result<Twins, CliError> {
+    let mut client = RequestServiceClient::new(channel);
+    let mut twins = Twins::default();
+    for state in [State::PendingApproval, State::Approved, State::Signing] {
+        let mut page_token = String::new();
+        for page_number in 0.. {
+            if page_number == TWIN_PAGES {
+                twins.truncated = true;
+                break;
+            }
+            let page = client
+                .list_signing_requests(pb::ListSigningRequestsRequest {
+                    pending_only: false,
+                    key_id: e.view.request.key_id.to_string(),
+                    state: state.as_str().to_string(),
+                    page_size: TWIN_PAGE_SIZE,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            for listed in &page.requests {
+                let Ok(other) = view::from_pb(listed) else {
+                    twins.unchecked += 1;
+                    continue;
+                };
+                if other.id == e.view.id || other.request.key_id != e.view.request.key_id {
+                    continue;
+                }
+                let Ok(checked) = view::check_with_key(&other, &e.key) else {
+                    twins.unchecked += 1;
+                    continue;
+                };
+                if let Some(what) = view::same_subject(&e.view, &e.checked, &other, &checked) {
+                    twins.found.push(Twin {
+                        id: other.id_hex(),
+                        state: other.state,
+                        created_at: other.request.created_at,
+                        what,
+                    });
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+    Ok(twins)
+}
+
+/// Reads the approver's own copy of the policy (`--policy`,
+/// `RINGI_POLICY_FILE`).
+pub fn load_policy(path: &std::path::Path) -> Result<Policy, CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read policy file {}: {e}", path.display())))?;
+    Policy::from_bytes(&bytes)
+        .map_err(|e| CliError::Usage(format!("policy file {} is invalid: {e}", path.display())))
 }
 
 /// Fetches request `id` and checks the coordinator's view of it: it must
@@ -502,13 +729,6 @@ impl Examined {
     fn json(&self) -> RequestJson {
         request_json(&self.view, &self.key, &self.checked)
     }
-
-    /// What the request does, for a terminal (see [`print_subject`]).
-    pub fn subject_text(&self) -> String {
-        let mut out = Vec::new();
-        let _ = print_subject(&self.json(), &mut out);
-        String::from_utf8_lossy(&out).into_owned()
-    }
 }
 
 /// Fetches request `id` and its key, and checks them (see [`fetch`] and
@@ -520,12 +740,31 @@ pub(crate) async fn examine(channel: Channel, id: &str) -> Result<Examined, CliE
     Ok(Examined { view, key, checked })
 }
 
-/// `ringi requests show`.
+/// `ringi requests show` without a policy file: see [`show_under`].
 pub async fn show(channel: Channel, id: &str, output: Output) -> Result<(), CliError> {
-    let j = examine(channel, id).await?.json();
+    show_under(channel, id, output, None).await
+}
+
+/// `ringi requests show`: the approver's view of a request (see
+/// [`write_view`]), under the approver's `policy` if given; or its JSON.
+pub async fn show_under(
+    channel: Channel,
+    id: &str,
+    output: Output,
+    policy: Option<&Policy>,
+) -> Result<(), CliError> {
+    let examined = examine(channel.clone(), id).await?;
     match output {
-        Output::Text => print_request_text(&j),
-        Output::Json => println!("{}", json(&j)),
+        Output::Text => {
+            let twins = twins(channel, &examined).await.map_err(|e| e.to_string());
+            let context = Context {
+                now: ringi_policy::clock::now(),
+                policy,
+                twins,
+            };
+            let _ = write_view(&mut std::io::stdout().lock(), &examined, &context);
+        }
+        Output::Json => println!("{}", json(&examined.json())),
     }
     Ok(())
 }
@@ -591,26 +830,24 @@ pub async fn list(
     match output {
         Output::Text => {
             for j in &list {
-                let (amount, asset, destination) = match &j.transaction {
+                let (amount, destination) = match &j.transaction {
                     Some(t) => (
-                        t.total_paid_sats.to_string(),
-                        "sat".to_string(),
+                        amount_text(t.total_paid_sats),
                         t.payments
                             .iter()
                             .map(|o| o.address.as_str())
                             .collect::<Vec<_>>()
                             .join(","),
                     ),
-                    None if j.blind => (String::new(), "BLIND".into(), String::new()),
-                    None => (j.amount.clone(), j.asset.clone(), j.destination.clone()),
+                    None if j.blind => ("BLIND".to_string(), String::new()),
+                    None => (j.amount_text.clone(), j.destination.clone()),
                 };
                 println!(
-                    "{}\t{}\t{}\t{} {}\t{}",
+                    "{}\t{}\t{}\t{}\t{}",
                     j.request_id,
                     j.state,
                     j.key_id,
                     amount,
-                    printable(&asset),
                     printable(&destination)
                 );
             }

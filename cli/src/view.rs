@@ -30,18 +30,30 @@
 //! gives (which verifies every signature under the output key).
 //!
 //! The approval validity the coordinator proposes (`approval_ttl_secs`, from
-//! its policy) is checked only when signing, by [`approval_window`]: between
-//! 1 s and [`MAX_APPROVAL_TTL_SECS`], and `now + ttl` must not overflow. The
-//! signers enforce the policy's own `approval_ttl_secs` on every approval
-//! anyway; the bound here only keeps the CLI from signing a statement that
-//! would be valid for longer than any sane policy allows.
+//! its policy) is checked only when signing, by [`approval_window_under`]:
+//! between 1 s and [`MAX_APPROVAL_TTL_SECS`], `now + ttl` must not overflow,
+//! and, when the approver gave their own copy of the policy (whose hash
+//! [`check_policy`] requires to be the request's), at most that policy's
+//! `approval_ttl_secs` for the key. The signers enforce the policy's own
+//! `approval_ttl_secs` on every approval anyway; the bounds here keep the
+//! CLI from signing a statement valid for longer than the policy allows.
+//!
+//! For the person deciding, the module also says what the approver's own
+//! policy makes of a request ([`applied_rule`], [`local_standing`]), what
+//! the approver decided before ([`previous_decision`]), which other
+//! requests sign the same ([`same_subject`]), and writes amounts with their
+//! asset's decimals ([`amount_text`]) and times as RFC 3339 UTC with the
+//! time left ([`when`]).
 
 use prost::Message;
 use ringi::request_state::State;
 use ringi_frost::KeyKind;
 use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::evaluate::{Outcome, describe_missing, evaluate};
+use ringi_policy::policy::{KeyRules, Policy, Quorums};
 use ringi_policy::request::SigningRequest;
 use ringi_policy::statement::{Approval, Decision};
+use ringi_policy::subject::{KeyFacts, Subject, subject};
 use ringi_proto::coordinator::v1 as pb;
 use ringi_psbt::{Derived, Network, OwnKey};
 
@@ -156,6 +168,20 @@ pub enum ViewError {
     ApprovalTtlTooLong { secs: u64, max: u64 },
     #[error("an approval issued at {now} and valid for {ttl} s would expire past the end of time")]
     ApprovalExpiryOverflow { now: u64, ttl: u64 },
+    #[error(
+        "the coordinator proposes approvals valid for {secs} s, more than the approval_ttl_secs of {max} s your policy sets for key {key_id}; refusing to sign"
+    )]
+    ApprovalTtlAbovePolicy { key_id: String, secs: u64, max: u64 },
+    #[error(
+        "request {id} was made under policy {request}, but your policy file hashes to {yours}; refusing to sign (one of the two is not the policy in force)"
+    )]
+    PolicyMismatch {
+        id: String,
+        yours: String,
+        request: String,
+    },
+    #[error("your policy has no rules for key {key_id}; refusing to sign")]
+    PolicyHasNoRules { key_id: String },
 }
 
 /// One approval or rejection as shown: the coordinator's name for the
@@ -665,6 +691,334 @@ pub fn approval_window(now: u64, ttl_secs: u64) -> Result<ApprovalWindow, ViewEr
     })
 }
 
+/// The approval validity to sign for: what the coordinator proposes, which
+/// must not exceed `policy_max` (the `approval_ttl_secs` of the approver's
+/// own copy of the policy for `key_id`, when the approver gave one), then
+/// [`approval_window`]'s bounds. A shorter validity than the policy's is
+/// fine: it only makes the approval stricter.
+pub fn approval_window_under(
+    now: u64,
+    ttl_secs: u64,
+    key_id: &str,
+    policy_max: Option<u64>,
+) -> Result<ApprovalWindow, ViewError> {
+    if let Some(max) = policy_max
+        && ttl_secs > max
+    {
+        return Err(ViewError::ApprovalTtlAbovePolicy {
+            key_id: key_id.to_string(),
+            secs: ttl_secs,
+            max,
+        });
+    }
+    approval_window(now, ttl_secs)
+}
+
+/// The rules of `request`'s key in the approver's own copy of the policy,
+/// if that copy is the policy the request was made under (its SHA-256 is
+/// the request's `policy_hash`): what the approver checks the tier and the
+/// approval validity against, instead of the coordinator's word.
+pub fn check_policy<'p>(
+    policy: &'p Policy,
+    request: &SigningRequest,
+) -> Result<&'p KeyRules, ViewError> {
+    if policy.hash() != request.policy_hash {
+        return Err(ViewError::PolicyMismatch {
+            id: hex::encode(request.id()),
+            yours: hex::encode(policy.hash()),
+            request: hex::encode(request.policy_hash),
+        });
+    }
+    policy
+        .key(request.key_id.as_str())
+        .ok_or_else(|| ViewError::PolicyHasNoRules {
+            key_id: request.key_id.to_string(),
+        })
+}
+
+/// What the signers need to know of a key to derive a request's subject.
+pub fn key_facts(key: &KeyView) -> KeyFacts {
+    match key.taproot {
+        Some(t) => KeyFacts::BitcoinTaproot {
+            internal_key: t.internal_key,
+            output_key: t.output_key,
+        },
+        None => KeyFacts::FrostSecp256k1,
+    }
+}
+
+/// The rule of the approver's policy that applies to a request: which one
+/// (the base rule, a tier, blind signing), the quorums it sets with any an
+/// unlisted destination adds, and notes on how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedRule {
+    /// e.g. "the tier above 0.01000000 BTC (1000000 sat)".
+    pub rule: String,
+    /// Department → approvers needed, unlisted destinations included.
+    pub quorums: Quorums,
+    /// e.g. "destination bc1q... is not on the allowlist: also security 1".
+    pub notes: Vec<String>,
+}
+
+/// Works out the rule `rules` applies to `request` on `key`, deriving the
+/// request's subject as the signers do (`ringi_policy::subject`): a PSBT's
+/// payments, never a declared amount. `Err` says why the signers would
+/// refuse the request outright (a PSBT or fee rule, a destination the
+/// allowlist refuses, blind signing not allowed).
+pub fn applied_rule(
+    rules: &KeyRules,
+    request: &SigningRequest,
+    key: &KeyView,
+) -> Result<AppliedRule, String> {
+    let what = subject(rules, request, &key_facts(key)).map_err(|v| v.to_string())?;
+    if what == Subject::Blind {
+        return match &rules.blind_signing {
+            Some(quorums) => Ok(AppliedRule {
+                rule: "blind_signing (a raw message on a bitcoin-taproot key)".into(),
+                quorums: quorums.clone(),
+                notes: Vec::new(),
+            }),
+            None => Err(format!(
+                "the policy allows no blind signing for key {}: the signers will refuse it",
+                request.key_id
+            )),
+        };
+    }
+    // A PSBT's amounts are satoshis whatever the (empty) declared asset.
+    let asset = if what.transaction().is_some() {
+        "BTC"
+    } else {
+        request.metadata.asset.as_str()
+    };
+    let amount = what.amount();
+    let rule = match rules.tiers.iter().rev().find(|(above, _)| amount > *above) {
+        Some((above, _)) => format!("the tier above {}", amount_text(asset, *above)),
+        None => "the base rule".to_string(),
+    };
+    let destinations = what.destinations();
+    let quorums = rules.quorums_for_all(amount, &destinations).map_err(|d| {
+        format!(
+            "destination {} is not on the key's allowlist: the signers will refuse it",
+            printable(&d)
+        )
+    })?;
+    let mut notes = vec![format!(
+        "the amount counted is {}",
+        amount_text(asset, amount)
+    )];
+    if let Some(list) = &rules.destinations {
+        for d in destinations.iter().filter(|d| !list.allowed.contains(*d)) {
+            let extra = list.unlisted_require.as_ref().map(quorums_text);
+            notes.push(format!(
+                "destination {} is not on the allowlist: also {}",
+                printable(d),
+                extra.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(AppliedRule {
+        rule,
+        quorums,
+        notes,
+    })
+}
+
+/// e.g. "compliance 1, treasury 2".
+pub fn quorums_text(quorums: &Quorums) -> String {
+    quorums
+        .iter()
+        .map(|(d, n)| format!("{} {n}", printable(d)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the request stands under the approver's own policy at `now`,
+/// counting the approvals still valid then: what the coordinator's
+/// "still needed" should say.
+pub fn local_standing(policy: &Policy, view: &RequestView, key: &KeyView, now: u64) -> String {
+    let valid: Vec<Approval> = view
+        .approvals
+        .iter()
+        .filter(|a| now < a.statement.expires_at)
+        .cloned()
+        .collect();
+    match evaluate(policy, &view.request, &key_facts(key), &valid, now) {
+        Ok(Outcome::Pending { missing }) => format!("still needs {}", describe_missing(&missing)),
+        Ok(Outcome::Approved) => "the quorum is met".into(),
+        Ok(Outcome::Rejected {
+            approver,
+            department,
+            reason,
+        }) => format!(
+            "rejected by {} ({}): {}",
+            printable(&approver),
+            printable(&department),
+            printable(&reason)
+        ),
+        Err(v) => format!("refused: {}", printable(&v.to_string())),
+    }
+}
+
+/// The approver's own earlier decision on a request, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Previous {
+    /// None recorded.
+    None,
+    /// One still valid: another would be refused (ALREADY_EXISTS).
+    Valid { decision: Decision, expires_at: u64 },
+    /// Only expired ones (the latest expiry): a new approval renews it.
+    Expired { expires_at: u64 },
+}
+
+/// What `me` decided on `view` before, as of `now` (approvals and
+/// rejections: a requester's own `request` statement is no decision).
+pub fn previous_decision(view: &RequestView, me: &ApproverKey, now: u64) -> Previous {
+    let mine = view
+        .approvals
+        .iter()
+        .filter(|a| &a.approver == me && a.statement.decision != Decision::Request);
+    let mut latest = None;
+    for a in mine {
+        let s = &a.statement;
+        if now < s.expires_at {
+            return Previous::Valid {
+                decision: s.decision,
+                expires_at: s.expires_at,
+            };
+        }
+        latest = latest.max(Some(s.expires_at));
+    }
+    match latest {
+        Some(expires_at) => Previous::Expired { expires_at },
+        None => Previous::None,
+    }
+}
+
+/// Whether `other` would sign the same thing as `view`: the same raw
+/// message, the same PSBT, or a PSBT of the same transaction (same txid,
+/// so the same sighashes). `None` if not, or not for the same key.
+pub fn same_subject(
+    view: &RequestView,
+    checked: &Checked,
+    other: &RequestView,
+    other_checked: &Checked,
+) -> Option<&'static str> {
+    if view.request.key_id != other.request.key_id {
+        return None;
+    }
+    match (&view.request.psbt, &other.request.psbt) {
+        (None, None) if view.request.message == other.request.message => Some("the same message"),
+        (Some(a), Some(b)) if a == b => Some("the same PSBT"),
+        (Some(_), Some(_)) => match (checked, other_checked) {
+            (Checked::Transaction(a), Checked::Transaction(b)) if a.txid == b.txid => {
+                Some("the same transaction (txid)")
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Assets whose decimals the CLI knows: (symbol, decimals, name of the
+/// smallest unit). Matched exactly (case-sensitive): an asset the table
+/// does not name is shown raw, never guessed.
+pub const ASSETS: &[(&str, u32, &str)] = &[
+    ("BTC", 8, "sat"),
+    ("LTC", 8, "litoshi"),
+    ("ETH", 18, "wei"),
+    ("SOL", 9, "lamport"),
+    ("USD", 2, "cent"),
+    ("EUR", 2, "cent"),
+    ("JPY", 0, "yen"),
+];
+
+/// `amount` (in the asset's smallest unit, as requests carry it) for a
+/// person: with the asset's decimals and the raw figure
+/// ("0.50000000 BTC (50000000 sat)"), or, for an asset the CLI does not
+/// know, raw with the unit named ("50000000 FOO (smallest unit)").
+pub fn amount_text(asset: &str, amount: u128) -> String {
+    let Some(&(symbol, decimals, unit)) = ASSETS.iter().find(|(s, ..)| *s == asset) else {
+        return if asset.is_empty() {
+            format!("{amount} (smallest unit, no asset named)")
+        } else {
+            format!("{amount} {} (smallest unit)", printable(asset))
+        };
+    };
+    if decimals == 0 {
+        return format!("{amount} {symbol}");
+    }
+    let scale = 10u128.pow(decimals);
+    let (whole, fraction) = (amount / scale, amount % scale);
+    let width = decimals as usize;
+    format!("{whole}.{fraction:0width$} {symbol} ({amount} {unit})")
+}
+
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const RFC3339_MAX: u64 = 253_402_300_799;
+
+/// Seconds since the Unix epoch as RFC 3339 UTC ("2026-12-06T10:00:00Z");
+/// a time past year 9999 (only a broken or hostile coordinator sends one)
+/// is written as seconds, never a panic.
+pub fn rfc3339(secs: u64) -> String {
+    if secs > RFC3339_MAX {
+        return format!("{secs} s after 1970 (past year 9999)");
+    }
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01 (H. Hinnant's
+/// `civil_from_days`, for days ≥ 0).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// A duration in its two largest units: "45s", "12m5s", "3h12m", "2d3h".
+pub fn duration_text(secs: u64) -> String {
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// `at` relative to `now`: "in 3h12m", "5m0s ago", "now".
+pub fn time_left(now: u64, at: u64) -> String {
+    match at.cmp(&now) {
+        std::cmp::Ordering::Greater => format!("in {}", duration_text(at - now)),
+        std::cmp::Ordering::Equal => "now".into(),
+        std::cmp::Ordering::Less => format!("{} ago", duration_text(now - at)),
+    }
+}
+
+/// `at` as RFC 3339 with its distance from `now`:
+/// "2026-12-06T10:00:00Z (in 3h12m)".
+pub fn when(now: u64, at: u64) -> String {
+    format!("{} ({})", rfc3339(at), time_left(now, at))
+}
+
 /// `text` for a terminal: control characters (escape sequences, carriage
 /// returns, newlines...) and bidirectional overrides escaped as `\u{1b}`
 /// and the like, everything else as is. The strings of a request come from
@@ -1047,6 +1401,322 @@ mod tests {
             "bc1qmallory\\u{1b}[2K\\rbc1qexample\\n"
         );
         assert_eq!(printable("bc1q\u{202e}elpmaxe"), "bc1q\\u{202e}elpmaxe");
+    }
+
+    // --- What the approver sees ---
+
+    fn key_of(seed: u8) -> ApproverSigner {
+        ApproverSigner::File(p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap())
+    }
+
+    /// alice (the test signer) and bob in treasury, carol in compliance,
+    /// erin in security; hot-1 needs treasury and compliance, above 1 BTC
+    /// also a second treasurer and security; approvals valid 600 s.
+    fn policy(extra: &str) -> Policy {
+        let [alice, bob, carol, erin] = [7u8, 8, 9, 10].map(|s| key_of(s).public_key().to_text());
+        Policy::from_bytes(
+            format!(
+                "version = 1\n\
+                 [[departments]]\nname = \"treasury\"\napprovers = [{{ name = \"alice\", key = \"{alice}\" }}, {{ name = \"bob\", key = \"{bob}\" }}]\n\
+                 [[departments]]\nname = \"compliance\"\napprovers = [{{ name = \"carol\", key = \"{carol}\" }}]\n\
+                 [[departments]]\nname = \"security\"\napprovers = [{{ name = \"erin\", key = \"{erin}\" }}]\n\
+                 [keys.hot-1]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\n\
+                 require = {{ treasury = 1, compliance = 1 }}\n\
+                 tiers = [{{ above = 100000000, require = {{ treasury = 2, compliance = 1, security = 1 }} }}]\n{extra}"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    fn frost_key() -> KeyView {
+        KeyView {
+            key_id: "hot-1".into(),
+            kind: KeyKind::FrostSecp256k1,
+            group_public_key: vec![2; 33],
+            taproot: None,
+        }
+    }
+
+    /// The test request made under `policy`, as a checked view with
+    /// alice's approval (issued NOW, valid 300 s).
+    fn view_under(policy: &Policy, edit: impl FnOnce(&mut SigningRequest)) -> RequestView {
+        let mut r = request();
+        r.policy_hash = policy.hash();
+        edit(&mut r);
+        let a = approval(&r, &signer());
+        let mut v = good();
+        v.request_id = hex::encode(r.id());
+        v.request = Some(ringi_proto::bundle::request_to_pb(&r));
+        v.content_digest = hex::encode(r.content_digest());
+        v.approvals = vec![ringi_proto::bundle::approval_to_pb(&a)];
+        from_pb(&v).unwrap()
+    }
+
+    #[test]
+    fn amounts_are_shown_with_their_assets_decimals() {
+        assert_eq!(
+            amount_text("BTC", 50_000_000),
+            "0.50000000 BTC (50000000 sat)"
+        );
+        assert_eq!(amount_text("BTC", 0), "0.00000000 BTC (0 sat)");
+        assert_eq!(
+            amount_text("BTC", 2_100_000_000_000_000),
+            "21000000.00000000 BTC (2100000000000000 sat)"
+        );
+        assert_eq!(
+            amount_text("ETH", 1_500_000_000_000_000_000),
+            "1.500000000000000000 ETH (1500000000000000000 wei)"
+        );
+        assert_eq!(amount_text("JPY", 1000), "1000 JPY");
+        assert_eq!(amount_text("USD", 1234), "12.34 USD (1234 cent)");
+        // The largest amount a request can carry does not overflow.
+        assert_eq!(
+            amount_text("ETH", u128::MAX),
+            format!(
+                "{}.{} ETH ({} wei)",
+                u128::MAX / 10u128.pow(18),
+                u128::MAX % 10u128.pow(18),
+                u128::MAX
+            )
+        );
+        // Unknown (or differently spelled) assets: raw, the unit named.
+        assert_eq!(
+            amount_text("FOO", 50_000_000),
+            "50000000 FOO (smallest unit)"
+        );
+        assert_eq!(amount_text("btc", 5), "5 btc (smallest unit)");
+        assert_eq!(amount_text("", 5), "5 (smallest unit, no asset named)");
+        assert_eq!(
+            amount_text("F\u{1b}[2K", 5),
+            "5 F\\u{1b}[2K (smallest unit)"
+        );
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(NOW), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_551_200), "2026-12-06T10:00:00Z");
+        assert_eq!(rfc3339(RFC3339_MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(u64::MAX),
+            "18446744073709551615 s after 1970 (past year 9999)"
+        );
+    }
+
+    #[test]
+    fn time_left_is_in_its_two_largest_units() {
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(45), "45s");
+        assert_eq!(duration_text(725), "12m5s");
+        assert_eq!(duration_text(3 * 3600 + 12 * 60 + 59), "3h12m");
+        assert_eq!(duration_text(2 * 86_400 + 3 * 3600 + 5), "2d3h");
+        assert_eq!(time_left(NOW, NOW + 11_520), "in 3h12m");
+        assert_eq!(time_left(NOW, NOW), "now");
+        assert_eq!(time_left(NOW, NOW - 300), "5m0s ago");
+        assert_eq!(
+            time_left(0, u64::MAX),
+            format!("in {}d7h", u64::MAX / 86_400)
+        );
+        assert_eq!(when(NOW, NOW + 11_520), "2023-11-15T01:25:20Z (in 3h12m)");
+    }
+
+    #[test]
+    fn a_validity_above_the_approvers_policy_is_refused() {
+        assert_eq!(
+            approval_window_under(NOW, 600, "hot-1", Some(600)),
+            Ok(ApprovalWindow {
+                issued_at: NOW,
+                expires_at: NOW + 600
+            })
+        );
+        // Shorter than the policy's: stricter, fine.
+        assert_eq!(
+            approval_window_under(NOW, 60, "hot-1", Some(600))
+                .unwrap()
+                .expires_at,
+            NOW + 60
+        );
+        let err = approval_window_under(NOW, 601, "hot-1", Some(600)).unwrap_err();
+        assert_eq!(
+            err,
+            ViewError::ApprovalTtlAbovePolicy {
+                key_id: "hot-1".into(),
+                secs: 601,
+                max: 600
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "the coordinator proposes approvals valid for 601 s, more than the approval_ttl_secs of 600 s your policy sets for key hot-1; refusing to sign"
+        );
+        // Without a policy, only the CLI's own bounds.
+        assert!(approval_window_under(NOW, 601, "hot-1", None).is_ok());
+        assert_eq!(
+            approval_window_under(NOW, MAX_APPROVAL_TTL_SECS + 1, "hot-1", Some(u64::MAX)),
+            Err(ViewError::ApprovalTtlTooLong {
+                secs: MAX_APPROVAL_TTL_SECS + 1,
+                max: MAX_APPROVAL_TTL_SECS
+            })
+        );
+    }
+
+    #[test]
+    fn the_approvers_policy_must_be_the_requests() {
+        let p = policy("");
+        let mut r = request();
+        r.policy_hash = p.hash();
+        assert_eq!(check_policy(&p, &r).unwrap().approval_ttl_secs, 600);
+        // A comment changes the file, so its hash: another policy.
+        let edited = policy("# edited\n");
+        assert_eq!(
+            check_policy(&edited, &r),
+            Err(ViewError::PolicyMismatch {
+                id: hex::encode(r.id()),
+                yours: hex::encode(edited.hash()),
+                request: hex::encode(p.hash()),
+            })
+        );
+        let mut other_key = r.clone();
+        other_key.key_id = ringi_policy::key_id::KeyId::parse("cold-1").unwrap();
+        assert_eq!(
+            check_policy(&p, &other_key),
+            Err(ViewError::PolicyHasNoRules {
+                key_id: "cold-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn the_applied_rule_is_the_tier_of_the_amount() {
+        let p = policy("");
+        let rules = p.key("hot-1").unwrap();
+        let mut r = request(); // 1.5 BTC
+        let rule = applied_rule(rules, &r, &frost_key()).unwrap();
+        assert_eq!(rule.rule, "the tier above 1.00000000 BTC (100000000 sat)");
+        assert_eq!(
+            quorums_text(&rule.quorums),
+            "compliance 1, security 1, treasury 2"
+        );
+        assert_eq!(
+            rule.notes,
+            ["the amount counted is 1.50000000 BTC (150000000 sat)"]
+        );
+        // At the threshold itself: the base rule ("above" is strict).
+        r.metadata.amount = 100_000_000;
+        let rule = applied_rule(rules, &r, &frost_key()).unwrap();
+        assert_eq!(rule.rule, "the base rule");
+        assert_eq!(quorums_text(&rule.quorums), "compliance 1, treasury 1");
+    }
+
+    #[test]
+    fn an_unlisted_destination_adds_its_quorum_or_is_refused() {
+        let p = policy(
+            "[keys.hot-1.destinations]\nallowed = [\"bc1qlisted\"]\nunlisted_require = { security = 1 }\n",
+        );
+        let rules = p.key("hot-1").unwrap();
+        let mut r = request();
+        r.metadata.amount = 1000;
+        let rule = applied_rule(rules, &r, &frost_key()).unwrap();
+        assert_eq!(
+            quorums_text(&rule.quorums),
+            "compliance 1, security 1, treasury 1"
+        );
+        assert_eq!(
+            rule.notes[1],
+            "destination bc1qexample is not on the allowlist: also security 1"
+        );
+        r.metadata.destination = "bc1qlisted".into();
+        assert_eq!(
+            applied_rule(rules, &r, &frost_key()).unwrap().notes.len(),
+            1
+        );
+        let strict = policy("[keys.hot-1.destinations]\nallowed = [\"bc1qlisted\"]\n");
+        r.metadata.destination = "bc1qexample".into();
+        assert_eq!(
+            applied_rule(strict.key("hot-1").unwrap(), &r, &frost_key()),
+            Err(
+                "destination bc1qexample is not on the key's allowlist: the signers will refuse it"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn the_local_standing_counts_only_valid_approvals() {
+        let p = policy("");
+        let v = view_under(&p, |_| {});
+        let key = frost_key();
+        assert_eq!(
+            local_standing(&p, &v, &key, NOW + 1),
+            "still needs compliance 0 of 1, security 0 of 1, treasury 1 of 2"
+        );
+        // alice's approval expired at NOW + 300.
+        assert_eq!(
+            local_standing(&p, &v, &key, NOW + 300),
+            "still needs compliance 0 of 1, security 0 of 1, treasury 0 of 2"
+        );
+        // Under another policy the request is refused, not counted.
+        let other = policy("# edited\n");
+        assert!(
+            local_standing(&other, &v, &key, NOW + 1)
+                .starts_with("refused: request was made under policy"),
+        );
+    }
+
+    #[test]
+    fn an_expired_approval_of_ones_own_is_renewed_a_valid_one_is_not() {
+        let p = policy("");
+        let v = view_under(&p, |_| {});
+        let alice = signer().public_key();
+        assert_eq!(
+            previous_decision(&v, &alice, NOW + 299),
+            Previous::Valid {
+                decision: Decision::Approve,
+                expires_at: NOW + 300
+            }
+        );
+        assert_eq!(
+            previous_decision(&v, &alice, NOW + 300),
+            Previous::Expired {
+                expires_at: NOW + 300
+            }
+        );
+        assert_eq!(
+            previous_decision(&v, &key_of(8).public_key(), NOW),
+            Previous::None
+        );
+        // A requester's own `request` statement is no decision of theirs.
+        let mut signed = v.clone();
+        let s = &mut signed.approvals[0].statement;
+        s.decision = Decision::Request;
+        s.department = String::new();
+        assert_eq!(previous_decision(&signed, &alice, NOW), Previous::None);
+    }
+
+    #[test]
+    fn the_same_message_on_the_same_key_is_found() {
+        let p = policy("");
+        let a = view_under(&p, |_| {});
+        let twin = view_under(&p, |r| r.nonce = vec![4; ringi_policy::request::NONCE_LEN]);
+        assert_ne!(a.id, twin.id);
+        assert_eq!(
+            same_subject(&a, &Checked::Raw, &twin, &Checked::Raw),
+            Some("the same message")
+        );
+        let other = view_under(&p, |r| r.message = vec![0xcd; 32]);
+        assert_eq!(same_subject(&a, &Checked::Raw, &other, &Checked::Raw), None);
+        let other_key = view_under(&p, |r| {
+            r.key_id = ringi_policy::key_id::KeyId::parse("hot-2").unwrap()
+        });
+        assert_eq!(
+            same_subject(&a, &Checked::Raw, &other_key, &Checked::Raw),
+            None
+        );
     }
 
     #[test]

@@ -205,15 +205,22 @@ impl Setup {
     }
 
     fn approve(&self, id: &str) -> (bool, String) {
+        self.approve_with(id, &["--yes"])
+    }
+
+    /// `ringi approve` as alice with `extra` arguments.
+    fn approve_with(&self, id: &str, extra: &[&str]) -> (bool, String) {
         let key = self.dir.path().join("alice.pem");
-        self.ringi(&[
+        let mut args = vec![
             "approve",
             id,
             "--department",
             "treasury",
             "--key-file",
             key.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.ringi(&args)
     }
 
     fn set(&self, v: pb::SigningRequestView) {
@@ -565,4 +572,226 @@ fn a_signed_transaction_that_is_not_the_requests_is_refused() {
             "{err}"
         );
     }
+}
+
+// --- Confirmation, the approver's own policy, renewal ---
+
+/// alice in treasury (her key file's key), carol in compliance; hot-1
+/// approvals valid at most 600 s. Written into the setup's directory;
+/// returns its path and SHA-256.
+fn write_policy(s: &Setup, approval_ttl_secs: u64) -> (std::path::PathBuf, [u8; 32]) {
+    let alice = ringi_cli::approver::ApproverSigner::from_file(&s.dir.path().join("alice.pem"))
+        .unwrap()
+        .public_key()
+        .to_text();
+    let carol = ringi_cli::approver::generate_key_file(&s.dir.path().join("carol.pem"))
+        .unwrap()
+        .to_text();
+    let text = format!(
+        "version = 1\n\
+         [[departments]]\nname = \"treasury\"\napprovers = [{{ name = \"alice\", key = \"{alice}\" }}]\n\
+         [[departments]]\nname = \"compliance\"\napprovers = [{{ name = \"carol\", key = \"{carol}\" }}]\n\
+         [keys.hot-1]\nrequest_ttl_secs = 3600\napproval_ttl_secs = {approval_ttl_secs}\n\
+         require = {{ treasury = 1, compliance = 1 }}\n\
+         tiers = [{{ above = 100000000, require = {{ treasury = 1, compliance = 1 }} }}]\n"
+    );
+    let path = s.dir.path().join("policy.toml");
+    std::fs::write(&path, &text).unwrap();
+    let policy = ringi_policy::policy::Policy::from_bytes(text.as_bytes()).unwrap();
+    (path, policy.hash())
+}
+
+/// The test request (0.5 BTC) under policy `hash`.
+fn request_under(hash: [u8; 32]) -> SigningRequest {
+    let mut r = request("bc1qexample");
+    r.policy_hash = hash;
+    r.metadata.amount = 50_000_000;
+    r.metadata.memo = "exchange rebalance".into();
+    r
+}
+
+#[test]
+fn approve_on_a_stdin_that_is_not_a_terminal_needs_yes() {
+    let s = start();
+    let r = request("bc1qexample");
+    s.set(view(&r, 3600));
+    let id = hex::encode(r.id());
+    // `Command::output` gives the CLI no stdin: not a terminal.
+    let (ok, err) = s.approve_with(&id, &[]);
+    assert!(!ok, "approved without a confirmation");
+    assert!(
+        err.contains(
+            "stdin is not a terminal, so the decision cannot be confirmed: refusing to approve (pass --yes to approve from a script)"
+        ),
+        "{err}"
+    );
+    let key = s.dir.path().join("alice.pem");
+    let (ok, err) = s.ringi(&[
+        "reject",
+        &id,
+        "--department",
+        "treasury",
+        "--reason",
+        "no",
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("refusing to reject"), "{err}");
+    assert!(s.decided().is_empty(), "nothing was signed");
+    // With --yes it goes through.
+    let (ok, err) = s.approve(&id);
+    assert!(ok, "{err}");
+    assert_eq!(s.decided().len(), 1);
+}
+
+#[test]
+fn a_policy_file_that_is_not_the_requests_is_refused_naming_both_hashes() {
+    let s = start();
+    let (path, hash) = write_policy(&s, 600);
+    let r = request("bc1qexample"); // made under policy 0707...
+    s.set(view(&r, 600));
+    let id = hex::encode(r.id());
+    let (ok, err) = s.approve_with(&id, &["--yes", "--policy", path.to_str().unwrap()]);
+    assert!(!ok, "approved under another policy");
+    assert!(
+        err.contains(&format!(
+            "request {id} was made under policy {}, but your policy file hashes to {}; refusing to sign",
+            hex::encode([7u8; 32]),
+            hex::encode(hash)
+        )),
+        "{err}"
+    );
+    // The same through the environment.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringi"))
+        .env("RINGI_COORDINATOR", &s.address)
+        .env("RINGI_POLICY_FILE", &path)
+        .args([
+            "approve",
+            &id,
+            "--department",
+            "treasury",
+            "--key-file",
+            s.dir.path().join("alice.pem").to_str().unwrap(),
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("your policy file hashes to"));
+    assert!(s.decided().is_empty(), "nothing was signed");
+}
+
+#[test]
+fn a_validity_above_the_approvers_policy_is_refused_and_within_it_signed() {
+    let s = start();
+    let (path, hash) = write_policy(&s, 600);
+    let r = request_under(hash);
+    let id = hex::encode(r.id());
+    let policy = ["--yes", "--policy", path.to_str().unwrap()];
+    // Ten years, an hour, 601 s: each above the policy's 600 s.
+    for ttl in [10 * 365 * 86_400, 3600, 601] {
+        s.set(view(&r, ttl));
+        let (ok, err) = s.approve_with(&id, &policy);
+        assert!(!ok, "signed for {ttl} s");
+        assert!(
+            err.contains(&format!(
+                "the coordinator proposes approvals valid for {ttl} s, more than the approval_ttl_secs of 600 s your policy sets for key hot-1; refusing to sign"
+            )),
+            "{err}"
+        );
+    }
+    assert!(s.decided().is_empty(), "nothing was signed");
+    // Within it: shown with the rule of the approver's policy, and signed.
+    s.set(view(&r, 600));
+    let (ok, err) = s.approve_with(&id, &policy);
+    assert!(ok, "{err}");
+    for shown in [
+        "amount       0.50000000 BTC (50000000 sat)",
+        "memo         exchange rebalance",
+        "requester    wallet-service",
+        "rule         the base rule: compliance 1, treasury 1",
+        "the amount counted is 0.50000000 BTC (50000000 sat)",
+        "your policy  still needs compliance 0 of 1, treasury 0 of 1",
+        "within the approval_ttl_secs of 600 s of your policy",
+        &format!("policy       {} (your copy)", hex::encode(hash)),
+    ] {
+        assert!(err.contains(shown), "{shown:?} not in:\n{err}");
+    }
+    let decided = s.decided();
+    assert_eq!(decided.len(), 1);
+    assert_eq!(decided[0].expires_at - decided[0].issued_at, 600);
+    // Without a policy: today's cap, and the CLI says it did not check.
+    s.set(view(&r, 3600));
+    let (ok, err) = s.approve(&id);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("not checked against a policy (no --policy)")
+            && err.contains("the tier cannot be checked locally"),
+        "{err}"
+    );
+}
+
+/// An approval by alice of `r`, issued at `issued_at`, valid until
+/// `expires_at`, with its decision summary.
+fn alices_approval(
+    s: &Setup,
+    r: &SigningRequest,
+    issued_at: u64,
+    expires_at: u64,
+) -> (ringi_proto::approval::v1::Approval, pb::DecisionSummary) {
+    use ringi_policy::statement::{Approval, Decision, Statement};
+    let signer =
+        ringi_cli::approver::ApproverSigner::from_file(&s.dir.path().join("alice.pem")).unwrap();
+    let statement =
+        Statement::for_request(r, "treasury", Decision::Approve, "", issued_at, expires_at);
+    let approver = signer.public_key();
+    let signature = signer.sign(&statement.signed_bytes(&approver)).unwrap();
+    let approval = Approval {
+        statement,
+        approver,
+        signature,
+    };
+    let summary = pb::DecisionSummary {
+        approver: "alice".into(),
+        department: "treasury".into(),
+        decision: "approve".into(),
+        reason: String::new(),
+        issued_at,
+        expires_at,
+    };
+    (ringi_proto::bundle::approval_to_pb(&approval), summary)
+}
+
+#[test]
+fn an_expired_approval_is_renewed_and_a_valid_one_is_not_signed_again() {
+    let s = start();
+    let r = request("bc1qexample");
+    let id = hex::encode(r.id());
+    let now = ringi_policy::clock::now();
+    let (approval, summary) = alices_approval(&s, &r, now - 700, now - 100);
+    let mut v = view(&r, 600);
+    v.approvals = vec![approval];
+    v.decisions = vec![summary];
+    s.set(v);
+    let (ok, err) = s.approve(&id);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("renewing your approval that expired at ") && err.contains("EXPIRED at "),
+        "{err}"
+    );
+    assert_eq!(s.decided().len(), 1);
+
+    let (approval, summary) = alices_approval(&s, &r, now, now + 600);
+    let mut v = view(&r, 600);
+    v.approvals = vec![approval];
+    v.decisions = vec![summary];
+    s.set(v);
+    let (ok, err) = s.approve(&id);
+    assert!(!ok);
+    assert!(
+        err.contains("has already decided on request") && err.contains("AlreadyExists"),
+        "{err}"
+    );
+    assert_eq!(s.decided().len(), 1, "nothing more was signed");
 }

@@ -56,6 +56,7 @@ fn signs_only_after_every_required_department_with_a_token_approver() {
             "approver-carol",
             "--key-label",
             "carol",
+            "--yes",
         ])
         .output()
         .unwrap();
@@ -148,6 +149,7 @@ fn every_refusal_path_through_the_cli() {
         "sanctioned address",
         "--key-file",
         &dave,
+        "--yes",
     ]);
     assert!(out.status.success(), "{}", stderr_of(&out));
     let v = show(&cluster, &id);
@@ -242,6 +244,7 @@ fn every_refusal_path_through_the_cli() {
         "treasury",
         "--key-file",
         mallory.to_str().unwrap(),
+        "--yes",
     ]);
     assert!(
         stderr_of(&out).contains("not in the policy's roster")
@@ -266,6 +269,7 @@ fn every_refusal_path_through_the_cli() {
         "treasury",
         "--key-file",
         junk.to_str().unwrap(),
+        "--yes",
     ]);
     assert!(
         stderr_of(&out).contains("is not a PKCS#8 PEM P-256 private key"),

@@ -24,6 +24,7 @@ fn reject(cluster: &Cluster, id: &str, who: &str, department: &str, direct: bool
         "unknown beneficiary",
         "--key-file",
         &key,
+        "--yes",
     ];
     if direct {
         args.extend(["--signer", &list]);

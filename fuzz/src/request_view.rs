@@ -116,6 +116,9 @@ pub fn run(data: &[u8]) -> Reached {
                 ViewError::ZeroApprovalTtl
                 | ViewError::ApprovalTtlTooLong { .. }
                 | ViewError::ApprovalExpiryOverflow { .. }
+                | ViewError::ApprovalTtlAbovePolicy { .. }
+                | ViewError::PolicyMismatch { .. }
+                | ViewError::PolicyHasNoRules { .. }
                 | ViewError::BadKey { .. }
                 | ViewError::OtherKey { .. }
                 | ViewError::Psbt { .. }

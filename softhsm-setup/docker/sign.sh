@@ -32,8 +32,8 @@ id=$(wallet requests submit --key-id "$key_id" --message-hex "$message" --asset 
 echo "request $id: sign sha256('$text') = $message" >&2
 # (The CLI warns that key files are for development only; the approvers' keys
 # belong in tokens in production, see docs/approvals.md.)
-operator approve "$id" --department treasury --key-file "$(keyfile alice)" 2>/dev/null >&2
-operator approve "$id" --department compliance --key-file "$(keyfile carol)" 2>/dev/null >&2
+operator approve "$id" --department treasury --key-file "$(keyfile alice)" --yes 2>/dev/null >&2
+operator approve "$id" --department compliance --key-file "$(keyfile carol)" --yes 2>/dev/null >&2
 signature=$(operator requests wait "$id" --timeout-secs 60)
 group_key=$(operator pubkey --key-id "$key_id")
 echo "group key $group_key" >&2

@@ -41,8 +41,8 @@ spent=$(mktemp)
 psbt=$("$examples/create_spend" "$internal" "$output" regtest 1000 --coin "$coin" --pay "$payee:60000" 2>"$spent")
 id=$(wallet requests submit --key-id "$key_id" --psbt "$psbt" --memo "docker e2e spend")
 echo "request $id: PSBT paying 60000 sat to $payee" >&2
-operator approve "$id" --department treasury --key-file "$(keyfile alice)" 2>/dev/null >&2
-operator approve "$id" --department compliance --key-file "$(keyfile carol)" 2>/dev/null >&2
+operator approve "$id" --department treasury --key-file "$(keyfile alice)" --yes 2>/dev/null >&2
+operator approve "$id" --department compliance --key-file "$(keyfile carol)" --yes 2>/dev/null >&2
 tx=$(operator requests wait "$id" --timeout-secs 60 --output tx)
 "$examples/verify_spend" "$tx" $(cat "$spent") >&2
 rm -f "$spent"

@@ -670,7 +670,8 @@ impl Cluster {
             .to_string()
     }
 
-    /// `ringi approve` with the approver's key file.
+    /// `ringi approve --yes` with the approver's key file (a test is a
+    /// script: it confirms with the flag, not on a terminal).
     pub fn approve(&self, id: &str, approver: &str, department: &str) -> Output {
         let key = self.key_file(approver);
         self.ringi(&[
@@ -680,6 +681,7 @@ impl Cluster {
             department,
             "--key-file",
             &key,
+            "--yes",
         ])
     }
 
