@@ -4,8 +4,18 @@
 //! configured CA); [`interceptor`] looks that identity up among the
 //! configured clients and attaches it to the request, refusing anyone not
 //! configured. Handlers then check roles and key ids with [`require`] and
-//! [`require_key`]. Without TLS (plaintext on loopback, development) there
-//! is no identity and nothing is restricted.
+//! [`require_key`], and what a caller may read with [`read_scope`]. Without
+//! TLS (plaintext on loopback, development) there is no identity and
+//! nothing is restricted.
+//!
+//! Reads (`GetSigningRequest`, `ListSigningRequests`,
+//! `WatchSigningRequest`) need a role: approvers and administrators read
+//! every request (an approver must see what it signs and what else is
+//! open); a wallet reads only the requests of its `key_ids` (a request
+//! carries its approvals and signature, which are the business of that
+//! key's wallet alone). A request outside a wallet's keys answers exactly
+//! as a request that does not exist (NOT_FOUND, same message), so a wallet
+//! learns nothing of other keys' requests, not even that an id is in use.
 
 use std::sync::Arc;
 
@@ -66,6 +76,80 @@ pub fn require_key<T>(request: &Request<T>, key_id: &str) -> Result<(), Status> 
     }
 }
 
+/// What a caller may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadScope {
+    /// Every request: approvers, administrators, a wallet allowed `"*"`,
+    /// and any caller without TLS (development).
+    All,
+    /// Only the requests of these key ids (a wallet's `key_ids`).
+    Keys(Vec<String>),
+}
+
+impl ReadScope {
+    /// Whether a request for `key_id` is in scope.
+    pub fn may_read(&self, key_id: &str) -> bool {
+        match self {
+            ReadScope::All => true,
+            ReadScope::Keys(keys) => keys.iter().any(|k| k == key_id),
+        }
+    }
+}
+
+/// Why a read is refused (PERMISSION_DENIED).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadRefused {
+    #[error("client {client:?} has no role that may read requests (wallet, approver or admin)")]
+    NoReadRole { client: String },
+    #[error("client {client:?} may not read requests for key {key_id:?}")]
+    KeyOutOfScope { client: String, key_id: String },
+}
+
+impl From<ReadRefused> for Status {
+    fn from(e: ReadRefused) -> Self {
+        Status::permission_denied(e.to_string())
+    }
+}
+
+/// What `caller` (`None`: no TLS) may read; refused for a configured
+/// client with none of the wallet, approver and admin roles. Pure: the
+/// rule, apart from where the caller comes from.
+pub fn read_scope_of(caller: Option<&ClientEntry>) -> Result<ReadScope, ReadRefused> {
+    let Some(c) = caller else {
+        return Ok(ReadScope::All);
+    };
+    if c.has(Role::Approver) || c.has(Role::Admin) {
+        return Ok(ReadScope::All);
+    }
+    if !c.has(Role::Wallet) {
+        return Err(ReadRefused::NoReadRole {
+            client: c.name.clone(),
+        });
+    }
+    if c.key_ids.iter().any(|k| k == "*") {
+        return Ok(ReadScope::All);
+    }
+    Ok(ReadScope::Keys(c.key_ids.clone()))
+}
+
+/// What the caller of `request` may read (see [`read_scope_of`]).
+pub fn read_scope<T>(request: &Request<T>) -> Result<ReadScope, Status> {
+    Ok(read_scope_of(caller(request))?)
+}
+
+/// Refuses a listing of `key_id`'s requests to `client` when its scope
+/// does not hold the key. Naming the key reveals nothing: the refusal
+/// depends only on the caller's configuration, not on what exists.
+pub fn require_read_key(scope: &ReadScope, client: &str, key_id: &str) -> Result<(), ReadRefused> {
+    if scope.may_read(key_id) {
+        return Ok(());
+    }
+    Err(ReadRefused::KeyOutOfScope {
+        client: client.to_string(),
+        key_id: key_id.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +188,71 @@ mod tests {
             key_ids: vec!["*".into()],
         });
         assert!(require_key(&star, "anything").is_ok());
+    }
+
+    fn client(roles: &[Role], key_ids: &[&str]) -> ClientEntry {
+        ClientEntry {
+            name: "c".into(),
+            roles: roles.to_vec(),
+            key_ids: key_ids.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn approvers_and_admins_read_everything_and_wallets_their_keys() {
+        assert_eq!(read_scope_of(None), Ok(ReadScope::All));
+        for roles in [
+            &[Role::Approver][..],
+            &[Role::Admin],
+            &[Role::Wallet, Role::Approver],
+        ] {
+            // An approver's or admin's key_ids limit what it submits, not
+            // what it reads.
+            assert_eq!(
+                read_scope_of(Some(&client(roles, &["hot-1"]))),
+                Ok(ReadScope::All),
+                "{roles:?}"
+            );
+        }
+        let wallet = read_scope_of(Some(&client(&[Role::Wallet], &["hot-1", "hot-2"]))).unwrap();
+        assert_eq!(
+            wallet,
+            ReadScope::Keys(vec!["hot-1".into(), "hot-2".into()])
+        );
+        assert!(wallet.may_read("hot-1") && wallet.may_read("hot-2"));
+        assert!(!wallet.may_read("cold-1"));
+        assert!(!wallet.may_read("*"));
+        assert_eq!(
+            read_scope_of(Some(&client(&[Role::Wallet], &["*"]))),
+            Ok(ReadScope::All)
+        );
+        // A wallet with no keys reads nothing.
+        let none = read_scope_of(Some(&client(&[Role::Wallet], &[]))).unwrap();
+        assert!(!none.may_read("hot-1"));
+    }
+
+    #[test]
+    fn a_client_without_a_role_reads_nothing() {
+        let err = read_scope_of(Some(&client(&[], &["*"]))).unwrap_err();
+        assert_eq!(err, ReadRefused::NoReadRole { client: "c".into() });
+        let status = Status::from(err);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "client \"c\" has no role that may read requests (wallet, approver or admin)"
+        );
+    }
+
+    #[test]
+    fn listing_a_key_out_of_scope_is_refused_by_name() {
+        let scope = ReadScope::Keys(vec!["hot-1".into()]);
+        assert!(require_read_key(&scope, "w", "hot-1").is_ok());
+        let status = Status::from(require_read_key(&scope, "w", "cold-1").unwrap_err());
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "client \"w\" may not read requests for key \"cold-1\""
+        );
+        assert!(require_read_key(&ReadScope::All, "a", "cold-1").is_ok());
     }
 }

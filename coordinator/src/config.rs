@@ -15,7 +15,7 @@
 //! [[clients]]                       # under TLS: who may do what
 //! name = "wallet-service"            # the name in its certificate
 //! roles = ["wallet"]                 # wallet | approver | admin
-//! key_ids = ["hot-1"]                # keys a wallet may submit for ("*": all)
+//! key_ids = ["hot-1"]                # keys a wallet may submit for and read ("*": all)
 //!
 //! [[signers]]
 //! name = "signer-1"
@@ -57,10 +57,12 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ClientEntry {
     pub name: String,
-    /// Any of "wallet" (submit requests), "approver" (decide), "admin"
-    /// (create keys). Every configured client may read.
+    /// Any of "wallet" (submit requests, read its keys' requests),
+    /// "approver" (decide, read every request), "admin" (create keys,
+    /// retry, read every request). A client with no role reads nothing.
     pub roles: Vec<Role>,
-    /// For wallets: the key ids it may submit requests for ("*": all).
+    /// For wallets: the key ids it may submit requests for and read the
+    /// requests of ("*": all).
     #[serde(default)]
     pub key_ids: Vec<String>,
 }

@@ -139,6 +139,9 @@ pub struct ClaimRequest<'a> {
 pub struct ListFilter<'a> {
     pub pending_only: bool,
     pub key_id: Option<&'a KeyId>,
+    /// Only requests for one of these keys (a wallet's read scope), on
+    /// top of `key_id`; `None`: any key.
+    pub key_ids: Option<&'a [KeyId]>,
     pub state: Option<State>,
     pub page_size: usize,
     pub after: Option<Position>,

@@ -338,6 +338,18 @@ pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::Signin
     }
 }
 
+/// `record`, if the caller's read scope holds its key; otherwise the very
+/// answer a request that does not exist gets (NOT_FOUND, "request ... does
+/// not exist"), so that a wallet cannot tell another key's request from
+/// none.
+fn readable(record: RequestRecord, scope: &access::ReadScope) -> Result<RequestRecord, Error> {
+    if scope.may_read(record.request.key_id.as_str()) {
+        Ok(record)
+    } else {
+        Err(Error::NotFound(crate::error::Missing::Request(record.id)))
+    }
+}
+
 /// Runs a command that writes to completion even if the caller goes away.
 /// A handler's future is dropped when its client disconnects or times out;
 /// a command dropped between its commit and what must follow it (the audit
@@ -392,8 +404,9 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::GetSigningRequestRequest>,
     ) -> Result<Response<pb::SigningRequestView>, Status> {
+        let scope = access::read_scope(&request)?;
         let id = parse_request_id(&request.into_inner().request_id)?;
-        let record = requests::get(&self.0, id).await?;
+        let record = readable(requests::get(&self.0, id).await?, &scope)?;
         Ok(Response::new(view_of(&self.0, &record).await))
     }
 
@@ -401,6 +414,8 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::ListSigningRequestsRequest>,
     ) -> Result<Response<pb::ListSigningRequestsResponse>, Status> {
+        let scope = access::read_scope(&request)?;
+        let caller = access::caller(&request).map(|c| c.name.clone());
         let r = request.into_inner();
         let state = match r.state.as_str() {
             "" => None,
@@ -431,11 +446,25 @@ impl pb::request_service_server::RequestService for RequestService {
             "" => None,
             k => Some(key_id(k)?),
         };
+        if let Some(k) = &key_id {
+            access::require_read_key(&scope, caller.as_deref().unwrap_or_default(), k.as_str())?;
+        }
+        // A wallet lists its own keys' requests, filtered in the store so
+        // that pages stay full and page tokens stay valid.
+        let key_ids = match scope {
+            access::ReadScope::All => None,
+            access::ReadScope::Keys(keys) => Some(
+                keys.iter()
+                    .filter_map(|k| KeyId::parse(k).ok())
+                    .collect::<Vec<_>>(),
+            ),
+        };
         let store = self.0.requests.clone();
         let (records, next) = blocking(move || {
             store.list_requests(&ListFilter {
                 pending_only: r.pending_only,
                 key_id: key_id.as_ref(),
+                key_ids: key_ids.as_deref(),
                 state,
                 page_size,
                 after,
@@ -458,10 +487,11 @@ impl pb::request_service_server::RequestService for RequestService {
         &self,
         request: Request<pb::WatchSigningRequestRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        let scope = access::read_scope(&request)?;
         let id = parse_request_id(&request.into_inner().request_id)?;
         // Subscribe before the first read, so no change falls in between.
         let mut changes = self.0.subscribe();
-        let first = requests::get(&self.0, id).await?;
+        let first = readable(requests::get(&self.0, id).await?, &scope)?;
         let coordinator = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {

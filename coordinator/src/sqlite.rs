@@ -526,12 +526,23 @@ impl RequestStore for SqliteStore {
             Some(p) => (p.created_at as i64, p.request_id.to_vec()),
             None => (i64::MAX, vec![0xff; 33]),
         };
+        // The key set as ",k1,k2,": a key id never holds a comma
+        // (`[A-Za-z0-9._-]`), so `,key_id,` is found only for a member.
+        let key_set = filter.key_ids.map(|keys| {
+            let mut set = String::from(",");
+            for k in keys {
+                set.push_str(k.as_str());
+                set.push(',');
+            }
+            set
+        });
         self.read(|tx| {
             let rows: Vec<(Vec<u8>, i64)> = tx
                 .prepare_cached(
                     "SELECT request_id, created_at FROM requests
                      WHERE (?1 = 0 OR state = 'PENDING_APPROVAL') AND (?2 IS NULL OR key_id = ?2) AND (?3 IS NULL OR state = ?3)
                        AND (created_at, request_id) < (?4, ?5)
+                       AND (?7 IS NULL OR instr(?7, ',' || key_id || ',') > 0)
                      ORDER BY created_at DESC, request_id DESC LIMIT ?6",
                 )?
                 .query_map(
@@ -541,7 +552,8 @@ impl RequestStore for SqliteStore {
                         filter.state.map(State::as_str),
                         after_time,
                         after_id,
-                        page_size as i64
+                        page_size as i64,
+                        key_set
                     ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?

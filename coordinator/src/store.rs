@@ -420,7 +420,7 @@ pub(crate) mod contract {
                 key_id: key_id.as_ref(),
                 state,
                 page_size: 10,
-                after: None,
+                ..Default::default()
             };
             store.list_requests(&filter).unwrap().0.len()
         };
@@ -429,6 +429,20 @@ pub(crate) mod contract {
         assert_eq!(list(false, Some("other"), None), 0);
         assert_eq!(list(false, None, Some(State::Signed)), 1);
         assert_eq!(list(false, None, Some(State::Failed)), 0);
+        // A key set (a wallet's scope): only its members, whole names only.
+        let in_set = |keys: &[&str]| {
+            let keys: Vec<KeyId> = keys.iter().map(|k| KeyId::parse(k).unwrap()).collect();
+            let filter = ListFilter {
+                key_ids: Some(&keys),
+                page_size: 10,
+                ..Default::default()
+            };
+            store.list_requests(&filter).unwrap().0.len()
+        };
+        assert_eq!(in_set(&["other", "hot-1"]), 1);
+        assert_eq!(in_set(&["other"]), 0);
+        assert_eq!(in_set(&["hot-", "ot-1", "hot-10"]), 0);
+        assert_eq!(in_set(&[]), 0);
     }
 
     /// Window caps count the key's live requests of the window, and not

@@ -372,7 +372,8 @@ pub fn dev_certs_from_tokens(signers: &[SignerNode], out: &Path, csr_file: &str)
 }
 
 /// Client identities `ringi dev-certs` makes for a TLS cluster.
-pub const TLS_CLIENTS: &str = "operator,wallet-service,limited-wallet,stranger";
+pub const TLS_CLIENTS: &str =
+    "operator,wallet-service,limited-wallet,cold-wallet,approver-desk,no-role,stranger";
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -500,6 +501,9 @@ impl Cluster {
                 ("operator", "\"admin\", \"wallet\", \"approver\"", "\"*\""),
                 ("wallet-service", "\"wallet\"", "\"*\""),
                 ("limited-wallet", "\"wallet\"", "\"hot-1\""),
+                ("cold-wallet", "\"wallet\"", "\"cold-1\""),
+                ("approver-desk", "\"approver\"", ""),
+                ("no-role", "", "\"*\""),
             ] {
                 toml.push_str(&format!(
                     "\n[[clients]]\nname = \"{name}\"\nroles = [{roles}]\nkey_ids = [{keys}]\n"
@@ -569,6 +573,23 @@ impl Cluster {
             .env("RINGI_TLS_CA", certs.join("ca.pem"));
         }
         cmd.args(args).output().unwrap()
+    }
+
+    /// A gRPC channel to the coordinator as `identity` (its client
+    /// certificate under TLS; plaintext otherwise).
+    pub async fn channel_as(&self, identity: &str) -> tonic::transport::Channel {
+        let tls = self
+            .certs
+            .as_ref()
+            .map(|certs| ringi_cli::connect::ClientTls {
+                cert: certs.join(format!("{identity}.pem")),
+                key: certs.join(format!("{identity}.key")),
+                ca: certs.join("ca.pem"),
+                server_name: "coordinator".into(),
+            });
+        ringi_cli::connect::connect(&self.coordinator_address, tls.as_ref())
+            .await
+            .unwrap()
     }
 
     /// Runs the CLI and returns its stdout, failing the test if it fails.
