@@ -43,8 +43,8 @@
 //! department, tiers that are not increasing or not stricter, zero TTLs.
 //!
 //! The policy's identity is the SHA-256 of the file's bytes: signers pin it,
-//! and every request names it. (Changing the policy under a quorum of its own
-//! is a later issue; a new file simply has a new hash.)
+//! and every request names it. A new version replaces it only under the
+//! current version's admin quorum (`crate::policy_update`).
 
 use std::collections::{BTreeMap, HashMap};
 
