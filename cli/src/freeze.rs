@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::CliError;
 use crate::approver::ApproverSigner;
 use crate::connect::ClientTls;
-use crate::signers::{Answers, SignerEndpoint, governance, report};
+use crate::signers::{Answers, SignerEndpoint, all_answered, ask_each, report, require, texts};
 
 fn scope_of(key_id: Option<&str>, all: bool) -> Result<Scope, CliError> {
     match (key_id, all) {
@@ -28,15 +28,6 @@ fn scope_of(key_id: Option<&str>, all: bool) -> Result<Scope, CliError> {
     }
 }
 
-fn need_signers(signers: &[SignerEndpoint]) -> Result<(), CliError> {
-    if signers.is_empty() {
-        return Err(CliError::Usage(
-            "name the signers to reach: --signer NAME=ADDRESS (repeatable) or RINGI_SIGNERS".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// Signs a freeze and delivers it to every signer; prints its id.
 pub async fn freeze(
     signers: &[SignerEndpoint],
@@ -46,7 +37,7 @@ pub async fn freeze(
     reason: &str,
     officer: ApproverSigner,
 ) -> Result<(), CliError> {
-    need_signers(signers)?;
+    require(signers)?;
     let statement = FreezeStatement {
         scope: scope_of(key_id, all)?,
         reason: reason.to_string(),
@@ -62,17 +53,14 @@ pub async fn freeze(
         signature,
     };
     let wire = ringi_proto::freeze::freeze_to_pb(&freeze);
-    let mut answers: Answers = Vec::new();
-    for s in signers {
-        let answer = async {
-            let r = governance(s, tls)
-                .await?
-                .freeze(pb::FreezeRequest {
-                    freeze: Some(wire.clone()),
-                })
+    let answers = ask_each(signers, tls, |mut client| {
+        let wire = wire.clone();
+        async move {
+            let r = client
+                .freeze(pb::FreezeRequest { freeze: Some(wire) })
                 .await?
                 .into_inner();
-            Ok::<_, CliError>(if r.recorded {
+            Ok(if r.recorded {
                 "frozen".to_string()
             } else {
                 format!(
@@ -81,12 +69,11 @@ pub async fn freeze(
                 )
             })
         }
-        .await;
-        answers.push((s.name.clone(), answer.map_err(|e| e.to_string())));
-    }
+    })
+    .await;
     let id = hex::encode(freeze.id());
     println!("{id}");
-    report(&format!("freeze {id}"), &answers)
+    report(&format!("freeze {id}"), &texts(answers))
 }
 
 /// An unfreeze statement as a file (JSON), as one approver signed it.
@@ -164,7 +151,7 @@ pub async fn unfreeze_submit(
     all: bool,
     files: &[std::path::PathBuf],
 ) -> Result<(), CliError> {
-    need_signers(signers)?;
+    require(signers)?;
     let scope = scope_of(key_id, all)?;
     let mut unfreezes = Vec::new();
     for path in files {
@@ -175,69 +162,47 @@ pub async fn unfreeze_submit(
         })?;
         unfreezes.push(file.to_pb()?);
     }
-    let mut answers: Answers = Vec::new();
-    for s in signers {
-        let answer = async {
-            let r = governance(s, tls)
-                .await?
-                .unfreeze(pb::UnfreezeRequest {
-                    scope: scope.to_text(),
-                    unfreezes: unfreezes.clone(),
-                })
-                .await?
-                .into_inner();
-            Ok::<_, CliError>(format!("lifted (by {})", r.approvers.join(", ")))
+    let answers = ask_each(signers, tls, |mut client| {
+        let request = pb::UnfreezeRequest {
+            scope: scope.to_text(),
+            unfreezes: unfreezes.clone(),
+        };
+        async move {
+            let r = client.unfreeze(request).await?.into_inner();
+            Ok(format!("lifted (by {})", r.approvers.join(", ")))
         }
-        .await;
-        answers.push((s.name.clone(), answer.map_err(|e| e.to_string())));
-    }
-    report(&format!("unfreeze of {}", scope.to_text()), &answers)
+    })
+    .await;
+    report(&format!("unfreeze of {}", scope.to_text()), &texts(answers))
 }
 
 /// Prints each signer's freezes in force and count of vetoed requests.
 pub async fn holds(signers: &[SignerEndpoint], tls: Option<&ClientTls>) -> Result<(), CliError> {
-    need_signers(signers)?;
-    let mut unreachable = 0;
-    for s in signers {
-        let answer = async {
-            Ok::<_, CliError>(
-                governance(s, tls)
-                    .await?
-                    .get_holds(pb::GetHoldsRequest {})
-                    .await?
-                    .into_inner(),
-            )
-        }
-        .await;
-        match answer {
-            Ok(h) => {
-                println!("{}: {} vetoed request(s)", s.name, h.vetoed_requests);
-                for f in h.freezes {
-                    let (scope, reason) = f.freeze.map(|x| (x.scope, x.reason)).unwrap_or_default();
-                    println!(
-                        "{}: FROZEN {} by {} at {}: {} (freeze {})",
-                        s.name,
-                        crate::view::printable(&scope),
-                        crate::view::printable(&f.officer),
-                        f.recorded_at,
-                        crate::view::printable(&reason),
-                        hex::encode(&f.freeze_id)
-                    );
-                }
-            }
-            Err(e) => {
-                unreachable += 1;
-                eprintln!("ringi: {}: {e}", s.name);
-            }
+    require(signers)?;
+    let answers = ask_each(signers, tls, |mut client| async move {
+        Ok(client.get_holds(pb::GetHoldsRequest {}).await?.into_inner())
+    })
+    .await;
+    for (name, answer) in &answers {
+        let Ok(h) = answer else { continue };
+        println!("{name}: {} vetoed request(s)", h.vetoed_requests);
+        for f in &h.freezes {
+            let (scope, reason) = f
+                .freeze
+                .as_ref()
+                .map(|x| (x.scope.as_str(), x.reason.as_str()))
+                .unwrap_or_default();
+            println!(
+                "{name}: FROZEN {} by {} at {}: {} (freeze {})",
+                crate::view::printable(scope),
+                crate::view::printable(&f.officer),
+                f.recorded_at,
+                crate::view::printable(reason),
+                hex::encode(&f.freeze_id)
+            );
         }
     }
-    if unreachable > 0 {
-        return Err(CliError::Usage(format!(
-            "{unreachable} of {} signers did not answer",
-            signers.len()
-        )));
-    }
-    Ok(())
+    all_answered(&answers)
 }
 
 /// Sends a signed rejection to every signer (`ringi reject --signer ...`).
@@ -247,24 +212,19 @@ pub async fn send_rejection(
     rejection: &ringi_policy::statement::Approval,
 ) -> Answers {
     let wire = ringi_proto::bundle::approval_to_pb(rejection);
-    let mut answers: Answers = Vec::new();
-    for s in signers {
-        let answer = async {
-            let r = governance(s, tls)
-                .await?
-                .veto(pb::VetoRequest {
-                    rejection: Some(wire.clone()),
-                })
-                .await?
-                .into_inner();
-            Ok::<_, CliError>(if r.recorded {
+    let answers = ask_each(signers, tls, |mut client| {
+        let request = pb::VetoRequest {
+            rejection: Some(wire.clone()),
+        };
+        async move {
+            let r = client.veto(request).await?.into_inner();
+            Ok(if r.recorded {
                 "rejection recorded: this signer will not sign the request".to_string()
             } else {
                 "rejected already".to_string()
             })
         }
-        .await;
-        answers.push((s.name.clone(), answer.map_err(|e| e.to_string())));
-    }
-    answers
+    })
+    .await;
+    texts(answers)
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::CliError;
 use crate::approver::ApproverSigner;
 use crate::connect::ClientTls;
-use crate::signers::{Answers, SignerEndpoint, governance, report};
+use crate::signers::{SignerEndpoint, all_answered, ask_each, report, require, texts};
 
 fn load(path: &Path) -> Result<(Vec<u8>, Policy), CliError> {
     let bytes = std::fs::read(path)
@@ -185,11 +185,7 @@ pub async fn submit(
     current: &Path,
     files: &[PathBuf],
 ) -> Result<(), CliError> {
-    if signers.is_empty() {
-        return Err(CliError::Usage(
-            "name the signers to reach: --signer NAME=ADDRESS (repeatable) or RINGI_SIGNERS".into(),
-        ));
-    }
+    require(signers)?;
     let (text, new_policy) = load(new)?;
     let (_, old) = load(current)?;
     let mut effective_at = None;
@@ -228,17 +224,13 @@ pub async fn submit(
         );
     }
     let wire = ringi_proto::policy_update::update_to_pb(&update);
-    let mut answers: Answers = Vec::new();
-    for s in signers {
-        let answer = async {
-            let r = governance(s, tls)
-                .await?
-                .update_policy(pb::UpdatePolicyRequest {
-                    update: Some(wire.clone()),
-                })
-                .await?
-                .into_inner();
-            Ok::<_, CliError>(format!(
+    let answers = ask_each(signers, tls, |mut client| {
+        let request = pb::UpdatePolicyRequest {
+            update: Some(wire.clone()),
+        };
+        async move {
+            let r = client.update_policy(request).await?.into_inner();
+            Ok(format!(
                 "{} sequence {} {} ({})",
                 if r.already { "already has" } else { "accepted" },
                 r.sequence,
@@ -250,65 +242,42 @@ pub async fn submit(
                 r.change
             ))
         }
-        .await;
-        answers.push((s.name.clone(), answer.map_err(|e| e.to_string())));
-    }
+    })
+    .await;
     println!("{}", hex::encode(new_policy.hash()));
     report(
         &format!("policy update to sequence {}", new_policy.sequence()),
-        &answers,
+        &texts(answers),
     )
 }
 
 /// Each signer's policy in force and pending update.
 pub async fn status(signers: &[SignerEndpoint], tls: Option<&ClientTls>) -> Result<(), CliError> {
-    if signers.is_empty() {
-        return Err(CliError::Usage(
-            "name the signers to reach: --signer NAME=ADDRESS (repeatable) or RINGI_SIGNERS".into(),
-        ));
-    }
-    let mut unreachable = 0;
-    for s in signers {
-        let answer = async {
-            Ok::<_, CliError>(
-                governance(s, tls)
-                    .await?
-                    .get_policy(pb::GetPolicyRequest {})
-                    .await?
-                    .into_inner(),
-            )
-        }
-        .await;
-        match answer {
-            Ok(p) => {
-                print!(
-                    "{}: policy {} sequence {}",
-                    s.name,
-                    hex::encode(&p.policy_hash),
-                    p.sequence
-                );
-                if p.pending_hash.is_empty() {
-                    println!();
-                } else {
-                    println!(
-                        "; pending {} sequence {} from {}",
-                        hex::encode(&p.pending_hash),
-                        p.pending_sequence,
-                        p.pending_effective_at
-                    );
-                }
-            }
-            Err(e) => {
-                unreachable += 1;
-                eprintln!("ringi: {}: {e}", s.name);
-            }
+    require(signers)?;
+    let answers = ask_each(signers, tls, |mut client| async move {
+        Ok(client
+            .get_policy(pb::GetPolicyRequest {})
+            .await?
+            .into_inner())
+    })
+    .await;
+    for (name, answer) in &answers {
+        let Ok(p) = answer else { continue };
+        print!(
+            "{name}: policy {} sequence {}",
+            hex::encode(&p.policy_hash),
+            p.sequence
+        );
+        if p.pending_hash.is_empty() {
+            println!();
+        } else {
+            println!(
+                "; pending {} sequence {} from {}",
+                hex::encode(&p.pending_hash),
+                p.pending_sequence,
+                p.pending_effective_at
+            );
         }
     }
-    if unreachable > 0 {
-        return Err(CliError::Usage(format!(
-            "{unreachable} of {} signers did not answer",
-            signers.len()
-        )));
-    }
-    Ok(())
+    all_answered(&answers)
 }

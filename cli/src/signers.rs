@@ -63,8 +63,67 @@ pub async fn governance(
     Ok(GovernanceClient::new(channel))
 }
 
+/// Refuses an empty signer list: a decision sent nowhere is not made.
+pub fn require(signers: &[SignerEndpoint]) -> Result<(), CliError> {
+    if signers.is_empty() {
+        return Err(CliError::Usage(
+            "name the signers to reach: --signer NAME=ADDRESS (repeatable) or RINGI_SIGNERS".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Calls each signer's governance API in turn with `call`; every signer's
+/// answer or failure (unreachable, refused), by name. One signer's failure
+/// never stops the others being asked.
+pub async fn ask_each<T, F, Fut>(
+    signers: &[SignerEndpoint],
+    tls: Option<&ClientTls>,
+    mut call: F,
+) -> Vec<(String, Result<T, CliError>)>
+where
+    F: FnMut(GovernanceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut answers = Vec::with_capacity(signers.len());
+    for s in signers {
+        let answer = match governance(s, tls).await {
+            Ok(client) => call(client).await.map_err(CliError::from),
+            Err(e) => Err(e),
+        };
+        answers.push((s.name.clone(), answer));
+    }
+    answers
+}
+
+/// Fails if any signer did not answer a read (`ringi holds`, `ringi
+/// policy status`), after naming each on stderr.
+pub fn all_answered<T>(answers: &[(String, Result<T, CliError>)]) -> Result<(), CliError> {
+    let missing = answers.iter().filter(|(_, a)| a.is_err()).count();
+    for (name, answer) in answers {
+        if let Err(e) = answer {
+            eprintln!("ringi: {name}: {e}");
+        }
+    }
+    if missing > 0 {
+        return Err(CliError::Usage(format!(
+            "{missing} of {} signers did not answer",
+            answers.len()
+        )));
+    }
+    Ok(())
+}
+
 /// What each signer answered to one decision: `Ok(text)` or the refusal.
 pub type Answers = Vec<(String, Result<String, String>)>;
+
+/// The answers as [`report`] prints them.
+pub fn texts(answers: Vec<(String, Result<String, CliError>)>) -> Answers {
+    answers
+        .into_iter()
+        .map(|(name, a)| (name, a.map_err(|e| e.to_string())))
+        .collect()
+}
 
 /// Prints each signer's answer to stderr and fails unless every signer
 /// accepted: a decision that reached only some signers is reported, not
