@@ -22,6 +22,7 @@ pub mod coordinator_flow;
 pub mod dkg_envelope;
 pub mod dkg_peer;
 pub mod dkg_round;
+pub mod governance;
 pub mod harness_keys;
 pub mod policy_toml;
 pub mod psbt_derive;
@@ -45,6 +46,11 @@ pub fn targets() -> Vec<Target> {
             name: "policy_toml",
             run: |d| policy_toml::run(d).name(),
             seeds: policy_toml::seeds,
+        },
+        Target {
+            name: "governance",
+            run: |d| governance::run(d).name(),
+            seeds: governance::seeds,
         },
         Target {
             name: "approval_bundle",

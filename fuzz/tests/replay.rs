@@ -173,3 +173,9 @@ fn psbt_derive() {
     replay("psbt_derive", "Finalized");
     reaches_all("psbt_derive", &["Finalized", "Refused", "Undecodable"]);
 }
+
+#[test]
+fn governance() {
+    replay("governance", "Accepted");
+    reaches_all("governance", &["Accepted", "Refused"]);
+}
