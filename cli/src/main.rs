@@ -215,7 +215,9 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy file offline; print its hash (and, with
-    /// --current, what kind of update it is).
+    /// --current, what kind of update it is: `propose` is the same, for
+    /// the proposer who hands the file and its hash to the admins).
+    #[command(alias = "propose")]
     Check {
         file: PathBuf,
         #[arg(long)]
