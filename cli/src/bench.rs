@@ -558,7 +558,7 @@ pub async fn run(
         .first()
         .ok_or_else(|| anyhow::anyhow!("the bench needs at least one key (--keys)"))?;
     let coordinator = ringi::server::coordinator(config, false)?;
-    let policy = coordinator.policy.clone().ok_or_else(|| {
+    let policy = coordinator.policy().ok().ok_or_else(|| {
         anyhow::anyhow!(
             "the bench needs the coordinator's policy_file: signers sign only approved requests"
         )

@@ -236,7 +236,8 @@ enum PolicyCommand {
         #[command(flatten)]
         key: ApproverKeyArgs,
     },
-    /// Deliver FILE and the admins' signature files to every signer.
+    /// Deliver FILE and the admins' signature files to every signer and to
+    /// the coordinator (admin role).
     Submit {
         file: PathBuf,
         #[arg(long)]
@@ -693,14 +694,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             current,
             signatures,
             signers,
-        }) => {
-            Ok(
-                ringi_cli::policy::submit(&signers.endpoints()?, tls, &file, &current, &signatures)
-                    .await?,
-            )
-        }
+        }) => Ok(ringi_cli::policy::submit(
+            &signers.endpoints()?,
+            tls,
+            &address,
+            &file,
+            &current,
+            &signatures,
+        )
+        .await?),
         Command::Policy(PolicyCommand::Status { signers }) => {
-            Ok(ringi_cli::policy::status(&signers.endpoints()?, tls).await?)
+            Ok(ringi_cli::policy::status(&signers.endpoints()?, tls, &address).await?)
         }
         Command::Holds { signers } => Ok(freeze::holds(&signers.endpoints()?, tls).await?),
         Command::ApproverKey(ApproverKeyCommand::Generate { out }) => {

@@ -5,9 +5,10 @@
 //! than the current one's). `check` validates it offline and prints its
 //! hash and what kind of change it is; each admin runs `approve`, which
 //! signs the update statement and prints it (JSON) for the proposer;
-//! `submit` delivers the file and the signatures to every signer, which
-//! checks them against the policy it enforces; `status` asks each signer
-//! which policy is in force and which is pending.
+//! `submit` delivers the file and the signatures to every signer and to the
+//! coordinator, each of which checks them against the policy it enforces;
+//! `status` asks each of them which policy is in force and which is
+//! pending.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,8 @@ use ringi_policy::policy::Policy;
 use ringi_policy::policy_update::{
     AdminSignature, Change, PolicyUpdate, check_update, classify, signed_bytes,
 };
+use ringi_proto::coordinator::v1 as cpb;
+use ringi_proto::coordinator::v1::policy_service_client::PolicyServiceClient;
 use ringi_proto::signer::v1 as pb;
 use serde::{Deserialize, Serialize};
 
@@ -181,6 +184,7 @@ pub fn approve(
 pub async fn submit(
     signers: &[SignerEndpoint],
     tls: Option<&ClientTls>,
+    coordinator: &str,
     new: &Path,
     current: &Path,
     files: &[PathBuf],
@@ -245,15 +249,71 @@ pub async fn submit(
     })
     .await;
     println!("{}", hex::encode(new_policy.hash()));
-    report(
+    let signers_report = report(
         &format!("policy update to sequence {}", new_policy.sequence()),
         &texts(answers),
-    )
+    );
+    // The coordinator, so new requests are made under the new policy and
+    // the old policy's requests are resolved (a coordinator that refuses
+    // is reported, never hidden).
+    let at_coordinator = async {
+        let channel = crate::connect::connect(coordinator, tls).await?;
+        Ok::<_, CliError>(
+            PolicyServiceClient::new(channel)
+                .update_policy(cpb::UpdatePolicyRequest { update: Some(wire) })
+                .await?
+                .into_inner(),
+        )
+    }
+    .await;
+    match &at_coordinator {
+        Ok(s) => eprintln!(
+            "ringi: coordinator: {} sequence {} ({})",
+            if s.already { "already has" } else { "accepted" },
+            s.pending_sequence.max(s.sequence),
+            s.change
+        ),
+        Err(e) => eprintln!("ringi: coordinator: NOT recorded: {e}"),
+    }
+    signers_report?;
+    at_coordinator.map(|_| ())
 }
 
 /// Each signer's policy in force and pending update.
-pub async fn status(signers: &[SignerEndpoint], tls: Option<&ClientTls>) -> Result<(), CliError> {
+pub async fn status(
+    signers: &[SignerEndpoint],
+    tls: Option<&ClientTls>,
+    coordinator: &str,
+) -> Result<(), CliError> {
     require(signers)?;
+    match async {
+        let channel = crate::connect::connect(coordinator, tls).await?;
+        Ok::<_, CliError>(
+            PolicyServiceClient::new(channel)
+                .get_policy(cpb::GetPolicyRequest {})
+                .await?
+                .into_inner(),
+        )
+    }
+    .await
+    {
+        Ok(p) => println!(
+            "coordinator: policy {} sequence {}{}",
+            hex::encode(&p.policy_hash),
+            p.sequence,
+            if p.pending_hash.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; pending {} sequence {} from {}",
+                    hex::encode(&p.pending_hash),
+                    p.pending_sequence,
+                    p.pending_effective_at
+                )
+            }
+        ),
+        Err(e) => eprintln!("ringi: coordinator: {e}"),
+    }
     let answers = ask_each(signers, tls, |mut client| async move {
         Ok(client
             .get_policy(pb::GetPolicyRequest {})

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use ringi_policy::audit::AuditLog;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
+use ringi_policy::policy_store::PolicyStore;
 
 use crate::error::{Error, RequestId, Result};
 use crate::registry::Registry;
@@ -29,8 +30,9 @@ pub struct Coordinator {
     pub registry: Registry,
     pub keys: Arc<dyn KeyStore>,
     pub requests: Arc<dyn RequestStore>,
-    /// The approval policy; requests are refused without one.
-    pub policy: Option<Arc<Policy>>,
+    /// The approval policy, rolled forward by admin-signed updates
+    /// (`ringi_policy::policy_store`); requests are refused without one.
+    pub policies: Option<Arc<PolicyStore>>,
     /// Operators' daily-volume figures, if configured.
     pub daily_volume_file: Option<PathBuf>,
     /// The coordinator's audit trail (absent for tools such as the bench,
@@ -61,7 +63,7 @@ impl Coordinator {
             registry,
             keys,
             requests,
-            policy,
+            policies: policy.map(|p| Arc::new(PolicyStore::fixed(Arc::unwrap_or_clone(p)))),
             daily_volume_file: None,
             audit: None,
             key_cache: RwLock::new(HashMap::new()),
@@ -86,9 +88,22 @@ impl Coordinator {
         Self::new(registry, store.clone(), store, policy)
     }
 
-    /// The approval policy, or [`Error::NoPolicy`].
-    pub fn policy(&self) -> Result<&Arc<Policy>> {
-        self.policy.as_ref().ok_or(Error::NoPolicy)
+    /// The approval policy in force, or [`Error::NoPolicy`].
+    pub fn policy(&self) -> Result<Arc<Policy>> {
+        self.policies
+            .as_ref()
+            .map(|s| s.current(ringi_policy::clock::now()))
+            .ok_or(Error::NoPolicy)
+    }
+
+    /// The policy a request made under `policy_hash` is judged by: the one
+    /// in force, or the one it replaced where the policy in force keeps
+    /// such requests (`pending_requests = "keep"`).
+    pub fn policy_for(&self, policy_hash: &[u8; 32]) -> Result<Arc<Policy>> {
+        self.policies
+            .as_ref()
+            .map(|s| s.for_request(policy_hash, ringi_policy::clock::now()))
+            .ok_or(Error::NoPolicy)
     }
 
     /// Appends an entry to the audit trail. Failures are logged: the

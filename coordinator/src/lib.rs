@@ -44,6 +44,7 @@ pub mod error;
 pub mod fault;
 pub mod keygen;
 pub mod phases;
+pub mod policy_service;
 pub mod registry;
 pub mod request_state;
 pub mod request_store;

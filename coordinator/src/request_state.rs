@@ -96,6 +96,13 @@ pub enum Event {
     },
     /// The request's time ran out (`expires_at`).
     Expired { at: u64 },
+    /// The policy it was made under was replaced by an update whose
+    /// `pending_requests` is "re-approve": it can no longer be signed, and
+    /// its wallet must submit it again.
+    PolicyReplaced {
+        policy_sha256: String,
+        sequence: u64,
+    },
     /// The coordinator started the signing round.
     SigningStarted,
     /// The group signature (for a PSBT request every input's, 64 bytes
@@ -119,6 +126,7 @@ impl Event {
             Event::QuorumMet => "QuorumMet",
             Event::Vetoed { .. } => "Vetoed",
             Event::Expired { .. } => "Expired",
+            Event::PolicyReplaced { .. } => "PolicyReplaced",
             Event::SigningStarted => "SigningStarted",
             Event::Signed { .. } => "Signed",
             Event::SigningFailed { .. } => "SigningFailed",
@@ -137,6 +145,13 @@ impl fmt::Display for Event {
                 reason,
             } => write!(f, "rejected by {approver} ({department}): {reason}"),
             Event::Expired { at } => write!(f, "request expired at {at}"),
+            Event::PolicyReplaced {
+                policy_sha256,
+                sequence,
+            } => write!(
+                f,
+                "the policy it was made under was replaced by policy {policy_sha256} (sequence {sequence}), which re-approves pending requests: submit it again"
+            ),
             Event::SigningStarted => f.write_str("signing round started"),
             Event::Signed { signers, .. } => write!(f, "signed by {}", signers.join(", ")),
             Event::SigningFailed { reason } => f.write_str(reason),
@@ -205,7 +220,9 @@ pub fn target(from: State, event: &Event) -> Result<State, TransitionError> {
     let to = match (from, event) {
         (S::PendingApproval, E::QuorumMet) => S::Approved,
         (S::PendingApproval, E::Vetoed { .. }) => S::Rejected,
-        (S::PendingApproval | S::Approved, E::Expired { .. }) => S::Expired,
+        (S::PendingApproval | S::Approved, E::Expired { .. } | E::PolicyReplaced { .. }) => {
+            S::Expired
+        }
         (S::Approved, E::SigningStarted) => S::Signing,
         (S::Signing, E::Signed { .. }) => S::Signed,
         (S::Signing, E::SigningFailed { .. }) => S::Failed,

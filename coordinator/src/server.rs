@@ -14,7 +14,11 @@ use crate::service::{KeyService, RequestService};
 use crate::sqlite::SqliteStore;
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
+use ringi_policy::policy_store::PolicyStore;
+use ringi_proto::coordinator::v1::policy_service_server::PolicyServiceServer;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
+
+use crate::policy_service::PolicyService;
 
 /// How often overdue requests are expired.
 /// Signing runs at once per registered signer, unless `signing_concurrency`
@@ -28,6 +32,8 @@ pub const AUDIT_FILE: &str = "audit.jsonl";
 
 /// File name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "ringi.sqlite3";
+/// The policy updates the coordinator accepted, in its data directory.
+pub const POLICY_STORE_FILE: &str = "policy.sqlite3";
 
 /// The coordinator's TLS server (wallets, the CLI) and client (signers)
 /// configurations, from one reading of the `[tls]` files, so a reload
@@ -74,7 +80,20 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
     let db = config.data_dir()?.join(DATABASE_FILE);
     let store = Arc::new(SqliteStore::open(&db)?);
     tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    let mut coordinator = Coordinator::with_store(registry, store, policy);
+    let mut coordinator = Coordinator::with_store(registry, store, None);
+    // The policy, rolled forward by the admin-signed updates accepted
+    // before (replayed from the configured file at each start).
+    if let Some(policy) = policy {
+        let path = config.data_dir()?.join(POLICY_STORE_FILE);
+        let policies = PolicyStore::open(
+            &path,
+            Arc::unwrap_or_clone(policy),
+            ringi_policy::clock::now(),
+        )?;
+        let current = policies.current(ringi_policy::clock::now());
+        tracing::info!(policy_sha256 = %hex::encode(current.hash()), sequence = current.sequence(), "approval policy in force");
+        coordinator.policies = Some(Arc::new(policies));
+    }
     coordinator.daily_volume_file = config.daily_volume_file.clone();
     // Sized to the signers unless configured: a few rounds in flight per
     // signer keep each busy without queueing at its token.
@@ -135,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
+        "ringi.coordinator.v1.PolicyService",
     ])
     .await?;
     // Under TLS, only configured client identities get in; handlers check
@@ -152,6 +172,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
         .add_service(RequestServiceServer::with_interceptor(
             RequestService(coordinator.clone()),
+            access::interceptor(clients.clone()),
+        ))
+        .add_service(PolicyServiceServer::with_interceptor(
+            PolicyService(coordinator.clone()),
             access::interceptor(clients),
         ));
     let listener = TcpListener::bind(listen).await?;

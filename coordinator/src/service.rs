@@ -151,7 +151,7 @@ impl pb::key_service_server::KeyService for KeyService {
                     );
                     Ok(pb::CreateKeyEvent {
                         event: Some(pb::create_key_event::Event::Created(public_key(
-                            coordinator.policy.as_deref(),
+                            coordinator.policy().ok().as_deref(),
                             &record,
                         ))),
                     })
@@ -178,7 +178,7 @@ impl pb::key_service_server::KeyService for KeyService {
         let key_id = key_id(&request.into_inner().key_id)?;
         let key = self.0.key(&key_id).await?;
         Ok(Response::new(pb::GetPublicKeyResponse {
-            key: Some(public_key(self.0.policy.as_deref(), key.record())),
+            key: Some(public_key(self.0.policy().ok().as_deref(), key.record())),
         }))
     }
 
@@ -188,7 +188,8 @@ impl pb::key_service_server::KeyService for KeyService {
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let store = self.0.keys.clone();
         let records = blocking(move || store.keys()).await?;
-        let policy = self.0.policy.as_deref();
+        let policy = self.0.policy().ok();
+        let policy = policy.as_deref();
         Ok(Response::new(pb::ListKeysResponse {
             keys: records.iter().map(|r| public_key(policy, r)).collect(),
         }))
@@ -284,8 +285,9 @@ pub fn transaction_pb(d: &Derived, network: ringi_psbt::Network) -> pb::Transact
 /// The API view of a stored request for `key` (if it loaded).
 pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::SigningRequestView {
     let now = requests::now();
-    let approval_ttl_secs = c
-        .policy
+    // The request is shown under the policy that judges it.
+    let policy = c.policy_for(&r.request.policy_hash).ok();
+    let approval_ttl_secs = policy
         .as_ref()
         .and_then(|p| p.key(&r.request.key_id))
         .map_or(0, |k| k.approval_ttl_secs);
@@ -303,7 +305,7 @@ pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::Signin
             .map(ringi_proto::bundle::approval_to_pb)
             .collect(),
         still_needed: facts
-            .map(|facts| requests::still_needed(c.policy.as_deref(), &facts, r, now))
+            .map(|facts| requests::still_needed(policy.as_deref(), &facts, r, now))
             .unwrap_or_default()
             .into_iter()
             .map(|(department, have, need)| pb::Needed {
@@ -318,8 +320,7 @@ pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::Signin
             .approvals
             .iter()
             .map(|a| pb::DecisionSummary {
-                approver: c
-                    .policy
+                approver: policy
                     .as_ref()
                     .and_then(|p| p.approver(&a.approver))
                     .map_or_else(|| a.approver.to_text(), |x| x.name.clone()),
@@ -331,7 +332,7 @@ pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::Signin
             })
             .collect(),
         transitions: r.transitions.iter().map(transition).collect(),
-        transaction: facts.and_then(|f| transaction(c.policy.as_deref(), &f, r)),
+        transaction: facts.and_then(|f| transaction(policy.as_deref(), &f, r)),
         signed_psbt: signed.map(|s| s.psbt.clone()).unwrap_or_default(),
         signed_transaction: signed.map(|s| s.tx.clone()).unwrap_or_default(),
         blind: r.request.psbt.is_none() && key.is_some_and(|k| k.kind() == KeyKind::BitcoinTaproot),

@@ -1,9 +1,9 @@
 //! Policy updates under the policy's own admin quorum (issue 14), on real
 //! processes over mutual TLS: too few admins refused, a quorum's tightening
-//! in force at once on every signer without a restart, the request made
-//! under the old policy resolved explicitly (FAILED, re-approve), a
-//! rollback and an early loosening refused, the chain kept across a signer
-//! restart, and the coordinator back in step once it loads the new file.
+//! in force at once on every signer and on the coordinator without a
+//! restart, the request made under the old policy resolved explicitly
+//! (EXPIRED naming the new policy: re-approve), a rollback and an early
+//! loosening refused, the chain kept across restarts.
 
 mod support;
 
@@ -133,7 +133,8 @@ fn an_admin_quorum_rolls_every_signer_forward_and_nothing_else_does() {
     ]);
     assert!(err.contains("not an admin of the current policy"), "{err}");
 
-    // Two admins: every signer rolls forward, at once, without a restart.
+    // Two admins: every signer and the coordinator roll forward, at once,
+    // without a restart.
     let by_carol = approve(&cluster, "carol", &v1_path, &v0_path, now);
     let out = submit(
         &cluster,
@@ -142,12 +143,17 @@ fn an_admin_quorum_rolls_every_signer_forward_and_nothing_else_does() {
         &[by_alice.clone(), by_carol.clone()],
     );
     assert!(out.status.success(), "submit: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("in force at 3 of 3 signers"), "{said}");
     assert!(
-        stderr(&out).contains("in force at 3 of 3 signers"),
-        "{}",
-        stderr(&out)
+        said.contains("coordinator: accepted sequence 1 (tightening)"),
+        "{said}"
     );
     let status = cluster.ringi_ok(&["policy", "status", "--signer", &list]);
+    assert!(
+        status.contains(&format!("coordinator: policy {v1_hash} sequence 1")),
+        "{status}"
+    );
     for s in all {
         assert!(
             status.contains(&format!("{s}: policy {v1_hash} sequence 1")),
@@ -155,25 +161,26 @@ fn an_admin_quorum_rolls_every_signer_forward_and_nothing_else_does() {
         );
     }
 
-    // The request made under v0 is resolved explicitly: v1 says re-approve
-    // (the default), so the signers refuse it and it ends FAILED, naming
-    // both policies, never signed under rules no longer in force.
-    assert!(
-        cluster
-            .approve(&before, "carol", "compliance")
-            .status
-            .success()
-    );
+    // The request made under v0 is resolved explicitly: v1 re-approves
+    // pending requests (the default), so it ends EXPIRED naming v1, never
+    // signed under rules no longer in force, never left hanging.
     let out = cluster.wait(&before);
     assert!(
         !out.status.success(),
         "a request under the replaced policy was signed"
     );
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(text.contains("FAILED"), "{text}");
+    assert!(text.contains("EXPIRED"), "{text}");
     assert!(
-        text.contains(&format!("this node enforces policy {v1_hash}")),
+        text.contains(&format!("replaced by policy {v1_hash} (sequence 1)")),
         "{text}"
+    );
+    assert!(
+        !cluster
+            .approve(&before, "carol", "compliance")
+            .status
+            .success(),
+        "approved a request of the replaced policy"
     );
 
     // A rollback to v0, even signed by the quorum, is refused.
@@ -218,17 +225,23 @@ fn an_admin_quorum_rolls_every_signer_forward_and_nothing_else_does() {
         "{status}"
     );
 
-    // The operator points the coordinator at v1 (here: the file it reads);
-    // new requests are made under v1 and signed.
-    std::fs::write(&cluster.policy_path, &v1).unwrap();
+    // New requests are made under v1 and signed, also after the
+    // coordinator restarts (it replays its accepted updates).
     cluster.stop_coordinator();
     cluster.start_coordinator();
+    let status = cluster.ringi_ok(&["policy", "status", "--signer", &list]);
+    assert!(
+        status.contains(&format!("coordinator: policy {v1_hash} sequence 1")),
+        "{status}"
+    );
     let id = cluster.submit("hot-1", b"under v1", 1000, "wallet-service", &[]);
     assert!(cluster.approve(&id, "alice", "treasury").status.success());
     assert!(cluster.approve(&id, "carol", "compliance").status.success());
     let signature = cluster.wait_signed(&id);
     assert!(frost_verify(&group_key, b"under v1", &signature));
-    // And a signer restarted with v1 as its pin keeps v1.
+    // And a signer restarted with v1 as its pin (the operator updated the
+    // file) keeps v1.
+    std::fs::write(&cluster.policy_path, &v1).unwrap();
     cluster.signers[0].stop();
     cluster.signers[0].start();
     let status = cluster.ringi_ok(&["policy", "status", "--signer", &list]);

@@ -270,13 +270,13 @@ pub fn seeds() -> Vec<Vec<u8>> {
         "tiers = [{ above = 50000000, require = { treasury = 1, compliance = 1 } }, ",
     );
     let update = |admins: &[&ApproverKey]| pb::UpdatePolicyRequest {
-        update: Some(pb::PolicyUpdate {
+        update: Some(ringi_proto::approval::v1::PolicyUpdate {
             policy: next.clone().into_bytes(),
             previous_hash: POLICY.hash().to_vec(),
             effective_at: NOW,
             signatures: admins
                 .iter()
-                .map(|a| pb::AdminSignature {
+                .map(|a| ringi_proto::approval::v1::AdminSignature {
                     admin_public_key: a.to_sec1(),
                     issued_at: NOW,
                     signature: Vec::new(),

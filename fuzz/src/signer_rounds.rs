@@ -124,7 +124,7 @@ fn node(index: usize) -> Node {
     );
     let ctx = SigningContext::new(
         vault.clone(),
-        Arc::new(ringi_signer::policy_store::PolicyStore::fixed(
+        Arc::new(ringi_policy::policy_store::PolicyStore::fixed(
             PINNED.as_ref().clone(),
         )),
         ledger,

@@ -20,6 +20,8 @@
 //! - [`holds`]: the vetoes and freezes a signer keeps, and what they stop;
 //! - [`policy_update`]: a new policy version under the admins' quorum,
 //!   with a delay for loosenings; no rollback, no fork;
+//! - `policy_store` (feature `sqlite`): the policy a node enforces, rolled
+//!   forward by updates and kept durably;
 //! - [`time_rules`]: signing hours and delays after full approval;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
@@ -49,6 +51,8 @@ pub mod holds;
 pub mod key_id;
 pub mod limits;
 pub mod policy;
+#[cfg(feature = "sqlite")]
+pub mod policy_store;
 pub mod policy_update;
 pub mod request;
 pub mod statement;

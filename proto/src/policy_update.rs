@@ -1,11 +1,11 @@
-//! Policy updates to and from the wire (`ringi.signer.v1.Governance`), as
+//! Policy updates to and from the wire (`ringi.signer.v1.Governance`, `ringi.coordinator.v1.PolicyService`), as
 //! `ringi_policy::policy_update` types.
 
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::policy_update::{AdminSignature, PolicyUpdate};
 
+use crate::approval::v1 as pb;
 use crate::bundle::{BundleError, hash32};
-use crate::signer::v1 as pb;
 
 pub fn update_from_pb(u: &pb::PolicyUpdate) -> Result<PolicyUpdate, BundleError> {
     let signatures = u

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use ringi_policy::clock::now;
 use ringi_policy::freeze::{FreezeRefused, UnfreezeRefused, check_freeze, check_unfreeze};
 use ringi_policy::holds::Frozen;
-use ringi_policy::policy_update::{Change, UpdateRefused};
+use ringi_policy::policy_update::Change;
 use ringi_policy::veto::{VetoRefused, check_veto};
 use ringi_proto::signer::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
 use crate::holds::{HoldStore, HoldStoreError};
 use crate::node_audit::{AuditSink, audited};
-use crate::policy_store::{PolicyStore, PolicyStoreError};
+use ringi_policy::policy_store::{PolicyStore, PolicyStoreError, RefusalKind};
 
 pub struct GovernanceService {
     policies: Arc<PolicyStore>,
@@ -82,22 +82,11 @@ fn unfreeze_code(e: &UnfreezeRefused) -> Code {
 }
 
 fn update_status(e: PolicyStoreError) -> Status {
-    let code = match &e {
-        PolicyStoreError::Refused(r) => match r {
-            UpdateRefused::InvalidPolicy(_) => Code::InvalidArgument,
-            UpdateRefused::BadSignature { .. } | UpdateRefused::NotAnAdmin { .. } => {
-                Code::PermissionDenied
-            }
-            UpdateRefused::NoAdmins
-            | UpdateRefused::NotFromCurrent { .. }
-            | UpdateRefused::Sequence { .. }
-            | UpdateRefused::Unchanged
-            | UpdateRefused::IssuedInFuture { .. }
-            | UpdateRefused::QuorumNotMet { .. }
-            | UpdateRefused::TooEarly { .. } => Code::FailedPrecondition,
-        },
-        PolicyStoreError::Pending { .. } => Code::FailedPrecondition,
-        PolicyStoreError::Sqlite(_) | PolicyStoreError::BrokenChain { .. } => Code::Unavailable,
+    let code = match e.kind() {
+        RefusalKind::Invalid => Code::InvalidArgument,
+        RefusalKind::NotPermitted => Code::PermissionDenied,
+        RefusalKind::NotNow => Code::FailedPrecondition,
+        RefusalKind::Unavailable => Code::Unavailable,
     };
     Status::new(code, e.to_string())
 }

@@ -50,7 +50,6 @@ pub mod instance_lock;
 pub mod node_audit;
 pub mod nonces;
 pub mod phases;
-pub mod policy_store;
 pub mod preprocess;
 pub mod releases;
 pub mod rng;

@@ -13,7 +13,6 @@ use crate::dkg_peer::{Attestation, PeerCheck, Peers};
 use crate::governance::GovernanceService;
 use crate::holds::HoldStore;
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
-use crate::policy_store::PolicyStore;
 use crate::service::{SignerService, SuiteService};
 use crate::signing::SigningContext;
 use crate::spending::SpendingLedger;
@@ -23,6 +22,7 @@ use crate::vault::{ShareVault, TokenVault};
 use ringi_net::tls::Reloadable;
 use ringi_policy::clock::now;
 use ringi_policy::policy::Policy;
+use ringi_policy::policy_store::PolicyStore;
 
 /// The ciphersuites of the keys this node serves, one per key kind, chosen
 /// here and only here: RFC 9591 FROST(secp256k1, SHA-256) for

@@ -14,9 +14,9 @@ use ringi_policy::volumes::VolumeError;
 use crate::authorize::{Approved, ApprovedBundles, AuthorizationError};
 use crate::holds::HoldStore;
 use crate::node_audit::{AuditSink, AuditUnavailable};
-use crate::policy_store::PolicyStore;
 use crate::spending::{LedgerError, SpendingLedger};
 use crate::vault::{ShareVault, VaultError};
+use ringi_policy::policy_store::PolicyStore;
 
 /// Everything a signing round depends on.
 #[derive(Clone)]
@@ -306,7 +306,7 @@ allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6", "
     impl<S: Suite> Cluster<S> {
         fn build(now: u64, file: Option<std::path::PathBuf>, keys: &str) -> Self {
             let approvers = Approvers::new(keys).unwrap();
-            let policy = Arc::new(crate::policy_store::PolicyStore::fixed(
+            let policy = Arc::new(ringi_policy::policy_store::PolicyStore::fixed(
                 approvers.policy.clone(),
             ));
             let (vaults, public) = MemoryVault::<S>::dealer(&k(), 2, 3).unwrap();

@@ -113,9 +113,12 @@ pub fn apply(
 
 /// Records a signed approval or rejection (decoded at the edge).
 pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestRecord> {
-    let policy = c.policy()?.clone();
+    c.policy()?;
     let id = approval.statement.request_id;
     let record = super::get(c, id).await?;
+    // Judged by the policy the request is judged by (its own where the
+    // policy in force keeps such requests).
+    let policy = c.policy_for(&record.request.policy_hash)?;
     // The very same signed statement again (a client retrying after a
     // timeout): it is recorded already; answer with the request as it is.
     if record.approvals.contains(&approval) {

@@ -35,6 +35,8 @@ pub use ringi_policy::clock::now;
 pub use sign::run_signing;
 pub use submit::{Submission, submit};
 
+use ringi_policy::policy::Policy;
+
 use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result};
 use crate::request_state::{Event, State, Transition, next};
@@ -56,7 +58,26 @@ pub fn expiry(record: &RequestRecord, now: u64) -> Option<Transition> {
     .ok()
 }
 
-/// Loads a request, expiring it first if its time has passed.
+/// The resolution due for `record` under `policy` (the policy the request
+/// is judged by, `Coordinator::policy_for`), if any: a request still
+/// waiting whose policy was replaced by one that re-approves pending
+/// requests can never be signed; it expires, naming the new policy. Pure.
+pub fn superseded(record: &RequestRecord, policy: &Policy) -> Option<Transition> {
+    if record.request.policy_hash == policy.hash() {
+        return None;
+    }
+    next(
+        record.state,
+        Event::PolicyReplaced {
+            policy_sha256: hex::encode(policy.hash()),
+            sequence: policy.sequence(),
+        },
+    )
+    .ok()
+}
+
+/// Loads a request, expiring it first if its time has passed (or its
+/// policy was replaced, see [`superseded`]).
 pub async fn get(c: &Arc<Coordinator>, id: RequestId) -> Result<RequestRecord> {
     let store = c.requests.clone();
     let record = blocking(move || store.request(&id)).await?;
@@ -65,7 +86,11 @@ pub async fn get(c: &Arc<Coordinator>, id: RequestId) -> Result<RequestRecord> {
 
 async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<RequestRecord> {
     let now = now();
-    let Some(expire) = expiry(&record, now) else {
+    let replaced = c
+        .policy_for(&record.request.policy_hash)
+        .ok()
+        .and_then(|p| superseded(&record, &p));
+    let Some(expire) = expiry(&record, now).or(replaced) else {
         return Ok(record);
     };
     let store = c.requests.clone();
@@ -82,8 +107,14 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
     })
     .await?;
     if expired_here {
-        tracing::info!(request_id = %hex::encode(id), "request expired");
-        c.audit("request_expired", &[("request_id", hex::encode(id))]);
+        tracing::info!(request_id = %hex::encode(id), reason = %record.state_reason, "request expired");
+        c.audit(
+            "request_expired",
+            &[
+                ("request_id", hex::encode(id)),
+                ("reason", record.state_reason.clone()),
+            ],
+        );
         c.notify(id);
     }
     Ok(record)
@@ -145,6 +176,35 @@ mod tests {
             } else {
                 assert!(due.is_none(), "{state}");
             }
+        }
+    }
+
+    #[test]
+    fn only_waiting_requests_of_another_policy_are_superseded() {
+        let policy = ringi_policy::policy::Policy::from_bytes(
+            b"version = 1\nsequence = 4\n[[departments]]\nname = \"t\"\napprovers = [{ name = \"a\", key = \"p256:036b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\" }]\n[keys.k]\nrequest_ttl_secs = 10\napproval_ttl_secs = 10\nrequire = { t = 1 }\n",
+        )
+        .unwrap();
+        for state in State::ALL {
+            let mut r = record(state);
+            let replaced = superseded(&r, &policy);
+            if matches!(state, State::PendingApproval | State::Approved) {
+                let t = replaced.expect("superseded");
+                assert_eq!((t.from(), t.to()), (state, State::Expired));
+                assert!(
+                    t.reason().contains(&format!(
+                        "replaced by policy {} (sequence 4)",
+                        hex::encode(policy.hash())
+                    )),
+                    "{}",
+                    t.reason()
+                );
+            } else {
+                assert!(replaced.is_none(), "{state}");
+            }
+            // A request made under the policy in force stays as it is.
+            r.request.policy_hash = policy.hash();
+            assert!(superseded(&r, &policy).is_none());
         }
     }
 }

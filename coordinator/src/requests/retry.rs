@@ -25,8 +25,9 @@ use crate::store::blocking;
 /// Retries FAILED request `id` on behalf of `by`; returns the request as
 /// it stands after the change.
 pub async fn retry(c: &Arc<Coordinator>, id: RequestId, by: &str) -> Result<RequestRecord> {
-    let policy = c.policy()?.clone();
+    c.policy()?;
     let record = super::get(c, id).await?;
+    let policy = c.policy_for(&record.request.policy_hash)?;
     if record.state != State::Failed {
         return Err(Error::StateConflict {
             request: id,

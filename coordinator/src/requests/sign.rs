@@ -205,11 +205,11 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
 async fn time_rules_wait(c: &Arc<Coordinator>, id: RequestId) -> Option<std::time::Duration> {
     let store = c.requests.clone();
     let record = blocking(move || store.request(&id)).await.ok()?;
-    let policy = c.policy().ok()?;
+    let policy = c.policy_for(&record.request.policy_hash).ok()?;
     let key = c.key(&record.request.key_id).await.ok()?;
     let now = super::now();
-    let approved = ApprovedRequest::from_record(policy, &key.facts(), &record, now).ok()?;
-    let at = approved.signable_from(policy, now);
+    let approved = ApprovedRequest::from_record(&policy, &key.facts(), &record, now).ok()?;
+    let at = approved.signable_from(&policy, now);
     (at > now && at < record.request.expires_at).then(|| std::time::Duration::from_secs(at - now))
 }
 
@@ -232,10 +232,10 @@ struct Done {
 
 /// The round itself: the record's approvals must still meet the quorum.
 async fn sign(c: &Coordinator, record: &RequestRecord, plans: &PlanLog) -> Result<Done> {
-    let policy = c.policy()?;
+    let policy = c.policy_for(&record.request.policy_hash)?;
     let key = c.key(&record.request.key_id).await?;
     let approved = phases::time(Phase::ApprovalCheck, || {
-        ApprovedRequest::from_record(policy, &key.facts(), record, super::now())
+        ApprovedRequest::from_record(&policy, &key.facts(), record, super::now())
     })?;
     let signed = key.sign(&c.registry, &approved, plans).await?;
     let rules = policy

@@ -1,27 +1,30 @@
-//! The policy this node enforces, and how it rolls forward without a
-//! restart (`ringi_policy::policy_update`).
+//! The policy a node (a signer or the coordinator) enforces, and how it
+//! rolls forward without a restart ([`crate::policy_update`]).
 //!
-//! The operator pins the first policy (file and hash, `crate::config`).
-//! Each update the admins sign is checked against the policy in force,
-//! kept durably in `policy.sqlite3` under the data directory (the update as
-//! it arrived, signatures included), and put in force at its effective
-//! time; at start the node replays the stored chain from the pinned policy,
-//! checking each link again, so a tampered or reordered store stops the
-//! node instead of changing its policy.
+//! The operator pins the first policy (its file, and for a signer its
+//! hash). Each update the admins sign is checked against the policy in
+//! force, kept durably in `policy.sqlite3` under the node's data directory
+//! (the update as it arrived, signatures included), and put in force at its
+//! effective time; at start the node replays the stored chain from the
+//! pinned policy (or from a later version the operator pinned), checking
+//! each link again, so a tampered or reordered store stops the node instead
+//! of changing its policy.
 //!
-//! The rounds ask [`PolicyStore::for_request`]: the policy in force, or,
+//! Evaluations ask [`PolicyStore::for_request`]: the policy in force, or,
 //! where the new policy keeps requests made under the one it replaced
 //! (`pending_requests = "keep"`), that previous policy for those requests.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use prost::Message;
-use ringi_policy::policy::{PendingRequests, Policy};
-use ringi_policy::policy_update::{
-    AcceptedUpdate, Change, PolicyUpdate, UpdateRefused, check_update,
-};
 use rusqlite::{Connection, params};
+
+use crate::approver_key::ApproverKey;
+use crate::encoding::sha256;
+use crate::policy::{PendingRequests, Policy};
+use crate::policy_update::{
+    AcceptedUpdate, AdminSignature, Change, PolicyUpdate, UpdateRefused, check_update,
+};
 
 /// Why an update was not applied, or the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +39,36 @@ pub enum PolicyStoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("policy store: stored update #{index} no longer applies ({reason}); refusing to start")]
     BrokenChain { index: usize, reason: String },
+}
+
+/// What kind of refusal an update met, for the gRPC edges (signer and
+/// coordinator answer alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The new policy does not load (INVALID_ARGUMENT).
+    Invalid,
+    /// A signature does not verify or is not an admin's (PERMISSION_DENIED).
+    NotPermitted,
+    /// Well formed and signed, not applicable now: rollback, fork, quorum,
+    /// delay, a pending update (FAILED_PRECONDITION).
+    NotNow,
+    /// The store failed (UNAVAILABLE).
+    Unavailable,
+}
+
+impl PolicyStoreError {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            PolicyStoreError::Refused(UpdateRefused::InvalidPolicy(_)) => RefusalKind::Invalid,
+            PolicyStoreError::Refused(
+                UpdateRefused::BadSignature { .. } | UpdateRefused::NotAnAdmin { .. },
+            ) => RefusalKind::NotPermitted,
+            PolicyStoreError::Refused(_) | PolicyStoreError::Pending { .. } => RefusalKind::NotNow,
+            PolicyStoreError::Sqlite(_) | PolicyStoreError::BrokenChain { .. } => {
+                RefusalKind::Unavailable
+            }
+        }
+    }
 }
 
 struct State {
@@ -102,33 +135,44 @@ impl PolicyStore {
                  previous_hash BLOB NOT NULL,
                  effective_at INTEGER NOT NULL,
                  accepted_at INTEGER NOT NULL,
-                 update_pb BLOB NOT NULL
+                 policy BLOB NOT NULL,
+                 -- JSON: admin (hex SEC1), issued_at, signature (hex) per admin
+                 signatures TEXT NOT NULL
              );",
         )?;
-        let rows: Vec<(Vec<u8>, i64)> = conn
-            .prepare("SELECT update_pb, accepted_at FROM policy_updates ORDER BY sequence")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        type Row = (Vec<u8>, Vec<u8>, i64, i64, String);
+        let rows: Vec<Row> = conn
+            .prepare(
+                "SELECT policy, previous_hash, effective_at, accepted_at, signatures
+                 FROM policy_updates ORDER BY sequence",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
             .collect::<Result<_, _>>()?;
         // An operator may pin a later version of the chain (the file
         // updated to what the node already accepted): replay from there.
         let skip = rows
             .iter()
-            .position(|(bytes, _)| {
-                ringi_proto::signer::v1::PolicyUpdate::decode(bytes.as_slice())
-                    .is_ok_and(|w| ringi_policy::encoding::sha256(&w.policy) == pinned.hash())
-            })
+            .position(|row| sha256(&row.0) == pinned.hash())
             .map_or(0, |i| i + 1);
         let mut state = State {
             current: Arc::new(pinned),
             previous: None,
             pending: None,
         };
-        for (index, (bytes, accepted_at)) in rows.into_iter().enumerate().skip(skip) {
+        for (index, (text, previous, effective_at, accepted_at, signatures)) in
+            rows.into_iter().enumerate().skip(skip)
+        {
             let broken = |reason: String| PolicyStoreError::BrokenChain { index, reason };
-            let wire = ringi_proto::signer::v1::PolicyUpdate::decode(bytes.as_slice())
-                .map_err(|e| broken(e.to_string()))?;
-            let update =
-                ringi_proto::policy_update::update_from_pb(&wire).map_err(|e| broken(e.0))?;
+            let update = PolicyUpdate {
+                text,
+                previous_hash: previous
+                    .try_into()
+                    .map_err(|_| broken("previous_hash is not 32 bytes".into()))?,
+                effective_at: effective_at as u64,
+                signatures: signatures_from_json(&signatures).map_err(broken)?,
+            };
             // Every link is checked against the policy before it, as when
             // it arrived: a store that does not chain from the pin stops
             // the node.
@@ -213,18 +257,18 @@ impl PolicyStore {
             admins,
         } = check_update(&state.current, update, now)?;
         if let Some(conn) = &conn {
-            let wire = ringi_proto::policy_update::update_to_pb(update).encode_to_vec();
             conn.execute(
                 "INSERT INTO policy_updates
-                     (sequence, policy_hash, previous_hash, effective_at, accepted_at, update_pb)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     (sequence, policy_hash, previous_hash, effective_at, accepted_at, policy, signatures)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     policy.sequence() as i64,
                     &policy.hash()[..],
                     &update.previous_hash[..],
                     effective_at as i64,
                     now as i64,
-                    wire
+                    &update.text,
+                    signatures_to_json(&update.signatures)
                 ],
             )?;
         }
@@ -242,6 +286,41 @@ impl PolicyStore {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSignature {
+    admin: String,
+    issued_at: u64,
+    signature: String,
+}
+
+fn signatures_to_json(signatures: &[AdminSignature]) -> String {
+    let stored: Vec<StoredSignature> = signatures
+        .iter()
+        .map(|s| StoredSignature {
+            admin: hex::encode(s.admin.to_sec1()),
+            issued_at: s.issued_at,
+            signature: hex::encode(&s.signature),
+        })
+        .collect();
+    serde_json::to_string(&stored).unwrap_or_else(|_| "[]".into())
+}
+
+fn signatures_from_json(text: &str) -> Result<Vec<AdminSignature>, String> {
+    let stored: Vec<StoredSignature> =
+        serde_json::from_str(text).map_err(|e| format!("signatures: {e}"))?;
+    stored
+        .into_iter()
+        .map(|s| {
+            let admin = hex::decode(&s.admin).map_err(|e| format!("admin: {e}"))?;
+            Ok(AdminSignature {
+                admin: ApproverKey::from_sec1(&admin).map_err(|e| format!("admin: {e}"))?,
+                issued_at: s.issued_at,
+                signature: hex::decode(&s.signature).map_err(|e| format!("signature: {e}"))?,
+            })
+        })
+        .collect()
+}
+
 fn already(policy: &Policy, effective_at: u64) -> Applied {
     Applied {
         hash: policy.hash(),
@@ -256,9 +335,8 @@ fn already(policy: &Policy, effective_at: u64) -> Applied {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy_update::signed_bytes;
     use p256::ecdsa::signature::Signer;
-    use ringi_policy::approver_key::ApproverKey;
-    use ringi_policy::policy_update::{AdminSignature, signed_bytes};
 
     const NOW: u64 = 1_800_000_000;
 

@@ -1,0 +1,120 @@
+//! The `ringi.coordinator.v1.PolicyService` gRPC service: the policy the
+//! coordinator enforces, and its updates under the policy's own admin
+//! quorum (`ringi_policy::policy_update`), checked here exactly as each
+//! signer checks them (`ringi_policy::policy_store`, shared).
+//!
+//! Once an update is in force, requests made under the replaced policy are
+//! resolved by the request flow (`crate::requests::superseded`): at their
+//! next read, and by the periodic sweep, which this service starts at once.
+
+use std::sync::Arc;
+
+use ringi_policy::clock::now;
+use ringi_policy::policy_store::{PolicyStore, PolicyStoreError, RefusalKind};
+use ringi_policy::policy_update::Change;
+use ringi_proto::coordinator::v1 as pb;
+use tonic::{Code, Request, Response, Status};
+
+use crate::access;
+use crate::config::Role;
+use crate::coordinator::Coordinator;
+
+pub struct PolicyService(pub Arc<Coordinator>);
+
+fn store_of(c: &Coordinator) -> Result<&Arc<PolicyStore>, Status> {
+    c.policies
+        .as_ref()
+        .ok_or_else(|| Status::failed_precondition("the coordinator has no policy"))
+}
+
+/// The status for an update's refusal: the rule's code and message.
+pub fn refusal(e: PolicyStoreError) -> Status {
+    let code = match e.kind() {
+        RefusalKind::Invalid => Code::InvalidArgument,
+        RefusalKind::NotPermitted => Code::PermissionDenied,
+        RefusalKind::NotNow => Code::FailedPrecondition,
+        RefusalKind::Unavailable => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// The change, as the API names it.
+pub fn change_text(change: &Change) -> String {
+    match change {
+        Change::Tightening => "tightening".into(),
+        Change::Loosening(r) => format!("loosening: {r}"),
+    }
+}
+
+fn status_of(store: &PolicyStore) -> pb::PolicyStatus {
+    let (current, pending) = store.status(now());
+    let (pending_hash, pending_sequence, pending_effective_at) = match pending {
+        Some((p, at)) => (p.hash().to_vec(), p.sequence(), at),
+        None => (Vec::new(), 0, 0),
+    };
+    pb::PolicyStatus {
+        policy_hash: current.hash().to_vec(),
+        sequence: current.sequence(),
+        pending_hash,
+        pending_sequence,
+        pending_effective_at,
+        change: String::new(),
+        already: false,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::policy_service_server::PolicyService for PolicyService {
+    async fn update_policy(
+        &self,
+        request: Request<pb::UpdatePolicyRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        access::require(&request, Role::Admin)?;
+        let wire = request
+            .into_inner()
+            .update
+            .ok_or_else(|| Status::invalid_argument("no update"))?;
+        let update = ringi_proto::policy_update::update_from_pb(&wire)
+            .map_err(|e| Status::invalid_argument(e.0))?;
+        let store = store_of(&self.0)?.clone();
+        let applied = tokio::task::spawn_blocking(move || store.apply(&update, now()))
+            .await
+            .map_err(|e| Status::internal(format!("policy worker: {e}")))?
+            .map_err(|e| {
+                tracing::warn!(error = %e, "policy update refused");
+                refusal(e)
+            })?;
+        if !applied.already {
+            self.0.audit(
+                "policy_update_accepted",
+                &[
+                    ("policy_sha256", hex::encode(applied.hash)),
+                    ("sequence", applied.sequence.to_string()),
+                    ("effective_at", applied.effective_at.to_string()),
+                    ("change", change_text(&applied.change)),
+                    ("admins", applied.admins.join(",")),
+                ],
+            );
+            tracing::warn!(policy_sha256 = %hex::encode(applied.hash), sequence = applied.sequence, effective_at = applied.effective_at, "policy update accepted");
+            // Requests under the replaced policy are resolved now, not at
+            // the next periodic sweep.
+            let c = self.0.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::requests::sweep(&c, false).await {
+                    tracing::warn!(error = %e, "request sweep after a policy update failed");
+                }
+            });
+        }
+        let mut status = status_of(store_of(&self.0)?);
+        status.change = change_text(&applied.change);
+        status.already = applied.already;
+        Ok(Response::new(status))
+    }
+
+    async fn get_policy(
+        &self,
+        _request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyStatus>, Status> {
+        Ok(Response::new(status_of(store_of(&self.0)?)))
+    }
+}
