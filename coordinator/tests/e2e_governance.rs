@@ -215,4 +215,52 @@ fn one_officer_freezes_a_key_only_a_quorum_lifts_it() {
     approve_both(&cluster, &id);
     let signature = cluster.wait_signed(&id);
     assert!(frost_verify(&group_key, b"thawed", &signature));
+
+    // A global freeze stops every key, and is lifted the same way.
+    let out = cluster.ringi(&[
+        "freeze",
+        "--all",
+        "--reason",
+        "incident 43",
+        "--key-file",
+        &erin,
+        "--signer",
+        &list,
+    ]);
+    assert!(out.status.success(), "freeze --all: {}", stderr(&out));
+    let all_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = cluster.submit("hot-1", b"all frozen", 1000, "wallet-service", &[]);
+    approve_both(&cluster, &id);
+    let out = cluster.wait(&id);
+    assert!(
+        !out.status.success(),
+        "a request was signed during a global freeze"
+    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        text.contains("all is frozen by erin: incident 43"),
+        "{text}"
+    );
+    let lift = |who: &str| {
+        let file = cluster.dir.path().join(format!("{who}.unfreeze-all.json"));
+        let k = cluster.key_file(who);
+        let text = cluster.ringi_ok(&[
+            "unfreeze",
+            "sign",
+            "--all",
+            "--freeze-id",
+            &all_id,
+            "--key-file",
+            &k,
+        ]);
+        std::fs::write(&file, text).unwrap();
+        file.display().to_string()
+    };
+    let (a, c) = (lift("alice"), lift("carol"));
+    let out = cluster.ringi(&["unfreeze", "submit", "--all", &a, &c, "--signer", &list]);
+    assert!(out.status.success(), "unfreeze --all: {}", stderr(&out));
+    let id = cluster.submit("hot-1", b"thawed again", 1000, "wallet-service", &[]);
+    approve_both(&cluster, &id);
+    let signature = cluster.wait_signed(&id);
+    assert!(frost_verify(&group_key, b"thawed again", &signature));
 }
