@@ -107,12 +107,20 @@ echo "signature: $signature"
 step "verify with an independent RFC 9591 verifier (Python, no shared code)"
 python3 "$here/verify_frost_signature.py" "$group_key" "$message" "$signature"
 
-step "request above 1 BTC, vetoed by security (erin): no signer will sign it"
+step "request above 1 BTC, vetoed by security (erin), her rejection also sent to every signer directly: no signer will sign it, whatever a coordinator does"
 id2=$(as_wallet requests submit --key-id demo-hot --message-hex "$(printf 'withdraw 5 BTC' | sha256sum | cut -d' ' -f1)" \
        --asset BTC --amount 500000000 --destination bc1qunknown)
 "$bin/ringi" approve "$id2" --department treasury --key-file "$work/alice.pem" --yes 2>/dev/null
-"$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" --yes 2>/dev/null
+# The approver's own list of signers (NAME=ADDRESS), never asked of the coordinator.
+signers=""
+for i in 1 2 3; do
+  line=$(grep -m1 'listening on' "$work/signer-$i/stdout")
+  signers+="${signers:+,}signer-$i=${line##* }"
+done
+"$bin/ringi" reject "$id2" --department security --reason "destination not on the allowlist" --key-file "$work/erin.pem" --yes --signer "$signers" 2>&1 \
+  | grep -E 'in force at|signer-[0-9]:' || true
 "$bin/ringi" requests show "$id2" | grep -E '^(state|decision)'
+"$bin/ringi" holds --signer "$signers"
 
 step "Bitcoin: a bitcoin-taproot key (2-of-3, BIP-340 under its BIP-341 output key)"
 "$bin/ringi" keygen --key-id demo-btc --threshold 2 --signers signer-1,signer-2,signer-3 --kind bitcoin-taproot >/dev/null
@@ -168,4 +176,4 @@ audit_key=$(. "$work/signer-1/env"; "$bin/ringi-signer" info | sed -n 's/^audit_
 "$bin/ringi" audit verify "$work/coordinator/audit.jsonl"
 
 step "shut down"
-echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto, a Taproot PSBT spend valid under Bitcoin Core's consensus code, signing with a signer down, signatures verified independently, audit logs verified"
+echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto held by every signer, a Taproot PSBT spend valid under Bitcoin Core's consensus code, signing with a signer down, signatures verified independently, audit logs verified"
