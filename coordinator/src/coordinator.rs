@@ -10,6 +10,7 @@ use ringi_policy::audit::AuditLog;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
 use ringi_policy::policy_store::PolicyStore;
+use ringi_policy::request::SigningRequest;
 
 use crate::error::{Error, RequestId, Result};
 use crate::registry::Registry;
@@ -96,13 +97,13 @@ impl Coordinator {
             .ok_or(Error::NoPolicy)
     }
 
-    /// The policy a request made under `policy_hash` is judged by: the one
-    /// in force, or the one it replaced where the policy in force keeps
-    /// such requests (`pending_requests = "keep"`).
-    pub fn policy_for(&self, policy_hash: &[u8; 32]) -> Result<Arc<Policy>> {
+    /// The policy `request` is judged by: the one in force, or the one it
+    /// replaced where the policy in force keeps such requests
+    /// (`pending_requests = "keep"`, `PolicyStore::for_request`).
+    pub fn policy_for(&self, request: &SigningRequest) -> Result<Arc<Policy>> {
         self.policies
             .as_ref()
-            .map(|s| s.for_request(policy_hash, ringi_policy::clock::now()))
+            .map(|s| s.for_request(request, ringi_policy::clock::now()))
             .ok_or(Error::NoPolicy)
     }
 

@@ -286,7 +286,7 @@ pub fn transaction_pb(d: &Derived, network: ringi_psbt::Network) -> pb::Transact
 pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::SigningRequestView {
     let now = requests::now();
     // The request is shown under the policy that judges it.
-    let policy = c.policy_for(&r.request.policy_hash).ok();
+    let policy = c.policy_for(&r.request).ok();
     let approval_ttl_secs = policy
         .as_ref()
         .and_then(|p| p.key(&r.request.key_id))

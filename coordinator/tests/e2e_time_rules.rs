@@ -67,7 +67,7 @@ fn a_request_is_signed_only_after_the_policys_delay() {
             .await
             .unwrap_err()
     });
-    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
         status
             .message()
@@ -106,7 +106,7 @@ fn outside_signing_hours_the_request_waits_and_signers_refuse() {
                 .await
                 .unwrap_err()
         });
-        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(
             status.message().contains("outside the key's signing hours"),
             "{}",

@@ -7,7 +7,7 @@
 //! freeze   = Canonical("ringi freeze v1")
 //!     ‖ scope ("all" | "key:" key_id) ‖ reason ‖ issued_at (u64)
 //!     ‖ officer key (SEC1 compressed)
-//! freeze_id = SHA-256(Canonical("ringi freeze id v1") ‖ freeze ‖ signature)
+//! freeze_id = SHA-256(Canonical("ringi freeze id v2") ‖ freeze)
 //! unfreeze = Canonical("ringi unfreeze v1")
 //!     ‖ freeze_id (32) ‖ scope ‖ issued_at (u64) ‖ approver key (SEC1)
 //! signature = ECDSA-P256-SHA256(statement), 64 bytes r ‖ s
@@ -102,12 +102,14 @@ pub struct Freeze {
 }
 
 impl Freeze {
-    /// The freeze's id: what an unfreeze names.
+    /// The freeze's id: what an unfreeze names. Over the signed statement
+    /// only, not the signature: ECDSA signatures are malleable ((r, s) and
+    /// (r, n - s) both verify), so an id over the signature would let anyone
+    /// replay a lifted freeze under a new id.
     pub fn id(&self) -> [u8; 32] {
         sha256(
-            &Canonical::new("ringi freeze id v1")
+            &Canonical::new("ringi freeze id v2")
                 .bytes(&self.statement.signed_bytes(&self.officer))
-                .bytes(&self.signature)
                 .finish(),
         )
     }
@@ -448,5 +450,21 @@ pub(crate) mod tests {
             ),
             Err(UnfreezeRefused::BadSignature { index: 1 })
         );
+    }
+
+    #[test]
+    fn a_malleated_signature_is_the_same_freeze() {
+        use p256::elliptic_curve::ops::Neg;
+        let keys = keys();
+        let f = freeze(&keys, "erin", hot(), NOW);
+        let sig = Signature::from_slice(&f.signature).unwrap();
+        let (r, s) = sig.split_scalars();
+        let flipped = Signature::from_scalars(r, s.neg()).unwrap();
+        let mut twin = f.clone();
+        twin.signature = flipped.to_bytes().to_vec();
+        assert_ne!(twin.signature, f.signature);
+        // Whether or not the high-S copy verifies, it names the same freeze,
+        // so a lifted freeze cannot come back under another id.
+        assert_eq!(twin.id(), f.id());
     }
 }

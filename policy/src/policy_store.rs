@@ -25,6 +25,7 @@ use crate::policy::{PendingRequests, Policy};
 use crate::policy_update::{
     AcceptedUpdate, AdminSignature, Change, PolicyUpdate, UpdateRefused, check_update,
 };
+use crate::request::SigningRequest;
 
 /// Why an update was not applied, or the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ struct State {
     current: Arc<Policy>,
     /// The policy `current` replaced, for `pending_requests = "keep"`.
     previous: Option<Arc<Policy>>,
+    /// When `current` came into force (0 for the pinned policy).
+    current_since: u64,
     /// An accepted update waiting for its effective time.
     pending: Option<(Arc<Policy>, u64)>,
 }
@@ -86,6 +89,7 @@ impl State {
             && *at <= now
         {
             let next = policy.clone();
+            self.current_since = *at;
             self.previous = Some(std::mem::replace(&mut self.current, next));
             self.pending = None;
         }
@@ -117,6 +121,7 @@ impl PolicyStore {
             state: RwLock::new(State {
                 current: Arc::new(pinned),
                 previous: None,
+                current_since: 0,
                 pending: None,
             }),
             conn: None,
@@ -159,6 +164,7 @@ impl PolicyStore {
         let mut state = State {
             current: Arc::new(pinned),
             previous: None,
+            current_since: 0,
             pending: None,
         };
         for (index, (text, previous, effective_at, accepted_at, signatures)) in
@@ -201,20 +207,33 @@ impl PolicyStore {
         state.current.clone()
     }
 
-    /// The policy a request made under `policy_hash` is judged by at
-    /// `now`: the one in force, or the one it replaced if the policy in
-    /// force keeps such requests. (A request under any other policy is
-    /// judged by the one in force, which refuses it by its hash.)
-    pub fn for_request(&self, policy_hash: &[u8; 32], now: u64) -> Arc<Policy> {
+    /// The policy `request` is judged by at `now`: the one in force, or
+    /// the one it replaced if the policy in force keeps such requests and
+    /// the request was made before the update came into force and lives no
+    /// longer than the old policy allowed from then (a coordinator cannot
+    /// keep minting requests under a replaced policy: its `created_at` is
+    /// the coordinator's word, so the window is bounded by the old
+    /// `request_ttl_secs` after the update). Any other request is judged by
+    /// the policy in force, which refuses it by its hash.
+    pub fn for_request(&self, request: &SigningRequest, now: u64) -> Arc<Policy> {
         let current = self.current(now);
-        if current.hash() == *policy_hash
+        if current.hash() == request.policy_hash
             || current.governance().pending_requests != PendingRequests::Keep
         {
             return current;
         }
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         match &state.previous {
-            Some(p) if p.hash() == *policy_hash => p.clone(),
+            Some(p)
+                if p.hash() == request.policy_hash
+                    && request.created_at < state.current_since
+                    && p.key(&request.key_id).is_some_and(|rules| {
+                        request.expires_at
+                            <= state.current_since.saturating_add(rules.request_ttl_secs)
+                    }) =>
+            {
+                p.clone()
+            }
             _ => current,
         }
     }
@@ -421,9 +440,39 @@ mod tests {
                 .unwrap();
             assert_eq!(applied.change, Change::Tightening);
             assert_eq!(store.current(NOW).hash(), v1_hash);
-            // v1 keeps v0's requests until they expire.
-            assert_eq!(store.for_request(&v0.hash(), NOW).hash(), v0.hash());
-            assert_eq!(store.for_request(&[9; 32], NOW).hash(), v1_hash);
+            // v1 keeps v0's requests made before it came into force, for
+            // as long as v0 let them live from then...
+            let made = |hash: [u8; 32], created_at: u64, expires_at: u64| SigningRequest {
+                key_id: "k".parse().unwrap(),
+                message: b"m".to_vec(),
+                metadata: Default::default(),
+                psbt: None,
+                requester: "w".into(),
+                created_at,
+                expires_at,
+                policy_hash: hash,
+                nonce: vec![1; crate::request::NONCE_LEN],
+            };
+            let kept = made(v0.hash(), NOW - 1, NOW + 59);
+            assert_eq!(store.for_request(&kept, NOW).hash(), v0.hash());
+            // ...not one made since (a coordinator minting under v0), nor
+            // one that would outlive v0's request_ttl_secs after the update.
+            assert_eq!(
+                store
+                    .for_request(&made(v0.hash(), NOW, NOW + 10), NOW)
+                    .hash(),
+                v1_hash
+            );
+            assert_eq!(
+                store
+                    .for_request(&made(v0.hash(), NOW - 1, NOW + 61), NOW)
+                    .hash(),
+                v1_hash
+            );
+            assert_eq!(
+                store.for_request(&made([9; 32], NOW - 1, NOW), NOW).hash(),
+                v1_hash
+            );
             // The same update again is answered as done.
             assert!(
                 store
@@ -438,28 +487,40 @@ mod tests {
         // A loosening (back to one treasurer) is pending for its delay.
         let v1 = store.current(NOW + 1);
         let v2_text = admins.text(2, 1, false);
-        let early = store.apply(&admins.update(&v1, &v2_text, NOW + 50), NOW + 1);
+        let early = store.apply(&admins.update(&v1, &v2_text, NOW + 100), NOW + 1);
         assert!(matches!(
             early,
             Err(PolicyStoreError::Refused(UpdateRefused::TooEarly { .. }))
         ));
+        // From when this node received it, not from the admins' own times.
         let applied = store
-            .apply(&admins.update(&v1, &v2_text, NOW + 100), NOW + 1)
+            .apply(&admins.update(&v1, &v2_text, NOW + 101), NOW + 1)
             .unwrap();
         assert!(matches!(applied.change, Change::Loosening(_)));
-        assert_eq!(store.current(NOW + 99).hash(), v1_hash);
-        let (_, pending) = store.status(NOW + 99);
+        assert_eq!(store.current(NOW + 100).hash(), v1_hash);
+        let (_, pending) = store.status(NOW + 100);
         assert_eq!(
             pending.map(|(p, at)| (p.sequence(), at)),
-            Some((2, NOW + 100))
+            Some((2, NOW + 101))
         );
         // v2 re-approves: v1's requests are judged by v2, which refuses them.
-        assert_eq!(store.current(NOW + 100).sequence(), 2);
-        assert_eq!(store.for_request(&v1_hash, NOW + 100).sequence(), 2);
+        assert_eq!(store.current(NOW + 101).sequence(), 2);
+        let under_v1 = SigningRequest {
+            key_id: "k".parse().unwrap(),
+            message: b"m".to_vec(),
+            metadata: Default::default(),
+            psbt: None,
+            requester: "w".into(),
+            created_at: NOW + 50,
+            expires_at: NOW + 60,
+            policy_hash: v1_hash,
+            nonce: Vec::new(),
+        };
+        assert_eq!(store.for_request(&under_v1, NOW + 101).sequence(), 2);
         // Pinning v1 itself (the operator updated the file) replays v2 on it.
         let v1_pinned = Policy::from_bytes(v1_text.as_bytes()).unwrap();
-        let store = PolicyStore::open(&path, v1_pinned, NOW + 100).unwrap();
-        assert_eq!(store.current(NOW + 100).sequence(), 2);
+        let store = PolicyStore::open(&path, v1_pinned, NOW + 101).unwrap();
+        assert_eq!(store.current(NOW + 101).sequence(), 2);
         // A store that does not chain from the pin stops the node.
         let other = Policy::from_bytes(admins.text(0, 2, false).as_bytes()).unwrap();
         assert!(matches!(

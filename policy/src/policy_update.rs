@@ -21,7 +21,8 @@
 //!   same statement (so an update cannot name its own admins into power);
 //! - a change that is not provably a tightening ([`classify`]) takes
 //!   effect no earlier than `loosening_delay_secs` after its quorum was
-//!   complete; a tightening may take effect at once.
+//!   complete and after the node received it (the admins' times alone could
+//!   be backdated); a tightening may take effect at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -155,8 +156,9 @@ pub fn check_update(
     if new.hash() == current.hash() {
         return Err(UpdateRefused::Unchanged);
     }
-    let expected = current.sequence().saturating_add(1);
-    if new.sequence() != expected {
+    // A policy at the end of the sequence space has no successor.
+    let expected = current.sequence().checked_add(1).unwrap_or(u64::MAX);
+    if new.sequence() != expected || current.sequence() == u64::MAX {
         return Err(UpdateRefused::Sequence {
             current: current.sequence(),
             new: new.sequence(),
@@ -198,7 +200,10 @@ pub fn check_update(
     let change = classify(current, &new);
     if let Change::Loosening(reason) = &change {
         let delay = governance.loosening_delay_secs;
-        let earliest = quorum_at.saturating_add(delay);
+        // From the quorum, but never from before this node saw the update:
+        // the admins' own times could be backdated by whoever holds their
+        // keys (a store replays with the time it accepted the update).
+        let earliest = quorum_at.max(now).saturating_add(delay);
         if update.effective_at < earliest {
             return Err(UpdateRefused::TooEarly {
                 reason: reason.clone(),

@@ -57,8 +57,12 @@ impl From<AuthorizationError> for Status {
             | A::PolicyMismatch { .. }
             | A::RequestExpired { .. }
             | A::ApprovalExpired { .. }
-            | A::Held(_)
-            | A::NotYet(_) => Code::FailedPrecondition,
+            | A::Held(_) => Code::FailedPrecondition,
+            // Not a refusal: the time rules say later (a delay still
+            // running, signing hours closed). UNAVAILABLE makes the
+            // coordinator try again with backoff instead of failing the
+            // request over a second of clock skew.
+            A::NotYet(_) => Code::Unavailable,
             A::MessageMismatch => Code::PermissionDenied,
             A::CapExceeded(_) => Code::ResourceExhausted,
             // A request that cannot be what it claims (an undecodable or

@@ -78,7 +78,7 @@ pub fn sign<S: Suite>(
     let input = check_message(&approved, package.message())?;
     let limits = ctx
         .policies
-        .for_request(&approved.request.policy_hash, now)
+        .for_request(&approved.request, now)
         .key(key_id)
         .map(|k| k.limits.clone())
         .unwrap_or_default();

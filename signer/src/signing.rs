@@ -104,7 +104,7 @@ impl<S: Suite> SigningContext<S> {
         // it was made under where the policy in force keeps such requests.
         let policy = match bundle {
             crate::authorize::PresentedBundle::Decoded(b) => {
-                self.policies.for_request(&b.request.policy_hash, now)
+                self.policies.for_request(&b.request, now)
             }
             _ => self.policies.current(now),
         };

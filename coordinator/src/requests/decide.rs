@@ -118,7 +118,7 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     let record = super::get(c, id).await?;
     // Judged by the policy the request is judged by (its own where the
     // policy in force keeps such requests).
-    let policy = c.policy_for(&record.request.policy_hash)?;
+    let policy = c.policy_for(&record.request)?;
     // The very same signed statement again (a client retrying after a
     // timeout): it is recorded already; answer with the request as it is.
     if record.approvals.contains(&approval) {

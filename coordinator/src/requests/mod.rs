@@ -87,7 +87,7 @@ pub async fn get(c: &Arc<Coordinator>, id: RequestId) -> Result<RequestRecord> {
 async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<RequestRecord> {
     let now = now();
     let replaced = c
-        .policy_for(&record.request.policy_hash)
+        .policy_for(&record.request)
         .ok()
         .and_then(|p| superseded(&record, &p));
     let Some(expire) = expiry(&record, now).or(replaced) else {

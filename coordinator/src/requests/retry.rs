@@ -27,7 +27,7 @@ use crate::store::blocking;
 pub async fn retry(c: &Arc<Coordinator>, id: RequestId, by: &str) -> Result<RequestRecord> {
     c.policy()?;
     let record = super::get(c, id).await?;
-    let policy = c.policy_for(&record.request.policy_hash)?;
+    let policy = c.policy_for(&record.request)?;
     if record.state != State::Failed {
         return Err(Error::StateConflict {
             request: id,

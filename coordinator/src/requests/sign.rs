@@ -205,12 +205,15 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
 async fn time_rules_wait(c: &Arc<Coordinator>, id: RequestId) -> Option<std::time::Duration> {
     let store = c.requests.clone();
     let record = blocking(move || store.request(&id)).await.ok()?;
-    let policy = c.policy_for(&record.request.policy_hash).ok()?;
+    let policy = c.policy_for(&record.request).ok()?;
     let key = c.key(&record.request.key_id).await.ok()?;
     let now = super::now();
     let approved = ApprovedRequest::from_record(&policy, &key.facts(), &record, now).ok()?;
     let at = approved.signable_from(&policy, now);
-    (at > now && at < record.request.expires_at).then(|| std::time::Duration::from_secs(at - now))
+    // One second more: the signers judge by their own clocks (and answer
+    // UNAVAILABLE, retried with backoff, if still early).
+    (at > now && at < record.request.expires_at)
+        .then(|| std::time::Duration::from_secs(at - now + 1))
 }
 
 /// Records the run's outcome under its claim.
@@ -232,7 +235,7 @@ struct Done {
 
 /// The round itself: the record's approvals must still meet the quorum.
 async fn sign(c: &Coordinator, record: &RequestRecord, plans: &PlanLog) -> Result<Done> {
-    let policy = c.policy_for(&record.request.policy_hash)?;
+    let policy = c.policy_for(&record.request)?;
     let key = c.key(&record.request.key_id).await?;
     let approved = phases::time(Phase::ApprovalCheck, || {
         ApprovedRequest::from_record(&policy, &key.facts(), record, super::now())
