@@ -84,6 +84,9 @@ pub struct ApproverPolicy {
 }
 
 /// What `decide` was asked to do besides the decision itself.
+/// The shortest validity of a rejection sent to the signers directly.
+pub const DIRECT_VETO_SECS: u64 = 600;
+
 pub struct Options<'a> {
     pub confirm: Confirm,
     pub policy: Option<ApproverPolicy>,
@@ -102,7 +105,19 @@ pub async fn decide(
 ) -> Result<(), CliError> {
     let examined = examine(channel.clone(), id).await?;
     let view = &examined.view;
-    if view.state != State::PendingApproval {
+    // A rejection with --signer goes to the signers whatever state the
+    // coordinator shows: a coordinator that says "approved" or "signed"
+    // must not be able to keep a veto from the signers (nor one during a
+    // time rule's delay, while the request is APPROVED).
+    let direct_veto = decision == Decision::Reject && !options.direct.0.is_empty();
+    let to_coordinator = view.state == State::PendingApproval;
+    if !to_coordinator && direct_veto {
+        eprintln!(
+            "ringi: the coordinator shows request {id} as {} {}; the rejection goes to the signers only",
+            view.state,
+            printable(&view.state_reason)
+        );
+    } else if !to_coordinator {
         return Err(CliError::Status {
             code: tonic::Code::FailedPrecondition,
             message: format!(
@@ -120,8 +135,19 @@ pub async fn decide(
         None => None,
     };
     let now = ringi_policy::clock::now();
+    // A rejection sent to the signers is checked there when it arrives: it
+    // is valid for at least DIRECT_VETO_SECS (within the approver's own
+    // policy when given), so a coordinator proposing a tiny validity cannot
+    // make it expire on the way.
+    let ttl = if direct_veto {
+        view.approval_ttl_secs
+            .max(DIRECT_VETO_SECS)
+            .min(policy_max.unwrap_or(u64::MAX))
+    } else {
+        view.approval_ttl_secs
+    };
     // Checked before the approver is asked anything.
-    view::approval_window_under(now, view.approval_ttl_secs, key_id, policy_max)?;
+    view::approval_window_under(now, ttl, key_id, policy_max)?;
     let approver = signer.public_key();
     let previous = view::previous_decision(view, &approver, now);
     if let Previous::Valid {
@@ -162,7 +188,6 @@ pub async fn decide(
             ),
         };
     }
-    let ttl = view.approval_ttl_secs;
     let _ = match (&options.policy, policy_max) {
         (Some(p), Some(max)) => writeln!(
             err,
@@ -198,12 +223,7 @@ pub async fn decide(
 
     // Issued now, after the approver's answer (which may have taken a
     // while), under the same bounds.
-    let window = view::approval_window_under(
-        ringi_policy::clock::now(),
-        view.approval_ttl_secs,
-        key_id,
-        policy_max,
-    )?;
+    let window = view::approval_window_under(ringi_policy::clock::now(), ttl, key_id, policy_max)?;
     let statement = Statement::for_request(
         request,
         department,
@@ -230,6 +250,10 @@ pub async fn decide(
         }
         _ => None,
     };
+    if !to_coordinator {
+        // Only a direct veto gets here (see above).
+        return direct_report.unwrap_or(Ok(()));
+    }
     let view = view::from_pb(
         &RequestServiceClient::new(channel)
             .decide(pb::DecideRequest {

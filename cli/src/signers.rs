@@ -102,7 +102,7 @@ pub fn all_answered<T>(answers: &[(String, Result<T, CliError>)]) -> Result<(), 
     let missing = answers.iter().filter(|(_, a)| a.is_err()).count();
     for (name, answer) in answers {
         if let Err(e) = answer {
-            eprintln!("ringi: {name}: {e}");
+            eprintln!("ringi: {name}: {}", crate::view::printable(&e.to_string()));
         }
     }
     if missing > 0 {
@@ -132,10 +132,10 @@ pub fn report(what: &str, answers: &Answers) -> Result<(), CliError> {
     let mut refused = 0;
     for (name, answer) in answers {
         match answer {
-            Ok(text) => eprintln!("ringi: {name}: {text}"),
+            Ok(text) => eprintln!("ringi: {name}: {}", crate::view::printable(text)),
             Err(e) => {
                 refused += 1;
-                eprintln!("ringi: {name}: NOT recorded: {e}");
+                eprintln!("ringi: {name}: NOT recorded: {}", crate::view::printable(e));
             }
         }
     }

@@ -95,6 +95,28 @@ fn a_rejection_the_coordinator_drops_still_stops_the_signers() {
             "a vetoed request was signed on retry"
         );
     }
+
+    // A coordinator showing the request as APPROVED (here: waiting out a
+    // 30 s time rule) cannot keep a rejection from the signers.
+    cluster.keygen("timed", 2, &all);
+    let waiting = cluster.submit("timed", b"waiting", 2_000_000, "wallet-service", &[]);
+    approve_both(&cluster, &waiting);
+    let said = reject(&cluster, &waiting, "carol", "compliance", true);
+    assert!(
+        said.contains("the rejection goes to the signers only"),
+        "{said}"
+    );
+    assert!(
+        said.contains("rejection in force at 3 of 3 signers"),
+        "{said}"
+    );
+    let holds = cluster.ringi_ok(&["holds", "--signer", &list]);
+    for s in all {
+        assert!(
+            holds.contains(&format!("{s}: 2 vetoed request(s)")),
+            "{holds}"
+        );
+    }
 }
 
 #[test]

@@ -157,7 +157,7 @@ pub fn check_update(
         return Err(UpdateRefused::Unchanged);
     }
     // A policy at the end of the sequence space has no successor.
-    let expected = current.sequence().checked_add(1).unwrap_or(u64::MAX);
+    let expected = current.sequence().saturating_add(1);
     if new.sequence() != expected || current.sequence() == u64::MAX {
         return Err(UpdateRefused::Sequence {
             current: current.sequence(),
