@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use ringi_policy::clock::now;
-use ringi_policy::policy_store::{PolicyStore, PolicyStoreError, RefusalKind};
-use ringi_policy::policy_update::Change;
+use ringi_policy::policy_store::{PolicyStore, PolicyStoreError};
 use ringi_proto::coordinator::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
@@ -29,21 +28,7 @@ fn store_of(c: &Coordinator) -> Result<&Arc<PolicyStore>, Status> {
 
 /// The status for an update's refusal: the rule's code and message.
 pub fn refusal(e: PolicyStoreError) -> Status {
-    let code = match e.kind() {
-        RefusalKind::Invalid => Code::InvalidArgument,
-        RefusalKind::NotPermitted => Code::PermissionDenied,
-        RefusalKind::NotNow => Code::FailedPrecondition,
-        RefusalKind::Unavailable => Code::Unavailable,
-    };
-    Status::new(code, e.to_string())
-}
-
-/// The change, as the API names it.
-pub fn change_text(change: &Change) -> String {
-    match change {
-        Change::Tightening => "tightening".into(),
-        Change::Loosening(r) => format!("loosening: {r}"),
-    }
+    Status::new(Code::from(e.kind().grpc_code()), e.to_string())
 }
 
 fn status_of(store: &PolicyStore) -> pb::PolicyStatus {
@@ -91,7 +76,7 @@ impl pb::policy_service_server::PolicyService for PolicyService {
                     ("policy_sha256", hex::encode(applied.hash)),
                     ("sequence", applied.sequence.to_string()),
                     ("effective_at", applied.effective_at.to_string()),
-                    ("change", change_text(&applied.change)),
+                    ("change", applied.change.to_string()),
                     ("admins", applied.admins.join(",")),
                 ],
             );
@@ -106,7 +91,7 @@ impl pb::policy_service_server::PolicyService for PolicyService {
             });
         }
         let mut status = status_of(store_of(&self.0)?);
-        status.change = change_text(&applied.change);
+        status.change = applied.change.to_string();
         status.already = applied.already;
         Ok(Response::new(status))
     }

@@ -22,6 +22,7 @@ use rusqlite::{Connection, params};
 use crate::approver_key::ApproverKey;
 use crate::encoding::sha256;
 use crate::policy::{PendingRequests, Policy};
+pub use crate::policy_update::RefusalKind;
 use crate::policy_update::{
     AcceptedUpdate, AdminSignature, Change, PolicyUpdate, UpdateRefused, check_update,
 };
@@ -42,29 +43,11 @@ pub enum PolicyStoreError {
     BrokenChain { index: usize, reason: String },
 }
 
-/// What kind of refusal an update met, for the gRPC edges (signer and
-/// coordinator answer alike).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// The new policy does not load (INVALID_ARGUMENT).
-    Invalid,
-    /// A signature does not verify or is not an admin's (PERMISSION_DENIED).
-    NotPermitted,
-    /// Well formed and signed, not applicable now: rollback, fork, quorum,
-    /// delay, a pending update (FAILED_PRECONDITION).
-    NotNow,
-    /// The store failed (UNAVAILABLE).
-    Unavailable,
-}
-
 impl PolicyStoreError {
     pub fn kind(&self) -> RefusalKind {
         match self {
-            PolicyStoreError::Refused(UpdateRefused::InvalidPolicy(_)) => RefusalKind::Invalid,
-            PolicyStoreError::Refused(
-                UpdateRefused::BadSignature { .. } | UpdateRefused::NotAnAdmin { .. },
-            ) => RefusalKind::NotPermitted,
-            PolicyStoreError::Refused(_) | PolicyStoreError::Pending { .. } => RefusalKind::NotNow,
+            PolicyStoreError::Refused(r) => r.kind(),
+            PolicyStoreError::Pending { .. } => RefusalKind::NotNow,
             PolicyStoreError::Sqlite(_) | PolicyStoreError::BrokenChain { .. } => {
                 RefusalKind::Unavailable
             }

@@ -136,6 +136,55 @@ pub enum UpdateRefused {
     },
 }
 
+/// What kind of refusal an update met, for the gRPC edges (signer and
+/// coordinator answer alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The new policy does not load (INVALID_ARGUMENT).
+    Invalid,
+    /// A signature does not verify or is not an admin's (PERMISSION_DENIED).
+    NotPermitted,
+    /// Well formed and signed, not applicable now: rollback, fork, quorum,
+    /// delay, a pending update (FAILED_PRECONDITION).
+    NotNow,
+    /// The store failed (UNAVAILABLE).
+    Unavailable,
+}
+
+impl RefusalKind {
+    /// The gRPC status code both the signers and the coordinator answer.
+    pub fn grpc_code(self) -> i32 {
+        match self {
+            RefusalKind::Invalid => 3,      // INVALID_ARGUMENT
+            RefusalKind::NotPermitted => 7, // PERMISSION_DENIED
+            RefusalKind::NotNow => 9,       // FAILED_PRECONDITION
+            RefusalKind::Unavailable => 14, // UNAVAILABLE
+        }
+    }
+}
+
+impl UpdateRefused {
+    pub fn kind(&self) -> RefusalKind {
+        match self {
+            UpdateRefused::InvalidPolicy(_) => RefusalKind::Invalid,
+            UpdateRefused::BadSignature { .. } | UpdateRefused::NotAnAdmin { .. } => {
+                RefusalKind::NotPermitted
+            }
+            _ => RefusalKind::NotNow,
+        }
+    }
+}
+
+impl std::fmt::Display for Change {
+    /// As the APIs and the CLI name it: "tightening" or "loosening: why".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Tightening => f.write_str("tightening"),
+            Change::Loosening(reason) => write!(f, "loosening: {reason}"),
+        }
+    }
+}
+
 /// Checks `update` against `current` at `now`.
 pub fn check_update(
     current: &Policy,

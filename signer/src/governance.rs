@@ -14,14 +14,13 @@ use std::sync::Arc;
 use ringi_policy::clock::now;
 use ringi_policy::freeze::{FreezeRefused, UnfreezeRefused, check_freeze, check_unfreeze};
 use ringi_policy::holds::Frozen;
-use ringi_policy::policy_update::Change;
 use ringi_policy::veto::{VetoRefused, check_veto};
 use ringi_proto::signer::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
 use crate::holds::{HoldStore, HoldStoreError};
 use crate::node_audit::{AuditSink, audited};
-use ringi_policy::policy_store::{PolicyStore, PolicyStoreError, RefusalKind};
+use ringi_policy::policy_store::{PolicyStore, PolicyStoreError};
 
 pub struct GovernanceService {
     policies: Arc<PolicyStore>,
@@ -82,13 +81,7 @@ fn unfreeze_code(e: &UnfreezeRefused) -> Code {
 }
 
 fn update_status(e: PolicyStoreError) -> Status {
-    let code = match e.kind() {
-        RefusalKind::Invalid => Code::InvalidArgument,
-        RefusalKind::NotPermitted => Code::PermissionDenied,
-        RefusalKind::NotNow => Code::FailedPrecondition,
-        RefusalKind::Unavailable => Code::Unavailable,
-    };
-    Status::new(code, e.to_string())
+    Status::new(Code::from(e.kind().grpc_code()), e.to_string())
 }
 
 fn store_status(e: HoldStoreError) -> Status {
@@ -255,10 +248,7 @@ impl pb::governance_server::Governance for GovernanceService {
             let now = now();
             let applied = policies.apply(&update, now).map_err(update_status)?;
             if !applied.already {
-                let change = match &applied.change {
-                    Change::Tightening => "tightening".to_string(),
-                    Change::Loosening(r) => format!("loosening: {r}"),
-                };
+                let change = applied.change.to_string();
                 audited(
                     audit.as_ref(),
                     "policy_update_accepted",
@@ -282,10 +272,7 @@ impl pb::governance_server::Governance for GovernanceService {
             policy_hash: applied.hash.to_vec(),
             sequence: applied.sequence,
             effective_at: applied.effective_at,
-            change: match &applied.change {
-                Change::Tightening => "tightening".into(),
-                Change::Loosening(r) => format!("loosening: {r}"),
-            },
+            change: applied.change.to_string(),
             already: applied.already,
         }))
     }
