@@ -16,6 +16,7 @@ use ringi_policy::policy::Policy;
 use ringi_policy::policy_update::{
     AdminSignature, Change, PolicyUpdate, check_update, classify, signed_bytes,
 };
+use ringi_proto::approval::v1::PolicyStatus;
 use ringi_proto::coordinator::v1 as cpb;
 use ringi_proto::coordinator::v1::policy_service_client::PolicyServiceClient;
 use ringi_proto::signer::v1 as pb;
@@ -232,20 +233,7 @@ pub async fn submit(
         let request = pb::UpdatePolicyRequest {
             update: Some(wire.clone()),
         };
-        async move {
-            let r = client.update_policy(request).await?.into_inner();
-            Ok(format!(
-                "{} sequence {} {} ({})",
-                if r.already { "already has" } else { "accepted" },
-                r.sequence,
-                if r.effective_at <= ringi_policy::clock::now() {
-                    "in force".to_string()
-                } else {
-                    format!("pending until {}", r.effective_at)
-                },
-                r.change
-            ))
-        }
+        async move { Ok(accepted(&client.update_policy(request).await?.into_inner())) }
     })
     .await;
     println!("{}", hex::encode(new_policy.hash()));
@@ -267,16 +255,49 @@ pub async fn submit(
     }
     .await;
     match &at_coordinator {
-        Ok(s) => eprintln!(
-            "ringi: coordinator: {} sequence {} ({})",
-            if s.already { "already has" } else { "accepted" },
-            s.pending_sequence.max(s.sequence),
-            s.change
-        ),
+        Ok(s) => eprintln!("ringi: coordinator: {}", accepted(s)),
         Err(e) => eprintln!("ringi: coordinator: NOT recorded: {e}"),
     }
     signers_report?;
     at_coordinator.map(|_| ())
+}
+
+/// What a node answered to an update: "accepted sequence N (tightening)",
+/// and when it takes effect if it is pending.
+fn accepted(s: &PolicyStatus) -> String {
+    let verb = if s.already { "already has" } else { "accepted" };
+    if s.pending_hash.is_empty() {
+        format!(
+            "{verb} sequence {} ({})",
+            s.sequence,
+            crate::view::printable(&s.change)
+        )
+    } else {
+        format!(
+            "{verb} sequence {} ({}), pending until {}",
+            s.pending_sequence,
+            crate::view::printable(&s.change),
+            s.pending_effective_at
+        )
+    }
+}
+
+/// A node's policy in force, and its pending update if any.
+fn standing(p: &PolicyStatus) -> String {
+    let mut line = format!(
+        "policy {} sequence {}",
+        hex::encode(&p.policy_hash),
+        p.sequence
+    );
+    if !p.pending_hash.is_empty() {
+        line.push_str(&format!(
+            "; pending {} sequence {} from {}",
+            hex::encode(&p.pending_hash),
+            p.pending_sequence,
+            p.pending_effective_at
+        ));
+    }
+    line
 }
 
 /// Each signer's policy in force and pending update.
@@ -297,21 +318,7 @@ pub async fn status(
     }
     .await
     {
-        Ok(p) => println!(
-            "coordinator: policy {} sequence {}{}",
-            hex::encode(&p.policy_hash),
-            p.sequence,
-            if p.pending_hash.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; pending {} sequence {} from {}",
-                    hex::encode(&p.pending_hash),
-                    p.pending_sequence,
-                    p.pending_effective_at
-                )
-            }
-        ),
+        Ok(p) => println!("coordinator: {}", standing(&p)),
         Err(e) => eprintln!("ringi: coordinator: {e}"),
     }
     let answers = ask_each(signers, tls, |mut client| async move {
@@ -322,21 +329,8 @@ pub async fn status(
     })
     .await;
     for (name, answer) in &answers {
-        let Ok(p) = answer else { continue };
-        print!(
-            "{name}: policy {} sequence {}",
-            hex::encode(&p.policy_hash),
-            p.sequence
-        );
-        if p.pending_hash.is_empty() {
-            println!();
-        } else {
-            println!(
-                "; pending {} sequence {} from {}",
-                hex::encode(&p.pending_hash),
-                p.pending_sequence,
-                p.pending_effective_at
-            );
+        if let Ok(p) = answer {
+            println!("{name}: {}", standing(p));
         }
     }
     all_answered(&answers)

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use ringi_policy::clock::now;
 use ringi_policy::policy_store::{PolicyStore, PolicyStoreError};
+use ringi_proto::approval::v1::PolicyStatus;
 use ringi_proto::coordinator::v1 as pb;
 use tonic::{Code, Request, Response, Status};
 
@@ -31,21 +32,12 @@ pub fn refusal(e: PolicyStoreError) -> Status {
     Status::new(Code::from(e.kind().grpc_code()), e.to_string())
 }
 
-fn status_of(store: &PolicyStore) -> pb::PolicyStatus {
+fn status_of(store: &PolicyStore) -> PolicyStatus {
     let (current, pending) = store.status(now());
-    let (pending_hash, pending_sequence, pending_effective_at) = match pending {
-        Some((p, at)) => (p.hash().to_vec(), p.sequence(), at),
-        None => (Vec::new(), 0, 0),
-    };
-    pb::PolicyStatus {
-        policy_hash: current.hash().to_vec(),
-        sequence: current.sequence(),
-        pending_hash,
-        pending_sequence,
-        pending_effective_at,
-        change: String::new(),
-        already: false,
-    }
+    ringi_proto::policy_update::status_to_pb(
+        &current,
+        pending.as_ref().map(|(p, at)| (p.as_ref(), *at)),
+    )
 }
 
 #[tonic::async_trait]
@@ -53,7 +45,7 @@ impl pb::policy_service_server::PolicyService for PolicyService {
     async fn update_policy(
         &self,
         request: Request<pb::UpdatePolicyRequest>,
-    ) -> Result<Response<pb::PolicyStatus>, Status> {
+    ) -> Result<Response<PolicyStatus>, Status> {
         access::require(&request, Role::Admin)?;
         let wire = request
             .into_inner()
@@ -99,7 +91,7 @@ impl pb::policy_service_server::PolicyService for PolicyService {
     async fn get_policy(
         &self,
         _request: Request<pb::GetPolicyRequest>,
-    ) -> Result<Response<pb::PolicyStatus>, Status> {
+    ) -> Result<Response<PolicyStatus>, Status> {
         Ok(Response::new(status_of(store_of(&self.0)?)))
     }
 }

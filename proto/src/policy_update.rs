@@ -2,6 +2,7 @@
 //! `ringi_policy::policy_update` types.
 
 use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::policy::Policy;
 use ringi_policy::policy_update::{AdminSignature, PolicyUpdate};
 
 use crate::approval::v1 as pb;
@@ -43,5 +44,24 @@ pub fn update_to_pb(u: &PolicyUpdate) -> pb::PolicyUpdate {
                 signature: s.signature.clone(),
             })
             .collect(),
+    }
+}
+
+/// A node's place in its policy chain: the policy in force and a pending
+/// update (`PolicyStore::status`); `change` and `already` left for
+/// `UpdatePolicy` to fill.
+pub fn status_to_pb(current: &Policy, pending: Option<(&Policy, u64)>) -> pb::PolicyStatus {
+    let (pending_hash, pending_sequence, pending_effective_at) = match pending {
+        Some((p, at)) => (p.hash().to_vec(), p.sequence(), at),
+        None => (Vec::new(), 0, 0),
+    };
+    pb::PolicyStatus {
+        policy_hash: current.hash().to_vec(),
+        sequence: current.sequence(),
+        pending_hash,
+        pending_sequence,
+        pending_effective_at,
+        change: String::new(),
+        already: false,
     }
 }

@@ -20,7 +20,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::holds::{HoldStore, HoldStoreError};
 use crate::node_audit::{AuditSink, audited};
-use ringi_policy::policy_store::{PolicyStore, PolicyStoreError};
+use ringi_policy::policy_store::{Applied, PolicyStore, PolicyStoreError};
 
 pub struct GovernanceService {
     policies: Arc<PolicyStore>,
@@ -82,6 +82,20 @@ fn unfreeze_code(e: &UnfreezeRefused) -> Code {
 
 fn update_status(e: PolicyStoreError) -> Status {
     Status::new(Code::from(e.kind().grpc_code()), e.to_string())
+}
+
+impl GovernanceService {
+    /// The answer to an accepted update: where the node stands now.
+    fn status(&self, applied: Applied) -> ringi_proto::approval::v1::PolicyStatus {
+        let (current, pending) = self.policies.status(now());
+        let mut status = ringi_proto::policy_update::status_to_pb(
+            &current,
+            pending.as_ref().map(|(p, at)| (p.as_ref(), *at)),
+        );
+        status.change = applied.change.to_string();
+        status.already = applied.already;
+        status
+    }
 }
 
 fn store_status(e: HoldStoreError) -> Status {
@@ -236,7 +250,7 @@ impl pb::governance_server::Governance for GovernanceService {
     async fn update_policy(
         &self,
         request: Request<pb::UpdatePolicyRequest>,
-    ) -> Result<Response<pb::UpdatePolicyResponse>, Status> {
+    ) -> Result<Response<ringi_proto::approval::v1::PolicyStatus>, Status> {
         let wire = request
             .into_inner()
             .update
@@ -268,31 +282,18 @@ impl pb::governance_server::Governance for GovernanceService {
         })
         .await
         .map_err(|s| refused("update_policy", s))?;
-        Ok(Response::new(pb::UpdatePolicyResponse {
-            policy_hash: applied.hash.to_vec(),
-            sequence: applied.sequence,
-            effective_at: applied.effective_at,
-            change: applied.change.to_string(),
-            already: applied.already,
-        }))
+        Ok(Response::new(self.status(applied)))
     }
 
     async fn get_policy(
         &self,
         _request: Request<pb::GetPolicyRequest>,
-    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+    ) -> Result<Response<ringi_proto::approval::v1::PolicyStatus>, Status> {
         let (current, pending) = self.policies.status(now());
-        let (pending_hash, pending_sequence, pending_effective_at) = match pending {
-            Some((p, at)) => (p.hash().to_vec(), p.sequence(), at),
-            None => (Vec::new(), 0, 0),
-        };
-        Ok(Response::new(pb::GetPolicyResponse {
-            policy_hash: current.hash().to_vec(),
-            sequence: current.sequence(),
-            pending_hash,
-            pending_sequence,
-            pending_effective_at,
-        }))
+        Ok(Response::new(ringi_proto::policy_update::status_to_pb(
+            &current,
+            pending.as_ref().map(|(p, at)| (p.as_ref(), *at)),
+        )))
     }
 
     async fn get_holds(
