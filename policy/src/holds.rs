@@ -62,9 +62,16 @@ impl Holds {
     /// What holds the request `request_id` for `key_id`, if anything: its
     /// veto first, then a freeze of every key, then of its key.
     pub fn hold_on(&self, request_id: &[u8; 32], key_id: &KeyId) -> Option<Hold> {
-        if let Some(v) = self.vetoes.get(request_id) {
-            return Some(Hold::Vetoed(v.clone()));
-        }
+        self.vetoed(request_id).or_else(|| self.frozen(key_id))
+    }
+
+    /// The veto of `request_id`, if any.
+    pub fn vetoed(&self, request_id: &[u8; 32]) -> Option<Hold> {
+        self.vetoes.get(request_id).cloned().map(Hold::Vetoed)
+    }
+
+    /// The freeze holding `key_id` (of every key first), if any.
+    pub fn frozen(&self, key_id: &KeyId) -> Option<Hold> {
         [Scope::All, Scope::Key(key_id.clone())]
             .iter()
             .find_map(|scope| self.freezes.get(scope))

@@ -14,6 +14,7 @@ use std::sync::{Mutex, RwLock};
 use ringi_policy::freeze::{Freeze, FreezeRefused, Scope};
 use ringi_policy::holds::{ActiveFreeze, Frozen, Hold, Holds};
 use ringi_policy::key_id::KeyId;
+use ringi_policy::request::SigningRequest;
 use ringi_policy::veto::Veto;
 use rusqlite::{Connection, params};
 
@@ -76,6 +77,19 @@ impl HoldStore {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .hold_on(request_id, key_id)
+    }
+
+    /// What holds `request` (of its key), if anything. Its id (a hash over
+    /// the whole request, a PSBT included) is computed only when this node
+    /// holds vetoes at all: the rounds ask this on every call.
+    pub fn hold_on_request(&self, request: &SigningRequest) -> Option<Hold> {
+        let holds = self.holds.read().unwrap_or_else(|p| p.into_inner());
+        if holds.veto_count() > 0
+            && let Some(hold) = holds.vetoed(&request.id())
+        {
+            return Some(hold);
+        }
+        holds.frozen(&request.key_id)
     }
 
     /// A copy of every hold (for `GetHolds`).

@@ -111,7 +111,7 @@ impl<S: Suite> SigningContext<S> {
         let approved = self
             .approved
             .authorize(&policy, key_id, facts, bundle, now)?;
-        if let Some(hold) = self.holds.hold_on(&approved.request.id(), key_id) {
+        if let Some(hold) = self.holds.hold_on_request(&approved.request) {
             return Err(AuthorizationError::Held(Box::new(hold)));
         }
         // The time rules, by this node's clock (never remembered: time moves).
