@@ -77,6 +77,87 @@ pub async fn keygen(
     })
 }
 
+/// `ringi keys refresh KEY_ID`: refreshes the key's shares, showing each
+/// step; prints the group key (unchanged) when every signer uses its
+/// refreshed share.
+pub async fn refresh(channel: Channel, key_id: String) -> Result<(), CliError> {
+    let before = fetch(channel.clone(), &key_id).await?.0;
+    let mut stream = KeyServiceClient::new(channel)
+        .refresh_key(pb::RefreshKeyRequest {
+            key_id: key_id.clone(),
+        })
+        .await?
+        .into_inner();
+    eprintln!(
+        "ringi: refreshing the shares of key {key_id:?} ({} signers)",
+        before.signers.len()
+    );
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(pb::create_key_event::Event::StepStarted(s)) => {
+                eprintln!("  [{}/{}] {} ...", s.step, s.total_steps, s.description);
+            }
+            Some(pb::create_key_event::Event::StepFinished(s)) => {
+                eprintln!(
+                    "  [{}/{}] done in {} ms",
+                    s.step, s.total_steps, s.elapsed_ms
+                );
+            }
+            Some(pb::create_key_event::Event::Created(key)) => {
+                if key.group_public_key != before.group_public_key {
+                    return Err(CliError::Status {
+                        code: tonic::Code::Internal,
+                        message: format!(
+                            "the coordinator reports group key {} after the refresh, not the key's {}",
+                            hex::encode(&key.group_public_key),
+                            hex::encode(&before.group_public_key)
+                        ),
+                    });
+                }
+                eprintln!(
+                    "ringi: key {key_id:?} refreshed: every signer uses its new share, the old shares are destroyed; group public key unchanged:"
+                );
+                println!("{}", hex::encode(key.group_public_key));
+                return Ok(());
+            }
+            None => {}
+        }
+    }
+    Err(CliError::Status {
+        code: tonic::Code::Unknown,
+        message: "the coordinator ended the refresh stream without a result".into(),
+    })
+}
+
+/// `ringi keys import-from-signers KEY_ID`: re-registers the key from its
+/// signers; says which signers vouched for it and why the others did not;
+/// prints the group key.
+pub async fn import_from_signers(channel: Channel, key_id: String) -> Result<(), CliError> {
+    let answer = KeyServiceClient::new(channel)
+        .import_key(pb::ImportKeyRequest {
+            key_id: key_id.clone(),
+        })
+        .await?
+        .into_inner();
+    let key = answer.key.ok_or_else(|| CliError::Status {
+        code: tonic::Code::Internal,
+        message: "the coordinator answered the import without the key".into(),
+    })?;
+    let checked = view::key_from_pb(&key)?;
+    eprintln!(
+        "ringi: {} key {key_id:?} ({}-of-{}) imported; vouched for by {}",
+        checked.kind,
+        key.threshold,
+        key.signers.len(),
+        answer.agreeing_signers.join(", ")
+    );
+    for other in &answer.other_signers {
+        eprintln!("ringi:   not counted: {}", view::printable(other));
+    }
+    println!("{}", hex::encode(key.group_public_key));
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct KeyJson {
     key_id: String,

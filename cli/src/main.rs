@@ -175,8 +175,10 @@ enum Command {
     /// flight, whole flow (submit, approvals, signing) or the signing of
     /// requests whose other approvals are recorded; every signature verified.
     BenchLoad(ringi_cli::bench_load::LoadArgs),
-    /// List keys.
+    /// List keys; with a subcommand, a key lifecycle operation.
     Keys {
+        #[command(subcommand)]
+        action: Option<KeysCommand>,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -297,6 +299,26 @@ impl SignerArgs {
     fn endpoints(&self) -> anyhow::Result<Vec<ringi_cli::signers::SignerEndpoint>> {
         Ok(ringi_cli::signers::parse(&self.signer)?)
     }
+}
+
+/// Key lifecycle operations (admin role on the coordinator).
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Give every signer of KEY_ID a new share of the same group key (a
+    /// refresh DKG among all its signers); the old shares are destroyed in
+    /// the tokens, and a copy taken before no longer combines with the new
+    /// ones. Run it again to finish a refresh that stopped midway.
+    Refresh {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+    },
+    /// Re-register KEY_ID from its signers on a coordinator that lost its
+    /// database: recorded only when a threshold of the registry's signers
+    /// report the same public key package.
+    ImportFromSigners {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -763,7 +785,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(health::health(connect(&address, tls.as_ref()).await?, service).await?)
         }
         Command::BenchLoad(load) => Ok(ringi_cli::bench_load::run(&address, tls, &load).await?),
-        Command::Keys { output } => Ok(keys::keys(connect(&address, tls).await?, output).await?),
+        Command::Keys { action, output } => {
+            let channel = connect(&address, tls).await?;
+            match action {
+                None => Ok(keys::keys(channel, output).await?),
+                Some(KeysCommand::Refresh { key_id }) => Ok(keys::refresh(channel, key_id).await?),
+                Some(KeysCommand::ImportFromSigners { key_id }) => {
+                    Ok(keys::import_from_signers(channel, key_id).await?)
+                }
+            }
+        }
         Command::Bench {
             config,
             keys,

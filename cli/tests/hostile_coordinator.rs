@@ -107,6 +107,22 @@ impl KeyService for FakeService {
         Err(Status::unimplemented("fake"))
     }
 
+    type RefreshKeyStream = tokio_stream::Empty<Result<pb::CreateKeyEvent, Status>>;
+
+    async fn refresh_key(
+        &self,
+        _: Request<pb::RefreshKeyRequest>,
+    ) -> Result<Response<Self::RefreshKeyStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn import_key(
+        &self,
+        _: Request<pb::ImportKeyRequest>,
+    ) -> Result<Response<pb::ImportKeyResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn get_public_key(
         &self,
         _: Request<pb::GetPublicKeyRequest>,

@@ -128,6 +128,14 @@ impl Coordinator {
         self.changes.subscribe()
     }
 
+    /// Drops `key_id` from the cache: its record changed (a refresh).
+    pub fn forget_key(&self, key_id: &KeyId) {
+        self.key_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id);
+    }
+
     /// The key, from the cache or the store.
     pub async fn key(&self, key_id: &KeyId) -> Result<Arc<Key>> {
         if let Some(k) = self

@@ -128,6 +128,8 @@ pub enum Error {
     Signing(#[from] SigningError),
     #[error(transparent)]
     Keygen(#[from] KeygenError),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
 
     // --- INTERNAL: the coordinator's own state. ---
     /// The storage engine failed.
@@ -463,6 +465,7 @@ impl Error {
             Error::CapExceeded { .. } => Code::ResourceExhausted,
             Error::Signing(e) => e.code(),
             Error::Keygen(e) => e.code(),
+            Error::Lifecycle(e) => e.code(),
             Error::Store(_)
             | Error::Corrupt(_)
             | Error::Inconsistent { .. }
@@ -525,6 +528,94 @@ impl SigningError {
             SigningError::Routing(_) | SigningError::Encoding(_) | SigningError::Finalize(_) => {
                 false
             }
+        }
+    }
+}
+
+/// Why a key lifecycle operation (refresh, import) did not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LifecycleError {
+    /// The signers do not hold the key as the coordinator records it (or,
+    /// for an import, as each other do).
+    #[error("key id {key:?}: {reason}; nothing changed")]
+    Mismatch { key: KeyId, reason: String },
+    /// Signers failed a refresh step before anything was stored.
+    #[error("refresh of key id {key:?} failed: {failures}; the old shares stay in use")]
+    RefreshFailed {
+        key: KeyId,
+        failures: SignerFailures,
+    },
+    /// The refreshed results disagree, do not decode, or change the group
+    /// key.
+    #[error("refresh of key id {key:?}: {reason}; nothing stored, the old shares stay in use")]
+    BadResult { key: KeyId, reason: String },
+    /// Some signers did not store their refreshed share: the refresh is
+    /// undone (the others' refreshed shares discarded).
+    #[error(
+        "refresh of key id {key:?} failed at the store step: {failures}; the old shares stay in use{}",
+        match not_discarded {
+            None => " and the refreshed shares were discarded".to_string(),
+            Some(names) => format!(
+                "; refreshed shares still wait on {} (run the refresh again to discard them)",
+                names.join(", ")
+            ),
+        }
+    )]
+    StoreIncomplete {
+        key: KeyId,
+        failures: SignerFailures,
+        not_discarded: Option<Vec<String>>,
+    },
+    /// Waiting refreshed shares of an interrupted refresh could not be
+    /// discarded.
+    #[error(
+        "key id {key:?}: an interrupted refresh left refreshed shares that could not be discarded: {failures}"
+    )]
+    Cleanup {
+        key: KeyId,
+        failures: SignerFailures,
+    },
+    /// Every signer stored its refreshed share but the coordinator could not
+    /// record the new public key package: nothing was activated.
+    #[error(
+        "refresh of key id {key:?}: the coordinator could not record the new public key package ({reason}); the old shares stay in use, run the refresh again"
+    )]
+    NotRecorded { key: KeyId, reason: String },
+    /// The refresh is recorded but some signers have not put their
+    /// refreshed share in use.
+    #[error(
+        "refresh of key id {key:?} is recorded, but not in use on every signer yet: {failures}; run the refresh again to finish it (until then signing needs the signers that finished)"
+    )]
+    ActivationIncomplete {
+        key: KeyId,
+        failures: SignerFailures,
+    },
+    /// Import: fewer than a threshold of signers agree on the key.
+    #[error("key id {key:?} cannot be imported from the signers: {reason}")]
+    NoAgreement { key: KeyId, reason: String },
+}
+
+impl LifecycleError {
+    /// FAILED_PRECONDITION for a disagreement the operator must resolve;
+    /// UNAVAILABLE when signers could not be reached (or did not finish)
+    /// and running it again may succeed; ABORTED when a refresh was undone;
+    /// INTERNAL for results that disagree or could not be recorded.
+    pub fn code(&self) -> Code {
+        match self {
+            LifecycleError::Mismatch { .. } | LifecycleError::NoAgreement { .. } => {
+                Code::FailedPrecondition
+            }
+            LifecycleError::RefreshFailed { failures, .. }
+            | LifecycleError::Cleanup { failures, .. } => {
+                if failures.all_unavailable() {
+                    Code::Unavailable
+                } else {
+                    Code::FailedPrecondition
+                }
+            }
+            LifecycleError::StoreIncomplete { .. } => Code::Aborted,
+            LifecycleError::ActivationIncomplete { .. } => Code::Unavailable,
+            LifecycleError::BadResult { .. } | LifecycleError::NotRecorded { .. } => Code::Internal,
         }
     }
 }

@@ -132,6 +132,7 @@ async fn run_suite<C: Suite>(
         session_id: &session_id,
         threshold: req.threshold,
         signers: &signers,
+        refresh: None,
     };
     let mut step = 0;
     let mut timed = |description: &'static str| {
@@ -141,7 +142,18 @@ async fn run_suite<C: Suite>(
     };
 
     let (s, t0) = timed("node info: DKG transport keys");
-    let participants = run.node_info().await?;
+    let participants = run
+        .node_info(|signer, info| {
+            if info.key_shares.iter().any(|k| *key_id == *k.key_id) {
+                return Err(KeygenError::ShareExists {
+                    key: key_id.clone(),
+                    signer: signer.name.clone(),
+                }
+                .into());
+            }
+            Ok(())
+        })
+        .await?;
     progress(Progress::Finished {
         step: s,
         elapsed_ms: ms(t0),
@@ -253,17 +265,22 @@ pub fn agree_on_result<C: Suite>(
     ))
 }
 
-struct Run<'a> {
-    key_id: &'a KeyId,
-    session_id: &'a [u8],
-    threshold: u32,
-    signers: &'a [Signer],
+/// One DKG run (a new key, or a refresh of one) over its signers: the
+/// steps, each on every signer at once. Also driven by
+/// [`crate::refresh`].
+pub(crate) struct Run<'a> {
+    pub key_id: &'a KeyId,
+    pub session_id: &'a [u8],
+    pub threshold: u32,
+    pub signers: &'a [Signer],
+    /// For a refresh: the key's current public key package.
+    pub refresh: Option<&'a [u8]>,
 }
 
 impl Run<'_> {
     /// Calls `f` on every signer at once; fails with every signer's error if
     /// any fails (a DKG needs all of them).
-    async fn on_all<T, F, Fut>(&self, f: F) -> std::result::Result<Vec<T>, SignerFailures>
+    pub async fn on_all<T, F, Fut>(&self, f: F) -> std::result::Result<Vec<T>, SignerFailures>
     where
         F: Fn(Signer) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
@@ -300,8 +317,12 @@ impl Run<'_> {
     }
 
     /// Each signer's DKG transport key with its attestation (certificate
-    /// and signature; empty without TLS), relayed unchanged to the others.
-    async fn node_info(&self) -> Result<Vec<pb::DkgParticipant>> {
+    /// and signature; empty without TLS), relayed unchanged to the others,
+    /// once `check` accepts what the signer holds.
+    pub async fn node_info(
+        &self,
+        check: impl Fn(&Signer, &pb::GetNodeInfoResponse) -> Result<()>,
+    ) -> Result<Vec<pb::DkgParticipant>> {
         let infos = self
             .step(|mut s| async move {
                 Ok(s.client
@@ -312,13 +333,7 @@ impl Run<'_> {
             .await?;
         let mut keys = Vec::with_capacity(infos.len());
         for (signer, info) in self.signers.iter().zip(infos) {
-            if info.key_shares.iter().any(|k| *self.key_id == *k.key_id) {
-                return Err(KeygenError::ShareExists {
-                    key: self.key_id.clone(),
-                    signer: signer.name.clone(),
-                }
-                .into());
-            }
+            check(signer, &info)?;
             keys.push(pb::DkgParticipant {
                 identifier: u32::from(signer.identifier),
                 dkg_public_key: info.dkg_public_key,
@@ -329,7 +344,7 @@ impl Run<'_> {
         Ok(keys)
     }
 
-    async fn round1(
+    pub async fn round1(
         &self,
         participants: &[pb::DkgParticipant],
         kind: KeyKind,
@@ -344,6 +359,8 @@ impl Run<'_> {
                     min_signers: self.threshold,
                     participants: participants.clone(),
                     kind: kind.as_str().to_string(),
+                    refresh: self.refresh.is_some(),
+                    public_key_package: self.refresh.map(<[u8]>::to_vec).unwrap_or_default(),
                 };
                 async move { Ok(s.client.dkg_round1(req).await?.into_inner().round1_package) }
             })
@@ -357,7 +374,7 @@ impl Run<'_> {
     }
 
     /// Returns, per recipient, the sealed packages addressed to it by sender.
-    async fn round2(
+    pub async fn round2(
         &self,
         round1: &BTreeMap<u32, Vec<u8>>,
     ) -> Result<BTreeMap<u32, BTreeMap<u32, Vec<u8>>>> {
@@ -395,7 +412,7 @@ impl Run<'_> {
         Ok(inbox)
     }
 
-    async fn finish<C: Suite>(
+    pub async fn finish<C: Suite>(
         &self,
         inbox: &BTreeMap<u32, BTreeMap<u32, Vec<u8>>>,
     ) -> Result<(Vec<u8>, Vec<u8>)> {
@@ -428,27 +445,37 @@ impl Run<'_> {
     }
 
     async fn commit(&self, group_public_key: &[u8]) -> Result<()> {
+        self.commit_each(group_public_key)
+            .await
+            .map(|_| ())
+            .map_err(|failures| {
+                KeygenError::CommitIncomplete {
+                    key: self.key_id.clone(),
+                    failures,
+                }
+                .into()
+            })
+    }
+
+    /// The commit step: every signer stores its share; returns each
+    /// signer's stored generation, or every failure.
+    pub async fn commit_each(
+        &self,
+        group_public_key: &[u8],
+    ) -> std::result::Result<Vec<u32>, SignerFailures> {
         self.on_all(|mut s| {
             let req = pb::DkgCommitRequest {
                 key_id: self.key_id.to_string(),
                 session_id: self.session_id.to_vec(),
                 group_public_key: group_public_key.to_vec(),
             };
-            async move { Ok(s.client.dkg_commit(req).await?.into_inner()) }
+            async move { Ok(s.client.dkg_commit(req).await?.into_inner().generation) }
         })
         .await
-        .map(|_| ())
-        .map_err(|failures| {
-            KeygenError::CommitIncomplete {
-                key: self.key_id.clone(),
-                failures,
-            }
-            .into()
-        })
     }
 
     /// Best effort: tell every signer to drop the run.
-    async fn abort(&self) {
+    pub async fn abort(&self) {
         let _ = join_all(self.signers.iter().map(|s| {
             let mut client = s.client.clone();
             let req = pb::DkgAbortRequest {

@@ -82,6 +82,27 @@ fn public_key(policy: Option<&Policy>, r: &KeyRecord) -> pb::PublicKey {
 /// `KeyService`.
 pub struct KeyService(pub Arc<Coordinator>);
 
+/// A key operation's progress as a stream event.
+fn progress_event(p: Progress, total_steps: u32) -> pb::CreateKeyEvent {
+    let event = match p {
+        Progress::Started { step, description } => {
+            pb::create_key_event::Event::StepStarted(pb::StepStarted {
+                step,
+                total_steps,
+                description: description.to_string(),
+            })
+        }
+        Progress::Finished { step, elapsed_ms } => {
+            pb::create_key_event::Event::StepFinished(pb::StepFinished {
+                step,
+                total_steps,
+                elapsed_ms,
+            })
+        }
+    };
+    pb::CreateKeyEvent { event: Some(event) }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::CreateKeyEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -114,23 +135,7 @@ impl pb::key_service_server::KeyService for KeyService {
                 &coordinator.keys,
                 request,
                 move |p| {
-                    let event = match p {
-                        Progress::Started { step, description } => {
-                            pb::create_key_event::Event::StepStarted(pb::StepStarted {
-                                step,
-                                total_steps: keygen::TOTAL_STEPS,
-                                description: description.to_string(),
-                            })
-                        }
-                        Progress::Finished { step, elapsed_ms } => {
-                            pb::create_key_event::Event::StepFinished(pb::StepFinished {
-                                step,
-                                total_steps: keygen::TOTAL_STEPS,
-                                elapsed_ms,
-                            })
-                        }
-                    };
-                    let _ = progress_tx.send(Ok(pb::CreateKeyEvent { event: Some(event) }));
+                    let _ = progress_tx.send(Ok(progress_event(p, keygen::TOTAL_STEPS)));
                 },
             )
             .await;
@@ -169,6 +174,120 @@ impl pb::key_service_server::KeyService for KeyService {
         });
         let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    type RefreshKeyStream = EventStream;
+
+    async fn refresh_key(
+        &self,
+        request: Request<pb::RefreshKeyRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        access::require(&request, Role::Admin)?;
+        let key_id = key_id(&request.into_inner().key_id)?;
+        let coordinator = self.0.clone();
+        // An unknown key is refused before the stream opens.
+        coordinator.key(&key_id).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            tracing::info!(key_id = %key_id, "refresh started");
+            coordinator.audit("key_refresh_started", &[("key_id", key_id.to_string())]);
+            let progress_tx = tx.clone();
+            let result = crate::refresh::run(
+                &coordinator.registry,
+                &coordinator.keys,
+                &key_id,
+                move |p| {
+                    let _ = progress_tx.send(Ok(progress_event(p, crate::refresh::TOTAL_STEPS)));
+                },
+            )
+            .await;
+            // The record may have changed whatever the outcome.
+            coordinator.forget_key(&key_id);
+            let last = match result {
+                Ok(done) => {
+                    tracing::info!(key_id = %key_id, resumed = done.resumed, "refresh finished; refreshed shares in use on every signer");
+                    coordinator.audit(
+                        "key_refreshed",
+                        &[
+                            ("key_id", key_id.to_string()),
+                            ("resumed", done.resumed.to_string()),
+                            ("discarded_waiting_on", done.discarded.join(",")),
+                            (
+                                "public_key_package_sha256",
+                                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                                    &done.record.public_key_package,
+                                )),
+                            ),
+                        ],
+                    );
+                    Ok(pb::CreateKeyEvent {
+                        event: Some(pb::create_key_event::Event::Created(public_key(
+                            coordinator.policy().ok().as_deref(),
+                            &done.record,
+                        ))),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(key_id = %key_id, error = %e, "refresh failed");
+                    coordinator.audit(
+                        "key_refresh_failed",
+                        &[("key_id", key_id.to_string()), ("reason", e.to_string())],
+                    );
+                    Err(Status::from(e))
+                }
+            };
+            let _ = tx.send(last);
+        });
+        let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn import_key(
+        &self,
+        request: Request<pb::ImportKeyRequest>,
+    ) -> Result<Response<pb::ImportKeyResponse>, Status> {
+        access::require(&request, Role::Admin)?;
+        let key_id = key_id(&request.into_inner().key_id)?;
+        let coordinator = &self.0;
+        match crate::import::run(&coordinator.registry, &coordinator.keys, &key_id).await {
+            Ok(agreed) => {
+                coordinator.forget_key(&key_id);
+                let record = &agreed.record;
+                tracing::info!(key_id = %key_id, agreeing = ?agreed.agreeing, "key imported from its signers");
+                coordinator.audit(
+                    "key_imported",
+                    &[
+                        ("key_id", key_id.to_string()),
+                        ("kind", record.kind.to_string()),
+                        ("threshold", record.threshold.to_string()),
+                        (
+                            "signers",
+                            record
+                                .signers
+                                .iter()
+                                .map(|(n, _)| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","),
+                        ),
+                        ("group_public_key", hex::encode(&record.group_public_key)),
+                        ("agreeing_signers", agreed.agreeing.join(",")),
+                    ],
+                );
+                Ok(Response::new(pb::ImportKeyResponse {
+                    key: Some(public_key(coordinator.policy().ok().as_deref(), record)),
+                    agreeing_signers: agreed.agreeing,
+                    other_signers: agreed.others,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(key_id = %key_id, error = %e, "key import refused");
+                coordinator.audit(
+                    "key_import_refused",
+                    &[("key_id", key_id.to_string()), ("reason", e.to_string())],
+                );
+                Err(e.into())
+            }
+        }
     }
 
     async fn get_public_key(

@@ -340,6 +340,32 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn replace_key_package(&self, key_id: &KeyId, expected: &[u8], new: &[u8]) -> Result<()> {
+        self.write(|tx| {
+            let stored: Option<Vec<u8>> = tx
+                .query_row_cached(
+                    "SELECT public_key_package FROM keys WHERE key_id = ?1",
+                    [key_id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match stored {
+                None => Err(crate::error::Missing::Key(key_id.clone()).into()),
+                Some(stored) if stored == new => Ok(()),
+                Some(stored) if stored != expected => Err(Error::Corrupt(format!(
+                    "key id {key_id:?}: the stored public key package changed while the refresh ran"
+                ))),
+                Some(_) => {
+                    tx.execute_cached(
+                        "UPDATE keys SET public_key_package = ?2 WHERE key_id = ?1",
+                        params![key_id.as_str(), new],
+                    )?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
     fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         self.read(|tx| load_key(tx, key_id))
     }

@@ -76,6 +76,14 @@ pub trait KeyStore: Send + Sync {
     /// identifier) is refused with an error and leaves nothing behind.
     fn insert_key(&self, key: &KeyRecord) -> Result<()>;
 
+    /// Replaces a key's public key package after a refresh (same group
+    /// key, new verifying shares), if it is still `expected`: a compare and
+    /// set in one transaction, so two refreshes of one key cannot both
+    /// record theirs. [`Error::NotFound`] for an unknown key;
+    /// [`Error::Corrupt`] naming the mismatch when the stored package is
+    /// not `expected`.
+    fn replace_key_package(&self, key_id: &KeyId, expected: &[u8], new: &[u8]) -> Result<()>;
+
     /// The key with its signers, read consistently, or `None`.
     fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>>;
 

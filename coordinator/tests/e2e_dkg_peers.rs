@@ -19,6 +19,7 @@ fn round1(participants: Vec<pb::DkgParticipant>) -> pb::DkgRound1Request {
         min_signers: 2,
         participants,
         kind: String::new(),
+        ..Default::default()
     }
 }
 

@@ -201,6 +201,7 @@ async fn the_relay_cannot_read_alter_or_redirect_dkg_shares() {
                 min_signers: 2,
                 participants: participants.clone(),
                 kind: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

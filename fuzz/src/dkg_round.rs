@@ -130,6 +130,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         min_signers: 2,
         participants: vec![participant(1, 5), participant(2, 6), participant(3, 7)],
         kind: String::new(),
+        ..Default::default()
     };
     let mut packages = BTreeMap::new();
     for n in [2u16, 3] {

@@ -112,7 +112,7 @@ fn node(index: usize) -> Node {
     let (number, package) = &KEY.0[index];
     let vault = Arc::new(MemoryVault::<S>::new());
     vault
-        .store(&key_id(), *number, package)
+        .store(&key_id(), *number, package, &KEY.1)
         .expect("a fresh vault stores a share");
     let ledger = Arc::new(
         SpendingLedger::open(std::path::Path::new(":memory:")).expect("an in-memory ledger"),

@@ -72,6 +72,7 @@ fn audit_log() {
 
 #[test]
 fn sealed_share() {
+    replay("sealed_share", "RoundTripV3");
     replay("sealed_share", "RoundTripV2");
     replay("sealed_share", "RoundTripV1");
 }

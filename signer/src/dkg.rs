@@ -18,6 +18,16 @@
 //! abandoned. Runs are keyed by key id; a new round 1 for a key id replaces
 //! an unfinished run, and runs older than [`RUN_TTL`] are dropped.
 //!
+//! A **refresh** (frost `keys::refresh`, the refresh DKG) runs the same
+//! four steps over an existing key: each polynomial has a zero constant
+//! term, so the group key stays and every share changes. Round 1 names the
+//! key's current public package; step 3 adds the refreshing shares to the
+//! node's current share; step 4 stores the result as the share's next
+//! generation **next to** the current one ([`ShareVault::store_next`]);
+//! the coordinator switches every node over with [`ShareVault::activate`]
+//! only once every node has stored its refreshed share, so a refresh that
+//! stops anywhere before leaves the old shares signing.
+//!
 //! The FROST side is generic over the ciphersuite `S` ([`ringi_frost::Suite`],
 //! frost-core's `keys::dkg`); the transport keys and envelopes are the
 //! node's secp256k1 ECDH keys whatever the suite. The checks of a step's
@@ -30,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use frost_core::Identifier;
 use frost_core::keys::dkg::{self, round1, round2};
+use frost_core::keys::refresh;
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use k256::elliptic_curve::sec1::ToEncodedPoint;
 use ringi_frost::Suite;
@@ -76,6 +87,10 @@ pub enum DkgError {
         second: u16,
         name: String,
     },
+    #[error("no key share for key id {0:?} on this node: nothing to refresh")]
+    NothingToRefresh(String),
+    #[error("refresh of key id {key_id:?} refused: {reason}")]
+    RefreshMismatch { key_id: String, reason: String },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -104,6 +119,36 @@ pub struct Round1Request {
     pub participants: Vec<Participant>,
 }
 
+/// What a run makes.
+pub enum Purpose {
+    /// A new key (frost `keys::dkg`).
+    Create,
+    /// New shares of an existing key (frost `keys::refresh`): the key's
+    /// public package as the coordinator sends it (checked against the
+    /// node's own in [`DkgRuns::round1`]; needed for a share sealed before
+    /// version 3, which has none).
+    Refresh { current_public: Option<Vec<u8>> },
+}
+
+/// A run's purpose once checked: for a refresh, the public package the
+/// run refreshes.
+enum Mode<S: Suite> {
+    Create,
+    Refresh {
+        old_public: Box<PublicKeyPackage<S>>,
+    },
+}
+
+/// What [`DkgRuns::commit`] stored.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub info: ShareInfo,
+    /// The generation stored: 0 for a new key; for a refresh, the waiting
+    /// generation to activate.
+    pub generation: u32,
+    pub refresh: bool,
+}
+
 /// Round-1 packages by sender, decoded.
 pub type Round1Packages<S> = BTreeMap<Identifier<S>, round1::Package<S>>;
 
@@ -121,7 +166,10 @@ enum Step<S: Suite> {
         secret: round2::SecretPackage<S>,
         round1_packages: Round1Packages<S>,
     },
-    Finished(Box<KeyPackage<S>>),
+    Finished {
+        key: Box<KeyPackage<S>>,
+        public: Box<PublicKeyPackage<S>>,
+    },
 }
 
 struct Run<S: Suite> {
@@ -130,6 +178,7 @@ struct Run<S: Suite> {
     /// Peers' transport keys (SEC1 uncompressed), by identifier; self excluded.
     peers: BTreeMap<u16, Vec<u8>>,
     step: Option<Step<S>>,
+    mode: Mode<S>,
     started: Instant,
 }
 
@@ -186,21 +235,57 @@ impl<S: Suite> DkgRuns<S> {
     /// Checks, in order: the request's own consistency ([`check_round1`]);
     /// under mutual TLS, every peer's attestation; that no share for the key
     /// id exists. Only then does it use the token (for randomness).
-    pub fn round1(&self, req: Round1Request) -> Result<Vec<u8>, DkgError> {
+    ///
+    /// For a refresh, also: the node holds the key, with no refreshed
+    /// share waiting; the run refreshes exactly the key's participants,
+    /// under this node's identifier and the key's threshold
+    /// ([`check_refresh`]).
+    pub fn round1(&self, req: Round1Request, purpose: Purpose) -> Result<Vec<u8>, DkgError> {
         let checked = check_round1(&req, &self.own_key)?;
         if let Some(peers) = self.peer_check() {
             check_peers(&req, &peers.0)?;
         }
-        if self.vault.contains(&req.key_id) {
-            return Err(DkgError::KeyExists(req.key_id.into()));
-        }
+        let mode = match purpose {
+            Purpose::Create => {
+                if self.vault.contains(&req.key_id) {
+                    return Err(DkgError::KeyExists(req.key_id.into()));
+                }
+                Mode::Create
+            }
+            Purpose::Refresh { current_public } => {
+                let info = self
+                    .vault
+                    .info(&req.key_id)
+                    .ok_or_else(|| DkgError::NothingToRefresh(req.key_id.to_string()))?;
+                if let Some(pending) = info.pending_generation {
+                    return Err(VaultError::RefreshPending {
+                        key_id: req.key_id.to_string(),
+                        pending,
+                    }
+                    .into());
+                }
+                Mode::Refresh {
+                    old_public: Box::new(check_refresh::<S>(
+                        &checked,
+                        &info,
+                        current_public.as_deref(),
+                    )?),
+                }
+            }
+        };
         let mut rng = rng::hedged(&self.token)?;
-        let (secret, package) = dkg::part1::<S, _>(
-            participant(checked.me)?,
-            checked.max_signers,
-            checked.min_signers,
-            &mut rng,
-        )
+        let me = participant(checked.me)?;
+        let (secret, package) = match mode {
+            Mode::Create => {
+                dkg::part1::<S, _>(me, checked.max_signers, checked.min_signers, &mut rng)
+            }
+            Mode::Refresh { .. } => refresh::refresh_dkg_part1::<S, _>(
+                me,
+                checked.max_signers,
+                checked.min_signers,
+                &mut rng,
+            ),
+        }
         .map_err(|e| DkgError::InvalidArgument(format!("FROST refused the parameters: {e}")))?;
         let bytes = package
             .serialize()
@@ -214,6 +299,7 @@ impl<S: Suite> DkgRuns<S> {
                 me: checked.me,
                 peers: checked.peers,
                 step: Some(Step::Round1(secret)),
+                mode,
                 started: Instant::now(),
             },
         );
@@ -234,12 +320,13 @@ impl<S: Suite> DkgRuns<S> {
         session_id: &[u8],
         round1_packages: &BTreeMap<u32, Vec<u8>>,
     ) -> Result<BTreeMap<u32, Vec<u8>>, DkgError> {
-        let (me, peers, secret) = {
+        let (me, peers, secret, refreshing) = {
             let mut runs = self.lock();
             let run = find_run(&mut runs, key_id, session_id)?;
             check_peer_set(&run.peers, round1_packages.keys(), "round-1 packages")?;
+            let refreshing = matches!(run.mode, Mode::Refresh { .. });
             match run.step.take() {
-                Some(Step::Round1(secret)) => (run.me, run.peers.clone(), secret),
+                Some(Step::Round1(secret)) => (run.me, run.peers.clone(), secret, refreshing),
                 other => {
                     run.step = other;
                     return Err(DkgError::OutOfOrder {
@@ -249,7 +336,15 @@ impl<S: Suite> DkgRuns<S> {
                 }
             }
         };
-        let result = self.compute_round2(key_id, session_id, me, &peers, secret, round1_packages);
+        let result = self.compute_round2(
+            key_id,
+            session_id,
+            me,
+            &peers,
+            secret,
+            round1_packages,
+            refreshing,
+        );
         let mut runs = self.lock();
         match result {
             Ok((secret2, decoded, sealed)) => {
@@ -268,7 +363,9 @@ impl<S: Suite> DkgRuns<S> {
         }
     }
 
-    /// part2 and the sealing of each package to its recipient.
+    /// part2 (of the DKG or the refresh) and the sealing of each package to
+    /// its recipient.
+    #[allow(clippy::too_many_arguments)]
     fn compute_round2(
         &self,
         key_id: &KeyId,
@@ -277,9 +374,15 @@ impl<S: Suite> DkgRuns<S> {
         peers: &BTreeMap<u16, Vec<u8>>,
         secret: round1::SecretPackage<S>,
         round1_packages: &BTreeMap<u32, Vec<u8>>,
+        refreshing: bool,
     ) -> Result<Round2Output<S>, DkgError> {
         let decoded = decode_round1::<S>(round1_packages)?;
-        let (secret2, packages) = dkg::part2(secret, &decoded).map_err(peer_error::<S>)?;
+        let (secret2, packages) = if refreshing {
+            refresh::refresh_dkg_part2(secret, &decoded)
+        } else {
+            dkg::part2(secret, &decoded)
+        }
+        .map_err(peer_error::<S>)?;
         let mut sealed = BTreeMap::new();
         for (peer, peer_key) in peers {
             let package =
@@ -346,6 +449,13 @@ impl<S: Suite> DkgRuns<S> {
                 }
             }
         };
+        let old_public = {
+            let mut runs = self.lock();
+            match &find_run(&mut runs, key_id, session_id)?.mode {
+                Mode::Create => None,
+                Mode::Refresh { old_public } => Some(old_public.as_ref().clone()),
+            }
+        };
         let result = self.open_and_verify(
             key_id,
             session_id,
@@ -354,12 +464,16 @@ impl<S: Suite> DkgRuns<S> {
             &secret,
             &round1_packages,
             sealed_packages,
+            old_public,
         );
         let mut runs = self.lock();
         match result {
             Ok((key_package, public_package)) => {
                 if let Ok(run) = find_run(&mut runs, key_id, session_id) {
-                    run.step = Some(Step::Finished(Box::new(key_package)));
+                    run.step = Some(Step::Finished {
+                        key: Box::new(key_package),
+                        public: Box::new(public_package.clone()),
+                    });
                 }
                 Ok(public_package)
             }
@@ -381,6 +495,7 @@ impl<S: Suite> DkgRuns<S> {
         secret: &round2::SecretPackage<S>,
         round1_packages: &Round1Packages<S>,
         sealed_packages: &BTreeMap<u32, Vec<u8>>,
+        old_public: Option<PublicKeyPackage<S>>,
     ) -> Result<(KeyPackage<S>, PublicKeyPackage<S>), DkgError> {
         let mut round2_packages = BTreeMap::new();
         for (sender, peer_key) in peers {
@@ -402,7 +517,28 @@ impl<S: Suite> DkgRuns<S> {
                 })?;
             round2_packages.insert(participant::<S>(*sender)?, package);
         }
-        dkg::part3(secret, round1_packages, &round2_packages).map_err(peer_error::<S>)
+        let Some(old_public) = old_public else {
+            return dkg::part3(secret, round1_packages, &round2_packages).map_err(peer_error::<S>);
+        };
+        // The one place a refresh holds the current share in memory: FROST
+        // adds the refreshing shares to it. Zeroized on drop.
+        let old_share = self.vault.unseal_share(key_id)?;
+        let group_key = *old_share.verifying_key();
+        let (share, public) = refresh::refresh_dkg_shares(
+            secret,
+            round1_packages,
+            &round2_packages,
+            old_public,
+            old_share,
+        )
+        .map_err(peer_error::<S>)?;
+        if *share.verifying_key() != group_key || *public.verifying_key() != group_key {
+            return Err(DkgError::RefreshMismatch {
+                key_id: key_id.to_string(),
+                reason: "the refreshed share is for another group key".into(),
+            });
+        }
+        Ok((share, public))
     }
 
     /// Step 4: stores the share from step 3 if `group_key` is the group key
@@ -410,20 +546,24 @@ impl<S: Suite> DkgRuns<S> {
     ///
     /// Checks, in order: the run (as in step 2) is finished; `group_key` is
     /// the computed group key; the vault holds no share for `key_id` yet.
+    ///
+    /// A refresh's share is stored as the next generation, next to the
+    /// share in use ([`ShareVault::store_next`]).
     pub fn commit(
         &self,
         key_id: &KeyId,
         session_id: &[u8],
         group_key: &[u8],
-    ) -> Result<ShareInfo, DkgError> {
-        let (me, key_package) = {
+    ) -> Result<Committed, DkgError> {
+        let (me, key_package, public, refreshing) = {
             let mut runs = self.lock();
             let run = find_run(&mut runs, key_id, session_id)?;
             match run.step.take() {
-                Some(Step::Finished(key_package)) => {
+                Some(Step::Finished { key, public }) => {
                     let me = run.me;
+                    let refreshing = matches!(run.mode, Mode::Refresh { .. });
                     runs.remove(key_id);
-                    (me, key_package)
+                    (me, key, public, refreshing)
                 }
                 other => {
                     run.step = other;
@@ -444,7 +584,22 @@ impl<S: Suite> DkgRuns<S> {
                 computed: hex::encode(computed),
             });
         }
-        Ok(self.vault.store(key_id, me, &key_package)?)
+        if refreshing {
+            let info = self.vault.store_next(key_id, &key_package, &public)?;
+            let generation = info.pending_generation.unwrap_or(info.generation);
+            Ok(Committed {
+                info,
+                generation,
+                refresh: true,
+            })
+        } else {
+            let info = self.vault.store(key_id, me, &key_package, &public)?;
+            Ok(Committed {
+                generation: info.generation,
+                info,
+                refresh: false,
+            })
+        }
     }
 
     /// Abandons the run for `key_id` if its session id matches.
@@ -554,6 +709,76 @@ pub fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1
         max_signers: n as u16,
         peers,
     })
+}
+
+/// Checks a refresh's round 1 against the share this node holds (pure):
+/// the public package it refreshes is the node's own sealed one (or, for a
+/// share sealed without one, the coordinator's, which must name the node's
+/// group key); this node keeps its identifier; the participants are
+/// exactly the key's (a participant left out would keep a share that no
+/// longer combines); the threshold is the key's. Returns the package.
+pub fn check_refresh<S: Suite>(
+    checked: &CheckedRound1,
+    held: &ShareInfo,
+    coordinators: Option<&[u8]>,
+) -> Result<PublicKeyPackage<S>, DkgError> {
+    let refuse = |reason: String| {
+        Err(DkgError::RefreshMismatch {
+            key_id: held.key_id.clone(),
+            reason,
+        })
+    };
+    let bytes = match (held.public_key_package.is_empty(), coordinators) {
+        (false, Some(theirs)) if theirs != held.public_key_package.as_slice() => {
+            return refuse(
+                "the coordinator's public key package is not the one sealed with this node's share"
+                    .into(),
+            );
+        }
+        (false, _) => held.public_key_package.as_slice(),
+        (true, Some(theirs)) => theirs,
+        (true, None) => {
+            return refuse(
+                "the share was sealed without its public key package and the request carries none"
+                    .into(),
+            );
+        }
+    };
+    let public = PublicKeyPackage::<S>::deserialize(bytes).map_err(|e| {
+        DkgError::InvalidArgument(format!("the key's public key package is malformed: {e}"))
+    })?;
+    if public.verifying_key().serialize().ok().as_deref() != Some(&held.group_key[..]) {
+        return refuse("the public key package names another group key".into());
+    }
+    if checked.me != held.identifier {
+        return refuse(format!(
+            "this node holds identifier {} of the key, not {}",
+            held.identifier, checked.me
+        ));
+    }
+    let mut key_participants: Vec<u16> = public
+        .verifying_shares()
+        .keys()
+        .filter_map(S::participant_number)
+        .collect();
+    key_participants.sort_unstable();
+    let mut run_participants: Vec<u16> =
+        checked.peers.keys().copied().chain([checked.me]).collect();
+    run_participants.sort_unstable();
+    if key_participants != run_participants {
+        return refuse(format!(
+            "a refresh needs exactly the key's participants {key_participants:?}, got {run_participants:?}"
+        ));
+    }
+    if let Some(min) = public.min_signers()
+        && min != checked.min_signers
+    {
+        return refuse(format!(
+            "the key's threshold is {min}, the run asks for {}",
+            checked.min_signers
+        ));
+    }
+    Ok(public)
 }
 
 /// Checks every other participant's attestation (`dkg_peer.rs`): each a

@@ -150,6 +150,9 @@ impl From<VaultError> for Status {
             VaultError::NonceUnavailable => Code::FailedPrecondition,
             VaultError::Frost(_) | VaultError::BadIdentifier(_) => Code::InvalidArgument,
             VaultError::Corrupt { .. } => Code::DataLoss,
+            VaultError::RefreshPending { .. }
+            | VaultError::NoSuchGeneration { .. }
+            | VaultError::DiscardInUse { .. } => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())
     }
@@ -165,7 +168,8 @@ impl From<DkgError> for Status {
             DkgError::UntrustedPeer { .. } | DkgError::DuplicatePeer { .. } => {
                 Code::PermissionDenied
             }
-            DkgError::NoRun(_) => Code::NotFound,
+            DkgError::NoRun(_) | DkgError::NothingToRefresh(_) => Code::NotFound,
+            DkgError::RefreshMismatch { .. } => Code::FailedPrecondition,
             DkgError::OutOfOrder { .. }
             | DkgError::PeerInvalid { .. }
             | DkgError::GroupKeyMismatch { .. } => Code::FailedPrecondition,

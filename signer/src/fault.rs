@@ -11,6 +11,14 @@
 //! signature share (a cheating signer), after recording the true one; the
 //! coordinator must name this signer and finish without it.
 //!
+//! `RINGI_TEST_FAULT=fail-dkg-commit`: every DkgCommit answers UNAVAILABLE
+//! without storing anything (a node that fails at the last step of a
+//! keygen or refresh).
+//!
+//! `RINGI_TEST_FAULT=fail-share-activation`: every ActivateShare answers
+//! UNAVAILABLE without activating (a node down when a refresh is put in
+//! use).
+//!
 //! `RINGI_TEST_SLOW_MS=N`: Commit, Sign and Preprocess answer `N` ms late
 //! (a slow signer: a far site, a busy token).
 
@@ -62,5 +70,27 @@ pub fn slow() -> Option<std::time::Duration> {
     #[cfg(not(debug_assertions))]
     {
         None
+    }
+}
+
+/// Whether DkgCommit should fail (a node that fails at the last step).
+pub fn fail_dkg_commit() -> bool {
+    fault_is("fail-dkg-commit")
+}
+
+/// Whether ActivateShare should fail.
+pub fn fail_share_activation() -> bool {
+    fault_is("fail-share-activation")
+}
+
+fn fault_is(name: &str) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("RINGI_TEST_FAULT").as_deref() == Ok(name)
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+        false
     }
 }

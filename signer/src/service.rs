@@ -18,7 +18,7 @@ use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::authorize::PresentedBundle;
-use crate::dkg::{DkgRuns, Participant, Round1Request};
+use crate::dkg::{DkgRuns, Participant, Purpose, Round1Request};
 use crate::dkg_peer::Attestation;
 use crate::error::EdgeError;
 use crate::node_audit::{AuditSink, audited};
@@ -260,21 +260,45 @@ async fn dkg_round1<S: Suite>(
     req: pb::DkgRound1Request,
     existing: Option<KeyKind>,
 ) -> Result<Vec<u8>, Status> {
+    let sink = audit.clone();
     blocking(audit, "DkgRound1", req.key_id.clone(), move || {
-        // A key id names one key of one kind.
-        if let Some(kind) = existing {
-            return Err(Status::already_exists(format!(
-                "a key share for key id {:?} exists on this node already ({kind})",
-                req.key_id
-            )));
+        let purpose = if req.refresh {
+            Purpose::Refresh {
+                current_public: (!req.public_key_package.is_empty())
+                    .then_some(req.public_key_package),
+            }
+        } else {
+            // A key id names one key of one kind.
+            if let Some(kind) = existing {
+                return Err(Status::already_exists(format!(
+                    "a key share for key id {:?} exists on this node already ({kind})",
+                    req.key_id
+                )));
+            }
+            Purpose::Create
+        };
+        let refresh = matches!(purpose, Purpose::Refresh { .. });
+        let package = dkg.round1(
+            Round1Request {
+                key_id: key_id(&req.key_id)?,
+                session_id: req.session_id,
+                me: req.identifier,
+                min_signers: req.min_signers,
+                participants: participants(req.participants),
+            },
+            purpose,
+        )?;
+        if refresh {
+            audited(
+                sink.as_ref(),
+                "refresh_started",
+                &[
+                    ("key_id", req.key_id.clone()),
+                    ("kind", S::KIND.as_str().to_string()),
+                ],
+            )?;
         }
-        Ok(dkg.round1(Round1Request {
-            key_id: key_id(&req.key_id)?,
-            session_id: req.session_id,
-            me: req.identifier,
-            min_signers: req.min_signers,
-            participants: participants(req.participants),
-        })?)
+        Ok(package)
     })
     .await
 }
@@ -313,22 +337,100 @@ async fn dkg_commit<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     dkg: Arc<DkgRuns<S>>,
     req: pb::DkgCommitRequest,
-) -> Result<crate::vault::ShareInfo, Status> {
+) -> Result<crate::dkg::Committed, Status> {
     let sink = audit.clone();
     blocking(audit, "DkgCommit", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
-        let info = dkg.commit(&key_id, &req.session_id, &req.group_public_key)?;
+        if crate::fault::fail_dkg_commit() {
+            return Err(Status::unavailable(
+                "test fault: this node fails its DKG commit (RINGI_TEST_FAULT=fail-dkg-commit)",
+            ));
+        }
+        let committed = dkg.commit(&key_id, &req.session_id, &req.group_public_key)?;
+        let info = &committed.info;
         audited(
             sink.as_ref(),
-            "dkg_share_stored",
+            if committed.refresh {
+                "refresh_share_stored"
+            } else {
+                "dkg_share_stored"
+            },
             &[
                 ("key_id", info.key_id.clone()),
                 ("kind", S::KIND.as_str().to_string()),
                 ("identifier", info.identifier.to_string()),
                 ("group_public_key", hex::encode(info.group_key)),
+                ("generation", committed.generation.to_string()),
             ],
         )?;
-        Ok(info)
+        Ok(committed)
+    })
+    .await
+}
+
+/// ActivateShare on the vault of suite `S`, audited.
+async fn activate_share<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    ctx: Arc<SigningContext<S>>,
+    req: pb::ActivateShareRequest,
+) -> Result<pb::ActivateShareResponse, Status> {
+    let sink = audit.clone();
+    blocking(audit, "ActivateShare", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        if crate::fault::fail_share_activation() {
+            return Err(Status::unavailable(
+                "test fault: this node fails ActivateShare (RINGI_TEST_FAULT=fail-share-activation)",
+            ));
+        }
+        let activation = ctx.vault.activate(&key_id, req.generation)?;
+        Ok(match activation {
+            crate::vault::Activation::AlreadyActive => pb::ActivateShareResponse {
+                already_active: true,
+                retired_generation: 0,
+            },
+            crate::vault::Activation::Activated { retired } => {
+                audited(
+                    sink.as_ref(),
+                    "refresh_activated",
+                    &[
+                        ("key_id", req.key_id.clone()),
+                        ("generation", req.generation.to_string()),
+                        ("destroyed_generation", retired.to_string()),
+                    ],
+                )?;
+                tracing::info!(key_id = %req.key_id, generation = req.generation, destroyed = retired, "refreshed share in use; the previous share is destroyed");
+                pb::ActivateShareResponse {
+                    already_active: false,
+                    retired_generation: retired,
+                }
+            }
+        })
+    })
+    .await
+}
+
+/// DiscardShare on the vault of suite `S`, audited.
+async fn discard_share<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    ctx: Arc<SigningContext<S>>,
+    req: pb::DiscardShareRequest,
+) -> Result<pb::DiscardShareResponse, Status> {
+    let sink = audit.clone();
+    blocking(audit, "DiscardShare", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let discarded = ctx.vault.discard(&key_id, req.generation)?;
+        if discarded {
+            audited(
+                sink.as_ref(),
+                "refresh_discarded",
+                &[
+                    ("key_id", req.key_id.clone()),
+                    ("generation", req.generation.to_string()),
+                ],
+            )?;
+            tracing::info!(key_id = %req.key_id, generation = req.generation, "refreshed share discarded; the share in use stays");
+        }
+        Ok(pb::DiscardShareResponse { discarded })
     })
     .await
 }
@@ -345,6 +447,9 @@ impl pb::signer_server::Signer for SignerService {
                 identifier: u32::from(s.identifier),
                 group_public_key: s.group_key.to_vec(),
                 kind: kind.as_str().to_string(),
+                generation: s.generation,
+                pending_generation: s.pending_generation.unwrap_or(0),
+                public_key_package: s.public_key_package,
             }
         };
         let mut key_shares: Vec<pb::KeyShareInfo> = self
@@ -384,8 +489,20 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::DkgRound1Response>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let kind = requested_kind(&req.kind)?;
         let existing = self.kind_of(&req.key_id);
+        let kind = match (req.refresh, existing) {
+            // A refresh runs in the suite of the key it refreshes.
+            (true, Some(held)) => {
+                if !req.kind.is_empty() && requested_kind(&req.kind)? != held {
+                    return Err(Status::failed_precondition(format!(
+                        "key id {:?} is a {held} key on this node, not {}",
+                        req.key_id, req.kind
+                    )));
+                }
+                held
+            }
+            _ => requested_kind(&req.kind)?,
+        };
         // A new round 1 abandons a run of the other kind for the key id.
         if let Ok(k) = KeyId::parse(&req.key_id) {
             match kind {
@@ -448,14 +565,46 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::DkgCommitResponse>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
-        let info = match self.run_kind(&req.key_id) {
+        let committed = match self.run_kind(&req.key_id) {
             KeyKind::FrostSecp256k1 => dkg_commit(self.audit(), self.frost.dkg.clone(), req).await,
             KeyKind::BitcoinTaproot => {
                 dkg_commit(self.audit(), self.taproot.dkg.clone(), req).await
             }
         }?;
-        tracing::info!(key_id = %key_id_text, identifier = info.identifier, "key share sealed in the token");
-        Ok(Response::new(pb::DkgCommitResponse {}))
+        tracing::info!(key_id = %key_id_text, identifier = committed.info.identifier, generation = committed.generation, refresh = committed.refresh, "key share sealed in the token");
+        Ok(Response::new(pb::DkgCommitResponse {
+            generation: committed.generation,
+        }))
+    }
+
+    async fn activate_share(
+        &self,
+        request: Request<pb::ActivateShareRequest>,
+    ) -> Result<Response<pb::ActivateShareResponse>, Status> {
+        let req = request.into_inner();
+        let answer = match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => {
+                activate_share(self.audit(), self.taproot.signing.clone(), req).await
+            }
+            // Either the frost key, or no key: the frost vault answers
+            // NOT_FOUND (or INVALID_ARGUMENT for a malformed key id).
+            _ => activate_share(self.audit(), self.frost.signing.clone(), req).await,
+        }?;
+        Ok(Response::new(answer))
+    }
+
+    async fn discard_share(
+        &self,
+        request: Request<pb::DiscardShareRequest>,
+    ) -> Result<Response<pb::DiscardShareResponse>, Status> {
+        let req = request.into_inner();
+        let answer = match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => {
+                discard_share(self.audit(), self.taproot.signing.clone(), req).await
+            }
+            _ => discard_share(self.audit(), self.frost.signing.clone(), req).await,
+        }?;
+        Ok(Response::new(answer))
     }
 
     async fn dkg_abort(

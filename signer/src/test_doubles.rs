@@ -29,16 +29,24 @@ use ringi_policy::statement::{Approval, Decision, Statement};
 use crate::authorize::{ApprovalBundle, PresentedBundle};
 use crate::node_audit::AuditSink;
 use crate::nonces::VaultNonces;
-use crate::sealed_share::GROUP_KEY_LEN;
-use crate::vault::{ShareInfo, ShareVault, VaultError, identifier, sign_with_nonces};
+use crate::vault::{
+    Activation, ShareInfo, ShareVault, VaultError, identifier, public_facts, sign_with_nonces,
+};
 
 /// A **test double** of [`ShareVault`]: plaintext shares in memory, nonces
 /// in a [`NonceStore`] like the token vault's. It computes exactly what
 /// [`crate::vault::TokenVault`] computes, without the token's protection:
 /// never for production.
 pub struct MemoryVault<S: Suite> {
-    shares: RwLock<BTreeMap<String, (ShareInfo, KeyPackage<S>)>>,
+    shares: RwLock<BTreeMap<String, Held<S>>>,
     nonces: VaultNonces<S>,
+}
+
+/// One key's shares: the one in use and a refresh's waiting one.
+struct Held<S: Suite> {
+    info: ShareInfo,
+    active: KeyPackage<S>,
+    pending: Option<(ShareInfo, KeyPackage<S>)>,
 }
 
 impl<S: Suite> Default for MemoryVault<S> {
@@ -79,7 +87,7 @@ impl<S: Suite> MemoryVault<S> {
             })?;
             let key = KeyPackage::try_from(share).map_err(VaultError::frost)?;
             let vault = MemoryVault::new();
-            vault.store(key_id, number, &key)?;
+            vault.store(key_id, number, &key, &public)?;
             vaults.push(vault);
         }
         Ok((vaults, public))
@@ -92,33 +100,123 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
         key_id: &KeyId,
         id: u16,
         share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
     ) -> Result<ShareInfo, VaultError> {
         let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
         if shares.contains_key(key_id.as_str()) {
             return Err(VaultError::KeyExists(key_id.to_string()));
         }
-        let vk = share
-            .verifying_key()
-            .serialize()
-            .map_err(VaultError::frost)?;
-        let group_key: [u8; GROUP_KEY_LEN] =
-            vk.as_slice().try_into().map_err(|_| VaultError::Corrupt {
-                key_id: key_id.to_string(),
-                reason: format!("group key is {} bytes, not {GROUP_KEY_LEN}", vk.len()),
-            })?;
         if *share.identifier() != identifier::<S>(id)? {
             return Err(VaultError::Corrupt {
                 key_id: key_id.to_string(),
                 reason: "share does not match the identifier it is stored under".into(),
             });
         }
+        let (group_key, public_key_package) = public_facts(key_id, share, public)?;
         let info = ShareInfo {
             key_id: key_id.to_string(),
             identifier: id,
             group_key,
+            generation: 0,
+            pending_generation: None,
+            public_key_package,
         };
-        shares.insert(key_id.to_string(), (info.clone(), share.clone()));
+        shares.insert(
+            key_id.to_string(),
+            Held {
+                info: info.clone(),
+                active: share.clone(),
+                pending: None,
+            },
+        );
         Ok(info)
+    }
+
+    fn store_next(
+        &self,
+        key_id: &KeyId,
+        share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
+    ) -> Result<ShareInfo, VaultError> {
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        let held = shares
+            .get_mut(key_id.as_str())
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        if let Some((p, _)) = &held.pending {
+            return Err(VaultError::RefreshPending {
+                key_id: key_id.to_string(),
+                pending: p.generation,
+            });
+        }
+        let (group_key, public_key_package) = public_facts(key_id, share, public)?;
+        if group_key != held.info.group_key || share.identifier() != held.active.identifier() {
+            return Err(VaultError::Corrupt {
+                key_id: key_id.to_string(),
+                reason: "the refreshed share is for another key or identifier".into(),
+            });
+        }
+        let info = ShareInfo {
+            generation: held.info.generation + 1,
+            public_key_package,
+            ..held.info.clone()
+        };
+        held.pending = Some((info.clone(), share.clone()));
+        held.info.pending_generation = Some(info.generation);
+        Ok(held.info.clone())
+    }
+
+    fn activate(&self, key_id: &KeyId, generation: u32) -> Result<Activation, VaultError> {
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        let held = shares
+            .get_mut(key_id.as_str())
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        if held.info.generation == generation {
+            return Ok(Activation::AlreadyActive);
+        }
+        match held.pending.take() {
+            Some((info, share)) if info.generation == generation => {
+                let retired = held.info.generation;
+                held.info = ShareInfo {
+                    pending_generation: None,
+                    ..info
+                };
+                held.active = share;
+                Ok(Activation::Activated { retired })
+            }
+            other => {
+                let pending = other.as_ref().map(|(i, _)| i.generation);
+                held.pending = other;
+                Err(VaultError::NoSuchGeneration {
+                    key_id: key_id.to_string(),
+                    asked: generation,
+                    active: held.info.generation,
+                    pending,
+                })
+            }
+        }
+    }
+
+    fn discard(&self, key_id: &KeyId, generation: u32) -> Result<bool, VaultError> {
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        let held = shares
+            .get_mut(key_id.as_str())
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        if held.info.generation == generation {
+            return Err(VaultError::DiscardInUse {
+                key_id: key_id.to_string(),
+                generation,
+            });
+        }
+        if held.pending.as_ref().map(|(i, _)| i.generation) == Some(generation) {
+            held.pending = None;
+            held.info.pending_generation = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError> {
+        self.share(key_id).map(|s| s.1)
     }
 
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
@@ -161,7 +259,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|(info, _)| info.clone())
+            .map(|held| held.info.clone())
             .collect()
     }
 
@@ -184,7 +282,7 @@ impl<S: Suite> MemoryVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id.as_str())
-            .map(|(info, key)| (info.identifier, key.clone()))
+            .map(|held| (held.info.identifier, held.active.clone()))
             .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))
     }
 }

@@ -45,8 +45,21 @@ pub const AUDIT_KEY_LABEL: &str = "ringi-audit";
 pub const TLS_KEY_LABEL: &str = "ringi-tls";
 /// CKA_APPLICATION of every data object ringi creates.
 pub const APPLICATION: &str = "ringi";
-/// CKA_LABEL prefix of sealed-share data objects; the key id follows.
+/// CKA_LABEL prefix of sealed-share data objects; the key id follows, and
+/// for a share of a refreshed key `@` and its generation (see
+/// [`share_label`]).
 pub const SHARE_LABEL_PREFIX: &str = "ringi-share:";
+
+/// The CKA_LABEL of `key_id`'s share of `generation`: the DKG's share
+/// (generation 0) keeps the label it always had; a refresh's share goes
+/// next to it under `@generation` (a key id never holds `@`).
+pub fn share_label(key_id: &str, generation: u32) -> String {
+    if generation == 0 {
+        format!("{SHARE_LABEL_PREFIX}{key_id}")
+    } else {
+        format!("{SHARE_LABEL_PREFIX}{key_id}@{generation}")
+    }
+}
 
 /// DER OID of secp256k1, the CKA_EC_PARAMS of the DKG transport key.
 const SECP256K1_OID: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
@@ -481,9 +494,15 @@ impl Token {
         .map_err(TokenError::from_ck)
     }
 
-    /// Stores a sealed share as a private data object. Refuses to overwrite.
-    pub fn store_share(&self, key_id: &str, sealed: &[u8]) -> Result<(), TokenError> {
-        let label = format!("{SHARE_LABEL_PREFIX}{key_id}");
+    /// Stores a sealed share of `generation` as a private data object.
+    /// Refuses to overwrite.
+    pub fn store_share(
+        &self,
+        key_id: &str,
+        generation: u32,
+        sealed: &[u8],
+    ) -> Result<(), TokenError> {
+        let label = share_label(key_id, generation);
         self.with_session(|s| {
             if find_one(s, &data_template(&label))?.is_some() {
                 return Err(TokenError::ShareExists(key_id.to_string()));
@@ -496,6 +515,20 @@ impl Token {
             ]);
             s.create_object(&template).map_err(TokenError::from_ck)?;
             Ok(())
+        })
+    }
+
+    /// Destroys the token object holding `key_id`'s share of `generation`.
+    /// Says whether there was one (destroying what is gone is not an error:
+    /// a retried destruction must succeed).
+    pub fn destroy_share(&self, key_id: &str, generation: u32) -> Result<bool, TokenError> {
+        let label = share_label(key_id, generation);
+        self.with_session(|s| match find_one(s, &data_template(&label))? {
+            Some(handle) => {
+                s.destroy_object(handle).map_err(TokenError::from_ck)?;
+                Ok(true)
+            }
+            None => Ok(false),
         })
     }
 
@@ -526,6 +559,7 @@ impl Token {
                     .as_deref()
                     .and_then(|l| std::str::from_utf8(l).ok())
                     .and_then(|l| l.strip_prefix(SHARE_LABEL_PREFIX))
+                    .map(|l| l.split_once('@').map_or(l, |(key_id, _)| key_id))
                 else {
                     continue;
                 };

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use frost_core::keys::KeyPackage;
+use frost_core::keys::{KeyPackage, PublicKeyPackage};
 use frost_core::round1::SigningCommitments;
 use frost_core::round2::SignatureShare;
 use frost_core::{Identifier, SigningPackage};
@@ -41,6 +41,25 @@ pub struct ShareInfo {
     pub key_id: String,
     pub identifier: u16,
     pub group_key: [u8; GROUP_KEY_LEN],
+    /// The generation of the share in use: 0 from the DKG, one more per
+    /// refresh.
+    pub generation: u32,
+    /// A refresh's next share, stored and waiting for
+    /// [`ShareVault::activate`] or [`ShareVault::discard`].
+    pub pending_generation: Option<u32>,
+    /// The key's frost `PublicKeyPackage` for the share in use, as sealed
+    /// with it; empty for a share sealed before version 3.
+    pub public_key_package: Vec<u8>,
+}
+
+/// What [`ShareVault::activate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The pending share is now in use; the share of `retired` generation
+    /// was destroyed in the token.
+    Activated { retired: u32 },
+    /// The generation asked for was in use already (a retried activation).
+    AlreadyActive,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +82,23 @@ pub enum VaultError {
     Frost(String),
     #[error("participant number {0} is not a FROST identifier (1..=65535)")]
     BadIdentifier(u16),
+    #[error(
+        "key id {key_id:?} has a refreshed share of generation {pending} waiting for activation; activate or discard it first"
+    )]
+    RefreshPending { key_id: String, pending: u32 },
+    #[error(
+        "key id {key_id:?} has no share of generation {asked} on this node (in use: {active}, waiting: {pending:?})"
+    )]
+    NoSuchGeneration {
+        key_id: String,
+        asked: u32,
+        active: u32,
+        pending: Option<u32>,
+    },
+    #[error(
+        "the share of generation {generation} of key id {key_id:?} is the one in use; only a waiting refreshed share can be discarded"
+    )]
+    DiscardInUse { key_id: String, generation: u32 },
     #[error("sealed share for key id {key_id:?} is corrupt: {reason}")]
     Corrupt { key_id: String, reason: String },
     #[error(transparent)]
@@ -84,13 +120,41 @@ pub fn identifier<S: Suite>(n: u16) -> Result<Identifier<S>, VaultError> {
 /// Store, sign round 1, sign round 2: everything the node does with the
 /// shares of one ciphersuite `S`.
 pub trait ShareVault<S: Suite>: Send + Sync {
-    /// Seals and stores a new share. Refuses a key id that exists.
+    /// Seals and stores a new share (generation 0) with the key's public
+    /// package. Refuses a key id that exists.
     fn store(
         &self,
         key_id: &KeyId,
         identifier: u16,
         share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
     ) -> Result<ShareInfo, VaultError>;
+
+    /// Seals and stores a refreshed share of `key_id` as the next
+    /// generation, **next to** the share in use, which keeps signing until
+    /// [`Self::activate`]. Refuses when a refreshed share waits already, or
+    /// when `share` is not for the same identifier and group key.
+    fn store_next(
+        &self,
+        key_id: &KeyId,
+        share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
+    ) -> Result<ShareInfo, VaultError>;
+
+    /// Puts the waiting share of `generation` in use and destroys the old
+    /// one in the token. Idempotent: asking for the generation in use
+    /// answers [`Activation::AlreadyActive`].
+    fn activate(&self, key_id: &KeyId, generation: u32) -> Result<Activation, VaultError>;
+
+    /// Destroys the waiting share of `generation` (a refresh that did not
+    /// complete everywhere); the share in use stays. Says whether there was
+    /// one to destroy.
+    fn discard(&self, key_id: &KeyId, generation: u32) -> Result<bool, VaultError>;
+
+    /// The share in use, unsealed, for a key lifecycle computation that
+    /// needs it (a refresh's last step, a repair helper's step). Zeroized
+    /// when dropped.
+    fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError>;
 
     /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
     /// `key_id`, keeps it, and returns the node's identifier and the pair's
@@ -119,8 +183,46 @@ pub trait ShareVault<S: Suite>: Send + Sync {
     /// The shares held, ordered by key id.
     fn shares(&self) -> Vec<ShareInfo>;
 
+    /// The facts of `key_id`'s share, if held.
+    fn info(&self, key_id: &str) -> Option<ShareInfo> {
+        self.shares().into_iter().find(|s| s.key_id == key_id)
+    }
+
     /// Whether a share for `key_id` exists.
     fn contains(&self, key_id: &str) -> bool;
+}
+
+/// The group key of `share`, checked to be SEC1 compressed, and the public
+/// package's bytes, checked to name the same group key and to give this
+/// share's identifier its verifying share: what a vault seals with a share.
+pub(crate) fn public_facts<S: Suite>(
+    key_id: &KeyId,
+    share: &KeyPackage<S>,
+    public: &PublicKeyPackage<S>,
+) -> Result<([u8; GROUP_KEY_LEN], Vec<u8>), VaultError> {
+    let corrupt = |reason: &str| VaultError::Corrupt {
+        key_id: key_id.to_string(),
+        reason: reason.into(),
+    };
+    let vk = share
+        .verifying_key()
+        .serialize()
+        .map_err(VaultError::frost)?;
+    let group_key: [u8; GROUP_KEY_LEN] = vk
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupt("the group key is not 33 bytes"))?;
+    if public.verifying_key() != share.verifying_key() {
+        return Err(corrupt(
+            "the public key package names another group key than the share",
+        ));
+    }
+    if public.verifying_shares().get(share.identifier()) != Some(share.verifying_share()) {
+        return Err(corrupt(
+            "the public key package gives this share's identifier another verifying share",
+        ));
+    }
+    Ok((group_key, public.serialize().map_err(VaultError::frost)?))
 }
 
 /// Round 2 with the share in hand, for vaults that hold the share as a
@@ -146,13 +248,26 @@ pub(crate) fn sign_with_nonces<S: Suite>(
     S::sign(package, &nonces, &share).map_err(VaultError::frost)
 }
 
+/// One key's sealed shares on the token: the one in use, and a refresh's
+/// next one while it waits for activation.
+///
+/// Which is which needs no marker that could be lost in a crash: the token
+/// holds at most two generations of a key, the lower is in use. A refresh
+/// stores the higher ([`ShareVault::store_next`]); activation destroys the
+/// lower, one token operation, after which the higher is the only one.
+#[derive(Clone)]
+struct Held {
+    active: SealedShare,
+    pending: Option<SealedShare>,
+}
+
 /// A vault whose shares are sealed by a PKCS#11 token's AES-256 KEK.
 pub struct TokenVault<S: Suite> {
     token: Arc<Token>,
     kek_id: Vec<u8>,
     /// Sealed shares by key id. The ciphertext is safe in memory; caching it
     /// saves a C_FindObjects (~110 µs) per use.
-    shares: RwLock<HashMap<String, SealedShare>>,
+    shares: RwLock<HashMap<String, Held>>,
     /// Serializes `store` so two DKG runs cannot both create one key id.
     store_lock: Mutex<()>,
     nonces: VaultNonces<S>,
@@ -165,7 +280,7 @@ impl<S: Suite> TokenVault<S> {
     pub fn open(token: Arc<Token>) -> Result<Self, VaultError> {
         token.require_keys()?;
         let kek_id = token.kek_id()?;
-        let mut shares = HashMap::new();
+        let mut by_key: HashMap<String, Vec<SealedShare>> = HashMap::new();
         for stored in token.load_shares()? {
             let sealed = SealedShare::decode(&stored.sealed).map_err(|e| VaultError::Corrupt {
                 key_id: stored.key_id.clone(),
@@ -175,7 +290,36 @@ impl<S: Suite> TokenVault<S> {
                 tracing::info!(key_id = %stored.key_id, kind = %sealed.header.kind(), "share of another key kind; not served by this vault");
                 continue;
             }
-            shares.insert(stored.key_id, sealed);
+            by_key.entry(stored.key_id).or_default().push(sealed);
+        }
+        let mut shares = HashMap::new();
+        for (key_id, mut generations) in by_key {
+            generations.sort_by_key(|s| s.header.generation);
+            let corrupt = |reason: String| VaultError::Corrupt {
+                key_id: key_id.clone(),
+                reason,
+            };
+            let mut generations = generations.into_iter();
+            let active = generations
+                .next()
+                .ok_or_else(|| corrupt("no share".into()))?;
+            let pending = generations.next();
+            if let Some(next) = &pending {
+                if next.header.generation == active.header.generation
+                    || next.header.identifier != active.header.identifier
+                    || next.header.group_key != active.header.group_key
+                {
+                    return Err(corrupt(format!(
+                        "two shares of generations {} and {} that do not belong together",
+                        active.header.generation, next.header.generation
+                    )));
+                }
+                tracing::warn!(key_id = %key_id, generation = next.header.generation, "a refreshed share waits for activation (an interrupted refresh: run `ringi keys refresh` again)");
+            }
+            if generations.next().is_some() {
+                return Err(corrupt("more than two generations of the share".into()));
+            }
+            shares.insert(key_id, Held { active, pending });
         }
         Ok(TokenVault {
             token,
@@ -203,7 +347,7 @@ impl<S: Suite> TokenVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
-            .cloned()
+            .map(|h| h.active.clone())
             .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
         let aad = sealed_share::aad(key_id, &sealed.header, &self.kek_id);
         let plaintext: Zeroizing<Vec<u8>> =
@@ -229,35 +373,28 @@ impl<S: Suite> TokenVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
-            .map(|s| s.header.identifier)
+            .map(|h| h.active.header.identifier)
             .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))
     }
-}
 
-impl<S: Suite> ShareVault<S> for TokenVault<S> {
-    fn store(
+    /// Seals `share` with its public facts as `generation` and stores it
+    /// in the token (refusing an existing object).
+    fn seal_and_store(
         &self,
         key_id: &KeyId,
         id: u16,
+        generation: u32,
         share: &KeyPackage<S>,
-    ) -> Result<ShareInfo, VaultError> {
-        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
-        if self.contains(key_id) {
-            return Err(VaultError::KeyExists(key_id.to_string()));
-        }
-        let mut group_key = [0u8; GROUP_KEY_LEN];
-        let vk = share
-            .verifying_key()
-            .serialize()
-            .map_err(VaultError::frost)?;
-        if vk.len() != GROUP_KEY_LEN || *share.identifier() != identifier::<S>(id)? {
+        public: &PublicKeyPackage<S>,
+    ) -> Result<SealedShare, VaultError> {
+        if *share.identifier() != identifier::<S>(id)? {
             return Err(VaultError::Corrupt {
                 key_id: key_id.to_string(),
                 reason: "share does not match the identifier it is stored under".into(),
             });
         }
-        group_key.copy_from_slice(&vk);
-        let header = ShareHeader::new(S::KIND, id, group_key);
+        let (group_key, public_bytes) = public_facts(key_id, share, public)?;
+        let header = ShareHeader::new(S::KIND, id, group_key, generation, public_bytes);
         let plaintext = Zeroizing::new(share.serialize().map_err(VaultError::frost)?);
         let mut iv = [0u8; GCM_IV_LEN];
         OsRng.fill_bytes(&mut iv);
@@ -268,21 +405,157 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             iv,
             ciphertext,
         };
+        let bytes = sealed.encode().map_err(|e| VaultError::Corrupt {
+            key_id: key_id.to_string(),
+            reason: e.to_string(),
+        })?;
         self.token
-            .store_share(key_id, &sealed.encode())
+            .store_share(key_id, generation, &bytes)
             .map_err(|e| match e {
                 TokenError::ShareExists(k) => VaultError::KeyExists(k),
                 other => other.into(),
             })?;
+        Ok(sealed)
+    }
+
+    fn held(&self, key_id: &str) -> Result<Held, VaultError> {
+        self.shares
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .cloned()
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))
+    }
+}
+
+fn info_of(key_id: &str, held: &Held) -> ShareInfo {
+    let h = &held.active.header;
+    ShareInfo {
+        key_id: key_id.to_string(),
+        identifier: h.identifier,
+        group_key: h.group_key,
+        generation: h.generation,
+        pending_generation: held.pending.as_ref().map(|p| p.header.generation),
+        public_key_package: h.public_key_package.clone(),
+    }
+}
+
+impl<S: Suite> ShareVault<S> for TokenVault<S> {
+    fn store(
+        &self,
+        key_id: &KeyId,
+        id: u16,
+        share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
+    ) -> Result<ShareInfo, VaultError> {
+        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.contains(key_id) {
+            return Err(VaultError::KeyExists(key_id.to_string()));
+        }
+        let sealed = self.seal_and_store(key_id, id, 0, share, public)?;
+        let held = Held {
+            active: sealed,
+            pending: None,
+        };
+        let info = info_of(key_id, &held);
         self.shares
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id.to_string(), sealed);
-        Ok(ShareInfo {
-            key_id: key_id.to_string(),
-            identifier: id,
-            group_key,
-        })
+            .insert(key_id.to_string(), held);
+        Ok(info)
+    }
+
+    fn store_next(
+        &self,
+        key_id: &KeyId,
+        share: &KeyPackage<S>,
+        public: &PublicKeyPackage<S>,
+    ) -> Result<ShareInfo, VaultError> {
+        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.held(key_id)?;
+        if let Some(p) = &held.pending {
+            return Err(VaultError::RefreshPending {
+                key_id: key_id.to_string(),
+                pending: p.header.generation,
+            });
+        }
+        let current = &held.active.header;
+        let generation = current
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Corrupt {
+                key_id: key_id.to_string(),
+                reason: "the share's generation cannot grow further".into(),
+            })?;
+        let (group_key, _) = public_facts(key_id, share, public)?;
+        if group_key != current.group_key {
+            return Err(VaultError::Corrupt {
+                key_id: key_id.to_string(),
+                reason: "the refreshed share is for another group key".into(),
+            });
+        }
+        let sealed = self.seal_and_store(key_id, current.identifier, generation, share, public)?;
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        let entry = shares
+            .get_mut(key_id.as_str())
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        entry.pending = Some(sealed);
+        Ok(info_of(key_id, entry))
+    }
+
+    fn activate(&self, key_id: &KeyId, generation: u32) -> Result<Activation, VaultError> {
+        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.held(key_id)?;
+        let active = held.active.header.generation;
+        if active == generation {
+            return Ok(Activation::AlreadyActive);
+        }
+        match &held.pending {
+            Some(p) if p.header.generation == generation => {}
+            _ => {
+                return Err(VaultError::NoSuchGeneration {
+                    key_id: key_id.to_string(),
+                    asked: generation,
+                    active,
+                    pending: held.pending.as_ref().map(|p| p.header.generation),
+                });
+            }
+        }
+        // The one step that switches: once the old object is gone, the
+        // refreshed share is the lowest (and only) generation on the token,
+        // so a restart at any point agrees with memory.
+        self.token.destroy_share(key_id, active)?;
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = shares.get_mut(key_id.as_str())
+            && let Some(next) = entry.pending.take()
+        {
+            entry.active = next;
+        }
+        Ok(Activation::Activated { retired: active })
+    }
+
+    fn discard(&self, key_id: &KeyId, generation: u32) -> Result<bool, VaultError> {
+        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let held = self.held(key_id)?;
+        match &held.pending {
+            Some(p) if p.header.generation == generation => {
+                self.token.destroy_share(key_id, generation)?;
+                let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(entry) = shares.get_mut(key_id.as_str()) {
+                    entry.pending = None;
+                }
+                Ok(true)
+            }
+            _ if held.active.header.generation == generation => Err(VaultError::DiscardInUse {
+                key_id: key_id.to_string(),
+                generation,
+            }),
+            _ => Ok(false),
+        }
+    }
+
+    fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError> {
+        self.unseal(key_id)
     }
 
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
@@ -328,11 +601,7 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(key_id, s)| ShareInfo {
-                key_id: key_id.clone(),
-                identifier: s.header.identifier,
-                group_key: s.header.group_key,
-            })
+            .map(|(key_id, held)| info_of(key_id, held))
             .collect();
         out.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         out

@@ -1,6 +1,6 @@
 //! Sealed-share formats in a real SoftHSM2 token: a share sealed in
 //! version 1 (before key kinds) still unseals and signs; new shares are
-//! sealed in version 2 with their kind; a version-1 blob relabelled as
+//! sealed in version 3 with their kind, generation and public package; a version-1 blob relabelled as
 //! another kind is not served by this suite's vault and does not unseal in
 //! the other suite's.
 
@@ -46,6 +46,8 @@ fn version_1_shares_still_sign_and_kinds_are_bound() {
         format: Format::V1,
         identifier: 1,
         group_key,
+        generation: 0,
+        public_key_package: Vec::new(),
     };
     let mut iv = [0u8; 12];
     OsRng.fill_bytes(&mut iv);
@@ -57,23 +59,24 @@ fn version_1_shares_still_sign_and_kinds_are_bound() {
         iv,
         ciphertext,
     };
-    let legacy_bytes = legacy.encode();
+    let legacy_bytes = legacy.encode().unwrap();
     assert_eq!(legacy_bytes[0], 1, "a version-1 blob");
-    token.store_share("legacy", &legacy_bytes).unwrap();
+    token.store_share("legacy", 0, &legacy_bytes).unwrap();
 
     // The same blob relabelled as a taproot share (version 2).
     let relabelled = SealedShare {
-        header: ShareHeader::new(KeyKind::BitcoinTaproot, 1, group_key),
+        header: ShareHeader::new(KeyKind::BitcoinTaproot, 1, group_key, 0, Vec::new()),
         ..legacy.clone()
     };
     token
-        .store_share("relabelled", &relabelled.encode())
+        .store_share("relabelled", 0, &relabelled.encode().unwrap())
         .unwrap();
 
-    // A new share through the vault: version 2, kind frost-secp256k1.
+    // A new share through the vault: version 3, kind frost-secp256k1,
+    // generation 0, with the key's public package.
     let vault = TokenVault::<Secp256k1>::open(token.clone()).unwrap();
     let fresh = KeyId::parse("fresh").unwrap();
-    vault.store(&fresh, 1, &key(1)).unwrap();
+    vault.store(&fresh, 1, &key(1), &public).unwrap();
     let stored = token.load_shares().unwrap();
     let fresh_blob = stored.iter().find(|s| s.key_id == "fresh").unwrap();
     assert_eq!(
@@ -81,8 +84,11 @@ fn version_1_shares_still_sign_and_kinds_are_bound() {
             .unwrap()
             .header
             .format,
-        Format::V2(KeyKind::FrostSecp256k1)
+        Format::V3(KeyKind::FrostSecp256k1)
     );
+    let fresh_info = vault.info("fresh").unwrap();
+    assert_eq!(fresh_info.generation, 0);
+    assert_eq!(fresh_info.public_key_package, public.serialize().unwrap());
 
     // Reopened, the RFC 9591 vault serves the legacy and the fresh share,
     // not the one labelled taproot.

@@ -1,0 +1,424 @@
+//! Key lifecycle on real processes and SoftHSM tokens: refreshing a key's
+//! shares (`ringi keys refresh`), with signers failing at each step.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use frost_secp256k1::keys::PublicKeyPackage;
+use frost_secp256k1::round1::SigningCommitments;
+use frost_secp256k1::round2::SignatureShare;
+use frost_secp256k1::{Identifier, SigningPackage};
+use ringi_proto::coordinator::v1 as cpb;
+use ringi_proto::signer::v1 as pb;
+use support::*;
+
+const SIGNERS: [&str; 3] = ["signer-1", "signer-2", "signer-3"];
+const APPROVED: [(&str, &str); 2] = [("alice", "treasury"), ("carol", "compliance")];
+
+/// The labels of the sealed-share objects on signer `i`'s token, read with
+/// pkcs11-tool (an independent PKCS#11 client) while the signer runs.
+fn share_labels(cluster: &Cluster, i: usize) -> Vec<String> {
+    let node = &cluster.signers[i];
+    let out = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", node.dir.join("softhsm2.conf"))
+        .args([
+            "--module",
+            &node.module(),
+            "--token-label",
+            &node.name,
+            "--login",
+            "--pin",
+            &node.pin(),
+            "--list-objects",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let mut labels: Vec<String> = pkcs11_objects(&listing)
+        .iter()
+        .filter_map(|b| {
+            b.lines()
+                .find(|l| l.trim_start().starts_with("label:"))
+                .map(|l| {
+                    l.split_once(':')
+                        .unwrap()
+                        .1
+                        .trim()
+                        .trim_matches('\'')
+                        .to_string()
+                })
+        })
+        .filter(|l| l.starts_with("ringi-share:"))
+        .collect();
+    labels.sort();
+    labels
+}
+
+/// What signer `i` reports of key `key_id`.
+async fn share_info(cluster: &Cluster, i: usize, key_id: &str) -> pb::KeyShareInfo {
+    cluster
+        .node_info(i)
+        .await
+        .key_shares
+        .into_iter()
+        .find(|k| k.key_id == key_id)
+        .unwrap_or_else(|| panic!("signer {i} holds no share of {key_id}"))
+}
+
+/// The key as the coordinator records it.
+async fn coordinator_key(cluster: &Cluster, key_id: &str) -> cpb::PublicKey {
+    let channel = cluster.channel_as("operator").await;
+    cpb::key_service_client::KeyServiceClient::new(channel)
+        .get_public_key(cpb::GetPublicKeyRequest {
+            key_id: key_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .key
+        .unwrap()
+}
+
+/// Signer round 1 and 2 called directly (as a coordinator would) on the
+/// signers `who` (indices) for `message`; their signature shares.
+async fn shares_from(
+    cluster: &Cluster,
+    key_id: &str,
+    message: &[u8],
+    who: &[usize],
+) -> (SigningPackage, BTreeMap<Identifier, SignatureShare>) {
+    let (_, bundle) = cluster.bundle(key_id, message, &APPROVED);
+    let mut clients = Vec::new();
+    let mut commitments = BTreeMap::new();
+    for &i in who {
+        let mut client = cluster.signer_client(i).await;
+        let r = client
+            .commit(pb::CommitRequest {
+                key_id: key_id.into(),
+                approval_bundle: Some(bundle.clone()),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        commitments.insert(
+            Identifier::try_from(r.identifier as u16).unwrap(),
+            SigningCommitments::deserialize(&r.commitments).unwrap(),
+        );
+        clients.push((i, client));
+    }
+    let package = SigningPackage::new(commitments, message);
+    let mut shares = BTreeMap::new();
+    for (i, client) in &mut clients {
+        let r = client
+            .sign(pb::SignRequest {
+                key_id: key_id.into(),
+                signing_package: package.serialize().unwrap(),
+                approval_bundle: Some(bundle.clone()),
+                excluded_identifiers: Vec::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        shares.insert(
+            Identifier::try_from(*i as u16 + 1).unwrap(),
+            SignatureShare::deserialize(&r.signature_share).unwrap(),
+        );
+    }
+    (package, shares)
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combines() {
+    let mut cluster = Cluster::start_tls(3);
+    let group_key = cluster.keygen("k", 2, &SIGNERS);
+    let before = coordinator_key(&cluster, "k").await;
+    for i in 0..3 {
+        let info = share_info(&cluster, i, "k").await;
+        assert_eq!((info.generation, info.pending_generation), (0, 0));
+        assert_eq!(info.public_key_package, before.public_key_package);
+        assert_eq!(share_labels(&cluster, i), vec!["ringi-share:k".to_string()]);
+    }
+
+    // The thief's copy of signer-1's token, taken before the refresh.
+    let stolen = cluster.dir.path().join("stolen-signer-1-tokens");
+    copy_dir(&cluster.signers[0].dir.join("tokens"), &stolen);
+
+    let out = cluster.ringi(&["keys", "refresh", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "refresh: {stderr}");
+    assert_eq!(
+        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
+        group_key,
+        "the group key stays"
+    );
+    assert!(stderr.contains("[7/7]"), "{stderr}");
+
+    let after = coordinator_key(&cluster, "k").await;
+    assert_eq!(after.group_public_key, group_key);
+    assert_ne!(
+        after.public_key_package, before.public_key_package,
+        "every verifying share changed"
+    );
+    let old_package = PublicKeyPackage::deserialize(&before.public_key_package).unwrap();
+    let new_package = PublicKeyPackage::deserialize(&after.public_key_package).unwrap();
+    for (id, share) in new_package.verifying_shares() {
+        assert_ne!(old_package.verifying_shares().get(id), Some(share));
+    }
+    for i in 0..3 {
+        let info = share_info(&cluster, i, "k").await;
+        assert_eq!((info.generation, info.pending_generation), (1, 0));
+        assert_eq!(info.public_key_package, after.public_key_package);
+        // The old share is destroyed in the token; only the new one is left.
+        assert_eq!(
+            share_labels(&cluster, i),
+            vec!["ringi-share:k@1".to_string()]
+        );
+    }
+
+    // The refreshed shares sign, through the coordinator, with any two.
+    for pair in [["signer-1", "signer-2"], ["signer-2", "signer-3"]] {
+        let message = format!("after refresh {pair:?}");
+        let signature = cluster.sign("k", message.as_bytes(), &pair);
+        assert!(frost_verify(&group_key, message.as_bytes(), &signature));
+    }
+
+    // The audit trails name the refresh on both sides.
+    let coordinator_log =
+        std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    assert!(
+        coordinator_log.contains("key_refreshed"),
+        "{coordinator_log}"
+    );
+    for node in &cluster.signers {
+        let log = std::fs::read_to_string(node.dir.join("data/audit.jsonl")).unwrap();
+        for event in [
+            "refresh_started",
+            "refresh_share_stored",
+            "refresh_activated",
+        ] {
+            assert!(log.contains(event), "{} lacks {event}", node.name);
+        }
+    }
+
+    // The thief restores the stolen token under signer-1 (which now holds
+    // the old share, generation 0) and signs with a refreshed signer: the
+    // shares do not combine, whichever public package aggregates them.
+    cluster.signers[0].stop();
+    let live = cluster.dir.path().join("refreshed-signer-1-tokens");
+    std::fs::rename(cluster.signers[0].dir.join("tokens"), &live).unwrap();
+    copy_dir(&stolen, &cluster.signers[0].dir.join("tokens"));
+    cluster.signers[0].start();
+    assert_eq!(share_info(&cluster, 0, "k").await.generation, 0);
+    let message = b"old share with a new one";
+    let (package, shares) = shares_from(&cluster, "k", message, &[0, 1]).await;
+    for public in [&old_package, &new_package] {
+        assert!(
+            frost_secp256k1::aggregate(&package, &shares, public).is_err(),
+            "a pre-refresh share combined with a refreshed one"
+        );
+    }
+    // The two refreshed shares together do combine.
+    let (package, shares) = shares_from(&cluster, "k", b"two refreshed shares", &[1, 2]).await;
+    let signature = frost_secp256k1::aggregate(&package, &shares, &new_package).unwrap();
+    assert!(frost_verify(
+        &group_key,
+        b"two refreshed shares",
+        &signature.serialize().unwrap()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signer_failing_during_a_refresh_leaves_the_old_shares_in_use() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &SIGNERS);
+    let recorded = coordinator_key(&cluster, "k").await.public_key_package;
+    async fn unchanged(cluster: &Cluster, recorded: &[u8]) {
+        assert_eq!(
+            coordinator_key(cluster, "k").await.public_key_package,
+            recorded
+        );
+        for i in 0..2 {
+            let info = share_info(cluster, i, "k").await;
+            assert_eq!((info.generation, info.pending_generation), (0, 0));
+        }
+    }
+
+    // 1. A signer down from the start: refused before anything is stored.
+    cluster.signers[2].stop();
+    let err = cluster.ringi_err(&["keys", "refresh", "k"]);
+    assert!(err.contains("signer-3"), "{err}");
+    assert!(err.contains("the old shares stay in use"), "{err}");
+    unchanged(&cluster, &recorded).await;
+
+    // 2. A signer failing at the store step, after the others stored
+    // theirs: those are discarded, the old shares stay.
+    cluster.signers[2]
+        .env
+        .push(("RINGI_TEST_FAULT".into(), "fail-dkg-commit".into()));
+    cluster.signers[2].start();
+    let err = cluster.ringi_err(&["keys", "refresh", "k"]);
+    assert!(err.contains("failed at the store step"), "{err}");
+    assert!(err.contains("discarded"), "{err}");
+    unchanged(&cluster, &recorded).await;
+    for i in 0..3 {
+        assert_eq!(share_labels(&cluster, i), vec!["ringi-share:k".to_string()]);
+    }
+    let signature = cluster.sign("k", b"old shares still sign", &["signer-1", "signer-2"]);
+    assert!(frost_verify(
+        &group_key,
+        b"old shares still sign",
+        &signature
+    ));
+
+    // 3. A signer failing to put its refreshed share in use, after the
+    // coordinator recorded the refresh: reported, and finished by running
+    // the refresh again once the signer is back.
+    cluster.signers[2].stop();
+    cluster.signers[2]
+        .env
+        .retain(|(k, _)| k != "RINGI_TEST_FAULT");
+    cluster.signers[2]
+        .env
+        .push(("RINGI_TEST_FAULT".into(), "fail-share-activation".into()));
+    cluster.signers[2].start();
+    let out = cluster.ringi(&["keys", "refresh", "k"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not in use on every signer yet"), "{err}");
+    assert!(err.contains("signer-3"), "{err}");
+    let waiting = share_info(&cluster, 2, "k").await;
+    assert_eq!((waiting.generation, waiting.pending_generation), (0, 1));
+    assert_eq!(
+        share_labels(&cluster, 2),
+        vec!["ringi-share:k".to_string(), "ringi-share:k@1".to_string()],
+        "the old and the refreshed share wait side by side"
+    );
+    // The refreshed signers sign meanwhile.
+    let signature = cluster.sign("k", b"refreshed pair", &["signer-1", "signer-2"]);
+    assert!(frost_verify(&group_key, b"refreshed pair", &signature));
+
+    // The signer restarts (its waiting share survives) without the fault.
+    cluster.signers[2].stop();
+    cluster.signers[2]
+        .env
+        .retain(|(k, _)| k != "RINGI_TEST_FAULT");
+    cluster.signers[2].start();
+    let out = cluster.ringi(&["keys", "refresh", "k"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = share_info(&cluster, 2, "k").await;
+    assert_eq!((info.generation, info.pending_generation), (1, 0));
+    assert_eq!(
+        share_labels(&cluster, 2),
+        vec!["ringi-share:k@1".to_string()]
+    );
+    let signature = cluster.sign("k", b"finished refresh", &["signer-2", "signer-3"]);
+    assert!(frost_verify(&group_key, b"finished refresh", &signature));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_of_signers() {
+    let mut cluster = Cluster::start_tls(3);
+    let group_key = cluster.keygen("k", 2, &SIGNERS);
+    // A refreshed key: the signers vouch for its current package.
+    cluster.ringi_ok(&["keys", "refresh", "k"]);
+    let recorded = coordinator_key(&cluster, "k").await;
+
+    // Lifecycle operations are the admin's: a wallet is refused.
+    let out = cluster.ringi_as("wallet-service", &["keys", "refresh", "k"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionDenied")
+            || String::from_utf8_lossy(&out.stderr).contains("permission"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The coordinator's disk is lost.
+    cluster.stop_coordinator();
+    std::fs::remove_dir_all(cluster.dir.path().join("coordinator")).unwrap();
+    cluster.start_coordinator();
+    let err = cluster.ringi_err(&["pubkey", "--key-id", "k"]);
+    assert!(err.contains("does not exist"), "{err}");
+    // A new DKG under the key id is refused by the signers that hold it.
+    let err = cluster.ringi_err(&[
+        "keygen",
+        "--key-id",
+        "k",
+        "--threshold",
+        "2",
+        "--signers",
+        "signer-1,signer-2,signer-3",
+    ]);
+    assert!(err.contains("already"), "{err}");
+    let out = cluster.ringi_as("wallet-service", &["keys", "import-from-signers", "k"]);
+    assert!(!out.status.success(), "a wallet cannot import a key");
+
+    // One signer alone cannot vouch for the key.
+    cluster.signers[1].stop();
+    cluster.signers[2].stop();
+    let err = cluster.ringi_err(&["keys", "import-from-signers", "k"]);
+    assert!(err.contains("1 of the key's threshold of 2"), "{err}");
+    assert!(err.contains("signer-2: unreachable"), "{err}");
+    let err = cluster.ringi_err(&["pubkey", "--key-id", "k"]);
+    assert!(err.contains("does not exist"), "nothing recorded: {err}");
+
+    // Two do: the key is back, with all three signers and its package.
+    cluster.signers[1].start();
+    let out = cluster.ringi(&["keys", "import-from-signers", "k"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
+        group_key
+    );
+    assert!(
+        stderr.contains("vouched for by signer-1, signer-2"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("signer-3: unreachable"), "{stderr}");
+    let imported = coordinator_key(&cluster, "k").await;
+    assert_eq!(imported.public_key_package, recorded.public_key_package);
+    assert_eq!(imported.threshold, 2);
+    assert_eq!(imported.kind, "frost-secp256k1");
+    assert_eq!(
+        imported
+            .signers
+            .iter()
+            .map(|s| (s.name.as_str(), s.identifier))
+            .collect::<Vec<_>>(),
+        vec![("signer-1", 1), ("signer-2", 2), ("signer-3", 3)]
+    );
+    let err = cluster.ringi_err(&["keys", "import-from-signers", "k"]);
+    assert!(err.contains("exists already"), "{err}");
+
+    // It signs, with any two, signer-3 included once it is back.
+    let signature = cluster.sign("k", b"after recovery", &["signer-1", "signer-2"]);
+    assert!(frost_verify(&group_key, b"after recovery", &signature));
+    cluster.signers[2].start();
+    let signature = cluster.sign("k", b"after recovery 2", &["signer-1", "signer-3"]);
+    assert!(frost_verify(&group_key, b"after recovery 2", &signature));
+    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    assert!(log.contains("key_import_refused"), "{log}");
+    assert!(log.contains("key_imported"), "{log}");
+}
