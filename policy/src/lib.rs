@@ -49,6 +49,7 @@ pub mod freeze;
 pub mod group_commit;
 pub mod holds;
 pub mod key_id;
+pub mod key_order;
 pub mod limits;
 pub mod policy;
 #[cfg(feature = "sqlite")]

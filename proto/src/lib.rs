@@ -31,6 +31,7 @@ pub mod coordinator {
 
 pub mod bundle;
 pub mod freeze;
+pub mod key_order;
 pub mod policy_update;
 /// Every ringi proto file, encoded as a `FileDescriptorSet`, for gRPC server
 /// reflection (so `grpcurl` and similar tools can list and call the API).

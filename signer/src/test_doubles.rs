@@ -215,6 +215,19 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
         Ok(false)
     }
 
+    fn destroy(&self, key_id: &KeyId) -> Result<Vec<u32>, VaultError> {
+        let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        Ok(match shares.remove(key_id.as_str()) {
+            None => Vec::new(),
+            Some(held) => held
+                .pending
+                .iter()
+                .map(|(i, _)| i.generation)
+                .chain([held.info.generation])
+                .collect(),
+        })
+    }
+
     fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError> {
         self.share(key_id).map(|s| s.1)
     }

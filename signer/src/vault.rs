@@ -151,6 +151,11 @@ pub trait ShareVault<S: Suite>: Send + Sync {
     /// one to destroy.
     fn discard(&self, key_id: &KeyId, generation: u32) -> Result<bool, VaultError>;
 
+    /// Destroys every share of `key_id` (in use and waiting) in the token:
+    /// the end of a retired key. Returns the generations destroyed; none if
+    /// the vault holds no share of it (a retried destruction).
+    fn destroy(&self, key_id: &KeyId) -> Result<Vec<u32>, VaultError>;
+
     /// The share in use, unsealed, for a key lifecycle computation that
     /// needs it (a refresh's last step, a repair helper's step). Zeroized
     /// when dropped.
@@ -552,6 +557,25 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             }),
             _ => Ok(false),
         }
+    }
+
+    fn destroy(&self, key_id: &KeyId) -> Result<Vec<u32>, VaultError> {
+        let _guard = self.store_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(held) = self.held(key_id) else {
+            return Ok(Vec::new());
+        };
+        let mut destroyed = Vec::new();
+        // The waiting share first: should this stop midway, what is left is
+        // the share in use, as at any other time.
+        for sealed in held.pending.iter().chain([&held.active]) {
+            self.token.destroy_share(key_id, sealed.header.generation)?;
+            destroyed.push(sealed.header.generation);
+        }
+        self.shares
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key_id.as_str());
+        Ok(destroyed)
     }
 
     fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError> {

@@ -180,4 +180,14 @@ fn a_refreshed_share_waits_next_to_the_old_one_until_activated() {
         vault.store_next(&k, &newer[0], &public),
         Err(VaultError::Corrupt { .. })
     ));
+
+    // Destroying (a retired key's end) removes every generation, waiting
+    // ones included, for good; again, there is nothing left to destroy.
+    vault.store_next(&k, &newer[0], &newer_public).unwrap();
+    assert_eq!(vault.destroy(&k).unwrap(), vec![2, 1]);
+    assert!(vault.destroy(&k).unwrap().is_empty());
+    assert!(token.load_shares().unwrap().iter().all(|s| s.key_id != "k"));
+    let vault = TokenVault::<Secp256k1>::open(token.clone()).unwrap();
+    assert!(!vault.contains("k"));
+    assert!(matches!(vault.commit(&k), Err(VaultError::UnknownKey(_))));
 }

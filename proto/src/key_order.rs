@@ -1,0 +1,118 @@
+//! Key orders to and from the wire (`ringi.approval.v1.KeyOrder`), as
+//! `ringi_policy::key_order` types.
+
+use ringi_policy::approver_key::ApproverKey;
+use ringi_policy::key_id::KeyId;
+use ringi_policy::key_order::{Action, KeyOrder, SignedOrder};
+use ringi_policy::policy_update::AdminSignature;
+
+use crate::approval::v1 as pb;
+use crate::bundle::BundleError;
+
+pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
+    let key_id = KeyId::parse(&o.key_id).map_err(|e| BundleError(format!("key_id: {e}")))?;
+    let action = match o.action.as_str() {
+        "retire" => Action::Retire {
+            destroy_after: o.destroy_after,
+        },
+        "repair" => Action::Repair {
+            identifier: u16::try_from(o.identifier)
+                .map_err(|_| BundleError(format!("identifier {} is over 65535", o.identifier)))?,
+            recipient: o.recipient.clone(),
+        },
+        other => {
+            return Err(BundleError(format!(
+                "action {other:?} is neither \"retire\" nor \"repair\""
+            )));
+        }
+    };
+    let signatures = o
+        .signatures
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(AdminSignature {
+                admin: ApproverKey::from_sec1(&s.admin_public_key)
+                    .map_err(|e| BundleError(format!("signature #{i}: admin_public_key: {e}")))?,
+                issued_at: s.issued_at,
+                signature: s.signature.clone(),
+            })
+        })
+        .collect::<Result<_, BundleError>>()?;
+    Ok(SignedOrder {
+        order: KeyOrder {
+            key_id,
+            action,
+            expires_at: o.expires_at,
+        },
+        signatures,
+    })
+}
+
+pub fn order_to_pb(s: &SignedOrder) -> pb::KeyOrder {
+    let (destroy_after, identifier, recipient) = match &s.order.action {
+        Action::Retire { destroy_after } => (*destroy_after, 0, Vec::new()),
+        Action::Repair {
+            identifier,
+            recipient,
+        } => (0, u32::from(*identifier), recipient.clone()),
+    };
+    pb::KeyOrder {
+        key_id: s.order.key_id.to_string(),
+        action: s.order.action.name().to_string(),
+        destroy_after,
+        identifier,
+        recipient,
+        expires_at: s.order.expires_at,
+        signatures: s
+            .signatures
+            .iter()
+            .map(|a| pb::AdminSignature {
+                admin_public_key: a.admin.to_sec1(),
+                issued_at: a.issued_at,
+                signature: a.signature.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_round_trip_and_bad_fields_are_named() {
+        for action in [
+            Action::Retire { destroy_after: 9 },
+            Action::Repair {
+                identifier: 3,
+                recipient: vec![2; 33],
+            },
+        ] {
+            let signed = SignedOrder {
+                order: KeyOrder {
+                    key_id: KeyId::parse("k").unwrap(),
+                    action,
+                    expires_at: 5,
+                },
+                signatures: Vec::new(),
+            };
+            assert_eq!(order_from_pb(&order_to_pb(&signed)).unwrap(), signed);
+        }
+        let mut bad = order_to_pb(&SignedOrder {
+            order: KeyOrder {
+                key_id: KeyId::parse("k").unwrap(),
+                action: Action::Retire { destroy_after: 1 },
+                expires_at: 1,
+            },
+            signatures: Vec::new(),
+        });
+        bad.action = "burn".into();
+        assert!(order_from_pb(&bad).unwrap_err().0.contains("burn"));
+        bad.action = "repair".into();
+        bad.identifier = 70_000;
+        assert!(order_from_pb(&bad).unwrap_err().0.contains("over 65535"));
+        bad.key_id = "bad key".into();
+        assert!(order_from_pb(&bad).unwrap_err().0.contains("key_id"));
+    }
+}
