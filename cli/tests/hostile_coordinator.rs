@@ -116,6 +116,13 @@ impl KeyService for FakeService {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn repair_key(
+        &self,
+        _: Request<pb::RepairKeyRequest>,
+    ) -> Result<Response<pb::RepairKeyResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn import_key(
         &self,
         _: Request<pb::ImportKeyRequest>,

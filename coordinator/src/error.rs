@@ -590,6 +590,12 @@ pub enum LifecycleError {
         key: KeyId,
         failures: SignerFailures,
     },
+    /// A repair step failed on a helper or the new node: nothing stored.
+    #[error("repair of key id {key:?} failed: {failures}; nothing stored")]
+    RepairFailed {
+        key: KeyId,
+        failures: SignerFailures,
+    },
     /// Import: fewer than a threshold of signers agree on the key.
     #[error("key id {key:?} cannot be imported from the signers: {reason}")]
     NoAgreement { key: KeyId, reason: String },
@@ -606,6 +612,7 @@ impl LifecycleError {
                 Code::FailedPrecondition
             }
             LifecycleError::RefreshFailed { failures, .. }
+            | LifecycleError::RepairFailed { failures, .. }
             | LifecycleError::Cleanup { failures, .. } => {
                 if failures.all_unavailable() {
                     Code::Unavailable

@@ -48,6 +48,7 @@ pub mod phases;
 pub mod policy_service;
 pub mod refresh;
 pub mod registry;
+pub mod repair;
 pub mod request_state;
 pub mod request_store;
 pub mod requests;

@@ -242,6 +242,85 @@ impl pb::key_service_server::KeyService for KeyService {
         Ok(Response::new(Box::pin(stream)))
     }
 
+    async fn repair_key(
+        &self,
+        request: Request<pb::RepairKeyRequest>,
+    ) -> Result<Response<pb::RepairKeyResponse>, Status> {
+        access::require(&request, Role::Admin)?;
+        let req = request.into_inner();
+        let order = req
+            .order
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("no repair order"))?;
+        let order = ringi_proto::key_order::order_from_pb(order)
+            .map_err(|e| Status::invalid_argument(format!("repair order: {}", e.0)))?;
+        let coordinator = &self.0;
+        let key_id = order.order.key_id.clone();
+        // The coordinator holds itself to the order too: the admins' quorum
+        // under its policy (the nodes check it again under theirs).
+        let policy = coordinator.policy()?;
+        if let Err(refused) =
+            ringi_policy::key_order::check_order(&policy, &order, ringi_policy::clock::now())
+        {
+            return Err(Status::new(
+                tonic::Code::from_i32(refused.grpc_code()),
+                format!("repair order: {refused}"),
+            ));
+        }
+        let order_id = hex::encode(order.order.id());
+        coordinator.audit(
+            "key_repair_started",
+            &[
+                ("key_id", key_id.to_string()),
+                ("signer", req.signer.clone()),
+                ("order", order_id.clone()),
+            ],
+        );
+        let result = crate::repair::run(
+            &coordinator.registry,
+            &coordinator.keys,
+            crate::repair::RepairRequest {
+                order,
+                signer: req.signer.clone(),
+                helpers: req.helpers,
+            },
+        )
+        .await;
+        coordinator.forget_key(&key_id);
+        match result {
+            Ok(done) => {
+                tracing::info!(key_id = %key_id, identifier = done.identifier, signer = %req.signer, replaced = %done.replaced, "share repaired; the new node holds the identifier");
+                coordinator.audit(
+                    "key_repaired",
+                    &[
+                        ("key_id", key_id.to_string()),
+                        ("identifier", done.identifier.to_string()),
+                        ("signer", req.signer.clone()),
+                        ("replaced_signer", done.replaced.clone()),
+                        ("helpers", done.helpers.join(",")),
+                        ("order", order_id),
+                    ],
+                );
+                Ok(Response::new(pb::RepairKeyResponse {
+                    key: Some(public_key(
+                        coordinator.policy().ok().as_deref(),
+                        &done.record,
+                    )),
+                    helpers: done.helpers,
+                    replaced_signer: done.replaced,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(key_id = %key_id, error = %e, "repair failed");
+                coordinator.audit(
+                    "key_repair_failed",
+                    &[("key_id", key_id.to_string()), ("reason", e.to_string())],
+                );
+                Err(e.into())
+            }
+        }
+    }
+
     async fn import_key(
         &self,
         request: Request<pb::ImportKeyRequest>,

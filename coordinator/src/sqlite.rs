@@ -366,6 +366,33 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn replace_key_signer(&self, key_id: &KeyId, identifier: u16, signer: &str) -> Result<()> {
+        self.write(|tx| {
+            let Some(key) = load_key(tx, key_id)? else {
+                return Err(crate::error::Missing::Key(key_id.clone()).into());
+            };
+            if !key.signers.iter().any(|(_, id)| *id == identifier) {
+                return Err(Error::Corrupt(format!(
+                    "key id {key_id:?} has no participant {identifier}"
+                )));
+            }
+            if key
+                .signers
+                .iter()
+                .any(|(name, id)| name == signer && *id != identifier)
+            {
+                return Err(Error::Corrupt(format!(
+                    "{signer} is another participant of key id {key_id:?}"
+                )));
+            }
+            tx.execute_cached(
+                "UPDATE key_signers SET signer_name = ?3 WHERE key_id = ?1 AND identifier = ?2",
+                params![key_id.as_str(), identifier, signer],
+            )?;
+            Ok(())
+        })
+    }
+
     fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         self.read(|tx| load_key(tx, key_id))
     }

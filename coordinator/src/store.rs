@@ -84,6 +84,12 @@ pub trait KeyStore: Send + Sync {
     /// not `expected`.
     fn replace_key_package(&self, key_id: &KeyId, expected: &[u8], new: &[u8]) -> Result<()>;
 
+    /// Names `signer` as the key's participant `identifier` (a repaired
+    /// share's new node), in one transaction. [`Error::NotFound`] for an
+    /// unknown key; [`Error::Corrupt`] when the key has no such participant
+    /// or `signer` is another participant of it.
+    fn replace_key_signer(&self, key_id: &KeyId, identifier: u16, signer: &str) -> Result<()>;
+
     /// The key with its signers, read consistently, or `None`.
     fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>>;
 

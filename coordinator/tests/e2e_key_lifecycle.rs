@@ -1,5 +1,7 @@
 //! Key lifecycle on real processes and SoftHSM tokens: refreshing a key's
-//! shares (`ringi keys refresh`), with signers failing at each step.
+//! shares (`ringi keys refresh`), with signers failing at each step;
+//! re-importing a key into a coordinator that lost its database; repairing
+//! a lost share onto a new node.
 
 mod support;
 
@@ -10,6 +12,8 @@ use frost_secp256k1::keys::PublicKeyPackage;
 use frost_secp256k1::round1::SigningCommitments;
 use frost_secp256k1::round2::SignatureShare;
 use frost_secp256k1::{Identifier, SigningPackage};
+use ringi_policy::key_order::{Action, KeyOrder};
+use ringi_proto::approval::v1 as cpb_order;
 use ringi_proto::coordinator::v1 as cpb;
 use ringi_proto::signer::v1 as pb;
 use support::*;
@@ -421,4 +425,213 @@ async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_o
     let log = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
     assert!(log.contains("key_import_refused"), "{log}");
     assert!(log.contains("key_imported"), "{log}");
+}
+
+/// A repair order for participant `identifier` of `key_id`, to the node
+/// whose transport key is `recipient`, valid 10 minutes.
+fn repair_order(key_id: &str, identifier: u16, recipient: &[u8]) -> KeyOrder {
+    KeyOrder {
+        key_id: key_id.parse().unwrap(),
+        action: Action::Repair {
+            identifier,
+            recipient: recipient.to_vec(),
+        },
+        expires_at: ringi::requests::now() + 600,
+    }
+}
+
+async fn repair(
+    cluster: &Cluster,
+    order: cpb_order::KeyOrder,
+    signer: &str,
+) -> Result<cpb::RepairKeyResponse, tonic::Status> {
+    let channel = cluster.channel_as("operator").await;
+    cpb::key_service_client::KeyServiceClient::new(channel)
+        .repair_key(cpb::RepairKeyRequest {
+            order: Some(order),
+            signer: signer.into(),
+            helpers: Vec::new(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier() {
+    // Four nodes with certificates from their tokens; the key lives on the
+    // first three, signer-4 is the spare.
+    let mut cluster = Cluster::start_tls(4);
+    let group_key = cluster.keygen("k", 2, &SIGNERS);
+    let recorded = coordinator_key(&cluster, "k").await;
+
+    // signer-1's token is lost for good.
+    cluster.signers[0].stop();
+    std::fs::remove_dir_all(cluster.signers[0].dir.join("tokens")).unwrap();
+    // The operator registers the replacement under identifier 1 (and drops
+    // the lost node), as docs/operations.md says.
+    cluster.stop_coordinator();
+    cluster.write_coordinator_config_with(&[(3, 1), (1, 2), (2, 3)]);
+    cluster.start_coordinator();
+    let recipient = cluster.node_info(3).await.dkg_public_key;
+    let order = repair_order("k", 1, &recipient);
+
+    // One admin is not enough, and the nodes would refuse it too.
+    let err = repair(&cluster, cluster.key_order(&order, &["alice"]), "signer-4")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("admin quorum not met"), "{err:?}");
+    let mut s2 = cluster.signer_client(1).await;
+    let mut participants = Vec::new();
+    for (i, identifier) in [(1, 2), (2, 3), (3, 1)] {
+        let info = cluster.node_info(i).await;
+        participants.push(pb::DkgParticipant {
+            identifier,
+            dkg_public_key: info.dkg_public_key,
+            dkg_key_certificate: info.dkg_key_certificate,
+            dkg_key_signature: info.dkg_key_signature,
+        });
+    }
+    let direct = s2
+        .repair_help(pb::RepairHelpRequest {
+            order: Some(cluster.key_order(&order, &["alice"])),
+            session_id: vec![1; 16],
+            helpers: participants[..2].to_vec(),
+            recipient: Some(participants[2].clone()),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        direct.message().contains("admin quorum not met"),
+        "{direct:?}"
+    );
+    // An order for another node's transport key does not let the
+    // coordinator hand the share to signer-4.
+    let elsewhere = repair_order("k", 1, &cluster.node_info(1).await.dkg_public_key);
+    let err = repair(
+        &cluster,
+        cluster.key_order(&elsewhere, &["alice", "carol"]),
+        "signer-4",
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message().contains("transport key"), "{err:?}");
+    // A helper down: too few helpers, nothing stored anywhere.
+    cluster.signers[2].stop();
+    let err = repair(
+        &cluster,
+        cluster.key_order(&order, &["alice", "carol"]),
+        "signer-4",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("signer-3"), "{err:?}");
+    assert!(
+        cluster
+            .node_info(3)
+            .await
+            .key_shares
+            .iter()
+            .all(|k| k.key_id != "k")
+    );
+    cluster.signers[2].start();
+
+    // The repair: signer-2 and signer-3 help; signer-4 holds participant 1.
+    let done = repair(
+        &cluster,
+        cluster.key_order(&order, &["alice", "carol"]),
+        "signer-4",
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.replaced_signer, "signer-1");
+    assert_eq!(
+        done.helpers,
+        vec!["signer-2".to_string(), "signer-3".to_string()]
+    );
+    let share = share_info(&cluster, 3, "k").await;
+    assert_eq!(share.identifier, 1);
+    assert_eq!(share.group_public_key, group_key);
+    assert_eq!(share.public_key_package, recorded.public_key_package);
+    let key = coordinator_key(&cluster, "k").await;
+    assert_eq!(
+        key.signers
+            .iter()
+            .map(|s| (s.name.as_str(), s.identifier))
+            .collect::<Vec<_>>(),
+        vec![("signer-4", 1), ("signer-2", 2), ("signer-3", 3)]
+    );
+
+    // The repaired node signs with either other signer.
+    for pair in [["signer-4", "signer-2"], ["signer-4", "signer-3"]] {
+        let message = format!("repaired {pair:?}");
+        let signature = cluster.sign("k", message.as_bytes(), &pair);
+        assert!(frost_verify(&group_key, message.as_bytes(), &signature));
+    }
+    // The old identity is no signer of the key any more.
+    let out = cluster.ringi_as(
+        "wallet-service",
+        &[
+            "requests",
+            "submit",
+            "--key-id",
+            "k",
+            "--message-hex",
+            "abcd",
+            "--asset",
+            "BTC",
+            "--amount",
+            "1000",
+            "--destination",
+            "bc1qdestination",
+            "--signers",
+            "signer-1,signer-2",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signer-1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The order cannot be replayed onto the node that holds the share now.
+    let err = repair(
+        &cluster,
+        cluster.key_order(&order, &["alice", "carol"]),
+        "signer-4",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.message().contains("holds a share of the key already"),
+        "{err:?}"
+    );
+
+    // Audited on every node that took part.
+    for (i, event) in [
+        (1, "repair_helping"),
+        (2, "repair_sigma_sealed"),
+        (3, "share_repaired"),
+    ] {
+        let log = std::fs::read_to_string(cluster.signers[i].dir.join("data/audit.jsonl")).unwrap();
+        assert!(
+            log.contains(event),
+            "{} lacks {event}",
+            cluster.signers[i].name
+        );
+    }
+    let log = std::fs::read_to_string(cluster.dir.path().join("coordinator/audit.jsonl")).unwrap();
+    assert!(log.contains("key_repaired"), "{log}");
+
+    // A refresh now includes the repaired node (and would leave a copy of
+    // the lost token useless, had it been stolen).
+    cluster.ringi_ok(&["keys", "refresh", "k"]);
+    assert_eq!(share_info(&cluster, 3, "k").await.generation, 1);
+    let signature = cluster.sign("k", b"refreshed after repair", &["signer-4", "signer-3"]);
+    assert!(frost_verify(
+        &group_key,
+        b"refreshed after repair",
+        &signature
+    ));
 }

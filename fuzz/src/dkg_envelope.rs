@@ -13,7 +13,7 @@
 //! Reaches: the length and version checks, HKDF over the binding, the
 //! AES-256-GCM tag, and the binding's coverage of every field.
 
-use ringi_signer::dkg_envelope::{Binding, open, seal};
+use ringi_signer::dkg_envelope::{Binding, Contents, open, seal};
 
 crate::stages!(
     /// How far an input got.
@@ -32,6 +32,7 @@ const SHARED_X: [u8; 32] = [9; 32];
 
 fn binding() -> Binding<'static> {
     Binding {
+        contents: Contents::DkgRound2,
         key_id: "k",
         session_id: &[7; 16],
         sender: 2,
@@ -58,18 +59,22 @@ pub fn run(data: &[u8]) -> Reached {
             assert_eq!(opened.as_slice(), bytes);
             let others = [
                 Binding {
+                    contents: Contents::DkgRound2,
                     sender: 3,
                     ..binding()
                 },
                 Binding {
+                    contents: Contents::DkgRound2,
                     recipient: 3,
                     ..binding()
                 },
                 Binding {
+                    contents: Contents::DkgRound2,
                     key_id: "k2",
                     ..binding()
                 },
                 Binding {
+                    contents: Contents::DkgRound2,
                     session_id: &[8; 16],
                     ..binding()
                 },

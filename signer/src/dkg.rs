@@ -46,7 +46,7 @@ use k256::elliptic_curve::sec1::ToEncodedPoint;
 use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 
-use crate::dkg_envelope::{self, Binding, EnvelopeError};
+use crate::dkg_envelope::{self, Binding, Contents, EnvelopeError};
 use crate::dkg_peer::{Attestation, PeerCheck};
 use crate::rng;
 use crate::token::{Token, TokenError};
@@ -214,8 +214,23 @@ impl<S: Suite> DkgRuns<S> {
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new((check, own)));
     }
 
-    fn peer_check(&self) -> Option<Arc<(PeerCheck, Attestation)>> {
+    pub(crate) fn peer_check(&self) -> Option<Arc<(PeerCheck, Attestation)>> {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The vault of this suite's shares.
+    pub(crate) fn vault(&self) -> &Arc<dyn ShareVault<S>> {
+        &self.vault
+    }
+
+    /// The node's token (for ECDH and randomness).
+    pub(crate) fn token(&self) -> &Arc<Token> {
+        &self.token
+    }
+
+    /// This node's transport key, SEC1 uncompressed.
+    pub(crate) fn own_key(&self) -> &[u8] {
+        &self.own_key
     }
 
     /// This node's attestation of its transport key, under mutual TLS.
@@ -399,6 +414,7 @@ impl<S: Suite> DkgRuns<S> {
             );
             let shared = self.token.dkg_shared_secret(peer_key)?;
             let binding = Binding {
+                contents: Contents::DkgRound2,
                 key_id,
                 session_id,
                 sender: me,
@@ -504,6 +520,7 @@ impl<S: Suite> DkgRuns<S> {
             })?;
             let shared = self.token.dkg_shared_secret(peer_key)?;
             let binding = Binding {
+                contents: Contents::DkgRound2,
                 key_id,
                 session_id,
                 sender: *sender,
@@ -804,7 +821,7 @@ fn check_peers(req: &Round1Request, check: &PeerCheck) -> Result<(), DkgError> {
     Ok(())
 }
 
-fn participant_number(n: u32) -> Result<u16, DkgError> {
+pub(crate) fn participant_number(n: u32) -> Result<u16, DkgError> {
     u16::try_from(n)
         .ok()
         .filter(|n| *n != 0)
@@ -813,7 +830,7 @@ fn participant_number(n: u32) -> Result<u16, DkgError> {
 
 /// The FROST identifier of a participant number checked earlier; a precise
 /// refusal rather than a panic if it is not one.
-fn participant<S: Suite>(n: u16) -> Result<Identifier<S>, DkgError> {
+pub(crate) fn participant<S: Suite>(n: u16) -> Result<Identifier<S>, DkgError> {
     ringi_frost::identifier(n)
         .ok_or_else(|| DkgError::InvalidArgument(format!("identifier {n} is outside 1..=65535")))
 }

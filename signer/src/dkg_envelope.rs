@@ -6,11 +6,15 @@
 //!
 //! ```text
 //! ikm    = ECDH(sender DKG key, recipient DKG key).x      -- inside each token
-//! info   = "ringi dkg round2 v1" ‖ 0x00 ‖ len(key_id) ‖ key_id
+//! info   = domain ‖ len(key_id) ‖ key_id
 //!          ‖ sender (u16 BE) ‖ recipient (u16 BE)
 //! key    = HKDF-SHA256(salt = session_id, ikm, info), 32 bytes
 //! sealed = version (1) ‖ nonce (12, random) ‖ AES-256-GCM(key, nonce, aad = info, package)
 //! ```
+//!
+//! where domain is `"ringi dkg round2 v1" ‖ 0x00` for DKG round-2 packages
+//! and `"ringi repair delta v1" ‖ 0x00` / `"ringi repair sigma v1" ‖ 0x00`
+//! for a share repair's messages ([`Contents`]).
 //!
 //! Static-static ECDH authenticates both ends: only the two tokens can derive
 //! the key, so the coordinator can neither read a package nor forge one in a
@@ -25,12 +29,34 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 const VERSION: u8 = 1;
-const DOMAIN: &[u8] = b"ringi dkg round2 v1\0";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 
-/// Who sends what to whom, in which DKG run.
+/// What an envelope carries: each purpose has its own domain in the key
+/// derivation, so an envelope of one can never be opened as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contents {
+    /// A DKG (or refresh) round-2 package.
+    DkgRound2,
+    /// A repair helper's delta for another helper (frost `repairable`).
+    RepairDelta,
+    /// A repair helper's sigma for the node whose share is rebuilt.
+    RepairSigma,
+}
+
+impl Contents {
+    fn domain(self) -> &'static [u8] {
+        match self {
+            Contents::DkgRound2 => b"ringi dkg round2 v1\0",
+            Contents::RepairDelta => b"ringi repair delta v1\0",
+            Contents::RepairSigma => b"ringi repair sigma v1\0",
+        }
+    }
+}
+
+/// Who sends what to whom, in which DKG (or repair) run.
 pub struct Binding<'a> {
+    pub contents: Contents,
     pub key_id: &'a str,
     pub session_id: &'a [u8],
     pub sender: u16,
@@ -51,8 +77,9 @@ pub enum EnvelopeError {
 
 impl Binding<'_> {
     fn info(&self) -> Vec<u8> {
-        let mut info = Vec::with_capacity(DOMAIN.len() + 1 + self.key_id.len() + 4);
-        info.extend_from_slice(DOMAIN);
+        let domain = self.contents.domain();
+        let mut info = Vec::with_capacity(domain.len() + 1 + self.key_id.len() + 4);
+        info.extend_from_slice(domain);
         // Key ids are at most 64 bytes (checked by the callers).
         info.push(self.key_id.len().min(255) as u8);
         info.extend_from_slice(self.key_id.as_bytes());
@@ -127,6 +154,7 @@ mod tests {
 
     fn binding(session: &[u8]) -> Binding<'_> {
         Binding {
+            contents: Contents::DkgRound2,
             key_id: "k",
             session_id: session,
             sender: 1,
@@ -164,11 +192,23 @@ mod tests {
             open_err
         );
         let other_key = Binding {
+            contents: Contents::DkgRound2,
             key_id: "k2",
             ..binding(b"s1")
         };
         assert_eq!(open(&other_key, &secret, &sealed).map(|_| ()), open_err);
+        for contents in [Contents::RepairDelta, Contents::RepairSigma] {
+            let other_contents = Binding {
+                contents,
+                ..binding(b"s1")
+            };
+            assert_eq!(
+                open(&other_contents, &secret, &sealed).map(|_| ()),
+                open_err
+            );
+        }
         let reversed = Binding {
+            contents: Contents::DkgRound2,
             sender: 2,
             recipient: 1,
             ..binding(b"s1")

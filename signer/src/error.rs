@@ -180,6 +180,28 @@ impl From<DkgError> for Status {
     }
 }
 
+impl From<crate::repair::RepairError> for Status {
+    fn from(e: crate::repair::RepairError) -> Self {
+        use crate::repair::RepairError as R;
+        let code = match e {
+            R::Vault(v) => return v.into(),
+            R::Token(t) => return t.into(),
+            R::Order(ref o) => Code::from_i32(o.grpc_code()),
+            R::NotARepair(_) | R::OtherKey { .. } | R::InvalidArgument(_) => Code::InvalidArgument,
+            R::Envelope(EnvelopeError::Malformed(_)) => Code::InvalidArgument,
+            R::NotHeld(_) | R::NoRun(_) => Code::NotFound,
+            R::AlreadyHeld(_) => Code::AlreadyExists,
+            R::UntrustedPeer { .. } | R::DuplicatePeer { .. } => Code::PermissionDenied,
+            R::OwnShare(_)
+            | R::OtherRecipient { .. }
+            | R::Frost(_)
+            | R::WrongShare(_)
+            | R::Envelope(_) => Code::FailedPrecondition,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,7 @@ pub mod nonces;
 pub mod phases;
 pub mod preprocess;
 pub mod releases;
+pub mod repair;
 pub mod rng;
 pub mod round1;
 pub mod round2;

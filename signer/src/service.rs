@@ -22,6 +22,7 @@ use crate::dkg::{DkgRuns, Participant, Purpose, Round1Request};
 use crate::dkg_peer::Attestation;
 use crate::error::EdgeError;
 use crate::node_audit::{AuditSink, audited};
+use crate::repair::{HelpRequest, ReceiveRequest, RepairRuns};
 use crate::signing::SigningContext;
 use crate::{phases, round1, round2};
 
@@ -31,12 +32,14 @@ pub struct SuiteService<S: Suite> {
     /// What the signing rounds depend on (vault, policy, ledger, audit...).
     pub signing: Arc<SigningContext<S>>,
     pub dkg: Arc<DkgRuns<S>>,
+    pub repair: Arc<RepairRuns<S>>,
 }
 
 impl<S: Suite> SuiteService<S> {
     pub fn new(signing: SigningContext<S>, dkg: Arc<DkgRuns<S>>) -> Self {
         SuiteService {
             signing: Arc::new(signing),
+            repair: Arc::new(RepairRuns::new(dkg.clone())),
             dkg,
         }
     }
@@ -368,6 +371,142 @@ async fn dkg_commit<S: Suite>(
     .await
 }
 
+/// A repair order off the wire.
+fn order(
+    order: Option<&ringi_proto::approval::v1::KeyOrder>,
+) -> Result<ringi_policy::key_order::SignedOrder, Status> {
+    let order = order.ok_or_else(|| Status::invalid_argument("no repair order"))?;
+    ringi_proto::key_order::order_from_pb(order)
+        .map_err(|e| Status::invalid_argument(format!("repair order: {}", e.0)))
+}
+
+/// RepairHelp for a key of suite `S`, audited.
+async fn repair_help<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    suite: &SuiteService<S>,
+    req: pb::RepairHelpRequest,
+) -> Result<pb::RepairHelpResponse, Status> {
+    let sink = audit.clone();
+    let repair = suite.repair.clone();
+    let policies = suite.signing.policies.clone();
+    let key = req
+        .order
+        .as_ref()
+        .map(|o| o.key_id.clone())
+        .unwrap_or_default();
+    blocking(audit, "RepairHelp", key, move || {
+        let signed = order(req.order.as_ref())?;
+        let recipient = req
+            .recipient
+            .ok_or_else(|| Status::invalid_argument("no recipient"))?;
+        let at = now();
+        let policy = policies.current(at);
+        let key_id = signed.order.key_id.to_string();
+        let order_id = hex::encode(signed.order.id());
+        let repaired = recipient.identifier;
+        let recipient_key = hex::encode(&recipient.dkg_public_key);
+        let sealed_deltas = repair.help(
+            HelpRequest {
+                order: signed,
+                session_id: req.session_id,
+                helpers: participants(req.helpers),
+                recipient: participants(vec![recipient]).remove(0),
+            },
+            &policy,
+            at,
+        )?;
+        audited(
+            sink.as_ref(),
+            "repair_helping",
+            &[
+                ("key_id", key_id),
+                ("repaired_identifier", repaired.to_string()),
+                ("recipient_transport_key", recipient_key),
+                ("order", order_id),
+            ],
+        )?;
+        Ok(pb::RepairHelpResponse { sealed_deltas })
+    })
+    .await
+}
+
+/// RepairCombine for a key of suite `S`.
+async fn repair_combine<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    repair: Arc<RepairRuns<S>>,
+    req: pb::RepairCombineRequest,
+) -> Result<pb::RepairCombineResponse, Status> {
+    let sink = audit.clone();
+    blocking(audit, "RepairCombine", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let sealed_sigma = repair.combine(&key_id, &req.session_id, &req.sealed_deltas)?;
+        audited(
+            sink.as_ref(),
+            "repair_sigma_sealed",
+            &[("key_id", req.key_id.clone())],
+        )?;
+        Ok(pb::RepairCombineResponse { sealed_sigma })
+    })
+    .await
+}
+
+/// RepairReceive into the vault of suite `S`, audited.
+async fn repair_receive<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    suite: &SuiteService<S>,
+    req: pb::RepairReceiveRequest,
+) -> Result<pb::RepairReceiveResponse, Status> {
+    let sink = audit.clone();
+    let repair = suite.repair.clone();
+    let policies = suite.signing.policies.clone();
+    let key = req
+        .order
+        .as_ref()
+        .map(|o| o.key_id.clone())
+        .unwrap_or_default();
+    blocking(audit, "RepairReceive", key, move || {
+        let signed = order(req.order.as_ref())?;
+        let at = now();
+        let policy = policies.current(at);
+        let order_id = hex::encode(signed.order.id());
+        let info = repair.receive(
+            ReceiveRequest {
+                order: signed,
+                session_id: req.session_id,
+                helpers: participants(req.helpers),
+                public_key_package: req.public_key_package,
+                sealed_sigmas: req.sealed_sigmas,
+            },
+            &policy,
+            at,
+        )?;
+        audited(
+            sink.as_ref(),
+            "share_repaired",
+            &[
+                ("key_id", info.key_id.clone()),
+                ("kind", S::KIND.as_str().to_string()),
+                ("identifier", info.identifier.to_string()),
+                ("group_public_key", hex::encode(info.group_key)),
+                ("order", order_id),
+            ],
+        )?;
+        tracing::info!(key_id = %info.key_id, identifier = info.identifier, "repaired share sealed in the token");
+        Ok(pb::RepairReceiveResponse {
+            share: Some(pb::KeyShareInfo {
+                key_id: info.key_id,
+                identifier: u32::from(info.identifier),
+                group_public_key: info.group_key.to_vec(),
+                kind: S::KIND.as_str().to_string(),
+                generation: info.generation,
+                pending_generation: 0,
+                public_key_package: info.public_key_package,
+            }),
+        })
+    })
+    .await
+}
+
 /// ActivateShare on the vault of suite `S`, audited.
 async fn activate_share<S: Suite>(
     audit: &Arc<dyn AuditSink>,
@@ -575,6 +714,59 @@ impl pb::signer_server::Signer for SignerService {
         Ok(Response::new(pb::DkgCommitResponse {
             generation: committed.generation,
         }))
+    }
+
+    async fn repair_help(
+        &self,
+        request: Request<pb::RepairHelpRequest>,
+    ) -> Result<Response<pb::RepairHelpResponse>, Status> {
+        let req = request.into_inner();
+        let key = req
+            .order
+            .as_ref()
+            .map(|o| o.key_id.clone())
+            .unwrap_or_default();
+        let answer = match self.kind_of(&key) {
+            Some(KeyKind::BitcoinTaproot) => repair_help(self.audit(), &self.taproot, req).await,
+            _ => repair_help(self.audit(), &self.frost, req).await,
+        }?;
+        Ok(Response::new(answer))
+    }
+
+    async fn repair_combine(
+        &self,
+        request: Request<pb::RepairCombineRequest>,
+    ) -> Result<Response<pb::RepairCombineResponse>, Status> {
+        let req = request.into_inner();
+        let answer = match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => {
+                repair_combine(self.audit(), self.taproot.repair.clone(), req).await
+            }
+            _ => repair_combine(self.audit(), self.frost.repair.clone(), req).await,
+        }?;
+        Ok(Response::new(answer))
+    }
+
+    async fn repair_receive(
+        &self,
+        request: Request<pb::RepairReceiveRequest>,
+    ) -> Result<Response<pb::RepairReceiveResponse>, Status> {
+        let req = request.into_inner();
+        let key = req
+            .order
+            .as_ref()
+            .map(|o| o.key_id.clone())
+            .unwrap_or_default();
+        if let Some(held) = self.kind_of(&key) {
+            return Err(Status::already_exists(format!(
+                "a key share for key id {key:?} exists on this node already ({held}): nothing to repair here"
+            )));
+        }
+        let answer = match requested_kind(&req.kind)? {
+            KeyKind::BitcoinTaproot => repair_receive(self.audit(), &self.taproot, req).await,
+            KeyKind::FrostSecp256k1 => repair_receive(self.audit(), &self.frost, req).await,
+        }?;
+        Ok(Response::new(answer))
     }
 
     async fn activate_share(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use frost_core::keys::dkg;
 use rand::rngs::OsRng;
 use ringi_frost::{Secp256k1, identifier};
-use ringi_signer::dkg_envelope::{self, Binding};
+use ringi_signer::dkg_envelope::{self, Binding, Contents};
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
@@ -49,6 +49,7 @@ fn sealed_round2_packages_open_only_at_their_recipient() {
 
     let session = [9u8; 16];
     let binding = |sender, recipient| Binding {
+        contents: Contents::DkgRound2,
         key_id: "k",
         session_id: &session,
         sender,

@@ -486,6 +486,16 @@ impl Cluster {
     }
 
     fn write_coordinator_config(&self) {
+        let entries: Vec<(usize, u16)> =
+            (0..self.signers.len()).map(|i| (i, i as u16 + 1)).collect();
+        self.write_coordinator_config_with(&entries);
+    }
+
+    /// Rewrites the coordinator's config with only the signers `entries`
+    /// names (signer index, FROST identifier): a replaced node's entry
+    /// dropped, its replacement registered under its identifier. Takes
+    /// effect when the coordinator (re)starts.
+    pub fn write_coordinator_config_with(&self, entries: &[(usize, u16)]) {
         let mut toml = format!(
             "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\npolicy_file = \"{}\"\ndaily_volume_file = \"{}\"\n",
             self.dir.path().join("coordinator").display(),
@@ -510,12 +520,11 @@ impl Cluster {
                 ));
             }
         }
-        for (i, s) in self.signers.iter().enumerate() {
+        for (i, identifier) in entries {
+            let s = &self.signers[*i];
             toml.push_str(&format!(
                 "\n[[signers]]\nname = \"{}\"\naddress = \"{}\"\nidentifier = {}\n",
-                s.name,
-                s.address,
-                i + 1
+                s.name, s.address, identifier
             ));
         }
         std::fs::write(self.config_path(), toml).unwrap();
@@ -820,6 +829,35 @@ impl Cluster {
             statement,
             approver,
             signature,
+        })
+    }
+
+    /// `order` signed by each of `admins` (their approver key files), as
+    /// the wire carries it.
+    pub fn key_order(
+        &self,
+        order: &ringi_policy::key_order::KeyOrder,
+        admins: &[&str],
+    ) -> ringi_proto::approval::v1::KeyOrder {
+        let now = ringi::requests::now();
+        let signatures = admins
+            .iter()
+            .map(|who| {
+                let signer =
+                    ringi_cli::approver::ApproverSigner::from_file(Path::new(&self.key_file(who)))
+                        .unwrap();
+                let admin = signer.public_key();
+                let signature = signer.sign(&order.signed_bytes(now, &admin)).unwrap();
+                ringi_policy::policy_update::AdminSignature {
+                    admin,
+                    issued_at: now,
+                    signature,
+                }
+            })
+            .collect();
+        ringi_proto::key_order::order_to_pb(&ringi_policy::key_order::SignedOrder {
+            order: order.clone(),
+            signatures,
         })
     }
 

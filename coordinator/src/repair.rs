@@ -1,0 +1,372 @@
+//! Repairing a lost share and replacing its node (`ringi keys repair`):
+//! `t` of the key's signers help rebuild participant `i`'s share for a new
+//! node (frost `keys::repairable`; the signer's `repair.rs`), which then
+//! takes over identifier `i` in the key's record; the old node's name is no
+//! longer a signer of the key.
+//!
+//! The coordinator relays sealed envelopes and learns nothing; what it may
+//! do is bounded by the admins' repair order, which every node checks
+//! itself: the key, the participant and the new node's transport key. The
+//! coordinator adds what only it knows: the new node must not already be a
+//! signer of the key under another identifier (one node with two shares
+//! could sign alone where the threshold is two).
+//!
+//! Steps: (1) node info: the new node's transport key is the order's, and
+//! it holds no share of the key; the first `t` reachable signers of the
+//! key (other than `i`) that hold it are the helpers; (2) RepairHelp on each
+//! helper, deltas routed to their helpers; (3) RepairCombine, sigmas
+//! relayed to the new node; (4) RepairReceive on the new node; (5) the
+//! record names the new node for identifier `i`. A failure before (4) stores
+//! nothing anywhere; (4) is all or nothing on the new node.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use rand::RngCore;
+use ringi_policy::key_order::{Action, SignedOrder};
+use ringi_proto::signer::v1 as pb;
+
+use crate::error::{Error, LifecycleError, Result, SignerFailure, SignerFailures};
+use crate::registry::{Registry, Signer};
+use crate::store::{KeyRecord, KeyStore, blocking};
+
+/// What to repair, as the admin asks.
+pub struct RepairRequest {
+    pub order: SignedOrder,
+    /// The registry name of the node that receives the share.
+    pub signer: String,
+    /// The helpers to use (registry names); empty: the first `t` reachable.
+    pub helpers: Vec<String>,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone)]
+pub struct Repaired {
+    pub record: KeyRecord,
+    pub identifier: u16,
+    /// The name that held the identifier before (the replaced node).
+    pub replaced: String,
+    pub helpers: Vec<String>,
+}
+
+/// Checks the request against the key's record and the registry (pure):
+/// a repair order of a participant of the key; the new node is in the
+/// registry under that identifier and is not a signer of the key under
+/// another one; the helpers (if named) are other signers of the key, at
+/// least the threshold. Returns (participant, name that held it, new node,
+/// candidate helpers in identifier order).
+pub fn check(
+    record: &KeyRecord,
+    registry: &Registry,
+    req: &RepairRequest,
+) -> std::result::Result<(u16, String, Signer, Vec<Signer>), String> {
+    let Action::Repair { identifier, .. } = &req.order.order.action else {
+        return Err(format!(
+            "the order is a {} order, not a repair",
+            req.order.order.action.name()
+        ));
+    };
+    let identifier = *identifier;
+    let replaced = record
+        .signers
+        .iter()
+        .find(|(_, id)| *id == identifier)
+        .map(|(name, _)| name.clone())
+        .ok_or_else(|| format!("the key has no participant {identifier}"))?;
+    let recipient = registry.get(&req.signer).ok_or_else(|| {
+        format!(
+            "signer {:?} is not in the coordinator's registry",
+            req.signer
+        )
+    })?;
+    if recipient.identifier != identifier {
+        return Err(format!(
+            "signer {} has identifier {} in the registry; to take over participant {identifier} it must be registered with identifier {identifier}",
+            recipient.name, recipient.identifier
+        ));
+    }
+    if let Some((_, other)) = record
+        .signers
+        .iter()
+        .find(|(name, id)| *name == req.signer && *id != identifier)
+    {
+        return Err(format!(
+            "signer {} already holds participant {other} of the key: one node must not hold two shares",
+            req.signer
+        ));
+    }
+    let named: Vec<&str> = req.helpers.iter().map(String::as_str).collect();
+    let mut helpers = Vec::new();
+    for (name, id) in &record.signers {
+        if *id == identifier || (!named.is_empty() && !named.contains(&name.as_str())) {
+            continue;
+        }
+        match registry.get(name) {
+            Some(s) if s.identifier == *id => helpers.push(s.clone()),
+            _ if named.contains(&name.as_str()) => {
+                return Err(format!(
+                    "helper {name} is not in the registry under identifier {id}"
+                ));
+            }
+            _ => {}
+        }
+    }
+    for name in &named {
+        if !helpers.iter().any(|h| h.name == *name) {
+            return Err(format!(
+                "helper {name} is not another signer of the key in the registry"
+            ));
+        }
+    }
+    if helpers.len() < usize::from(record.threshold) {
+        return Err(format!(
+            "a repair needs {} helpers (the key's threshold), {} available",
+            record.threshold,
+            helpers.len()
+        ));
+    }
+    Ok((identifier, replaced, recipient.clone(), helpers))
+}
+
+/// Runs the repair and records the new node for the identifier.
+pub async fn run(
+    registry: &Registry,
+    store: &Arc<dyn KeyStore>,
+    req: RepairRequest,
+) -> Result<Repaired> {
+    let key_id = req.order.order.key_id.clone();
+    let record = {
+        let store = store.clone();
+        let id = key_id.clone();
+        blocking(move || store.key(&id)).await?
+    };
+    let mismatch = |reason: String| -> Error {
+        LifecycleError::Mismatch {
+            key: key_id.clone(),
+            reason,
+        }
+        .into()
+    };
+    let (identifier, replaced, recipient, candidates) =
+        check(&record, registry, &req).map_err(mismatch)?;
+    let order_pb = ringi_proto::key_order::order_to_pb(&req.order);
+
+    // 1. Node info: the recipient, and the helpers that hold the key.
+    let mut recipient_client = recipient.client.clone();
+    let info = recipient_client
+        .get_node_info(pb::GetNodeInfoRequest {})
+        .await
+        .map_err(|status| {
+            Error::from(LifecycleError::RepairFailed {
+                key: key_id.clone(),
+                failures: one_failure(&recipient.name, &status),
+            })
+        })?
+        .into_inner();
+    if info.key_shares.iter().any(|k| k.key_id == key_id.as_str()) {
+        return Err(mismatch(format!(
+            "{} holds a share of the key already",
+            recipient.name
+        )));
+    }
+    let recipient_pb = pb::DkgParticipant {
+        identifier: u32::from(identifier),
+        dkg_public_key: info.dkg_public_key,
+        dkg_key_certificate: info.dkg_key_certificate,
+        dkg_key_signature: info.dkg_key_signature,
+    };
+    let infos = join_all(candidates.iter().map(|s| {
+        let mut client = s.client.clone();
+        async move { client.get_node_info(pb::GetNodeInfoRequest {}).await }
+    }))
+    .await;
+    let mut helpers = Vec::new();
+    let mut failures = SignerFailures::default();
+    for (signer, info) in candidates.iter().zip(infos) {
+        if helpers.len() == usize::from(record.threshold) {
+            break;
+        }
+        match info {
+            Ok(info) => {
+                let info = info.into_inner();
+                let holds = info.key_shares.iter().any(|k| {
+                    k.key_id == key_id.as_str()
+                        && k.identifier == u32::from(signer.identifier)
+                        && k.group_public_key == record.group_public_key
+                });
+                if holds {
+                    helpers.push((
+                        signer.clone(),
+                        pb::DkgParticipant {
+                            identifier: u32::from(signer.identifier),
+                            dkg_public_key: info.dkg_public_key,
+                            dkg_key_certificate: info.dkg_key_certificate,
+                            dkg_key_signature: info.dkg_key_signature,
+                        },
+                    ));
+                } else {
+                    failures.push(SignerFailure::status(
+                        &signer.name,
+                        &tonic::Status::not_found("holds no share of the key under its identifier"),
+                    ));
+                }
+            }
+            Err(status) => failures.push(SignerFailure::status(&signer.name, &status)),
+        }
+    }
+    if helpers.len() < usize::from(record.threshold) {
+        return Err(LifecycleError::RepairFailed {
+            key: key_id.clone(),
+            failures,
+        }
+        .into());
+    }
+    let participants: Vec<pb::DkgParticipant> = helpers.iter().map(|(_, p)| p.clone()).collect();
+    let mut session_id = vec![0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut session_id);
+
+    // 2. Deltas, routed helper to helper.
+    let sealed = on_helpers(&key_id, &helpers, |(mut client, _)| {
+        let req = pb::RepairHelpRequest {
+            order: Some(order_pb.clone()),
+            session_id: session_id.clone(),
+            helpers: participants.clone(),
+            recipient: Some(recipient_pb.clone()),
+        };
+        async move { Ok(client.repair_help(req).await?.into_inner().sealed_deltas) }
+    })
+    .await?;
+    let mut inbox: BTreeMap<u32, BTreeMap<u32, Vec<u8>>> = BTreeMap::new();
+    for ((sender, _), deltas) in helpers.iter().zip(sealed) {
+        for (to, delta) in deltas {
+            inbox
+                .entry(to)
+                .or_default()
+                .insert(u32::from(sender.identifier), delta);
+        }
+    }
+
+    // 3. Sigmas, sealed to the recipient.
+    let sigmas = on_helpers(&key_id, &helpers, |(mut client, id)| {
+        let req = pb::RepairCombineRequest {
+            key_id: key_id.to_string(),
+            session_id: session_id.clone(),
+            sealed_deltas: inbox.get(&u32::from(id)).cloned().unwrap_or_default(),
+        };
+        async move { Ok(client.repair_combine(req).await?.into_inner().sealed_sigma) }
+    })
+    .await?;
+    let sealed_sigmas: BTreeMap<u32, Vec<u8>> = helpers
+        .iter()
+        .map(|(s, _)| u32::from(s.identifier))
+        .zip(sigmas)
+        .collect();
+
+    // 4. The recipient rebuilds and stores its share.
+    let share = recipient_client
+        .repair_receive(pb::RepairReceiveRequest {
+            order: Some(order_pb.clone()),
+            session_id: session_id.clone(),
+            helpers: participants.clone(),
+            public_key_package: record.public_key_package.clone(),
+            sealed_sigmas,
+            kind: record.kind.as_str().to_string(),
+        })
+        .await
+        .map_err(|status| {
+            Error::from(LifecycleError::RepairFailed {
+                key: key_id.clone(),
+                failures: one_failure(&recipient.name, &status),
+            })
+        })?
+        .into_inner()
+        .share
+        .unwrap_or_default();
+    if share.group_public_key != record.group_public_key
+        || share.identifier != u32::from(identifier)
+    {
+        return Err(LifecycleError::BadResult {
+            key: key_id.clone(),
+            reason: format!(
+                "{} reports participant {} of group key {} after the repair",
+                recipient.name,
+                share.identifier,
+                hex::encode(&share.group_public_key)
+            ),
+        }
+        .into());
+    }
+
+    // 5. The record names the new node.
+    {
+        let store = store.clone();
+        let id = key_id.clone();
+        let name = recipient.name.clone();
+        blocking(move || store.replace_key_signer(&id, identifier, &name))
+            .await
+            .map_err(|e| LifecycleError::NotRecorded {
+                key: key_id.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut record = record;
+    for entry in &mut record.signers {
+        if entry.1 == identifier {
+            entry.0 = recipient.name.clone();
+        }
+    }
+    Ok(Repaired {
+        record,
+        identifier,
+        replaced,
+        helpers: helpers.iter().map(|(s, _)| s.name.clone()).collect(),
+    })
+}
+
+type Client = (
+    pb::signer_client::SignerClient<tonic::transport::Channel>,
+    u16,
+);
+
+/// Calls `f` on every helper at once (with its client and identifier);
+/// fails with every helper's error if any fails.
+async fn on_helpers<T, F, Fut>(
+    key_id: &ringi_policy::key_id::KeyId,
+    helpers: &[(Signer, pb::DkgParticipant)],
+    f: F,
+) -> Result<Vec<T>>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+{
+    let results = join_all(
+        helpers
+            .iter()
+            .map(|(s, _)| f((s.client.clone(), s.identifier))),
+    )
+    .await;
+    let mut ok = Vec::with_capacity(results.len());
+    let mut failures = SignerFailures::default();
+    for ((signer, _), result) in helpers.iter().zip(results) {
+        match result {
+            Ok(v) => ok.push(v),
+            Err(status) => failures.push(SignerFailure::status(&signer.name, &status)),
+        }
+    }
+    if failures.is_empty() {
+        Ok(ok)
+    } else {
+        Err(LifecycleError::RepairFailed {
+            key: key_id.clone(),
+            failures,
+        }
+        .into())
+    }
+}
+
+fn one_failure(name: &str, status: &tonic::Status) -> SignerFailures {
+    let mut failures = SignerFailures::default();
+    failures.push(SignerFailure::status(name, status));
+    failures
+}
