@@ -24,6 +24,7 @@ pub mod dkg_peer;
 pub mod dkg_round;
 pub mod governance;
 pub mod harness_keys;
+pub mod key_lifecycle;
 pub mod policy_toml;
 pub mod psbt_derive;
 pub mod request_view;
@@ -106,6 +107,11 @@ pub fn targets() -> Vec<Target> {
             name: "request_view",
             run: |d| request_view::run(d).name(),
             seeds: request_view::seeds,
+        },
+        Target {
+            name: "key_lifecycle",
+            run: |d| key_lifecycle::run(d).name(),
+            seeds: key_lifecycle::seeds,
         },
         Target {
             name: "psbt_derive",

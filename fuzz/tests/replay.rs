@@ -71,6 +71,11 @@ fn audit_log() {
 }
 
 #[test]
+fn key_lifecycle() {
+    reaches_all("key_lifecycle", &["Imported", "Planned", "OrderAccepted"]);
+}
+
+#[test]
 fn sealed_share() {
     replay("sealed_share", "RoundTripV3");
     replay("sealed_share", "RoundTripV2");
