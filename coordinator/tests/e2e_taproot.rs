@@ -424,3 +424,23 @@ fn what_breaks_a_rule_is_refused_at_submission_and_blind_signing_needs_the_polic
         stderr(&out)
     );
 }
+
+/// A refresh (`ringi keys refresh`) runs in the key's own suite: a
+/// refreshed Taproot key keeps its address and its spends stay valid.
+#[test]
+fn a_refreshed_taproot_key_still_spends() {
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen_kind("tr", "bitcoin-taproot", 2, &SIGNERS);
+    let key = own_key(&group_key);
+    let refreshed = cluster.ringi_ok(&["keys", "refresh", "tr"]);
+    assert_eq!(hex::decode(refreshed).unwrap(), group_key);
+    let coin = Coin::synthetic(7, 0, 100_000);
+    let spend = psbt(
+        &key,
+        &[coin],
+        &[(listed_script(1), 40_000), (key.script(), 59_000)],
+    );
+    let id = submit_and_approve(&cluster, "tr", &spend, "after a refresh");
+    let signed = signed_transaction(&cluster, &id);
+    ringi_psbt::consensus::verify(&signed, &[(key.script(), 100_000)]).expect("a valid spend");
+}
