@@ -151,7 +151,12 @@ stranger=$("$root/target/debug/examples/create_spend" "$internal_key" "$output_k
         --coin "$coin" --pay bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080:60000 2>/dev/null)
 as_wallet requests submit --key-id demo-btc --psbt "$stranger" 2>&1 | sed 's/^/  /' || true
 
-step "stop signer-3; an approved request is still signed by the other two"
+step "refresh demo-hot's shares (a refresh DKG among its signers): same group key, every share new, the old ones destroyed in the tokens"
+refreshed=$("$bin/ringi" keys refresh demo-hot)
+[ "$refreshed" = "$group_key" ] || { echo "demo: the refresh changed the group key" >&2; exit 1; }
+echo "group public key unchanged: $refreshed"
+
+step "stop signer-3; an approved request is still signed by the other two (with their refreshed shares)"
 kill -TERM "${SIGNER_PIDS[2]}"
 wait "${SIGNER_PIDS[2]}" 2>/dev/null || true
 message3=$(printf 'withdraw 0.1 BTC' | sha256sum | cut -d' ' -f1)
@@ -176,4 +181,4 @@ audit_key=$(. "$work/signer-1/env"; "$bin/ringi-signer" info | sed -n 's/^audit_
 "$bin/ringi" audit verify "$work/coordinator/audit.jsonl"
 
 step "shut down"
-echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto held by every signer, a Taproot PSBT spend valid under Bitcoin Core's consensus code, signing with a signer down, signatures verified independently, audit logs verified"
+echo "demo finished over mutual TLS: DKG, approvals by two departments (one on a token), a veto held by every signer, a Taproot PSBT spend valid under Bitcoin Core's consensus code, a share refresh, signing with a signer down, signatures verified independently, audit logs verified"
