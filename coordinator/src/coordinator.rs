@@ -41,6 +41,8 @@ pub struct Coordinator {
     pub audit: Option<Arc<AuditLog>>,
     /// Parsed keys, so a signing touches neither the store nor the decoder.
     key_cache: RwLock<HashMap<KeyId, Arc<Key>>>,
+    /// Signings share a key's gate; a refresh or repair holds it alone.
+    pub key_gates: crate::key_gate::KeyGates,
     /// The id of every request whose state or approvals just changed
     /// (watchers reload it from the store).
     changes: tokio::sync::broadcast::Sender<RequestId>,
@@ -68,6 +70,7 @@ impl Coordinator {
             daily_volume_file: None,
             audit: None,
             key_cache: RwLock::new(HashMap::new()),
+            key_gates: crate::key_gate::KeyGates::default(),
             changes: tokio::sync::broadcast::channel(1024).0,
             signing_runs: Default::default(),
             owner: crate::signing_claim::boot_owner(),

@@ -43,6 +43,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fault;
 pub mod import;
+pub mod key_gate;
 pub mod keygen;
 pub mod phases;
 pub mod policy_service;

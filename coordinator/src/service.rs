@@ -189,6 +189,8 @@ impl pb::key_service_server::KeyService for KeyService {
         coordinator.key(&key_id).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
+            // Alone with the key: signings in flight finish first.
+            let gate = coordinator.key_gates.exclusive(&key_id).await;
             tracing::info!(key_id = %key_id, "refresh started");
             coordinator.audit("key_refresh_started", &[("key_id", key_id.to_string())]);
             let progress_tx = tx.clone();
@@ -203,6 +205,7 @@ impl pb::key_service_server::KeyService for KeyService {
             .await;
             // The record may have changed whatever the outcome.
             coordinator.forget_key(&key_id);
+            drop(gate);
             let last = match result {
                 Ok(done) => {
                     tracing::info!(key_id = %key_id, resumed = done.resumed, "refresh finished; refreshed shares in use on every signer");
@@ -276,6 +279,7 @@ impl pb::key_service_server::KeyService for KeyService {
                 ("order", order_id.clone()),
             ],
         );
+        let gate = coordinator.key_gates.exclusive(&key_id).await;
         let result = crate::repair::run(
             &coordinator.registry,
             &coordinator.keys,
@@ -287,6 +291,7 @@ impl pb::key_service_server::KeyService for KeyService {
         )
         .await;
         coordinator.forget_key(&key_id);
+        drop(gate);
         match result {
             Ok(done) => {
                 tracing::info!(key_id = %key_id, identifier = done.identifier, signer = %req.signer, replaced = %done.replaced, "share repaired; the new node holds the identifier");

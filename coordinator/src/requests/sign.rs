@@ -236,6 +236,9 @@ struct Done {
 /// The round itself: the record's approvals must still meet the quorum.
 async fn sign(c: &Coordinator, record: &RequestRecord, plans: &PlanLog) -> Result<Done> {
     let policy = c.policy_for(&record.request)?;
+    // Held for the rounds: a refresh or repair of the key waits (and the
+    // key is loaded after it, with its current package).
+    let _gate = c.key_gates.signing(&record.request.key_id).await;
     let key = c.key(&record.request.key_id).await?;
     let approved = phases::time(Phase::ApprovalCheck, || {
         ApprovedRequest::from_record(&policy, &key.facts(), record, super::now())
