@@ -635,3 +635,32 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
         &signature
     ));
 }
+
+#[test]
+fn refreshes_while_requests_are_signed_lose_no_request() {
+    let cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &SIGNERS);
+    std::thread::scope(|scope| {
+        let signers: Vec<_> = (0..6)
+            .map(|i| {
+                let cluster = &cluster;
+                scope.spawn(move || {
+                    let message = format!("during refresh {i}");
+                    let pair = [["signer-1", "signer-2"], ["signer-2", "signer-3"]][i % 2];
+                    let signature = cluster.sign("k", message.as_bytes(), &pair);
+                    (message, signature)
+                })
+            })
+            .collect();
+        for _ in 0..2 {
+            cluster.ringi_ok(&["keys", "refresh", "k"]);
+        }
+        for handle in signers {
+            let (message, signature) = handle.join().unwrap();
+            assert!(
+                frost_verify(&group_key, message.as_bytes(), &signature),
+                "{message}"
+            );
+        }
+    });
+}
