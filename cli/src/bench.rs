@@ -126,7 +126,8 @@ pub fn floor_of<C: Suite>(t: u16, n: u16, iterations: usize) -> Option<Summary> 
     summarize(samples)
 }
 
-fn print_row(name: &str, s: Option<Summary>) {
+/// One figure row: name, sample count, p50, p99 and mean in milliseconds.
+pub fn print_row(name: &str, s: Option<Summary>) {
     match s {
         Some(s) => println!(
             "{name:<52} {:>6} {:>10.3} {:>10.3} {:>10.3}",

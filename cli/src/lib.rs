@@ -18,6 +18,7 @@
 //! - [`approver`]: the approver's signing key (PKCS#11 token or development file).
 //! - [`bench`]: `ringi bench`.
 //! - [`bench_load`]: `ringi bench-load` (throughput through the public API).
+//! - [`bench_lifecycle`]: `ringi bench-lifecycle` (refresh and repair durations).
 //! - [`delay_proxy`]: a relay that answers late, for `ringi bench`.
 //! - [`dev_certs`]: `ringi dev-certs`.
 //! - [`freeze`]: `ringi freeze`, `ringi unfreeze`, `ringi holds` (to the signers directly).
@@ -28,6 +29,7 @@
 pub mod approver;
 pub mod audit;
 pub mod bench;
+pub mod bench_lifecycle;
 pub mod bench_load;
 pub mod connect;
 pub mod decide;

@@ -212,6 +212,32 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         slow_ms: u64,
     },
+    /// Measure key refresh and share repair over the real stack, each next
+    /// to the in-process FROST floor of its size; its own temporary store.
+    BenchLifecycle {
+        /// The stack's coordinator config (its signers and TLS client
+        /// identity; its database is not used).
+        #[arg(long, env = "RINGI_CONFIG")]
+        config: PathBuf,
+        /// Key sizes, TofN (each over the first N signers other than the spare).
+        #[arg(
+            long,
+            value_name = "TofN,...",
+            value_delimiter = ',',
+            default_value = "2of3,3of5",
+            value_parser = ringi_cli::bench_lifecycle::parse_size
+        )]
+        sizes: Vec<ringi_cli::bench_lifecycle::Size>,
+        /// Refreshes, and repairs, per size (each repair of a fresh key).
+        #[arg(long, default_value_t = 20)]
+        iterations: usize,
+        /// An admin's approver key file; repeat up to the policy's admin quorum.
+        #[arg(long = "admin", value_name = "KEYFILE", required = true)]
+        admins: Vec<PathBuf>,
+        /// A registry signer no key uses: it receives the repaired shares.
+        #[arg(long)]
+        spare: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -822,6 +848,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 iterations,
                 &approvers,
                 std::time::Duration::from_millis(slow_ms),
+            )
+            .await
+        }
+        Command::BenchLifecycle {
+            config,
+            sizes,
+            iterations,
+            admins,
+            spare,
+        } => {
+            ringi_cli::bench_lifecycle::run(
+                &Config::load(&config)?,
+                &ringi_cli::bench_lifecycle::LifecycleArgs {
+                    sizes,
+                    iterations,
+                    admins,
+                    spare,
+                },
             )
             .await
         }
