@@ -142,8 +142,11 @@ stop_stack() {
 # policy. Writes WORK_DIR/alice.pem (treasury) and WORK_DIR/carol.pem
 # (compliance) and WORK_DIR/policy.toml, where each KEY needs one approval
 # of each department; a KEY ending in ":regtest" is a Bitcoin key on regtest.
+# alice and carol are also the policy's admins, both needed for a key order
+# (bench-lifecycle.sh's repairs); the signing benches never use that. The
+# policy is checked (`ringi policy check`) before anything runs on it.
 bench_policy() {
-  local bin=$1 work=$2 alice carol key
+  local bin=$1 work=$2 alice carol key out
   shift 2
   alice=$("$bin/ringi" approver-key generate --out "$work/alice.pem" 2>/dev/null)
   carol=$("$bin/ringi" approver-key generate --out "$work/carol.pem" 2>/dev/null)
@@ -154,5 +157,10 @@ bench_policy() {
       printf '[keys.%s]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n' "${key%:regtest}"
       [ "$key" = "${key%:regtest}" ] || printf 'network = "regtest"\n'
     done
+    printf '[governance]\nadmins = ["alice", "carol"]\nadmin_quorum = 2\n'
   } > "$work/policy.toml"
+  if ! out=$("$bin/ringi" policy check "$work/policy.toml" 2>&1); then
+    echo "$out" >&2
+    return 1
+  fi
 }
