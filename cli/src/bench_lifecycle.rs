@@ -49,6 +49,8 @@ use crate::bench::{Summary, print_row, summarize};
 
 /// How long a bench repair order stays valid.
 const ORDER_VALIDITY_SECS: u64 = 600;
+/// Signer calls timed for the network round's floor.
+const CALLS: usize = 200;
 
 /// One key size, `t`-of-`n`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +294,8 @@ struct SizeFigures {
     refresh_steps: Vec<(u32, &'static str, Option<Summary>)>,
     repair_floor: Option<Summary>,
     repair: Option<Summary>,
+    /// The signer whose participant the repairs rebuild on the spare.
+    replaced: String,
     keygen: Option<Summary>,
 }
 
@@ -626,8 +630,28 @@ pub async fn run(config: &Config, args: &LifecycleArgs) -> anyhow::Result<()> {
                 .collect(),
             repair_floor,
             repair: summarize(repair),
+            replaced: signers.first().map(|e| e.name.clone()).unwrap_or_default(),
             keygen: summarize(keygens),
         });
+    }
+
+    // One network round's floor: a call the signer answers from memory
+    // (GetNodeInfo, as the first step of each operation), on a reused
+    // connection to the first key signer.
+    let first = plan
+        .first()
+        .and_then(|(_, signers)| signers.first())
+        .and_then(|e| bench.registry.get(&e.name))
+        .ok_or_else(|| anyhow!("no key signer in the registry"))?;
+    let mut client = first.client.clone();
+    let mut calls = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        let start = Instant::now();
+        client
+            .get_node_info(ringi_proto::signer::v1::GetNodeInfoRequest {})
+            .await
+            .with_context(|| format!("node info of {}", first.name))?;
+        calls.push(start.elapsed());
     }
 
     println!(
@@ -652,7 +676,7 @@ pub async fn run(config: &Config, args: &LifecycleArgs) -> anyhow::Result<()> {
             f.repair_floor,
         );
         print_row(
-            &format!("stack: repair {size}, participant 1 -> {}", spare.name),
+            &format!("stack: repair {size}, {} -> {}", f.replaced, spare.name),
             f.repair,
         );
         print_row(
@@ -660,6 +684,10 @@ pub async fn run(config: &Config, args: &LifecycleArgs) -> anyhow::Result<()> {
             f.keygen,
         );
     }
+    print_row(
+        &format!("signer call: GetNodeInfo to {}, reused", first.name),
+        summarize(calls),
+    );
     for f in &figures {
         println!();
         println!("refresh {} by step (its own progress reports)", f.size);
