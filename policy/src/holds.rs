@@ -1,6 +1,8 @@
 //! Holds: what stops a request that is otherwise approved. A veto
 //! ([`crate::veto`]) holds one request for good; a freeze
-//! ([`crate::freeze`]) holds a key, or every key, until a quorum lifts it.
+//! ([`crate::freeze`]) holds a key, or every key, until a quorum lifts it;
+//! a retirement ([`crate::retirement`]) holds a key for good, and more than
+//! its requests: the key signs nothing at all (no preprocessing, no DKG).
 //!
 //! [`Holds`] is the state a signer keeps (durably, `signer/src/holds.rs`)
 //! and consults after its own evaluation of the approvals, before each
@@ -11,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::freeze::{Freeze, FreezeRefused, Scope};
 use crate::key_id::KeyId;
+use crate::retirement::Retirement;
 use crate::veto::Veto;
 
 /// A freeze in force, and who froze.
@@ -38,6 +41,19 @@ pub enum Hold {
         officer: String,
         reason: String,
     },
+    /// The key is retired: nothing more is signed with it, ever.
+    #[error("{0}")]
+    Retired(Box<Retirement>),
+}
+
+/// What a retirement did to the holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retired {
+    /// The key is retired from now on.
+    New,
+    /// The key was retired already, by this earlier retirement, which
+    /// stands (its `destroy_after` too).
+    Already(Box<Retirement>),
 }
 
 /// What a freeze did to the holds.
@@ -56,13 +72,70 @@ pub struct Holds {
     vetoes: HashMap<[u8; 32], Veto>,
     freezes: BTreeMap<Scope, ActiveFreeze>,
     lifted: HashSet<[u8; 32]>,
+    retirements: BTreeMap<KeyId, Retirement>,
 }
 
 impl Holds {
-    /// What holds the request `request_id` for `key_id`, if anything: its
-    /// veto first, then a freeze of every key, then of its key.
+    /// What holds the request `request_id` for `key_id`, if anything: the
+    /// key's retirement first, then the request's veto, then a freeze of
+    /// every key, then of its key.
     pub fn hold_on(&self, request_id: &[u8; 32], key_id: &KeyId) -> Option<Hold> {
-        self.vetoed(request_id).or_else(|| self.frozen(key_id))
+        self.retired(key_id)
+            .or_else(|| self.vetoed(request_id))
+            .or_else(|| self.frozen(key_id))
+    }
+
+    /// The retirement of `key_id` as a hold, if the key is retired.
+    pub fn retired(&self, key_id: &KeyId) -> Option<Hold> {
+        self.retirements
+            .get(key_id)
+            .map(|r| Hold::Retired(Box::new(r.clone())))
+    }
+
+    /// The retirement of `key_id`, if any.
+    pub fn retirement(&self, key_id: &KeyId) -> Option<&Retirement> {
+        self.retirements.get(key_id)
+    }
+
+    /// Every retirement, by key id.
+    pub fn retirements(&self) -> impl Iterator<Item = &Retirement> {
+        self.retirements.values()
+    }
+
+    /// Retires a key (its order checked by the caller,
+    /// `crate::retirement::check_retire`); a key retired already keeps its
+    /// first retirement.
+    pub fn retire(&mut self, retirement: Retirement) -> Retired {
+        match self.retirements.get(&retirement.key_id) {
+            Some(first) => Retired::Already(Box::new(first.clone())),
+            None => {
+                self.retirements
+                    .insert(retirement.key_id.clone(), retirement);
+                Retired::New
+            }
+        }
+    }
+
+    /// The retired keys whose shares are due for destruction at `now`
+    /// (`destroy_after` reached, not destroyed yet).
+    pub fn due(&self, now: u64) -> Vec<KeyId> {
+        self.retirements
+            .values()
+            .filter(|r| r.due(now))
+            .map(|r| r.key_id.clone())
+            .collect()
+    }
+
+    /// Records that `key_id`'s shares were destroyed at `at`; false if the
+    /// key is not retired (nothing recorded) or was destroyed already.
+    pub fn mark_destroyed(&mut self, key_id: &KeyId, at: u64) -> bool {
+        match self.retirements.get_mut(key_id) {
+            Some(r) if r.destroyed_at.is_none() => {
+                r.destroyed_at = Some(at);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The veto of `request_id`, if any.
@@ -202,6 +275,54 @@ mod tests {
             holds.hold_on(&[1; 32], &key("cold-1")),
             Some(Hold::Frozen { scope, .. }) if scope == "all"
         ));
+    }
+
+    #[test]
+    fn a_retirement_holds_its_key_first_for_good_and_the_first_stands() {
+        let keys = keys();
+        let mut holds = Holds::default();
+        let retirement = |order: u8, destroy_after| Retirement {
+            key_id: key("hot-1"),
+            order_id: [order; 32],
+            destroy_after,
+            admins: vec!["alice".into(), "carol".into()],
+            accepted_at: NOW,
+            destroyed_at: None,
+        };
+        assert_eq!(holds.retire(retirement(1, NOW + 30)), Retired::New);
+        // A second order changes nothing: the first one's time stands.
+        assert_eq!(
+            holds.retire(retirement(2, NOW + 1)),
+            Retired::Already(Box::new(retirement(1, NOW + 30)))
+        );
+        // The retirement comes before a veto or a freeze of the key.
+        holds.add_veto(Veto {
+            request_id: [7; 32],
+            key_id: key("hot-1"),
+            approver: "carol".into(),
+            department: "compliance".into(),
+            reason: "no".into(),
+        });
+        let f = freeze(&keys, "erin", Scope::Key(key("hot-1")), NOW);
+        holds.freeze(active(f)).unwrap();
+        let hold = holds.hold_on(&[7; 32], &key("hot-1")).unwrap();
+        assert!(matches!(&hold, Hold::Retired(r) if r.order_id == [1; 32]));
+        assert!(hold.to_string().contains("retired"), "{hold}");
+        assert_eq!(holds.retired(&key("cold-1")), None);
+        assert_eq!(holds.hold_on(&[8; 32], &key("cold-1")), None);
+        // Destruction: due from destroy_after on, once.
+        assert!(holds.due(NOW + 29).is_empty());
+        assert_eq!(holds.due(NOW + 30), vec![key("hot-1")]);
+        assert!(holds.mark_destroyed(&key("hot-1"), NOW + 31));
+        assert!(!holds.mark_destroyed(&key("hot-1"), NOW + 32));
+        assert!(!holds.mark_destroyed(&key("cold-1"), NOW + 32));
+        assert!(holds.due(NOW + 100).is_empty());
+        // Still retired once the shares are gone.
+        assert!(matches!(
+            holds.retired(&key("hot-1")),
+            Some(Hold::Retired(r)) if r.destroyed_at == Some(NOW + 31)
+        ));
+        assert_eq!(holds.retirements().count(), 1);
     }
 
     #[test]

@@ -17,7 +17,10 @@
 //! - [`veto`]: a rejection sent to the signers directly, so a coordinator
 //!   cannot drop it;
 //! - [`freeze`]: one officer freezes a key (or all), a quorum lifts it;
-//! - [`holds`]: the vetoes and freezes a signer keeps, and what they stop;
+//! - [`holds`]: the vetoes, freezes and retirements a signer keeps, and
+//!   what they stop;
+//! - [`key_order`]: key lifecycle orders (retire, repair) under the
+//!   admins' quorum; [`retirement`]: a key retired for good;
 //! - [`policy_update`]: a new policy version under the admins' quorum,
 //!   with a delay for loosenings; no rollback, no fork;
 //! - `policy_store` (feature `sqlite`): the policy a node enforces, rolled
@@ -56,6 +59,7 @@ pub mod policy;
 pub mod policy_store;
 pub mod policy_update;
 pub mod request;
+pub mod retirement;
 pub mod statement;
 pub mod subject;
 pub mod time_rules;
