@@ -1,5 +1,6 @@
 //! The `ringi.signer.v1.Governance` gRPC service: decisions that reach this
-//! node without the coordinator (a rejection, a freeze, an unfreeze).
+//! node without the coordinator (a rejection, a freeze, an unfreeze, a
+//! policy update, a key's retirement).
 //!
 //! Thin handlers: decode the statement (`ringi_proto::freeze`,
 //! `ringi_proto::bundle`), check it against the pinned policy with this
@@ -11,9 +12,12 @@
 
 use std::sync::Arc;
 
+use ringi_frost::KeyKind;
 use ringi_policy::clock::now;
 use ringi_policy::freeze::{FreezeRefused, UnfreezeRefused, check_freeze, check_unfreeze};
-use ringi_policy::holds::Frozen;
+use ringi_policy::holds::{Frozen, Retired};
+use ringi_policy::key_id::KeyId;
+use ringi_policy::retirement::{Retirement, check_retire};
 use ringi_policy::veto::{VetoRefused, check_veto};
 use ringi_proto::signer::v1 as pb;
 use tonic::{Code, Request, Response, Status};
@@ -22,10 +26,14 @@ use crate::holds::{HoldStore, HoldStoreError};
 use crate::node_audit::{AuditSink, audited};
 use ringi_policy::policy_store::{Applied, PolicyStore, PolicyStoreError};
 
+/// The kind of the share this node holds under a key id, if any.
+pub type ShareLookup = Arc<dyn Fn(&KeyId) -> Option<KeyKind> + Send + Sync>;
+
 pub struct GovernanceService {
     policies: Arc<PolicyStore>,
     holds: Arc<HoldStore>,
     audit: Arc<dyn AuditSink>,
+    shares: ShareLookup,
 }
 
 impl GovernanceService {
@@ -38,7 +46,27 @@ impl GovernanceService {
             policies,
             holds,
             audit,
+            shares: Arc::new(|_| None),
         }
+    }
+
+    /// Tells the service which shares the node holds (for the answer to
+    /// `RetireKey`).
+    pub fn with_share_lookup(mut self, shares: ShareLookup) -> Self {
+        self.shares = shares;
+        self
+    }
+}
+
+/// A retirement as the wire shows it.
+pub fn retirement_to_pb(r: &Retirement) -> pb::KeyRetirement {
+    pb::KeyRetirement {
+        key_id: r.key_id.to_string(),
+        order_id: r.order_id.to_vec(),
+        destroy_after: r.destroy_after,
+        admins: r.admins.clone(),
+        accepted_at: r.accepted_at,
+        destroyed_at: r.destroyed_at.unwrap_or(0),
     }
 }
 
@@ -312,6 +340,214 @@ impl pb::governance_server::Governance for GovernanceService {
                 })
                 .collect(),
             vetoed_requests: holds.veto_count() as u64,
+            retirements: holds.retirements().map(retirement_to_pb).collect(),
         }))
+    }
+
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::RetireKeyResponse>, Status> {
+        let wire = request
+            .into_inner()
+            .order
+            .ok_or_else(|| refused("retire_key", Status::invalid_argument("no order")))?;
+        let signed = ringi_proto::key_order::order_from_pb(&wire)
+            .map_err(|e| refused("retire_key", Status::invalid_argument(e.0)))?;
+        let key_id = signed.order.key_id.clone();
+        let kind = (self.shares)(&key_id).map(|k| k.as_str().to_string());
+        let answer = |retirement: &Retirement, already| pb::RetireKeyResponse {
+            retirement: Some(retirement_to_pb(retirement)),
+            already,
+            kind: kind.clone().unwrap_or_default(),
+        };
+        // The very order accepted before: in force, whatever its expiry now
+        // (its signatures were checked when it was accepted).
+        if let Some(first) = self.holds.retirement(&key_id)
+            && first.order_id == signed.order.id()
+            && matches!(
+                signed.order.action,
+                ringi_policy::key_order::Action::Retire { .. }
+            )
+        {
+            return Ok(Response::new(answer(&first, true)));
+        }
+        let now = now();
+        let retirement = check_retire(&self.policies.current(now), &signed, now).map_err(|e| {
+            refused(
+                "retire_key",
+                Status::new(Code::from(e.grpc_code()), e.to_string()),
+            )
+        })?;
+        let (holds, audit) = (self.holds.clone(), self.audit.clone());
+        let signed_order = prost::Message::encode_to_vec(&wire);
+        let held = kind.clone().unwrap_or_default();
+        let (in_force, already) = blocking(move || {
+            let fields = [
+                ("key_id", retirement.key_id.to_string()),
+                ("order_id", hex::encode(retirement.order_id)),
+                ("destroy_after", retirement.destroy_after.to_string()),
+                ("admins", retirement.admins.join(",")),
+                ("kind", held),
+            ];
+            match holds
+                .retire(retirement.clone(), &signed_order)
+                .map_err(|e| Status::unavailable(format!("the retirement was not recorded: {e}")))?
+            {
+                Retired::New => {
+                    audited(audit.as_ref(), "key_retired", &fields)
+                        .map_err(|e| Status::unavailable(e.to_string()))?;
+                    tracing::warn!(key_id = %fields[0].1, destroy_after = retirement.destroy_after, admins = %fields[3].1, "key retired: this node signs nothing more with it and destroys its shares after the grace period");
+                    Ok((retirement, false))
+                }
+                Retired::Already(first) => Ok((*first, true)),
+            }
+        })
+        .await
+        .map_err(|s| refused("retire_key", s))?;
+        Ok(Response::new(answer(&in_force, already)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_doubles::{Approvers, MemoryAudit};
+    use pb::governance_server::Governance;
+    use ringi_policy::key_order::{Action, KeyOrder, SignedOrder};
+
+    const GOVERNED: &str = "[keys.k]\nrequest_ttl_secs = 60\napproval_ttl_secs = 60\nrequire = { treasury = 1 }\n\n[governance]\nadmins = [\"alice\", \"carol\"]\nadmin_quorum = 2\n";
+
+    struct Node {
+        service: GovernanceService,
+        holds: Arc<HoldStore>,
+        audit: Arc<MemoryAudit>,
+        approvers: Approvers,
+        _dir: tempfile::TempDir,
+    }
+
+    fn node() -> Node {
+        let approvers = Approvers::new(GOVERNED).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let holds = Arc::new(HoldStore::open(&dir.path().join("holds.sqlite3")).unwrap());
+        let audit = Arc::new(MemoryAudit::new());
+        let service = GovernanceService::new(
+            Arc::new(PolicyStore::fixed(approvers.policy.clone())),
+            holds.clone(),
+            audit.clone(),
+        )
+        .with_share_lookup(Arc::new(|k: &KeyId| {
+            (k.as_str() == "k").then_some(KeyKind::FrostSecp256k1)
+        }));
+        Node {
+            service,
+            holds,
+            audit,
+            approvers,
+            _dir: dir,
+        }
+    }
+
+    fn order(action: Action) -> KeyOrder {
+        KeyOrder {
+            key_id: KeyId::parse("k").unwrap(),
+            action,
+            expires_at: now() + 600,
+        }
+    }
+
+    async fn retire(
+        node: &Node,
+        order: &KeyOrder,
+        who: &[&str],
+    ) -> Result<pb::RetireKeyResponse, Status> {
+        let signed = SignedOrder {
+            order: order.clone(),
+            signatures: who
+                .iter()
+                .map(|w| node.approvers.order_signature(w, order, now()))
+                .collect(),
+        };
+        node.service
+            .retire_key(Request::new(pb::RetireKeyRequest {
+                order: Some(ringi_proto::key_order::order_to_pb(&signed)),
+            }))
+            .await
+            .map(Response::into_inner)
+    }
+
+    #[tokio::test]
+    async fn a_quorum_retires_once_and_every_refusal_names_its_rule() {
+        let node = node();
+        let grace = now() + 30;
+        let retirement = order(Action::Retire {
+            destroy_after: grace,
+        });
+        for (who, code, words) in [
+            (&["alice"][..], Code::FailedPrecondition, "1 of 2"),
+            (
+                &["alice", "bob"][..],
+                Code::PermissionDenied,
+                "not an admin",
+            ),
+            (
+                &["alice", "mallory"][..],
+                Code::PermissionDenied,
+                "not an admin",
+            ),
+        ] {
+            let err = retire(&node, &retirement, who).await.unwrap_err();
+            assert_eq!(err.code(), code, "{who:?}: {err:?}");
+            assert!(err.message().contains(words), "{}", err.message());
+        }
+        let repair = order(Action::Repair {
+            identifier: 1,
+            recipient: vec![2; 33],
+        });
+        let err = retire(&node, &repair, &["alice", "carol"])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        let err = node
+            .service
+            .retire_key(Request::new(pb::RetireKeyRequest { order: None }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(node.holds.retirement(&KeyId::parse("k").unwrap()).is_none());
+        assert!(node.audit.events().is_empty());
+
+        let done = retire(&node, &retirement, &["carol", "alice"])
+            .await
+            .unwrap();
+        assert!(!done.already);
+        assert_eq!(done.kind, "frost-secp256k1");
+        let r = done.retirement.unwrap();
+        assert_eq!((r.key_id.as_str(), r.destroy_after), ("k", grace));
+        assert_eq!(r.order_id, retirement.id().to_vec());
+        assert_eq!(r.admins, vec!["alice".to_string(), "carol".to_string()]);
+        assert_eq!(node.audit.events(), vec!["key_retired".to_string()]);
+
+        // The same order again, or another: the first retirement stands.
+        let again = retire(&node, &retirement, &["alice", "carol"])
+            .await
+            .unwrap();
+        assert!(again.already);
+        let sooner = order(Action::Retire {
+            destroy_after: now(),
+        });
+        let other = retire(&node, &sooner, &["alice", "carol"]).await.unwrap();
+        assert!(other.already);
+        assert_eq!(other.retirement.unwrap().destroy_after, grace);
+        assert_eq!(node.audit.events().len(), 1, "audited once");
+
+        let holds = node
+            .service
+            .get_holds(Request::new(pb::GetHoldsRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(holds.retirements.len(), 1);
+        assert_eq!(holds.retirements[0].destroyed_at, 0);
     }
 }

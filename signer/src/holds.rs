@@ -1,10 +1,11 @@
-//! This node's vetoes and freezes ([`ringi_policy::holds`]), kept durably
-//! in `holds.sqlite3` under the data directory and in memory for the
-//! rounds' check.
+//! This node's vetoes, freezes and key retirements ([`ringi_policy::holds`]),
+//! kept durably in `holds.sqlite3` under the data directory and in memory
+//! for the rounds' check.
 //!
 //! A decision is in force once its call returns OK: it is committed (WAL,
 //! `synchronous = FULL`) before the in-memory holds change and before the
-//! answer, so an acknowledged veto or freeze survives `kill -9`. The rounds
+//! answer, so an acknowledged veto, freeze or retirement survives
+//! `kill -9`. The rounds
 //! read the memory only ([`HoldStore::hold_on`]), a lock and a map lookup.
 //! Writes are rare (a person decides), so each has its own transaction.
 
@@ -12,9 +13,10 @@ use std::path::Path;
 use std::sync::{Mutex, RwLock};
 
 use ringi_policy::freeze::{Freeze, FreezeRefused, Scope};
-use ringi_policy::holds::{ActiveFreeze, Frozen, Hold, Holds};
+use ringi_policy::holds::{ActiveFreeze, Frozen, Hold, Holds, Retired};
 use ringi_policy::key_id::KeyId;
 use ringi_policy::request::SigningRequest;
+use ringi_policy::retirement::Retirement;
 use ringi_policy::veto::Veto;
 use rusqlite::{Connection, params};
 
@@ -62,6 +64,20 @@ impl HoldStore {
                  recorded_at INTEGER NOT NULL,
                  lifted_at INTEGER,
                  lifted_by TEXT
+             );
+             CREATE TABLE IF NOT EXISTS retirements (
+                 key_id TEXT PRIMARY KEY,
+                 order_id BLOB NOT NULL,
+                 -- the whole signed order (ringi.approval.v1.KeyOrder,
+                 -- protobuf): the evidence, checked again at load
+                 signed_order BLOB NOT NULL,
+                 destroy_after INTEGER NOT NULL,
+                 admins TEXT NOT NULL,
+                 accepted_at INTEGER NOT NULL,
+                 -- the share generations destroyed in the token, comma
+                 -- separated, noted before destroyed_at is set
+                 destroyed_generations TEXT NOT NULL DEFAULT '',
+                 destroyed_at INTEGER
              );",
         )?;
         let holds = load(&conn)?;
@@ -84,12 +100,117 @@ impl HoldStore {
     /// holds vetoes at all: the rounds ask this on every call.
     pub fn hold_on_request(&self, request: &SigningRequest) -> Option<Hold> {
         let holds = self.holds.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(retired) = holds.retired(&request.key_id) {
+            return Some(retired);
+        }
         if holds.veto_count() > 0
             && let Some(hold) = holds.vetoed(&request.id())
         {
             return Some(hold);
         }
         holds.frozen(&request.key_id)
+    }
+
+    /// The retirement of `key_id` as a hold, if the key is retired: what
+    /// every round, preprocessing and DKG step checks first.
+    pub fn retired(&self, key_id: &KeyId) -> Option<Hold> {
+        self.holds
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .retired(key_id)
+    }
+
+    /// The retirement of `key_id`, if any.
+    pub fn retirement(&self, key_id: &KeyId) -> Option<Retirement> {
+        self.holds
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .retirement(key_id)
+            .cloned()
+    }
+
+    /// The retired keys whose shares are due for destruction at `now`.
+    pub fn due(&self, now: u64) -> Vec<KeyId> {
+        self.holds
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .due(now)
+    }
+
+    /// Puts a checked retirement (`ringi_policy::retirement::check_retire`)
+    /// in force, with the signed order as delivered (protobuf), unless the
+    /// key is retired already (then the first retirement stands and is
+    /// returned). Committed before the in-memory holds change.
+    pub fn retire(
+        &self,
+        retirement: Retirement,
+        signed_order: &[u8],
+    ) -> Result<Retired, HoldStoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(first) = self
+            .holds
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .retirement(&retirement.key_id)
+        {
+            return Ok(Retired::Already(Box::new(first.clone())));
+        }
+        conn.execute(
+            "INSERT INTO retirements
+                 (key_id, order_id, signed_order, destroy_after, admins, accepted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                retirement.key_id.as_str(),
+                &retirement.order_id[..],
+                signed_order,
+                retirement.destroy_after as i64,
+                retirement.admins.join(","),
+                retirement.accepted_at as i64
+            ],
+        )?;
+        let mut holds = self.holds.write().unwrap_or_else(|p| p.into_inner());
+        Ok(holds.retire(retirement))
+    }
+
+    /// Notes durably that `generations` of `key_id`'s shares were destroyed
+    /// in the token (before the destruction is audited and marked done, so
+    /// a destruction interrupted after the token's is audited with what it
+    /// destroyed); returns every generation noted for the key so far.
+    pub fn note_destroyed(
+        &self,
+        key_id: &KeyId,
+        generations: &[u32],
+    ) -> Result<Vec<u32>, HoldStoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let noted: String = conn.query_row(
+            "SELECT destroyed_generations FROM retirements WHERE key_id = ?1",
+            [key_id.as_str()],
+            |r| r.get(0),
+        )?;
+        let mut all = parse_generations(&noted)?;
+        all.extend_from_slice(generations);
+        all.sort_unstable();
+        all.dedup();
+        if !generations.is_empty() {
+            conn.execute(
+                "UPDATE retirements SET destroyed_generations = ?2 WHERE key_id = ?1",
+                params![key_id.as_str(), join_generations(&all)],
+            )?;
+        }
+        Ok(all)
+    }
+
+    /// Records that `key_id`'s shares are destroyed (at `now`); false if
+    /// they were recorded destroyed already.
+    pub fn mark_destroyed(&self, key_id: &KeyId, now: u64) -> Result<bool, HoldStoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute(
+            "UPDATE retirements SET destroyed_at = ?2
+             WHERE key_id = ?1 AND destroyed_at IS NULL",
+            params![key_id.as_str(), now as i64],
+        )?;
+        let mut holds = self.holds.write().unwrap_or_else(|p| p.into_inner());
+        Ok(holds.mark_destroyed(key_id, now))
     }
 
     /// A copy of every hold (for `GetHolds`).
@@ -200,6 +321,80 @@ impl HoldStore {
     }
 }
 
+/// Generations as stored: comma separated, possibly none.
+fn parse_generations(text: &str) -> Result<Vec<u32>, HoldStoreError> {
+    text.split(',')
+        .filter(|g| !g.is_empty())
+        .map(|g| {
+            g.parse()
+                .map_err(|_| HoldStoreError::Corrupt("retirement's destroyed generations"))
+        })
+        .collect()
+}
+
+fn join_generations(generations: &[u32]) -> String {
+    generations
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Every retirement recorded; each stored order must decode to the
+/// recorded key, id and time (a row edited by hand is refused, as a freeze
+/// is).
+fn load_retirements(conn: &Connection, holds: &mut Holds) -> Result<(), HoldStoreError> {
+    use prost::Message;
+    let mut stmt = conn.prepare(
+        "SELECT key_id, order_id, signed_order, destroy_after, admins, accepted_at, destroyed_at
+         FROM retirements ORDER BY accepted_at",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, Option<i64>>(6)?,
+        ))
+    })?;
+    for row in rows {
+        let (key_id, order_id, signed, destroy_after, admins, accepted_at, destroyed_at) = row?;
+        let corrupt = || HoldStoreError::Corrupt("retirement");
+        let key_id = KeyId::parse(&key_id).map_err(|_| corrupt())?;
+        let order_id: [u8; 32] = order_id.try_into().map_err(|_| corrupt())?;
+        let wire = ringi_proto::approval::v1::KeyOrder::decode(signed.as_slice())
+            .map_err(|_| corrupt())?;
+        let order = ringi_proto::key_order::order_from_pb(&wire)
+            .map_err(|_| corrupt())?
+            .order;
+        let matches = order.id() == order_id
+            && order.key_id == key_id
+            && order.action
+                == (ringi_policy::key_order::Action::Retire {
+                    destroy_after: destroy_after as u64,
+                });
+        if !matches {
+            return Err(corrupt());
+        }
+        holds.retire(Retirement {
+            key_id,
+            order_id,
+            destroy_after: destroy_after as u64,
+            admins: admins
+                .split(',')
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect(),
+            accepted_at: accepted_at as u64,
+            destroyed_at: destroyed_at.map(|t| t as u64),
+        });
+    }
+    Ok(())
+}
+
 /// Every hold recorded, in the order recorded.
 fn load(conn: &Connection) -> Result<Holds, HoldStoreError> {
     use ringi_policy::approver_key::ApproverKey;
@@ -272,6 +467,7 @@ fn load(conn: &Connection) -> Result<Holds, HoldStoreError> {
             })?;
         }
     }
+    load_retirements(conn, &mut holds)?;
     Ok(holds)
 }
 
@@ -349,5 +545,117 @@ mod tests {
             Err(HoldStoreError::Refused(FreezeRefused::Lifted))
         ));
         assert_eq!(store.snapshot().veto_count(), 1);
+    }
+}
+
+/// Retires `key_id` in `store` as if a checked order (of no signatures)
+/// had arrived at time 100: the rounds' and the sweeper's unit tests.
+#[cfg(test)]
+pub(crate) fn retire_for_test(store: &HoldStore, key_id: &KeyId, destroy_after: u64) {
+    use prost::Message;
+    use ringi_policy::key_order::{Action, KeyOrder, SignedOrder};
+    let order = KeyOrder {
+        key_id: key_id.clone(),
+        action: Action::Retire { destroy_after },
+        expires_at: destroy_after.saturating_add(600),
+    };
+    let wire = ringi_proto::key_order::order_to_pb(&SignedOrder {
+        order: order.clone(),
+        signatures: Vec::new(),
+    })
+    .encode_to_vec();
+    let retirement = Retirement {
+        key_id: key_id.clone(),
+        order_id: order.id(),
+        destroy_after,
+        admins: vec!["alice".into(), "carol".into()],
+        accepted_at: 100,
+        destroyed_at: None,
+    };
+    store.retire(retirement, &wire).unwrap();
+}
+
+#[cfg(test)]
+mod retirement_tests {
+    use super::*;
+    use prost::Message;
+    use ringi_policy::key_order::{Action, KeyOrder, SignedOrder};
+
+    fn order(key: &str, destroy_after: u64) -> (Retirement, Vec<u8>) {
+        let order = KeyOrder {
+            key_id: KeyId::parse(key).unwrap(),
+            action: Action::Retire { destroy_after },
+            expires_at: 2_000,
+        };
+        let wire = ringi_proto::key_order::order_to_pb(&SignedOrder {
+            order: order.clone(),
+            signatures: Vec::new(),
+        })
+        .encode_to_vec();
+        let retirement = Retirement {
+            key_id: order.key_id.clone(),
+            order_id: order.id(),
+            destroy_after,
+            admins: vec!["alice".into(), "carol".into()],
+            accepted_at: 1_000,
+            destroyed_at: None,
+        };
+        (retirement, wire)
+    }
+
+    #[test]
+    fn a_retirement_survives_a_reopen_with_its_destruction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.sqlite3");
+        let hot = KeyId::parse("hot-1").unwrap();
+        let (first, wire) = order("hot-1", 1_030);
+        {
+            let store = HoldStore::open(&path).unwrap();
+            assert_eq!(store.retire(first.clone(), &wire).unwrap(), Retired::New);
+            let (second, wire2) = order("hot-1", 1_001);
+            assert_eq!(
+                store.retire(second, &wire2).unwrap(),
+                Retired::Already(Box::new(first.clone()))
+            );
+            assert!(store.due(1_029).is_empty());
+            assert_eq!(store.due(1_030), vec![hot.clone()]);
+            assert_eq!(store.note_destroyed(&hot, &[2, 1]).unwrap(), vec![1, 2]);
+        }
+        // Reopened before the destruction was marked: still due, and the
+        // generations noted are kept.
+        let store = HoldStore::open(&path).unwrap();
+        assert_eq!(store.due(1_030), vec![hot.clone()]);
+        assert_eq!(store.note_destroyed(&hot, &[]).unwrap(), vec![1, 2]);
+        assert!(store.mark_destroyed(&hot, 1_031).unwrap());
+        assert!(!store.mark_destroyed(&hot, 1_032).unwrap());
+        drop(store);
+        let store = HoldStore::open(&path).unwrap();
+        assert!(store.due(5_000).is_empty());
+        let kept = store.retirement(&hot).unwrap();
+        assert_eq!(kept.destroyed_at, Some(1_031));
+        assert_eq!(kept.destroy_after, 1_030);
+        assert!(matches!(store.retired(&hot), Some(Hold::Retired(_))));
+        let request_hold = store.hold_on(&[1; 32], &hot);
+        assert!(matches!(request_hold, Some(Hold::Retired(_))));
+    }
+
+    #[test]
+    fn an_edited_retirement_row_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holds.sqlite3");
+        let (first, wire) = order("hot-1", 1_030);
+        HoldStore::open(&path)
+            .unwrap()
+            .retire(first, &wire)
+            .unwrap();
+        // Someone moves the destruction time without a new order.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute("UPDATE retirements SET destroy_after = 9999999", [])
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            HoldStore::open(&path),
+            Err(HoldStoreError::Corrupt("retirement"))
+        ));
     }
 }

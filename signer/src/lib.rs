@@ -25,6 +25,8 @@
 //!   error); [`round1`] and [`round2`]: the signing rounds (RFC 9591
 //!   sections 5.1 and 5.2), each the whole sequence of checks before
 //!   anything leaves the node.
+//! - [`retirement`]: destroying the shares of retired keys once their
+//!   grace period is over ([`holds`] keeps the retirements).
 //! - [`tls_key`]: the node's TLS key, kept in the token.
 //! - [`phases`]: the rounds' time per phase, sent back with each answer.
 //! - `test_doubles` (unit tests, or feature `test-doubles`): an in-memory
@@ -53,6 +55,7 @@ pub mod phases;
 pub mod preprocess;
 pub mod releases;
 pub mod repair;
+pub mod retirement;
 pub mod rng;
 pub mod round1;
 pub mod round2;

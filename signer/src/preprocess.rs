@@ -52,6 +52,8 @@ pub struct Preprocessed<S: Suite> {
 /// Draws `count` nonce pairs for `key_id` (1..=[`MAX_BATCH`]).
 ///
 /// Checks and effects, in order:
+/// 0. `key_id` is not retired ([`SigningContext::not_retired`]): a
+///    retired key draws no nonces;
 /// 1. `count` is within bounds ([`SignError::BatchSize`]);
 /// 2. the vault holds a share for `key_id`, draws the pairs with it (hedged
 ///    randomness, the share unsealed once for the batch) and keeps them
@@ -64,6 +66,7 @@ pub fn preprocess<S: Suite>(
     key_id: &KeyId,
     count: u32,
 ) -> Result<Preprocessed<S>, SignError> {
+    ctx.not_retired(key_id)?;
     if count == 0 || count > MAX_BATCH {
         return Err(SignError::BatchSize(count));
     }

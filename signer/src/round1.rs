@@ -29,7 +29,8 @@ pub struct Round1Output<S: Suite> {
 /// Round 1 for `key_id`, on behalf of the request `bundle` approves.
 ///
 /// Checks and effects, in order:
-/// 0. the node holds a share for `key_id` (its kind and keys are what the
+/// 0. `key_id` is not retired ([`SigningContext::not_retired`]); the node
+///    holds a share for `key_id` (its kind and keys are what the
 ///    policy's rules judge a PSBT by: [`SigningContext::key_facts`]);
 /// 1. approvals ([`crate::authorize::ApprovedBundles::authorize`], at `now`):
 ///    a bundle is presented, decodes, is for `key_id`, and satisfies the
@@ -45,6 +46,7 @@ pub fn commit<S: Suite>(
     bundle: &PresentedBundle,
     now: u64,
 ) -> Result<Round1Output<S>, SignError> {
+    ctx.not_retired(key_id)?;
     let facts = ctx.key_facts(key_id)?;
     let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
     let (identifier, commitments) = time(Token, || ctx.vault.commit(key_id))?;

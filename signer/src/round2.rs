@@ -34,6 +34,9 @@ pub struct Round2Output<S: Suite> {
 /// it), on behalf of the request `bundle` approves.
 ///
 /// Checks and effects, in order:
+/// 0. `key_id` is not retired ([`SigningContext::not_retired`]; checked
+///    again just before the vault signs, so a retirement accepted while
+///    this round ran stops it);
 /// 1. approvals ([`crate::authorize::ApprovedBundles::authorize`], at `now`):
 ///    a bundle is presented, decodes, is for `key_id`, and satisfies the
 ///    pinned policy; nothing touches the token or the nonces otherwise;
@@ -70,6 +73,7 @@ pub fn sign<S: Suite>(
     excluded: &[u32],
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
+    ctx.not_retired(key_id)?;
     let facts = ctx.key_facts(key_id)?;
     let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
     let package = SigningPackage::<S>::deserialize(signing_package)
@@ -119,6 +123,7 @@ pub fn sign<S: Suite>(
         }
         Claim::Fresh(claim) => claim,
     };
+    ctx.not_retired(key_id)?;
     let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
     // Recorded (with the spend, one commit), then audited, before the share
     // leaves: no record or no audit entry, no share.

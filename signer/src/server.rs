@@ -150,6 +150,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
             holds = %holds_path.display(),
             freezes = h.freezes().count(),
             vetoed_requests = h.veto_count(),
+            retired_keys = h.retirements().count(),
             "hold store opened"
         );
     }
@@ -235,7 +236,48 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         frost.service(&policy, &ledger, &daily_volume_file, &audit, &holds),
         taproot.service(&policy, &ledger, &daily_volume_file, &audit, &holds),
     );
-    let governance = GovernanceService::new(policy.clone(), holds, audit.clone());
+    // Retired keys: their shares are destroyed once due, at start (a node
+    // down when the grace period ended) and within a sweep interval after.
+    let shredder = Arc::new(crate::retirement::Shredder::new(
+        holds.clone(),
+        frost.vault.clone(),
+        taproot.vault.clone(),
+        audit.clone(),
+    ));
+    {
+        let s = shredder.clone();
+        let results = tokio::task::spawn_blocking(move || s.sweep(now())).await?;
+        crate::retirement::log(&results);
+        let mut tick = tokio::time::interval(crate::retirement::SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::spawn(async move {
+            loop {
+                tick.tick().await;
+                if !shredder.any_due(now()) {
+                    continue;
+                }
+                let s = shredder.clone();
+                match tokio::task::spawn_blocking(move || s.sweep(now())).await {
+                    Ok(results) => crate::retirement::log(&results),
+                    Err(e) => tracing::error!(error = %e, "retired-key sweep failed"),
+                }
+            }
+        });
+    }
+    let shares: crate::governance::ShareLookup = {
+        let (f, t) = (frost.vault.clone(), taproot.vault.clone());
+        Arc::new(move |key_id| {
+            if f.contains(key_id.as_str()) {
+                Some(ringi_frost::KeyKind::FrostSecp256k1)
+            } else if t.contains(key_id.as_str()) {
+                Some(ringi_frost::KeyKind::BitcoinTaproot)
+            } else {
+                None
+            }
+        })
+    };
+    let governance = GovernanceService::new(policy.clone(), holds.clone(), audit.clone())
+        .with_share_lookup(shares);
     let (health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.signer.v1.Signer",
         "ringi.signer.v1.Governance",

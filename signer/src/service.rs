@@ -12,12 +12,13 @@ use std::sync::Arc;
 use ringi_frost::taproot::Secp256k1Tr;
 use ringi_frost::{KeyKind, Secp256k1, Suite};
 use ringi_policy::clock::now;
+use ringi_policy::holds::Hold;
 use ringi_policy::key_id::KeyId;
 use ringi_proto::bundle::bundle_from_pb;
 use ringi_proto::signer::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::authorize::PresentedBundle;
+use crate::authorize::{AuthorizationError, PresentedBundle};
 use crate::dkg::{DkgRuns, Participant, Purpose, Round1Request};
 use crate::dkg_peer::Attestation;
 use crate::error::EdgeError;
@@ -75,6 +76,12 @@ impl SignerService {
         } else {
             None
         }
+    }
+
+    /// The retirement of `key_id` as a hold, if it parses and is retired.
+    fn retired(&self, key_id: &str) -> Option<Hold> {
+        let key_id = KeyId::parse(key_id).ok()?;
+        self.frost.signing.holds.retired(&key_id)
     }
 
     /// The kind of the DKG run in progress for `key_id`: a run is kept by
@@ -255,16 +262,28 @@ fn requested_kind(kind: &str) -> Result<KeyKind, Status> {
     KeyKind::parse(kind).map_err(|e| Status::invalid_argument(format!("kind: {e}")))
 }
 
+/// A retired key id's refusal (FAILED_PRECONDITION, naming the
+/// retirement): no DKG, a refresh's included, runs under it again.
+fn refuse_retired(retired: Option<Hold>) -> Result<(), Status> {
+    match retired {
+        Some(hold) => Err(AuthorizationError::Held(Box::new(hold)).into()),
+        None => Ok(()),
+    }
+}
+
 /// Round 1 of a DKG of suite `S`; `existing` is the kind of a key this
-/// node already holds under the key id, if any (of either suite).
+/// node already holds under the key id, if any (of either suite);
+/// `retired`, the key id's retirement, if any.
 async fn dkg_round1<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     dkg: Arc<DkgRuns<S>>,
     req: pb::DkgRound1Request,
     existing: Option<KeyKind>,
+    retired: Option<Hold>,
 ) -> Result<Vec<u8>, Status> {
     let sink = audit.clone();
     blocking(audit, "DkgRound1", req.key_id.clone(), move || {
+        refuse_retired(retired)?;
         let purpose = if req.refresh {
             Purpose::Refresh {
                 current_public: (!req.public_key_package.is_empty())
@@ -340,10 +359,16 @@ async fn dkg_commit<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     dkg: Arc<DkgRuns<S>>,
     req: pb::DkgCommitRequest,
+    retired: Option<Hold>,
 ) -> Result<crate::dkg::Committed, Status> {
     let sink = audit.clone();
     blocking(audit, "DkgCommit", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
+        if retired.is_some() {
+            // A run under way when the key was retired stores nothing.
+            dkg.forget(&key_id);
+        }
+        refuse_retired(retired)?;
         if crate::fault::fail_dkg_commit() {
             return Err(Status::unavailable(
                 "test fault: this node fails its DKG commit (RINGI_TEST_FAULT=fail-dkg-commit)",
@@ -649,12 +674,20 @@ impl pb::signer_server::Signer for SignerService {
                 KeyKind::BitcoinTaproot => self.frost.dkg.forget(&k),
             }
         }
+        let retired = self.retired(&req.key_id);
         let round1_package = match kind {
             KeyKind::FrostSecp256k1 => {
-                dkg_round1(self.audit(), self.frost.dkg.clone(), req, existing).await
+                dkg_round1(self.audit(), self.frost.dkg.clone(), req, existing, retired).await
             }
             KeyKind::BitcoinTaproot => {
-                dkg_round1(self.audit(), self.taproot.dkg.clone(), req, existing).await
+                dkg_round1(
+                    self.audit(),
+                    self.taproot.dkg.clone(),
+                    req,
+                    existing,
+                    retired,
+                )
+                .await
             }
         }?;
         tracing::info!(key_id = %key_id_text, kind = %kind, "DKG round 1 done");
@@ -704,10 +737,13 @@ impl pb::signer_server::Signer for SignerService {
     ) -> Result<Response<pb::DkgCommitResponse>, Status> {
         let req = request.into_inner();
         let key_id_text = req.key_id.clone();
+        let retired = self.retired(&req.key_id);
         let committed = match self.run_kind(&req.key_id) {
-            KeyKind::FrostSecp256k1 => dkg_commit(self.audit(), self.frost.dkg.clone(), req).await,
+            KeyKind::FrostSecp256k1 => {
+                dkg_commit(self.audit(), self.frost.dkg.clone(), req, retired).await
+            }
             KeyKind::BitcoinTaproot => {
-                dkg_commit(self.audit(), self.taproot.dkg.clone(), req).await
+                dkg_commit(self.audit(), self.taproot.dkg.clone(), req, retired).await
             }
         }?;
         tracing::info!(key_id = %key_id_text, identifier = committed.info.identifier, generation = committed.generation, refresh = committed.refresh, "key share sealed in the token");

@@ -34,8 +34,9 @@ pub struct SigningContext<S: Suite> {
     pub daily_volume_file: Option<PathBuf>,
     /// The node's audit trail.
     pub audit: Arc<dyn AuditSink>,
-    /// Vetoes and freezes sent to this node directly: an approved request
-    /// they hold is refused in both rounds.
+    /// Vetoes, freezes and retirements sent to this node directly: an
+    /// approved request they hold is refused in both rounds (a retired key
+    /// in preprocessing too).
     pub holds: Arc<HoldStore>,
 }
 
@@ -65,6 +66,17 @@ impl<S: Suite> SigningContext<S> {
                     output_key,
                 })
             }
+        }
+    }
+
+    /// The first check of every round and of preprocessing: `key_id` is
+    /// not retired ([`crate::holds::HoldStore::retired`]). Before anything
+    /// else, the share's presence included, so a key whose shares were
+    /// destroyed is still refused as retired, not as unknown.
+    pub fn not_retired(&self, key_id: &KeyId) -> Result<(), AuthorizationError> {
+        match self.holds.retired(key_id) {
+            Some(hold) => Err(AuthorizationError::Held(Box::new(hold))),
+            None => Ok(()),
         }
     }
 
@@ -417,5 +429,54 @@ allowed = ["bcrt1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqc8gma6", "
                 .collect::<Result<_, super::SignError>>()?;
             Ok(SigningPackage::new(commitments, message))
         }
+    }
+}
+
+#[cfg(test)]
+mod retired_tests {
+    use super::testkit::{Cluster, NOW, k};
+    use crate::holds::retire_for_test;
+    use tonic::Code;
+
+    /// From the retirement on, the key signs nothing: round 1, round 2 (of
+    /// a package committed before) and preprocessing refuse with
+    /// FAILED_PRECONDITION naming the retirement, before the vault.
+    #[test]
+    fn a_retired_key_signs_nothing() {
+        let cluster = Cluster::new();
+        let (_, bundle) = cluster.approved(b"pay 10", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"pay 10");
+        let bytes = package.serialize().unwrap();
+        for node in &cluster.nodes {
+            retire_for_test(&node.ctx.holds, &k(), NOW + 3600);
+        }
+        let node = &cluster.nodes[0];
+        let nonces = node.vault.nonces_waiting();
+        let refusals = [
+            crate::round2::sign(&node.ctx, &k(), &bundle, &bytes, &[], NOW).map(|_| ()),
+            crate::round1::commit(&node.ctx, &k(), &bundle, NOW).map(|_| ()),
+            crate::preprocess::preprocess(&node.ctx, &k(), 4).map(|_| ()),
+        ];
+        for refusal in refusals {
+            let status = tonic::Status::from(refusal.unwrap_err());
+            assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+            assert!(
+                status.message().contains("key k is retired"),
+                "{}",
+                status.message()
+            );
+        }
+        assert_eq!(
+            node.vault.nonces_waiting(),
+            nonces,
+            "no nonce drawn or used"
+        );
+        assert!(
+            !node
+                .audit
+                .events()
+                .iter()
+                .any(|e| e == "share_released" || e == "commitments_preprocessed")
+        );
     }
 }

@@ -461,6 +461,29 @@ impl Approvers {
         }
     }
 
+    /// `who`'s admin signature of a key order, issued at `issued_at`. An
+    /// unknown `who` signs as mallory.
+    pub fn order_signature(
+        &self,
+        who: &str,
+        order: &ringi_policy::key_order::KeyOrder,
+        issued_at: u64,
+    ) -> ringi_policy::policy_update::AdminSignature {
+        let (_, key) = self
+            .keys
+            .iter()
+            .find(|(n, _)| n == who)
+            .or_else(|| self.keys.iter().find(|(n, _)| n == "mallory"))
+            .unwrap_or_else(|| unreachable!("mallory is always there"));
+        let admin = Self::public(key);
+        let signature: p256::ecdsa::Signature = key.sign(&order.signed_bytes(issued_at, &admin));
+        ringi_policy::policy_update::AdminSignature {
+            admin,
+            issued_at,
+            signature: signature.to_bytes().to_vec(),
+        }
+    }
+
     /// The bundle a call would present with `request` and `approvals`.
     pub fn bundle(request: &SigningRequest, approvals: Vec<Approval>) -> PresentedBundle {
         PresentedBundle::Decoded(Box::new(ApprovalBundle {
