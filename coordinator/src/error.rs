@@ -98,6 +98,16 @@ pub enum Error {
     /// A request was to be signed without a quorum (or with a veto).
     #[error("request {} cannot be signed: {why}", hex::encode(.request))]
     NotApproved { request: RequestId, why: String },
+    /// The key is retired (`KeyService.RetireKey`): it takes no new
+    /// request, no refresh.
+    #[error("{0}")]
+    KeyRetired(Box<ringi_policy::retirement::Retirement>),
+
+    // --- A key order's rules (code: see `RetireRefused::grpc_code`). ---
+    /// A retirement order that is not a retirement, or breaks a rule of
+    /// key orders (signatures, admins, quorum, validity).
+    #[error("retirement order refused: {0}")]
+    RetireRefused(#[from] ringi_policy::retirement::RetireRefused),
 
     // --- ABORTED: another signing run holds the request. ---
     /// Another coordinator process holds the request's signing claim.
@@ -458,7 +468,9 @@ impl Error {
             | Error::AlreadyDecided { .. }
             | Error::StateConflict { .. }
             | Error::IllegalTransition(_)
-            | Error::NotApproved { .. } => Code::FailedPrecondition,
+            | Error::NotApproved { .. }
+            | Error::KeyRetired(_) => Code::FailedPrecondition,
+            Error::RetireRefused(e) => Code::from(e.grpc_code()),
             Error::SigningClaimed { .. } | Error::ClaimLost { .. } => Code::Aborted,
             Error::PolicyViolation(v) => violation_code(v),
             Error::DestinationNotAllowed { .. } => Code::PermissionDenied,

@@ -29,6 +29,9 @@
 //!    `ringi_policy` (policy, evaluation, caps, the clock), and [`error`]
 //!    (what can go wrong, and its one mapping to gRPC status).
 //!
+//! Key lifecycle operations beside the DKG: [`refresh`], [`import`],
+//! [`retire`].
+//!
 //! Across the layers, [`phases`] records where a signing's time goes.
 //!
 //! Outside the daemon, in the `ringi-cli` crate (`cli/`): the `ringi`
@@ -53,6 +56,7 @@ pub mod repair;
 pub mod request_state;
 pub mod request_store;
 pub mod requests;
+pub mod retire;
 pub mod server;
 pub mod service;
 pub mod signer_standing;

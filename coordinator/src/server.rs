@@ -179,6 +179,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             access::interceptor(clients),
         ));
     let listener = TcpListener::bind(listen).await?;
+    // Retired keys: record when their shares are gone from every signer.
+    crate::retire::spawn(coordinator.clone());
     // Expire overdue requests and resume signings a restart interrupted,
     // then keep expiring.
     let sweeper = coordinator;

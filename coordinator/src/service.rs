@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ringi_frost::KeyKind;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
+use ringi_policy::retirement::Retirement;
 use ringi_policy::subject::KeyFacts;
 use ringi_proto::coordinator::v1 as pb;
 use ringi_psbt::{Derived, OwnKey};
@@ -46,6 +47,27 @@ fn key_kind(text: &str) -> Result<KeyKind, Error> {
 /// internal and output keys, and its network and P2TR address under
 /// `policy` (empty without a network).
 fn public_key(policy: Option<&Policy>, r: &KeyRecord) -> pb::PublicKey {
+    retired_key(policy, r, None)
+}
+
+/// [`public_key`], with the key's retirement if it is retired.
+fn retired_key(
+    policy: Option<&Policy>,
+    r: &KeyRecord,
+    retirement: Option<&Retirement>,
+) -> pb::PublicKey {
+    let mut key = plain_key(policy, r);
+    if let Some(t) = retirement {
+        key.retired_at = t.accepted_at;
+        key.destroy_after = t.destroy_after;
+        key.retirement_order_id = t.order_id.to_vec();
+        key.retired_by = t.admins.clone();
+        key.shares_destroyed_at = t.destroyed_at.unwrap_or(0);
+    }
+    key
+}
+
+fn plain_key(policy: Option<&Policy>, r: &KeyRecord) -> pb::PublicKey {
     let mut key = pb::PublicKey {
         key_id: r.key_id.to_string(),
         threshold: u32::from(r.threshold),
@@ -185,8 +207,14 @@ impl pb::key_service_server::KeyService for KeyService {
         access::require(&request, Role::Admin)?;
         let key_id = key_id(&request.into_inner().key_id)?;
         let coordinator = self.0.clone();
-        // An unknown key is refused before the stream opens.
+        // An unknown key is refused before the stream opens, and so is a
+        // retired one.
         coordinator.key(&key_id).await?;
+        {
+            let store = coordinator.keys.clone();
+            let id = key_id.clone();
+            crate::retire::refuse_if_retired(blocking(move || store.key_retirement(&id)).await?)?;
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             // Alone with the key: signings in flight finish first.
@@ -374,14 +402,69 @@ impl pb::key_service_server::KeyService for KeyService {
         }
     }
 
+    async fn retire_key(
+        &self,
+        request: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::RetireKeyResponse>, Status> {
+        access::require(&request, Role::Admin)?;
+        let wire = request
+            .into_inner()
+            .order
+            .ok_or_else(|| Error::InvalidInput {
+                field: "order",
+                reason: "is missing".into(),
+            })?;
+        let coordinator = &self.0;
+        let key_text = wire.key_id.clone();
+        match crate::retire::retire(coordinator, &wire).await {
+            Ok(done) => {
+                let r = &done.retirement;
+                if !done.already {
+                    tracing::warn!(key_id = %r.key_id, destroy_after = r.destroy_after, admins = %r.admins.join(","), "key retired: no new request is taken for it");
+                    coordinator.audit(
+                        "key_retired",
+                        &[
+                            ("key_id", r.key_id.to_string()),
+                            ("order_id", hex::encode(r.order_id)),
+                            ("destroy_after", r.destroy_after.to_string()),
+                            ("admins", r.admins.join(",")),
+                        ],
+                    );
+                }
+                Ok(Response::new(pb::RetireKeyResponse {
+                    key: Some(retired_key(
+                        coordinator.policy().ok().as_deref(),
+                        &done.record,
+                        Some(r),
+                    )),
+                    already: done.already,
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(key_id = %key_text, error = %e, "key retirement refused");
+                coordinator.audit(
+                    "key_retire_refused",
+                    &[("key_id", key_text), ("reason", e.to_string())],
+                );
+                Err(e.into())
+            }
+        }
+    }
+
     async fn get_public_key(
         &self,
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
         let key_id = key_id(&request.into_inner().key_id)?;
         let key = self.0.key(&key_id).await?;
+        let store = self.0.keys.clone();
+        let retirement = blocking(move || store.key_retirement(&key_id)).await?;
         Ok(Response::new(pb::GetPublicKeyResponse {
-            key: Some(public_key(self.0.policy().ok().as_deref(), key.record())),
+            key: Some(retired_key(
+                self.0.policy().ok().as_deref(),
+                key.record(),
+                retirement.as_ref(),
+            )),
         }))
     }
 
@@ -390,11 +473,18 @@ impl pb::key_service_server::KeyService for KeyService {
         _request: Request<pb::ListKeysRequest>,
     ) -> Result<Response<pb::ListKeysResponse>, Status> {
         let store = self.0.keys.clone();
-        let records = blocking(move || store.keys()).await?;
+        let (records, retirements) =
+            blocking(move || Ok((store.keys()?, store.key_retirements()?))).await?;
         let policy = self.0.policy().ok();
         let policy = policy.as_deref();
         Ok(Response::new(pb::ListKeysResponse {
-            keys: records.iter().map(|r| public_key(policy, r)).collect(),
+            keys: records
+                .iter()
+                .map(|r| {
+                    let retirement = retirements.iter().find(|t| t.key_id == r.key_id);
+                    retired_key(policy, r, retirement)
+                })
+                .collect(),
         }))
     }
 }

@@ -73,9 +73,11 @@ use crate::request_store::{
     RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
 use crate::store::{KeyRecord, KeyStore};
+use ringi_policy::holds::Retired;
+use ringi_policy::retirement::Retirement;
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -301,6 +303,23 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 7;",
         )?;
     }
+    if version < 8 {
+        // Key retirements: the admins' order (kept whole, as evidence),
+        // when it was accepted, and when no signer held a share any more.
+        // The key's row stays: its requests and history refer to it.
+        tx.execute_batch(
+            "CREATE TABLE key_retirements (
+                key_id              TEXT PRIMARY KEY REFERENCES keys(key_id),
+                order_id            BLOB NOT NULL,
+                signed_order        BLOB NOT NULL,
+                destroy_after       INTEGER NOT NULL,
+                admins              TEXT NOT NULL,
+                retired_at          INTEGER NOT NULL,
+                shares_destroyed_at INTEGER
+            );
+            PRAGMA user_version = 8;",
+        )?;
+    }
     tx.commit()?;
     Ok(())
 }
@@ -393,6 +412,68 @@ impl KeyStore for SqliteStore {
         })
     }
 
+    fn retire_key(&self, retirement: &Retirement, signed_order: &[u8]) -> Result<Retired> {
+        let key_id = &retirement.key_id;
+        self.write(|tx| {
+            if let Some(first) = load_retirement(tx, key_id)? {
+                return Ok(Retired::Already(Box::new(first)));
+            }
+            let exists: Option<i64> = tx
+                .query_row_cached(
+                    "SELECT 1 FROM keys WHERE key_id = ?1",
+                    [key_id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if exists.is_none() {
+                return Err(crate::error::Missing::Key(key_id.clone()).into());
+            }
+            tx.execute_cached(
+                "INSERT INTO key_retirements
+                     (key_id, order_id, signed_order, destroy_after, admins, retired_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    key_id.as_str(),
+                    &retirement.order_id[..],
+                    signed_order,
+                    retirement.destroy_after as i64,
+                    retirement.admins.join(","),
+                    retirement.accepted_at as i64
+                ],
+            )?;
+            Ok(Retired::New)
+        })
+    }
+
+    fn key_retirement(&self, key_id: &KeyId) -> Result<Option<Retirement>> {
+        self.read(|tx| load_retirement(tx, key_id))
+    }
+
+    fn key_retirements(&self) -> Result<Vec<Retirement>> {
+        self.read(|tx| {
+            let ids: Vec<String> = tx
+                .prepare_cached("SELECT key_id FROM key_retirements ORDER BY key_id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut all = Vec::with_capacity(ids.len());
+            for id in ids {
+                let id = KeyId::try_from(id).map_err(|_| corrupt("key id"))?;
+                all.extend(load_retirement(tx, &id)?);
+            }
+            Ok(all)
+        })
+    }
+
+    fn mark_shares_destroyed(&self, key_id: &KeyId, at: u64) -> Result<bool> {
+        self.write(|tx| {
+            Ok(tx.execute_cached(
+                "UPDATE key_retirements SET shares_destroyed_at = ?2
+                 WHERE key_id = ?1 AND shares_destroyed_at IS NULL",
+                params![key_id.as_str(), at as i64],
+            )? == 1)
+        })
+    }
+
     fn find_key(&self, key_id: &KeyId) -> Result<Option<KeyRecord>> {
         self.read(|tx| load_key(tx, key_id))
     }
@@ -411,6 +492,42 @@ impl KeyStore for SqliteStore {
             Ok(keys)
         })
     }
+}
+
+fn load_retirement(conn: &Connection, key_id: &KeyId) -> Result<Option<Retirement>> {
+    let row = conn
+        .query_row_cached(
+            "SELECT order_id, destroy_after, admins, retired_at, shares_destroyed_at
+             FROM key_retirements WHERE key_id = ?1",
+            [key_id.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, Option<i64>>(4)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((order_id, destroy_after, admins, retired_at, destroyed_at)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Retirement {
+        key_id: key_id.clone(),
+        order_id: order_id
+            .try_into()
+            .map_err(|_| corrupt("retirement order id"))?,
+        destroy_after: destroy_after as u64,
+        admins: admins
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect(),
+        accepted_at: retired_at as u64,
+        destroyed_at: destroyed_at.map(|t| t as u64),
+    }))
 }
 
 fn load_key(conn: &Connection, key_id: &KeyId) -> Result<Option<KeyRecord>> {
@@ -1130,6 +1247,7 @@ mod tests {
     #[test]
     fn key_store_contract() {
         contract::keys(&store().1);
+        contract::retirements(&store().1);
     }
 
     /// A database written before key kinds (schema 3) opens, migrates, and

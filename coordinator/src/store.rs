@@ -13,7 +13,9 @@
 //! Calls are synchronous; async callers run them with [`blocking`].
 
 use ringi_frost::KeyKind;
+use ringi_policy::holds::Retired;
 use ringi_policy::key_id::KeyId;
+use ringi_policy::retirement::Retirement;
 use ringi_policy::subject::KeyFacts;
 
 use crate::error::{Error, Missing, Result};
@@ -95,6 +97,28 @@ pub trait KeyStore: Send + Sync {
 
     /// Every key, ordered by key id.
     fn keys(&self) -> Result<Vec<KeyRecord>>;
+
+    /// Records the retirement of a key (its order checked by the caller,
+    /// `ringi_policy::retirement::check_retire`) with the signed order as
+    /// delivered (protobuf, kept as evidence), durably before it returns.
+    /// A key is retired once: if it is retired already, nothing changes
+    /// and the first retirement is returned ([`Retired::Already`]).
+    /// [`Error::NotFound`] for a key the store does not have. Here
+    /// `accepted_at` is when the coordinator accepted the order and
+    /// `destroyed_at` when every signer of the key was seen without a
+    /// share of it ([`KeyStore::mark_shares_destroyed`]).
+    fn retire_key(&self, retirement: &Retirement, signed_order: &[u8]) -> Result<Retired>;
+
+    /// The key's retirement, if it is retired.
+    fn key_retirement(&self, key_id: &KeyId) -> Result<Option<Retirement>>;
+
+    /// Every retirement, ordered by key id.
+    fn key_retirements(&self) -> Result<Vec<Retirement>>;
+
+    /// Records that no signer of the retired key holds a share of it any
+    /// more, at `at`; false if recorded already (or the key is not
+    /// retired).
+    fn mark_shares_destroyed(&self, key_id: &KeyId, at: u64) -> Result<bool>;
 
     /// The key, or [`Error::NotFound`].
     fn key(&self, key_id: &KeyId) -> Result<KeyRecord> {
@@ -189,6 +213,63 @@ pub(crate) mod contract {
             Err(Error::NotFound(Missing::Key(k))) => assert_eq!(k, "nope"),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A key is retired once, durably; the first retirement stands; an
+    /// unknown key cannot be retired; the destruction is recorded once.
+    pub fn retirements<S: KeyStore>(store: &S) {
+        store.insert_key(&key_record("k1")).unwrap();
+        store.insert_key(&key_record("k0")).unwrap();
+        let retirement = |key: &str, order: u8, destroy_after| Retirement {
+            key_id: id(key),
+            order_id: [order; 32],
+            destroy_after,
+            admins: vec!["alice".into(), "carol".into()],
+            accepted_at: 1_000,
+            destroyed_at: None,
+        };
+        assert_eq!(store.key_retirement(&id("k1")).unwrap(), None);
+        assert_eq!(
+            store
+                .retire_key(&retirement("k1", 1, 1_030), b"order")
+                .unwrap(),
+            Retired::New
+        );
+        assert_eq!(
+            store
+                .retire_key(&retirement("k1", 2, 1_001), b"other")
+                .unwrap(),
+            Retired::Already(Box::new(retirement("k1", 1, 1_030)))
+        );
+        assert!(matches!(
+            store.retire_key(&retirement("nope", 1, 1), b"order"),
+            Err(Error::NotFound(Missing::Key(k))) if k == "nope"
+        ));
+        assert_eq!(
+            store.key_retirement(&id("k1")).unwrap(),
+            Some(retirement("k1", 1, 1_030))
+        );
+        store
+            .retire_key(&retirement("k0", 3, 2_000), b"order")
+            .unwrap();
+        let all = store.key_retirements().unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.key_id.as_str()).collect::<Vec<_>>(),
+            ["k0", "k1"]
+        );
+        assert!(store.mark_shares_destroyed(&id("k1"), 1_040).unwrap());
+        assert!(!store.mark_shares_destroyed(&id("k1"), 1_041).unwrap());
+        assert!(!store.mark_shares_destroyed(&id("nope"), 1_041).unwrap());
+        assert_eq!(
+            store
+                .key_retirement(&id("k1"))
+                .unwrap()
+                .unwrap()
+                .destroyed_at,
+            Some(1_040)
+        );
+        // The key itself is kept: its public data and history stay.
+        assert_eq!(store.key(&id("k1")).unwrap(), key_record("k1"));
     }
 
     pub fn request() -> SigningRequest {

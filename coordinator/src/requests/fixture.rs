@@ -105,6 +105,24 @@ impl Fixture {
         )
     }
 
+    /// `who`'s admin signature of a key order, issued at `issued_at`.
+    pub fn order_signature(
+        &self,
+        who: &str,
+        order: &ringi_policy::key_order::KeyOrder,
+        issued_at: u64,
+    ) -> ringi_policy::policy_update::AdminSignature {
+        let sk = &self.keys.iter().find(|(n, _)| *n == who).unwrap().1;
+        let admin =
+            ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let signature: p256::ecdsa::Signature = sk.sign(&order.signed_bytes(issued_at, &admin));
+        ringi_policy::policy_update::AdminSignature {
+            admin,
+            issued_at,
+            signature: signature.to_bytes().to_vec(),
+        }
+    }
+
     pub fn sign(&self, who: &str, statement: Statement) -> Approval {
         let sk = &self.keys.iter().find(|(n, _)| *n == who).unwrap().1;
         let approver =

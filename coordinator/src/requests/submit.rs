@@ -204,7 +204,8 @@ pub fn admit(
 }
 
 /// Records a new request in PENDING_APPROVAL, or returns the one first
-/// recorded under the same requester and idempotency key.
+/// recorded under the same requester and idempotency key; refuses a
+/// request for a retired key ([`Error::KeyRetired`]), a retry's too.
 pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord> {
     let policy = c.policy()?.clone();
     let key = c.key(&s.key_id).await?;
@@ -213,7 +214,11 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
     let daily_volume =
         ringi_policy::volumes::daily_volume(c.daily_volume_file.as_deref(), &new.request.key_id)?;
     let store = c.requests.clone();
+    let keys = c.keys.clone();
     let (record, created) = blocking(move || {
+        // A retired key takes no new request (read here, on the store's
+        // thread, so a submission costs no extra hop).
+        crate::retire::refuse_if_retired(keys.key_retirement(&new.request.key_id)?)?;
         let inserted = store.insert_request(&new, daily_volume, now)?;
         let created = matches!(inserted, Inserted::Created(_));
         Ok((store.request(&inserted.id())?, created))
