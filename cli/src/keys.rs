@@ -172,6 +172,35 @@ struct KeyJson {
     network: String,
     address: String,
     created_at: i64,
+    /// Retirement: when the coordinator accepted it (0: in service), when
+    /// the shares are destroyed, and when no signer held one any more (0:
+    /// not seen yet).
+    retired_at: u64,
+    destroy_after: u64,
+    shares_destroyed_at: u64,
+    /// Hex; empty for a key in service.
+    retirement_order_id: String,
+    retired_by: Vec<String>,
+}
+
+/// A key's state in words: "active", or its retirement and how far the
+/// destruction of its shares is.
+pub fn status_text(k: &pb::PublicKey) -> String {
+    if k.retired_at == 0 {
+        return "active".into();
+    }
+    if k.shares_destroyed_at != 0 {
+        return format!(
+            "retired at {}, shares destroyed on every signer by {}",
+            crate::view::rfc3339(k.retired_at),
+            crate::view::rfc3339(k.shares_destroyed_at)
+        );
+    }
+    format!(
+        "retired at {}, shares destroyed at or after {}",
+        crate::view::rfc3339(k.retired_at),
+        crate::view::rfc3339(k.destroy_after)
+    )
 }
 
 #[derive(Serialize)]
@@ -207,6 +236,11 @@ fn key_json(k: &pb::PublicKey, checked: &KeyView) -> KeyJson {
             .unwrap_or_default(),
         address: taproot.and_then(|t| t.address()).unwrap_or_default(),
         created_at: k.created_at,
+        retired_at: k.retired_at,
+        destroy_after: k.destroy_after,
+        shares_destroyed_at: k.shares_destroyed_at,
+        retirement_order_id: hex::encode(&k.retirement_order_id),
+        retired_by: k.retired_by.clone(),
     }
 }
 
@@ -253,6 +287,9 @@ pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<
                     _ => println!("network       (none in the policy: no PSBT requests)"),
                 }
             }
+            if key.retired_at != 0 {
+                println!("status        {}", status_text(&key));
+            }
         }
         Output::Json => println!("{}", json(&key_json(&key, &checked))),
     }
@@ -260,8 +297,9 @@ pub async fn pubkey(channel: Channel, key_id: String, output: Output) -> Result<
 }
 
 /// `ringi keys`: lists every key, one a line: key id, t-of-n, signers,
-/// group key, kind, and for a bitcoin-taproot key its output key and
-/// address (`-` otherwise, or without a network).
+/// group key, kind, for a bitcoin-taproot key its output key and address
+/// (`-` otherwise, or without a network), and its status ("active", or
+/// retired: [`status_text`]).
 pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
     let keys = KeyServiceClient::new(channel)
         .list_keys(pb::ListKeysRequest {})
@@ -284,7 +322,7 @@ pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
                     .and_then(|t| t.address())
                     .unwrap_or_else(|| "-".into());
                 println!(
-                    "{}\t{}-of-{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}-of-{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     view::printable(&k.key_id),
                     k.threshold,
                     k.signers.len(),
@@ -292,7 +330,8 @@ pub async fn keys(channel: Channel, output: Output) -> Result<(), CliError> {
                     hex::encode(&k.group_public_key),
                     c.kind,
                     output_key,
-                    address
+                    address,
+                    status_text(k)
                 );
             }
         }

@@ -10,6 +10,8 @@
 //!
 //! - [`connect`]: dialling the coordinator (or a signer), plaintext or mutual TLS.
 //! - [`keys`]: `ringi keygen`, `ringi keys`, `ringi pubkey`.
+//! - [`key_order`]: `ringi keys order retire|repair|sign|show` (key orders
+//!   as files the admins sign) and `ringi keys retire`.
 //! - [`requests`]: `ringi requests submit|list|show|wait`.
 //! - [`decide`]: `ringi approve`, `ringi reject`.
 //! - [`request_signature`]: a wallet's signature on the request it made.
@@ -37,6 +39,7 @@ pub mod delay_proxy;
 pub mod dev_certs;
 pub mod freeze;
 pub mod health;
+pub mod key_order;
 pub mod keys;
 pub mod policy;
 pub mod request_signature;

@@ -8,7 +8,7 @@ use ringi::config::Config;
 use ringi_cli::approver::ApproverSigner;
 use ringi_cli::connect::{ClientTls, connect};
 use ringi_cli::requests::{SubmitArgs, WaitOutput};
-use ringi_cli::{Output, audit, decide, freeze, health, keys, requests};
+use ringi_cli::{Output, audit, decide, freeze, health, key_order, keys, requests};
 use ringi_policy::statement::Decision;
 
 /// ringi: HSM-backed FROST threshold signing.
@@ -344,6 +344,67 @@ enum KeysCommand {
     ImportFromSigners {
         #[arg(value_name = "KEY_ID")]
         key_id: String,
+    },
+    /// Key orders (retire, repair) as files the policy's admins sign:
+    /// make one, sign it, show it.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// Deliver a signed retirement order (`keys order retire`, then `keys
+    /// order sign` by admin_quorum admins) to every signer directly and to
+    /// the coordinator. From then the key signs nothing; its shares are
+    /// destroyed after the order's grace period. Exits non-zero unless
+    /// every signer and the coordinator accepted it.
+    Retire {
+        #[arg(value_name = "ORDER_FILE")]
+        order: PathBuf,
+        #[command(flatten)]
+        signers: SignerArgs,
+    },
+}
+
+/// Key order files (offline: no coordinator is contacted).
+#[derive(Subcommand)]
+enum OrderCommand {
+    /// Print an unsigned retirement of KEY_ID (JSON, for a file): the key
+    /// signs nothing once the order is delivered, and its shares are
+    /// destroyed --grace-secs after now.
+    Retire {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// Seconds from now until the shares are destroyed.
+        #[arg(long)]
+        grace_secs: u64,
+        /// Seconds from now the order may be delivered in (at most 7 days).
+        #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]
+        valid_secs: u64,
+    },
+    /// Print an unsigned repair of participant --identifier of KEY_ID for
+    /// the node whose DKG transport key is --recipient-key (JSON).
+    Repair {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        #[arg(long)]
+        identifier: u32,
+        /// The new node's DKG transport key, SEC1 compressed, hex.
+        #[arg(long)]
+        recipient_key: String,
+        #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]
+        valid_secs: u64,
+    },
+    /// Add your admin signature to ORDER_FILE, in place.
+    Sign {
+        #[arg(value_name = "ORDER_FILE")]
+        order: PathBuf,
+        #[command(flatten)]
+        key: ApproverKeyArgs,
+    },
+    /// Print ORDER_FILE readably; with --policy, who signed and whether
+    /// the order would be carried out now under that policy.
+    Show {
+        #[arg(value_name = "ORDER_FILE")]
+        order: PathBuf,
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -811,16 +872,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Ok(health::health(connect(&address, tls.as_ref()).await?, service).await?)
         }
         Command::BenchLoad(load) => Ok(ringi_cli::bench_load::run(&address, tls, &load).await?),
-        Command::Keys { action, output } => {
-            let channel = connect(&address, tls).await?;
-            match action {
-                None => Ok(keys::keys(channel, output).await?),
-                Some(KeysCommand::Refresh { key_id }) => Ok(keys::refresh(channel, key_id).await?),
-                Some(KeysCommand::ImportFromSigners { key_id }) => {
-                    Ok(keys::import_from_signers(channel, key_id).await?)
-                }
+        Command::Keys { action, output } => match action {
+            None => Ok(keys::keys(connect(&address, tls).await?, output).await?),
+            Some(KeysCommand::Refresh { key_id }) => {
+                Ok(keys::refresh(connect(&address, tls).await?, key_id).await?)
             }
-        }
+            Some(KeysCommand::ImportFromSigners { key_id }) => {
+                Ok(keys::import_from_signers(connect(&address, tls).await?, key_id).await?)
+            }
+            // Offline: order files.
+            Some(KeysCommand::Order(order)) => {
+                let now = ringi_policy::clock::now();
+                match order {
+                    OrderCommand::Retire {
+                        key_id,
+                        grace_secs,
+                        valid_secs,
+                    } => key_order::print(&key_order::retire_order(
+                        &key_id, grace_secs, valid_secs, now,
+                    )?),
+                    OrderCommand::Repair {
+                        key_id,
+                        identifier,
+                        recipient_key,
+                        valid_secs,
+                    } => key_order::print(&key_order::repair_order(
+                        &key_id,
+                        identifier,
+                        &recipient_key,
+                        valid_secs,
+                        now,
+                    )?),
+                    OrderCommand::Sign { order, key } => key_order::sign(&order, key.open()?)?,
+                    OrderCommand::Show { order, policy } => {
+                        key_order::show(&order, policy.as_deref())?
+                    }
+                }
+                Ok(())
+            }
+            Some(KeysCommand::Retire { order, signers }) => {
+                Ok(key_order::retire(&signers.endpoints()?, tls, &address, &order).await?)
+            }
+        },
         Command::Bench {
             config,
             keys,

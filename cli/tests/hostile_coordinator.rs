@@ -130,6 +130,13 @@ impl KeyService for FakeService {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn retire_key(
+        &self,
+        _: Request<pb::RetireKeyRequest>,
+    ) -> Result<Response<pb::RetireKeyResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn get_public_key(
         &self,
         _: Request<pb::GetPublicKeyRequest>,
