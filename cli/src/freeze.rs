@@ -176,7 +176,8 @@ pub async fn unfreeze_submit(
     report(&format!("unfreeze of {}", scope.to_text()), &texts(answers))
 }
 
-/// Prints each signer's freezes in force and count of vetoed requests.
+/// Prints each signer's freezes in force, count of vetoed requests and
+/// retired keys.
 pub async fn holds(signers: &[SignerEndpoint], tls: Option<&ClientTls>) -> Result<(), CliError> {
     require(signers)?;
     let answers = ask_each(signers, tls, |mut client| async move {
@@ -199,6 +200,26 @@ pub async fn holds(signers: &[SignerEndpoint], tls: Option<&ClientTls>) -> Resul
                 f.recorded_at,
                 crate::view::printable(reason),
                 hex::encode(&f.freeze_id)
+            );
+        }
+        for r in &h.retirements {
+            let destruction = if r.destroyed_at == 0 {
+                format!(
+                    "shares destroyed at or after {}",
+                    crate::view::rfc3339(r.destroy_after)
+                )
+            } else {
+                format!(
+                    "shares destroyed at {}",
+                    crate::view::rfc3339(r.destroyed_at)
+                )
+            };
+            println!(
+                "{name}: RETIRED {} by {} at {}; {destruction} (order {})",
+                crate::view::printable(&r.key_id),
+                crate::view::printable(&r.admins.join(", ")),
+                crate::view::rfc3339(r.accepted_at),
+                hex::encode(&r.order_id)
             );
         }
     }

@@ -123,7 +123,8 @@ enum Command {
     /// for the status.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Show the freezes in force and the vetoed requests at each signer.
+    /// Show the freezes in force, the vetoed requests and the retired keys
+    /// at each signer.
     Holds {
         #[command(flatten)]
         signers: SignerArgs,

@@ -3,7 +3,8 @@
 //!
 //! Input: one byte choosing the call, then its protobuf request:
 //! 0 `VetoRequest`, 1 `FreezeRequest`, 2 `UnfreezeRequest` (lifting the
-//! harness's freeze of the key), 3 `UpdatePolicyRequest`. Where a
+//! harness's freeze of the key), 3 `UpdatePolicyRequest`, 4
+//! `RetireKeyRequest`. Where a
 //! signature field is empty and the key is a harness approver's, the
 //! harness signs the statement on the fuzzer's behalf, so the rules behind
 //! the signature are reached.
@@ -12,7 +13,9 @@
 //! `ringi_proto::policy_update` field checks; then `check_veto`,
 //! `check_freeze` (and the holds it would put in force), `check_unfreeze`,
 //! `check_update` (the new policy's parser, chain, admin quorum, the
-//! change's classification and the loosening delay).
+//! change's classification and the loosening delay), `check_retire` (the
+//! key order's decoding, action and admin quorum, and the hold it puts on
+//! the key).
 
 use std::sync::LazyLock;
 
@@ -205,6 +208,36 @@ pub fn run(data: &[u8]) -> Reached {
             }
             verdict(ringi_policy::policy_update::check_update(policy, &u, NOW))
         }
+        4 => {
+            let Ok(r) = pb::RetireKeyRequest::decode(body) else {
+                return Reached::Undecoded;
+            };
+            let Some(wire) = r.order else {
+                return Reached::Malformed;
+            };
+            let Ok(mut o) = ringi_proto::key_order::order_from_pb(&wire) else {
+                return Reached::Malformed;
+            };
+            for s in &mut o.signatures {
+                if s.signature.is_empty()
+                    && let Some(sig) =
+                        sign_as(&s.admin, &o.order.signed_bytes(s.issued_at, &s.admin))
+                {
+                    s.signature = sig;
+                }
+            }
+            match ringi_policy::retirement::check_retire(policy, &o, NOW) {
+                Ok(retirement) => {
+                    let key = retirement.key_id.clone();
+                    let mut holds = Holds::default();
+                    holds.retire(retirement);
+                    let _ = holds.hold_on(&[0; 32], &key);
+                    let _ = holds.due(NOW);
+                    Reached::Accepted
+                }
+                Err(_) => Reached::Refused,
+            }
+        }
         _ => Reached::Undecoded,
     }
 }
@@ -284,6 +317,30 @@ pub fn seeds() -> Vec<Vec<u8>> {
                 .collect(),
         }),
     };
+    let retire = |admins: &[&ApproverKey]| {
+        let order = ringi_policy::key_order::KeyOrder {
+            key_id: KeyId::parse(KEY_ID).expect("the harness key id"),
+            action: ringi_policy::key_order::Action::Retire {
+                destroy_after: NOW + 60,
+            },
+            expires_at: NOW + 600,
+        };
+        pb::RetireKeyRequest {
+            order: Some(ringi_proto::key_order::order_to_pb(
+                &ringi_policy::key_order::SignedOrder {
+                    order,
+                    signatures: admins
+                        .iter()
+                        .map(|a| ringi_policy::policy_update::AdminSignature {
+                            admin: (*a).clone(),
+                            issued_at: NOW,
+                            signature: Vec::new(),
+                        })
+                        .collect(),
+                },
+            )),
+        }
+    };
     vec![
         with(0, veto.encode_to_vec()),
         with(1, freeze(&carol).encode_to_vec()),
@@ -291,6 +348,8 @@ pub fn seeds() -> Vec<Vec<u8>> {
         with(2, lifted.encode_to_vec()),
         with(3, update(&[&alice, &carol]).encode_to_vec()),
         with(3, update(&[&alice]).encode_to_vec()),
+        with(4, retire(&[&alice, &carol]).encode_to_vec()),
+        with(4, retire(&[&carol]).encode_to_vec()),
     ]
 }
 
@@ -310,6 +369,8 @@ mod tests {
                 Reached::Accepted, // alice and carol lift the freeze
                 Reached::Accepted, // alice and carol tighten the policy
                 Reached::Refused,  // alice alone
+                Reached::Accepted, // alice and carol retire the key
+                Reached::Refused,  // carol alone
             ]
         );
         assert_eq!(run(&[]), Reached::Undecoded);
