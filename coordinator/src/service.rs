@@ -298,6 +298,12 @@ impl pb::key_service_server::KeyService for KeyService {
                 format!("repair order: {refused}"),
             ));
         }
+        // A retired key is never repaired: that would hand out a share of it.
+        {
+            let store = coordinator.keys.clone();
+            let id = key_id.clone();
+            crate::retire::refuse_if_retired(blocking(move || store.key_retirement(&id)).await?)?;
+        }
         let order_id = hex::encode(order.order.id());
         coordinator.audit(
             "key_repair_started",

@@ -310,6 +310,45 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     assert_retired_refusal(refresh, "k", "DkgRound1 (refresh)");
     let err = cluster.ringi_err(&["keys", "refresh", "k"]);
     assert!(err.contains("key k is retired"), "{err}");
+    // Nor is a share of it handed to a node by a repair, even under a
+    // repair order of the admins: the coordinator and the receiving signer
+    // refuse.
+    let recipient = hex::encode(cluster.node_info(0).await.dkg_public_key);
+    let repair_json = cluster.ringi_ok(&[
+        "keys",
+        "order",
+        "repair",
+        "k",
+        "--identifier",
+        "1",
+        "--recipient-key",
+        &recipient,
+    ]);
+    let repair = cluster.dir.path().join("repair-k.json");
+    std::fs::write(&repair, repair_json).unwrap();
+    sign_order(&cluster, &repair, "alice");
+    sign_order(&cluster, &repair, "carol");
+    let repair = ringi_proto::key_order::order_to_pb(&ringi_cli::key_order::read(&repair).unwrap());
+    let refused =
+        cpb::key_service_client::KeyServiceClient::new(cluster.channel_as("operator").await)
+            .repair_key(cpb::RepairKeyRequest {
+                order: Some(repair.clone()),
+                signer: "signer-1".into(),
+                helpers: Vec::new(),
+            })
+            .await
+            .map(|_| ());
+    assert_retired_refusal(refused, "k", "RepairKey");
+    let refused = cluster
+        .signer_client(0)
+        .await
+        .repair_receive(pb::RepairReceiveRequest {
+            order: Some(repair),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ());
+    assert_retired_refusal(refused, "k", "RepairReceive");
 
     // A key retired with a long grace period: a signer restarted still
     // refuses it (the retirement is durable), keeps its share until the

@@ -419,8 +419,11 @@ async fn repair_help<S: Suite>(
         .as_ref()
         .map(|o| o.key_id.clone())
         .unwrap_or_default();
+    let holds = suite.signing.holds.clone();
     blocking(audit, "RepairHelp", key, move || {
         let signed = order(req.order.as_ref())?;
+        // A retired key's share helps no repair.
+        refuse_retired(holds.retired(&signed.order.key_id))?;
         let recipient = req
             .recipient
             .ok_or_else(|| Status::invalid_argument("no recipient"))?;
@@ -459,11 +462,13 @@ async fn repair_help<S: Suite>(
 async fn repair_combine<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     repair: Arc<RepairRuns<S>>,
+    holds: Arc<crate::holds::HoldStore>,
     req: pb::RepairCombineRequest,
 ) -> Result<pb::RepairCombineResponse, Status> {
     let sink = audit.clone();
     blocking(audit, "RepairCombine", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
+        refuse_retired(holds.retired(&key_id))?;
         let sealed_sigma = repair.combine(&key_id, &req.session_id, &req.sealed_deltas)?;
         audited(
             sink.as_ref(),
@@ -489,8 +494,11 @@ async fn repair_receive<S: Suite>(
         .as_ref()
         .map(|o| o.key_id.clone())
         .unwrap_or_default();
+    let holds = suite.signing.holds.clone();
     blocking(audit, "RepairReceive", key, move || {
         let signed = order(req.order.as_ref())?;
+        // A retired key id takes no share on this node again.
+        refuse_retired(holds.retired(&signed.order.key_id))?;
         let at = now();
         let policy = policies.current(at);
         let order_id = hex::encode(signed.order.id());
@@ -776,9 +784,23 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let answer = match self.kind_of(&req.key_id) {
             Some(KeyKind::BitcoinTaproot) => {
-                repair_combine(self.audit(), self.taproot.repair.clone(), req).await
+                repair_combine(
+                    self.audit(),
+                    self.taproot.repair.clone(),
+                    self.taproot.signing.holds.clone(),
+                    req,
+                )
+                .await
             }
-            _ => repair_combine(self.audit(), self.frost.repair.clone(), req).await,
+            _ => {
+                repair_combine(
+                    self.audit(),
+                    self.frost.repair.clone(),
+                    self.frost.signing.holds.clone(),
+                    req,
+                )
+                .await
+            }
         }?;
         Ok(Response::new(answer))
     }
@@ -793,6 +815,9 @@ impl pb::signer_server::Signer for SignerService {
             .as_ref()
             .map(|o| o.key_id.clone())
             .unwrap_or_default();
+        // A retired key id first: whether or not its share is still here,
+        // that is why nothing will be stored.
+        refuse_retired(self.retired(&key))?;
         if let Some(held) = self.kind_of(&key) {
             return Err(Status::already_exists(format!(
                 "a key share for key id {key:?} exists on this node already ({held}): nothing to repair here"
