@@ -485,6 +485,59 @@ pub async fn retire(
     at_coordinator.map(|_| ())
 }
 
+/// `ringi keys repair KEY_ID --signer NAME --order FILE`: asks the
+/// coordinator to rebuild the order's participant's share on `signer`;
+/// says who helped and which node was replaced; prints the group key.
+pub async fn repair(
+    channel: tonic::transport::Channel,
+    key_id: &str,
+    signer: &str,
+    path: &Path,
+    helpers: Vec<String>,
+) -> Result<(), CliError> {
+    let signed = read(path)?;
+    let Action::Repair { identifier, .. } = signed.order.action else {
+        return Err(CliError::Usage(format!(
+            "{} is a {} order, not a repair",
+            path.display(),
+            signed.order.action.name()
+        )));
+    };
+    if signed.order.key_id.as_str() != key_id {
+        return Err(CliError::Usage(format!(
+            "{} orders a repair of key {}, not {key_id}",
+            path.display(),
+            signed.order.key_id
+        )));
+    }
+    eprintln!(
+        "ringi: repairing participant {identifier} of key {key_id} onto {signer} (order {})",
+        hex::encode(signed.order.id())
+    );
+    let answer = KeyServiceClient::new(channel)
+        .repair_key(cpb::RepairKeyRequest {
+            order: Some(ringi_proto::key_order::order_to_pb(&signed)),
+            signer: signer.to_string(),
+            helpers,
+        })
+        .await?
+        .into_inner();
+    let key = answer.key.ok_or_else(|| CliError::Status {
+        code: tonic::Code::Internal,
+        message: "the coordinator answered the repair without the key".into(),
+    })?;
+    eprintln!(
+        "ringi: {signer} now holds participant {identifier} of key {key_id} (replacing {}); helpers: {}",
+        crate::view::printable(&answer.replaced_signer),
+        crate::view::printable(&answer.helpers.join(", "))
+    );
+    eprintln!(
+        "ringi: refresh the key next (ringi keys refresh {key_id}): the lost token's copy of the share stays valid until then"
+    );
+    println!("{}", hex::encode(key.group_public_key));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -361,6 +361,26 @@ enum KeysCommand {
         #[command(flatten)]
         signers: SignerArgs,
     },
+    /// Rebuild a lost share of KEY_ID on the new node --signer (registered
+    /// in the coordinator under the lost participant's identifier), under a
+    /// signed repair order (`keys order repair`, then `keys order sign` by
+    /// admin_quorum admins). `t` of the key's other signers help; none of
+    /// them, and not the coordinator, learns the share. The new node then
+    /// holds the identifier. Refresh the key afterwards (docs/operations.md).
+    Repair {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
+        /// The new node's name in the coordinator's registry.
+        #[arg(long)]
+        signer: String,
+        /// The signed repair order.
+        #[arg(long)]
+        order: PathBuf,
+        /// The helpers (other signers of the key); default: the first
+        /// threshold that answer.
+        #[arg(long, value_delimiter = ',')]
+        helpers: Vec<String>,
+    },
 }
 
 /// Key order files (offline: no coordinator is contacted).
@@ -914,6 +934,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
             Some(KeysCommand::Retire { order, signers }) => {
                 Ok(key_order::retire(&signers.endpoints()?, tls, &address, &order).await?)
             }
+            Some(KeysCommand::Repair {
+                key_id,
+                signer,
+                order,
+                helpers,
+            }) => Ok(key_order::repair(
+                connect(&address, tls).await?,
+                &key_id,
+                &signer,
+                &order,
+                helpers,
+            )
+            .await?),
         },
         Command::Bench {
             config,

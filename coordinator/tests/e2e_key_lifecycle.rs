@@ -537,18 +537,44 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     );
     cluster.signers[2].start();
 
-    // The repair: signer-2 and signer-3 help; signer-4 holds participant 1.
-    let done = repair(
-        &cluster,
-        cluster.key_order(&order, &["alice", "carol"]),
-        "signer-4",
-    )
-    .await
-    .unwrap();
-    assert_eq!(done.replaced_signer, "signer-1");
+    // The repair, as an operator runs it: the order made and signed by two
+    // admins with the CLI, then delivered. signer-2 and signer-3 help;
+    // signer-4 holds participant 1.
+    let order_file = cluster.dir.path().join("repair-order.json");
+    let made = cluster.ringi_ok(&[
+        "keys",
+        "order",
+        "repair",
+        "k",
+        "--identifier",
+        "1",
+        "--recipient-key",
+        &hex::encode(&recipient),
+    ]);
+    std::fs::write(&order_file, made).unwrap();
+    let order_path = order_file.to_str().unwrap();
+    for admin in ["alice", "carol"] {
+        cluster.ringi_ok(&[
+            "keys",
+            "order",
+            "sign",
+            order_path,
+            "--key-file",
+            &cluster.key_file(admin),
+        ]);
+    }
+    let out = cluster.ringi(&[
+        "keys", "repair", "k", "--signer", "signer-4", "--order", order_path,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert_eq!(
-        done.helpers,
-        vec!["signer-2".to_string(), "signer-3".to_string()]
+        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
+        group_key
+    );
+    assert!(
+        stderr.contains("signer-4 now holds participant 1 of key k (replacing signer-1); helpers: signer-2, signer-3"),
+        "{stderr}"
     );
     let share = share_info(&cluster, 3, "k").await;
     assert_eq!(share.identifier, 1);
