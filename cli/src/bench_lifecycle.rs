@@ -327,7 +327,7 @@ impl Bench<'_> {
                 *steps.lock().unwrap_or_else(|p| p.into_inner()) = Steps::default();
             }
             let start = Instant::now();
-            let refreshed = ringi::refresh::run(&self.registry, &self.store, &key_id, |p| {
+            let refreshed = ringi::refresh::run(&self.registry, &self.store, &key_id, None, |p| {
                 steps.lock().unwrap_or_else(|p| p.into_inner()).record(p)
             })
             .await

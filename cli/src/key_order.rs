@@ -67,7 +67,7 @@ pub struct SignatureEntry {
 #[serde(deny_unknown_fields)]
 pub struct OrderFile {
     pub key_id: String,
-    /// "retire" or "repair".
+    /// "retire", "repair" or "refresh".
     pub action: String,
     #[serde(default)]
     pub destroy_after: u64,
@@ -123,6 +123,15 @@ impl OrderFile {
             "repair" if self.destroy_after != 0 => {
                 return Err(bad(
                     "a repair has no destroy_after (it belongs to a retirement)",
+                ));
+            }
+            "refresh"
+                if self.destroy_after != 0
+                    || self.identifier != 0
+                    || !self.recipient.is_empty() =>
+            {
+                return Err(bad(
+                    "a refresh names no destroy_after, identifier or recipient",
                 ));
             }
             _ => {}
@@ -280,6 +289,20 @@ pub fn repair_order(
     })
 }
 
+/// An unsigned refresh order for `key_id` (for a key whose rules set
+/// `refresh_needs_order`), valid `valid_secs` from `now`.
+pub fn refresh_order(key_id: &str, valid_secs: u64, now: u64) -> Result<SignedOrder, CliError> {
+    check_validity(valid_secs)?;
+    Ok(SignedOrder {
+        order: KeyOrder {
+            key_id: self::key_id(key_id)?,
+            action: Action::Refresh,
+            expires_at: now.saturating_add(valid_secs),
+        },
+        signatures: Vec::new(),
+    })
+}
+
 /// Prints an order file (JSON) on stdout.
 pub fn print(signed: &SignedOrder) {
     println!("{}", crate::json(&OrderFile::from_signed(signed)));
@@ -356,6 +379,7 @@ pub fn describe(signed: &SignedOrder, policy: Option<&Policy>, now: u64) -> Vec<
             lines.push(format!("identifier   {identifier}"));
             lines.push(format!("recipient    {}", hex::encode(recipient)));
         }
+        Action::Refresh => lines.push("refresh      a refresh DKG among the key's signers".into()),
     }
     lines.push(format!(
         "expires      {}",

@@ -77,14 +77,34 @@ pub async fn keygen(
     })
 }
 
-/// `ringi keys refresh KEY_ID`: refreshes the key's shares, showing each
-/// step; prints the group key (unchanged) when every signer uses its
-/// refreshed share.
-pub async fn refresh(channel: Channel, key_id: String) -> Result<(), CliError> {
+/// `ringi keys refresh KEY_ID [--order FILE]`: refreshes the key's
+/// shares, showing each step; prints the group key (unchanged) when every
+/// signer uses its refreshed share. `order`: the admins' signed refresh
+/// order, for a key whose rules set `refresh_needs_order`.
+pub async fn refresh(
+    channel: Channel,
+    key_id: String,
+    order: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let order = match order {
+        Some(path) => {
+            let signed = crate::key_order::read(path)?;
+            if signed.order.key_id.as_str() != key_id {
+                return Err(CliError::Usage(format!(
+                    "{} is an order for key {}, not {key_id}",
+                    path.display(),
+                    signed.order.key_id
+                )));
+            }
+            Some(ringi_proto::key_order::order_to_pb(&signed))
+        }
+        None => None,
+    };
     let before = fetch(channel.clone(), &key_id).await?.0;
     let mut stream = KeyServiceClient::new(channel)
         .refresh_key(pb::RefreshKeyRequest {
             key_id: key_id.clone(),
+            order,
         })
         .await?
         .into_inner();

@@ -338,6 +338,10 @@ enum KeysCommand {
     Refresh {
         #[arg(value_name = "KEY_ID")]
         key_id: String,
+        /// The admins' signed refresh order (`keys order refresh`), for a
+        /// key whose rules set `refresh_needs_order`.
+        #[arg(long)]
+        order: Option<PathBuf>,
     },
     /// Re-register KEY_ID from its signers on a coordinator that lost its
     /// database: recorded only when a threshold of the registry's signers
@@ -409,6 +413,14 @@ enum OrderCommand {
         /// The new node's DKG transport key, SEC1 compressed, hex.
         #[arg(long)]
         recipient_key: String,
+        #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]
+        valid_secs: u64,
+    },
+    /// Print an unsigned refresh order of KEY_ID (JSON), for a key whose
+    /// rules set `refresh_needs_order`.
+    Refresh {
+        #[arg(value_name = "KEY_ID")]
+        key_id: String,
         #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]
         valid_secs: u64,
     },
@@ -895,8 +907,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Command::BenchLoad(load) => Ok(ringi_cli::bench_load::run(&address, tls, &load).await?),
         Command::Keys { action, output } => match action {
             None => Ok(keys::keys(connect(&address, tls).await?, output).await?),
-            Some(KeysCommand::Refresh { key_id }) => {
-                Ok(keys::refresh(connect(&address, tls).await?, key_id).await?)
+            Some(KeysCommand::Refresh { key_id, order }) => {
+                Ok(keys::refresh(connect(&address, tls).await?, key_id, order.as_deref()).await?)
             }
             Some(KeysCommand::ImportFromSigners { key_id }) => {
                 Ok(keys::import_from_signers(connect(&address, tls).await?, key_id).await?)
@@ -924,6 +936,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         valid_secs,
                         now,
                     )?),
+                    OrderCommand::Refresh { key_id, valid_secs } => {
+                        key_order::print(&key_order::refresh_order(&key_id, valid_secs, now)?)
+                    }
                     OrderCommand::Sign { order, key } => key_order::sign(&order, key.open()?)?,
                     OrderCommand::Show { order, policy } => {
                         key_order::show(&order, policy.as_deref())?

@@ -133,6 +133,7 @@ async fn run_suite<C: Suite>(
         threshold: req.threshold,
         signers: &signers,
         refresh: None,
+        order: None,
     };
     let mut step = 0;
     let mut timed = |description: &'static str| {
@@ -275,6 +276,8 @@ pub(crate) struct Run<'a> {
     pub signers: &'a [Signer],
     /// For a refresh: the key's current public key package.
     pub refresh: Option<&'a [u8]>,
+    /// For a refresh: the admins' refresh order, relayed to every signer.
+    pub order: Option<&'a ringi_proto::approval::v1::KeyOrder>,
 }
 
 impl Run<'_> {
@@ -361,6 +364,7 @@ impl Run<'_> {
                     kind: kind.as_str().to_string(),
                     refresh: self.refresh.is_some(),
                     public_key_package: self.refresh.map(<[u8]>::to_vec).unwrap_or_default(),
+                    order: self.order.cloned(),
                 };
                 async move { Ok(s.client.dkg_round1(req).await?.into_inner().round1_package) }
             })

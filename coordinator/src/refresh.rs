@@ -131,10 +131,14 @@ pub struct Refreshed {
 
 /// Refreshes (or finishes refreshing) `key_id`'s shares; `progress` is told
 /// of every step. The one place a kind picks the refresh's suite.
+///
+/// `order` is the admins' refresh order, for a key whose rules set
+/// `refresh_needs_order` (every signer checks it; the caller may too).
 pub async fn run(
     registry: &Registry,
     store: &Arc<dyn KeyStore>,
     key_id: &KeyId,
+    order: Option<&ringi_proto::approval::v1::KeyOrder>,
     progress: impl Fn(Progress),
 ) -> Result<Refreshed> {
     let record = {
@@ -143,9 +147,11 @@ pub async fn run(
         blocking(move || store.key(&id)).await?
     };
     match record.kind {
-        KeyKind::FrostSecp256k1 => run_suite::<Secp256k1>(registry, store, record, progress).await,
+        KeyKind::FrostSecp256k1 => {
+            run_suite::<Secp256k1>(registry, store, record, order, progress).await
+        }
         KeyKind::BitcoinTaproot => {
-            run_suite::<Secp256k1Tr>(registry, store, record, progress).await
+            run_suite::<Secp256k1Tr>(registry, store, record, order, progress).await
         }
     }
 }
@@ -179,6 +185,7 @@ async fn run_suite<C: Suite>(
     registry: &Registry,
     store: &Arc<dyn KeyStore>,
     record: KeyRecord,
+    order: Option<&ringi_proto::approval::v1::KeyOrder>,
     progress: impl Fn(Progress),
 ) -> Result<Refreshed> {
     let key_id = record.key_id.clone();
@@ -191,6 +198,7 @@ async fn run_suite<C: Suite>(
         threshold: u32::from(record.threshold),
         signers: &signers,
         refresh: Some(&record.public_key_package),
+        order,
     };
     let mut step = 0;
     let timed = |step: &mut u32, description: &'static str| {

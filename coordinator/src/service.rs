@@ -205,11 +205,37 @@ impl pb::key_service_server::KeyService for KeyService {
         request: Request<pb::RefreshKeyRequest>,
     ) -> Result<Response<EventStream>, Status> {
         access::require(&request, Role::Admin)?;
-        let key_id = key_id(&request.into_inner().key_id)?;
+        let req = request.into_inner();
+        let key_id = key_id(&req.key_id)?;
         let coordinator = self.0.clone();
         // An unknown key is refused before the stream opens, and so is a
-        // retired one.
+        // retired one, or one whose rules need an order it lacks (every
+        // signer checks the order again under its own policy).
         coordinator.key(&key_id).await?;
+        let order = match req.order.as_ref() {
+            Some(o) => Some(
+                ringi_proto::key_order::order_from_pb(o)
+                    .map_err(|e| Status::invalid_argument(format!("refresh order: {}", e.0)))?,
+            ),
+            None => None,
+        };
+        let ordered_by = match coordinator.policy() {
+            Ok(policy) => ringi_policy::key_order::check_refresh(
+                &policy,
+                &key_id,
+                order.as_ref(),
+                ringi_policy::clock::now(),
+            )
+            .map_err(|refused| {
+                Status::new(
+                    tonic::Code::from_i32(refused.grpc_code()),
+                    format!("refresh order: {refused}"),
+                )
+            })?,
+            // No policy here: the signers' own decide.
+            Err(_) => Vec::new(),
+        };
+        let wire_order = req.order;
         {
             let store = coordinator.keys.clone();
             let id = key_id.clone();
@@ -220,12 +246,19 @@ impl pb::key_service_server::KeyService for KeyService {
             // Alone with the key: signings in flight finish first.
             let gate = coordinator.key_gates.exclusive(&key_id).await;
             tracing::info!(key_id = %key_id, "refresh started");
-            coordinator.audit("key_refresh_started", &[("key_id", key_id.to_string())]);
+            coordinator.audit(
+                "key_refresh_started",
+                &[
+                    ("key_id", key_id.to_string()),
+                    ("ordered_by", ordered_by.join(",")),
+                ],
+            );
             let progress_tx = tx.clone();
             let result = crate::refresh::run(
                 &coordinator.registry,
                 &coordinator.keys,
                 &key_id,
+                wire_order.as_ref(),
                 move |p| {
                     let _ = progress_tx.send(Ok(progress_event(p, crate::refresh::TOTAL_STEPS)));
                 },

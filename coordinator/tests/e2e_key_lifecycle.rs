@@ -690,3 +690,72 @@ fn refreshes_while_requests_are_signed_lose_no_request() {
         }
     });
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn where_the_policy_says_so_a_refresh_needs_the_admins_order() {
+    let cluster = Cluster::start_tls(3);
+    let group_key = cluster.keygen("guarded", 2, &SIGNERS);
+    // Without an order: refused by the coordinator...
+    let out = cluster.ringi(&["keys", "refresh", "guarded"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refresh_needs_order"), "{err}");
+    // ... and by every signer, were a coordinator to skip its own check.
+    let participants = cluster.dkg_participants().await;
+    let record = coordinator_key(&cluster, "guarded").await;
+    for i in 0..3 {
+        let err = cluster
+            .signer_client(i)
+            .await
+            .dkg_round1(pb::DkgRound1Request {
+                key_id: "guarded".into(),
+                session_id: vec![3; 16],
+                identifier: i as u32 + 1,
+                min_signers: 2,
+                participants: participants.clone(),
+                refresh: true,
+                public_key_package: record.public_key_package.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("refresh_needs_order"), "{err:?}");
+    }
+    // One admin's order is not enough.
+    let order_file = cluster.dir.path().join("refresh-order.json");
+    let order_path = order_file.to_str().unwrap();
+    std::fs::write(
+        &order_file,
+        cluster.ringi_ok(&["keys", "order", "refresh", "guarded"]),
+    )
+    .unwrap();
+    let sign = |admin: &str| {
+        cluster.ringi_ok(&[
+            "keys",
+            "order",
+            "sign",
+            order_path,
+            "--key-file",
+            &cluster.key_file(admin),
+        ])
+    };
+    sign("alice");
+    let err = cluster.ringi_err(&["keys", "refresh", "guarded", "--order", order_path]);
+    assert!(err.contains("admin quorum not met"), "{err}");
+    // Two admins: refreshed, audited with who ordered it.
+    sign("erin");
+    let out = cluster.ringi_ok(&["keys", "refresh", "guarded", "--order", order_path]);
+    assert_eq!(hex::decode(out).unwrap(), group_key);
+    for i in 0..3 {
+        assert_eq!(share_info(&cluster, i, "guarded").await.generation, 1);
+    }
+    let log = std::fs::read_to_string(cluster.signers[0].dir.join("data/audit.jsonl")).unwrap();
+    assert!(
+        log.contains("alice,erin"),
+        "the signer's audit names the admins"
+    );
+    // A key without the rule refreshes on the admin's word alone.
+    cluster.keygen("k", 2, &SIGNERS);
+    cluster.ringi_ok(&["keys", "refresh", "k"]);
+}

@@ -304,6 +304,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
             kind: String::new(),
             refresh: true,
             public_key_package: key.public_key_package.clone(),
+            order: None,
         })
         .await
         .map(|_| ());

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! order     = Canonical("ringi key order v1")
-//!     ‖ key_id ‖ action ("retire" | "repair")
+//!     ‖ key_id ‖ action ("retire" | "repair" | "refresh")
 //!     ‖ destroy_after (u64; retire: when the shares are destroyed; else 0)
 //!     ‖ identifier (u64; repair: the participant repaired; else 0)
 //!     ‖ recipient (repair: the new node's DKG transport key, SEC1
@@ -45,6 +45,9 @@ pub enum Action {
     /// Rebuild participant `identifier`'s lost share for the node whose
     /// DKG transport key is `recipient` (SEC1 compressed).
     Repair { identifier: u16, recipient: Vec<u8> },
+    /// Refresh the key's shares (needed only for a key whose rules set
+    /// `refresh_needs_order`).
+    Refresh,
 }
 
 impl Action {
@@ -52,6 +55,7 @@ impl Action {
         match self {
             Action::Retire { .. } => "retire",
             Action::Repair { .. } => "repair",
+            Action::Refresh => "refresh",
         }
     }
 }
@@ -74,6 +78,7 @@ impl KeyOrder {
                 identifier,
                 recipient,
             } => (0, u64::from(*identifier), recipient.as_slice()),
+            Action::Refresh => (0, 0, &[][..]),
         };
         Canonical::new("ringi key order v1")
             .str(self.key_id.as_str())
@@ -130,6 +135,17 @@ pub enum OrderRefused {
     BadIdentifier(u16),
     #[error("a repair's recipient is not a secp256k1 DKG transport key")]
     BadRecipient,
+    #[error(
+        "the policy's rules for key {0} set refresh_needs_order: a refresh needs a refresh order signed by the admin quorum"
+    )]
+    Required(String),
+    #[error("a {got} order cannot authorize a {expected}")]
+    WrongAction {
+        expected: &'static str,
+        got: &'static str,
+    },
+    #[error("the order is for key {order}, not {asked}")]
+    OtherKey { order: String, asked: String },
 }
 
 impl OrderRefused {
@@ -138,8 +154,13 @@ impl OrderRefused {
     /// that is not (or no longer) applicable.
     pub fn grpc_code(&self) -> i32 {
         match self {
-            OrderRefused::BadSignature { .. } | OrderRefused::NotAnAdmin { .. } => 7,
-            OrderRefused::BadIdentifier(_) | OrderRefused::BadRecipient => 3,
+            OrderRefused::BadSignature { .. }
+            | OrderRefused::NotAnAdmin { .. }
+            | OrderRefused::Required(_) => 7,
+            OrderRefused::BadIdentifier(_)
+            | OrderRefused::BadRecipient
+            | OrderRefused::WrongAction { .. }
+            | OrderRefused::OtherKey { .. } => 3,
             _ => 9,
         }
     }
@@ -199,6 +220,39 @@ pub fn check_order(
         return Err(OrderRefused::QuorumNotMet { have, need });
     }
     Ok(admins.into_iter().collect())
+}
+
+/// Whether a refresh of `key_id` may run under `policy` at `now` (pure):
+/// free unless the key's rules set `refresh_needs_order`; then `order` must
+/// be a refresh order for this key passing [`check_order`]. Returns the
+/// admins whose signatures counted (none when no order is needed).
+pub fn check_refresh(
+    policy: &Policy,
+    key_id: &KeyId,
+    order: Option<&SignedOrder>,
+    now: u64,
+) -> Result<Vec<String>, OrderRefused> {
+    let needed = policy.key(key_id).is_some_and(|k| k.refresh_needs_order);
+    let Some(order) = order else {
+        return if needed {
+            Err(OrderRefused::Required(key_id.to_string()))
+        } else {
+            Ok(Vec::new())
+        };
+    };
+    if order.order.action != Action::Refresh {
+        return Err(OrderRefused::WrongAction {
+            expected: "refresh",
+            got: order.order.action.name(),
+        });
+    }
+    if order.order.key_id != *key_id {
+        return Err(OrderRefused::OtherKey {
+            order: order.order.key_id.to_string(),
+            asked: key_id.to_string(),
+        });
+    }
+    check_order(policy, order, now)
 }
 
 #[cfg(test)]
@@ -321,6 +375,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_refresh_needs_an_order_only_where_the_rules_say_so() {
+        let keys = keys();
+        let guarded = format!(
+            "{HOT}refresh_needs_order = true\n[keys.cold-1]\nrequest_ttl_secs = 60\napproval_ttl_secs = 60\nrequire = {{ treasury = 1 }}\n{ADMINS}"
+        );
+        let p = Policy::from_bytes(policy_text(&keys, &guarded).as_bytes()).unwrap();
+        let hot = KeyId::parse("hot-1").unwrap();
+        let cold = KeyId::parse("cold-1").unwrap();
+        assert_eq!(check_refresh(&p, &cold, None, NOW), Ok(vec![]));
+        assert_eq!(
+            check_refresh(&p, &hot, None, NOW),
+            Err(OrderRefused::Required("hot-1".into()))
+        );
+        let order = |key_id: &KeyId, action: Action| KeyOrder {
+            key_id: key_id.clone(),
+            action,
+            expires_at: NOW + 600,
+        };
+        let good = signed(&keys, &order(&hot, Action::Refresh), &["alice", "carol"]);
+        assert_eq!(
+            check_refresh(&p, &hot, Some(&good), NOW),
+            Ok(vec!["alice".to_string(), "carol".to_string()])
+        );
+        let one = signed(&keys, &order(&hot, Action::Refresh), &["alice"]);
+        assert_eq!(
+            check_refresh(&p, &hot, Some(&one), NOW),
+            Err(OrderRefused::QuorumNotMet { have: 1, need: 2 })
+        );
+        let other = signed(&keys, &order(&cold, Action::Refresh), &["alice", "carol"]);
+        assert!(matches!(
+            check_refresh(&p, &hot, Some(&other), NOW),
+            Err(OrderRefused::OtherKey { .. })
+        ));
+        let retire = signed(&keys, &retire(), &["alice", "carol"]);
+        assert!(matches!(
+            check_refresh(&p, &hot, Some(&retire), NOW),
+            Err(OrderRefused::WrongAction { .. })
+        ));
+        // Without admins, the rule cannot be set.
+        let text = policy_text(&keys, &format!("{HOT}refresh_needs_order = true\n"));
+        assert!(
+            Policy::from_bytes(text.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("refresh_needs_order")
+        );
+    }
+
+    #[test]
     fn every_field_is_bound() {
         let base = retire();
         let variants = [
@@ -343,6 +446,10 @@ pub(crate) mod tests {
                     identifier: 1,
                     recipient: vec![2; 33],
                 },
+                ..base.clone()
+            },
+            KeyOrder {
+                action: Action::Refresh,
                 ..base.clone()
             },
         ];

@@ -216,6 +216,8 @@ struct KeyFile {
     time: Option<TimeFile>,
     #[serde(default)]
     signed_requests: bool,
+    #[serde(default)]
+    refresh_needs_order: bool,
 }
 
 #[derive(Deserialize)]
@@ -332,6 +334,11 @@ pub struct KeyRules {
     /// statement by a key of the policy's `requesters`, whose name is the
     /// request's requester): who asked is proven, not the coordinator's word.
     pub signed_requests: bool,
+    /// A refresh of the key's shares needs a refresh order signed by the
+    /// policy's admin quorum (`crate::key_order`), checked by every signer;
+    /// without it a refresh is an admin's call alone (it changes no one's
+    /// power to sign).
+    pub refresh_needs_order: bool,
 }
 
 /// What a PSBT request on a key may do beyond its quorums and caps.
@@ -580,6 +587,7 @@ impl Policy {
                     blind_signing: k.blind_signing.map(|b| b.require),
                     time,
                     signed_requests: k.signed_requests,
+                    refresh_needs_order: k.refresh_needs_order,
                 },
             );
         }
@@ -623,6 +631,15 @@ impl Policy {
             Some(g) => check_governance(g, &approvers, &departments)?,
             None => Governance::default(),
         };
+        if governance.admins.is_empty()
+            && let Some((key_id, _)) = keys
+                .iter()
+                .find(|(_, k): &(&String, &KeyRules)| k.refresh_needs_order)
+        {
+            return Err(PolicyError::BadGovernance(format!(
+                "key {key_id:?} sets refresh_needs_order but [governance] names no admins to sign one"
+            )));
+        }
         Ok(Policy {
             hash: sha256(bytes),
             approvers,

@@ -322,6 +322,9 @@ fn key_loosening(o: &KeyRules, n: &KeyRules) -> Option<String> {
     if o.signed_requests && !n.signed_requests {
         return Some("signed requests are turned off".into());
     }
+    if o.refresh_needs_order && !n.refresh_needs_order {
+        return Some("refreshes no longer need an order".into());
+    }
     // The quorum at every amount where either policy changes tier.
     let amounts: BTreeSet<u128> = [0u128]
         .into_iter()

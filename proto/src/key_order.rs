@@ -20,9 +20,10 @@ pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
                 .map_err(|_| BundleError(format!("identifier {} is over 65535", o.identifier)))?,
             recipient: o.recipient.clone(),
         },
+        "refresh" => Action::Refresh,
         other => {
             return Err(BundleError(format!(
-                "action {other:?} is neither \"retire\" nor \"repair\""
+                "action {other:?} is not \"retire\", \"repair\" or \"refresh\""
             )));
         }
     };
@@ -56,6 +57,7 @@ pub fn order_to_pb(s: &SignedOrder) -> pb::KeyOrder {
             identifier,
             recipient,
         } => (0, u32::from(*identifier), recipient.clone()),
+        Action::Refresh => (0, 0, Vec::new()),
     };
     pb::KeyOrder {
         key_id: s.order.key_id.to_string(),
@@ -88,6 +90,7 @@ mod tests {
                 identifier: 3,
                 recipient: vec![2; 33],
             },
+            Action::Refresh,
         ] {
             let signed = SignedOrder {
                 order: KeyOrder {

@@ -277,6 +277,7 @@ fn refuse_retired(retired: Option<Hold>) -> Result<(), Status> {
 async fn dkg_round1<S: Suite>(
     audit: &Arc<dyn AuditSink>,
     dkg: Arc<DkgRuns<S>>,
+    policies: Arc<ringi_policy::policy_store::PolicyStore>,
     req: pb::DkgRound1Request,
     existing: Option<KeyKind>,
     retired: Option<Hold>,
@@ -284,6 +285,30 @@ async fn dkg_round1<S: Suite>(
     let sink = audit.clone();
     blocking(audit, "DkgRound1", req.key_id.clone(), move || {
         refuse_retired(retired)?;
+        let mut ordered_by = Vec::new();
+        if req.refresh {
+            // The admins' order, where the key's rules ask for one.
+            let order = match req.order.as_ref() {
+                Some(o) => Some(
+                    ringi_proto::key_order::order_from_pb(o)
+                        .map_err(|e| Status::invalid_argument(format!("refresh order: {}", e.0)))?,
+                ),
+                None => None,
+            };
+            let at = now();
+            ordered_by = ringi_policy::key_order::check_refresh(
+                &policies.current(at),
+                &key_id(&req.key_id)?,
+                order.as_ref(),
+                at,
+            )
+            .map_err(|refused| {
+                Status::new(
+                    tonic::Code::from_i32(refused.grpc_code()),
+                    format!("refresh order: {refused}"),
+                )
+            })?;
+        }
         let purpose = if req.refresh {
             Purpose::Refresh {
                 current_public: (!req.public_key_package.is_empty())
@@ -317,6 +342,7 @@ async fn dkg_round1<S: Suite>(
                 &[
                     ("key_id", req.key_id.clone()),
                     ("kind", S::KIND.as_str().to_string()),
+                    ("ordered_by", ordered_by.join(",")),
                 ],
             )?;
         }
@@ -685,12 +711,21 @@ impl pb::signer_server::Signer for SignerService {
         let retired = self.retired(&req.key_id);
         let round1_package = match kind {
             KeyKind::FrostSecp256k1 => {
-                dkg_round1(self.audit(), self.frost.dkg.clone(), req, existing, retired).await
+                dkg_round1(
+                    self.audit(),
+                    self.frost.dkg.clone(),
+                    self.frost.signing.policies.clone(),
+                    req,
+                    existing,
+                    retired,
+                )
+                .await
             }
             KeyKind::BitcoinTaproot => {
                 dkg_round1(
                     self.audit(),
                     self.taproot.dkg.clone(),
+                    self.taproot.signing.policies.clone(),
                     req,
                     existing,
                     retired,

@@ -273,6 +273,10 @@ pub fn write_policy(dir: &Path, token_approver: Option<&str>) -> PathBuf {
         "\n[keys.signed]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = {{ treasury = 1, compliance = 1 }}\nsigned_requests = true\n\
          \n[[requesters]]\nname = \"wallet-service\"\nkey = \"{requester}\"\n"
     ));
+    // `guarded`: a refresh needs the admins' order.
+    text.push_str(
+        "\n[keys.guarded]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\nrefresh_needs_order = true\n",
+    );
     // erin (security) may freeze alone; a treasurer and a compliance
     // officer together lift a freeze.
     text.push_str(
