@@ -21,50 +21,6 @@ use support::*;
 const SIGNERS: [&str; 3] = ["signer-1", "signer-2", "signer-3"];
 const APPROVED: [(&str, &str); 2] = [("alice", "treasury"), ("carol", "compliance")];
 
-/// The labels of the sealed-share objects on signer `i`'s token, read with
-/// pkcs11-tool (an independent PKCS#11 client) while the signer runs.
-fn share_labels(cluster: &Cluster, i: usize) -> Vec<String> {
-    let node = &cluster.signers[i];
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", node.dir.join("softhsm2.conf"))
-        .args([
-            "--module",
-            &node.module(),
-            "--token-label",
-            &node.name,
-            "--login",
-            "--pin",
-            &node.pin(),
-            "--list-objects",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8(out.stdout).unwrap();
-    let mut labels: Vec<String> = pkcs11_objects(&listing)
-        .iter()
-        .filter_map(|b| {
-            b.lines()
-                .find(|l| l.trim_start().starts_with("label:"))
-                .map(|l| {
-                    l.split_once(':')
-                        .unwrap()
-                        .1
-                        .trim()
-                        .trim_matches('\'')
-                        .to_string()
-                })
-        })
-        .filter(|l| l.starts_with("ringi-share:"))
-        .collect();
-    labels.sort();
-    labels
-}
-
 /// What signer `i` reports of key `key_id`.
 async fn share_info(cluster: &Cluster, i: usize, key_id: &str) -> pb::KeyShareInfo {
     cluster
@@ -74,20 +30,6 @@ async fn share_info(cluster: &Cluster, i: usize, key_id: &str) -> pb::KeyShareIn
         .into_iter()
         .find(|k| k.key_id == key_id)
         .unwrap_or_else(|| panic!("signer {i} holds no share of {key_id}"))
-}
-
-/// The key as the coordinator records it.
-async fn coordinator_key(cluster: &Cluster, key_id: &str) -> cpb::PublicKey {
-    let channel = cluster.channel_as("operator").await;
-    cpb::key_service_client::KeyServiceClient::new(channel)
-        .get_public_key(cpb::GetPublicKeyRequest {
-            key_id: key_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap()
 }
 
 /// Signer round 1 and 2 called directly (as a coordinator would) on the
@@ -152,12 +94,12 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combines() {
     let mut cluster = Cluster::start_tls(3);
     let group_key = cluster.keygen("k", 2, &SIGNERS);
-    let before = coordinator_key(&cluster, "k").await;
+    let before = cluster.coordinator_key("k").await;
     for i in 0..3 {
         let info = share_info(&cluster, i, "k").await;
         assert_eq!((info.generation, info.pending_generation), (0, 0));
         assert_eq!(info.public_key_package, before.public_key_package);
-        assert_eq!(share_labels(&cluster, i), vec!["ringi-share:k".to_string()]);
+        assert_eq!(cluster.share_labels(i), vec!["ringi-share:k".to_string()]);
     }
 
     // The thief's copy of signer-1's token, taken before the refresh.
@@ -174,7 +116,7 @@ async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combine
     );
     assert!(stderr.contains("[7/7]"), "{stderr}");
 
-    let after = coordinator_key(&cluster, "k").await;
+    let after = cluster.coordinator_key("k").await;
     assert_eq!(after.group_public_key, group_key);
     assert_ne!(
         after.public_key_package, before.public_key_package,
@@ -190,10 +132,7 @@ async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combine
         assert_eq!((info.generation, info.pending_generation), (1, 0));
         assert_eq!(info.public_key_package, after.public_key_package);
         // The old share is destroyed in the token; only the new one is left.
-        assert_eq!(
-            share_labels(&cluster, i),
-            vec!["ringi-share:k@1".to_string()]
-        );
+        assert_eq!(cluster.share_labels(i), vec!["ringi-share:k@1".to_string()]);
     }
 
     // The refreshed shares sign, through the coordinator, with any two.
@@ -252,10 +191,10 @@ async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combine
 async fn a_signer_failing_during_a_refresh_leaves_the_old_shares_in_use() {
     let mut cluster = Cluster::start(3);
     let group_key = cluster.keygen("k", 2, &SIGNERS);
-    let recorded = coordinator_key(&cluster, "k").await.public_key_package;
+    let recorded = cluster.coordinator_key("k").await.public_key_package;
     async fn unchanged(cluster: &Cluster, recorded: &[u8]) {
         assert_eq!(
-            coordinator_key(cluster, "k").await.public_key_package,
+            cluster.coordinator_key("k").await.public_key_package,
             recorded
         );
         for i in 0..2 {
@@ -282,7 +221,7 @@ async fn a_signer_failing_during_a_refresh_leaves_the_old_shares_in_use() {
     assert!(err.contains("discarded"), "{err}");
     unchanged(&cluster, &recorded).await;
     for i in 0..3 {
-        assert_eq!(share_labels(&cluster, i), vec!["ringi-share:k".to_string()]);
+        assert_eq!(cluster.share_labels(i), vec!["ringi-share:k".to_string()]);
     }
     let signature = cluster.sign("k", b"old shares still sign", &["signer-1", "signer-2"]);
     assert!(frost_verify(
@@ -310,7 +249,7 @@ async fn a_signer_failing_during_a_refresh_leaves_the_old_shares_in_use() {
     let waiting = share_info(&cluster, 2, "k").await;
     assert_eq!((waiting.generation, waiting.pending_generation), (0, 1));
     assert_eq!(
-        share_labels(&cluster, 2),
+        cluster.share_labels(2),
         vec!["ringi-share:k".to_string(), "ringi-share:k@1".to_string()],
         "the old and the refreshed share wait side by side"
     );
@@ -332,10 +271,7 @@ async fn a_signer_failing_during_a_refresh_leaves_the_old_shares_in_use() {
     );
     let info = share_info(&cluster, 2, "k").await;
     assert_eq!((info.generation, info.pending_generation), (1, 0));
-    assert_eq!(
-        share_labels(&cluster, 2),
-        vec!["ringi-share:k@1".to_string()]
-    );
+    assert_eq!(cluster.share_labels(2), vec!["ringi-share:k@1".to_string()]);
     let signature = cluster.sign("k", b"finished refresh", &["signer-2", "signer-3"]);
     assert!(frost_verify(&group_key, b"finished refresh", &signature));
 }
@@ -346,7 +282,7 @@ async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_o
     let group_key = cluster.keygen("k", 2, &SIGNERS);
     // A refreshed key: the signers vouch for its current package.
     cluster.ringi_ok(&["keys", "refresh", "k"]);
-    let recorded = coordinator_key(&cluster, "k").await;
+    let recorded = cluster.coordinator_key("k").await;
 
     // Lifecycle operations are the admin's: a wallet is refused.
     let out = cluster.ringi_as("wallet-service", &["keys", "refresh", "k"]);
@@ -401,7 +337,7 @@ async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_o
         "{stderr}"
     );
     assert!(stderr.contains("signer-3: unreachable"), "{stderr}");
-    let imported = coordinator_key(&cluster, "k").await;
+    let imported = cluster.coordinator_key("k").await;
     assert_eq!(imported.public_key_package, recorded.public_key_package);
     assert_eq!(imported.threshold, 2);
     assert_eq!(imported.kind, "frost-secp256k1");
@@ -462,7 +398,7 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     // first three, signer-4 is the spare.
     let mut cluster = Cluster::start_tls(4);
     let group_key = cluster.keygen("k", 2, &SIGNERS);
-    let recorded = coordinator_key(&cluster, "k").await;
+    let recorded = cluster.coordinator_key("k").await;
 
     // signer-1's token is lost for good.
     cluster.signers[0].stop();
@@ -554,14 +490,7 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     std::fs::write(&order_file, made).unwrap();
     let order_path = order_file.to_str().unwrap();
     for admin in ["alice", "carol"] {
-        cluster.ringi_ok(&[
-            "keys",
-            "order",
-            "sign",
-            order_path,
-            "--key-file",
-            &cluster.key_file(admin),
-        ]);
+        cluster.sign_order(&order_file, admin);
     }
     let out = cluster.ringi(&[
         "keys", "repair", "k", "--signer", "signer-4", "--order", order_path,
@@ -580,7 +509,7 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     assert_eq!(share.identifier, 1);
     assert_eq!(share.group_public_key, group_key);
     assert_eq!(share.public_key_package, recorded.public_key_package);
-    let key = coordinator_key(&cluster, "k").await;
+    let key = cluster.coordinator_key("k").await;
     assert_eq!(
         key.signers
             .iter()
@@ -702,7 +631,7 @@ async fn where_the_policy_says_so_a_refresh_needs_the_admins_order() {
     assert!(err.contains("refresh_needs_order"), "{err}");
     // ... and by every signer, were a coordinator to skip its own check.
     let participants = cluster.dkg_participants().await;
-    let record = coordinator_key(&cluster, "guarded").await;
+    let record = cluster.coordinator_key("guarded").await;
     for i in 0..3 {
         let err = cluster
             .signer_client(i)
@@ -730,21 +659,11 @@ async fn where_the_policy_says_so_a_refresh_needs_the_admins_order() {
         cluster.ringi_ok(&["keys", "order", "refresh", "guarded"]),
     )
     .unwrap();
-    let sign = |admin: &str| {
-        cluster.ringi_ok(&[
-            "keys",
-            "order",
-            "sign",
-            order_path,
-            "--key-file",
-            &cluster.key_file(admin),
-        ])
-    };
-    sign("alice");
+    cluster.sign_order(&order_file, "alice");
     let err = cluster.ringi_err(&["keys", "refresh", "guarded", "--order", order_path]);
     assert!(err.contains("admin quorum not met"), "{err}");
     // Two admins: refreshed, audited with who ordered it.
-    sign("erin");
+    cluster.sign_order(&order_file, "erin");
     let out = cluster.ringi_ok(&["keys", "refresh", "guarded", "--order", order_path]);
     assert_eq!(hex::decode(out).unwrap(), group_key);
     for i in 0..3 {

@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use ringi_proto::coordinator::v1 as cpb;
@@ -16,50 +16,6 @@ use support::*;
 
 const SIGNERS: [&str; 3] = ["signer-1", "signer-2", "signer-3"];
 const APPROVED: [(&str, &str); 2] = [("alice", "treasury"), ("carol", "compliance")];
-
-/// The labels of the sealed-share objects on signer `i`'s token, read with
-/// pkcs11-tool (an independent PKCS#11 client) while the signer runs.
-fn share_labels(cluster: &Cluster, i: usize) -> Vec<String> {
-    let node = &cluster.signers[i];
-    let out = Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", node.dir.join("softhsm2.conf"))
-        .args([
-            "--module",
-            &node.module(),
-            "--token-label",
-            &node.name,
-            "--login",
-            "--pin",
-            &node.pin(),
-            "--list-objects",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let listing = String::from_utf8(out.stdout).unwrap();
-    let mut labels: Vec<String> = pkcs11_objects(&listing)
-        .iter()
-        .filter_map(|b| {
-            b.lines()
-                .find(|l| l.trim_start().starts_with("label:"))
-                .map(|l| {
-                    l.split_once(':')
-                        .unwrap()
-                        .1
-                        .trim()
-                        .trim_matches('\'')
-                        .to_string()
-                })
-        })
-        .filter(|l| l.starts_with("ringi-share:"))
-        .collect();
-    labels.sort();
-    labels
-}
 
 /// Whether `labels` holds a share (any generation) of `key_id`.
 fn holds_share(labels: &[String], key_id: &str) -> bool {
@@ -76,19 +32,6 @@ fn order_file(cluster: &Cluster, name: &str, key_id: &str, grace_secs: u64) -> P
     let path = cluster.dir.path().join(name);
     std::fs::write(&path, json).unwrap();
     path
-}
-
-/// `who` adds an admin signature to the order file.
-fn sign_order(cluster: &Cluster, path: &Path, who: &str) {
-    let key = cluster.key_file(who);
-    cluster.ringi_ok(&[
-        "keys",
-        "order",
-        "sign",
-        path.to_str().unwrap(),
-        "--key-file",
-        &key,
-    ]);
 }
 
 /// `ringi keys retire FILE` to every signer and the coordinator.
@@ -122,19 +65,6 @@ async fn holds(cluster: &Cluster, i: usize) -> pb::GetHoldsResponse {
         .await
         .unwrap()
         .into_inner()
-}
-
-async fn coordinator_key(cluster: &Cluster, key_id: &str) -> cpb::PublicKey {
-    let channel = cluster.channel_as("operator").await;
-    cpb::key_service_client::KeyServiceClient::new(channel)
-        .get_public_key(cpb::GetPublicKeyRequest {
-            key_id: key_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .key
-        .unwrap()
 }
 
 /// A direct round 1 on signer `i` for `key_id`, as a coordinator would
@@ -188,13 +118,13 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
         &signature
     ));
     for i in 0..3 {
-        assert!(holds_share(&share_labels(&cluster, i), "k"));
+        assert!(holds_share(&cluster.share_labels(i), "k"));
     }
 
     // One admin is not a quorum: every signer and the coordinator refuse,
     // and nothing is retired.
     let weak = order_file(&cluster, "weak.json", "k", 3);
-    sign_order(&cluster, &weak, "alice");
+    cluster.sign_order(&weak, "alice");
     let out = deliver(&cluster, &weak);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
@@ -202,7 +132,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     assert!(err.contains("1 of 2 distinct admins"), "{err}");
     assert!(err.contains("in force at 0 of 3 signers"), "{err}");
     // A non-admin's signature (bob, a treasurer) does not count either.
-    sign_order(&cluster, &weak, "bob");
+    cluster.sign_order(&weak, "bob");
     let out = deliver(&cluster, &weak);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
@@ -212,15 +142,15 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     for i in 0..3 {
         assert!(holds(&cluster, i).await.retirements.is_empty());
     }
-    assert_eq!(coordinator_key(&cluster, "k").await.retired_at, 0);
+    assert_eq!(cluster.coordinator_key("k").await.retired_at, 0);
     let signature = cluster.sign("k", b"still in service", &[]);
     assert!(frost_verify(&group_key, b"still in service", &signature));
 
     // alice and carol (two of the admins alice, carol, erin): retired on
     // every signer and on the coordinator.
     let order = order_file(&cluster, "retire-k.json", "k", 3);
-    sign_order(&cluster, &order, "alice");
-    sign_order(&cluster, &order, "carol");
+    cluster.sign_order(&order, "alice");
+    cluster.sign_order(&order, "carol");
     let shown = cluster.ringi_ok(&[
         "keys",
         "order",
@@ -257,7 +187,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
         3,
         "{shown}"
     );
-    let key = coordinator_key(&cluster, "k").await;
+    let key = cluster.coordinator_key("k").await;
     assert!(key.retired_at > 0);
     assert_eq!(hex::encode(&key.retirement_order_id), order_id);
     let destroy_after = key.destroy_after;
@@ -327,8 +257,8 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     ]);
     let repair = cluster.dir.path().join("repair-k.json");
     std::fs::write(&repair, repair_json).unwrap();
-    sign_order(&cluster, &repair, "alice");
-    sign_order(&cluster, &repair, "carol");
+    cluster.sign_order(&repair, "alice");
+    cluster.sign_order(&repair, "carol");
     let repair = ringi_proto::key_order::order_to_pb(&ringi_cli::key_order::read(&repair).unwrap());
     let refused =
         cpb::key_service_client::KeyServiceClient::new(cluster.channel_as("operator").await)
@@ -355,8 +285,8 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     // refuses it (the retirement is durable), keeps its share until the
     // grace ends, and the same order delivered again changes nothing.
     let long = order_file(&cluster, "retire-hot.json", "hot-1", 3600);
-    sign_order(&cluster, &long, "carol");
-    sign_order(&cluster, &long, "erin");
+    cluster.sign_order(&long, "carol");
+    cluster.sign_order(&long, "erin");
     let out = deliver(&cluster, &long);
     assert!(out.status.success(), "{}", stderr(&out));
     cluster.signers[1].stop();
@@ -366,7 +296,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
         "hot-1",
         "Commit after a restart",
     );
-    assert!(holds_share(&share_labels(&cluster, 1), "hot-1"));
+    assert!(holds_share(&cluster.share_labels(1), "hot-1"));
     let out = deliver(&cluster, &long);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
@@ -378,7 +308,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     loop {
         let mut left = Vec::new();
         for i in 0..3 {
-            if holds_share(&share_labels(&cluster, i), "k") {
+            if holds_share(&cluster.share_labels(i), "k") {
                 left.push(format!("signer-{} token", i + 1));
             }
             if cluster
@@ -391,7 +321,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
                 left.push(format!("signer-{} node info", i + 1));
             }
         }
-        if coordinator_key(&cluster, "k").await.shares_destroyed_at == 0 {
+        if cluster.coordinator_key("k").await.shares_destroyed_at == 0 {
             left.push("coordinator not yet confirmed".into());
         }
         if left.is_empty() {
@@ -411,7 +341,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
             "k",
             "Commit after destruction",
         );
-        assert!(holds_share(&share_labels(&cluster, i), "hot-1"));
+        assert!(holds_share(&cluster.share_labels(i), "hot-1"));
         let h = holds(&cluster, i).await;
         let k = h.retirements.iter().find(|r| r.key_id == "k").unwrap();
         assert!(k.destroyed_at >= destroy_after, "{k:?}");

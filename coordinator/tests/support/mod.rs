@@ -865,6 +865,74 @@ impl Cluster {
         })
     }
 
+    /// The labels of the sealed-share objects on signer `i`'s token, read
+    /// with pkcs11-tool (an independent PKCS#11 client) while the signer
+    /// runs; sorted.
+    pub fn share_labels(&self, i: usize) -> Vec<String> {
+        let node = &self.signers[i];
+        let out = Command::new("pkcs11-tool")
+            .env("SOFTHSM2_CONF", node.dir.join("softhsm2.conf"))
+            .args([
+                "--module",
+                &node.module(),
+                "--token-label",
+                &node.name,
+                "--login",
+                "--pin",
+                &node.pin(),
+                "--list-objects",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listing = String::from_utf8(out.stdout).unwrap();
+        let mut labels: Vec<String> = pkcs11_objects(&listing)
+            .iter()
+            .filter_map(|b| {
+                b.lines()
+                    .find(|l| l.trim_start().starts_with("label:"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, label)| label.trim().trim_matches('\'').to_string())
+            })
+            .filter(|l| l.starts_with("ringi-share:"))
+            .collect();
+        labels.sort();
+        labels
+    }
+
+    /// The key as the coordinator records it (GetPublicKey, as operator).
+    pub async fn coordinator_key(&self, key_id: &str) -> ringi_proto::coordinator::v1::PublicKey {
+        use ringi_proto::coordinator::v1 as cpb;
+        let channel = self.channel_as("operator").await;
+        cpb::key_service_client::KeyServiceClient::new(channel)
+            .get_public_key(cpb::GetPublicKeyRequest {
+                key_id: key_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .key
+            .unwrap()
+    }
+
+    /// `who` adds an admin signature to the key order file at `path`
+    /// (`ringi keys order sign`).
+    pub fn sign_order(&self, path: &Path, who: &str) {
+        let key = self.key_file(who);
+        self.ringi_ok(&[
+            "keys",
+            "order",
+            "sign",
+            path.to_str().unwrap(),
+            "--key-file",
+            &key,
+        ]);
+    }
+
     /// Signer `i`'s GetNodeInfo answer.
     pub async fn node_info(&self, i: usize) -> ringi_proto::signer::v1::GetNodeInfoResponse {
         self.signer_client(i)
