@@ -39,6 +39,31 @@ pub async fn keygen(
         kind.as_str()
     };
     eprintln!("ringi: DKG for {shown_kind} key {key_id:?}, {threshold}-of-{n}");
+    let key = follow_steps(&mut stream, "DKG").await?;
+    let checked = view::key_from_pb(&key)?;
+    eprintln!(
+        "ringi: {} key {key_id:?} created; group public key:",
+        checked.kind
+    );
+    if let Some(t) = &checked.taproot {
+        eprintln!("ringi: output key {}", hex::encode(t.output_key));
+        match t.address() {
+            Some(address) => eprintln!("ringi: address {address}"),
+            None => eprintln!(
+                "ringi: the policy sets no network for this key: no address, and no PSBT request until it does"
+            ),
+        }
+    }
+    println!("{}", hex::encode(key.group_public_key));
+    Ok(())
+}
+
+/// Shows a key operation's steps as the coordinator streams them; returns
+/// the key its last event carries.
+async fn follow_steps(
+    stream: &mut tonic::Streaming<pb::CreateKeyEvent>,
+    what: &str,
+) -> Result<pb::PublicKey, CliError> {
     while let Some(event) = stream.message().await? {
         match event.event {
             Some(pb::create_key_event::Event::StepStarted(s)) => {
@@ -50,30 +75,13 @@ pub async fn keygen(
                     s.step, s.total_steps, s.elapsed_ms
                 );
             }
-            Some(pb::create_key_event::Event::Created(key)) => {
-                let checked = view::key_from_pb(&key)?;
-                eprintln!(
-                    "ringi: {} key {key_id:?} created; group public key:",
-                    checked.kind
-                );
-                if let Some(t) = &checked.taproot {
-                    eprintln!("ringi: output key {}", hex::encode(t.output_key));
-                    match t.address() {
-                        Some(address) => eprintln!("ringi: address {address}"),
-                        None => eprintln!(
-                            "ringi: the policy sets no network for this key: no address, and no PSBT request until it does"
-                        ),
-                    }
-                }
-                println!("{}", hex::encode(key.group_public_key));
-                return Ok(());
-            }
+            Some(pb::create_key_event::Event::Created(key)) => return Ok(key),
             None => {}
         }
     }
     Err(CliError::Status {
         code: tonic::Code::Unknown,
-        message: "the coordinator ended the DKG stream without a result".into(),
+        message: format!("the coordinator ended the {what} stream without a result"),
     })
 }
 
@@ -112,41 +120,22 @@ pub async fn refresh(
         "ringi: refreshing the shares of key {key_id:?} ({} signers)",
         before.signers.len()
     );
-    while let Some(event) = stream.message().await? {
-        match event.event {
-            Some(pb::create_key_event::Event::StepStarted(s)) => {
-                eprintln!("  [{}/{}] {} ...", s.step, s.total_steps, s.description);
-            }
-            Some(pb::create_key_event::Event::StepFinished(s)) => {
-                eprintln!(
-                    "  [{}/{}] done in {} ms",
-                    s.step, s.total_steps, s.elapsed_ms
-                );
-            }
-            Some(pb::create_key_event::Event::Created(key)) => {
-                if key.group_public_key != before.group_public_key {
-                    return Err(CliError::Status {
-                        code: tonic::Code::Internal,
-                        message: format!(
-                            "the coordinator reports group key {} after the refresh, not the key's {}",
-                            hex::encode(&key.group_public_key),
-                            hex::encode(&before.group_public_key)
-                        ),
-                    });
-                }
-                eprintln!(
-                    "ringi: key {key_id:?} refreshed: every signer uses its new share, the old shares are destroyed; group public key unchanged:"
-                );
-                println!("{}", hex::encode(key.group_public_key));
-                return Ok(());
-            }
-            None => {}
-        }
+    let key = follow_steps(&mut stream, "refresh").await?;
+    if key.group_public_key != before.group_public_key {
+        return Err(CliError::Status {
+            code: tonic::Code::Internal,
+            message: format!(
+                "the coordinator reports group key {} after the refresh, not the key's {}",
+                hex::encode(&key.group_public_key),
+                hex::encode(&before.group_public_key)
+            ),
+        });
     }
-    Err(CliError::Status {
-        code: tonic::Code::Unknown,
-        message: "the coordinator ended the refresh stream without a result".into(),
-    })
+    eprintln!(
+        "ringi: key {key_id:?} refreshed: every signer uses its new share, the old shares are destroyed; group public key unchanged:"
+    );
+    println!("{}", hex::encode(key.group_public_key));
+    Ok(())
 }
 
 /// `ringi keys import-from-signers KEY_ID`: re-registers the key from its

@@ -80,6 +80,15 @@ async fn shares_from(
     (package, shares)
 }
 
+/// The group key a successful key command printed, and what it said on
+/// stderr.
+fn printed_key(out: &std::process::Output) -> (Vec<u8>, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    let key = hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    (key, stderr)
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     let status = Command::new("cp")
         .arg("-a")
@@ -106,14 +115,8 @@ async fn a_refresh_replaces_every_share_and_a_stolen_old_share_no_longer_combine
     let stolen = cluster.dir.path().join("stolen-signer-1-tokens");
     copy_dir(&cluster.signers[0].dir.join("tokens"), &stolen);
 
-    let out = cluster.ringi(&["keys", "refresh", "k"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "refresh: {stderr}");
-    assert_eq!(
-        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
-        group_key,
-        "the group key stays"
-    );
+    let (key, stderr) = printed_key(&cluster.ringi(&["keys", "refresh", "k"]));
+    assert_eq!(key, group_key, "the group key stays");
     assert!(stderr.contains("[7/7]"), "{stderr}");
 
     let after = cluster.coordinator_key("k").await;
@@ -325,13 +328,8 @@ async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_o
 
     // Two do: the key is back, with all three signers and its package.
     cluster.signers[1].start();
-    let out = cluster.ringi(&["keys", "import-from-signers", "k"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(
-        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
-        group_key
-    );
+    let (key, stderr) = printed_key(&cluster.ringi(&["keys", "import-from-signers", "k"]));
+    assert_eq!(key, group_key);
     assert!(
         stderr.contains("vouched for by signer-1, signer-2"),
         "{stderr}"
@@ -492,15 +490,10 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     for admin in ["alice", "carol"] {
         cluster.sign_order(&order_file, admin);
     }
-    let out = cluster.ringi(&[
+    let (key, stderr) = printed_key(&cluster.ringi(&[
         "keys", "repair", "k", "--signer", "signer-4", "--order", order_path,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(
-        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
-        group_key
-    );
+    ]));
+    assert_eq!(key, group_key);
     assert!(
         stderr.contains("signer-4 now holds participant 1 of key k (replacing signer-1); helpers: signer-2, signer-3"),
         "{stderr}"
@@ -525,25 +518,7 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
         assert!(frost_verify(&group_key, message.as_bytes(), &signature));
     }
     // The old identity is no signer of the key any more.
-    let out = cluster.ringi_as(
-        "wallet-service",
-        &[
-            "requests",
-            "submit",
-            "--key-id",
-            "k",
-            "--message-hex",
-            "abcd",
-            "--asset",
-            "BTC",
-            "--amount",
-            "1000",
-            "--destination",
-            "bc1qdestination",
-            "--signers",
-            "signer-1,signer-2",
-        ],
-    );
+    let out = cluster.try_submit("k", &["signer-1", "signer-2"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("signer-1"),

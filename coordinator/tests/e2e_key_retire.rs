@@ -195,23 +195,7 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     assert!(listed.contains("retired at"), "{listed}");
 
     // A new request for the key is refused by the coordinator...
-    let out = cluster.ringi_as(
-        "wallet-service",
-        &[
-            "requests",
-            "submit",
-            "--key-id",
-            "k",
-            "--message-hex",
-            "abcd",
-            "--asset",
-            "BTC",
-            "--amount",
-            "1000",
-            "--destination",
-            "bc1qdestination",
-        ],
-    );
+    let out = cluster.try_submit("k", &[]);
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("key k is retired"), "{err}");

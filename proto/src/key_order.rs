@@ -1,13 +1,12 @@
 //! Key orders to and from the wire (`ringi.approval.v1.KeyOrder`), as
 //! `ringi_policy::key_order` types.
 
-use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::key_order::{Action, KeyOrder, SignedOrder};
-use ringi_policy::policy_update::AdminSignature;
 
 use crate::approval::v1 as pb;
 use crate::bundle::BundleError;
+use crate::policy_update::{admin_signatures_from_pb, admin_signatures_to_pb};
 
 pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
     let key_id = KeyId::parse(&o.key_id).map_err(|e| BundleError(format!("key_id: {e}")))?;
@@ -27,19 +26,7 @@ pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
             )));
         }
     };
-    let signatures = o
-        .signatures
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            Ok(AdminSignature {
-                admin: ApproverKey::from_sec1(&s.admin_public_key)
-                    .map_err(|e| BundleError(format!("signature #{i}: admin_public_key: {e}")))?,
-                issued_at: s.issued_at,
-                signature: s.signature.clone(),
-            })
-        })
-        .collect::<Result<_, BundleError>>()?;
+    let signatures = admin_signatures_from_pb(&o.signatures)?;
     Ok(SignedOrder {
         order: KeyOrder {
             key_id,
@@ -66,15 +53,7 @@ pub fn order_to_pb(s: &SignedOrder) -> pb::KeyOrder {
         identifier,
         recipient,
         expires_at: s.order.expires_at,
-        signatures: s
-            .signatures
-            .iter()
-            .map(|a| pb::AdminSignature {
-                admin_public_key: a.admin.to_sec1(),
-                issued_at: a.issued_at,
-                signature: a.signature.clone(),
-            })
-            .collect(),
+        signatures: admin_signatures_to_pb(&s.signatures),
     }
 }
 

@@ -8,9 +8,12 @@ use ringi_policy::policy_update::{AdminSignature, PolicyUpdate};
 use crate::approval::v1 as pb;
 use crate::bundle::{BundleError, hash32};
 
-pub fn update_from_pb(u: &pb::PolicyUpdate) -> Result<PolicyUpdate, BundleError> {
-    let signatures = u
-        .signatures
+/// Admins' signatures off the wire (of a policy update or a key order);
+/// a malformed key names the signature.
+pub fn admin_signatures_from_pb(
+    signatures: &[pb::AdminSignature],
+) -> Result<Vec<AdminSignature>, BundleError> {
+    signatures
         .iter()
         .enumerate()
         .map(|(i, s)| {
@@ -21,12 +24,27 @@ pub fn update_from_pb(u: &pb::PolicyUpdate) -> Result<PolicyUpdate, BundleError>
                 signature: s.signature.clone(),
             })
         })
-        .collect::<Result<_, BundleError>>()?;
+        .collect()
+}
+
+/// Admins' signatures for the wire.
+pub fn admin_signatures_to_pb(signatures: &[AdminSignature]) -> Vec<pb::AdminSignature> {
+    signatures
+        .iter()
+        .map(|s| pb::AdminSignature {
+            admin_public_key: s.admin.to_sec1(),
+            issued_at: s.issued_at,
+            signature: s.signature.clone(),
+        })
+        .collect()
+}
+
+pub fn update_from_pb(u: &pb::PolicyUpdate) -> Result<PolicyUpdate, BundleError> {
     Ok(PolicyUpdate {
         text: u.policy.clone(),
         previous_hash: hash32("previous_hash", &u.previous_hash)?,
         effective_at: u.effective_at,
-        signatures,
+        signatures: admin_signatures_from_pb(&u.signatures)?,
     })
 }
 
@@ -35,15 +53,7 @@ pub fn update_to_pb(u: &PolicyUpdate) -> pb::PolicyUpdate {
         policy: u.text.clone(),
         previous_hash: u.previous_hash.to_vec(),
         effective_at: u.effective_at,
-        signatures: u
-            .signatures
-            .iter()
-            .map(|s| pb::AdminSignature {
-                admin_public_key: s.admin.to_sec1(),
-                issued_at: s.issued_at,
-                signature: s.signature.clone(),
-            })
-            .collect(),
+        signatures: admin_signatures_to_pb(&u.signatures),
     }
 }
 

@@ -696,6 +696,36 @@ impl Cluster {
         self.ringi_ok(&args)
     }
 
+    /// A raw submission for `key_id` by the wallet service through the CLI
+    /// (1000 BTC units to bc1qdestination; `signers` if any), whatever
+    /// its outcome.
+    pub fn try_submit(&self, key_id: &str, signers: &[&str]) -> Output {
+        let names = signers.join(",");
+        let mut args = vec![
+            "requests",
+            "submit",
+            "--key-id",
+            key_id,
+            "--message-hex",
+            "abcd",
+            "--asset",
+            "BTC",
+            "--amount",
+            "1000",
+            "--destination",
+            "bc1qdestination",
+        ];
+        if !signers.is_empty() {
+            args.extend(["--signers", &names]);
+        }
+        if self.certs.is_some() {
+            self.ringi_as("wallet-service", &args)
+        } else {
+            args.extend(["--requester", "wallet-service"]);
+            self.ringi(&args)
+        }
+    }
+
     pub fn key_file(&self, approver: &str) -> String {
         self.dir
             .path()
