@@ -211,6 +211,7 @@ fn signed_order(
     key_id: &KeyId,
     identifier: u16,
     recipient: &[u8],
+    helpers: &std::collections::BTreeMap<u16, Vec<u8>>,
     admins: &[ApproverSigner],
 ) -> anyhow::Result<SignedOrder> {
     let now = ringi_policy::clock::now();
@@ -219,6 +220,7 @@ fn signed_order(
         action: Action::Repair {
             identifier,
             recipient: recipient.to_vec(),
+            helpers: helpers.clone(),
         },
         expires_at: now + ORDER_VALIDITY_SECS,
     };
@@ -376,6 +378,25 @@ impl Bench<'_> {
             .with_context(|| format!("node info of the spare {spare}"))?
             .into_inner()
             .dkg_public_key;
+        // The helpers the orders name: the first `t` other signers, with
+        // their transport keys.
+        let mut helpers = std::collections::BTreeMap::new();
+        for entry in signers.iter().skip(1).take(usize::from(size.t)) {
+            let id = u16::try_from(entry.identifier).map_err(|_| {
+                anyhow!("signer {} has identifier {}", entry.name, entry.identifier)
+            })?;
+            let key = repair_registry
+                .get(&entry.name)
+                .ok_or_else(|| anyhow!("helper {} is not in the registry", entry.name))?
+                .client
+                .clone()
+                .get_node_info(ringi_proto::signer::v1::GetNodeInfoRequest {})
+                .await
+                .with_context(|| format!("node info of helper {}", entry.name))?
+                .into_inner()
+                .dkg_public_key;
+            helpers.insert(id, key);
+        }
         let mut samples = Vec::with_capacity(self.iterations);
         let mut keygens = Vec::with_capacity(self.iterations);
         for i in 0..=self.iterations {
@@ -383,11 +404,10 @@ impl Bench<'_> {
             let start = Instant::now();
             keygen(&self.registry, &self.store, &key_id, size, signers).await?;
             let keygen_took = start.elapsed();
-            let order = signed_order(&key_id, identifier, &recipient, &self.admins)?;
+            let order = signed_order(&key_id, identifier, &recipient, &helpers, &self.admins)?;
             let request = ringi::repair::RepairRequest {
                 order,
                 signer: spare.to_string(),
-                helpers: Vec::new(),
             };
             let start = Instant::now();
             let repaired = ringi::repair::run(&repair_registry, &self.store, request)

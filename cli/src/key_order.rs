@@ -62,6 +62,15 @@ pub struct SignatureEntry {
     pub signature: String,
 }
 
+/// A helper a repair order file names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelperEntry {
+    pub identifier: u32,
+    /// Its DKG transport key, SEC1 compressed, hex.
+    pub transport_key: String,
+}
+
 /// An order file (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +88,9 @@ pub struct OrderFile {
     pub expires_at: u64,
     #[serde(default)]
     pub signatures: Vec<SignatureEntry>,
+    /// A repair's helpers; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub helpers: Vec<HelperEntry>,
 }
 
 fn bad(what: impl std::fmt::Display) -> CliError {
@@ -105,6 +117,14 @@ impl OrderFile {
                     signature: hex::encode(&s.signature),
                 })
                 .collect(),
+            helpers: wire
+                .helpers
+                .iter()
+                .map(|h| HelperEntry {
+                    identifier: h.identifier,
+                    transport_key: hex::encode(&h.transport_key),
+                })
+                .collect(),
         }
     }
 
@@ -115,9 +135,13 @@ impl OrderFile {
             hex::decode(text).map_err(|e| bad(format_args!("{field}: {e}")))
         };
         match self.action.as_str() {
-            "retire" if self.identifier != 0 || !self.recipient.is_empty() => {
+            "retire"
+                if self.identifier != 0
+                    || !self.recipient.is_empty()
+                    || !self.helpers.is_empty() =>
+            {
                 return Err(bad(
-                    "a retirement names no identifier and no recipient (they belong to a repair)",
+                    "a retirement names no identifier, recipient or helpers (they belong to a repair)",
                 ));
             }
             "repair" if self.destroy_after != 0 => {
@@ -159,6 +183,19 @@ impl OrderFile {
             recipient: hex_field("recipient", &self.recipient)?,
             expires_at: self.expires_at,
             signatures,
+            helpers: self
+                .helpers
+                .iter()
+                .map(|h| {
+                    Ok(apb::RepairHelper {
+                        identifier: h.identifier,
+                        transport_key: hex_field(
+                            &format!("helper {}: transport_key", h.identifier),
+                            &h.transport_key,
+                        )?,
+                    })
+                })
+                .collect::<Result<_, CliError>>()?,
         })
     }
 
@@ -261,6 +298,7 @@ pub fn repair_order(
     key_id: &str,
     identifier: u32,
     recipient_hex: &str,
+    helpers: &[String],
     valid_secs: u64,
     now: u64,
 ) -> Result<SignedOrder, CliError> {
@@ -276,12 +314,36 @@ pub fn repair_order(
             "--recipient-key must be a SEC1 compressed secp256k1 key (33 bytes, 02 or 03 first), the new node's DKG transport key".into(),
         ));
     }
+    let mut named = std::collections::BTreeMap::new();
+    for spec in helpers {
+        let (id, key) = spec.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!(
+                "--helper takes IDENTIFIER=TRANSPORT_KEY_HEX, got {spec:?}"
+            ))
+        })?;
+        let id: u16 =
+            id.parse().ok().filter(|i| *i != 0).ok_or_else(|| {
+                CliError::Usage(format!("--helper {spec:?}: identifier 1..=65535"))
+            })?;
+        let key = hex::decode(key)
+            .ok()
+            .filter(|k| k.len() == 33 && matches!(k[0], 2 | 3))
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--helper {spec:?}: the key must be SEC1 compressed secp256k1 hex (66 digits)"
+                ))
+            })?;
+        if named.insert(id, key).is_some() {
+            return Err(CliError::Usage(format!("--helper {id} is given twice")));
+        }
+    }
     Ok(SignedOrder {
         order: KeyOrder {
             key_id: self::key_id(key_id)?,
             action: Action::Repair {
                 identifier,
                 recipient,
+                helpers: named,
             },
             expires_at: now.saturating_add(valid_secs),
         },
@@ -375,9 +437,13 @@ pub fn describe(signed: &SignedOrder, policy: Option<&Policy>, now: u64) -> Vec<
         Action::Repair {
             identifier,
             recipient,
+            helpers,
         } => {
             lines.push(format!("identifier   {identifier}"));
             lines.push(format!("recipient    {}", hex::encode(recipient)));
+            for (id, key) in helpers {
+                lines.push(format!("helper       {id} {}", hex::encode(key)));
+            }
         }
         Action::Refresh => lines.push("refresh      a refresh DKG among the key's signers".into()),
     }
@@ -517,7 +583,6 @@ pub async fn repair(
     key_id: &str,
     signer: &str,
     path: &Path,
-    helpers: Vec<String>,
 ) -> Result<(), CliError> {
     let signed = read(path)?;
     let Action::Repair { identifier, .. } = signed.order.action else {
@@ -542,7 +607,6 @@ pub async fn repair(
         .repair_key(cpb::RepairKeyRequest {
             order: Some(ringi_proto::key_order::order_to_pb(&signed)),
             signer: signer.to_string(),
-            helpers,
         })
         .await?
         .into_inner();
@@ -607,7 +671,15 @@ mod tests {
         let late = add_signature(back, &bob, NOW + 3601).unwrap_err();
         assert!(late.to_string().contains("expired"), "{late}");
 
-        let repair = repair_order("hot-1", 2, &format!("02{}", "ab".repeat(32)), 600, NOW).unwrap();
+        let repair = repair_order(
+            "hot-1",
+            2,
+            &format!("02{}", "ab".repeat(32)),
+            &[format!("1=03{}", "cd".repeat(32))],
+            600,
+            NOW,
+        )
+        .unwrap();
         let text = crate::json(&OrderFile::from_signed(&repair));
         assert_eq!(
             OrderFile::parse(&text).unwrap().to_signed().unwrap(),
@@ -681,7 +753,7 @@ mod tests {
             (1, "xyz".to_string()),
         ] {
             assert!(
-                repair_order("hot-1", id, &key, 60, NOW).is_err(),
+                repair_order("hot-1", id, &key, &[], 60, NOW).is_err(),
                 "{id} {key}"
             );
         }

@@ -377,13 +377,9 @@ enum KeysCommand {
         /// The new node's name in the coordinator's registry.
         #[arg(long)]
         signer: String,
-        /// The signed repair order.
+        /// The signed repair order (it names the helpers).
         #[arg(long)]
         order: PathBuf,
-        /// The helpers (other signers of the key); default: the first
-        /// threshold that answer.
-        #[arg(long, value_delimiter = ',')]
-        helpers: Vec<String>,
     },
 }
 
@@ -404,7 +400,8 @@ enum OrderCommand {
         valid_secs: u64,
     },
     /// Print an unsigned repair of participant --identifier of KEY_ID for
-    /// the node whose DKG transport key is --recipient-key (JSON).
+    /// the node whose DKG transport key is --recipient-key, helped by
+    /// exactly the --helper participants (JSON).
     Repair {
         #[arg(value_name = "KEY_ID")]
         key_id: String,
@@ -413,6 +410,10 @@ enum OrderCommand {
         /// The new node's DKG transport key, SEC1 compressed, hex.
         #[arg(long)]
         recipient_key: String,
+        /// A helper as IDENTIFIER=TRANSPORT_KEY_HEX (its `dkg_public_key`
+        /// from `ringi-signer info`); at least the key's threshold of them.
+        #[arg(long = "helper", value_name = "ID=KEY", required = true)]
+        helpers: Vec<String>,
         #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]
         valid_secs: u64,
     },
@@ -928,11 +929,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         key_id,
                         identifier,
                         recipient_key,
+                        helpers,
                         valid_secs,
                     } => key_order::print(&key_order::repair_order(
                         &key_id,
                         identifier,
                         &recipient_key,
+                        &helpers,
                         valid_secs,
                         now,
                     )?),
@@ -953,15 +956,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 key_id,
                 signer,
                 order,
-                helpers,
-            }) => Ok(key_order::repair(
-                connect(&address, tls).await?,
-                &key_id,
-                &signer,
-                &order,
-                helpers,
-            )
-            .await?),
+            }) => Ok(
+                key_order::repair(connect(&address, tls).await?, &key_id, &signer, &order).await?,
+            ),
         },
         Command::Bench {
             config,

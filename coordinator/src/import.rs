@@ -5,11 +5,13 @@
 //! asks every signer of its registry, and records the key only when a
 //! threshold of them agree ([`agree`], pure).
 //!
-//! Why a threshold: one signer (or a few, fewer than could sign) could
-//! report a package of its choosing; the threshold is the number of signers
-//! that the key already trusts to act together. A package backed by fewer,
-//! or two packages backed by as many (possible when `n >= 2t`), is refused
-//! with what each signer said.
+//! Why a threshold, and unanimity among those that answer: one signer (or
+//! a few, fewer than could sign) could report a package of its choosing;
+//! the threshold is the number of signers the key already trusts to act
+//! together. While honest signers are down (likely during a recovery) a
+//! compromised one must not outvote anyone, so any disagreement among the
+//! signers that answer is refused with what each said, as is a package
+//! backed by fewer than its threshold or naming a threshold below 2.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -104,22 +106,33 @@ pub fn agree(
             )
         }));
     }
+    if threshold < 2 {
+        return Err(format!(
+            "the package the signers report has a threshold of {threshold}: no ringi key has fewer than 2"
+        ));
+    }
+    if ranked.len() > 1 {
+        // During a recovery honest signers may be down: a package of a
+        // minority is not outvoted but refused, so that one compromised
+        // signer cannot plant a key of its own.
+        let dissent: Vec<&str> = ranked
+            .iter()
+            .skip(1)
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        return Err(format!(
+            "the signers disagree on the key: {} report one package, {} another; resolve that first{}",
+            agreeing.join(", "),
+            dissent.join(", "),
+            said(&others)
+        ));
+    }
     if agreeing.len() < usize::from(threshold) {
         return Err(format!(
             "{} of the key's threshold of {threshold} signers vouch for it ({}){}",
             agreeing.len(),
             agreeing.join(", "),
             said(&others)
-        ));
-    }
-    if let Some((_, rival)) = ranked.get(1)
-        && rival.len() == agreeing.len()
-    {
-        return Err(format!(
-            "two public key packages have {} signers each ({} and {}): refused as ambiguous",
-            agreeing.len(),
-            agreeing.join(", "),
-            rival.join(", ")
         ));
     }
     let mut signers = Vec::with_capacity(identifiers.len());
@@ -289,9 +302,37 @@ mod tests {
             ("c".to_string(), 3, holds(3, &q, &h)),
         ];
         let err = agree(&key(), &one, 0).unwrap_err();
-        assert!(err.contains("1 of the key's threshold of 2"), "{err}");
+        assert!(err.contains("the signers disagree"), "{err}");
         assert!(err.contains("b: unreachable"), "{err}");
-        assert!(err.contains("another public key package"), "{err}");
+        let alone = vec![
+            ("a".to_string(), 1, holds(1, &p, &g)),
+            (
+                "b".to_string(),
+                2,
+                Answer::Unreachable("Unavailable".into()),
+            ),
+            ("c".to_string(), 3, Answer::NoShare),
+        ];
+        let err = agree(&key(), &alone, 0).unwrap_err();
+        assert!(err.contains("1 of the key's threshold of 2"), "{err}");
+        // A signer's package that claims a threshold of 1.
+        let (_, honest) = generate_with_dealer::<Secp256k1, _>(
+            3,
+            2,
+            IdentifierList::Default,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap();
+        let one_of_n = PublicKeyPackage::new(
+            honest.verifying_shares().clone(),
+            *honest.verifying_key(),
+            Some(1),
+        );
+        let bytes = one_of_n.serialize().unwrap();
+        let group = honest.verifying_key().serialize().unwrap();
+        let planted = vec![("a".to_string(), 1, holds(1, &bytes, &group))];
+        let err = agree(&key(), &planted, 0).unwrap_err();
+        assert!(err.contains("threshold of 1"), "{err}");
 
         let (p5, g5) = package(5, 2);
         let (q5, h5) = package(5, 2);
@@ -303,7 +344,7 @@ mod tests {
             ("e".to_string(), 5, Answer::NoShare),
         ];
         let err = agree(&key(), &tie, 0).unwrap_err();
-        assert!(err.contains("ambiguous"), "{err}");
+        assert!(err.contains("the signers disagree"), "{err}");
     }
 
     #[test]

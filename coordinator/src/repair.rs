@@ -36,8 +36,6 @@ pub struct RepairRequest {
     pub order: SignedOrder,
     /// The registry name of the node that receives the share.
     pub signer: String,
-    /// The helpers to use (registry names); empty: the first `t` reachable.
-    pub helpers: Vec<String>,
 }
 
 /// What a repair did.
@@ -53,15 +51,20 @@ pub struct Repaired {
 /// Checks the request against the key's record and the registry (pure):
 /// a repair order of a participant of the key; the new node is in the
 /// registry under that identifier and is not a signer of the key under
-/// another one; the helpers (if named) are other signers of the key, at
-/// least the threshold. Returns (participant, name that held it, new node,
-/// candidate helpers in identifier order).
+/// another one; the order's helpers are other signers of the key in the
+/// registry, at least the threshold. Returns (participant, name that held
+/// it, new node, the helpers in identifier order).
 pub fn check(
     record: &KeyRecord,
     registry: &Registry,
     req: &RepairRequest,
 ) -> std::result::Result<(u16, String, Signer, Vec<Signer>), String> {
-    let Action::Repair { identifier, .. } = &req.order.order.action else {
+    let Action::Repair {
+        identifier,
+        helpers: ordered,
+        ..
+    } = &req.order.order.action
+    else {
         return Err(format!(
             "the order is a {} order, not a repair",
             req.order.order.action.name()
@@ -96,32 +99,25 @@ pub fn check(
             req.signer
         ));
     }
-    let named: Vec<&str> = req.helpers.iter().map(String::as_str).collect();
     let mut helpers = Vec::new();
-    for (name, id) in &record.signers {
-        if *id == identifier || (!named.is_empty() && !named.contains(&name.as_str())) {
-            continue;
-        }
+    for id in ordered.keys() {
+        let (name, _) = record
+            .signers
+            .iter()
+            .find(|(_, held)| held == id)
+            .ok_or_else(|| format!("the order's helper {id} is no participant of the key"))?;
         match registry.get(name) {
             Some(s) if s.identifier == *id => helpers.push(s.clone()),
-            _ if named.contains(&name.as_str()) => {
+            _ => {
                 return Err(format!(
-                    "helper {name} is not in the registry under identifier {id}"
+                    "the order's helper {id} ({name}) is not in the registry under identifier {id}"
                 ));
             }
-            _ => {}
-        }
-    }
-    for name in &named {
-        if !helpers.iter().any(|h| h.name == *name) {
-            return Err(format!(
-                "helper {name} is not another signer of the key in the registry"
-            ));
         }
     }
     if helpers.len() < usize::from(record.threshold) {
         return Err(format!(
-            "a repair needs {} helpers (the key's threshold), {} available",
+            "a repair needs {} helpers (the key's threshold), the order names {}",
             record.threshold,
             helpers.len()
         ));
@@ -164,11 +160,28 @@ pub async fn run(
             })
         })?
         .into_inner();
-    if info.key_shares.iter().any(|k| k.key_id == key_id.as_str()) {
-        return Err(mismatch(format!(
-            "{} holds a share of the key already",
-            recipient.name
-        )));
+    if let Some(held) = info.key_shares.iter().find(|k| k.key_id == key_id.as_str()) {
+        let repaired_before = held.identifier == u32::from(identifier)
+            && held.group_public_key == record.group_public_key
+            && held.public_key_package == record.public_key_package;
+        if !repaired_before || replaced == recipient.name {
+            return Err(mismatch(format!(
+                "{} holds a share of the key already",
+                recipient.name
+            )));
+        }
+        // A repair that stopped after the new node stored its share: only
+        // the record is left to do.
+        tracing::info!(key_id = %key_id, signer = %recipient.name, "the new node holds the repaired share already; recording it");
+        return record_new_node(
+            store,
+            record,
+            identifier,
+            replaced,
+            &recipient.name,
+            Vec::new(),
+        )
+        .await;
     }
     let recipient_pb = pb::DkgParticipant {
         identifier: u32::from(identifier),
@@ -181,15 +194,23 @@ pub async fn run(
         async move { client.get_node_info(pb::GetNodeInfoRequest {}).await }
     }))
     .await;
+    let ordered_keys = match &req.order.order.action {
+        Action::Repair { helpers, .. } => helpers.clone(),
+        _ => BTreeMap::new(),
+    };
     let mut helpers = Vec::new();
     let mut failures = SignerFailures::default();
     for (signer, info) in candidates.iter().zip(infos) {
-        if helpers.len() == usize::from(record.threshold) {
-            break;
-        }
         match info {
             Ok(info) => {
                 let info = info.into_inner();
+                if ordered_keys.get(&signer.identifier) != Some(&info.dkg_public_key) {
+                    return Err(mismatch(format!(
+                        "helper {}'s transport key {} is not the one the order names",
+                        signer.name,
+                        hex::encode(&info.dkg_public_key)
+                    )));
+                }
                 let holds = info.key_shares.iter().any(|k| {
                     k.key_id == key_id.as_str()
                         && k.identifier == u32::from(signer.identifier)
@@ -215,7 +236,7 @@ pub async fn run(
             Err(status) => failures.push(SignerFailure::status(&signer.name, &status)),
         }
     }
-    if helpers.len() < usize::from(record.threshold) {
+    if !failures.is_empty() {
         return Err(LifecycleError::RepairFailed {
             key: key_id.clone(),
             failures,
@@ -299,28 +320,48 @@ pub async fn run(
     }
 
     // 5. The record names the new node.
+    let helper_names = helpers.iter().map(|(s, _)| s.name.clone()).collect();
+    record_new_node(
+        store,
+        record,
+        identifier,
+        replaced,
+        &recipient.name,
+        helper_names,
+    )
+    .await
+}
+
+/// Names `new_node` as participant `identifier` in the key's record.
+async fn record_new_node(
+    store: &Arc<dyn KeyStore>,
+    mut record: KeyRecord,
+    identifier: u16,
+    replaced: String,
+    new_node: &str,
+    helpers: Vec<String>,
+) -> Result<Repaired> {
     {
         let store = store.clone();
-        let id = key_id.clone();
-        let name = recipient.name.clone();
+        let id = record.key_id.clone();
+        let name = new_node.to_string();
         blocking(move || store.replace_key_signer(&id, identifier, &name))
             .await
             .map_err(|e| LifecycleError::NotRecorded {
-                key: key_id.clone(),
+                key: record.key_id.clone(),
                 reason: e.to_string(),
             })?;
     }
-    let mut record = record;
     for entry in &mut record.signers {
         if entry.1 == identifier {
-            entry.0 = recipient.name.clone();
+            entry.0 = new_node.to_string();
         }
     }
     Ok(Repaired {
         record,
         identifier,
         replaced,
-        helpers: helpers.iter().map(|(s, _)| s.name.clone()).collect(),
+        helpers,
     })
 }
 

@@ -353,7 +353,6 @@ impl pb::key_service_server::KeyService for KeyService {
             crate::repair::RepairRequest {
                 order,
                 signer: req.signer.clone(),
-                helpers: req.helpers,
             },
         )
         .await;

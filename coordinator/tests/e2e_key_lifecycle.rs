@@ -362,13 +362,20 @@ async fn a_coordinator_that_lost_its_database_reimports_a_key_from_a_threshold_o
 }
 
 /// A repair order for participant `identifier` of `key_id`, to the node
-/// whose transport key is `recipient`, valid 10 minutes.
-fn repair_order(key_id: &str, identifier: u16, recipient: &[u8]) -> KeyOrder {
+/// whose transport key is `recipient`, with `helpers` (identifier,
+/// transport key), valid 10 minutes.
+fn repair_order(
+    key_id: &str,
+    identifier: u16,
+    recipient: &[u8],
+    helpers: &[(u16, Vec<u8>)],
+) -> KeyOrder {
     KeyOrder {
         key_id: key_id.parse().unwrap(),
         action: Action::Repair {
             identifier,
             recipient: recipient.to_vec(),
+            helpers: helpers.iter().cloned().collect(),
         },
         expires_at: ringi::requests::now() + 600,
     }
@@ -384,7 +391,6 @@ async fn repair(
         .repair_key(cpb::RepairKeyRequest {
             order: Some(order),
             signer: signer.into(),
-            helpers: Vec::new(),
         })
         .await
         .map(|r| r.into_inner())
@@ -407,7 +413,11 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     cluster.write_coordinator_config_with(&[(3, 1), (1, 2), (2, 3)]);
     cluster.start_coordinator();
     let recipient = cluster.node_info(3).await.dkg_public_key;
-    let order = repair_order("k", 1, &recipient);
+    let helper_keys = vec![
+        (2, cluster.node_info(1).await.dkg_public_key),
+        (3, cluster.node_info(2).await.dkg_public_key),
+    ];
+    let order = repair_order("k", 1, &recipient, &helper_keys);
 
     // One admin is not enough, and the nodes would refuse it too.
     let err = repair(&cluster, cluster.key_order(&order, &["alice"]), "signer-4")
@@ -439,9 +449,45 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
         direct.message().contains("admin quorum not met"),
         "{direct:?}"
     );
-    // An order for another node's transport key does not let the
+    // A node the order does not name cannot pose as a helper, even with a
+    // certified identity and a real participant's identifier: a helper's
+    // deltas would otherwise reveal its share.
+    let impostor = s2
+        .repair_help(pb::RepairHelpRequest {
+            order: Some(cluster.key_order(&order, &["alice", "carol"])),
+            session_id: vec![2; 16],
+            helpers: vec![
+                participants[0].clone(),
+                pb::DkgParticipant {
+                    identifier: 3,
+                    ..participants[2].clone()
+                },
+            ],
+            recipient: Some(participants[2].clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        impostor.code(),
+        tonic::Code::PermissionDenied,
+        "{impostor:?}"
+    );
+    assert!(
+        impostor.message().contains("not the ones the order names"),
+        "{impostor:?}"
+    );
+    // An order for another transport key (an attacker's) does not let the
     // coordinator hand the share to signer-4.
-    let elsewhere = repair_order("k", 1, &cluster.node_info(1).await.dkg_public_key);
+    let stranger = {
+        use k256::elliptic_curve::sec1::ToEncodedPoint;
+        k256::SecretKey::from_slice(&[0x5a; 32])
+            .unwrap()
+            .public_key()
+            .to_encoded_point(true)
+            .as_bytes()
+            .to_vec()
+    };
+    let elsewhere = repair_order("k", 1, &stranger, &helper_keys);
     let err = repair(
         &cluster,
         cluster.key_order(&elsewhere, &["alice", "carol"]),
@@ -484,6 +530,10 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
         "1",
         "--recipient-key",
         &hex::encode(&recipient),
+        "--helper",
+        &format!("2={}", hex::encode(&helper_keys[0].1)),
+        "--helper",
+        &format!("3={}", hex::encode(&helper_keys[1].1)),
     ]);
     std::fs::write(&order_file, made).unwrap();
     let order_path = order_file.to_str().unwrap();

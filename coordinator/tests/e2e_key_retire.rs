@@ -238,6 +238,16 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
         "1",
         "--recipient-key",
         &recipient,
+        "--helper",
+        &format!(
+            "2={}",
+            hex::encode(cluster.node_info(1).await.dkg_public_key)
+        ),
+        "--helper",
+        &format!(
+            "3={}",
+            hex::encode(cluster.node_info(2).await.dkg_public_key)
+        ),
     ]);
     let repair = cluster.dir.path().join("repair-k.json");
     std::fs::write(&repair, repair_json).unwrap();
@@ -249,7 +259,6 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
             .repair_key(cpb::RepairKeyRequest {
                 order: Some(repair.clone()),
                 signer: "signer-1".into(),
-                helpers: Vec::new(),
             })
             .await
             .map(|_| ());

@@ -198,6 +198,19 @@ pub fn seeds() -> Vec<Vec<u8>> {
         recipient,
         expires_at: NOW + 600,
         signatures: Vec::new(),
+        helpers: Vec::new(),
+    };
+    let helper = |identifier: u32, seed: u8| apb::RepairHelper {
+        identifier,
+        transport_key: {
+            let sk = k256::SecretKey::from_slice(&[seed; 32]).expect("a fixed scalar");
+            use k256::elliptic_curve::sec1::ToEncodedPoint;
+            sk.public_key().to_encoded_point(true).as_bytes().to_vec()
+        },
+    };
+    let repair = apb::KeyOrder {
+        helpers: vec![helper(2, 8), helper(3, 9)],
+        ..order("repair", 0, 1, recipient)
     };
     vec![
         with(0, honest(2).encode_to_vec()),
@@ -206,6 +219,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             2,
             order("retire", NOW + 3600, 0, Vec::new()).encode_to_vec(),
         ),
-        with(2, order("repair", 0, 1, recipient).encode_to_vec()),
+        with(2, repair.encode_to_vec()),
+        with(2, order("refresh", 0, 0, Vec::new()).encode_to_vec()),
     ]
 }

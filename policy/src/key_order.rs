@@ -12,6 +12,9 @@
 //!     ‖ recipient (repair: the new node's DKG transport key, SEC1
 //!                  compressed; else empty)
 //!     ‖ expires_at (u64)
+//!     [repair only:] ‖ helper count (u64)
+//!                    ‖ per helper, by identifier: identifier (u64)
+//!                      ‖ its DKG transport key (SEC1 compressed)
 //! statement = Canonical("ringi key order signature v1")
 //!     ‖ SHA-256(order) ‖ issued_at (u64) ‖ admin key (SEC1 compressed)
 //! signature = ECDSA-P256-SHA256(statement), 64 bytes r ‖ s
@@ -43,8 +46,15 @@ pub enum Action {
     /// `destroy_after` (seconds since the Unix epoch).
     Retire { destroy_after: u64 },
     /// Rebuild participant `identifier`'s lost share for the node whose
-    /// DKG transport key is `recipient` (SEC1 compressed).
-    Repair { identifier: u16, recipient: Vec<u8> },
+    /// DKG transport key is `recipient` (SEC1 compressed), with exactly
+    /// the `helpers` named (identifier, DKG transport key SEC1 compressed):
+    /// a helper's share is safe only if every other helper is the node
+    /// that holds its identifier, which no helper can tell by itself.
+    Repair {
+        identifier: u16,
+        recipient: Vec<u8>,
+        helpers: std::collections::BTreeMap<u16, Vec<u8>>,
+    },
     /// Refresh the key's shares (needed only for a key whose rules set
     /// `refresh_needs_order`).
     Refresh,
@@ -77,17 +87,24 @@ impl KeyOrder {
             Action::Repair {
                 identifier,
                 recipient,
+                ..
             } => (0, u64::from(*identifier), recipient.as_slice()),
             Action::Refresh => (0, 0, &[][..]),
         };
-        Canonical::new("ringi key order v1")
+        let mut c = Canonical::new("ringi key order v1")
             .str(self.key_id.as_str())
             .str(self.action.name())
             .u64(destroy_after)
             .u64(identifier)
             .bytes(recipient)
-            .u64(self.expires_at)
-            .finish()
+            .u64(self.expires_at);
+        if let Action::Repair { helpers, .. } = &self.action {
+            c = c.u64(helpers.len() as u64);
+            for (id, key) in helpers {
+                c = c.u64(u64::from(*id)).bytes(key);
+            }
+        }
+        c.finish()
     }
 
     /// The order's id: SHA-256 of its canonical bytes.
@@ -135,6 +152,8 @@ pub enum OrderRefused {
     BadIdentifier(u16),
     #[error("a repair's recipient is not a secp256k1 DKG transport key")]
     BadRecipient,
+    #[error("a repair's helpers: {0}")]
+    BadHelpers(String),
     #[error(
         "the policy's rules for key {0} set refresh_needs_order: a refresh needs a refresh order signed by the admin quorum"
     )]
@@ -159,6 +178,7 @@ impl OrderRefused {
             | OrderRefused::Required(_) => 7,
             OrderRefused::BadIdentifier(_)
             | OrderRefused::BadRecipient
+            | OrderRefused::BadHelpers(_)
             | OrderRefused::WrongAction { .. }
             | OrderRefused::OtherKey { .. } => 3,
             _ => 9,
@@ -180,13 +200,36 @@ pub fn check_order(
     if let Action::Repair {
         identifier,
         recipient,
+        helpers,
     } = &signed.order.action
     {
         if *identifier == 0 {
             return Err(OrderRefused::BadIdentifier(*identifier));
         }
-        if recipient.len() != 33 || !matches!(recipient[0], 2 | 3) {
+        let compressed = |k: &[u8]| k.len() == 33 && matches!(k[0], 2 | 3);
+        if !compressed(recipient) {
             return Err(OrderRefused::BadRecipient);
+        }
+        if helpers.is_empty() {
+            return Err(OrderRefused::BadHelpers("none named".into()));
+        }
+        for (id, key) in helpers {
+            if *id == 0 || id == identifier {
+                return Err(OrderRefused::BadHelpers(format!(
+                    "participant {id} cannot help repair participant {identifier}"
+                )));
+            }
+            if !compressed(key) || key == recipient {
+                return Err(OrderRefused::BadHelpers(format!(
+                    "helper {id}'s transport key is not a distinct secp256k1 key"
+                )));
+            }
+        }
+        let distinct: BTreeSet<&Vec<u8>> = helpers.values().collect();
+        if distinct.len() != helpers.len() {
+            return Err(OrderRefused::BadHelpers(
+                "two helpers share a transport key".into(),
+            ));
         }
     }
     let mut admins = BTreeSet::new();
@@ -355,6 +398,12 @@ pub(crate) mod tests {
             action: Action::Repair {
                 identifier,
                 recipient,
+                helpers: [
+                    (2, vec![3; 33]),
+                    (3, vec![2; 32].into_iter().chain([7]).collect()),
+                ]
+                .into_iter()
+                .collect(),
             },
             ..order.clone()
         };
@@ -367,6 +416,22 @@ pub(crate) mod tests {
             Err(OrderRefused::BadRecipient)
         );
         assert!(check(&signed(&keys, &repair(1, vec![2; 33]), &["alice", "carol"])).is_ok());
+        assert!(matches!(
+            check(&signed(&keys, &repair(2, vec![2; 33]), &["alice", "carol"])),
+            Err(OrderRefused::BadHelpers(_))
+        ));
+        let no_helpers = KeyOrder {
+            action: Action::Repair {
+                identifier: 1,
+                recipient: vec![2; 33],
+                helpers: Default::default(),
+            },
+            ..order.clone()
+        };
+        assert!(matches!(
+            check(&signed(&keys, &no_helpers, &["alice", "carol"])),
+            Err(OrderRefused::BadHelpers(_))
+        ));
         let no_admins = policy(&keys, "");
         assert_eq!(
             check_order(&no_admins, &signed(&keys, &order, &["alice", "carol"]), NOW),
@@ -445,6 +510,15 @@ pub(crate) mod tests {
                 action: Action::Repair {
                     identifier: 1,
                     recipient: vec![2; 33],
+                    helpers: [(2, vec![3; 33])].into_iter().collect(),
+                },
+                ..base.clone()
+            },
+            KeyOrder {
+                action: Action::Repair {
+                    identifier: 1,
+                    recipient: vec![2; 33],
+                    helpers: [(2, vec![3; 33]), (3, vec![4; 33])].into_iter().collect(),
                 },
                 ..base.clone()
             },

@@ -177,6 +177,7 @@ mod tests {
         let repair = order(Action::Repair {
             identifier: 1,
             recipient: vec![2; 33],
+            helpers: [(2, vec![3; 33])].into_iter().collect(),
         });
         let err = check_retire(&policy, &signed(&repair, &["alice", "carol"]), NOW).unwrap_err();
         assert_eq!(err, RetireRefused::NotARetirement("repair"));

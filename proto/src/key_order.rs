@@ -14,11 +14,24 @@ pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
         "retire" => Action::Retire {
             destroy_after: o.destroy_after,
         },
-        "repair" => Action::Repair {
-            identifier: u16::try_from(o.identifier)
-                .map_err(|_| BundleError(format!("identifier {} is over 65535", o.identifier)))?,
-            recipient: o.recipient.clone(),
-        },
+        "repair" => {
+            let mut helpers = std::collections::BTreeMap::new();
+            for h in &o.helpers {
+                let id = u16::try_from(h.identifier).map_err(|_| {
+                    BundleError(format!("helper identifier {} is over 65535", h.identifier))
+                })?;
+                if helpers.insert(id, h.transport_key.clone()).is_some() {
+                    return Err(BundleError(format!("helper {id} is named twice")));
+                }
+            }
+            Action::Repair {
+                identifier: u16::try_from(o.identifier).map_err(|_| {
+                    BundleError(format!("identifier {} is over 65535", o.identifier))
+                })?,
+                recipient: o.recipient.clone(),
+                helpers,
+            }
+        }
         "refresh" => Action::Refresh,
         other => {
             return Err(BundleError(format!(
@@ -38,13 +51,25 @@ pub fn order_from_pb(o: &pb::KeyOrder) -> Result<SignedOrder, BundleError> {
 }
 
 pub fn order_to_pb(s: &SignedOrder) -> pb::KeyOrder {
-    let (destroy_after, identifier, recipient) = match &s.order.action {
-        Action::Retire { destroy_after } => (*destroy_after, 0, Vec::new()),
+    let (destroy_after, identifier, recipient, helpers) = match &s.order.action {
+        Action::Retire { destroy_after } => (*destroy_after, 0, Vec::new(), Vec::new()),
         Action::Repair {
             identifier,
             recipient,
-        } => (0, u32::from(*identifier), recipient.clone()),
-        Action::Refresh => (0, 0, Vec::new()),
+            helpers,
+        } => (
+            0,
+            u32::from(*identifier),
+            recipient.clone(),
+            helpers
+                .iter()
+                .map(|(id, key)| pb::RepairHelper {
+                    identifier: u32::from(*id),
+                    transport_key: key.clone(),
+                })
+                .collect(),
+        ),
+        Action::Refresh => (0, 0, Vec::new(), Vec::new()),
     };
     pb::KeyOrder {
         key_id: s.order.key_id.to_string(),
@@ -54,6 +79,7 @@ pub fn order_to_pb(s: &SignedOrder) -> pb::KeyOrder {
         recipient,
         expires_at: s.order.expires_at,
         signatures: admin_signatures_to_pb(&s.signatures),
+        helpers,
     }
 }
 
@@ -68,6 +94,7 @@ mod tests {
             Action::Repair {
                 identifier: 3,
                 recipient: vec![2; 33],
+                helpers: [(1, vec![3; 33]), (2, vec![4; 33])].into_iter().collect(),
             },
             Action::Refresh,
         ] {

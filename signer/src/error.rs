@@ -191,7 +191,10 @@ impl From<crate::repair::RepairError> for Status {
             R::Envelope(EnvelopeError::Malformed(_)) => Code::InvalidArgument,
             R::NotHeld(_) | R::NoRun(_) => Code::NotFound,
             R::AlreadyHeld(_) => Code::AlreadyExists,
-            R::UntrustedPeer { .. } | R::DuplicatePeer { .. } => Code::PermissionDenied,
+            R::UntrustedPeer { .. } | R::DuplicatePeer { .. } | R::NotTheOrderedHelpers(_) => {
+                Code::PermissionDenied
+            }
+            R::NotAParticipant(_) => Code::FailedPrecondition,
             R::OwnShare(_)
             | R::OtherRecipient { .. }
             | R::Frost(_)

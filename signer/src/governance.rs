@@ -503,6 +503,7 @@ mod tests {
         let repair = order(Action::Repair {
             identifier: 1,
             recipient: vec![2; 33],
+            helpers: [(2, vec![3; 33])].into_iter().collect(),
         });
         let err = retire(&node, &repair, &["alice", "carol"])
             .await

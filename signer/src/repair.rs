@@ -85,6 +85,12 @@ pub enum RepairError {
         second: String,
         name: String,
     },
+    #[error(
+        "the helpers are not the ones the order names ({0}): no node may take part in a repair the admins did not name it for"
+    )]
+    NotTheOrderedHelpers(String),
+    #[error("participant {0} is no participant of the key as this node holds it")]
+    NotAParticipant(u16),
     #[error("no repair run for key id {0:?} with this session id")]
     NoRun(String),
     #[error("FROST refused the repair: {0}")]
@@ -136,6 +142,9 @@ pub struct Ordered {
     pub participant: u16,
     /// The new node's transport key, SEC1 compressed.
     pub recipient: Vec<u8>,
+    /// Exactly the helpers, by identifier: their transport keys, SEC1
+    /// compressed.
+    pub helpers: BTreeMap<u16, Vec<u8>>,
 }
 
 /// Checks a repair order against `policy` at `now` (pure): a valid order
@@ -150,10 +159,12 @@ pub fn checked_order(
         Action::Repair {
             identifier,
             recipient,
+            helpers,
         } => Ok(Ordered {
             key_id: order.order.key_id.clone(),
             participant: *identifier,
             recipient: recipient.clone(),
+            helpers: helpers.clone(),
         }),
         other => Err(RepairError::NotARepair(other.name())),
     }
@@ -206,6 +217,56 @@ pub fn check_helpers(
         }
     }
     Ok(keys)
+}
+
+/// The request's helpers (checked by [`check_helpers`]: transport keys
+/// uncompressed, by identifier) are exactly the ones the order names
+/// (pure).
+pub fn check_ordered_helpers(
+    ordered: &Ordered,
+    helpers: &BTreeMap<u16, Vec<u8>>,
+) -> Result<(), RepairError> {
+    let given: BTreeMap<u16, Vec<u8>> = helpers
+        .iter()
+        .map(|(id, key)| (*id, compressed(key).unwrap_or_default()))
+        .collect();
+    if given != ordered.helpers {
+        let ids = |m: &BTreeMap<u16, Vec<u8>>| {
+            m.keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(RepairError::NotTheOrderedHelpers(format!(
+            "ordered: {}; in the request: {}{}",
+            ids(&ordered.helpers),
+            ids(&given),
+            if ids(&given) == ids(&ordered.helpers) {
+                " (with other transport keys)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Every helper and the repaired participant are participants of the
+/// key's public package `public` (pure).
+fn check_participants<S: Suite>(
+    public: &PublicKeyPackage<S>,
+    repaired: u16,
+    helpers: &BTreeMap<u16, Vec<u8>>,
+) -> Result<(), RepairError> {
+    for id in helpers.keys().copied().chain([repaired]) {
+        if !public
+            .verifying_shares()
+            .contains_key(&participant::<S>(id)?)
+        {
+            return Err(RepairError::NotAParticipant(id));
+        }
+    }
+    Ok(())
 }
 
 fn uncompressed(sec1: &[u8]) -> Option<Vec<u8>> {
@@ -315,6 +376,14 @@ impl<S: Suite> RepairRuns<S> {
             ordered.participant,
             Some((me, self.dkg.own_key())),
         )?;
+        check_ordered_helpers(&ordered, &helpers)?;
+        if !info.public_key_package.is_empty() {
+            let public =
+                PublicKeyPackage::<S>::deserialize(&info.public_key_package).map_err(|e| {
+                    RepairError::InvalidArgument(format!("the sealed public key package: {e}"))
+                })?;
+            check_participants(&public, ordered.participant, &helpers)?;
+        }
         let recipient = self.check_recipient(&ordered, &req.recipient)?;
         let mut peers: Vec<(String, &Participant)> = req
             .helpers
@@ -513,6 +582,7 @@ impl<S: Suite> RepairRuns<S> {
             return Err(RepairError::AlreadyHeld(key_id.to_string()));
         }
         let helpers = check_helpers(&req.helpers, ordered.participant, None)?;
+        check_ordered_helpers(&ordered, &helpers)?;
         if helpers.values().any(|k| k.as_slice() == self.dkg.own_key()) {
             return Err(RepairError::InvalidArgument(
                 "a helper has this node's transport key".into(),
@@ -605,6 +675,29 @@ mod tests {
             dkg_public_key: key(seed),
             attestation: None,
         }
+    }
+
+    #[test]
+    fn only_the_ordered_helpers_may_take_part() {
+        let ordered = Ordered {
+            key_id: KeyId::parse("k").unwrap(),
+            participant: 1,
+            recipient: key(9),
+            helpers: [(2, key(2)), (3, key(3))].into_iter().collect(),
+        };
+        let given = |pairs: &[(u16, u8)]| -> BTreeMap<u16, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(id, seed)| (*id, uncompressed(&key(*seed)).unwrap()))
+                .collect()
+        };
+        assert!(check_ordered_helpers(&ordered, &given(&[(2, 2), (3, 3)])).is_ok());
+        // An impostor under a real identifier (another transport key).
+        let err = check_ordered_helpers(&ordered, &given(&[(2, 2), (3, 7)])).unwrap_err();
+        assert!(err.to_string().contains("other transport keys"), "{err}");
+        // Another helper set.
+        assert!(check_ordered_helpers(&ordered, &given(&[(2, 2)])).is_err());
+        assert!(check_ordered_helpers(&ordered, &given(&[(2, 2), (3, 3), (4, 4)])).is_err());
     }
 
     #[test]
