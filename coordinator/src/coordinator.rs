@@ -43,6 +43,9 @@ pub struct Coordinator {
     key_cache: RwLock<HashMap<KeyId, Arc<Key>>>,
     /// Signings share a key's gate; a refresh or repair holds it alone.
     pub key_gates: crate::key_gate::KeyGates,
+    /// Bumped whenever a key's record changes ([`Coordinator::forget_key`]):
+    /// a load that started before must not put its stale copy in the cache.
+    key_epoch: std::sync::atomic::AtomicU64,
     /// The id of every request whose state or approvals just changed
     /// (watchers reload it from the store).
     changes: tokio::sync::broadcast::Sender<RequestId>,
@@ -71,6 +74,7 @@ impl Coordinator {
             audit: None,
             key_cache: RwLock::new(HashMap::new()),
             key_gates: crate::key_gate::KeyGates::default(),
+            key_epoch: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::broadcast::channel(1024).0,
             signing_runs: Default::default(),
             owner: crate::signing_claim::boot_owner(),
@@ -133,10 +137,10 @@ impl Coordinator {
 
     /// Drops `key_id` from the cache: its record changed (a refresh).
     pub fn forget_key(&self, key_id: &KeyId) {
-        self.key_cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key_id);
+        let mut cache = self.key_cache.write().unwrap_or_else(|p| p.into_inner());
+        self.key_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(key_id);
     }
 
     /// The key, from the cache or the store.
@@ -149,14 +153,16 @@ impl Coordinator {
         {
             return Ok(k.clone());
         }
+        let epoch = self.key_epoch.load(std::sync::atomic::Ordering::SeqCst);
         let store = self.keys.clone();
         let id = key_id.clone();
         let record = blocking(move || store.key(&id)).await?;
         let loaded = Arc::new(Key::load(record)?);
-        self.key_cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id.clone(), loaded.clone());
+        let mut cache = self.key_cache.write().unwrap_or_else(|p| p.into_inner());
+        // A record changed while this one loaded: use it once, cache nothing.
+        if self.key_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
+            cache.insert(key_id.clone(), loaded.clone());
+        }
         Ok(loaded)
     }
 }

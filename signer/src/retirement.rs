@@ -5,18 +5,19 @@
 //! [`Shredder::sweep`] runs once at start and then every
 //! [`SWEEP_INTERVAL`] (`crate::server`); between sweeps it costs a read of
 //! the in-memory holds. For each key due, in order:
-//! 1. the key's shares are destroyed in both suites' vaults
+//! 1. the generations about to be destroyed are noted durably in the hold
+//!    store;
+//! 2. the key's shares are destroyed in both suites' vaults
 //!    ([`ShareVault::destroy`], idempotent: a key id names a key of one
 //!    kind, and a retried destruction finds nothing left);
-//! 2. the generations destroyed are noted durably in the hold store;
 //! 3. a `key_shares_destroyed` audit entry (key id, order id, kind,
 //!    generations) is written durably;
 //! 4. the destruction is marked done (`destroyed_at`).
 //!
 //! A failure at any step leaves the key due: the next sweep starts again at
-//! step 1 (which then destroys nothing more) and audits what step 2 noted,
-//! so an interruption between the token's destruction and the audit entry
-//! still ends in one entry naming what was destroyed. A failing key is
+//! step 1 (which then finds nothing more to note or destroy) and audits
+//! what step 1 noted, so an interruption between the token's destruction
+//! and the audit entry still ends in one entry naming what was destroyed. A failing key is
 //! retried no sooner than [`RETRY_AFTER_SECS`] later, so a broken token
 //! does not flood the log.
 
@@ -141,17 +142,32 @@ impl Shredder {
             key_id: key_id.clone(),
             source,
         };
-        let taproot = self.taproot.destroy(key_id).map_err(vault)?;
-        let frost = self.frost.destroy(key_id).map_err(vault)?;
-        let (kind, now_destroyed) = match (frost.is_empty(), taproot.is_empty()) {
-            (false, _) => (Some(KeyKind::FrostSecp256k1), frost),
-            (true, false) => (Some(KeyKind::BitcoinTaproot), taproot),
-            (true, true) => (None, Vec::new()),
+        // What is about to be destroyed is noted durably first: a kill -9
+        // between the token's destruction and the audit entry still ends in
+        // an entry naming every generation.
+        let held = |info: Option<crate::vault::ShareInfo>| -> Vec<u32> {
+            info.map(|i| {
+                i.pending_generation
+                    .into_iter()
+                    .chain([i.generation])
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        let (kind, intended) = match (
+            held(self.frost.info(key_id)),
+            held(self.taproot.info(key_id)),
+        ) {
+            (frost, _) if !frost.is_empty() => (Some(KeyKind::FrostSecp256k1), frost),
+            (_, taproot) if !taproot.is_empty() => (Some(KeyKind::BitcoinTaproot), taproot),
+            _ => (None, Vec::new()),
         };
         let generations = self
             .holds
-            .note_destroyed(key_id, &now_destroyed)
+            .note_destroyed(key_id, &intended)
             .map_err(store)?;
+        self.taproot.destroy(key_id).map_err(vault)?;
+        self.frost.destroy(key_id).map_err(vault)?;
         let order_id = self
             .holds
             .retirement(key_id)
