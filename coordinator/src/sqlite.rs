@@ -437,7 +437,7 @@ impl KeyStore for SqliteStore {
                     &retirement.order_id[..],
                     signed_order,
                     retirement.destroy_after as i64,
-                    retirement.admins.join(","),
+                    retirement.admins_text(),
                     retirement.accepted_at as i64
                 ],
             )?;
@@ -520,11 +520,7 @@ fn load_retirement(conn: &Connection, key_id: &KeyId) -> Result<Option<Retiremen
             .try_into()
             .map_err(|_| corrupt("retirement order id"))?,
         destroy_after: destroy_after as u64,
-        admins: admins
-            .split(',')
-            .filter(|a| !a.is_empty())
-            .map(String::from)
-            .collect(),
+        admins: Retirement::admins_from_text(&admins),
         accepted_at: retired_at as u64,
         destroyed_at: destroyed_at.map(|t| t as u64),
     }))

@@ -36,6 +36,20 @@ pub struct Retirement {
 }
 
 impl Retirement {
+    /// The admins as the node stores keep them: their names, comma
+    /// separated.
+    pub fn admins_text(&self) -> String {
+        self.admins.join(",")
+    }
+
+    /// The admins from [`Retirement::admins_text`].
+    pub fn admins_from_text(text: &str) -> Vec<String> {
+        text.split(',')
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// Whether the shares are due for destruction at `now` and not yet
     /// destroyed.
     pub fn due(&self, now: u64) -> bool {

@@ -164,7 +164,7 @@ impl HoldStore {
                 &retirement.order_id[..],
                 signed_order,
                 retirement.destroy_after as i64,
-                retirement.admins.join(","),
+                retirement.admins_text(),
                 retirement.accepted_at as i64
             ],
         )?;
@@ -383,11 +383,7 @@ fn load_retirements(conn: &Connection, holds: &mut Holds) -> Result<(), HoldStor
             key_id,
             order_id,
             destroy_after: destroy_after as u64,
-            admins: admins
-                .split(',')
-                .filter(|a| !a.is_empty())
-                .map(String::from)
-                .collect(),
+            admins: Retirement::admins_from_text(&admins),
             accepted_at: accepted_at as u64,
             destroyed_at: destroyed_at.map(|t| t as u64),
         });
