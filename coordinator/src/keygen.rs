@@ -143,18 +143,14 @@ async fn run_suite<C: Suite>(
     };
 
     let (s, t0) = timed("node info: DKG transport keys");
-    let participants = run
-        .node_info(|signer, info| {
-            if info.key_shares.iter().any(|k| *key_id == *k.key_id) {
-                return Err(KeygenError::ShareExists {
-                    key: key_id.clone(),
-                    signer: signer.name.clone(),
-                }
-                .into());
-            }
-            Ok(())
-        })
-        .await?;
+    let (participants, held) = run.node_info().await?;
+    if let Some((signer, _)) = signers.iter().zip(&held).find(|(_, h)| h.is_some()) {
+        return Err(KeygenError::ShareExists {
+            key: key_id.clone(),
+            signer: signer.name.clone(),
+        }
+        .into());
+    }
     progress(Progress::Finished {
         step: s,
         elapsed_ms: ms(t0),
@@ -320,12 +316,12 @@ impl Run<'_> {
     }
 
     /// Each signer's DKG transport key with its attestation (certificate
-    /// and signature; empty without TLS), relayed unchanged to the others,
-    /// once `check` accepts what the signer holds.
+    /// and signature; empty without TLS), relayed unchanged to the others;
+    /// and what each holds of the run's key id, if anything (in signer
+    /// order).
     pub async fn node_info(
         &self,
-        check: impl Fn(&Signer, &pb::GetNodeInfoResponse) -> Result<()>,
-    ) -> Result<Vec<pb::DkgParticipant>> {
+    ) -> Result<(Vec<pb::DkgParticipant>, Vec<Option<pb::KeyShareInfo>>)> {
         let infos = self
             .step(|mut s| async move {
                 Ok(s.client
@@ -335,8 +331,13 @@ impl Run<'_> {
             })
             .await?;
         let mut keys = Vec::with_capacity(infos.len());
+        let mut held = Vec::with_capacity(infos.len());
         for (signer, info) in self.signers.iter().zip(infos) {
-            check(signer, &info)?;
+            held.push(
+                info.key_shares
+                    .into_iter()
+                    .find(|k| k.key_id == self.key_id.as_str()),
+            );
             keys.push(pb::DkgParticipant {
                 identifier: u32::from(signer.identifier),
                 dkg_public_key: info.dkg_public_key,
@@ -344,7 +345,7 @@ impl Run<'_> {
                 dkg_key_signature: info.dkg_key_signature,
             });
         }
-        Ok(keys)
+        Ok((keys, held))
     }
 
     pub async fn round1(

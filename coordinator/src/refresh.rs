@@ -217,7 +217,10 @@ async fn run_suite<C: Suite>(
     };
 
     let (s, t0) = timed(&mut step, "node info: every signer holds the key");
-    let shares = node_shares(&run).await?;
+    let shares = run
+        .node_info()
+        .await
+        .map_err(|e| refresh_error(&key_id, e))?;
     let listed: Vec<(&str, u16, Option<&pb::KeyShareInfo>)> = signers
         .iter()
         .zip(&shares.1)
@@ -369,32 +372,6 @@ async fn run_suite<C: Suite>(
         resumed: false,
         discarded,
     })
-}
-
-/// Each signer's info for the key (`None` where it holds none), and its
-/// DKG participant entry.
-async fn node_shares(
-    run: &Run<'_>,
-) -> Result<(Vec<pb::DkgParticipant>, Vec<Option<pb::KeyShareInfo>>)> {
-    let infos = std::sync::Mutex::new(Vec::new());
-    let participants = run
-        .node_info(|signer, info| {
-            let share = info
-                .key_shares
-                .iter()
-                .find(|k| k.key_id == run.key_id.as_str())
-                .cloned();
-            infos
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((signer.name.clone(), share));
-            Ok(())
-        })
-        .await
-        .map_err(|e| refresh_error(run.key_id, e))?;
-    let infos = infos.into_inner().unwrap_or_else(|p| p.into_inner());
-    // node_info visits the signers in order.
-    Ok((participants, infos.into_iter().map(|(_, s)| s).collect()))
 }
 
 /// A DKG step's failure, told as the refresh's.

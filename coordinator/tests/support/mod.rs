@@ -660,6 +660,32 @@ impl Cluster {
         requester: &str,
         signers: &[&str],
     ) -> String {
+        let out = self.submission(key_id, message, amount, requester, signers);
+        assert!(
+            out.status.success(),
+            "submit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A raw submission for `key_id` by the wallet service through the CLI
+    /// (1000 BTC units to bc1qdestination; `signers` if any), whatever
+    /// its outcome.
+    pub fn try_submit(&self, key_id: &str, signers: &[&str]) -> Output {
+        self.submission(key_id, &[0xab, 0xcd], 1000, "wallet-service", signers)
+    }
+
+    /// `ringi requests submit` of `message` (`amount` BTC units to
+    /// bc1qdestination) by `requester` (under TLS: its certificate).
+    fn submission(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        amount: u128,
+        requester: &str,
+        signers: &[&str],
+    ) -> Output {
         let msg = hex::encode(message);
         let amount = amount.to_string();
         let names = signers.join(",");
@@ -684,46 +710,10 @@ impl Cluster {
         }
         if self.certs.is_some() {
             // Under TLS the requester is the caller's certificate.
-            let out = self.ringi_as(requester, &args);
-            assert!(
-                out.status.success(),
-                "submit: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return String::from_utf8(out.stdout).unwrap().trim().to_string();
+            return self.ringi_as(requester, &args);
         }
         args.extend(["--requester", requester]);
-        self.ringi_ok(&args)
-    }
-
-    /// A raw submission for `key_id` by the wallet service through the CLI
-    /// (1000 BTC units to bc1qdestination; `signers` if any), whatever
-    /// its outcome.
-    pub fn try_submit(&self, key_id: &str, signers: &[&str]) -> Output {
-        let names = signers.join(",");
-        let mut args = vec![
-            "requests",
-            "submit",
-            "--key-id",
-            key_id,
-            "--message-hex",
-            "abcd",
-            "--asset",
-            "BTC",
-            "--amount",
-            "1000",
-            "--destination",
-            "bc1qdestination",
-        ];
-        if !signers.is_empty() {
-            args.extend(["--signers", &names]);
-        }
-        if self.certs.is_some() {
-            self.ringi_as("wallet-service", &args)
-        } else {
-            args.extend(["--requester", "wallet-service"]);
-            self.ringi(&args)
-        }
+        self.ringi(&args)
     }
 
     pub fn key_file(&self, approver: &str) -> String {
