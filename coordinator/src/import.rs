@@ -255,6 +255,7 @@ mod tests {
             generation: 0,
             pending_generation: 0,
             public_key_package: package.to_vec(),
+            pending_public_key_package: Vec::new(),
         })
     }
 

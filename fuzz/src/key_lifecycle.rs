@@ -10,6 +10,8 @@
 //!   alone is below the threshold);
 //! - mode 1: the same `KeyShareInfo` from signer b to
 //!   `ringi::refresh::plan` against the genuine record, beside honest a;
+//!   a package to settle goes to `ringi::refresh::settle` with a's aborted
+//!   vote and any vote of b's: it never rolls forward;
 //! - mode 2: `bytes` is a `ringi.approval.v1.KeyOrder`: decoded
 //!   (`ringi_proto::key_order`), signed by both harness admins where it
 //!   carries no signatures, then `check_order` and, for a repair,
@@ -98,6 +100,7 @@ fn honest(identifier: u32) -> pb::KeyShareInfo {
         generation: 0,
         pending_generation: 0,
         public_key_package: package.clone(),
+        pending_public_key_package: Vec::new(),
     }
 }
 
@@ -131,7 +134,20 @@ pub fn run(data: &[u8]) -> Reached {
                 let a = honest(1);
                 match ringi::refresh::plan(record, &[("a", 1, Some(&a)), ("b", 2, Some(&reported))])
                 {
-                    Ok(_) => Reached::Planned,
+                    Ok(ringi::refresh::Plan::Fresh) => Reached::Planned,
+                    Ok(ringi::refresh::Plan::Settle(package)) => {
+                        // Whatever b votes, an honest a that holds no share
+                        // of b's package makes it roll back, never forward.
+                        for b_vote in [Some(true), Some(false), None] {
+                            let votes = [("a", Some(false), &a), ("b", b_vote, &reported)];
+                            if let Ok(ringi::refresh::Settlement::RollForward { .. }) =
+                                ringi::refresh::settle(record, &package, &votes)
+                            {
+                                panic!("a refresh rolled forward over an honest signer's abort");
+                            }
+                        }
+                        Reached::Planned
+                    }
                     Err(_) => Reached::Refused,
                 }
             }

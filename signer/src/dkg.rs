@@ -24,9 +24,12 @@
 //! key's current public package; step 3 adds the refreshing shares to the
 //! node's current share; step 4 stores the result as the share's next
 //! generation **next to** the current one ([`ShareVault::store_next`]);
-//! the coordinator switches every node over with [`ShareVault::activate`]
-//! only once every node has stored its refreshed share, so a refresh that
-//! stops anywhere before leaves the old shares signing.
+//! a node switches over ([`DkgRuns::activate`]) only with every other
+//! participant's vote that it stored its refreshed share, and drops a
+//! waiting share ([`DkgRuns::discard`]) only with one participant's vote
+//! that it never will ([`crate::refresh_vote`]): a refresh that stops
+//! anywhere before leaves the old shares signing, and no coordinator can
+//! switch some nodes and not the others.
 //!
 //! The FROST side is generic over the ciphersuite `S` ([`ringi_frost::Suite`],
 //! frost-core's `keys::dkg`); the transport keys and envelopes are the
@@ -48,6 +51,7 @@ use ringi_policy::key_id::KeyId;
 
 use crate::dkg_envelope::{self, Binding, Contents, EnvelopeError};
 use crate::dkg_peer::{Attestation, PeerCheck};
+use crate::refresh_vote::{Electorate, Vote, VoteError};
 use crate::rng;
 use crate::token::{Token, TokenError};
 use crate::vault::{ShareInfo, ShareVault, VaultError};
@@ -93,6 +97,8 @@ pub enum DkgError {
     RefreshMismatch { key_id: String, reason: String },
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Vote(#[from] VoteError),
     #[error(transparent)]
     Vault(#[from] VaultError),
     #[error(transparent)]
@@ -147,6 +153,9 @@ pub struct Committed {
     /// generation to activate.
     pub generation: u32,
     pub refresh: bool,
+    /// A refresh's `stored` vote sealed to each other participant, by
+    /// identifier ([`crate::refresh_vote`]); empty for a new key.
+    pub stored_votes: BTreeMap<u32, Vec<u8>>,
 }
 
 /// Round-1 packages by sender, decoded.
@@ -193,6 +202,10 @@ pub struct DkgRuns<S: Suite> {
     /// Replaced when the node reloads its certificates.
     peers: std::sync::RwLock<Option<Arc<(PeerCheck, Attestation)>>>,
     runs: Mutex<HashMap<KeyId, Run<S>>>,
+    /// Held while a refresh's share is stored, while the node votes on a
+    /// refresh, and while it activates or discards a waiting share: a
+    /// node must never vote `aborted` for a package it is storing.
+    decisions: Mutex<()>,
 }
 
 impl<S: Suite> DkgRuns<S> {
@@ -204,6 +217,7 @@ impl<S: Suite> DkgRuns<S> {
             own_key,
             peers: std::sync::RwLock::new(None),
             runs: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(()),
         })
     }
 
@@ -258,7 +272,7 @@ impl<S: Suite> DkgRuns<S> {
     pub fn round1(&self, req: Round1Request, purpose: Purpose) -> Result<Vec<u8>, DkgError> {
         let checked = check_round1(&req, &self.own_key)?;
         if let Some(peers) = self.peer_check() {
-            check_peers(&req, &peers.0)?;
+            check_peers(&req.participants, req.me, &peers.0)?;
         }
         let mode = match purpose {
             Purpose::Create => {
@@ -565,22 +579,26 @@ impl<S: Suite> DkgRuns<S> {
     /// the computed group key; the vault holds no share for `key_id` yet.
     ///
     /// A refresh's share is stored as the next generation, next to the
-    /// share in use ([`ShareVault::store_next`]).
+    /// share in use ([`ShareVault::store_next`]), and the node's `stored`
+    /// vote for the new package is sealed to every other participant.
     pub fn commit(
         &self,
         key_id: &KeyId,
         session_id: &[u8],
         group_key: &[u8],
     ) -> Result<Committed, DkgError> {
-        let (me, key_package, public, refreshing) = {
+        // Taken before the run: a vote on the package waits for the store.
+        let _decisions = self.decide();
+        let (me, peers, key_package, public, refreshing) = {
             let mut runs = self.lock();
             let run = find_run(&mut runs, key_id, session_id)?;
             match run.step.take() {
                 Some(Step::Finished { key, public }) => {
                     let me = run.me;
+                    let peers = std::mem::take(&mut run.peers);
                     let refreshing = matches!(run.mode, Mode::Refresh { .. });
                     runs.remove(key_id);
-                    (me, key, public, refreshing)
+                    (me, peers, key, public, refreshing)
                 }
                 other => {
                     run.step = other;
@@ -604,10 +622,30 @@ impl<S: Suite> DkgRuns<S> {
         if refreshing {
             let info = self.vault.store_next(key_id, &key_package, &public)?;
             let generation = info.pending_generation.unwrap_or(info.generation);
+            let participants: Vec<Participant> = peers
+                .into_iter()
+                .chain([(me, self.own_key.clone())])
+                .map(|(identifier, dkg_public_key)| Participant {
+                    identifier: u32::from(identifier),
+                    dkg_public_key,
+                    attestation: None,
+                })
+                .collect();
+            let electorate = Electorate::new::<S>(
+                key_id,
+                &info.pending_public_key_package,
+                &info.group_key,
+                me,
+                &self.own_key,
+                &participants,
+            )?;
+            let stored_votes =
+                electorate.cast(Vote::Stored, |peer| self.token.dkg_shared_secret(peer))?;
             Ok(Committed {
                 info,
                 generation,
                 refresh: true,
+                stored_votes,
             })
         } else {
             let info = self.vault.store(key_id, me, &key_package, &public)?;
@@ -615,8 +653,168 @@ impl<S: Suite> DkgRuns<S> {
                 generation: info.generation,
                 info,
                 refresh: false,
+                stored_votes: BTreeMap::new(),
             })
         }
+    }
+
+    /// How this node stands on a refresh of `key_id` to `package` (a
+    /// serialized public key package), its vote sealed to every other
+    /// participant ([`crate::refresh_vote`]): `Stored` when it holds a share
+    /// of the package, waiting or in use; otherwise `Aborted`, after
+    /// dropping any unfinished run of the key, so that it never stores one.
+    ///
+    /// Checks, in order: the node holds the key; the participants are
+    /// exactly the package's, for the key's group key, this node under
+    /// its identifier ([`Electorate::new`]); under mutual TLS, every other
+    /// participant's attestation.
+    pub fn vote(
+        &self,
+        key_id: &KeyId,
+        package: &[u8],
+        participants: &[Participant],
+    ) -> Result<(Vote, BTreeMap<u32, Vec<u8>>), DkgError> {
+        let _decisions = self.decide();
+        let info = self
+            .vault
+            .info(key_id)
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        let electorate = self.electorate(key_id, &info, package, participants)?;
+        let vote =
+            if info.public_key_package == package || info.pending_public_key_package == package {
+                Vote::Stored
+            } else {
+                // No run of this key may store a share from now on.
+                self.forget(key_id);
+                Vote::Aborted
+            };
+        let votes = electorate.cast(vote, |peer| self.token.dkg_shared_secret(peer))?;
+        Ok((vote, votes))
+    }
+
+    /// Puts the waiting share of `generation` in use (the old share is
+    /// destroyed) once every other participant of its package has voted
+    /// `stored`. Idempotent: the generation in use answers
+    /// [`crate::vault::Activation::AlreadyActive`] without votes.
+    ///
+    /// Checks, in order: the node holds the key and a waiting share of
+    /// `generation`; the electorate of the waiting share's package (as in
+    /// [`Self::vote`]); every vote opens; one from every other
+    /// participant.
+    pub fn activate(
+        &self,
+        key_id: &KeyId,
+        generation: u32,
+        participants: &[Participant],
+        stored_votes: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(crate::vault::Activation, Vec<u16>), DkgError> {
+        let _decisions = self.decide();
+        let info = self.waiting(key_id, generation)?;
+        if info.generation == generation {
+            return Ok((crate::vault::Activation::AlreadyActive, Vec::new()));
+        }
+        let electorate = self.electorate(
+            key_id,
+            &info,
+            &info.pending_public_key_package,
+            participants,
+        )?;
+        let tally = electorate.open(Vote::Stored, stored_votes, |peer| {
+            self.token.dkg_shared_secret(peer)
+        })?;
+        tally.require_all()?;
+        let activation = self.vault.activate(key_id, generation)?;
+        Ok((activation, tally.senders().collect()))
+    }
+
+    /// Destroys the waiting share of `generation` (the share in use stays)
+    /// once another participant of its package has voted `aborted`. Says
+    /// whether there was one to destroy, and whose votes allowed it.
+    ///
+    /// Checks, in order: the node holds the key; `generation` is not the
+    /// share in use; no share of it waits (`false`, nothing to check);
+    /// the electorate (as in [`Self::vote`]); every vote opens; at least
+    /// one.
+    pub fn discard(
+        &self,
+        key_id: &KeyId,
+        generation: u32,
+        participants: &[Participant],
+        aborted_votes: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<(bool, Vec<u16>), DkgError> {
+        let _decisions = self.decide();
+        let info = self
+            .vault
+            .info(key_id)
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        if info.generation == generation {
+            return Err(VaultError::DiscardInUse {
+                key_id: key_id.to_string(),
+                generation,
+            }
+            .into());
+        }
+        if info.pending_generation != Some(generation) {
+            return Ok((false, Vec::new()));
+        }
+        let electorate = self.electorate(
+            key_id,
+            &info,
+            &info.pending_public_key_package,
+            participants,
+        )?;
+        let tally = electorate.open(Vote::Aborted, aborted_votes, |peer| {
+            self.token.dkg_shared_secret(peer)
+        })?;
+        tally.require_one()?;
+        let discarded = self.vault.discard(key_id, generation)?;
+        Ok((discarded, tally.senders().collect()))
+    }
+
+    /// The key's share info, if `generation` is in use or waits.
+    fn waiting(&self, key_id: &KeyId, generation: u32) -> Result<ShareInfo, DkgError> {
+        let info = self
+            .vault
+            .info(key_id)
+            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        if info.generation != generation && info.pending_generation != Some(generation) {
+            return Err(VaultError::NoSuchGeneration {
+                key_id: key_id.to_string(),
+                asked: generation,
+                active: info.generation,
+                pending: info.pending_generation,
+            }
+            .into());
+        }
+        Ok(info)
+    }
+
+    /// The electorate of a refreshed `package` of the key `info`
+    /// describes, with every other participant's attestation checked
+    /// under mutual TLS.
+    fn electorate(
+        &self,
+        key_id: &KeyId,
+        info: &ShareInfo,
+        package: &[u8],
+        participants: &[Participant],
+    ) -> Result<Electorate, DkgError> {
+        let electorate = Electorate::new::<S>(
+            key_id,
+            package,
+            &info.group_key,
+            info.identifier,
+            &self.own_key,
+            participants,
+        )?;
+        if let Some(peers) = self.peer_check() {
+            check_peers(participants, u32::from(info.identifier), &peers.0)?;
+        }
+        Ok(electorate)
+    }
+
+    fn decide(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.decisions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Abandons the run for `key_id` if its session id matches.
@@ -800,9 +998,9 @@ pub fn check_refresh<S: Suite>(
 
 /// Checks every other participant's attestation (`dkg_peer.rs`): each a
 /// trusted, allowed, distinct identity vouching for its own transport key.
-fn check_peers(req: &Round1Request, check: &PeerCheck) -> Result<(), DkgError> {
+fn check_peers(participants: &[Participant], me: u32, check: &PeerCheck) -> Result<(), DkgError> {
     let mut names: BTreeMap<String, u16> = BTreeMap::new();
-    for p in req.participants.iter().filter(|p| p.identifier != req.me) {
+    for p in participants.iter().filter(|p| p.identifier != me) {
         let id = participant_number(p.identifier)?;
         let name = check
             .verify(&p.dkg_public_key, p.attestation.as_ref())

@@ -14,7 +14,8 @@
 //!
 //! where domain is `"ringi dkg round2 v1" ‖ 0x00` for DKG round-2 packages
 //! and `"ringi repair delta v1" ‖ 0x00` / `"ringi repair sigma v1" ‖ 0x00`
-//! for a share repair's messages ([`Contents`]).
+//! for a share repair's messages, `"ringi refresh stored v1" ‖ 0x00` /
+//! `"ringi refresh aborted v1" ‖ 0x00` for a refresh's votes ([`Contents`]).
 //!
 //! Static-static ECDH authenticates both ends: only the two tokens can derive
 //! the key, so the coordinator can neither read a package nor forge one in a
@@ -42,6 +43,12 @@ pub enum Contents {
     RepairDelta,
     /// A repair helper's sigma for the node whose share is rebuilt.
     RepairSigma,
+    /// A refresh vote: the sender holds a share of the refreshed package
+    /// ([`crate::refresh_vote`]).
+    RefreshStored,
+    /// A refresh vote: the sender holds no share of the refreshed package
+    /// and never will.
+    RefreshAborted,
 }
 
 impl Contents {
@@ -50,6 +57,8 @@ impl Contents {
             Contents::DkgRound2 => b"ringi dkg round2 v1\0",
             Contents::RepairDelta => b"ringi repair delta v1\0",
             Contents::RepairSigma => b"ringi repair sigma v1\0",
+            Contents::RefreshStored => b"ringi refresh stored v1\0",
+            Contents::RefreshAborted => b"ringi refresh aborted v1\0",
         }
     }
 }
@@ -197,7 +206,12 @@ mod tests {
             ..binding(b"s1")
         };
         assert_eq!(open(&other_key, &secret, &sealed).map(|_| ()), open_err);
-        for contents in [Contents::RepairDelta, Contents::RepairSigma] {
+        for contents in [
+            Contents::RepairDelta,
+            Contents::RepairSigma,
+            Contents::RefreshStored,
+            Contents::RefreshAborted,
+        ] {
             let other_contents = Binding {
                 contents,
                 ..binding(b"s1")

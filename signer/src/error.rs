@@ -175,6 +175,17 @@ impl From<DkgError> for Status {
             | DkgError::GroupKeyMismatch { .. } => Code::FailedPrecondition,
             DkgError::Envelope(EnvelopeError::Malformed(_)) => Code::InvalidArgument,
             DkgError::Envelope(_) => Code::FailedPrecondition,
+            DkgError::Vote(ref v) => {
+                use crate::refresh_vote::VoteError as V;
+                match v {
+                    V::InvalidArgument(_) => Code::InvalidArgument,
+                    V::NotAParticipant(_) | V::Missing { .. } | V::NoAbort => {
+                        Code::FailedPrecondition
+                    }
+                    V::Forged { .. } => Code::PermissionDenied,
+                    V::Ecdh { .. } => Code::Internal,
+                }
+            }
         };
         Status::new(code, e.to_string())
     }

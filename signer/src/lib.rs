@@ -15,7 +15,8 @@
 //! - [`rng`]: randomness hedged between the token and the OS.
 //! - [`dkg`] and [`dkg_envelope`]: this node's side of key generation, with
 //!   round-2 packages sealed end to end between nodes; [`dkg_peer`]: the
-//!   peers' attested transport keys under mutual TLS.
+//!   peers' attested transport keys under mutual TLS; [`refresh_vote`]: the
+//!   votes without which no node switches to (or drops) a refreshed share.
 //! - [`authorize`]: the node's own check of a request's approvals against
 //!   its pinned policy, before any token use for that request.
 //! - [`spending`]: the node's own durable spending counters and caps.
@@ -53,6 +54,7 @@ pub mod node_audit;
 pub mod nonces;
 pub mod phases;
 pub mod preprocess;
+pub mod refresh_vote;
 pub mod releases;
 pub mod repair;
 pub mod retirement;

@@ -560,16 +560,18 @@ async fn repair_receive<S: Suite>(
                 generation: info.generation,
                 pending_generation: 0,
                 public_key_package: info.public_key_package,
+                pending_public_key_package: Vec::new(),
             }),
         })
     })
     .await
 }
 
-/// ActivateShare on the vault of suite `S`, audited.
+/// ActivateShare on the vault of suite `S`, on the other participants'
+/// votes, audited.
 async fn activate_share<S: Suite>(
     audit: &Arc<dyn AuditSink>,
-    ctx: Arc<SigningContext<S>>,
+    dkg: Arc<DkgRuns<S>>,
     req: pb::ActivateShareRequest,
 ) -> Result<pb::ActivateShareResponse, Status> {
     let sink = audit.clone();
@@ -580,7 +582,12 @@ async fn activate_share<S: Suite>(
                 "test fault: this node fails ActivateShare (RINGI_TEST_FAULT=fail-share-activation)",
             ));
         }
-        let activation = ctx.vault.activate(&key_id, req.generation)?;
+        let (activation, voters) = dkg.activate(
+            &key_id,
+            req.generation,
+            &participants(req.participants),
+            &req.stored_votes,
+        )?;
         Ok(match activation {
             crate::vault::Activation::AlreadyActive => pb::ActivateShareResponse {
                 already_active: true,
@@ -594,6 +601,7 @@ async fn activate_share<S: Suite>(
                         ("key_id", req.key_id.clone()),
                         ("generation", req.generation.to_string()),
                         ("destroyed_generation", retired.to_string()),
+                        ("stored_votes_from", numbers(&voters)),
                     ],
                 )?;
                 tracing::info!(key_id = %req.key_id, generation = req.generation, destroyed = retired, "refreshed share in use; the previous share is destroyed");
@@ -607,16 +615,22 @@ async fn activate_share<S: Suite>(
     .await
 }
 
-/// DiscardShare on the vault of suite `S`, audited.
+/// DiscardShare on the vault of suite `S`, on another participant's
+/// aborted vote, audited.
 async fn discard_share<S: Suite>(
     audit: &Arc<dyn AuditSink>,
-    ctx: Arc<SigningContext<S>>,
+    dkg: Arc<DkgRuns<S>>,
     req: pb::DiscardShareRequest,
 ) -> Result<pb::DiscardShareResponse, Status> {
     let sink = audit.clone();
     blocking(audit, "DiscardShare", req.key_id.clone(), move || {
         let key_id = key_id(&req.key_id)?;
-        let discarded = ctx.vault.discard(&key_id, req.generation)?;
+        let (discarded, voters) = dkg.discard(
+            &key_id,
+            req.generation,
+            &participants(req.participants),
+            &req.aborted_votes,
+        )?;
         if discarded {
             audited(
                 sink.as_ref(),
@@ -624,6 +638,7 @@ async fn discard_share<S: Suite>(
                 &[
                     ("key_id", req.key_id.clone()),
                     ("generation", req.generation.to_string()),
+                    ("aborted_votes_from", numbers(&voters)),
                 ],
             )?;
             tracing::info!(key_id = %req.key_id, generation = req.generation, "refreshed share discarded; the share in use stays");
@@ -631,6 +646,51 @@ async fn discard_share<S: Suite>(
         Ok(pb::DiscardShareResponse { discarded })
     })
     .await
+}
+
+/// RefreshVote on the vault of suite `S`, audited.
+async fn refresh_vote<S: Suite>(
+    audit: &Arc<dyn AuditSink>,
+    dkg: Arc<DkgRuns<S>>,
+    req: pb::RefreshVoteRequest,
+) -> Result<pb::RefreshVoteResponse, Status> {
+    let sink = audit.clone();
+    blocking(audit, "RefreshVote", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let (vote, votes) = dkg.vote(
+            &key_id,
+            &req.public_key_package,
+            &participants(req.participants),
+        )?;
+        audited(
+            sink.as_ref(),
+            "refresh_vote",
+            &[
+                ("key_id", req.key_id.clone()),
+                ("vote", vote.as_str().to_string()),
+                (
+                    "package_sha256",
+                    hex::encode(crate::refresh_vote::digest(&req.public_key_package)),
+                ),
+            ],
+        )?;
+        Ok(pb::RefreshVoteResponse {
+            vote: match vote {
+                crate::refresh_vote::Vote::Stored => pb::RefreshVoteKind::RefreshVoteStored,
+                crate::refresh_vote::Vote::Aborted => pb::RefreshVoteKind::RefreshVoteAborted,
+            } as i32,
+            votes,
+        })
+    })
+    .await
+}
+
+/// Participant numbers for an audit entry: "1,3".
+fn numbers(list: &[u16]) -> String {
+    list.iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[tonic::async_trait]
@@ -648,6 +708,7 @@ impl pb::signer_server::Signer for SignerService {
                 generation: s.generation,
                 pending_generation: s.pending_generation.unwrap_or(0),
                 public_key_package: s.public_key_package,
+                pending_public_key_package: s.pending_public_key_package,
             }
         };
         let mut key_shares: Vec<pb::KeyShareInfo> = self
@@ -792,6 +853,7 @@ impl pb::signer_server::Signer for SignerService {
         tracing::info!(key_id = %key_id_text, identifier = committed.info.identifier, generation = committed.generation, refresh = committed.refresh, "key share sealed in the token");
         Ok(Response::new(pb::DkgCommitResponse {
             generation: committed.generation,
+            stored_votes: committed.stored_votes,
         }))
     }
 
@@ -872,11 +934,25 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let answer = match self.kind_of(&req.key_id) {
             Some(KeyKind::BitcoinTaproot) => {
-                activate_share(self.audit(), self.taproot.signing.clone(), req).await
+                activate_share(self.audit(), self.taproot.dkg.clone(), req).await
             }
             // Either the frost key, or no key: the frost vault answers
             // NOT_FOUND (or INVALID_ARGUMENT for a malformed key id).
-            _ => activate_share(self.audit(), self.frost.signing.clone(), req).await,
+            _ => activate_share(self.audit(), self.frost.dkg.clone(), req).await,
+        }?;
+        Ok(Response::new(answer))
+    }
+
+    async fn refresh_vote(
+        &self,
+        request: Request<pb::RefreshVoteRequest>,
+    ) -> Result<Response<pb::RefreshVoteResponse>, Status> {
+        let req = request.into_inner();
+        let answer = match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => {
+                refresh_vote(self.audit(), self.taproot.dkg.clone(), req).await
+            }
+            _ => refresh_vote(self.audit(), self.frost.dkg.clone(), req).await,
         }?;
         Ok(Response::new(answer))
     }
@@ -888,9 +964,9 @@ impl pb::signer_server::Signer for SignerService {
         let req = request.into_inner();
         let answer = match self.kind_of(&req.key_id) {
             Some(KeyKind::BitcoinTaproot) => {
-                discard_share(self.audit(), self.taproot.signing.clone(), req).await
+                discard_share(self.audit(), self.taproot.dkg.clone(), req).await
             }
-            _ => discard_share(self.audit(), self.frost.signing.clone(), req).await,
+            _ => discard_share(self.audit(), self.frost.dkg.clone(), req).await,
         }?;
         Ok(Response::new(answer))
     }

@@ -120,6 +120,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
             generation: 0,
             pending_generation: None,
             public_key_package,
+            pending_public_key_package: Vec::new(),
         };
         shares.insert(
             key_id.to_string(),
@@ -160,8 +161,9 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
             public_key_package,
             ..held.info.clone()
         };
-        held.pending = Some((info.clone(), share.clone()));
         held.info.pending_generation = Some(info.generation);
+        held.info.pending_public_key_package = info.public_key_package.clone();
+        held.pending = Some((info, share.clone()));
         Ok(held.info.clone())
     }
 
@@ -178,6 +180,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
                 let retired = held.info.generation;
                 held.info = ShareInfo {
                     pending_generation: None,
+                    pending_public_key_package: Vec::new(),
                     ..info
                 };
                 held.active = share;
@@ -210,6 +213,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
         if held.pending.as_ref().map(|(i, _)| i.generation) == Some(generation) {
             held.pending = None;
             held.info.pending_generation = None;
+            held.info.pending_public_key_package.clear();
             return Ok(true);
         }
         Ok(false)

@@ -50,6 +50,9 @@ pub struct ShareInfo {
     /// The key's frost `PublicKeyPackage` for the share in use, as sealed
     /// with it; empty for a share sealed before version 3.
     pub public_key_package: Vec<u8>,
+    /// The refreshed `PublicKeyPackage` sealed with the waiting share;
+    /// empty when none waits.
+    pub pending_public_key_package: Vec<u8>,
 }
 
 /// What [`ShareVault::activate`] did.
@@ -442,6 +445,11 @@ fn info_of(key_id: &str, held: &Held) -> ShareInfo {
         generation: h.generation,
         pending_generation: held.pending.as_ref().map(|p| p.header.generation),
         public_key_package: h.public_key_package.clone(),
+        pending_public_key_package: held
+            .pending
+            .as_ref()
+            .map(|p| p.header.public_key_package.clone())
+            .unwrap_or_default(),
     }
 }
 
