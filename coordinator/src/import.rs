@@ -12,6 +12,14 @@
 //! compromised one must not outvote anyone, so any disagreement among the
 //! signers that answer is refused with what each said, as is a package
 //! backed by fewer than its threshold or naming a threshold below 2.
+//!
+//! A database lost in the middle of a refresh leaves signers that use the
+//! old package with the refreshed one waiting, and perhaps some that use
+//! the refreshed one already. A signer vouches for both packages it holds
+//! (a refresh keeps the group key, participants and threshold); the key is
+//! recorded with a package every answering signer holds, the one most of
+//! them use, and `ringi keys refresh` then settles the refresh by the
+//! signers' votes.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,8 +66,10 @@ pub fn agree(
     answers: &[(String, u16, Answer)],
     created_at: i64,
 ) -> std::result::Result<Agreed, String> {
-    // Votes by (kind, package); and why the others do not count.
-    let mut votes: BTreeMap<Vouched, Vec<&str>> = BTreeMap::new();
+    // Who holds each (kind, package), and how many of them use it (not
+    // just keep it waiting); and why the others do not count.
+    let mut held: BTreeMap<Vouched, (Vec<&str>, usize)> = BTreeMap::new();
+    let mut vouching: Vec<(&str, &[u8])> = Vec::new();
     let mut others = Vec::new();
     for (name, identifier, answer) in answers {
         match answer {
@@ -74,14 +84,22 @@ pub fn agree(
                     share.identifier
                 ))
             }
-            Answer::Holds(share) => votes
-                .entry((share.kind.clone(), share.public_key_package.clone()))
-                .or_default()
-                .push(name.as_str()),
+            Answer::Holds(share) => {
+                vouching.push((name.as_str(), &share.public_key_package));
+                let in_use = held
+                    .entry((share.kind.clone(), share.public_key_package.clone()))
+                    .or_default();
+                in_use.0.push(name.as_str());
+                in_use.1 += 1;
+                if share.pending_generation != 0 && !share.pending_public_key_package.is_empty() {
+                    held.entry((share.kind.clone(), share.pending_public_key_package.clone()))
+                        .or_default()
+                        .0
+                        .push(name.as_str());
+                }
+            }
         }
     }
-    let mut ranked: Vec<(&Vouched, &Vec<&str>)> = votes.iter().collect();
-    ranked.sort_by_key(|(_, names)| std::cmp::Reverse(names.len()));
     let said = |others: &[String]| {
         if others.is_empty() {
             String::new()
@@ -89,8 +107,39 @@ pub fn agree(
             format!(" ({})", others.join("; "))
         }
     };
-    let Some(((kind, package), agreeing)) = ranked.first() else {
+    if vouching.is_empty() {
         return Err(format!("no signer vouches for the key{}", said(&others)));
+    }
+    // A package every vouching signer holds, the most used first.
+    let common = held
+        .iter()
+        .filter(|(_, (names, _))| names.len() == vouching.len())
+        .max_by_key(|(_, (_, in_use))| *in_use);
+    let Some(((kind, package), (agreeing, _))) = common else {
+        // During a recovery honest signers may be down: a package of a
+        // minority is not outvoted but refused, so that one compromised
+        // signer cannot plant a key of its own.
+        let mut by_package: BTreeMap<&[u8], Vec<&str>> = BTreeMap::new();
+        for (name, package) in &vouching {
+            by_package.entry(package).or_default().push(name);
+        }
+        let mut groups: Vec<Vec<&str>> = by_package.into_values().collect();
+        groups.sort_by_key(|names| std::cmp::Reverse(names.len()));
+        let (first, rest) = groups
+            .split_first()
+            .map_or((Vec::new(), Vec::new()), |(f, r)| {
+                (f.clone(), r.iter().flatten().copied().collect())
+            });
+        return Err(format!(
+            "the signers disagree on the key: {} report one package, {} another; resolve that first{}",
+            first.join(", "),
+            if rest.is_empty() {
+                "the others".to_string()
+            } else {
+                rest.join(", ")
+            },
+            said(&others)
+        ));
     };
     let kind =
         KeyKind::parse(kind).map_err(|e| format!("the signers report kind {kind:?}: {e}"))?;
@@ -98,33 +147,9 @@ pub fn agree(
         KeyKind::FrostSecp256k1 => describe::<Secp256k1>(package)?,
         KeyKind::BitcoinTaproot => describe::<Secp256k1Tr>(package)?,
     };
-    for ((_, other), names) in ranked.iter().skip(1) {
-        others.extend(names.iter().map(|n| {
-            format!(
-                "{n}: holds another public key package ({} bytes)",
-                other.len()
-            )
-        }));
-    }
     if threshold < 2 {
         return Err(format!(
             "the package the signers report has a threshold of {threshold}: no ringi key has fewer than 2"
-        ));
-    }
-    if ranked.len() > 1 {
-        // During a recovery honest signers may be down: a package of a
-        // minority is not outvoted but refused, so that one compromised
-        // signer cannot plant a key of its own.
-        let dissent: Vec<&str> = ranked
-            .iter()
-            .skip(1)
-            .flat_map(|(_, names)| names.iter().copied())
-            .collect();
-        return Err(format!(
-            "the signers disagree on the key: {} report one package, {} another; resolve that first{}",
-            agreeing.join(", "),
-            dissent.join(", "),
-            said(&others)
         ));
     }
     if agreeing.len() < usize::from(threshold) {
@@ -261,6 +286,67 @@ mod tests {
 
     fn key() -> KeyId {
         KeyId::parse("k").unwrap()
+    }
+
+    /// Holds `package` in use and `waiting` as a refreshed share.
+    fn mid_refresh(identifier: u32, package: &[u8], waiting: &[u8], group: &[u8]) -> Answer {
+        let Answer::Holds(share) = holds(identifier, package, group) else {
+            unreachable!()
+        };
+        Answer::Holds(pb::KeyShareInfo {
+            pending_generation: 1,
+            pending_public_key_package: waiting.to_vec(),
+            ..share
+        })
+    }
+
+    #[test]
+    fn a_refresh_interrupted_with_the_database_is_imported_for_the_refresh_to_settle() {
+        // Two packages of one key: the old one and its refreshed one (a
+        // stand-in: the rule looks at bytes, the real refresh keeps the
+        // group key, participants and threshold).
+        let (old, g) = package(3, 2);
+        let (new, _) = package(3, 2);
+        // Nobody switched yet: the old package, in use everywhere.
+        let waiting = vec![
+            ("a".to_string(), 1, mid_refresh(1, &old, &new, &g)),
+            ("b".to_string(), 2, mid_refresh(2, &old, &new, &g)),
+            ("c".to_string(), 3, holds(3, &old, &g)),
+        ];
+        let agreed = agree(&key(), &waiting, 0).unwrap();
+        assert_eq!(agreed.record.public_key_package, old);
+        assert_eq!(agreed.agreeing.len(), 3);
+        // One switched, the others wait: the refreshed one, which all hold.
+        let switching = vec![
+            ("a".to_string(), 1, holds(1, &new, &g)),
+            ("b".to_string(), 2, mid_refresh(2, &old, &new, &g)),
+            ("c".to_string(), 3, mid_refresh(3, &old, &new, &g)),
+        ];
+        let agreed = agree(&key(), &switching, 0).unwrap();
+        assert_eq!(agreed.record.public_key_package, new);
+        assert_eq!(agreed.agreeing.len(), 3);
+        // A signer waiting on a package of its own plants nothing: the
+        // package all hold is recorded.
+        let (planted, _) = package(3, 2);
+        let planting = vec![
+            ("a".to_string(), 1, holds(1, &old, &g)),
+            ("b".to_string(), 2, mid_refresh(2, &old, &planted, &g)),
+            (
+                "c".to_string(),
+                3,
+                Answer::Unreachable("Unavailable".into()),
+            ),
+        ];
+        let agreed = agree(&key(), &planting, 0).unwrap();
+        assert_eq!(agreed.record.public_key_package, old);
+        // One switched while another never stored the refreshed share:
+        // no package all hold (the votes cannot have allowed it).
+        let split = vec![
+            ("a".to_string(), 1, holds(1, &new, &g)),
+            ("b".to_string(), 2, holds(2, &old, &g)),
+        ];
+        let err = agree(&key(), &split, 0).unwrap_err();
+        assert!(err.contains("the signers disagree"), "{err}");
     }
 
     #[test]

@@ -186,7 +186,7 @@ fn refused(result: Result<impl std::fmt::Debug, tonic::Status>, code: Code, text
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_coordinator_cannot_switch_some_signers_and_strand_the_others() {
-    let cluster = Cluster::start_tls(3);
+    let mut cluster = Cluster::start_tls(3);
     let signers = ["signer-1", "signer-2", "signer-3"];
     let group_key = cluster.keygen("k", 2, &signers);
     let recorded = cluster.coordinator_key("k").await.public_key_package;
@@ -359,8 +359,25 @@ async fn a_coordinator_cannot_switch_some_signers_and_strand_the_others() {
         "{log}"
     );
 
+    // The coordinator's database is lost on top of it: the key is imported
+    // with the refreshed package, the one every signer holds (in use on
+    // signer 1, waiting on the others).
+    cluster.stop_coordinator();
+    std::fs::remove_dir_all(cluster.dir.path().join("coordinator")).unwrap();
+    cluster.start_coordinator();
+    let out = cluster.ringi(&["keys", "import-from-signers", "k"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        cluster.coordinator_key("k").await.public_key_package,
+        run.package
+    );
+
     // The honest coordinator's refresh settles it: every signer votes
-    // stored, so the package is recorded and the other two switch.
+    // stored, so the other two switch.
     let out = cluster.ringi(&["keys", "refresh", "k"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
