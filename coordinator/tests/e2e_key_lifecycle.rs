@@ -496,6 +496,108 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     .await
     .unwrap_err();
     assert!(err.message().contains("transport key"), "{err:?}");
+    // A coordinator that relays the real helpers' sigmas but names another
+    // public key package, or another kind, to the new node: each helper
+    // sealed its sigma under the kind and package it holds, so the new
+    // node refuses and stores nothing.
+    {
+        let signed = cluster.key_order(&order, &["alice", "carol"]);
+        let session = vec![4; 16];
+        let helpers = participants[..2].to_vec();
+        let mut s3 = cluster.signer_client(2).await;
+        let mut deltas = BTreeMap::new();
+        for (id, client) in [(2u32, &mut s2), (3, &mut s3)] {
+            let r = client
+                .repair_help(pb::RepairHelpRequest {
+                    order: Some(signed.clone()),
+                    session_id: session.clone(),
+                    helpers: helpers.clone(),
+                    recipient: Some(participants[2].clone()),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            deltas.insert(id, r.sealed_deltas);
+        }
+        let mut sigmas = BTreeMap::new();
+        for (id, other, client) in [(2u32, 3u32, &mut s2), (3, 2, &mut s3)] {
+            let r = client
+                .repair_combine(pb::RepairCombineRequest {
+                    key_id: "k".into(),
+                    session_id: session.clone(),
+                    sealed_deltas: [(other, deltas[&other][&id].clone())].into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            sigmas.insert(id, r.sealed_sigma);
+        }
+        let (_, forged) = frost_secp256k1::keys::generate_with_dealer(
+            3,
+            2,
+            frost_secp256k1::keys::IdentifierList::Default,
+            rand::rngs::OsRng,
+        )
+        .unwrap();
+        // The key's own package, re-encoded as a Taproot key's (same
+        // points, another ciphersuite).
+        let as_taproot = {
+            use ringi_frost::frost_core::keys::{PublicKeyPackage, VerifyingShare};
+            use ringi_frost::frost_core::{Identifier as Id, VerifyingKey};
+            use ringi_frost::taproot::Secp256k1Tr as Tr;
+            let real = PublicKeyPackage::<ringi_frost::Secp256k1>::deserialize(
+                &recorded.public_key_package,
+            )
+            .unwrap();
+            let shares = real
+                .verifying_shares()
+                .iter()
+                .map(|(id, share)| {
+                    (
+                        Id::<Tr>::deserialize(&id.serialize()).unwrap(),
+                        VerifyingShare::<Tr>::deserialize(&share.serialize().unwrap()).unwrap(),
+                    )
+                })
+                .collect();
+            let group = VerifyingKey::<Tr>::deserialize(&real.verifying_key().serialize().unwrap())
+                .unwrap();
+            PublicKeyPackage::<Tr>::new(shares, group, real.min_signers())
+                .serialize()
+                .unwrap()
+        };
+        let mut s4 = cluster.signer_client(3).await;
+        for (package, kind) in [
+            (forged.serialize().unwrap(), ""),
+            (as_taproot, "bitcoin-taproot"),
+        ] {
+            let err = s4
+                .repair_receive(pb::RepairReceiveRequest {
+                    order: Some(signed.clone()),
+                    session_id: session.clone(),
+                    helpers: helpers.clone(),
+                    public_key_package: package,
+                    sealed_sigmas: sigmas.clone(),
+                    kind: kind.into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+            assert!(
+                err.message()
+                    .contains("does not open for this key's kind and public key package"),
+                "{err:?}"
+            );
+        }
+        assert!(
+            cluster
+                .node_info(3)
+                .await
+                .key_shares
+                .iter()
+                .all(|k| k.key_id != "k")
+        );
+    }
+
     // A helper down: too few helpers, nothing stored anywhere.
     cluster.signers[2].stop();
     let err = repair(

@@ -207,6 +207,7 @@ impl From<crate::repair::RepairError> for Status {
             }
             R::NotAParticipant(_) => Code::FailedPrecondition,
             R::OwnShare(_)
+            | R::Unvouched(_)
             | R::OtherRecipient { .. }
             | R::Frost(_)
             | R::WrongShare(_)

@@ -47,6 +47,28 @@ use crate::rng;
 use crate::token::TokenError;
 use crate::vault::{ShareInfo, VaultError};
 
+/// The HKDF salt of a sigma envelope: the repair session, bound to the
+/// key's kind and public key package as the sealing helper holds them
+/// (the package's SHA-256; a share sealed before packages were kept binds
+/// the kind only). The new node opens a sigma only under the kind and
+/// package the request names, so a coordinator cannot make it seal its
+/// share as another kind or with another package than its helpers hold.
+pub fn sigma_context(session_id: &[u8], kind: ringi_frost::KeyKind, package: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ringi repair sigma context v1\0");
+    h.update([session_id.len().min(255) as u8]);
+    h.update(session_id);
+    h.update([kind.code()]);
+    if package.is_empty() {
+        h.update([0]);
+    } else {
+        h.update([1]);
+        h.update(Sha256::digest(package));
+    }
+    h.finalize().into()
+}
+
 /// How long a helper keeps its delta between steps 1 and 2.
 pub const RUN_TTL: Duration = Duration::from_secs(600);
 /// Length of a repair session id.
@@ -99,6 +121,10 @@ pub enum RepairError {
         "the rebuilt share does not match the key's verifying share for participant {0}: a helper sent a wrong value, or the public key package is not the key's; nothing stored"
     )]
     WrongShare(u16),
+    #[error(
+        "the sigma of helper {0} does not open for this key's kind and public key package as the request names them: that helper holds the key under another kind or package (the request is not the key's), or it did not seal this sigma for this node"
+    )]
+    Unvouched(u16),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
@@ -542,10 +568,18 @@ impl<S: Suite> RepairRuns<S> {
         let sigma = repairable::repair_share_part2(&deltas);
         let plaintext = Zeroizing::new(sigma.serialize());
         let shared = self.dkg.token().dkg_shared_secret(&run.recipient)?;
+        // The helper vouches for the key's kind and package as it holds
+        // them: the new node opens the sigma only under the same.
+        let held = self
+            .dkg
+            .vault()
+            .info(key_id)
+            .ok_or_else(|| RepairError::NotHeld(key_id.to_string()))?;
+        let context = sigma_context(session_id, S::KIND, &held.public_key_package);
         let binding = Binding {
             contents: Contents::RepairSigma,
             key_id,
-            session_id,
+            session_id: &context,
             sender: run.me,
             recipient: run.participant,
         };
@@ -561,7 +595,9 @@ impl<S: Suite> RepairRuns<S> {
     /// ([`check_helpers`]) and, under mutual TLS, their attestations; the
     /// public package decodes and has the repaired participant and every
     /// helper; sealed sigmas from exactly the helpers, each opening for
-    /// this run; the rebuilt share's verifying share is the package's.
+    /// this run and the request's kind and package ([`sigma_context`]: the
+    /// helpers vouch for both); the rebuilt share's verifying share is the
+    /// package's.
     pub fn receive(
         &self,
         req: ReceiveRequest,
@@ -621,13 +657,18 @@ impl<S: Suite> RepairRuns<S> {
                 "sealed sigmas must come from exactly the helpers {want:?}, got {got:?}"
             )));
         }
+        // Each helper sealed its sigma under the kind and package it holds
+        // (nothing but the kind for a share sealed before packages were
+        // kept): the request's must be the same.
+        let vouched = sigma_context(&req.session_id, S::KIND, &req.public_key_package);
+        let legacy = sigma_context(&req.session_id, S::KIND, &[]);
         let mut sigmas = Vec::with_capacity(helpers.len());
         for (sender, key) in &helpers {
             let shared = self.dkg.token().dkg_shared_secret(key)?;
-            let binding = Binding {
+            let binding = |context| Binding {
                 contents: Contents::RepairSigma,
                 key_id: &key_id,
-                session_id: &req.session_id,
+                session_id: context,
                 sender: *sender,
                 recipient: ordered.participant,
             };
@@ -635,7 +676,16 @@ impl<S: Suite> RepairRuns<S> {
                 .sealed_sigmas
                 .get(&u32::from(*sender))
                 .ok_or_else(|| RepairError::InvalidArgument(format!("no sigma from {sender}")))?;
-            let plaintext = dkg_envelope::open(&binding, &shared, sealed)?;
+            let plaintext = match dkg_envelope::open(&binding(&vouched), &shared, sealed) {
+                Ok(p) => p,
+                Err(EnvelopeError::Open { .. }) => {
+                    dkg_envelope::open(&binding(&legacy), &shared, sealed).map_err(|e| match e {
+                        EnvelopeError::Open { .. } => RepairError::Unvouched(*sender),
+                        other => other.into(),
+                    })?
+                }
+                Err(e) => return Err(e.into()),
+            };
             sigmas.push(Sigma::<S>::deserialize(&plaintext).map_err(|e| {
                 RepairError::InvalidArgument(format!("sigma from helper {sender}: {e}"))
             })?);
@@ -674,6 +724,21 @@ mod tests {
             identifier: id,
             dkg_public_key: key(seed),
             attestation: None,
+        }
+    }
+
+    #[test]
+    fn a_sigma_is_bound_to_the_session_kind_and_package() {
+        use ringi_frost::KeyKind::{BitcoinTaproot, FrostSecp256k1};
+        let base = sigma_context(&[1; 16], FrostSecp256k1, b"package");
+        assert_eq!(base, sigma_context(&[1; 16], FrostSecp256k1, b"package"));
+        for other in [
+            sigma_context(&[2; 16], FrostSecp256k1, b"package"),
+            sigma_context(&[1; 16], BitcoinTaproot, b"package"),
+            sigma_context(&[1; 16], FrostSecp256k1, b"another package"),
+            sigma_context(&[1; 16], FrostSecp256k1, b""),
+        ] {
+            assert_ne!(base, other);
         }
     }
 
