@@ -40,6 +40,16 @@ struct Args {
         default_value = "coordinator"
     )]
     coordinator_name: String,
+    /// Log lines as `text` (default) or `json` (one object a line), on
+    /// stderr; colours only on a terminal. `ringi serve` also reads
+    /// `log_format` from its config.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGI_LOG_FORMAT",
+        value_name = "text|json"
+    )]
+    log_format: Option<ringi_net::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -600,18 +610,20 @@ impl ApproverKeyArgs {
 fn main() -> ExitCode {
     ringi_net::memory::limit_allocator_arenas();
     let args = Args::parse();
-    let log_default = if matches!(args.command, Command::Serve { .. }) {
-        "info"
-    } else {
-        "warn"
+    // The daemon's config first: it may choose the log format.
+    let serve_config = match &args.command {
+        Command::Serve { config } => Some(Config::load(config)),
+        _ => None,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| log_default.into()),
-        )
-        .init();
+    let (log_default, configured_format) = match &serve_config {
+        Some(config) => ("info", config.as_ref().ok().and_then(|c| c.log_format)),
+        None => ("warn", None),
+    };
+    let log_format = args.log_format.or(configured_format).unwrap_or_default();
+    if let Err(e) = ringi_net::logging::init(log_format, log_default) {
+        eprintln!("ringi: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -622,7 +634,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, serve_config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringi: error: {e:#}");
@@ -673,7 +685,11 @@ async fn decide_with(
     .await?)
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// `serve_config`: `ringi serve`'s config, read already (for its log format).
+async fn run(
+    args: Args,
+    serve_config: Option<Result<Config, ringi::config::ConfigError>>,
+) -> anyhow::Result<()> {
     let address = args.coordinator;
     let tls = match (args.tls_client_cert, args.tls_client_key, args.tls_ca) {
         (Some(cert), Some(key), Some(ca)) => Some(ClientTls {
@@ -687,7 +703,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tls = tls.as_ref();
     match args.command {
         Command::Serve { config: path } => {
-            ringi::server::run(Config::load(&path)?).await.map_err(|e| {
+            let config = match serve_config {
+                Some(loaded) => loaded?,
+                None => Config::load(&path)?,
+            };
+            ringi::server::run(config).await.map_err(|e| {
                 match e.downcast::<ringi_policy::audit::AuditError>() {
                     // A broken audit log: name the command that repairs it.
                     Ok(broken) => broken

@@ -7,6 +7,9 @@
 //!
 //! signing_concurrency = 12          # signing runs at once (default 4 per signer); the rest wait
 //!
+//! metrics_listen = "127.0.0.1:9464" # optional: Prometheus metrics over HTTP (off by default)
+//! log_format = "json"               # optional: text (default) or json; `--log-format` overrides
+//!
 //! [tls]                             # optional: mutual TLS on every hop
 //! cert = "coordinator.pem"
 //! key = "coordinator.key"
@@ -50,6 +53,11 @@ pub struct Config {
     /// per registered signer; more only queue at the signers' tokens).
     /// Approved requests beyond it wait their turn, APPROVED, in the store.
     pub signing_concurrency: Option<usize>,
+    /// Where to serve Prometheus metrics (plain HTTP, apart from the gRPC
+    /// listener); none: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `text` (default) or `json`; the `--log-format` option overrides it.
+    pub log_format: Option<ringi_net::logging::LogFormat>,
 }
 
 /// One client identity (the name in its certificate) and its permissions.

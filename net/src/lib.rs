@@ -9,14 +9,19 @@
 //!   until SIGINT/SIGTERM);
 //! - [`ops`]: `grpc.health.v1` and server reflection;
 //! - [`instance_lock`]: one serving process per data directory;
-//! - [`memory`]: the allocator settings that keep a daemon's memory flat.
+//! - [`memory`]: the allocator settings that keep a daemon's memory flat;
+//! - [`logging`]: the daemons' log subscriber (`--log-format text|json`);
+//! - [`metrics_endpoint`]: the Prometheus endpoint (`metrics_listen`), off
+//!   by default.
 //!
 //! Nothing here knows what a key, a share or a request is: the layer above
 //! (`ringi-signer`, `ringi`) brings the services; the layer below
 //! (`ringi-proto`) brings the contracts.
 
 pub mod instance_lock;
+pub mod logging;
 pub mod memory;
+pub mod metrics_endpoint;
 pub mod ops;
 pub mod serve;
 pub mod tls;

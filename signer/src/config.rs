@@ -8,6 +8,8 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:7101"
+//! metrics_listen = "127.0.0.1:9464"   # optional: Prometheus metrics (off by default)
+//! log_format = "json"                 # optional: text (default) or json
 //! [pkcs11]
 //! module = "/usr/lib/softhsm/libsofthsm2.so"
 //! token_label = "signer-1"
@@ -38,6 +40,10 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Operators' daily-volume figures (for percentage caps).
     pub daily_volume_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (plain HTTP); none: no endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `text` (default) or `json`.
+    pub log_format: Option<ringi_net::logging::LogFormat>,
     #[serde(default)]
     pub pkcs11: Pkcs11File,
 }
@@ -217,6 +223,8 @@ mod tests {
             policy_sha256: None,
             data_dir: None,
             daily_volume_file: None,
+            metrics_listen: None,
+            log_format: None,
             pkcs11: Pkcs11File {
                 module: module.map(PathBuf::from),
                 token_label: label.map(String::from),

@@ -397,6 +397,7 @@ impl pb::governance_server::Governance for GovernanceService {
                 Retired::New => {
                     audited(audit.as_ref(), "key_retired", &fields)
                         .map_err(|e| Status::unavailable(e.to_string()))?;
+                    crate::metrics::key_op("retire", true);
                     tracing::warn!(key_id = %fields[0].1, destroy_after = retirement.destroy_after, admins = %fields[3].1, "key retired: this node signs nothing more with it and destroys its shares after the grace period");
                     Ok((retirement, false))
                 }

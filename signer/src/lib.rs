@@ -30,6 +30,8 @@
 //!   grace period is over ([`holds`] keeps the retirements).
 //! - [`tls_key`]: the node's TLS key, kept in the token.
 //! - [`phases`]: the rounds' time per phase, sent back with each answer.
+//! - [`metrics`]: the node's Prometheus metrics (names and recording
+//!   helpers), served when `metrics_listen` is set.
 //! - `test_doubles` (unit tests, or feature `test-doubles`): an in-memory
 //!   vault and audit trail and throwaway approvers, never for production.
 //!
@@ -50,6 +52,7 @@ pub mod fault;
 pub mod governance;
 pub mod holds;
 pub mod instance_lock;
+pub mod metrics;
 pub mod node_audit;
 pub mod nonces;
 pub mod phases;

@@ -44,6 +44,15 @@ struct Cli {
     /// Operators' daily-volume figures, for caps set as a percentage of it.
     #[arg(long, global = true, env = "RINGI_DAILY_VOLUME_FILE")]
     daily_volume_file: Option<PathBuf>,
+    /// Log lines as `text` (default) or `json` (one object a line), on
+    /// stderr; colours only on a terminal. Also `log_format` in the config.
+    #[arg(
+        long,
+        global = true,
+        env = "RINGI_LOG_FORMAT",
+        value_name = "text|json"
+    )]
+    log_format: Option<ringi_net::logging::LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,18 +98,30 @@ enum Command {
         /// it, any name the CA certified except the allowed clients.
         #[arg(long, env = "RINGI_DKG_PEERS", value_delimiter = ',')]
         dkg_peers: Option<Vec<String>>,
+        /// Serve Prometheus metrics over plain HTTP on this address (off
+        /// unless set here or by `metrics_listen` in the config).
+        #[arg(long, env = "RINGI_SIGNER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
 }
 
 fn main() -> ExitCode {
     ringi_net::memory::limit_allocator_arenas();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The config first: it may choose the log format.
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path),
+        None => Ok(FileConfig::default()),
+    };
+    let log_format = cli
+        .log_format
+        .or(file.as_ref().ok().and_then(|f| f.log_format))
+        .unwrap_or_default();
+    let result = ringi_net::logging::init(log_format, "info")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(file?))
+        .and_then(|file| run(cli, file));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringi-signer: error: {e:#}");
@@ -109,11 +130,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let file = match &cli.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
+fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     // Before the token's configuration: the repair needs no PIN.
     if let Command::AuditRepair = cli.command {
         return audit_repair(cli.data_dir.as_deref(), cli.token_label.as_deref(), &file);
@@ -185,10 +202,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_ca,
             tls_allowed_clients,
             dkg_peers,
+            metrics_listen,
         } => {
             let listen = listen
                 .or(file.listen)
                 .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("valid default"));
+            let metrics_listen = metrics_listen.or(file.metrics_listen);
             let policy = config::load_policy(
                 cli.policy_file.as_deref().or(file.policy_file.as_deref()),
                 cli.policy_sha256
@@ -224,6 +243,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }),
                     _ => None,
                 },
+                metrics_listen,
             };
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -12,6 +12,9 @@
 //!
 //! `SigningNonces` zeroizes itself on drop, so removing an entry wipes it.
 //! A store holds the nonces of one ciphersuite `S` ([`ringi_frost::Suite`]).
+//!
+//! Each store keeps the gauge of nonces waiting in its pool
+//! ([`crate::metrics::NONCES_WAITING`]) by every pair it adds or removes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,6 +24,8 @@ use frost_core::keys::SigningShare;
 use frost_core::round1::{SigningCommitments, SigningNonces};
 use rand_core::{CryptoRng, RngCore};
 use ringi_frost::Suite;
+
+use crate::metrics::{self, NoncePool};
 
 /// How long an unused nonce pair stays valid.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(120);
@@ -55,7 +60,8 @@ impl<S: Suite> Default for VaultNonces<S> {
     fn default() -> Self {
         VaultNonces {
             round1: NonceStore::default(),
-            preprocessed: NonceStore::new(PREPROCESSED_TTL, PREPROCESSED_CAPACITY),
+            preprocessed: NonceStore::new(PREPROCESSED_TTL, PREPROCESSED_CAPACITY)
+                .counted_as(NoncePool::Preprocessed),
         }
     }
 }
@@ -104,6 +110,16 @@ pub struct NonceStore<S: Suite> {
     pending: Mutex<HashMap<Slot, Pending<S>>>,
     ttl: Duration,
     capacity: usize,
+    /// The pool its gauge counts in.
+    pool: NoncePool,
+}
+
+/// Whatever is still waiting leaves the gauge with the store.
+impl<S: Suite> Drop for NonceStore<S> {
+    fn drop(&mut self) {
+        let pending = self.pending.get_mut().unwrap_or_else(|p| p.into_inner());
+        metrics::nonces_removed(self.pool, pending.len());
+    }
 }
 
 impl<S: Suite> Default for NonceStore<S> {
@@ -118,7 +134,23 @@ impl<S: Suite> NonceStore<S> {
             pending: Mutex::new(HashMap::new()),
             ttl,
             capacity,
+            pool: NoncePool::Round1,
         }
+    }
+
+    /// Counts this store's pairs in `pool`'s gauge (default: round 1).
+    pub fn counted_as(mut self, pool: NoncePool) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Drops the expired pairs of `pending`, counting them out.
+    fn drop_expired(&self, pending: &mut HashMap<Slot, Pending<S>>, now: Instant) -> usize {
+        let before = pending.len();
+        pending.retain(|_, p| p.expires > now);
+        let dropped = before - pending.len();
+        metrics::nonces_removed(self.pool, dropped);
+        dropped
     }
 
     /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
@@ -158,13 +190,14 @@ impl<S: Suite> NonceStore<S> {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() + count > self.capacity {
-            pending.retain(|_, p| p.expires > now);
+            self.drop_expired(&mut pending, now);
             if pending.len() + count > self.capacity {
                 // `drawn` is dropped here: its nonces zeroize themselves.
                 return Err(NonceError::Full(self.capacity));
             }
         }
-        Ok(drawn
+        let before = pending.len();
+        let commitments = drawn
             .into_iter()
             .map(|(slot, nonces, commitments)| {
                 pending.insert(
@@ -176,7 +209,9 @@ impl<S: Suite> NonceStore<S> {
                 );
                 commitments
             })
-            .collect())
+            .collect();
+        metrics::nonces_added(self.pool, pending.len() - before);
+        Ok(commitments)
     }
 
     /// Keeps `nonces` until round 2 asks for them by their commitments.
@@ -193,18 +228,21 @@ impl<S: Suite> NonceStore<S> {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() >= self.capacity {
-            pending.retain(|_, p| p.expires > now);
+            self.drop_expired(&mut pending, now);
             if pending.len() >= self.capacity {
                 return Err(NonceError::Full(self.capacity));
             }
         }
-        pending.insert(
+        let replaced = pending.insert(
             slot,
             Pending {
                 nonces,
                 expires: now + self.ttl,
             },
         );
+        if replaced.is_none() {
+            metrics::nonces_added(self.pool, 1);
+        }
         Ok(())
     }
 
@@ -225,6 +263,7 @@ impl<S: Suite> NonceStore<S> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&slot)?;
+        metrics::nonces_removed(self.pool, 1);
         if entry.expires > Instant::now() {
             Some(entry.nonces)
         } else {
@@ -234,11 +273,8 @@ impl<S: Suite> NonceStore<S> {
 
     /// Deletes (and so zeroizes) every expired nonce pair. Returns how many.
     pub fn sweep_expired(&self) -> usize {
-        let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let before = pending.len();
-        pending.retain(|_, p| p.expires > now);
-        before - pending.len()
+        self.drop_expired(&mut pending, Instant::now())
     }
 
     /// Number of nonce pairs waiting (expired ones included until swept).
@@ -263,6 +299,54 @@ mod tests {
     fn fresh() -> (SigningNonces<Secp256k1>, SigningCommitments<Secp256k1>) {
         let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
         frost_core::round1::commit(&share, &mut OsRng)
+    }
+
+    /// The nonces-waiting gauge of `pool` after `f`, recorded in-process
+    /// while what `f` returns (the stores still waiting) is alive.
+    fn gauge_after<T>(pool: NoncePool, f: impl FnOnce() -> T) -> f64 {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _alive = ::metrics::with_local_recorder(&recorder, f);
+        snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(key, ..)| {
+                key.key().name() == crate::metrics::NONCES_WAITING
+                    && key.key().labels().any(|l| l.value() == pool.label())
+            })
+            .map_or(0.0, |(.., value)| match value {
+                DebugValue::Gauge(v) => v.into_inner(),
+                other => panic!("{other:?}"),
+            })
+    }
+
+    #[test]
+    fn the_gauge_counts_every_pair_in_and_out() {
+        let share = SigningShare::deserialize(&[1u8; 32]).unwrap();
+        let waiting = gauge_after(NoncePool::Round1, || {
+            let store = NonceStore::default();
+            let kept: Vec<_> = (0..3)
+                .map(|_| store.commit("k", &share, &mut OsRng).unwrap())
+                .collect();
+            assert!(store.take("k", &kept[0]).is_some());
+            assert!(store.take("k", &kept[0]).is_none());
+            store
+        });
+        assert_eq!(waiting, 2.0);
+        let waiting = gauge_after(NoncePool::Preprocessed, || {
+            let store = NonceStore::new(Duration::ZERO, 10).counted_as(NoncePool::Preprocessed);
+            store.commit_batch("k", &share, 4, &mut OsRng).unwrap();
+            assert_eq!(store.sweep_expired(), 4);
+            let live = NonceStore::new(DEFAULT_TTL, 10).counted_as(NoncePool::Preprocessed);
+            live.commit_batch("k", &share, 3, &mut OsRng).unwrap();
+            let dropped = NonceStore::new(DEFAULT_TTL, 10).counted_as(NoncePool::Preprocessed);
+            dropped.commit_batch("k", &share, 5, &mut OsRng).unwrap();
+            drop(dropped);
+            live
+        });
+        assert_eq!(waiting, 3.0);
     }
 
     #[test]

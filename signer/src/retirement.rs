@@ -211,9 +211,11 @@ pub fn log(results: &[Result<Destroyed, ShredError>]) {
     for result in results {
         match result {
             Ok(d) => {
+                crate::metrics::key_op("shred", true);
                 tracing::warn!(key_id = %d.key_id, kind = ?d.kind.map(|k| k.as_str()), generations = ?d.generations, "retired key: its shares are destroyed in the token")
             }
             Err(e) => {
+                crate::metrics::key_op("shred", false);
                 tracing::error!(error = %e, retry_in_secs = RETRY_AFTER_SECS, "retired key: destroying its shares failed")
             }
         }

@@ -93,6 +93,8 @@ pub struct ServeSettings {
     pub daily_volume_file: Option<std::path::PathBuf>,
     /// Mutual TLS; without it the node serves plaintext on loopback only.
     pub tls: Option<TlsSettings>,
+    /// Where to serve Prometheus metrics; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The node's TLS identity: a certificate for its token's TLS key, the CA
@@ -123,9 +125,15 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         policy_store_path,
         daily_volume_file,
         tls,
+        metrics_listen,
     } = settings;
     if tls.is_none() {
         ringi_net::transport::check_plaintext_listen(listen)?;
+    }
+    // First, so that the token's and the vault's first operations count.
+    if let Some(address) = metrics_listen {
+        ringi_net::metrics_endpoint::serve(address)?;
+        crate::metrics::describe();
     }
     // Certificates are read before anything else is opened, so a bad path
     // is reported at once.

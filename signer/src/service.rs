@@ -94,17 +94,19 @@ impl SignerService {
     }
 }
 
-/// Runs blocking token/FROST work off the async runtime, and logs and
-/// audits refusals.
+/// Runs blocking token/FROST work off the async runtime, counts the call
+/// (`crate::metrics`), and logs and audits refusals.
 async fn blocking<T: Send + 'static>(
     audit: &Arc<dyn AuditSink>,
     rpc: &'static str,
     key_id: String,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
+    let started = std::time::Instant::now();
     let result = tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(EdgeError::Worker(e.to_string()).into()));
+    crate::metrics::rpc(rpc, &result, started.elapsed());
     if let Err(status) = &result {
         tracing::warn!(rpc, key_id = %key_id, code = ?status.code(), reason = status.message(), "refused");
         let fields = [

@@ -19,6 +19,8 @@
 //!
 //! Nothing here logs or formats a PIN or a plaintext secret: the PIN is a
 //! [`SecretString`], decrypted data is returned in [`Zeroizing`] buffers.
+//!
+//! Each operation's time is recorded by [`TokenOp`] (`crate::metrics`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
+
+use crate::metrics::{TokenOp, token_op};
 
 /// CKA_LABEL of the share key-encryption key.
 pub const KEK_LABEL: &str = "ringi-share-kek";
@@ -306,7 +310,9 @@ impl Token {
     /// ECDSA P-256 over SHA-256(`statement`) with the audit key, inside the
     /// token. Returns r ‖ s (64 bytes).
     pub fn audit_sign(&self, statement: &[u8]) -> Result<Vec<u8>, TokenError> {
-        self.p256_sign(AUDIT_KEY_LABEL, statement)
+        token_op(TokenOp::AuditSign, || {
+            self.p256_sign(AUDIT_KEY_LABEL, statement)
+        })
     }
 
     /// The TLS identity public key, SEC1 uncompressed P-256.
@@ -317,7 +323,7 @@ impl Token {
     /// ECDSA P-256 over SHA-256(`message`) with the TLS identity key, inside
     /// the token. Returns r ‖ s (64 bytes).
     pub fn tls_sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
-        self.p256_sign(TLS_KEY_LABEL, message)
+        token_op(TokenOp::TlsSign, || self.p256_sign(TLS_KEY_LABEL, message))
     }
 
     fn p256_sign(&self, label: &'static str, message: &[u8]) -> Result<Vec<u8>, TokenError> {
@@ -394,7 +400,9 @@ impl Token {
 
     /// Fills `buf` from the token's RNG (C_GenerateRandom).
     pub fn random(&self, buf: &mut [u8]) -> Result<(), TokenError> {
-        self.with_session(|s| s.generate_random_slice(buf).map_err(TokenError::from_ck))
+        token_op(TokenOp::Random, || {
+            self.with_session(|s| s.generate_random_slice(buf).map_err(TokenError::from_ck))
+        })
     }
 
     /// AES-256-GCM encryption under the KEK, inside the token.
@@ -405,10 +413,12 @@ impl Token {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, TokenError> {
-        self.with_key(Self::kek, |s, kek| {
-            let mut iv = *iv;
-            let params = GcmParams::new(&mut iv, aad, 128.into())?;
-            s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+        token_op(TokenOp::Seal, || {
+            self.with_key(Self::kek, |s, kek| {
+                let mut iv = *iv;
+                let params = GcmParams::new(&mut iv, aad, 128.into())?;
+                s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+            })
         })?
         .map_err(TokenError::from_ck)
     }
@@ -421,11 +431,13 @@ impl Token {
         aad: &[u8],
         sealed: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        self.with_key(Self::kek, |s, kek| {
-            let mut iv = *iv;
-            let params = GcmParams::new(&mut iv, aad, 128.into())?;
-            s.decrypt(&Mechanism::AesGcm(params), kek, sealed)
-                .map(Zeroizing::new)
+        token_op(TokenOp::Unseal, || {
+            self.with_key(Self::kek, |s, kek| {
+                let mut iv = *iv;
+                let params = GcmParams::new(&mut iv, aad, 128.into())?;
+                s.decrypt(&Mechanism::AesGcm(params), kek, sealed)
+                    .map(Zeroizing::new)
+            })
         })?
         .map_err(|e| match e {
             CkError::Pkcs11(
@@ -468,6 +480,10 @@ impl Token {
     /// and `peer_point` (SEC1 uncompressed). Returns the shared x-coordinate;
     /// callers must run a KDF over it.
     pub fn dkg_shared_secret(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        token_op(TokenOp::Ecdh, || self.ecdh(peer_point))
+    }
+
+    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         self.with_key(Self::dkg_private, |s, private| {
             let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
             let derived = s.derive_key(
@@ -503,11 +519,22 @@ impl Token {
         sealed: &[u8],
     ) -> Result<(), TokenError> {
         let label = share_label(key_id, generation);
+        token_op(TokenOp::StoreShare, || {
+            self.create_share_object(key_id, &label, sealed)
+        })
+    }
+
+    fn create_share_object(
+        &self,
+        key_id: &str,
+        label: &str,
+        sealed: &[u8],
+    ) -> Result<(), TokenError> {
         self.with_session(|s| {
-            if find_one(s, &data_template(&label))?.is_some() {
+            if find_one(s, &data_template(label))?.is_some() {
                 return Err(TokenError::ShareExists(key_id.to_string()));
             }
-            let mut template = data_template(&label);
+            let mut template = data_template(label);
             template.extend([
                 Attribute::Private(true),
                 Attribute::Modifiable(false),
@@ -523,12 +550,14 @@ impl Token {
     /// a retried destruction must succeed).
     pub fn destroy_share(&self, key_id: &str, generation: u32) -> Result<bool, TokenError> {
         let label = share_label(key_id, generation);
-        self.with_session(|s| match find_one(s, &data_template(&label))? {
-            Some(handle) => {
-                s.destroy_object(handle).map_err(TokenError::from_ck)?;
-                Ok(true)
-            }
-            None => Ok(false),
+        token_op(TokenOp::DestroyShare, || {
+            self.with_session(|s| match find_one(s, &data_template(&label))? {
+                Some(handle) => {
+                    s.destroy_object(handle).map_err(TokenError::from_ck)?;
+                    Ok(true)
+                }
+                None => Ok(false),
+            })
         })
     }
 
