@@ -447,6 +447,46 @@ pub enum KeygenError {
 }
 
 impl Error {
+    /// What was refused, by name: the variant, or for a policy violation
+    /// the rule broken. A metric label (`crate::metrics::refused`): a name
+    /// from this code, never a value from the request.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::BadKeyId(_) => "bad_key_id",
+            Error::BadApproval(_) => "bad_approval",
+            Error::KeySpec(_) => "key_spec",
+            Error::Routing(_) => "routing",
+            Error::NotFound(_) => "not_found",
+            Error::KeyExists(_) => "key_exists",
+            Error::RequestExists(_) => "request_exists",
+            Error::DuplicateDecision { .. } => "duplicate_decision",
+            Error::IdempotencyConflict { .. } => "idempotency_conflict",
+            Error::NoPolicy => "no_policy",
+            Error::NoRules(_) => "no_rules",
+            Error::DailyVolume(_) => "daily_volume",
+            Error::Expired { .. } => "expired",
+            Error::AlreadyDecided { .. } => "already_decided",
+            Error::StateConflict { .. } => "state_conflict",
+            Error::IllegalTransition(_) => "illegal_transition",
+            Error::NotApproved { .. } => "not_approved",
+            Error::KeyRetired(_) => "key_retired",
+            Error::RetireRefused(_) => "retire_refused",
+            Error::SigningClaimed { .. } => "signing_claimed",
+            Error::ClaimLost { .. } => "claim_lost",
+            Error::PolicyViolation(v) => v.rule(),
+            Error::DestinationNotAllowed { .. } => "destination_not_allowed",
+            Error::CapExceeded { .. } => "cap_exceeded",
+            Error::Signing(_) => "signing",
+            Error::Keygen(_) => "keygen",
+            Error::Lifecycle(_) => "lifecycle",
+            Error::Store(_) => "store",
+            Error::Corrupt(_) => "corrupt",
+            Error::Inconsistent { .. } => "inconsistent",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// The gRPC status code of this error (as documented in
     /// `coordinator.proto`).
     pub fn code(&self) -> Code {

@@ -32,7 +32,8 @@
 //! Key lifecycle operations beside the DKG: [`refresh`], [`import`],
 //! [`retire`].
 //!
-//! Across the layers, [`phases`] records where a signing's time goes.
+//! Across the layers, [`phases`] records where a signing's time goes, and
+//! [`metrics`] names what the Prometheus endpoint (`metrics_listen`) shows.
 //!
 //! Outside the daemon, in the `ringi-cli` crate (`cli/`): the `ringi`
 //! binary and its commands, approver keys, `ringi bench`, `ringi dev-certs`.
@@ -48,6 +49,7 @@ pub mod fault;
 pub mod import;
 pub mod key_gate;
 pub mod keygen;
+pub mod metrics;
 pub mod phases;
 pub mod policy_service;
 pub mod refresh;

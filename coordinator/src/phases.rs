@@ -248,9 +248,11 @@ impl Recorder {
 
 static RECORDER: LazyLock<Recorder> = LazyLock::new(Recorder::new);
 
-/// Records that `phase` took `elapsed`.
+/// Records that `phase` took `elapsed` (also in the Prometheus histogram,
+/// [`crate::metrics::phase`]).
 pub fn record(phase: Phase, elapsed: Duration) {
     RECORDER.record(phase, elapsed);
+    crate::metrics::phase(phase, elapsed);
 }
 
 /// Runs `f`, recording its time as `phase`.
@@ -325,6 +327,7 @@ pub fn reset() {
 /// "one_round_signings", "two_round_signings").
 pub fn count(counter: &'static str, by: u64) {
     RECORDER.count(counter, by);
+    crate::metrics::signing_event(counter, by);
 }
 
 /// Every counter since the last [`reset`], by name.

@@ -99,6 +99,9 @@ pub struct SigningClaim {
     pub fence: u64,
     /// Who holds it (a coordinator process: its boot id).
     pub owner: String,
+    /// Whether this claim started the signing (APPROVED → SIGNING), rather
+    /// than renewing or taking over a SIGNING request.
+    pub started: bool,
     /// Until when (seconds); a claim past its lease may be taken over.
     pub lease_until: u64,
     /// The round-2 plans earlier runs recorded, by input, oldest first.

@@ -124,6 +124,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.tls.is_none() {
         ringi_net::transport::check_plaintext_listen(listen)?;
     }
+    // Before the state is built: the signers' watches report at once.
+    if let Some(address) = config.metrics_listen {
+        ringi_net::metrics_endpoint::serve(address)?;
+        crate::metrics::describe();
+    }
     let server_tls = match &config.tls {
         Some(tls) => Some(Reloadable::new(Arc::new(tls_configs(tls)?.0))),
         None => None,

@@ -23,6 +23,7 @@ use crate::config::Role;
 use crate::coordinator::{Coordinator, Key};
 use crate::error::{Error, RequestId};
 use crate::keygen::{self, KeygenRequest, Progress};
+use crate::metrics::KeyOperation;
 use crate::request_state::State;
 use crate::request_store::{self, ListFilter, Position, RequestRecord, TransitionRecord};
 use crate::requests;
@@ -161,6 +162,7 @@ impl pb::key_service_server::KeyService for KeyService {
                 },
             )
             .await;
+            crate::metrics::key_operation(KeyOperation::Keygen, result.is_ok());
             let last = match result {
                 Ok(record) => {
                     tracing::info!(key_id = %key_id, group_key = %hex::encode(&record.group_public_key), "DKG finished; key stored");
@@ -267,6 +269,7 @@ impl pb::key_service_server::KeyService for KeyService {
             // The record may have changed whatever the outcome.
             coordinator.forget_key(&key_id);
             drop(gate);
+            crate::metrics::key_operation(KeyOperation::Refresh, result.is_ok());
             let last = match result {
                 Ok(done) => {
                     tracing::info!(key_id = %key_id, resumed = done.resumed, "refresh finished; refreshed shares in use on every signer");
@@ -358,6 +361,7 @@ impl pb::key_service_server::KeyService for KeyService {
         .await;
         coordinator.forget_key(&key_id);
         drop(gate);
+        crate::metrics::key_operation(KeyOperation::Repair, result.is_ok());
         match result {
             Ok(done) => {
                 tracing::info!(key_id = %key_id, identifier = done.identifier, signer = %req.signer, replaced = %done.replaced, "share repaired; the new node holds the identifier");
@@ -399,7 +403,9 @@ impl pb::key_service_server::KeyService for KeyService {
         access::require(&request, Role::Admin)?;
         let key_id = key_id(&request.into_inner().key_id)?;
         let coordinator = &self.0;
-        match crate::import::run(&coordinator.registry, &coordinator.keys, &key_id).await {
+        let result = crate::import::run(&coordinator.registry, &coordinator.keys, &key_id).await;
+        crate::metrics::key_operation(KeyOperation::Import, result.is_ok());
+        match result {
             Ok(agreed) => {
                 coordinator.forget_key(&key_id);
                 let record = &agreed.record;
@@ -454,7 +460,9 @@ impl pb::key_service_server::KeyService for KeyService {
             })?;
         let coordinator = &self.0;
         let key_text = wire.key_id.clone();
-        match crate::retire::retire(coordinator, &wire).await {
+        let result = crate::retire::retire(coordinator, &wire).await;
+        crate::metrics::key_operation(KeyOperation::Retire, result.is_ok());
+        match result {
             Ok(done) => {
                 let r = &done.retirement;
                 if !done.already {
@@ -716,8 +724,9 @@ impl pb::request_service_server::RequestService for RequestService {
             r.requester = name;
         }
         let c = self.0.clone();
+        let refused = |e: &Error| crate::metrics::refused("SubmitSigningRequest", e);
         let submission = requests::Submission {
-            key_id: key_id(&r.key_id)?,
+            key_id: key_id(&r.key_id).inspect_err(refused)?,
             message: r.message,
             asset: r.asset,
             amount: r.amount,
@@ -728,7 +737,9 @@ impl pb::request_service_server::RequestService for RequestService {
             idempotency_key: r.idempotency_key,
             psbt: (!r.psbt.is_empty()).then_some(r.psbt),
         };
-        let record = detached(async move { requests::submit(&c, submission).await }).await?;
+        let record = detached(async move { requests::submit(&c, submission).await })
+            .await
+            .inspect_err(refused)?;
         Ok(Response::new(view_of(&self.0, &record).await))
     }
 
@@ -920,6 +931,7 @@ impl pb::request_service_server::RequestService for RequestService {
         match result {
             Ok(record) => Ok(Response::new(view_of(&self.0, &record).await)),
             Err(e) => {
+                crate::metrics::refused("Decide", &e);
                 tracing::warn!(error = %e, department = %approval.department, "decision refused");
                 Err(e.into())
             }
@@ -936,7 +948,9 @@ impl pb::request_service_server::RequestService for RequestService {
             .unwrap_or_else(|| "an operator on loopback".to_string());
         let id = parse_request_id(&request.into_inner().request_id)?;
         let c = self.0.clone();
-        let record = detached(async move { requests::retry(&c, id, &by).await }).await?;
+        let record = detached(async move { requests::retry(&c, id, &by).await })
+            .await
+            .inspect_err(|e| crate::metrics::refused("RetrySigningRequest", e))?;
         Ok(Response::new(view_of(&self.0, &record).await))
     }
 }

@@ -64,6 +64,7 @@ async fn watch(name: String, channel: Channel, pools: Arc<CommitmentPools>) {
         let mut stream = match call {
             Ok(response) => response.into_inner(),
             Err(status) => {
+                crate::metrics::signer_up(&name, false);
                 if pools.set_reachable(&name, false) {
                     tracing::warn!(signer = %name, code = ?status.code(), reason = status.message(), "signer unreachable: its preprocessed commitments are dropped until it answers again");
                 }
@@ -76,6 +77,7 @@ async fn watch(name: String, channel: Channel, pools: Arc<CommitmentPools>) {
         // call that fails marks the signer unreachable.
         while let Ok(Some(update)) = stream.message().await {
             let serving = update.status == ServingStatus::Serving as i32;
+            crate::metrics::signer_up(&name, serving);
             if pools.set_reachable(&name, serving) && serving {
                 tracing::info!(signer = %name, "signer reachable");
             }

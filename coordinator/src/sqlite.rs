@@ -751,14 +751,14 @@ impl RequestStore for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let fence = match state_of(tx, id)? {
+            let (fence, started) = match state_of(tx, id)? {
                 State::Approved => {
                     let started = next(State::Approved, Event::SigningStarted)?;
                     apply(tx, id, &started, claim.now)?;
-                    held.map_or(1, |(fence, ..)| fence as u64 + 1)
+                    (held.map_or(1, |(fence, ..)| fence as u64 + 1), true)
                 }
                 State::Signing => match held {
-                    Some((fence, owner, _)) if owner == claim.owner => fence as u64,
+                    Some((fence, owner, _)) if owner == claim.owner => (fence as u64, false),
                     Some((_, owner, until))
                         if !claim.takeover && until as u64 > claim.now =>
                     {
@@ -768,9 +768,9 @@ impl RequestStore for SqliteStore {
                             until: until as u64,
                         });
                     }
-                    Some((fence, ..)) => fence as u64 + 1,
+                    Some((fence, ..)) => (fence as u64 + 1, false),
                     // SIGNING from before claims existed (schema < 7).
-                    None => 1,
+                    None => (1, false),
                 },
                 actual => {
                     return Err(Error::StateConflict {
@@ -804,6 +804,7 @@ impl RequestStore for SqliteStore {
                 .collect::<Result<Vec<_>>>()?;
             Ok(SigningClaim {
                 fence,
+                started,
                 owner: claim.owner.to_string(),
                 lease_until,
                 plans,

@@ -129,6 +129,39 @@ pub enum Violation {
     FeeRateTooHigh { rate: u64, vsize: u64, cap: u64 },
 }
 
+impl Violation {
+    /// The rule's name, for counting refusals by rule (a metric label): a
+    /// name from this code, never a value from the request.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Violation::PolicyMismatch { .. } => "policy_mismatch",
+            Violation::UnknownKey(_) => "unknown_key",
+            Violation::RequestExpired { .. } => "request_expired",
+            Violation::RequestLifetimeTooLong { .. } => "request_lifetime_too_long",
+            Violation::BadSignature { .. } => "bad_signature",
+            Violation::OtherRequest { .. } => "other_request",
+            Violation::ContentMismatch { .. } => "content_mismatch",
+            Violation::UnknownApprover { .. } => "unknown_approver",
+            Violation::WrongDepartment { .. } => "wrong_department",
+            Violation::ApprovalExpired { .. } => "approval_expired",
+            Violation::ApprovalLifetimeTooLong { .. } => "approval_lifetime_too_long",
+            Violation::IssuedInFuture { .. } => "issued_in_future",
+            Violation::RequesterApproved { .. } => "requester_approved",
+            Violation::RequesterDepartment { .. } => "requester_department",
+            Violation::UnknownRequester { .. } => "unknown_requester",
+            Violation::RequesterMismatch { .. } => "requester_mismatch",
+            Violation::DestinationNotAllowed(_) => "destination_not_allowed",
+            Violation::Shape(_) => "shape",
+            Violation::NotATaprootKey(_) => "not_a_taproot_key",
+            Violation::NoNetwork(_) => "no_network",
+            Violation::Psbt(_) => "psbt",
+            Violation::BlindSigningNotAllowed(_) => "blind_signing_not_allowed",
+            Violation::FeeTooHigh { .. } => "fee_too_high",
+            Violation::FeeRateTooHigh { .. } => "fee_rate_too_high",
+        }
+    }
+}
+
 /// Evaluates `request` for the key described by `key` with `approvals`
 /// under `policy` at time `now`. The amount tier and the allowlist apply to
 /// the request's [`Subject`]: what a PSBT pays is derived, not declared.

@@ -180,6 +180,10 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
         .or_else(|| policy.requester(&approval.approver).map(|r| r.name.clone()))
         .unwrap_or_default();
     c.notify(id);
+    crate::metrics::approval(approval.statement.decision);
+    if let Some(t) = &effect.transition {
+        crate::metrics::transition(t.to());
+    }
     crate::fault::crash_point("after-decision");
     phases::time(Phase::AuditWrite, || {
         c.audit(

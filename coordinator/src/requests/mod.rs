@@ -107,6 +107,7 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
     })
     .await?;
     if expired_here {
+        crate::metrics::transition(record.state);
         tracing::info!(request_id = %hex::encode(id), reason = %record.state_reason, "request expired");
         c.audit(
             "request_expired",

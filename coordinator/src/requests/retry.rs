@@ -65,6 +65,7 @@ pub async fn retry(c: &Arc<Coordinator>, id: RequestId, by: &str) -> Result<Requ
     })
     .await?;
     let short = hex::encode(id);
+    crate::metrics::transition(State::Approved);
     tracing::info!(request_id = %short, by, "failed request retried");
     c.audit(
         "request_retried",

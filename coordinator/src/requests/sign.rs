@@ -101,6 +101,9 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
             }
             Err(e) => return Err(e),
         };
+        if claim.started {
+            crate::metrics::transition(State::Signing);
+        }
         c.notify(id);
         let store = c.requests.clone();
         let record = blocking(move || store.request(&id)).await?;
@@ -219,8 +222,11 @@ async fn time_rules_wait(c: &Arc<Coordinator>, id: RequestId) -> Option<std::tim
 /// Records the run's outcome under its claim.
 async fn finish(c: &Arc<Coordinator>, id: RequestId, fence: u64, event: Event) -> Result<()> {
     let outcome = next(State::Signing, event)?;
+    let to = outcome.to();
     let store = c.requests.clone();
-    blocking(move || store.finish_signing(&id, fence, &outcome, super::now())).await
+    blocking(move || store.finish_signing(&id, fence, &outcome, super::now())).await?;
+    crate::metrics::transition(to);
+    Ok(())
 }
 
 /// A request's signings, assembled.

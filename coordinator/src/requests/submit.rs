@@ -258,6 +258,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         }
         fields.push(("requester", r.requester.clone()));
         crate::fault::crash_point("after-submit");
+        crate::metrics::transition(crate::request_state::State::PendingApproval);
         c.audit("request_submitted", &fields);
         c.notify(record.id);
     } else {
