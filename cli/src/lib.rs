@@ -46,6 +46,7 @@ pub mod request_signature;
 pub mod requests;
 pub mod retry;
 pub mod signers;
+pub mod status;
 pub mod view;
 
 use serde::Serialize;

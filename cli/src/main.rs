@@ -182,6 +182,13 @@ enum Command {
         #[arg(long, default_value = "")]
         service: String,
     },
+    /// The coordinator's latest pre-flight check of its signers: who
+    /// cannot sign and why, and which keys cannot be signed now (exits
+    /// non-zero while a key in service is below its threshold). Admin role.
+    Status {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Throughput through the coordinator's public API: N requests, C in
     /// flight, whole flow (submit, approvals, signing) or the signing of
     /// requests whose other approvals are recorded; every signature verified.
@@ -924,6 +931,9 @@ async fn run(
                 ..t.clone()
             });
             Ok(health::health(connect(&address, tls.as_ref()).await?, service).await?)
+        }
+        Command::Status { output } => {
+            Ok(ringi_cli::status::status(connect(&address, tls).await?, output).await?)
         }
         Command::BenchLoad(load) => Ok(ringi_cli::bench_load::run(&address, tls, &load).await?),
         Command::Keys { action, output } => match action {

@@ -58,6 +58,9 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `text` (default) or `json`; the `--log-format` option overrides it.
     pub log_format: Option<ringi_net::logging::LogFormat>,
+    /// Seconds between two pre-flight checks of the signers (default 10;
+    /// see `crate::preflight`).
+    pub preflight_interval_secs: Option<u64>,
 }
 
 /// One client identity (the name in its certificate) and its permissions.
@@ -126,6 +129,13 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Time between two pre-flight checks (at least a second).
+    pub fn preflight_interval(&self) -> std::time::Duration {
+        self.preflight_interval_secs
+            .map(|s| std::time::Duration::from_secs(s.max(1)))
+            .unwrap_or(crate::preflight::DEFAULT_INTERVAL)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
             path: path.to_path_buf(),

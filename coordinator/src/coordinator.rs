@@ -56,6 +56,8 @@ pub struct Coordinator {
     /// The signing runs that may talk to signers at once; the others wait
     /// (their requests stay APPROVED in the store: the queue is durable).
     pub signing_slots: Arc<tokio::sync::Semaphore>,
+    /// The latest pre-flight check of the signers ([`crate::preflight`]).
+    pub readiness: crate::preflight::Latest,
 }
 
 impl Coordinator {
@@ -79,6 +81,7 @@ impl Coordinator {
             signing_runs: Default::default(),
             owner: crate::signing_claim::boot_owner(),
             signing_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SIGNING_CONCURRENCY)),
+            readiness: Default::default(),
         }
     }
 

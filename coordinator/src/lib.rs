@@ -32,6 +32,10 @@
 //! Key lifecycle operations beside the DKG: [`refresh`], [`import`],
 //! [`retire`].
 //!
+//! Operations: [`preflight`] asks every signer, at start and then
+//! periodically, whether it can sign ([`readiness`] judges, pure), and sets
+//! each key's health.
+//!
 //! Across the layers, [`phases`] records where a signing's time goes, and
 //! [`metrics`] names what the Prometheus endpoint (`metrics_listen`) shows.
 //!
@@ -50,8 +54,11 @@ pub mod import;
 pub mod key_gate;
 pub mod keygen;
 pub mod metrics;
+pub mod operations_service;
 pub mod phases;
 pub mod policy_service;
+pub mod preflight;
+pub mod readiness;
 pub mod refresh;
 pub mod registry;
 pub mod repair;

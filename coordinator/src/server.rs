@@ -15,9 +15,11 @@ use crate::sqlite::SqliteStore;
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 use ringi_policy::policy_store::PolicyStore;
+use ringi_proto::coordinator::v1::operations_service_server::OperationsServiceServer;
 use ringi_proto::coordinator::v1::policy_service_server::PolicyServiceServer;
 use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
 
+use crate::operations_service::OperationsService;
 use crate::policy_service::PolicyService;
 
 /// How often overdue requests are expired.
@@ -156,10 +158,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can take time is built before the "listening" line:
     // callers (and the tests) take that line to mean the server is up, and
     // a plaintext server only takes SIGHUP once `serve` runs.
-    let (health, reflection) = ringi_net::ops::health_and_reflection(&[
+    let (health_reporter, health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.coordinator.v1.KeyService",
         "ringi.coordinator.v1.RequestService",
         "ringi.coordinator.v1.PolicyService",
+        "ringi.coordinator.v1.OperationsService",
     ])
     .await?;
     // Under TLS, only configured client identities get in; handlers check
@@ -181,11 +184,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))
         .add_service(PolicyServiceServer::with_interceptor(
             PolicyService(coordinator.clone()),
+            access::interceptor(clients.clone()),
+        ))
+        .add_service(OperationsServiceServer::with_interceptor(
+            OperationsService(coordinator.clone()),
             access::interceptor(clients),
         ));
     let listener = TcpListener::bind(listen).await?;
     // Retired keys: record when their shares are gone from every signer.
     crate::retire::spawn(coordinator.clone());
+    // Ask every signer whether it can sign, now and periodically; set each
+    // key's health.
+    crate::preflight::spawn(
+        coordinator.clone(),
+        health_reporter,
+        config.preflight_interval(),
+    );
     // Expire overdue requests and resume signings a restart interrupted,
     // then keep expiring.
     let sweeper = coordinator;

@@ -29,6 +29,7 @@
 //! - [`retirement`]: destroying the shares of retired keys once their
 //!   grace period is over ([`holds`] keeps the retirements).
 //! - [`tls_key`]: the node's TLS key, kept in the token.
+//! - [`token_health`]: the node's gRPC health follows its token.
 //! - [`phases`]: the rounds' time per phase, sent back with each answer.
 //! - [`metrics`]: the node's Prometheus metrics (names and recording
 //!   helpers), served when `metrics_listen` is set.
@@ -73,4 +74,5 @@ pub mod spending;
 pub mod test_doubles;
 pub mod tls_key;
 pub mod token;
+pub mod token_health;
 pub mod vault;

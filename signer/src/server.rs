@@ -286,11 +286,13 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     };
     let governance = GovernanceService::new(policy.clone(), holds.clone(), audit.clone())
         .with_share_lookup(shares);
-    let (health, reflection) = ringi_net::ops::health_and_reflection(&[
+    let (health_reporter, health, reflection) = ringi_net::ops::health_and_reflection(&[
         "ringi.signer.v1.Signer",
         "ringi.signer.v1.Governance",
     ])
     .await?;
+    // From now on the signer API's health follows the token.
+    crate::token_health::spawn(token.clone(), health_reporter);
     // Under TLS only the allowed client identities (the coordinator) may
     // call the signer API; health and reflection answer any client the CA
     // certified.

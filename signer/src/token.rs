@@ -156,8 +156,12 @@ pub struct StoredShare {
 pub struct Token {
     ctx: Pkcs11,
     slot: Slot,
-    /// The session that holds the login. Never used for work, never closed.
-    _login: Mutex<Session>,
+    /// The session that holds the login. Never used for work; replaced
+    /// only by [`Token::recover`].
+    login: Mutex<Session>,
+    /// To log in again when the token comes back ([`Token::recover`]).
+    /// Never logged; zeroized when the token is dropped.
+    pin: SecretString,
     idle: Mutex<Vec<Session>>,
     handles: Mutex<Handles>,
 }
@@ -217,7 +221,8 @@ impl Token {
         Ok(Token {
             ctx,
             slot,
-            _login: Mutex::new(login),
+            login: Mutex::new(login),
+            pin: config.pin.clone(),
             idle: Mutex::new(Vec::new()),
             handles: Mutex::new(Handles::default()),
         })
@@ -337,6 +342,49 @@ impl Token {
             |s, key| s.sign(&Mechanism::Ecdsa, key, &digest),
         )?
         .map_err(TokenError::from_ck)
+    }
+
+    /// Whether the token can do the node's work now: it is present, and
+    /// the share KEK seals a throwaway value (what every round 2 needs).
+    /// For the node's health (`crate::token_health`).
+    pub fn probe(&self) -> Result<(), TokenError> {
+        self.ctx
+            .get_token_info(self.slot)
+            .map_err(TokenError::from_ck)?;
+        let mut iv = [0u8; GCM_IV_LEN];
+        self.random(&mut iv)?;
+        self.seal(&iv, b"ringi token probe", b"probe").map(|_| ())
+    }
+
+    /// Logs in again after the token went away and came back (an HSM
+    /// restarted, a slot re-plugged): its sessions and login are gone, so a
+    /// new login session replaces the old one, and no pooled session or
+    /// cached handle is used again. [`TokenError::BadPin`] if the PIN no
+    /// longer works (the caller must stop retrying: a token locks after a
+    /// few wrong PINs).
+    pub fn recover(&self) -> Result<(), TokenError> {
+        let login = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(TokenError::from_ck)?;
+        match login.login(UserType::User, Some(&self.pin)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect
+                | RvError::PinInvalid
+                | RvError::PinLenRange
+                | RvError::PinLocked
+                | RvError::PinExpired),
+                _,
+            )) => return Err(TokenError::BadPin(rv)),
+            Err(e) => return Err(TokenError::from_ck(e)),
+        }
+        // The new login session is open before the old one closes, so the
+        // token never sees its last session go (which would log it out).
+        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = login;
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.forget_handles();
+        Ok(())
     }
 
     /// Checks that `ringi-signer init` has run and caches the key handles.
