@@ -38,6 +38,10 @@ pub struct DevCertsRequest {
     pub signers: usize,
     /// CSRs made by `ringi-signer tls-csr`.
     pub signer_csrs: Vec<PathBuf>,
+    /// A CSR made by `ringi token tls-csr` in the coordinator's token: its
+    /// certificate then certifies the token's key, and no
+    /// `coordinator.key` is written.
+    pub coordinator_csr: Option<PathBuf>,
     /// Client identities to certify.
     pub clients: Vec<String>,
 }
@@ -68,6 +72,14 @@ fn leaf_params(
     Ok(params)
 }
 
+fn read_csr(path: &Path) -> Result<CertificateSigningRequestParams, DevCertsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DevCertsError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(CertificateSigningRequestParams::from_pem(&text)?)
+}
+
 /// Writes the CA and every certificate; returns the files written.
 pub fn generate(req: &DevCertsRequest) -> Result<Vec<PathBuf>, DevCertsError> {
     std::fs::create_dir_all(&req.out).map_err(|e| DevCertsError::File {
@@ -96,14 +108,24 @@ pub fn generate(req: &DevCertsRequest) -> Result<Vec<PathBuf>, DevCertsError> {
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let local = [
         SanType::DnsName("localhost".try_into()?),
         SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])),
     ];
-    let cert = leaf_params("coordinator", &local, both.clone())?.signed_by(&key, &ca)?;
-    put("coordinator.pem", &cert.pem(), 0o644)?;
-    put("coordinator.key", &key.serialize_pem(), 0o600)?;
+    match &req.coordinator_csr {
+        Some(path) => {
+            let mut csr = read_csr(path)?;
+            csr.params.subject_alt_names.extend(local.iter().cloned());
+            csr.params.extended_key_usages = both.clone();
+            put("coordinator.pem", &csr.signed_by(&ca)?.pem(), 0o644)?;
+        }
+        None => {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let cert = leaf_params("coordinator", &local, both.clone())?.signed_by(&key, &ca)?;
+            put("coordinator.pem", &cert.pem(), 0o644)?;
+            put("coordinator.key", &key.serialize_pem(), 0o600)?;
+        }
+    }
 
     if req.signer_csrs.is_empty() {
         for i in 1..=req.signers {
@@ -115,11 +137,7 @@ pub fn generate(req: &DevCertsRequest) -> Result<Vec<PathBuf>, DevCertsError> {
         }
     }
     for path in &req.signer_csrs {
-        let text = std::fs::read_to_string(path).map_err(|e| DevCertsError::File {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut csr = CertificateSigningRequestParams::from_pem(&text)?;
+        let mut csr = read_csr(path)?;
         let name = csr
             .params
             .subject_alt_names
@@ -148,6 +166,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_coordinator_csr_gets_a_certificate_and_no_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["coordinator".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "coordinator");
+        let csr_path = dir.path().join("coordinator.csr");
+        std::fs::write(
+            &csr_path,
+            params.serialize_request(&key).unwrap().pem().unwrap(),
+        )
+        .unwrap();
+        let out = dir.path().join("certs");
+        generate(&DevCertsRequest {
+            out: out.clone(),
+            signers: 1,
+            signer_csrs: Vec::new(),
+            coordinator_csr: Some(csr_path),
+            clients: Vec::new(),
+        })
+        .unwrap();
+        assert!(!out.join("coordinator.key").exists());
+        let cert = ringi_net::tls::load_certs(&out.join("coordinator.pem")).unwrap();
+        assert_eq!(
+            ringi_net::tls::identity(&cert[0]).as_deref(),
+            Some("coordinator")
+        );
+        // It certifies the CSR's key: a server config with that key builds.
+        let ca = ringi_net::tls::load_certs(&out.join("ca.pem")).unwrap();
+        let pem = dir.path().join("coordinator.key");
+        std::fs::write(&pem, key.serialize_pem()).unwrap();
+        let signing = ringi_net::tls::load_key(&pem).unwrap();
+        ringi_net::tls::server_config(cert, signing, &ca).unwrap();
+    }
+
+    #[test]
     fn writes_a_ca_and_certificates_that_rustls_accepts() {
         let dir = tempfile::tempdir().unwrap();
         // A CSR as ringi-signer makes it (here with a file key).
@@ -167,6 +222,7 @@ mod tests {
             out: out.clone(),
             signers: 3,
             signer_csrs: vec![csr_path],
+            coordinator_csr: None,
             clients: vec!["wallet-service".into()],
         };
         let written = generate(&req).unwrap();

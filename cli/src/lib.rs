@@ -47,6 +47,7 @@ pub mod requests;
 pub mod retry;
 pub mod signers;
 pub mod status;
+pub mod token;
 pub mod view;
 
 use serde::Serialize;

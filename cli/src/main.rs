@@ -152,6 +152,11 @@ enum Command {
         /// A CSR made inside a signer's token by `ringi-signer tls-csr` (repeatable).
         #[arg(long = "signer-csr")]
         signer_csrs: Vec<PathBuf>,
+        /// A CSR made inside the coordinator's token by `ringi token
+        /// tls-csr`: its certificate certifies the token's key (no
+        /// coordinator.key is written).
+        #[arg(long = "coordinator-csr")]
+        coordinator_csr: Option<PathBuf>,
         /// Client identities (wallet services, approvers, operators), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "wallet-service,operator")]
         clients: Vec<String>,
@@ -160,6 +165,10 @@ enum Command {
     /// SIEM; repair the coordinator's.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The coordinator's PKCS#11 token (`[pkcs11]` in its config): create
+    /// its keys, make a CSR for its TLS key.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a key's group public key (SEC1 compressed, hex); for a
     /// bitcoin-taproot key also its kind, output key and address.
     Pubkey {
@@ -506,6 +515,24 @@ enum RequestsCommand {
         request_id: String,
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create the coordinator's TLS and audit keys in its token if missing.
+    Init {
+        #[arg(long, env = "RINGI_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a certificate signing request for the token's TLS key, signed
+    /// inside the token.
+    TlsCsr {
+        #[arg(long, env = "RINGI_CONFIG")]
+        config: PathBuf,
+        /// The certified name (the coordinator's identity).
+        #[arg(long, default_value = "coordinator")]
+        name: String,
     },
 }
 
@@ -891,6 +918,7 @@ async fn run(
             out,
             signers,
             signer_csrs,
+            coordinator_csr,
             clients,
         } => {
             eprintln!(
@@ -900,6 +928,7 @@ async fn run(
                 out,
                 signers,
                 signer_csrs,
+                coordinator_csr,
                 clients,
             })?;
             for path in written {
@@ -912,6 +941,12 @@ async fn run(
             checkpoint_key,
         }) => audit::verify(&path, checkpoint_key.as_deref()),
         Command::Audit(AuditCommand::Export { path, node }) => audit::export(&path, &node),
+        Command::Token(TokenCommand::Init { config }) => {
+            ringi_cli::token::init(&Config::load(&config)?)
+        }
+        Command::Token(TokenCommand::TlsCsr { config, name }) => {
+            ringi_cli::token::tls_csr(&Config::load(&config)?, &name)
+        }
         Command::Audit(AuditCommand::Repair { config }) => audit::repair(&Config::load(&config)?),
         Command::ApproverKey(ApproverKeyCommand::Show { key }) => {
             println!("{}", key.open()?.public_key().to_text());

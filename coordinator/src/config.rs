@@ -9,11 +9,17 @@
 //!
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus metrics over HTTP (off by default)
 //! log_format = "json"               # optional: text (default) or json; `--log-format` overrides
+//! preflight_interval_secs = 10      # how often the signers are checked (crate::preflight)
 //!
 //! [tls]                             # optional: mutual TLS on every hop
 //! cert = "coordinator.pem"
-//! key = "coordinator.key"
+//! key = "coordinator.key"           # development only: without [pkcs11], a file key
 //! ca = "ca.pem"
+//!
+//! [pkcs11]                          # the TLS key and audit key in a token (crate::token_keys)
+//! module = "/usr/lib/softhsm/libsofthsm2.so"
+//! token_label = "coordinator"
+//! pin_file = "/etc/ringi/coordinator.pin"   # or RINGI_PKCS11_PIN
 //!
 //! [[clients]]                       # under TLS: who may do what
 //! name = "wallet-service"            # the name in its certificate
@@ -61,6 +67,22 @@ pub struct Config {
     /// Seconds between two pre-flight checks of the signers (default 10;
     /// see `crate::preflight`).
     pub preflight_interval_secs: Option<u64>,
+    /// The coordinator's PKCS#11 token, holding its TLS key and the key
+    /// that signs its audit checkpoints (`crate::token_keys`).
+    pub pkcs11: Option<Pkcs11Config>,
+}
+
+/// Where the coordinator's token is. The PIN comes from
+/// `RINGI_PKCS11_PIN` or from `pin_file`, never from this file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// A file holding the user PIN.
+    pub pin_file: Option<PathBuf>,
 }
 
 /// One client identity (the name in its certificate) and its permissions.
@@ -103,8 +125,11 @@ pub struct TlsConfig {
     /// Certificate (PEM) naming `coordinator`, for serving and for dialling
     /// signers.
     pub cert: PathBuf,
-    /// Its private key (PKCS#8 PEM file; development) .
-    pub key: PathBuf,
+    /// Its private key as a PKCS#8 PEM file: development only. In
+    /// production leave it out and configure `[pkcs11]`: the key is then
+    /// the token's (`ringi token init`, `ringi token tls-csr`).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
     /// The CA that certifies signers and clients.
     pub ca: PathBuf,
 }

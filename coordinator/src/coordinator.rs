@@ -39,6 +39,9 @@ pub struct Coordinator {
     /// The coordinator's audit trail (absent for tools such as the bench,
     /// which must not write to the daemon's log).
     pub audit: Option<Arc<AuditLog>>,
+    /// What signs the trail's checkpoints: the token's audit key
+    /// ([`crate::token_keys`]); none without a token.
+    pub audit_checkpoints: Option<Arc<crate::token_keys::CheckpointSigner>>,
     /// Parsed keys, so a signing touches neither the store nor the decoder.
     key_cache: RwLock<HashMap<KeyId, Arc<Key>>>,
     /// Signings share a key's gate; a refresh or repair holds it alone.
@@ -74,6 +77,7 @@ impl Coordinator {
             policies: policy.map(|p| Arc::new(PolicyStore::fixed(Arc::unwrap_or_clone(p)))),
             daily_volume_file: None,
             audit: None,
+            audit_checkpoints: None,
             key_cache: RwLock::new(HashMap::new()),
             key_gates: crate::key_gate::KeyGates::default(),
             key_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -121,10 +125,27 @@ impl Coordinator {
     /// coordinator's trail is a record; the signers' trails, which they
     /// write before releasing a share, are the enforcement point.
     pub fn audit(&self, event: &str, fields: &[(&str, String)]) {
-        if let Some(log) = &self.audit
-            && let Err(e) = log.append(ringi_policy::clock::now(), event, fields)
-        {
-            tracing::error!(error = %e, event, "audit log write failed");
+        let Some(log) = &self.audit else {
+            return;
+        };
+        match log.append(ringi_policy::clock::now(), event, fields) {
+            Ok(since) if since >= crate::token_keys::CHECKPOINT_EVERY => self.checkpoint_audit(),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, event, "audit log write failed"),
+        }
+    }
+
+    /// Appends a checkpoint signed by the token's audit key (nothing
+    /// without a token, or without new entries).
+    pub fn checkpoint_audit(&self) {
+        let (Some(log), Some(sign)) = (&self.audit, &self.audit_checkpoints) else {
+            return;
+        };
+        if log.since_checkpoint() == 0 {
+            return;
+        }
+        if let Err(e) = log.checkpoint(ringi_policy::clock::now(), |statement| sign(statement)) {
+            tracing::error!(error = %e, "audit checkpoint failed");
         }
     }
 

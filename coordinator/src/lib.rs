@@ -75,3 +75,4 @@ pub mod signing_claim;
 pub mod signing_runs;
 pub mod sqlite;
 pub mod store;
+pub mod token_keys;

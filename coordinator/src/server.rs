@@ -42,9 +42,10 @@ pub const POLICY_STORE_FILE: &str = "policy.sqlite3";
 /// during a rotation cannot pair files of two generations.
 fn tls_configs(
     tls: &crate::config::TlsConfig,
+    token: Option<&Arc<ringi_signer::token::Token>>,
 ) -> anyhow::Result<(rustls::ServerConfig, rustls::ClientConfig)> {
     let chain = ringi_net::tls::load_certs(&tls.cert)?;
-    let key = ringi_net::tls::load_key(&tls.key)?;
+    let key = crate::token_keys::tls_key(tls, token)?;
     let ca = ringi_net::tls::load_certs(&tls.ca)?;
     Ok((
         ringi_net::tls::server_config(chain.clone(), key.clone(), &ca)?,
@@ -52,16 +53,27 @@ fn tls_configs(
     ))
 }
 
-/// The coordinator's TLS client configuration (for dialling signers).
+/// The coordinator's TLS client configuration (for dialling signers), with
+/// a file key (tools; the daemon takes its token's key).
 pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
-    Ok(tls_configs(tls)?.1)
+    Ok(tls_configs(tls, None)?.1)
 }
 
 /// Builds the coordinator state from the config (registry checked, database
 /// opened and migrated; SQLite is the embedded engine).
 pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
+    let token = crate::token_keys::open(config)?;
+    coordinator_with(config, with_audit, token.as_ref())
+}
+
+/// [`coordinator`] with the token opened already.
+fn coordinator_with(
+    config: &Config,
+    with_audit: bool,
+    token: Option<&Arc<ringi_signer::token::Token>>,
+) -> anyhow::Result<Arc<Coordinator>> {
     let registry = match &config.tls {
-        Some(tls) => Registry::with_tls(&config.signers, Arc::new(client_tls(tls)?))?,
+        Some(tls) => Registry::with_tls(&config.signers, Arc::new(tls_configs(tls, token)?.1))?,
         None => Registry::new(&config.signers)?,
     };
     crate::signer_watch::spawn(&registry);
@@ -108,6 +120,11 @@ pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coor
         let path = config.data_dir()?.join(AUDIT_FILE);
         coordinator.audit = Some(Arc::new(ringi_policy::audit::AuditLog::open(&path)?));
         tracing::info!(audit = %path.display(), "audit log opened");
+        if let Some((public, sign)) = crate::token_keys::checkpoint_signer(token)? {
+            tracing::info!(audit_key = %public, "audit checkpoints signed by the token's audit key");
+            coordinator.audit_checkpoints = Some(sign);
+            coordinator.audit("coordinator_started", &[("audit_key", public)]);
+        }
         // Entries a crash lost between a commit and its audit entry.
         let recovered = crate::audit_reconcile::run(&coordinator)?;
         if recovered > 0 {
@@ -131,11 +148,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ringi_net::metrics_endpoint::serve(address)?;
         crate::metrics::describe();
     }
+    let token = crate::token_keys::open(&config)?;
     let server_tls = match &config.tls {
-        Some(tls) => Some(Reloadable::new(Arc::new(tls_configs(tls)?.0))),
+        Some(tls) => Some(Reloadable::new(Arc::new(
+            tls_configs(tls, token.as_ref())?.0,
+        ))),
         None => None,
     };
-    let coordinator = coordinator(&config, true)?;
+    let coordinator = coordinator_with(&config, true, token.as_ref())?;
     // SIGHUP: read the [tls] files again, for new connections from clients
     // and to signers; established connections keep their certificates.
     if let (Some(tls), Some(server), Some(client)) = (
@@ -143,7 +163,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         server_tls.clone(),
         coordinator.registry.client_tls().cloned(),
     ) {
-        ringi_net::transport::on_hangup(move || match tls_configs(&tls) {
+        let token = token.clone();
+        ringi_net::transport::on_hangup(move || match tls_configs(&tls, token.as_ref()) {
             Ok((s, c)) => {
                 server.replace(Arc::new(s));
                 client.replace(Arc::new(c));
@@ -202,7 +223,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     // Expire overdue requests and resume signings a restart interrupted,
     // then keep expiring.
-    let sweeper = coordinator;
+    let sweeper = coordinator.clone();
     tokio::spawn(async move {
         let mut takeover = true;
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
@@ -214,6 +235,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             takeover = false;
         }
     });
+    // Signed checkpoints of the audit trail at least every
+    // CHECKPOINT_INTERVAL with new entries, and once more at shutdown.
+    if coordinator.audit_checkpoints.is_some() {
+        let c = coordinator.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::token_keys::CHECKPOINT_INTERVAL);
+            loop {
+                tick.tick().await;
+                let c = c.clone();
+                let _ = tokio::task::spawn_blocking(move || c.checkpoint_audit()).await;
+            }
+        });
+    }
+    let at_shutdown = coordinator.clone();
     // "listening" is printed once the SIGHUP handlers are installed.
     ringi_net::serve::serve(
         router,
@@ -223,6 +258,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         |local| println!("ringi listening on {local}"),
     )
     .await?;
+    let _ = tokio::task::spawn_blocking(move || at_shutdown.checkpoint_audit()).await;
     tracing::info!("stopped");
     Ok(())
 }

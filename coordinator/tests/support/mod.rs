@@ -344,6 +344,17 @@ fn approver_token_public_key(dir: &Path, name: &str) -> String {
 /// [`TLS_CLIENTS`], and each signer's certificate from a CSR its token signs
 /// (kept as `csr_file` in the signer's directory).
 pub fn dev_certs_from_tokens(signers: &[SignerNode], out: &Path, csr_file: &str) {
+    dev_certs_with_csrs(signers, out, csr_file, None);
+}
+
+/// [`dev_certs_from_tokens`], with the coordinator's certificate issued
+/// from `coordinator_csr` (its token-held TLS key; no `coordinator.key`).
+pub fn dev_certs_with_csrs(
+    signers: &[SignerNode],
+    out: &Path,
+    csr_file: &str,
+    coordinator_csr: Option<&Path>,
+) {
     let mut cmd = Command::new(ringi_bin());
     cmd.args([
         "dev-certs",
@@ -367,6 +378,9 @@ pub fn dev_certs_from_tokens(signers: &[SignerNode], out: &Path, csr_file: &str)
         std::fs::write(&csr, &made.stdout).unwrap();
         cmd.arg("--signer-csr").arg(&csr);
     }
+    if let Some(csr) = coordinator_csr {
+        cmd.arg("--coordinator-csr").arg(csr);
+    }
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
@@ -387,6 +401,9 @@ pub struct Cluster {
     pub signers: Vec<SignerNode>,
     pub coordinator: Option<Child>,
     pub coordinator_address: String,
+    /// The coordinator's own SoftHSM token ([`Cluster::start_tls_token_coordinator`]):
+    /// its `[pkcs11]` table and the environment that finds the token.
+    pub coordinator_token: Option<(String, Vec<(String, String)>)>,
 }
 
 impl Cluster {
@@ -397,21 +414,34 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `token_approver`'s key in a SoftHSM token.
     pub fn start_with(n: usize, token_approver: Option<&str>) -> Cluster {
-        Self::start_full(n, token_approver, false)
+        Self::start_full(n, token_approver, false, false)
     }
 
     /// Like [`Cluster::start`], with mutual TLS on every hop: each signer's
     /// certificate is issued from a CSR made in its token; the CLI calls as
     /// `operator` (admin, wallet and approver roles).
     pub fn start_tls(n: usize) -> Cluster {
-        Self::start_full(n, None, true)
+        Self::start_full(n, None, true, false)
     }
 
-    fn start_full(n: usize, token_approver: Option<&str>, tls: bool) -> Cluster {
+    /// Like [`Cluster::start_tls`], with the coordinator's TLS key and
+    /// audit key in its own SoftHSM token (`[pkcs11]`; its certificate
+    /// issued from a CSR the token signs) instead of files.
+    pub fn start_tls_token_coordinator(n: usize) -> Cluster {
+        Self::start_full(n, None, true, true)
+    }
+
+    fn start_full(
+        n: usize,
+        token_approver: Option<&str>,
+        tls: bool,
+        coordinator_token: bool,
+    ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
+        let tokens = n + usize::from(coordinator_token);
         let status = Command::new(repo_root().join("softhsm-setup/init-tokens.sh"))
             .arg(dir.path())
-            .arg(n.to_string())
+            .arg(tokens.to_string())
             .stdout(Stdio::null())
             .status()
             .unwrap();
@@ -451,9 +481,47 @@ impl Cluster {
             );
             signers.push(node);
         }
+        // The last token is the coordinator's: its keys made by `ringi token
+        // init`, a CSR for its TLS key by `ringi token tls-csr`.
+        let coordinator_token = coordinator_token.then(|| {
+            let token_dir = dir.path().join(format!("signer-{tokens}"));
+            let env = node_env(&token_dir);
+            let var = |k: &str| env.iter().find(|(n, _)| n == k).unwrap().1.clone();
+            let table = format!(
+                "\n[pkcs11]\nmodule = \"{}\"\ntoken_label = \"{}\"\npin_file = \"{}\"\n",
+                var("RINGI_PKCS11_MODULE"),
+                var("RINGI_TOKEN_LABEL"),
+                var("RINGI_PKCS11_PIN_FILE")
+            );
+            let config = token_dir.join("coordinator-token.toml");
+            std::fs::write(&config, &table).unwrap();
+            let softhsm = vec![("SOFTHSM2_CONF".to_string(), var("SOFTHSM2_CONF"))];
+            for args in [
+                vec!["token", "init"],
+                vec!["token", "tls-csr", "--name", "coordinator"],
+            ] {
+                let out = Command::new(ringi_bin())
+                    .args(&args)
+                    .arg("--config")
+                    .arg(&config)
+                    .envs(softhsm.iter().cloned())
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "ringi {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if args[1] == "tls-csr" {
+                    std::fs::write(token_dir.join("coordinator.csr"), &out.stdout).unwrap();
+                }
+            }
+            (table, softhsm, token_dir.join("coordinator.csr"))
+        });
         let certs = tls.then(|| {
             let certs = dir.path().join("certs");
-            dev_certs_from_tokens(&signers, &certs, "tls.csr");
+            let csr = coordinator_token.as_ref().map(|t| t.2.as_path());
+            dev_certs_with_csrs(&signers, &certs, "tls.csr", csr);
             for node in &mut signers {
                 node.env.push((
                     "RINGI_TLS_CERT".into(),
@@ -479,6 +547,7 @@ impl Cluster {
             signers,
             coordinator: None,
             coordinator_address: String::new(),
+            coordinator_token: coordinator_token.map(|(table, env, _)| (table, env)),
         };
         cluster.write_coordinator_config();
         cluster.start_coordinator();
@@ -507,8 +576,14 @@ impl Cluster {
             self.dir.path().join("volumes.toml").display()
         );
         if let Some(certs) = &self.certs {
+            // With its own token, the coordinator's TLS key is the token's.
+            let key = if self.coordinator_token.is_some() {
+                String::new()
+            } else {
+                format!("key = \"{}/coordinator.key\"\n", certs.display())
+            };
             toml.push_str(&format!(
-                "\n[tls]\ncert = \"{0}/coordinator.pem\"\nkey = \"{0}/coordinator.key\"\nca = \"{0}/ca.pem\"\n",
+                "\n[tls]\ncert = \"{0}/coordinator.pem\"\n{key}ca = \"{0}/ca.pem\"\n",
                 certs.display()
             ));
             for (name, roles, keys) in [
@@ -530,6 +605,9 @@ impl Cluster {
                 "\n[[signers]]\nname = \"{}\"\naddress = \"{}\"\nidentifier = {}\n",
                 s.name, s.address, identifier
             ));
+        }
+        if let Some((table, _)) = &self.coordinator_token {
+            toml.push_str(table);
         }
         std::fs::write(self.config_path(), toml).unwrap();
     }
@@ -553,6 +631,9 @@ impl Cluster {
     pub fn start_coordinator_with_env(&mut self, env: &[(&str, &str)]) {
         let mut cmd = Command::new(ringi_bin());
         cmd.args(["serve", "--config"]).arg(self.config_path());
+        if let Some((_, token_env)) = &self.coordinator_token {
+            cmd.envs(token_env.iter().cloned());
+        }
         cmd.envs(env.iter().copied());
         let (child, address) = spawn_listening(cmd, &self.dir.path().join("coordinator.log"));
         self.coordinator = Some(child);
