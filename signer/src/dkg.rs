@@ -713,15 +713,7 @@ impl<S: Suite> DkgRuns<S> {
         if info.generation == generation {
             return Ok((crate::vault::Activation::AlreadyActive, Vec::new()));
         }
-        let electorate = self.electorate(
-            key_id,
-            &info,
-            &info.pending_public_key_package,
-            participants,
-        )?;
-        let tally = electorate.open(Vote::Stored, stored_votes, |peer| {
-            self.token.dkg_shared_secret(peer)
-        })?;
+        let tally = self.open_votes(key_id, &info, participants, Vote::Stored, stored_votes)?;
         tally.require_all()?;
         let activation = self.vault.activate(key_id, generation)?;
         Ok((activation, tally.senders().collect()))
@@ -757,18 +749,25 @@ impl<S: Suite> DkgRuns<S> {
         if info.pending_generation != Some(generation) {
             return Ok((false, Vec::new()));
         }
-        let electorate = self.electorate(
-            key_id,
-            &info,
-            &info.pending_public_key_package,
-            participants,
-        )?;
-        let tally = electorate.open(Vote::Aborted, aborted_votes, |peer| {
-            self.token.dkg_shared_secret(peer)
-        })?;
+        let tally = self.open_votes(key_id, &info, participants, Vote::Aborted, aborted_votes)?;
         tally.require_one()?;
         let discarded = self.vault.discard(key_id, generation)?;
         Ok((discarded, tally.senders().collect()))
+    }
+
+    /// Opens the `vote`s sealed to this node about the waiting share's
+    /// package (its electorate checked as in [`Self::vote`]).
+    fn open_votes(
+        &self,
+        key_id: &KeyId,
+        info: &ShareInfo,
+        participants: &[Participant],
+        vote: Vote,
+        ballots: &BTreeMap<u32, Vec<u8>>,
+    ) -> Result<crate::refresh_vote::Tally, DkgError> {
+        let electorate =
+            self.electorate(key_id, info, &info.pending_public_key_package, participants)?;
+        Ok(electorate.open(vote, ballots, |peer| self.token.dkg_shared_secret(peer))?)
     }
 
     /// The key's share info, if `generation` is in use or waits.

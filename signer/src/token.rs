@@ -200,24 +200,30 @@ fn context(module: &Path) -> Result<Pkcs11, TokenError> {
     Ok(ctx)
 }
 
+/// Logs `session`'s token in as user (already logged in is fine); a PIN
+/// the token refuses is [`TokenError::BadPin`].
+fn log_in(session: &Session, pin: &SecretString) -> Result<(), TokenError> {
+    match session.login(UserType::User, Some(pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(
+            rv @ (RvError::PinIncorrect
+            | RvError::PinInvalid
+            | RvError::PinLenRange
+            | RvError::PinLocked
+            | RvError::PinExpired),
+            _,
+        )) => Err(TokenError::BadPin(rv)),
+        Err(e) => Err(TokenError::from_ck(e)),
+    }
+}
+
 impl Token {
     /// Loads the module, finds the token by label and logs in as user.
     pub fn open(config: &TokenConfig) -> Result<Self, TokenError> {
         let ctx = context(&config.module)?;
         let slot = find_slot(&ctx, &config.token_label)?;
         let login = ctx.open_rw_session(slot).map_err(TokenError::from_ck)?;
-        match login.login(UserType::User, Some(&config.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(
-                rv @ (RvError::PinIncorrect
-                | RvError::PinInvalid
-                | RvError::PinLenRange
-                | RvError::PinLocked
-                | RvError::PinExpired),
-                _,
-            )) => return Err(TokenError::BadPin(rv)),
-            Err(e) => return Err(TokenError::from_ck(e)),
-        }
+        log_in(&login, &config.pin)?;
         Ok(Token {
             ctx,
             slot,
@@ -367,18 +373,7 @@ impl Token {
             .ctx
             .open_rw_session(self.slot)
             .map_err(TokenError::from_ck)?;
-        match login.login(UserType::User, Some(&self.pin)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-            Err(CkError::Pkcs11(
-                rv @ (RvError::PinIncorrect
-                | RvError::PinInvalid
-                | RvError::PinLenRange
-                | RvError::PinLocked
-                | RvError::PinExpired),
-                _,
-            )) => return Err(TokenError::BadPin(rv)),
-            Err(e) => return Err(TokenError::from_ck(e)),
-        }
+        log_in(&login, &self.pin)?;
         // The new login session is open before the old one closes, so the
         // token never sees its last session go (which would log it out).
         *self.login.lock().unwrap_or_else(|p| p.into_inner()) = login;
