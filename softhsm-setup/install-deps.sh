@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what ringi needs at run and test time, from Debian's packages,
-# when it is missing: SoftHSM2 (the PKCS#11 token used in tests and the demo)
-# and opensc (pkcs11-tool, an independent PKCS#11 client the tests use to
-# inspect tokens). Safe to run again.
+# when it is missing: SoftHSM2 (the PKCS#11 token used in tests and the demo),
+# opensc (pkcs11-tool, an independent PKCS#11 client the tests use to
+# inspect tokens) and PostgreSQL's server (the coordinator's shared store:
+# its tests start private clusters with initdb, never the system's). Safe
+# to run again.
 set -euo pipefail
 
 missing=()
 command -v softhsm2-util >/dev/null 2>&1 || missing+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || missing+=(opensc)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi

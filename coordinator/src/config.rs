@@ -6,10 +6,20 @@
 //! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
 //! signing_concurrency = 12          # signing runs at once (default 4 per signer); the rest wait
+//! signing_lease_secs = 120          # how long a signing claim holds unrenewed (see below)
 //!
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus metrics over HTTP (off by default)
 //! log_format = "json"               # optional: text (default) or json; `--log-format` overrides
 //! preflight_interval_secs = 10      # how often the signers are checked (crate::preflight)
+//!
+//! [store]                           # optional: where the state lives (default: SQLite in data_dir)
+//! engine = "postgres"               # "sqlite" (default) | "postgres": coordinators sharing one database
+//! url = "host=db.internal dbname=ringi user=ringi"   # libpq key=value or postgresql:// URL
+//! password_file = "/etc/ringi/pg-password"   # optional; else the URL's, or none
+//! ca = "/etc/ringi/pg-ca.pem"       # optional: TLS to the server (TCP), verified against this CA
+//! cert = "/etc/ringi/pg-client.pem" # optional, with `key`: a client certificate for the server
+//! key = "/etc/ringi/pg-client.key"
+//! max_connections = 16              # the pool's size (default 16)
 //!
 //! [tls]                             # optional: mutual TLS on every hop
 //! cert = "coordinator.pem"
@@ -70,6 +80,18 @@ pub struct Config {
     /// The coordinator's PKCS#11 token, holding its TLS key and the key
     /// that signs its audit checkpoints (`crate::token_keys`).
     pub pkcs11: Option<Pkcs11Config>,
+    /// How long a signing run's claim on a request holds without being
+    /// renewed (default [`crate::signing_claim::LEASE_SECS`]). With
+    /// coordinators sharing a database, it is how long a request a dead
+    /// coordinator was signing waits before another takes it over; a run
+    /// slower than it is not harmed, only superseded (its claim is fenced,
+    /// and the run taking over resumes its round-2 plan: the same
+    /// signature).
+    pub signing_lease_secs: Option<u64>,
+    /// Where the coordinator's state lives; SQLite in `data_dir` unless
+    /// set.
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// Where the coordinator's token is. The PIN comes from
@@ -83,6 +105,136 @@ pub struct Pkcs11Config {
     pub token_label: String,
     /// A file holding the user PIN.
     pub pin_file: Option<PathBuf>,
+}
+
+/// Which storage engine keeps the coordinator's state, and how to reach it.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default)]
+    pub engine: StoreEngine,
+    /// PostgreSQL: a libpq connection string (`host=... dbname=...`) or
+    /// URL (`postgresql://user@host/db`). May hold a password: never
+    /// logged, and shown redacted by `Debug`.
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password (its first line), instead
+    /// of one in `url`.
+    pub password_file: Option<PathBuf>,
+    /// PostgreSQL over TCP: require TLS, and trust server certificates
+    /// issued by this CA (PEM). Not for a Unix socket (a local hop, on
+    /// which the server offers no TLS).
+    pub ca: Option<PathBuf>,
+    /// PostgreSQL: a client certificate (PEM) and its key (PKCS#8 PEM),
+    /// for a server that asks for one; only with `ca`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// PostgreSQL: most connections this coordinator opens.
+    pub max_connections: Option<usize>,
+}
+
+/// The storage engines.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreEngine {
+    /// One file under the data directory, one coordinator (embedded).
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by any number of coordinators.
+    Postgres,
+}
+
+/// A connection string with any password in it replaced by `***`: what
+/// logs and `Debug` may show.
+pub fn redacted_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // URL form: scheme://user:password@host/db?password=...
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => authority.to_string(),
+            },
+            None => authority.to_string(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let query: Vec<String> = query
+                    .split('&')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                        _ => pair.to_string(),
+                    })
+                    .collect();
+                format!("{path}?{}", query.join("&"))
+            }
+            None => tail.to_string(),
+        };
+        return format!("{scheme}://{authority}{tail}");
+    }
+    // Key-value form: password=secret or password='a secret'.
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(at) = find_password_key(rest) {
+        out.push_str(&rest[..at]);
+        out.push_str("password=***");
+        let value = rest[at..]
+            .split_once('=')
+            .map_or("", |(_, v)| v)
+            .trim_start();
+        rest = if let Some(quoted) = value.strip_prefix('\'') {
+            // Up to the closing quote (a quote escaped by a backslash does
+            // not close it).
+            let mut end = quoted.len();
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        end = i + 1;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            &quoted[end.min(quoted.len())..]
+        } else {
+            &value[value.find(char::is_whitespace).unwrap_or(value.len())..]
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a `password` key (followed by `=`) starts in key-value text.
+fn find_password_key(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("password") {
+        let at = from + i;
+        let starts_word = at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace();
+        let after = lower[at + "password".len()..].trim_start();
+        if starts_word && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + "password".len();
+    }
+    None
+}
+
+impl std::fmt::Debug for StoreConfig {
+    /// The URL redacted: a config printed for debugging must not carry
+    /// the database password into a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("engine", &self.engine)
+            .field("url", &self.url.as_deref().map(redacted_url))
+            .field("password_file", &self.password_file)
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// One client identity (the name in its certificate) and its permissions.
@@ -189,5 +341,53 @@ impl Config {
     pub fn listen(&self) -> SocketAddr {
         self.listen
             .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_is_the_default_and_one_line_selects_postgres() {
+        let config: Config = toml::from_str("listen = \"127.0.0.1:7000\"\n").unwrap();
+        assert_eq!(config.store.engine, StoreEngine::Sqlite);
+        let config: Config =
+            toml::from_str("[store]\nengine = \"postgres\"\nurl = \"host=/tmp dbname=ringi\"\n")
+                .unwrap();
+        assert_eq!(config.store.engine, StoreEngine::Postgres);
+        assert!(toml::from_str::<Config>("[store]\nengine = \"mysql\"\n").is_err());
+    }
+
+    #[test]
+    fn passwords_never_show_in_a_redacted_url_or_debug() {
+        for (url, shown) in [
+            (
+                "postgresql://ringi:s3cret@db:5432/ringi?sslmode=require",
+                "postgresql://ringi:***@db:5432/ringi?sslmode=require",
+            ),
+            (
+                "postgres://db/ringi?user=r&password=s3cret",
+                "postgres://db/ringi?user=r&password=***",
+            ),
+            ("postgresql://ringi@db/ringi", "postgresql://ringi@db/ringi"),
+            (
+                "host=db user=ringi password=s3cret dbname=ringi",
+                "host=db user=ringi password=*** dbname=ringi",
+            ),
+            (
+                "host=db password = 'a s3cret \\' quote' dbname=ringi",
+                "host=db password=*** dbname=ringi",
+            ),
+            ("PASSWORD=s3cret", "password=***"),
+            ("host=/tmp dbname=passwords", "host=/tmp dbname=passwords"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+            let config = StoreConfig {
+                url: Some(url.into()),
+                ..StoreConfig::default()
+            };
+            assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+        }
     }
 }

@@ -61,6 +61,12 @@ pub struct Coordinator {
     pub signing_slots: Arc<tokio::sync::Semaphore>,
     /// The latest pre-flight check of the signers ([`crate::preflight`]).
     pub readiness: crate::preflight::Latest,
+    /// How long a signing claim holds unrenewed
+    /// ([`crate::signing_claim::LEASE_SECS`] unless configured).
+    pub signing_lease_secs: u64,
+    /// Whether this process is the only one on its store (the embedded
+    /// engine): see `store_engine::OpenedStore::exclusive`.
+    pub store_exclusive: bool,
 }
 
 impl Coordinator {
@@ -86,6 +92,8 @@ impl Coordinator {
             owner: crate::signing_claim::boot_owner(),
             signing_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SIGNING_CONCURRENCY)),
             readiness: Default::default(),
+            signing_lease_secs: crate::signing_claim::LEASE_SECS,
+            store_exclusive: true,
         }
     }
 

@@ -24,7 +24,9 @@
 //!    edge, building the signers' wire messages and decoding their answers
 //!    with pure decoders. [`registry`] names the signers. [`store`] and
 //!    [`request_store`] are the storage contracts ([`store::KeyStore`],
-//!    [`request_store::RequestStore`]); [`sqlite`] implements them.
+//!    [`request_store::RequestStore`]); [`sqlite`] (embedded, the default)
+//!    and [`postgres`] (shared by several coordinators) implement them, and
+//!    [`store_engine`] opens the one the config names.
 //! 4. **Pure rules** — [`request_state`] (the request state machine),
 //!    `ringi_policy` (policy, evaluation, caps, the clock), and [`error`]
 //!    (what can go wrong, and its one mapping to gRPC status).
@@ -57,6 +59,7 @@ pub mod metrics;
 pub mod operations_service;
 pub mod phases;
 pub mod policy_service;
+pub mod postgres;
 pub mod preflight;
 pub mod readiness;
 pub mod refresh;
@@ -75,4 +78,5 @@ pub mod signing_claim;
 pub mod signing_runs;
 pub mod sqlite;
 pub mod store;
+pub mod store_engine;
 pub mod token_keys;

@@ -362,4 +362,9 @@ pub trait RequestStore: Send + Sync {
     /// Ids of requests with a change (submission, decision or state
     /// change) at or after `since`: what an audit reconciliation looks at.
     fn changed_since(&self, since: u64) -> Result<Vec<RequestId>>;
+
+    /// The SIGNING requests whose claim still holds at `now` (its lease
+    /// not passed), with each claim's owner: what a coordinator's sweep
+    /// leaves to the run (maybe another coordinator's) that holds it.
+    fn live_claims(&self, now: u64) -> Result<Vec<(RequestId, String)>>;
 }

@@ -11,7 +11,6 @@ use crate::coordinator::Coordinator;
 use crate::registry::Registry;
 use crate::requests;
 use crate::service::{KeyService, RequestService};
-use crate::sqlite::SqliteStore;
 use ringi_net::tls::Reloadable;
 use ringi_policy::policy::Policy;
 use ringi_policy::policy_store::PolicyStore;
@@ -32,8 +31,8 @@ const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// File name of the audit log inside the data directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
 
-/// File name of the database inside the data directory.
-pub const DATABASE_FILE: &str = "ringi.sqlite3";
+/// File name of the SQLite database inside the data directory.
+pub use crate::store_engine::DATABASE_FILE;
 /// The policy updates the coordinator accepted, in its data directory.
 pub const POLICY_STORE_FILE: &str = "policy.sqlite3";
 
@@ -59,8 +58,10 @@ pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::Clie
     Ok(tls_configs(tls, None)?.1)
 }
 
-/// Builds the coordinator state from the config (registry checked, database
-/// opened and migrated; SQLite is the embedded engine).
+/// Builds the coordinator state from the config (registry checked, store
+/// opened and migrated: SQLite in the data directory unless `[store]` names
+/// PostgreSQL). Blocks on the store: from an async task, call it in
+/// `tokio::task::block_in_place`.
 pub fn coordinator(config: &Config, with_audit: bool) -> anyhow::Result<Arc<Coordinator>> {
     let token = crate::token_keys::open(config)?;
     coordinator_with(config, with_audit, token.as_ref())
@@ -91,10 +92,13 @@ fn coordinator_with(
             None
         }
     };
-    let db = config.data_dir()?.join(DATABASE_FILE);
-    let store = Arc::new(SqliteStore::open(&db)?);
-    tracing::info!(signers = registry.len(), database = %db.display(), "coordinator state ready");
-    let mut coordinator = Coordinator::with_store(registry, store, None);
+    let store = crate::store_engine::open(&config.store, &config.data_dir()?)?;
+    tracing::info!(signers = registry.len(), database = %store.location, shared = !store.exclusive, "coordinator state ready");
+    let mut coordinator = Coordinator::new(registry, store.keys, store.requests, None);
+    coordinator.store_exclusive = store.exclusive;
+    if let Some(secs) = config.signing_lease_secs {
+        coordinator.signing_lease_secs = secs.max(1);
+    }
     // The policy, rolled forward by the admin-signed updates accepted
     // before (replayed from the configured file at each start).
     if let Some(policy) = policy {
@@ -155,7 +159,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ))),
         None => None,
     };
-    let coordinator = coordinator_with(&config, true, token.as_ref())?;
+    // Opening the store may block on the network (PostgreSQL).
+    let coordinator =
+        tokio::task::block_in_place(|| coordinator_with(&config, true, token.as_ref()))?;
     // SIGHUP: read the [tls] files again, for new connections from clients
     // and to signers; established connections keep their certificates.
     if let (Some(tls), Some(server), Some(client)) = (
@@ -222,10 +228,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.preflight_interval(),
     );
     // Expire overdue requests and resume signings a restart interrupted,
-    // then keep expiring.
+    // then keep expiring, and resume what a run (here, or in a coordinator
+    // sharing the store that died) left: APPROVED requests no run took,
+    // SIGNING ones whose claim's lease passed. At start, the only process
+    // on an embedded store takes every interrupted signing over at once; on
+    // a shared store another coordinator may be running them, so their
+    // leases are waited out.
     let sweeper = coordinator.clone();
     tokio::spawn(async move {
-        let mut takeover = true;
+        let mut takeover = sweeper.store_exclusive;
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;

@@ -25,7 +25,10 @@
 //! A kill between aggregation and the commit therefore loses nothing: the
 //! restarted coordinator takes the SIGNING request over (the single-instance
 //! lock on the data directory tells it the old owner is gone), resumes from
-//! the plan, and records the same signature.
+//! the plan, and records the same signature. On a store that coordinators
+//! share (PostgreSQL), no process can know that another is gone: a
+//! surviving coordinator's sweep takes the request over once the dead
+//! one's lease has passed (`signing_lease_secs`), and resumes the same way.
 //!
 //! [`RequestStore::claim_signing`]: crate::request_store::RequestStore::claim_signing
 

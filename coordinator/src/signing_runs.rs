@@ -4,10 +4,10 @@
 //! sweep that resumes APPROVED and interrupted SIGNING requests; both may
 //! reach one request (a SIGNING request is resumed without a state change
 //! to claim it). A run first claims its request here; a second run for the
-//! same request while the first holds the claim does nothing. (Across
-//! processes, e.g. coordinators sharing a database, this is not enough: a
-//! fenced claim in the store is issue 12's remaining work; each signer's
-//! one-share-per-input rule bounds the damage meanwhile.)
+//! same request while the first holds the claim does nothing. Across
+//! processes (coordinators sharing a PostgreSQL store), the fenced claim in
+//! the store decides (`crate::signing_claim`); this only spares a process
+//! from racing itself for it.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

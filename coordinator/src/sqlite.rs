@@ -880,6 +880,24 @@ impl RequestStore for SqliteStore {
         })
     }
 
+    fn live_claims(&self, now: u64) -> Result<Vec<(RequestId, String)>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT c.request_id, c.owner FROM signing_claims c
+                 JOIN requests r ON r.request_id = c.request_id
+                 WHERE r.state = 'SIGNING' AND c.lease_until > ?1",
+            )?;
+            let rows = stmt
+                .query_map([now as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?)))?
+                .map(|row| {
+                    let (id, owner) = row?;
+                    Ok((id.try_into().map_err(|_| corrupt("request id"))?, owner))
+                })
+                .collect::<Result<Vec<(RequestId, String)>>>()?;
+            Ok(rows)
+        })
+    }
+
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>> {
         self.read(|tx| {
             let rows: Vec<(Vec<u8>, String)> = tx

@@ -2,9 +2,10 @@
 //! the contract every storage engine must meet: [`KeyStore`] (keys' public
 //! data) and [`crate::request_store::RequestStore`] (signing requests, their
 //! approvals and history). [`crate::sqlite::SqliteStore`], an embedded
-//! SQLite database under the data directory, implements both; another
-//! engine (PostgreSQL) would implement the same traits and pass the same
-//! `contract` tests.
+//! SQLite database under the data directory, and
+//! [`crate::postgres::PostgresStore`], one PostgreSQL database shared by
+//! several coordinators, implement both and pass the same `contract`
+//! tests.
 //!
 //! The store holds only public data (group keys, public key packages, which
 //! signer holds which identifier, requests and signed approvals); no share
@@ -152,7 +153,7 @@ pub async fn blocking<T: Send + 'static>(
 }
 
 /// The contract tests: generic over the engine, so every implementation
-/// runs the same ones (see `sqlite.rs`).
+/// runs the same ones (see `sqlite.rs` and `postgres/tests.rs`).
 #[cfg(test)]
 pub(crate) mod contract {
     use std::sync::Arc;
@@ -775,6 +776,9 @@ pub(crate) mod contract {
         assert_eq!((first.fence, first.lease_until), (1, 300));
         assert!(first.plans.is_empty());
         assert_eq!(store.request(&id).unwrap().state, State::Signing);
+        // Live until its lease ends, for the sweeps of other coordinators.
+        assert_eq!(store.live_claims(299).unwrap(), vec![(id, "a".to_string())]);
+        assert!(store.live_claims(300).unwrap().is_empty());
         // Held: another owner is refused until the lease ends.
         assert!(matches!(
             store.claim_signing(&id, claim("b", false, 250)),
@@ -843,6 +847,8 @@ pub(crate) mod contract {
                 ..
             })
         ));
+        // A SIGNED request holds no live claim, whatever its lease said.
+        assert!(store.live_claims(372).unwrap().is_empty());
         assert!(store.changed_since(375).unwrap().contains(&id));
         assert!(!store.changed_since(381).unwrap().contains(&id));
     }

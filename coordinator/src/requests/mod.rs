@@ -125,16 +125,35 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
 /// start (`takeover`: this process holds the data directory, so every
 /// earlier claim's holder is gone) and then periodically (a run whose
 /// task died, or a claim whose holder stopped renewing it).
+///
+/// With coordinators sharing a store, this is also how one picks up what
+/// another left when it died: the APPROVED requests it had not started
+/// (a run elsewhere would have moved them to SIGNING) and the SIGNING
+/// ones whose claim's lease passed. A SIGNING request whose claim another
+/// owner holds, lease unexpired, is left to it (without `takeover`): that
+/// run is alive, and trying would only take a signing slot to be refused.
 pub async fn sweep(c: &Arc<Coordinator>, takeover: bool) -> Result<()> {
     let store = c.requests.clone();
-    let ids = blocking(move || {
-        store.requests_in(&[State::PendingApproval, State::Approved, State::Signing])
+    let now = now();
+    let (ids, held) = blocking(move || {
+        Ok((
+            store.requests_in(&[State::PendingApproval, State::Approved, State::Signing])?,
+            store.live_claims(now)?,
+        ))
     })
     .await?;
+    let held_elsewhere: std::collections::HashSet<RequestId> = held
+        .into_iter()
+        .filter(|(_, owner)| *owner != c.owner)
+        .map(|(id, _)| id)
+        .collect();
     for id in ids {
         let record = get(c, id).await?;
+        let left_to_another =
+            record.state == State::Signing && !takeover && held_elsewhere.contains(&id);
         if matches!(record.state, State::Approved | State::Signing)
             && !c.signing_runs.is_running(&id)
+            && !left_to_another
         {
             tracing::info!(request_id = %hex::encode(id), state = %record.state, "resuming signing");
             let c = c.clone();

@@ -21,7 +21,7 @@ use crate::phases::{self, Phase};
 use crate::request_state::{Event, SignedTransaction, State, next};
 use crate::request_store::{ClaimRequest, RequestRecord};
 use crate::signing::{Key, Signed};
-use crate::signing_claim::{LEASE_SECS, PlanLog};
+use crate::signing_claim::PlanLog;
 use crate::store::blocking;
 
 /// First pause before signing again after the signers were unreachable or
@@ -76,6 +76,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         // Claim (or renew the claim on) the request: APPROVED → SIGNING.
         let store = c.requests.clone();
         let owner = c.owner.clone();
+        let lease_secs = c.signing_lease_secs;
         let claimed = blocking(move || {
             store.claim_signing(
                 &id,
@@ -83,7 +84,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                     owner: &owner,
                     takeover,
                     now: super::now(),
-                    lease_secs: LEASE_SECS,
+                    lease_secs,
                 },
             )
         })

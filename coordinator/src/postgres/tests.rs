@@ -1,0 +1,205 @@
+//! The PostgreSQL engine against a real server (`test_server`, a private
+//! cluster per test): every `store::contract` test the SQLite engine runs,
+//! each on a fresh database, and what only this engine has (several
+//! stores, as several coordinators, on one database; its migrations).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ringi_policy::statement::Decision;
+
+use super::test_server::PgServer;
+use super::*;
+use crate::config::StoreEngine;
+use crate::store::contract;
+
+/// A fresh database on `server`, and a store on it.
+fn store(server: &PgServer) -> PostgresStore {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!("contract_{}", N.fetch_add(1, Ordering::SeqCst));
+    open(&server.create_database(&name))
+}
+
+fn config(url: &str) -> StoreConfig {
+    StoreConfig {
+        engine: StoreEngine::Postgres,
+        url: Some(url.into()),
+        max_connections: Some(4),
+        ..StoreConfig::default()
+    }
+}
+
+fn open(url: &str) -> PostgresStore {
+    PostgresStore::open(&config(url)).unwrap()
+}
+
+#[test]
+fn key_store_contract() {
+    let server = PgServer::start();
+    contract::keys(&store(&server));
+    contract::retirements(&store(&server));
+}
+
+#[test]
+fn request_store_contract() {
+    let server = PgServer::start();
+    contract::decisions_and_history(&store(&server));
+    contract::one_decision_per_approver(&store(&server));
+    contract::pages(&store(&server));
+    contract::idempotency(&store(&server));
+    contract::compare_and_set(&store(&server));
+    contract::caps(&store(&server));
+    contract::signed_transactions(&store(&server));
+    contract::signing_claims(&store(&server));
+    contract::retries(&store(&server));
+}
+
+/// Stores on one database, as coordinators on one server would be: the
+/// compare-and-set and the caps hold across them (SERIALIZABLE, with the
+/// retries the races cause).
+#[test]
+fn coordinators_on_one_database_are_serialized() {
+    let server = PgServer::start();
+    let stores = |db: &str| {
+        let url = server.create_database(db);
+        (0..3).map(|_| Arc::new(open(&url))).collect::<Vec<_>>()
+    };
+    contract::racing_transitions(stores("transitions"));
+    contract::racing_caps(stores("caps"));
+}
+
+/// Everything written is there for another store opened later (a
+/// coordinator restarted, or another one); opening again migrates nothing.
+#[test]
+fn state_is_shared_and_survives_reopening() {
+    let server = PgServer::start();
+    let url = server.create_database("reopen");
+    let first = open(&url);
+    first.insert_key(&contract::key_record("k1")).unwrap();
+    let r = contract::request();
+    let id = first
+        .insert_request(&contract::new_request(r.clone(), "k"), None, 100)
+        .unwrap()
+        .id();
+    let a = contract::approval(&r, Decision::Approve);
+    let quorum = next(State::PendingApproval, Event::QuorumMet).unwrap();
+    first.record_decision(&id, &a, Some(&quorum), 120).unwrap();
+
+    let second = open(&url);
+    assert_eq!(
+        second.key(&KeyId::parse("k1").unwrap()).unwrap(),
+        contract::key_record("k1")
+    );
+    let rec = second.request(&id).unwrap();
+    assert_eq!(rec.request, r);
+    assert_eq!(rec.state, State::Approved);
+    assert_eq!(rec.approvals, vec![a]);
+    drop(first);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM ringi_schema ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=schema::latest()).collect::<Vec<_>>());
+}
+
+/// A schema newer than this build is refused, not used.
+#[test]
+fn a_newer_schema_is_refused() {
+    let server = PgServer::start();
+    let url = server.create_database("newer");
+    drop(open(&url));
+    server.execute(
+        "newer",
+        &format!(
+            "INSERT INTO ringi_schema (version, what) VALUES ({}, 'from the future')",
+            schema::latest() + 1
+        ),
+    );
+    match PostgresStore::open(&config(&url)) {
+        Err(Error::Store(m)) => assert!(m.contains("newer than this ringi"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a newer schema was used"),
+    }
+}
+
+/// Two coordinators starting together on an empty database: one creates
+/// the schema, the other finds it.
+#[test]
+fn coordinators_starting_together_migrate_once() {
+    let server = PgServer::start();
+    let url = server.create_database("together");
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresStore::open(&config(&url)).map(|_| ()))
+        })
+        .collect();
+    for o in opened {
+        o.join().unwrap().unwrap();
+    }
+}
+
+/// A stored nonce of another length is a corrupt record, never a request.
+#[test]
+fn a_malformed_row_is_corrupt_not_a_request() {
+    let server = PgServer::start();
+    let store = store(&server);
+    let r = contract::request();
+    let id = store
+        .insert_request(&contract::new_request(r, "k"), None, 100)
+        .unwrap()
+        .id();
+    store
+        .raw(&format!(
+            "UPDATE requests SET nonce = '\\x0102' WHERE request_id = '\\x{}'",
+            hex::encode(id)
+        ))
+        .unwrap();
+    match store.request(&id) {
+        Err(Error::Corrupt(m)) => assert!(m.contains("nonce"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A server that is not there is an error naming the store, after the
+/// connect timeout at most, and never shows the password.
+#[test]
+fn an_unreachable_server_is_an_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "host={} port=1 user=ringi password=s3cret dbname=ringi connect_timeout=2",
+        dir.path().display()
+    );
+    match PostgresStore::open(&config(&url)) {
+        Err(Error::Store(m)) => {
+            assert!(m.contains("cannot connect"), "{m}");
+            assert!(!m.contains("s3cret"), "{m}");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("connected to nothing"),
+    }
+}
+
+/// Connections the server dropped (a restart, a failover) are replaced:
+/// the store keeps working once the server is back.
+#[test]
+fn dropped_connections_are_replaced() {
+    let server = PgServer::start();
+    let url = server.create_database("dropped");
+    let store = open(&url);
+    store.insert_key(&contract::key_record("k1")).unwrap();
+    // Every session of the database ended by the server.
+    server.execute(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = 'dropped' AND pid <> pg_backend_pid()",
+    );
+    // The first call may meet the dead connection; within a few, the
+    // pool has replaced it.
+    let found = (0..5).any(|_| store.find_key(&KeyId::parse("k1").unwrap()).is_ok());
+    assert!(found, "the store never recovered");
+    store.insert_key(&contract::key_record("k2")).unwrap();
+}
