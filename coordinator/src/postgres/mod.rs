@@ -1177,7 +1177,7 @@ fn load_request(tx: &mut Tx<'_>, id: &RequestId) -> TxResult<Option<RequestRecor
 }
 
 #[cfg(test)]
-#[path = "../../tests/support/postgres.rs"]
+#[path = "../../tests/support/pg_server.rs"]
 pub(crate) mod test_server;
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 //! `softhsm-setup/init-tokens.sh`, talking real gRPC on loopback.
 #![allow(dead_code)]
 
+pub mod pg_server;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -404,6 +406,9 @@ pub struct Cluster {
     /// The coordinator's own SoftHSM token ([`Cluster::start_tls_token_coordinator`]):
     /// its `[pkcs11]` table and the environment that finds the token.
     pub coordinator_token: Option<(String, Vec<(String, String)>)>,
+    /// Written into the coordinator's config before its tables (top-level
+    /// settings, and tables such as `[store]`); empty by default.
+    pub coordinator_extra: String,
 }
 
 impl Cluster {
@@ -548,6 +553,7 @@ impl Cluster {
             coordinator: None,
             coordinator_address: String::new(),
             coordinator_token: coordinator_token.map(|(table, env, _)| (table, env)),
+            coordinator_extra: String::new(),
         };
         cluster.write_coordinator_config();
         cluster.start_coordinator();
@@ -558,7 +564,9 @@ impl Cluster {
         self.dir.path().join("coordinator.toml")
     }
 
-    fn write_coordinator_config(&self) {
+    /// (Re)writes the coordinator's config for every signer, e.g. after
+    /// `coordinator_extra` changed; takes effect when it (re)starts.
+    pub fn write_coordinator_config(&self) {
         let entries: Vec<(usize, u16)> =
             (0..self.signers.len()).map(|i| (i, i as u16 + 1)).collect();
         self.write_coordinator_config_with(&entries);
@@ -575,6 +583,7 @@ impl Cluster {
             self.policy_path.display(),
             self.dir.path().join("volumes.toml").display()
         );
+        toml.push_str(&self.coordinator_extra);
         if let Some(certs) = &self.certs {
             // With its own token, the coordinator's TLS key is the token's.
             let key = if self.coordinator_token.is_some() {
@@ -672,6 +681,12 @@ impl Cluster {
     /// A gRPC channel to the coordinator as `identity` (its client
     /// certificate under TLS; plaintext otherwise).
     pub async fn channel_as(&self, identity: &str) -> tonic::transport::Channel {
+        self.channel_to(&self.coordinator_address, identity).await
+    }
+
+    /// A gRPC channel to the coordinator at `address` (one of several on a
+    /// shared store) as `identity`.
+    pub async fn channel_to(&self, address: &str, identity: &str) -> tonic::transport::Channel {
         let tls = self
             .certs
             .as_ref()
@@ -681,7 +696,7 @@ impl Cluster {
                 ca: certs.join("ca.pem"),
                 server_name: "coordinator".into(),
             });
-        ringi_cli::connect::connect(&self.coordinator_address, tls.as_ref())
+        ringi_cli::connect::connect(address, tls.as_ref())
             .await
             .unwrap()
     }
