@@ -6,8 +6,11 @@
 # (handshake signed in the signer's token) versus a call on a reused one,
 # and PSBT requests on a 2-of-3 bitcoin-taproot key (its floor, the
 # derivation, the stack), all measured in the same run; then each series'
-# time per phase (coordinator and signers). Release build: figures from
-# debug builds mean nothing.
+# time per phase (coordinator and signers); and the first key's signings
+# as requests (approved -> SIGNED, every store write made) on the embedded
+# SQLite store next to a private PostgreSQL server started here. Release
+# build: figures from debug builds mean nothing (RINGI_BENCH_PROFILE=debug
+# runs the debug binaries anyway, for a quick look; label such figures).
 #
 # Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain] [KEYS]
 #   (default 500 tls bench,bench-3of5,bench-7of10; KEYS: any of those three)
@@ -21,11 +24,20 @@ mode=${2:-tls}
 keys=${3:-bench,bench-3of5,bench-7of10}
 [ "$mode" = plain ] && mode=""
 "$here/install-deps.sh"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
-bin="$root/target/release"
+if [ "${RINGI_BENCH_PROFILE:-release}" = debug ]; then
+  cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
+  bin="$root/target/debug"
+else
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
+  bin="$root/target/release"
+fi
 work=$(mktemp -d -t ringi-bench.XXXXXX)
+# The PostgreSQL server (another user, as root) must reach its directory
+# inside: traverse, not list.
+chmod 711 "$work"
 PIDS=()
-trap 'stop_stack; rm -rf "$work"' EXIT
+trap 'stop_stack; stop_postgres; rm -rf "$work"' EXIT
+start_postgres "$work"
 bench_policy "$bin" "$work" bench bench-3of5 bench-7of10 bench-btc:regtest
 start_stack "$bin" "$work" 10 "$work/policy.toml" $mode 2>/dev/null >/dev/null
 # signers N: signer-1,...,signer-N.
@@ -35,4 +47,4 @@ signers() { seq -f 'signer-%g' -s, 1 "$1"; }
 "$bin/ringi" keygen --key-id bench-7of10 --threshold 7 --signers "$(signers 10)" >/dev/null 2>&1
 "$bin/ringi" keygen --key-id bench-btc --kind bitcoin-taproot --threshold 2 --signers "$(signers 3)" >/dev/null 2>&1
 RUST_LOG=error "$bin/ringi" bench --config "$work/coordinator.toml" --keys "$keys" --psbt-key-id bench-btc \
-  --iterations "$iterations" --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"
+  --store-url "$PG_URL" --iterations "$iterations" --approver "treasury=$work/alice.pem" --approver "compliance=$work/carol.pem"

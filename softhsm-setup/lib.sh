@@ -164,3 +164,33 @@ bench_policy() {
     return 1
   fi
 }
+
+# start_postgres DIR: a private PostgreSQL cluster (Debian's server, as the
+# tests start one) in DIR/pg, on a Unix socket in DIR/pg only, with its WAL
+# synced to disk as in production; sets PG_URL to a connection string for
+# its database `ringi` and PG_DATA for stop_postgres. As root, initdb and the
+# server run as the `postgres` system user (they refuse root).
+start_postgres() {
+  local dir=$1/pg bin as=()
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres: "$dir"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  printf "\nlisten_addresses = ''\nunix_socket_directories = '%s'\n" "$dir" >>"$dir/data/postgresql.conf"
+  "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+  "${as[@]}" "$bin/createdb" -h "$dir" -U postgres ringi
+  PG_URL="host=$dir user=postgres dbname=ringi"
+  PG_DATA="$dir/data"
+  PG_STOP=("${as[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop)
+}
+
+# stop_postgres: stops what start_postgres started, if it did.
+stop_postgres() {
+  if [ -n "${PG_DATA:-}" ]; then
+    "${PG_STOP[@]}" >/dev/null 2>&1 || true
+    PG_DATA=""
+  fi
+}

@@ -152,6 +152,20 @@ enum Content<'a> {
     Psbt(Vec<u8>),
 }
 
+/// A request for the raw message `message` and every bench approver's
+/// approval of it (what `ringi::requests` would have recorded).
+pub(crate) fn approved_message(
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    message: &[u8],
+    approvers: &[BenchApprover],
+) -> anyhow::Result<(
+    ringi_policy::request::SigningRequest,
+    Vec<ringi_policy::statement::Approval>,
+)> {
+    bench_request(policy, key_id, Content::Message(message), approvers)
+}
+
 /// A request for `content`, approved by every bench approver.
 fn approved_bundle(
     policy: &ringi_policy::policy::Policy,
@@ -160,6 +174,33 @@ fn approved_bundle(
     content: Content<'_>,
     approvers: &[BenchApprover],
 ) -> anyhow::Result<ringi::approved::ApprovedRequest> {
+    let (request, approvals) = bench_request(policy, key_id, content, approvers)?;
+    let now = ringi_policy::clock::now();
+    // What the coordinator runs before each signing (`from_record`).
+    let start = Instant::now();
+    let approved = ringi::approved::ApprovedRequest::evaluate(
+        policy,
+        key,
+        request,
+        approvals,
+        Vec::new(),
+        now,
+    );
+    phases::record(Phase::ApprovalCheck, start.elapsed());
+    let approved = approved?;
+    Ok(approved)
+}
+
+/// A request for `content` and every bench approver's approval of it.
+fn bench_request(
+    policy: &ringi_policy::policy::Policy,
+    key_id: &str,
+    content: Content<'_>,
+    approvers: &[BenchApprover],
+) -> anyhow::Result<(
+    ringi_policy::request::SigningRequest,
+    Vec<ringi_policy::statement::Approval>,
+)> {
     use ringi_policy::request::{Metadata, SigningRequest};
     use ringi_policy::statement::{Approval, Decision, Statement};
     let rules = policy
@@ -210,19 +251,7 @@ fn approved_bundle(
             signature,
         });
     }
-    // What the coordinator runs before each signing (`from_record`).
-    let start = Instant::now();
-    let approved = ringi::approved::ApprovedRequest::evaluate(
-        policy,
-        key,
-        request,
-        approvals,
-        Vec::new(),
-        now,
-    );
-    phases::record(Phase::ApprovalCheck, start.elapsed());
-    let approved = approved?;
-    Ok(approved)
+    Ok((request, approvals))
 }
 
 /// A one-input PSBT spending a coin of the taproot key `own` back to its
@@ -345,7 +374,7 @@ async fn psbt_rows(
 }
 
 /// The phase histograms and counters of one measured series.
-struct Breakdown {
+pub(crate) struct Breakdown {
     series: String,
     phases: Vec<PhaseSummary>,
     counters: Vec<(&'static str, u64)>,
@@ -353,7 +382,7 @@ struct Breakdown {
 
 impl Breakdown {
     /// What the histograms hold now, for the series `series`.
-    fn taken(series: String) -> Self {
+    pub(crate) fn taken(series: String) -> Self {
         Breakdown {
             series,
             phases: phases::snapshot(),
@@ -554,11 +583,13 @@ pub async fn run(
     iterations: usize,
     approvers: &[BenchApprover],
     slow: Duration,
+    store_url: Option<&str>,
 ) -> anyhow::Result<()> {
     let first_key = key_ids
         .first()
         .ok_or_else(|| anyhow::anyhow!("the bench needs at least one key (--keys)"))?;
-    let coordinator = ringi::server::coordinator(config, false)?;
+    // Opening the store may block on the network (PostgreSQL).
+    let coordinator = tokio::task::block_in_place(|| ringi::server::coordinator(config, false))?;
     let policy = coordinator.policy().ok().ok_or_else(|| {
         anyhow::anyhow!(
             "the bench needs the coordinator's policy_file: signers sign only approved requests"
@@ -636,6 +667,21 @@ pub async fn run(
         }
         None => None,
     };
+    let stores = match store_url {
+        Some(url) => {
+            crate::bench_store::rows(
+                config,
+                &coordinator,
+                &policy,
+                first_key,
+                url,
+                iterations,
+                approvers,
+            )
+            .await?
+        }
+        None => Vec::new(),
+    };
 
     println!(
         "ringi bench: {} key(s), {iterations} sequential signings of 32-byte messages each, {} approvals each, {transport}",
@@ -667,6 +713,9 @@ pub async fn run(
             print_row(name, *summary);
         }
     }
+    for (name, summary, _) in &stores {
+        print_row(name, *summary);
+    }
     for k in &keys {
         println!();
         print!("{}", phase_table(&k.breakdown));
@@ -676,6 +725,10 @@ pub async fn run(
         print!("{}", phase_table(breakdown));
     }
     if let Some((_, breakdown)) = &psbt {
+        println!();
+        print!("{}", phase_table(breakdown));
+    }
+    for (_, _, breakdown) in &stores {
         println!();
         print!("{}", phase_table(breakdown));
     }

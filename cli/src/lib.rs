@@ -33,6 +33,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_lifecycle;
 pub mod bench_load;
+pub mod bench_store;
 pub mod connect;
 pub mod decide;
 pub mod delay_proxy;

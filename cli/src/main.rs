@@ -238,6 +238,12 @@ enum Command {
         /// many milliseconds late (through a local relay); 0: not measured.
         #[arg(long, default_value_t = 200)]
         slow_ms: u64,
+        /// Also measure the first key's signings as a request's are run
+        /// (approved → SIGNED: claim, round-2 plan, outcome, each a store
+        /// write) through a fresh SQLite store and through the PostgreSQL
+        /// database of this connection string, in the same run.
+        #[arg(long, value_name = "POSTGRESQL_CONNECTION_STRING")]
+        store_url: Option<String>,
     },
     /// Measure key refresh and share repair over the real stack, each next
     /// to the in-process FROST floor of its size; its own temporary store.
@@ -1032,6 +1038,7 @@ async fn run(
             approvers,
             psbt_key_id,
             slow_ms,
+            store_url,
         } => {
             let approvers = approvers
                 .iter()
@@ -1052,6 +1059,7 @@ async fn run(
                 iterations,
                 &approvers,
                 std::time::Duration::from_millis(slow_ms),
+                store_url.as_deref(),
             )
             .await
         }

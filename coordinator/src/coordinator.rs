@@ -26,6 +26,13 @@ use crate::store::{KeyStore, blocking};
 /// (`server.rs`).
 pub const DEFAULT_SIGNING_CONCURRENCY: usize = 16;
 
+/// How long a cached key is used on a store other coordinators share: one
+/// of them may refresh or repair the key (a new public key package), which
+/// this process hears of only from the store. Past this age the key is
+/// read again; on the embedded store, this process makes every change and
+/// forgets the key itself ([`Coordinator::forget_key`]).
+pub const SHARED_KEY_CACHE_SECS: u64 = 5;
+
 /// State shared by the request flow and the services.
 pub struct Coordinator {
     pub registry: Registry,
@@ -42,8 +49,9 @@ pub struct Coordinator {
     /// What signs the trail's checkpoints: the token's audit key
     /// ([`crate::token_keys`]); none without a token.
     pub audit_checkpoints: Option<Arc<crate::token_keys::CheckpointSigner>>,
-    /// Parsed keys, so a signing touches neither the store nor the decoder.
-    key_cache: RwLock<HashMap<KeyId, Arc<Key>>>,
+    /// Parsed keys, so a signing touches neither the store nor the decoder;
+    /// with when each was loaded (see [`SHARED_KEY_CACHE_SECS`]).
+    key_cache: RwLock<HashMap<KeyId, (Arc<Key>, std::time::Instant)>>,
     /// Signings share a key's gate; a refresh or repair holds it alone.
     pub key_gates: crate::key_gate::KeyGates,
     /// Bumped whenever a key's record changes ([`Coordinator::forget_key`]):
@@ -177,11 +185,12 @@ impl Coordinator {
 
     /// The key, from the cache or the store.
     pub async fn key(&self, key_id: &KeyId) -> Result<Arc<Key>> {
-        if let Some(k) = self
+        if let Some((k, loaded_at)) = self
             .key_cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
+            && (self.store_exclusive || loaded_at.elapsed().as_secs() < SHARED_KEY_CACHE_SECS)
         {
             return Ok(k.clone());
         }
@@ -193,7 +202,7 @@ impl Coordinator {
         let mut cache = self.key_cache.write().unwrap_or_else(|p| p.into_inner());
         // A record changed while this one loaded: use it once, cache nothing.
         if self.key_epoch.load(std::sync::atomic::Ordering::SeqCst) == epoch {
-            cache.insert(key_id.clone(), loaded.clone());
+            cache.insert(key_id.clone(), (loaded.clone(), std::time::Instant::now()));
         }
         Ok(loaded)
     }

@@ -123,6 +123,21 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// Each synchronous client owns a small runtime, which may not be
+    /// dropped on an async task's thread (tokio panics): the idle
+    /// connections are closed on a thread of their own. (A connection on
+    /// loan is dropped where it was used: a blocking thread.)
+    fn drop(&mut self) {
+        let idle =
+            std::mem::take(&mut self.slots.get_mut().unwrap_or_else(|p| p.into_inner()).idle);
+        if idle.is_empty() {
+            return;
+        }
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
 /// A connection on loan; back to the pool when dropped, unless broken.
 pub struct Pooled<'a> {
     pool: &'a Pool,
