@@ -39,6 +39,25 @@ pub enum ConnectError {
     ClientCertWithoutTls,
 }
 
+/// What went wrong, in words: the server's message and SQLSTATE for a
+/// database error (the client's own `Display` says only "db error"), else
+/// the client's error and its causes (a TLS handshake's reason, an I/O
+/// error). Neither ever holds the password: the server does not repeat it,
+/// and the client's errors do not show its settings.
+pub fn describe_error(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// A configured server: connection settings (password included, held
 /// here only) and the TLS to use.
 #[derive(Clone)]

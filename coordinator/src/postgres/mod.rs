@@ -128,7 +128,7 @@ type TxResult<T> = std::result::Result<T, TxError>;
 /// failure (PostgreSQL's message, a constraint), never connection
 /// settings.
 fn store_error(e: postgres::Error) -> Error {
-    Error::Store(format!("postgres: {e}"))
+    Error::Store(format!("postgres: {}", connect::describe_error(&e)))
 }
 
 fn corrupt(what: &str) -> Error {
@@ -295,7 +295,8 @@ impl PostgresStore {
             }
             if is_conflict(&e) {
                 return Err(Error::Store(format!(
-                    "postgres: still conflicting with concurrent writes after {attempt} attempts: {e}"
+                    "postgres: still conflicting with concurrent writes after {attempt} attempts: {}",
+                    connect::describe_error(&e)
                 )));
             }
             return Err(store_error(e));

@@ -31,8 +31,9 @@ pub struct Conn {
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
+    /// The reason, as `connect::describe_error` words it.
     #[error("cannot connect to the PostgreSQL store: {0}")]
-    Connect(#[source] postgres::Error),
+    Connect(String),
     #[error("every one of the {0} PostgreSQL connections stayed busy for {WAIT:?}")]
     Exhausted(usize),
 }
@@ -91,7 +92,7 @@ impl Pool {
                     })),
                     Err(e) => {
                         self.release_slot();
-                        Err(PoolError::Connect(e))
+                        Err(PoolError::Connect(super::connect::describe_error(&e)))
                     }
                 };
             }

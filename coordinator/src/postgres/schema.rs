@@ -150,7 +150,7 @@ pub enum MigrateError {
         "the PostgreSQL store's schema is version {found}, newer than this ringi's ({latest}); upgrade ringi"
     )]
     Newer { found: i32, latest: i32 },
-    #[error("PostgreSQL schema migration failed: {0}")]
+    #[error("PostgreSQL schema migration failed: {}", super::connect::describe_error(.0))]
     Sql(#[from] postgres::Error),
 }
 

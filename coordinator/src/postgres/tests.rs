@@ -203,3 +203,97 @@ fn dropped_connections_are_replaced() {
     assert!(found, "the store never recovered");
     store.insert_key(&contract::key_record("k2")).unwrap();
 }
+
+/// TLS to the server (rustls): with the configured CA, a client
+/// certificate and the password from its file, the store works and its
+/// connections are encrypted; a plaintext attempt, a server certificate
+/// from another CA, a missing client certificate or a wrong password are
+/// each refused, and no error shows the password.
+#[test]
+fn tls_with_a_client_certificate_and_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = |name: &str| {
+        let out = dir.path().join(name);
+        ringi_cli::dev_certs::generate(&ringi_cli::dev_certs::DevCertsRequest {
+            out: out.clone(),
+            signers: 0,
+            signer_csrs: Vec::new(),
+            coordinator_csr: None,
+            clients: vec!["ringi-db".into()],
+        })
+        .unwrap();
+        out
+    };
+    let (trusted, other) = (certs("trusted"), certs("other"));
+    let server = PgServer::start_tls(&trusted);
+    server.execute("postgres", "CREATE ROLE ringi LOGIN PASSWORD 's3cret'");
+    server.execute("postgres", "CREATE DATABASE tls OWNER ringi");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    let port = server.tcp_port().unwrap();
+    let full = StoreConfig {
+        engine: StoreEngine::Postgres,
+        url: Some(format!("host=localhost port={port} user=ringi dbname=tls")),
+        password_file: Some(password),
+        ca: Some(trusted.join("ca.pem")),
+        cert: Some(trusted.join("ringi-db.pem")),
+        key: Some(trusted.join("ringi-db.key")),
+        max_connections: Some(2),
+    };
+    let store = PostgresStore::open(&full).unwrap();
+    assert!(store.describe().ends_with("tls=on"), "{}", store.describe());
+    contract::keys(&store);
+    let mut admin = postgres::Client::connect(&server.url("postgres"), postgres::NoTls).unwrap();
+    let encrypted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE ssl AND usename = 'ringi'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(encrypted >= 1, "the store's connections are not TLS");
+
+    // Each refused for its own reason, named in the error.
+    let refused = |config: StoreConfig, what: &str| match PostgresStore::open(&config) {
+        Err(Error::Store(m)) => {
+            assert!(m.contains(what), "{what}: {m}");
+            assert!(!m.contains("s3cret"), "{what}: {m}")
+        }
+        Err(e) => panic!("{what}: {e}"),
+        Ok(_) => panic!("{what}: connected"),
+    };
+    refused(
+        StoreConfig {
+            ca: None,
+            cert: None,
+            key: None,
+            ..full.clone()
+        },
+        "no encryption",
+    );
+    refused(
+        StoreConfig {
+            ca: Some(other.join("ca.pem")),
+            ..full.clone()
+        },
+        "TLS handshake",
+    );
+    refused(
+        StoreConfig {
+            cert: None,
+            key: None,
+            ..full.clone()
+        },
+        "requires a valid client certificate",
+    );
+    refused(
+        StoreConfig {
+            password_file: Some(wrong),
+            ..full.clone()
+        },
+        "password authentication failed",
+    );
+}

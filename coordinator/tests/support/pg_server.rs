@@ -72,21 +72,30 @@ fn free_port() -> u16 {
 impl PgServer {
     /// A server on a Unix socket only.
     pub fn start() -> PgServer {
-        Self::start_with(false, false)
+        Self::start_with(false, false, None)
     }
 
     /// A server on a Unix socket and on 127.0.0.1 (a free port).
     pub fn start_tcp() -> PgServer {
-        Self::start_with(true, false)
+        Self::start_with(true, false, None)
     }
 
     /// A server that syncs its WAL to disk as in production (the bench's
     /// comparison with SQLite); the others skip fsync, for speed.
     pub fn start_durable() -> PgServer {
-        Self::start_with(false, true)
+        Self::start_with(false, true, None)
     }
 
-    fn start_with(tcp: bool, durable: bool) -> PgServer {
+    /// A server on 127.0.0.1 too, taking there only TLS connections with
+    /// a password and a client certificate issued by `certs/ca.pem`; its
+    /// own certificate is `certs/coordinator.pem` (named `localhost` and
+    /// 127.0.0.1, as `ringi dev-certs` makes it). The Unix socket stays
+    /// trusted, for the test's own setup.
+    pub fn start_tls(certs: &Path) -> PgServer {
+        Self::start_with(true, false, Some(certs))
+    }
+
+    fn start_with(tcp: bool, durable: bool, tls: Option<&Path>) -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("ringi-pg")
             .tempdir()
@@ -125,6 +134,41 @@ impl PgServer {
         );
         if !durable {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        if let Some(certs) = tls {
+            // The server's files, readable by the server's user only (it
+            // refuses a key others can read).
+            for (from, to) in [
+                ("coordinator.pem", "server.crt"),
+                ("coordinator.key", "server.key"),
+                ("ca.pem", "ca.crt"),
+            ] {
+                let path = data.join(to);
+                std::fs::copy(certs.join(from), &path).unwrap();
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                if let Some(user) = &server.run_as {
+                    std::os::unix::fs::chown(
+                        &path,
+                        Some(id_of(user, "-u")),
+                        Some(id_of(user, "-g")),
+                    )
+                    .unwrap();
+                }
+            }
+            conf.push_str(
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'ca.crt'\npassword_encryption = 'scram-sha-256'\n",
+            );
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256 clientcert=verify-ca\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
         }
         let path = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&path).unwrap();
