@@ -34,6 +34,40 @@ softhsm_token() {
   mv "$dir/pin.tmp" "$dir/pin"
 }
 
+# Path of the kryoptic PKCS#11 module that build-kryoptic.sh builds; fails,
+# naming the script, when it is not built.
+kryoptic_module() {
+  local here lib
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  lib="$(cd "$here/.." && pwd)/target/kryoptic/libkryoptic_pkcs11.so"
+  if [ ! -f "$lib" ]; then
+    echo "softhsm-setup: $lib is missing; build it with softhsm-setup/build-kryoptic.sh" >&2
+    return 1
+  fi
+  echo "$lib"
+}
+
+# kryoptic_token DIR LABEL: creates kryoptic token LABEL stored in
+# DIR/token.sql, DIR/kryoptic.conf (its one slot) pointing there, and
+# random user and SO PINs in DIR/pin and DIR/so-pin (mode 0600, never
+# printed), initialised through pkcs11-tool (opensc). DIR/pin appears last.
+# Test tokens only: pkcs11-tool takes the PINs as arguments for the few
+# milliseconds it runs.
+kryoptic_token() {
+  local dir=$1 label=$2 module
+  module=$(kryoptic_module)
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  printf '[[slots]]\nslot = 1\ndbtype = "sqlite"\ndbargs = "%s"\n' "$dir/token.sql" > "$dir/kryoptic.conf"
+  (umask 077; random_pin > "$dir/so-pin.tmp"; random_pin > "$dir/pin.tmp")
+  KRYOPTIC_CONF="$dir/kryoptic.conf" pkcs11-tool --module "$module" --slot 1 --init-token \
+    --label "$label" --so-pin "$(cat "$dir/so-pin.tmp")" >/dev/null
+  KRYOPTIC_CONF="$dir/kryoptic.conf" pkcs11-tool --module "$module" --slot 1 --login --login-type so \
+    --so-pin "$(cat "$dir/so-pin.tmp")" --init-pin --pin "$(cat "$dir/pin.tmp")" >/dev/null
+  mv "$dir/so-pin.tmp" "$dir/so-pin"
+  mv "$dir/pin.tmp" "$dir/pin"
+}
+
 # coordinator_config LISTEN DATA_DIR POLICY [CERT KEY CA]: prints a
 # coordinator config without its signers; with CERT KEY CA, mutual TLS and
 # two clients: `operator` (admin, wallet, approver) and `wallet-service`.

@@ -428,6 +428,9 @@ pub enum KeygenError {
     },
     #[error("signer {signer} already holds a share for key id {key:?}")]
     ShareExists { key: KeyId, signer: String },
+    /// No curve every participant has a DKG transport key on.
+    #[error("DKG for key id {key:?} cannot run: {reason}; nothing started")]
+    NoTransportCurve { key: KeyId, reason: String },
     /// The finish results are not all byte-identical, or do not decode.
     #[error("DKG for key id {key:?}: {reason}; nothing stored")]
     BadResult { key: KeyId, reason: String },
@@ -696,6 +699,7 @@ impl KeygenError {
                 }
             }
             KeygenError::ShareExists { .. } => Code::AlreadyExists,
+            KeygenError::NoTransportCurve { .. } => Code::FailedPrecondition,
             KeygenError::BadResult { .. }
             | KeygenError::CommitIncomplete { .. }
             | KeygenError::NotRecorded { .. } => Code::Internal,

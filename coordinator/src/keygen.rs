@@ -36,6 +36,7 @@ use ringi_proto::signer::v1 as pb;
 use crate::error::{Error, KeySpecError, KeygenError, Result, SignerFailure, SignerFailures};
 use crate::registry::{Registry, Signer};
 use crate::store::{KeyRecord, KeyStore, blocking};
+use crate::transport_keys;
 
 pub const TOTAL_STEPS: u32 = 5;
 /// Most signers one key may have.
@@ -315,10 +316,10 @@ impl Run<'_> {
         })
     }
 
-    /// Each signer's DKG transport key with its attestation (certificate
-    /// and signature; empty without TLS), relayed unchanged to the others;
-    /// and what each holds of the run's key id, if anything (in signer
-    /// order).
+    /// Each signer's DKG transport key on the run's curve with its
+    /// attestation (certificate and signature; empty without TLS), relayed
+    /// unchanged to the others ([`crate::transport_keys`]); and what each
+    /// holds of the run's key id, if anything (in signer order).
     pub async fn node_info(
         &self,
     ) -> Result<(Vec<pb::DkgParticipant>, Vec<Option<pb::KeyShareInfo>>)> {
@@ -330,20 +331,28 @@ impl Run<'_> {
                     .into_inner())
             })
             .await?;
+        let curve = transport_keys::run_curve(
+            self.signers
+                .iter()
+                .zip(&infos)
+                .map(|(s, info)| (s.name.as_str(), info)),
+        )
+        .map_err(|reason| KeygenError::NoTransportCurve {
+            key: self.key_id.clone(),
+            reason,
+        })?;
         let mut keys = Vec::with_capacity(infos.len());
         let mut held = Vec::with_capacity(infos.len());
         for (signer, info) in self.signers.iter().zip(infos) {
+            // `run_curve` found a key on `curve` for every signer.
+            if let Some(p) = transport_keys::participant_on(signer.identifier, &info, curve) {
+                keys.push(p);
+            }
             held.push(
                 info.key_shares
                     .into_iter()
                     .find(|k| k.key_id == self.key_id.as_str()),
             );
-            keys.push(pb::DkgParticipant {
-                identifier: u32::from(signer.identifier),
-                dkg_public_key: info.dkg_public_key,
-                dkg_key_certificate: info.dkg_key_certificate,
-                dkg_key_signature: info.dkg_key_signature,
-            });
         }
         Ok((keys, held))
     }

@@ -80,3 +80,4 @@ pub mod sqlite;
 pub mod store;
 pub mod store_engine;
 pub mod token_keys;
+pub mod transport_keys;

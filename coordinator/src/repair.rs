@@ -30,6 +30,7 @@ use ringi_proto::signer::v1 as pb;
 use crate::error::{Error, LifecycleError, Result, SignerFailure, SignerFailures};
 use crate::registry::{Registry, Signer};
 use crate::store::{KeyRecord, KeyStore, blocking};
+use crate::transport_keys;
 
 /// What to repair, as the admin asks.
 pub struct RepairRequest {
@@ -183,49 +184,53 @@ pub async fn run(
         )
         .await;
     }
-    let recipient_pb = pb::DkgParticipant {
-        identifier: u32::from(identifier),
-        dkg_public_key: info.dkg_public_key,
-        dkg_key_certificate: info.dkg_key_certificate,
-        dkg_key_signature: info.dkg_key_signature,
+    // The recipient and the helpers by the keys the order names (on the
+    // repair's one curve, `crate::transport_keys`); a recipient without
+    // the ordered key is named by its preferred one, for it to refuse.
+    let (ordered_recipient, ordered_keys) = match &req.order.order.action {
+        Action::Repair {
+            recipient, helpers, ..
+        } => (recipient.clone(), helpers.clone()),
+        _ => (Vec::new(), BTreeMap::new()),
     };
+    let recipient_pb = transport_keys::participant_with_key(identifier, &info, &ordered_recipient)
+        .unwrap_or_else(|| pb::DkgParticipant {
+            identifier: u32::from(identifier),
+            dkg_public_key: info.dkg_public_key.clone(),
+            dkg_key_certificate: info.dkg_key_certificate.clone(),
+            dkg_key_signature: info.dkg_key_signature.clone(),
+        });
     let infos = join_all(candidates.iter().map(|s| {
         let mut client = s.client.clone();
         async move { client.get_node_info(pb::GetNodeInfoRequest {}).await }
     }))
     .await;
-    let ordered_keys = match &req.order.order.action {
-        Action::Repair { helpers, .. } => helpers.clone(),
-        _ => BTreeMap::new(),
-    };
     let mut helpers = Vec::new();
     let mut failures = SignerFailures::default();
     for (signer, info) in candidates.iter().zip(infos) {
         match info {
             Ok(info) => {
                 let info = info.into_inner();
-                if ordered_keys.get(&signer.identifier) != Some(&info.dkg_public_key) {
+                let Some(participant) = ordered_keys.get(&signer.identifier).and_then(|key| {
+                    transport_keys::participant_with_key(signer.identifier, &info, key)
+                }) else {
                     return Err(mismatch(format!(
-                        "helper {}'s transport key {} is not the one the order names",
+                        "helper {}'s transport keys ({}) do not include the one the order names",
                         signer.name,
-                        hex::encode(&info.dkg_public_key)
+                        transport_keys::offered(&info)
+                            .iter()
+                            .map(|(key, _)| hex::encode(key))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
-                }
+                };
                 let holds = info.key_shares.iter().any(|k| {
                     k.key_id == key_id.as_str()
                         && k.identifier == u32::from(signer.identifier)
                         && k.group_public_key == record.group_public_key
                 });
                 if holds {
-                    helpers.push((
-                        signer.clone(),
-                        pb::DkgParticipant {
-                            identifier: u32::from(signer.identifier),
-                            dkg_public_key: info.dkg_public_key,
-                            dkg_key_certificate: info.dkg_key_certificate,
-                            dkg_key_signature: info.dkg_key_signature,
-                        },
-                    ));
+                    helpers.push((signer.clone(), participant));
                 } else {
                     failures.push(SignerFailure::status(
                         &signer.name,

@@ -128,7 +128,7 @@ pub fn checkpoint_signer(
 /// `ringi-signer init` keys, of which the coordinator uses the TLS and
 /// audit keys). Returns what it created.
 pub fn initialize(token: &Token) -> Result<Vec<&'static str>, TokenKeysError> {
-    Ok(token.initialize_keys()?)
+    Ok(token.initialize_keys()?.created)
 }
 
 /// A PEM certificate signing request for the token's TLS key, for `name`,

@@ -141,7 +141,7 @@ fn reached(result: Result<String, PeerError>) -> Reached {
         Err(PeerError::NoName) => Reached::NoName,
         Err(PeerError::NotAPeer(_)) => Reached::NotAPeer,
         Err(PeerError::BadSignature(_)) => Reached::BadSignature,
-        Err(PeerError::BadKey) => Reached::BadKey,
+        Err(PeerError::BadKey(_)) => Reached::BadKey,
     }
 }
 

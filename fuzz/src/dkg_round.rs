@@ -24,6 +24,7 @@ use ringi_frost::Secp256k1;
 use ringi_policy::key_id::KeyId;
 use ringi_proto::signer::v1 as pb;
 use ringi_signer::dkg::{Participant, Round1Request, check_round1, decode_round1};
+use ringi_signer::transport_key::{OwnKeys, TransportKey};
 
 type S = Secp256k1;
 
@@ -54,6 +55,14 @@ fn own_key() -> Vec<u8> {
         .to_vec()
 }
 
+/// The harness's own transport keys (its secp256k1 one).
+fn own_keys() -> OwnKeys {
+    OwnKeys::new(vec![
+        TransportKey::from_wire(&own_key()).expect("a point on secp256k1"),
+    ])
+    .expect("one key")
+}
+
 pub fn run(data: &[u8]) -> Reached {
     let mut cursor = data;
     let Ok(r1) = pb::DkgRound1Request::decode_length_delimited(&mut cursor) else {
@@ -80,7 +89,7 @@ pub fn run(data: &[u8]) -> Reached {
             })
             .collect(),
     };
-    let Ok(checked) = check_round1(&request, &own_key()) else {
+    let Ok(checked) = check_round1(&request, &own_keys()) else {
         return Reached::Round1Refused;
     };
     assert!(checked.min_signers >= 2 && checked.min_signers <= checked.max_signers);

@@ -35,6 +35,7 @@ use crate::evaluate::CLOCK_SKEW_SECS;
 use crate::key_id::KeyId;
 use crate::policy::Policy;
 use crate::policy_update::AdminSignature;
+use crate::transport_key::TransportCurve;
 
 /// Longest an order may be valid for (from its signing to `expires_at`).
 pub const ORDER_MAX_VALIDITY_SECS: u64 = 7 * 24 * 3600;
@@ -150,7 +151,7 @@ pub enum OrderRefused {
     QuorumNotMet { have: u32, need: u32 },
     #[error("a repair names participant {0}, which is not a FROST identifier (1..=65535)")]
     BadIdentifier(u16),
-    #[error("a repair's recipient is not a secp256k1 DKG transport key")]
+    #[error("a repair's recipient is not a DKG transport key (secp256k1 or P-256)")]
     BadRecipient,
     #[error("a repair's helpers: {0}")]
     BadHelpers(String),
@@ -206,10 +207,11 @@ pub fn check_order(
         if *identifier == 0 {
             return Err(OrderRefused::BadIdentifier(*identifier));
         }
-        let compressed = |k: &[u8]| k.len() == 33 && matches!(k[0], 2 | 3);
-        if !compressed(recipient) {
+        // Every key of a repair on one curve: the helpers and the
+        // recipient derive pairwise ECDH secrets.
+        let Some(curve) = TransportCurve::of(recipient) else {
             return Err(OrderRefused::BadRecipient);
-        }
+        };
         if helpers.is_empty() {
             return Err(OrderRefused::BadHelpers("none named".into()));
         }
@@ -219,9 +221,9 @@ pub fn check_order(
                     "participant {id} cannot help repair participant {identifier}"
                 )));
             }
-            if !compressed(key) || key == recipient {
+            if TransportCurve::of(key) != Some(curve) || key == recipient {
                 return Err(OrderRefused::BadHelpers(format!(
-                    "helper {id}'s transport key is not a distinct secp256k1 key"
+                    "helper {id}'s transport key is not a distinct {curve} key (the recipient's curve)"
                 )));
             }
         }

@@ -26,6 +26,8 @@
 //! - `policy_store` (feature `sqlite`): the policy a node enforces, rolled
 //!   forward by updates and kept durably;
 //! - [`time_rules`]: signing hours and delays after full approval;
+//! - [`transport_key`]: the curves of the signers' DKG transport keys and
+//!   their wire forms;
 //! - [`audit`]: the hash-chained audit log both sides append to, and its
 //!   offline verification;
 //! - [`audit_repair`]: setting a broken log's tail aside and recording the
@@ -63,6 +65,7 @@ pub mod retirement;
 pub mod statement;
 pub mod subject;
 pub mod time_rules;
+pub mod transport_key;
 pub mod verified_signatures;
 pub mod veto;
 pub mod volumes;

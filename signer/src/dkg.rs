@@ -33,7 +33,8 @@
 //!
 //! The FROST side is generic over the ciphersuite `S` ([`ringi_frost::Suite`],
 //! frost-core's `keys::dkg`); the transport keys and envelopes are the
-//! node's secp256k1 ECDH keys whatever the suite. The checks of a step's
+//! node's token-held ECDH keys whatever the suite, all of a run's on one
+//! curve ([`crate::transport_key`]). The checks of a step's
 //! input that need no token or run state are pure public functions
 //! ([`check_round1`], [`decode_round1`]), for tests and fuzz targets.
 
@@ -45,15 +46,15 @@ use frost_core::Identifier;
 use frost_core::keys::dkg::{self, round1, round2};
 use frost_core::keys::refresh;
 use frost_core::keys::{KeyPackage, PublicKeyPackage};
-use k256::elliptic_curve::sec1::ToEncodedPoint;
 use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 
 use crate::dkg_envelope::{self, Binding, Contents, EnvelopeError};
-use crate::dkg_peer::{Attestation, PeerCheck};
+use crate::dkg_peer::{Attestation, OwnAttestations, PeerCheck};
 use crate::refresh_vote::{Electorate, Vote, VoteError};
 use crate::rng;
 use crate::token::{Token, TokenError};
+use crate::transport_key::{OwnKeys, TransportKey, one_curve};
 use crate::vault::{ShareInfo, ShareVault, VaultError};
 
 /// How long an unfinished run is kept.
@@ -109,7 +110,8 @@ pub enum DkgError {
 #[derive(Debug, Clone)]
 pub struct Participant {
     pub identifier: u32,
-    /// DKG transport public key, SEC1 (compressed or uncompressed).
+    /// DKG transport public key in its wire form
+    /// ([`crate::transport_key`]; a secp256k1 one also as any SEC1 point).
     pub dkg_public_key: Vec<u8>,
     /// Its certified identity's signature over it (under mutual TLS).
     pub attestation: Option<Attestation>,
@@ -184,8 +186,8 @@ enum Step<S: Suite> {
 struct Run<S: Suite> {
     session_id: Vec<u8>,
     me: u16,
-    /// Peers' transport keys (SEC1 uncompressed), by identifier; self excluded.
-    peers: BTreeMap<u16, Vec<u8>>,
+    /// Peers' transport keys, by identifier; self excluded.
+    peers: BTreeMap<u16, TransportKey>,
     step: Option<Step<S>>,
     mode: Mode<S>,
     started: Instant,
@@ -195,12 +197,12 @@ struct Run<S: Suite> {
 pub struct DkgRuns<S: Suite> {
     vault: Arc<dyn ShareVault<S>>,
     token: Arc<Token>,
-    /// This node's transport key, SEC1 uncompressed.
-    own_key: Vec<u8>,
+    /// This node's transport keys, one per curve its token has.
+    own_keys: OwnKeys,
     /// Under mutual TLS: which peers this node accepts, and its own
     /// attestation to hand out (see `dkg_peer.rs`).
     /// Replaced when the node reloads its certificates.
-    peers: std::sync::RwLock<Option<Arc<(PeerCheck, Attestation)>>>,
+    peers: std::sync::RwLock<Option<Arc<(PeerCheck, OwnAttestations)>>>,
     runs: Mutex<HashMap<KeyId, Run<S>>>,
     /// Held while a refresh's share is stored, while the node votes on a
     /// refresh, and while it activates or discards a waiting share: a
@@ -210,11 +212,12 @@ pub struct DkgRuns<S: Suite> {
 
 impl<S: Suite> DkgRuns<S> {
     pub fn new(vault: Arc<dyn ShareVault<S>>, token: Arc<Token>) -> Result<Self, TokenError> {
-        let own_key = token.dkg_public_key()?;
+        let own_keys = OwnKeys::new(token.dkg_public_keys()?)
+            .ok_or(TokenError::NotInitialized(crate::token::DKG_P256_KEY_LABEL))?;
         Ok(DkgRuns {
             vault,
             token,
-            own_key,
+            own_keys,
             peers: std::sync::RwLock::new(None),
             runs: Mutex::new(HashMap::new()),
             decisions: Mutex::new(()),
@@ -222,13 +225,13 @@ impl<S: Suite> DkgRuns<S> {
     }
 
     /// From now on, requires every other participant of a run to pass
-    /// `check`, and hands out `own` with this node's transport key (at
+    /// `check`, and hands out `own` with this node's transport keys (at
     /// start, and again when the node reloads its certificates).
-    pub fn set_peer_check(&self, check: PeerCheck, own: Attestation) {
+    pub fn set_peer_check(&self, check: PeerCheck, own: OwnAttestations) {
         *self.peers.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new((check, own)));
     }
 
-    pub(crate) fn peer_check(&self) -> Option<Arc<(PeerCheck, Attestation)>> {
+    pub(crate) fn peer_check(&self) -> Option<Arc<(PeerCheck, OwnAttestations)>> {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -242,21 +245,27 @@ impl<S: Suite> DkgRuns<S> {
         &self.token
     }
 
-    /// This node's transport key, SEC1 uncompressed.
-    pub(crate) fn own_key(&self) -> &[u8] {
-        &self.own_key
+    /// This node's transport keys.
+    pub fn own_keys(&self) -> &OwnKeys {
+        &self.own_keys
     }
 
-    /// This node's attestation of its transport key, under mutual TLS.
+    /// This node's attestation of its preferred transport key, under
+    /// mutual TLS.
     pub fn attestation(&self) -> Option<Attestation> {
-        self.peer_check().map(|p| p.1.clone())
+        self.attestation_of(&self.public_key())
     }
 
-    /// This node's DKG transport public key, SEC1 compressed.
+    /// This node's attestation of its transport key `wire`, under mutual
+    /// TLS.
+    pub fn attestation_of(&self, wire: &[u8]) -> Option<Attestation> {
+        self.peer_check()
+            .and_then(|p| p.1.iter().find(|(k, _)| k == wire).map(|(_, a)| a.clone()))
+    }
+
+    /// This node's preferred DKG transport public key, in its wire form.
     pub fn public_key(&self) -> Vec<u8> {
-        k256::PublicKey::from_sec1_bytes(&self.own_key)
-            .map(|k| k.to_encoded_point(true).as_bytes().to_vec())
-            .unwrap_or_default()
+        self.own_keys.primary().wire()
     }
 
     /// Step 1: returns this node's serialized round-1 package.
@@ -270,7 +279,7 @@ impl<S: Suite> DkgRuns<S> {
     /// under this node's identifier and the key's threshold
     /// ([`check_refresh`]).
     pub fn round1(&self, req: Round1Request, purpose: Purpose) -> Result<Vec<u8>, DkgError> {
-        let checked = check_round1(&req, &self.own_key)?;
+        let checked = check_round1(&req, &self.own_keys)?;
         if let Some(peers) = self.peer_check() {
             check_peers(&req.participants, req.me, &peers.0)?;
         }
@@ -400,7 +409,7 @@ impl<S: Suite> DkgRuns<S> {
         key_id: &KeyId,
         session_id: &[u8],
         me: u16,
-        peers: &BTreeMap<u16, Vec<u8>>,
+        peers: &BTreeMap<u16, TransportKey>,
         secret: round1::SecretPackage<S>,
         round1_packages: &BTreeMap<u32, Vec<u8>>,
         refreshing: bool,
@@ -521,7 +530,7 @@ impl<S: Suite> DkgRuns<S> {
         key_id: &KeyId,
         session_id: &[u8],
         me: u16,
-        peers: &BTreeMap<u16, Vec<u8>>,
+        peers: &BTreeMap<u16, TransportKey>,
         secret: &round2::SecretPackage<S>,
         round1_packages: &Round1Packages<S>,
         sealed_packages: &BTreeMap<u32, Vec<u8>>,
@@ -622,12 +631,19 @@ impl<S: Suite> DkgRuns<S> {
         if refreshing {
             let info = self.vault.store_next(key_id, &key_package, &public)?;
             let generation = info.pending_generation.unwrap_or(info.generation);
+            // The run's curve: this node's key is the one on its peers'.
+            let own = peers
+                .values()
+                .next()
+                .and_then(|peer| self.own_keys.on(peer.curve()))
+                .unwrap_or(self.own_keys.primary())
+                .clone();
             let participants: Vec<Participant> = peers
                 .into_iter()
-                .chain([(me, self.own_key.clone())])
-                .map(|(identifier, dkg_public_key)| Participant {
+                .chain([(me, own)])
+                .map(|(identifier, key)| Participant {
                     identifier: u32::from(identifier),
-                    dkg_public_key,
+                    dkg_public_key: key.wire(),
                     attestation: None,
                 })
                 .collect();
@@ -636,7 +652,7 @@ impl<S: Suite> DkgRuns<S> {
                 &info.pending_public_key_package,
                 &info.group_key,
                 me,
-                &self.own_key,
+                &self.own_keys,
                 &participants,
             )?;
             let stored_votes =
@@ -803,7 +819,7 @@ impl<S: Suite> DkgRuns<S> {
             package,
             &info.group_key,
             info.identifier,
-            &self.own_key,
+            &self.own_keys,
             participants,
         )?;
         if let Some(peers) = self.peer_check() {
@@ -848,18 +864,19 @@ pub struct CheckedRound1 {
     pub min_signers: u16,
     /// The number of participants.
     pub max_signers: u16,
-    /// The other participants' transport keys (SEC1 uncompressed), by number.
-    pub peers: BTreeMap<u16, Vec<u8>>,
+    /// The other participants' transport keys, by number, all on the
+    /// curve of this node's key in the run.
+    pub peers: BTreeMap<u16, TransportKey>,
 }
 
 /// Validates a round-1 request without touching the token (pure; the key
 /// id was checked when the [`KeyId`] was made). Checks, in order: the
 /// session id's length; 2..=[`MAX_PARTICIPANTS`] participants; a threshold
 /// of 2..=n; this node's number in 1..=65535; per participant, its number
-/// and that its transport key is a secp256k1 point; that this node appears
-/// once with `own_key` (SEC1 uncompressed) and no other participant has it;
-/// no number twice.
-pub fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1, DkgError> {
+/// and that its transport key is a point on secp256k1 or P-256; that every
+/// key is on one curve; that this node appears once with one of `own`
+/// and no other participant has one of them; no number twice.
+pub fn check_round1(req: &Round1Request, own: &OwnKeys) -> Result<CheckedRound1, DkgError> {
     let bad = |m: String| Err(DkgError::InvalidArgument(m));
     if req.session_id.len() != SESSION_ID_LEN {
         return bad(format!(
@@ -881,36 +898,37 @@ pub fn check_round1(req: &Round1Request, own_key: &[u8]) -> Result<CheckedRound1
     }
     let me = participant_number(req.me)?;
     let mut peers = BTreeMap::new();
+    let mut keys = Vec::with_capacity(n);
     let mut seen_self = false;
     for p in &req.participants {
         let id = participant_number(p.identifier)?;
-        let key = k256::PublicKey::from_sec1_bytes(&p.dkg_public_key)
-            .map_err(|_| {
-                DkgError::InvalidArgument(format!(
-                    "participant {id}: DKG public key is not a secp256k1 point"
-                ))
-            })?
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec();
+        let key = TransportKey::from_wire(&p.dkg_public_key).map_err(|e| {
+            DkgError::InvalidArgument(format!("participant {id}: DKG public key is {e}"))
+        })?;
+        keys.push(key.clone());
         if id == me {
             if seen_self {
                 return bad(format!("identifier {id} appears twice"));
             }
             seen_self = true;
-            if key != own_key {
+            if !own.contains(&key) {
                 return bad(format!(
                     "participant {id} is this node, but its DKG public key is not this node's"
                 ));
             }
         } else {
-            if key == own_key {
+            if own.contains(&key) {
                 return bad(format!("participant {id} has this node's DKG public key"));
             }
             if peers.insert(id, key).is_some() {
                 return bad(format!("identifier {id} appears twice"));
             }
         }
+    }
+    if let Err((a, b)) = one_curve(&keys) {
+        return bad(format!(
+            "the participants' DKG public keys are on different curves ({a} and {b}): a run needs one"
+        ));
     }
     if !seen_self {
         return bad(format!(
@@ -1044,7 +1062,7 @@ fn find_run<'a, S: Suite>(
 }
 
 fn check_peer_set<'a>(
-    peers: &BTreeMap<u16, Vec<u8>>,
+    peers: &BTreeMap<u16, TransportKey>,
     got: impl Iterator<Item = &'a u32>,
     what: &str,
 ) -> Result<(), DkgError> {
@@ -1101,13 +1119,27 @@ fn peer_error<S: Suite>(e: frost_core::Error<S>) -> DkgError {
 mod tests {
     use super::*;
 
+    use crate::transport_key::TransportCurve;
+
     fn key(seed: u8) -> Vec<u8> {
         let secret = k256::SecretKey::from_slice(&[seed; 32]).unwrap();
-        secret
-            .public_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        secret.public_key().to_sec1_bytes().to_vec()
+    }
+
+    fn p256_key(seed: u8) -> Vec<u8> {
+        let secret = p256::SecretKey::from_slice(&[seed; 32]).unwrap();
+        TransportKey::from_point(TransportCurve::P256, &secret.public_key().to_sec1_bytes())
+            .unwrap()
+            .wire()
+    }
+
+    /// Node 1's keys: secp256k1 from seed 1, P-256 from seed 1.
+    fn own() -> OwnKeys {
+        OwnKeys::new(vec![
+            TransportKey::from_wire(&key(1)).unwrap(),
+            TransportKey::from_wire(&p256_key(1)).unwrap(),
+        ])
+        .unwrap()
     }
 
     fn request(participants: &[(u32, u8)], me: u32, min: u32) -> Round1Request {
@@ -1128,7 +1160,7 @@ mod tests {
     }
 
     fn refusal(req: &Round1Request) -> String {
-        match check_round1(req, &key(1)) {
+        match check_round1(req, &own()) {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted {req:?}"),
         }
@@ -1136,7 +1168,7 @@ mod tests {
 
     #[test]
     fn accepts_a_well_formed_request() {
-        let checked = check_round1(&request(&[(1, 1), (2, 2), (3, 3)], 1, 2), &key(1)).unwrap();
+        let checked = check_round1(&request(&[(1, 1), (2, 2), (3, 3)], 1, 2), &own()).unwrap();
         assert_eq!(checked.me, 1);
         assert_eq!((checked.min_signers, checked.max_signers), (2, 3));
         assert_eq!(
@@ -1162,7 +1194,29 @@ mod tests {
         assert!(refusal(&short_session).contains("session id"));
         let mut bad_key = request(&[(1, 1), (2, 2)], 1, 2);
         bad_key.participants[1].dkg_public_key = vec![9; 33];
-        assert!(refusal(&bad_key).contains("not a secp256k1 point"));
+        assert!(refusal(&bad_key).contains("not a DKG transport key"));
+    }
+
+    #[test]
+    fn a_run_is_on_one_curve_and_uses_this_nodes_key_on_it() {
+        let mut p256_run = request(&[(1, 1), (2, 2), (3, 3)], 1, 2);
+        for (p, seed) in p256_run.participants.iter_mut().zip([1, 2, 3]) {
+            p.dkg_public_key = p256_key(seed);
+        }
+        let checked = check_round1(&p256_run, &own()).unwrap();
+        assert!(
+            checked
+                .peers
+                .values()
+                .all(|k| k.curve() == TransportCurve::P256)
+        );
+        let mut mixed = p256_run.clone();
+        mixed.participants[2].dkg_public_key = key(3);
+        assert!(refusal(&mixed).contains("different curves"));
+        // This node on P-256 with a key that is not its own.
+        let mut not_mine = p256_run;
+        not_mine.participants[0].dkg_public_key = p256_key(9);
+        assert!(refusal(&not_mine).contains("not this node's"));
     }
 
     #[test]

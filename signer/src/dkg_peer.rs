@@ -9,8 +9,12 @@
 //! signs the statement
 //!
 //! ```text
-//! "ringi-dkg-transport-key-v1" || 0x00 || len(name) (u16 BE) || name || dkg_public_key (SEC1 compressed)
+//! "ringi-dkg-transport-key-v1" || 0x00 || len(name) (u16 BE) || name || dkg_public_key (wire form)
 //! ```
+//!
+//! (the wire form of `crate::transport_key`: a secp256k1 key as its SEC1
+//! compressed point, a P-256 key as its SubjectPublicKeyInfo; a node with a
+//! key on each curve attests each one).
 //!
 //! and the node hands out the signature with its certificate. A node taking
 //! part in a DKG checks, for every other participant, that the certificate
@@ -24,6 +28,8 @@
 //! Certificate and signature checks are rustls-webpki's (ring).
 
 use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
+
+use crate::transport_key::{TransportKey, TransportKeyError};
 
 /// Domain separation for the attestation statement.
 pub const STATEMENT_CONTEXT: &[u8] = b"ringi-dkg-transport-key-v1";
@@ -43,6 +49,10 @@ pub fn statement(name: &str, dkg_public_key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(dkg_public_key);
     out
 }
+
+/// This node's attestations, one per transport key: (key in its wire
+/// form, attestation).
+pub type OwnAttestations = Vec<(Vec<u8>, Attestation)>;
 
 /// A node's certificate (DER) and its TLS key's signature (ECDSA P-256
 /// SHA-256, DER) over [`statement`].
@@ -76,8 +86,8 @@ pub enum PeerError {
     NotAPeer(String),
     #[error("the signature over its DKG key does not verify under the certificate of {0:?}")]
     BadSignature(String),
-    #[error("its DKG key is not a secp256k1 point")]
-    BadKey,
+    #[error("its DKG key is {0}")]
+    BadKey(TransportKeyError),
 }
 
 /// Which names this node accepts as DKG peers.
@@ -133,8 +143,9 @@ impl PeerCheck {
         &self.peers
     }
 
-    /// Checks one participant's attestation of `dkg_public_key` (SEC1, any
-    /// form); returns the certified name.
+    /// Checks one participant's attestation of `dkg_public_key` (its wire
+    /// form, or any SEC1 form of a secp256k1 key); returns the certified
+    /// name.
     pub fn verify(
         &self,
         dkg_public_key: &[u8],
@@ -172,14 +183,11 @@ impl PeerCheck {
     }
 }
 
-/// SEC1 compressed form of a secp256k1 point given in any SEC1 form.
-pub fn compressed(sec1: &[u8]) -> Result<Vec<u8>, PeerError> {
-    k256::PublicKey::from_sec1_bytes(sec1)
-        .map(|k| {
-            use k256::elliptic_curve::sec1::ToEncodedPoint;
-            k.to_encoded_point(true).as_bytes().to_vec()
-        })
-        .map_err(|_| PeerError::BadKey)
+/// The canonical wire form of a transport key (what a node signs).
+pub fn compressed(key: &[u8]) -> Result<Vec<u8>, PeerError> {
+    TransportKey::from_wire(key)
+        .map(|k| k.wire())
+        .map_err(PeerError::BadKey)
 }
 
 #[cfg(test)]
@@ -313,7 +321,10 @@ mod tests {
             c.verify(&dkg, Some(&garbage)),
             Err(PeerError::Untrusted(_))
         ));
-        assert_eq!(c.verify(&[7; 33], Some(&att)), Err(PeerError::BadKey));
+        assert!(matches!(
+            c.verify(&[7; 33], Some(&att)),
+            Err(PeerError::BadKey(_))
+        ));
     }
 
     #[test]

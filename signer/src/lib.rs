@@ -8,7 +8,7 @@
 //!
 //! Plain functions, following the data path:
 //! - [`config`]: where the token is and how to log in (PIN never in argv).
-//! - [`token`]: every PKCS#11 call (login, KEK, DKG transport key, objects).
+//! - [`token`]: every PKCS#11 call (login, KEK, DKG transport keys, objects).
 //! - [`sealed_share`]: the byte format of a share sealed by the token.
 //! - [`vault`]: the share vault — store, round 1, round 2 — over the token.
 //! - [`nonces`]: single-use, memory-only round-1 nonces.
@@ -30,6 +30,8 @@
 //!   grace period is over ([`holds`] keeps the retirements).
 //! - [`tls_key`]: the node's TLS key, kept in the token.
 //! - [`token_health`]: the node's gRPC health follows its token.
+//! - [`transport_key`]: DKG transport keys on secp256k1 or P-256, one
+//!   curve per run.
 //! - [`phases`]: the rounds' time per phase, sent back with each answer.
 //! - [`metrics`]: the node's Prometheus metrics (names and recording
 //!   helpers), served when `metrics_listen` is set.
@@ -75,4 +77,5 @@ pub mod test_doubles;
 pub mod tls_key;
 pub mod token;
 pub mod token_health;
+pub mod transport_key;
 pub mod vault;

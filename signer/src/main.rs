@@ -145,15 +145,28 @@ fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
     match cli.command {
         Command::Init => {
             let token = Token::open(&token_config)?;
-            let created = token.initialize_keys()?;
-            if created.is_empty() {
+            let done = token.initialize_keys()?;
+            if done.created.is_empty() {
                 println!(
                     "token {:?} already holds ringi's keys; nothing created",
                     token_config.token_label
                 );
             }
-            for label in created {
+            for label in &done.created {
                 println!("created {label} in token {:?}", token_config.token_label);
+            }
+            for (curve, rv) in &done.unsupported {
+                println!(
+                    "token {:?} makes no {curve} keys ({rv}): no {curve} DKG transport key; this node runs DKGs on the other curves only",
+                    token_config.token_label
+                );
+            }
+            for key in token.dkg_public_keys()? {
+                println!(
+                    "dkg_transport_key {} {}",
+                    key.curve(),
+                    hex::encode(key.wire())
+                );
             }
             Ok(())
         }
@@ -163,6 +176,13 @@ fn run(cli: Cli, file: FileConfig) -> anyhow::Result<()> {
             let taproot = TokenVault::<TaprootSuite>::open(token.clone())?;
             let dkg = ringi_signer::dkg::DkgRuns::<FrostSuite>::new(vault.clone(), token)?;
             println!("dkg_public_key {}", hex::encode(dkg.public_key()));
+            for key in dkg.own_keys().all() {
+                println!(
+                    "dkg_transport_key {} {}",
+                    key.curve(),
+                    hex::encode(key.wire())
+                );
+            }
             let audit_key = ringi_policy::approver_key::ApproverKey::from_sec1(
                 &vault.token().audit_public_key()?,
             )

@@ -40,13 +40,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use frost_core::keys::PublicKeyPackage;
-use k256::elliptic_curve::sec1::ToEncodedPoint;
 use ringi_frost::Suite;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::dkg::Participant;
 use crate::dkg_envelope::{self, Binding, Contents};
+use crate::transport_key::{OwnKeys, TransportKey, one_curve};
 
 /// How a node stands on a refresh to a package.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,25 +109,24 @@ pub struct Electorate {
     key_id: String,
     digest: [u8; 32],
     me: u16,
-    /// The other participants' transport keys (SEC1 uncompressed).
-    peers: BTreeMap<u16, Vec<u8>>,
+    /// The other participants' transport keys.
+    peers: BTreeMap<u16, TransportKey>,
 }
 
 impl Electorate {
     /// The electorate of `package` (serialized, as the node holds it or as
-    /// the coordinator names it) for node `me` with transport key
-    /// `own_key` (SEC1 uncompressed). Checks, in order: the package
+    /// the coordinator names it) for node `me` with transport keys `own`. Checks, in order: the package
     /// decodes; its group key is `group_key` (SEC1 compressed, the key the
     /// node holds); it includes `me`; `participants` are exactly the package's
-    /// participants, each once, with a secp256k1 transport key, this node
-    /// with its own. The participants' attestations are the caller's to
+    /// participants, each once, with a transport key, all on one curve,
+    /// this node with its own on that curve. The participants' attestations are the caller's to
     /// check (they need the node's peer check).
     pub fn new<S: Suite>(
         key_id: &str,
         package: &[u8],
         group_key: &[u8],
         me: u16,
-        own_key: &[u8],
+        own: &OwnKeys,
         participants: &[Participant],
     ) -> Result<Self, VoteError> {
         let bad = |m: String| Err(VoteError::InvalidArgument(m));
@@ -148,18 +147,19 @@ impl Electorate {
             return Err(VoteError::NotAParticipant(me));
         }
         let mut peers = BTreeMap::new();
+        let mut keys = Vec::with_capacity(participants.len());
         let mut seen_me = false;
         for p in participants {
             let Some(id) = u16::try_from(p.identifier).ok().filter(|&n| n != 0) else {
                 return bad(format!("identifier {} is outside 1..=65535", p.identifier));
             };
-            let Some(key) = uncompressed(&p.dkg_public_key) else {
-                return bad(format!(
-                    "participant {id}: transport key is not a secp256k1 point"
-                ));
+            let key = match TransportKey::from_wire(&p.dkg_public_key) {
+                Ok(key) => key,
+                Err(e) => return bad(format!("participant {id}: transport key is {e}")),
             };
+            keys.push(key.clone());
             if id == me {
-                if seen_me || key != own_key {
+                if seen_me || !own.contains(&key) {
                     return bad(format!(
                         "participant {id} (this node) must appear once, with this node's transport key"
                     ));
@@ -168,6 +168,11 @@ impl Electorate {
             } else if peers.insert(id, key).is_some() {
                 return bad(format!("participant {id} appears twice"));
             }
+        }
+        if let Err((a, b)) = one_curve(&keys) {
+            return bad(format!(
+                "the participants' transport keys are on different curves ({a} and {b})"
+            ));
         }
         let named: BTreeSet<u16> = peers.keys().copied().chain(seen_me.then_some(me)).collect();
         if named != members {
@@ -184,7 +189,7 @@ impl Electorate {
     }
 
     /// The other participants' transport keys, by identifier.
-    pub fn peers(&self) -> &BTreeMap<u16, Vec<u8>> {
+    pub fn peers(&self) -> &BTreeMap<u16, TransportKey> {
         &self.peers
     }
 
@@ -194,7 +199,7 @@ impl Electorate {
     pub fn cast<E: std::fmt::Display>(
         &self,
         vote: Vote,
-        mut shared: impl FnMut(&[u8]) -> Result<Zeroizing<Vec<u8>>, E>,
+        mut shared: impl FnMut(&TransportKey) -> Result<Zeroizing<Vec<u8>>, E>,
     ) -> Result<BTreeMap<u32, Vec<u8>>, VoteError> {
         let mut sealed = BTreeMap::new();
         for (&peer, key) in &self.peers {
@@ -216,7 +221,7 @@ impl Electorate {
         &self,
         vote: Vote,
         ballots: &BTreeMap<u32, Vec<u8>>,
-        mut shared: impl FnMut(&[u8]) -> Result<Zeroizing<Vec<u8>>, E>,
+        mut shared: impl FnMut(&TransportKey) -> Result<Zeroizing<Vec<u8>>, E>,
     ) -> Result<Tally, VoteError> {
         let mut senders = BTreeSet::new();
         for (&sender, sealed) in ballots {
@@ -294,17 +299,12 @@ impl Tally {
     }
 }
 
-fn uncompressed(sec1: &[u8]) -> Option<Vec<u8>> {
-    k256::PublicKey::from_sec1_bytes(sec1)
-        .ok()
-        .map(|k| k.to_encoded_point(false).as_bytes().to_vec())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use frost_core::keys::{IdentifierList, generate_with_dealer};
     use k256::SecretKey;
+    use k256::elliptic_curve::sec1::ToEncodedPoint;
     use ringi_frost::Secp256k1;
 
     /// Three nodes with transport keys, and a package of a 2-of-3 key.
@@ -336,6 +336,10 @@ mod tests {
                 .to_vec()
         }
 
+        fn own(&self, i: usize) -> OwnKeys {
+            OwnKeys::new(vec![TransportKey::from_wire(&self.key(i)).unwrap()]).unwrap()
+        }
+
         fn participants(&self) -> Vec<Participant> {
             (0..3)
                 .map(|i| Participant {
@@ -352,16 +356,20 @@ mod tests {
                 &self.package,
                 &self.group_key,
                 i as u16 + 1,
-                &self.key(i),
+                &self.own(i),
                 &self.participants(),
             )
             .unwrap()
         }
 
         /// Node `i`'s ECDH with a peer's transport key.
-        fn ecdh(&self, i: usize) -> impl FnMut(&[u8]) -> Result<Zeroizing<Vec<u8>>, String> + '_ {
+        fn ecdh(
+            &self,
+            i: usize,
+        ) -> impl FnMut(&TransportKey) -> Result<Zeroizing<Vec<u8>>, String> + '_ {
             move |peer| {
-                let point = k256::PublicKey::from_sec1_bytes(peer).map_err(|e| e.to_string())?;
+                let point =
+                    k256::PublicKey::from_sec1_bytes(peer.point()).map_err(|e| e.to_string())?;
                 let shared = (point.to_projective() * *self.secrets[i].to_nonzero_scalar())
                     .to_affine()
                     .to_encoded_point(false);
@@ -475,7 +483,7 @@ mod tests {
     #[test]
     fn the_electorate_is_exactly_the_packages_participants() {
         let nodes = Nodes::new();
-        let new = |me: u16, own: &[u8], participants: &[Participant]| {
+        let new = |me: u16, own: &OwnKeys, participants: &[Participant]| {
             Electorate::new::<Secp256k1>(
                 "k",
                 &nodes.package,
@@ -486,10 +494,10 @@ mod tests {
             )
         };
         let all = nodes.participants();
-        assert!(new(1, &nodes.key(0), &all).is_ok());
+        assert!(new(1, &nodes.own(0), &all).is_ok());
         // A node outside the package.
         assert_eq!(
-            new(4, &nodes.key(0), &all),
+            new(4, &nodes.own(0), &all),
             Err(VoteError::NotAParticipant(4))
         );
         let refused = |r: Result<Electorate, VoteError>| {
@@ -497,29 +505,29 @@ mod tests {
         };
         // One participant left out, one added, one twice, this node under
         // another transport key, a key that is no point, number 0.
-        refused(new(1, &nodes.key(0), &all[..2]));
+        refused(new(1, &nodes.own(0), &all[..2]));
         let mut extra = all.clone();
         extra.push(Participant {
             identifier: 4,
             ..all[1].clone()
         });
-        refused(new(1, &nodes.key(0), &extra));
+        refused(new(1, &nodes.own(0), &extra));
         let mut twice = all.clone();
         twice.push(all[2].clone());
-        refused(new(1, &nodes.key(0), &twice));
-        refused(new(1, &nodes.key(1), &all));
+        refused(new(1, &nodes.own(0), &twice));
+        refused(new(1, &nodes.own(1), &all));
         let mut not_a_point = all.clone();
         not_a_point[2].dkg_public_key = vec![5; 33];
-        refused(new(1, &nodes.key(0), &not_a_point));
+        refused(new(1, &nodes.own(0), &not_a_point));
         let mut zero = all.clone();
         zero[2].identifier = 0;
-        refused(new(1, &nodes.key(0), &zero));
+        refused(new(1, &nodes.own(0), &zero));
         refused(Electorate::new::<Secp256k1>(
             "k",
             b"not a package",
             &nodes.group_key,
             1,
-            &nodes.key(0),
+            &nodes.own(0),
             &all,
         ));
         // A package of another group key.
@@ -528,7 +536,7 @@ mod tests {
             &Nodes::new().package,
             &nodes.group_key,
             1,
-            &nodes.key(0),
+            &nodes.own(0),
             &all,
         ));
     }

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use frost_core::Identifier;
 use frost_core::keys::PublicKeyPackage;
 use frost_core::keys::repairable::{self, Delta, Sigma};
-use k256::elliptic_curve::sec1::ToEncodedPoint;
 use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 use ringi_policy::key_order::{Action, OrderRefused, SignedOrder, check_order};
@@ -45,6 +44,7 @@ use crate::dkg_envelope::{self, Binding, Contents, EnvelopeError};
 use crate::dkg_peer::PeerError;
 use crate::rng;
 use crate::token::TokenError;
+use crate::transport_key::{OwnKeys, TransportKey, one_curve};
 use crate::vault::{ShareInfo, VaultError};
 
 /// The HKDF salt of a sigma envelope: the repair session, bound to the
@@ -166,10 +166,10 @@ pub struct ReceiveRequest {
 pub struct Ordered {
     pub key_id: KeyId,
     pub participant: u16,
-    /// The new node's transport key, SEC1 compressed.
+    /// The new node's transport key, in its wire form.
     pub recipient: Vec<u8>,
-    /// Exactly the helpers, by identifier: their transport keys, SEC1
-    /// compressed.
+    /// Exactly the helpers, by identifier: their transport keys in their
+    /// wire form, on the recipient's curve (`check_order`).
     pub helpers: BTreeMap<u16, Vec<u8>>,
 }
 
@@ -197,14 +197,14 @@ pub fn checked_order(
 }
 
 /// The helpers of a request, checked (pure): 1..=255 distinct identifiers,
-/// none the repaired participant; each transport key a secp256k1 point;
-/// `me` (if given) among them with `own_key`. Returns the transport keys
-/// (SEC1 uncompressed) by identifier.
+/// none the repaired participant; each transport key a point on one curve;
+/// `me` (if given) among them with one of its own keys. Returns the
+/// transport keys by identifier.
 pub fn check_helpers(
     helpers: &[Participant],
     repaired: u16,
-    me: Option<(u16, &[u8])>,
-) -> Result<BTreeMap<u16, Vec<u8>>, RepairError> {
+    me: Option<(u16, &OwnKeys)>,
+) -> Result<BTreeMap<u16, TransportKey>, RepairError> {
     let bad = |m: String| Err(RepairError::InvalidArgument(m));
     if helpers.is_empty() || helpers.len() > 255 {
         return bad(format!(
@@ -218,18 +218,21 @@ pub fn check_helpers(
         if id == repaired {
             return bad(format!("participant {id} cannot help repair its own share"));
         }
-        let key = uncompressed(&h.dkg_public_key).ok_or_else(|| {
-            RepairError::InvalidArgument(format!(
-                "helper {id}: transport key is not a secp256k1 point"
-            ))
+        let key = TransportKey::from_wire(&h.dkg_public_key).map_err(|e| {
+            RepairError::InvalidArgument(format!("helper {id}: transport key is {e}"))
         })?;
         if keys.insert(id, key).is_some() {
             return bad(format!("helper {id} appears twice"));
         }
     }
+    if let Err((a, b)) = one_curve(keys.values()) {
+        return bad(format!(
+            "the helpers' transport keys are on different curves ({a} and {b})"
+        ));
+    }
     if let Some((me, own)) = me {
         match keys.get(&me) {
-            Some(k) if k.as_slice() == own => {}
+            Some(k) if own.contains(k) => {}
             Some(_) => {
                 return bad(format!(
                     "helper {me} is this node, with another transport key"
@@ -245,17 +248,13 @@ pub fn check_helpers(
     Ok(keys)
 }
 
-/// The request's helpers (checked by [`check_helpers`]: transport keys
-/// uncompressed, by identifier) are exactly the ones the order names
-/// (pure).
+/// The request's helpers (checked by [`check_helpers`]) are exactly the
+/// ones the order names (pure).
 pub fn check_ordered_helpers(
     ordered: &Ordered,
-    helpers: &BTreeMap<u16, Vec<u8>>,
+    helpers: &BTreeMap<u16, TransportKey>,
 ) -> Result<(), RepairError> {
-    let given: BTreeMap<u16, Vec<u8>> = helpers
-        .iter()
-        .map(|(id, key)| (*id, compressed(key).unwrap_or_default()))
-        .collect();
+    let given: BTreeMap<u16, Vec<u8>> = helpers.iter().map(|(id, key)| (*id, key.wire())).collect();
     if given != ordered.helpers {
         let ids = |m: &BTreeMap<u16, Vec<u8>>| {
             m.keys()
@@ -282,7 +281,7 @@ pub fn check_ordered_helpers(
 fn check_participants<S: Suite>(
     public: &PublicKeyPackage<S>,
     repaired: u16,
-    helpers: &BTreeMap<u16, Vec<u8>>,
+    helpers: &BTreeMap<u16, TransportKey>,
 ) -> Result<(), RepairError> {
     for id in helpers.keys().copied().chain([repaired]) {
         if !public
@@ -295,26 +294,14 @@ fn check_participants<S: Suite>(
     Ok(())
 }
 
-fn uncompressed(sec1: &[u8]) -> Option<Vec<u8>> {
-    k256::PublicKey::from_sec1_bytes(sec1)
-        .ok()
-        .map(|k| k.to_encoded_point(false).as_bytes().to_vec())
-}
-
-fn compressed(sec1: &[u8]) -> Option<Vec<u8>> {
-    k256::PublicKey::from_sec1_bytes(sec1)
-        .ok()
-        .map(|k| k.to_encoded_point(true).as_bytes().to_vec())
-}
-
 struct HelperRun {
     session_id: Vec<u8>,
     me: u16,
     participant: u16,
-    /// The other helpers' transport keys (uncompressed), by identifier.
-    others: BTreeMap<u16, Vec<u8>>,
-    /// The new node's transport key (uncompressed).
-    recipient: Vec<u8>,
+    /// The other helpers' transport keys, by identifier.
+    others: BTreeMap<u16, TransportKey>,
+    /// The new node's transport key.
+    recipient: TransportKey,
     /// This helper's own delta, serialized.
     own_delta: Zeroizing<Vec<u8>>,
     started: Instant,
@@ -400,7 +387,7 @@ impl<S: Suite> RepairRuns<S> {
         let helpers = check_helpers(
             &req.helpers,
             ordered.participant,
-            Some((me, self.dkg.own_key())),
+            Some((me, self.dkg.own_keys())),
         )?;
         check_ordered_helpers(&ordered, &helpers)?;
         if !info.public_key_package.is_empty() {
@@ -480,35 +467,29 @@ impl<S: Suite> RepairRuns<S> {
     }
 
     /// The recipient of a repair: the order's transport key, under the
-    /// repaired identifier. Returns its key, uncompressed.
+    /// repaired identifier. Returns its key.
     fn check_recipient(
         &self,
         ordered: &Ordered,
         recipient: &Participant,
-    ) -> Result<Vec<u8>, RepairError> {
+    ) -> Result<TransportKey, RepairError> {
         if recipient.identifier != u32::from(ordered.participant) {
             return Err(RepairError::InvalidArgument(format!(
                 "the recipient is named participant {}, the order repairs {}",
                 recipient.identifier, ordered.participant
             )));
         }
-        let given = compressed(&recipient.dkg_public_key).ok_or_else(|| {
-            RepairError::InvalidArgument(
-                "the recipient's transport key is not a secp256k1 point".into(),
-            )
+        let given = TransportKey::from_wire(&recipient.dkg_public_key).map_err(|e| {
+            RepairError::InvalidArgument(format!("the recipient's transport key is {e}"))
         })?;
-        if given != ordered.recipient {
+        if given.wire() != ordered.recipient {
             return Err(RepairError::OtherRecipient {
                 participant: ordered.participant,
                 ordered: hex::encode(&ordered.recipient),
-                given: hex::encode(&given),
+                given: hex::encode(given.wire()),
             });
         }
-        uncompressed(&given).ok_or_else(|| {
-            RepairError::InvalidArgument(
-                "the recipient's transport key is not a secp256k1 point".into(),
-            )
-        })
+        Ok(given)
     }
 
     /// Step 2 (a helper): adds the deltas sealed to this helper by every
@@ -606,12 +587,13 @@ impl<S: Suite> RepairRuns<S> {
     ) -> Result<ShareInfo, RepairError> {
         let ordered = checked_order(policy, &req.order, now)?;
         let key_id = ordered.key_id.clone();
-        let own = compressed(self.dkg.own_key()).unwrap_or_default();
-        if own != ordered.recipient {
+        // The order names one of this node's keys (on the repair's curve).
+        let own_keys = self.dkg.own_keys();
+        if !own_keys.all().iter().any(|k| k.wire() == ordered.recipient) {
             return Err(RepairError::OtherRecipient {
                 participant: ordered.participant,
                 ordered: hex::encode(&ordered.recipient),
-                given: hex::encode(&own),
+                given: hex::encode(own_keys.primary().wire()),
             });
         }
         if self.dkg.vault().contains(&key_id) {
@@ -619,7 +601,7 @@ impl<S: Suite> RepairRuns<S> {
         }
         let helpers = check_helpers(&req.helpers, ordered.participant, None)?;
         check_ordered_helpers(&ordered, &helpers)?;
-        if helpers.values().any(|k| k.as_slice() == self.dkg.own_key()) {
+        if helpers.values().any(|k| own_keys.contains(k)) {
             return Err(RepairError::InvalidArgument(
                 "a helper has this node's transport key".into(),
             ));
@@ -712,11 +694,7 @@ mod tests {
 
     fn key(seed: u8) -> Vec<u8> {
         let secret = k256::SecretKey::from_slice(&[seed; 32]).unwrap();
-        secret
-            .public_key()
-            .to_encoded_point(true)
-            .as_bytes()
-            .to_vec()
+        secret.public_key().to_sec1_bytes().to_vec()
     }
 
     fn helper(id: u32, seed: u8) -> Participant {
@@ -750,10 +728,10 @@ mod tests {
             recipient: key(9),
             helpers: [(2, key(2)), (3, key(3))].into_iter().collect(),
         };
-        let given = |pairs: &[(u16, u8)]| -> BTreeMap<u16, Vec<u8>> {
+        let given = |pairs: &[(u16, u8)]| -> BTreeMap<u16, TransportKey> {
             pairs
                 .iter()
-                .map(|(id, seed)| (*id, uncompressed(&key(*seed)).unwrap()))
+                .map(|(id, seed)| (*id, TransportKey::from_wire(&key(*seed)).unwrap()))
                 .collect()
         };
         assert!(check_ordered_helpers(&ordered, &given(&[(2, 2), (3, 3)])).is_ok());
@@ -767,10 +745,10 @@ mod tests {
 
     #[test]
     fn helpers_are_checked() {
-        let own = uncompressed(&key(1)).unwrap();
+        let own = OwnKeys::new(vec![TransportKey::from_wire(&key(1)).unwrap()]).unwrap();
         let ok = check_helpers(&[helper(1, 1), helper(2, 2)], 3, Some((1, &own))).unwrap();
         assert_eq!(ok.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
-        let err = |h: &[Participant], me: Option<(u16, &[u8])>| {
+        let err = |h: &[Participant], me: Option<(u16, &OwnKeys)>| {
             check_helpers(h, 3, me).unwrap_err().to_string()
         };
         assert!(err(&[], None).contains("1..=255 helpers"));
@@ -779,7 +757,18 @@ mod tests {
         assert!(err(&[helper(0, 1)], None).contains("outside 1..=65535"));
         let mut bad = helper(2, 2);
         bad.dkg_public_key = vec![9; 33];
-        assert!(err(&[bad], None).contains("not a secp256k1 point"));
+        assert!(err(&[bad], None).contains("not a DKG transport key"));
+        let mut p256 = helper(2, 2);
+        p256.dkg_public_key = TransportKey::from_point(
+            crate::transport_key::TransportCurve::P256,
+            &p256::SecretKey::from_slice(&[2; 32])
+                .unwrap()
+                .public_key()
+                .to_sec1_bytes(),
+        )
+        .unwrap()
+        .wire();
+        assert!(err(&[helper(1, 1), p256], None).contains("different curves"));
         assert!(err(&[helper(2, 2)], Some((1, &own))).contains("not among the helpers"));
         assert!(err(&[helper(1, 5)], Some((1, &own))).contains("another transport key"));
     }

@@ -9,7 +9,7 @@ use ringi_proto::signer::v1::signer_server::SignerServer;
 use tokio::net::TcpListener;
 
 use crate::dkg::DkgRuns;
-use crate::dkg_peer::{Attestation, PeerCheck, Peers};
+use crate::dkg_peer::{Attestation, OwnAttestations, PeerCheck, Peers};
 use crate::governance::GovernanceService;
 use crate::holds::HoldStore;
 use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
@@ -177,8 +177,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         let frost = Opened::<FrostSuite>::open(&token)?;
         let taproot = Opened::<TaprootSuite>::open(&token)?;
         if let (Some((chain, ca, _)), Some(peers)) = (&tls_files, peers_at_start) {
-            let (check, own) =
-                dkg_peer_check(&token, &frost.dkg.public_key(), chain, ca, peers)?;
+            let (check, own) = dkg_peer_check(&token, frost.dkg.own_keys(), chain, ca, peers)?;
             tracing::info!(name = %own.0, peers = ?check.peers(), "DKG peers must attest their transport keys");
             frost.dkg.set_peer_check(check.clone(), own.1.clone());
             taproot.dkg.set_peer_check(check, own.1);
@@ -192,6 +191,10 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         &[
             ("policy_sha256", hex::encode(policy.hash())),
             ("dkg_public_key", hex::encode(frost.dkg.public_key())),
+            (
+                "dkg_transport_curves",
+                transport_curves(frost.dkg.own_keys()),
+            ),
             ("audit_key", audit.public_key().to_string()),
         ],
     )?;
@@ -211,6 +214,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         frost_secp256k1_shares = frost.vault.shares().len(),
         bitcoin_taproot_shares = taproot.vault.shares().len(),
         dkg_public_key = %hex::encode(frost.dkg.public_key()),
+        dkg_transport_curves = %transport_curves(frost.dkg.own_keys()),
         "token opened"
     );
     let listener = TcpListener::bind(listen).await?;
@@ -356,34 +360,53 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     Ok(())
 }
 
-/// The node's DKG peer rule, and its own attestation: its token's TLS key
-/// signs the statement for its transport key, and the result must pass the
-/// node's own certificate checks (so a certificate for another key, or from
-/// another CA, stops the node here rather than failing every DKG later).
+/// The curves of the node's transport keys, for its logs: "secp256k1,P-256".
+fn transport_curves(keys: &crate::transport_key::OwnKeys) -> String {
+    keys.all()
+        .iter()
+        .map(|k| k.curve().name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The node's DKG peer rule, and its own attestations: its token's TLS key
+/// signs the statement for each of its transport keys, and each must pass
+/// the node's own certificate checks (so a certificate for another key, or
+/// from another CA, stops the node here rather than failing every DKG
+/// later).
 fn dkg_peer_check(
     token: &Arc<Token>,
-    dkg_public_key: &[u8],
+    keys: &crate::transport_key::OwnKeys,
     chain: &[rustls::pki_types::CertificateDer<'static>],
     ca: &[rustls::pki_types::CertificateDer<'static>],
     peers: Peers,
-) -> anyhow::Result<(PeerCheck, (String, Attestation))> {
+) -> anyhow::Result<(PeerCheck, (String, OwnAttestations))> {
     use rustls::sign::Signer;
     let own_cert = chain
         .first()
         .ok_or_else(|| anyhow::anyhow!("the TLS certificate file holds no certificate"))?;
     let name = ringi_net::tls::identity(own_cert)
         .ok_or_else(|| anyhow::anyhow!("this node's TLS certificate names no identity"))?;
-    let signature = TokenTlsKey::new(token.clone())
-        .sign(&crate::dkg_peer::statement(&name, dkg_public_key))
-        .map_err(|e| anyhow::anyhow!("cannot attest the DKG key: {e}"))?;
-    let own = Attestation {
-        certificate: own_cert.to_vec(),
-        signature,
-    };
-    PeerCheck::new(ca, Peers::AnyExcept(Vec::new()))?
-        .verify(dkg_public_key, Some(&own))
-        .map_err(|e| anyhow::anyhow!("this node's own DKG key attestation fails: {e}"))?;
-    Ok((PeerCheck::new(ca, peers)?, (name, own)))
+    let own_check = PeerCheck::new(ca, Peers::AnyExcept(Vec::new()))?;
+    let mut attestations = Vec::new();
+    for key in keys.all() {
+        let wire = key.wire();
+        let signature = TokenTlsKey::new(token.clone())
+            .sign(&crate::dkg_peer::statement(&name, &wire))
+            .map_err(|e| anyhow::anyhow!("cannot attest the {} DKG key: {e}", key.curve()))?;
+        let own = Attestation {
+            certificate: own_cert.to_vec(),
+            signature,
+        };
+        own_check.verify(&wire, Some(&own)).map_err(|e| {
+            anyhow::anyhow!(
+                "this node's own {} DKG key attestation fails: {e}",
+                key.curve()
+            )
+        })?;
+        attestations.push((wire, own));
+    }
+    Ok((PeerCheck::new(ca, peers)?, (name, attestations)))
 }
 
 /// What a SIGHUP reloads: the certificate chain and CA files, into the
@@ -409,7 +432,7 @@ impl Reload {
         let server = ringi_net::tls::server_config(chain.clone(), self.key.clone(), &ca)?;
         let (check, (name, own)) = dkg_peer_check(
             &self.token,
-            &self.dkg.0.public_key(),
+            self.dkg.0.own_keys(),
             &chain,
             &ca,
             self.peers.clone(),

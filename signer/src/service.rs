@@ -736,11 +736,31 @@ impl pb::signer_server::Signer for SignerService {
             .attestation()
             .map(|a| (a.certificate, a.signature))
             .unwrap_or_default();
+        let dkg_transport_keys = self
+            .frost
+            .dkg
+            .own_keys()
+            .all()
+            .iter()
+            .map(|key| {
+                let public_key = key.wire();
+                pb::DkgTransportKey {
+                    signature: self
+                        .frost
+                        .dkg
+                        .attestation_of(&public_key)
+                        .map(|a| a.signature)
+                        .unwrap_or_default(),
+                    public_key,
+                }
+            })
+            .collect();
         Ok(Response::new(pb::GetNodeInfoResponse {
             dkg_public_key: self.frost.dkg.public_key(),
             key_shares,
             dkg_key_certificate,
             dkg_key_signature,
+            dkg_transport_keys,
         }))
     }
 

@@ -4,9 +4,11 @@
 //! - the share KEK: an AES-256 key generated inside the token, sensitive and
 //!   non-extractable, allowed only CKM_AES_GCM. Key shares are sealed and
 //!   unsealed with it inside the token (see [`crate::sealed_share`]);
-//! - the DKG transport key: a secp256k1 key pair generated inside the token
-//!   whose private half can only derive (CKM_ECDH1_DERIVE). Round-2 DKG
-//!   packages are encrypted between nodes with it (see [`crate::dkg_envelope`]);
+//! - the DKG transport keys: key pairs generated inside the token whose
+//!   private halves can only derive (CKM_ECDH1_DERIVE), one on secp256k1
+//!   where the token has that curve and one on P-256. Round-2 DKG packages
+//!   are encrypted between nodes with them (see [`crate::dkg_envelope`] and
+//!   [`crate::transport_key`]: a run uses one curve);
 //! - the audit key: a P-256 key pair generated inside the token whose private
 //!   half can only sign; it signs the audit log's checkpoints;
 //! - the TLS key: likewise, the node's TLS identity (mutual TLS);
@@ -21,6 +23,12 @@
 //! [`SecretString`], decrypted data is returned in [`Zeroizing`] buffers.
 //!
 //! Each operation's time is recorded by [`TokenOp`] (`crate::metrics`).
+//!
+//! Only standard PKCS#11 is used, and nothing one module does that another
+//! may not (docs/operations.md, "PKCS#11 modules: what ringi needs"):
+//! CKA_EC_POINT is read both DER-wrapped (SoftHSM2) and raw (kryoptic), a
+//! wrong AES-GCM tag is whichever of the error codes modules use for it,
+//! and a token without secp256k1 gets a P-256 transport key only.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,11 +46,14 @@ use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::metrics::{TokenOp, token_op};
+use crate::transport_key::{TransportCurve, TransportKey};
 
 /// CKA_LABEL of the share key-encryption key.
 pub const KEK_LABEL: &str = "ringi-share-kek";
-/// CKA_LABEL of both halves of the DKG transport key pair.
+/// CKA_LABEL of both halves of the secp256k1 DKG transport key pair.
 pub const DKG_KEY_LABEL: &str = "ringi-dkg-transport";
+/// CKA_LABEL of both halves of the P-256 DKG transport key pair.
+pub const DKG_P256_KEY_LABEL: &str = "ringi-dkg-transport-p256";
 /// CKA_LABEL of both halves of the audit checkpoint key pair (P-256, sign).
 pub const AUDIT_KEY_LABEL: &str = "ringi-audit";
 /// CKA_LABEL of both halves of the node's TLS identity key pair (P-256, sign).
@@ -65,12 +76,13 @@ pub fn share_label(key_id: &str, generation: u32) -> String {
     }
 }
 
-/// DER OID of secp256k1, the CKA_EC_PARAMS of the DKG transport key.
+/// DER OID of secp256k1, the CKA_EC_PARAMS of the secp256k1 transport key.
 const SECP256K1_OID: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];
-/// DER OID of P-256, the CKA_EC_PARAMS of the audit key.
+/// DER OID of P-256, the CKA_EC_PARAMS of the audit, TLS and P-256
+/// transport keys.
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-/// Length of an AES-GCM IV; SoftHSM uses the caller's IV verbatim, so every
-/// seal draws a fresh one.
+/// Length of an AES-GCM IV. The caller's IV is used verbatim (SoftHSM2 and
+/// kryoptic alike, with CKG_NO_GENERATE), so every seal draws a fresh one.
 pub const GCM_IV_LEN: usize = 12;
 /// Work sessions kept open for reuse. Beyond this, extra sessions are closed
 /// after use (more threads than cores only add latency on the token).
@@ -169,7 +181,26 @@ pub struct Token {
 #[derive(Default, Clone, Copy)]
 struct Handles {
     kek: Option<ObjectHandle>,
-    dkg_private: Option<ObjectHandle>,
+    dkg_secp256k1: Option<ObjectHandle>,
+    dkg_p256: Option<ObjectHandle>,
+}
+
+/// The CKA_LABEL of the transport key on `curve`.
+pub fn dkg_key_label(curve: TransportCurve) -> &'static str {
+    match curve {
+        TransportCurve::Secp256k1 => DKG_KEY_LABEL,
+        TransportCurve::P256 => DKG_P256_KEY_LABEL,
+    }
+}
+
+/// What [`Token::initialize_keys`] did.
+#[derive(Debug, Default)]
+pub struct Initialized {
+    /// The labels of the keys it created.
+    pub created: Vec<&'static str>,
+    /// The transport curves the token refused to make a key on, with the
+    /// PKCS#11 return value (the node then has no key on that curve).
+    pub unsupported: Vec<(TransportCurve, String)>,
 }
 
 /// One PKCS#11 context per module per process: C_Initialize may run only once
@@ -265,10 +296,14 @@ impl Token {
         result
     }
 
-    /// Creates the share KEK and the DKG transport key pair if they are
-    /// missing. Returns what it created. Idempotent.
-    pub fn initialize_keys(&self) -> Result<Vec<&'static str>, TokenError> {
+    /// Creates the share KEK and the DKG transport, audit and TLS key
+    /// pairs that are missing. A token that cannot make secp256k1 keys
+    /// gets a P-256 transport key only (reported in
+    /// [`Initialized::unsupported`]); every other refusal is an error.
+    /// Idempotent.
+    pub fn initialize_keys(&self) -> Result<Initialized, TokenError> {
         let mut created = Vec::new();
+        let mut unsupported = Vec::new();
         self.with_session(|s| {
             if find_one(s, &key_template(ObjectClass::SECRET_KEY, KEK_LABEL))?.is_none() {
                 let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
@@ -296,21 +331,31 @@ impl Token {
                 .map_err(TokenError::from_ck)?;
                 created.push(KEK_LABEL);
             }
-            // The DKG transport key only derives (ECDH); the audit and TLS
-            // keys only sign.
-            for (label, oid, usage) in [
-                (DKG_KEY_LABEL, SECP256K1_OID, KeyUse::Derive),
-                (AUDIT_KEY_LABEL, P256_OID, KeyUse::Sign),
-                (TLS_KEY_LABEL, P256_OID, KeyUse::Sign),
+            // The DKG transport keys only derive (ECDH); the audit and TLS
+            // keys only sign. Only secp256k1 may be missing from a token.
+            for (label, oid, usage, optional) in [
+                (DKG_KEY_LABEL, SECP256K1_OID, KeyUse::Derive, true),
+                (DKG_P256_KEY_LABEL, P256_OID, KeyUse::Derive, false),
+                (AUDIT_KEY_LABEL, P256_OID, KeyUse::Sign, false),
+                (TLS_KEY_LABEL, P256_OID, KeyUse::Sign, false),
             ] {
-                if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, label))?.is_none() {
-                    generate_ec_pair(s, label, oid, usage)?;
-                    created.push(label);
+                if find_one(s, &key_template(ObjectClass::PRIVATE_KEY, label))?.is_some() {
+                    continue;
+                }
+                match generate_ec_pair(s, label, oid, usage) {
+                    Ok(()) => created.push(label),
+                    Err(CkError::Pkcs11(rv, _)) if optional && curve_refused(rv) => {
+                        unsupported.push((TransportCurve::Secp256k1, format!("{rv:?}")));
+                    }
+                    Err(e) => return Err(TokenError::from_ck(e)),
                 }
             }
             Ok(())
         })?;
-        Ok(created)
+        Ok(Initialized {
+            created,
+            unsupported,
+        })
     }
 
     /// The audit checkpoint public key, SEC1 uncompressed P-256.
@@ -382,12 +427,17 @@ impl Token {
         Ok(())
     }
 
-    /// Checks that `ringi-signer init` has run and caches the key handles.
+    /// Checks that `ringi-signer init` has run and caches the key handles:
+    /// the KEK, the audit and TLS keys, and at least one transport key (a
+    /// token initialised before P-256 transport keys existed has only its
+    /// secp256k1 one until `ringi-signer init` runs again).
     pub fn require_keys(&self) -> Result<(), TokenError> {
         self.kek()?;
-        self.dkg_private()?;
         self.audit_public_key()?;
         self.tls_public_key()?;
+        if self.dkg_public_keys()?.is_empty() {
+            return Err(TokenError::NotInitialized(DKG_P256_KEY_LABEL));
+        }
         Ok(())
     }
 
@@ -395,12 +445,16 @@ impl Token {
         self.cached(|h| &mut h.kek, ObjectClass::SECRET_KEY, KEK_LABEL)
     }
 
-    fn dkg_private(&self) -> Result<ObjectHandle, TokenError> {
-        self.cached(
-            |h| &mut h.dkg_private,
-            ObjectClass::PRIVATE_KEY,
-            DKG_KEY_LABEL,
-        )
+    fn dkg_private(&self, curve: TransportCurve) -> Result<ObjectHandle, TokenError> {
+        let label = dkg_key_label(curve);
+        match curve {
+            TransportCurve::Secp256k1 => {
+                self.cached(|h| &mut h.dkg_secp256k1, ObjectClass::PRIVATE_KEY, label)
+            }
+            TransportCurve::P256 => {
+                self.cached(|h| &mut h.dkg_p256, ObjectClass::PRIVATE_KEY, label)
+            }
+        }
     }
 
     fn cached(
@@ -467,7 +521,8 @@ impl Token {
     }
 
     /// AES-256-GCM decryption under the KEK, inside the token. A wrong tag or
-    /// AAD is [`TokenError::Unseal`] (SoftHSM reports it as CKR_GENERAL_ERROR).
+    /// AAD is [`TokenError::Unseal`] (SoftHSM2 reports it as
+    /// CKR_GENERAL_ERROR, kryoptic as CKR_ENCRYPTED_DATA_INVALID).
     pub fn unseal(
         &self,
         iv: &[u8; GCM_IV_LEN],
@@ -493,9 +548,31 @@ impl Token {
         })
     }
 
-    /// The DKG transport public key, SEC1 uncompressed (65 bytes).
-    pub fn dkg_public_key(&self) -> Result<Vec<u8>, TokenError> {
-        self.ec_public_key(DKG_KEY_LABEL)
+    /// The preferred DKG transport public key (secp256k1 where the token
+    /// has one, else P-256): what a node names alone.
+    pub fn dkg_public_key(&self) -> Result<TransportKey, TokenError> {
+        self.dkg_public_keys()?
+            .into_iter()
+            .next()
+            .ok_or(TokenError::NotInitialized(DKG_P256_KEY_LABEL))
+    }
+
+    /// Every DKG transport public key on the token, in
+    /// [`TransportCurve::PREFERENCE`] order.
+    pub fn dkg_public_keys(&self) -> Result<Vec<TransportKey>, TokenError> {
+        let mut keys = Vec::new();
+        for curve in TransportCurve::PREFERENCE {
+            match self.ec_public_key(dkg_key_label(curve)) {
+                Ok(point) => keys.push(TransportKey::from_point(curve, &point).map_err(|_| {
+                    TokenError::Unexpected {
+                        what: "DKG transport key off its curve",
+                    }
+                })?),
+                Err(TokenError::NotInitialized(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(keys)
     }
 
     /// The SEC1 point of the EC public key labelled `label`.
@@ -507,11 +584,13 @@ impl Token {
                 .get_attributes(handle, &[AttributeType::EcPoint])
                 .map_err(TokenError::from_ck)?;
             match attrs.first() {
-                Some(Attribute::EcPoint(der)) => unwrap_der_octet_string(der)
-                    .map(<[u8]>::to_vec)
-                    .ok_or(TokenError::Unexpected {
-                        what: "CKA_EC_POINT encoding",
-                    }),
+                Some(Attribute::EcPoint(value)) => {
+                    sec1_point(value)
+                        .map(<[u8]>::to_vec)
+                        .ok_or(TokenError::Unexpected {
+                            what: "CKA_EC_POINT encoding",
+                        })
+                }
                 _ => Err(TokenError::Unexpected {
                     what: "CKA_EC_POINT",
                 }),
@@ -519,37 +598,42 @@ impl Token {
         })
     }
 
-    /// ECDH (CKM_ECDH1_DERIVE, no KDF) between the DKG transport private key
-    /// and `peer_point` (SEC1 uncompressed). Returns the shared x-coordinate;
-    /// callers must run a KDF over it.
-    pub fn dkg_shared_secret(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        token_op(TokenOp::Ecdh, || self.ecdh(peer_point))
+    /// ECDH (CKM_ECDH1_DERIVE, no KDF) between this node's DKG transport
+    /// private key on `peer`'s curve and `peer`. Returns the shared
+    /// x-coordinate; callers must run a KDF over it.
+    /// [`TokenError::NotInitialized`] when the token has no key on that curve.
+    pub fn dkg_shared_secret(&self, peer: &TransportKey) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        token_op(TokenOp::Ecdh, || self.ecdh(peer))
     }
 
-    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        self.with_key(Self::dkg_private, |s, private| {
-            let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
-            let derived = s.derive_key(
-                &Mechanism::Ecdh1Derive(params),
-                private,
-                &[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::KeyType(KeyType::GENERIC_SECRET),
-                    Attribute::ValueLen(32.into()),
-                    Attribute::Token(false),
-                    Attribute::Sensitive(false),
-                    Attribute::Extractable(true),
-                ],
-            )?;
-            let value = s.get_attributes(derived, &[AttributeType::Value]);
-            // The derived object is a session object; destroy it at once
-            // rather than wait for the session to close.
-            let _ = s.destroy_object(derived);
-            match value?.into_iter().next() {
-                Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
-                _ => Err(CkError::InvalidValue),
-            }
-        })?
+    fn ecdh(&self, peer: &TransportKey) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        let curve = peer.curve();
+        self.with_key(
+            |t| t.dkg_private(curve),
+            |s, private| {
+                let params = Ecdh1DeriveParams::new(EcKdf::null(), peer.point());
+                let derived = s.derive_key(
+                    &Mechanism::Ecdh1Derive(params),
+                    private,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::GENERIC_SECRET),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Token(false),
+                        Attribute::Sensitive(false),
+                        Attribute::Extractable(true),
+                    ],
+                )?;
+                let value = s.get_attributes(derived, &[AttributeType::Value]);
+                // The derived object is a session object; destroy it at once
+                // rather than wait for the session to close.
+                let _ = s.destroy_object(derived);
+                match value?.into_iter().next() {
+                    Some(Attribute::Value(v)) => Ok(Zeroizing::new(v)),
+                    _ => Err(CkError::InvalidValue),
+                }
+            },
+        )?
         .map_err(TokenError::from_ck)
     }
 
@@ -674,10 +758,26 @@ enum KeyUse {
     Sign,
 }
 
+/// Whether a key pair generation's `rv` says the token does not make keys
+/// on the asked curve: CKR_CURVE_NOT_SUPPORTED and CKR_DOMAIN_PARAMS_INVALID
+/// are the standard answers; CKR_ATTRIBUTE_VALUE_INVALID and
+/// CKR_TEMPLATE_INCONSISTENT name the CKA_EC_PARAMS; kryoptic 1.5 answers
+/// secp256k1 with CKR_GENERAL_ERROR.
+fn curve_refused(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::CurveNotSupported
+            | RvError::DomainParamsInvalid
+            | RvError::AttributeValueInvalid
+            | RvError::TemplateInconsistent
+            | RvError::GeneralError
+    )
+}
+
 /// Generates an EC key pair on the curve `oid`, labelled `label`, whose
 /// private half is sensitive, non-extractable and allowed only `usage`.
-fn generate_ec_pair(s: &Session, label: &str, oid: &[u8], usage: KeyUse) -> Result<(), TokenError> {
-    let id = s.generate_random_vec(16).map_err(TokenError::from_ck)?;
+fn generate_ec_pair(s: &Session, label: &str, oid: &[u8], usage: KeyUse) -> Result<(), CkError> {
+    let id = s.generate_random_vec(16)?;
     let sign = usage == KeyUse::Sign;
     s.generate_key_pair(
         &Mechanism::EccKeyPairGen,
@@ -705,8 +805,7 @@ fn generate_ec_pair(s: &Session, label: &str, oid: &[u8], usage: KeyUse) -> Resu
             Attribute::Label(label.into()),
             Attribute::Id(id),
         ],
-    )
-    .map_err(TokenError::from_ck)?;
+    )?;
     Ok(())
 }
 
@@ -748,11 +847,23 @@ fn find_one(s: &Session, template: &[Attribute]) -> Result<Option<ObjectHandle>,
     }
 }
 
-/// CKA_EC_POINT is a DER OCTET STRING around the SEC1 point.
-fn unwrap_der_octet_string(der: &[u8]) -> Option<&[u8]> {
-    match der {
+/// The SEC1 point in a CKA_EC_POINT value. PKCS#11 says it is a DER OCTET
+/// STRING around the point (SoftHSM2 does so); kryoptic gives the raw point
+/// by default. An uncompressed 256-bit point (65 bytes, 0x04 first) is never
+/// also a well-formed OCTET STRING of one (whose length byte would have to
+/// be 63, which no SEC1 point has), so the two forms cannot be confused.
+fn sec1_point(value: &[u8]) -> Option<&[u8]> {
+    let sec1 = |p: &[u8]| {
+        (p.len() == 65 && p[0] == 0x04) || (p.len() == 33 && matches!(p[0], 0x02 | 0x03))
+    };
+    let inner = match value {
         [0x04, len, rest @ ..] if (*len as usize) == rest.len() && *len < 0x80 => Some(rest),
         [0x04, 0x81, len, rest @ ..] if (*len as usize) == rest.len() => Some(rest),
+        _ => None,
+    };
+    match inner {
+        Some(point) if sec1(point) => Some(point),
+        _ if sec1(value) => Some(value),
         _ => None,
     }
 }
@@ -762,16 +873,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn der_octet_string_unwraps_short_and_long_forms() {
+    fn ec_point_reads_der_wrapped_and_raw_points() {
         let point = [4u8; 65];
         let mut short = vec![0x04, 65];
         short.extend_from_slice(&point);
-        assert_eq!(unwrap_der_octet_string(&short), Some(&point[..]));
+        assert_eq!(sec1_point(&short), Some(&point[..]));
         let mut long = vec![0x04, 0x81, 65];
         long.extend_from_slice(&point);
-        assert_eq!(unwrap_der_octet_string(&long), Some(&point[..]));
-        assert_eq!(unwrap_der_octet_string(&[0x04, 3, 1]), None);
-        assert_eq!(unwrap_der_octet_string(&[]), None);
+        assert_eq!(sec1_point(&long), Some(&point[..]));
+        // kryoptic's raw form.
+        assert_eq!(sec1_point(&point), Some(&point[..]));
+        let compressed = [[2u8].as_slice(), &[9u8; 32]].concat();
+        assert_eq!(sec1_point(&compressed), Some(&compressed[..]));
+        assert_eq!(sec1_point(&[0x04, 3, 1]), None);
+        assert_eq!(sec1_point(&[0x04, 3, 1, 2, 3]), None);
+        assert_eq!(sec1_point(&[]), None);
     }
 
     #[test]

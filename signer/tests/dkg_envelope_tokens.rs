@@ -83,7 +83,7 @@ fn sealed_round2_packages_open_only_at_their_recipient() {
         assert!(dkg_envelope::open(&binding(1, 2), &shared, &sealed).is_err());
     }
     for public in [&a_pub, &b_pub, &relay_pub] {
-        assert!(dkg_envelope::open(&binding(1, 2), &public[1..33], &sealed).is_err());
+        assert!(dkg_envelope::open(&binding(1, 2), &public.point()[1..33], &sealed).is_err());
     }
     // A sender cannot be impersonated: the relay sealing in node A's name
     // produces something B refuses.
