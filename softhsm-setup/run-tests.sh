@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ringi's whole test suite: installs SoftHSM2 and opensc from Debian's
-# packages if missing, grpcio for the Python example client (from PyPI, into
+# packages if missing, builds kryoptic (the second PKCS#11 module,
+# softhsm-setup/build-kryoptic.sh), grpcio for the Python example client (from PyPI, into
 # a virtualenv under target/), builds every binary (the integration tests start the
 # real ringi-signer and ringi processes), then runs every test, unit and
 # integration, plus formatting and lint checks, a small run of the load
@@ -14,6 +15,9 @@ root=$(cd "$here/.." && pwd)
 cd "$root"
 
 "$here/install-deps.sh"
+# The second PKCS#11 module the tests run a signer on (kryoptic, from
+# crates.io; skipped when built): its tests fail without it.
+"$here/build-kryoptic.sh" >/dev/null
 # The Python example client's test needs grpcio, its PSBT builder embit, the
 # load client cryptography (approval signatures): a virtualenv under target/.
 if [ ! -x target/python/bin/python ] || ! target/python/bin/python -c 'import grpc, grpc_tools, embit, cryptography' 2>/dev/null; then

@@ -419,21 +419,30 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with `token_approver`'s key in a SoftHSM token.
     pub fn start_with(n: usize, token_approver: Option<&str>) -> Cluster {
-        Self::start_full(n, token_approver, false, false)
+        Self::start_full(n, token_approver, false, false, &[])
     }
 
     /// Like [`Cluster::start`], with mutual TLS on every hop: each signer's
     /// certificate is issued from a CSR made in its token; the CLI calls as
     /// `operator` (admin, wallet and approver roles).
     pub fn start_tls(n: usize) -> Cluster {
-        Self::start_full(n, None, true, false)
+        Self::start_full(n, None, true, false, &[])
     }
 
     /// Like [`Cluster::start_tls`], with the coordinator's TLS key and
     /// audit key in its own SoftHSM token (`[pkcs11]`; its certificate
     /// issued from a CSR the token signs) instead of files.
     pub fn start_tls_token_coordinator(n: usize) -> Cluster {
-        Self::start_full(n, None, true, true)
+        Self::start_full(n, None, true, true, &[])
+    }
+
+    /// Like [`Cluster::start_tls`], with the signers numbered in
+    /// `kryoptic` (1-based) on kryoptic tokens (the second PKCS#11 module,
+    /// softhsm-setup/kryoptic-token.sh; fails, naming
+    /// softhsm-setup/build-kryoptic.sh, when it is not built), the others
+    /// on SoftHSM2.
+    pub fn start_tls_with_kryoptic(n: usize, kryoptic: &[usize]) -> Cluster {
+        Self::start_full(n, None, true, false, kryoptic)
     }
 
     fn start_full(
@@ -441,6 +450,7 @@ impl Cluster {
         token_approver: Option<&str>,
         tls: bool,
         coordinator_token: bool,
+        kryoptic: &[usize],
     ) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let tokens = n + usize::from(coordinator_token);
@@ -455,6 +465,18 @@ impl Cluster {
         let mut signers = Vec::new();
         for i in 1..=n {
             let node_dir = dir.path().join(format!("signer-{i}"));
+            if kryoptic.contains(&i) {
+                let out = Command::new(repo_root().join("softhsm-setup/kryoptic-token.sh"))
+                    .arg(&node_dir)
+                    .arg(format!("signer-{i}"))
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "kryoptic-token.sh: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
             let mut env = node_env(&node_dir);
             env.push((
                 "RINGI_POLICY_FILE".into(),
