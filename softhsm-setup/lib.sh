@@ -71,10 +71,14 @@ kryoptic_token() {
 # coordinator_config LISTEN DATA_DIR POLICY [CERT KEY CA]: prints a
 # coordinator config without its signers; with CERT KEY CA, mutual TLS and
 # two clients: `operator` (admin, wallet, approver) and `wallet-service`.
+# An empty KEY leaves the key out: it is the coordinator's token's
+# ([pkcs11], see coordinator_token).
 coordinator_config() {
   printf 'listen = "%s"\ndata_dir = "%s"\npolicy_file = "%s"\n' "$1" "$2" "$3"
   if [ $# -ge 6 ]; then
-    printf '\n[tls]\ncert = "%s"\nkey = "%s"\nca = "%s"\n' "$4" "$5" "$6"
+    printf '\n[tls]\ncert = "%s"\n' "$4"
+    if [ -n "$5" ]; then printf 'key = "%s"\n' "$5"; fi
+    printf 'ca = "%s"\n' "$6"
     printf '\n[[clients]]\nname = "operator"\nroles = ["admin", "wallet", "approver"]\nkey_ids = ["*"]\n'
     printf '\n[[clients]]\nname = "wallet-service"\nroles = ["wallet"]\nkey_ids = ["*"]\n'
   fi
@@ -98,15 +102,30 @@ wait_for_line() {
   return 1
 }
 
+# coordinator_token BIN_DIR DIR: a SoftHSM2 token `coordinator` in DIR
+# holding the coordinator's TLS and audit keys (`ringi token init`), its
+# [pkcs11] table in DIR/pkcs11.toml and a CSR for its TLS key, made inside
+# the token, in DIR/coordinator.csr.
+coordinator_token() {
+  local bin=$1 dir=$2
+  softhsm_token "$dir" coordinator
+  printf '\n[pkcs11]\nmodule = "%s"\ntoken_label = "coordinator"\npin_file = "%s"\n' \
+    "$(softhsm_module)" "$dir/pin" > "$dir/pkcs11.toml"
+  SOFTHSM2_CONF="$dir/softhsm2.conf" "$bin/ringi" token init --config "$dir/pkcs11.toml" >/dev/null
+  SOFTHSM2_CONF="$dir/softhsm2.conf" "$bin/ringi" token tls-csr --config "$dir/pkcs11.toml" > "$dir/coordinator.csr"
+}
+
 # start_stack BIN_DIR WORK_DIR COUNT POLICY_FILE [tls]: creates COUNT tokens
 # under WORK_DIR, initialises and starts one ringi-signer per token, each
 # pinned to POLICY_FILE, and a coordinator that knows them all, on ports
 # chosen by the OS. With "tls": every hop runs mutual TLS; each signer's TLS
-# key is generated in its token and certified from a CSR the token signs
+# key (and the coordinator's, in its own token: WORK_DIR/coordinator-token)
+# is generated in its token and certified from a CSR the token signs
 # (`ringi dev-certs` in WORK_DIR/certs); the CLI presents the `operator`
 # identity and wallets `wallet-service`. Sets:
 #   PIDS (all started processes), SIGNER_PIDS, RINGI_COORDINATOR (exported),
-#   and under TLS the RINGI_TLS_CLIENT_* variables for `operator`.
+#   and under TLS the RINGI_TLS_CLIENT_* variables for `operator` and
+#   SOFTHSM2_CONF for the coordinator's token (exported).
 start_stack() {
   local bin=$1 work=$2 count=$3 policy=$4 tls=${5:-} i line here listen csrs=()
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -120,8 +139,14 @@ start_stack() {
     fi
   done
   if [ "$tls" = tls ]; then
-    "$bin/ringi" dev-certs --out "$work/certs" "${csrs[@]}" --clients operator,wallet-service >/dev/null 2>&1
-    echo "certificates: $work/certs (CA, coordinator, signers from their token CSRs, operator, wallet-service)" >&2
+    # The coordinator's TLS and audit keys in its own token, too. Exported:
+    # the coordinator and every tool reading its config (benches, a
+    # restart) find that token; each signer sets its own.
+    coordinator_token "$bin" "$work/coordinator-token"
+    export SOFTHSM2_CONF="$work/coordinator-token/softhsm2.conf"
+    "$bin/ringi" dev-certs --out "$work/certs" "${csrs[@]}" \
+      --coordinator-csr "$work/coordinator-token/coordinator.csr" --clients operator,wallet-service >/dev/null 2>&1
+    echo "certificates: $work/certs (CA; coordinator and signers from their token CSRs; operator, wallet-service)" >&2
   fi
   for ((i = 1; i <= count; i++)); do
     (
@@ -140,7 +165,7 @@ start_stack() {
   {
     if [ "$tls" = tls ]; then
       coordinator_config 127.0.0.1:0 "$work/coordinator" "$policy" \
-        "$work/certs/coordinator.pem" "$work/certs/coordinator.key" "$work/certs/ca.pem"
+        "$work/certs/coordinator.pem" "" "$work/certs/ca.pem"
     else
       coordinator_config 127.0.0.1:0 "$work/coordinator" "$policy"
     fi
@@ -150,6 +175,7 @@ start_stack() {
       signer_entry "signer-$i" "$listen" "$i"
       echo "signer-$i listening on $listen" >&2
     done
+    if [ "$tls" = tls ]; then cat "$work/coordinator-token/pkcs11.toml"; fi
   } > "$work/coordinator.toml"
   "$bin/ringi" serve --config "$work/coordinator.toml" > "$work/coordinator.stdout" 2> "$work/coordinator.log" &
   PIDS+=($!)

@@ -549,11 +549,8 @@ async fn variant_rows(
             let relay = crate::delay_proxy::start(entry.address.clone(), slow).await?;
             entry.address = relay.to_string();
         }
-        let registry = match &config.tls {
-            Some(tls) => ringi::registry::Registry::with_tls(
-                &entries,
-                std::sync::Arc::new(ringi::server::client_tls(tls)?),
-            )?,
+        let registry = match ringi::server::client_tls(config)? {
+            Some(tls) => ringi::registry::Registry::with_tls(&entries, std::sync::Arc::new(tls))?,
             None => ringi::registry::Registry::new(&entries)?,
         };
         ringi::signer_watch::spawn(&registry);
@@ -623,10 +620,7 @@ pub async fn run(
         .and_then(|(name, _)| coordinator.registry.get(name))
         .ok_or_else(|| anyhow::anyhow!("the key's first signer is not in the registry"))?
         .clone();
-    let tls = match &config.tls {
-        Some(t) => Some(std::sync::Arc::new(ringi::server::client_tls(t)?)),
-        None => None,
-    };
+    let tls = ringi::server::client_tls(config)?.map(std::sync::Arc::new);
     let connection_rounds = iterations.min(200);
     let mut fresh = Vec::with_capacity(connection_rounds);
     for _ in 0..connection_rounds {

@@ -147,8 +147,8 @@ pub fn repair_entries(
 }
 
 fn registry(config: &Config, entries: &[SignerEntry]) -> anyhow::Result<Registry> {
-    Ok(match &config.tls {
-        Some(tls) => Registry::with_tls(entries, Arc::new(ringi::server::client_tls(tls)?))?,
+    Ok(match ringi::server::client_tls(config)? {
+        Some(tls) => Registry::with_tls(entries, Arc::new(tls))?,
         None => Registry::new(entries)?,
     })
 }

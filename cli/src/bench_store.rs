@@ -76,11 +76,8 @@ pub(crate) async fn rows(
             postgres.clone() as Arc<dyn RequestStore>,
         ),
     ] {
-        let registry = match &config.tls {
-            Some(tls) => ringi::registry::Registry::with_tls(
-                &config.signers,
-                Arc::new(ringi::server::client_tls(tls)?),
-            )?,
+        let registry = match ringi::server::client_tls(config)? {
+            Some(tls) => ringi::registry::Registry::with_tls(&config.signers, Arc::new(tls))?,
             None => ringi::registry::Registry::new(&config.signers)?,
         };
         ringi::signer_watch::spawn(&registry);

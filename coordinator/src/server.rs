@@ -52,10 +52,15 @@ fn tls_configs(
     ))
 }
 
-/// The coordinator's TLS client configuration (for dialling signers), with
-/// a file key (tools; the daemon takes its token's key).
-pub fn client_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<rustls::ClientConfig> {
-    Ok(tls_configs(tls, None)?.1)
+/// The coordinator's TLS client configuration (for dialling signers as
+/// the coordinator: tools such as the benches), with its token's key when
+/// `[pkcs11]` names one, else its key file.
+pub fn client_tls(config: &Config) -> anyhow::Result<Option<rustls::ClientConfig>> {
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let token = crate::token_keys::open(config)?;
+    Ok(Some(tls_configs(tls, token.as_ref())?.1))
 }
 
 /// Builds the coordinator state from the config (registry checked, store
