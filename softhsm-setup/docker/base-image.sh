@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: softhsm-setup/docker/base-image.sh
+# Usage: softhsm-setup/docker/base-image.sh [--postgres]
 #
 # Prints the name of the Debian bookworm image to build ringi's image on,
 # making one when the engine has none:
@@ -10,8 +10,32 @@
 #      ca-certificates preinstalled, imported as ringi-local/bookworm-softhsm.
 #      Needs root (debootstrap); installs debootstrap with apt-get if missing.
 #      About 90 s once; the image then stays in the engine.
+# --postgres: prints ringi-local/bookworm-postgres:1 instead, that base with
+# Debian's PostgreSQL 15 installed (for Dockerfile.postgres), building it
+# when missing (apt-get inside a build, from Debian's mirror; about 40 s
+# once, then kept as a cache like the base).
 # Progress goes to stderr.
 set -euo pipefail
+
+if [ "${1:-}" = --postgres ]; then
+  pg_base=ringi-local/bookworm-postgres:1
+  if docker image inspect "$pg_base" >/dev/null 2>&1; then echo "$pg_base"; exit 0; fi
+  base=$("$0")
+  echo "docker: building $pg_base on $base (postgresql-15 from Debian's mirror)" >&2
+  ctx=$(mktemp -d -t ringi-pg-base.XXXXXX)
+  trap 'rm -rf "$ctx"' EXIT
+  cat > "$ctx/Dockerfile" <<DOCKERFILE
+FROM $base
+RUN mkdir -p /etc/postgresql-common/createcluster.d \\
+    && echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/ringi.conf \\
+    && apt-get update \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql-15 \\
+    && rm -rf /var/lib/apt/lists/* /usr/share/doc/* /usr/share/man/*
+DOCKERFILE
+  docker build -q -t "$pg_base" "$ctx" >&2
+  echo "$pg_base"
+  exit 0
+fi
 
 local_base=ringi-local/bookworm-softhsm:1
 if [ -n "${RINGI_DOCKER_BASE:-}" ]; then echo "$RINGI_DOCKER_BASE"; exit 0; fi

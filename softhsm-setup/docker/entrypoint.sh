@@ -28,6 +28,13 @@
 #   /var/lib/ringi/ca        the CA's key and everything it issued (setup only)
 #   /var/lib/ringi/secrets   the coordinator's TLS key (coordinator only)
 #   /var/lib/ringi/clients   operator/wallet credentials and approver keys (cli only)
+#   /var/lib/ringi/postgres  (compose.ha.yaml) PostgreSQL's TLS certificate and key
+#                            and the ringi role's password (setup and postgres only)
+#
+# With RINGI_STORE=postgres (compose.ha.yaml) the coordinator keeps its state
+# in the shared PostgreSQL at RINGI_POSTGRES_HOST (TLS, verified against the
+# stack's CA; password from /var/lib/ringi/secrets/pg-password) and setup,
+# with RINGI_POSTGRES=1, makes that password and the server's certificate.
 set -euo pipefail
 
 state=/var/lib/ringi
@@ -155,6 +162,7 @@ TOML
   fi
   if [ -s "$public/ca.pem" ]; then
     log "certificates already issued; nothing to do"
+    setup_postgres
     return 0
   fi
   IFS=, read -r -a names <<< "$signers"
@@ -185,12 +193,41 @@ TOML
   # ca.pem last: its presence means everything is issued.
   put "$issued/ca.pem" "$public/ca.pem" 644
   log "certificates issued for ${names[*]}, coordinator, operator, wallet-service"
+  setup_postgres
+}
+
+# setup_postgres (RINGI_POSTGRES=1): the ringi role's password (for the
+# server and, in the coordinators' secrets, for them) and a TLS certificate
+# for the name `postgres` from the development CA. Idempotent.
+setup_postgres() {
+  local out=$state/postgres issued=$state/ca/issued
+  [ "${RINGI_POSTGRES:-0}" = 1 ] || return 0
+  if [ ! -s "$state/secrets/pg-password" ]; then
+    { random_pin; random_pin; } > "$state/ca/pg-password"
+    put "$state/ca/pg-password" "$state/secrets/pg-password" 600
+  fi
+  if [ ! -s "$out/server.pem" ]; then
+    openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null \
+      | openssl pkcs8 -topk8 -nocrypt -out "$state/ca/pg-server.key"
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:postgres\n' \
+      > "$state/ca/pg-server.ext"
+    openssl req -new -key "$state/ca/pg-server.key" -subj /CN=postgres 2>/dev/null \
+      | openssl x509 -req -CA "$issued/ca.pem" -CAkey "$issued/ca.key" -CAcreateserial \
+          -days 825 -sha256 -extfile "$state/ca/pg-server.ext" -out "$state/ca/pg-server.pem" 2>/dev/null
+    put "$state/ca/pg-server.key" "$out/server.key" 600
+    put "$state/secrets/pg-password" "$out/password" 600
+    put "$state/ca/pg-server.pem" "$out/server.pem" 644
+    log "PostgreSQL: certificate for postgres issued, ringi role password made"
+  fi
 }
 
 run_coordinator() {
   local config=/tmp/coordinator.toml name i=0
   wait_for "$public/ca.pem" 300 "certificates from setup"
   {
+    if [ -n "${RINGI_SIGNING_LEASE_SECS:-}" ]; then
+      printf 'signing_lease_secs = %d\n' "$RINGI_SIGNING_LEASE_SECS"
+    fi
     coordinator_config "0.0.0.0:$port" "$state/data" "$public/policy.toml" \
       "$state/secrets/coordinator.pem" "$state/secrets/coordinator.key" "$public/ca.pem"
     IFS=, read -r -a names <<< "$signers"
@@ -198,6 +235,12 @@ run_coordinator() {
       i=$((i + 1))
       signer_entry "$name" "$name:$port" "$i"
     done
+    if [ "${RINGI_STORE:-sqlite}" = postgres ]; then
+      wait_for "$state/secrets/pg-password" 300 "the PostgreSQL password from setup"
+      printf '\n[store]\nengine = "postgres"\nurl = "host=%s port=5432 dbname=ringi user=ringi"\n' \
+        "${RINGI_POSTGRES_HOST:-postgres}"
+      printf 'password_file = "%s"\nca = "%s"\n' "$state/secrets/pg-password" "$public/ca.pem"
+    fi
   } > "$config"
   exec ringi serve --config "$config"
 }

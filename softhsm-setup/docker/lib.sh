@@ -4,6 +4,7 @@
 # RINGI_COMPOSE_PROJECT   compose project name (default: ringi); volumes,
 #                         networks and containers are prefixed with it
 # RINGI_IMAGE             image the compose file runs (default: ringi-softhsm:dev)
+# RINGI_POSTGRES_IMAGE    PostgreSQL image of compose.ha.yaml (default: ringi-postgres:dev)
 # RINGI_COMPOSE_FILES     extra compose files (override files such as
 #                         compose.other-module.yaml), space-separated, relative
 #                         to softhsm-setup/docker/ or absolute
@@ -13,6 +14,16 @@ export docker_root
 docker_root=$(cd "$docker_here/../.." && pwd)
 export RINGI_COMPOSE_PROJECT=${RINGI_COMPOSE_PROJECT:-ringi}
 export RINGI_IMAGE=${RINGI_IMAGE:-ringi-softhsm:dev}
+export RINGI_POSTGRES_IMAGE=${RINGI_POSTGRES_IMAGE:-ringi-postgres:dev}
+
+# ha_stack: true when the HA overlay (compose.ha.yaml: PostgreSQL and a
+# second coordinator) is among RINGI_COMPOSE_FILES.
+ha_stack() {
+  case " ${RINGI_COMPOSE_FILES:-} " in
+    *compose.ha.yaml\ *) return 0 ;;
+    *) return 1 ;;
+  esac
+}
 
 # compose ARGS: Compose v2 (`docker compose`) where installed, else v1.
 compose() {

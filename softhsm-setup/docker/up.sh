@@ -2,7 +2,8 @@
 # Usage: softhsm-setup/docker/up.sh
 #
 # Brings the SoftHSM stack up in Docker (3 signers, each with its own token
-# volume; a coordinator; every hop on mutual TLS) and runs a 2-of-3 DKG for
+# volume; a coordinator; every hop on mutual TLS; with
+# RINGI_COMPOSE_FILES=compose.ha.yaml two coordinators on PostgreSQL) and runs a 2-of-3 DKG for
 # the key demo-hot, unless the key exists already (after a down/up the tokens
 # still hold their shares). Prints the group public key.
 #
@@ -49,15 +50,33 @@ build_image() {
   docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null
 }
 
+# The HA overlay's PostgreSQL image: Debian's PostgreSQL 15 on the local
+# base (base-image.sh --postgres, cached), with its entrypoint.
+build_postgres_image() {
+  local base ctx
+  base=$("$here/base-image.sh" --postgres)
+  step "image $RINGI_POSTGRES_IMAGE on $base"
+  ctx=$(mktemp -d -t ringi-docker-pg.XXXXXX)
+  mkdir -p "$ctx/softhsm-setup/docker"
+  cp "$here/postgres-entrypoint.sh" "$ctx/softhsm-setup/docker/"
+  docker build -q --build-arg BASE="$base" -t "$RINGI_POSTGRES_IMAGE" -f "$here/Dockerfile.postgres" "$ctx" >/dev/null
+  rm -rf "$ctx"
+}
+
 if ! docker_engine_answers; then
   echo "docker: no Docker engine (or no Compose) answers; start the engine first" >&2
   exit 1
 fi
 build_image
+services=(signer-1 signer-2 signer-3 coordinator)
+if ha_stack; then
+  build_postgres_image
+  services+=(postgres coordinator-2)
+fi
 
-step "bring up: setup, signer-1..3 (tokens created on first start), coordinator (project $RINGI_COMPOSE_PROJECT)"
+step "bring up: setup, signer-1..3 (tokens created on first start), ${services[*]:3} (project $RINGI_COMPOSE_PROJECT)"
 compose up -d --no-build >&2
-for service in signer-1 signer-2 signer-3 coordinator; do
+for service in "${services[@]}"; do
   wait_healthy "$service" 180
 done
 compose ps >&2
