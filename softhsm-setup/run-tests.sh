@@ -8,7 +8,8 @@
 # and fault suite (softhsm-setup/soak.sh), and README.md's "Running by
 # hand" section run as written (softhsm-setup/by-hand.sh), then the Docker end-to-end
 # test (softhsm-setup/docker/test-e2e.sh: the compose stack on the real
-# engine; skipped, saying so, only when no engine answers).
+# engine) and its HA test (test-e2e-ha.sh: two coordinators on PostgreSQL,
+# one killed mid-run); both skipped, saying so, only when no engine answers.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -71,3 +72,4 @@ awk '/^test result:/ { passed += $4; failed += $6 }
 [ "$status" = 0 ] || exit "$status"
 
 "$here/docker/test-e2e.sh"
+"$here/docker/test-e2e-ha.sh"

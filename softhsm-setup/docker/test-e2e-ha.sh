@@ -9,9 +9,12 @@
 #      the stack's CA) and two coordinators on it, runs a 2-of-3 DKG;
 #   2. submits RINGI_HA_REQUESTS (40) requests, alternately to each
 #      coordinator, and approves them (treasury, then compliance) from the
-#      host; right after the compliance approvals of the first 60% (half of
-#      them sent to each coordinator) SIGKILLs `coordinator` while it runs
-#      their signings, then sends the rest of the approvals to coordinator-2;
+#      host; the final (compliance) approvals of the first 25% (signed by
+#      both coordinators), then of the next 35%, half through
+#      each coordinator, while signer-2 and signer-3 are frozen (docker
+#      pause), so both coordinators hold signings in flight; SIGKILLs
+#      `coordinator`, thaws the signers, approves the rest through
+#      coordinator-2;
 #   3. reads everything back through the survivor: every request SIGNED,
 #      exactly one SIGNED transition each, each signature verified by an
 #      independent RFC 9591 verifier, and across both coordinators' logs each
@@ -114,29 +117,45 @@ for ((i = 0; i < total; i++)); do
 done
 pass "$total requests submitted and approved by treasury, alternately through each coordinator"
 
-# The first 60% reach their quorum together, half on each coordinator; the
-# moment those calls return, `coordinator` is killed with its signings running.
+# The first 25% reach their quorum and are signed, by both coordinators. The
+# next 35% reach theirs together, half on each coordinator, while
+# signer-2 and signer-3 are frozen (docker pause): a signing cannot finish
+# (one signer of the 2-of-3 answers), so both coordinators hold signings in
+# flight. Then `coordinator` is SIGKILLed and the signers thawed: the
+# survivor must finish its own signings and, once their lease lapses, the
+# dead one's.
 burst=$((total * 6 / 10))
+first=$((total / 4))
 pids=()
-for ((i = 0; i < burst; i++)); do
+for ((i = 0; i < first; i++)); do
   approve "$i" compliance carol $((i % 2)) &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid" || fail "a compliance approval failed"; done
-compose kill -s KILL coordinator >/dev/null 2>&1
-killed_at=$(date +%s)
-[ "$(docker inspect -f '{{.State.Running}}' "$(compose ps -q coordinator)")" = false ] \
-  || fail "coordinator still running after SIGKILL"
+compose pause signer-2 signer-3 >/dev/null 2>&1
+pids=()
+for ((i = first; i < burst; i++)); do
+  approve "$i" compliance carol $((i % 2)) &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || fail "a compliance approval failed"; done
+sleep 1
 as operator 1 requests list --key-id demo-hot --output json > "$work/at-kill.json"
-unsigned_at_kill=$(python3 -c '
+docker kill -s KILL "$(compose ps -q coordinator)" >/dev/null
+killed_at=$(date +%s)
+compose unpause signer-2 signer-3 >/dev/null 2>&1
+[ "$(docker inspect -f '{{.State.Running}}' "$(compose ps -q coordinator)")" = false ] \
+  || fail "coordinator running again after SIGKILL"
+in_flight=$(python3 -c '
 import json, sys
 ids = set(sys.argv[2:])
-print(sum(1 for r in json.load(open(sys.argv[1])) if r["request_id"] in ids and r["state"] != "SIGNED"))
-' "$work/at-kill.json" "${ids[@]:0:burst}")
+print(sum(1 for r in json.load(open(sys.argv[1])) if r["request_id"] in ids and r["state"] in ("APPROVED", "SIGNING")))
+' "$work/at-kill.json" "${ids[@]:first:burst-first}")
+[ "$in_flight" -gt 0 ] || fail "no signing in flight when the coordinator was killed"
 for ((i = burst; i < total; i++)); do
   approve "$i" compliance carol 1 || fail "compliance approval of request $i through coordinator-2"
 done
-pass "coordinator SIGKILLed right after $burst quorums ($unsigned_at_kill of them not yet signed); the other $((total - burst)) approved through coordinator-2"
+pass "coordinator SIGKILLed with $in_flight of $((burst - first)) approved requests in flight (signer-2, signer-3 frozen, then thawed); the other $((total - burst)) approved through coordinator-2"
 
 # Everything through the survivor: all SIGNED within the lease and a few
 # sweeps, once each, every signature verified.
