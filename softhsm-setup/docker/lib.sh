@@ -95,3 +95,13 @@ cli_roles() {
     keyfile() { echo "/var/lib/ringi/clients/$1.pem"; }
   fi
 }
+
+# compose_leftovers PROJECT: the ids of every container, network and volume
+# compose project PROJECT left behind (none after a clean teardown).
+compose_leftovers() {
+  {
+    docker ps -aq --filter "label=com.docker.compose.project=$1"
+    docker network ls -q --filter "label=com.docker.compose.project=$1"
+    docker volume ls -q --filter "label=com.docker.compose.project=$1"
+  } | sort -u
+}

@@ -46,14 +46,6 @@ started=$(date +%s)
 pass() { checks=$((checks + 1)); echo "docker ha e2e: ok: $*"; }
 fail() { echo "docker ha e2e: FAILED: $*" >&2; exit 1; }
 
-leftovers() {
-  {
-    docker ps -aq --filter "label=com.docker.compose.project=$project"
-    docker network ls -q --filter "label=com.docker.compose.project=$project"
-    docker volume ls -q --filter "label=com.docker.compose.project=$project"
-  } | sort -u
-}
-
 teardown() {
   local status=$?
   if [ "$status" != 0 ]; then
@@ -221,7 +213,7 @@ read -r by_killed by_survivor unlogged <<< "$counts"
 pass "no request signed by both coordinators ($by_killed by the killed one before it died, $by_survivor by the survivor, $unlogged unlogged)"
 
 compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1
-left=$(leftovers)
+left=$(compose_leftovers "$project")
 [ -z "$left" ] || fail "left behind after teardown: $left"
 pass "teardown left no container, network or volume"
 

@@ -45,14 +45,6 @@ work=$(mktemp -d -t ringi-docker-e2e.XXXXXX)
 pass() { checks=$((checks + 1)); echo "docker e2e: ok: $*"; }
 fail() { echo "docker e2e: FAILED: $*" >&2; exit 1; }
 
-leftovers() {
-  {
-    docker ps -aq --filter "label=com.docker.compose.project=$project"
-    docker network ls -q --filter "label=com.docker.compose.project=$project"
-    docker volume ls -q --filter "label=com.docker.compose.project=$project"
-  } | sort -u
-}
-
 teardown() {
   local status=$?
   if [ "$status" != 0 ]; then
@@ -186,7 +178,7 @@ done
 pass "SIGHUP reloads the certificates of a signer and the coordinator"
 
 compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1
-left=$(leftovers)
+left=$(compose_leftovers "$project")
 [ -z "$left" ] || fail "left behind after teardown: $left"
 pass "teardown left no container, network or volume"
 
