@@ -624,23 +624,17 @@ async fn discard(
     list: &[(String, u32)],
     aborted: &[(u16, std::collections::BTreeMap<u32, Vec<u8>>)],
 ) -> std::result::Result<(), SignerFailures> {
-    let results = join_all(list.iter().map(|(name, generation)| {
-        let signer = signers.iter().find(|s| s.name == *name);
-        let req = signer.map(|s| pb::DiscardShareRequest {
+    on_each(signers, list, |s, generation| {
+        let req = pb::DiscardShareRequest {
             key_id: key_id.to_string(),
-            generation: *generation,
+            generation,
             participants: participants.to_vec(),
             aborted_votes: votes_for(s.identifier, aborted),
-        });
-        async move {
-            match (signer, req) {
-                (Some(s), Some(req)) => s.client.clone().discard_share(req).await.map(|_| ()),
-                _ => Err(tonic::Status::not_found("not a signer of the key")),
-            }
-        }
-    }))
-    .await;
-    collect_failures(list, results)
+        };
+        let mut client = s.client.clone();
+        async move { client.discard_share(req).await.map(|_| ()) }
+    })
+    .await
 }
 
 /// ActivateShare on each listed signer (name, generation), with every
@@ -652,29 +646,50 @@ async fn activate(
     list: &[(String, u32)],
     stored: &[(u16, std::collections::BTreeMap<u32, Vec<u8>>)],
 ) -> Result<()> {
-    let results = join_all(list.iter().map(|(name, generation)| {
-        let signer = signers.iter().find(|s| s.name == *name);
-        let req = signer.map(|s| pb::ActivateShareRequest {
+    on_each(signers, list, |s, generation| {
+        let req = pb::ActivateShareRequest {
             key_id: key_id.to_string(),
-            generation: *generation,
+            generation,
             participants: participants.to_vec(),
             stored_votes: votes_for(s.identifier, stored),
-        });
-        async move {
-            match (signer, req) {
-                (Some(s), Some(req)) => s.client.clone().activate_share(req).await.map(|_| ()),
-                _ => Err(tonic::Status::not_found("not a signer of the key")),
-            }
-        }
-    }))
-    .await;
-    collect_failures(list, results).map_err(|failures| {
+        };
+        let mut client = s.client.clone();
+        async move { client.activate_share(req).await.map(|_| ()) }
+    })
+    .await
+    .map_err(|failures| {
         LifecycleError::ActivationIncomplete {
             key: key_id.clone(),
             failures,
         }
         .into()
     })
+}
+
+/// `call` on each listed signer (name, generation) at once; every failure,
+/// a name missing from `signers` included.
+async fn on_each<Fut>(
+    signers: &[Signer],
+    list: &[(String, u32)],
+    call: impl Fn(&Signer, u32) -> Fut,
+) -> std::result::Result<(), SignerFailures>
+where
+    Fut: std::future::Future<Output = std::result::Result<(), tonic::Status>>,
+{
+    let results = join_all(list.iter().map(|(name, generation)| {
+        let call = signers
+            .iter()
+            .find(|s| s.name == *name)
+            .map(|s| call(s, *generation));
+        async move {
+            match call {
+                Some(call) => call.await,
+                None => Err(tonic::Status::not_found("not a signer of the key")),
+            }
+        }
+    }))
+    .await;
+    collect_failures(list, results)
 }
 
 fn collect_failures(
