@@ -57,9 +57,9 @@ pub struct Coordinator {
     /// Bumped whenever a key's record changes ([`Coordinator::forget_key`]):
     /// a load that started before must not put its stale copy in the cache.
     key_epoch: std::sync::atomic::AtomicU64,
-    /// The id of every request whose state or approvals just changed
-    /// (watchers reload it from the store).
-    changes: tokio::sync::broadcast::Sender<RequestId>,
+    /// The watched requests: a change to one wakes its watchers, who
+    /// reload it from the store.
+    watches: crate::request_watch::RequestWatches,
     /// The requests with a signing run in progress in this process.
     pub signing_runs: crate::signing_runs::SigningRuns,
     /// This process as the owner of signing claims (unique per start).
@@ -95,7 +95,7 @@ impl Coordinator {
             key_cache: RwLock::new(HashMap::new()),
             key_gates: crate::key_gate::KeyGates::default(),
             key_epoch: std::sync::atomic::AtomicU64::new(0),
-            changes: tokio::sync::broadcast::channel(1024).0,
+            watches: Default::default(),
             signing_runs: Default::default(),
             owner: crate::signing_claim::boot_owner(),
             signing_slots: Arc::new(tokio::sync::Semaphore::new(DEFAULT_SIGNING_CONCURRENCY)),
@@ -165,14 +165,14 @@ impl Coordinator {
         }
     }
 
-    /// Tells watchers that request `id` changed.
+    /// Tells request `id`'s watchers that it changed.
     pub fn notify(&self, id: RequestId) {
-        let _ = self.changes.send(id);
+        self.watches.notify(id);
     }
 
-    /// Subscribes to request changes.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RequestId> {
-        self.changes.subscribe()
+    /// Subscribes to request `id`'s changes.
+    pub fn subscribe(&self, id: RequestId) -> crate::request_watch::Changes {
+        self.watches.subscribe(id)
     }
 
     /// Drops `key_id` from the cache: its record changed (a refresh).

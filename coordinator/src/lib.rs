@@ -67,6 +67,7 @@ pub mod registry;
 pub mod repair;
 pub mod request_state;
 pub mod request_store;
+pub mod request_watch;
 pub mod requests;
 pub mod retire;
 pub mod server;

@@ -833,7 +833,7 @@ impl pb::request_service_server::RequestService for RequestService {
         let scope = access::read_scope(&request)?;
         let id = parse_request_id(&request.into_inner().request_id)?;
         // Subscribe before the first read, so no change falls in between.
-        let mut changes = self.0.subscribe();
+        let mut changes = self.0.subscribe(id);
         let first = readable(requests::get(&self.0, id).await?, &scope)?;
         let coordinator = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -856,22 +856,10 @@ impl pb::request_service_server::RequestService for RequestService {
                 if record.state.is_terminal() {
                     return;
                 }
-                // Pushed, not polled: wait for a change to this request (a
-                // lagging receiver may have missed one: reload), for the
-                // request's expiry (which is applied when it is read), or
-                // for the watcher to go away, which ends this task at once.
-                let wait = async {
-                    loop {
-                        match changes.recv().await {
-                            Ok(changed) if changed == id => return,
-                            Ok(_) => {}
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                                std::future::pending::<()>().await
-                            }
-                        }
-                    }
-                };
+                // Pushed, not polled: wait for a change to this request
+                // (crate::request_watch), for the request's expiry (which
+                // is applied when it is read), or for the watcher to go
+                // away, which ends this task at once.
                 let until_expiry = record
                     .request
                     .expires_at
@@ -879,7 +867,7 @@ impl pb::request_service_server::RequestService for RequestService {
                     .max(1);
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = wait => {}
+                    _ = changes.changed() => {}
                     _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => {}
                 }
                 record = match requests::get(&coordinator, id).await {
