@@ -77,8 +77,11 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         let store = c.requests.clone();
         let owner = c.owner.clone();
         let lease_secs = c.signing_lease_secs;
+        // The claim and the record it claimed, read in the same hop to the
+        // store's thread (the approvals are read after the claim: the
+        // record the rounds use is the one claimed).
         let claimed = blocking(move || {
-            store.claim_signing(
+            let claim = store.claim_signing(
                 &id,
                 ClaimRequest {
                     owner: &owner,
@@ -86,11 +89,12 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
                     now: super::now(),
                     lease_secs,
                 },
-            )
+            )?;
+            Ok((claim, store.request(&id)?))
         })
         .await;
-        let claim = match claimed {
-            Ok(claim) => claim,
+        let (claim, record) = match claimed {
+            Ok(claimed) => claimed,
             Err(Error::StateConflict { actual, .. }) => {
                 // Signed, failed or expired meanwhile: never sign twice.
                 tracing::info!(request_id = %short, state = %actual, "signing not started: the request moved on");
@@ -106,8 +110,6 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
             crate::metrics::transition(State::Signing);
         }
         c.notify(id);
-        let store = c.requests.clone();
-        let record = blocking(move || store.request(&id)).await?;
         // Once per claim: a retry after a backoff renews the same claim and
         // is not a new start (a request whose signers are down for an hour
         // would otherwise fill the trail).
