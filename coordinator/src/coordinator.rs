@@ -170,6 +170,12 @@ impl Coordinator {
         self.watches.notify(id);
     }
 
+    /// Tells `record`'s watchers that it changed, with the record as it was
+    /// just written (they need not read it back).
+    pub fn publish(&self, record: &crate::request_store::RequestRecord) {
+        self.watches.publish(record);
+    }
+
     /// Subscribes to request `id`'s changes.
     pub fn subscribe(&self, id: RequestId) -> crate::request_watch::Changes {
         self.watches.subscribe(id)

@@ -26,6 +26,7 @@ use crate::keygen::{self, KeygenRequest, Progress};
 use crate::metrics::KeyOperation;
 use crate::request_state::State;
 use crate::request_store::{self, ListFilter, Position, RequestRecord, TransitionRecord};
+use crate::request_watch;
 use crate::requests;
 use crate::store::{KeyRecord, blocking};
 
@@ -865,12 +866,21 @@ impl pb::request_service_server::RequestService for RequestService {
                     .expires_at
                     .saturating_sub(requests::now())
                     .max(1);
-                tokio::select! {
+                let published = tokio::select! {
                     _ = tx.closed() => return,
-                    _ = changes.changed() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => {}
-                }
-                record = match requests::get(&coordinator, id).await {
+                    published = changes.changed() => published,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(until_expiry)) => None,
+                };
+                // The record as its writer published it, if it is newer
+                // than this one (crate::request_watch); else from the store.
+                let loaded = match published {
+                    Some(p) if request_watch::version(&p) > request_watch::version(&record) => {
+                        requests::expire_if_due(&coordinator, Arc::unwrap_or_clone(p)).await
+                    }
+                    Some(_) => continue, // nothing newer than what was sent
+                    None => requests::get(&coordinator, id).await,
+                };
+                record = match loaded {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = tx.send(Err(Status::from(e))).await;

@@ -179,7 +179,7 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
         .map(|a| a.name.clone())
         .or_else(|| policy.requester(&approval.approver).map(|r| r.name.clone()))
         .unwrap_or_default();
-    c.notify(id);
+    c.publish(&updated);
     crate::metrics::approval(approval.statement.decision);
     if let Some(t) = &effect.transition {
         crate::metrics::transition(t.to());
@@ -210,7 +210,8 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
     );
     if effect.meets_quorum() && updated.state == State::Approved {
         let c = c.clone();
-        tokio::spawn(async move { super::run_signing(&c, id, false).await });
+        let approved = updated.clone();
+        tokio::spawn(async move { super::run_signing_approved(&c, approved).await });
     }
     Ok(updated)
 }

@@ -32,7 +32,7 @@ pub use decide::{decide, describe, still_needed};
 pub use retry::retry;
 /// The one clock (`ringi_policy::clock::now`), under its old name.
 pub use ringi_policy::clock::now;
-pub use sign::run_signing;
+pub use sign::{run_signing, run_signing_approved};
 pub use submit::{Submission, submit};
 
 use ringi_policy::policy::Policy;
@@ -84,7 +84,9 @@ pub async fn get(c: &Arc<Coordinator>, id: RequestId) -> Result<RequestRecord> {
     expire_if_due(c, record).await
 }
 
-async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<RequestRecord> {
+/// `record`, expired first if its time has passed (or its policy was
+/// replaced): what [`get`] does after reading it.
+pub async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<RequestRecord> {
     let now = now();
     let replaced = c
         .policy_for(&record.request)
@@ -116,7 +118,7 @@ async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Result<Re
                 ("reason", record.state_reason.clone()),
             ],
         );
-        c.notify(id);
+        c.publish(&record);
     }
     Ok(record)
 }

@@ -71,7 +71,7 @@ pub async fn retry(c: &Arc<Coordinator>, id: RequestId, by: &str) -> Result<Requ
         "request_retried",
         &[("request_id", short), ("by", by.to_string())],
     );
-    c.notify(id);
+    c.publish(&record);
     let runner = c.clone();
     tokio::spawn(async move { super::run_signing(&runner, id, false).await });
     Ok(record)

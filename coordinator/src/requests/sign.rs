@@ -42,19 +42,35 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// backoff until the request expires; FAILED is recorded only when the
 /// signers refused for good or time ran out.
 pub async fn run_signing(c: &Arc<Coordinator>, id: RequestId, takeover: bool) {
+    run(c, id, takeover, None).await
+}
+
+/// [`run_signing`] of a request whose record the caller just wrote (the
+/// decision that approved it): its time rules are judged on `record`
+/// rather than on the record read again.
+pub async fn run_signing_approved(c: &Arc<Coordinator>, record: RequestRecord) {
+    run(c, record.id, false, Some(record)).await
+}
+
+async fn run(c: &Arc<Coordinator>, id: RequestId, takeover: bool, known: Option<RequestRecord>) {
     // One run per request in this process (crate::signing_runs).
     let Some(_run) = c.signing_runs.claim(id) else {
         tracing::debug!(request_id = %hex::encode(id), "a signing run for this request is in progress already");
         return;
     };
-    let result = sign_and_record(c, id, takeover).await;
+    let result = sign_and_record(c, id, takeover, known).await;
     c.notify(id);
     if let Err(e) = result {
         tracing::warn!(request_id = %hex::encode(id), error = %e, "signing could not be recorded");
     }
 }
 
-async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) -> Result<()> {
+async fn sign_and_record(
+    c: &Arc<Coordinator>,
+    id: RequestId,
+    takeover: bool,
+    mut known: Option<RequestRecord>,
+) -> Result<()> {
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
     let mut audited_fence = None;
@@ -62,7 +78,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         // The policy's time rules (a delay after full approval, signing
         // hours): wait, holding nothing, until the request may be signed;
         // the signers check the same rule with their own clocks.
-        if let Some(wait) = time_rules_wait(c, id).await {
+        if let Some(wait) = time_rules_wait(c, id, known.take()).await {
             tracing::info!(request_id = %short, wait_secs = wait.as_secs(), "approved; waiting for the policy's time rules before signing");
             tokio::time::sleep(wait).await;
             continue;
@@ -109,7 +125,7 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
         if claim.started {
             crate::metrics::transition(State::Signing);
         }
-        c.notify(id);
+        c.publish(&record);
         // Once per claim: a retry after a backoff renews the same claim and
         // is not a new start (a request whose signers are down for an hour
         // would otherwise fill the trail).
@@ -208,9 +224,20 @@ async fn sign_and_record(c: &Arc<Coordinator>, id: RequestId, takeover: bool) ->
 /// How long an approved request must still wait for the policy's time
 /// rules, if it can be signed before it expires; `None` to go ahead now
 /// (no wait, or a request the checks of the signing itself will refuse).
-async fn time_rules_wait(c: &Arc<Coordinator>, id: RequestId) -> Option<std::time::Duration> {
-    let store = c.requests.clone();
-    let record = blocking(move || store.request(&id)).await.ok()?;
+/// Judged on `known` if given (the record as its caller just wrote it),
+/// else on the record read from the store.
+async fn time_rules_wait(
+    c: &Arc<Coordinator>,
+    id: RequestId,
+    known: Option<RequestRecord>,
+) -> Option<std::time::Duration> {
+    let record = match known {
+        Some(record) => record,
+        None => {
+            let store = c.requests.clone();
+            blocking(move || store.request(&id)).await.ok()?
+        }
+    };
     let policy = c.policy_for(&record.request).ok()?;
     let key = c.key(&record.request.key_id).await.ok()?;
     let now = super::now();
