@@ -155,40 +155,6 @@ impl<B: Batch> GroupCommit<B> {
         &self,
         write: impl FnOnce(&mut B) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.write_inner(write, None::<fn()>).map(|(t, _)| t)
-    }
-
-    /// [`GroupCommit::write`], and, once `write` succeeded, `meanwhile` on a
-    /// thread of its own while the batch commits: for a second durable
-    /// write that must follow this one's checks but need not wait for its
-    /// fsync (a signer's audit entry of a share its ledger just recorded).
-    /// `meanwhile` runs only if `write` returned `Ok`; its result comes
-    /// back with the write's. If the batch's commit fails, `meanwhile` has
-    /// run all the same (the caller gets the commit's error and must treat
-    /// the write as not done).
-    pub fn write_overlapping<T, M: Send, E: From<GroupCommitError>>(
-        &self,
-        write: impl FnOnce(&mut B) -> Result<T, E>,
-        meanwhile: impl FnOnce() -> M + Send,
-    ) -> Result<(T, M), E> {
-        self.write_inner(write, Some(meanwhile))
-            .map(|(t, m)| (t, m.expect("meanwhile runs after a successful write")))
-    }
-
-    fn write_inner<T, M: Send, E: From<GroupCommitError>>(
-        &self,
-        write: impl FnOnce(&mut B) -> Result<T, E>,
-        meanwhile: Option<impl FnOnce() -> M + Send>,
-    ) -> Result<(T, Option<M>), E> {
-        std::thread::scope(|scope| self.write_in(scope, write, meanwhile))
-    }
-
-    fn write_in<'scope, T, M: Send + 'scope, E: From<GroupCommitError>>(
-        &'scope self,
-        scope: &'scope std::thread::Scope<'scope, '_>,
-        write: impl FnOnce(&mut B) -> Result<T, E>,
-        meanwhile: Option<impl FnOnce() -> M + Send + 'scope>,
-    ) -> Result<(T, Option<M>), E> {
         self.arriving.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         self.arriving.fetch_sub(1, Ordering::SeqCst);
@@ -223,13 +189,6 @@ impl<B: Batch> GroupCommit<B> {
                 Some(result)
             }
         };
-        // The write is in the batch: what may overlap its commit starts.
-        let meanwhile = match (&result, meanwhile) {
-            (Some(Ok(Ok(_))), Some(meanwhile)) if state.open.is_some() => {
-                Some(scope.spawn(meanwhile))
-            }
-            _ => None,
-        };
         // Still open with this write in it: commit, unless a writer that
         // will join this batch is already waiting (it, or the last of
         // them, commits).
@@ -246,14 +205,10 @@ impl<B: Batch> GroupCommit<B> {
             state = self.settled.wait(state).unwrap_or_else(|p| p.into_inner());
         };
         drop(state);
-        let meanwhile = meanwhile.map(|handle| match handle.join() {
-            Ok(m) => m,
-            Err(panic) => resume_unwind(panic),
-        });
         match (result, verdict) {
             (Some(Err(panic)), _) => resume_unwind(panic),
             (_, Err(e)) => Err(e.into()),
-            (Some(Ok(result)), Ok(())) => result.map(|t| (t, meanwhile)),
+            (Some(Ok(result)), Ok(())) => result,
             // A failed mark aborts the batch: its verdict is an error.
             (None, Ok(())) => Err(GroupCommitError::Aborted("no savepoint".into()).into()),
         }
@@ -431,58 +386,6 @@ mod tests {
         while store.waiting() < n {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-    }
-
-    /// `meanwhile` runs once the write succeeded, while the commit is
-    /// still held (it overlaps the commit), and not at all for a refused
-    /// write; a failed commit fails the pair.
-    #[test]
-    fn meanwhile_overlaps_the_commit_of_a_successful_write_only() {
-        let (at_gate, gate_reached) = mpsc::channel();
-        let (open_gate, gate) = mpsc::channel();
-        let store = Arc::new(GroupCommit::new(Numbers {
-            gate: Some(gate),
-            at_gate: Some(at_gate),
-            ..Default::default()
-        }));
-        let (ran, ran_rx) = mpsc::channel();
-        let writer = {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                store.write_overlapping(|s| add(s, 2), move || ran.send("meanwhile").map(|_| 7))
-            })
-        };
-        gate_reached.recv().unwrap();
-        // The commit is held at its gate, and `meanwhile` has run.
-        assert_eq!(
-            ran_rx.recv_timeout(std::time::Duration::from_secs(5)),
-            Ok("meanwhile")
-        );
-        open_gate.send(()).unwrap();
-        assert_eq!(writer.join().unwrap(), Ok((2, Ok(7))));
-
-        let (ran, ran_rx) = mpsc::channel::<()>();
-        // The refused write's batch commits too (empty): let it through.
-        open_gate.send(()).unwrap();
-        let refused = store.write_overlapping(|s| add(s, 3), move || ran.send(()));
-        gate_reached.recv().unwrap();
-        assert_eq!(refused, Err(Refused::Odd(3)));
-        assert!(
-            ran_rx.try_recv().is_err(),
-            "meanwhile ran after a refused write"
-        );
-
-        let failing = GroupCommit::new(Numbers {
-            fail_commit: true,
-            ..Default::default()
-        });
-        let mut ran = false;
-        let failed = failing.write_overlapping(|s| add(s, 4), || ran = true);
-        assert!(matches!(
-            failed,
-            Err(Refused::Batch(GroupCommitError::Commit(_)))
-        ));
-        assert!(ran, "meanwhile runs before the commit's outcome is known");
     }
 
     #[test]

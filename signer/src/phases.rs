@@ -109,19 +109,13 @@ thread_local! {
 pub fn time<T>(phase: SignerPhase, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let out = f();
-    add(phase, start.elapsed());
-    out
-}
-
-/// Adds `elapsed` to `phase` of the round running on this thread: for work
-/// the round ran on another thread (its audit entry, written while the
-/// ledger commits).
-pub fn add(phase: SignerPhase, elapsed: Duration) {
+    let elapsed = start.elapsed();
     CURRENT.with(|current| {
         let mut t = current.get();
         t.add(phase, elapsed);
         current.set(t);
     });
+    out
 }
 
 /// Runs the round `f` on this thread with an empty accumulator, and returns

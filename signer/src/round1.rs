@@ -39,11 +39,7 @@ pub struct Round1Output<S: Suite> {
 ///    it (RFC 9591 section 5.1, hedged randomness) and keeps it in memory
 ///    for round 2 ([`crate::vault::ShareVault::commit`]);
 /// 3. a `commit_issued` audit entry (key id, request id) is written; if it
-///    cannot be, the commitments are not returned. It is written on a
-///    thread of its own while step 2 runs (the entry's fsync and the
-///    token's work overlap); if step 2 then fails, a `commit_failed` entry
-///    follows it, so the trail never shows commitments issued that were
-///    not.
+///    cannot be, the commitments are not returned.
 pub fn commit<S: Suite>(
     ctx: &SigningContext<S>,
     key_id: &KeyId,
@@ -53,29 +49,18 @@ pub fn commit<S: Suite>(
     ctx.not_retired(key_id)?;
     let facts = ctx.key_facts(key_id)?;
     let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
+    let (identifier, commitments) = time(Token, || ctx.vault.commit(key_id))?;
     let request_id = approved.request.id();
-    let fields = [
-        ("key_id", key_id.to_string()),
-        ("request_id", hex::encode(request_id)),
-    ];
-    let audit = ctx.audit.as_ref();
-    let (committed, (audit_written, audit_time)) = std::thread::scope(|scope| {
-        let entry = scope.spawn(|| {
-            let start = std::time::Instant::now();
-            (audited(audit, "commit_issued", &fields), start.elapsed())
-        });
-        let committed = time(Token, || ctx.vault.commit(key_id));
-        let written = entry
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (committed, written)
-    });
-    crate::phases::add(Audit, audit_time);
-    if committed.is_err() && audit_written.is_ok() {
-        let _ = audited(audit, "commit_failed", &fields);
-    }
-    let (identifier, commitments) = committed?;
-    audit_written?;
+    time(Audit, || {
+        audited(
+            ctx.audit.as_ref(),
+            "commit_issued",
+            &[
+                ("key_id", key_id.to_string()),
+                ("request_id", hex::encode(request_id)),
+            ],
+        )
+    })?;
     Ok(Round1Output {
         identifier,
         commitments,

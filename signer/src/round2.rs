@@ -125,37 +125,21 @@ pub fn sign<S: Suite>(
     };
     ctx.not_retired(key_id)?;
     let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
+    // Recorded (with the spend, one commit), then audited, before the share
+    // leaves: no record or no audit entry, no share.
+    time(Ledger, || {
+        ctx.ledger
+            .release(&spend, claim, &signature_share.serialize(), now)
+    })?;
     let mut fields = released_fields(key_id, &approved, input);
     if !excluded.is_empty() {
         // A further package for the input: who the coordinator left out.
         let ids: Vec<String> = excluded.iter().map(u16::to_string).collect();
         fields.push(("excluded", ids.join(",")));
     }
-    // Recorded (with the spend, one commit) and audited before the share
-    // leaves: no record or no audit entry, no share. The audit entry is
-    // written once the ledger accepted the release (caps passed), while
-    // the ledger's commit is made: the two fsyncs overlap. Should that
-    // commit then fail (the disk), the entry stands for a share that never
-    // left, and a `share_withheld` entry says so.
-    let audit = ctx.audit.as_ref();
-    let entry_written = std::sync::atomic::AtomicBool::new(false);
-    let ((), audit_written) = time(Ledger, || {
-        ctx.ledger
-            .release_and(&spend, claim, &signature_share.serialize(), now, || {
-                let start = std::time::Instant::now();
-                let written = audited(audit, "share_released", &fields);
-                entry_written.store(written.is_ok(), std::sync::atomic::Ordering::SeqCst);
-                (written, start.elapsed())
-            })
-    })
-    .inspect_err(|_| {
-        if entry_written.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = audited(audit, "share_withheld", &fields);
-        }
+    time(Audit, || {
+        audited(ctx.audit.as_ref(), "share_released", &fields)
     })?;
-    let (audit_written, audit_time) = audit_written;
-    crate::phases::add(Audit, audit_time);
-    audit_written?;
     Ok(Round2Output {
         signature_share,
         request_id,

@@ -191,33 +191,11 @@ impl SpendingLedger {
         share: &[u8],
         now: u64,
     ) -> Result<(), LedgerError> {
-        self.release_and(spend, claim, share, now, || ())
-            .map(|((), ())| ())
-    }
-
-    /// [`SpendingLedger::release`], and `then` once the release is
-    /// accepted (the caps passed, the record is in the batch), on another
-    /// thread while the commit's fsync runs ([`GroupCommit::write_overlapping`]):
-    /// round 2's audit entry of the share, so that its own fsync and the
-    /// ledger's overlap. `then` does not run for a refused release; if the
-    /// commit fails after it ran, this returns the commit's error and the
-    /// share must not leave.
-    pub fn release_and<M: Send>(
-        &self,
-        spend: &Spend<'_>,
-        claim: InFlight,
-        share: &[u8],
-        now: u64,
-        then: impl FnOnce() -> M + Send,
-    ) -> Result<((), M), LedgerError> {
-        let written = self.writer.write_overlapping(
-            |conn| {
-                count(conn, spend, now)?;
-                ReleaseLog::insert(conn, &claim, share, now)?;
-                Ok(())
-            },
-            then,
-        );
+        let written = self.writer.write(|conn| {
+            count(conn, spend, now)?;
+            ReleaseLog::insert(conn, &claim, share, now)?;
+            Ok(())
+        });
         drop(claim);
         written
     }
