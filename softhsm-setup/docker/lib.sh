@@ -105,3 +105,34 @@ compose_leftovers() {
     docker volume ls -q --filter "label=com.docker.compose.project=$1"
   } | sort -u
 }
+
+# e2e_harness NAME WORK IMAGE...: what a Docker e2e test (test-e2e.sh,
+# test-e2e-ha.sh) needs around its checks: `pass MESSAGE` (counted in
+# $checks) and `fail MESSAGE` (exits), both prefixed with NAME, and a
+# teardown on exit that shows the stack's last log lines if the test
+# failed, takes the compose project down with its volumes, removes the
+# test's images IMAGE... and its intermediate binaries stage, and the work
+# directory WORK. Defined on call, so scripts that only source this file
+# get no pass/fail of their own.
+e2e_harness() {
+  e2e_name=$1
+  e2e_work=$2
+  shift 2
+  e2e_images=("$@")
+  checks=0
+  pass() { checks=$((checks + 1)); echo "$e2e_name: ok: $*"; }
+  fail() { echo "$e2e_name: FAILED: $*" >&2; exit 1; }
+  e2e_teardown() {
+    local status=$?
+    if [ "$status" != 0 ]; then
+      echo "$e2e_name: failed; the stack's last log lines:" >&2
+      compose logs --no-color --tail 30 >&2 2>/dev/null || true
+    fi
+    compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
+    docker rmi "${e2e_images[@]}" >/dev/null 2>&1 || true
+    docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null 2>&1 || true
+    rm -rf "$e2e_work"
+    exit "$status"
+  }
+  trap e2e_teardown EXIT
+}

@@ -39,26 +39,9 @@ export RINGI_SIGNING_LEASE_SECS=${RINGI_SIGNING_LEASE_SECS:-10}
 export RINGI_DOCKER_BIN_DIR=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
 project=$RINGI_COMPOSE_PROJECT
 total=${RINGI_HA_REQUESTS:-40}
-checks=0
 work=$(mktemp -d -t ringi-docker-ha.XXXXXX)
+e2e_harness "docker ha e2e" "$work" "$RINGI_IMAGE" "$RINGI_POSTGRES_IMAGE"
 started=$(date +%s)
-
-pass() { checks=$((checks + 1)); echo "docker ha e2e: ok: $*"; }
-fail() { echo "docker ha e2e: FAILED: $*" >&2; exit 1; }
-
-teardown() {
-  local status=$?
-  if [ "$status" != 0 ]; then
-    echo "docker ha e2e: failed; the stack's last log lines:" >&2
-    compose logs --no-color --tail 30 >&2 2>/dev/null || true
-  fi
-  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
-  docker rmi "$RINGI_IMAGE" "$RINGI_POSTGRES_IMAGE" >/dev/null 2>&1 || true
-  docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$status"
-}
-trap teardown EXIT
 
 if [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi" ] || [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi-signer" ]; then
   cargo build --quiet --manifest-path "$docker_root/Cargo.toml" --bins

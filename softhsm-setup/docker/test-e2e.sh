@@ -39,25 +39,8 @@ export RINGI_COORDINATOR_PUBLISH=127.0.0.1:
 export RINGI_IMAGE=ringi-softhsm:e2e-$$
 export RINGI_DOCKER_BIN_DIR=${RINGI_DOCKER_BIN_DIR:-$docker_root/target/debug}
 project=$RINGI_COMPOSE_PROJECT
-checks=0
 work=$(mktemp -d -t ringi-docker-e2e.XXXXXX)
-
-pass() { checks=$((checks + 1)); echo "docker e2e: ok: $*"; }
-fail() { echo "docker e2e: FAILED: $*" >&2; exit 1; }
-
-teardown() {
-  local status=$?
-  if [ "$status" != 0 ]; then
-    echo "docker e2e: failed; the stack's last log lines:" >&2
-    compose logs --no-color --tail 30 >&2 2>/dev/null || true
-  fi
-  compose --profile cli down --volumes --remove-orphans >/dev/null 2>&1 || true
-  docker rmi "$RINGI_IMAGE" >/dev/null 2>&1 || true
-  docker image prune -f --filter label=org.ringi.stage=binaries >/dev/null 2>&1 || true
-  rm -rf "$work"
-  exit "$status"
-}
-trap teardown EXIT
+e2e_harness "docker e2e" "$work" "$RINGI_IMAGE"
 
 if [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi" ] || [ ! -x "$RINGI_DOCKER_BIN_DIR/ringi-signer" ]; then
   cargo build --quiet --manifest-path "$docker_root/Cargo.toml" --bins
