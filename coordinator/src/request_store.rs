@@ -27,7 +27,7 @@ pub struct TransitionRecord {
     pub at: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
     pub id: RequestId,
     pub request: SigningRequest,
@@ -52,6 +52,69 @@ impl RequestRecord {
             .filter(|a| a.statement.expires_at > now)
             .cloned()
             .collect()
+    }
+
+    /// The record of `new` as [`RequestStore::insert_request`] creates it
+    /// at `now`: PENDING_APPROVAL, no approvals, its "submitted" history
+    /// record. A writer that just created it has it without reading it
+    /// back.
+    pub fn submitted(new: &NewRequest, now: u64) -> RequestRecord {
+        RequestRecord {
+            id: new.request.id(),
+            request: new.request.clone(),
+            signers: new.signers.clone(),
+            state: State::PendingApproval,
+            state_reason: String::new(),
+            signature: None,
+            signed_transaction: None,
+            approvals: Vec::new(),
+            transitions: vec![TransitionRecord {
+                from: String::new(),
+                to: State::PendingApproval,
+                reason: "submitted".into(),
+                at: now,
+            }],
+        }
+    }
+
+    /// This record after `approval` and `transition` were recorded at
+    /// `now` ([`RequestStore::record_decision_with`]): the approver's
+    /// earlier (expired) decision, if any, is replaced, and the new one
+    /// comes last, as the stores order approvals by arrival. Pure: the
+    /// stores return it instead of reading the request again inside the
+    /// write (the contract tests hold them to equal the stored record).
+    pub fn with_decision(
+        mut self,
+        approval: Approval,
+        transition: Option<&Transition>,
+        now: u64,
+    ) -> RequestRecord {
+        self.approvals.retain(|a| a.approver != approval.approver);
+        self.approvals.push(approval);
+        match transition {
+            Some(t) => self.after(t, now),
+            None => self,
+        }
+    }
+
+    /// This record after `transition` was applied at `now`
+    /// ([`RequestStore::transition`], [`RequestStore::finish_signing`]):
+    /// its state and reason, its signature and signed transaction when it
+    /// is to SIGNED, and one more history record. Pure, as
+    /// [`RequestRecord::with_decision`].
+    pub fn after(mut self, transition: &Transition, now: u64) -> RequestRecord {
+        let reason = transition.reason();
+        self.state = transition.to();
+        self.signature = transition.signature().map(<[u8]>::to_vec);
+        self.signed_transaction = transition.signed_transaction().cloned();
+        self.transitions.push(TransitionRecord {
+            from: transition.from().as_str().to_string(),
+            to: transition.to(),
+            reason: reason.clone(),
+            at: now,
+        });
+        self.state_reason = reason;
+        self
     }
 }
 

@@ -166,7 +166,9 @@ pub(crate) mod contract {
     use super::*;
     use crate::error::RequestId;
     use crate::request_state::{Event, SignedTransaction, State, Transition, next};
-    use crate::request_store::{Inserted, ListFilter, NewRequest, Position, RequestStore};
+    use crate::request_store::{
+        Inserted, ListFilter, NewRequest, Position, RequestRecord, RequestStore,
+    };
 
     pub fn key_record(key_id: &str) -> KeyRecord {
         KeyRecord {
@@ -354,6 +356,69 @@ pub(crate) mod contract {
         assert_eq!((rec.transitions[0].at, rec.transitions[1].at), (100, 121));
         assert_eq!(store.requests_in(&[State::Approved]).unwrap(), vec![id]);
         assert!(store.requests_in(&[State::Signing]).unwrap().is_empty());
+    }
+
+    /// The records writers build instead of reading the request back
+    /// (`RequestRecord::submitted`, `with_decision`, `after`) equal what
+    /// the store then reads: at submission, after a decision that changes
+    /// nothing, after one renewing an expired approval, after the one
+    /// meeting the quorum, and through signing to SIGNED with a signed
+    /// transaction.
+    pub fn records_as_written<S: RequestStore>(store: &S) {
+        let r = psbt_request(7, 100);
+        let mut new = new_request(r.clone(), "as-written");
+        new.signers = vec!["s2".into(), "s3".into()];
+        let id = insert(store, &new, 100);
+        let mut expected = RequestRecord::submitted(&new, 100);
+        assert_eq!(store.request(&id).unwrap(), expected);
+
+        let written = |approval: &Approval, transition: Option<Transition>, now| {
+            let recorded = store
+                .record_decision_with(
+                    &id,
+                    &mut |_| Ok((approval.clone(), transition.clone())),
+                    now,
+                )
+                .unwrap();
+            assert_eq!(recorded, store.request(&id).unwrap(), "as returned");
+            recorded
+        };
+        let first = approval(&r, Decision::Approve);
+        expected = expected.with_decision(first.clone(), None, 120);
+        assert_eq!(written(&first, None, 120), expected);
+        // The same approver again once the first expired (at 150).
+        let mut renewed = first.clone();
+        renewed.statement.issued_at = 151;
+        renewed.statement.expires_at = 190;
+        renewed.signature = vec![8; 64];
+        expected = expected.with_decision(renewed.clone(), None, 160);
+        assert_eq!(written(&renewed, None, 160), expected);
+        assert_eq!(expected.approvals, vec![renewed]);
+        let second = approval(&r, Decision::Approve);
+        expected = expected.with_decision(second.clone(), Some(&quorum()), 161);
+        assert_eq!(written(&second, Some(quorum()), 161), expected);
+        assert_eq!(expected.state, State::Approved);
+
+        let started = next(State::Approved, Event::SigningStarted).unwrap();
+        store.transition(&id, &started, 162).unwrap();
+        expected = expected.after(&started, 162);
+        assert_eq!(store.request(&id).unwrap(), expected);
+        let signed = next(
+            State::Signing,
+            Event::Signed {
+                signature: vec![3; 64],
+                signers: vec!["s2".into(), "s3".into()],
+                transaction: Some(SignedTransaction {
+                    psbt: vec![1, 2],
+                    tx: vec![3, 4],
+                }),
+            },
+        )
+        .unwrap();
+        store.transition(&id, &signed, 163).unwrap();
+        expected = expected.after(&signed, 163);
+        assert_eq!(store.request(&id).unwrap(), expected);
+        assert!(expected.signature.is_some() && expected.signed_transaction.is_some());
     }
 
     /// An approver decides once; a refused decision writes nothing, not

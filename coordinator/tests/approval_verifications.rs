@@ -16,105 +16,21 @@
 //! retried run. The process-wide counter is why this is a test binary of
 //! its own with one test: no other test shares the process.
 
+mod support;
+
 use std::sync::Arc;
 
-use p256::ecdsa::SigningKey;
-use p256::ecdsa::signature::Signer;
 use ringi::coordinator::Coordinator;
 use ringi::registry::Registry;
-use ringi::requests::{self, Submission};
+use ringi::requests;
 use ringi::service::RequestService;
 use ringi::sqlite::SqliteStore;
-use ringi::store::{KeyRecord, KeyStore};
-use ringi_frost::{KeyKind, Secp256k1};
-use ringi_policy::approver_key::ApproverKey;
-use ringi_policy::key_id::KeyId;
-use ringi_policy::policy::Policy;
-use ringi_policy::statement::{Approval, Decision, Statement};
+use ringi::store::KeyStore;
 use ringi_proto::coordinator::v1 as pb;
 use ringi_proto::coordinator::v1::request_service_server::RequestService as _;
+use support::in_process::{Approver, key_record, policy, submission};
 use tokio_stream::StreamExt;
 use tonic::Request;
-
-struct Approver {
-    name: &'static str,
-    department: &'static str,
-    key: SigningKey,
-}
-
-impl Approver {
-    fn new(name: &'static str, department: &'static str) -> Self {
-        Approver {
-            name,
-            department,
-            key: SigningKey::random(&mut rand::rngs::OsRng),
-        }
-    }
-
-    fn public(&self) -> ApproverKey {
-        ApproverKey::from_sec1(self.key.verifying_key().to_encoded_point(true).as_bytes()).unwrap()
-    }
-
-    fn approve(&self, record: &ringi::request_store::RequestRecord) -> pb::DecideRequest {
-        let now = requests::now();
-        let statement = Statement::for_request(
-            &record.request,
-            self.department,
-            Decision::Approve,
-            "",
-            now,
-            now + 600,
-        );
-        let approver = self.public();
-        let signature: p256::ecdsa::Signature = self.key.sign(&statement.signed_bytes(&approver));
-        pb::DecideRequest {
-            approval: Some(ringi_proto::bundle::approval_to_pb(&Approval {
-                statement,
-                approver,
-                signature: signature.to_bytes().to_vec(),
-            })),
-        }
-    }
-}
-
-fn policy(approvers: &[&Approver]) -> Policy {
-    let mut text = String::from("version = 1\n");
-    for a in approvers {
-        text.push_str(&format!(
-            "\n[[departments]]\nname = \"{}\"\napprovers = [{{ name = \"{}\", key = \"{}\" }}]\n",
-            a.department,
-            a.name,
-            a.public().to_text()
-        ));
-    }
-    text.push_str(
-        "\n[keys.hot-1]\nrequest_ttl_secs = 86400\napproval_ttl_secs = 3600\n\
-         require = { treasury = 1, compliance = 1 }\n",
-    );
-    Policy::from_bytes(text.as_bytes()).unwrap()
-}
-
-/// A 2-of-3 key made by a dealer: the coordinator needs only its public
-/// package; with no signer registered, its signing fails for good after
-/// the run has checked the approvals.
-fn key_record() -> KeyRecord {
-    let (_, public) = ringi_frost::frost_core::keys::generate_with_dealer::<Secp256k1, _>(
-        3,
-        2,
-        ringi_frost::frost_core::keys::IdentifierList::Default,
-        &mut rand::rngs::OsRng,
-    )
-    .unwrap();
-    KeyRecord {
-        key_id: KeyId::parse("hot-1").unwrap(),
-        kind: KeyKind::FrostSecp256k1,
-        threshold: 2,
-        signers: vec![("a".into(), 1), ("b".into(), 2), ("c".into(), 3)],
-        group_public_key: public.verifying_key().serialize().unwrap(),
-        public_key_package: public.serialize().unwrap(),
-        created_at: 1_700_000_000,
-    }
-}
 
 /// P-256 verifications this process has made (the policy crate's metric).
 fn verifications() -> u64 {
@@ -127,7 +43,7 @@ async fn each_approval_signature_is_verified_once_per_process() {
     let carol = Approver::new("carol", "compliance");
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("ringi.db")).unwrap());
-    store.insert_key(&key_record()).unwrap();
+    store.insert_key(&key_record("hot-1")).unwrap();
     let c = Arc::new(Coordinator::with_store(
         Registry::new(&[]).unwrap(),
         store,
@@ -136,23 +52,9 @@ async fn each_approval_signature_is_verified_once_per_process() {
     let service = RequestService(c.clone());
     let before = verifications();
 
-    let record = requests::submit(
-        &c,
-        Submission {
-            key_id: KeyId::parse("hot-1").unwrap(),
-            message: b"pay 10".to_vec(),
-            asset: "BTC".into(),
-            amount: "10".into(),
-            destination: "bc1qexample".into(),
-            memo: String::new(),
-            requester: "wallet".into(),
-            signers: Vec::new(),
-            idempotency_key: "one".into(),
-            psbt: None,
-        },
-    )
-    .await
-    .unwrap();
+    let record = requests::submit(&c, submission("hot-1", "one"))
+        .await
+        .unwrap();
     let request_id = hex::encode(record.id);
 
     // Three watchers from the start, each following the request to its end.

@@ -44,6 +44,7 @@ fn key_store_contract() {
 fn request_store_contract() {
     let server = PgServer::start();
     contract::decisions_and_history(&store(&server));
+    contract::records_as_written(&store(&server));
     contract::one_decision_per_approver(&store(&server));
     contract::pages(&store(&server));
     contract::idempotency(&store(&server));

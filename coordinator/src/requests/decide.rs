@@ -112,66 +112,44 @@ pub fn apply(
 }
 
 /// Records a signed approval or rejection (decoded at the edge).
+///
+/// One hop to the store: the request is read inside the write, where the
+/// decision is judged ([`apply`]) against it as it stands. Only a request
+/// whose expiry is due (or whose policy was replaced), or an approval that
+/// names another key than its request's, takes a second hop: the request
+/// is read first, which expires it, and then judged as before.
 pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestRecord> {
     c.policy()?;
     let id = approval.statement.request_id;
-    let record = super::get(c, id).await?;
-    // Judged by the policy the request is judged by (its own where the
-    // policy in force keeps such requests).
-    let policy = c.policy_for(&record.request)?;
-    // The very same signed statement again (a client retrying after a
-    // timeout): it is recorded already; answer with the request as it is.
-    if record.approvals.contains(&approval) {
-        return Ok(record);
-    }
     if approval.statement.decision == Decision::Reject && crate::fault::drops_rejections() {
         tracing::warn!("RINGI_TEST_FAULT: dropping a rejection");
-        return Ok(record);
+        return super::get(c, id).await;
     }
-    let key = c.key(&record.request.key_id).await?;
-    let now = super::now();
-    let facts = key.facts();
-    // Evaluated inside the write, against the request as it is there (not
-    // against the snapshot above): an approval recorded a moment ago by a
-    // concurrent Decide counts, so a quorum completed by two simultaneous
-    // approvals is always seen by the second one written.
-    let store = c.requests.clone();
-    let resent = approval.clone();
-    let written = {
-        let policy = policy.clone();
-        blocking(move || {
-            let mut effect = None;
-            let updated = store.record_decision_with(
-                &id,
-                &mut |current| {
-                    let e = phases::time(Phase::ApprovalCheck, || {
-                        apply(&policy, &facts, current, approval.clone(), now)
-                    })?;
-                    let written = (e.approval.clone(), e.transition.clone());
-                    effect = Some(e);
-                    Ok(written)
-                },
-                now,
-            )?;
-            // The store calls `decide` once before it writes anything.
-            let effect = effect.ok_or_else(|| {
-                Error::Internal("the decision was recorded without being evaluated".into())
-            })?;
-            Ok((effect, updated))
-        })
-        .await
-    };
-    let (effect, updated) = match written {
-        // A concurrent copy of the same statement was written first.
-        Err(Error::DuplicateDecision { .. }) | Err(Error::AlreadyDecided { .. }) => {
-            let current = super::get(c, id).await?;
-            if current.approvals.contains(&resent) {
-                return Ok(current);
+    // The key the statement names; a statement naming another key than its
+    // request's is refused by the evaluation, on the slow path below.
+    let mut key = c.key(&approval.statement.key_id).await.ok();
+    let mut attempts = 0;
+    let (effect, updated) = loop {
+        attempts += 1;
+        match record(c, &approval, key.clone()).await? {
+            Recorded::Written(written) => break *written,
+            // The very same signed statement again (a client retrying after
+            // a timeout, or a concurrent copy written first): it is
+            // recorded already; answer with the request as it is.
+            Recorded::Already(current) => return Ok(*current),
+            Recorded::ReadFirst if attempts == 1 => {
+                let current = super::get(c, id).await?;
+                key = Some(c.key(&current.request.key_id).await?);
             }
-            return written.map(|_| current);
+            Recorded::ReadFirst => {
+                return Err(Error::Internal(format!(
+                    "request {}: the decision could not be judged after the request was read",
+                    hex::encode(id)
+                )));
+            }
         }
-        other => other?,
     };
+    let policy = c.policy_for(&updated.request)?;
     let approval = &effect.approval;
     let short = hex::encode(id);
     let who = policy
@@ -214,6 +192,85 @@ pub async fn decide(c: &Arc<Coordinator>, approval: Approval) -> Result<RequestR
         tokio::spawn(async move { super::run_signing_approved(&c, approved).await });
     }
     Ok(updated)
+}
+
+/// What one hop to the store did with a decision.
+enum Recorded {
+    /// Recorded, with its effect and the request as written.
+    Written(Box<(DecisionEffect, RequestRecord)>),
+    /// This very statement was recorded before: nothing was written.
+    Already(Box<RequestRecord>),
+    /// Nothing written: the request must be read (and so expired, if due)
+    /// before the decision is judged, or the approval names another key.
+    ReadFirst,
+}
+
+/// Records `approval` if it passes [`apply`] against the request as it
+/// stands inside the write, judged by the request's policy and `key` (the
+/// key the caller expects the request to be for).
+async fn record(
+    c: &Arc<Coordinator>,
+    approval: &Approval,
+    key: Option<Arc<crate::signing::Key>>,
+) -> Result<Recorded> {
+    let id = approval.statement.request_id;
+    let now = super::now();
+    let store = c.requests.clone();
+    let c = c.clone();
+    let approval = approval.clone();
+    blocking(move || {
+        let mut effect = None;
+        let mut instead = None;
+        // Not an error of the decision: stops the write, and `instead`
+        // says why.
+        let stop = || Error::Internal("decision not written".into());
+        let written = store.record_decision_with(
+            &id,
+            &mut |current| {
+                if current.approvals.contains(&approval) {
+                    instead = Some(Recorded::Already(Box::new(current.clone())));
+                    return Err(stop());
+                }
+                let facts = match &key {
+                    Some(k) if k.record().key_id == current.request.key_id => k.facts(),
+                    _ => {
+                        instead = Some(Recorded::ReadFirst);
+                        return Err(stop());
+                    }
+                };
+                // Judged by the policy the request is judged by (its own
+                // where the policy in force keeps such requests).
+                let policy = c.policy_for(&current.request)?;
+                if super::expiry(current, now).is_some()
+                    || super::superseded(current, &policy).is_some()
+                {
+                    instead = Some(Recorded::ReadFirst);
+                    return Err(stop());
+                }
+                // Evaluated here, against the request as it is inside the
+                // write: an approval recorded a moment ago by a concurrent
+                // Decide counts, so a quorum completed by two simultaneous
+                // approvals is always seen by the second one written.
+                let e = phases::time(Phase::ApprovalCheck, || {
+                    apply(&policy, &facts, current, approval.clone(), now)
+                })?;
+                let written = (e.approval.clone(), e.transition.clone());
+                effect = Some(e);
+                Ok(written)
+            },
+            now,
+        );
+        if let Some(instead) = instead {
+            return Ok(instead);
+        }
+        let updated = written?;
+        // The store calls `decide` once before it writes anything.
+        let effect = effect.ok_or_else(|| {
+            Error::Internal("the decision was recorded without being evaluated".into())
+        })?;
+        Ok(Recorded::Written(Box::new((effect, updated))))
+    })
+    .await
 }
 
 /// What a pending request for the key described by `key` still needs at

@@ -59,10 +59,23 @@ async fn run(c: &Arc<Coordinator>, id: RequestId, takeover: bool, known: Option<
         return;
     };
     let result = sign_and_record(c, id, takeover, known).await;
-    c.notify(id);
+    // An outcome this run recorded was published with its record; any
+    // other end (the request moved on, a claim refused, an error) may
+    // leave watchers behind the store: they read it.
+    if !matches!(result, Ok(Ended::Published)) {
+        c.notify(id);
+    }
     if let Err(e) = result {
         tracing::warn!(request_id = %hex::encode(id), error = %e, "signing could not be recorded");
     }
+}
+
+/// How a run ended, for its watchers.
+enum Ended {
+    /// Its outcome recorded and published with the record as written.
+    Published,
+    /// Without recording an outcome.
+    Unrecorded,
 }
 
 async fn sign_and_record(
@@ -70,7 +83,7 @@ async fn sign_and_record(
     id: RequestId,
     takeover: bool,
     mut known: Option<RequestRecord>,
-) -> Result<()> {
+) -> Result<Ended> {
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
     let mut audited_fence = None;
@@ -87,7 +100,7 @@ async fn sign_and_record(
         // whose signers are down does not hold up the others' requests.
         let waited = phases::timed(Phase::Queue, c.signing_slots.clone().acquire_owned()).await;
         let Ok(slot) = waited else {
-            return Ok(()); // the semaphore is never closed
+            return Ok(Ended::Unrecorded); // the semaphore is never closed
         };
         // Claim (or renew the claim on) the request: APPROVED → SIGNING.
         let store = c.requests.clone();
@@ -114,11 +127,11 @@ async fn sign_and_record(
             Err(Error::StateConflict { actual, .. }) => {
                 // Signed, failed or expired meanwhile: never sign twice.
                 tracing::info!(request_id = %short, state = %actual, "signing not started: the request moved on");
-                return Ok(());
+                return Ok(Ended::Unrecorded);
             }
             Err(e @ Error::SigningClaimed { .. }) => {
                 tracing::info!(request_id = %short, reason = %e, "signing not started");
-                return Ok(());
+                return Ok(Ended::Unrecorded);
             }
             Err(e) => return Err(e),
         };
@@ -166,7 +179,7 @@ async fn sign_and_record(
                     transaction: done.transaction.clone(),
                 };
                 // Recorded before it is announced (audit, watchers).
-                phases::timed(Phase::CommitWrite, finish(c, id, claim.fence, event)).await?;
+                phases::timed(Phase::CommitWrite, finish(c, &record, claim.fence, event)).await?;
                 tracing::info!(request_id = %short, signers = ?done.signers, txid = done.txid.as_deref().unwrap_or(""), "request signed");
                 let mut fields = vec![
                     ("request_id", short.clone()),
@@ -177,7 +190,7 @@ async fn sign_and_record(
                     fields.push(("txid", txid.clone()));
                 }
                 phases::time(Phase::AuditWrite, || c.audit("signature_produced", &fields));
-                return Ok(());
+                return Ok(Ended::Published);
             }
             Err(e) => {
                 let signers = c
@@ -202,7 +215,7 @@ async fn sign_and_record(
                 tracing::warn!(request_id = %short, error = %reason, code = ?e.code(), "signing failed");
                 finish(
                     c,
-                    id,
+                    &record,
                     claim.fence,
                     Event::SigningFailed {
                         reason: reason.clone(),
@@ -215,7 +228,7 @@ async fn sign_and_record(
                         &[("request_id", short.clone()), ("reason", reason)],
                     )
                 });
-                return Ok(());
+                return Ok(Ended::Published);
             }
         }
     }
@@ -249,13 +262,28 @@ async fn time_rules_wait(
         .then(|| std::time::Duration::from_secs(at - now + 1))
 }
 
-/// Records the run's outcome under its claim.
-async fn finish(c: &Arc<Coordinator>, id: RequestId, fence: u64, event: Event) -> Result<()> {
+/// Records the run's outcome under its claim, and publishes the request
+/// as written: `claimed` (the record the run claimed, SIGNING) with the
+/// outcome applied, so its watchers need not read it back.
+async fn finish(
+    c: &Arc<Coordinator>,
+    claimed: &RequestRecord,
+    fence: u64,
+    event: Event,
+) -> Result<()> {
     let outcome = next(State::Signing, event)?;
     let to = outcome.to();
     let store = c.requests.clone();
-    blocking(move || store.finish_signing(&id, fence, &outcome, super::now())).await?;
+    let id = claimed.id;
+    let now = super::now();
+    let outcome = blocking(move || {
+        store
+            .finish_signing(&id, fence, &outcome, now)
+            .map(|()| outcome)
+    })
+    .await?;
     crate::metrics::transition(to);
+    c.publish(&claimed.clone().after(&outcome, now));
     Ok(())
 }
 

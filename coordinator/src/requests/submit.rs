@@ -219,9 +219,12 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         // A retired key takes no new request (read here, on the store's
         // thread, so a submission costs no extra hop).
         crate::retire::refuse_if_retired(keys.key_retirement(&new.request.key_id)?)?;
-        let inserted = store.insert_request(&new, daily_volume, now)?;
-        let created = matches!(inserted, Inserted::Created(_));
-        Ok((store.request(&inserted.id())?, created))
+        match store.insert_request(&new, daily_volume, now)? {
+            // As written, without reading it back (the store's contract
+            // tests hold the two equal).
+            Inserted::Created(_) => Ok((RequestRecord::submitted(&new, now), true)),
+            Inserted::Existing(id) => Ok((store.request(&id)?, false)),
+        }
     })
     .await?;
     let short = hex::encode(record.id);
@@ -260,7 +263,7 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         crate::fault::crash_point("after-submit");
         crate::metrics::transition(crate::request_state::State::PendingApproval);
         c.audit("request_submitted", &fields);
-        c.notify(record.id);
+        c.publish(&record);
     } else {
         tracing::info!(request_id = %short, "request resubmitted with its idempotency key; returning it");
     }

@@ -3,6 +3,7 @@
 //! `softhsm-setup/init-tokens.sh`, talking real gRPC on loopback.
 #![allow(dead_code)]
 
+pub mod in_process;
 pub mod pg_server;
 
 use std::io::{BufRead, BufReader};
