@@ -194,6 +194,89 @@ fn a_lost_sign_response_is_recovered_with_the_same_package() {
     assert_eq!((released, resent), (1, 1), "{audit}");
 }
 
+/// A signer killed between committing a release (the spend, the share and
+/// its `share_released` entry, one transaction in its ledger) and
+/// appending that entry to its audit log (a crash point in its debug
+/// build: it aborts as under `kill -9`). Restarted, it first appends the
+/// entry it kept, marked recovered, and its log still verifies; the
+/// coordinator, asking again with the same signing package, gets the share
+/// it recorded (`share_resent`) and the request is signed once, with one
+/// `share_released` entry per share released.
+#[test]
+fn a_signer_killed_before_its_audit_append_recovers_the_entry_from_its_ledger() {
+    let mut cluster = Cluster::start(3);
+    let group_key = cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
+    let node = &mut cluster.signers[1];
+    node.stop();
+    node.env.push((
+        "RINGI_TEST_FAULT".into(),
+        "crash-after-release-commit".into(),
+    ));
+    node.start();
+    let message = b"crash before the audit append".to_vec();
+    let id = cluster.submit(
+        "k",
+        &message,
+        1000,
+        "wallet-service",
+        &["signer-1", "signer-2"],
+    );
+    for (who, dept) in [("alice", "treasury"), ("carol", "compliance")] {
+        assert!(cluster.approve(&id, who, dept).status.success());
+    }
+    let node = &mut cluster.signers[1];
+    let log_path = node.dir.join("data/audit.jsonl");
+    let mut crashed = false;
+    for _ in 0..300 {
+        if let Ok(Some(_)) = node.child.as_mut().unwrap().try_wait() {
+            crashed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(crashed, "signer-2 did not crash after its release commit");
+    node.child = None;
+    // The request's share entries (commitments are audited too).
+    let of_request = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| {
+                e["fields"]["request_id"] == id.as_str()
+                    && e["event"].as_str().unwrap().starts_with("share_")
+            })
+            .collect()
+    };
+    let before = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        of_request(&before).is_empty(),
+        "no share entry had reached the log: {before}"
+    );
+
+    node.env.retain(|(k, _)| k != "RINGI_TEST_FAULT");
+    node.start();
+    let signature = cluster.wait_signed(&id);
+    assert!(frost_verify(&group_key, &message, &signature));
+
+    let after = std::fs::read_to_string(&log_path).unwrap();
+    ringi_policy::audit::verify_bytes(after.as_bytes(), None).expect("the log verifies");
+    let entries = of_request(&after);
+    let events: Vec<&str> = entries
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["share_released", "share_resent"], "{after}");
+    assert_eq!(entries[0]["fields"]["recovered"], "ledger");
+    assert!(entries[0]["fields"]["ledger_entry"].is_string());
+    // The other signer's entry went straight to its log.
+    let other = std::fs::read_to_string(cluster.signers[0].dir.join("data/audit.jsonl")).unwrap();
+    let released: Vec<serde_json::Value> = of_request(&other)
+        .into_iter()
+        .filter(|e| e["event"] == "share_released")
+        .collect();
+    assert_eq!(released.len(), 1, "{other}");
+    assert!(released[0]["fields"]["recovered"].is_null());
+}
+
 /// An approval that expired before the quorum was met no longer counts,
 /// and its approver can renew it: the request completes instead of
 /// deadlocking (a one-person department could never finish it otherwise).

@@ -19,8 +19,29 @@
 //! UNAVAILABLE without activating (a node down when a refresh is put in
 //! use).
 //!
+//! `RINGI_TEST_FAULT=crash-after-release-commit`: a Sign aborts the
+//! process (as under `kill -9`) once its release and audit entry are
+//! committed to the ledger, before the entry reaches the audit log
+//! ([`crate::audit_outbox`]).
+//!
 //! `RINGI_TEST_SLOW_MS=N`: Commit, Sign and Preprocess answer `N` ms late
 //! (a slow signer: a far site, a busy token).
+
+/// Aborts the process here if the environment names this point
+/// (`crash-NAME`), as a crash would.
+pub fn crash_point(name: &str) {
+    #[cfg(debug_assertions)]
+    {
+        if std::env::var("RINGI_TEST_FAULT").is_ok_and(|v| v == format!("crash-{name}")) {
+            eprintln!("ringi-signer: RINGI_TEST_FAULT: crashing at {name}");
+            std::process::abort();
+        }
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = name;
+    }
+}
 
 /// Whether to lose this Sign response (once per process).
 pub fn lose_sign_response() -> bool {

@@ -45,6 +45,7 @@
 //! - [`server`]: opening the token, choosing the ciphersuite
 //!   ([`server::FrostSuite`], [`server::TaprootSuite`]), serving.
 
+pub mod audit_outbox;
 pub mod authorize;
 pub mod config;
 pub mod dkg;

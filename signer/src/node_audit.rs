@@ -4,10 +4,13 @@
 //! token's audit key every [`CHECKPOINT_EVERY`] entries, every
 //! [`CHECKPOINT_INTERVAL`] with new entries, and at shutdown.
 //!
-//! A share is returned only after its `share_released` entry is on disk
-//! ([`audited`]: an fsync shared with concurrent Signs, see
-//! `ringi_policy::audit::AuditLog::append_durable`): if the log cannot be
-//! written, the node refuses to sign.
+//! A share is returned only after its `share_released` entry is durable:
+//! committed to the ledger with the release itself, then appended to this
+//! log ([`crate::audit_outbox`], which completes the log from the ledger
+//! at start). Commitments issued and other entries that gate an action are
+//! on disk before it ([`audited`]: an fsync shared with concurrent calls,
+//! see `ringi_policy::audit::AuditLog::append_durable`). If the log cannot
+//! be written, the node refuses to sign.
 //!
 //! The signing rounds write through [`AuditSink`], which [`NodeAudit`]
 //! implements; tests use an in-memory sink instead

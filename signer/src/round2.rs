@@ -13,7 +13,7 @@ use ringi_policy::key_id::KeyId;
 use ringi_policy::subject::Subject;
 
 use crate::authorize::{PresentedBundle, check_message};
-use crate::node_audit::audited;
+use crate::node_audit::{AuditUnavailable, audited};
 use crate::phases::SignerPhase::{Audit, Ledger, Token, Verify};
 use crate::phases::time;
 use crate::releases::Claim;
@@ -125,21 +125,32 @@ pub fn sign<S: Suite>(
     };
     ctx.not_retired(key_id)?;
     let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
-    // Recorded (with the spend, one commit), then audited, before the share
-    // leaves: no record or no audit entry, no share.
-    time(Ledger, || {
-        ctx.ledger
-            .release(&spend, claim, &signature_share.serialize(), now)
-    })?;
     let mut fields = released_fields(key_id, &approved, input);
     if !excluded.is_empty() {
         // A further package for the input: who the coordinator left out.
         let ids: Vec<String> = excluded.iter().map(u16::to_string).collect();
         fields.push(("excluded", ids.join(",")));
     }
-    time(Audit, || {
-        audited(ctx.audit.as_ref(), "share_released", &fields)
+    // Recorded with the spend and its audit entry (one commit), then
+    // appended to the audit log, before the share leaves: no record or no
+    // audit entry, no share ([`crate::audit_outbox`]).
+    let kept = time(Ledger, || {
+        ctx.ledger.release(
+            &spend,
+            claim,
+            &signature_share.serialize(),
+            now,
+            ("share_released", &fields),
+        )
     })?;
+    crate::fault::crash_point("after-release-commit");
+    time(Audit, || {
+        ctx.audit.record(
+            "share_released",
+            &crate::audit_outbox::logged_fields(&fields, kept),
+        )
+    })
+    .map_err(AuditUnavailable::from)?;
     Ok(Round2Output {
         signature_share,
         request_id,

@@ -165,6 +165,7 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     tracing::info!(policy_sha256 = %hex::encode(policy.hash()), "approval policy pinned");
     let tls_chain = tls_files.clone();
     let peers_at_start = dkg_peers.clone();
+    let log_path = audit_path.clone();
     let (frost, taproot, audit, token, _token_lock) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let tls_files = tls_chain;
         let token = Arc::new(Token::open(&token_config)?);
@@ -186,6 +187,22 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         Ok((frost, taproot, audit, token, token_lock))
     })
     .await??;
+    // Entries the ledger kept with releases that the log lost or never got
+    // (a crash between the two), appended before anything else is written
+    // (crate::audit_outbox).
+    let recovered = {
+        let (ledger, audit, path) = (ledger.clone(), audit.clone(), log_path);
+        tokio::task::spawn_blocking(move || {
+            crate::audit_outbox::reconcile(&ledger, audit.as_ref(), &path)
+        })
+        .await??
+    };
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "audit entries of released shares recovered from the ledger into the audit log"
+        );
+    }
     audit.record(
         "node_started",
         &[

@@ -122,6 +122,7 @@ impl SpendingLedger {
             );
             CREATE INDEX IF NOT EXISTS spent_by_key_time ON spent(key_id, at);",
         )?;
+        conn.execute_batch(crate::audit_outbox::SCHEMA)?;
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", "ON")?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -177,10 +178,12 @@ impl SpendingLedger {
     }
 
     /// Records `spend` (as [`SpendingLedger::record`]) and the release of
-    /// `share` under `claim`, in one transaction; returns once both are
-    /// durable (only then may the share leave the node). Refused whole if
-    /// the caps no longer pass (a concurrent Sign used the budget since
-    /// [`SpendingLedger::check`]): the share is then never sent.
+    /// `share` under `claim`, and keeps the release's audit entry (`event`
+    /// with `fields`, [`crate::audit_outbox`]), in one transaction; returns
+    /// the entry's id once all three are durable (only then may the share
+    /// leave the node). Refused whole if the caps no longer pass (a
+    /// concurrent Sign used the budget since [`SpendingLedger::check`]):
+    /// the share is then never sent.
     ///
     /// The claim is held until the commit returned: no other package for
     /// the input can be claimed while this release is not yet readable.
@@ -190,14 +193,43 @@ impl SpendingLedger {
         claim: InFlight,
         share: &[u8],
         now: u64,
-    ) -> Result<(), LedgerError> {
+        (event, fields): (&str, &[(&str, String)]),
+    ) -> Result<i64, LedgerError> {
         let written = self.writer.write(|conn| {
             count(conn, spend, now)?;
             ReleaseLog::insert(conn, &claim, share, now)?;
-            Ok(())
+            crate::audit_outbox::keep(conn, now, event, fields)
         });
         drop(claim);
         written
+    }
+
+    /// Keeps an audit entry alone, durably (tests, tools); returns its id.
+    pub fn keep_audit_entry(
+        &self,
+        now: u64,
+        event: &str,
+        fields: &[(&str, String)],
+    ) -> Result<i64, LedgerError> {
+        self.writer
+            .write(|conn| crate::audit_outbox::keep(conn, now, event, fields))
+    }
+
+    /// The kept audit entries the log is not yet known to hold, oldest
+    /// first ([`crate::audit_outbox::reconcile`]).
+    pub fn unreconciled_audit_entries(
+        &self,
+    ) -> Result<Vec<crate::audit_outbox::Kept>, LedgerError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.unchecked_transaction()?;
+        crate::audit_outbox::unreconciled(&tx)
+    }
+
+    /// Records, durably, that the log holds every kept entry up to
+    /// `through`.
+    pub fn audit_entries_reconciled(&self, through: i64) -> Result<(), LedgerError> {
+        self.writer
+            .write(|conn| crate::audit_outbox::mark_reconciled(conn, through))
     }
 }
 
@@ -249,6 +281,9 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit entry a release keeps (its fields do not matter here).
+    pub(super) const ENTRY: (&str, &[(&str, String)]) = ("share_released", &[]);
     use crate::releases::{Claim, Excluded};
 
     fn limits() -> Limits {
@@ -329,6 +364,7 @@ mod tests {
                 fresh(&ledger, &a),
                 b"share a",
                 1000,
+                ENTRY,
             )
             .unwrap();
         drop(ledger);
@@ -346,6 +382,7 @@ mod tests {
                 fresh(&ledger, &b),
                 b"share b",
                 1001,
+                ENTRY,
             )
             .unwrap();
         let err = ledger
@@ -354,6 +391,7 @@ mod tests {
                 fresh(&ledger, &c),
                 b"share c",
                 1001,
+                ENTRY,
             )
             .unwrap_err();
         assert!(
@@ -363,8 +401,10 @@ mod tests {
             ),
             "{err:?}"
         );
-        // Nothing of c was kept: its input is free, and 5 more still fit.
+        // Nothing of c was kept: its input is free, and 5 more still fit;
+        // only a's and b's audit entries were kept.
         fresh(&ledger, &c);
+        assert_eq!(ledger.unreconciled_audit_entries().unwrap().len(), 2);
         ledger.check(&spend(&c, 5, &limits), 1002).unwrap();
         // A request counted already passes the check whatever the caps.
         ledger.check(&spend(&a, 10, &limits), 1002).unwrap();
@@ -391,9 +431,11 @@ mod tests {
                         let id = [i; 32];
                         let spend = spend(&id, 10, limits);
                         start.wait();
-                        let outcome = ledger
-                            .check(&spend, 1000)
-                            .and_then(|()| ledger.release(&spend, fresh(ledger, &id), &[i], 1000));
+                        let outcome = ledger.check(&spend, 1000).and_then(|()| {
+                            ledger
+                                .release(&spend, fresh(ledger, &id), &[i], 1000, ENTRY)
+                                .map(|_| ())
+                        });
                         match outcome {
                             Ok(()) => {
                                 assert!(matches!(
@@ -425,6 +467,7 @@ mod tests {
 mod bench {
     use std::time::Instant;
 
+    use super::tests::ENTRY;
     use super::*;
     use crate::releases::{Claim, Excluded};
 
@@ -458,7 +501,9 @@ mod bench {
                             panic!("claim {i}")
                         };
                         if grouped {
-                            ledger.release(&spend, claim, b"share", 1000).unwrap();
+                            ledger
+                                .release(&spend, claim, b"share", 1000, ENTRY)
+                                .unwrap();
                         } else {
                             ledger.record("k", &id, 1, 1000, limits, None).unwrap();
                             ledger.releases().record(claim, b"share", 1000).unwrap();

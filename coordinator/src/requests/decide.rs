@@ -227,6 +227,9 @@ async fn record(
         let written = store.record_decision_with(
             &id,
             &mut |current| {
+                // Called again if the engine retries the transaction: only
+                // the last call's verdict counts.
+                instead = None;
                 if current.approvals.contains(&approval) {
                     instead = Some(Recorded::Already(Box::new(current.clone())));
                     return Err(stop());
