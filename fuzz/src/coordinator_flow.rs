@@ -25,7 +25,7 @@
 use prost::Message;
 use ringi::error::Error;
 use ringi::request_state::State;
-use ringi::request_store::{RequestRecord, TransitionRecord};
+use ringi::request_store::RequestRecord;
 use ringi::requests::decide::apply;
 use ringi::requests::submit::{Submission, admit};
 use ringi::store::KeyRecord;
@@ -97,23 +97,8 @@ pub fn run(data: &[u8]) -> Reached {
     let Ok(admitted) = admit(&POLICY, &key_record(), submission, SUBMITTED_AT, nonce) else {
         return Reached::SubmissionRefused;
     };
-    let request = admitted.new.request;
-    let mut record = RequestRecord {
-        id: request.id(),
-        request,
-        signers: admitted.new.signers,
-        state: State::PendingApproval,
-        state_reason: String::new(),
-        signature: None,
-        signed_transaction: None,
-        approvals: Vec::new(),
-        transitions: vec![TransitionRecord {
-            from: String::new(),
-            to: State::PendingApproval,
-            reason: "submitted".into(),
-            at: SUBMITTED_AT,
-        }],
-    };
+    // As the store records it (`RequestRecord::submitted`).
+    let mut record = RequestRecord::submitted(&admitted.new, SUBMITTED_AT);
     let mut reached = Reached::Admitted;
     while let [flags, t0, t1, rest @ ..] = cursor {
         cursor = rest;
@@ -154,13 +139,13 @@ pub fn run(data: &[u8]) -> Reached {
                 continue;
             }
         };
-        record.approvals.push(effect.approval.clone());
+        // As the store records it (`RequestRecord::with_decision`).
+        record = record.with_decision(effect.approval.clone(), effect.transition.as_ref(), now);
         reached = reached.max(Reached::DecisionRecorded);
         let Some(transition) = effect.transition else {
             continue;
         };
         assert_eq!(transition.from(), State::PendingApproval);
-        record.state = transition.to();
         match record.state {
             State::Rejected => return reached.max(Reached::Rejected),
             State::Approved => {
