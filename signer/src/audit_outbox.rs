@@ -68,14 +68,12 @@ pub struct Kept {
 impl Kept {
     /// The fields the log records for it: its own, and its id.
     pub fn logged_fields(&self) -> Vec<(&str, String)> {
-        logged_fields(&self.fields_as_pairs(), self.id)
-    }
-
-    fn fields_as_pairs(&self) -> Vec<(&str, String)> {
-        self.fields
+        let own: Vec<(&str, String)> = self
+            .fields
             .iter()
             .map(|(k, v)| (k.as_str(), v.clone()))
-            .collect()
+            .collect();
+        logged_fields(&own, self.id)
     }
 }
 

@@ -281,10 +281,10 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::releases::{Claim, Excluded};
 
     /// The audit entry a release keeps (its fields do not matter here).
     pub(super) const ENTRY: (&str, &[(&str, String)]) = ("share_released", &[]);
-    use crate::releases::{Claim, Excluded};
 
     fn limits() -> Limits {
         Limits {
