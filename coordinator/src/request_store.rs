@@ -116,6 +116,29 @@ impl RequestRecord {
         self.state_reason = reason;
         self
     }
+
+    /// The record as a claim left it ([`RequestStore::claim_signing`]),
+    /// built from `known` (the request as its caller last had it) when the
+    /// store still holds that: the same state, checked by the claim, and
+    /// the same number of history records (`transitions`, read by the
+    /// store). Approvals change only while a request is PENDING_APPROVAL,
+    /// and every other change adds a history record, so those two facts
+    /// say the record is current. `started`: the transition the claim
+    /// applied at `now`, if it started the signing. `None` when `known` is
+    /// absent or stale: the store reads the request instead. Pure.
+    pub fn as_claimed(
+        known: Option<&RequestRecord>,
+        state: State,
+        transitions: usize,
+        started: Option<&Transition>,
+        now: u64,
+    ) -> Option<RequestRecord> {
+        let known = known.filter(|k| k.state == state && k.transitions.len() == transitions)?;
+        Some(match started {
+            Some(t) => known.clone().after(t, now),
+            None => known.clone(),
+        })
+    }
 }
 
 /// A request admitted for recording (see `requests::submit::admit`).
@@ -169,6 +192,9 @@ pub struct SigningClaim {
     pub lease_until: u64,
     /// The round-2 plans earlier runs recorded, by input, oldest first.
     pub plans: Vec<SigningPlan>,
+    /// The request as claimed (SIGNING), its approvals the ones the rounds
+    /// present to the signers.
+    pub record: RequestRecord,
 }
 
 /// What a signing run recorded before it sent round 2 of one input: the
@@ -198,6 +224,10 @@ pub struct ClaimRequest<'a> {
     pub takeover: bool,
     pub now: u64,
     pub lease_secs: u64,
+    /// The request as the caller last had it (the decision that approved
+    /// it, or the run's previous claim): returned as claimed without being
+    /// read again when it is still current ([`RequestRecord::as_claimed`]).
+    pub known: Option<&'a RequestRecord>,
 }
 
 /// Which requests a listing returns.
@@ -373,7 +403,9 @@ pub trait RequestStore: Send + Sync {
     /// - Any other state: [`Error::StateConflict`] (expected APPROVED).
     ///
     /// A new claim's fence is one more than any earlier claim's of the
-    /// request. Returns the claim with the plans earlier runs recorded.
+    /// request. Returns the claim with the plans earlier runs recorded and
+    /// the request as claimed, read in the same transaction unless
+    /// `claim.known` is current ([`RequestRecord::as_claimed`]).
     ///
     /// Atomicity: one transaction; of concurrent claimers exactly one wins.
     ///

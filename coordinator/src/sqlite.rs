@@ -753,14 +753,20 @@ impl RequestStore for SqliteStore {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?;
-            let (fence, started) = match state_of(tx, id)? {
+            let state = state_of(tx, id)?;
+            // Counted before the claim adds its own history record.
+            let transitions = match claim.known {
+                Some(_) => transition_count(tx, id)?,
+                None => 0,
+            };
+            let (fence, started) = match state {
                 State::Approved => {
                     let started = next(State::Approved, Event::SigningStarted)?;
                     apply(tx, id, &started, claim.now)?;
-                    (held.map_or(1, |(fence, ..)| fence as u64 + 1), true)
+                    (held.map_or(1, |(fence, ..)| fence as u64 + 1), Some(started))
                 }
                 State::Signing => match held {
-                    Some((fence, owner, _)) if owner == claim.owner => (fence as u64, false),
+                    Some((fence, owner, _)) if owner == claim.owner => (fence as u64, None),
                     Some((_, owner, until))
                         if !claim.takeover && until as u64 > claim.now =>
                     {
@@ -770,9 +776,9 @@ impl RequestStore for SqliteStore {
                             until: until as u64,
                         });
                     }
-                    Some((fence, ..)) => (fence as u64 + 1, false),
+                    Some((fence, ..)) => (fence as u64 + 1, None),
                     // SIGNING from before claims existed (schema < 7).
-                    None => (1, false),
+                    None => (1, None),
                 },
                 actual => {
                     return Err(Error::StateConflict {
@@ -804,12 +810,23 @@ impl RequestStore for SqliteStore {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let record = match RequestRecord::as_claimed(
+                claim.known,
+                state,
+                transitions,
+                started.as_ref(),
+                claim.now,
+            ) {
+                Some(record) => record,
+                None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
+            };
             Ok(SigningClaim {
                 fence,
-                started,
+                started: started.is_some(),
                 owner: claim.owner.to_string(),
                 lease_until,
                 plans,
+                record,
             })
         })
     }
@@ -994,6 +1011,16 @@ fn state_of(tx: &Connection, id: &RequestId) -> Result<State> {
         .optional()?;
     let state = state.ok_or(Missing::Request(*id))?;
     State::parse(&state).ok_or_else(|| corrupt("state"))
+}
+
+/// How many history records request `id` has.
+fn transition_count(tx: &Connection, id: &RequestId) -> Result<usize> {
+    let n: i64 = tx.query_row_cached(
+        "SELECT COUNT(*) FROM transitions WHERE request_id = ?1",
+        [&id[..]],
+        |r| r.get(0),
+    )?;
+    usize::try_from(n).map_err(|_| corrupt("transition count"))
 }
 
 fn check_state(tx: &Connection, id: &RequestId, expected: State) -> Result<()> {
@@ -1410,6 +1437,7 @@ mod tests {
         contract::signed_transactions(&store().1);
         contract::signing_claims(&store().1);
         contract::retries(&store().1);
+        contract::claims_return_the_record_as_claimed(&store().1);
     }
 
     /// Two connections to one file, as two processes would have: the

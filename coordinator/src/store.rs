@@ -819,6 +819,7 @@ pub(crate) mod contract {
             takeover,
             now,
             lease_secs: 100,
+            known: None,
         }
     }
 
@@ -965,5 +966,71 @@ pub(crate) mod contract {
         let again = store.claim_signing(&id, claim("b", false, 230)).unwrap();
         assert_eq!(again.fence, c.fence + 1);
         assert_eq!(again.plans, vec![plan]);
+    }
+
+    /// A claim returns the request as claimed, equal to a fresh read: built
+    /// from the caller's record when that is current, read in the claim's
+    /// transaction when it is absent or stale (another state, or a history
+    /// that grew: a run that failed and an admin's retry since).
+    pub fn claims_return_the_record_as_claimed<S: RequestStore>(store: &S) {
+        let id = approved(store, "k1");
+        let approved_record = store.request(&id).unwrap();
+        let with = |owner, now, known| crate::request_store::ClaimRequest {
+            known,
+            ..claim(owner, false, now)
+        };
+        // Current: built, not read.
+        let first = store
+            .claim_signing(&id, with("a", 200, Some(&approved_record)))
+            .unwrap();
+        assert!(first.started);
+        assert_eq!(first.record, store.request(&id).unwrap());
+        assert_eq!(first.record.state, State::Signing);
+        // A renewal with the claimed record, and without any.
+        let renewed = store
+            .claim_signing(&id, with("a", 201, Some(&first.record)))
+            .unwrap();
+        assert!(!renewed.started);
+        assert_eq!(renewed.record, first.record);
+        assert_eq!(
+            store
+                .claim_signing(&id, with("a", 202, None))
+                .unwrap()
+                .record,
+            first.record
+        );
+        // Stale by state: the APPROVED record of before the claim.
+        assert_eq!(
+            store
+                .claim_signing(&id, with("a", 203, Some(&approved_record)))
+                .unwrap()
+                .record,
+            first.record
+        );
+        // Stale by history: APPROVED again after a failure and a retry,
+        // while the caller still has the first APPROVED record.
+        let failed = next(
+            State::Signing,
+            Event::SigningFailed {
+                reason: "refused".into(),
+            },
+        )
+        .unwrap();
+        store
+            .finish_signing(&id, first.fence, &failed, 210)
+            .unwrap();
+        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+        store
+            .retry_failed(&id, &retried, &Limits::default(), None, 220)
+            .unwrap();
+        let again = store
+            .claim_signing(&id, with("b", 230, Some(&approved_record)))
+            .unwrap();
+        let read = store.request(&id).unwrap();
+        assert_eq!(again.record, read);
+        assert_eq!(
+            read.transitions.len(),
+            approved_record.transitions.len() + 4
+        );
     }
 }

@@ -737,14 +737,20 @@ impl RequestStore for PostgresStore {
                 )),
                 None => None,
             };
-            let (fence, started) = match state_of(tx, id)? {
+            let state = state_of(tx, id)?;
+            // Counted before the claim adds its own history record.
+            let transitions = match claim.known {
+                Some(_) => transition_count(tx, id)?,
+                None => 0,
+            };
+            let (fence, started) = match state {
                 State::Approved => {
                     let started = next(State::Approved, Event::SigningStarted)?;
                     apply(tx, id, &started, claim.now)?;
-                    (held.map_or(1, |(fence, ..)| fence + 1), true)
+                    (held.map_or(1, |(fence, ..)| fence + 1), Some(started))
                 }
                 State::Signing => match held {
-                    Some((fence, owner, _)) if owner == claim.owner => (fence, false),
+                    Some((fence, owner, _)) if owner == claim.owner => (fence, None),
                     Some((_, owner, until)) if !claim.takeover && until > claim.now => {
                         return Err(Error::SigningClaimed {
                             request: *id,
@@ -753,8 +759,8 @@ impl RequestStore for PostgresStore {
                         }
                         .into());
                     }
-                    Some((fence, ..)) => (fence + 1, false),
-                    None => (1, false),
+                    Some((fence, ..)) => (fence + 1, None),
+                    None => (1, None),
                 },
                 actual => {
                     return Err(Error::StateConflict {
@@ -784,12 +790,23 @@ impl RequestStore for PostgresStore {
                     signers: split_names(&row.try_get::<_, String>(2)?),
                 });
             }
+            let record = match RequestRecord::as_claimed(
+                claim.known,
+                state,
+                transitions,
+                started.as_ref(),
+                claim.now,
+            ) {
+                Some(record) => record,
+                None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
+            };
             Ok(SigningClaim {
                 fence,
-                started,
+                started: started.is_some(),
                 owner: claim.owner.to_string(),
                 lease_until,
                 plans,
+                record,
             })
         })
     }
@@ -969,6 +986,17 @@ fn state_of(tx: &mut Tx<'_>, id: &RequestId) -> TxResult<State> {
         )?
         .ok_or(Missing::Request(*id))?;
     Ok(State::parse(&row.try_get::<_, String>(0)?).ok_or_else(|| corrupt("state"))?)
+}
+
+/// How many history records request `id` has.
+fn transition_count(tx: &mut Tx<'_>, id: &RequestId) -> TxResult<usize> {
+    let row = tx
+        .query_opt(
+            "SELECT COUNT(*) FROM transitions WHERE request_id = $1",
+            &[&&id[..]],
+        )?
+        .ok_or_else(|| corrupt("transition count"))?;
+    Ok(usize::try_from(row.try_get::<_, i64>(0)?).map_err(|_| corrupt("transition count"))?)
 }
 
 fn check_state(tx: &mut Tx<'_>, id: &RequestId, expected: State) -> TxResult<()> {

@@ -53,6 +53,7 @@ fn request_store_contract() {
     contract::signed_transactions(&store(&server));
     contract::signing_claims(&store(&server));
     contract::retries(&store(&server));
+    contract::claims_return_the_record_as_claimed(&store(&server));
 }
 
 /// Stores on one database, as coordinators on one server would be: the

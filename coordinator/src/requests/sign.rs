@@ -87,6 +87,9 @@ async fn sign_and_record(
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
     let mut audited_fence = None;
+    // The request as this run last had it: the claim returns it as claimed
+    // without reading it again while it is current.
+    let mut last = known.clone();
     loop {
         // The policy's time rules (a delay after full approval, signing
         // hours): wait, holding nothing, until the request may be signed;
@@ -106,23 +109,24 @@ async fn sign_and_record(
         let store = c.requests.clone();
         let owner = c.owner.clone();
         let lease_secs = c.signing_lease_secs;
-        // The claim and the record it claimed, read in the same hop to the
-        // store's thread (the approvals are read after the claim: the
-        // record the rounds use is the one claimed).
+        // The claim returns the record it claimed (the approvals the rounds
+        // present are the ones of the request as claimed), in one hop to
+        // the store's thread.
+        let prior = last.take();
         let claimed = blocking(move || {
-            let claim = store.claim_signing(
+            store.claim_signing(
                 &id,
                 ClaimRequest {
                     owner: &owner,
                     takeover,
                     now: super::now(),
                     lease_secs,
+                    known: prior.as_ref(),
                 },
-            )?;
-            Ok((claim, store.request(&id)?))
+            )
         })
         .await;
-        let (claim, record) = match claimed {
+        let claim = match claimed {
             Ok(claimed) => claimed,
             Err(Error::StateConflict { actual, .. }) => {
                 // Signed, failed or expired meanwhile: never sign twice.
@@ -138,6 +142,8 @@ async fn sign_and_record(
         if claim.started {
             crate::metrics::transition(State::Signing);
         }
+        let record = claim.record.clone();
+        last = Some(record.clone());
         c.publish(&record);
         // Once per claim: a retry after a backoff renews the same claim and
         // is not a new start (a request whose signers are down for an hour
