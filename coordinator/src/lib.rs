@@ -72,6 +72,7 @@ pub mod requests;
 pub mod retire;
 pub mod server;
 pub mod service;
+pub mod sign_batches;
 pub mod signer_standing;
 pub mod signer_watch;
 pub mod signing;

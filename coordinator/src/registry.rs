@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::commitment_pool::CommitmentPools;
 use crate::config::SignerEntry;
+use crate::sign_batches::SignBatches;
 use crate::signer_standing::SignerStandings;
 
 /// How long to wait for a TCP connection to a signer.
@@ -42,6 +43,9 @@ pub struct Signer {
     pub client: SignerClient<Channel>,
     /// The channel `client` uses (for the health watch).
     pub channel: Channel,
+    /// Round-2 calls over `client`, batched under load
+    /// ([`crate::sign_batches`]).
+    pub sign_batches: SignBatches,
 }
 
 #[derive(Clone)]
@@ -124,6 +128,7 @@ impl Registry {
                 address: entry.address.clone(),
                 identifier,
                 client: SignerClient::new(channel.clone()),
+                sign_batches: SignBatches::new(SignerClient::new(channel.clone())),
                 channel,
             };
             if signers.insert(entry.name.clone(), signer).is_some() {

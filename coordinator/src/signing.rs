@@ -808,7 +808,7 @@ async fn round2<C: Suite>(
     // with the same share; one whose nonces are gone says so) before the
     // attempt is given up.
     let ask = |p: &Participant<C>| {
-        let mut client = p.signer.client.clone();
+        let calls = p.signer.sign_batches.clone();
         let req = pb::SignRequest {
             key_id: key_id.clone(),
             signing_package: package_bytes.to_vec(),
@@ -817,10 +817,7 @@ async fn round2<C: Suite>(
         };
         async move {
             let started = std::time::Instant::now();
-            let result = client.sign(req).await.map(|r| {
-                crate::phases::record_signer(r.metadata());
-                r.into_inner()
-            });
+            let result = calls.sign(req).await;
             (started.elapsed(), result)
         }
     };

@@ -154,6 +154,29 @@ async fn a_burst_of_a_thousand_approvals_is_signed_without_failures() {
         commits <= shares + 10,
         "round-1 commitments that led to no share: {commits} commitments, {shares} shares"
     );
+    // Under the burst, round 2 went out in SignBatch calls
+    // (coordinator/src/sign_batches.rs), and more than one Sign per batch.
+    let batches: Vec<usize> = cluster.signers.iter().flat_map(batch_sizes).collect();
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "no SignBatch of several items in the signers' logs: {batches:?}"
+    );
+    assert!(batches.iter().sum::<usize>() <= shares);
+}
+
+/// The item counts of the SignBatch calls signer `node` answered, from its
+/// log.
+fn batch_sizes(node: &SignerNode) -> Vec<usize> {
+    std::fs::read_to_string(node.dir.join("log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("a batch of Signs answered"))
+        .filter_map(|l| {
+            let items = &l[l.find("items=")? + "items=".len()..];
+            let digits: String = items.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
 }
 
 /// CPU seconds (user + system) the process `pid` has used.

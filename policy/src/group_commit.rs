@@ -155,13 +155,34 @@ impl<B: Batch> GroupCommit<B> {
         &self,
         write: impl FnOnce(&mut B) -> Result<T, E>,
     ) -> Result<T, E> {
+        self.write_each(std::iter::once(write))
+            .pop()
+            .unwrap_or_else(|| Err(GroupCommitError::Aborted("no write ran".into()).into()))
+    }
+
+    /// Runs every write of `writes`, in order, in one batch (each in its
+    /// own savepoint, as [`GroupCommit::write`] runs one), and returns
+    /// their results, in the same order, once the batch is durably
+    /// committed: a caller with several writes at hand (a signer's batch
+    /// of Signs) shares one commit among them without a thread per write.
+    /// Each write is kept or undone alone, and sees the ones before it. The
+    /// batch holds them all, even past [`GroupCommit::with_max_batch`].
+    pub fn write_each<T, E: From<GroupCommitError>, F: FnOnce(&mut B) -> Result<T, E>>(
+        &self,
+        writes: impl IntoIterator<Item = F>,
+    ) -> Vec<Result<T, E>> {
         self.arriving.fetch_add(1, Ordering::SeqCst);
         let mut state = self.lock();
         self.arriving.fetch_sub(1, Ordering::SeqCst);
         let outcome = match &state.open {
             Some(open) => open.outcome.clone(),
             None => {
-                state.batch.begin().map_err(GroupCommitError::Begin)?;
+                if let Err(e) = state.batch.begin() {
+                    return writes
+                        .into_iter()
+                        .map(|_| Err(GroupCommitError::Begin(e.clone()).into()))
+                        .collect();
+                }
                 let outcome = Outcome::default();
                 state.open = Some(Open {
                     outcome: outcome.clone(),
@@ -170,26 +191,36 @@ impl<B: Batch> GroupCommit<B> {
                 outcome
             }
         };
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        let result = match state.batch.mark() {
-            Err(e) => {
-                self.abort(&mut state, e);
-                None
+        let mut results = Vec::new();
+        for write in writes {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            // A batch aborted by an earlier write's failed savepoint keeps
+            // nothing more: the rest are not run.
+            if state.open.is_none() {
+                results.push(None);
+                continue;
             }
-            Ok(()) => {
-                let result = catch_unwind(AssertUnwindSafe(|| write(&mut state.batch)));
-                match state.batch.settle(matches!(result, Ok(Ok(_)))) {
-                    Err(e) => self.abort(&mut state, e),
-                    Ok(()) => {
-                        if let Some(open) = state.open.as_mut() {
-                            open.writes += 1;
+            let result = match state.batch.mark() {
+                Err(e) => {
+                    self.abort(&mut state, e);
+                    None
+                }
+                Ok(()) => {
+                    let result = catch_unwind(AssertUnwindSafe(|| write(&mut state.batch)));
+                    match state.batch.settle(matches!(result, Ok(Ok(_)))) {
+                        Err(e) => self.abort(&mut state, e),
+                        Ok(()) => {
+                            if let Some(open) = state.open.as_mut() {
+                                open.writes += 1;
+                            }
                         }
                     }
+                    Some(result)
                 }
-                Some(result)
-            }
-        };
-        // Still open with this write in it: commit, unless a writer that
+            };
+            results.push(result);
+        }
+        // Still open with these writes in it: commit, unless a writer that
         // will join this batch is already waiting (it, or the last of
         // them, commits).
         let commit_now = state.open.as_ref().is_some_and(|open| {
@@ -205,13 +236,24 @@ impl<B: Batch> GroupCommit<B> {
             state = self.settled.wait(state).unwrap_or_else(|p| p.into_inner());
         };
         drop(state);
-        match (result, verdict) {
-            (Some(Err(panic)), _) => resume_unwind(panic),
-            (_, Err(e)) => Err(e.into()),
-            (Some(Ok(result)), Ok(())) => result,
-            // A failed mark aborts the batch: its verdict is an error.
-            (None, Ok(())) => Err(GroupCommitError::Aborted("no savepoint".into()).into()),
+        let mut answers = Vec::with_capacity(results.len());
+        let mut panicked = None;
+        for result in results {
+            answers.push(match (result, &verdict) {
+                (Some(Err(panic)), _) => {
+                    panicked.get_or_insert(panic);
+                    Err(GroupCommitError::Aborted("the write panicked".into()).into())
+                }
+                (_, Err(e)) => Err(e.clone().into()),
+                (Some(Ok(result)), Ok(())) => result,
+                // A failed mark aborts the batch: its verdict is an error.
+                (None, Ok(())) => Err(GroupCommitError::Aborted("no savepoint".into()).into()),
+            });
         }
+        if let Some(panic) = panicked {
+            resume_unwind(panic);
+        }
+        answers
     }
 
     /// Runs `read` on the store now, between writes. It may see the writes
@@ -399,6 +441,32 @@ mod tests {
                 writes: 2,
                 commits: 2
             }
+        );
+        assert_eq!(store.peek(|s| s.kept.clone()), [2, 4]);
+    }
+
+    /// One caller's several writes: one commit for all, each kept or
+    /// undone alone, answered in order; a failed commit fails them all.
+    #[test]
+    fn a_callers_writes_share_one_commit_and_a_failure_stays_its_own() {
+        let store = GroupCommit::new(Numbers::default());
+        let answers = store.write_each([2u32, 3, 4].map(|n| move |s: &mut Numbers| add(s, n)));
+        assert_eq!(answers, [Ok(2), Err(Refused::Odd(3)), Ok(4)]);
+        assert_eq!(
+            store.stats(),
+            Stats {
+                writes: 3,
+                commits: 1
+            }
+        );
+        assert_eq!(store.peek(|s| s.kept.clone()), [2, 4]);
+        store.peek(|s| s.fail_commit = true);
+        let answers = store.write_each([6u32, 8].map(|n| move |s: &mut Numbers| add(s, n)));
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Err(Refused::Batch(GroupCommitError::Commit(_))))),
+            "{answers:?}"
         );
         assert_eq!(store.peek(|s| s.kept.clone()), [2, 4]);
     }

@@ -17,8 +17,10 @@ use crate::node_audit::{AuditUnavailable, audited};
 use crate::phases::SignerPhase::{Audit, Ledger, Token, Verify};
 use crate::phases::time;
 use crate::releases::Claim;
+use crate::releases::InFlight;
 use crate::signing::{SignError, SigningContext};
-use crate::spending::Spend;
+use crate::spending::{Release, Spend};
+use ringi_policy::limits::Limits;
 
 /// What round 2 hands back to the coordinator.
 #[derive(Debug, Clone)]
@@ -73,12 +75,158 @@ pub fn sign<S: Suite>(
     excluded: &[u32],
     now: u64,
 ) -> Result<Round2Output<S>, SignError> {
+    let item = SignItem {
+        bundle,
+        signing_package,
+        excluded,
+    };
+    // One result per item, always.
+    sign_each(ctx, key_id, &[item], now)
+        .pop()
+        .unwrap_or(Err(SignError::BatchSize(0)))
+}
+
+/// The most Signs one batch may carry (`SignBatch`).
+pub const MAX_SIGN_BATCH: usize = 64;
+
+/// One Sign of a batch: what the coordinator sent for one input.
+#[derive(Clone, Copy)]
+pub struct SignItem<'a> {
+    pub bundle: &'a PresentedBundle,
+    pub signing_package: &'a [u8],
+    pub excluded: &'a [u32],
+}
+
+/// Round 2 of several Signs of `key_id` at once (`SignBatch`): each is
+/// [`sign`], with the same checks and effects in the same order and its
+/// own result, but the vault unseals the share once for all of them
+/// (step 7, [`crate::vault::ShareVault::sign_each`]) and their releases
+/// share one commit (step 8, [`crate::spending::SpendingLedger::release_each`];
+/// each still refused or kept alone, the caps of each counting the ones
+/// before it). One result per item, in order.
+pub fn sign_each<S: Suite>(
+    ctx: &SigningContext<S>,
+    key_id: &KeyId,
+    items: &[SignItem<'_>],
+    now: u64,
+) -> Vec<Result<Round2Output<S>, SignError>> {
+    let mut results: Vec<Option<Result<Round2Output<S>, SignError>>> =
+        items.iter().map(|_| None).collect();
+    // Steps 0-6, each item alone.
+    let mut fresh: Vec<(usize, Box<Prepared<S>>, InFlight)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match prepare(ctx, key_id, item, now) {
+            Ok(Ready::Resent(out)) => results[i] = Some(Ok(out)),
+            Ok(Ready::Fresh(prepared, claim)) => fresh.push((i, prepared, claim)),
+            Err(e) => results[i] = Some(Err(e)),
+        }
+    }
+    // Step 7: the vault, one unseal for every item that got this far.
+    fresh.retain(|(i, ..)| match ctx.not_retired(key_id) {
+        Ok(()) => true,
+        Err(e) => {
+            results[*i] = Some(Err(e.into()));
+            false
+        }
+    });
+    let packages: Vec<&SigningPackage<S>> = fresh.iter().map(|(_, p, _)| &p.package).collect();
+    let shares = time(Token, || ctx.vault.sign_each(key_id, &packages));
+    let mut signed = Vec::with_capacity(fresh.len());
+    let mut claims = Vec::with_capacity(fresh.len());
+    for ((i, prepared, claim), share) in fresh.into_iter().zip(shares) {
+        match share {
+            Ok(share) => {
+                signed.push((i, prepared, share));
+                claims.push(claim);
+            }
+            // The claim is dropped: the input is free again.
+            Err(e) => results[i] = Some(Err(e.into())),
+        }
+    }
+    // Step 8: recorded with the spend and its audit entry (one commit for
+    // the batch), then appended to the audit log, before the share leaves:
+    // no record or no audit entry, no share ([`crate::audit_outbox`]).
+    let releases: Vec<Release<'_>> = signed
+        .iter()
+        .zip(claims)
+        .map(|((_, prepared, share), claim)| Release {
+            spend: prepared.spend(key_id),
+            claim,
+            share: share.serialize(),
+            event: "share_released",
+            fields: &prepared.fields,
+        })
+        .collect();
+    let kept = time(Ledger, || ctx.ledger.release_each(releases, now));
+    crate::fault::crash_point("after-release-commit");
+    for ((i, prepared, signature_share), kept) in signed.into_iter().zip(kept) {
+        // Step 9: the audit log.
+        let out = kept.map_err(SignError::from).and_then(|kept| {
+            time(Audit, || {
+                ctx.audit.record(
+                    "share_released",
+                    &crate::audit_outbox::logged_fields(&prepared.fields, kept),
+                )
+            })
+            .map_err(AuditUnavailable::from)?;
+            Ok(Round2Output {
+                signature_share,
+                request_id: prepared.request_id,
+            })
+        });
+        results[i] = Some(out);
+    }
+    results
+        .into_iter()
+        // Every item got its result above.
+        .map(|r| r.unwrap_or(Err(SignError::BatchSize(0))))
+        .collect()
+}
+
+/// What steps 0-6 leave of one Sign.
+enum Ready<S: Suite> {
+    /// The same package again: the share released before.
+    Resent(Round2Output<S>),
+    /// A share to make, with the input's claim in the release log.
+    Fresh(Box<Prepared<S>>, InFlight),
+}
+
+/// A Sign checked and claimed, waiting for its share.
+struct Prepared<S: Suite> {
+    package: SigningPackage<S>,
+    request_id: [u8; 32],
+    amount: u128,
+    limits: Limits,
+    daily_volume: Option<u128>,
+    /// Its `share_released` audit entry.
+    fields: Vec<(&'static str, String)>,
+}
+
+impl<S: Suite> Prepared<S> {
+    fn spend<'a>(&'a self, key_id: &'a KeyId) -> Spend<'a> {
+        Spend {
+            key_id,
+            request_id: &self.request_id,
+            amount: self.amount,
+            limits: &self.limits,
+            daily_volume: self.daily_volume,
+        }
+    }
+}
+
+/// Steps 0-6 of [`sign`] for one item: every check, and the input's claim.
+fn prepare<S: Suite>(
+    ctx: &SigningContext<S>,
+    key_id: &KeyId,
+    item: &SignItem<'_>,
+    now: u64,
+) -> Result<Ready<S>, SignError> {
     ctx.not_retired(key_id)?;
     let facts = ctx.key_facts(key_id)?;
-    let approved = time(Verify, || ctx.authorize(key_id, &facts, bundle, now))?;
-    let package = SigningPackage::<S>::deserialize(signing_package)
+    let approved = time(Verify, || ctx.authorize(key_id, &facts, item.bundle, now))?;
+    let package = SigningPackage::<S>::deserialize(item.signing_package)
         .map_err(|e| SignError::MalformedSigningPackage(e.to_string()))?;
-    let excluded = excluded_set(&package, excluded)?;
+    let excluded = excluded_set(&package, item.excluded)?;
     let input = check_message(&approved, package.message())?;
     let limits = ctx
         .policies
@@ -86,75 +234,48 @@ pub fn sign<S: Suite>(
         .key(key_id)
         .map(|k| k.limits.clone())
         .unwrap_or_default();
-    let volume = ringi_policy::volumes::daily_volume(ctx.daily_volume_file.as_deref(), key_id)?;
+    let daily_volume =
+        ringi_policy::volumes::daily_volume(ctx.daily_volume_file.as_deref(), key_id)?;
     let request_id = approved.request.id();
     // The amount counted is the subject's: for a PSBT, the sum of the
     // payments this node derived; every input of one request counts once.
-    let spend = Spend {
-        key_id,
-        request_id: &request_id,
+    let prepared = Prepared {
+        package,
+        request_id,
         amount: approved.subject.amount(),
-        limits: &limits,
-        daily_volume: volume,
+        limits,
+        daily_volume,
+        fields: released_fields(key_id, &approved, input),
     };
-    time(Ledger, || ctx.ledger.check(&spend, now))?;
+    time(Ledger, || ctx.ledger.check(&prepared.spend(key_id), now))?;
     // The release record of the input ([`crate::releases`]): the same
     // package again gets the same share; another only if the signers it
     // excludes strictly grow.
     let claim = match time(Ledger, || {
         ctx.ledger
             .releases()
-            .claim(&request_id, input, signing_package, &excluded)
+            .claim(&request_id, input, item.signing_package, &excluded)
     })? {
         Claim::Again(bytes) => {
             let signature_share = SignatureShare::<S>::deserialize(&bytes)
                 .map_err(|e| crate::releases::ReleaseError::Store(format!("stored share: {e}")))?;
             time(Audit, || {
-                audited(
-                    ctx.audit.as_ref(),
-                    "share_resent",
-                    &released_fields(key_id, &approved, input),
-                )
+                audited(ctx.audit.as_ref(), "share_resent", &prepared.fields)
             })?;
-            return Ok(Round2Output {
+            return Ok(Ready::Resent(Round2Output {
                 signature_share,
                 request_id,
-            });
+            }));
         }
         Claim::Fresh(claim) => claim,
     };
-    ctx.not_retired(key_id)?;
-    let signature_share = time(Token, || ctx.vault.sign(key_id, &package))?;
-    let mut fields = released_fields(key_id, &approved, input);
+    let mut prepared = prepared;
     if !excluded.is_empty() {
         // A further package for the input: who the coordinator left out.
         let ids: Vec<String> = excluded.iter().map(u16::to_string).collect();
-        fields.push(("excluded", ids.join(",")));
+        prepared.fields.push(("excluded", ids.join(",")));
     }
-    // Recorded with the spend and its audit entry (one commit), then
-    // appended to the audit log, before the share leaves: no record or no
-    // audit entry, no share ([`crate::audit_outbox`]).
-    let kept = time(Ledger, || {
-        ctx.ledger.release(
-            &spend,
-            claim,
-            &signature_share.serialize(),
-            now,
-            ("share_released", &fields),
-        )
-    })?;
-    crate::fault::crash_point("after-release-commit");
-    time(Audit, || {
-        ctx.audit.record(
-            "share_released",
-            &crate::audit_outbox::logged_fields(&fields, kept),
-        )
-    })
-    .map_err(AuditUnavailable::from)?;
-    Ok(Round2Output {
-        signature_share,
-        request_id,
-    })
+    Ok(Ready::Fresh(Box::new(prepared), claim))
 }
 
 /// The most identifiers a `SignRequest` may name as excluded: FROST
@@ -576,6 +697,100 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    /// A batch: each item gets what its own Sign would have (a share, its
+    /// refusal), the releases share one commit, and the caps each release
+    /// checks count the items before it.
+    #[test]
+    fn a_batch_answers_each_item_as_alone_with_one_commit() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let (_, a) = cluster.approved(b"a", 1000);
+        let (_, b) = cluster.approved(b"b", 10);
+        let (_, d) = cluster.approved(b"d", 1000);
+        let (_, e) = cluster.approved(b"e", 1000);
+        let pa = cluster.package(&[0, 1], &a, b"a");
+        // b's package reuses a's commitments: its nonces are a's.
+        let pb = bytes(&SigningPackage::new(pa.signing_commitments().clone(), b"b"));
+        let pd = bytes(&cluster.package(&[0, 1], &d, b"d"));
+        let pe = bytes(&cluster.package(&[0, 1], &e, b"e"));
+        let pa = bytes(&pa);
+        let item = |bundle, signing_package| SignItem {
+            bundle,
+            signing_package,
+            excluded: &[],
+        };
+        let commits = node.ctx.ledger.commit_stats().commits;
+        let out = sign_each(
+            &node.ctx,
+            &k(),
+            &[
+                item(&a, &pa),
+                item(&b, &pb),
+                item(&PresentedBundle::Missing, &pd),
+                item(&d, &pd),
+                item(&e, &pe),
+            ],
+            NOW,
+        );
+        assert_eq!(out.len(), 5);
+        let share_a = out[0].as_ref().unwrap().signature_share;
+        assert!(
+            matches!(out[1], Err(SignError::Vault(VaultError::NonceUnavailable))),
+            "{:?}",
+            out[1]
+        );
+        assert!(
+            matches!(
+                out[2],
+                Err(SignError::Authorization(AuthorizationError::NoBundle))
+            ),
+            "{:?}",
+            out[2]
+        );
+        assert!(out[3].is_ok(), "{:?}", out[3]);
+        // Each passed the caps' check alone (nothing committed yet); the
+        // release of e counts a and d before it: 3000 over 2500.
+        assert!(
+            matches!(
+                out[4],
+                Err(SignError::Authorization(AuthorizationError::CapExceeded(
+                    CapExceeded::WindowAmount { total: 3000, .. }
+                )))
+            ),
+            "{:?}",
+            out[4]
+        );
+        assert_eq!(node.ctx.ledger.commit_stats().commits, commits + 1);
+        assert_eq!(
+            node.audit
+                .events()
+                .iter()
+                .filter(|e| *e == "share_released")
+                .count(),
+            2
+        );
+        // a's share is a's: with node 1's, a signature over "a".
+        let package = SigningPackage::<S>::deserialize(&pa).unwrap();
+        let other = sign(&cluster.nodes[1].ctx, &k(), &a, &pa, &[], NOW).unwrap();
+        let shares = BTreeMap::from([
+            (ringi_frost::identifier::<S>(1).unwrap(), share_a),
+            (
+                ringi_frost::identifier::<S>(2).unwrap(),
+                other.signature_share,
+            ),
+        ]);
+        let signature = S::aggregate(&package, &shares, &cluster.public).unwrap();
+        cluster
+            .public
+            .verifying_key()
+            .verify(b"a", &signature)
+            .unwrap();
+        // Asked again in a batch: the same share, resent.
+        let again = sign_each(&node.ctx, &k(), &[item(&a, &pa)], NOW);
+        assert_eq!(again[0].as_ref().unwrap().signature_share, share_a);
+        assert_eq!(node.audit.events().last().unwrap(), "share_resent");
     }
 
     #[test]

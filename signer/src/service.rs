@@ -106,8 +106,21 @@ async fn blocking<T: Send + 'static>(
     let result = tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(EdgeError::Worker(e.to_string()).into()));
-    crate::metrics::rpc(rpc, &result, started.elapsed());
-    if let Err(status) = &result {
+    answered(audit, rpc, key_id, &result, started.elapsed());
+    result
+}
+
+/// Counts an answer of `rpc` and, if it is a refusal, logs and audits it
+/// (a `refused` entry with its code and reason).
+fn answered<T>(
+    audit: &Arc<dyn AuditSink>,
+    rpc: &'static str,
+    key_id: String,
+    result: &Result<T, Status>,
+    elapsed: std::time::Duration,
+) {
+    crate::metrics::rpc(rpc, result, elapsed);
+    if let Err(status) = result {
         tracing::warn!(rpc, key_id = %key_id, code = ?status.code(), reason = status.message(), "refused");
         let fields = [
             ("rpc", rpc.to_string()),
@@ -119,7 +132,6 @@ async fn blocking<T: Send + 'static>(
             tracing::error!(error = %e, "audit log write failed");
         }
     }
-    result
 }
 
 /// The key id of a request, checked once, here.
@@ -203,6 +215,103 @@ async fn sign<S: Suite>(
     }
     tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
     Ok(timings.respond(pb::SignResponse { signature_share }))
+}
+
+/// SignBatch: several Signs of one key ([`round2::sign_each`]), each
+/// answered (and counted, logged, audited if refused) as its own Sign
+/// would be; the answer's phases are the whole batch's.
+async fn sign_batch<S: Suite>(
+    ctx: Arc<SigningContext<S>>,
+    req: pb::SignBatchRequest,
+) -> Result<Response<pb::SignBatchResponse>, Status> {
+    if let Some(late) = crate::fault::slow() {
+        tokio::time::sleep(late).await;
+    }
+    let audit = ctx.audit.clone();
+    let batch_key = req.key_id.clone();
+    let started = std::time::Instant::now();
+    let shape = if req.items.is_empty() || req.items.len() > round2::MAX_SIGN_BATCH {
+        Err(Status::invalid_argument(format!(
+            "a SignBatch holds 1..={} items, not {}",
+            round2::MAX_SIGN_BATCH,
+            req.items.len()
+        )))
+    } else if let Some(other) = req
+        .items
+        .iter()
+        .find(|i| !i.key_id.is_empty() && i.key_id != req.key_id)
+    {
+        Err(Status::invalid_argument(format!(
+            "a SignBatch item names key id {:?}, the batch {:?}",
+            other.key_id, req.key_id
+        )))
+    } else {
+        Ok(())
+    };
+    if let Err(status) = shape {
+        let refused = Err(status);
+        answered(&audit, "SignBatch", batch_key, &refused, started.elapsed());
+        return refused;
+    }
+    let (results, timings) = blocking(&audit, "SignBatch", req.key_id.clone(), move || {
+        let key_id = key_id(&req.key_id)?;
+        let bundles: Vec<PresentedBundle> = req
+            .items
+            .iter()
+            .map(|i| presented(i.approval_bundle.as_ref()))
+            .collect();
+        let items: Vec<round2::SignItem<'_>> = req
+            .items
+            .iter()
+            .zip(&bundles)
+            .map(|(item, bundle)| round2::SignItem {
+                bundle,
+                signing_package: &item.signing_package,
+                excluded: &item.excluded_identifiers,
+            })
+            .collect();
+        let (out, timings) = phases::measured(|| round2::sign_each(&ctx, &key_id, &items, now()));
+        let results: Vec<Result<(Vec<u8>, String), Status>> = out
+            .into_iter()
+            .map(|r| {
+                r.map(|o| (o.signature_share.serialize(), hex::encode(o.request_id)))
+                    .map_err(Status::from)
+            })
+            .collect();
+        Ok((results, timings))
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    tracing::info!(key_id = %batch_key, items = results.len(), "a batch of Signs answered");
+    let results = results
+        .into_iter()
+        .map(|result| {
+            let result = result.and_then(|(mut signature_share, request_id)| {
+                if crate::fault::lose_sign_response() {
+                    tracing::warn!(key_id = %batch_key, request_id = %request_id, "test fault: the Sign response is lost");
+                    return Err(Status::unavailable("test fault: response lost"));
+                }
+                if crate::fault::corrupt_share(&mut signature_share) {
+                    tracing::warn!(key_id = %batch_key, request_id = %request_id, "test fault: the signature share sent is corrupted");
+                }
+                tracing::info!(key_id = %batch_key, request_id = %request_id, "signature share released for an approved request");
+                Ok(signature_share)
+            });
+            answered(&audit, "Sign", batch_key.clone(), &result, elapsed);
+            pb::SignResult {
+                outcome: Some(match result {
+                    Ok(signature_share) => {
+                        pb::sign_result::Outcome::Response(pb::SignResponse { signature_share })
+                    }
+                    Err(status) => pb::sign_result::Outcome::Refusal(pb::SignRefusal {
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    }),
+                }),
+            }
+        })
+        .collect();
+    Ok(timings.respond(pb::SignBatchResponse { results }))
 }
 
 /// Preprocess: round 1 ahead of time ([`crate::preprocess::preprocess`]);
@@ -1031,6 +1140,17 @@ impl pb::signer_server::Signer for SignerService {
         }
     }
 
+    async fn sign_batch(
+        &self,
+        request: Request<pb::SignBatchRequest>,
+    ) -> Result<Response<pb::SignBatchResponse>, Status> {
+        let req = request.into_inner();
+        match self.kind_of(&req.key_id) {
+            Some(KeyKind::BitcoinTaproot) => sign_batch(self.taproot.signing.clone(), req).await,
+            _ => sign_batch(self.frost.signing.clone(), req).await,
+        }
+    }
+
     async fn preprocess(
         &self,
         request: Request<pb::PreprocessRequest>,
@@ -1089,6 +1209,85 @@ mod tests {
         assert_eq!(entry.fields["key_id"], key_id);
         assert_eq!(entry.fields["code"], format!("{:?}", status.code()));
         assert_eq!(entry.fields["reason"], status.message());
+    }
+
+    /// SignBatch: each item answered (and a refused one audited) as its
+    /// own Sign; a batch that is empty, too large or names two keys is
+    /// refused whole before any item runs.
+    #[tokio::test]
+    async fn a_sign_batch_answers_each_item_and_refuses_a_bad_batch_whole() {
+        let cluster = Cluster::new();
+        let node = &cluster.nodes[0];
+        let ctx = Arc::new(node.ctx.clone());
+        let (_, bundle) = cluster.approved(b"m", 10);
+        let package = cluster.package(&[0, 1], &bundle, b"m").serialize().unwrap();
+        let item = |bundle: Option<ringi_proto::approval::v1::ApprovalBundle>| pb::SignRequest {
+            key_id: String::new(),
+            signing_package: package.clone(),
+            approval_bundle: bundle,
+            excluded_identifiers: Vec::new(),
+        };
+        let answer = sign_batch(
+            ctx.clone(),
+            pb::SignBatchRequest {
+                key_id: "k".into(),
+                items: vec![item(None), item(wire(&bundle))],
+            },
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        let outcomes: Vec<_> = answer
+            .results
+            .into_iter()
+            .map(|r| r.outcome.unwrap())
+            .collect();
+        match &outcomes[..] {
+            [
+                pb::sign_result::Outcome::Refusal(refusal),
+                pb::sign_result::Outcome::Response(response),
+            ] => {
+                assert_eq!(refusal.code, Code::PermissionDenied as i32);
+                assert!(refusal.message.contains("no approval bundle"));
+                assert!(!response.signature_share.is_empty());
+            }
+            other => panic!("expected a refusal, then a share: {other:?}"),
+        }
+        let entries = node.audit.entries();
+        let refusal = entries.iter().find(|e| e.event == "refused").unwrap();
+        assert_eq!(refusal.fields["rpc"], "Sign");
+        assert_eq!(refusal.fields["code"], "PermissionDenied");
+        assert!(node.audit.events().contains(&"share_released".to_string()));
+
+        for (items, key_id, reason) in [
+            (vec![], "k", "1..=64 items, not 0"),
+            (vec![item(None); 65], "k", "1..=64 items, not 65"),
+            (
+                vec![pb::SignRequest {
+                    key_id: "other".into(),
+                    ..item(None)
+                }],
+                "k",
+                "names key id \"other\"",
+            ),
+        ] {
+            let before = node.audit.entries().len();
+            let status = sign_batch(
+                ctx.clone(),
+                pb::SignBatchRequest {
+                    key_id: key_id.into(),
+                    items,
+                },
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(status.message().contains(reason), "{status:?}");
+            // Refused whole: one entry, for the batch, no item run.
+            let entries = node.audit.entries();
+            assert_eq!(entries.len(), before + 1);
+            refused(&entries[before], "SignBatch", "k", &status);
+        }
     }
 
     #[tokio::test]

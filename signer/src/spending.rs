@@ -67,6 +67,19 @@ pub struct Spend<'a> {
     pub daily_volume: Option<u128>,
 }
 
+/// One share's release, as [`SpendingLedger::release_each`] records it.
+pub struct Release<'a> {
+    /// The request it signs for, counted once.
+    pub spend: Spend<'a>,
+    /// The input's claim in the release log, held until the commit.
+    pub claim: InFlight,
+    /// The signature share, as sent.
+    pub share: Vec<u8>,
+    /// Its audit entry, kept with it ([`crate::audit_outbox`]).
+    pub event: &'a str,
+    pub fields: &'a [(&'a str, String)],
+}
+
 pub struct SpendingLedger {
     /// Every write, batched (see the module docs).
     writer: GroupCommit<SqliteBatch>,
@@ -195,12 +208,37 @@ impl SpendingLedger {
         now: u64,
         (event, fields): (&str, &[(&str, String)]),
     ) -> Result<i64, LedgerError> {
-        let written = self.writer.write(|conn| {
-            count(conn, spend, now)?;
-            ReleaseLog::insert(conn, &claim, share, now)?;
-            crate::audit_outbox::keep(conn, now, event, fields)
-        });
-        drop(claim);
+        self.release_each(
+            vec![Release {
+                spend: *spend,
+                claim,
+                share: share.to_vec(),
+                event,
+                fields,
+            }],
+            now,
+        )
+        .pop()
+        .unwrap_or_else(|| Err(LedgerError::Store("no release was written".into())))
+    }
+
+    /// [`SpendingLedger::release`] of each of `releases`, in order, in one
+    /// commit (a batch of Signs): each is refused or kept alone, and the
+    /// caps each checks count the ones before it. One result per release.
+    pub fn release_each(
+        &self,
+        releases: Vec<Release<'_>>,
+        now: u64,
+    ) -> Vec<Result<i64, LedgerError>> {
+        let written = self.writer.write_each(releases.iter().map(|r| {
+            move |conn: &mut SqliteBatch| {
+                count(conn, &r.spend, now)?;
+                ReleaseLog::insert(conn, &r.claim, &r.share, now)?;
+                crate::audit_outbox::keep(conn, now, r.event, r.fields)
+            }
+        }));
+        // The claims are held until the commit returned.
+        drop(releases);
         written
     }
 

@@ -260,15 +260,20 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
         Ok((id, commitments))
     }
 
-    fn sign(
+    fn sign_each(
         &self,
         key_id: &KeyId,
-        package: &SigningPackage<S>,
-    ) -> Result<SignatureShare<S>, VaultError> {
-        let id = self.share(key_id)?.0;
-        sign_with_nonces(&self.nonces, key_id, id, package, || {
-            self.share(key_id).map(|s| s.1)
-        })
+        packages: &[&SigningPackage<S>],
+    ) -> Vec<Result<SignatureShare<S>, VaultError>> {
+        match self.share(key_id) {
+            Ok((id, _)) => sign_with_nonces(&self.nonces, key_id, id, packages, || {
+                self.share(key_id).map(|s| s.1)
+            }),
+            Err(_) => packages
+                .iter()
+                .map(|_| Err(VaultError::UnknownKey(key_id.to_string())))
+                .collect(),
+        }
     }
 
     fn shares(&self) -> Vec<ShareInfo> {

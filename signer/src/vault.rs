@@ -186,7 +186,21 @@ pub trait ShareVault<S: Suite>: Send + Sync {
         &self,
         key_id: &KeyId,
         package: &SigningPackage<S>,
-    ) -> Result<SignatureShare<S>, VaultError>;
+    ) -> Result<SignatureShare<S>, VaultError> {
+        self.sign_each(key_id, &[package])
+            .pop()
+            .unwrap_or(Err(VaultError::NotAParticipant(0)))
+    }
+
+    /// Round 2 of several packages of `key_id` at once (a batch of Signs):
+    /// [`ShareVault::sign`] for each, in order, with the share unsealed
+    /// once for all of them. Each package's nonces are taken out before
+    /// the share is unsealed; each result is its package's own.
+    fn sign_each(
+        &self,
+        key_id: &KeyId,
+        packages: &[&SigningPackage<S>],
+    ) -> Vec<Result<SignatureShare<S>, VaultError>>;
 
     /// The shares held, ordered by key id.
     fn shares(&self) -> Vec<ShareInfo>;
@@ -233,27 +247,45 @@ pub(crate) fn public_facts<S: Suite>(
     Ok((group_key, public.serialize().map_err(VaultError::frost)?))
 }
 
-/// Round 2 with the share in hand, for vaults that hold the share as a
-/// scalar (the token envelope, the memory test double): finds this node's
-/// commitments in `package`, takes their nonces out of `nonces` **before
-/// anything else can fail** (from then on they are gone, whatever happens),
-/// then unseals the share with `unseal` and signs with [`Suite::sign`].
+/// Round 2 of `packages` with the share in hand, for vaults that hold the
+/// share as a scalar (the token envelope, the memory test double): for
+/// each package, finds this node's commitments and takes their nonces out
+/// of `nonces` **before anything else can fail** (from then on they are
+/// gone, whatever happens); then unseals the share with `unseal`, once for
+/// all the packages that have nonces (again for the next one if it
+/// failed), and signs each with [`Suite::sign`]. One result per package,
+/// in order.
 pub(crate) fn sign_with_nonces<S: Suite>(
     nonces: &VaultNonces<S>,
     key_id: &KeyId,
     id: u16,
-    package: &SigningPackage<S>,
-    unseal: impl FnOnce() -> Result<KeyPackage<S>, VaultError>,
-) -> Result<SignatureShare<S>, VaultError> {
-    let own = package
-        .signing_commitments()
-        .get(&identifier::<S>(id)?)
-        .ok_or(VaultError::NotAParticipant(id))?;
-    let nonces = nonces
-        .take(key_id, own)
-        .ok_or(VaultError::NonceUnavailable)?;
-    let share = unseal()?;
-    S::sign(package, &nonces, &share).map_err(VaultError::frost)
+    packages: &[&SigningPackage<S>],
+    unseal: impl Fn() -> Result<KeyPackage<S>, VaultError>,
+) -> Vec<Result<SignatureShare<S>, VaultError>> {
+    let own_id = identifier::<S>(id);
+    let taken: Vec<Result<_, VaultError>> = packages
+        .iter()
+        .map(|package| {
+            let own = package
+                .signing_commitments()
+                .get(own_id.as_ref().map_err(|_| VaultError::BadIdentifier(id))?)
+                .ok_or(VaultError::NotAParticipant(id))?;
+            nonces.take(key_id, own).ok_or(VaultError::NonceUnavailable)
+        })
+        .collect();
+    let mut share: Option<KeyPackage<S>> = None;
+    packages
+        .iter()
+        .zip(taken)
+        .map(|(package, nonces)| {
+            let nonces = nonces?;
+            let share = match &mut share {
+                Some(share) => share,
+                empty => empty.insert(unseal()?),
+            };
+            S::sign(package, &nonces, share).map_err(VaultError::frost)
+        })
+        .collect()
 }
 
 /// One key's sealed shares on the token: the one in use, and a refresh's
@@ -618,13 +650,18 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
         Ok((id, commitments))
     }
 
-    fn sign(
+    fn sign_each(
         &self,
         key_id: &KeyId,
-        package: &SigningPackage<S>,
-    ) -> Result<SignatureShare<S>, VaultError> {
-        let id = self.identifier_of(key_id)?;
-        sign_with_nonces(&self.nonces, key_id, id, package, || self.unseal(key_id))
+        packages: &[&SigningPackage<S>],
+    ) -> Vec<Result<SignatureShare<S>, VaultError>> {
+        match self.identifier_of(key_id) {
+            Ok(id) => sign_with_nonces(&self.nonces, key_id, id, packages, || self.unseal(key_id)),
+            Err(_) => packages
+                .iter()
+                .map(|_| Err(VaultError::UnknownKey(key_id.to_string())))
+                .collect(),
+        }
     }
 
     fn shares(&self) -> Vec<ShareInfo> {
@@ -644,5 +681,91 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(key_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    use frost_core::keys::IdentifierList;
+    use rand_core::OsRng;
+    use ringi_frost::Secp256k1;
+
+    use super::*;
+
+    type S = Secp256k1;
+
+    /// Packages of participants 1 and 2 over `messages`, 1's nonces kept in
+    /// `nonces`; and the share of participant 1.
+    fn batch(
+        nonces: &VaultNonces<S>,
+        key_id: &KeyId,
+        messages: &[&[u8]],
+    ) -> (Vec<SigningPackage<S>>, KeyPackage<S>) {
+        let (shares, _) = frost_core::keys::generate_with_dealer::<S, _>(
+            3,
+            2,
+            IdentifierList::Default,
+            &mut OsRng,
+        )
+        .unwrap();
+        let id = |n: u16| identifier::<S>(n).unwrap();
+        let key = |n: u16| KeyPackage::<S>::try_from(shares[&id(n)].clone()).unwrap();
+        let (own, other) = (key(1), key(2));
+        let packages = messages
+            .iter()
+            .map(|m| {
+                let mine = nonces
+                    .round1
+                    .commit(key_id.as_str(), own.signing_share(), &mut OsRng)
+                    .unwrap();
+                let (_, theirs) = frost_core::round1::commit(other.signing_share(), &mut OsRng);
+                SigningPackage::new(BTreeMap::from([(id(1), mine), (id(2), theirs)]), m)
+            })
+            .collect();
+        (packages, own)
+    }
+
+    /// A batch's share is unsealed once; each package's nonces are taken
+    /// out whatever happens next, and a package without nonces fails alone.
+    #[test]
+    fn a_batch_unseals_once_and_takes_every_nonce_first() {
+        let nonces = VaultNonces::<S>::default();
+        let key_id = KeyId::parse("k").unwrap();
+        let (packages, own) = batch(&nonces, &key_id, &[b"a", b"b", b"c"]);
+        // b's nonces are gone already (used by an earlier Sign).
+        let b_own = packages[1].signing_commitments()[&identifier::<S>(1).unwrap()];
+        assert!(nonces.take("k", &b_own).is_some());
+        let unseals = Cell::new(0);
+        let refs: Vec<&SigningPackage<S>> = packages.iter().collect();
+        let out = sign_with_nonces(&nonces, &key_id, 1, &refs, || {
+            unseals.set(unseals.get() + 1);
+            Ok(own.clone())
+        });
+        assert_eq!(unseals.get(), 1);
+        assert!(out[0].is_ok() && out[2].is_ok());
+        assert!(
+            matches!(out[1], Err(VaultError::NonceUnavailable)),
+            "{:?}",
+            out[1]
+        );
+        assert!(nonces.is_empty());
+
+        // An unseal that fails: every package fails, no nonce survives.
+        let (packages, _) = batch(&nonces, &key_id, &[b"d", b"e"]);
+        let refs: Vec<&SigningPackage<S>> = packages.iter().collect();
+        let out = sign_with_nonces(&nonces, &key_id, 1, &refs, || {
+            Err(VaultError::Corrupt {
+                key_id: "k".into(),
+                reason: "test".into(),
+            })
+        });
+        assert!(
+            out.iter()
+                .all(|r| matches!(r, Err(VaultError::Corrupt { .. })))
+        );
+        assert!(nonces.is_empty());
     }
 }

@@ -1,0 +1,233 @@
+//! Round-2 calls to one signer, gathered into `SignBatch` calls while
+//! earlier ones are in flight.
+//!
+//! With many approved requests signing at once, most of a signer's cost
+//! per `Sign` is not the signing: it is the call (HTTP/2 and TLS framing on
+//! both sides, a blocking-thread hop), the share's unsealing in the token
+//! and the ledger's durable commit. A `SignBatch` pays each once for many
+//! Signs of one key (`signer/src/round2.rs`, `sign_each`), and answers
+//! each item exactly as its own `Sign` would have.
+//!
+//! How, without adding latency: each signer has a queue and at most
+//! [`IN_FLIGHT`] calls out at a time. A Sign that finds a call slot free
+//! goes out at once, alone, as a plain `Sign` (one signing at a time is as
+//! fast as before). Signs that arrive while the slots are taken wait in the
+//! queue; when a slot frees, everything queued for one key goes out as one
+//! `SignBatch` (up to [`MAX_BATCH`]). So batches form only under load, and
+//! grow with it.
+//!
+//! A signer that does not know `SignBatch` (UNIMPLEMENTED) gets each item
+//! as a `Sign` from then on. A call that fails whole (the signer
+//! unreachable, a timeout) fails each of its items with that status: the
+//! signing round treats it as it treats a failed `Sign` (asked again with
+//! the same package, which a signer that did sign answers with the same
+//! share).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use futures::future::join_all;
+use ringi_proto::signer::v1 as pb;
+use ringi_proto::signer::v1::signer_client::SignerClient;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// Calls to one signer out at a time (Sign or SignBatch).
+pub const IN_FLIGHT: usize = 2;
+
+/// The most Signs in one `SignBatch` (the signer's own limit,
+/// `signer/src/round2.rs` `MAX_SIGN_BATCH`).
+pub const MAX_BATCH: usize = 64;
+
+/// One signer's queue of round-2 calls. Cloned with its signer; the task
+/// that sends the calls starts with the first Sign (inside the runtime).
+#[derive(Clone)]
+pub struct SignBatches {
+    client: SignerClient<Channel>,
+    queue: Arc<OnceLock<mpsc::UnboundedSender<Queued>>>,
+}
+
+struct Queued {
+    request: pb::SignRequest,
+    answer: oneshot::Sender<Result<pb::SignResponse, Status>>,
+}
+
+impl SignBatches {
+    pub fn new(client: SignerClient<Channel>) -> Self {
+        SignBatches {
+            client,
+            queue: Arc::default(),
+        }
+    }
+
+    /// Round 2 at this signer: the answer its `Sign` gives `request`
+    /// (sent alone or in a batch).
+    pub async fn sign(&self, request: pb::SignRequest) -> Result<pb::SignResponse, Status> {
+        let queue = self.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(send_calls(self.client.clone(), rx));
+            tx
+        });
+        let (answer, answered) = oneshot::channel();
+        queue.send(Queued { request, answer }).map_err(|_| {
+            Status::unavailable("the coordinator's call queue to this signer is closed")
+        })?;
+        answered
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("a Sign call was dropped unanswered")))
+    }
+}
+
+/// The queue's task: takes a call slot, then everything queued by then,
+/// and sends it, one call per key.
+async fn send_calls(client: SignerClient<Channel>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let batches = Arc::new(AtomicBool::new(true));
+    while let Some(first) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        let mut by_key: BTreeMap<String, Vec<Queued>> = BTreeMap::new();
+        by_key
+            .entry(first.request.key_id.clone())
+            .or_default()
+            .push(first);
+        let mut taken = 1;
+        while taken < MAX_BATCH {
+            let Ok(next) = queue.try_recv() else { break };
+            by_key
+                .entry(next.request.key_id.clone())
+                .or_default()
+                .push(next);
+            taken += 1;
+        }
+        let client = client.clone();
+        let batches = batches.clone();
+        tokio::spawn(async move {
+            join_all(
+                by_key
+                    .into_iter()
+                    .map(|(key_id, items)| call(client.clone(), &batches, key_id, items)),
+            )
+            .await;
+            drop(slot);
+        });
+    }
+}
+
+/// One key's queued Signs: alone as `Sign`, several as `SignBatch` (or as
+/// separate `Sign`s to a signer without it).
+async fn call(
+    client: SignerClient<Channel>,
+    batches: &AtomicBool,
+    key_id: String,
+    items: Vec<Queued>,
+) {
+    if items.len() == 1 || !batches.load(Ordering::Relaxed) {
+        join_all(
+            items
+                .into_iter()
+                .map(|item| sign_alone(client.clone(), item)),
+        )
+        .await;
+        return;
+    }
+    crate::phases::count("sign_batches", 1);
+    crate::phases::count("sign_batch_items", items.len() as u64);
+    let (requests, answers): (Vec<pb::SignRequest>, Vec<_>) =
+        items.into_iter().map(|q| (q.request, q.answer)).unzip();
+    let sent = client
+        .clone()
+        .sign_batch(pb::SignBatchRequest {
+            key_id,
+            items: requests.clone(),
+        })
+        .await;
+    match sent {
+        Ok(response) => {
+            crate::phases::record_signer(response.metadata());
+            let results = response.into_inner().results;
+            let count = results.len();
+            let mut results = results.into_iter();
+            for answer in answers {
+                let result = match results.next() {
+                    Some(result) => item_answer(result),
+                    None => Err(Status::internal(format!(
+                        "the signer answered a SignBatch of {} items with {count} results",
+                        requests.len()
+                    ))),
+                };
+                let _ = answer.send(result);
+            }
+        }
+        Err(status) if status.code() == Code::Unimplemented => {
+            tracing::info!("a signer does not know SignBatch: its Signs go out one by one");
+            batches.store(false, Ordering::Relaxed);
+            let items = requests
+                .into_iter()
+                .zip(answers)
+                .map(|(request, answer)| Queued { request, answer });
+            join_all(items.map(|item| sign_alone(client.clone(), item))).await;
+        }
+        Err(status) => {
+            for answer in answers {
+                let _ = answer.send(Err(status.clone()));
+            }
+        }
+    }
+}
+
+async fn sign_alone(mut client: SignerClient<Channel>, item: Queued) {
+    let result = client.sign(item.request).await.map(|r| {
+        crate::phases::record_signer(r.metadata());
+        r.into_inner()
+    });
+    let _ = item.answer.send(result);
+}
+
+/// One item's answer in a `SignBatchResponse`, as its `Sign` would have
+/// answered.
+fn item_answer(result: pb::SignResult) -> Result<pb::SignResponse, Status> {
+    match result.outcome {
+        Some(pb::sign_result::Outcome::Response(response)) => Ok(response),
+        Some(pb::sign_result::Outcome::Refusal(refusal)) => {
+            Err(Status::new(Code::from(refusal.code), refusal.message))
+        }
+        None => Err(Status::internal(
+            "the signer answered a SignBatch item with nothing",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_items_refusal_keeps_its_code_and_reason() {
+        let refused = item_answer(pb::SignResult {
+            outcome: Some(pb::sign_result::Outcome::Refusal(pb::SignRefusal {
+                code: Code::FailedPrecondition as i32,
+                message: "no unused round-1 nonces match".into(),
+            })),
+        })
+        .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(refused.message(), "no unused round-1 nonces match");
+        let share = item_answer(pb::SignResult {
+            outcome: Some(pb::sign_result::Outcome::Response(pb::SignResponse {
+                signature_share: vec![7; 32],
+            })),
+        })
+        .unwrap();
+        assert_eq!(share.signature_share, vec![7; 32]);
+        assert_eq!(
+            item_answer(pb::SignResult { outcome: None })
+                .unwrap_err()
+                .code(),
+            Code::Internal
+        );
+    }
+}
