@@ -5,7 +5,7 @@
 //! data_dir = "/var/lib/ringi"       # default: $XDG_DATA_HOME/ringi or ~/.local/share/ringi
 //! policy_file = "/etc/ringi/policy.toml"   # departments, approvers, quorums
 //!
-//! signing_concurrency = 12          # signing runs at once (default 4 per signer); the rest wait
+//! signing_concurrency = 48          # signing runs at once (default 16 per signer); the rest wait
 //! signing_lease_secs = 120          # how long a signing claim holds unrenewed (see below)
 //!
 //! metrics_listen = "127.0.0.1:9464" # optional: Prometheus metrics over HTTP (off by default)
@@ -65,8 +65,10 @@ pub struct Config {
     /// Under TLS: the client identities allowed in, and what each may do.
     #[serde(default)]
     pub clients: Vec<ClientEntry>,
-    /// How many signing runs may talk to the signers at once (default: 4
-    /// per registered signer; more only queue at the signers' tokens).
+    /// How many signing runs may talk to the signers at once (default: 16
+    /// per registered signer: their round-2 calls reach each signer in at
+    /// most two batched calls at a time, `crate::sign_batches`; more only
+    /// queue at the signers' tokens).
     /// Approved requests beyond it wait their turn, APPROVED, in the store.
     pub signing_concurrency: Option<usize>,
     /// Where to serve Prometheus metrics (plain HTTP, apart from the gRPC

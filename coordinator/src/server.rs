@@ -21,11 +21,13 @@ use ringi_proto::coordinator::v1::request_service_server::RequestServiceServer;
 use crate::operations_service::OperationsService;
 use crate::policy_service::PolicyService;
 
-/// How often overdue requests are expired.
 /// Signing runs at once per registered signer, unless `signing_concurrency`
-/// says otherwise.
-const SIGNING_SLOTS_PER_SIGNER: usize = 4;
+/// says otherwise. Their round-2 calls reach a signer batched, at most two
+/// calls at a time ([`crate::sign_batches`]): more runs make larger batches
+/// (one unseal and one commit for more Signs), not more load per call.
+const SIGNING_SLOTS_PER_SIGNER: usize = 16;
 
+/// How often overdue requests are expired.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// File name of the audit log inside the data directory.
