@@ -10,8 +10,8 @@
 //!
 //! How, without adding latency: each signer has a queue and at most
 //! [`IN_FLIGHT`] calls out at a time. A Sign that finds a call slot free
-//! goes out at once, alone, as a plain `Sign` (one signing at a time is as
-//! fast as before). Signs that arrive while the slots are taken wait in the
+//! and nothing queued goes out at once, alone, as a plain `Sign`, from its
+//! caller's task (one signing at a time is as fast as before). Signs that arrive while the slots are taken wait in the
 //! queue; when a slot frees, everything queued for one key goes out as one
 //! `SignBatch` (up to [`MAX_BATCH`]). So batches form only under load, and
 //! grow with it.
@@ -24,7 +24,7 @@
 //! share).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use futures::future::join_all;
@@ -42,10 +42,15 @@ pub const IN_FLIGHT: usize = 2;
 pub const MAX_BATCH: usize = 64;
 
 /// One signer's queue of round-2 calls. Cloned with its signer; the task
-/// that sends the calls starts with the first Sign (inside the runtime).
+/// that sends the queued calls starts with the first Sign that waits
+/// (inside the runtime).
 #[derive(Clone)]
 pub struct SignBatches {
     client: SignerClient<Channel>,
+    /// The signer's call slots ([`IN_FLIGHT`]).
+    slots: Arc<Semaphore>,
+    /// Signs queued and not yet taken into a call.
+    waiting: Arc<AtomicUsize>,
     queue: Arc<OnceLock<mpsc::UnboundedSender<Queued>>>,
 }
 
@@ -58,6 +63,8 @@ impl SignBatches {
     pub fn new(client: SignerClient<Channel>) -> Self {
         SignBatches {
             client,
+            slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            waiting: Arc::default(),
             queue: Arc::default(),
         }
     }
@@ -65,15 +72,34 @@ impl SignBatches {
     /// Round 2 at this signer: the answer its `Sign` gives `request`
     /// (sent alone or in a batch).
     pub async fn sign(&self, request: pb::SignRequest) -> Result<pb::SignResponse, Status> {
+        // A free slot and nobody waiting: the call goes out from here, with
+        // no hand-off to the queue's task (one signing at a time).
+        if self.waiting.load(Ordering::SeqCst) == 0
+            && let Ok(_slot) = self.slots.clone().try_acquire_owned()
+        {
+            return self.client.clone().sign(request).await.map(|r| {
+                crate::phases::record_signer(r.metadata());
+                r.into_inner()
+            });
+        }
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(send_calls(self.client.clone(), rx));
+            tokio::spawn(send_calls(
+                self.client.clone(),
+                self.slots.clone(),
+                self.waiting.clone(),
+                rx,
+            ));
             tx
         });
         let (answer, answered) = oneshot::channel();
-        queue.send(Queued { request, answer }).map_err(|_| {
-            Status::unavailable("the coordinator's call queue to this signer is closed")
-        })?;
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if queue.send(Queued { request, answer }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Status::unavailable(
+                "the coordinator's call queue to this signer is closed",
+            ));
+        }
         answered
             .await
             .unwrap_or_else(|_| Err(Status::internal("a Sign call was dropped unanswered")))
@@ -82,8 +108,12 @@ impl SignBatches {
 
 /// The queue's task: takes a call slot, then everything queued by then,
 /// and sends it, one call per key.
-async fn send_calls(client: SignerClient<Channel>, mut queue: mpsc::UnboundedReceiver<Queued>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn send_calls(
+    client: SignerClient<Channel>,
+    slots: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+) {
     let batches = Arc::new(AtomicBool::new(true));
     while let Some(first) = queue.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -103,6 +133,7 @@ async fn send_calls(client: SignerClient<Channel>, mut queue: mpsc::UnboundedRec
                 .push(next);
             taken += 1;
         }
+        waiting.fetch_sub(taken, Ordering::SeqCst);
         let client = client.clone();
         let batches = batches.clone();
         tokio::spawn(async move {
