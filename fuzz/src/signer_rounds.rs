@@ -20,7 +20,10 @@
 //!   the shares must aggregate (`Suite::aggregate`) to a signature that
 //!   verifies under the group key, a second round 2 with the same package
 //!   must be refused (a nonce is used at most once), and another message
-//!   than the approved one must be refused.
+//!   than the approved one must be refused. With mode bit 2, the second
+//!   signer signs in a batch (`sign_each`) behind `rest` as another
+//!   package: `rest` must be refused alone, the real item answered as
+//!   alone.
 //!
 //! Reaches: authorization, signing-package decoding, the message check, the
 //! spending caps in the ledger, the nonce store, FROST round 2 and the audit
@@ -35,6 +38,7 @@ use ringi_frost::{Secp256k1, Suite};
 use ringi_policy::key_id::KeyId;
 use ringi_policy::policy::Policy;
 use ringi_signer::authorize::{AuthorizationError, PresentedBundle};
+use ringi_signer::round2::SignItem;
 use ringi_signer::signing::{SignError, SigningContext};
 use ringi_signer::spending::SpendingLedger;
 use ringi_signer::test_doubles::{MemoryAudit, MemoryVault};
@@ -221,7 +225,26 @@ pub fn round2(data: &[u8]) -> Round2Reached {
     let package = SigningPackage::new(commitments, &message);
     let bytes = package.serialize().expect("a signing package serializes");
     let sa = ringi_signer::round2::sign(&a.ctx, &k, &bundle, &bytes, &[], now);
-    let sb = ringi_signer::round2::sign(&b.ctx, &k, &bundle, &bytes, &[], now);
+    let sb = if mode & 4 != 0 {
+        // In a batch behind `rest` as a second package: its refusal is its
+        // own, and the real package's item is answered as alone.
+        let item = |signing_package| SignItem {
+            bundle: &bundle,
+            signing_package,
+            excluded: &[],
+        };
+        let mut out = ringi_signer::round2::sign_each(&b.ctx, &k, &[item(rest), item(&bytes)], now);
+        assert_eq!(out.len(), 2, "one result per item");
+        let sb = out.pop().expect("two results");
+        let other = out.pop().expect("two results");
+        assert!(
+            other.is_err() || rest == &bytes[..],
+            "a share for a package over commitments this node never issued"
+        );
+        sb
+    } else {
+        ringi_signer::round2::sign(&b.ctx, &k, &bundle, &bytes, &[], now)
+    };
     let (sa, sb) = match (sa, sb) {
         (Ok(sa), Ok(sb)) => (sa, sb),
         (Err(e), _) | (_, Err(e)) => {
@@ -307,6 +330,7 @@ pub fn round2_seeds() -> Vec<Vec<u8>> {
     };
     vec![
         with(1, b""),
+        with(5, b"not a signing package, batched"),
         with(3, b"another message"),
         with(0, b"not a signing package"),
         {
