@@ -234,7 +234,131 @@ fn item_answer(result: pb::SignResult) -> Result<pb::SignResponse, Status> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU32;
+    use std::time::Duration;
+
+    use ringi_proto::signer::v1::signer_server::{Signer, SignerServer};
+    use tonic::{Request, Response};
+
     use super::*;
+
+    /// A signer of before `SignBatch` (a test double, on loopback): every
+    /// call but `Sign` is UNIMPLEMENTED, as tonic answers an unknown method.
+    /// Its `Sign` answers, slowly, with the package as the share, and
+    /// counts; so does `SignBatch`.
+    #[derive(Default, Clone)]
+    struct OldSigner {
+        signs: Arc<AtomicU32>,
+        batches: Arc<AtomicU32>,
+    }
+
+    /// `impl Signer for OldSigner`: the calls named UNIMPLEMENTED, the
+    /// methods given as written.
+    macro_rules! old_signer {
+        ([$($name:ident: $req:ident => $resp:ident),* $(,)?] $($methods:item)*) => {
+            #[tonic::async_trait]
+            impl Signer for OldSigner {
+                $(
+                    async fn $name(
+                        &self,
+                        _: Request<pb::$req>,
+                    ) -> Result<Response<pb::$resp>, Status> {
+                        Err(Status::unimplemented(stringify!($name)))
+                    }
+                )*
+                $($methods)*
+            }
+        };
+    }
+
+    old_signer! {
+        [
+            get_node_info: GetNodeInfoRequest => GetNodeInfoResponse,
+            dkg_round1: DkgRound1Request => DkgRound1Response,
+            dkg_round2: DkgRound2Request => DkgRound2Response,
+            dkg_finish: DkgFinishRequest => DkgFinishResponse,
+            dkg_commit: DkgCommitRequest => DkgCommitResponse,
+            dkg_abort: DkgAbortRequest => DkgAbortResponse,
+            activate_share: ActivateShareRequest => ActivateShareResponse,
+            discard_share: DiscardShareRequest => DiscardShareResponse,
+            refresh_vote: RefreshVoteRequest => RefreshVoteResponse,
+            repair_help: RepairHelpRequest => RepairHelpResponse,
+            repair_combine: RepairCombineRequest => RepairCombineResponse,
+            repair_receive: RepairReceiveRequest => RepairReceiveResponse,
+            commit: CommitRequest => CommitResponse,
+            preprocess: PreprocessRequest => PreprocessResponse,
+        ]
+
+        async fn sign(
+            &self,
+            request: Request<pb::SignRequest>,
+        ) -> Result<Response<pb::SignResponse>, Status> {
+            self.signs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            Ok(Response::new(pb::SignResponse {
+                signature_share: request.into_inner().signing_package,
+            }))
+        }
+
+        async fn sign_batch(
+            &self,
+            _: Request<pb::SignBatchRequest>,
+        ) -> Result<Response<pb::SignBatchResponse>, Status> {
+            self.batches.fetch_add(1, Ordering::SeqCst);
+            Err(Status::unimplemented("SignBatch"))
+        }
+    }
+
+    /// A signer without `SignBatch`: the Signs a batch would have carried
+    /// go out one by one, each answered with its own share, and no batch is
+    /// tried again.
+    #[tokio::test]
+    async fn a_signer_without_sign_batch_gets_every_sign_alone() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let old = OldSigner::default();
+        let served = old.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(SignerServer::new(served))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let calls = SignBatches::new(SignerClient::new(channel));
+        let sign = |n: u8| {
+            let calls = calls.clone();
+            async move {
+                calls
+                    .sign(pb::SignRequest {
+                        key_id: "k".into(),
+                        signing_package: vec![n],
+                        approval_bundle: None,
+                        excluded_identifiers: Vec::new(),
+                    })
+                    .await
+            }
+        };
+        // Two calls fill the slots; the rest queue and would go as batches.
+        for round in 0..2u8 {
+            let answers = join_all((0..8u8).map(|n| sign(round * 8 + n))).await;
+            for (n, answer) in answers.into_iter().enumerate() {
+                assert_eq!(
+                    answer.unwrap().signature_share,
+                    vec![round * 8 + n as u8],
+                    "each Sign gets its own answer"
+                );
+            }
+        }
+        assert_eq!(old.signs.load(Ordering::SeqCst), 16);
+        assert_eq!(
+            old.batches.load(Ordering::SeqCst),
+            1,
+            "one SignBatch tried, then none"
+        );
+    }
 
     #[test]
     fn an_items_refusal_keeps_its_code_and_reason() {
