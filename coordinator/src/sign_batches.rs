@@ -11,10 +11,12 @@
 //! How, without adding latency: each signer has a queue and at most
 //! [`IN_FLIGHT`] calls out at a time. A Sign that finds a call slot free
 //! and nothing queued goes out at once, alone, as a plain `Sign`, from its
-//! caller's task (one signing at a time is as fast as before). Signs that arrive while the slots are taken wait in the
-//! queue; when a slot frees, everything queued for one key goes out as one
-//! `SignBatch` (up to [`MAX_BATCH`]). So batches form only under load, and
-//! grow with it.
+//! caller's task (one signing at a time is as fast as before). Signs that
+//! arrive while the slots are taken wait in the queue; when a slot frees,
+//! everything queued for one key goes out as one `SignBatch` (up to
+//! [`MAX_BATCH`]). So batches form only under load, and grow with it. (The
+//! requests of a batch are kept until it is answered, to send them one by
+//! one to a signer that turns out not to know `SignBatch`.)
 //!
 //! A signer that does not know `SignBatch` (UNIMPLEMENTED) gets each item
 //! as a `Sign` from then on. A call that fails whole (the signer
