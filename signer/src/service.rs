@@ -183,7 +183,7 @@ async fn sign<S: Suite>(
         tokio::time::sleep(late).await;
     }
     let audit = ctx.audit.clone();
-    let (mut signature_share, key_id, request_id, timings) =
+    let (signature_share, key_id, request_id, timings) =
         blocking(&audit, "Sign", req.key_id.clone(), move || {
             let key_id = key_id(&req.key_id)?;
             let bundle = presented(req.approval_bundle.as_ref());
@@ -206,6 +206,17 @@ async fn sign<S: Suite>(
             ))
         })
         .await?;
+    let signature_share = leaving(key_id.as_ref(), &request_id, signature_share)?;
+    Ok(timings.respond(pb::SignResponse { signature_share }))
+}
+
+/// A released share on its way out of a Sign (alone or in a batch): logged,
+/// and put through the test faults that lose or corrupt it.
+fn leaving(
+    key_id: &str,
+    request_id: &str,
+    mut signature_share: Vec<u8>,
+) -> Result<Vec<u8>, Status> {
     if crate::fault::lose_sign_response() {
         tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the Sign response is lost");
         return Err(Status::unavailable("test fault: response lost"));
@@ -214,7 +225,7 @@ async fn sign<S: Suite>(
         tracing::warn!(key_id = %key_id, request_id = %request_id, "test fault: the signature share sent is corrupted");
     }
     tracing::info!(key_id = %key_id, request_id = %request_id, "signature share released for an approved request");
-    Ok(timings.respond(pb::SignResponse { signature_share }))
+    Ok(signature_share)
 }
 
 /// SignBatch: several Signs of one key ([`round2::sign_each`]), each
@@ -286,16 +297,8 @@ async fn sign_batch<S: Suite>(
     let results = results
         .into_iter()
         .map(|result| {
-            let result = result.and_then(|(mut signature_share, request_id)| {
-                if crate::fault::lose_sign_response() {
-                    tracing::warn!(key_id = %batch_key, request_id = %request_id, "test fault: the Sign response is lost");
-                    return Err(Status::unavailable("test fault: response lost"));
-                }
-                if crate::fault::corrupt_share(&mut signature_share) {
-                    tracing::warn!(key_id = %batch_key, request_id = %request_id, "test fault: the signature share sent is corrupted");
-                }
-                tracing::info!(key_id = %batch_key, request_id = %request_id, "signature share released for an approved request");
-                Ok(signature_share)
+            let result = result.and_then(|(signature_share, request_id)| {
+                leaving(&batch_key, &request_id, signature_share)
             });
             answered(&audit, "Sign", batch_key.clone(), &result, elapsed);
             pb::SignResult {
