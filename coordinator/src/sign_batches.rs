@@ -159,12 +159,7 @@ async fn call(
     items: Vec<Queued>,
 ) {
     if items.len() == 1 || !batches.load(Ordering::Relaxed) {
-        join_all(
-            items
-                .into_iter()
-                .map(|item| sign_alone(client.clone(), item)),
-        )
-        .await;
+        each_alone(&client, items).await;
         return;
     }
     crate::phases::count("sign_batches", 1);
@@ -202,7 +197,7 @@ async fn call(
                 .into_iter()
                 .zip(answers)
                 .map(|(request, answer)| Queued { request, answer });
-            join_all(items.map(|item| sign_alone(client.clone(), item))).await;
+            each_alone(&client, items).await;
         }
         Err(status) => {
             for answer in answers {
@@ -210,6 +205,16 @@ async fn call(
             }
         }
     }
+}
+
+/// `items` as separate `Sign`s, at once.
+async fn each_alone(client: &SignerClient<Channel>, items: impl IntoIterator<Item = Queued>) {
+    join_all(
+        items
+            .into_iter()
+            .map(|item| sign_alone(client.clone(), item)),
+    )
+    .await;
 }
 
 async fn sign_alone(mut client: SignerClient<Channel>, item: Queued) {

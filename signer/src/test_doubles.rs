@@ -269,10 +269,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
             Ok((id, _)) => sign_with_nonces(&self.nonces, key_id, id, packages, || {
                 self.share(key_id).map(|s| s.1)
             }),
-            Err(_) => packages
-                .iter()
-                .map(|_| Err(VaultError::UnknownKey(key_id.to_string())))
-                .collect(),
+            Err(_) => crate::vault::unknown_key_each(key_id, packages.len()),
         }
     }
 

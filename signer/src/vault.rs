@@ -288,6 +288,14 @@ pub(crate) fn sign_with_nonces<S: Suite>(
         .collect()
 }
 
+/// [`VaultError::UnknownKey`] for each of `n` packages: a batch for a key
+/// this vault holds no share of.
+pub(crate) fn unknown_key_each<T>(key_id: &KeyId, n: usize) -> Vec<Result<T, VaultError>> {
+    (0..n)
+        .map(|_| Err(VaultError::UnknownKey(key_id.to_string())))
+        .collect()
+}
+
 /// One key's sealed shares on the token: the one in use, and a refresh's
 /// next one while it waits for activation.
 ///
@@ -657,10 +665,7 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
     ) -> Vec<Result<SignatureShare<S>, VaultError>> {
         match self.identifier_of(key_id) {
             Ok(id) => sign_with_nonces(&self.nonces, key_id, id, packages, || self.unseal(key_id)),
-            Err(_) => packages
-                .iter()
-                .map(|_| Err(VaultError::UnknownKey(key_id.to_string())))
-                .collect(),
+            Err(_) => unknown_key_each(key_id, packages.len()),
         }
     }
 

@@ -82,19 +82,26 @@ async fn sign_and_record(
     c: &Arc<Coordinator>,
     id: RequestId,
     takeover: bool,
-    mut known: Option<RequestRecord>,
+    known: Option<RequestRecord>,
 ) -> Result<Ended> {
     let short = hex::encode(id);
     let mut pause = RETRY_FIRST;
     let mut audited_fence = None;
     // The request as this run last had it: the claim returns it as claimed
-    // without reading it again while it is current.
-    let mut last = known.clone();
+    // without reading it again while it is current. The time rules are
+    // judged on it the first time only (later, on the stored record).
+    let mut last = known;
+    let mut first = true;
     loop {
         // The policy's time rules (a delay after full approval, signing
         // hours): wait, holding nothing, until the request may be signed;
         // the signers check the same rule with their own clocks.
-        if let Some(wait) = time_rules_wait(c, id, known.take()).await {
+        let judged_on = if std::mem::take(&mut first) {
+            last.as_ref()
+        } else {
+            None
+        };
+        if let Some(wait) = time_rules_wait(c, id, judged_on).await {
             tracing::info!(request_id = %short, wait_secs = wait.as_secs(), "approved; waiting for the policy's time rules before signing");
             tokio::time::sleep(wait).await;
             continue;
@@ -142,9 +149,8 @@ async fn sign_and_record(
         if claim.started {
             crate::metrics::transition(State::Signing);
         }
-        let record = claim.record.clone();
-        last = Some(record.clone());
-        c.publish(&record);
+        let record = &claim.record;
+        c.publish(record);
         // Once per claim: a retry after a backoff renews the same claim and
         // is not a new start (a request whose signers are down for an hour
         // would otherwise fill the trail).
@@ -163,7 +169,7 @@ async fn sign_and_record(
             });
         }
         let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
-        let outcome = sign(c, &record, &plans).await;
+        let outcome = sign(c, record, &plans).await;
         // A signer whose share failed aggregation was excluded for cause:
         // on the record, whatever became of this request.
         for (signer, reason) in c.registry.standings().take_unaudited() {
@@ -185,7 +191,7 @@ async fn sign_and_record(
                     transaction: done.transaction.clone(),
                 };
                 // Recorded before it is announced (audit, watchers).
-                phases::timed(Phase::CommitWrite, finish(c, &record, claim.fence, event)).await?;
+                phases::timed(Phase::CommitWrite, finish(c, record, claim.fence, event)).await?;
                 tracing::info!(request_id = %short, signers = ?done.signers, txid = done.txid.as_deref().unwrap_or(""), "request signed");
                 let mut fields = vec![
                     ("request_id", short.clone()),
@@ -211,6 +217,7 @@ async fn sign_and_record(
                     tracing::warn!(request_id = %short, error = %e, retry_in_secs = pause.as_secs(), "signers unavailable; signing again later");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(RETRY_MAX);
+                    last = Some(claim.record);
                     continue;
                 }
                 let reason = if retryable {
@@ -221,7 +228,7 @@ async fn sign_and_record(
                 tracing::warn!(request_id = %short, error = %reason, code = ?e.code(), "signing failed");
                 finish(
                     c,
-                    &record,
+                    record,
                     claim.fence,
                     Event::SigningFailed {
                         reason: reason.clone(),
@@ -248,19 +255,21 @@ async fn sign_and_record(
 async fn time_rules_wait(
     c: &Arc<Coordinator>,
     id: RequestId,
-    known: Option<RequestRecord>,
+    known: Option<&RequestRecord>,
 ) -> Option<std::time::Duration> {
+    let read;
     let record = match known {
         Some(record) => record,
         None => {
             let store = c.requests.clone();
-            blocking(move || store.request(&id)).await.ok()?
+            read = blocking(move || store.request(&id)).await.ok()?;
+            &read
         }
     };
     let policy = c.policy_for(&record.request).ok()?;
     let key = c.key(&record.request.key_id).await.ok()?;
     let now = super::now();
-    let approved = ApprovedRequest::from_record(&policy, &key.facts(), &record, now).ok()?;
+    let approved = ApprovedRequest::from_record(&policy, &key.facts(), record, now).ok()?;
     let at = approved.signable_from(&policy, now);
     // One second more: the signers judge by their own clocks (and answer
     // UNAVAILABLE, retried with backoff, if still early).
