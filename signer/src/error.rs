@@ -123,6 +123,8 @@ impl From<NonceError> for Status {
         let code = match &e {
             NonceError::Full(_) => Code::ResourceExhausted,
             NonceError::Encoding => Code::InvalidArgument,
+            // A vault's drawing function returned nothing: this node's bug.
+            NonceError::NothingDrawn => Code::Internal,
         };
         Status::new(code, e.to_string())
     }
@@ -435,6 +437,11 @@ mod tests {
                 NonceError::Encoding.into(),
                 Code::InvalidArgument,
                 "cannot be serialized",
+            ),
+            (
+                NonceError::NothingDrawn.into(),
+                Code::Internal,
+                "no nonce pair was drawn",
             ),
             (
                 TokenError::ShareExists("k".into()).into(),

@@ -89,6 +89,8 @@ pub enum NoncePool {
     Round1,
     /// Drawn ahead of any request (Preprocess).
     Preprocessed,
+    /// Drawn ahead for live round 1s, not issued yet (`NonceReserve`).
+    Reserved,
 }
 
 impl NoncePool {
@@ -96,6 +98,7 @@ impl NoncePool {
         match self {
             NoncePool::Round1 => "round1",
             NoncePool::Preprocessed => "preprocessed",
+            NoncePool::Reserved => "reserved",
         }
     }
 }
@@ -218,7 +221,11 @@ mod tests {
     #[test]
     fn labels_are_distinct_snake_case() {
         let mut labels: Vec<&str> = TokenOp::ALL.iter().map(|o| o.label()).collect();
-        labels.extend([NoncePool::Round1.label(), NoncePool::Preprocessed.label()]);
+        labels.extend([
+            NoncePool::Round1.label(),
+            NoncePool::Preprocessed.label(),
+            NoncePool::Reserved.label(),
+        ]);
         for l in &labels {
             assert!(
                 l.bytes()

@@ -20,7 +20,7 @@ use rand::rngs::OsRng;
 use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 
-use crate::node_audit::audited;
+use crate::node_audit::recorded;
 use crate::phases::SignerPhase::{Audit, Token};
 use crate::phases::time;
 use crate::signing::{SignError, SigningContext};
@@ -59,8 +59,9 @@ pub struct Preprocessed<S: Suite> {
 ///    randomness, the share unsealed once for the batch) and keeps them
 ///    ([`crate::vault::ShareVault::preprocess`]), or refuses the whole batch
 ///    when its bound is reached;
-/// 3. a `commitments_preprocessed` audit entry (key id, count) is written;
-///    if it cannot be, the commitments are not returned.
+/// 3. a `commitments_preprocessed` audit entry (key id, count) is written
+///    (not synced: [`crate::node_audit::recorded`]); if it cannot be, the
+///    commitments are not returned.
 pub fn preprocess<S: Suite>(
     ctx: &SigningContext<S>,
     key_id: &KeyId,
@@ -72,7 +73,7 @@ pub fn preprocess<S: Suite>(
     }
     let (identifier, commitments) = time(Token, || ctx.vault.preprocess(key_id, count as usize))?;
     time(Audit, || {
-        audited(
+        recorded(
             ctx.audit.as_ref(),
             "commitments_preprocessed",
             &[("key_id", key_id.to_string()), ("count", count.to_string())],
@@ -135,6 +136,7 @@ mod tests {
         let entry = &cluster.nodes[0].audit.entries()[0];
         assert_eq!(entry.event, "commitments_preprocessed");
         assert_eq!(entry.fields["count"], "3");
+        assert!(!entry.durable, "nonces in memory only: written, not synced");
         let package = SigningPackage::new(commitments, b"pay 10");
         let bytes = package.serialize().unwrap();
         let mut shares = BTreeMap::new();

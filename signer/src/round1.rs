@@ -10,7 +10,7 @@ use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 
 use crate::authorize::PresentedBundle;
-use crate::node_audit::audited;
+use crate::node_audit::recorded;
 use crate::phases::SignerPhase::{Audit, Token, Verify};
 use crate::phases::time;
 use crate::signing::{SignError, SigningContext};
@@ -38,8 +38,9 @@ pub struct Round1Output<S: Suite> {
 /// 2. the vault holds a share for `key_id`, draws a fresh nonce pair with
 ///    it (RFC 9591 section 5.1, hedged randomness) and keeps it in memory
 ///    for round 2 ([`crate::vault::ShareVault::commit`]);
-/// 3. a `commit_issued` audit entry (key id, request id) is written; if it
-///    cannot be, the commitments are not returned.
+/// 3. a `commit_issued` audit entry (key id, request id) is written (not
+///    synced: [`crate::node_audit::recorded`]); if it cannot be, the
+///    commitments are not returned.
 pub fn commit<S: Suite>(
     ctx: &SigningContext<S>,
     key_id: &KeyId,
@@ -52,7 +53,7 @@ pub fn commit<S: Suite>(
     let (identifier, commitments) = time(Token, || ctx.vault.commit(key_id))?;
     let request_id = approved.request.id();
     time(Audit, || {
-        audited(
+        recorded(
             ctx.audit.as_ref(),
             "commit_issued",
             &[
@@ -90,6 +91,9 @@ mod tests {
         assert_eq!(entries[0].event, "commit_issued");
         assert_eq!(entries[0].fields["key_id"], "k");
         assert_eq!(entries[0].fields["request_id"], hex::encode(request.id()));
+        // Written before the commitments leave, not synced: the nonces it
+        // records live in memory only (`crate::node_audit::recorded`).
+        assert!(!entries[0].durable);
     }
 
     #[test]

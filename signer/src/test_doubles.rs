@@ -221,6 +221,7 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
 
     fn destroy(&self, key_id: &KeyId) -> Result<Vec<u32>, VaultError> {
         let mut shares = self.shares.write().unwrap_or_else(|p| p.into_inner());
+        self.nonces.reserve.forget(key_id);
         Ok(match shares.remove(key_id.as_str()) {
             None => Vec::new(),
             Some(held) => held
@@ -238,10 +239,9 @@ impl<S: Suite> ShareVault<S> for MemoryVault<S> {
 
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
         let (id, share) = self.share(key_id)?;
-        let commitments = self
-            .nonces
-            .round1
-            .commit(key_id, share.signing_share(), &mut OsRng)?;
+        let commitments = self.nonces.issue(key_id, |n| {
+            Ok::<_, VaultError>(crate::nonces::draw(share.signing_share(), n, &mut OsRng))
+        })?;
         Ok((id, commitments))
     }
 
@@ -311,6 +311,9 @@ impl<S: Suite> MemoryVault<S> {
 pub struct AuditEntry {
     pub event: String,
     pub fields: BTreeMap<String, String>,
+    /// Written through [`AuditSink::record_durable`] (synced before its
+    /// caller acts), not [`AuditSink::record`].
+    pub durable: bool,
 }
 
 /// A **test double** of [`AuditSink`]: entries in memory, unsigned and
@@ -345,8 +348,13 @@ impl MemoryAudit {
     }
 }
 
-impl AuditSink for MemoryAudit {
-    fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+impl MemoryAudit {
+    fn push(
+        &self,
+        event: &str,
+        fields: &[(&str, String)],
+        durable: bool,
+    ) -> Result<(), AuditError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(AuditError::Io {
                 path: PathBuf::from("memory"),
@@ -362,8 +370,19 @@ impl AuditSink for MemoryAudit {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.clone()))
                     .collect(),
+                durable,
             });
         Ok(())
+    }
+}
+
+impl AuditSink for MemoryAudit {
+    fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        self.push(event, fields, false)
+    }
+
+    fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        self.push(event, fields, true)
     }
 }
 

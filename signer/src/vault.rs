@@ -30,7 +30,7 @@ use ringi_frost::Suite;
 use ringi_policy::key_id::KeyId;
 use zeroize::Zeroizing;
 
-use crate::nonces::{NonceError, VaultNonces};
+use crate::nonces::{self, NonceError, VaultNonces};
 use crate::rng;
 use crate::sealed_share::{self, GROUP_KEY_LEN, SealedShare, ShareHeader};
 use crate::token::{GCM_IV_LEN, Token, TokenError};
@@ -164,9 +164,12 @@ pub trait ShareVault<S: Suite>: Send + Sync {
     /// when dropped.
     fn unseal_share(&self, key_id: &KeyId) -> Result<KeyPackage<S>, VaultError>;
 
-    /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
-    /// `key_id`, keeps it, and returns the node's identifier and the pair's
-    /// commitments.
+    /// Round 1 (RFC 9591 section 5.1): issues a fresh nonce pair for
+    /// `key_id`, keeps it for round 2, and returns the node's identifier and
+    /// the pair's commitments. The pair was drawn with the share, in memory,
+    /// at most [`crate::nonces::RESERVE_TTL`] ago: a vault draws
+    /// [`crate::nonces::RESERVE_BATCH`] at a time, one unseal for all
+    /// ([`VaultNonces::issue`]).
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError>;
 
     /// Preprocessing (RFC 9591 section 5.1 ahead of time): draws `count`
@@ -623,6 +626,8 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key_id.as_str());
+        // Pairs drawn with the destroyed share, never issued.
+        self.nonces.reserve.forget(key_id);
         Ok(destroyed)
     }
 
@@ -632,12 +637,11 @@ impl<S: Suite> ShareVault<S> for TokenVault<S> {
 
     fn commit(&self, key_id: &KeyId) -> Result<(u16, SigningCommitments<S>), VaultError> {
         let id = self.identifier_of(key_id)?;
-        let share = self.unseal(key_id)?;
-        let mut rng = rng::hedged(&self.token)?;
-        let commitments = self
-            .nonces
-            .round1
-            .commit(key_id, share.signing_share(), &mut rng)?;
+        let commitments = self.nonces.issue(key_id, |n| {
+            let share = self.unseal(key_id)?;
+            let mut rng = rng::hedged(&self.token)?;
+            Ok::<_, VaultError>(nonces::draw(share.signing_share(), n, &mut rng))
+        })?;
         Ok((id, commitments))
     }
 
