@@ -120,6 +120,12 @@ pub enum Error {
     /// A later claim took the request over: this run may write nothing more.
     #[error("request {}: this signing run's claim (fence {fence}) was taken over", hex::encode(.request))]
     ClaimLost { request: RequestId, fence: u64 },
+    /// A run's claim was made with its first round-2 plan, but the plan was
+    /// not taken (`SigningClaim::takes_first_plan`: the request changed
+    /// since the run read it, or an earlier run left plans to resume):
+    /// nothing went out; the run signs again under the claim.
+    #[error("request {}: claimed, but its first signing plan was not taken (the request changed, or earlier plans are resumed first)", hex::encode(.request))]
+    PlanDeferred { request: RequestId },
 
     // --- PERMISSION_DENIED: a rule of the policy is broken (but see
     // `violation_code`: a request the rules cannot even read is
@@ -477,6 +483,7 @@ impl Error {
             Error::RetireRefused(_) => "retire_refused",
             Error::SigningClaimed { .. } => "signing_claimed",
             Error::ClaimLost { .. } => "claim_lost",
+            Error::PlanDeferred { .. } => "plan_deferred",
             Error::PolicyViolation(v) => v.rule(),
             Error::DestinationNotAllowed { .. } => "destination_not_allowed",
             Error::CapExceeded { .. } => "cap_exceeded",
@@ -514,7 +521,9 @@ impl Error {
             | Error::NotApproved { .. }
             | Error::KeyRetired(_) => Code::FailedPrecondition,
             Error::RetireRefused(e) => Code::from(e.grpc_code()),
-            Error::SigningClaimed { .. } | Error::ClaimLost { .. } => Code::Aborted,
+            Error::SigningClaimed { .. } | Error::ClaimLost { .. } | Error::PlanDeferred { .. } => {
+                Code::Aborted
+            }
             Error::PolicyViolation(v) => violation_code(v),
             Error::DestinationNotAllowed { .. } => Code::PermissionDenied,
             Error::CapExceeded { .. } => Code::ResourceExhausted,

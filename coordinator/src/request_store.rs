@@ -197,6 +197,30 @@ pub struct SigningClaim {
     pub record: RequestRecord,
 }
 
+impl SigningClaim {
+    /// Whether a claim may carry, in its own transaction, the first round-2
+    /// plan of a package built from `known` before the claim
+    /// ([`RequestStore::claim_signing_with_plan`]): only when it started
+    /// the signing (APPROVED → SIGNING) of a request `known` still
+    /// described (`current`: its record was built from `known`, see
+    /// [`RequestRecord::as_claimed`]), with no plan left by an earlier run
+    /// (those are resumed first). Otherwise the package may present
+    /// approvals the request no longer has, or skip a plan a signer
+    /// already answered: nothing is planned, and the run signs again under
+    /// the claim. Pure.
+    pub fn takes_first_plan(&self, current: bool) -> bool {
+        self.started && current && self.plans.is_empty()
+    }
+}
+
+/// What [`RequestStore::claim_signing_with_plan`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedClaim {
+    pub claim: SigningClaim,
+    /// Whether the plan was recorded under the claim: round 2 may go out.
+    pub planned: bool,
+}
+
 /// What a signing run recorded before it sent round 2 of one input: the
 /// signing package and the signers it went to. A signer releases one share
 /// per request input and answers the same package again with the same
@@ -421,6 +445,21 @@ pub trait RequestStore: Send + Sync {
     ///
     /// [`Error::ClaimLost`]: crate::error::Error::ClaimLost
     fn record_signing_plan(&self, id: &RequestId, fence: u64, plan: &SigningPlan) -> Result<()>;
+
+    /// [`RequestStore::claim_signing`] and, when the claim takes it
+    /// ([`SigningClaim::takes_first_plan`]: it started the signing of the
+    /// request `claim.known` describes, with no earlier plan),
+    /// [`RequestStore::record_signing_plan`] of `plan` under the new
+    /// claim, in one transaction: a fresh request's claim and first
+    /// round-2 plan with one commit. Refused as `claim_signing` refuses;
+    /// a claim that does not take the plan is still made (and returned,
+    /// `planned` false). Durable when it returns.
+    fn claim_signing_with_plan(
+        &self,
+        id: &RequestId,
+        claim: ClaimRequest<'_>,
+        plan: &SigningPlan,
+    ) -> Result<PlannedClaim>;
 
     /// Ends the run that holds claim `fence`: applies `transition` (from
     /// SIGNING, as [`RequestStore::transition`]) only while that claim

@@ -13,7 +13,10 @@
 //!    from even trying).
 //! 2. **The round-2 plan recorded before round 2** ([`PlanLog`]): the
 //!    signing package and the signers it goes to are durable before any
-//!    share can be released. Each signer releases one share per request
+//!    share can be released. A run that starts on a request just approved
+//!    claims it with its first plan, in one transaction
+//!    ([`PlanLog::claiming`]): the claim still precedes every round 2, and
+//!    a signing costs one durable write fewer. Each signer releases one share per request
 //!    input and answers the same package with the same share
 //!    (`signer/src/releases.rs`), so a run that resumes after a crash asks
 //!    for that package again and aggregates the very signature the crashed
@@ -35,8 +38,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::error::{RequestId, Result};
-use crate::request_store::{RequestStore, SigningClaim, SigningPlan};
+use std::sync::Mutex;
+
+use crate::error::{Error, RequestId, Result};
+use crate::request_store::{
+    ClaimRequest, PlannedClaim, RequestRecord, RequestStore, SigningClaim, SigningPlan,
+};
 use crate::store::blocking;
 
 /// How long a claim holds without being renewed; a run renews it at every
@@ -60,7 +67,38 @@ pub struct PlanLog {
 struct Sink {
     store: Arc<dyn RequestStore>,
     id: RequestId,
-    fence: u64,
+    /// The run's claim: held from the start ([`PlanLog::for_claim`]), or
+    /// made with the first plan ([`PlanLog::claiming`]).
+    claim: Mutex<Claim>,
+}
+
+enum Claim {
+    Held(u64),
+    /// Not claimed yet: the first plan claims, in its own transaction.
+    ToMake(Box<ToMake>),
+    /// Made with the first plan: later plans go under its fence.
+    Made(Box<PlannedClaim>),
+    /// Made, but without the plan (the request had changed, or had earlier
+    /// plans): nothing may go out under this log.
+    MadeUnplanned(Box<PlannedClaim>),
+    /// Taken out by [`PlanLog::into_claim`].
+    Gone,
+}
+
+/// What [`PlanLog::record`] does with a plan.
+enum Step {
+    /// Records it under the claim with this fence.
+    Plan(u64),
+    /// Claims the request with it.
+    Claim(Box<ToMake>),
+    /// Nothing: the claim was made without its first plan.
+    Deferred,
+}
+
+struct ToMake {
+    owner: String,
+    lease_secs: u64,
+    known: RequestRecord,
 }
 
 impl PlanLog {
@@ -76,8 +114,52 @@ impl PlanLog {
             sink: Some(Sink {
                 store,
                 id,
-                fence: claim.fence,
+                claim: Mutex::new(Claim::Held(claim.fence)),
             }),
+        }
+    }
+
+    /// The plans of a run that has not claimed request `known` yet: a
+    /// fresh APPROVED request, as the decision that approved it wrote it.
+    /// The first plan recorded also claims the request for `owner`, in one
+    /// transaction ([`RequestStore::claim_signing_with_plan`]): one durable
+    /// write fewer per signing than a claim before the rounds. Nothing
+    /// reaches a signer before that write but round 1 (which releases
+    /// nothing) and the package's commitments: a plan is still durable,
+    /// under a claim, before its round 2 goes out.
+    ///
+    /// If the claim is made without the plan (the request changed or an
+    /// earlier run left plans: [`Error::PlanDeferred`]) or refused, the
+    /// plan fails and no round 2 goes out; the run then claims as usual.
+    /// [`PlanLog::into_claim`] says which, after the signing.
+    pub fn claiming(
+        store: Arc<dyn RequestStore>,
+        known: RequestRecord,
+        owner: String,
+        lease_secs: u64,
+    ) -> Self {
+        PlanLog {
+            earlier: BTreeMap::new(),
+            sink: Some(Sink {
+                store,
+                id: known.id,
+                claim: Mutex::new(Claim::ToMake(Box::new(ToMake {
+                    owner,
+                    lease_secs,
+                    known,
+                }))),
+            }),
+        }
+    }
+
+    /// The claim a claiming log made, with whether its first plan was
+    /// recorded; `None` if it made none (no plan was recorded, or the claim
+    /// was refused), or for a log made [`PlanLog::for_claim`].
+    pub fn into_claim(self) -> Option<PlannedClaim> {
+        let sink = self.sink?;
+        match sink.claim.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Claim::Made(made) | Claim::MadeUnplanned(made) => Some(*made),
+            Claim::Held(_) | Claim::ToMake(_) | Claim::Gone => None,
         }
     }
 
@@ -102,8 +184,164 @@ impl PlanLog {
         let Some(sink) = &self.sink else {
             return Ok(());
         };
-        let (store, id, fence) = (sink.store.clone(), sink.id, sink.fence);
-        let write = blocking(move || store.record_signing_plan(&id, fence, &plan));
-        crate::phases::timed(crate::phases::Phase::PlanWrite, write).await
+        let (store, id) = (sink.store.clone(), sink.id);
+        // What to do, decided under the lock (not held across a write).
+        let step = {
+            let mut claim = sink.claim.lock().unwrap_or_else(|p| p.into_inner());
+            match std::mem::replace(&mut *claim, Claim::Gone) {
+                Claim::ToMake(to_make) => Step::Claim(to_make),
+                held => {
+                    let step = match &held {
+                        Claim::Held(fence) => Step::Plan(*fence),
+                        Claim::Made(made) => Step::Plan(made.claim.fence),
+                        _ => Step::Deferred,
+                    };
+                    *claim = held;
+                    step
+                }
+            }
+        };
+        let to_make = match step {
+            Step::Plan(fence) => {
+                let write = blocking(move || store.record_signing_plan(&id, fence, &plan));
+                return crate::phases::timed(crate::phases::Phase::PlanWrite, write).await;
+            }
+            Step::Deferred => return Err(Error::PlanDeferred { request: id }),
+            Step::Claim(to_make) => to_make,
+        };
+        let write = blocking(move || {
+            store.claim_signing_with_plan(
+                &id,
+                ClaimRequest {
+                    owner: &to_make.owner,
+                    takeover: false,
+                    now: crate::requests::now(),
+                    lease_secs: to_make.lease_secs,
+                    known: Some(&to_make.known),
+                },
+                &plan,
+            )
+        });
+        let made = crate::phases::timed(crate::phases::Phase::PlanWrite, write).await?;
+        let planned = made.planned;
+        *sink.claim.lock().unwrap_or_else(|p| p.into_inner()) = if planned {
+            Claim::Made(Box::new(made))
+        } else {
+            Claim::MadeUnplanned(Box::new(made))
+        };
+        if planned {
+            Ok(())
+        } else {
+            Err(Error::PlanDeferred { request: id })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringi_policy::limits::Limits;
+
+    use super::*;
+    use crate::request_state::{Event, State, next};
+    use crate::sqlite::SqliteStore;
+    use crate::store::contract;
+
+    fn store() -> (tempfile::TempDir, Arc<dyn RequestStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ringi.sqlite3")).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn plan(package: u8) -> SigningPlan {
+        SigningPlan {
+            input: 0,
+            package: vec![package],
+            signers: vec!["s1".into(), "s2".into()],
+        }
+    }
+
+    fn claim_as(owner: &str) -> ClaimRequest<'_> {
+        ClaimRequest {
+            owner,
+            takeover: false,
+            now: crate::requests::now(),
+            lease_secs: 60,
+            known: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_claiming_log_claims_with_its_first_plan() {
+        let (_dir, store) = store();
+        let id = contract::approved(&*store, "k1");
+        let known = store.request(&id).unwrap();
+        let log = PlanLog::claiming(store.clone(), known, "me".into(), 60);
+        assert!(log.earlier(0).is_empty());
+        log.record(plan(1)).await.unwrap();
+        // A later package of the same run: under the claim just made.
+        log.record(plan(2)).await.unwrap();
+        let made = log.into_claim().unwrap();
+        assert!(made.planned && made.claim.started);
+        assert_eq!(made.claim.record, store.request(&id).unwrap());
+        assert_eq!(made.claim.record.state, State::Signing);
+        let renewed = store.claim_signing(&id, claim_as("me")).unwrap();
+        assert_eq!(renewed.fence, made.claim.fence);
+        assert_eq!(renewed.plans, vec![plan(1), plan(2)]);
+    }
+
+    #[tokio::test]
+    async fn a_claiming_log_sends_nothing_when_its_first_plan_is_not_taken() {
+        let (_dir, store) = store();
+        let id = contract::approved(&*store, "k1");
+        // An earlier run planned, then failed; an admin retried.
+        let earlier = store.claim_signing(&id, claim_as("a")).unwrap();
+        store
+            .record_signing_plan(&id, earlier.fence, &plan(1))
+            .unwrap();
+        let now = crate::requests::now();
+        let failed = next(
+            State::Signing,
+            Event::SigningFailed {
+                reason: "refused".into(),
+            },
+        )
+        .unwrap();
+        store
+            .finish_signing(&id, earlier.fence, &failed, now)
+            .unwrap();
+        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+        store
+            .retry_failed(&id, &retried, &Limits::default(), None, now)
+            .unwrap();
+        let known = store.request(&id).unwrap();
+        let log = PlanLog::claiming(store.clone(), known, "b".into(), 60);
+        for _ in 0..2 {
+            assert!(matches!(
+                log.record(plan(9)).await,
+                Err(Error::PlanDeferred { .. })
+            ));
+        }
+        let made = log.into_claim().unwrap();
+        assert!(!made.planned);
+        assert_eq!(made.claim.plans, vec![plan(1)], "to resume first");
+        let renewed = store.claim_signing(&id, claim_as("b")).unwrap();
+        assert_eq!(renewed.plans, vec![plan(1)], "nothing of the log's written");
+    }
+
+    #[tokio::test]
+    async fn a_refused_claiming_log_claims_and_plans_nothing() {
+        let (_dir, store) = store();
+        let id = contract::approved(&*store, "k1");
+        let known = store.request(&id).unwrap();
+        let other = store.claim_signing(&id, claim_as("other")).unwrap();
+        let log = PlanLog::claiming(store.clone(), known, "me".into(), 60);
+        assert!(matches!(
+            log.record(plan(1)).await,
+            Err(Error::SigningClaimed { .. })
+        ));
+        assert!(log.into_claim().is_none());
+        let renewed = store.claim_signing(&id, claim_as("other")).unwrap();
+        assert_eq!(renewed.fence, other.fence);
+        assert!(renewed.plans.is_empty());
     }
 }

@@ -69,8 +69,8 @@ impl CachedStatements for Connection {
 }
 use crate::request_state::{Event, SignedTransaction, State, Transition, TransitionError, next};
 use crate::request_store::{
-    ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord,
-    RequestStore, SigningClaim, SigningPlan, TransitionRecord,
+    ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
+    RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
 use crate::store::{KeyRecord, KeyStore};
 use ringi_policy::holds::Retired;
@@ -745,101 +745,29 @@ impl RequestStore for SqliteStore {
     }
 
     fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim> {
-        self.write(|tx| {
-            let held: Option<(i64, String, i64)> = tx
-                .query_row_cached(
-                    "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = ?1",
-                    [&id[..]],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let state = state_of(tx, id)?;
-            // Counted before the claim adds its own history record.
-            let transitions = match claim.known {
-                Some(_) => transition_count(tx, id)?,
-                None => 0,
-            };
-            let (fence, started) = match state {
-                State::Approved => {
-                    let started = next(State::Approved, Event::SigningStarted)?;
-                    apply(tx, id, &started, claim.now)?;
-                    (held.map_or(1, |(fence, ..)| fence as u64 + 1), Some(started))
-                }
-                State::Signing => match held {
-                    Some((fence, owner, _)) if owner == claim.owner => (fence as u64, None),
-                    Some((_, owner, until))
-                        if !claim.takeover && until as u64 > claim.now =>
-                    {
-                        return Err(Error::SigningClaimed {
-                            request: *id,
-                            owner,
-                            until: until as u64,
-                        });
-                    }
-                    Some((fence, ..)) => (fence as u64 + 1, None),
-                    // SIGNING from before claims existed (schema < 7).
-                    None => (1, None),
-                },
-                actual => {
-                    return Err(Error::StateConflict {
-                        request: *id,
-                        expected: State::Approved,
-                        actual,
-                    });
-                }
-            };
-            let lease_until = claim.now.saturating_add(claim.lease_secs);
-            tx.execute_cached(
-                "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (request_id) DO UPDATE SET fence = ?2, owner = ?3, lease_until = ?4",
-                params![&id[..], fence as i64, claim.owner, lease_until as i64],
-            )?;
-            let mut stmt = tx.prepare_cached(
-                "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input, seq",
-            )?;
-            let plans = stmt
-                .query_map([&id[..]], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, String>(2)?))
-                })?
-                .map(|row| {
-                    let (input, package, signers) = row?;
-                    Ok(SigningPlan {
-                        input: u32::try_from(input).map_err(|_| corrupt("signing plan"))?,
-                        package,
-                        signers: split_names(&signers),
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let record = match RequestRecord::as_claimed(
-                claim.known,
-                state,
-                transitions,
-                started.as_ref(),
-                claim.now,
-            ) {
-                Some(record) => record,
-                None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
-            };
-            Ok(SigningClaim {
-                fence,
-                started: started.is_some(),
-                owner: claim.owner.to_string(),
-                lease_until,
-                plans,
-                record,
-            })
-        })
+        self.write(|tx| claim_in(tx, id, &claim).map(|(claim, _)| claim))
     }
 
     fn record_signing_plan(&self, id: &RequestId, fence: u64, plan: &SigningPlan) -> Result<()> {
         self.write(|tx| {
             check_claim(tx, id, fence)?;
-            tx.execute_cached(
-                "INSERT INTO signing_plans (request_id, input, seq, package, signers)
-                 VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = ?1 AND input = ?2), ?3, ?4)",
-                params![&id[..], plan.input as i64, plan.package, plan.signers.join(",")],
-            )?;
-            Ok(())
+            insert_plan(tx, id, plan)
+        })
+    }
+
+    fn claim_signing_with_plan(
+        &self,
+        id: &RequestId,
+        claim: ClaimRequest<'_>,
+        plan: &SigningPlan,
+    ) -> Result<PlannedClaim> {
+        self.write(|tx| {
+            let (claim, current) = claim_in(tx, id, &claim)?;
+            let planned = claim.takes_first_plan(current);
+            if planned {
+                insert_plan(tx, id, plan)?;
+            }
+            Ok(PlannedClaim { claim, planned })
         })
     }
 
@@ -1081,6 +1009,112 @@ fn apply(tx: &Connection, id: &RequestId, t: &Transition, now: u64) -> Result<()
 
 /// Refuses a write of a run whose claim `fence` no longer holds the
 /// request (a later claim took it over).
+/// The claim of [`RequestStore::claim_signing`], inside a write, and
+/// whether the record it returns was built from `claim.known` (current).
+fn claim_in(
+    tx: &Connection,
+    id: &RequestId,
+    claim: &ClaimRequest<'_>,
+) -> Result<(SigningClaim, bool)> {
+    let held: Option<(i64, String, i64)> = tx
+        .query_row_cached(
+            "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = ?1",
+            [&id[..]],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let state = state_of(tx, id)?;
+    // Counted before the claim adds its own history record.
+    let transitions = match claim.known {
+        Some(_) => transition_count(tx, id)?,
+        None => 0,
+    };
+    let (fence, started) = match state {
+        State::Approved => {
+            let started = next(State::Approved, Event::SigningStarted)?;
+            apply(tx, id, &started, claim.now)?;
+            (
+                held.map_or(1, |(fence, ..)| fence as u64 + 1),
+                Some(started),
+            )
+        }
+        State::Signing => match held {
+            Some((fence, owner, _)) if owner == claim.owner => (fence as u64, None),
+            Some((_, owner, until)) if !claim.takeover && until as u64 > claim.now => {
+                return Err(Error::SigningClaimed {
+                    request: *id,
+                    owner,
+                    until: until as u64,
+                });
+            }
+            Some((fence, ..)) => (fence as u64 + 1, None),
+            // SIGNING from before claims existed (schema < 7).
+            None => (1, None),
+        },
+        actual => {
+            return Err(Error::StateConflict {
+                request: *id,
+                expected: State::Approved,
+                actual,
+            });
+        }
+    };
+    let lease_until = claim.now.saturating_add(claim.lease_secs);
+    tx.execute_cached(
+        "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (request_id) DO UPDATE SET fence = ?2, owner = ?3, lease_until = ?4",
+        params![&id[..], fence as i64, claim.owner, lease_until as i64],
+    )?;
+    let mut stmt = tx.prepare_cached(
+            "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input, seq",
+        )?;
+    let plans = stmt
+        .query_map([&id[..]], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .map(|row| {
+            let (input, package, signers) = row?;
+            Ok(SigningPlan {
+                input: u32::try_from(input).map_err(|_| corrupt("signing plan"))?,
+                package,
+                signers: split_names(&signers),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let as_claimed =
+        RequestRecord::as_claimed(claim.known, state, transitions, started.as_ref(), claim.now);
+    let current = as_claimed.is_some();
+    let record = match as_claimed {
+        Some(record) => record,
+        None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
+    };
+    Ok((
+        SigningClaim {
+            fence,
+            started: started.is_some(),
+            owner: claim.owner.to_string(),
+            lease_until,
+            plans,
+            record,
+        },
+        current,
+    ))
+}
+
+/// Appends `plan` after the input's earlier plans.
+fn insert_plan(tx: &Connection, id: &RequestId, plan: &SigningPlan) -> Result<()> {
+    tx.execute_cached(
+        "INSERT INTO signing_plans (request_id, input, seq, package, signers)
+         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = ?1 AND input = ?2), ?3, ?4)",
+        params![&id[..], plan.input as i64, plan.package, plan.signers.join(",")],
+    )?;
+    Ok(())
+}
+
 fn check_claim(tx: &Connection, id: &RequestId, fence: u64) -> Result<()> {
     let current: Option<i64> = tx
         .query_row_cached(
@@ -1438,6 +1472,7 @@ mod tests {
         contract::signing_claims(&store().1);
         contract::retries(&store().1);
         contract::claims_return_the_record_as_claimed(&store().1);
+        contract::claims_with_a_first_plan(&store().1);
     }
 
     /// Two connections to one file, as two processes would have: the

@@ -823,7 +823,7 @@ pub(crate) mod contract {
         }
     }
 
-    fn approved<S: RequestStore + ?Sized>(store: &S, key: &str) -> RequestId {
+    pub fn approved<S: RequestStore + ?Sized>(store: &S, key: &str) -> RequestId {
         let r = request();
         let id = insert(store, &new_request(r.clone(), key), 100);
         let a = approval(&r, Decision::Approve);
@@ -1032,5 +1032,110 @@ pub(crate) mod contract {
             read.transitions.len(),
             approved_record.transitions.len() + 4
         );
+    }
+
+    /// A fresh request's claim and first plan in one transaction: planned
+    /// only when the claim started the signing of the request the caller
+    /// still has, with no earlier plan; otherwise claimed without it (or
+    /// refused as a claim is), and nothing half-written.
+    pub fn claims_with_a_first_plan<S: RequestStore>(store: &S) {
+        use crate::request_store::SigningPlan;
+        let plan = |package: u8| SigningPlan {
+            input: 0,
+            package: vec![package],
+            signers: vec!["s1".into(), "s2".into()],
+        };
+        let with = |owner, now, known| crate::request_store::ClaimRequest {
+            known,
+            ..claim(owner, false, now)
+        };
+        // Fresh and current: claimed and planned at once.
+        let id = approved(store, "k1");
+        let approved_record = store.request(&id).unwrap();
+        let first = store
+            .claim_signing_with_plan(&id, with("a", 200, Some(&approved_record)), &plan(1))
+            .unwrap();
+        assert!(first.planned);
+        assert!(first.claim.started);
+        assert_eq!(first.claim.fence, 1);
+        assert_eq!(first.claim.record, store.request(&id).unwrap());
+        assert_eq!(first.claim.record.state, State::Signing);
+        // Under that claim, later plans go as before; a renewal sees both.
+        store.record_signing_plan(&id, 1, &plan(2)).unwrap();
+        let renewed = store.claim_signing(&id, with("a", 201, None)).unwrap();
+        assert_eq!(renewed.plans, vec![plan(1), plan(2)]);
+        // Already SIGNING (the stale APPROVED record): another owner is
+        // refused and nothing is written; the holder renews, unplanned.
+        assert!(matches!(
+            store.claim_signing_with_plan(&id, with("b", 202, Some(&approved_record)), &plan(3)),
+            Err(Error::SigningClaimed { .. })
+        ));
+        let again = store
+            .claim_signing_with_plan(&id, with("a", 203, Some(&approved_record)), &plan(3))
+            .unwrap();
+        assert!(!again.planned);
+        assert_eq!(again.claim.plans, vec![plan(1), plan(2)]);
+        // APPROVED again after a failure and a retry: earlier plans exist
+        // (and the caller's record is stale): claimed, not planned.
+        let failed = next(
+            State::Signing,
+            Event::SigningFailed {
+                reason: "refused".into(),
+            },
+        )
+        .unwrap();
+        store.finish_signing(&id, 1, &failed, 210).unwrap();
+        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+        store
+            .retry_failed(&id, &retried, &Limits::default(), None, 220)
+            .unwrap();
+        let retried_record = store.request(&id).unwrap();
+        let resumed = store
+            .claim_signing_with_plan(&id, with("b", 230, Some(&retried_record)), &plan(4))
+            .unwrap();
+        assert!(!resumed.planned, "earlier plans are resumed first");
+        assert!(resumed.claim.started);
+        assert_eq!(resumed.claim.fence, 2);
+        assert_eq!(resumed.claim.plans, vec![plan(1), plan(2)]);
+        // A fresh request claimed without a record of it: claimed, not
+        // planned (the package came from a record the claim cannot vouch
+        // for), and no plan written.
+        let mut r = request();
+        r.metadata.memo = "fresh".into();
+        let fresh = insert(store, &new_request(r.clone(), "k3"), 100);
+        store
+            .record_decision(
+                &fresh,
+                &approval(&r, Decision::Approve),
+                Some(&quorum()),
+                101,
+            )
+            .unwrap();
+        let unknown = store
+            .claim_signing_with_plan(&fresh, with("a", 240, None), &plan(5))
+            .unwrap();
+        assert!(!unknown.planned);
+        assert!(unknown.claim.started);
+        assert!(
+            store
+                .claim_signing(&fresh, with("a", 241, None))
+                .unwrap()
+                .plans
+                .is_empty()
+        );
+        // A pending request: refused as a claim is, nothing written.
+        let mut other = request();
+        other.metadata.memo = "another".into();
+        let pending = insert(store, &new_request(other, "k2"), 100);
+        assert!(matches!(
+            store.claim_signing_with_plan(&pending, with("a", 250, None), &plan(6)),
+            Err(Error::StateConflict {
+                actual: State::PendingApproval,
+                ..
+            })
+        ));
+        let rec = store.request(&pending).unwrap();
+        assert_eq!(rec.state, State::PendingApproval);
+        assert_eq!(rec.transitions.len(), 1);
     }
 }

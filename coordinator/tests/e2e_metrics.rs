@@ -306,6 +306,16 @@ fn metrics_count_a_signing_and_json_logs_parse() {
         &[("event", "signings_two_round")],
     );
     assert_eq!(one_round + two_round, 1.0, "{after}");
+    // A request just approved: claimed with its first round-2 plan, in one
+    // store write.
+    assert_eq!(
+        d(
+            "ringi_signing_events_total",
+            &[("event", "claims_with_first_plan")]
+        ),
+        1.0,
+        "{after}"
+    );
     assert_eq!(phase("round1"), two_round);
     // The histogram is a real Prometheus histogram: buckets, sum, count.
     assert!(

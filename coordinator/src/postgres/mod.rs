@@ -62,8 +62,8 @@ use crate::config::StoreConfig;
 use crate::error::{Error, Missing, RequestId, Result};
 use crate::request_state::{Event, SignedTransaction, State, Transition, TransitionError, next};
 use crate::request_store::{
-    ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, Position, RequestRecord,
-    RequestStore, SigningClaim, SigningPlan, TransitionRecord,
+    ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
+    RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
 use crate::store::{KeyRecord, KeyStore};
 
@@ -725,103 +725,29 @@ impl RequestStore for PostgresStore {
     }
 
     fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim> {
-        self.write(|tx| {
-            let held = match tx.query_opt(
-                "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = $1",
-                &[&&id[..]],
-            )? {
-                Some(row) => Some((
-                    to_u64(row.try_get(0)?, "claim fence")?,
-                    row.try_get::<_, String>(1)?,
-                    to_u64(row.try_get(2)?, "claim lease")?,
-                )),
-                None => None,
-            };
-            let state = state_of(tx, id)?;
-            // Counted before the claim adds its own history record.
-            let transitions = match claim.known {
-                Some(_) => transition_count(tx, id)?,
-                None => 0,
-            };
-            let (fence, started) = match state {
-                State::Approved => {
-                    let started = next(State::Approved, Event::SigningStarted)?;
-                    apply(tx, id, &started, claim.now)?;
-                    (held.map_or(1, |(fence, ..)| fence + 1), Some(started))
-                }
-                State::Signing => match held {
-                    Some((fence, owner, _)) if owner == claim.owner => (fence, None),
-                    Some((_, owner, until)) if !claim.takeover && until > claim.now => {
-                        return Err(Error::SigningClaimed {
-                            request: *id,
-                            owner,
-                            until,
-                        }
-                        .into());
-                    }
-                    Some((fence, ..)) => (fence + 1, None),
-                    None => (1, None),
-                },
-                actual => {
-                    return Err(Error::StateConflict {
-                        request: *id,
-                        expected: State::Approved,
-                        actual,
-                    }
-                    .into());
-                }
-            };
-            let lease_until = claim.now.saturating_add(claim.lease_secs);
-            tx.execute(
-                "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (request_id) DO UPDATE
-                 SET fence = EXCLUDED.fence, owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until",
-                &[&&id[..], &(fence as i64), &claim.owner, &(lease_until as i64)],
-            )?;
-            let mut plans = Vec::new();
-            for row in tx.query(
-                "SELECT input, package, signers FROM signing_plans WHERE request_id = $1 ORDER BY input, seq",
-                &[&&id[..]],
-            )? {
-                plans.push(SigningPlan {
-                    input: u32::try_from(row.try_get::<_, i32>(0)?)
-                        .map_err(|_| corrupt("signing plan"))?,
-                    package: row.try_get(1)?,
-                    signers: split_names(&row.try_get::<_, String>(2)?),
-                });
-            }
-            let record = match RequestRecord::as_claimed(
-                claim.known,
-                state,
-                transitions,
-                started.as_ref(),
-                claim.now,
-            ) {
-                Some(record) => record,
-                None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
-            };
-            Ok(SigningClaim {
-                fence,
-                started: started.is_some(),
-                owner: claim.owner.to_string(),
-                lease_until,
-                plans,
-                record,
-            })
-        })
+        self.write(|tx| claim_in(tx, id, &claim).map(|(claim, _)| claim))
     }
 
     fn record_signing_plan(&self, id: &RequestId, fence: u64, plan: &SigningPlan) -> Result<()> {
-        let input = i32::try_from(plan.input)
-            .map_err(|_| Error::Internal(format!("input {} out of range", plan.input)))?;
         self.write(|tx| {
             check_claim(tx, id, fence)?;
-            tx.execute(
-                "INSERT INTO signing_plans (request_id, input, seq, package, signers)
-                 VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = $1 AND input = $2), $3, $4)",
-                &[&&id[..], &input, &plan.package, &plan.signers.join(",")],
-            )?;
-            Ok(())
+            insert_plan(tx, id, plan)
+        })
+    }
+
+    fn claim_signing_with_plan(
+        &self,
+        id: &RequestId,
+        claim: ClaimRequest<'_>,
+        plan: &SigningPlan,
+    ) -> Result<PlannedClaim> {
+        self.write(|tx| {
+            let (claim, current) = claim_in(tx, id, &claim)?;
+            let planned = claim.takes_first_plan(current);
+            if planned {
+                insert_plan(tx, id, plan)?;
+            }
+            Ok(PlannedClaim { claim, planned })
         })
     }
 
@@ -1055,6 +981,109 @@ fn apply(tx: &mut Tx<'_>, id: &RequestId, t: &Transition, now: u64) -> TxResult<
 
 /// Refuses a write of a run whose claim `fence` no longer holds the
 /// request (a later claim took it over).
+/// The claim of [`RequestStore::claim_signing`], inside a write, and
+/// whether the record it returns was built from `claim.known` (current).
+fn claim_in(
+    tx: &mut Tx<'_>,
+    id: &RequestId,
+    claim: &ClaimRequest<'_>,
+) -> TxResult<(SigningClaim, bool)> {
+    let held = match tx.query_opt(
+        "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = $1",
+        &[&&id[..]],
+    )? {
+        Some(row) => Some((
+            to_u64(row.try_get(0)?, "claim fence")?,
+            row.try_get::<_, String>(1)?,
+            to_u64(row.try_get(2)?, "claim lease")?,
+        )),
+        None => None,
+    };
+    let state = state_of(tx, id)?;
+    // Counted before the claim adds its own history record.
+    let transitions = match claim.known {
+        Some(_) => transition_count(tx, id)?,
+        None => 0,
+    };
+    let (fence, started) = match state {
+        State::Approved => {
+            let started = next(State::Approved, Event::SigningStarted)?;
+            apply(tx, id, &started, claim.now)?;
+            (held.map_or(1, |(fence, ..)| fence + 1), Some(started))
+        }
+        State::Signing => match held {
+            Some((fence, owner, _)) if owner == claim.owner => (fence, None),
+            Some((_, owner, until)) if !claim.takeover && until > claim.now => {
+                return Err(Error::SigningClaimed {
+                    request: *id,
+                    owner,
+                    until,
+                }
+                .into());
+            }
+            Some((fence, ..)) => (fence + 1, None),
+            None => (1, None),
+        },
+        actual => {
+            return Err(Error::StateConflict {
+                request: *id,
+                expected: State::Approved,
+                actual,
+            }
+            .into());
+        }
+    };
+    let lease_until = claim.now.saturating_add(claim.lease_secs);
+    tx.execute(
+            "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (request_id) DO UPDATE
+             SET fence = EXCLUDED.fence, owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until",
+            &[&&id[..], &(fence as i64), &claim.owner, &(lease_until as i64)],
+        )?;
+    let mut plans = Vec::new();
+    for row in tx.query(
+            "SELECT input, package, signers FROM signing_plans WHERE request_id = $1 ORDER BY input, seq",
+            &[&&id[..]],
+        )? {
+            plans.push(SigningPlan {
+                input: u32::try_from(row.try_get::<_, i32>(0)?)
+                    .map_err(|_| corrupt("signing plan"))?,
+                package: row.try_get(1)?,
+                signers: split_names(&row.try_get::<_, String>(2)?),
+            });
+        }
+    let as_claimed =
+        RequestRecord::as_claimed(claim.known, state, transitions, started.as_ref(), claim.now);
+    let current = as_claimed.is_some();
+    let record = match as_claimed {
+        Some(record) => record,
+        None => load_request(tx, id)?.ok_or(Missing::Request(*id))?,
+    };
+    Ok((
+        SigningClaim {
+            fence,
+            started: started.is_some(),
+            owner: claim.owner.to_string(),
+            lease_until,
+            plans,
+            record,
+        },
+        current,
+    ))
+}
+
+/// Appends `plan` after the input's earlier plans.
+fn insert_plan(tx: &mut Tx<'_>, id: &RequestId, plan: &SigningPlan) -> TxResult<()> {
+    let input = i32::try_from(plan.input)
+        .map_err(|_| Error::Internal(format!("input {} out of range", plan.input)))?;
+    tx.execute(
+        "INSERT INTO signing_plans (request_id, input, seq, package, signers)
+         VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = $1 AND input = $2), $3, $4)",
+        &[&&id[..], &input, &plan.package, &plan.signers.join(",")],
+    )?;
+    Ok(())
+}
+
 fn check_claim(tx: &mut Tx<'_>, id: &RequestId, fence: u64) -> TxResult<()> {
     let current = tx.query_opt(
         "SELECT fence FROM signing_claims WHERE request_id = $1",

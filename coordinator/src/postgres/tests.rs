@@ -54,6 +54,7 @@ fn request_store_contract() {
     contract::signing_claims(&store(&server));
     contract::retries(&store(&server));
     contract::claims_return_the_record_as_claimed(&store(&server));
+    contract::claims_with_a_first_plan(&store(&server));
 }
 
 /// Stores on one database, as coordinators on one server would be: the

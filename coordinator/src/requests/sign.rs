@@ -19,7 +19,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result, SigningError};
 use crate::phases::{self, Phase};
 use crate::request_state::{Event, SignedTransaction, State, next};
-use crate::request_store::{ClaimRequest, RequestRecord};
+use crate::request_store::{ClaimRequest, RequestRecord, SigningClaim};
 use crate::signing::{Key, Signed};
 use crate::signing_claim::PlanLog;
 use crate::store::blocking;
@@ -92,6 +92,9 @@ async fn sign_and_record(
     // judged on it the first time only (later, on the stored record).
     let mut last = known;
     let mut first = true;
+    // The first attempt of a run that did not take over may claim with its
+    // first plan (see below).
+    let mut claim_with_plan = !takeover;
     loop {
         // The policy's time rules (a delay after full approval, signing
         // hours): wait, holding nothing, until the request may be signed;
@@ -112,64 +115,58 @@ async fn sign_and_record(
         let Ok(slot) = waited else {
             return Ok(Ended::Unrecorded); // the semaphore is never closed
         };
-        // Claim (or renew the claim on) the request: APPROVED → SIGNING.
-        let store = c.requests.clone();
-        let owner = c.owner.clone();
-        let lease_secs = c.signing_lease_secs;
-        // The claim returns the record it claimed (the approvals the rounds
-        // present are the ones of the request as claimed), in one hop to
-        // the store's thread.
-        let prior = last.take();
-        let claimed = blocking(move || {
-            store.claim_signing(
-                &id,
-                ClaimRequest {
-                    owner: &owner,
-                    takeover,
-                    now: super::now(),
-                    lease_secs,
-                    known: prior.as_ref(),
-                },
-            )
-        })
-        .await;
-        let claim = match claimed {
-            Ok(claimed) => claimed,
-            Err(Error::StateConflict { actual, .. }) => {
-                // Signed, failed or expired meanwhile: never sign twice.
-                tracing::info!(request_id = %short, state = %actual, "signing not started: the request moved on");
-                return Ok(Ended::Unrecorded);
-            }
-            Err(e @ Error::SigningClaimed { .. }) => {
-                tracing::info!(request_id = %short, reason = %e, "signing not started");
-                return Ok(Ended::Unrecorded);
-            }
-            Err(e) => return Err(e),
+        // A fresh request, as the decision that approved it wrote it: the
+        // claim goes with the first round-2 plan, in one write
+        // (`PlanLog::claiming`). Tried once per run; any other case claims
+        // first.
+        let fresh = if std::mem::take(&mut claim_with_plan) {
+            last.take_if(|r| r.state == State::Approved)
+        } else {
+            None
         };
-        if claim.started {
-            crate::metrics::transition(State::Signing);
-        }
+        let (claim, outcome) = match fresh {
+            Some(known) => {
+                let plans = PlanLog::claiming(
+                    c.requests.clone(),
+                    known.clone(),
+                    c.owner.clone(),
+                    c.signing_lease_secs,
+                );
+                let outcome = sign(c, &known, &plans).await;
+                match plans.into_claim() {
+                    Some(made) if made.planned => {
+                        phases::count("claims_with_first_plan", 1);
+                        started(c, &made.claim, &mut audited_fence);
+                        (made.claim, outcome)
+                    }
+                    // Claimed without its plan (the request changed, or
+                    // has plans to resume): nothing went out. Sign again
+                    // under the claim, which is ours to renew.
+                    Some(made) => {
+                        tracing::debug!(request_id = %short, "claimed without a first plan; signing again under the claim");
+                        last = Some(made.claim.record);
+                        continue;
+                    }
+                    // No claim: nothing went out either (the signing
+                    // stopped before its first plan, or the claim was
+                    // refused). Claim as usual, which says why.
+                    None => {
+                        last = Some(known);
+                        continue;
+                    }
+                }
+            }
+            None => {
+                let Some(claim) = claim(c, id, takeover, last.take()).await? else {
+                    return Ok(Ended::Unrecorded);
+                };
+                started(c, &claim, &mut audited_fence);
+                let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
+                let outcome = sign(c, &claim.record, &plans).await;
+                (claim, outcome)
+            }
+        };
         let record = &claim.record;
-        c.publish(record);
-        // Once per claim: a retry after a backoff renews the same claim and
-        // is not a new start (a request whose signers are down for an hour
-        // would otherwise fill the trail).
-        if audited_fence != Some(claim.fence) {
-            audited_fence = Some(claim.fence);
-            phases::time(Phase::AuditWrite, || {
-                c.audit(
-                    "signing_started",
-                    &[
-                        ("request_id", short.clone()),
-                        ("approvals", record.approvals.len().to_string()),
-                        ("fence", claim.fence.to_string()),
-                        ("resumed_plans", claim.plans.len().to_string()),
-                    ],
-                )
-            });
-        }
-        let plans = PlanLog::for_claim(c.requests.clone(), id, &claim);
-        let outcome = sign(c, record, &plans).await;
         // A signer whose share failed aggregation was excluded for cause:
         // on the record, whatever became of this request.
         for (signer, reason) in c.registry.standings().take_unaudited() {
@@ -244,6 +241,75 @@ async fn sign_and_record(
                 return Ok(Ended::Published);
             }
         }
+    }
+}
+
+/// Claims (or renews the claim on) request `id`: APPROVED → SIGNING. The
+/// claim returns the record it claimed (the approvals the rounds present
+/// are the ones of the request as claimed), in one hop to the store's
+/// thread. `None` (logged) when the signing is not to start: the request
+/// moved on (signed, failed or expired meanwhile: never sign twice) or
+/// another coordinator holds it.
+async fn claim(
+    c: &Arc<Coordinator>,
+    id: RequestId,
+    takeover: bool,
+    prior: Option<RequestRecord>,
+) -> Result<Option<SigningClaim>> {
+    let store = c.requests.clone();
+    let owner = c.owner.clone();
+    let lease_secs = c.signing_lease_secs;
+    let claimed = blocking(move || {
+        store.claim_signing(
+            &id,
+            ClaimRequest {
+                owner: &owner,
+                takeover,
+                now: super::now(),
+                lease_secs,
+                known: prior.as_ref(),
+            },
+        )
+    })
+    .await;
+    match claimed {
+        Ok(claimed) => Ok(Some(claimed)),
+        Err(Error::StateConflict { actual, .. }) => {
+            tracing::info!(request_id = %hex::encode(id), state = %actual, "signing not started: the request moved on");
+            Ok(None)
+        }
+        Err(e @ Error::SigningClaimed { .. }) => {
+            tracing::info!(request_id = %hex::encode(id), reason = %e, "signing not started");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a claim's run tells when it holds its claim: the transition's
+/// metric, the watchers (the record as claimed) and, once per claim, the
+/// audit trail (`signing_started`; a retry after a backoff renews the same
+/// claim and is not a new start: a request whose signers are down for an
+/// hour would otherwise fill the trail).
+fn started(c: &Arc<Coordinator>, claim: &SigningClaim, audited_fence: &mut Option<u64>) {
+    if claim.started {
+        crate::metrics::transition(State::Signing);
+    }
+    let record = &claim.record;
+    c.publish(record);
+    if *audited_fence != Some(claim.fence) {
+        *audited_fence = Some(claim.fence);
+        phases::time(Phase::AuditWrite, || {
+            c.audit(
+                "signing_started",
+                &[
+                    ("request_id", hex::encode(record.id)),
+                    ("approvals", record.approvals.len().to_string()),
+                    ("fence", claim.fence.to_string()),
+                    ("resumed_plans", claim.plans.len().to_string()),
+                ],
+            )
+        });
     }
 }
 
