@@ -1,7 +1,8 @@
 //! `ringi bench --store-url`: the first key's signing latency as a
-//! request's signing is run by the coordinator (`ringi::requests::run_signing`:
-//! claim the APPROVED request, record the round-2 plan, sign, record
-//! SIGNED, each store write durable before the next step), through the
+//! request's signing is run by the coordinator when a decision approves it
+//! (`ringi::requests::run_signing_approved`, with the record the decision
+//! wrote: claim the APPROVED request with its first round-2 plan, sign,
+//! record SIGNED, each store write durable before the next step), through the
 //! embedded SQLite store and through a PostgreSQL database, in one run.
 //!
 //! Each engine gets a coordinator of its own over the same signers (the
@@ -118,7 +119,7 @@ async fn series(
         let (request, approvals) = approved_message(policy, key_id, &message, approvers)?;
         // Recorded as submit and decide would (untimed): APPROVED.
         let store = &c.requests;
-        let id = tokio::task::block_in_place(|| -> anyhow::Result<_> {
+        let record = tokio::task::block_in_place(|| -> anyhow::Result<_> {
             let now = ringi_policy::clock::now();
             let new = NewRequest {
                 content_hash: ringi_policy::encoding::sha256(&request.canonical()),
@@ -135,10 +136,13 @@ async fn series(
                 let quorum = quorum.transpose()?;
                 store.record_decision(&id, approval, quorum.as_ref(), now)?;
             }
-            Ok(id)
+            // The record as the approving decision wrote it (what decide
+            // hands its signing run).
+            Ok(store.request(&id)?)
         })?;
+        let id = record.id;
         let start = Instant::now();
-        ringi::requests::run_signing(c, id, false).await;
+        ringi::requests::run_signing_approved(c, record).await;
         let elapsed = start.elapsed();
         let record = tokio::task::block_in_place(|| anyhow::Ok(c.requests.request(&id)?))?;
         if record.state != State::Signed {
