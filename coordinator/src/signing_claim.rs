@@ -239,10 +239,8 @@ impl PlanLog {
 
 #[cfg(test)]
 mod tests {
-    use ringi_policy::limits::Limits;
-
     use super::*;
-    use crate::request_state::{Event, State, next};
+    use crate::request_state::State;
     use crate::sqlite::SqliteStore;
     use crate::store::contract;
 
@@ -298,21 +296,7 @@ mod tests {
         store
             .record_signing_plan(&id, earlier.fence, &plan(1))
             .unwrap();
-        let now = crate::requests::now();
-        let failed = next(
-            State::Signing,
-            Event::SigningFailed {
-                reason: "refused".into(),
-            },
-        )
-        .unwrap();
-        store
-            .finish_signing(&id, earlier.fence, &failed, now)
-            .unwrap();
-        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
-        store
-            .retry_failed(&id, &retried, &Limits::default(), None, now)
-            .unwrap();
+        contract::fail_and_retry(&*store, &id, earlier.fence, crate::requests::now());
         let known = store.request(&id).unwrap();
         let log = PlanLog::claiming(store.clone(), known, "b".into(), 60);
         for _ in 0..2 {

@@ -833,6 +833,28 @@ pub(crate) mod contract {
         id
     }
 
+    /// Fails the SIGNING request `id` under claim `fence` at `now` and has an
+    /// admin retry it at `now + 10`: APPROVED again, its plans kept.
+    pub fn fail_and_retry<S: RequestStore + ?Sized>(
+        store: &S,
+        id: &RequestId,
+        fence: u64,
+        now: u64,
+    ) {
+        let failed = next(
+            State::Signing,
+            Event::SigningFailed {
+                reason: "refused".into(),
+            },
+        )
+        .unwrap();
+        store.finish_signing(id, fence, &failed, now).unwrap();
+        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+        store
+            .retry_failed(id, &retried, &Limits::default(), None, now + 10)
+            .unwrap();
+    }
+
     /// Signing claims: one holder at a time, fences that grow, writes of a
     /// run that lost its claim refused, plans kept until SIGNED.
     pub fn signing_claims<S: RequestStore>(store: &S) {
@@ -1009,20 +1031,7 @@ pub(crate) mod contract {
         );
         // Stale by history: APPROVED again after a failure and a retry,
         // while the caller still has the first APPROVED record.
-        let failed = next(
-            State::Signing,
-            Event::SigningFailed {
-                reason: "refused".into(),
-            },
-        )
-        .unwrap();
-        store
-            .finish_signing(&id, first.fence, &failed, 210)
-            .unwrap();
-        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
-        store
-            .retry_failed(&id, &retried, &Limits::default(), None, 220)
-            .unwrap();
+        fail_and_retry(store, &id, first.fence, 210);
         let again = store
             .claim_signing(&id, with("b", 230, Some(&approved_record)))
             .unwrap();
@@ -1077,18 +1086,7 @@ pub(crate) mod contract {
         assert_eq!(again.claim.plans, vec![plan(1), plan(2)]);
         // APPROVED again after a failure and a retry: earlier plans exist
         // (and the caller's record is stale): claimed, not planned.
-        let failed = next(
-            State::Signing,
-            Event::SigningFailed {
-                reason: "refused".into(),
-            },
-        )
-        .unwrap();
-        store.finish_signing(&id, 1, &failed, 210).unwrap();
-        let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
-        store
-            .retry_failed(&id, &retried, &Limits::default(), None, 220)
-            .unwrap();
+        fail_and_retry(store, &id, 1, 210);
         let retried_record = store.request(&id).unwrap();
         let resumed = store
             .claim_signing_with_plan(&id, with("b", 230, Some(&retried_record)), &plan(4))
