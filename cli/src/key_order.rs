@@ -37,6 +37,7 @@ use ringi_policy::key_order::{
 };
 use ringi_policy::policy::Policy;
 use ringi_policy::policy_update::AdminSignature;
+use ringi_policy::transport_key::TransportCurve;
 use ringi_proto::approval::v1 as apb;
 use ringi_proto::coordinator::v1 as cpb;
 use ringi_proto::coordinator::v1::key_service_client::KeyServiceClient;
@@ -292,6 +293,9 @@ pub fn retire_order(
     })
 }
 
+/// The wire forms of a DKG transport key, for usage errors.
+const TRANSPORT_KEY_FORMS: &str = "hex of a secp256k1 SEC1 compressed point (66 digits, 02 or 03 first) or of a P-256 DER SubjectPublicKeyInfo (118 digits)";
+
 /// An unsigned repair of participant `identifier` of `key_id` for the node
 /// whose DKG transport key is `recipient_hex`.
 pub fn repair_order(
@@ -309,11 +313,14 @@ pub fn repair_order(
         .ok_or_else(|| CliError::Usage("--identifier must be 1..=65535".into()))?;
     let recipient =
         hex::decode(recipient_hex).map_err(|e| CliError::Usage(format!("--recipient-key: {e}")))?;
-    if recipient.len() != 33 || !matches!(recipient[0], 2 | 3) {
-        return Err(CliError::Usage(
-            "--recipient-key must be a SEC1 compressed secp256k1 key (33 bytes, 02 or 03 first), the new node's DKG transport key".into(),
-        ));
-    }
+    // Either curve's wire form, as `ringi-signer info` prints it on its
+    // `dkg_transport_key CURVE HEX` lines; every key of the order on one
+    // curve (the nodes derive pairwise ECDH secrets).
+    let Some(curve) = TransportCurve::of(&recipient) else {
+        return Err(CliError::Usage(format!(
+            "--recipient-key must be the new node's DKG transport key as `ringi-signer info` prints it: {TRANSPORT_KEY_FORMS}"
+        )));
+    };
     let mut named = std::collections::BTreeMap::new();
     for spec in helpers {
         let (id, key) = spec.split_once('=').ok_or_else(|| {
@@ -327,12 +334,17 @@ pub fn repair_order(
             })?;
         let key = hex::decode(key)
             .ok()
-            .filter(|k| k.len() == 33 && matches!(k[0], 2 | 3))
+            .filter(|k| TransportCurve::of(k).is_some())
             .ok_or_else(|| {
                 CliError::Usage(format!(
-                    "--helper {spec:?}: the key must be SEC1 compressed secp256k1 hex (66 digits)"
+                    "--helper {spec:?}: the key must be a DKG transport key as `ringi-signer info` prints it: {TRANSPORT_KEY_FORMS}"
                 ))
             })?;
+        if TransportCurve::of(&key) != Some(curve) {
+            return Err(CliError::Usage(format!(
+                "--helper {spec:?}: not a {curve} key like --recipient-key: name every node's key on one curve (its `dkg_transport_key {curve}` line)"
+            )));
+        }
         if named.insert(id, key).is_some() {
             return Err(CliError::Usage(format!("--helper {id} is given twice")));
         }
@@ -685,6 +697,35 @@ mod tests {
             OrderFile::parse(&text).unwrap().to_signed().unwrap(),
             repair
         );
+        // On P-256 (a node whose token makes no secp256k1 keys): the keys
+        // as `ringi-signer info` prints them, and back from the file.
+        let p256 =
+            |point: &str| hex::encode(TransportCurve::P256.wire(&hex::decode(point).unwrap()));
+        let repair = repair_order(
+            "hot-1",
+            2,
+            &p256(&format!("02{}", "ab".repeat(32))),
+            &[format!("1={}", p256(&format!("03{}", "cd".repeat(32))))],
+            600,
+            NOW,
+        )
+        .unwrap();
+        let text = crate::json(&OrderFile::from_signed(&repair));
+        assert_eq!(
+            OrderFile::parse(&text).unwrap().to_signed().unwrap(),
+            repair
+        );
+        // Keys on two curves are refused, naming the curve to use.
+        let mixed = repair_order(
+            "hot-1",
+            2,
+            &p256(&format!("02{}", "ab".repeat(32))),
+            &[format!("1=03{}", "cd".repeat(32))],
+            600,
+            NOW,
+        )
+        .unwrap_err();
+        assert!(mixed.to_string().contains("not a P-256 key"), "{mixed}");
     }
 
     #[test]

@@ -439,11 +439,14 @@ enum OrderCommand {
         key_id: String,
         #[arg(long)]
         identifier: u32,
-        /// The new node's DKG transport key, SEC1 compressed, hex.
+        /// The new node's DKG transport key, hex, as `ringi-signer info`
+        /// prints it (secp256k1, or P-256 where a node has no secp256k1 key;
+        /// every key of the order on one curve).
         #[arg(long)]
         recipient_key: String,
-        /// A helper as IDENTIFIER=TRANSPORT_KEY_HEX (its `dkg_public_key`
-        /// from `ringi-signer info`); at least the key's threshold of them.
+        /// A helper as IDENTIFIER=TRANSPORT_KEY_HEX (its `dkg_public_key`,
+        /// or its `dkg_transport_key P-256` line, from `ringi-signer info`);
+        /// at least the key's threshold of them.
         #[arg(long = "helper", value_name = "ID=KEY", required = true)]
         helpers: Vec<String>,
         #[arg(long, default_value_t = ringi_cli::key_order::DEFAULT_VALID_SECS)]

@@ -6,7 +6,8 @@
 //! DKG transport key only and every run with it moves to P-256: a 2-of-3
 //! DKG, signing with signer-3 and another, signer-3 restarted, signing
 //! again, a refresh (its votes sealed over P-256), a Taproot key; a DKG
-//! without signer-3 stays on secp256k1.
+//! without signer-3 stays on secp256k1. And a lost share repaired onto a
+//! kryoptic node, the repair's order and envelopes on P-256.
 //!
 //! Never skipped: without kryoptic the cluster does not start and the test
 //! fails, naming the build script.
@@ -106,4 +107,93 @@ async fn a_signer_on_kryoptic_takes_part_in_dkg_signing_restart_and_refresh() {
         held.iter()
             .any(|k| k.key_id == "hot" && k.kind == "bitcoin-taproot")
     );
+}
+
+/// The P-256 transport key a node offers, in its wire form.
+fn p256_key(info: &ringi_proto::signer::v1::GetNodeInfoResponse) -> Vec<u8> {
+    info.dkg_transport_keys
+        .iter()
+        .find(|k| TransportCurve::of(&k.public_key) == Some(TransportCurve::P256))
+        .expect("every node offers a P-256 transport key")
+        .public_key
+        .clone()
+}
+
+/// A lost share repaired onto a node whose token makes no secp256k1 keys:
+/// the admins' order names every node's P-256 transport key, made with
+/// the CLI from the keys as the nodes print them; the helpers, on SoftHSM2,
+/// seal their parts to the kryoptic node over P-256; the repaired node
+/// signs with either other signer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_share_is_repaired_onto_a_kryoptic_node_over_p256() {
+    let mut cluster = Cluster::start_tls_with_kryoptic(4, &[4]);
+    let group_key = cluster.keygen("k", 2, &["signer-1", "signer-2", "signer-3"]);
+    let info4 = cluster.node_info(3).await;
+    assert_eq!(curves(&info4), vec![TransportCurve::P256]);
+
+    // signer-1's token is lost for good; signer-4 takes its identifier.
+    cluster.signers[0].stop();
+    std::fs::remove_dir_all(cluster.signers[0].dir.join("tokens")).unwrap();
+    cluster.stop_coordinator();
+    cluster.write_coordinator_config_with(&[(3, 1), (1, 2), (2, 3)]);
+    cluster.start_coordinator();
+
+    let recipient = hex::encode(p256_key(&info4));
+    let helper2 = hex::encode(p256_key(&cluster.node_info(1).await));
+    let helper3 = hex::encode(p256_key(&cluster.node_info(2).await));
+    let order_file = cluster.dir.path().join("repair-order.json");
+    let made = cluster.ringi_ok(&[
+        "keys",
+        "order",
+        "repair",
+        "k",
+        "--identifier",
+        "1",
+        "--recipient-key",
+        &recipient,
+        "--helper",
+        &format!("2={helper2}"),
+        "--helper",
+        &format!("3={helper3}"),
+    ]);
+    std::fs::write(&order_file, made).unwrap();
+    for admin in ["alice", "carol"] {
+        cluster.sign_order(&order_file, admin);
+    }
+    let out = cluster.ringi(&[
+        "keys",
+        "repair",
+        "k",
+        "--signer",
+        "signer-4",
+        "--order",
+        order_file.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        hex::decode(String::from_utf8_lossy(&out.stdout).trim()).unwrap(),
+        group_key
+    );
+    assert!(
+        stderr.contains("signer-4 now holds participant 1 of key k (replacing signer-1)"),
+        "{stderr}"
+    );
+    let held = cluster.node_info(3).await.key_shares;
+    let share = held.iter().find(|k| k.key_id == "k").unwrap();
+    assert_eq!(share.identifier, 1);
+    assert_eq!(share.group_public_key, group_key);
+
+    for pair in [["signer-4", "signer-2"], ["signer-3", "signer-4"]] {
+        let message = format!("repaired onto kryoptic, {pair:?}");
+        let signature = cluster.sign("k", message.as_bytes(), &pair);
+        assert!(frost_verify(&group_key, message.as_bytes(), &signature));
+        assert!(independent_verify(
+            &group_key,
+            message.as_bytes(),
+            &signature
+        ));
+    }
+    let log = std::fs::read_to_string(cluster.signers[3].dir.join("data/audit.jsonl")).unwrap();
+    assert!(log.contains("share_repaired"), "{log}");
 }
