@@ -16,9 +16,9 @@
 //!    share can be released. A run that starts on a request just approved
 //!    claims it with its first plan, in one transaction
 //!    ([`PlanLog::claiming`]): the claim still precedes every round 2, and
-//!    a signing costs one durable write fewer. Each signer releases one share per request
-//!    input and answers the same package with the same share
-//!    (`signer/src/releases.rs`), so a run that resumes after a crash asks
+//!    a signing costs one durable write fewer. Each signer releases one
+//!    share per request input and answers the same package with the same
+//!    share (`signer/src/releases.rs`), so a run that resumes after a crash asks
 //!    for that package again and aggregates the very signature the crashed
 //!    run made (or could have made); the signers refuse any other package.
 //! 3. **The outcome recorded before it is announced**: SIGNED (with the
@@ -36,9 +36,7 @@
 //! [`RequestStore::claim_signing`]: crate::request_store::RequestStore::claim_signing
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, RequestId, Result};
 use crate::request_store::{
