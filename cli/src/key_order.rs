@@ -683,48 +683,28 @@ mod tests {
         let late = add_signature(back, &bob, NOW + 3601).unwrap_err();
         assert!(late.to_string().contains("expired"), "{late}");
 
-        let repair = repair_order(
-            "hot-1",
-            2,
-            &format!("02{}", "ab".repeat(32)),
-            &[format!("1=03{}", "cd".repeat(32))],
-            600,
-            NOW,
-        )
-        .unwrap();
-        let text = crate::json(&OrderFile::from_signed(&repair));
-        assert_eq!(
-            OrderFile::parse(&text).unwrap().to_signed().unwrap(),
-            repair
+        // A repair order on either curve (P-256: a node whose token makes no
+        // secp256k1 keys), its keys as `ringi-signer info` prints them, and
+        // back from its file; keys on two curves are refused, naming the
+        // curve to use.
+        let (recipient, helper) = (
+            format!("02{}", "ab".repeat(32)),
+            format!("03{}", "cd".repeat(32)),
         );
-        // On P-256 (a node whose token makes no secp256k1 keys): the keys
-        // as `ringi-signer info` prints them, and back from the file.
         let p256 =
             |point: &str| hex::encode(TransportCurve::P256.wire(&hex::decode(point).unwrap()));
-        let repair = repair_order(
-            "hot-1",
-            2,
-            &p256(&format!("02{}", "ab".repeat(32))),
-            &[format!("1={}", p256(&format!("03{}", "cd".repeat(32))))],
-            600,
-            NOW,
-        )
-        .unwrap();
-        let text = crate::json(&OrderFile::from_signed(&repair));
-        assert_eq!(
-            OrderFile::parse(&text).unwrap().to_signed().unwrap(),
-            repair
-        );
-        // Keys on two curves are refused, naming the curve to use.
-        let mixed = repair_order(
-            "hot-1",
-            2,
-            &p256(&format!("02{}", "ab".repeat(32))),
-            &[format!("1=03{}", "cd".repeat(32))],
-            600,
-            NOW,
-        )
-        .unwrap_err();
+        let repair = |recipient: &str, helper: &str| {
+            repair_order("hot-1", 2, recipient, &[format!("1={helper}")], 600, NOW)
+        };
+        for (recipient, helper) in [
+            (recipient.clone(), helper.clone()),
+            (p256(&recipient), p256(&helper)),
+        ] {
+            let order = repair(&recipient, &helper).unwrap();
+            let text = crate::json(&OrderFile::from_signed(&order));
+            assert_eq!(OrderFile::parse(&text).unwrap().to_signed().unwrap(), order);
+        }
+        let mixed = repair(&p256(&recipient), &helper).unwrap_err();
         assert!(mixed.to_string().contains("not a P-256 key"), "{mixed}");
     }
 

@@ -622,26 +622,15 @@ async fn a_lost_share_is_repaired_onto_a_new_node_that_takes_over_its_identifier
     // The repair, as an operator runs it: the order made and signed by two
     // admins with the CLI, then delivered. signer-2 and signer-3 help;
     // signer-4 holds participant 1.
-    let order_file = cluster.dir.path().join("repair-order.json");
-    let made = cluster.ringi_ok(&[
-        "keys",
-        "order",
-        "repair",
+    let order_file = cluster.repair_order_file(
+        "repair-order.json",
         "k",
-        "--identifier",
-        "1",
-        "--recipient-key",
-        &hex::encode(&recipient),
-        "--helper",
-        &format!("2={}", hex::encode(&helper_keys[0].1)),
-        "--helper",
-        &format!("3={}", hex::encode(&helper_keys[1].1)),
-    ]);
-    std::fs::write(&order_file, made).unwrap();
+        1,
+        &recipient,
+        &helper_keys,
+        &["alice", "carol"],
+    );
     let order_path = order_file.to_str().unwrap();
-    for admin in ["alice", "carol"] {
-        cluster.sign_order(&order_file, admin);
-    }
     let (key, stderr) = printed_key(&cluster.ringi(&[
         "keys", "repair", "k", "--signer", "signer-4", "--order", order_path,
     ]));

@@ -228,31 +228,18 @@ async fn a_retired_key_signs_nothing_and_its_shares_are_destroyed_after_the_grac
     // Nor is a share of it handed to a node by a repair, even under a
     // repair order of the admins: the coordinator and the receiving signer
     // refuse.
-    let recipient = hex::encode(cluster.node_info(0).await.dkg_public_key);
-    let repair_json = cluster.ringi_ok(&[
-        "keys",
-        "order",
-        "repair",
+    let helpers = vec![
+        (2, cluster.node_info(1).await.dkg_public_key),
+        (3, cluster.node_info(2).await.dkg_public_key),
+    ];
+    let repair = cluster.repair_order_file(
+        "repair-k.json",
         "k",
-        "--identifier",
-        "1",
-        "--recipient-key",
-        &recipient,
-        "--helper",
-        &format!(
-            "2={}",
-            hex::encode(cluster.node_info(1).await.dkg_public_key)
-        ),
-        "--helper",
-        &format!(
-            "3={}",
-            hex::encode(cluster.node_info(2).await.dkg_public_key)
-        ),
-    ]);
-    let repair = cluster.dir.path().join("repair-k.json");
-    std::fs::write(&repair, repair_json).unwrap();
-    cluster.sign_order(&repair, "alice");
-    cluster.sign_order(&repair, "carol");
+        1,
+        &cluster.node_info(0).await.dkg_public_key,
+        &helpers,
+        &["alice", "carol"],
+    );
     let repair = ringi_proto::key_order::order_to_pb(&ringi_cli::key_order::read(&repair).unwrap());
     let refused =
         cpb::key_service_client::KeyServiceClient::new(cluster.channel_as("operator").await)

@@ -138,28 +138,18 @@ async fn a_lost_share_is_repaired_onto_a_kryoptic_node_over_p256() {
     cluster.write_coordinator_config_with(&[(3, 1), (1, 2), (2, 3)]);
     cluster.start_coordinator();
 
-    let recipient = hex::encode(p256_key(&info4));
-    let helper2 = hex::encode(p256_key(&cluster.node_info(1).await));
-    let helper3 = hex::encode(p256_key(&cluster.node_info(2).await));
-    let order_file = cluster.dir.path().join("repair-order.json");
-    let made = cluster.ringi_ok(&[
-        "keys",
-        "order",
-        "repair",
+    let helpers = vec![
+        (2, p256_key(&cluster.node_info(1).await)),
+        (3, p256_key(&cluster.node_info(2).await)),
+    ];
+    let order_file = cluster.repair_order_file(
+        "repair-order.json",
         "k",
-        "--identifier",
-        "1",
-        "--recipient-key",
-        &recipient,
-        "--helper",
-        &format!("2={helper2}"),
-        "--helper",
-        &format!("3={helper3}"),
-    ]);
-    std::fs::write(&order_file, made).unwrap();
-    for admin in ["alice", "carol"] {
-        cluster.sign_order(&order_file, admin);
-    }
+        1,
+        &p256_key(&info4),
+        &helpers,
+        &["alice", "carol"],
+    );
     let out = cluster.ringi(&[
         "keys",
         "repair",

@@ -1058,6 +1058,46 @@ impl Cluster {
             .unwrap()
     }
 
+    /// A repair order made with the CLI, as an operator makes it (`ringi
+    /// keys order repair KEY_ID --identifier ID --recipient-key HEX --helper
+    /// ID=HEX ...`, the keys in their wire form), written to `file` in the
+    /// cluster's directory and signed by each of `admins`: its path.
+    pub fn repair_order_file(
+        &self,
+        file: &str,
+        key_id: &str,
+        identifier: u16,
+        recipient: &[u8],
+        helpers: &[(u16, Vec<u8>)],
+        admins: &[&str],
+    ) -> PathBuf {
+        let identifier = identifier.to_string();
+        let recipient = hex::encode(recipient);
+        let helpers: Vec<String> = helpers
+            .iter()
+            .map(|(id, key)| format!("{id}={}", hex::encode(key)))
+            .collect();
+        let mut args = vec![
+            "keys",
+            "order",
+            "repair",
+            key_id,
+            "--identifier",
+            &identifier,
+            "--recipient-key",
+            &recipient,
+        ];
+        for helper in &helpers {
+            args.extend(["--helper", helper.as_str()]);
+        }
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, self.ringi_ok(&args)).unwrap();
+        for admin in admins {
+            self.sign_order(&path, admin);
+        }
+        path
+    }
+
     /// `who` adds an admin signature to the key order file at `path`
     /// (`ringi keys order sign`).
     pub fn sign_order(&self, path: &Path, who: &str) {
