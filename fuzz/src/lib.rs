@@ -25,6 +25,7 @@ pub mod dkg_round;
 pub mod governance;
 pub mod harness_keys;
 pub mod key_lifecycle;
+pub mod key_order_file;
 pub mod policy_toml;
 pub mod psbt_derive;
 pub mod request_view;
@@ -52,6 +53,11 @@ pub fn targets() -> Vec<Target> {
             name: "governance",
             run: |d| governance::run(d).name(),
             seeds: governance::seeds,
+        },
+        Target {
+            name: "key_order_file",
+            run: |d| key_order_file::run(d).name(),
+            seeds: key_order_file::seeds,
         },
         Target {
             name: "approval_bundle",

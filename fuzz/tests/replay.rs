@@ -50,6 +50,11 @@ fn policy_toml() {
 }
 
 #[test]
+fn key_order_file() {
+    replay("key_order_file", "RoundTrips");
+}
+
+#[test]
 fn approval_bundle() {
     replay("approval_bundle", "Approved");
     // Every verdict is reachable from the seeds, not only the deepest.
