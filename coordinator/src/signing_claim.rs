@@ -74,11 +74,10 @@ enum Claim {
     Held(u64),
     /// Not claimed yet: the first plan claims, in its own transaction.
     ToMake(Box<ToMake>),
-    /// Made with the first plan: later plans go under its fence.
-    Made(Box<PlannedClaim>),
-    /// Made, but without the plan (the request had changed, or had earlier
+    /// Made with the first plan: later plans go under its fence. Or made
+    /// without it (`planned` false: the request had changed, or had earlier
     /// plans): nothing may go out under this log.
-    MadeUnplanned(Box<PlannedClaim>),
+    Made(Box<PlannedClaim>),
     /// Taken out by [`PlanLog::into_claim`].
     Gone,
 }
@@ -96,7 +95,8 @@ enum Step {
 struct ToMake {
     owner: String,
     lease_secs: u64,
-    known: RequestRecord,
+    /// Shared with the run, which signs from it meanwhile (not a copy).
+    known: Arc<RequestRecord>,
 }
 
 impl PlanLog {
@@ -132,7 +132,7 @@ impl PlanLog {
     /// [`PlanLog::into_claim`] says which, after the signing.
     pub fn claiming(
         store: Arc<dyn RequestStore>,
-        known: RequestRecord,
+        known: Arc<RequestRecord>,
         owner: String,
         lease_secs: u64,
     ) -> Self {
@@ -156,7 +156,7 @@ impl PlanLog {
     pub fn into_claim(self) -> Option<PlannedClaim> {
         let sink = self.sink?;
         match sink.claim.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Claim::Made(made) | Claim::MadeUnplanned(made) => Some(*made),
+            Claim::Made(made) => Some(*made),
             Claim::Held(_) | Claim::ToMake(_) | Claim::Gone => None,
         }
     }
@@ -191,7 +191,7 @@ impl PlanLog {
                 held => {
                     let step = match &held {
                         Claim::Held(fence) => Step::Plan(*fence),
-                        Claim::Made(made) => Step::Plan(made.claim.fence),
+                        Claim::Made(made) if made.planned => Step::Plan(made.claim.fence),
                         _ => Step::Deferred,
                     };
                     *claim = held;
@@ -222,11 +222,7 @@ impl PlanLog {
         });
         let made = crate::phases::timed(crate::phases::Phase::PlanWrite, write).await?;
         let planned = made.planned;
-        *sink.claim.lock().unwrap_or_else(|p| p.into_inner()) = if planned {
-            Claim::Made(Box::new(made))
-        } else {
-            Claim::MadeUnplanned(Box::new(made))
-        };
+        *sink.claim.lock().unwrap_or_else(|p| p.into_inner()) = Claim::Made(Box::new(made));
         if planned {
             Ok(())
         } else {
@@ -271,7 +267,7 @@ mod tests {
         let (_dir, store) = store();
         let id = contract::approved(&*store, "k1");
         let known = store.request(&id).unwrap();
-        let log = PlanLog::claiming(store.clone(), known, "me".into(), 60);
+        let log = PlanLog::claiming(store.clone(), Arc::new(known), "me".into(), 60);
         assert!(log.earlier(0).is_empty());
         log.record(plan(1)).await.unwrap();
         // A later package of the same run: under the claim just made.
@@ -296,7 +292,7 @@ mod tests {
             .unwrap();
         contract::fail_and_retry(&*store, &id, earlier.fence, crate::requests::now());
         let known = store.request(&id).unwrap();
-        let log = PlanLog::claiming(store.clone(), known, "b".into(), 60);
+        let log = PlanLog::claiming(store.clone(), Arc::new(known), "b".into(), 60);
         for _ in 0..2 {
             assert!(matches!(
                 log.record(plan(9)).await,
@@ -316,7 +312,7 @@ mod tests {
         let id = contract::approved(&*store, "k1");
         let known = store.request(&id).unwrap();
         let other = store.claim_signing(&id, claim_as("other")).unwrap();
-        let log = PlanLog::claiming(store.clone(), known, "me".into(), 60);
+        let log = PlanLog::claiming(store.clone(), Arc::new(known), "me".into(), 60);
         assert!(matches!(
             log.record(plan(1)).await,
             Err(Error::SigningClaimed { .. })

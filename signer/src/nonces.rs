@@ -312,16 +312,18 @@ impl<S: Suite> NonceStore<S> {
         dropped
     }
 
-    /// Round 1 (RFC 9591 section 5.1): draws a fresh nonce pair for
-    /// `share` from `rng`, keeps it here for round 2 and returns only its
-    /// commitments, so a vault never holds the nonces it commits to.
-    pub fn commit<R: RngCore + CryptoRng>(
+    /// Draws one fresh nonce pair for `share` from `rng`, keeps it here
+    /// and returns only its commitments (tests: the vaults issue round 1s
+    /// through [`VaultNonces::issue`]).
+    #[cfg(test)]
+    pub(crate) fn commit<R: RngCore + CryptoRng>(
         &self,
         key_id: &str,
         share: &SigningShare<S>,
         rng: &mut R,
     ) -> Result<SigningCommitments<S>, NonceError> {
-        let (nonces, commitments) = frost_core::round1::commit(share, rng);
+        let mut drawn = draw(share, 1, rng);
+        let (nonces, commitments) = drawn.pop().ok_or(NonceError::NothingDrawn)?;
         self.insert(key_id, &commitments, nonces)?;
         Ok(commitments)
     }

@@ -126,6 +126,7 @@ async fn sign_and_record(
         };
         let (claim, outcome) = match fresh {
             Some(known) => {
+                let known = Arc::new(known);
                 let plans = PlanLog::claiming(
                     c.requests.clone(),
                     known.clone(),
@@ -151,7 +152,7 @@ async fn sign_and_record(
                     // stopped before its first plan, or the claim was
                     // refused). Claim as usual, which says why.
                     None => {
-                        last = Some(known);
+                        last = Some(Arc::unwrap_or_clone(known));
                         continue;
                     }
                 }
