@@ -81,5 +81,6 @@ pub mod signing_runs;
 pub mod sqlite;
 pub mod store;
 pub mod store_engine;
+pub mod store_writer;
 pub mod token_keys;
 pub mod transport_keys;

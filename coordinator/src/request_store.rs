@@ -501,4 +501,11 @@ pub trait RequestStore: Send + Sync {
     /// not passed), with each claim's owner: what a coordinator's sweep
     /// leaves to the run (maybe another coordinator's) that holds it.
     fn live_claims(&self, now: u64) -> Result<Vec<(RequestId, String)>>;
+
+    /// The engine's writer thread, if it has one: the async side's writes
+    /// go there instead of to a blocking thread each
+    /// ([`crate::store_writer::write`]).
+    fn writer(&self) -> Option<&crate::store_writer::StoreWriter> {
+        None
+    }
 }

@@ -42,7 +42,7 @@ use crate::error::{Error, RequestId, Result};
 use crate::request_store::{
     ClaimRequest, PlannedClaim, RequestRecord, RequestStore, SigningClaim, SigningPlan,
 };
-use crate::store::blocking;
+use crate::store_writer;
 
 /// How long a claim holds without being renewed; a run renews it at every
 /// attempt. Past it, another coordinator may take the request over.
@@ -201,13 +201,15 @@ impl PlanLog {
         };
         let to_make = match step {
             Step::Plan(fence) => {
-                let write = blocking(move || store.record_signing_plan(&id, fence, &plan));
+                let write = store_writer::write(&sink.store, move || {
+                    store.record_signing_plan(&id, fence, &plan)
+                });
                 return crate::phases::timed(crate::phases::Phase::PlanWrite, write).await;
             }
             Step::Deferred => return Err(Error::PlanDeferred { request: id }),
             Step::Claim(to_make) => to_make,
         };
-        let write = blocking(move || {
+        let write = store_writer::write(&sink.store, move || {
             store.claim_signing_with_plan(
                 &id,
                 ClaimRequest {

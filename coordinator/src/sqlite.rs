@@ -24,9 +24,18 @@
 //! its approvals and history come from one snapshot of *committed* data
 //! (never a batch's writes before its commit), and reads do not wait for a
 //! commit's fsync.
+//!
+//! The writer thread ([`crate::store_writer`]): the async side's writes
+//! come as jobs to one thread, which runs the jobs queued together as one
+//! write each of a group-commit batch and answers them after its commit.
+//! While it runs a job, the batch's connection is lent to the store's calls
+//! on that thread ([`IN_BATCH`]): their writes go into the open batch (a
+//! savepoint each), and their reads see the batch, so a job that reads
+//! after it writes sees its own write and those before it.
 
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ringi_policy::approver_key::ApproverKey;
 use ringi_policy::group_commit::sqlite::SqliteBatch;
@@ -38,6 +47,7 @@ use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Missing, RequestId, Result};
+use crate::store_writer::{self, StoreWriter};
 
 /// How many parsed statements each connection keeps: more than the store
 /// has distinct statement texts, so none is ever parsed twice.
@@ -96,9 +106,24 @@ fn corrupt(what: &str) -> Error {
     Error::Corrupt(format!("database holds a malformed {what}"))
 }
 
+scoped_tls::scoped_thread_local! {
+    /// The batch the writer thread is running a job in: set only on that
+    /// thread, only while the job runs.
+    static IN_BATCH: SqliteBatch
+}
+
+thread_local! {
+    /// Which store's writer this thread is (its [`SqliteStore::id`]); 0
+    /// on every other thread.
+    static WRITER_OF: Cell<usize> = const { Cell::new(0) };
+}
+
 pub struct SqliteStore {
+    /// The writer thread (dropped first: it stops once every job queued
+    /// is answered).
+    jobs: StoreWriter,
     /// Every write, batched (see the module docs).
-    writer: GroupCommit<SqliteBatch>,
+    writer: Arc<GroupCommit<SqliteBatch>>,
     /// Every read: committed data only.
     reader: Mutex<Connection>,
 }
@@ -134,21 +159,53 @@ impl SqliteStore {
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         reader.pragma_update(None, "query_only", "ON")?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let writer = Arc::new(GroupCommit::new(SqliteBatch(conn)).with_max_batch(max_batch));
+        let batches = writer.clone();
+        let jobs = StoreWriter::start("ringi-sqlite-writer", move |jobs| {
+            WRITER_OF.with(|of| of.set(Arc::as_ptr(&batches) as usize));
+            store_writer::serve(jobs, |taken| {
+                store_writer::run_batch(&batches, taken, |batch, job| {
+                    IN_BATCH.set(batch, || job.run())
+                })
+            });
+        })?;
         Ok(SqliteStore {
-            writer: GroupCommit::new(SqliteBatch(conn)).with_max_batch(max_batch),
+            jobs,
+            writer,
             reader: Mutex::new(reader),
         })
     }
 
+    /// This store's identity for [`WRITER_OF`].
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.writer) as usize
+    }
+
+    /// Whether this call runs in a job on this store's writer thread.
+    fn in_batch(&self) -> bool {
+        IN_BATCH.is_set() && WRITER_OF.with(Cell::get) == self.id()
+    }
+
     /// Runs `f` as one write of a batch (its own savepoint, see the module
     /// docs); returns once the batch is durably committed. An error of `f`
-    /// undoes its changes only.
+    /// undoes its changes only. In a job of the writer thread, `f` runs in
+    /// the batch the job is part of (a savepoint of its own inside the
+    /// job's), committed after the job.
     fn write<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.in_batch() {
+            return IN_BATCH.with(|batch| in_savepoint(batch, f));
+        }
         self.writer.write(|batch| f(batch))
     }
 
     /// Runs `f` in a read transaction: one snapshot for all its queries.
+    /// In a job of the writer thread, inside the job's batch instead: it
+    /// sees the writes made before it in the batch, which are committed
+    /// before the job is answered.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.in_batch() {
+            return IN_BATCH.with(|batch| f(batch));
+        }
         let mut conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let value = f(&tx)?;
@@ -161,6 +218,21 @@ impl SqliteStore {
     #[cfg(test)]
     fn raw<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         self.writer.peek(|batch| f(batch))
+    }
+}
+
+/// `f` in a savepoint of the open transaction: undone alone if it fails.
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    conn.execute_batch("SAVEPOINT one_call")?;
+    match f(conn) {
+        Ok(value) => {
+            conn.execute_batch("RELEASE one_call")?;
+            Ok(value)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO one_call; RELEASE one_call")?;
+            Err(e)
+        }
     }
 }
 
@@ -564,6 +636,10 @@ fn load_key(conn: &Connection, key_id: &KeyId) -> Result<Option<KeyRecord>> {
 }
 
 impl RequestStore for SqliteStore {
+    fn writer(&self) -> Option<&StoreWriter> {
+        Some(&self.jobs)
+    }
+
     fn insert_request(
         &self,
         new: &NewRequest,
@@ -1562,6 +1638,234 @@ mod tests {
 /// run (an fsync's cost on a shared disk varies from run to run). Printed,
 /// not asserted: `cargo test -p ringi --lib sqlite::bench -- --ignored
 /// --nocapture`.
+/// The writer thread on a real database: the async side's writes
+/// ([`store_writer::write`]).
+#[cfg(test)]
+mod writer_thread {
+    use std::pin::pin;
+    use std::sync::mpsc;
+
+    use futures::poll;
+
+    use super::*;
+    use crate::store::contract;
+
+    fn store() -> (tempfile::TempDir, Arc<SqliteStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("ringi.sqlite3")).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    /// The `i`th request, under idempotency key `k<i>`.
+    fn nth(i: u64) -> NewRequest {
+        let mut r = contract::request();
+        r.message = i.to_be_bytes().repeat(4);
+        contract::new_request(r, &format!("k{i}"))
+    }
+
+    fn found(store: &SqliteStore, i: u64) -> bool {
+        match store.request(&nth(i).request.id()) {
+            Ok(_) => true,
+            Err(Error::NotFound(_)) => false,
+            Err(e) => panic!("reading request {i}: {e}"),
+        }
+    }
+
+    /// Jobs queued while a batch is open become the next batch, one
+    /// commit for all; each is answered after its commit (a job still in
+    /// its batch is neither answered nor visible to readers); a job that
+    /// fails or panics is undone alone; a job that reads after it writes
+    /// sees the writes of its batch (a second submission with one
+    /// idempotency key finds the first, written a moment before in the
+    /// same uncommitted batch).
+    #[test]
+    fn jobs_queued_together_share_one_commit_and_are_answered_after_it() {
+        let (_dir, store) = store();
+        let requests: Arc<dyn RequestStore> = store.clone();
+        let (at_gate, reached) = mpsc::channel();
+        let (open_gate, gate) = mpsc::channel::<()>();
+        runtime().block_on(async {
+            let s = store.clone();
+            let mut first = pin!(store_writer::write(&requests, move || {
+                let inserted = s.insert_request(&nth(0), None, 100)?;
+                at_gate.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(inserted)
+            }));
+            assert!(poll!(first.as_mut()).is_pending());
+            reached.recv().unwrap();
+            // Written in the open batch, not committed: not answered, and
+            // not visible to a reader.
+            assert!(!found(&store, 0));
+            assert!(poll!(first.as_mut()).is_pending());
+            let before = store.writer.stats();
+
+            let mut kept = Vec::new();
+            for i in 1..=8 {
+                let s = store.clone();
+                let mut job = Box::pin(store_writer::write(&requests, move || {
+                    s.insert_request(&nth(i), None, 100)
+                }));
+                assert!(poll!(job.as_mut()).is_pending());
+                kept.push(job);
+            }
+            let s = store.clone();
+            let mut refused = pin!(store_writer::write(&requests, move || {
+                s.insert_request(&nth(100), None, 100)?;
+                Err::<(), _>(Error::Internal("refused after writing".into()))
+            }));
+            assert!(poll!(refused.as_mut()).is_pending());
+            let s = store.clone();
+            let mut panicking = pin!(store_writer::write(&requests, move || {
+                s.insert_request(&nth(101), None, 100)?;
+                if s.id() != 0 {
+                    panic!("a bug in a store call");
+                }
+                Ok(())
+            }));
+            assert!(poll!(panicking.as_mut()).is_pending());
+            let s = store.clone();
+            let mut written = pin!(store_writer::write(&requests, move || {
+                s.insert_request(&nth(50), None, 100)
+            }));
+            assert!(poll!(written.as_mut()).is_pending());
+            let s = store.clone();
+            let mut again = pin!(store_writer::write(&requests, move || {
+                match s.insert_request(&nth(50), None, 100)? {
+                    Inserted::Existing(id) => s.request(&id),
+                    Inserted::Created(_) => Err(Error::Internal("created twice".into())),
+                }
+            }));
+            assert!(poll!(again.as_mut()).is_pending());
+
+            open_gate.send(()).unwrap();
+            assert!(matches!(first.await, Ok(Inserted::Created(_))));
+            assert!(found(&store, 0), "answered, so committed");
+            for job in kept {
+                assert!(matches!(job.await, Ok(Inserted::Created(_))));
+            }
+            assert!(
+                matches!(refused.await, Err(Error::Internal(m)) if m == "refused after writing")
+            );
+            assert!(
+                matches!(panicking.await, Err(Error::Internal(m)) if m.contains("a bug in a store call"))
+            );
+            assert!(matches!(written.await, Ok(Inserted::Created(_))));
+            let again = again.await.expect("the batch's own write is read back");
+            assert_eq!(again.id, nth(50).request.id());
+
+            let after = store.writer.stats();
+            assert_eq!(after.writes - before.writes, 12, "the queued jobs");
+            assert_eq!(
+                after.commits - before.commits,
+                2,
+                "the first job's batch, then one for the twelve queued behind it"
+            );
+        });
+        for i in (0..=8).chain([50]) {
+            assert!(found(&store, i), "request {i}");
+        }
+        assert!(!found(&store, 100), "a refused job keeps nothing");
+        assert!(!found(&store, 101), "a panicking job keeps nothing");
+    }
+
+    /// Every contract of the stores holds for calls made in a job: writes
+    /// in savepoints of the job's batch, reads inside it. Each contract
+    /// runs as one job (its many calls in one batch).
+    #[test]
+    fn the_contracts_hold_inside_the_writer_thread() {
+        type Contract = fn(&SqliteStore);
+        let contracts: [(&str, Contract); 14] = [
+            ("keys", |s| contract::keys(s)),
+            ("retirements", |s| contract::retirements(s)),
+            ("decisions_and_history", |s| {
+                contract::decisions_and_history(s)
+            }),
+            ("records_as_written", |s| contract::records_as_written(s)),
+            ("one_decision_per_approver", |s| {
+                contract::one_decision_per_approver(s)
+            }),
+            ("pages", |s| contract::pages(s)),
+            ("idempotency", |s| contract::idempotency(s)),
+            ("compare_and_set", |s| contract::compare_and_set(s)),
+            ("caps", |s| contract::caps(s)),
+            ("signed_transactions", |s| contract::signed_transactions(s)),
+            ("signing_claims", |s| contract::signing_claims(s)),
+            ("retries", |s| contract::retries(s)),
+            ("claims_return_the_record_as_claimed", |s| {
+                contract::claims_return_the_record_as_claimed(s)
+            }),
+            ("claims_with_a_first_plan", |s| {
+                contract::claims_with_a_first_plan(s)
+            }),
+        ];
+        let runtime = runtime();
+        for (name, check) in contracts {
+            let (_dir, store) = store();
+            let requests: Arc<dyn RequestStore> = store.clone();
+            let s = store.clone();
+            let ran = runtime.block_on(store_writer::write(&requests, move || {
+                assert!(s.in_batch(), "on the writer thread, in a batch");
+                check(&s);
+                Ok(())
+            }));
+            if let Err(e) = ran {
+                panic!("contract {name} inside a job: {e}");
+            }
+        }
+    }
+
+    /// Writers on blocking threads (the sync calls) and jobs of the writer
+    /// thread on one store at once: they take turns in batches, nothing
+    /// is lost or refused.
+    #[test]
+    fn blocking_writers_and_jobs_share_the_store() {
+        let (_dir, store) = store();
+        let requests: Arc<dyn RequestStore> = store.clone();
+        std::thread::scope(|scope| {
+            for w in 0..4u64 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for i in 0..50 {
+                        store.insert_request(&nth(w * 1000 + i), None, 100).unwrap();
+                    }
+                });
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let jobs = (0..200u64).map(|i| {
+                    let s = store.clone();
+                    let requests = requests.clone();
+                    tokio::spawn(async move {
+                        store_writer::write(&requests, move || {
+                            s.insert_request(&nth(100_000 + i), None, 100)
+                        })
+                        .await
+                    })
+                });
+                for job in futures::future::join_all(jobs).await {
+                    assert!(matches!(job.unwrap(), Ok(Inserted::Created(_))));
+                }
+            });
+        });
+        for i in (0..4u64).flat_map(|w| (0..50).map(move |i| w * 1000 + i)) {
+            assert!(found(&store, i), "blocking write {i}");
+        }
+        for i in 0..200 {
+            assert!(found(&store, 100_000 + i), "job {i}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod bench {
     use std::sync::Arc;
@@ -1616,10 +1920,11 @@ mod bench {
 
 /// `kill -9` in the middle of group commits loses nothing acknowledged: a
 /// child process (this test binary, running [`kill9::acknowledging_writer`])
-/// inserts from 32 threads and prints each insert it got `Ok` for; the
-/// test kills it with SIGKILL while batches are in flight, reopens the
-/// database and finds every acknowledged request. Three rounds on one file,
-/// each opening what the kill before left.
+/// inserts from 32 threads, or 32 tasks through the writer thread, or
+/// both, and prints each insert it got `Ok` for; the test kills it with
+/// SIGKILL while batches are in flight, reopens the database and finds
+/// every acknowledged request. Three rounds on one file (threads, jobs,
+/// both), each opening what the kill before left.
 #[cfg(test)]
 mod kill9 {
     use std::io::{BufRead, BufReader, Write};
@@ -1632,6 +1937,10 @@ mod kill9 {
 
     const DB: &str = "RINGI_TEST_KILL9_DB";
     const FROM: &str = "RINGI_TEST_KILL9_FROM";
+    /// Who writes: `threads` (blocking calls), `jobs` (the writer thread)
+    /// or `both`.
+    const VIA: &str = "RINGI_TEST_KILL9_VIA";
+    const ROUNDS: [&str; 3] = ["threads", "jobs", "both"];
 
     /// The `i`th request the writer inserts.
     fn nth(i: u64) -> NewRequest {
@@ -1646,14 +1955,26 @@ mod kill9 {
     #[test]
     #[ignore = "the child process of acknowledged_writes_survive_kill_9"]
     fn acknowledging_writer() {
-        let (Ok(path), Ok(from)) = (std::env::var(DB), std::env::var(FROM)) else {
+        let (Ok(path), Ok(from), Ok(via)) =
+            (std::env::var(DB), std::env::var(FROM), std::env::var(VIA))
+        else {
             return;
         };
         let store = Arc::new(SqliteStore::open(Path::new(&path)).unwrap());
         let next = Arc::new(AtomicU64::new(from.parse().unwrap()));
         let end = next.load(Ordering::SeqCst) + 200_000;
+        let acked = |i: u64| {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "acked {i}").unwrap();
+            out.flush().unwrap();
+        };
+        let (threads, jobs) = match via.as_str() {
+            "threads" => (32, 0),
+            "jobs" => (0, 32),
+            _ => (16, 16),
+        };
         std::thread::scope(|scope| {
-            for _ in 0..32 {
+            for _ in 0..threads {
                 let (store, next) = (store.clone(), next.clone());
                 scope.spawn(move || {
                     loop {
@@ -1662,12 +1983,33 @@ mod kill9 {
                             return;
                         }
                         store.insert_request(&nth(i), None, 100).unwrap();
-                        let mut out = std::io::stdout().lock();
-                        writeln!(out, "acked {i}").unwrap();
-                        out.flush().unwrap();
+                        acked(i);
                     }
                 });
             }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap();
+            let requests: Arc<dyn RequestStore> = store.clone();
+            runtime.block_on(futures::future::join_all((0..jobs).map(|_| {
+                let (requests, next) = (requests.clone(), next.clone());
+                runtime.spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= end {
+                            return;
+                        }
+                        let store = requests.clone();
+                        crate::store_writer::write(&requests, move || {
+                            store.insert_request(&nth(i), None, 100)
+                        })
+                        .await
+                        .unwrap();
+                        acked(i);
+                    }
+                })
+            })));
         });
     }
 
@@ -1676,7 +2018,7 @@ mod kill9 {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringi.sqlite3");
         let mut total = 0;
-        for round in 0..3u64 {
+        for (round, via) in (0u64..).zip(ROUNDS) {
             let mut child = Command::new(std::env::current_exe().unwrap())
                 .args([
                     "sqlite::kill9::acknowledging_writer",
@@ -1686,6 +2028,7 @@ mod kill9 {
                 ])
                 .env(DB, &path)
                 .env(FROM, (round * 1_000_000).to_string())
+                .env(VIA, via)
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -1711,7 +2054,7 @@ mod kill9 {
                 let id = nth(i).request.id();
                 assert!(
                     store.request(&id).is_ok(),
-                    "round {round}: acknowledged insert {i} was lost"
+                    "round {round} ({via}): acknowledged insert {i} was lost"
                 );
             }
             total += acked.len();

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::phases::{self, Phase};
 use crate::request_state::{Event, State, Transition, next};
 use crate::request_store::RequestRecord;
-use crate::store::blocking;
+use crate::store_writer;
 
 /// What a valid decision does to its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,10 +215,11 @@ async fn record(
 ) -> Result<Recorded> {
     let id = approval.statement.request_id;
     let now = super::now();
-    let store = c.requests.clone();
+    let requests = c.requests.clone();
+    let store = requests.clone();
     let c = c.clone();
     let approval = approval.clone();
-    blocking(move || {
+    store_writer::write(&requests, move || {
         let mut effect = None;
         let mut instead = None;
         // Not an error of the decision: stops the write, and `instead`

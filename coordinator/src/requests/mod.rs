@@ -42,6 +42,7 @@ use crate::error::{Error, RequestId, Result};
 use crate::request_state::{Event, State, Transition, next};
 use crate::request_store::RequestRecord;
 use crate::store::blocking;
+use crate::store_writer;
 
 /// The expiry due for `record` at `now`, if any: a request still waiting
 /// (PENDING_APPROVAL or APPROVED) whose time has passed. Pure.
@@ -97,7 +98,7 @@ pub async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Resul
     };
     let store = c.requests.clone();
     let id = record.id;
-    let (record, expired_here) = blocking(move || {
+    let (record, expired_here) = store_writer::write(&c.requests, move || {
         let expired_here = match store.transition(&id, &expire, now) {
             Ok(()) => true,
             // Another writer moved it first (signing started, or it expired

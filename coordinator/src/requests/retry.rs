@@ -20,7 +20,7 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result};
 use crate::request_state::{Event, State, next};
 use crate::request_store::RequestRecord;
-use crate::store::blocking;
+use crate::store_writer;
 
 /// Retries FAILED request `id` on behalf of `by`; returns the request as
 /// it stands after the change.
@@ -59,7 +59,7 @@ pub async fn retry(c: &Arc<Coordinator>, id: RequestId, by: &str) -> Result<Requ
     )?;
     let retried = next(State::Failed, Event::Retried { by: by.to_string() })?;
     let store = c.requests.clone();
-    let record = blocking(move || {
+    let record = store_writer::write(&c.requests, move || {
         store.retry_failed(&id, &retried, &limits, daily_volume, now)?;
         store.request(&id)
     })

@@ -23,6 +23,7 @@ use crate::request_store::{ClaimRequest, RequestRecord, SigningClaim};
 use crate::signing::{Key, Signed};
 use crate::signing_claim::PlanLog;
 use crate::store::blocking;
+use crate::store_writer;
 
 /// First pause before signing again after the signers were unreachable or
 /// busy; doubled at each failure up to [`RETRY_MAX`].
@@ -260,7 +261,7 @@ async fn claim(
     let store = c.requests.clone();
     let owner = c.owner.clone();
     let lease_secs = c.signing_lease_secs;
-    let claimed = blocking(move || {
+    let claimed = store_writer::write(&c.requests, move || {
         store.claim_signing(
             &id,
             ClaimRequest {
@@ -358,7 +359,7 @@ async fn finish(
     let store = c.requests.clone();
     let id = claimed.id;
     let now = super::now();
-    let outcome = blocking(move || {
+    let outcome = store_writer::write(&c.requests, move || {
         store
             .finish_signing(&id, fence, &outcome, now)
             .map(|()| outcome)

@@ -24,7 +24,8 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::request_store::{Inserted, NewRequest, RequestRecord};
 use crate::signing;
-use crate::store::{KeyRecord, blocking};
+use crate::store::KeyRecord;
+use crate::store_writer;
 
 /// What a wallet service (or the CLI) submits, decoded at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,9 +216,9 @@ pub async fn submit(c: &Arc<Coordinator>, s: Submission) -> Result<RequestRecord
         ringi_policy::volumes::daily_volume(c.daily_volume_file.as_deref(), &new.request.key_id)?;
     let store = c.requests.clone();
     let keys = c.keys.clone();
-    let (record, created) = blocking(move || {
-        // A retired key takes no new request (read here, on the store's
-        // thread, so a submission costs no extra hop).
+    let (record, created) = store_writer::write(&c.requests, move || {
+        // A retired key takes no new request (read here, in the write, so
+        // a submission costs no extra hop).
         crate::retire::refuse_if_retired(keys.key_retirement(&new.request.key_id)?)?;
         match store.insert_request(&new, daily_volume, now)? {
             // As written, without reading it back (the store's contract
