@@ -393,6 +393,14 @@ impl Ctx {
                     continue;
                 }
                 let signature = event.request.map(|r| r.signature).unwrap_or_default();
+                // Read to the stream's end, which follows the terminal
+                // event: a stream dropped before it is reset (CANCEL), its
+                // end then arrives for a stream h2 may have forgotten, and
+                // h2 counts each such frame as an error it reset; after
+                // 1024 on one connection it closes the connection itself
+                // (ENHANCE_YOUR_CALM), failing every watch on it (seen in
+                // 10,000-request runs).
+                while let Ok(Some(_)) = events.message().await {}
                 return Ok((t.to_state, t.reason, signature));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
