@@ -413,8 +413,15 @@ pub trait RequestStore: Send + Sync {
         filter: &ListFilter<'_>,
     ) -> Result<(Vec<RequestRecord>, Option<Position>)>;
 
-    /// Ids of requests in any of `states`.
+    /// Ids of requests in any of `states` (through the state's index: the
+    /// table holds every request ever made).
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>>;
+
+    /// Ids of the requests still waiting (PENDING_APPROVAL or APPROVED)
+    /// whose time has passed at `now` (`expires_at <= now`): what the
+    /// periodic sweep must expire, without reading every request that
+    /// waits for its approvers.
+    fn waiting_due(&self, now: u64) -> Result<Vec<RequestId>>;
 
     /// Claims the signing of request `id` for `claim.owner`, the one step
     /// before any signer is asked for anything:

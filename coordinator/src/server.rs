@@ -243,14 +243,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // leases are waited out.
     let sweeper = coordinator.clone();
     tokio::spawn(async move {
-        let mut takeover = sweeper.store_exclusive;
+        let mut sweeps = requests::Sweeper::new(sweeper.store_exclusive);
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
-            if let Err(e) = requests::sweep(&sweeper, takeover).await {
+            if let Err(e) = sweeps.sweep(&sweeper).await {
                 tracing::warn!(error = %e, "request sweep failed");
             }
-            takeover = false;
         }
     });
     // Signed checkpoints of the audit trail at least every

@@ -923,15 +923,28 @@ impl RequestStore for SqliteStore {
 
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>> {
         self.read(|tx| {
-            let rows: Vec<(Vec<u8>, String)> = tx
-                .prepare_cached("SELECT request_id, state FROM requests")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?;
-            Ok(rows
-                .into_iter()
-                .filter(|(_, s)| State::parse(s).is_some_and(|s| states.contains(&s)))
-                .filter_map(|(id, _)| <RequestId>::try_from(id.as_slice()).ok())
-                .collect())
+            let mut stmt = tx.prepare_cached("SELECT request_id FROM requests WHERE state = ?1")?;
+            let mut ids = Vec::new();
+            for state in states {
+                for id in stmt.query_map([state.as_str()], |r| r.get::<_, Vec<u8>>(0))? {
+                    ids.push(id?.try_into().map_err(|_| corrupt("request id"))?);
+                }
+            }
+            Ok(ids)
+        })
+    }
+
+    fn waiting_due(&self, now: u64) -> Result<Vec<RequestId>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT request_id FROM requests
+                 WHERE state IN ('PENDING_APPROVAL', 'APPROVED') AND expires_at <= ?1",
+            )?;
+            let ids = stmt
+                .query_map([now as i64], |r| r.get::<_, Vec<u8>>(0))?
+                .map(|id| id?.try_into().map_err(|_| corrupt("request id")))
+                .collect::<Result<Vec<RequestId>>>()?;
+            Ok(ids)
         })
     }
 }
@@ -1549,6 +1562,7 @@ mod tests {
         contract::retries(&store().1);
         contract::claims_return_the_record_as_claimed(&store().1);
         contract::claims_with_a_first_plan(&store().1);
+        contract::sweep_candidates(&store().1);
     }
 
     /// Two connections to one file, as two processes would have: the
@@ -1781,7 +1795,7 @@ mod writer_thread {
     #[test]
     fn the_contracts_hold_inside_the_writer_thread() {
         type Contract = fn(&SqliteStore);
-        let contracts: [(&str, Contract); 14] = [
+        let contracts: [(&str, Contract); 15] = [
             ("keys", |s| contract::keys(s)),
             ("retirements", |s| contract::retirements(s)),
             ("decisions_and_history", |s| {
@@ -1804,6 +1818,7 @@ mod writer_thread {
             ("claims_with_a_first_plan", |s| {
                 contract::claims_with_a_first_plan(s)
             }),
+            ("sweep_candidates", |s| contract::sweep_candidates(s)),
         ];
         let runtime = runtime();
         for (name, check) in contracts {

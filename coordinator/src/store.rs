@@ -358,6 +358,83 @@ pub(crate) mod contract {
         assert!(store.requests_in(&[State::Signing]).unwrap().is_empty());
     }
 
+    /// What the sweep reads: the waiting requests whose time has passed
+    /// (`waiting_due`, PENDING_APPROVAL or APPROVED with `expires_at <=
+    /// now`, never one signing, signed or already ended), and the requests
+    /// in given states (`requests_in`, several states at once).
+    pub fn sweep_candidates<S: RequestStore>(store: &S) {
+        let nth = |n: u8, expires_at: u64| {
+            let mut r = request();
+            r.message = vec![n; 32];
+            r.expires_at = expires_at;
+            r
+        };
+        let mut ids = std::collections::BTreeMap::new();
+        for (n, expires_at) in [(1, 200), (2, 300), (3, 150), (4, 120), (5, 110), (6, 130)] {
+            let r = nth(n, expires_at);
+            let id = insert(store, &new_request(r.clone(), &format!("k{n}")), 100);
+            ids.insert(n, (id, r));
+        }
+        let (pending_200, pending_300) = (ids[&1].0, ids[&2].0);
+        // 3: approved; 4: signing; 5: expired; 6: rejected.
+        for n in [3, 4] {
+            let (id, r) = &ids[&n];
+            let a = approval(r, Decision::Approve);
+            store.record_decision(id, &a, Some(&quorum()), 101).unwrap();
+        }
+        let approved_150 = ids[&3].0;
+        let started = next(State::Approved, Event::SigningStarted).unwrap();
+        store.transition(&ids[&4].0, &started, 102).unwrap();
+        let expired = next(State::PendingApproval, Event::Expired { at: 110 }).unwrap();
+        store.transition(&ids[&5].0, &expired, 110).unwrap();
+        let (id6, r6) = &ids[&6];
+        let veto = Event::Vetoed {
+            approver: "carol".into(),
+            department: "compliance".into(),
+            reason: "no".into(),
+        };
+        let vetoed = next(State::PendingApproval, veto).unwrap();
+        store
+            .record_decision(id6, &approval(r6, Decision::Reject), Some(&vetoed), 103)
+            .unwrap();
+
+        let due = |now: u64| {
+            let mut due = store.waiting_due(now).unwrap();
+            due.sort();
+            due
+        };
+        let sorted = |mut v: Vec<RequestId>| {
+            v.sort();
+            v
+        };
+        assert!(due(149).is_empty());
+        assert_eq!(due(150), vec![approved_150]);
+        assert_eq!(due(200), sorted(vec![approved_150, pending_200]));
+        assert_eq!(due(299), sorted(vec![approved_150, pending_200]));
+        assert_eq!(
+            due(300),
+            sorted(vec![approved_150, pending_200, pending_300])
+        );
+        assert_eq!(due(u64::MAX / 2), due(300));
+        assert_eq!(
+            sorted(
+                store
+                    .requests_in(&[State::PendingApproval, State::Signing])
+                    .unwrap()
+            ),
+            sorted(vec![pending_200, pending_300, ids[&4].0])
+        );
+        assert_eq!(
+            sorted(
+                store
+                    .requests_in(&[State::Expired, State::Rejected])
+                    .unwrap()
+            ),
+            sorted(vec![ids[&5].0, *id6])
+        );
+        assert!(store.requests_in(&[]).unwrap().is_empty());
+    }
+
     /// The records writers build instead of reading the request back
     /// (`RequestRecord::submitted`, `with_decision`, `after`) equal what
     /// the store then reads: at submission, after a decision that changes

@@ -233,6 +233,29 @@ fn every_refusal_path_through_the_cli() {
     );
     assert_eq!(show(&cluster, &id)["state"], "EXPIRED");
 
+    // One nobody reads is expired by the sweep, with its audit entry: the
+    // sweeps after the first read only the waiting requests whose time has
+    // passed (`requests::sweep`), and this one must be among them.
+    let unread = cluster.submit("short-req", b"m5b", 1000, "wallet-service", &[]);
+    let audit = cluster.dir.path().join("coordinator/audit.jsonl");
+    let expired_entry = format!("\"request_id\":\"{unread}\"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let trail = std::fs::read_to_string(&audit).unwrap_or_default();
+        if trail
+            .lines()
+            .any(|l| l.contains("\"request_expired\"") && l.contains(&expired_entry))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request {unread} not expired by a sweep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(show(&cluster, &unread)["state"], "EXPIRED");
+
     // A key that is not in the roster.
     let id = cluster.submit("hot-1", b"m6", 1000, "wallet-service", &[]);
     let mallory = cluster.dir.path().join("mallory.pem");

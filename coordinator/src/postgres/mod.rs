@@ -724,6 +724,17 @@ impl RequestStore for PostgresStore {
         })
     }
 
+    fn waiting_due(&self, now: u64) -> Result<Vec<RequestId>> {
+        self.read(|tx| {
+            let rows = tx.query(
+                "SELECT request_id FROM requests
+                 WHERE state IN ('PENDING_APPROVAL', 'APPROVED') AND expires_at <= $1",
+                &[&(now as i64)],
+            )?;
+            request_ids(&rows)
+        })
+    }
+
     fn claim_signing(&self, id: &RequestId, claim: ClaimRequest<'_>) -> Result<SigningClaim> {
         self.write(|tx| claim_in(tx, id, &claim).map(|(claim, _)| claim))
     }

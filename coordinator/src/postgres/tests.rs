@@ -55,6 +55,7 @@ fn request_store_contract() {
     contract::retries(&store(&server));
     contract::claims_return_the_record_as_claimed(&store(&server));
     contract::claims_with_a_first_plan(&store(&server));
+    contract::sweep_candidates(&store(&server));
 }
 
 /// Stores on one database, as coordinators on one server would be: the

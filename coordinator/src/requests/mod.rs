@@ -1,8 +1,9 @@
 //! The request flow on the coordinator, one module per command:
 //! [`submit`](mod@submit) (record a request), [`decide`](mod@decide) (approve or reject), [`sign`]
 //! (the signing round once the quorum is met), [`retry`](mod@retry) (an
-//! administrator sends a FAILED request back), and here: reading a request
-//! (expiring it first if its time has passed) and the periodic sweep.
+//! administrator sends a FAILED request back), [`sweep`](mod@sweep) (the
+//! periodic expiry and resumption), and here: reading a request (expiring
+//! it first if its time has passed).
 //!
 //! Each command is a pure function over domain values — `submit::admit`,
 //! `decide::apply`, [`expiry`] — that unit tests and fuzz targets call
@@ -25,6 +26,7 @@ pub(crate) mod fixture;
 pub mod retry;
 pub mod sign;
 pub mod submit;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -34,12 +36,13 @@ pub use retry::retry;
 pub use ringi_policy::clock::now;
 pub use sign::{run_signing, run_signing_approved};
 pub use submit::{Submission, submit};
+pub use sweep::{Sweeper, sweep};
 
 use ringi_policy::policy::Policy;
 
 use crate::coordinator::Coordinator;
 use crate::error::{Error, RequestId, Result};
-use crate::request_state::{Event, State, Transition, next};
+use crate::request_state::{Event, Transition, next};
 use crate::request_store::RequestRecord;
 use crate::store::blocking;
 use crate::store_writer;
@@ -124,51 +127,10 @@ pub async fn expire_if_due(c: &Arc<Coordinator>, record: RequestRecord) -> Resul
     Ok(record)
 }
 
-/// Expires overdue requests and resumes signings that no run holds: at
-/// start (`takeover`: this process holds the data directory, so every
-/// earlier claim's holder is gone) and then periodically (a run whose
-/// task died, or a claim whose holder stopped renewing it).
-///
-/// With coordinators sharing a store, this is also how one picks up what
-/// another left when it died: the APPROVED requests it had not started
-/// (a run elsewhere would have moved them to SIGNING) and the SIGNING
-/// ones whose claim's lease passed. A SIGNING request whose claim another
-/// owner holds, lease unexpired, is left to it (without `takeover`): that
-/// run is alive, and trying would only take a signing slot to be refused.
-pub async fn sweep(c: &Arc<Coordinator>, takeover: bool) -> Result<()> {
-    let store = c.requests.clone();
-    let now = now();
-    let (ids, held) = blocking(move || {
-        Ok((
-            store.requests_in(&[State::PendingApproval, State::Approved, State::Signing])?,
-            store.live_claims(now)?,
-        ))
-    })
-    .await?;
-    let held_elsewhere: std::collections::HashSet<RequestId> = held
-        .into_iter()
-        .filter(|(_, owner)| *owner != c.owner)
-        .map(|(id, _)| id)
-        .collect();
-    for id in ids {
-        let record = get(c, id).await?;
-        let left_to_another =
-            record.state == State::Signing && !takeover && held_elsewhere.contains(&id);
-        if matches!(record.state, State::Approved | State::Signing)
-            && !c.signing_runs.is_running(&id)
-            && !left_to_another
-        {
-            tracing::info!(request_id = %hex::encode(id), state = %record.state, "resuming signing");
-            let c = c.clone();
-            tokio::spawn(async move { run_signing(&c, id, takeover).await });
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request_state::State;
     use crate::store::contract;
 
     fn record(state: State) -> RequestRecord {
