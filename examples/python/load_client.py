@@ -211,13 +211,19 @@ class Run:
 
     async def until_ended(self, request_id):
         """The terminal transition's state and reason, and the signature.
-        A stream that ends early is opened again (it replays history)."""
+        The stream is read to its end, which follows the terminal event (a
+        stream left there is cancelled while its end is on the way: the
+        API's doc comment says why not to). A stream that ends early is
+        opened again (it replays history)."""
         while True:
+            ended = None
             async for event in self.wallet.WatchSigningRequest(
                     self.pb.WatchSigningRequestRequest(request_id=request_id)):
                 t = event.transition
-                if t.to_state in TERMINAL:
-                    return t.to_state, t.reason, event.request.signature
+                if ended is None and t.to_state in TERMINAL:
+                    ended = t.to_state, t.reason, event.request.signature
+            if ended is not None:
+                return ended
             await asyncio.sleep(0.2)
 
     async def flow_untimed(self, index, message):
