@@ -891,15 +891,12 @@ impl RequestStore for SqliteStore {
 
     fn changed_since(&self, since: u64) -> Result<Vec<RequestId>> {
         self.read(|tx| {
-            let mut stmt = tx.prepare_cached(
+            request_ids(
+                tx,
                 "SELECT request_id FROM transitions WHERE at >= ?1
                  UNION SELECT request_id FROM approvals WHERE received_at >= ?1",
-            )?;
-            let ids = stmt
-                .query_map([since as i64], |r| r.get::<_, Vec<u8>>(0))?
-                .map(|row| row?.try_into().map_err(|_| corrupt("request id")))
-                .collect::<Result<Vec<RequestId>>>()?;
-            Ok(ids)
+                [since as i64],
+            )
         })
     }
 
@@ -923,12 +920,13 @@ impl RequestStore for SqliteStore {
 
     fn requests_in(&self, states: &[State]) -> Result<Vec<RequestId>> {
         self.read(|tx| {
-            let mut stmt = tx.prepare_cached("SELECT request_id FROM requests WHERE state = ?1")?;
             let mut ids = Vec::new();
             for state in states {
-                for id in stmt.query_map([state.as_str()], |r| r.get::<_, Vec<u8>>(0))? {
-                    ids.push(id?.try_into().map_err(|_| corrupt("request id"))?);
-                }
+                ids.extend(request_ids(
+                    tx,
+                    "SELECT request_id FROM requests WHERE state = ?1",
+                    [state.as_str()],
+                )?);
             }
             Ok(ids)
         })
@@ -936,17 +934,26 @@ impl RequestStore for SqliteStore {
 
     fn waiting_due(&self, now: u64) -> Result<Vec<RequestId>> {
         self.read(|tx| {
-            let mut stmt = tx.prepare_cached(
+            request_ids(
+                tx,
                 "SELECT request_id FROM requests
                  WHERE state IN ('PENDING_APPROVAL', 'APPROVED') AND expires_at <= ?1",
-            )?;
-            let ids = stmt
-                .query_map([now as i64], |r| r.get::<_, Vec<u8>>(0))?
-                .map(|id| id?.try_into().map_err(|_| corrupt("request id")))
-                .collect::<Result<Vec<RequestId>>>()?;
-            Ok(ids)
+                [now as i64],
+            )
         })
     }
+}
+
+/// The request ids `sql` selects (its first column) with `params`.
+fn request_ids<P: rusqlite::Params>(
+    tx: &Connection,
+    sql: &str,
+    params: P,
+) -> Result<Vec<RequestId>> {
+    tx.prepare_cached(sql)?
+        .query_map(params, |r| r.get::<_, Vec<u8>>(0))?
+        .map(|id| id?.try_into().map_err(|_| corrupt("request id")))
+        .collect()
 }
 
 /// What the key's window caps count: the counted amounts of its requests
