@@ -26,8 +26,7 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use ringi_policy::group_commit::GroupCommitError;
@@ -103,7 +102,9 @@ fn panic_text(panic: &Box<dyn Any + Send>) -> &str {
 
 /// The queue to an engine's writer thread, and the thread.
 pub struct StoreWriter {
-    queue: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    /// `None` only while dropped. A sender is shared by reference (it is
+    /// `Sync`): queueing a write takes no lock.
+    queue: Option<mpsc::Sender<Box<dyn Job>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -120,18 +121,16 @@ impl StoreWriter {
             .spawn(move || serve(jobs))
             .map_err(|e| Error::Store(format!("cannot start the store's writer thread: {e}")))?;
         Ok(StoreWriter {
-            queue: Mutex::new(Some(queue)),
+            queue: Some(queue),
             thread: Some(thread),
         })
     }
 
-    /// Queues `job`; gives it back if the thread is gone.
-    fn send(&self, job: Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>> {
-        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        match queue.as_ref() {
-            Some(queue) => queue.send(job).map_err(|mpsc::SendError(job)| job),
-            None => Err(job),
-        }
+    /// Queues `job`; false if the thread is gone.
+    fn send(&self, job: Box<dyn Job>) -> bool {
+        self.queue
+            .as_ref()
+            .is_some_and(|queue| queue.send(job).is_ok())
     }
 }
 
@@ -140,7 +139,7 @@ impl Drop for StoreWriter {
     /// for it (its connection closed), unless this runs on that thread (a
     /// job held the engine's last reference).
     fn drop(&mut self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.queue.take();
         if let Some(thread) = self.thread.take()
             && thread.thread().id() != std::thread::current().id()
         {
@@ -231,7 +230,7 @@ where
         result: None,
         to,
     });
-    if writer.send(job).is_err() {
+    if !writer.send(job) {
         return Err(Error::Store("the store's writer thread has stopped".into()));
     }
     answer.await.unwrap_or_else(|_| {
