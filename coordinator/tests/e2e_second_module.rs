@@ -52,16 +52,12 @@ async fn a_signer_on_kryoptic_takes_part_in_dkg_signing_restart_and_refresh() {
     // DKG 2-of-3 through the coordinator (the run on P-256), then signing
     // with signer-3 and each other signer.
     let group_key = cluster.keygen("hot-1", 2, &all);
-    for pair in [["signer-1", "signer-3"], ["signer-3", "signer-2"]] {
-        let message = format!("paid by {} and {}", pair[0], pair[1]);
-        let signature = cluster.sign("hot-1", message.as_bytes(), &pair);
-        assert!(frost_verify(&group_key, message.as_bytes(), &signature));
-        assert!(independent_verify(
-            &group_key,
-            message.as_bytes(),
-            &signature
-        ));
-    }
+    signs_with_each(
+        &cluster,
+        "hot-1",
+        &group_key,
+        &[["signer-1", "signer-3"], ["signer-3", "signer-2"]],
+    );
     // Without signer-3 a DKG stays on secp256k1 (and still works).
     let pair_key = cluster.keygen("cold-1", 2, &["signer-1", "signer-2"]);
     let signature = cluster.sign("cold-1", b"softhsm only", &["signer-1", "signer-2"]);
@@ -110,6 +106,21 @@ async fn a_signer_on_kryoptic_takes_part_in_dkg_signing_restart_and_refresh() {
 }
 
 /// The P-256 transport key a node offers, in its wire form.
+/// Each pair of signers signs a message with `key_id`, and the signature
+/// verifies under `group_key`, by frost and by an independent verifier.
+fn signs_with_each(cluster: &Cluster, key_id: &str, group_key: &[u8], pairs: &[[&str; 2]]) {
+    for pair in pairs {
+        let message = format!("{key_id} signed by {} and {}", pair[0], pair[1]);
+        let signature = cluster.sign(key_id, message.as_bytes(), pair);
+        assert!(frost_verify(group_key, message.as_bytes(), &signature));
+        assert!(independent_verify(
+            group_key,
+            message.as_bytes(),
+            &signature
+        ));
+    }
+}
+
 fn p256_key(info: &ringi_proto::signer::v1::GetNodeInfoResponse) -> Vec<u8> {
     info.dkg_transport_keys
         .iter()
@@ -174,16 +185,12 @@ async fn a_lost_share_is_repaired_onto_a_kryoptic_node_over_p256() {
     assert_eq!(share.identifier, 1);
     assert_eq!(share.group_public_key, group_key);
 
-    for pair in [["signer-4", "signer-2"], ["signer-3", "signer-4"]] {
-        let message = format!("repaired onto kryoptic, {pair:?}");
-        let signature = cluster.sign("k", message.as_bytes(), &pair);
-        assert!(frost_verify(&group_key, message.as_bytes(), &signature));
-        assert!(independent_verify(
-            &group_key,
-            message.as_bytes(),
-            &signature
-        ));
-    }
+    signs_with_each(
+        &cluster,
+        "k",
+        &group_key,
+        &[["signer-4", "signer-2"], ["signer-3", "signer-4"]],
+    );
     let log = std::fs::read_to_string(cluster.signers[3].dir.join("data/audit.jsonl")).unwrap();
     assert!(log.contains("share_repaired"), "{log}");
 }
