@@ -27,24 +27,39 @@ use crate::config::{ClientEntry, Role};
 #[derive(Debug, Clone)]
 pub struct Caller(pub Arc<ClientEntry>);
 
-/// An interceptor admitting only configured client identities.
+/// The configured clients, each shared so attaching one to a call is a
+/// reference count, not a copy of its roles and key ids.
+#[derive(Debug, Default)]
+pub struct Clients(Vec<Arc<ClientEntry>>);
+
+impl Clients {
+    pub fn new(entries: &[ClientEntry]) -> Clients {
+        Clients(entries.iter().cloned().map(Arc::new).collect())
+    }
+
+    /// The client whose certificate names `name`.
+    pub fn named(&self, name: &str) -> Option<&Arc<ClientEntry>> {
+        self.0.iter().find(|c| c.name == name)
+    }
+}
+
+/// An interceptor admitting only configured client identities (`None`:
+/// plaintext, nothing to check). The caller's name comes from its
+/// connection, named once at the TLS handshake (`ringi_net::peer`).
 pub fn interceptor(
-    clients: Option<Arc<Vec<ClientEntry>>>,
+    clients: Option<Arc<Clients>>,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
         let Some(clients) = &clients else {
             return Ok(request);
         };
-        let name = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(ringi_net::tls::identity))
+        let name = ringi_net::peer::peer_name(&request)
             .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
-        let entry = clients.iter().find(|c| c.name == name).ok_or_else(|| {
+        let entry = clients.named(name).ok_or_else(|| {
             Status::permission_denied(format!("client {name:?} is not a configured client"))
         })?;
-        request
-            .extensions_mut()
-            .insert(Caller(Arc::new(entry.clone())));
+        let caller = Caller(entry.clone());
+        request.extensions_mut().insert(caller);
         Ok(request)
     }
 }
@@ -153,6 +168,46 @@ pub fn require_read_key(scope: &ReadScope, client: &str, key_id: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from_peer(name: Option<&str>) -> Request<()> {
+        let mut r = Request::new(());
+        r.extensions_mut().insert(ringi_net::peer::Peer {
+            remote: None,
+            name: name.map(Arc::from),
+        });
+        r
+    }
+
+    #[test]
+    fn the_interceptor_admits_configured_names_only() {
+        let clients = Clients::new(&[
+            client(&[Role::Wallet], &["hot-1"]),
+            ClientEntry {
+                name: "ops".into(),
+                roles: vec![Role::Admin],
+                key_ids: vec![],
+            },
+        ]);
+        let mut admit = interceptor(Some(Arc::new(clients)));
+        let admitted = admit(from_peer(Some("ops"))).unwrap();
+        let who = caller(&admitted).unwrap();
+        assert_eq!(who.name, "ops");
+        assert!(who.has(Role::Admin) && !who.has(Role::Wallet));
+        let refused = admit(from_peer(Some("stranger"))).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused
+                .message()
+                .contains("\"stranger\" is not a configured client")
+        );
+        for nameless in [from_peer(None), Request::new(())] {
+            let refused = admit(nameless).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        // Without TLS there is no identity to check, and none attached.
+        let plain = interceptor(None)(from_peer(Some("stranger"))).unwrap();
+        assert!(caller(&plain).is_none());
+    }
 
     fn with(entry: ClientEntry) -> Request<()> {
         let mut r = Request::new(());

@@ -203,7 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // their roles and key ids (see access.rs).
     let clients = server_tls
         .as_ref()
-        .map(|_| Arc::new(config.clients.clone()));
+        .map(|_| Arc::new(access::Clients::new(&config.clients)));
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)

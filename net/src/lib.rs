@@ -3,6 +3,8 @@
 //!
 //! - [`tls`]: mutual TLS 1.3 (rustls, ring), certificates from one CA, the
 //!   peer named by its certificate, configurations reloadable on SIGHUP;
+//! - [`peer`]: the name a served connection's certificate carries, read
+//!   once per connection and handed to each of its calls;
 //! - [`transport`]: where plaintext is allowed (loopback only) and the
 //!   process signals (shutdown, reload);
 //! - [`serve`]: the one serve loop both daemons run (TLS or plaintext,
@@ -23,6 +25,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics_endpoint;
 pub mod ops;
+pub mod peer;
 pub mod serve;
 pub mod tls;
 pub mod transport;

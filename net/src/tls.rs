@@ -12,6 +12,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SigningKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::peer::{PeerStream, peer_name};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {reason}")]
@@ -172,14 +174,13 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Accepts TCP connections (with TCP_NODELAY: without it a handshake waits
 /// ~40 ms on delayed ACKs), runs each TLS handshake on its own task so a
 /// slow or hostile client cannot hold up the others, and yields the
-/// established streams for `serve_with_incoming`. Failed handshakes (no
-/// client certificate, another CA, plaintext) are logged and dropped.
+/// established streams for `serve_with_incoming`, each with its peer
+/// named once ([`PeerStream`]). Failed handshakes (no client certificate,
+/// another CA, plaintext) are logged and dropped.
 pub fn incoming(
     listener: tokio::net::TcpListener,
     config: Reloadable<ServerConfig>,
-) -> tokio_stream::wrappers::ReceiverStream<
-    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
+) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -197,7 +198,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = sender.send(Ok(tls)).await;
+                        let _ = sender.send(Ok(PeerStream::new(tls))).await;
                     }
                     Ok(Err(e)) => tracing::warn!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
@@ -216,17 +217,12 @@ pub fn incoming(
 pub fn allow_only(
     allowed: Vec<String>,
 ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
-    move |request: tonic::Request<()>| {
-        let name = request
-            .peer_certs()
-            .and_then(|certs| certs.first().and_then(identity));
-        match name {
-            Some(n) if allowed.iter().any(|a| a == &n) => Ok(request),
-            Some(n) => Err(tonic::Status::permission_denied(format!(
-                "client {n:?} may not call this service"
-            ))),
-            None => Err(tonic::Status::unauthenticated("no client certificate")),
-        }
+    move |request: tonic::Request<()>| match peer_name(&request) {
+        Some(n) if allowed.iter().any(|a| a == n) => Ok(request),
+        Some(n) => Err(tonic::Status::permission_denied(format!(
+            "client {n:?} may not call this service"
+        ))),
+        None => Err(tonic::Status::unauthenticated("no client certificate")),
     }
 }
 
@@ -340,13 +336,10 @@ mod tests {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let server = tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
-            let peer = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(identity);
+            let tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            // Named as the serve loop names it: once, by `PeerStream`.
+            let mut tls = crate::peer::PeerStream::new(tls);
+            let peer = tls.peer().name.as_deref().map(String::from);
             let mut b = [0u8; 1];
             tls.read_exact(&mut b).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(peer)

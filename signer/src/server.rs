@@ -317,7 +317,9 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     // Under TLS only the allowed client identities (the coordinator) may
     // call the signer API; health and reflection answer any client the CA
     // certified.
-    let allowed = tls_files.as_ref().map(|(_, _, allowed)| allowed.clone());
+    let mut allowed = tls_files
+        .as_ref()
+        .map(|(_, _, allowed)| ringi_net::tls::allow_only(allowed.clone()));
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(health)
@@ -327,8 +329,8 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
         .add_service(GovernanceServer::new(governance))
         .add_service(SignerServer::with_interceptor(
             service,
-            move |request: tonic::Request<()>| match &allowed {
-                Some(names) => ringi_net::tls::allow_only(names.clone())(request),
+            move |request: tonic::Request<()>| match &mut allowed {
+                Some(allow) => allow(request),
                 None => Ok(request),
             },
         ));
