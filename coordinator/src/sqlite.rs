@@ -50,8 +50,9 @@ use crate::error::{Error, Missing, RequestId, Result};
 use crate::store_writer::{self, StoreWriter};
 
 /// How many parsed statements each connection keeps: more than the store
-/// has distinct statement texts, so none is ever parsed twice.
-const STATEMENT_CACHE: usize = 64;
+/// has distinct statement texts (the group commit's BEGIN, SAVEPOINT,
+/// RELEASE and COMMIT among them), so none is ever parsed twice.
+const STATEMENT_CACHE: usize = 96;
 
 /// Every statement of the store runs through the connection's statement
 /// cache: parsing the SQL text again for each call was ~4% of the
@@ -223,10 +224,10 @@ impl SqliteStore {
 
 /// `f` in a savepoint of the open transaction: undone alone if it fails.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT one_call")?;
+    conn.execute_cached("SAVEPOINT one_call", [])?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE one_call")?;
+            conn.execute_cached("RELEASE one_call", [])?;
             Ok(value)
         }
         Err(e) => {
