@@ -29,7 +29,7 @@ pub struct Caller(pub Arc<ClientEntry>);
 
 /// The configured clients, each shared so attaching one to a call is a
 /// reference count, not a copy of its roles and key ids.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Clients(Vec<Arc<ClientEntry>>);
 
 impl Clients {
