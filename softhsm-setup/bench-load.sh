@@ -14,7 +14,10 @@
 # Each prints requests (or signatures) per second and latency percentiles;
 # 1 and 2 also the CPU milliseconds per request of the coordinator and of
 # each signer and their peak RSS, and this script prints the same CPU
-# figures for 3 (read from /proc around it). Every signature is verified
+# figures for 3 (read from /proc around it). Every CPU figure is also given
+# as a multiple of the in-process FROST floor of a 2-of-3 key, measured on
+# the idle stack just before and just after each part (the machine's speed
+# is in every figure; docs/bench.md). Every signature is verified
 # under the key's group key; the script exits non-zero if any request of
 # any part did not end SIGNED with a valid signature.
 #
@@ -61,6 +64,12 @@ peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# floor_ms: the in-process FROST floor's p50 (ms), measured now by the CLI.
+floor_ms() {
+  RUST_LOG=error "$bin/ringi" bench-load --floor-only --key-id load "${approvers[@]}" "${wallet[@]}" |
+    sed -n 's/^in-process FROST floor.*: \([0-9.]*\) ms before.*/\1/p'
+}
+
 status=0
 echo "== 1. ringi bench-load --mode flow: $n requests, $c in flight"
 RUST_LOG=error "$bin/ringi" bench-load --mode flow --key-id load -n "$n" -c "$c" \
@@ -74,30 +83,43 @@ echo "== 3. examples/python/load_client.py (flow): $n requests, $c in flight"
 watched=("$coordinator_pid" "${SIGNER_PIDS[@]}")
 names=(coordinator)
 for i in "${!SIGNER_PIDS[@]}"; do names+=("signer-$((i + 1))"); done
+floor_before=$(floor_ms || true)
 before=()
 for pid in "${watched[@]}"; do before+=("$(cpu_ticks "$pid")"); done
 "$py" "$root/examples/python/load_client.py" --key-id load -n "$n" -c "$c" \
   "${approvers[@]}" "${wallet[@]}" | tee "$work/python.out" || status=1
+after=()
+for pid in "${watched[@]}"; do after+=("$(cpu_ticks "$pid")"); done
+floor_after=$(floor_ms || true)
+floor=$(awk -v a="${floor_before:-0}" -v b="${floor_after:-0}" 'BEGIN { printf "%.6f", (a + b) / 2 }')
 hz=$(getconf CLK_TCK)
-printf '%-20s %8s %10s %12s %14s\n' process pid "cpu s" "cpu ms/req" "peak RSS MiB"
+{
+printf '%-20s %8s %10s %12s %14s %10s\n' process pid "cpu s" "cpu ms/req" "peak RSS MiB" floors/req
 server=0
 signers=0
 for i in "${!watched[@]}"; do
   pid=${watched[$i]}
-  used=$(( $(cpu_ticks "$pid") - before[i] ))
+  used=$(( after[i] - before[i] ))
   server=$((server + used))
   [ "$i" -gt 0 ] && signers=$((signers + used))
-  awk -v name="${names[$i]}" -v pid="$pid" -v t="$used" -v hz="$hz" -v n="$n" -v rss="$(peak_rss_mib "$pid")" \
-    'BEGIN { printf "%-20s %8s %10.2f %12.2f %14s\n", name, pid, t / hz, t / hz * 1000 / n, rss }'
+  awk -v name="${names[$i]}" -v pid="$pid" -v t="$used" -v hz="$hz" -v n="$n" -v rss="$(peak_rss_mib "$pid")" -v f="$floor" \
+    'BEGIN { ms = t / hz * 1000 / n; printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, pid, t / hz, ms, rss, (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
 done
 for total in "signers total:$signers" "server total:$server"; do
-  awk -v name="${total%%:*}" -v t="${total##*:}" -v hz="$hz" -v n="$n" \
-    'BEGIN { printf "%-20s %8s %10.2f %12.2f\n", name, "", t / hz, t / hz * 1000 / n }'
+  awk -v name="${total%%:*}" -v t="${total##*:}" -v hz="$hz" -v n="$n" -v f="$floor" \
+    'BEGIN { ms = t / hz * 1000 / n; printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, "", t / hz, ms, "", (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
 done
+echo "in-process FROST floor 2-of-3 (p50, stack idle): ${floor_before:-?} ms before, ${floor_after:-?} ms after"
+} | tee "$work/python-cpu.out"
 
 echo
 echo "== summary ($n requests, $c in flight, 2-of-3, mutual TLS, SoftHSM, release)"
 for part in flow signing python; do
   printf '%-8s %s\n' "$part" "$(grep -m1 '^throughput' "$work/$part.out" || echo 'no figure')"
+done
+# The CPU per request of each part, in ms and in floors of the same part.
+for part in flow:flow.out signing:signing.out python:python-cpu.out; do
+  awk -v part="${part%%:*}" '/^coordinator / { co = $4 " ms = " $6 " floors" } /^server total/ { sv = $4 " ms = " $5 " floors" }
+    END { printf "%-8s coordinator %s; server %s\n", part, co, sv }' "$work/${part##*:}"
 done
 exit "$status"

@@ -30,6 +30,16 @@
 //! life, not only the timed part). This client's own figures come last; it
 //! shares the machine, so the CPU it uses is taken from the servers'.
 //!
+//! The machine's speed is part of every CPU figure: instances of this
+//! project's 2-core machine kind differed by up to 2x between sittings
+//! (`docs/bench.md`). So this client also measures the in-process FROST
+//! floor of the key's size ([`crate::bench::floor`]: every participant's
+//! round 1 and round 2 and the aggregation, in one process), on an idle
+//! stack just before and just after the timed part, and prints each CPU
+//! figure as a multiple of it too (`floors/req`). `--floor-only` measures
+//! only that floor (for a client measured from outside, such as the
+//! Python one of `softhsm-setup/bench-load.sh`).
+//!
 //! Approvals are signed with development key files (`ringi approver-key
 //! generate`): a PKCS#11 approver token signs one statement at a time and
 //! would measure the token, not the stack.
@@ -105,6 +115,42 @@ pub struct LoadArgs {
     /// after it.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// Send no request: only measure the in-process FROST floor of the
+    /// key's size here and print it.
+    #[arg(long)]
+    pub floor_only: bool,
+}
+
+/// Signings in each measurement of the floor (about 0.3 s each).
+const FLOOR_ITERATIONS: usize = 300;
+
+/// The in-process FROST floor (p50) of a `t`-of-`n` key, measured now.
+fn floor_now(t: u32, n: usize) -> Option<Duration> {
+    let t = u16::try_from(t).ok()?;
+    let n = u16::try_from(n).ok()?;
+    crate::bench::floor(t, n, FLOOR_ITERATIONS).map(|s| s.p50)
+}
+
+/// The floor line: both measurements, in milliseconds.
+fn render_floor(t: u32, n: usize, before: Option<Duration>, after: Option<Duration>) -> String {
+    let ms = |d: Option<Duration>| match d {
+        Some(d) => format!("{:.3} ms", d.as_secs_f64() * 1e3),
+        None => "?".to_string(),
+    };
+    format!(
+        "in-process FROST floor {t}-of-{n} (p50, this client, stack idle): {} before, {} after\n",
+        ms(before),
+        ms(after)
+    )
+}
+
+/// The floor the CPU figures are divided by: the mean of the measurements
+/// made, `None` if there is none.
+fn floor_mean(before: Option<Duration>, after: Option<Duration>) -> Option<Duration> {
+    match (before, after) {
+        (Some(b), Some(a)) => Some((b + a) / 2),
+        (one, other) => one.or(other),
+    }
 }
 
 /// Why a run could not be made, or failed.
@@ -603,6 +649,12 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
     let verifying_key =
         frost_core::VerifyingKey::<ringi_frost::Secp256k1>::deserialize(&key.group_public_key)
             .map_err(|e| LoadError::Usage(format!("key {}: group key: {e}", args.key_id)))?;
+    let (t, n_signers) = (key.threshold, key.signers.len());
+    if args.floor_only {
+        let floor = floor_now(t, n_signers);
+        print!("{}", render_floor(t, n_signers, floor, None));
+        return Ok(());
+    }
     let requester = match (&args.requester, tls) {
         (Some(r), _) => r.clone(),
         (None, Some(_)) => String::new(),
@@ -621,6 +673,8 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
     });
     let (n, c) = (args.requests, args.concurrency);
 
+    // Measured here, with nothing in flight, and again after the timed part.
+    let floor_before = floor_now(t, n_signers);
     let (outcomes, timed, elapsed, cpu_before, cpu_after) = match args.mode {
         Mode::Flow => {
             let before = cpu_snapshot(&watched);
@@ -705,9 +759,14 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
         departments.join(", ")
     );
     let report = Report::new(args.mode, header, outcomes, elapsed, &verifying_key);
+    let floor_after = floor_now(t, n_signers);
     print!("{}", report.render());
     let processes = process_figures(&watched, &cpu_before, &cpu_after);
-    print!("{}", render_processes(&processes, timed));
+    print!(
+        "{}",
+        render_processes(&processes, timed, floor_mean(floor_before, floor_after))
+    );
+    print!("{}", render_floor(t, n_signers, floor_before, floor_after));
     let missing = n.saturating_sub(report.counted);
     let bad = report.bad() + missing;
     if bad > 0 {
@@ -964,31 +1023,58 @@ fn process_figures(
 /// The CPU table: each process's CPU seconds during the timed part, CPU
 /// milliseconds per request timed, peak RSS; then the signers' and the
 /// server side's (coordinator + signers) totals. A figure that could not be
-/// read is `?`, and a total that would need it is left out.
-fn render_processes(processes: &[ProcessFigures], requests: usize) -> String {
+/// read is `?`, and a total that would need it is left out. With a
+/// `floor`, each CPU figure per request also as a multiple of it, last.
+fn render_processes(
+    processes: &[ProcessFigures],
+    requests: usize,
+    floor: Option<Duration>,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let per_request = |d: Duration| d.as_secs_f64() * 1e3 / requests.max(1) as f64;
+    let floors = |d: Duration| match floor {
+        Some(f) if !f.is_zero() => format!(" {:>10.2}", per_request(d) / (f.as_secs_f64() * 1e3)),
+        Some(_) => format!(" {:>10}", "?"),
+        None => String::new(),
+    };
     let mib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0));
     let _ = writeln!(
         out,
-        "{:<20} {:>8} {:>10} {:>12} {:>14}",
-        "process", "pid", "cpu s", "cpu ms/req", "peak RSS MiB"
+        "{:<20} {:>8} {:>10} {:>12} {:>14}{}",
+        "process",
+        "pid",
+        "cpu s",
+        "cpu ms/req",
+        "peak RSS MiB",
+        if floor.is_some() {
+            format!(" {:>10}", "floors/req")
+        } else {
+            String::new()
+        }
     );
+    // Cells of the floors column where there is no figure; and the totals'
+    // empty RSS cell, which keeps their floors in that column.
+    let (unknown_floors, no_rss) = if floor.is_some() {
+        (format!(" {:>10}", "?"), format!(" {:>14}", ""))
+    } else {
+        (String::new(), String::new())
+    };
     for p in processes {
         let rss = p.peak_rss.map(mib).unwrap_or_else(|| "?".into());
         let _ = match p.cpu {
             Some(cpu) => writeln!(
                 out,
-                "{:<20} {:>8} {:>10.2} {:>12.2} {rss:>14}",
+                "{:<20} {:>8} {:>10.2} {:>12.2} {rss:>14}{}",
                 p.name,
                 p.pid,
                 cpu.as_secs_f64(),
-                per_request(cpu)
+                per_request(cpu),
+                floors(cpu)
             ),
             None => writeln!(
                 out,
-                "{:<20} {:>8} {:>10} {:>12} {rss:>14}",
+                "{:<20} {:>8} {:>10} {:>12} {rss:>14}{unknown_floors}",
                 p.name, p.pid, "?", "?"
             ),
         };
@@ -1009,14 +1095,19 @@ fn render_processes(processes: &[ProcessFigures], requests: usize) -> String {
             Some(Some(cpu)) => {
                 let _ = writeln!(
                     out,
-                    "{name:<20} {:>8} {:>10.2} {:>12.2}",
+                    "{name:<20} {:>8} {:>10.2} {:>12.2}{no_rss}{}",
                     "",
                     cpu.as_secs_f64(),
-                    per_request(cpu)
+                    per_request(cpu),
+                    floors(cpu)
                 );
             }
             Some(None) => {
-                let _ = writeln!(out, "{name:<20} {:>8} {:>10} {:>12}", "", "?", "?");
+                let _ = writeln!(
+                    out,
+                    "{name:<20} {:>8} {:>10} {:>12}{no_rss}{unknown_floors}",
+                    "", "?", "?"
+                );
             }
             None => {}
         }
@@ -1256,6 +1347,7 @@ mod tests {
                 figure("bench-load client", None, Some(4000)),
             ],
             100,
+            None,
         );
         let cells = |name: &str| -> Vec<String> {
             let line = text.lines().find(|l| l.starts_with(name)).unwrap();
@@ -1275,10 +1367,87 @@ mod tests {
                 figure("signer-1", Some(Role::Signer), None),
             ],
             10,
+            None,
         );
         assert!(text.contains("signers total"), "{text}");
         let unknown = text.lines().filter(|l| l.contains('?')).count();
         assert_eq!(unknown, 3, "{text}");
+    }
+
+    #[test]
+    fn cpu_figures_are_also_given_in_floors() {
+        let figure = |name: &str, role, cpu_ms: Option<u64>| ProcessFigures {
+            name: name.into(),
+            pid: 1,
+            role,
+            cpu: cpu_ms.map(Duration::from_millis),
+            peak_rss: Some(3 * 1024 * 1024),
+        };
+        // 100 requests, a floor of 0.5 ms: 10 ms per request is 20 floors.
+        let text = render_processes(
+            &[
+                figure("coordinator", Some(Role::Coordinator), Some(1000)),
+                figure("signer-1", Some(Role::Signer), Some(300)),
+                figure("signer-2", Some(Role::Signer), None),
+            ],
+            100,
+            Some(Duration::from_micros(500)),
+        );
+        let cells = |name: &str| -> Vec<String> {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..]
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
+        assert!(
+            text.lines().next().unwrap().ends_with("floors/req"),
+            "{text}"
+        );
+        assert_eq!(cells("coordinator"), ["1", "1.00", "10.00", "3.0", "20.00"]);
+        assert_eq!(cells("signer-1"), ["1", "0.30", "3.00", "3.0", "6.00"]);
+        assert_eq!(cells("signer-2"), ["1", "?", "?", "3.0", "?"]);
+        // A total that needs an unreadable figure is unknown in floors too;
+        // the floors of the others line up under the header's column.
+        assert_eq!(cells("signers total"), ["?", "?", "?"]);
+        assert_eq!(cells("server total"), ["?", "?", "?"]);
+        let header_end = text.lines().next().unwrap().len();
+        for line in text.lines() {
+            assert_eq!(line.len(), header_end, "{text}");
+        }
+        let text = render_processes(
+            &[figure("coordinator", Some(Role::Coordinator), Some(1000))],
+            100,
+            Some(Duration::from_micros(250)),
+        );
+        let server = text
+            .lines()
+            .find(|l| l.starts_with("server total"))
+            .unwrap();
+        assert!(server.ends_with(" 40.00"), "{text}");
+    }
+
+    #[test]
+    fn the_floor_is_the_mean_of_what_was_measured() {
+        let ms = Duration::from_millis;
+        assert_eq!(floor_mean(Some(ms(1)), Some(ms(3))), Some(ms(2)));
+        assert_eq!(floor_mean(None, Some(ms(3))), Some(ms(3)));
+        assert_eq!(floor_mean(Some(ms(1)), None), Some(ms(1)));
+        assert_eq!(floor_mean(None, None), None);
+        assert_eq!(
+            render_floor(2, 3, Some(Duration::from_micros(9_876)), None),
+            "in-process FROST floor 2-of-3 (p50, this client, stack idle): 9.876 ms before, ? after\n"
+        );
+    }
+
+    #[test]
+    fn a_floor_is_measured_for_a_real_key_size_only() {
+        let floor = floor_now(2, 3).expect("a 2-of-3 floor");
+        assert!(floor > Duration::ZERO);
+        // Sizes frost refuses, or that do not fit its u16 counts.
+        assert_eq!(floor_now(0, 3), None);
+        assert_eq!(floor_now(4, 3), None);
+        assert_eq!(floor_now(70_000, 3), None);
     }
 
     #[tokio::test]
