@@ -17,10 +17,12 @@
 # figures for 3 (read from /proc around it). Every CPU figure is also given
 # as a multiple of the in-process FROST floor of a 2-of-3 key, measured on
 # the idle stack just before and just after each part (the machine's speed
-# is in every figure; docs/bench.md; the lower of the two is used). Every
-# signature is verified
-# under the key's group key; the script exits non-zero if any request of
-# any part did not end SIGNED with a valid signature.
+# is in every figure; docs/bench.md; the lower of the two is used), and
+# each server process's write calls and bytes written per request (from
+# /proc/PID/io, which do not depend on the machine's speed). Every
+# signature is verified under the key's group key; the script exits
+# non-zero if any request of any part did not end SIGNED with a valid
+# signature.
 #
 # Usage: softhsm-setup/bench-load.sh [N] [C]     (default 1000 64)
 set -euo pipefail
@@ -60,6 +62,12 @@ done
 cpu_ticks() {
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
+# io_counters PID: write calls, bytes handed to them, bytes written to
+# storage so far (syscw, wchar, write_bytes of /proc/PID/io), as ringi
+# bench-load reads them.
+io_counters() {
+  awk -F': ' '/^syscw/ { c = $2 } /^wchar/ { w = $2 } /^write_bytes/ { d = $2 } END { print c, w, d }' "/proc/$1/io"
+}
 # peak_rss_mib PID: VmHWM, MiB.
 peak_rss_mib() {
   awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
@@ -86,11 +94,19 @@ names=(coordinator)
 for i in "${!SIGNER_PIDS[@]}"; do names+=("signer-$((i + 1))"); done
 floor_before=$(floor_ms || true)
 before=()
-for pid in "${watched[@]}"; do before+=("$(cpu_ticks "$pid")"); done
+io_before=()
+for pid in "${watched[@]}"; do
+  before+=("$(cpu_ticks "$pid")")
+  io_before+=("$(io_counters "$pid")")
+done
 "$py" "$root/examples/python/load_client.py" --key-id load -n "$n" -c "$c" \
   "${approvers[@]}" "${wallet[@]}" | tee "$work/python.out" || status=1
 after=()
-for pid in "${watched[@]}"; do after+=("$(cpu_ticks "$pid")"); done
+io_after=()
+for pid in "${watched[@]}"; do
+  after+=("$(cpu_ticks "$pid")")
+  io_after+=("$(io_counters "$pid")")
+done
 # The lower of the two (as ringi bench-load takes it): the signers refill
 # their nonce pools after a burst, which can only slow a measurement down.
 floor_after=$(floor_ms || true)
@@ -114,6 +130,12 @@ for total in "signers total:$signers" "server total:$server"; do
     'BEGIN { ms = t / hz * 1000 / n; printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, "", t / hz, ms, "", (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
 done
 echo "in-process FROST floor 2-of-3 (p50, stack idle): ${floor_before:-?} ms before, ${floor_after:-?} ms after"
+printf '%-20s %12s %14s %14s\n' "I/O per request" "write calls" "written KiB" "to disk KiB"
+for i in "${!watched[@]}"; do
+  awk -v name="${names[$i]}" -v b="${io_before[$i]}" -v a="${io_after[$i]}" -v n="$n" 'BEGIN {
+    split(b, x, " "); split(a, y, " ")
+    printf "%-20s %12.1f %14.2f %14.2f\n", name, (y[1] - x[1]) / n, (y[2] - x[2]) / n / 1024, (y[3] - x[3]) / n / 1024 }'
+done
 } | tee "$work/python-cpu.out"
 
 echo

@@ -36,9 +36,13 @@
 //! floor of the key's size ([`crate::bench::floor`]: every participant's
 //! round 1 and round 2 and the aggregation, in one process), on an idle
 //! stack just before and just after the timed part, and prints each CPU
-//! figure as a multiple of the lower of the two too (`floors/req`). `--floor-only` measures
-//! only that floor (for a client measured from outside, such as the
-//! Python one of `softhsm-setup/bench-load.sh`).
+//! figure as a multiple of the lower of the two too (`floors/req`).
+//! `--floor-only` measures only that floor (for a client measured from
+//! outside, such as the Python one of `softhsm-setup/bench-load.sh`). And
+//! it prints what does not depend on the machine's speed at all: each
+//! watched process's write calls, bytes handed to them and bytes written
+//! to storage per request (/proc/PID/io), where a change to the store or
+//! to the transport shows in a single run.
 //!
 //! Approvals are signed with development key files (`ringi approver-key
 //! generate`): a PKCS#11 approver token signs one statement at a time and
@@ -601,13 +605,109 @@ where
     all.into_iter().map(|(_, t)| t).collect()
 }
 
-/// CPU times of the watched processes (and of this one, last).
-fn cpu_snapshot(watched: &[Watched]) -> Vec<Option<Duration>> {
-    watched
-        .iter()
-        .map(|w| cpu_time(w.pid))
-        .chain(std::iter::once(cpu_time(std::process::id())))
-        .collect()
+/// What the watched processes had used at one moment.
+struct Snapshot {
+    /// CPU times of the watched processes (and of this one, last).
+    cpu: Vec<Option<Duration>>,
+    /// I/O counters of the watched processes.
+    io: Vec<Option<IoCounters>>,
+}
+
+fn snapshot(watched: &[Watched]) -> Snapshot {
+    Snapshot {
+        cpu: watched
+            .iter()
+            .map(|w| cpu_time(w.pid))
+            .chain(std::iter::once(cpu_time(std::process::id())))
+            .collect(),
+        io: watched.iter().map(|w| io_counters(w.pid)).collect(),
+    }
+}
+
+/// A process's write counters so far (all its threads, live or ended),
+/// from /proc/PID/io. Unlike CPU time they do not depend on the machine's
+/// speed: what a change to the store or the transport does to them shows
+/// in one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// write-family system calls (`syscw`: write, pwrite, writev, on
+    /// files and sockets; not send/sendmsg).
+    pub write_calls: u64,
+    /// Bytes handed to those calls (`wchar`).
+    pub written: u64,
+    /// Bytes the process caused to be written to storage (`write_bytes`).
+    pub disk_written: u64,
+}
+
+impl IoCounters {
+    fn since(self, before: IoCounters) -> IoCounters {
+        IoCounters {
+            write_calls: self.write_calls.saturating_sub(before.write_calls),
+            written: self.written.saturating_sub(before.written),
+            disk_written: self.disk_written.saturating_sub(before.disk_written),
+        }
+    }
+}
+
+/// [`IoCounters`] of process `pid`, if /proc/PID/io can be read (the same
+/// user, or root).
+pub fn io_counters(pid: u32) -> Option<IoCounters> {
+    parse_io(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+}
+
+fn parse_io(text: &str) -> Option<IoCounters> {
+    let field = |name: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(IoCounters {
+        write_calls: field("syscw")?,
+        written: field("wchar")?,
+        disk_written: field("write_bytes")?,
+    })
+}
+
+/// The I/O table: per request timed, each watched process's write calls,
+/// KiB handed to them and KiB it wrote to storage; `?` where /proc could
+/// not be read.
+fn render_io(
+    watched: &[Watched],
+    before: &[Option<IoCounters>],
+    after: &[Option<IoCounters>],
+    requests: usize,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let per_request = |v: u64| v as f64 / requests.max(1) as f64;
+    let _ = writeln!(
+        out,
+        "{:<20} {:>12} {:>14} {:>14}",
+        "I/O per request", "write calls", "written KiB", "to disk KiB"
+    );
+    for (i, w) in watched.iter().enumerate() {
+        let used = match (
+            before.get(i).copied().flatten(),
+            after.get(i).copied().flatten(),
+        ) {
+            (Some(b), Some(a)) => Some(a.since(b)),
+            _ => None,
+        };
+        let _ = match used {
+            Some(u) => writeln!(
+                out,
+                "{:<20} {:>12.1} {:>14.2} {:>14.2}",
+                w.name,
+                per_request(u.write_calls),
+                per_request(u.written) / 1024.0,
+                per_request(u.disk_written) / 1024.0
+            ),
+            None => writeln!(out, "{:<20} {:>12} {:>14} {:>14}", w.name, "?", "?", "?"),
+        };
+    }
+    out
 }
 
 /// `ringi bench-load`: prints the report; fails if any request did not end
@@ -677,9 +777,9 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
 
     // Measured here, with nothing in flight, and again after the timed part.
     let floor_before = floor_now(t, n_signers);
-    let (outcomes, timed, elapsed, cpu_before, cpu_after) = match args.mode {
+    let (outcomes, timed, elapsed, before, after) = match args.mode {
         Mode::Flow => {
-            let before = cpu_snapshot(&watched);
+            let before = snapshot(&watched);
             let start = Instant::now();
             let job_ctx = ctx.clone();
             let outcomes = run_all(n, c, move |i| {
@@ -688,7 +788,7 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
             })
             .await;
             let elapsed = start.elapsed();
-            (outcomes, n, elapsed, before, cpu_snapshot(&watched))
+            (outcomes, n, elapsed, before, snapshot(&watched))
         }
         Mode::Signing => {
             eprintln!(
@@ -721,7 +821,7 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
             }
             let timed = ready.len();
             let slots = Arc::new(ready);
-            let before = cpu_snapshot(&watched);
+            let before = snapshot(&watched);
             let start = Instant::now();
             let job_ctx = ctx.clone();
             let signed = run_all(timed, c, move |i| {
@@ -739,7 +839,7 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
             .await;
             let elapsed = start.elapsed();
             outcomes.extend(signed);
-            (outcomes, timed, elapsed, before, cpu_snapshot(&watched))
+            (outcomes, timed, elapsed, before, snapshot(&watched))
         }
     };
 
@@ -763,12 +863,15 @@ pub async fn run(address: &str, tls: Option<&ClientTls>, args: &LoadArgs) -> Res
     let report = Report::new(args.mode, header, outcomes, elapsed, &verifying_key);
     let floor_after = floor_now(t, n_signers);
     print!("{}", report.render());
-    let processes = process_figures(&watched, &cpu_before, &cpu_after);
+    let processes = process_figures(&watched, &before.cpu, &after.cpu);
     print!(
         "{}",
         render_processes(&processes, timed, floor_of_run(floor_before, floor_after))
     );
     print!("{}", render_floor(t, n_signers, floor_before, floor_after));
+    if !watched.is_empty() {
+        print!("{}", render_io(&watched, &before.io, &after.io, timed));
+    }
     let missing = n.saturating_sub(report.counted);
     let bad = report.bad() + missing;
     if bad > 0 {
@@ -1427,6 +1530,66 @@ mod tests {
             .find(|l| l.starts_with("server total"))
             .unwrap();
         assert!(server.ends_with(" 40.00"), "{text}");
+    }
+
+    #[test]
+    fn io_counters_are_read_from_proc_and_counted_per_request() {
+        let text = "rchar: 9\nwchar: 4096\nsyscr: 3\nsyscw: 7\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
+        assert_eq!(
+            parse_io(text),
+            Some(IoCounters {
+                write_calls: 7,
+                written: 4096,
+                disk_written: 8192
+            })
+        );
+        // A field missing or unreadable: nothing is guessed.
+        assert_eq!(parse_io("wchar: 1\nsyscw: 2\n"), None);
+        assert_eq!(parse_io("wchar: x\nsyscw: 2\nwrite_bytes: 3\n"), None);
+        // This process writes: its counters move.
+        let me = std::process::id();
+        let before = io_counters(me).expect("own /proc/PID/io");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), [0u8; 10_000]).unwrap();
+        let after = io_counters(me).unwrap();
+        let used = after.since(before);
+        assert!(used.write_calls >= 1, "{used:?}");
+        assert!(used.written >= 10_000, "{used:?}");
+
+        let watched = [
+            Watched {
+                name: "coordinator".into(),
+                pid: 1,
+                role: Role::Coordinator,
+            },
+            Watched {
+                name: "signer-1".into(),
+                pid: 2,
+                role: Role::Signer,
+            },
+        ];
+        let at = |calls, written, disk| {
+            Some(IoCounters {
+                write_calls: calls,
+                written,
+                disk_written: disk,
+            })
+        };
+        let text = render_io(
+            &watched,
+            &[at(100, 1024, 0), at(5, 0, 0)],
+            &[at(300, 1024 + 20 * 1024, 40 * 1024), None],
+            10,
+        );
+        let cells = |name: &str| -> Vec<String> {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..]
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(cells("coordinator"), ["20.0", "2.00", "4.00"]);
+        assert_eq!(cells("signer-1"), ["?", "?", "?"]);
     }
 
     #[test]
