@@ -113,6 +113,13 @@ floor_after=$(floor_ms || true)
 floor=$(awk -v a="${floor_before:-0}" -v b="${floor_after:-0}" \
   'BEGIN { if (a > 0 && b > 0) print (a < b ? a : b); else print (a > b ? a : b) }')
 hz=$(getconf CLK_TCK)
+# cpu_row NAME PID TICKS RSS: one row of the CPU table (PID and RSS may be
+# empty, as for the totals).
+cpu_row() {
+  awk -v name="$1" -v pid="$2" -v t="$3" -v rss="$4" -v hz="$hz" -v n="$n" -v f="$floor" 'BEGIN {
+    ms = t / hz * 1000 / n
+    printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, pid, t / hz, ms, rss, (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
+}
 {
 printf '%-20s %8s %10s %12s %14s %10s\n' process pid "cpu s" "cpu ms/req" "peak RSS MiB" floors/req
 server=0
@@ -122,13 +129,10 @@ for i in "${!watched[@]}"; do
   used=$(( after[i] - before[i] ))
   server=$((server + used))
   [ "$i" -gt 0 ] && signers=$((signers + used))
-  awk -v name="${names[$i]}" -v pid="$pid" -v t="$used" -v hz="$hz" -v n="$n" -v rss="$(peak_rss_mib "$pid")" -v f="$floor" \
-    'BEGIN { ms = t / hz * 1000 / n; printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, pid, t / hz, ms, rss, (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
+  cpu_row "${names[$i]}" "$pid" "$used" "$(peak_rss_mib "$pid")"
 done
-for total in "signers total:$signers" "server total:$server"; do
-  awk -v name="${total%%:*}" -v t="${total##*:}" -v hz="$hz" -v n="$n" -v f="$floor" \
-    'BEGIN { ms = t / hz * 1000 / n; printf "%-20s %8s %10.2f %12.2f %14s %10s\n", name, "", t / hz, ms, "", (f > 0 ? sprintf("%.2f", ms / f) : "?") }'
-done
+cpu_row "signers total" "" "$signers" ""
+cpu_row "server total" "" "$server" ""
 echo "in-process FROST floor 2-of-3 (p50, stack idle): ${floor_before:-?} ms before, ${floor_after:-?} ms after"
 printf '%-20s %12s %14s %14s\n' "I/O per request" "write calls" "written KiB" "to disk KiB"
 for i in "${!watched[@]}"; do

@@ -1435,15 +1435,28 @@ mod tests {
         assert!(text.contains("throughput 0.0 signatures/s"), "{text}");
     }
 
-    #[test]
-    fn process_table_totals_signers_and_server_side() {
-        let figure = |name: &str, role, cpu_ms: Option<u64>| ProcessFigures {
+    /// A process's figures: `cpu_ms` of CPU (`None`: unreadable), 3 MiB.
+    fn figure(name: &str, role: Option<Role>, cpu_ms: Option<u64>) -> ProcessFigures {
+        ProcessFigures {
             name: name.into(),
             pid: 1,
             role,
             cpu: cpu_ms.map(Duration::from_millis),
             peak_rss: Some(3 * 1024 * 1024),
-        };
+        }
+    }
+
+    /// The cells after the name on `text`'s row starting with `name`.
+    fn cells(text: &str, name: &str) -> Vec<String> {
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..]
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn process_table_totals_signers_and_server_side() {
         let text = render_processes(
             &[
                 figure("coordinator", Some(Role::Coordinator), Some(1000)),
@@ -1454,17 +1467,10 @@ mod tests {
             100,
             None,
         );
-        let cells = |name: &str| -> Vec<String> {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
-            line[name.len()..]
-                .split_whitespace()
-                .map(String::from)
-                .collect()
-        };
-        assert_eq!(cells("coordinator"), ["1", "1.00", "10.00", "3.0"]);
+        assert_eq!(cells(&text, "coordinator"), ["1", "1.00", "10.00", "3.0"]);
         // The client is not part of any total.
-        assert_eq!(cells("signers total"), ["0.50", "5.00"]);
-        assert_eq!(cells("server total"), ["1.50", "15.00"]);
+        assert_eq!(cells(&text, "signers total"), ["0.50", "5.00"]);
+        assert_eq!(cells(&text, "server total"), ["1.50", "15.00"]);
         // One signer unreadable: its row and the totals say so.
         let text = render_processes(
             &[
@@ -1481,13 +1487,6 @@ mod tests {
 
     #[test]
     fn cpu_figures_are_also_given_in_floors() {
-        let figure = |name: &str, role, cpu_ms: Option<u64>| ProcessFigures {
-            name: name.into(),
-            pid: 1,
-            role,
-            cpu: cpu_ms.map(Duration::from_millis),
-            peak_rss: Some(3 * 1024 * 1024),
-        };
         // 100 requests, a floor of 0.5 ms: 10 ms per request is 20 floors.
         let text = render_processes(
             &[
@@ -1498,24 +1497,23 @@ mod tests {
             100,
             Some(Duration::from_micros(500)),
         );
-        let cells = |name: &str| -> Vec<String> {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
-            line[name.len()..]
-                .split_whitespace()
-                .map(String::from)
-                .collect()
-        };
         assert!(
             text.lines().next().unwrap().ends_with("floors/req"),
             "{text}"
         );
-        assert_eq!(cells("coordinator"), ["1", "1.00", "10.00", "3.0", "20.00"]);
-        assert_eq!(cells("signer-1"), ["1", "0.30", "3.00", "3.0", "6.00"]);
-        assert_eq!(cells("signer-2"), ["1", "?", "?", "3.0", "?"]);
+        assert_eq!(
+            cells(&text, "coordinator"),
+            ["1", "1.00", "10.00", "3.0", "20.00"]
+        );
+        assert_eq!(
+            cells(&text, "signer-1"),
+            ["1", "0.30", "3.00", "3.0", "6.00"]
+        );
+        assert_eq!(cells(&text, "signer-2"), ["1", "?", "?", "3.0", "?"]);
         // A total that needs an unreadable figure is unknown in floors too;
         // the floors of the others line up under the header's column.
-        assert_eq!(cells("signers total"), ["?", "?", "?"]);
-        assert_eq!(cells("server total"), ["?", "?", "?"]);
+        assert_eq!(cells(&text, "signers total"), ["?", "?", "?"]);
+        assert_eq!(cells(&text, "server total"), ["?", "?", "?"]);
         let header_end = text.lines().next().unwrap().len();
         for line in text.lines() {
             assert_eq!(line.len(), header_end, "{text}");
@@ -1581,15 +1579,8 @@ mod tests {
             &[at(300, 1024 + 20 * 1024, 40 * 1024), None],
             10,
         );
-        let cells = |name: &str| -> Vec<String> {
-            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
-            line[name.len()..]
-                .split_whitespace()
-                .map(String::from)
-                .collect()
-        };
-        assert_eq!(cells("coordinator"), ["20.0", "2.00", "4.00"]);
-        assert_eq!(cells("signer-1"), ["?", "?", "?"]);
+        assert_eq!(cells(&text, "coordinator"), ["20.0", "2.00", "4.00"]);
+        assert_eq!(cells(&text, "signer-1"), ["?", "?", "?"]);
     }
 
     #[test]
