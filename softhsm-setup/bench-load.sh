@@ -147,9 +147,13 @@ echo "== summary ($n requests, $c in flight, 2-of-3, mutual TLS, SoftHSM, releas
 for part in flow signing python; do
   printf '%-8s %s\n' "$part" "$(grep -m1 '^throughput' "$work/$part.out" || echo 'no figure')"
 done
-# The CPU per request of each part, in ms and in floors of the same part.
+# Per request of each part: CPU in ms and in floors of the same part, and
+# the coordinator's write calls and bytes written to storage.
 for part in flow:flow.out signing:signing.out python:python-cpu.out; do
-  awk -v part="${part%%:*}" '/^coordinator / { co = $4 " ms = " $6 " floors" } /^server total/ { sv = $4 " ms = " $5 " floors" }
-    END { printf "%-8s coordinator %s; server %s\n", part, co, sv }' "$work/${part##*:}"
+  awk -v part="${part%%:*}" '/^I\/O per request/ { io = 1 }
+    /^coordinator / && !io { co = $4 " ms = " $6 " floors" }
+    /^coordinator / && io { w = $2 " write calls, " $4 " KiB to disk" }
+    /^server total/ { sv = $4 " ms = " $5 " floors" }
+    END { printf "%-8s coordinator %s (%s); server %s\n", part, co, w, sv }' "$work/${part##*:}"
 done
 exit "$status"
