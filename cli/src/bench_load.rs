@@ -628,7 +628,7 @@ fn snapshot(watched: &[Watched]) -> Snapshot {
 /// from /proc/PID/io. Unlike CPU time they do not depend on the machine's
 /// speed: what a change to the store or the transport does to them shows
 /// in one run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IoCounters {
     /// write-family system calls (`syscw`: write, pwrite, writev, on
     /// files and sockets; not send/sendmsg).
