@@ -624,6 +624,15 @@ fn snapshot(watched: &[Watched]) -> Snapshot {
     }
 }
 
+/// Process `i`'s readings before and after the timed part, if /proc gave
+/// both.
+fn readings<T: Copy>(before: &[Option<T>], after: &[Option<T>], i: usize) -> Option<(T, T)> {
+    Some((
+        before.get(i).copied().flatten()?,
+        after.get(i).copied().flatten()?,
+    ))
+}
+
 /// A process's write counters so far (all its threads, live or ended),
 /// from /proc/PID/io. Unlike CPU time they do not depend on the machine's
 /// speed: what a change to the store or the transport does to them shows
@@ -688,13 +697,7 @@ fn render_io(
         "I/O per request", "write calls", "written KiB", "to disk KiB"
     );
     for (i, w) in watched.iter().enumerate() {
-        let used = match (
-            before.get(i).copied().flatten(),
-            after.get(i).copied().flatten(),
-        ) {
-            (Some(b), Some(a)) => Some(a.since(b)),
-            _ => None,
-        };
+        let used = readings(before, after, i).map(|(b, a)| a.since(b));
         let _ = match used {
             Some(u) => writeln!(
                 out,
@@ -1113,13 +1116,7 @@ fn process_figures(
             name,
             pid,
             role,
-            cpu: match (
-                before.get(i).copied().flatten(),
-                after.get(i).copied().flatten(),
-            ) {
-                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
-                _ => None,
-            },
+            cpu: readings(before, after, i).map(|(b, a)| a.saturating_sub(b)),
             peak_rss: peak_rss(pid),
         })
         .collect()
