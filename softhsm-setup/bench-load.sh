@@ -24,7 +24,7 @@
 # non-zero if any request of any part did not end SIGNED with a valid
 # signature.
 #
-# Usage: softhsm-setup/bench-load.sh [N] [C]     (default 1000 64)
+# Usage: [RINGI_BENCH_BIN=DIR] softhsm-setup/bench-load.sh [N] [C]     (default 1000 64)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -33,8 +33,14 @@ root=$(cd "$here/.." && pwd)
 n=${1:-1000}
 c=${2:-64}
 "$here/install-deps.sh"
-cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
-bin="$root/target/release"
+# RINGI_BENCH_BIN: a directory of release binaries to run instead of this
+# tree's (an A/B comparison of two builds, docs/bench.md), not rebuilt.
+if [ -n "${RINGI_BENCH_BIN:-}" ]; then
+  bin=$RINGI_BENCH_BIN
+else
+  cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bins
+  bin="$root/target/release"
+fi
 # The Python client's packages, in the virtualenv run-tests.sh keeps.
 py="$root/target/python/bin/python"
 if [ ! -x "$py" ] || ! "$py" -c 'import grpc, grpc_tools, cryptography' 2>/dev/null; then

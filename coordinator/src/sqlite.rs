@@ -88,7 +88,7 @@ use ringi_policy::holds::Retired;
 use ringi_policy::retirement::Retirement;
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -153,9 +153,13 @@ impl SqliteStore {
         // A COMMIT returns once the WAL is on disk: what group commit
         // answers its writers after.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // With foreign keys off (this SQLite has them on by default):
+        // version 9 rebuilds the tables they join (SQLite's procedure for
+        // a table's new shape), and checks them itself.
+        conn.pragma_update(None, "foreign_keys", "OFF")?;
         migrate(&mut conn)?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
         let reader = Connection::open(path)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         reader.pragma_update(None, "query_only", "ON")?;
@@ -237,8 +241,159 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     }
 }
 
+/// Version 9: every table of a request's history is keyed by the
+/// request's row number (`req`, assigned in arrival order) instead of its
+/// hash id. With hash keys, each of a request's writes (submission, each
+/// decision, the claim and its plan, the result) landed on a random page
+/// of every child table's index, and the requests in flight shared none:
+/// the coordinator wrote 80-125 KiB to disk per request for rows under
+/// 2 KiB (docs/bench.md, eighth session; `docs/experiments/wal-pages.py`
+/// models the difference). With the row number, the requests in flight
+/// write to the last pages of each table. `requests` gets its row number as
+/// an explicit column: an implicit rowid may be renumbered by `VACUUM`.
+/// `idempotency_keys` loses its separate primary-key index (WITHOUT
+/// ROWID: the table is that index). Approvals keep a rowid: a request's
+/// approvals are read in the order they arrived.
+///
+/// The old tables are renamed aside (`_v8`; their references follow
+/// them), the new ones made under the old names and filled, the old ones
+/// dropped. Run with foreign keys off (the rebuild drops tables joined by
+/// them); `migrate` checks every reference before and after.
+const SCHEMA_9: &str = "
+    DROP INDEX IF EXISTS requests_by_state;
+    DROP INDEX IF EXISTS requests_by_time;
+    DROP INDEX IF EXISTS transitions_by_time;
+    DROP INDEX IF EXISTS approvals_by_time;
+    ALTER TABLE requests RENAME TO requests_v8;
+    ALTER TABLE approvals RENAME TO approvals_v8;
+    ALTER TABLE transitions RENAME TO transitions_v8;
+    ALTER TABLE signing_claims RENAME TO signing_claims_v8;
+    ALTER TABLE signing_plans RENAME TO signing_plans_v8;
+    ALTER TABLE idempotency_keys RENAME TO idempotency_keys_v8;
+    CREATE TABLE requests (
+        req            INTEGER PRIMARY KEY,
+        request_id     BLOB NOT NULL UNIQUE,
+        key_id         TEXT NOT NULL,
+        message        BLOB NOT NULL,
+        asset          TEXT NOT NULL,
+        amount         TEXT NOT NULL,
+        destination    TEXT NOT NULL,
+        memo           TEXT NOT NULL,
+        requester      TEXT NOT NULL,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        policy_hash    BLOB NOT NULL,
+        signers        TEXT NOT NULL,
+        state          TEXT NOT NULL,
+        state_reason   TEXT NOT NULL,
+        signature      BLOB,
+        psbt           BLOB,
+        counted_amount TEXT NOT NULL,
+        signed_psbt    BLOB,
+        signed_tx      BLOB,
+        nonce          BLOB NOT NULL
+    );
+    INSERT INTO requests (req, request_id, key_id, message, asset, amount, destination, memo,
+                             requester, created_at, expires_at, policy_hash, signers, state,
+                             state_reason, signature, psbt, counted_amount, signed_psbt, signed_tx,
+                             nonce)
+        SELECT rowid, request_id, key_id, message, asset, amount, destination, memo,
+               requester, created_at, expires_at, policy_hash, signers, state,
+               state_reason, signature, psbt, counted_amount, signed_psbt, signed_tx, nonce
+        FROM requests_v8 ORDER BY rowid;
+    CREATE TABLE approvals (
+        req            INTEGER NOT NULL REFERENCES requests(req),
+        approver_key   BLOB NOT NULL,
+        department     TEXT NOT NULL,
+        decision       TEXT NOT NULL,
+        reason         TEXT NOT NULL,
+        issued_at      INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        content_digest BLOB NOT NULL,
+        signature      BLOB NOT NULL,
+        received_at    INTEGER NOT NULL,
+        PRIMARY KEY (req, approver_key)
+    );
+    INSERT INTO approvals
+        SELECT r.rowid, a.approver_key, a.department, a.decision, a.reason, a.issued_at,
+               a.expires_at, a.content_digest, a.signature, a.received_at
+        FROM approvals_v8 a JOIN requests_v8 r ON r.request_id = a.request_id ORDER BY a.rowid;
+    CREATE TABLE transitions (
+        req        INTEGER NOT NULL REFERENCES requests(req),
+        seq        INTEGER NOT NULL,
+        from_state TEXT NOT NULL,
+        to_state   TEXT NOT NULL,
+        reason     TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        PRIMARY KEY (req, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO transitions
+        SELECT r.rowid, t.seq, t.from_state, t.to_state, t.reason, t.at
+        FROM transitions_v8 t JOIN requests_v8 r ON r.request_id = t.request_id;
+    CREATE TABLE signing_claims (
+        req         INTEGER PRIMARY KEY REFERENCES requests(req),
+        fence       INTEGER NOT NULL,
+        owner       TEXT NOT NULL,
+        lease_until INTEGER NOT NULL
+    );
+    INSERT INTO signing_claims
+        SELECT r.rowid, c.fence, c.owner, c.lease_until
+        FROM signing_claims_v8 c JOIN requests_v8 r ON r.request_id = c.request_id;
+    CREATE TABLE signing_plans (
+        req     INTEGER NOT NULL REFERENCES requests(req),
+        input   INTEGER NOT NULL,
+        seq     INTEGER NOT NULL,
+        package BLOB NOT NULL,
+        signers TEXT NOT NULL,
+        PRIMARY KEY (req, input, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO signing_plans
+        SELECT r.rowid, p.input, p.seq, p.package, p.signers
+        FROM signing_plans_v8 p JOIN requests_v8 r ON r.request_id = p.request_id;
+    CREATE TABLE idempotency_keys (
+        requester       TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        content_hash    BLOB NOT NULL,
+        request_id      BLOB NOT NULL REFERENCES requests(request_id),
+        PRIMARY KEY (requester, idempotency_key)
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_keys
+        SELECT requester, idempotency_key, content_hash, request_id FROM idempotency_keys_v8;
+    DROP TABLE idempotency_keys_v8;
+    DROP TABLE signing_plans_v8;
+    DROP TABLE signing_claims_v8;
+    DROP TABLE transitions_v8;
+    DROP TABLE approvals_v8;
+    DROP TABLE requests_v8;
+    CREATE INDEX requests_by_state ON requests(state);
+    CREATE INDEX requests_by_time ON requests(created_at DESC, request_id DESC);
+    CREATE INDEX transitions_by_time ON transitions(at);
+    CREATE INDEX approvals_by_time ON approvals(received_at);
+    PRAGMA user_version = 9;
+";
+
+/// Refuses a database where a row refers to a request or key that is not
+/// there (checked by the migration that runs with foreign keys off).
+fn orphans(tx: &Connection) -> Result<()> {
+    let orphans: i64 = tx.query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |r| {
+        r.get(0)
+    })?;
+    match orphans {
+        0 => Ok(()),
+        n => Err(corrupt(&format!(
+            "history: {n} rows refer to no request or key (nothing was migrated)"
+        ))),
+    }
+}
+
 /// Creates or upgrades the schema, in one transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// [`migrate`] up to schema version `target` only (tests that write a
+/// database as an older ringi did).
+fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version > SCHEMA_VERSION {
@@ -246,7 +401,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             "database schema version {version} is newer than this ringi ({SCHEMA_VERSION}); upgrade ringi"
         )));
     }
-    if version < 1 {
+    if version < 1 && 1 <= target {
         tx.execute_batch(
             "CREATE TABLE keys (
                 key_id             TEXT PRIMARY KEY,
@@ -265,7 +420,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 1;",
         )?;
     }
-    if version < 2 {
+    if version < 2 && 2 <= target {
         tx.execute_batch(
             "CREATE TABLE requests (
                 request_id   BLOB PRIMARY KEY,
@@ -310,7 +465,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 2;",
         )?;
     }
-    if version < 3 {
+    if version < 3 && 3 <= target {
         tx.execute_batch(
             "CREATE TABLE idempotency_keys (
                 requester       TEXT NOT NULL,
@@ -323,14 +478,14 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 3;",
         )?;
     }
-    if version < 4 {
+    if version < 4 && 4 <= target {
         // Every key made before key kinds is an RFC 9591 key.
         tx.execute_batch(
             "ALTER TABLE keys ADD COLUMN kind TEXT NOT NULL DEFAULT 'frost-secp256k1';
             PRAGMA user_version = 4;",
         )?;
     }
-    if version < 5 {
+    if version < 5 && 5 <= target {
         // PSBT requests: the PSBT itself, what the caps count (the
         // derived payments; for every request made before, its declared
         // amount), and the finalized PSBT and transaction of a SIGNED
@@ -344,7 +499,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 5;",
         )?;
     }
-    if version < 6 {
+    if version < 6 && 6 <= target {
         // Request nonces: every request made before them has none (an
         // empty one), and keeps its v1 id.
         tx.execute_batch(
@@ -352,7 +507,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 6;",
         )?;
     }
-    if version < 7 {
+    if version < 7 && 7 <= target {
         // Exactly-once signing across crashes and processes: the
         // claim a signing run holds (fenced), and the round-2 plans it
         // recorded before asking for shares.
@@ -376,7 +531,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             PRAGMA user_version = 7;",
         )?;
     }
-    if version < 8 {
+    if version < 8 && 8 <= target {
         // Key retirements: the admins' order (kept whole, as evidence),
         // when it was accepted, and when no signer held a share any more.
         // The key's row stays: its requests and history refer to it.
@@ -392,6 +547,13 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             );
             PRAGMA user_version = 8;",
         )?;
+    }
+    if version < 9 && 9 <= target {
+        // Checked before (the rebuild copies only the rows it can join to
+        // their request, so it would drop an orphan unnoticed) and after.
+        orphans(&tx)?;
+        tx.execute_batch(SCHEMA_9)?;
+        orphans(&tx)?;
     }
     tx.commit()?;
     Ok(())
@@ -706,7 +868,7 @@ impl RequestStore for SqliteStore {
             // that expired (an approval renewed) is replaced.
             let earlier: Option<i64> = tx
                 .query_row_cached(
-                    "SELECT expires_at FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                    "SELECT expires_at FROM approvals WHERE req = (SELECT req FROM requests WHERE request_id = ?1) AND approver_key = ?2",
                     params![&id[..], key],
                     |r| r.get(0),
                 )
@@ -720,7 +882,7 @@ impl RequestStore for SqliteStore {
                 }
                 Some(_) => {
                     tx.execute_cached(
-                        "DELETE FROM approvals WHERE request_id = ?1 AND approver_key = ?2",
+                        "DELETE FROM approvals WHERE req = (SELECT req FROM requests WHERE request_id = ?1) AND approver_key = ?2",
                         params![&id[..], key],
                     )?;
                 }
@@ -728,9 +890,9 @@ impl RequestStore for SqliteStore {
             }
             let s = &approval.statement;
             tx.execute_cached(
-                "INSERT INTO approvals (request_id, approver_key, department, decision, reason, issued_at, expires_at,
+                "INSERT INTO approvals (req, approver_key, department, decision, reason, issued_at, expires_at,
                                         content_digest, signature, received_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES ((SELECT req FROM requests WHERE request_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     &id[..],
                     key,
@@ -859,7 +1021,10 @@ impl RequestStore for SqliteStore {
             check_claim(tx, id, fence)?;
             apply(tx, id, transition, now)?;
             if transition.to() == State::Signed {
-                tx.execute_cached("DELETE FROM signing_plans WHERE request_id = ?1", [&id[..]])?;
+                tx.execute_cached(
+                    "DELETE FROM signing_plans WHERE req = (SELECT req FROM requests WHERE request_id = ?1)",
+                    [&id[..]],
+                )?;
             }
             Ok(())
         })
@@ -894,8 +1059,9 @@ impl RequestStore for SqliteStore {
         self.read(|tx| {
             request_ids(
                 tx,
-                "SELECT request_id FROM transitions WHERE at >= ?1
-                 UNION SELECT request_id FROM approvals WHERE received_at >= ?1",
+                "SELECT r.request_id FROM transitions t JOIN requests r ON r.req = t.req WHERE t.at >= ?1
+                 UNION SELECT r.request_id FROM approvals a JOIN requests r ON r.req = a.req
+                 WHERE a.received_at >= ?1",
                 [since as i64],
             )
         })
@@ -904,8 +1070,8 @@ impl RequestStore for SqliteStore {
     fn live_claims(&self, now: u64) -> Result<Vec<(RequestId, String)>> {
         self.read(|tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT c.request_id, c.owner FROM signing_claims c
-                 JOIN requests r ON r.request_id = c.request_id
+                "SELECT r.request_id, c.owner FROM signing_claims c
+                 JOIN requests r ON r.req = c.req
                  WHERE r.state = 'SIGNING' AND c.lease_until > ?1",
             )?;
             let rows = stmt
@@ -1041,7 +1207,7 @@ fn state_of(tx: &Connection, id: &RequestId) -> Result<State> {
 /// How many history records request `id` has.
 fn transition_count(tx: &Connection, id: &RequestId) -> Result<usize> {
     let n: i64 = tx.query_row_cached(
-        "SELECT COUNT(*) FROM transitions WHERE request_id = ?1",
+        "SELECT COUNT(*) FROM transitions WHERE req = (SELECT req FROM requests WHERE request_id = ?1)",
         [&id[..]],
         |r| r.get(0),
     )?;
@@ -1115,7 +1281,7 @@ fn claim_in(
 ) -> Result<(SigningClaim, bool)> {
     let held: Option<(i64, String, i64)> = tx
         .query_row_cached(
-            "SELECT fence, owner, lease_until FROM signing_claims WHERE request_id = ?1",
+            "SELECT fence, owner, lease_until FROM signing_claims WHERE req = (SELECT req FROM requests WHERE request_id = ?1)",
             [&id[..]],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -1158,13 +1324,14 @@ fn claim_in(
     };
     let lease_until = claim.now.saturating_add(claim.lease_secs);
     tx.execute_cached(
-        "INSERT INTO signing_claims (request_id, fence, owner, lease_until) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (request_id) DO UPDATE SET fence = ?2, owner = ?3, lease_until = ?4",
+        "INSERT INTO signing_claims (req, fence, owner, lease_until) VALUES ((SELECT req FROM requests WHERE request_id = ?1), ?2, ?3, ?4)
+             ON CONFLICT (req) DO UPDATE SET fence = ?2, owner = ?3, lease_until = ?4",
         params![&id[..], fence as i64, claim.owner, lease_until as i64],
     )?;
     let mut stmt = tx.prepare_cached(
-            "SELECT input, package, signers FROM signing_plans WHERE request_id = ?1 ORDER BY input, seq",
-        )?;
+        "SELECT input, package, signers FROM signing_plans
+             WHERE req = (SELECT req FROM requests WHERE request_id = ?1) ORDER BY input, seq",
+    )?;
     let plans = stmt
         .query_map([&id[..]], |r| {
             Ok((
@@ -1204,18 +1371,32 @@ fn claim_in(
 
 /// Appends `plan` after the input's earlier plans.
 fn insert_plan(tx: &Connection, id: &RequestId, plan: &SigningPlan) -> Result<()> {
-    tx.execute_cached(
-        "INSERT INTO signing_plans (request_id, input, seq, package, signers)
-         VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE request_id = ?1 AND input = ?2), ?3, ?4)",
+    let inserted = tx.execute_cached(
+        "INSERT INTO signing_plans (req, input, seq, package, signers)
+         SELECT r.req, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM signing_plans WHERE req = r.req AND input = ?2), ?3, ?4
+         FROM requests r WHERE r.request_id = ?1",
         params![&id[..], plan.input as i64, plan.package, plan.signers.join(",")],
     )?;
-    Ok(())
+    one_row_for(inserted, id)
+}
+
+/// A row written for request `id` by an `INSERT ... SELECT` that finds the
+/// request by its id: none means there is no such request.
+fn one_row_for(inserted: usize, id: &RequestId) -> Result<()> {
+    match inserted {
+        1 => Ok(()),
+        0 => Err(Missing::Request(*id).into()),
+        n => Err(Error::Store(format!(
+            "request {}: {n} rows written for one",
+            hex::encode(id)
+        ))),
+    }
 }
 
 fn check_claim(tx: &Connection, id: &RequestId, fence: u64) -> Result<()> {
     let current: Option<i64> = tx
         .query_row_cached(
-            "SELECT fence FROM signing_claims WHERE request_id = ?1",
+            "SELECT fence FROM signing_claims WHERE req = (SELECT req FROM requests WHERE request_id = ?1)",
             [&id[..]],
             |r| r.get(0),
         )
@@ -1244,12 +1425,13 @@ fn insert_history(
     reason: &str,
     now: u64,
 ) -> Result<()> {
-    tx.execute_cached(
-        "INSERT INTO transitions (request_id, seq, from_state, to_state, reason, at)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE request_id = ?1), ?2, ?3, ?4, ?5)",
+    let inserted = tx.execute_cached(
+        "INSERT INTO transitions (req, seq, from_state, to_state, reason, at)
+         SELECT r.req, (SELECT COALESCE(MAX(seq), 0) + 1 FROM transitions WHERE req = r.req), ?2, ?3, ?4, ?5
+         FROM requests r WHERE r.request_id = ?1",
         params![&id[..], from, to.as_str(), reason, now as i64],
     )?;
-    Ok(())
+    one_row_for(inserted, id)
 }
 
 fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecord>> {
@@ -1257,7 +1439,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         .query_row_cached(
             "SELECT key_id, message, asset, amount, destination, memo, requester, created_at, expires_at,
                     policy_hash, signers, state, state_reason, signature, psbt, signed_psbt, signed_tx,
-                    nonce
+                    nonce, req
              FROM requests WHERE request_id = ?1",
             [&id[..]],
             |r| {
@@ -1267,7 +1449,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
                     (r.get::<_, i64>(7)?, r.get::<_, i64>(8)?, r.get::<_, Vec<u8>>(9)?),
                     (r.get::<_, String>(10)?, r.get::<_, String>(11)?, r.get::<_, String>(12)?, r.get::<_, Option<Vec<u8>>>(13)?),
                     (r.get::<_, Option<Vec<u8>>>(14)?, r.get::<_, Option<Vec<u8>>>(15)?, r.get::<_, Option<Vec<u8>>>(16)?),
-                    r.get::<_, Vec<u8>>(17)?,
+                    (r.get::<_, Vec<u8>>(17)?, r.get::<_, i64>(18)?),
                 ))
             },
         )
@@ -1278,7 +1460,7 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         (created_at, expires_at, policy_hash),
         (signers, state, state_reason, signature),
         (psbt, signed_psbt, signed_tx),
-        nonce,
+        (nonce, req),
     )) = row
     else {
         return Ok(None);
@@ -1305,9 +1487,9 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
     let approvals = conn
         .prepare_cached(
             "SELECT approver_key, department, decision, reason, issued_at, expires_at, content_digest, signature
-             FROM approvals WHERE request_id = ?1 ORDER BY rowid",
+             FROM approvals WHERE req = ?1 ORDER BY rowid",
         )?
-        .query_map([&id[..]], |r| {
+        .query_map([req], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, String>(1)?,
@@ -1347,9 +1529,9 @@ fn load_request(conn: &Connection, id: &RequestId) -> Result<Option<RequestRecor
         .collect::<Result<Vec<_>>>()?;
     let transitions = conn
         .prepare_cached(
-            "SELECT from_state, to_state, reason, at FROM transitions WHERE request_id = ?1 ORDER BY seq",
+            "SELECT from_state, to_state, reason, at FROM transitions WHERE req = ?1 ORDER BY seq",
         )?
-        .query_map([&id[..]], |r| {
+        .query_map([req], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -1432,22 +1614,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.sqlite3");
         {
-            let conn = Connection::open(&path).unwrap();
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, 3).unwrap();
             conn.execute_batch(
-                "CREATE TABLE keys (
-                    key_id TEXT PRIMARY KEY, threshold INTEGER NOT NULL,
-                    group_public_key BLOB NOT NULL, public_key_package BLOB NOT NULL,
-                    created_at INTEGER NOT NULL);
-                CREATE TABLE key_signers (
-                    key_id TEXT NOT NULL REFERENCES keys(key_id), signer_name TEXT NOT NULL,
-                    identifier INTEGER NOT NULL, PRIMARY KEY (key_id, signer_name),
-                    UNIQUE (key_id, identifier));
-                INSERT INTO keys VALUES ('old', 2, x'02', x'01', 1700000000);
-                INSERT INTO key_signers VALUES ('old', 'a', 1), ('old', 'b', 2);
-                CREATE TABLE requests (request_id BLOB PRIMARY KEY, amount TEXT NOT NULL);
-                CREATE TABLE transitions (request_id BLOB NOT NULL, at INTEGER NOT NULL);
-                CREATE TABLE approvals (request_id BLOB NOT NULL, received_at INTEGER NOT NULL);
-                PRAGMA user_version = 3;",
+                "INSERT INTO keys VALUES ('old', 2, x'02', x'01', 1700000000);
+                INSERT INTO key_signers VALUES ('old', 'a', 1), ('old', 'b', 2);",
             )
             .unwrap();
         }
@@ -1554,6 +1725,229 @@ mod tests {
             })
             .unwrap();
         assert_eq!(counted, vec![r.metadata.amount.to_string(); 2]);
+    }
+
+    /// A database of schema 8 (child tables keyed by the request's hash
+    /// id) opens as schema 9 (keyed by the request's row number) with
+    /// nothing lost: a request's approvals in the order they arrived (not
+    /// their keys' order), its history, a live claim with its fence and
+    /// plans, the idempotency keys; and the store goes on writing.
+    #[test]
+    fn history_from_schema_8_is_rekeyed_by_row_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.sqlite3");
+        let pending = contract::request();
+        let mut signing = pending.clone();
+        signing.message = vec![2; 32];
+        let (pending_id, signing_id) = (pending.id(), signing.id());
+        let mut approvals: Vec<Approval> = (0..3)
+            .map(|_| contract::approval(&pending, Decision::Approve))
+            .collect();
+        approvals.sort_by_key(|a| std::cmp::Reverse(a.approver.to_sec1()));
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, 8).unwrap();
+            conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+            for (id, r, state, key) in [
+                (signing_id, &signing, "SIGNING", "k-signing"),
+                (pending_id, &pending, "PENDING_APPROVAL", "k-pending"),
+            ] {
+                conn.execute(
+                    "INSERT INTO requests (request_id, key_id, message, asset, amount, destination,
+                        memo, requester, created_at, expires_at, policy_hash, signers, state,
+                        state_reason, counted_amount, nonce)
+                     VALUES (?1, 'hot-1', ?2, 'BTC', ?3, 'bc1q', 'rebalance', 'wallet', 100, 200,
+                        ?4, 'a,b', ?5, '', ?3, ?6)",
+                    params![
+                        &id[..],
+                        r.message,
+                        r.metadata.amount.to_string(),
+                        &r.policy_hash[..],
+                        state,
+                        r.nonce
+                    ],
+                )
+                .unwrap();
+                let new = contract::new_request(r.clone(), key);
+                conn.execute(
+                    "INSERT INTO idempotency_keys VALUES ('wallet', ?1, ?2, ?3)",
+                    params![key, &new.content_hash[..], &id[..]],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO transitions VALUES (?1, 1, '', 'PENDING_APPROVAL', 'submitted', 100)",
+                    [&id[..]],
+                )
+                .unwrap();
+            }
+            for (i, a) in approvals.iter().enumerate() {
+                let s = &a.statement;
+                conn.execute(
+                    "INSERT INTO approvals VALUES (?1, ?2, ?3, 'approve', ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        &pending_id[..],
+                        a.approver.to_sec1(),
+                        s.department,
+                        s.reason,
+                        s.issued_at as i64,
+                        s.expires_at as i64,
+                        &s.content_digest[..],
+                        a.signature,
+                        120 + i as i64
+                    ],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO transitions VALUES
+                    (?1, 2, 'PENDING_APPROVAL', 'APPROVED', 'quorum', 130),
+                    (?1, 3, 'APPROVED', 'SIGNING', '', 140)",
+                [&signing_id[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO signing_claims VALUES (?1, 3, 'old', 500)",
+                [&signing_id[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO signing_plans VALUES (?1, 0, 1, x'01', 'a,b'), (?1, 0, 2, x'02', 'a,c')",
+                [&signing_id[..]],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store
+            .read(|c| Ok(c.pragma_query_value(None, "user_version", |row| row.get(0))?))
+            .unwrap();
+        assert_eq!(version, 9);
+        let rows: Vec<(i64, Vec<u8>)> = store
+            .read(|c| {
+                Ok(
+                    c.prepare("SELECT req, request_id FROM requests ORDER BY req")?
+                        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect::<Result<_, _>>()?,
+                )
+            })
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![(1, signing_id.to_vec()), (2, pending_id.to_vec())]
+        );
+
+        let rec = store.request(&pending_id).unwrap();
+        assert_eq!(rec.request, pending);
+        assert_eq!(rec.approvals, approvals);
+        let rec = store.request(&signing_id).unwrap();
+        assert_eq!(rec.state, State::Signing);
+        let history: Vec<(State, u64)> = rec.transitions.iter().map(|t| (t.to, t.at)).collect();
+        assert_eq!(
+            history,
+            vec![
+                (State::PendingApproval, 100),
+                (State::Approved, 130),
+                (State::Signing, 140)
+            ]
+        );
+
+        assert_eq!(
+            store.live_claims(400).unwrap(),
+            vec![(signing_id, "old".to_string())]
+        );
+        let claim = |owner, now| ClaimRequest {
+            owner,
+            takeover: false,
+            now,
+            lease_secs: 100,
+            known: None,
+        };
+        match store.claim_signing(&signing_id, claim("new", 450)) {
+            Err(Error::SigningClaimed { owner, until, .. }) => {
+                assert_eq!((owner.as_str(), until), ("old", 500))
+            }
+            other => panic!("{other:?}"),
+        }
+        let resumed = store.claim_signing(&signing_id, claim("old", 450)).unwrap();
+        assert_eq!(resumed.fence, 3);
+        let plans: Vec<(u32, Vec<u8>, Vec<String>)> = resumed
+            .plans
+            .iter()
+            .map(|p| (p.input, p.package.clone(), p.signers.clone()))
+            .collect();
+        assert_eq!(
+            plans,
+            vec![
+                (0, vec![1], vec!["a".to_string(), "b".to_string()]),
+                (0, vec![2], vec!["a".to_string(), "c".to_string()])
+            ]
+        );
+
+        match store
+            .insert_request(
+                &contract::new_request(pending.clone(), "k-pending"),
+                None,
+                300,
+            )
+            .unwrap()
+        {
+            Inserted::Existing(id) => assert_eq!(id, pending_id),
+            other => panic!("{other:?}"),
+        }
+        let mut changed = store.changed_since(0).unwrap();
+        changed.sort();
+        let mut both = vec![pending_id, signing_id];
+        both.sort();
+        assert_eq!(changed, both);
+
+        // Written after the migration: a decision that meets the quorum
+        // (its approval and history row under the old request's number).
+        let fourth = contract::approval(&pending, Decision::Approve);
+        let quorum = next(State::PendingApproval, Event::QuorumMet).unwrap();
+        store
+            .record_decision(&pending_id, &fourth, Some(&quorum), 300)
+            .unwrap();
+        let rec = store.request(&pending_id).unwrap();
+        assert_eq!(rec.approvals.last(), Some(&fourth));
+        assert_eq!(rec.approvals.len(), 4);
+        assert_eq!(rec.state, State::Approved);
+        assert_eq!(rec.transitions.len(), 2);
+    }
+
+    /// A schema-8 row that refers to no request (possible only in a
+    /// damaged file: schema 8 enforced the reference) stops the migration
+    /// before anything is changed, rather than being dropped unnoticed.
+    #[test]
+    fn an_orphan_row_stops_the_migration_to_schema_9() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, 8).unwrap();
+            conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+            conn.execute(
+                "INSERT INTO transitions VALUES (x'00', 1, '', 'PENDING_APPROVAL', 'submitted', 100)",
+                [],
+            )
+            .unwrap();
+        }
+        match SqliteStore::open(&path) {
+            Err(Error::Corrupt(m)) => assert!(m.contains("1 rows refer to no request"), "{m}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a damaged database migrated"),
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, 8);
+        let kept: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM transitions WHERE request_id = x'00'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kept, 1);
     }
 
     #[test]
