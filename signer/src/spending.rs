@@ -15,6 +15,17 @@
 //! for all, and each Sign is answered only after that commit; the caps a
 //! write checks see the writes before it in its batch.
 //!
+//! A window cap's usage is read from running totals, not summed: each row
+//! of `spent` carries the key's totals through it (amount and count, in
+//! the order of `at`, then insertion), so what the key spent after `since`
+//! is its last row's totals minus those of its last row at or before
+//! `since`: two index lookups, whatever the window holds. (Summing every
+//! row in the window made each Sign of a key with a 24-hour cap cost time
+//! in proportion to the key's signings that day: docs/bench.md, ninth
+//! session.) To keep the totals a prefix sum, a spend is recorded at the
+//! later of now and the key's last spend: a clock set back makes spends
+//! stay in the window longer (a stricter cap), never shorter.
+//!
 //! Bound under a compromised coordinator: each signer caps what it signs
 //! itself, and a t-of-n signature needs t signers, so the total signed in a
 //! window is at most n/t times the cap (each request uses t of the n
@@ -128,13 +139,16 @@ impl SpendingLedger {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spent (
-                request_id BLOB PRIMARY KEY,
-                key_id     TEXT NOT NULL,
-                amount     TEXT NOT NULL,
-                at         INTEGER NOT NULL
+                request_id     BLOB PRIMARY KEY,
+                key_id         TEXT NOT NULL,
+                amount         TEXT NOT NULL,
+                at             INTEGER NOT NULL,
+                running_amount TEXT NOT NULL DEFAULT '0',
+                running_count  INTEGER NOT NULL DEFAULT 0
             );
             CREATE INDEX IF NOT EXISTS spent_by_key_time ON spent(key_id, at);",
         )?;
+        add_running_totals(&conn)?;
         conn.execute_batch(crate::audit_outbox::SCHEMA)?;
         let reader = Connection::open(path)?;
         reader.pragma_update(None, "query_only", "ON")?;
@@ -284,18 +298,126 @@ fn check_caps(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), Ledg
     let mut usage = Usage::default();
     if limits.has_window() {
         let since = now.saturating_sub(limits.window_secs) as i64;
-        let mut stmt =
-            conn.prepare_cached("SELECT amount FROM spent WHERE key_id = ?1 AND at > ?2")?;
-        let amounts = stmt.query_map(params![spend.key_id, since], |r| r.get::<_, String>(0))?;
-        for a in amounts {
-            let a: u128 = a?
-                .parse()
-                .map_err(|_| LedgerError::Store("malformed amount".into()))?;
-            usage.amount = usage.amount.saturating_add(a);
-            usage.requests += 1;
-        }
+        usage = window_usage(conn, spend.key_id, since)?;
     }
     Ok(check(limits, spend.amount, usage, spend.daily_volume)?)
+}
+
+fn malformed(what: &str) -> LedgerError {
+    LedgerError::Store(format!("malformed {what}"))
+}
+
+/// A key's running totals through one of its rows of `spent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    amount: u128,
+    count: u64,
+}
+
+/// The key's totals through its last row (in `at`, then insertion order)
+/// whose `at` is at most `through`, and that row's `at`.
+fn totals_through(
+    conn: &Connection,
+    key_id: &str,
+    through: i64,
+) -> Result<Option<(Totals, i64)>, LedgerError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT running_amount, running_count, at FROM spent
+             WHERE key_id = ?1 AND at <= ?2 ORDER BY at DESC, rowid DESC LIMIT 1",
+        )?
+        .query_row(params![key_id, through], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(amount, count, at)| {
+        Ok((
+            Totals {
+                amount: amount.parse().map_err(|_| malformed("running amount"))?,
+                count: u64::try_from(count).map_err(|_| malformed("running count"))?,
+            },
+            at,
+        ))
+    })
+    .transpose()
+}
+
+/// What the key spent after `since`: its totals now minus its totals at
+/// `since`.
+fn window_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
+    let Some((last, _)) = totals_through(conn, key_id, i64::MAX)? else {
+        return Ok(Usage::default());
+    };
+    if last.amount == u128::MAX {
+        // The running amount saturated (amounts near u128's range): the
+        // difference would be wrong, the sum is not.
+        return summed_usage(conn, key_id, since);
+    }
+    let before = totals_through(conn, key_id, since)?.map_or(Totals::default(), |(t, _)| t);
+    match (
+        last.amount.checked_sub(before.amount),
+        last.count.checked_sub(before.count),
+    ) {
+        (Some(amount), Some(requests)) => Ok(Usage { amount, requests }),
+        _ => Err(malformed("running totals (they decrease)")),
+    }
+}
+
+/// What the key spent after `since`, every row in the window summed: the
+/// fallback of [`window_usage`], and what tests hold it equal to.
+fn summed_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
+    let mut usage = Usage::default();
+    let mut stmt = conn.prepare_cached("SELECT amount FROM spent WHERE key_id = ?1 AND at > ?2")?;
+    let amounts = stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))?;
+    for a in amounts {
+        let a: u128 = a?.parse().map_err(|_| malformed("amount"))?;
+        usage.amount = usage.amount.saturating_add(a);
+        usage.requests += 1;
+    }
+    Ok(usage)
+}
+
+/// Gives a ledger written before running totals the two columns and
+/// every row its totals, in one transaction (a no-op once it has them).
+fn add_running_totals(conn: &Connection) -> Result<(), LedgerError> {
+    let tx = conn.unchecked_transaction()?;
+    let has_them: bool = tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('spent') WHERE name = 'running_amount'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_them {
+        return Ok(());
+    }
+    tx.execute_batch(
+        "ALTER TABLE spent ADD COLUMN running_amount TEXT NOT NULL DEFAULT '0';
+         ALTER TABLE spent ADD COLUMN running_count INTEGER NOT NULL DEFAULT 0;",
+    )?;
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare("SELECT rowid, key_id, amount FROM spent ORDER BY key_id, at, rowid")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut key = None;
+    let mut totals = Totals::default();
+    for (rowid, key_id, amount) in rows {
+        if key.as_ref() != Some(&key_id) {
+            totals = Totals::default();
+            key = Some(key_id);
+        }
+        let amount: u128 = amount.parse().map_err(|_| malformed("amount"))?;
+        totals.amount = totals.amount.saturating_add(amount);
+        totals.count += 1;
+        tx.execute(
+            "UPDATE spent SET running_amount = ?1, running_count = ?2 WHERE rowid = ?3",
+            params![totals.amount.to_string(), totals.count as i64, rowid],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Counts `spend` unless it is counted already; inside a write.
@@ -304,14 +426,23 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
         return Ok(());
     }
     check_caps(conn, spend, now)?;
+    // After the key's last spend (module docs): its totals stay a prefix
+    // sum.
+    let (last, at) = totals_through(conn, spend.key_id, i64::MAX)?
+        .map_or((Totals::default(), now as i64), |(t, at)| {
+            (t, at.max(now as i64))
+        });
     conn.prepare_cached(
-        "INSERT INTO spent (request_id, key_id, amount, at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO spent (request_id, key_id, amount, at, running_amount, running_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         &spend.request_id[..],
         spend.key_id,
         spend.amount.to_string(),
-        now as i64
+        at,
+        last.amount.saturating_add(spend.amount).to_string(),
+        last.count as i64 + 1
     ])?;
     Ok(())
 }
@@ -362,6 +493,166 @@ mod tests {
         ledger
             .record("k", &[3; 32], 10, 1101, &limits(), None)
             .unwrap();
+    }
+
+    /// The usage read from running totals equals the rows summed, for
+    /// every key, window and moment, over spends of two keys at times that
+    /// sometimes go back (a clock set back) and retried requests.
+    #[test]
+    fn window_usage_from_running_totals_is_the_rows_summed() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        let ledger = SpendingLedger::open(Path::new(":memory:")).unwrap();
+        let no_caps = Limits::default();
+        let mut now = 1_000u64;
+        for i in 0..400u32 {
+            now = if rng.gen_bool(0.1) {
+                now - rng.gen_range(0..50)
+            } else {
+                now + rng.gen_range(0..20)
+            };
+            let key = if rng.gen_bool(0.5) { "a" } else { "b" };
+            let mut id = [0u8; 32];
+            // Now and then a request already counted (a retried round).
+            id[..4].copy_from_slice(&rng.gen_range(0..i.max(1) + 1).to_be_bytes());
+            ledger
+                .record(key, &id, rng.gen_range(1..1_000), now, &no_caps, None)
+                .unwrap();
+            let conn = ledger.reader.lock().unwrap();
+            for key in ["a", "b", "c"] {
+                for since in [
+                    0,
+                    now as i64 - 100,
+                    now as i64 - 7,
+                    now as i64,
+                    now as i64 + 60,
+                ] {
+                    assert_eq!(
+                        window_usage(&conn, key, since).unwrap(),
+                        summed_usage(&conn, key, since).unwrap(),
+                        "key {key}, since {since}, after {i} spends"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A spend made while the clock reads earlier than the key's last one
+    /// is recorded at the last one's time: it leaves the window later, not
+    /// earlier.
+    #[test]
+    fn a_clock_set_back_keeps_a_spend_in_the_window_longer() {
+        let ledger = SpendingLedger::open(Path::new(":memory:")).unwrap();
+        let limits = limits(); // 25 per 100 s
+        ledger
+            .record("k", &[1; 32], 10, 1000, &limits, None)
+            .unwrap();
+        ledger
+            .record("k", &[2; 32], 10, 900, &limits, None)
+            .unwrap();
+        // At 1050 (as the clock now reads) both are within 100 s.
+        let err = ledger
+            .record("k", &[3; 32], 10, 1050, &limits, None)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("max_amount_per_window 25"),
+            "{err}"
+        );
+        // Both leave together, 100 s after 1000.
+        ledger
+            .record("k", &[3; 32], 25, 1100, &limits, None)
+            .unwrap();
+    }
+
+    /// Running amounts that saturate u128 (amounts near its range, on a key
+    /// without caps) would give a wrong difference: the usage is then the
+    /// rows summed.
+    #[test]
+    fn saturated_running_totals_fall_back_to_the_sum() {
+        let ledger = SpendingLedger::open(Path::new(":memory:")).unwrap();
+        let no_caps = Limits::default();
+        ledger
+            .record("k", &[1; 32], u128::MAX - 1, 1000, &no_caps, None)
+            .unwrap();
+        ledger
+            .record("k", &[2; 32], 10, 1010, &no_caps, None)
+            .unwrap();
+        ledger
+            .record("k", &[3; 32], 7, 1020, &no_caps, None)
+            .unwrap();
+        let conn = ledger.reader.lock().unwrap();
+        assert_eq!(
+            window_usage(&conn, "k", 1005).unwrap(),
+            Usage {
+                amount: 17,
+                requests: 2
+            }
+        );
+        assert_eq!(
+            window_usage(&conn, "k", 0).unwrap(),
+            Usage {
+                amount: u128::MAX,
+                requests: 3
+            }
+        );
+    }
+
+    /// A ledger written before running totals (no such columns) gets them
+    /// at open, in the order of time then insertion per key, and its caps
+    /// count as before.
+    #[test]
+    fn a_ledger_from_before_running_totals_gets_them_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE spent (request_id BLOB PRIMARY KEY, key_id TEXT NOT NULL,
+                    amount TEXT NOT NULL, at INTEGER NOT NULL);
+                 CREATE INDEX spent_by_key_time ON spent(key_id, at);
+                 INSERT INTO spent VALUES (x'01', 'k', '10', 1000), (x'02', 'other', '99', 1001),
+                    (x'03', 'k', '5', 990), (x'04', 'k', '7', 1050);",
+            )
+            .unwrap();
+        }
+        let ledger = SpendingLedger::open(&path).unwrap();
+        {
+            let conn = ledger.reader.lock().unwrap();
+            for since in [0, 989, 990, 999, 1000, 1049, 1050] {
+                assert_eq!(
+                    window_usage(&conn, "k", since).unwrap(),
+                    summed_usage(&conn, "k", since).unwrap(),
+                    "since {since}"
+                );
+            }
+            assert_eq!(
+                window_usage(&conn, "k", 0).unwrap(),
+                Usage {
+                    amount: 22,
+                    requests: 3
+                }
+            );
+        }
+        // 25 per 100 s: at 1095, 10 + 7 are in the window (5 at 990 left).
+        ledger
+            .record("k", &[5; 32], 8, 1095, &limits(), None)
+            .unwrap();
+        assert!(
+            ledger
+                .record("k", &[6; 32], 1, 1095, &limits(), None)
+                .is_err()
+        );
+        drop(ledger);
+        // Opened again: nothing to add, nothing changed.
+        let ledger = SpendingLedger::open(&path).unwrap();
+        let conn = ledger.reader.lock().unwrap();
+        assert_eq!(
+            window_usage(&conn, "k", 0).unwrap(),
+            Usage {
+                amount: 30,
+                requests: 4
+            }
+        );
     }
 
     fn spend<'a>(request_id: &'a [u8; 32], amount: u128, limits: &'a Limits) -> Spend<'a> {
