@@ -216,6 +216,12 @@ bench_policy() {
     for key in "$@"; do
       printf '[keys.%s]\nrequest_ttl_secs = 3600\napproval_ttl_secs = 600\nrequire = { treasury = 1, compliance = 1 }\n' "${key%:regtest}"
       [ "$key" = "${key%:regtest}" ] || printf 'network = "regtest"\n'
+      # RINGI_BENCH_WINDOW_SECS: a rolling-window cap on every key, never
+      # reached (what a window cap costs per request, docs/bench.md).
+      if [ -n "${RINGI_BENCH_WINDOW_SECS:-}" ]; then
+        printf '[keys.%s.limits]\nwindow_secs = %s\nmax_requests_per_window = 1000000000\n' \
+          "${key%:regtest}" "$RINGI_BENCH_WINDOW_SECS"
+      fi
     done
     printf '[governance]\nadmins = ["alice", "carol"]\nadmin_quorum = 2\n'
   } > "$work/policy.toml"
