@@ -177,7 +177,8 @@ impl SpendingLedger {
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.unchecked_transaction()?;
         if !known(&tx, spend)? {
-            check_caps(&tx, spend, now)?;
+            let last = totals_through(&tx, spend.key_id, i64::MAX)?;
+            check_caps(&tx, spend, now, last.map(|(totals, _)| totals))?;
         }
         Ok(())
     }
@@ -293,12 +294,19 @@ fn known(conn: &Connection, spend: &Spend<'_>) -> Result<bool, LedgerError> {
         .is_some())
 }
 
-fn check_caps(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerError> {
+/// Checks the caps for `spend`, given the key's totals through its last
+/// spend (`last`, read by the caller, which needs them too).
+fn check_caps(
+    conn: &Connection,
+    spend: &Spend<'_>,
+    now: u64,
+    last: Option<Totals>,
+) -> Result<(), LedgerError> {
     let limits = spend.limits;
     let mut usage = Usage::default();
     if limits.has_window() {
         let since = now.saturating_sub(limits.window_secs) as i64;
-        usage = window_usage(conn, spend.key_id, since)?;
+        usage = usage_after(conn, spend.key_id, since, last)?;
     }
     Ok(check(limits, spend.amount, usage, spend.daily_volume)?)
 }
@@ -346,10 +354,23 @@ fn totals_through(
     .transpose()
 }
 
-/// What the key spent after `since`: its totals now minus its totals at
-/// `since`.
+/// What the key spent after `since` (tests; the ledger's own calls use
+/// [`usage_after`] with the totals they have read).
+#[cfg(test)]
 fn window_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
-    let Some((last, _)) = totals_through(conn, key_id, i64::MAX)? else {
+    let last = totals_through(conn, key_id, i64::MAX)?.map(|(totals, _)| totals);
+    usage_after(conn, key_id, since, last)
+}
+
+/// What the key spent after `since`: its totals now (`last`, through its
+/// last spend) minus its totals at `since`.
+fn usage_after(
+    conn: &Connection,
+    key_id: &str,
+    since: i64,
+    last: Option<Totals>,
+) -> Result<Usage, LedgerError> {
+    let Some(last) = last else {
         return Ok(Usage::default());
     };
     if last.amount == u128::MAX {
@@ -368,7 +389,7 @@ fn window_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, Le
 }
 
 /// What the key spent after `since`, every row in the window summed: the
-/// fallback of [`window_usage`], and what tests hold it equal to.
+/// fallback of [`usage_after`], and what tests hold it equal to.
 fn summed_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
     let mut usage = Usage::default();
     let mut stmt = conn.prepare_cached("SELECT amount FROM spent WHERE key_id = ?1 AND at > ?2")?;
@@ -425,13 +446,13 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
     if known(conn, spend)? {
         return Ok(());
     }
-    check_caps(conn, spend, now)?;
+    let last = totals_through(conn, spend.key_id, i64::MAX)?;
+    check_caps(conn, spend, now, last.map(|(totals, _)| totals))?;
     // After the key's last spend (module docs): its totals stay a prefix
     // sum.
-    let (last, at) = totals_through(conn, spend.key_id, i64::MAX)?
-        .map_or((Totals::default(), now as i64), |(t, at)| {
-            (t, at.max(now as i64))
-        });
+    let (last, at) = last.map_or((Totals::default(), now as i64), |(t, at)| {
+        (t, at.max(now as i64))
+    });
     conn.prepare_cached(
         "INSERT INTO spent (request_id, key_id, amount, at, running_amount, running_count)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
