@@ -2322,6 +2322,70 @@ mod bench {
         )
     }
 
+    /// How long the first start of schema 9 takes on a schema-8 file of
+    /// `RINGI_BENCH_REQUESTS` requests (default 100,000), each with two
+    /// approvals, four history records, a claim and an idempotency key:
+    /// the migration rewrites all of them (docs/operations.md).
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn migration_to_schema_9() {
+        let n: i64 = std::env::var("RINGI_BENCH_REQUESTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v8.sqlite3");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            migrate_to(&mut conn, 8).unwrap();
+            conn.execute_batch("BEGIN").unwrap();
+            conn.execute(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                 INSERT INTO requests (request_id, key_id, message, asset, amount, destination,
+                    memo, requester, created_at, expires_at, policy_hash, signers, state,
+                    state_reason, signature, counted_amount, nonce)
+                 SELECT randomblob(32), 'hot-1', randomblob(32), 'BTC', '100000', 'bc1qdestination',
+                    'memo', 'wallet-service', 1700000000 + i, 1700003600 + i, randomblob(32),
+                    'signer-1,signer-2,signer-3', 'SIGNED', '', randomblob(64), '100000',
+                    randomblob(16) FROM n",
+                [n],
+            )
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO approvals SELECT request_id, randomblob(33), 'treasury', 'approve', '',
+                    created_at, created_at + 600, randomblob(32), randomblob(72), created_at
+                    FROM requests;
+                 INSERT INTO approvals SELECT request_id, randomblob(33), 'compliance', 'approve',
+                    '', created_at, created_at + 600, randomblob(32), randomblob(72), created_at
+                    FROM requests;
+                 INSERT INTO transitions SELECT request_id, s.seq, '', 'SIGNED', '', created_at
+                    FROM requests, (SELECT 1 AS seq UNION SELECT 2 UNION SELECT 3 UNION SELECT 4) s;
+                 INSERT INTO signing_claims SELECT request_id, 1, 'coordinator', created_at + 10
+                    FROM requests;
+                 INSERT INTO idempotency_keys SELECT requester, hex(randomblob(16)),
+                    randomblob(32), request_id FROM requests;
+                 COMMIT;",
+            )
+            .unwrap();
+            conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
+                .unwrap();
+        }
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1048576.0;
+        let before = size(&path);
+        let start = Instant::now();
+        let store = SqliteStore::open(&path).unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        // The WAL holds the migration's pages until the last connection
+        // closes: the extra disk it needs.
+        let wal = size(&path.with_extension("sqlite3-wal"));
+        drop(store);
+        println!(
+            "schema 8 -> 9, {n} requests: {secs:.2} s; file {before:.1} MiB before, {:.1} MiB after; WAL {wal:.1} MiB at the end",
+            size(&path)
+        );
+    }
+
     #[test]
     #[ignore = "a measurement, run by hand"]
     fn concurrent_inserts() {

@@ -9,7 +9,10 @@
 //! signing claims and plans, key retirements). The PostgreSQL schema
 //! started there, so it has no steps for SQLite's 1 to 7; a later change
 //! gets a new version in both engines, and the comment of each new
-//! migration names the SQLite version it matches.
+//! migration names the SQLite version it matches. SQLite's version 9 has
+//! no PostgreSQL twin: it changed only how that engine's tables are keyed
+//! (a request's row number instead of its hash id, for its page writes),
+//! nothing either engine stores.
 //!
 //! Coordinators that start together on an empty database do not race: the
 //! migration holds a transaction-scoped advisory lock first, so the second
