@@ -402,8 +402,13 @@ fn summed_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, Le
     Ok(usage)
 }
 
-/// Gives a ledger written before running totals the two columns and
-/// every row its totals, in one transaction (a no-op once it has them).
+/// Gives every row of `spent` its running totals, in one transaction: a
+/// ledger written before them gets the two columns, and a row without
+/// totals (`running_count` 0: written by an older binary, after a
+/// downgrade) has every key's totals computed again, since the totals
+/// after it, and the usage read from them, would be wrong. A partial
+/// index finds such a row without reading the table; an older binary
+/// keeps it up to date too. A no-op on a ledger whose rows all have them.
 fn add_running_totals(conn: &Connection) -> Result<(), LedgerError> {
     let tx = conn.unchecked_transaction()?;
     let has_them: bool = tx.query_row(
@@ -411,13 +416,26 @@ fn add_running_totals(conn: &Connection) -> Result<(), LedgerError> {
         [],
         |r| r.get::<_, i64>(0).map(|n| n > 0),
     )?;
-    if has_them {
-        return Ok(());
+    if !has_them {
+        tx.execute_batch(
+            "ALTER TABLE spent ADD COLUMN running_amount TEXT NOT NULL DEFAULT '0';
+             ALTER TABLE spent ADD COLUMN running_count INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     tx.execute_batch(
-        "ALTER TABLE spent ADD COLUMN running_amount TEXT NOT NULL DEFAULT '0';
-         ALTER TABLE spent ADD COLUMN running_count INTEGER NOT NULL DEFAULT 0;",
+        "CREATE INDEX IF NOT EXISTS spent_without_totals ON spent(key_id) WHERE running_count = 0",
     )?;
+    let without: bool = tx
+        .query_row(
+            "SELECT 1 FROM spent WHERE running_count = 0 LIMIT 1",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        .is_some();
+    if !without {
+        return Ok(tx.commit()?);
+    }
     let rows: Vec<(i64, String, String)> = tx
         .prepare("SELECT rowid, key_id, amount FROM spent ORDER BY key_id, at, rowid")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -674,6 +692,51 @@ mod tests {
                 requests: 4
             }
         );
+    }
+
+    /// Rows written without totals after the ledger had them (an older
+    /// binary run on it, then this one again) would make the totals after
+    /// them, and the usage read from them, too small: at open, every key's
+    /// totals are computed again, and the caps count those rows.
+    #[test]
+    fn rows_written_by_an_older_binary_get_their_totals_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite3");
+        let limits = limits(); // 25 per 100 s
+        let ledger = SpendingLedger::open(&path).unwrap();
+        ledger
+            .record("k", &[1; 32], 5, 1000, &limits, None)
+            .unwrap();
+        drop(ledger);
+        {
+            // As the binary before running totals writes a spend.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO spent (request_id, key_id, amount, at) VALUES
+                    (x'02', 'k', '10', 1050), (x'03', 'k', '6', 1040);",
+            )
+            .unwrap();
+        }
+        let ledger = SpendingLedger::open(&path).unwrap();
+        {
+            let conn = ledger.reader.lock().unwrap();
+            for since in [0, 999, 1000, 1039, 1040, 1049, 1050] {
+                assert_eq!(
+                    window_usage(&conn, "k", since).unwrap(),
+                    summed_usage(&conn, "k", since).unwrap(),
+                    "since {since}"
+                );
+            }
+        }
+        // At 1060 all three are in the window: 21 of 25.
+        assert!(
+            ledger
+                .record("k", &[4; 32], 5, 1060, &limits, None)
+                .is_err()
+        );
+        ledger
+            .record("k", &[4; 32], 4, 1060, &limits, None)
+            .unwrap();
     }
 
     fn spend<'a>(request_id: &'a [u8; 32], amount: u128, limits: &'a Limits) -> Spend<'a> {
