@@ -557,22 +557,23 @@ mod tests {
             ledger
                 .record(key, &id, rng.gen_range(1..1_000), now, &no_caps, None)
                 .unwrap();
-            let conn = ledger.reader.lock().unwrap();
+            let now = now as i64;
             for key in ["a", "b", "c"] {
-                for since in [
-                    0,
-                    now as i64 - 100,
-                    now as i64 - 7,
-                    now as i64,
-                    now as i64 + 60,
-                ] {
-                    assert_eq!(
-                        window_usage(&conn, key, since).unwrap(),
-                        summed_usage(&conn, key, since).unwrap(),
-                        "key {key}, since {since}, after {i} spends"
-                    );
-                }
+                usage_is_the_sum(&ledger, key, &[0, now - 100, now - 7, now, now + 60]);
             }
+        }
+    }
+
+    /// The usage read from the key's running totals equals its rows
+    /// summed, for a window starting after each of `sinces`.
+    fn usage_is_the_sum(ledger: &SpendingLedger, key: &str, sinces: &[i64]) {
+        let conn = ledger.reader.lock().unwrap();
+        for &since in sinces {
+            assert_eq!(
+                window_usage(&conn, key, since).unwrap(),
+                summed_usage(&conn, key, since).unwrap(),
+                "key {key}, since {since}"
+            );
         }
     }
 
@@ -655,15 +656,9 @@ mod tests {
             .unwrap();
         }
         let ledger = SpendingLedger::open(&path).unwrap();
+        usage_is_the_sum(&ledger, "k", &[0, 989, 990, 999, 1000, 1049, 1050]);
         {
             let conn = ledger.reader.lock().unwrap();
-            for since in [0, 989, 990, 999, 1000, 1049, 1050] {
-                assert_eq!(
-                    window_usage(&conn, "k", since).unwrap(),
-                    summed_usage(&conn, "k", since).unwrap(),
-                    "since {since}"
-                );
-            }
             assert_eq!(
                 window_usage(&conn, "k", 0).unwrap(),
                 Usage {
@@ -718,16 +713,7 @@ mod tests {
             .unwrap();
         }
         let ledger = SpendingLedger::open(&path).unwrap();
-        {
-            let conn = ledger.reader.lock().unwrap();
-            for since in [0, 999, 1000, 1039, 1040, 1049, 1050] {
-                assert_eq!(
-                    window_usage(&conn, "k", since).unwrap(),
-                    summed_usage(&conn, "k", since).unwrap(),
-                    "since {since}"
-                );
-            }
-        }
+        usage_is_the_sum(&ledger, "k", &[0, 999, 1000, 1039, 1040, 1049, 1050]);
         // At 1060 all three are in the window: 21 of 25.
         assert!(
             ledger
