@@ -1143,8 +1143,7 @@ fn usage_of_key(tx: &Connection, key_id: &str, limits: &Limits, now: u64) -> Res
     let amounts = stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))?;
     for a in amounts {
         let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
-        usage.amount = usage.amount.saturating_add(a);
-        usage.requests += 1;
+        usage.add(a);
     }
     Ok(usage)
 }

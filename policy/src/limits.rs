@@ -39,6 +39,15 @@ pub struct Usage {
     pub requests: u64,
 }
 
+impl Usage {
+    /// Counts one more request of `amount`. The amount saturates: a sum
+    /// past u128 is over any cap, never wrapped under one.
+    pub fn add(&mut self, amount: u128) {
+        self.amount = self.amount.saturating_add(amount);
+        self.requests += 1;
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CapExceeded {
     #[error("amount {amount} exceeds max_amount_per_request {cap}")]

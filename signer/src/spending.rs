@@ -300,7 +300,7 @@ fn check_caps(
     conn: &Connection,
     spend: &Spend<'_>,
     now: u64,
-    last: Option<Totals>,
+    last: Option<Usage>,
 ) -> Result<(), LedgerError> {
     let limits = spend.limits;
     let mut usage = Usage::default();
@@ -315,20 +315,14 @@ fn malformed(what: &str) -> LedgerError {
     LedgerError::Store(format!("malformed {what}"))
 }
 
-/// A key's running totals through one of its rows of `spent`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Totals {
-    amount: u128,
-    count: u64,
-}
-
-/// The key's totals through its last row (in `at`, then insertion order)
-/// whose `at` is at most `through`, and that row's `at`.
+/// The key's running totals (what it spent through one of its rows of
+/// `spent`) through its last row (in `at`, then insertion order) whose
+/// `at` is at most `through`, and that row's `at`.
 fn totals_through(
     conn: &Connection,
     key_id: &str,
     through: i64,
-) -> Result<Option<(Totals, i64)>, LedgerError> {
+) -> Result<Option<(Usage, i64)>, LedgerError> {
     let row = conn
         .prepare_cached(
             "SELECT running_amount, running_count, at FROM spent
@@ -344,9 +338,9 @@ fn totals_through(
         .optional()?;
     row.map(|(amount, count, at)| {
         Ok((
-            Totals {
+            Usage {
                 amount: amount.parse().map_err(|_| malformed("running amount"))?,
-                count: u64::try_from(count).map_err(|_| malformed("running count"))?,
+                requests: u64::try_from(count).map_err(|_| malformed("running count"))?,
             },
             at,
         ))
@@ -368,7 +362,7 @@ fn usage_after(
     conn: &Connection,
     key_id: &str,
     since: i64,
-    last: Option<Totals>,
+    last: Option<Usage>,
 ) -> Result<Usage, LedgerError> {
     let Some(last) = last else {
         return Ok(Usage::default());
@@ -378,10 +372,10 @@ fn usage_after(
         // difference would be wrong, the sum is not.
         return summed_usage(conn, key_id, since);
     }
-    let before = totals_through(conn, key_id, since)?.map_or(Totals::default(), |(t, _)| t);
+    let before = totals_through(conn, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
     match (
         last.amount.checked_sub(before.amount),
-        last.count.checked_sub(before.count),
+        last.requests.checked_sub(before.requests),
     ) {
         (Some(amount), Some(requests)) => Ok(Usage { amount, requests }),
         _ => Err(malformed("running totals (they decrease)")),
@@ -396,8 +390,7 @@ fn summed_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, Le
     let amounts = stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))?;
     for a in amounts {
         let a: u128 = a?.parse().map_err(|_| malformed("amount"))?;
-        usage.amount = usage.amount.saturating_add(a);
-        usage.requests += 1;
+        usage.add(a);
     }
     Ok(usage)
 }
@@ -441,18 +434,17 @@ fn add_running_totals(conn: &Connection) -> Result<(), LedgerError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     let mut key = None;
-    let mut totals = Totals::default();
+    let mut totals = Usage::default();
     for (rowid, key_id, amount) in rows {
         if key.as_ref() != Some(&key_id) {
-            totals = Totals::default();
+            totals = Usage::default();
             key = Some(key_id);
         }
         let amount: u128 = amount.parse().map_err(|_| malformed("amount"))?;
-        totals.amount = totals.amount.saturating_add(amount);
-        totals.count += 1;
+        totals.add(amount);
         tx.execute(
             "UPDATE spent SET running_amount = ?1, running_count = ?2 WHERE rowid = ?3",
-            params![totals.amount.to_string(), totals.count as i64, rowid],
+            params![totals.amount.to_string(), totals.requests as i64, rowid],
         )?;
     }
     tx.commit()?;
@@ -468,9 +460,10 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
     check_caps(conn, spend, now, last.map(|(totals, _)| totals))?;
     // After the key's last spend (module docs): its totals stay a prefix
     // sum.
-    let (last, at) = last.map_or((Totals::default(), now as i64), |(t, at)| {
+    let (mut totals, at) = last.map_or((Usage::default(), now as i64), |(t, at)| {
         (t, at.max(now as i64))
     });
+    totals.add(spend.amount);
     conn.prepare_cached(
         "INSERT INTO spent (request_id, key_id, amount, at, running_amount, running_count)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -480,8 +473,8 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
         spend.key_id,
         spend.amount.to_string(),
         at,
-        last.amount.saturating_add(spend.amount).to_string(),
-        last.count as i64 + 1
+        totals.amount.to_string(),
+        totals.requests as i64
     ])?;
     Ok(())
 }

@@ -870,8 +870,7 @@ fn usage_of_key(tx: &mut Tx<'_>, key_id: &str, limits: &Limits, now: u64) -> TxR
             .try_get::<_, String>(0)?
             .parse()
             .map_err(|_| corrupt("amount"))?;
-        usage.amount = usage.amount.saturating_add(a);
-        usage.requests += 1;
+        usage.add(a);
     }
     Ok(usage)
 }
