@@ -315,8 +315,12 @@ pub trait RequestStore: Send + Sync {
     /// - Otherwise the request's `counted_amount` must fit the key's caps
     ///   (`ringi_policy::limits::check` with `new.limits` and
     ///   `daily_volume`), counting as usage the `counted_amount` of every
-    ///   request of the same key created after `now - window_secs` that is
-    ///   not REJECTED, EXPIRED or FAILED: else [`Error::CapExceeded`].
+    ///   request of the same key counted after `now - window_secs` that is
+    ///   not REJECTED, EXPIRED or FAILED: else [`Error::CapExceeded`]. A
+    ///   request is counted at the later of its `created_at` and the time
+    ///   the key's request before it was counted at (the same time, unless
+    ///   a clock went back: `crate::running_totals`). The cost of this
+    ///   count does not grow with the requests in the window.
     /// - A request with the same id exists: [`Error::RequestExists`].
     ///
     /// Atomicity: the idempotency lookup, the usage count, the cap check and

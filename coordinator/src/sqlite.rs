@@ -83,12 +83,13 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
+use crate::running_totals;
 use crate::store::{KeyRecord, KeyStore};
 use ringi_policy::holds::Retired;
 use ringi_policy::retirement::Retirement;
 
 /// Bumped when the schema changes; migrations run in [`SqliteStore::open`].
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
@@ -372,6 +373,53 @@ const SCHEMA_9: &str = "
     PRAGMA user_version = 9;
 ";
 
+/// Version 10: each request carries its key's running totals (the amount
+/// and number of the key's requests through it) and the time it is counted
+/// at, so a window cap's usage is two index lookups instead of a sum over
+/// the window ([`usage_of_key`]; docs/bench.md, tenth session). The
+/// columns are filled by [`fill_running_totals`] between the two halves.
+const SCHEMA_10_COLUMNS: &str = "
+    ALTER TABLE requests ADD COLUMN counted_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE requests ADD COLUMN running_amount TEXT NOT NULL DEFAULT '0';
+    ALTER TABLE requests ADD COLUMN running_count INTEGER NOT NULL DEFAULT 0;
+";
+const SCHEMA_10_INDEXES: &str = "
+    CREATE INDEX requests_by_key_count ON requests(key_id, counted_at, running_count);
+    CREATE INDEX requests_uncounted ON requests(key_id, counted_at)
+        WHERE state IN ('REJECTED', 'EXPIRED', 'FAILED');
+    PRAGMA user_version = 10;
+";
+
+/// Gives every request its key's running totals, in the order a store
+/// would have counted them (by key, creation time, then arrival): the
+/// amounts are u128 in decimal text, which SQLite cannot add exactly, so
+/// the sums are made here.
+fn fill_running_totals(tx: &Connection) -> Result<()> {
+    let rows: Vec<(i64, String, i64, String)> = tx
+        .prepare("SELECT req, key_id, created_at, counted_amount FROM requests ORDER BY key_id, created_at, req")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = tx.prepare(
+        "UPDATE requests SET counted_at = ?2, running_amount = ?3, running_count = ?4 WHERE req = ?1",
+    )?;
+    let mut key: Option<String> = None;
+    let mut totals = Usage::default();
+    for (req, key_id, created_at, counted) in rows {
+        if key.as_ref() != Some(&key_id) {
+            totals = Usage::default();
+            key = Some(key_id);
+        }
+        totals.add(counted.parse().map_err(|_| corrupt("amount"))?);
+        update.execute(params![
+            req,
+            created_at,
+            totals.amount.to_string(),
+            totals.requests as i64
+        ])?;
+    }
+    Ok(())
+}
+
 /// Refuses a database where a row refers to a request or key that is not
 /// there (checked by the migration that runs with foreign keys off).
 fn orphans(tx: &Connection) -> Result<()> {
@@ -554,6 +602,11 @@ fn migrate_to(conn: &mut Connection, target: i64) -> Result<()> {
         orphans(&tx)?;
         tx.execute_batch(SCHEMA_9)?;
         orphans(&tx)?;
+    }
+    if version < 10 && 10 <= target {
+        tx.execute_batch(SCHEMA_10_COLUMNS)?;
+        fill_running_totals(&tx)?;
+        tx.execute_batch(SCHEMA_10_INDEXES)?;
     }
     tx.commit()?;
     Ok(())
@@ -828,14 +881,16 @@ impl RequestStore for SqliteStore {
                 let id = id.try_into().map_err(|_| corrupt("request id"))?;
                 return Ok(Inserted::Existing(id));
             }
-            let usage = window_usage(tx, new, now)?;
+            let key_id = request.key_id.as_str();
+            let last = totals_through(tx, key_id, i64::MAX)?;
+            let usage = usage_of_key(tx, key_id, &new.limits, now, last.map(|(t, _)| t))?;
             check(&new.limits, new.counted_amount, usage, daily_volume).map_err(|cap| {
                 Error::CapExceeded {
                     key: request.key_id.clone(),
                     cap,
                 }
             })?;
-            let id = insert_request_row(tx, new, now)?;
+            let id = insert_request_row(tx, new, last, now)?;
             tx.execute_cached(
                 "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES (?1, ?2, ?3, ?4)",
                 params![request.requester, new.idempotency_key, &new.content_hash[..], &id[..]],
@@ -1047,7 +1102,8 @@ impl RequestStore for SqliteStore {
             )?;
             let counted: u128 = counted.parse().map_err(|_| corrupt("amount"))?;
             // Counted as at submission: the window ending when it was made.
-            let usage = usage_of_key(tx, &key_id, limits, created_at as u64)?;
+            let last = totals_through(tx, &key_id, i64::MAX)?.map(|(t, _)| t);
+            let usage = usage_of_key(tx, &key_id, limits, created_at as u64, last)?;
             let key = KeyId::parse(&key_id).map_err(|_| corrupt("key id"))?;
             check(limits, counted, usage, daily_volume)
                 .map_err(|cap| Error::CapExceeded { key, cap })?;
@@ -1123,32 +1179,103 @@ fn request_ids<P: rusqlite::Params>(
         .collect()
 }
 
-/// What the key's window caps count: the counted amounts of its requests
-/// created in the window that may still be, or have been, signed.
-fn window_usage(tx: &Connection, new: &NewRequest, now: u64) -> Result<Usage> {
-    usage_of_key(tx, new.request.key_id.as_str(), &new.limits, now)
+/// What the key's window caps count for the window ending at `now`: its
+/// requests counted in the window that may still be, or have been, signed
+/// (not those REJECTED, EXPIRED or FAILED), read from running totals
+/// ([`crate::running_totals`]). `last` is the key's totals through its
+/// last request ([`totals_through`]).
+fn usage_of_key(
+    tx: &Connection,
+    key_id: &str,
+    limits: &Limits,
+    now: u64,
+    last: Option<Usage>,
+) -> Result<Usage> {
+    let (true, Some(last)) = (limits.has_window(), last) else {
+        return Ok(Usage::default());
+    };
+    let since = now.saturating_sub(limits.window_secs) as i64;
+    if last.saturated() {
+        // The differences would be wrong; the sum is not.
+        return summed_usage(tx, key_id, since);
+    }
+    let before = totals_through(tx, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
+    let mut ended = Usage::default();
+    for amount in counted_amounts(
+        tx,
+        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
+         AND state IN ('REJECTED', 'EXPIRED', 'FAILED')",
+        key_id,
+        since,
+    )? {
+        ended.add(amount);
+    }
+    running_totals::window_usage(last, before, ended)
+        .ok_or_else(|| corrupt("running totals (they decrease)"))
 }
 
-/// [`window_usage`] of key `key_id` for the window ending at `now`.
-fn usage_of_key(tx: &Connection, key_id: &str, limits: &Limits, now: u64) -> Result<Usage> {
+/// [`usage_of_key`] summed over the window's rows: its fallback when the
+/// totals saturate, and what tests hold it equal to.
+fn summed_usage(tx: &Connection, key_id: &str, since: i64) -> Result<Usage> {
     let mut usage = Usage::default();
-    if !limits.has_window() {
-        return Ok(usage);
-    }
-    let since = now.saturating_sub(limits.window_secs) as i64;
-    let mut stmt = tx.prepare_cached(
-        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND created_at > ?2
+    for amount in counted_amounts(
+        tx,
+        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
          AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
-    )?;
-    let amounts = stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))?;
-    for a in amounts {
-        let a: u128 = a?.parse().map_err(|_| corrupt("amount"))?;
-        usage.add(a);
+        key_id,
+        since,
+    )? {
+        usage.add(amount);
     }
     Ok(usage)
 }
 
-fn insert_request_row(tx: &Connection, new: &NewRequest, now: u64) -> Result<RequestId> {
+/// The counted amounts `sql` selects for key `key_id` and time `since`.
+fn counted_amounts(tx: &Connection, sql: &str, key_id: &str, since: i64) -> Result<Vec<u128>> {
+    tx.prepare_cached(sql)?
+        .query_map(params![key_id, since], |r| r.get::<_, String>(0))?
+        .map(|a| a?.parse().map_err(|_| corrupt("amount")))
+        .collect()
+}
+
+/// The key's running totals through its last request counted at or
+/// before `through`, and that request's `counted_at`.
+fn totals_through(tx: &Connection, key_id: &str, through: i64) -> Result<Option<(Usage, i64)>> {
+    let row = tx
+        .query_row_cached(
+            "SELECT running_amount, running_count, counted_at FROM requests
+             WHERE key_id = ?1 AND counted_at <= ?2
+             ORDER BY counted_at DESC, running_count DESC LIMIT 1",
+            params![key_id, through],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    row.map(|(amount, count, at)| {
+        Ok((
+            Usage {
+                amount: amount.parse().map_err(|_| corrupt("running amount"))?,
+                requests: u64::try_from(count).map_err(|_| corrupt("running count"))?,
+            },
+            at,
+        ))
+    })
+    .transpose()
+}
+
+/// Writes `new`'s row, counted after `last` (the key's running totals
+/// through its last request, and when that was counted).
+fn insert_request_row(
+    tx: &Connection,
+    new: &NewRequest,
+    last: Option<(Usage, i64)>,
+    now: u64,
+) -> Result<RequestId> {
     let request = &new.request;
     let id = request.id();
     let exists: Option<i64> = tx
@@ -1161,12 +1288,14 @@ fn insert_request_row(tx: &Connection, new: &NewRequest, now: u64) -> Result<Req
     if exists.is_some() {
         return Err(Error::RequestExists(id));
     }
+    let (counted_at, totals) =
+        running_totals::counted_after(last, request.created_at, new.counted_amount);
     let m = &request.metadata;
     tx.execute_cached(
         "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
                                created_at, expires_at, policy_hash, signers, state, state_reason,
-                               psbt, counted_amount, nonce)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16)",
+                               psbt, counted_amount, nonce, counted_at, running_amount, running_count)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, '', ?14, ?15, ?16, ?17, ?18, ?19)",
         params![
             &id[..],
             request.key_id.as_str(),
@@ -1184,6 +1313,9 @@ fn insert_request_row(tx: &Connection, new: &NewRequest, now: u64) -> Result<Req
             request.psbt,
             new.counted_amount.to_string(),
             request.nonce,
+            counted_at,
+            totals.amount.to_string(),
+            totals.requests as i64,
         ],
     )?;
     insert_history(tx, &id, "", State::PendingApproval, "submitted", now)?;
@@ -1726,6 +1858,88 @@ mod tests {
         assert_eq!(counted, vec![r.metadata.amount.to_string(); 2]);
     }
 
+    /// A schema-9 file's requests get their keys' running totals when it
+    /// opens as schema 10: requests made out of order, of two keys, a
+    /// third of them ended unsigned. The usage read from the totals equals
+    /// a sum of what was written, for every window start, before and
+    /// after the store adds a request made before the key's last.
+    #[test]
+    fn requests_from_schema_9_get_running_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v9.sqlite3");
+        let states = [
+            "PENDING_APPROVAL",
+            "SIGNED",
+            "EXPIRED",
+            "APPROVED",
+            "REJECTED",
+            "SIGNING",
+            "FAILED",
+        ];
+        // (key, created_at, amount, live)
+        let mut written: Vec<(&str, i64, u128, bool)> = Vec::new();
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate_to(&mut conn, 9).unwrap();
+            for i in 0..70u32 {
+                let key = if i % 3 == 0 { "k2" } else { "k1" };
+                let created_at = 1000 + i64::from(i * 37 % 50);
+                let amount = u128::from(i) * 1_000_000_000_000_000_000_007;
+                let state = states[i as usize % states.len()];
+                conn.execute(
+                    "INSERT INTO requests (request_id, key_id, message, asset, amount, destination,
+                        memo, requester, created_at, expires_at, policy_hash, signers, state,
+                        state_reason, counted_amount, nonce)
+                     VALUES (?1, ?2, x'', 'BTC', '0', '', '', 'w', ?3, 9999, x'', '', ?4, '', ?5, x'')",
+                    params![&[i as u8; 32][..], key, created_at, state, amount.to_string()],
+                )
+                .unwrap();
+                let live = !matches!(state, "EXPIRED" | "REJECTED" | "FAILED");
+                written.push((key, created_at, amount, live));
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let limits = Limits {
+            window_secs: 10_000,
+            max_requests_per_window: Some(1),
+            ..Limits::default()
+        };
+        let holds_the_sum = |written: &[(&str, i64, u128, bool)]| {
+            store
+                .read(|tx| {
+                    for key in ["k1", "k2"] {
+                        let last = totals_through(tx, key, i64::MAX)?.map(|(t, _)| t);
+                        for since in 995..1055 {
+                            let mut expected = Usage::default();
+                            for &(k, at, amount, live) in written {
+                                if k == key && at > since && live {
+                                    expected.add(amount);
+                                }
+                            }
+                            let now = since as u64 + limits.window_secs;
+                            let usage = usage_of_key(tx, key, &limits, now, last)?;
+                            assert_eq!(usage, expected, "{key} since {since}");
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap()
+        };
+        holds_the_sum(&written);
+
+        // Made before the key's last request: counted at that one's time.
+        let mut r = contract::request();
+        r.key_id = KeyId::parse("k1").unwrap();
+        r.created_at = 1010;
+        r.metadata.amount = 5;
+        store
+            .insert_request(&contract::new_request(r, "late"), None, 1010)
+            .unwrap();
+        let last_k1 = written.iter().filter(|w| w.0 == "k1").map(|w| w.1).max();
+        written.push(("k1", last_k1.unwrap(), 5, true));
+        holds_the_sum(&written);
+    }
+
     /// A database of schema 8 (child tables keyed by the request's hash
     /// id) opens as schema 9 (keyed by the request's row number) with
     /// nothing lost: a request's approvals in the order they arrived (not
@@ -1819,7 +2033,7 @@ mod tests {
         let version: i64 = store
             .read(|c| Ok(c.pragma_query_value(None, "user_version", |row| row.get(0))?))
             .unwrap();
-        assert_eq!(version, 9);
+        assert_eq!(version, SCHEMA_VERSION);
         let rows: Vec<(i64, Vec<u8>)> = store
             .read(|c| {
                 Ok(
@@ -1958,6 +2172,7 @@ mod tests {
         contract::idempotency(&store().1);
         contract::compare_and_set(&store().1);
         contract::caps(&store().1);
+        contract::window_usage_is_the_sum(&store().1);
         contract::signed_transactions(&store().1);
         contract::signing_claims(&store().1);
         contract::retries(&store().1);
@@ -2196,7 +2411,7 @@ mod writer_thread {
     #[test]
     fn the_contracts_hold_inside_the_writer_thread() {
         type Contract = fn(&SqliteStore);
-        let contracts: [(&str, Contract); 15] = [
+        let contracts: [(&str, Contract); 16] = [
             ("keys", |s| contract::keys(s)),
             ("retirements", |s| contract::retirements(s)),
             ("decisions_and_history", |s| {
@@ -2210,6 +2425,9 @@ mod writer_thread {
             ("idempotency", |s| contract::idempotency(s)),
             ("compare_and_set", |s| contract::compare_and_set(s)),
             ("caps", |s| contract::caps(s)),
+            ("window_usage_is_the_sum", |s| {
+                contract::window_usage_is_the_sum(s)
+            }),
             ("signed_transactions", |s| contract::signed_transactions(s)),
             ("signing_claims", |s| contract::signing_claims(s)),
             ("retries", |s| contract::retries(s)),

@@ -750,6 +750,221 @@ pub(crate) mod contract {
         }
     }
 
+    /// The window usage the caps read (from running totals,
+    /// `crate::running_totals`) equals the window's live requests summed,
+    /// through 600 random steps over two keys: submissions with a clock
+    /// that sometimes goes back, requests vetoed, expired, failed and
+    /// retried (a retry is checked against the window ending when the
+    /// request was made), and amounts that saturate u128 on a third key.
+    /// The usage is read through refusals: a probe with a cap of 0 is
+    /// refused with the total it would have made.
+    pub fn window_usage_is_the_sum<S: RequestStore>(store: &S) {
+        use rand::{Rng, SeedableRng};
+
+        struct Made {
+            id: RequestId,
+            key: &'static str,
+            created_at: u64,
+            counted_at: u64,
+            amount: u128,
+            state: State,
+        }
+        let live = |s: State| !matches!(s, State::Rejected | State::Expired | State::Failed);
+        // What the caps must count, summed: the reference.
+        let summed = |made: &[Made], key: &str, now: u64, window: u64| {
+            let mut usage = ringi_policy::limits::Usage::default();
+            for m in made {
+                if m.key == key && m.counted_at > now.saturating_sub(window) && live(m.state) {
+                    usage.add(m.amount);
+                }
+            }
+            usage
+        };
+        let by_amount = |window_secs| Limits {
+            window_secs,
+            max_amount_per_window: Some(0),
+            ..Limits::default()
+        };
+        let by_count = |window_secs| Limits {
+            window_secs,
+            max_requests_per_window: Some(0),
+            ..Limits::default()
+        };
+        let refused_total = |result: Result<Inserted>| match result {
+            Err(Error::CapExceeded {
+                cap: CapExceeded::WindowAmount { total, .. },
+                ..
+            }) => total,
+            other => panic!("{other:?}"),
+        };
+        let refused_count = |result: Result<Inserted>| match result {
+            Err(Error::CapExceeded {
+                cap: CapExceeded::WindowCount { count, .. },
+                ..
+            }) => count,
+            other => panic!("{other:?}"),
+        };
+        let n = std::cell::Cell::new(0u32);
+        let new = |key: &str, amount: u128, now: u64, limits: Limits| {
+            n.set(n.get() + 1);
+            let mut r = request();
+            r.key_id = id(key);
+            r.message = n.get().to_be_bytes().to_vec();
+            r.metadata.amount = amount;
+            r.created_at = now;
+            r.expires_at = now + 10_000;
+            let mut new = new_request(r, &format!("window-{}", n.get()));
+            new.limits = limits;
+            new
+        };
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let mut made: Vec<Made> = Vec::new();
+        let mut last_counted = std::collections::HashMap::new();
+        let mut now = 10_000u64;
+        let windows = [1, 30, 200, 100_000];
+        for step in 0..600 {
+            if rng.gen_ratio(1, 12) {
+                now -= rng.gen_range(1..80);
+            } else {
+                now += rng.gen_range(0..12);
+            }
+            let key = if rng.gen_bool(0.5) { "k1" } else { "k2" };
+            match rng.gen_range(0..10) {
+                0..=4 => {
+                    let amount = rng.gen_range(0..1_000u128);
+                    let id = insert(store, &new(key, amount, now, Limits::default()), now);
+                    let counted_at = last_counted.get(key).map_or(now, |&at: &u64| at.max(now));
+                    last_counted.insert(key, counted_at);
+                    made.push(Made {
+                        id,
+                        key,
+                        created_at: now,
+                        counted_at,
+                        amount,
+                        state: State::PendingApproval,
+                    });
+                }
+                5 | 6 => {
+                    let Some(m) = made
+                        .iter_mut()
+                        .filter(|m| m.state == State::PendingApproval)
+                        .nth(rng.gen_range(0..8))
+                    else {
+                        continue;
+                    };
+                    let event = if rng.gen_bool(0.5) {
+                        Event::Expired { at: now }
+                    } else {
+                        Event::Vetoed {
+                            approver: "a".into(),
+                            department: "risk".into(),
+                            reason: "no".into(),
+                        }
+                    };
+                    let t = next(State::PendingApproval, event).unwrap();
+                    store.transition(&m.id, &t, now).unwrap();
+                    m.state = t.to();
+                }
+                7 => {
+                    let Some(m) = made
+                        .iter_mut()
+                        .filter(|m| m.state == State::PendingApproval)
+                        .nth(rng.gen_range(0..8))
+                    else {
+                        continue;
+                    };
+                    store.transition(&m.id, &quorum(), now).unwrap();
+                    let c = store.claim_signing(&m.id, claim("a", true, now)).unwrap();
+                    let failed = next(
+                        State::Signing,
+                        Event::SigningFailed {
+                            reason: "refused".into(),
+                        },
+                    )
+                    .unwrap();
+                    store.finish_signing(&m.id, c.fence, &failed, now).unwrap();
+                    m.state = State::Failed;
+                }
+                _ => {
+                    let Some(m) = made
+                        .iter_mut()
+                        .filter(|m| m.state == State::Failed)
+                        .nth(rng.gen_range(0..3))
+                    else {
+                        continue;
+                    };
+                    let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();
+                    let window = windows[rng.gen_range(0..windows.len())];
+                    // Checked as at its creation, without itself (FAILED).
+                    let (id, key, created_at, amount) = (m.id, m.key, m.created_at, m.amount);
+                    let expected = summed(&made, key, created_at, window);
+                    let result = store.retry_failed(&id, &retried, &by_amount(window), None, now);
+                    let total = match result {
+                        Err(Error::CapExceeded {
+                            cap: CapExceeded::WindowAmount { total, .. },
+                            ..
+                        }) => total,
+                        Ok(()) if expected.amount + amount == 0 => 0,
+                        other => panic!("step {step}: {other:?}"),
+                    };
+                    assert_eq!(total, expected.amount + amount, "step {step}: retry");
+                    if total == 0 {
+                        // Passed the cap of 0: it is APPROVED again.
+                        made.iter_mut().find(|m| m.id == id).unwrap().state = State::Approved;
+                        continue;
+                    }
+                    store
+                        .retry_failed(&id, &retried, &Limits::default(), None, now)
+                        .unwrap();
+                    made.iter_mut().find(|m| m.id == id).unwrap().state = State::Approved;
+                }
+            }
+            for key in ["k1", "k2"] {
+                for window in windows {
+                    let expected = summed(&made, key, now, window);
+                    let total = refused_total(store.insert_request(
+                        &new(key, 1, now, by_amount(window)),
+                        None,
+                        now,
+                    ));
+                    assert_eq!(total, expected.amount + 1, "step {step}, {key}, {window} s");
+                    let count = refused_count(store.insert_request(
+                        &new(key, 1, now, by_count(window)),
+                        None,
+                        now,
+                    ));
+                    assert_eq!(
+                        count,
+                        expected.requests + 1,
+                        "step {step}, {key}, {window} s"
+                    );
+                }
+            }
+        }
+        assert!(made.iter().filter(|m| m.state == State::Approved).count() > 3);
+        assert!(made.iter().filter(|m| !live(m.state)).count() > 30);
+
+        // Amounts near u128's range: the totals saturate, and the caps
+        // count the window's rows instead (still saturating, never wrapped).
+        for (i, amount) in [u128::MAX - 5, 3, 10].into_iter().enumerate() {
+            let at = 20_000 + i as u64 * 100;
+            insert(store, &new("k3", amount, at, Limits::default()), at);
+        }
+        let count = |now, window| {
+            refused_count(store.insert_request(&new("k3", 1, now, by_count(window)), None, now))
+        };
+        let total = |now, window| {
+            refused_total(store.insert_request(&new("k3", 1, now, by_amount(window)), None, now))
+        };
+        assert_eq!(total(20_200, 1_000), u128::MAX);
+        assert_eq!(count(20_200, 1_000), 4);
+        // The window after the first: 3 + 10, and the probe's 1.
+        assert_eq!(total(20_200, 150), 14);
+        assert_eq!(count(20_200, 150), 3);
+        assert_eq!(total(20_200, 50), 11);
+    }
+
     /// A PSBT request of `n`, made at `now`.
     pub fn psbt_request(n: u8, now: u64) -> SigningRequest {
         let mut r = request();

@@ -46,6 +46,24 @@ impl Usage {
         self.amount = self.amount.saturating_add(amount);
         self.requests += 1;
     }
+
+    /// Whether the amount has saturated ([`Usage::add`]): running totals
+    /// that did can no longer be subtracted, and their owner sums the
+    /// rows instead.
+    pub fn saturated(&self) -> bool {
+        self.amount == u128::MAX
+    }
+
+    /// What was counted between running totals `earlier` and these (both
+    /// of one key, `earlier` read at or before these): `None` when
+    /// `earlier` is larger, which running totals never are unless the
+    /// store holding them is damaged.
+    pub fn minus(self, earlier: Usage) -> Option<Usage> {
+        Some(Usage {
+            amount: self.amount.checked_sub(earlier.amount)?,
+            requests: self.requests.checked_sub(earlier.requests)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -170,6 +188,28 @@ mod tests {
             check(&Limits::default(), u128::MAX, Usage::default(), None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn running_totals_subtract_and_saturate() {
+        let mut totals = Usage::default();
+        totals.add(10);
+        let earlier = totals;
+        totals.add(5);
+        totals.add(7);
+        assert_eq!(
+            totals.minus(earlier),
+            Some(Usage {
+                amount: 12,
+                requests: 2
+            })
+        );
+        assert_eq!(totals.minus(totals), Some(Usage::default()));
+        assert_eq!(earlier.minus(totals), None, "totals never decrease");
+        assert!(!totals.saturated());
+        totals.add(u128::MAX - 1);
+        assert!(totals.saturated());
+        assert_eq!(totals.requests, 4);
     }
 
     #[test]

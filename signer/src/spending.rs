@@ -367,19 +367,14 @@ fn usage_after(
     let Some(last) = last else {
         return Ok(Usage::default());
     };
-    if last.amount == u128::MAX {
+    if last.saturated() {
         // The running amount saturated (amounts near u128's range): the
         // difference would be wrong, the sum is not.
         return summed_usage(conn, key_id, since);
     }
     let before = totals_through(conn, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
-    match (
-        last.amount.checked_sub(before.amount),
-        last.requests.checked_sub(before.requests),
-    ) {
-        (Some(amount), Some(requests)) => Ok(Usage { amount, requests }),
-        _ => Err(malformed("running totals (they decrease)")),
-    }
+    last.minus(before)
+        .ok_or_else(|| malformed("running totals (they decrease)"))
 }
 
 /// What the key spent after `since`, every row in the window summed: the

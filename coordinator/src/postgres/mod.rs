@@ -24,9 +24,10 @@
 //! its single writer (`BEGIN IMMEDIATE`): it behaves as if the writes of
 //! every coordinator ran one after the other, so the engine's checks are
 //! the SQLite engine's, statement for statement. The price is a retry when
-//! two transactions touch the same thing: two submissions for one key (the
-//! window count reads an index range, `requests_by_key_time`, so other
-//! keys do not conflict), or two writes to one request. Those retries are
+//! two transactions touch the same thing: two submissions for one key (each
+//! reads the key's last running totals, a range of the index
+//! `requests_by_key_count`, so other keys do not conflict), or two writes
+//! to one request. Those retries are
 //! cheap (the transactions are short) and bounded; the HA test and the
 //! contract's racing tests run into them on purpose.
 //!
@@ -65,6 +66,7 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
+use crate::running_totals;
 use crate::store::{KeyRecord, KeyStore};
 
 use self::connect::Target;
@@ -569,14 +571,16 @@ impl RequestStore for PostgresStore {
                 let id = id.try_into().map_err(|_| corrupt("request id"))?;
                 return Ok(Inserted::Existing(id));
             }
-            let usage = usage_of_key(tx, request.key_id.as_str(), &new.limits, now)?;
+            let key_id = request.key_id.as_str();
+            let last = totals_through(tx, key_id, i64::MAX)?;
+            let usage = usage_of_key(tx, key_id, &new.limits, now, last.map(|(t, _)| t))?;
             check(&new.limits, new.counted_amount, usage, daily_volume).map_err(|cap| {
                 Error::CapExceeded {
                     key: request.key_id.clone(),
                     cap,
                 }
             })?;
-            let id = insert_request_row(tx, new, now)?;
+            let id = insert_request_row(tx, new, last, now)?;
             tx.execute(
                 "INSERT INTO idempotency_keys (requester, idempotency_key, content_hash, request_id) VALUES ($1, $2, $3, $4)",
                 &[&request.requester, &new.idempotency_key, &&new.content_hash[..], &&id[..]],
@@ -805,7 +809,8 @@ impl RequestStore for PostgresStore {
                 .map_err(|_| corrupt("amount"))?;
             // Counted as at submission: the window ending when it was made.
             let created_at = to_u64(row.try_get(2)?, "request time")?;
-            let usage = usage_of_key(tx, &key_id, limits, created_at)?;
+            let last = totals_through(tx, &key_id, i64::MAX)?.map(|(t, _)| t);
+            let usage = usage_of_key(tx, &key_id, limits, created_at, last)?;
             let key = KeyId::parse(&key_id).map_err(|_| corrupt("key id"))?;
             check(limits, counted, usage, daily_volume)
                 .map_err(|cap| Error::CapExceeded { key, cap })?;
@@ -852,30 +857,103 @@ fn request_ids(rows: &[Row]) -> TxResult<Vec<RequestId>> {
     Ok(ids)
 }
 
-/// What the key's window caps count: the counted amounts of its requests
-/// created in the window ending at `now` that may still be, or have been,
-/// signed.
-fn usage_of_key(tx: &mut Tx<'_>, key_id: &str, limits: &Limits, now: u64) -> TxResult<Usage> {
-    let mut usage = Usage::default();
-    if !limits.has_window() {
-        return Ok(usage);
-    }
+/// What the key's window caps count for the window ending at `now`: its
+/// requests counted in the window that may still be, or have been, signed
+/// (not those REJECTED, EXPIRED or FAILED), read from running totals
+/// ([`crate::running_totals`]). `last` is the key's totals through its
+/// last request ([`totals_through`]).
+fn usage_of_key(
+    tx: &mut Tx<'_>,
+    key_id: &str,
+    limits: &Limits,
+    now: u64,
+    last: Option<Usage>,
+) -> TxResult<Usage> {
+    let (true, Some(last)) = (limits.has_window(), last) else {
+        return Ok(Usage::default());
+    };
     let since = now.saturating_sub(limits.window_secs) as i64;
-    for row in tx.query(
-        "SELECT counted_amount FROM requests WHERE key_id = $1 AND created_at > $2
-         AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
-        &[&key_id, &since],
+    if last.saturated() {
+        // The differences would be wrong; the sum is not.
+        return summed_usage(tx, key_id, since);
+    }
+    let before = totals_through(tx, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
+    let mut ended = Usage::default();
+    for amount in counted_amounts(
+        tx,
+        "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
+         AND state IN ('REJECTED', 'EXPIRED', 'FAILED')",
+        key_id,
+        since,
     )? {
-        let a: u128 = row
-            .try_get::<_, String>(0)?
-            .parse()
-            .map_err(|_| corrupt("amount"))?;
-        usage.add(a);
+        ended.add(amount);
+    }
+    Ok(running_totals::window_usage(last, before, ended)
+        .ok_or_else(|| corrupt("running totals (they decrease)"))?)
+}
+
+/// [`usage_of_key`] summed over the window's rows: its fallback when the
+/// totals saturate, and what tests hold it equal to.
+fn summed_usage(tx: &mut Tx<'_>, key_id: &str, since: i64) -> TxResult<Usage> {
+    let mut usage = Usage::default();
+    for amount in counted_amounts(
+        tx,
+        "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
+         AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
+        key_id,
+        since,
+    )? {
+        usage.add(amount);
     }
     Ok(usage)
 }
 
-fn insert_request_row(tx: &mut Tx<'_>, new: &NewRequest, now: u64) -> TxResult<RequestId> {
+/// The counted amounts `sql` selects for key `key_id` and time `since`.
+fn counted_amounts(
+    tx: &mut Tx<'_>,
+    sql: &'static str,
+    key_id: &str,
+    since: i64,
+) -> TxResult<Vec<u128>> {
+    let mut amounts = Vec::new();
+    for row in tx.query(sql, &[&key_id, &since])? {
+        let a: String = row.try_get(0)?;
+        amounts.push(a.parse().map_err(|_| corrupt("amount"))?);
+    }
+    Ok(amounts)
+}
+
+/// The key's running totals through its last request counted at or
+/// before `through`, and that request's `counted_at`.
+fn totals_through(tx: &mut Tx<'_>, key_id: &str, through: i64) -> TxResult<Option<(Usage, i64)>> {
+    let Some(row) = tx.query_opt(
+        "SELECT running_amount, running_count, counted_at FROM requests
+         WHERE key_id = $1 AND counted_at <= $2
+         ORDER BY counted_at DESC, running_count DESC LIMIT 1",
+        &[&key_id, &through],
+    )?
+    else {
+        return Ok(None);
+    };
+    let amount: String = row.try_get(0)?;
+    let count: i64 = row.try_get(1)?;
+    Ok(Some((
+        Usage {
+            amount: amount.parse().map_err(|_| corrupt("running amount"))?,
+            requests: u64::try_from(count).map_err(|_| corrupt("running count"))?,
+        },
+        row.try_get(2)?,
+    )))
+}
+
+/// Writes `new`'s row, counted after `last` (the key's running totals
+/// through its last request, and when that was counted).
+fn insert_request_row(
+    tx: &mut Tx<'_>,
+    new: &NewRequest,
+    last: Option<(Usage, i64)>,
+    now: u64,
+) -> TxResult<RequestId> {
     let request = &new.request;
     let id = request.id();
     if tx
@@ -884,12 +962,14 @@ fn insert_request_row(tx: &mut Tx<'_>, new: &NewRequest, now: u64) -> TxResult<R
     {
         return Err(Error::RequestExists(id).into());
     }
+    let (counted_at, totals) =
+        running_totals::counted_after(last, request.created_at, new.counted_amount);
     let m = &request.metadata;
     tx.execute(
         "INSERT INTO requests (request_id, key_id, message, asset, amount, destination, memo, requester,
                                created_at, expires_at, policy_hash, signers, state, state_reason,
-                               psbt, counted_amount, nonce)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15, $16)",
+                               psbt, counted_amount, nonce, counted_at, running_amount, running_count)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15, $16, $17, $18, $19)",
         &[
             &&id[..],
             &request.key_id.as_str(),
@@ -907,6 +987,9 @@ fn insert_request_row(tx: &mut Tx<'_>, new: &NewRequest, now: u64) -> TxResult<R
             &request.psbt,
             &new.counted_amount.to_string(),
             &request.nonce,
+            &counted_at,
+            &totals.amount.to_string(),
+            &(totals.requests as i64),
         ],
     )?;
     insert_history(tx, &id, "", State::PendingApproval, "submitted", now)?;

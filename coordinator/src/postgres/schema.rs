@@ -9,7 +9,8 @@
 //! signing claims and plans, key retirements). The PostgreSQL schema
 //! started there, so it has no steps for SQLite's 1 to 7; a later change
 //! gets a new version in both engines, and the comment of each new
-//! migration names the SQLite version it matches. SQLite's version 9 has
+//! migration names the SQLite version it matches (version 2 is SQLite's
+//! 10). SQLite's version 9 has
 //! no PostgreSQL twin: it changed only how that engine's tables are keyed
 //! (a request's row number instead of its hash id, for its page writes),
 //! nothing either engine stores.
@@ -33,10 +34,11 @@ pub struct Migration {
 const MIGRATION_LOCK: i64 = i64::from_be_bytes(*b"ringi-sc");
 
 /// Every schema version, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    what: "keys, requests, approvals, history, idempotency keys, signing claims and plans, key retirements (SQLite schema 8)",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        what: "keys, requests, approvals, history, idempotency keys, signing claims and plans, key retirements (SQLite schema 8)",
+        sql: "
         CREATE TABLE keys (
             key_id             TEXT PRIMARY KEY,
             kind               TEXT NOT NULL,
@@ -139,7 +141,46 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             PRIMARY KEY (request_id, input, seq)
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        what: "running totals of each key's requests, for window caps (SQLite schema 10)",
+        // As SQLite's schema 10 (`crate::running_totals`): each request gets
+        // its key's running totals, in creation order, and is counted when it
+        // was made. The amounts are u128 in decimal text; their sums are
+        // made in `numeric`, saturated at u128's largest value as
+        // `Usage::add` does. `requests_by_key_count` serves what
+        // `requests_by_key_time` served (and the conflicts of two submissions
+        // for one key, see the engine's module docs), so the latter goes.
+        sql: "
+        ALTER TABLE requests
+            ADD COLUMN counted_at     BIGINT,
+            ADD COLUMN running_amount TEXT,
+            ADD COLUMN running_count  BIGINT;
+        UPDATE requests r
+        SET counted_at = t.created_at, running_amount = t.running_amount,
+            running_count = t.running_count
+        FROM (
+            SELECT request_id, created_at,
+                   LEAST(SUM(counted_amount::numeric) OVER w,
+                         340282366920938463463374607431768211455)::text AS running_amount,
+                   ROW_NUMBER() OVER w AS running_count
+            FROM requests
+            WINDOW w AS (PARTITION BY key_id ORDER BY created_at, request_id
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        ) t
+        WHERE r.request_id = t.request_id;
+        ALTER TABLE requests
+            ALTER COLUMN counted_at SET NOT NULL,
+            ALTER COLUMN running_amount SET NOT NULL,
+            ALTER COLUMN running_count SET NOT NULL;
+        CREATE INDEX requests_by_key_count ON requests(key_id, counted_at, running_count);
+        CREATE INDEX requests_uncounted ON requests(key_id, counted_at)
+            WHERE state IN ('REJECTED', 'EXPIRED', 'FAILED');
+        DROP INDEX requests_by_key_time;
+    ",
+    },
+];
 
 /// The version this build writes.
 pub fn latest() -> i32 {
@@ -160,6 +201,12 @@ pub enum MigrateError {
 /// Creates or upgrades the schema in one transaction; returns the version
 /// it was at.
 pub fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
+    migrate_to(client, latest())
+}
+
+/// [`migrate`] up to version `target` only (tests that write a database
+/// as an older ringi did).
+pub fn migrate_to(client: &mut Client, target: i32) -> Result<i32, MigrateError> {
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute(
@@ -178,7 +225,10 @@ pub fn migrate(client: &mut Client) -> Result<i32, MigrateError> {
             latest: latest(),
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+    for m in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > found && m.version <= target)
+    {
         tx.batch_execute(m.sql)?;
         tx.execute(
             "INSERT INTO ringi_schema (version, what) VALUES ($1, $2)",

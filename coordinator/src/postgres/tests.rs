@@ -50,6 +50,7 @@ fn request_store_contract() {
     contract::idempotency(&store(&server));
     contract::compare_and_set(&store(&server));
     contract::caps(&store(&server));
+    contract::window_usage_is_the_sum(&store(&server));
     contract::signed_transactions(&store(&server));
     contract::signing_claims(&store(&server));
     contract::retries(&store(&server));
@@ -300,4 +301,101 @@ fn tls_with_a_client_certificate_and_a_password_file() {
         },
         "password authentication failed",
     );
+}
+
+/// A version-1 database's requests get their keys' running totals when a
+/// store opens it (version 2, SQLite's 10): made out of order, of two keys,
+/// some ended unsigned, and on a third key amounts whose sum passes u128
+/// (saturated, as `Usage::add` saturates). The caps then count what a sum
+/// of the written rows counts, for every window start.
+#[test]
+fn requests_from_version_1_get_running_totals() {
+    let server = PgServer::start();
+    let url = server.create_database("v1");
+    let states = [
+        "PENDING_APPROVAL",
+        "SIGNED",
+        "EXPIRED",
+        "APPROVED",
+        "REJECTED",
+        "FAILED",
+    ];
+    // (key, created_at, amount, live)
+    let mut written: Vec<(&str, i64, u128, bool)> = Vec::new();
+    for i in 0..40u8 {
+        let key = if i % 3 == 0 { "k2" } else { "k1" };
+        let state = states[usize::from(i) % states.len()];
+        let live = !matches!(state, "EXPIRED" | "REJECTED" | "FAILED");
+        let amount = u128::from(i) * 1_000_000_000_000_000_000_007;
+        written.push((key, 1000 + i64::from(i) * 37 % 50, amount, live));
+    }
+    for (at, amount) in [(1000, u128::MAX - 1), (1010, u128::MAX - 1), (1020, 7)] {
+        written.push(("k3", at, amount, true));
+    }
+    {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        schema::migrate_to(&mut client, 1).unwrap();
+        for (i, &(key, at, amount, _)) in written.iter().enumerate() {
+            let state = if key == "k3" {
+                "SIGNED"
+            } else {
+                states[i % states.len()]
+            };
+            client
+                .execute(
+                    "INSERT INTO requests (request_id, key_id, message, asset, amount, destination,
+                        memo, requester, created_at, expires_at, policy_hash, signers, state,
+                        state_reason, counted_amount, nonce)
+                     VALUES ($1, $2, '', 'BTC', '0', '', '', 'w', $3, 9999, '', '', $4, '', $5, '')",
+                    &[&vec![i as u8; 32], &key, &at, &state, &amount.to_string()],
+                )
+                .unwrap();
+        }
+    }
+    let store = open(&url);
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let saturated: String = client
+        .query_one(
+            "SELECT running_amount FROM requests WHERE key_id = 'k3' ORDER BY running_count DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(saturated, u128::MAX.to_string());
+    let mut n = 0;
+    for key in ["k1", "k2", "k3"] {
+        for since in 995..1055 {
+            let mut expected = Usage::default();
+            for &(k, at, amount, live) in &written {
+                if k == key && at > since && live {
+                    expected.add(amount);
+                }
+            }
+            let window_secs = 10_000;
+            let now = since as u64 + window_secs;
+            n += 1;
+            let mut r = contract::request();
+            r.key_id = KeyId::parse(key).unwrap();
+            r.message = vec![n as u8, (n >> 8) as u8];
+            r.metadata.amount = 1;
+            r.created_at = now;
+            let mut probe = contract::new_request(r, &format!("probe-{n}"));
+            probe.limits = Limits {
+                window_secs,
+                max_amount_per_window: Some(0),
+                ..Limits::default()
+            };
+            match store.insert_request(&probe, None, now) {
+                Err(Error::CapExceeded {
+                    cap: ringi_policy::limits::CapExceeded::WindowAmount { total, .. },
+                    ..
+                }) => assert_eq!(
+                    total,
+                    expected.amount.saturating_add(1),
+                    "{key} since {since}"
+                ),
+                other => panic!("{key} since {since}: {other:?}"),
+            }
+        }
+    }
 }
