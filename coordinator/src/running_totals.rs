@@ -30,7 +30,68 @@
 //!
 //! The signers' spending ledgers use the same scheme (`signer/src/spending.rs`).
 
-use ringi_policy::limits::Usage;
+use ringi_policy::limits::{Limits, Usage};
+
+use crate::error::Error;
+
+/// Which of a key's requests [`Reads::sum_after`] adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Those that may still be, or have been, signed: what a cap counts.
+    Live,
+    /// Those that ended without a signature (REJECTED, EXPIRED, FAILED).
+    Ended,
+}
+
+/// The reads of a key's requests that [`usage`] makes, each engine in its
+/// own transaction.
+pub trait Reads {
+    type Error: From<Error>;
+
+    /// The key's running totals through its last request counted at or
+    /// before `through`, and when that request was counted.
+    fn totals_through(
+        &mut self,
+        key_id: &str,
+        through: i64,
+    ) -> Result<Option<(Usage, i64)>, Self::Error>;
+
+    /// The counted amounts of the key's `which` requests counted after
+    /// `since`, added up ([`Usage::add`]).
+    fn sum_after(&mut self, key_id: &str, since: i64, which: Counted)
+    -> Result<Usage, Self::Error>;
+}
+
+/// What the key's window caps count for the window ending at `now`: its
+/// live requests counted in the window, from its `last` totals (through
+/// its last request) as the module docs say; summed instead when the
+/// totals saturated. Nothing when `limits` has no window cap.
+pub fn usage<R: Reads>(
+    reads: &mut R,
+    key_id: &str,
+    limits: &Limits,
+    now: u64,
+    last: Option<Usage>,
+) -> Result<Usage, R::Error> {
+    let (true, Some(last)) = (limits.has_window(), last) else {
+        return Ok(Usage::default());
+    };
+    let since = i64::try_from(now.saturating_sub(limits.window_secs)).unwrap_or(i64::MAX);
+    if last.saturated() {
+        // The differences would be wrong; the sum is not.
+        return reads.sum_after(key_id, since, Counted::Live);
+    }
+    let before = reads
+        .totals_through(key_id, since)?
+        .map_or(Usage::default(), |(totals, _)| totals);
+    let ended = reads.sum_after(key_id, since, Counted::Ended)?;
+    window_usage(last, before, ended).ok_or_else(|| {
+        Error::Corrupt(format!(
+            "database holds running totals of key id {key_id:?} that do not add up"
+        ))
+        .into()
+    })
+}
 
 /// When a new request of `amount`, created at `created_at`, is counted and
 /// its key's totals through it, after `last` (the key's totals through its
@@ -55,6 +116,107 @@ pub fn window_usage(last: Usage, before: Usage, ended: Usage) -> Option<Usage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake engine, named as one: one key's requests in memory, as
+    /// (counted_at, amount, ended), in the order they were counted. The
+    /// engines themselves are held to the same sums by the store contract
+    /// (`store::contract::window_usage_is_the_sum`).
+    struct FakeRequests(Vec<(i64, u128, bool)>);
+
+    impl Reads for FakeRequests {
+        type Error = Error;
+
+        fn totals_through(&mut self, _: &str, through: i64) -> Result<Option<(Usage, i64)>, Error> {
+            let mut last = None;
+            let mut totals = Usage::default();
+            for &(at, amount, _) in &self.0 {
+                totals.add(amount);
+                if at <= through {
+                    last = Some((totals, at));
+                }
+            }
+            Ok(last)
+        }
+
+        fn sum_after(&mut self, _: &str, since: i64, which: Counted) -> Result<Usage, Error> {
+            let mut sum = Usage::default();
+            for &(at, amount, ended) in &self.0 {
+                if at > since && ended == (which == Counted::Ended) {
+                    sum.add(amount);
+                }
+            }
+            Ok(sum)
+        }
+    }
+
+    fn capped(window_secs: u64) -> Limits {
+        Limits {
+            window_secs,
+            max_requests_per_window: Some(1),
+            ..Limits::default()
+        }
+    }
+
+    fn last(requests: &mut FakeRequests) -> Option<Usage> {
+        requests
+            .totals_through("k", i64::MAX)
+            .unwrap()
+            .map(|(t, _)| t)
+    }
+
+    #[test]
+    fn usage_is_the_windows_live_requests() {
+        let mut requests = FakeRequests(vec![
+            (100, 5, false),
+            (110, 7, true),
+            (120, 11, false),
+            (120, 13, false),
+            (130, 17, true),
+        ]);
+        let last = last(&mut requests);
+        let mut at =
+            |now, window| super::usage(&mut requests, "k", &capped(window), now, last).unwrap();
+        assert_eq!(at(130, 100), usage(5 + 11 + 13, 3));
+        assert_eq!(at(130, 20), usage(11 + 13, 2));
+        assert_eq!(
+            at(130, 10),
+            Usage::default(),
+            "only ended requests after 120"
+        );
+        assert_eq!(at(1000, 10), Usage::default());
+        // No window cap: nothing is read, nothing counts.
+        assert_eq!(
+            super::usage(&mut requests, "k", &Limits::default(), 130, last).unwrap(),
+            Usage::default()
+        );
+    }
+
+    #[test]
+    fn saturated_totals_are_summed_instead() {
+        let mut requests = FakeRequests(vec![
+            (100, u128::MAX - 1, false),
+            (110, 2, false),
+            (120, 3, false),
+        ]);
+        let last = last(&mut requests);
+        assert!(last.unwrap().saturated());
+        // The totals' difference would say 1; the sum says 2 + 3.
+        assert_eq!(
+            super::usage(&mut requests, "k", &capped(15), 120, last).unwrap(),
+            usage(5, 2)
+        );
+    }
+
+    #[test]
+    fn totals_that_do_not_add_up_are_a_corrupt_store() {
+        let mut requests = FakeRequests(vec![(100, 5, false), (110, 7, false)]);
+        // Totals read as larger than the last: a damaged store.
+        let small = Some(usage(1, 1));
+        match super::usage(&mut requests, "k", &capped(5), 110, small) {
+            Err(Error::Corrupt(m)) => assert!(m.contains("do not add up"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     fn usage(amount: u128, requests: u64) -> Usage {
         Usage { amount, requests }

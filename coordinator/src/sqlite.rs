@@ -83,7 +83,7 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
-use crate::running_totals;
+use crate::running_totals::{self, Counted, Reads as _};
 use crate::store::{KeyRecord, KeyStore};
 use ringi_policy::holds::Retired;
 use ringi_policy::retirement::Retirement;
@@ -376,7 +376,7 @@ const SCHEMA_9: &str = "
 /// Version 10: each request carries its key's running totals (the amount
 /// and number of the key's requests through it) and the time it is counted
 /// at, so a window cap's usage is two index lookups instead of a sum over
-/// the window ([`usage_of_key`]; docs/bench.md, tenth session). The
+/// the window ([`running_totals`]; docs/bench.md, tenth session). The
 /// columns are filled by [`fill_running_totals`] between the two halves.
 const SCHEMA_10_COLUMNS: &str = "
     ALTER TABLE requests ADD COLUMN counted_at INTEGER NOT NULL DEFAULT 0;
@@ -882,8 +882,14 @@ impl RequestStore for SqliteStore {
                 return Ok(Inserted::Existing(id));
             }
             let key_id = request.key_id.as_str();
-            let last = totals_through(tx, key_id, i64::MAX)?;
-            let usage = usage_of_key(tx, key_id, &new.limits, now, last.map(|(t, _)| t))?;
+            let last = last_totals(tx, key_id)?;
+            let usage = running_totals::usage(
+                &mut Requests(tx),
+                key_id,
+                &new.limits,
+                now,
+                last.map(|(t, _)| t),
+            )?;
             check(&new.limits, new.counted_amount, usage, daily_volume).map_err(|cap| {
                 Error::CapExceeded {
                     key: request.key_id.clone(),
@@ -1102,8 +1108,9 @@ impl RequestStore for SqliteStore {
             )?;
             let counted: u128 = counted.parse().map_err(|_| corrupt("amount"))?;
             // Counted as at submission: the window ending when it was made.
-            let last = totals_through(tx, &key_id, i64::MAX)?.map(|(t, _)| t);
-            let usage = usage_of_key(tx, &key_id, limits, created_at as u64, last)?;
+            let last = last_totals(tx, &key_id)?.map(|(t, _)| t);
+            let usage =
+                running_totals::usage(&mut Requests(tx), &key_id, limits, created_at as u64, last)?;
             let key = KeyId::parse(&key_id).map_err(|_| corrupt("key id"))?;
             check(limits, counted, usage, daily_volume)
                 .map_err(|cap| Error::CapExceeded { key, cap })?;
@@ -1179,93 +1186,56 @@ fn request_ids<P: rusqlite::Params>(
         .collect()
 }
 
-/// What the key's window caps count for the window ending at `now`: its
-/// requests counted in the window that may still be, or have been, signed
-/// (not those REJECTED, EXPIRED or FAILED), read from running totals
-/// ([`crate::running_totals`]). `last` is the key's totals through its
-/// last request ([`totals_through`]).
-fn usage_of_key(
-    tx: &Connection,
-    key_id: &str,
-    limits: &Limits,
-    now: u64,
-    last: Option<Usage>,
-) -> Result<Usage> {
-    let (true, Some(last)) = (limits.has_window(), last) else {
-        return Ok(Usage::default());
-    };
-    let since = now.saturating_sub(limits.window_secs) as i64;
-    if last.saturated() {
-        // The differences would be wrong; the sum is not.
-        return summed_usage(tx, key_id, since);
+/// The `requests` table, as the window caps read it
+/// ([`running_totals::usage`]).
+struct Requests<'c>(&'c Connection);
+
+impl running_totals::Reads for Requests<'_> {
+    type Error = Error;
+
+    fn totals_through(&mut self, key_id: &str, through: i64) -> Result<Option<(Usage, i64)>> {
+        let row = self
+            .0
+            .query_row_cached(
+                "SELECT running_amount, running_count, counted_at FROM requests
+                 WHERE key_id = ?1 AND counted_at <= ?2
+                 ORDER BY counted_at DESC, running_count DESC LIMIT 1",
+                params![key_id, through],
+                |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        row.map(|(amount, count, at)| {
+            let totals =
+                Usage::from_stored(&amount, count).ok_or_else(|| corrupt("running totals"))?;
+            Ok((totals, at))
+        })
+        .transpose()
     }
-    let before = totals_through(tx, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
-    let mut ended = Usage::default();
-    for amount in counted_amounts(
-        tx,
-        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
-         AND state IN ('REJECTED', 'EXPIRED', 'FAILED')",
-        key_id,
-        since,
-    )? {
-        ended.add(amount);
+
+    fn sum_after(&mut self, key_id: &str, since: i64, which: Counted) -> Result<Usage> {
+        let sql = match which {
+            Counted::Live => {
+                "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
+                 AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')"
+            }
+            Counted::Ended => {
+                "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
+                 AND state IN ('REJECTED', 'EXPIRED', 'FAILED')"
+            }
+        };
+        let mut sum = Usage::default();
+        let mut stmt = self.0.prepare_cached(sql)?;
+        for amount in stmt.query_map(params![key_id, since], |r| r.get::<_, String>(0))? {
+            sum.add(amount?.parse().map_err(|_| corrupt("amount"))?);
+        }
+        Ok(sum)
     }
-    running_totals::window_usage(last, before, ended)
-        .ok_or_else(|| corrupt("running totals (they decrease)"))
 }
 
-/// [`usage_of_key`] summed over the window's rows: its fallback when the
-/// totals saturate, and what tests hold it equal to.
-fn summed_usage(tx: &Connection, key_id: &str, since: i64) -> Result<Usage> {
-    let mut usage = Usage::default();
-    for amount in counted_amounts(
-        tx,
-        "SELECT counted_amount FROM requests WHERE key_id = ?1 AND counted_at > ?2
-         AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
-        key_id,
-        since,
-    )? {
-        usage.add(amount);
-    }
-    Ok(usage)
-}
-
-/// The counted amounts `sql` selects for key `key_id` and time `since`.
-fn counted_amounts(tx: &Connection, sql: &str, key_id: &str, since: i64) -> Result<Vec<u128>> {
-    tx.prepare_cached(sql)?
-        .query_map(params![key_id, since], |r| r.get::<_, String>(0))?
-        .map(|a| a?.parse().map_err(|_| corrupt("amount")))
-        .collect()
-}
-
-/// The key's running totals through its last request counted at or
-/// before `through`, and that request's `counted_at`.
-fn totals_through(tx: &Connection, key_id: &str, through: i64) -> Result<Option<(Usage, i64)>> {
-    let row = tx
-        .query_row_cached(
-            "SELECT running_amount, running_count, counted_at FROM requests
-             WHERE key_id = ?1 AND counted_at <= ?2
-             ORDER BY counted_at DESC, running_count DESC LIMIT 1",
-            params![key_id, through],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .optional()?;
-    row.map(|(amount, count, at)| {
-        Ok((
-            Usage {
-                amount: amount.parse().map_err(|_| corrupt("running amount"))?,
-                requests: u64::try_from(count).map_err(|_| corrupt("running count"))?,
-            },
-            at,
-        ))
-    })
-    .transpose()
+/// The key's running totals through its last request, and when that was
+/// counted.
+fn last_totals(tx: &Connection, key_id: &str) -> Result<Option<(Usage, i64)>> {
+    Requests(tx).totals_through(key_id, i64::MAX)
 }
 
 /// Writes `new`'s row, counted after `last` (the key's running totals
@@ -1908,7 +1878,7 @@ mod tests {
             store
                 .read(|tx| {
                     for key in ["k1", "k2"] {
-                        let last = totals_through(tx, key, i64::MAX)?.map(|(t, _)| t);
+                        let last = last_totals(tx, key)?.map(|(t, _)| t);
                         for since in 995..1055 {
                             let mut expected = Usage::default();
                             for &(k, at, amount, live) in written {
@@ -1917,7 +1887,8 @@ mod tests {
                                 }
                             }
                             let now = since as u64 + limits.window_secs;
-                            let usage = usage_of_key(tx, key, &limits, now, last)?;
+                            let usage =
+                                running_totals::usage(&mut Requests(tx), key, &limits, now, last)?;
                             assert_eq!(usage, expected, "{key} since {since}");
                         }
                     }

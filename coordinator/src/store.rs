@@ -769,6 +769,10 @@ pub(crate) mod contract {
             amount: u128,
             state: State,
         }
+        /// The `n`th request made that is in `state`, if there is one.
+        fn one_in(made: &mut [Made], state: State, n: usize) -> Option<&mut Made> {
+            made.iter_mut().filter(|m| m.state == state).nth(n)
+        }
         let live = |s: State| !matches!(s, State::Rejected | State::Expired | State::Failed);
         // What the caps must count, summed: the reference.
         let summed = |made: &[Made], key: &str, now: u64, window: u64| {
@@ -846,10 +850,7 @@ pub(crate) mod contract {
                     });
                 }
                 5 | 6 => {
-                    let Some(m) = made
-                        .iter_mut()
-                        .filter(|m| m.state == State::PendingApproval)
-                        .nth(rng.gen_range(0..8))
+                    let Some(m) = one_in(&mut made, State::PendingApproval, rng.gen_range(0..8))
                     else {
                         continue;
                     };
@@ -867,10 +868,7 @@ pub(crate) mod contract {
                     m.state = t.to();
                 }
                 7 => {
-                    let Some(m) = made
-                        .iter_mut()
-                        .filter(|m| m.state == State::PendingApproval)
-                        .nth(rng.gen_range(0..8))
+                    let Some(m) = one_in(&mut made, State::PendingApproval, rng.gen_range(0..8))
                     else {
                         continue;
                     };
@@ -887,11 +885,7 @@ pub(crate) mod contract {
                     m.state = State::Failed;
                 }
                 _ => {
-                    let Some(m) = made
-                        .iter_mut()
-                        .filter(|m| m.state == State::Failed)
-                        .nth(rng.gen_range(0..3))
-                    else {
+                    let Some(m) = one_in(&mut made, State::Failed, rng.gen_range(0..3)) else {
                         continue;
                     };
                     let retried = next(State::Failed, Event::Retried { by: "ops".into() }).unwrap();

@@ -47,6 +47,16 @@ impl Usage {
         self.requests += 1;
     }
 
+    /// Running totals as the stores keep them: the amount in decimal text
+    /// (a u128 fits no SQL integer), the count as a signed 64-bit integer;
+    /// `None` if either is not a valid value.
+    pub fn from_stored(amount: &str, requests: i64) -> Option<Usage> {
+        Some(Usage {
+            amount: amount.parse().ok()?,
+            requests: u64::try_from(requests).ok()?,
+        })
+    }
+
     /// Whether the amount has saturated ([`Usage::add`]): running totals
     /// that did can no longer be subtracted, and their owner sums the
     /// rows instead.
@@ -207,6 +217,10 @@ mod tests {
         assert_eq!(totals.minus(totals), Some(Usage::default()));
         assert_eq!(earlier.minus(totals), None, "totals never decrease");
         assert!(!totals.saturated());
+        assert_eq!(Usage::from_stored("22", 3), Some(totals));
+        assert_eq!(Usage::from_stored("-1", 3), None);
+        assert_eq!(Usage::from_stored("22", -3), None);
+        assert_eq!(Usage::from_stored("1e3", 3), None);
         totals.add(u128::MAX - 1);
         assert!(totals.saturated());
         assert_eq!(totals.requests, 4);

@@ -337,13 +337,9 @@ fn totals_through(
         })
         .optional()?;
     row.map(|(amount, count, at)| {
-        Ok((
-            Usage {
-                amount: amount.parse().map_err(|_| malformed("running amount"))?,
-                requests: u64::try_from(count).map_err(|_| malformed("running count"))?,
-            },
-            at,
-        ))
+        let totals =
+            Usage::from_stored(&amount, count).ok_or_else(|| malformed("running totals"))?;
+        Ok((totals, at))
     })
     .transpose()
 }

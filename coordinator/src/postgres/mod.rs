@@ -66,7 +66,7 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
-use crate::running_totals;
+use crate::running_totals::{self, Counted, Reads as _};
 use crate::store::{KeyRecord, KeyStore};
 
 use self::connect::Target;
@@ -572,8 +572,9 @@ impl RequestStore for PostgresStore {
                 return Ok(Inserted::Existing(id));
             }
             let key_id = request.key_id.as_str();
-            let last = totals_through(tx, key_id, i64::MAX)?;
-            let usage = usage_of_key(tx, key_id, &new.limits, now, last.map(|(t, _)| t))?;
+            let last = tx.totals_through(key_id, i64::MAX)?;
+            let usage =
+                running_totals::usage(tx, key_id, &new.limits, now, last.map(|(t, _)| t))?;
             check(&new.limits, new.counted_amount, usage, daily_volume).map_err(|cap| {
                 Error::CapExceeded {
                     key: request.key_id.clone(),
@@ -809,8 +810,8 @@ impl RequestStore for PostgresStore {
                 .map_err(|_| corrupt("amount"))?;
             // Counted as at submission: the window ending when it was made.
             let created_at = to_u64(row.try_get(2)?, "request time")?;
-            let last = totals_through(tx, &key_id, i64::MAX)?.map(|(t, _)| t);
-            let usage = usage_of_key(tx, &key_id, limits, created_at, last)?;
+            let last = tx.totals_through(&key_id, i64::MAX)?.map(|(t, _)| t);
+            let usage = running_totals::usage(tx, &key_id, limits, created_at, last)?;
             let key = KeyId::parse(&key_id).map_err(|_| corrupt("key id"))?;
             check(limits, counted, usage, daily_volume)
                 .map_err(|cap| Error::CapExceeded { key, cap })?;
@@ -857,93 +858,45 @@ fn request_ids(rows: &[Row]) -> TxResult<Vec<RequestId>> {
     Ok(ids)
 }
 
-/// What the key's window caps count for the window ending at `now`: its
-/// requests counted in the window that may still be, or have been, signed
-/// (not those REJECTED, EXPIRED or FAILED), read from running totals
-/// ([`crate::running_totals`]). `last` is the key's totals through its
-/// last request ([`totals_through`]).
-fn usage_of_key(
-    tx: &mut Tx<'_>,
-    key_id: &str,
-    limits: &Limits,
-    now: u64,
-    last: Option<Usage>,
-) -> TxResult<Usage> {
-    let (true, Some(last)) = (limits.has_window(), last) else {
-        return Ok(Usage::default());
-    };
-    let since = now.saturating_sub(limits.window_secs) as i64;
-    if last.saturated() {
-        // The differences would be wrong; the sum is not.
-        return summed_usage(tx, key_id, since);
-    }
-    let before = totals_through(tx, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
-    let mut ended = Usage::default();
-    for amount in counted_amounts(
-        tx,
-        "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
-         AND state IN ('REJECTED', 'EXPIRED', 'FAILED')",
-        key_id,
-        since,
-    )? {
-        ended.add(amount);
-    }
-    Ok(running_totals::window_usage(last, before, ended)
-        .ok_or_else(|| corrupt("running totals (they decrease)"))?)
-}
+/// The `requests` table, as the window caps read it
+/// ([`running_totals::usage`]).
+impl running_totals::Reads for Tx<'_> {
+    type Error = TxError;
 
-/// [`usage_of_key`] summed over the window's rows: its fallback when the
-/// totals saturate, and what tests hold it equal to.
-fn summed_usage(tx: &mut Tx<'_>, key_id: &str, since: i64) -> TxResult<Usage> {
-    let mut usage = Usage::default();
-    for amount in counted_amounts(
-        tx,
-        "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
-         AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')",
-        key_id,
-        since,
-    )? {
-        usage.add(amount);
+    fn totals_through(&mut self, key_id: &str, through: i64) -> TxResult<Option<(Usage, i64)>> {
+        let Some(row) = self.query_opt(
+            "SELECT running_amount, running_count, counted_at FROM requests
+             WHERE key_id = $1 AND counted_at <= $2
+             ORDER BY counted_at DESC, running_count DESC LIMIT 1",
+            &[&key_id, &through],
+        )?
+        else {
+            return Ok(None);
+        };
+        let amount: String = row.try_get(0)?;
+        let totals = Usage::from_stored(&amount, row.try_get(1)?)
+            .ok_or_else(|| corrupt("running totals"))?;
+        Ok(Some((totals, row.try_get(2)?)))
     }
-    Ok(usage)
-}
 
-/// The counted amounts `sql` selects for key `key_id` and time `since`.
-fn counted_amounts(
-    tx: &mut Tx<'_>,
-    sql: &'static str,
-    key_id: &str,
-    since: i64,
-) -> TxResult<Vec<u128>> {
-    let mut amounts = Vec::new();
-    for row in tx.query(sql, &[&key_id, &since])? {
-        let a: String = row.try_get(0)?;
-        amounts.push(a.parse().map_err(|_| corrupt("amount"))?);
+    fn sum_after(&mut self, key_id: &str, since: i64, which: Counted) -> TxResult<Usage> {
+        let sql = match which {
+            Counted::Live => {
+                "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
+                 AND state NOT IN ('REJECTED', 'EXPIRED', 'FAILED')"
+            }
+            Counted::Ended => {
+                "SELECT counted_amount FROM requests WHERE key_id = $1 AND counted_at > $2
+                 AND state IN ('REJECTED', 'EXPIRED', 'FAILED')"
+            }
+        };
+        let mut sum = Usage::default();
+        for row in self.query(sql, &[&key_id, &since])? {
+            let amount: String = row.try_get(0)?;
+            sum.add(amount.parse().map_err(|_| corrupt("amount"))?);
+        }
+        Ok(sum)
     }
-    Ok(amounts)
-}
-
-/// The key's running totals through its last request counted at or
-/// before `through`, and that request's `counted_at`.
-fn totals_through(tx: &mut Tx<'_>, key_id: &str, through: i64) -> TxResult<Option<(Usage, i64)>> {
-    let Some(row) = tx.query_opt(
-        "SELECT running_amount, running_count, counted_at FROM requests
-         WHERE key_id = $1 AND counted_at <= $2
-         ORDER BY counted_at DESC, running_count DESC LIMIT 1",
-        &[&key_id, &through],
-    )?
-    else {
-        return Ok(None);
-    };
-    let amount: String = row.try_get(0)?;
-    let count: i64 = row.try_get(1)?;
-    Ok(Some((
-        Usage {
-            amount: amount.parse().map_err(|_| corrupt("running amount"))?,
-            requests: u64::try_from(count).map_err(|_| corrupt("running count"))?,
-        },
-        row.try_get(2)?,
-    )))
 }
 
 /// Writes `new`'s row, counted after `last` (the key's running totals
