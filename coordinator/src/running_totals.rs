@@ -1,7 +1,7 @@
 //! Running totals: how both store engines read a key's window usage (what
 //! its window caps count) in two index lookups instead of a sum over the
-//! window. The rules are here, as plain functions; each engine does the
-//! reads and writes.
+//! window. The rule is here ([`usage`], [`counted_after`]); each engine
+//! makes the two reads it needs ([`Reads`]) and the writes.
 //!
 //! Each request row carries its key's totals through it (amount and number
 //! of the key's requests, [`Usage`]) and the time it is counted at
@@ -18,15 +18,19 @@
 //!
 //! Summing every request of the window instead made each submission for a
 //! key with a 24-hour cap cost time in proportion to the key's requests
-//! that day: 10-11.5 ms of coordinator CPU per request at 10-15k requests
-//! in the window (docs/bench.md, ninth session).
+//! that day: 17 ms of coordinator CPU per request at 20-30k requests in
+//! the window, against 1.6 ms now (docs/bench.md, tenth session).
 //!
 //! To keep the totals a prefix sum in `counted_at` order, a request is
 //! counted at the later of its creation and the key's last request's
 //! `counted_at` ([`counted_after`]). Clocks that go back (or two
 //! coordinators' clocks apart) keep a request in the window longer: a
 //! stricter cap, never a looser one. Totals whose amount saturated (u128)
-//! cannot be subtracted: the engine sums the window's rows instead.
+//! cannot be subtracted: the window's rows are summed instead.
+//!
+//! What still grows with the window: the sum of its ended requests. A
+//! request counts until it ends, so a key's count cap bounds how many can
+//! be pending at once, and with it how fast ended ones pile up.
 //!
 //! The signers' spending ledgers use the same scheme (`signer/src/spending.rs`).
 

@@ -27,9 +27,9 @@
 //! two transactions touch the same thing: two submissions for one key (each
 //! reads the key's last running totals, a range of the index
 //! `requests_by_key_count`, so other keys do not conflict), or two writes
-//! to one request. Those retries are
-//! cheap (the transactions are short) and bounded; the HA test and the
-//! contract's racing tests run into them on purpose.
+//! to one request. Those retries are cheap (the transactions are short)
+//! and bounded; the HA test and the contract's racing tests run into them
+//! on purpose.
 //!
 //! A conflict on a unique key between two transactions that both looked
 //! for it first (an idempotency key, a request id, a key id) surfaces under
