@@ -29,8 +29,9 @@
 //! cannot be subtracted: the window's rows are summed instead.
 //!
 //! What still grows with the window: the sum of its ended requests. A
-//! request counts until it ends, so a key's count cap bounds how many can
-//! be pending at once, and with it how fast ended ones pile up.
+//! request counts until it ends, so a count cap (`max_requests_per_window`)
+//! bounds how many can be pending at once, and with it how fast ended ones
+//! pile up; without one, only the rate of submissions does.
 //!
 //! The signers' spending ledgers use the same scheme (`signer/src/spending.rs`).
 
