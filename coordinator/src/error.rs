@@ -716,6 +716,12 @@ impl KeygenError {
     }
 }
 
+impl From<ringi_policy::running_totals::TotalsDoNotAddUp> for Error {
+    fn from(e: ringi_policy::running_totals::TotalsDoNotAddUp) -> Self {
+        Error::Corrupt(format!("database holds {e}"))
+    }
+}
+
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         Status::new(e.code(), e.to_string())

@@ -28,8 +28,8 @@
 //!    and [`postgres`] (shared by several coordinators) implement them, and
 //!    [`store_engine`] opens the one the config names.
 //! 4. **Pure rules** — [`request_state`] (the request state machine),
-//!    [`running_totals`] (how both engines read a window cap's usage),
-//!    `ringi_policy` (policy, evaluation, caps, the clock), and [`error`]
+//!    `ringi_policy` (policy, evaluation, caps and how their usage is read
+//!    from running totals, the clock), and [`error`]
 //!    (what can go wrong, and its one mapping to gRPC status).
 //!
 //! Key lifecycle operations beside the DKG: [`refresh`], [`import`],
@@ -71,7 +71,6 @@ pub mod request_store;
 pub mod request_watch;
 pub mod requests;
 pub mod retire;
-pub mod running_totals;
 pub mod server;
 pub mod service;
 pub mod sign_batches;

@@ -319,7 +319,7 @@ pub trait RequestStore: Send + Sync {
     ///   not REJECTED, EXPIRED or FAILED: else [`Error::CapExceeded`]. A
     ///   request is counted at the later of its `created_at` and the time
     ///   the key's request before it was counted at (the same time, unless
-    ///   a clock went back: `crate::running_totals`). The cost of this
+    ///   a clock went back: `ringi_policy::running_totals`). The cost of this
     ///   count does not grow with the requests in the window.
     /// - A request with the same id exists: [`Error::RequestExists`].
     ///

@@ -43,6 +43,7 @@ use ringi_policy::group_commit::{DEFAULT_MAX_BATCH, GroupCommit, GroupCommitErro
 use ringi_policy::key_id::KeyId;
 use ringi_policy::limits::{Limits, Usage, check};
 use ringi_policy::request::{Metadata, NONCE_LEN, SigningRequest};
+use ringi_policy::running_totals::{self, Counted, Reads as _};
 use ringi_policy::statement::{Approval, Decision, Statement};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -83,7 +84,6 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
-use crate::running_totals::{self, Counted, Reads as _};
 use crate::store::{KeyRecord, KeyStore};
 use ringi_policy::holds::Retired;
 use ringi_policy::retirement::Retirement;
@@ -376,7 +376,7 @@ const SCHEMA_9: &str = "
 /// Version 10: each request carries its key's running totals (the amount
 /// and number of the key's requests through it) and the time it is counted
 /// at, so a window cap's usage is two index lookups instead of a sum over
-/// the window ([`running_totals`]; docs/bench.md, tenth session). The
+/// the window (`ringi_policy::running_totals`; docs/bench.md, tenth session). The
 /// columns are filled by [`fill_running_totals`] between the two halves.
 const SCHEMA_10_COLUMNS: &str = "
     ALTER TABLE requests ADD COLUMN counted_at INTEGER NOT NULL DEFAULT 0;

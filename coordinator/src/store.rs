@@ -751,7 +751,7 @@ pub(crate) mod contract {
     }
 
     /// The window usage the caps read (from running totals,
-    /// `crate::running_totals`) equals the window's live requests summed,
+    /// `ringi_policy::running_totals`) equals the window's live requests summed,
     /// through 600 random steps over two keys: submissions with a clock
     /// that sometimes goes back, requests vetoed, expired, failed and
     /// retried (a retry is checked against the window ending when the

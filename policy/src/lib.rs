@@ -62,6 +62,7 @@ pub mod policy_store;
 pub mod policy_update;
 pub mod request;
 pub mod retirement;
+pub mod running_totals;
 pub mod statement;
 pub mod subject;
 pub mod time_rules;

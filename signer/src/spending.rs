@@ -15,7 +15,9 @@
 //! for all, and each Sign is answered only after that commit; the caps a
 //! write checks see the writes before it in its batch.
 //!
-//! A window cap's usage is read from running totals, not summed: each row
+//! A window cap's usage is read from running totals
+//! (`ringi_policy::running_totals`, the coordinator's rule too), not
+//! summed: each row
 //! of `spent` carries the key's totals through it (amount and count, in
 //! the order of `at`, then insertion), so what the key spent after `since`
 //! is its last row's totals minus those of its last row at or before
@@ -37,6 +39,7 @@ use std::sync::Mutex;
 use ringi_policy::group_commit::sqlite::SqliteBatch;
 use ringi_policy::group_commit::{DEFAULT_MAX_BATCH, GroupCommit, GroupCommitError, Stats};
 use ringi_policy::limits::{CapExceeded, Limits, Usage, check};
+use ringi_policy::running_totals::{self, Counted, TotalsDoNotAddUp};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::releases::{InFlight, ReleaseError, ReleaseLog};
@@ -51,6 +54,12 @@ pub enum LedgerError {
     /// neither was).
     #[error(transparent)]
     Release(#[from] ReleaseError),
+}
+
+impl From<TotalsDoNotAddUp> for LedgerError {
+    fn from(e: TotalsDoNotAddUp) -> Self {
+        LedgerError::Store(format!("ledger holds {e}"))
+    }
 }
 
 impl From<rusqlite::Error> for LedgerError {
@@ -302,17 +311,46 @@ fn check_caps(
     now: u64,
     last: Option<Usage>,
 ) -> Result<(), LedgerError> {
-    let limits = spend.limits;
-    let mut usage = Usage::default();
-    if limits.has_window() {
-        let since = now.saturating_sub(limits.window_secs) as i64;
-        usage = usage_after(conn, spend.key_id, since, last)?;
-    }
-    Ok(check(limits, spend.amount, usage, spend.daily_volume)?)
+    let usage = running_totals::usage(&mut Spent(conn), spend.key_id, spend.limits, now, last)?;
+    Ok(check(
+        spend.limits,
+        spend.amount,
+        usage,
+        spend.daily_volume,
+    )?)
 }
 
 fn malformed(what: &str) -> LedgerError {
     LedgerError::Store(format!("malformed {what}"))
+}
+
+/// The `spent` table, as the window caps read it
+/// ([`running_totals::usage`]; a spend is its row's `at`).
+struct Spent<'c>(&'c Connection);
+
+impl running_totals::Reads for Spent<'_> {
+    type Error = LedgerError;
+
+    fn totals_through(
+        &mut self,
+        key_id: &str,
+        through: i64,
+    ) -> Result<Option<(Usage, i64)>, LedgerError> {
+        totals_through(self.0, key_id, through)
+    }
+
+    fn sum_after(
+        &mut self,
+        key_id: &str,
+        since: i64,
+        which: Counted,
+    ) -> Result<Usage, LedgerError> {
+        match which {
+            Counted::Live => summed_usage(self.0, key_id, since),
+            // A signer records only what it signed: nothing here ends.
+            Counted::Ended => Ok(Usage::default()),
+        }
+    }
 }
 
 /// The key's running totals (what it spent through one of its rows of
@@ -344,37 +382,25 @@ fn totals_through(
     .transpose()
 }
 
-/// What the key spent after `since` (tests; the ledger's own calls use
-/// [`usage_after`] with the totals they have read).
+/// What the key spent after `since`, read from its running totals as the
+/// caps read it (tests).
 #[cfg(test)]
 fn window_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
-    let last = totals_through(conn, key_id, i64::MAX)?.map(|(totals, _)| totals);
-    usage_after(conn, key_id, since, last)
-}
-
-/// What the key spent after `since`: its totals now (`last`, through its
-/// last spend) minus its totals at `since`.
-fn usage_after(
-    conn: &Connection,
-    key_id: &str,
-    since: i64,
-    last: Option<Usage>,
-) -> Result<Usage, LedgerError> {
-    let Some(last) = last else {
-        return Ok(Usage::default());
+    // A window long enough to start at any `since` the tests use.
+    const WINDOW: u64 = 1 << 40;
+    let limits = Limits {
+        window_secs: WINDOW,
+        max_requests_per_window: Some(u64::MAX),
+        ..Limits::default()
     };
-    if last.saturated() {
-        // The running amount saturated (amounts near u128's range): the
-        // difference would be wrong, the sum is not.
-        return summed_usage(conn, key_id, since);
-    }
-    let before = totals_through(conn, key_id, since)?.map_or(Usage::default(), |(t, _)| t);
-    last.minus(before)
-        .ok_or_else(|| malformed("running totals (they decrease)"))
+    let last = totals_through(conn, key_id, i64::MAX)?.map(|(totals, _)| totals);
+    let now = u64::try_from(since + WINDOW as i64).expect("since within the window");
+    running_totals::usage(&mut Spent(conn), key_id, &limits, now, last)
 }
 
-/// What the key spent after `since`, every row in the window summed: the
-/// fallback of [`usage_after`], and what tests hold it equal to.
+/// What the key spent after `since`, every row in the window summed: what
+/// the caps read when the totals saturated, and what tests hold the
+/// totals equal to.
 fn summed_usage(conn: &Connection, key_id: &str, since: i64) -> Result<Usage, LedgerError> {
     let mut usage = Usage::default();
     let mut stmt = conn.prepare_cached("SELECT amount FROM spent WHERE key_id = ?1 AND at > ?2")?;
@@ -451,10 +477,7 @@ fn count(conn: &Connection, spend: &Spend<'_>, now: u64) -> Result<(), LedgerErr
     check_caps(conn, spend, now, last.map(|(totals, _)| totals))?;
     // After the key's last spend (module docs): its totals stay a prefix
     // sum.
-    let (mut totals, at) = last.map_or((Usage::default(), now as i64), |(t, at)| {
-        (t, at.max(now as i64))
-    });
-    totals.add(spend.amount);
+    let (at, totals) = running_totals::counted_after(last, now, spend.amount);
     conn.prepare_cached(
         "INSERT INTO spent (request_id, key_id, amount, at, running_amount, running_count)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -57,6 +57,7 @@ use ringi_policy::key_id::KeyId;
 use ringi_policy::limits::{Limits, Usage, check};
 use ringi_policy::request::{Metadata, NONCE_LEN, SigningRequest};
 use ringi_policy::retirement::Retirement;
+use ringi_policy::running_totals::{self, Counted, Reads as _};
 use ringi_policy::statement::{Approval, Decision, Statement as ApprovalStatement};
 
 use crate::config::StoreConfig;
@@ -66,7 +67,6 @@ use crate::request_store::{
     ClaimRequest, Inserted, LIST_LIMIT, ListFilter, NewRequest, PlannedClaim, Position,
     RequestRecord, RequestStore, SigningClaim, SigningPlan, TransitionRecord,
 };
-use crate::running_totals::{self, Counted, Reads as _};
 use crate::store::{KeyRecord, KeyStore};
 
 use self::connect::Target;
@@ -109,6 +109,12 @@ impl From<postgres::Error> for TxError {
 impl From<Error> for TxError {
     fn from(e: Error) -> Self {
         TxError::Store(Box::new(e))
+    }
+}
+
+impl From<running_totals::TotalsDoNotAddUp> for TxError {
+    fn from(e: running_totals::TotalsDoNotAddUp) -> Self {
+        Error::from(e).into()
     }
 }
 

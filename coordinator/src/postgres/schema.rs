@@ -145,7 +145,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 2,
         what: "running totals of each key's requests, for window caps (SQLite schema 10)",
-        // As SQLite's schema 10 (`crate::running_totals`): each request gets
+        // As SQLite's schema 10 (`ringi_policy::running_totals`): each request gets
         // its key's running totals, in creation order, and is counted when it
         // was made. The amounts are u128 in decimal text; their sums are
         // made in `numeric`, saturated at u128's largest value as

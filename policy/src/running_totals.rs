@@ -1,17 +1,19 @@
-//! Running totals: how both store engines read a key's window usage (what
-//! its window caps count) in two index lookups instead of a sum over the
-//! window. The rule is here ([`usage`], [`counted_after`]); each engine
-//! makes the two reads it needs ([`Reads`]) and the writes.
+//! Running totals: how the coordinator's stores and each signer's spending
+//! ledger read a key's window usage (what its window caps count) in two
+//! index lookups instead of a sum over the window. Both must count the
+//! same way, so the rule is here ([`usage`], [`counted_after`]); each
+//! store makes the two reads it needs ([`Reads`]) and the writes.
 //!
-//! Each request row carries its key's totals through it (amount and number
-//! of the key's requests, [`Usage`]) and the time it is counted at
-//! (`counted_at`). What the window ending at `now` counts is then
+//! Each row (a request, or a signer's spend) carries its key's totals
+//! through it (amount and number, [`Usage`]) and the time it is counted at
+//! (`counted_at`; a signer's `at`). What the window ending at `now` counts is then
 //!
 //! > the key's last totals − its totals through the last request counted
 //! > at or before `now − window` − what the window's requests that ended
 //! > without a signature (REJECTED, EXPIRED, FAILED) add up to,
 //!
-//! the last term read through a partial index that holds only those. A
+//! the last term read through a partial index that holds only those (a
+//! signer records only what it signed: nothing of its ledger ends). A
 //! request that ended unsigned leaves the window's usage without any
 //! totals changing, and a FAILED one that is retried comes back into it
 //! the same way.
@@ -19,7 +21,8 @@
 //! Summing every request of the window instead made each submission for a
 //! key with a 24-hour cap cost time in proportion to the key's requests
 //! that day: 17 ms of coordinator CPU per request at 20-30k requests in
-//! the window, against 1.6 ms now (docs/bench.md, tenth session).
+//! the window, against 1.6 ms now (docs/bench.md, ninth and tenth
+//! sessions).
 //!
 //! To keep the totals a prefix sum in `counted_at` order, a request is
 //! counted at the later of its creation and the key's last request's
@@ -32,26 +35,32 @@
 //! request counts until it ends, so a count cap (`max_requests_per_window`)
 //! bounds how many can be pending at once, and with it how fast ended ones
 //! pile up; without one, only the rate of submissions does.
-//!
-//! The signers' spending ledgers use the same scheme (`signer/src/spending.rs`).
 
-use ringi_policy::limits::{Limits, Usage};
+use crate::limits::{Limits, Usage};
 
-use crate::error::Error;
+/// Running totals that do not add up (later ones smaller than earlier
+/// ones, or less in the window than ended in it): only a damaged store
+/// holds them, and a cap read from them would be wrong, so it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("running totals of key id {key_id:?} that do not add up")]
+pub struct TotalsDoNotAddUp {
+    pub key_id: String,
+}
 
 /// Which of a key's requests [`Reads::sum_after`] adds up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Counted {
     /// Those that may still be, or have been, signed: what a cap counts.
     Live,
-    /// Those that ended without a signature (REJECTED, EXPIRED, FAILED).
+    /// Those that ended without a signature (REJECTED, EXPIRED, FAILED; a
+    /// signer's ledger has none).
     Ended,
 }
 
-/// The reads of a key's requests that [`usage`] makes, each engine in its
-/// own transaction.
+/// The reads of a key's rows that [`usage`] makes, each store in its own
+/// transaction.
 pub trait Reads {
-    type Error: From<Error>;
+    type Error: From<TotalsDoNotAddUp>;
 
     /// The key's running totals through its last request counted at or
     /// before `through`, and when that request was counted.
@@ -91,9 +100,9 @@ pub fn usage<R: Reads>(
         .map_or(Usage::default(), |(totals, _)| totals);
     let ended = reads.sum_after(key_id, since, Counted::Ended)?;
     window_usage(last, before, ended).ok_or_else(|| {
-        Error::Corrupt(format!(
-            "database holds running totals of key id {key_id:?} that do not add up"
-        ))
+        TotalsDoNotAddUp {
+            key_id: key_id.into(),
+        }
         .into()
     })
 }
@@ -122,11 +131,13 @@ pub fn window_usage(last: Usage, before: Usage, ended: Usage) -> Option<Usage> {
 mod tests {
     use super::*;
 
-    /// A fake engine, named as one: one key's requests in memory, as
+    /// A fake store, named as one: one key's requests in memory, as
     /// (counted_at, amount, ended), in the order they were counted. The
-    /// engines themselves are held to the same sums by the store contract
-    /// (`store::contract::window_usage_is_the_sum`).
+    /// real stores are held to the same sums by the coordinator's store
+    /// contract (`window_usage_is_the_sum`) and the signer's ledger tests.
     struct FakeRequests(Vec<(i64, u128, bool)>);
+
+    type Error = TotalsDoNotAddUp;
 
     impl Reads for FakeRequests {
         type Error = Error;
@@ -218,7 +229,7 @@ mod tests {
         // Totals read as larger than the last: a damaged store.
         let small = Some(usage(1, 1));
         match super::usage(&mut requests, "k", &capped(5), 110, small) {
-            Err(Error::Corrupt(m)) => assert!(m.contains("do not add up"), "{m}"),
+            Err(e) => assert_eq!(e.key_id, "k"),
             other => panic!("{other:?}"),
         }
     }
