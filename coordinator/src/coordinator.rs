@@ -144,10 +144,19 @@ impl Coordinator {
         let Some(log) = &self.audit else {
             return;
         };
-        match log.append(ringi_policy::clock::now(), event, fields) {
-            Ok(since) if since >= crate::token_keys::CHECKPOINT_EVERY => self.checkpoint_audit(),
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, event, "audit log write failed"),
+        // Checkpoints are the server's timer's (`crate::server`), not this
+        // call's: see `ringi_policy::audit::CheckpointSchedule`.
+        if let Err(e) = log.append(ringi_policy::clock::now(), event, fields) {
+            tracing::error!(error = %e, event, "audit log write failed");
+        }
+    }
+
+    /// Whether the audit trail is due a signed checkpoint
+    /// (`ringi_policy::audit::CHECKPOINTS`); never without a token.
+    pub fn audit_checkpoint_due(&self) -> bool {
+        match (&self.audit, &self.audit_checkpoints) {
+            (Some(log), Some(_)) => log.checkpoint_due(&ringi_policy::audit::CHECKPOINTS),
+            _ => false,
         }
     }
 

@@ -252,16 +252,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    // Signed checkpoints of the audit trail at least every
-    // CHECKPOINT_INTERVAL with new entries, and once more at shutdown.
+    // Signed checkpoints of the audit trail when due
+    // (`ringi_policy::audit::CHECKPOINTS`), and once more at shutdown.
     if coordinator.audit_checkpoints.is_some() {
         let c = coordinator.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(crate::token_keys::CHECKPOINT_INTERVAL);
+            let mut tick = tokio::time::interval(ringi_policy::audit::CHECKPOINTS.tick);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let c = c.clone();
-                let _ = tokio::task::spawn_blocking(move || c.checkpoint_audit()).await;
+                if c.audit_checkpoint_due() {
+                    let c = c.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.checkpoint_audit()).await;
+                }
             }
         });
     }

@@ -19,11 +19,6 @@ use zeroize::Zeroizing;
 
 use crate::config::{Config, Pkcs11Config, TlsConfig};
 
-/// Entries between two audit checkpoints, and the longest a new entry
-/// waits for one (as on a signer).
-pub const CHECKPOINT_EVERY: u64 = 50;
-pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// The coordinator's token, shared by its TLS and audit keys.
 pub type SharedToken = Arc<Token>;
 

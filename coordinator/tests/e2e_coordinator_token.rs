@@ -91,3 +91,67 @@ fn the_coordinators_tls_and_audit_keys_live_in_its_token() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("checkpoint"), "{said}");
 }
+
+/// The entries of a trail being written, up to the last whole line.
+fn live_entries(path: &std::path::Path) -> Vec<Entry> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map_while(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A coordinator that keeps serving signs its trail on its own once 50
+/// entries wait (`ringi_policy::audit::CHECKPOINTS`): its timer makes the
+/// checkpoint, not the call that appends the 50th entry, and not only the
+/// shutdown.
+#[test]
+fn a_busy_coordinator_checkpoints_its_trail_while_it_serves() {
+    let cluster = Cluster::start_tls_token_coordinator(2);
+    cluster.keygen("k", 2, &["signer-1", "signer-2"]);
+    let trail = cluster.dir.path().join("coordinator/audit.jsonl");
+    let key = live_entries(&trail)
+        .iter()
+        .find(|e| e.event == "coordinator_started")
+        .expect("a coordinator_started entry")
+        .fields["audit_key"]
+        .clone();
+    let mut signed = 0;
+    while live_entries(&trail).len() <= 60 {
+        cluster.sign(
+            "k",
+            format!("busy {signed}").as_bytes(),
+            &["signer-1", "signer-2"],
+        );
+        signed += 1;
+        assert!(signed < 40, "40 signings appended fewer than 60 entries");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let checkpoint = loop {
+        let log = live_entries(&trail);
+        if let Some(c) = log
+            .iter()
+            .find(|e| e.event == CHECKPOINT && e.fields["head_seq"].parse::<u64>().unwrap() >= 50)
+        {
+            break c.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 10 s of {} entries",
+            log.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(checkpoint.fields["key"], key);
+    // The live trail, up to what is written, verifies with its checkpoints.
+    let copy = cluster.dir.path().join("live-copy.jsonl");
+    let lines: Vec<String> = live_entries(&trail)
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
+    let out = verify(&copy, &key);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains(" 0 signed checkpoints"), "{said}");
+}

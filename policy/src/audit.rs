@@ -26,6 +26,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,46 @@ pub const CHECKPOINT: &str = "checkpoint";
 /// Event name of the entry a repair appends where a broken tail was set
 /// aside (see `crate::audit_repair`).
 pub const AUDIT_GAP: &str = "audit_gap";
+
+/// When a node signs its trail: a checkpoint once [`every`] entries wait
+/// for one, or once any entry has waited [`interval`]; and at shutdown.
+///
+/// Checked by a timer every [`tick`], off the path of the calls that
+/// append. A checkpoint costs a token signature and an fsync, during which
+/// the log takes no entry: made by the append that reached 50 (as before
+/// 2026-12, issue 13), under load that was one every ten requests, each
+/// holding up the calls that append behind it (2.4 % of the
+/// coordinator's CPU in `bench-load.sh`, docs/bench.md). So an entry waits
+/// at most about a tick past its 50th for its checkpoint under load, and
+/// at most [`interval`] when the node is quiet, as before.
+///
+/// [`every`]: CheckpointSchedule::every
+/// [`interval`]: CheckpointSchedule::interval
+/// [`tick`]: CheckpointSchedule::tick
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointSchedule {
+    /// Entries that make a checkpoint due.
+    pub every: u64,
+    /// The longest an entry waits for a checkpoint.
+    pub interval: Duration,
+    /// How often the timer asks [`CheckpointSchedule::due`].
+    pub tick: Duration,
+}
+
+/// The schedule both the coordinator and the signers keep.
+pub const CHECKPOINTS: CheckpointSchedule = CheckpointSchedule {
+    every: 50,
+    interval: Duration::from_secs(30),
+    tick: Duration::from_secs(1),
+};
+
+impl CheckpointSchedule {
+    /// Whether a checkpoint is due with `waiting` entries appended since
+    /// the last one, made `since_last` ago (or since the log was opened).
+    pub fn due(&self, waiting: u64, since_last: Duration) -> bool {
+        waiting >= self.every || (waiting > 0 && since_last >= self.interval)
+    }
+}
 
 /// One line of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -396,6 +437,8 @@ struct Tail {
     seq: u64,
     head: [u8; 32],
     since_checkpoint: u64,
+    /// When the last checkpoint was written (or the log opened).
+    last_checkpoint: Instant,
 }
 
 /// Where the grouped fsync of appended entries stands.
@@ -476,6 +519,7 @@ impl AuditLog {
                 seq,
                 head,
                 since_checkpoint: 0,
+                last_checkpoint: Instant::now(),
             }),
             sync_file,
             written: AtomicU64::new(seq),
@@ -498,6 +542,12 @@ impl AuditLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .since_checkpoint
+    }
+
+    /// Whether `schedule` calls for a checkpoint now.
+    pub fn checkpoint_due(&self, schedule: &CheckpointSchedule) -> bool {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        schedule.due(tail.since_checkpoint, tail.last_checkpoint.elapsed())
     }
 
     /// Appends one entry, written to the file but not synced (the
@@ -546,7 +596,7 @@ impl AuditLog {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        self.write(&mut tail, at, event, fields, false)?;
+        self.write(&mut tail, at, event, fields)?;
         Ok((tail.seq, tail.since_checkpoint))
     }
 
@@ -597,12 +647,24 @@ impl AuditLog {
 
     /// Appends a checkpoint over the current head, signed by `sign` (which
     /// returns `(public key text, signature)` for the statement it is given),
-    /// and syncs the file to disk.
+    /// and returns once it is on disk. The fsync is shared with durable
+    /// appends and made after the log is released, so appends go on
+    /// during it.
     pub fn checkpoint(
         &self,
         at: u64,
         sign: impl FnOnce(&[u8]) -> Result<(String, Vec<u8>), String>,
     ) -> Result<(), AuditError> {
+        let seq = self.append_checkpoint(at, sign)?;
+        self.sync_through(seq)
+    }
+
+    /// Writes the checkpoint entry (not synced); its seq.
+    fn append_checkpoint(
+        &self,
+        at: u64,
+        sign: impl FnOnce(&[u8]) -> Result<(String, Vec<u8>), String>,
+    ) -> Result<u64, AuditError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let statement = checkpoint_statement(tail.seq, &tail.head);
         let (key, signature) = sign(&statement).map_err(|reason| AuditError::Io {
@@ -615,7 +677,9 @@ impl AuditLog {
             ("key".to_string(), key),
             ("signature".to_string(), hex::encode(signature)),
         ]);
-        self.write(&mut tail, at, CHECKPOINT, fields, true)
+        self.write(&mut tail, at, CHECKPOINT, fields)?;
+        tail.last_checkpoint = Instant::now();
+        Ok(tail.seq)
     }
 
     fn write(
@@ -624,7 +688,6 @@ impl AuditLog {
         at: u64,
         event: &str,
         fields: BTreeMap<String, String>,
-        sync: bool,
     ) -> Result<(), AuditError> {
         let seq = tail.seq + 1;
         let (mut line, hash) =
@@ -639,9 +702,6 @@ impl AuditLog {
         };
         tail.file.write_all(line.as_bytes()).map_err(io)?;
         tail.file.flush().map_err(io)?;
-        if sync {
-            tail.file.sync_data().map_err(io)?;
-        }
         tail.seq = seq;
         self.written.store(seq, Ordering::SeqCst);
         tail.head = hash;
@@ -921,6 +981,63 @@ mod tests {
         let log = AuditLog::open(&path).unwrap();
         log.append_durable(104, "e", &[]).unwrap();
         assert_eq!(verify(lines(&path), None).unwrap().entries, 5);
+    }
+
+    /// Due at 50 entries waiting, or at one entry that has waited the
+    /// interval; never with nothing waiting.
+    #[test]
+    fn the_checkpoint_schedule() {
+        let s = CHECKPOINTS;
+        let (now, later) = (Duration::ZERO, s.interval);
+        assert!(!s.due(0, now) && !s.due(0, later * 10));
+        assert!(!s.due(s.every - 1, now));
+        assert!(s.due(s.every, now) && s.due(s.every + 1, now));
+        assert!(s.due(1, later) && !s.due(1, later - Duration::from_millis(1)));
+    }
+
+    /// The log counts what waits for a checkpoint from its opening and from
+    /// each checkpoint; a checkpoint whose fsync fails is an error, and is
+    /// not taken as durable by a later one.
+    #[test]
+    fn a_log_says_when_its_checkpoint_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        let sk = p256::ecdsa::SigningKey::random(&mut rand::rngs::OsRng);
+        let key =
+            ApproverKey::from_sec1(sk.verifying_key().to_encoded_point(true).as_bytes()).unwrap();
+        let sign = |statement: &[u8]| {
+            let sig: p256::ecdsa::Signature = sk.sign(statement);
+            Ok((key.to_text(), sig.to_bytes().to_vec()))
+        };
+        let never_by_time = CheckpointSchedule {
+            interval: Duration::from_secs(3600),
+            ..CHECKPOINTS
+        };
+        let at_once = CheckpointSchedule {
+            interval: Duration::ZERO,
+            ..CHECKPOINTS
+        };
+        assert!(!log.checkpoint_due(&at_once), "nothing waits");
+        for i in 0..CHECKPOINTS.every {
+            assert!(!log.checkpoint_due(&never_by_time), "{i} entries");
+            log.append(100 + i, "e", &[]).unwrap();
+            assert!(log.checkpoint_due(&at_once));
+        }
+        assert!(log.checkpoint_due(&never_by_time));
+        log.checkpoint(200, sign).unwrap();
+        assert!(!log.checkpoint_due(&at_once));
+        log.append(201, "e", &[]).unwrap();
+        assert!(log.checkpoint_due(&at_once) && !log.checkpoint_due(&never_by_time));
+
+        SYNC_FAILS.with(|f| f.set(true));
+        let err = log.checkpoint(202, sign).unwrap_err();
+        SYNC_FAILS.with(|f| f.set(false));
+        assert!(err.to_string().contains("could not be synced"), "{err}");
+        assert!(log.checkpoint(203, sign).is_err());
+        drop(log);
+        let v = verify(lines(&path), Some(&key)).unwrap();
+        assert_eq!((v.entries, v.checkpoints), (CHECKPOINTS.every + 4, 3));
     }
 }
 

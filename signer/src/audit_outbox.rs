@@ -11,8 +11,8 @@
 //! is), and then appended to the audit log (`audit.jsonl`) unsynced, with
 //! the ledger's id for it in the field [`LEDGER_ENTRY`]. The log reaches
 //! the disk with its next sync: a durable entry (a resent share, a
-//! governance decision), a checkpoint (every 50 entries, every 30 s, at
-//! shutdown).
+//! governance decision), a checkpoint (`ringi_policy::audit::CHECKPOINTS`:
+//! within about a second of 50 entries, within 30 s of one, at shutdown).
 //!
 //! What a crash can cost the log — the entries appended since its last
 //! sync (power lost), or an entry not yet appended (the process killed

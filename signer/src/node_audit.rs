@@ -1,8 +1,9 @@
 //! This node's audit trail: every decision it makes (commitments issued,
 //! shares released or refused and why, DKG shares stored) appended to the
-//! hash-chained log of `ringi_policy::audit`, with a checkpoint signed by the
-//! token's audit key every [`CHECKPOINT_EVERY`] entries, every
-//! [`CHECKPOINT_INTERVAL`] with new entries, and at shutdown.
+//! hash-chained log of `ringi_policy::audit`, with checkpoints signed by the
+//! token's audit key on the schedule the coordinator keeps too
+//! (`ringi_policy::audit::CHECKPOINTS`: 50 entries waiting, or one entry
+//! for 30 s, checked every second by the server's timer) and at shutdown.
 //!
 //! A share is returned only after its `share_released` entry is durable:
 //! committed to the ledger with the release itself, then appended to this
@@ -20,10 +21,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ringi_policy::approver_key::ApproverKey;
-use ringi_policy::audit::{AuditError, AuditLog};
+use ringi_policy::audit::{AuditError, AuditLog, CHECKPOINTS};
 use ringi_policy::clock::now;
 
 use crate::token::Token;
@@ -67,9 +67,9 @@ pub fn audited(
 /// records lives in this process's memory only (`crate::nonces`): a power
 /// cut that loses the entry loses the nonces with it, so no share can
 /// ever be released under commitments the trail does not show. The log
-/// reaches the disk with its next sync (a checkpoint: every
-/// [`CHECKPOINT_EVERY`] entries or [`CHECKPOINT_INTERVAL`]; a durable
-/// entry), as the `share_released` entries do (`crate::audit_outbox`). A
+/// reaches the disk with its next sync (a checkpoint, see
+/// `ringi_policy::audit::CHECKPOINTS`; a durable entry), as the
+/// `share_released` entries do (`crate::audit_outbox`). A
 /// one-round signing, on preprocessed commitments, never had a durable
 /// entry per request before its round 2; this spares a live round 1 its
 /// fsync (`bench.sh`: 0.29 ms p50, 1.8 ms p99 of each signer's round 1).
@@ -80,11 +80,6 @@ pub fn recorded(
 ) -> Result<(), AuditUnavailable> {
     Ok(audit.record(event, fields)?)
 }
-
-/// Entries between two checkpoints.
-pub const CHECKPOINT_EVERY: u64 = 50;
-/// At most this long between a new entry and its checkpoint.
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
 
 pub struct NodeAudit {
     log: AuditLog,
@@ -110,24 +105,23 @@ impl NodeAudit {
         &self.public_key
     }
 
-    /// Appends an entry, checkpointing when due.
+    /// Appends an entry. Checkpoints are the server's timer's
+    /// ([`NodeAudit::checkpoint_due`]), off the path of the calls that
+    /// append.
     pub fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
-        let since_checkpoint = self.log.append(now(), event, fields)?;
-        self.checkpoint_when_due(since_checkpoint)
-    }
-
-    /// Appends an entry and returns once it is on disk, checkpointing when
-    /// due.
-    pub fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
-        let since_checkpoint = self.log.append_durable(now(), event, fields)?;
-        self.checkpoint_when_due(since_checkpoint)
-    }
-
-    fn checkpoint_when_due(&self, since_checkpoint: u64) -> Result<(), AuditError> {
-        if since_checkpoint >= CHECKPOINT_EVERY {
-            self.checkpoint()?;
-        }
+        self.log.append(now(), event, fields)?;
         Ok(())
+    }
+
+    /// Appends an entry and returns once it is on disk.
+    pub fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
+        self.log.append_durable(now(), event, fields)?;
+        Ok(())
+    }
+
+    /// Whether a checkpoint is due (`ringi_policy::audit::CHECKPOINTS`).
+    pub fn checkpoint_due(&self) -> bool {
+        self.log.checkpoint_due(&CHECKPOINTS)
     }
 
     /// Appends a checkpoint signed by the token's audit key.

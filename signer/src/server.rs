@@ -12,7 +12,7 @@ use crate::dkg::DkgRuns;
 use crate::dkg_peer::{Attestation, OwnAttestations, PeerCheck, Peers};
 use crate::governance::GovernanceService;
 use crate::holds::HoldStore;
-use crate::node_audit::{CHECKPOINT_INTERVAL, NodeAudit};
+use crate::node_audit::NodeAudit;
 use crate::service::{SignerService, SuiteService};
 use crate::signing::SigningContext;
 use crate::spending::SpendingLedger;
@@ -218,9 +218,13 @@ pub async fn run(token_config: TokenConfig, settings: ServeSettings) -> anyhow::
     tracing::info!(audit_key = %audit.public_key(), "audit log opened");
     let checkpointer = audit.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        let mut tick = tokio::time::interval(ringi_policy::audit::CHECKPOINTS.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if !checkpointer.checkpoint_due() {
+                continue;
+            }
             let a = checkpointer.clone();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || a.checkpoint_if_new()).await {
                 tracing::error!(error = %e, "audit checkpoint failed");
