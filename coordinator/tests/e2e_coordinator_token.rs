@@ -101,34 +101,21 @@ fn live_entries(path: &std::path::Path) -> Vec<Entry> {
         .collect()
 }
 
-/// A coordinator that keeps serving signs its trail on its own once 50
-/// entries wait (`ringi_policy::audit::CHECKPOINTS`): its timer makes the
-/// checkpoint, not the call that appends the 50th entry, and not only the
-/// shutdown.
-#[test]
-fn a_busy_coordinator_checkpoints_its_trail_while_it_serves() {
-    let cluster = Cluster::start_tls_token_coordinator(2);
-    cluster.keygen("k", 2, &["signer-1", "signer-2"]);
-    let trail = cluster.dir.path().join("coordinator/audit.jsonl");
-    let key = live_entries(&trail)
+/// The audit key a trail's first entries name.
+fn audit_key(path: &std::path::Path) -> String {
+    live_entries(path)
         .iter()
-        .find(|e| e.event == "coordinator_started")
-        .expect("a coordinator_started entry")
-        .fields["audit_key"]
-        .clone();
-    let mut signed = 0;
-    while live_entries(&trail).len() <= 60 {
-        cluster.sign(
-            "k",
-            format!("busy {signed}").as_bytes(),
-            &["signer-1", "signer-2"],
-        );
-        signed += 1;
-        assert!(signed < 40, "40 signings appended fewer than 60 entries");
-    }
+        .find_map(|e| e.fields.get("audit_key").cloned())
+        .expect("an entry naming the audit key")
+}
+
+/// Waits (10 s at most) for a checkpoint over at least 50 entries in the
+/// live trail at `path`, signed by `key`; then checks that the trail, as
+/// far as it is written, verifies.
+fn live_checkpoint(dir: &std::path::Path, path: &std::path::Path, key: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let checkpoint = loop {
-        let log = live_entries(&trail);
+        let log = live_entries(path);
         if let Some(c) = log
             .iter()
             .find(|e| e.event == CHECKPOINT && e.fields["head_seq"].parse::<u64>().unwrap() >= 50)
@@ -137,21 +124,45 @@ fn a_busy_coordinator_checkpoints_its_trail_while_it_serves() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "no checkpoint within 10 s of {} entries",
+            "{}: no checkpoint within 10 s of {} entries",
+            path.display(),
             log.len()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     assert_eq!(checkpoint.fields["key"], key);
-    // The live trail, up to what is written, verifies with its checkpoints.
-    let copy = cluster.dir.path().join("live-copy.jsonl");
-    let lines: Vec<String> = live_entries(&trail)
+    let copy = dir.join("live-copy.jsonl");
+    let lines: Vec<String> = live_entries(path)
         .iter()
         .map(|e| serde_json::to_string(e).unwrap())
         .collect();
     std::fs::write(&copy, lines.join("\n") + "\n").unwrap();
-    let out = verify(&copy, &key);
+    let out = verify(&copy, key);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}");
     assert!(!said.contains(" 0 signed checkpoints"), "{said}");
+}
+
+/// Nodes that keep serving sign their trails on their own once 50 entries
+/// wait (`ringi_policy::audit::CHECKPOINTS`): a timer makes the checkpoint,
+/// not the call that appends the 50th entry, and not only the shutdown.
+/// The coordinator (its token's key) and a signer, both still running.
+#[test]
+fn busy_nodes_checkpoint_their_trails_while_they_serve() {
+    let cluster = Cluster::start_tls_token_coordinator(2);
+    cluster.keygen("k", 2, &["signer-1", "signer-2"]);
+    let coordinator = cluster.dir.path().join("coordinator/audit.jsonl");
+    let signer = cluster.signers[0].dir.join("data/audit.jsonl");
+    let mut signed = 0;
+    while live_entries(&coordinator).len() <= 60 || live_entries(&signer).len() <= 60 {
+        cluster.sign(
+            "k",
+            format!("busy {signed}").as_bytes(),
+            &["signer-1", "signer-2"],
+        );
+        signed += 1;
+        assert!(signed < 80, "80 signings appended fewer than 60 entries");
+    }
+    live_checkpoint(cluster.dir.path(), &coordinator, &audit_key(&coordinator));
+    live_checkpoint(cluster.dir.path(), &signer, &audit_key(&signer));
 }
