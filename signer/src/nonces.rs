@@ -112,9 +112,11 @@ impl<S: Suite> VaultNonces<S> {
         key_id: &str,
         commitments: &SigningCommitments<S>,
     ) -> Option<SigningNonces<S>> {
+        // One slot for both stores: a one-round signing misses the first.
+        let slot = Slot::of(key_id, commitments)?;
         self.round1
-            .take(key_id, commitments)
-            .or_else(|| self.preprocessed.take(key_id, commitments))
+            .take_slot(&slot)
+            .or_else(|| self.preprocessed.take_slot(&slot))
     }
 
     /// Deletes every expired pair of both stores. Returns how many.
@@ -253,10 +255,23 @@ impl<S: Suite> NonceReserve<S> {
     }
 }
 
+/// Where a nonce pair waits: its key and its commitments, encoded.
 #[derive(Hash, PartialEq, Eq)]
 struct Slot {
     key_id: String,
     commitments: Vec<u8>,
+}
+
+impl Slot {
+    /// The slot of the pair issued with `commitments` for `key_id`. Encoding
+    /// commitments costs two field inversions (affine coordinates): make it
+    /// once per lookup, not once per store asked.
+    fn of<S: Suite>(key_id: &str, commitments: &SigningCommitments<S>) -> Option<Slot> {
+        Some(Slot {
+            key_id: key_id.to_string(),
+            commitments: commitments.serialize().ok()?,
+        })
+    }
 }
 
 struct Pending<S: Suite> {
@@ -341,10 +356,7 @@ impl<S: Suite> NonceStore<S> {
     ) -> Result<Vec<SigningCommitments<S>>, NonceError> {
         let mut drawn = Vec::with_capacity(count);
         for (nonces, commitments) in draw(share, count, rng) {
-            let slot = Slot {
-                key_id: key_id.to_string(),
-                commitments: commitments.serialize().map_err(|_| NonceError::Encoding)?,
-            };
+            let slot = Slot::of(key_id, &commitments).ok_or(NonceError::Encoding)?;
             drawn.push((slot, nonces, commitments));
         }
         let now = Instant::now();
@@ -381,10 +393,7 @@ impl<S: Suite> NonceStore<S> {
         commitments: &SigningCommitments<S>,
         nonces: SigningNonces<S>,
     ) -> Result<(), NonceError> {
-        let slot = Slot {
-            key_id: key_id.to_string(),
-            commitments: commitments.serialize().map_err(|_| NonceError::Encoding)?,
-        };
+        let slot = Slot::of(key_id, commitments).ok_or(NonceError::Encoding)?;
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() >= self.capacity {
@@ -414,15 +423,16 @@ impl<S: Suite> NonceStore<S> {
         key_id: &str,
         commitments: &SigningCommitments<S>,
     ) -> Option<SigningNonces<S>> {
-        let slot = Slot {
-            key_id: key_id.to_string(),
-            commitments: commitments.serialize().ok()?,
-        };
+        self.take_slot(&Slot::of(key_id, commitments)?)
+    }
+
+    /// [`NonceStore::take`] with the slot already made.
+    fn take_slot(&self, slot: &Slot) -> Option<SigningNonces<S>> {
         let entry = self
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&slot)?;
+            .remove(slot)?;
         metrics::nonces_removed(self.pool, 1);
         if entry.expires > Instant::now() {
             Some(entry.nonces)
