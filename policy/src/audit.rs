@@ -44,13 +44,13 @@ pub const AUDIT_GAP: &str = "audit_gap";
 /// for one, or once any entry has waited [`interval`]; and at shutdown.
 ///
 /// Checked by a timer every [`tick`], off the path of the calls that
-/// append. A checkpoint costs a token signature and an fsync, during which
-/// the log takes no entry: made by the append that reached 50 (as before
-/// 2026-12, issue 13), under load that was one every ten requests, each
-/// holding up the calls that append behind it (2.4 % of the
-/// coordinator's CPU in `bench-load.sh`, docs/bench.md). So an entry waits
-/// at most about a tick past its 50th for its checkpoint under load, and
-/// at most [`interval`] when the node is quiet, as before.
+/// append: an entry waits at most about a tick past the 50th for its
+/// checkpoint under load, and at most [`interval`] when the node is quiet.
+/// (Until issue 13's eleventh session, the append that made 50 signed the
+/// checkpoint itself, holding the log through the token's signature and
+/// an fsync while the other appends waited: under load, one every ten
+/// requests, 5-8 % of the coordinator's CPU in `bench-load.sh`,
+/// docs/bench.md.)
 ///
 /// [`every`]: CheckpointSchedule::every
 /// [`interval`]: CheckpointSchedule::interval
@@ -552,31 +552,29 @@ impl AuditLog {
 
     /// Appends one entry, written to the file but not synced (the
     /// coordinator's trail, which it rebuilds from its store after a
-    /// crash). Returns the number of entries since the last checkpoint
-    /// (callers decide when to checkpoint).
+    /// crash). Checkpoints are the caller's ([`AuditLog::checkpoint_due`]).
     pub fn append(
         &self,
         at: u64,
         event: &str,
         fields: &[(&str, String)],
-    ) -> Result<u64, AuditError> {
-        Ok(self.append_at(at, event, fields)?.1)
+    ) -> Result<(), AuditError> {
+        self.append_at(at, event, fields)?;
+        Ok(())
     }
 
     /// Appends one entry and returns once it is on disk, its fsync shared
     /// with the durable appends of other threads (see [`AuditLog`]): for an
     /// entry that must exist before its node acts. An error means the entry
-    /// may not be durable (it may still be in the file). Returns what
-    /// [`AuditLog::append`] returns.
+    /// may not be durable (it may still be in the file).
     pub fn append_durable(
         &self,
         at: u64,
         event: &str,
         fields: &[(&str, String)],
-    ) -> Result<u64, AuditError> {
-        let (seq, since_checkpoint) = self.append_at(at, event, fields)?;
-        self.sync_through(seq)?;
-        Ok(since_checkpoint)
+    ) -> Result<(), AuditError> {
+        let seq = self.append_at(at, event, fields)?;
+        self.sync_through(seq)
     }
 
     /// Fsyncs run by durable appends so far.
@@ -584,20 +582,20 @@ impl AuditLog {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Writes one entry; its seq and the entries since the last checkpoint.
+    /// Writes one entry; its seq.
     fn append_at(
         &self,
         at: u64,
         event: &str,
         fields: &[(&str, String)],
-    ) -> Result<(u64, u64), AuditError> {
+    ) -> Result<u64, AuditError> {
         let fields: BTreeMap<String, String> = fields
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         self.write(&mut tail, at, event, fields)?;
-        Ok((tail.seq, tail.since_checkpoint))
+        Ok(tail.seq)
     }
 
     /// Returns once every entry up to `seq` is on disk: after an fsync that

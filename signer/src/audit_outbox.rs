@@ -356,7 +356,7 @@ mod tests {
             event: &str,
             fields: &[(&str, String)],
         ) -> Result<(), ringi_policy::audit::AuditError> {
-            self.0.append(1, event, fields).map(|_| ())
+            self.0.append(1, event, fields)
         }
 
         fn record_durable(
@@ -364,7 +364,7 @@ mod tests {
             event: &str,
             fields: &[(&str, String)],
         ) -> Result<(), ringi_policy::audit::AuditError> {
-            self.0.append_durable(1, event, fields).map(|_| ())
+            self.0.append_durable(1, event, fields)
         }
     }
 }

@@ -109,14 +109,12 @@ impl NodeAudit {
     /// ([`NodeAudit::checkpoint_due`]), off the path of the calls that
     /// append.
     pub fn record(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
-        self.log.append(now(), event, fields)?;
-        Ok(())
+        self.log.append(now(), event, fields)
     }
 
     /// Appends an entry and returns once it is on disk.
     pub fn record_durable(&self, event: &str, fields: &[(&str, String)]) -> Result<(), AuditError> {
-        self.log.append_durable(now(), event, fields)?;
-        Ok(())
+        self.log.append_durable(now(), event, fields)
     }
 
     /// Whether a checkpoint is due (`ringi_policy::audit::CHECKPOINTS`).
