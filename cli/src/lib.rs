@@ -28,6 +28,7 @@
 //! - [`signers`]: the signers an approver reaches directly (`--signer NAME=ADDRESS`).
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
 
+pub mod allocator;
 pub mod approver;
 pub mod audit;
 pub mod bench;

@@ -11,6 +11,21 @@ use ringi_cli::requests::{SubmitArgs, WaitOutput};
 use ringi_cli::{Output, audit, decide, freeze, health, key_order, keys, requests};
 use ringi_policy::statement::Decision;
 
+#[global_allocator]
+static ALLOCATOR: ringi_cli::allocator::Allocator = mimalloc::MiMalloc;
+
+/// Configures the allocator before the first allocation, which Rust's
+/// runtime makes before `main` (see `ringi_cli::allocator`).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn configure() {
+        ringi_cli::allocator::commit_arenas_on_demand();
+    }
+    configure
+};
+
 /// ringi: HSM-backed FROST threshold signing.
 #[derive(Parser)]
 #[command(name = "ringi", version)]
