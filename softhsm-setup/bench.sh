@@ -14,6 +14,8 @@
 #
 # Usage: softhsm-setup/bench.sh [ITERATIONS] [tls|plain] [KEYS]
 #   (default 500 tls bench,bench-3of5,bench-7of10; KEYS: any of those three)
+#   RINGI_BENCH_BIN=DIR: release binaries to run instead of this tree's
+#   (an A/B comparison of two builds, as for bench-load.sh), not rebuilt.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -24,7 +26,9 @@ mode=${2:-tls}
 keys=${3:-bench,bench-3of5,bench-7of10}
 [ "$mode" = plain ] && mode=""
 "$here/install-deps.sh"
-if [ "${RINGI_BENCH_PROFILE:-release}" = debug ]; then
+if [ -n "${RINGI_BENCH_BIN:-}" ]; then
+  bin=$RINGI_BENCH_BIN
+elif [ "${RINGI_BENCH_PROFILE:-release}" = debug ]; then
   cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
   bin="$root/target/debug"
 else
