@@ -27,6 +27,7 @@
 //! - [`policy`]: `ringi policy check|approve|submit|status` (updates under the admins' quorum).
 //! - [`signers`]: the signers an approver reaches directly (`--signer NAME=ADDRESS`).
 //! - [`view`]: a coordinator's view of a request, decoded and checked (never trusted as sent).
+//! - [`allocator`]: the process's allocator (mimalloc, its arenas committed on demand).
 
 pub mod allocator;
 pub mod approver;
