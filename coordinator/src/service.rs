@@ -623,6 +623,38 @@ pub fn transaction_pb(d: &Derived, network: ringi_psbt::Network) -> pb::Transact
 }
 
 /// The API view of a stored request for `key` (if it loaded).
+/// The watch events of `record`'s transitions after the first `sent`, in
+/// order, each showing the request as `shown` (the record's [`view`]).
+///
+/// One view per record read, not one per event: a watcher that joins late
+/// is replayed the whole history at once, and building a view looks up
+/// the policy, evaluates it while the request is pending and, for a PSBT
+/// request, derives its transaction again. The last event takes the view
+/// itself; the others a copy.
+fn events_after(
+    record: &RequestRecord,
+    sent: usize,
+    shown: pb::SigningRequestView,
+) -> Vec<pb::SigningRequestEvent> {
+    let last = record.transitions.len();
+    let mut shown = Some(shown);
+    record
+        .transitions
+        .iter()
+        .enumerate()
+        .skip(sent)
+        .map(|(i, t)| pb::SigningRequestEvent {
+            seq: i as u32 + 1,
+            transition: Some(transition(t)),
+            request: if i + 1 == last {
+                shown.take()
+            } else {
+                shown.clone()
+            },
+        })
+        .collect()
+}
+
 pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::SigningRequestView {
     let now = requests::now();
     // The request is shown under the policy that judges it.
@@ -843,14 +875,12 @@ impl pb::request_service_server::RequestService for RequestService {
             let mut record = first;
             let key = coordinator.key(&record.request.key_id).await.ok();
             loop {
-                for (i, t) in record.transitions.iter().enumerate().skip(sent) {
-                    let event = pb::SigningRequestEvent {
-                        seq: i as u32 + 1,
-                        transition: Some(transition(t)),
-                        request: Some(view(&coordinator, &record, key.as_deref())),
-                    };
-                    if tx.send(Ok(event)).await.is_err() {
-                        return; // the watcher went away
+                if record.transitions.len() > sent {
+                    let shown = view(&coordinator, &record, key.as_deref());
+                    for event in events_after(&record, sent, shown) {
+                        if tx.send(Ok(event)).await.is_err() {
+                            return; // the watcher went away
+                        }
                     }
                 }
                 sent = record.transitions.len();
@@ -950,5 +980,89 @@ impl pb::request_service_server::RequestService for RequestService {
             .await
             .inspect_err(|e| crate::metrics::refused("RetrySigningRequest", e))?;
         Ok(Response::new(view_of(&self.0, &record).await))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requests::fixture::{NOW, fixture};
+
+    fn record(states: &[State]) -> RequestRecord {
+        let request = fixture().request();
+        RequestRecord {
+            id: request.id(),
+            request,
+            signers: Vec::new(),
+            state: *states.last().unwrap(),
+            state_reason: String::new(),
+            signature: None,
+            signed_transaction: None,
+            approvals: Vec::new(),
+            transitions: states
+                .iter()
+                .enumerate()
+                .map(|(i, &to)| TransitionRecord {
+                    from: if i == 0 {
+                        String::new()
+                    } else {
+                        states[i - 1].as_str().to_string()
+                    },
+                    to,
+                    reason: format!("step {i}"),
+                    at: NOW + i as u64,
+                })
+                .collect(),
+        }
+    }
+
+    fn shown(state: &str) -> pb::SigningRequestView {
+        pb::SigningRequestView {
+            state: state.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// A watcher joining late is replayed every transition after what it
+    /// was sent, numbered from one in the record's order, each event with
+    /// the same view of the request (the last one moved, not copied).
+    #[test]
+    fn events_after_replays_the_rest_of_the_history_with_one_view() {
+        let r = record(&[
+            State::PendingApproval,
+            State::Approved,
+            State::Signing,
+            State::Signed,
+        ]);
+        let events = events_after(&r, 1, shown("SIGNED"));
+        assert_eq!(
+            events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [2, 3, 4],
+            "the first transition was sent already"
+        );
+        let to: Vec<&str> = events
+            .iter()
+            .map(|e| e.transition.as_ref().unwrap().to_state.as_str())
+            .collect();
+        assert_eq!(to, ["APPROVED", "SIGNING", "SIGNED"]);
+        assert_eq!(
+            events[0].transition.as_ref().unwrap().from_state,
+            "PENDING_APPROVAL"
+        );
+        assert!(
+            events
+                .iter()
+                .all(|e| e.request.as_ref().unwrap().state == "SIGNED"),
+            "every event shows the view it was given"
+        );
+    }
+
+    /// Nothing new, nothing sent; from the start, the whole history.
+    #[test]
+    fn events_after_sends_nothing_twice_and_everything_once() {
+        let r = record(&[State::PendingApproval, State::Rejected]);
+        assert!(events_after(&r, 2, shown("REJECTED")).is_empty());
+        let all = events_after(&r, 0, shown("REJECTED"));
+        assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
     }
 }
