@@ -622,7 +622,6 @@ pub fn transaction_pb(d: &Derived, network: ringi_psbt::Network) -> pb::Transact
     }
 }
 
-/// The API view of a stored request for `key` (if it loaded).
 /// The watch events of `record`'s transitions after the first `sent`, in
 /// order, each showing the request as `shown` (the record's [`view`]).
 ///
@@ -655,6 +654,7 @@ fn events_after(
         .collect()
 }
 
+/// The API view of a stored request for `key` (if it loaded).
 pub fn view(c: &Coordinator, r: &RequestRecord, key: Option<&Key>) -> pb::SigningRequestView {
     let now = requests::now();
     // The request is shown under the policy that judges it.
